@@ -1,0 +1,160 @@
+//! Flag groups shared by the commands that run executors (`run`, and later
+//! `pea`, `pod`). The same names serve Flow YAML.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::Value;
+
+use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, Volume, sandbox};
+use crate::units::{parse_duration, parse_size};
+
+/// Process-wide runtime settings.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Directory for compiled components [default: $JINA_WASM_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/jina-wasm, else ~/.cache/jina-wasm].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every component from scratch; don't read or write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl RuntimeArgs {
+    pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
+        Runtime::new(RuntimeOptions { cache_dir })
+    }
+}
+
+/// Which executor to run, with which parameters, inside which sandbox.
+#[derive(Debug, Clone, Args)]
+pub struct ExecutorArgs {
+    /// The executor: a WebAssembly component (`.wasm`) implementing jina:executor.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub uses: PathBuf,
+
+    /// The executor's `with:` parameters, as a JSON or YAML map
+    /// (for example `{"dim": 128}` or `dim: 128`), passed to its `init`.
+    #[arg(long, value_name = "MAP", value_parser = parse_map)]
+    pub uses_with: Option<Value>,
+
+    /// Name used in logs and error messages [default: the file's stem].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Host directory preopened to the executor at /workspace (created if
+    /// missing). Without it the executor sees no filesystem at all.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+
+    /// Preopen the workspace read-only: the executor can read its state but not
+    /// change it, and `dump` is never called.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Extra host directories for the executor, as HOST_DIR:/GUEST_DIR[:ro]
+    /// (repeatable).
+    #[arg(long = "volumes", value_name = "HOST:GUEST[:ro]")]
+    pub volumes: Vec<Volume>,
+
+    /// Environment variables the executor sees, as KEY=VALUE (repeatable).
+    /// Nothing else of the host's environment is visible.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Memory limit per executor instance: a size such as 64MiB or 1GiB; a bare
+    /// number means GiB, as in Jina.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1GiB")]
+    pub memory_hwm: u64,
+
+    /// Time limit for one request (`handle`), a `dump` or `close`: 500ms, 2s, 1m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub timeout_request: Duration,
+
+    /// Time limit for the executor's `init` (loading its state).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "120s")]
+    pub timeout_init: Duration,
+}
+
+impl ExecutorArgs {
+    /// The executor's name: `--name`, else the file stem.
+    pub fn executor_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.uses.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "executor".into())
+        })
+    }
+
+    pub fn spec(&self) -> ExecutorSpec {
+        ExecutorSpec {
+            name: self.executor_name(),
+            config: self.uses_with.clone().unwrap_or(Value::Null),
+            sandbox: Sandbox {
+                workspace: self.workspace.as_deref().map(super::absolute),
+                read_only: self.read_only,
+                volumes: self.volumes.clone(),
+                env: self.env.clone(),
+                memory_limit: self.memory_hwm,
+                call_timeout: self.timeout_request,
+                init_timeout: self.timeout_init,
+            },
+        }
+    }
+}
+
+// The defaults above are spelled out for --help; keep them equal to the sandbox's.
+const _: () = assert!(sandbox::DEFAULT_MEMORY_LIMIT == 1 << 30);
+const _: () = assert!(sandbox::DEFAULT_CALL_TIMEOUT.as_secs() == 30);
+const _: () = assert!(sandbox::DEFAULT_INIT_TIMEOUT.as_secs() == 120);
+
+/// A JSON or YAML map given on the command line.
+pub fn parse_map(text: &str) -> Result<Value, String> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(_) => serde_yaml::from_str(text).map_err(|e| format!("not a JSON or YAML map: {e}"))?,
+    };
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Ok(Value::Object(Default::default())),
+        other => Err(format!("expected a map such as {{\"key\": 1}}, got {other}")),
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has an empty name"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Reads a whole file or stdin (`-`) for commands that take `--input`.
+pub fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    match path {
+        None => Ok(Box::new(std::io::BufReader::new(std::io::stdin()))),
+        Some(p) if p.as_os_str() == "-" => Ok(Box::new(std::io::BufReader::new(std::io::stdin()))),
+        Some(p) => {
+            let file = std::fs::File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
+            Ok(Box::new(std::io::BufReader::new(file)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_and_env() {
+        assert_eq!(parse_map(r#"{"dim": 8}"#).unwrap()["dim"], 8);
+        assert_eq!(parse_map("dim: 8").unwrap()["dim"], 8);
+        assert!(parse_map("[1, 2]").is_err());
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("novalue").is_err());
+    }
+}

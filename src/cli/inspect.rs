@@ -1,0 +1,74 @@
+//! `jina-wasm inspect`: what a component is, and whether this host will run it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::common::RuntimeArgs;
+use crate::executor::{CONTRACT_VERSION, CacheOutcome};
+use crate::units::format_size;
+
+/// Show which contract version a component implements, what it imports and
+/// exports, and whether this host can run it (exit 1 with the reason if not).
+#[derive(Debug, Args)]
+pub struct InspectCommand {
+    /// The component to inspect.
+    #[arg(value_name = "FILE.wasm")]
+    pub file: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+impl InspectCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let runtime = self.runtime.runtime()?;
+        let loaded = match runtime.load(&self.file) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                if self.json {
+                    println!("{}", serde_json::json!({ "file": self.file, "runnable": false, "error": e.to_string() }));
+                } else {
+                    eprintln!("error: {e}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let compiled = match loaded.cache {
+            CacheOutcome::Hit => "loaded from cache",
+            CacheOutcome::Compiled => "compiled (now cached)",
+            CacheOutcome::CompiledUncached => "compiled (not cached)",
+        };
+        if self.json {
+            let report = serde_json::json!({
+                "file": loaded.path,
+                "size": loaded.size,
+                "sha256": loaded.digest,
+                "contract": format!("jina:executor@{}", loaded.contract),
+                "host_contract": format!("jina:executor@{CONTRACT_VERSION}"),
+                "runnable": true,
+                "exports": loaded.exports,
+                "imports": loaded.imports,
+                "load_ms": loaded.load_time.as_secs_f64() * 1e3,
+                "compiled": compiled,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("file:      {} ({})", loaded.path.display(), format_size(loaded.size));
+            println!("sha256:    {}", loaded.digest);
+            println!("contract:  jina:executor@{} (this host: {CONTRACT_VERSION}) - runnable", loaded.contract);
+            println!("exports:   {}", loaded.exports.join(", "));
+            println!("imports:");
+            for import in &loaded.imports {
+                println!("  {import}");
+            }
+            println!("load:      {compiled} in {:.1} ms", loaded.load_time.as_secs_f64() * 1e3);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

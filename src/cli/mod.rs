@@ -1,0 +1,72 @@
+//! The `jina-wasm` command line: one file per command, each a clap struct with an
+//! `execute` method. Flags shared by several commands live in `common.rs`.
+
+mod common;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use common::{ExecutorArgs, RuntimeArgs};
+
+/// Run Jina-style executors as sandboxed WebAssembly components.
+///
+/// An executor is a WebAssembly component (`x.wasm`) built against the
+/// jina:executor WIT contract, usually with the Rust `jina-guest-sdk` and
+/// `cargo build --target wasm32-wasip2`.
+#[derive(Debug, Parser)]
+#[command(name = "jina-wasm", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level or filter for the host's log on stderr (`error`, `warn`, `info`,
+    /// `debug`, `trace`, or a tracing filter such as `jina_wasm=debug,guest=warn`).
+    #[arg(long, global = true, env = "JINA_WASM_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Run(run::RunCommand),
+    Inspect(inspect::InspectCommand),
+}
+
+impl Cli {
+    /// Logs go to stderr, so stdout stays clean for data.
+    pub fn init_tracing(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    }
+
+    /// Runs the command.
+    ///
+    /// # Errors
+    /// Whatever the command reports; `main` prints it with its causes.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Run(cmd) => cmd.execute(),
+            Command::Inspect(cmd) => cmd.execute(),
+        }
+    }
+}
+
+/// Resolves a path given on the command line against the current directory, for
+/// messages that name it.
+pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

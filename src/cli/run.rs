@@ -1,0 +1,127 @@
+//! `jina-wasm run`: one executor, documents in on stdin, documents out on stdout.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::Value;
+
+use super::common::{ExecutorArgs, RuntimeArgs, open_input, parse_map};
+use crate::document::Document;
+use crate::executor::{Executor, ExecutorError};
+
+/// Run one executor over documents read as JSON lines.
+///
+/// Each input line is a Jina document as JSON (`{"id": "a", "text": "hi"}`) or a
+/// plain text line, which becomes a text document. Documents are sent to the
+/// executor's ENDPOINT in requests of --request-size; the documents it returns
+/// are written to stdout as JSON lines. Before exiting, `run` calls the
+/// executor's `dump` (unless --read-only) and `close`, so a later `run` on the
+/// same --workspace finds the state.
+///
+/// Exits 1 with the executor's name and reason on stderr when a request fails.
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    /// The endpoint to call, as Jina's `@requests(on=...)`.
+    #[arg(long, default_value = "/")]
+    pub endpoint: String,
+
+    /// Request parameters, as a JSON or YAML map (for example `{"top_k": 5}`).
+    #[arg(long, value_name = "MAP", value_parser = parse_map)]
+    pub parameters: Option<Value>,
+
+    /// Read documents from FILE instead of stdin (`-` is stdin).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Documents per request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub request_size: u32,
+}
+
+impl RunCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let runtime = self.runtime.runtime()?;
+        let uses = &self.executor.uses;
+        let component = runtime.load(uses).map_err(anyhow::Error::from)?;
+        let spec = self.executor.spec();
+        let read_only = spec.sandbox.read_only;
+        let mut executor = Executor::start(runtime, component, spec)?;
+
+        let outcome = self.pump(&mut executor);
+        let failed = outcome.is_err();
+        // Persist what was handled, unless the instance was lost to a trap (a
+        // fresh instance would only dump the state it loaded) or it is read-only.
+        let instance_lost = matches!(&outcome, Err(Failure::Executor(e)) if e.kind.is_trap());
+        if !read_only && !instance_lost {
+            if let Err(e) = executor.dump() {
+                report(&Failure::Executor(e));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        if let Err(e) = executor.close() {
+            tracing::warn!("{e}");
+        }
+        if let Err(failure) = outcome {
+            report(&failure);
+        }
+        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    }
+
+    fn pump(&self, executor: &mut Executor) -> Result<(), Failure> {
+        let input = open_input(self.input.as_deref()).map_err(Failure::Other)?;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let parameters = self.parameters.clone().unwrap_or(Value::Null);
+        let mut batch = Vec::with_capacity(self.request_size as usize);
+        let mut lines = input.lines().enumerate();
+        let mut finished = false;
+        while !finished {
+            // Fill one request, or stop at the end of the input.
+            while batch.len() < self.request_size as usize {
+                let Some((number, line)) = lines.next() else {
+                    finished = true;
+                    break;
+                };
+                let line = line.context("cannot read input").map_err(Failure::Other)?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let doc = Document::from_json_line(&line)
+                    .with_context(|| format!("input line {} is not a document", number + 1))
+                    .map_err(Failure::Other)?;
+                batch.push(doc);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let result = executor.handle(&self.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
+            batch.clear();
+            for doc in &result {
+                serde_json::to_writer(&mut out, doc).context("cannot write output").map_err(Failure::Other)?;
+                out.write_all(b"\n").context("cannot write output").map_err(Failure::Other)?;
+            }
+        }
+        out.flush().context("cannot write output").map_err(Failure::Other)
+    }
+}
+
+enum Failure {
+    Executor(ExecutorError),
+    Other(anyhow::Error),
+}
+
+fn report(failure: &Failure) {
+    match failure {
+        Failure::Executor(e) => eprintln!("error: {e}"),
+        Failure::Other(e) => eprintln!("error: {e:#}"),
+    }
+}

@@ -1,0 +1,167 @@
+//! Documents as the host sees them, and their JSON form.
+//!
+//! A [`Document`] is a tree: `chunks` are its parts, `matches` are results found
+//! for it. The JSON form follows Jina's document JSON (`id`, `text`, `blob`, `uri`,
+//! `mime_type`, `embedding`, `tags`, `scores`, `chunks`, `matches`), so JSON lines
+//! written for Jina read here unchanged. Fields this host does not model (Jina's
+//! `granularity`, `adjacency`, `modality`, ...) are ignored on input.
+//!
+//! Executors receive the same tree flattened (see `executor::convert` and
+//! docs/wit-contract.md); the wire protocol encodes it again (docs/protocol.md).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// One document and its children.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Unique id; generated (32 hex digits, like Jina's) when the input has none.
+    #[serde(default = "new_id")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Raw bytes; base64 in JSON. Jina 2's name for it, `buffer`, is accepted too.
+    #[serde(
+        default,
+        alias = "buffer",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "blob_to_base64",
+        deserialize_with = "blob_from_base64"
+    )]
+    pub blob: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Map::is_empty", deserialize_with = "null_as_default")]
+    pub tags: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    pub scores: BTreeMap<String, NamedScore>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub chunks: Vec<Document>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    pub matches: Vec<Document>,
+}
+
+/// A score with its provenance, as Jina's `NamedScore`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamedScore {
+    #[serde(default)]
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Document {
+    /// A document with a fresh id and nothing else.
+    pub fn new() -> Self {
+        Document { id: new_id(), ..Default::default() }
+    }
+
+    /// A text document with a fresh id.
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Document { text: Some(text.into()), ..Document::new() }
+    }
+
+    /// This document and all its descendants, counted.
+    pub fn tree_size(&self) -> usize {
+        1 + self.chunks.iter().chain(&self.matches).map(Document::tree_size).sum::<usize>()
+    }
+
+    /// Parses one line of JSON-lines input: a JSON document object, or (when the
+    /// line is not a JSON object) a plain text line that becomes a text document.
+    ///
+    /// # Errors
+    /// A line that starts with `{` but is not a valid document.
+    pub fn from_json_line(line: &str) -> Result<Document, serde_json::Error> {
+        if line.trim_start().starts_with('{') {
+            serde_json::from_str(line)
+        } else {
+            Ok(Document::from_text(line))
+        }
+    }
+}
+
+/// A fresh document id: 32 lowercase hex digits, unique within the process and
+/// random across processes (the std hasher is seeded from the OS).
+pub fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let seed = SEED.get_or_init(std::collections::hash_map::RandomState::new);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut a = seed.build_hasher();
+    a.write_u64(n);
+    let mut b = seed.build_hasher();
+    b.write_u64(!n);
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
+fn blob_to_base64<S: Serializer>(blob: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match blob {
+        Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+        None => s.serialize_none(),
+    }
+}
+
+fn blob_from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| {
+        base64::engine::general_purpose::STANDARD
+            .decode(t.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("`blob` is not valid base64: {e}")))
+    })
+    .transpose()
+}
+
+/// Jina writes `null` for empty maps and lists; treat it as empty.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jina_json_round_trip() {
+        let line = r#"{"id":"a","text":"hello","embedding":[0.5,1.0],"tags":{"k":1},
+            "scores":{"cosine":{"value":0.9,"op_name":"cosine"}},
+            "chunks":[{"id":"a-0","text":"he"}],"matches":[{"id":"m","scores":{"cosine":{"value":0.5}}}],
+            "granularity":0,"blob":"AAEC"}"#;
+        let doc = Document::from_json_line(line).unwrap();
+        assert_eq!(doc.blob.as_deref(), Some(&[0u8, 1, 2][..]));
+        assert_eq!(doc.chunks[0].id, "a-0");
+        assert_eq!(doc.scores["cosine"].op_name.as_deref(), Some("cosine"));
+        assert_eq!(doc.tree_size(), 3);
+        let back: Document = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn plain_text_lines_become_documents() {
+        let doc = Document::from_json_line("just words").unwrap();
+        assert_eq!(doc.text.as_deref(), Some("just words"));
+        assert_eq!(doc.id.len(), 32);
+        assert!(Document::from_json_line("{not json").is_err());
+    }
+
+    #[test]
+    fn nulls_and_missing_ids() {
+        let doc = Document::from_json_line(r#"{"text":"x","tags":null,"chunks":null,"buffer":null}"#).unwrap();
+        assert!(doc.tags.is_empty() && doc.chunks.is_empty() && doc.blob.is_none());
+        assert_ne!(new_id(), new_id());
+    }
+}

@@ -1,0 +1,142 @@
+//! Loading a component: from a path to a checked, linked, ready-to-instantiate
+//! executor, with one clear error per way it can go wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+
+use super::bindings::ExecutorWorldPre;
+use super::cache::{CacheOutcome, digest};
+use super::state::ExecutorState;
+use super::Runtime;
+
+/// The contract version this host implements.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The export every executor must have.
+pub const EXECUTOR_EXPORT: &str = "jina:executor/executor@0.1.0";
+const EXPORT_PREFIX: &str = "jina:executor/executor@";
+
+/// Why a file cannot be used as an executor. Each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("executor file {path} does not exist")]
+    NotFound { path: PathBuf },
+    #[error("cannot read executor file {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a WebAssembly file (it does not start with \\0asm)")]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{path} is a core WebAssembly module, not a component: build it with `cargo build --target wasm32-wasip2` \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{path} implements executor contract {found}, but this host implements {CONTRACT_VERSION}: \
+         rebuild it against jina-guest-sdk for contract {CONTRACT_VERSION}"
+    )]
+    WrongVersion { path: PathBuf, found: String },
+    #[error("{path} is not a jina-wasm executor: it does not export {EXECUTOR_EXPORT} (it exports: {exports})")]
+    MissingExport { path: PathBuf, exports: String },
+    #[error("{path} cannot run on this host: {reason}")]
+    Unlinkable { path: PathBuf, reason: String },
+}
+
+/// A checked, compiled executor component, ready to instantiate many times.
+pub struct LoadedComponent {
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file.
+    pub digest: String,
+    pub size: u64,
+    /// The contract version found in its exports.
+    pub contract: String,
+    /// Interfaces it imports (WASI and ours), sorted.
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub(super) pre: ExecutorWorldPre<ExecutorState>,
+    /// How it was obtained, and how long that took.
+    pub cache: CacheOutcome,
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent").field("path", &self.path).field("contract", &self.contract).finish()
+    }
+}
+
+/// Checks the bytes before compiling, so each mistake has its own message.
+pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { path: path.to_owned() });
+    }
+    // Bytes 4..8: version and layer. A core module is version 1, layer 0; a
+    // component has layer 1 (see the component-model binary format).
+    if bytes[6..8] == [0, 0] {
+        return Err(LoadError::CoreModule { path: path.to_owned() });
+    }
+    Ok(())
+}
+
+pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, LoadError> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_owned() },
+        _ => LoadError::Unreadable { path: path.to_owned(), source },
+    })?;
+    check_header(path, &bytes)?;
+    let digest = digest(&bytes);
+    let engine = runtime.engine();
+    let (component, cache) = match runtime.cache() {
+        Some(cache) => cache.load_or_compile(engine, &bytes, &digest),
+        None => Component::new(engine, &bytes).map(|c| (c, CacheOutcome::CompiledUncached)),
+    }
+    .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+
+    let ty = component.component_type();
+    let mut exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    exports.sort();
+    let mut imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    imports.sort();
+
+    let contract = match exports.iter().find_map(|e| e.strip_prefix(EXPORT_PREFIX)) {
+        Some(version) if version == CONTRACT_VERSION => version.to_string(),
+        Some(version) => return Err(LoadError::WrongVersion { path: path.to_owned(), found: version.to_string() }),
+        None => {
+            let exports = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+            return Err(LoadError::MissingExport { path: path.to_owned(), exports });
+        }
+    };
+
+    let unlinkable = |e: wasmtime::Error| LoadError::Unlinkable { path: path.to_owned(), reason: format!("{e:#}") };
+    let instance_pre = runtime.linker().instantiate_pre(&component).map_err(unlinkable)?;
+    let pre = ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?;
+    Ok(LoadedComponent {
+        path: path.to_owned(),
+        digest,
+        size: bytes.len() as u64,
+        contract,
+        imports,
+        exports,
+        pre,
+        cache,
+        load_time: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers() {
+        let p = Path::new("x.wasm");
+        assert!(matches!(check_header(p, b"hello world"), Err(LoadError::NotWasm { .. })));
+        assert!(matches!(check_header(p, b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule { .. })));
+        assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
+        let message = LoadError::CoreModule { path: p.into() }.to_string();
+        assert!(message.contains("x.wasm") && message.contains("wasm32-wasip2"));
+    }
+}

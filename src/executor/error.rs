@@ -1,0 +1,119 @@
+//! What can go wrong in a call into an executor, typed so that callers (the Pea's
+//! error strategies, the client) can branch on it and people can read it.
+
+use std::fmt;
+
+/// Which part of the lifecycle failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Load,
+    Init,
+    Handle,
+    Dump,
+    Close,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Load => "load",
+            Phase::Init => "init",
+            Phase::Handle => "handle",
+            Phase::Dump => "dump",
+            Phase::Close => "close",
+        })
+    }
+}
+
+/// Why a call failed. The first five come from the executor itself (the
+/// contract's `error-kind`); the rest are the host's verdict on a guest that
+/// trapped or misbehaved. After any of the host's kinds the instance is
+/// discarded and the next call gets a fresh, re-initialised one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    BadConfig,
+    ReadOnly,
+    Io,
+    Internal,
+    /// The call ran past its time limit.
+    Timeout,
+    /// The guest asked for more memory than its limit and could not go on.
+    MemoryLimit,
+    /// The guest recursed past its stack.
+    StackOverflow,
+    /// The guest panicked (a Rust panic aborts the instance).
+    Panic,
+    /// Any other trap.
+    Trap,
+    /// The guest returned a malformed result (bad parent index, tags, dimensions).
+    InvalidOutput,
+    /// The host could not create or link the instance.
+    Host,
+}
+
+impl ErrorKind {
+    /// The stable name used in logs, JSON and the wire protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::BadConfig => "bad-config",
+            ErrorKind::ReadOnly => "read-only",
+            ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::MemoryLimit => "memory-limit",
+            ErrorKind::StackOverflow => "stack-overflow",
+            ErrorKind::Panic => "panic",
+            ErrorKind::Trap => "trap",
+            ErrorKind::InvalidOutput => "invalid-output",
+            ErrorKind::Host => "host",
+        }
+    }
+
+    /// Every kind, for parsing and tests.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::BadRequest,
+        ErrorKind::BadConfig,
+        ErrorKind::ReadOnly,
+        ErrorKind::Io,
+        ErrorKind::Internal,
+        ErrorKind::Timeout,
+        ErrorKind::MemoryLimit,
+        ErrorKind::StackOverflow,
+        ErrorKind::Panic,
+        ErrorKind::Trap,
+        ErrorKind::InvalidOutput,
+        ErrorKind::Host,
+    ];
+
+    /// Parses [`ErrorKind::as_str`] back; unknown names are `None`.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// True when the instance was lost (a trap or a host failure) rather than
+    /// the executor reporting an error itself.
+    pub fn is_trap(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::BadRequest | ErrorKind::BadConfig | ErrorKind::ReadOnly | ErrorKind::Io | ErrorKind::Internal
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed call, naming the executor, the phase and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("executor `{executor}` failed in {phase} ({kind}): {message}")]
+pub struct ExecutorError {
+    pub executor: String,
+    pub phase: Phase,
+    pub kind: ErrorKind,
+    pub message: String,
+}

@@ -1,0 +1,24 @@
+//! jina-wasm: Jina's Pea / Pod / Flow executor system, with every executor a
+//! sandboxed WebAssembly component.
+//!
+//! The crate is layered; each module owns one thing:
+//!
+//! - [`executor`]: the sandboxed executor host. A wasmtime `Engine` and `Linker`
+//!   per process ([`executor::Runtime`]), checked and cached components
+//!   ([`executor::LoadedComponent`]), and one live instance per executor
+//!   ([`executor::Executor`]) with memory and time limits and trap recovery.
+//! - [`document`]: documents as the host sees them and their Jina-compatible JSON.
+//! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
+//! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
+//!   turning flags into the types above.
+//!
+//! The executor contract lives in `wit/executor.wit`; the guest side of it in the
+//! `jina-guest-sdk` crate (`guest-sdk/`). docs/ explains both.
+
+pub mod cli;
+pub mod document;
+pub mod executor;
+pub mod units;
+
+pub use document::{Document, NamedScore};
+pub use executor::{Executor, ExecutorError, Runtime};

@@ -1,0 +1,126 @@
+//! Sizes and durations as people type them on the command line and in YAML.
+//!
+//! `--memory-hwm` takes a size (`64MiB`, `1GiB`, `512MB`; a bare number means
+//! GiB, as Jina's `memory_hwm` did) and `--timeout-request` a duration (`500ms`,
+//! `2s`, `1m`; a bare number means seconds).
+
+use std::time::Duration;
+
+const KIB: f64 = 1024.0;
+
+/// Parses a byte size. Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and the short
+/// `K`, `M`, `G`, `T`), decimal units (`KB`, `MB`, `GB`, `TB`), `B`, or no unit (GiB).
+///
+/// # Errors
+/// A message naming the input when it is empty, negative, not a number, or has an
+/// unknown unit.
+pub fn parse_size(input: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(input)?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "g" | "gi" | "gib" => KIB * KIB * KIB,
+        "b" => 1.0,
+        "k" | "ki" | "kib" => KIB,
+        "m" | "mi" | "mib" => KIB * KIB,
+        "t" | "ti" | "tib" => KIB * KIB * KIB * KIB,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return Err(format!("unknown size unit `{unit}` in `{input}` (use B, KiB, MiB, GiB, KB, MB, GB; a bare number means GiB)")),
+    };
+    let bytes = number * scale;
+    if bytes > u64::MAX as f64 {
+        return Err(format!("size `{input}` is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a duration: `250us`, `500ms`, `2s`, `1.5s`, `2m`, `1h`, or a bare number
+/// of seconds.
+///
+/// # Errors
+/// A message naming the input when it is empty, negative, not a number, or has an
+/// unknown unit.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let (number, unit) = split_number(input)?;
+    let seconds = match unit.to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" | "secs" => number,
+        "us" | "µs" => number / 1e6,
+        "ms" => number / 1e3,
+        "m" | "min" | "mins" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("unknown duration unit `{unit}` in `{input}` (use us, ms, s, m, h; a bare number means seconds)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration `{input}` is out of range"))
+}
+
+/// Formats a byte count for people: `64 MiB`, `1.5 GiB`, `512 B`.
+pub fn format_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= KIB * KIB * KIB {
+        trim_unit(b / (KIB * KIB * KIB), "GiB")
+    } else if b >= KIB * KIB {
+        trim_unit(b / (KIB * KIB), "MiB")
+    } else if b >= KIB {
+        trim_unit(b / KIB, "KiB")
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn trim_unit(value: f64, unit: &str) -> String {
+    let text = format!("{value:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {unit}")
+}
+
+fn split_number(input: &str) -> Result<(f64, &str), String> {
+    let trimmed = input.trim();
+    let end = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(end);
+    if number.is_empty() {
+        return Err(format!("`{input}` is not a number with an optional unit"));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{input}` is not a number with an optional unit"))?;
+    Ok((value, unit.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2"), Ok(2 << 30));
+        assert_eq!(parse_size("0.5"), Ok(512 << 20));
+        assert_eq!(parse_size("512 MB"), Ok(512_000_000));
+        assert_eq!(parse_size("10k"), Ok(10 << 10));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1GiB").is_err());
+        assert!(parse_size("12 parsecs").unwrap_err().contains("parsecs"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_size(64 << 20), "64 MiB");
+        assert_eq!(format_size(1536 << 20), "1.5 GiB");
+        assert_eq!(format_size(100), "100 B");
+    }
+}
