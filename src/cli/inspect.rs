@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use clap::Args;
 
 use super::common::RuntimeArgs;
@@ -39,6 +41,7 @@ impl InspectCommand {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        let mut out = std::io::stdout().lock();
         let compiled = match loaded.cache {
             CacheOutcome::Hit => "loaded from cache",
             CacheOutcome::Compiled => "compiled (now cached)",
@@ -57,17 +60,17 @@ impl InspectCommand {
                 "load_ms": loaded.load_time.as_secs_f64() * 1e3,
                 "compiled": compiled,
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         } else {
-            println!("file:      {} ({})", loaded.path.display(), format_size(loaded.size));
-            println!("sha256:    {}", loaded.digest);
-            println!("contract:  jina:executor@{} (this host: {CONTRACT_VERSION}) - runnable", loaded.contract);
-            println!("exports:   {}", loaded.exports.join(", "));
-            println!("imports:");
+            writeln!(out, "file:      {} ({})", loaded.path.display(), format_size(loaded.size))?;
+            writeln!(out, "sha256:    {}", loaded.digest)?;
+            writeln!(out, "contract:  jina:executor@{} (this host: {CONTRACT_VERSION}) - runnable", loaded.contract)?;
+            writeln!(out, "exports:   {}", loaded.exports.join(", "))?;
+            writeln!(out, "imports:")?;
             for import in &loaded.imports {
-                println!("  {import}");
+                writeln!(out, "  {import}")?;
             }
-            println!("load:      {compiled} in {:.1} ms", loaded.load_time.as_secs_f64() * 1e3);
+            writeln!(out, "load:      {compiled} in {:.1} ms", loaded.load_time.as_secs_f64() * 1e3)?;
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -45,6 +45,26 @@ pub struct RunCommand {
     /// Documents per request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub request_size: u32,
+
+    /// How to print result documents: `jsonl` (one JSON document per line, for
+    /// piping into the next `run`) or `pretty` (text and ranked matches, for people).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Pretty,
+}
+
+fn write_pretty(out: &mut impl Write, doc: &Document) -> std::io::Result<()> {
+    writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
+    for m in &doc.matches {
+        let score = m.scores.values().next().map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
+        writeln!(out, "  {score}  {:<16} {}", m.id, m.text.as_deref().unwrap_or(""))?;
+    }
+    Ok(())
 }
 
 impl RunCommand {
@@ -57,21 +77,27 @@ impl RunCommand {
         let mut executor = Executor::start(runtime, component, spec)?;
 
         let outcome = self.pump(&mut executor);
-        let failed = outcome.is_err();
+        // A reader that stops early (`| head`) is not a failure: stop quietly.
+        let outcome = match outcome {
+            Err(Failure::Other(e)) if is_broken_pipe(&e) => Ok(()),
+            other => other,
+        };
+        let mut failed = false;
+        if let Err(failure) = &outcome {
+            report(failure);
+            failed = true;
+        }
         // Persist what was handled, unless the instance was lost to a trap (a
         // fresh instance would only dump the state it loaded) or it is read-only.
         let instance_lost = matches!(&outcome, Err(Failure::Executor(e)) if e.kind.is_trap());
         if !read_only && !instance_lost {
             if let Err(e) = executor.dump() {
                 report(&Failure::Executor(e));
-                return Ok(ExitCode::FAILURE);
+                failed = true;
             }
         }
         if let Err(e) = executor.close() {
             tracing::warn!("{e}");
-        }
-        if let Err(failure) = outcome {
-            report(&failure);
         }
         Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
     }
@@ -106,8 +132,13 @@ impl RunCommand {
             let result = executor.handle(&self.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
             batch.clear();
             for doc in &result {
-                serde_json::to_writer(&mut out, doc).context("cannot write output").map_err(Failure::Other)?;
-                out.write_all(b"\n").context("cannot write output").map_err(Failure::Other)?;
+                let written = match self.output {
+                    OutputFormat::Jsonl => serde_json::to_writer(&mut out, doc)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n")),
+                    OutputFormat::Pretty => write_pretty(&mut out, doc),
+                };
+                written.context("cannot write output").map_err(Failure::Other)?;
             }
         }
         out.flush().context("cannot write output").map_err(Failure::Other)
@@ -117,6 +148,12 @@ impl RunCommand {
 enum Failure {
     Executor(ExecutorError),
     Other(anyhow::Error),
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn report(failure: &Failure) {

@@ -370,6 +370,14 @@ impl Executor {
                     None => (ErrorKind::Trap, format!("trapped: unreachable code{}", last_words(&state.output))),
                 }
             }
+            Some(Trap::MemoryOutOfBounds) => (
+                ErrorKind::Trap,
+                format!(
+                    "trapped: out of bounds memory access (a Rust guest keeps part of its stack in linear memory: \
+                     deep recursion can end this way){}",
+                    last_words(&state.output)
+                ),
+            ),
             Some(trap) => (ErrorKind::Trap, format!("trapped: {trap}{}", last_words(&state.output))),
             None => (ErrorKind::Trap, format!("{error:#}")),
         };

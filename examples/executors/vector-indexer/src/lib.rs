@@ -1,0 +1,466 @@
+//! `vector-indexer`: a stateful, in-memory, brute-force cosine vector index.
+//!
+//! - `with:`
+//!   - `workspace` (default `"/workspace"`): where the state files live.
+//!   - `top_k` (default 10): matches per query when the request does not say.
+//!   - `durable` (default false): log every change durably before answering.
+//!   - `traversal` (default `"roots"`): which documents `/index` and `/delete`
+//!     act on: `"roots"`, the request's documents, or `"chunks"`, their chunks
+//!     (Jina's `traversal_paths: ['c']`: index the sentences a segmenter made).
+//!     Queries in `/search` are always the request's documents.
+//! - Endpoints:
+//!   - `/index`: store each top-level document (id, text, tags, embedding);
+//!     an existing id is replaced. Every document needs an embedding of the
+//!     index's dimension (the first one stored sets it), else the whole request
+//!     fails with `bad-request` naming the id. Returns the documents unchanged.
+//!   - `/search`: for each top-level document with an embedding, replaces its
+//!     `matches` with the `top_k` most cosine-similar stored documents, best first,
+//!     equal scores in id order. A match has the stored id, text and tags, and
+//!     `scores["cosine"]`; its embedding only with `return_embeddings: true`.
+//!   - `/delete`: remove the documents' ids (unknown ids are ignored). Returns
+//!     the documents unchanged.
+//!   - anything else (`/status`, ...): the documents pass through.
+//!   - Parameters: `top_k` and `return_embeddings` (`/search`), `durable` and
+//!     `traversal` (`/index`, `/delete`; override the `with:` values).
+//!
+//! # State
+//!
+//! Two files in the workspace:
+//!
+//! - `vector-index.snapshot`, the whole index, written by `dump` with one atomic
+//!   replace (`state::write_atomic`). Little-endian throughout:
+//!
+//!   ```text
+//!   magic   "JVIX"               4 bytes
+//!   version u32 = 1
+//!   count   u32                  documents
+//!   dim     u32                  floats per embedding (0 when count is 0)
+//!   count x { id_len u32, id (UTF-8),
+//!             text_len u32 (0xFFFFFFFF: no text), text (UTF-8),
+//!             tags_len u32 (0: no tags), tags (JSON object text) }
+//!   count x dim x f32            the embeddings, in record order
+//!   crc32   u32                  CRC-32 (zlib) of every byte before it
+//!   ```
+//!
+//! - `vector-index.log`, an `AppendLog` of changes since that snapshot. Each
+//!   record is `op u8` then, for `1` (upsert), the record fields above followed by
+//!   `dim u32` and `dim x f32`; for `2` (delete), `id_len u32, id`. In durable
+//!   mode `/index` and `/delete` append their changes and fsync before applying
+//!   and answering; other changes live in memory until `dump`.
+//!
+//! `init` loads the snapshot, then replays the log up to its first torn record.
+//! `dump` writes the snapshot, then empties the log: a crash in between replays
+//! changes the snapshot already holds, which is harmless (upserts and deletes
+//! are idempotent). A missing workspace starts an empty index (logged as a
+//! warning); a read-only one loads normally, and `dump` or a durable change then
+//! fails with `read-only`.
+
+mod codec;
+mod index;
+
+use std::path::PathBuf;
+
+use jina_guest_sdk::log;
+use jina_guest_sdk::prelude::*;
+use jina_guest_sdk::state::{self, AppendLog};
+
+use codec::Op;
+use index::{Entry, Index};
+
+const SNAPSHOT_FILE: &str = "vector-index.snapshot";
+const LOG_FILE: &str = "vector-index.log";
+
+struct VectorIndexer {
+    /// Holds `SNAPSHOT_FILE` and `LOG_FILE`.
+    workspace: PathBuf,
+    /// Matches per query unless a request says otherwise.
+    top_k: usize,
+    /// Log changes durably unless a request says otherwise.
+    durable: bool,
+    /// Act on the request's documents or on their chunks, unless a request says otherwise.
+    traversal: Traversal,
+    index: Index,
+    /// Opened at the first durable change or dump, so a read-only workspace
+    /// only fails when something must be written.
+    log: Option<AppendLog>,
+}
+
+impl Executor for VectorIndexer {
+    fn init(config: Config) -> Result<Self> {
+        let workspace = PathBuf::from(config.get_or("workspace", "/workspace".to_string())?);
+        let top_k = config.get_or("top_k", 10)?;
+        let durable = config.get_or("durable", false)?;
+        let traversal = Traversal::parse(config.get_or("traversal", "roots".to_string())?)
+            .map_err(Error::bad_config)?;
+
+        let mut index = Index::default();
+        let mut replayed = 0;
+        if workspace.is_dir() {
+            let snapshot = workspace.join(SNAPSHOT_FILE);
+            if let Some(bytes) = state::read_if_exists(&snapshot)? {
+                index =
+                    codec::decode_snapshot(&bytes).map_err(|e| e.context(snapshot.display()))?;
+            }
+            let log_path = workspace.join(LOG_FILE);
+            for (i, record) in AppendLog::replay(&log_path)?.iter().enumerate() {
+                let context = || format!("{} record {i}", log_path.display());
+                let op = codec::decode_op(record).map_err(|e| e.context(context()))?;
+                apply(&mut index, op).map_err(|e| Error::io(e.message).context(context()))?;
+                replayed += 1;
+            }
+        } else {
+            log::warn(format!(
+                "workspace {} is not available: starting with an empty index; dump will fail",
+                workspace.display()
+            ));
+        }
+        log::log(
+            log::Level::Info,
+            "vector index loaded",
+            &[
+                ("documents", &index.len().to_string()),
+                ("dim", &index.dim().unwrap_or(0).to_string()),
+                ("replayed", &replayed.to_string()),
+            ],
+        );
+        Ok(VectorIndexer {
+            workspace,
+            top_k,
+            durable,
+            traversal,
+            index,
+            log: None,
+        })
+    }
+
+    fn routes() -> Routes<Self> {
+        Routes::new()
+            .on("/index", Self::index)
+            .on("/search", Self::search)
+            .on("/delete", Self::delete)
+    }
+
+    fn dump(&mut self) -> Result<()> {
+        let snapshot = codec::encode_snapshot(&self.index);
+        state::write_atomic(self.workspace.join(SNAPSHOT_FILE), &snapshot)?;
+        // Everything logged is in the snapshot now.
+        let log_path = self.workspace.join(LOG_FILE);
+        if self.log.is_none() && log_path.exists() {
+            self.log = Some(AppendLog::open(&log_path)?);
+        }
+        if let Some(log) = &mut self.log {
+            log.truncate()?;
+        }
+        Ok(())
+    }
+}
+
+impl VectorIndexer {
+    fn index(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        // Check the whole request before changing anything.
+        let mut dim = self.index.dim();
+        let targets = self.targets(&docs, params)?;
+        let mut ops = Vec::with_capacity(targets.len());
+        for doc in targets {
+            let Some(embedding) = &doc.embedding else {
+                return Err(Error::bad_request(format!(
+                    "doc {:?} has no embedding: /index stores embeddings",
+                    doc.id
+                )));
+            };
+            match dim {
+                Some(d) if d != embedding.len() => {
+                    return Err(Error::bad_request(format!(
+                        "doc {:?} has a {}-dim embedding, the index holds {d}-dim ones",
+                        doc.id,
+                        embedding.len()
+                    )));
+                }
+                _ => dim = Some(embedding.len()),
+            }
+            ops.push(Op::Upsert(Entry {
+                id: doc.id.clone(),
+                text: doc.text.clone(),
+                tags: (!doc.tags.is_empty()).then(|| Value::Object(doc.tags.clone()).to_string()),
+                embedding: embedding.clone(),
+            }));
+        }
+        self.commit(ops, params)?;
+        Ok(docs)
+    }
+
+    fn search(&mut self, mut docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let top_k = params.get_or("top_k", self.top_k)?;
+        let return_embeddings = params.get_or("return_embeddings", false)?;
+        for doc in &mut docs {
+            let Some(query) = &doc.embedding else {
+                continue;
+            };
+            if let Some(dim) = self.index.dim()
+                && query.len() != dim
+            {
+                return Err(Error::bad_request(format!(
+                    "query {:?} has a {}-dim embedding, the index holds {dim}-dim ones",
+                    doc.id,
+                    query.len()
+                )));
+            }
+            let hits = self.index.search(query, top_k);
+            doc.matches = hits
+                .into_iter()
+                .map(|(row, score)| {
+                    let row = self.index.row(row);
+                    let mut m = Document::new(row.id);
+                    m.text = row.text.map(Into::into);
+                    if let Some(Ok(Value::Object(tags))) = row.tags.map(serde_json::from_str) {
+                        m.tags = tags;
+                    }
+                    if return_embeddings {
+                        m.embedding = Some(row.embedding.to_vec());
+                    }
+                    m.set_score("cosine", f64::from(score));
+                    m
+                })
+                .collect();
+        }
+        Ok(docs)
+    }
+
+    fn delete(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let ops = self.targets(&docs, params)?.into_iter().map(|d| Op::Delete(d.id.clone())).collect();
+        self.commit(ops, params)?;
+        Ok(docs)
+    }
+
+    /// The documents `/index` and `/delete` act on.
+    fn targets<'a>(&self, docs: &'a [Document], params: &Params) -> Result<Vec<&'a Document>> {
+        let traversal = match params.get::<String>("traversal")? {
+            Some(name) => Traversal::parse(name).map_err(Error::bad_request)?,
+            None => self.traversal,
+        };
+        Ok(match traversal {
+            Traversal::Roots => docs.iter().collect(),
+            Traversal::Chunks => docs.iter().flat_map(|d| &d.chunks).collect(),
+        })
+    }
+
+    /// Apply checked `ops`, logging them durably first when asked to.
+    fn commit(&mut self, ops: Vec<Op>, params: &Params) -> Result<()> {
+        if params.get_or("durable", self.durable)? && !ops.is_empty() {
+            let log = match &mut self.log {
+                Some(log) => log,
+                None => self
+                    .log
+                    .insert(AppendLog::open(self.workspace.join(LOG_FILE))?),
+            };
+            for op in &ops {
+                log.append(&codec::encode_op(op))?;
+            }
+            log.sync()?;
+        }
+        for op in ops {
+            apply(&mut self.index, op)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which documents of a request are stored or deleted.
+#[derive(Clone, Copy)]
+enum Traversal {
+    Roots,
+    Chunks,
+}
+
+impl Traversal {
+    fn parse(name: String) -> std::result::Result<Self, String> {
+        match name.as_str() {
+            "roots" | "r" => Ok(Traversal::Roots),
+            "chunks" | "c" => Ok(Traversal::Chunks),
+            other => Err(format!("traversal {other:?} is neither \"roots\" nor \"chunks\"")),
+        }
+    }
+}
+
+/// Apply one change. Fails only on a dimension mismatch (a corrupt log).
+fn apply(index: &mut Index, op: Op) -> Result<()> {
+    match op {
+        Op::Upsert(entry)
+            if !entry.embedding.is_empty() && index.accepts_dim(entry.embedding.len()) =>
+        {
+            index.upsert(entry)
+        }
+        Op::Upsert(entry) => {
+            return Err(Error::internal(format!(
+                "doc {:?}: {}-dim embedding does not fit the index",
+                entry.id,
+                entry.embedding.len()
+            )));
+        }
+        Op::Delete(id) => {
+            index.remove(&id);
+        }
+    }
+    Ok(())
+}
+
+export_executor!(VectorIndexer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("vector-indexer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn start(dir: &std::path::Path, extra: Value) -> VectorIndexer {
+        let mut config = json!({ "workspace": dir });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        VectorIndexer::init(Config::parse(&config.to_string()).unwrap()).unwrap()
+    }
+
+    fn docs() -> Vec<Document> {
+        vec![
+            Document::new("x")
+                .with_text("ex")
+                .with_embedding(vec![1.0, 0.0])
+                .with_tag("n", 1),
+            Document::new("y").with_embedding(vec![0.0, 1.0]),
+            Document::new("xy").with_embedding(vec![1.0, 1.0]),
+        ]
+    }
+
+    fn search(ix: &mut VectorIndexer, q: Vec<f32>, params: Value) -> Vec<(String, f64)> {
+        let params = Params::parse(&params.to_string()).unwrap();
+        let out = ix
+            .search(vec![Document::new("q").with_embedding(q)], &params)
+            .unwrap();
+        out[0]
+            .matches
+            .iter()
+            .map(|m| (m.id.clone(), m.score("cosine").unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn dump_then_init_restores_the_index() {
+        let dir = workspace("dump");
+        let mut ix = start(&dir, json!({}));
+        ix.index(docs(), &Params::default()).unwrap();
+        let hits = search(&mut ix, vec![1.0, 0.1], json!({"top_k": 2}));
+        assert_eq!(
+            hits.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+            ["x", "xy"]
+        );
+        ix.dump().unwrap();
+
+        let mut ix = start(&dir, json!({}));
+        assert_eq!(ix.index.len(), 3);
+        let params = Params::parse(r#"{"top_k": 1, "return_embeddings": true}"#).unwrap();
+        let out = ix
+            .search(
+                vec![Document::new("q").with_embedding(vec![1.0, 0.0])],
+                &params,
+            )
+            .unwrap();
+        let m = &out[0].matches[0];
+        assert_eq!(
+            (m.id.as_str(), m.text.as_deref(), &m.tags["n"]),
+            ("x", Some("ex"), &json!(1))
+        );
+        assert_eq!(m.embedding.as_deref(), Some(&[1.0, 0.0][..]));
+        assert_eq!(m.score("cosine"), Some(1.0));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn durable_changes_survive_without_dump() {
+        let dir = workspace("durable");
+        let mut ix = start(&dir, json!({"durable": true}));
+        ix.index(docs(), &Params::default()).unwrap();
+        ix.delete(vec![Document::new("y")], &Params::default())
+            .unwrap();
+        drop(ix); // a crash: no dump
+
+        let mut ix = start(&dir, json!({}));
+        assert_eq!(ix.index.len(), 2);
+        assert_eq!(search(&mut ix, vec![0.0, 1.0], json!({}))[0].0, "xy");
+
+        // dump folds the log into the snapshot and empties it.
+        ix.dump().unwrap();
+        assert!(AppendLog::replay(dir.join(LOG_FILE)).unwrap().is_empty());
+        assert_eq!(start(&dir, json!({})).index.len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_requests_name_the_doc_and_change_nothing() {
+        let dir = workspace("bad");
+        let mut ix = start(&dir, json!({}));
+        let mut batch = docs();
+        batch.push(Document::new("no-vec"));
+        let err = ix.index(batch, &Params::default()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(err.message.contains("no-vec"), "{}", err.message);
+        assert_eq!(ix.index.len(), 0);
+
+        ix.index(docs(), &Params::default()).unwrap();
+        let err = ix
+            .index(
+                vec![Document::new("3d").with_embedding(vec![1.0; 3])],
+                &Params::default(),
+            )
+            .unwrap_err();
+        assert!(err.message.contains("3d"), "{}", err.message);
+        let params = Params::default();
+        let err = ix.search(vec![Document::new("q").with_embedding(vec![1.0])], &params);
+        assert_eq!(err.unwrap_err().kind, ErrorKind::BadRequest);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_workspace_starts_empty_and_dump_fails_clearly() {
+        let dir = std::env::temp_dir().join("vector-indexer-does-not-exist");
+        let mut ix = start(&dir, json!({}));
+        assert_eq!(ix.index.len(), 0);
+        let err = ix.dump().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Io);
+        assert!(err.message.contains(SNAPSHOT_FILE), "{}", err.message);
+    }
+
+    #[test]
+    fn snapshot_of_100k_docs_is_one_buffer() {
+        let mut ix = Index::default();
+        for i in 0..100_000 {
+            let embedding = (0..128).map(|j| ((i * 31 + j) % 97) as f32).collect();
+            ix.upsert(Entry {
+                id: format!("doc-{i}"),
+                text: None,
+                tags: None,
+                embedding,
+            });
+        }
+        let started = std::time::Instant::now();
+        let bytes = codec::encode_snapshot(&ix);
+        let encoded = started.elapsed();
+        let id_bytes: usize = (0..100_000).map(|i| format!("doc-{i}").len()).sum();
+        assert_eq!(
+            bytes.len(),
+            16 + 100_000 * 12 + id_bytes + 100_000 * 128 * 4 + 4
+        );
+        let back = codec::decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.len(), 100_000);
+        eprintln!(
+            "encode {encoded:?}, decode {:?}",
+            started.elapsed() - encoded
+        );
+    }
+}

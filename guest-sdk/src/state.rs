@@ -1,0 +1,375 @@
+//! Crash-safe files for stateful executors.
+//!
+//! - [`write_atomic`]: replace a file so a crash leaves the old or the new
+//!   version, never a mix (snapshots).
+//! - [`read_if_exists`]: a file's bytes, `None` when it does not exist.
+//! - [`AppendLog`]: an append-only log of checksummed records; [`AppendLog::replay`]
+//!   returns the records up to the first torn or corrupt one (write-ahead logs).
+//!
+//! Errors from writes say whether the workspace refused them
+//! ([`ErrorKind::ReadOnly`]) or failed ([`ErrorKind::Io`]), and name the path.
+//!
+//! [`ErrorKind::ReadOnly`]: crate::ErrorKind::ReadOnly
+//! [`ErrorKind::Io`]: crate::ErrorKind::Io
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+/// An error from writing `path`: a refusal (read-only filesystem, permission
+/// denied) is [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly), anything else
+/// [`ErrorKind::Io`](crate::ErrorKind::Io).
+pub fn write_error(path: &Path, err: io::Error) -> Error {
+    match err.kind() {
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+            Error::read_only(format!(
+                "cannot write {}: the workspace is read-only ({err})",
+                path.display()
+            ))
+        }
+        _ => Error::io(format!("cannot write {}: {err}", path.display())),
+    }
+}
+
+fn read_error(path: &Path, err: io::Error) -> Error {
+    Error::io(format!("cannot read {}: {err}", path.display()))
+}
+
+/// Replace `path` with `bytes` atomically and durably.
+///
+/// Writes `<path>.tmp-<n>` next to it, fsyncs it, renames it over `path`, then
+/// fsyncs the directory (skipped where directories cannot be synced). A crash
+/// at any point leaves either the old or the new content at `path`; at worst a
+/// stale `.tmp-*` file.
+///
+/// # Errors
+///
+/// [`ErrorKind::ReadOnly`](crate::ErrorKind::ReadOnly) when the workspace refuses
+/// the write, [`ErrorKind::Io`](crate::ErrorKind::Io) otherwise; both name the path.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let path = path.as_ref();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let tmp = PathBuf::from(tmp);
+
+    let written = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(err) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(write_error(path, err));
+    }
+    if let Err(err) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(write_error(path, err));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Make a rename in `path`'s directory durable, where the platform allows it.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // Not every filesystem (nor every WASI host) can open or sync a directory;
+    // the rename itself already happened, so this is best effort.
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// The content of `path`, or `None` when it does not exist.
+///
+/// # Errors
+///
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) for any other failure, naming the path.
+pub fn read_if_exists(path: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
+    let path = path.as_ref();
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(read_error(path, err)),
+    }
+}
+
+/// An append-only log of records, for write-ahead logging.
+///
+/// Each record is `len: u32 LE | crc32(payload): u32 LE | payload` (CRC-32/ISO-HDLC,
+/// the zlib one). A crash mid-append leaves a torn tail, which
+/// [`replay`](AppendLog::replay) ignores and [`open`](AppendLog::open) cuts off.
+///
+/// ```no_run
+/// use jina_guest_sdk::state::AppendLog;
+/// # fn main() -> jina_guest_sdk::Result<()> {
+/// for record in AppendLog::replay("/workspace/ops.log")? { /* apply it */ }
+/// let mut log = AppendLog::open("/workspace/ops.log")?;
+/// log.append(b"op")?;
+/// log.sync()?; // durable from here
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AppendLog {
+    file: File,
+    path: PathBuf,
+}
+
+/// Bytes before each payload: length and checksum.
+const RECORD_HEADER: usize = 8;
+
+impl AppendLog {
+    /// Open (or create) the log at `path` for appending. A torn or corrupt tail
+    /// left by a crash is truncated first, so new records follow the last good one.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let open = || -> io::Result<File> {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&path)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let (_, valid) = scan(&bytes);
+            if valid < bytes.len() {
+                file.set_len(valid as u64)?;
+                file.sync_all()?;
+            }
+            Ok(file)
+        };
+        match open() {
+            Ok(file) => Ok(AppendLog { file, path }),
+            Err(err) => Err(write_error(&path, err)),
+        }
+    }
+
+    /// Append one record (buffered by the OS: call [`sync`](Self::sync) to make
+    /// it durable). Records longer than `u32::MAX` bytes are refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            Error::internal(format!(
+                "log record of {} bytes is too large",
+                payload.len()
+            ))
+        })?;
+        let mut record = Vec::with_capacity(RECORD_HEADER + payload.len());
+        record.extend_from_slice(&len.to_le_bytes());
+        record.extend_from_slice(&crc32(payload).to_le_bytes());
+        record.extend_from_slice(payload);
+        // One write call per record, so a crash tears at most this record.
+        self.file
+            .write_all(&record)
+            .map_err(|err| write_error(&self.path, err))
+    }
+
+    /// Flush appended records to stable storage.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`].
+    pub fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|err| write_error(&self.path, err))
+    }
+
+    /// Drop every record (after a snapshot made them redundant), durably.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`].
+    pub fn truncate(&mut self) -> Result<()> {
+        (|| {
+            self.file.set_len(0)?;
+            self.file.sync_all()
+        })()
+        .map_err(|err| write_error(&self.path, err))
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The records of the log at `path`, oldest first, up to the first torn or
+    /// corrupt record. A missing log has no records.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the file exists but cannot be read.
+    pub fn replay(path: impl AsRef<Path>) -> Result<Vec<Vec<u8>>> {
+        Ok(match read_if_exists(path)? {
+            Some(bytes) => scan(&bytes).0,
+            None => Vec::new(),
+        })
+    }
+}
+
+/// The valid records of `bytes` and the length of the valid prefix.
+fn scan(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + RECORD_HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().unwrap());
+        let start = at + RECORD_HEADER;
+        let Some(payload) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else {
+            break; // torn: the payload did not make it
+        };
+        if crc32(payload) != crc {
+            break; // corrupt
+        }
+        records.push(payload.to_vec());
+        at = start + len;
+    }
+    (records, at)
+}
+
+/// CRC-32/ISO-HDLC (zlib's `crc32`, polynomial `0xEDB88320` reflected).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    /// A fresh, empty directory under the system temp dir.
+    fn temp_dir(name: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jina-guest-sdk-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_tmp() {
+        let dir = temp_dir("atomic");
+        let path = dir.join("snap");
+        assert_eq!(read_if_exists(&path).unwrap(), None);
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(read_if_exists(&path).unwrap().as_deref(), Some(&b"two"[..]));
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["snap"]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_into_a_missing_dir_names_the_path() {
+        let dir = temp_dir("missing");
+        let err = write_atomic(dir.join("nope/snap"), b"x").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Io);
+        assert!(err.message.contains("nope/snap"), "{}", err.message);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn log_appends_replays_and_truncates() {
+        let dir = temp_dir("log");
+        let path = dir.join("ops.log");
+        assert!(AppendLog::replay(&path).unwrap().is_empty());
+        let mut log = AppendLog::open(&path).unwrap();
+        log.append(b"first").unwrap();
+        log.append(b"").unwrap();
+        log.append(&[7u8; 1000]).unwrap();
+        log.sync().unwrap();
+        let records = AppendLog::replay(&path).unwrap();
+        assert_eq!(
+            records,
+            vec![b"first".to_vec(), Vec::new(), vec![7u8; 1000]]
+        );
+        log.truncate().unwrap();
+        assert!(AppendLog::replay(&path).unwrap().is_empty());
+        log.append(b"after").unwrap();
+        assert_eq!(AppendLog::replay(&path).unwrap(), vec![b"after".to_vec()]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replay_stops_at_a_torn_or_corrupt_record_and_open_repairs() {
+        let dir = temp_dir("torn");
+        let path = dir.join("ops.log");
+        let mut log = AppendLog::open(&path).unwrap();
+        log.append(b"good").unwrap();
+        log.append(b"torn record").unwrap();
+        drop(log);
+        let full = fs::read(&path).unwrap();
+
+        // Torn: the last record lost its final bytes.
+        fs::write(&path, &full[..full.len() - 3]).unwrap();
+        assert_eq!(AppendLog::replay(&path).unwrap(), vec![b"good".to_vec()]);
+
+        // Torn inside the header.
+        fs::write(&path, &full[..12 + 5]).unwrap();
+        assert_eq!(AppendLog::replay(&path).unwrap(), vec![b"good".to_vec()]);
+
+        // Corrupt: a flipped payload bit.
+        let mut corrupt = full.clone();
+        *corrupt.last_mut().unwrap() ^= 1;
+        fs::write(&path, &corrupt).unwrap();
+        assert_eq!(AppendLog::replay(&path).unwrap(), vec![b"good".to_vec()]);
+
+        // Reopening cuts the bad tail, so new records are not hidden behind it.
+        let mut log = AppendLog::open(&path).unwrap();
+        log.append(b"new").unwrap();
+        assert_eq!(
+            AppendLog::replay(&path).unwrap(),
+            vec![b"good".to_vec(), b"new".to_vec()]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

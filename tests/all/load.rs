@@ -1,0 +1,86 @@
+//! Each way a file can fail to be an executor has its own clear message naming
+//! the file; the compiled-component cache turns a compile into a quick load.
+
+use jina_wasm::executor::{CacheOutcome, LoadError, Runtime, RuntimeOptions};
+
+use crate::util::{runtime, wasm};
+
+fn load_error(path: &std::path::Path) -> LoadError {
+    runtime().load(path).err().expect("load should fail")
+}
+
+#[test]
+fn missing_file() {
+    let error = load_error(std::path::Path::new("/nonexistent/x.wasm"));
+    assert!(matches!(error, LoadError::NotFound { .. }));
+    assert_eq!(error.to_string(), "executor file /nonexistent/x.wasm does not exist");
+}
+
+#[test]
+fn not_wasm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.wasm");
+    std::fs::write(&path, "# not wasm at all").unwrap();
+    let error = load_error(&path);
+    assert!(matches!(error, LoadError::NotWasm { .. }), "{error}");
+    assert!(error.to_string().contains("readme.wasm"));
+}
+
+#[test]
+fn core_module_instead_of_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let error = load_error(&path);
+    assert!(matches!(error, LoadError::CoreModule { .. }), "{error}");
+    assert!(error.to_string().contains("wasm32-wasip2"));
+}
+
+#[test]
+fn truncated_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.wasm");
+    let bytes = std::fs::read(wasm("passthrough")).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let error = load_error(&path);
+    assert!(matches!(error, LoadError::Invalid { .. }), "{error}");
+}
+
+#[test]
+fn component_of_another_world() {
+    let error = load_error(&wasm("wrong-world"));
+    assert!(matches!(error, LoadError::MissingExport { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("jina:executor/executor@0.1.0") && message.contains("wasi:cli/run"), "{message}");
+}
+
+#[test]
+fn component_of_a_newer_contract() {
+    let error = load_error(&wasm("future-contract"));
+    assert!(matches!(&error, LoadError::WrongVersion { found, .. } if found == "0.2.0"), "{error}");
+}
+
+#[test]
+fn every_example_loads_and_names_its_contract() {
+    for name in ["passthrough", "text-encoder", "sentence-segmenter", "vector-indexer", "match-merger"] {
+        let loaded = runtime().load(&wasm(name)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.contract, "0.1.0");
+        assert!(loaded.imports.iter().any(|i| i.starts_with("jina:executor/types")), "{:?}", loaded.imports);
+    }
+}
+
+#[test]
+fn second_load_comes_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = wasm("passthrough");
+    let first = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    assert_eq!(first.load(&path).unwrap().cache, CacheOutcome::Compiled);
+    let second = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    assert_eq!(second.load(&path).unwrap().cache, CacheOutcome::Hit);
+    // A corrupt artifact is recompiled, not trusted.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    assert_eq!(third.load(&path).unwrap().cache, CacheOutcome::Compiled);
+}

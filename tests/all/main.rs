@@ -1,0 +1,19 @@
+//! The integration tests, in one binary (linking wasmtime once, not per file).
+//!
+//! Every test runs real components built for wasm32-wasip2 by `make guests`
+//! (`make test` does it first): the example executors and the misbehaving
+//! fixtures in tests/guests/.
+//!
+//! - `examples`: each example executor does its job (encoder, segmenter,
+//!   indexer with state across restarts, merger), through the host API.
+//! - `sandbox`: misbehaving guests are contained with the right error kind and the
+//!   same executor then serves a good request; every limit obeyed and violated.
+//! - `load`: each way a file can fail to be an executor has its own message;
+//!   the compiled-component cache is used.
+//! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
+
+mod cli;
+mod examples;
+mod load;
+mod sandbox;
+mod util;

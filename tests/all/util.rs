@@ -1,0 +1,55 @@
+//! Shared helpers: where the guests are, a runtime per test binary, executors
+//! with a given sandbox, documents.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use jina_wasm::executor::{Executor, ExecutorSpec, LoadedComponent, Runtime, RuntimeOptions, Sandbox};
+use jina_wasm::Document;
+use serde_json::Value;
+
+/// Path of a guest built by `make guests`.
+pub fn wasm(crate_name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.exists(), "{} is missing: run `make guests` (or `make test`) first", path.display());
+    path
+}
+
+/// The `jina-wasm` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jina-wasm"))
+}
+
+/// A compiled-component cache shared by every test in this binary (so each
+/// guest is compiled once per run) and removed at exit.
+pub fn cache_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("jina-wasm-test-cache").tempdir().unwrap()).path()
+}
+
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap())
+        .clone()
+}
+
+pub fn load(crate_name: &str) -> Arc<LoadedComponent> {
+    runtime().load(&wasm(crate_name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts a guest with a config and a sandbox.
+pub fn start(crate_name: &str, config: Value, sandbox: Sandbox) -> Executor {
+    try_start(crate_name, config, sandbox).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn try_start(crate_name: &str, config: Value, sandbox: Sandbox) -> Result<Executor, jina_wasm::ExecutorError> {
+    let spec = ExecutorSpec { name: crate_name.to_string(), config, sandbox };
+    Executor::start(runtime(), load(crate_name), spec)
+}
+
+pub fn text_doc(id: &str, text: &str) -> Document {
+    Document { id: id.into(), text: Some(text.into()), ..Default::default() }
+}
