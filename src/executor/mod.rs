@@ -251,9 +251,8 @@ impl Executor {
             Value::Null => "{}".to_string(),
             other => other.to_string(),
         };
-        let flat = convert::Flattened::new(docs);
-        let flat_docs = flat.docs();
-        let batch = types::BatchParam { docs: &flat_docs, embeddings: &flat.embeddings };
+        let columns = convert::Columns::new(docs);
+        let batch = columns.param();
         let timeout = self.sandbox.call_timeout;
         let result = self.call(Phase::Handle, timeout, |live| {
             live.bindings.jina_executor_executor().call_handle(&mut live.store, endpoint, batch, &params)

@@ -56,8 +56,10 @@ fn passthrough_preserves_a_whole_document_tree() {
     };
     let input = vec![doc, text_doc("second", ""), Document { id: "empty".into(), ..Default::default() }];
     let mut executor = start("passthrough", Value::Null, Sandbox::default());
-    let output = executor.handle("/anything", &input, &json!({"p": 1})).unwrap();
-    assert_eq!(output, input);
+    // No handler: the guest hands the batch back as received.
+    assert_eq!(executor.handle("/anything", &input, &json!({"p": 1})).unwrap(), input);
+    // A handler: the SDK decodes the batch into trees and encodes them back.
+    assert_eq!(executor.handle("/roundtrip", &input, &json!({"p": 1})).unwrap(), input);
 }
 
 #[test]

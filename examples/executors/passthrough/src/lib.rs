@@ -1,9 +1,13 @@
-//! `passthrough`: returns every request's documents unchanged.
+//! `passthrough`: returns every request's documents unchanged. The benchmark
+//! baseline.
 //!
 //! - `with:` none.
-//! - Endpoints: every endpoint (the default route) decodes the documents and
-//!   encodes them back, so it measures the boundary and SDK cost of a request and
-//!   nothing else. The benchmark baseline.
+//! - Endpoints:
+//!   - `/roundtrip`: decodes the documents into SDK `Document` trees and encodes
+//!     them back: the cost of the SDK's conversion for any real handler.
+//!   - every other endpoint has no handler, so (as in Jina) the documents pass
+//!     through untouched; the SDK returns the batch without decoding it. This
+//!     measures the host and the component boundary and nothing else.
 
 use jina_guest_sdk::prelude::*;
 
@@ -15,12 +19,12 @@ impl Executor for Passthrough {
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().default(Self::pass)
+        Routes::new().on("/roundtrip", Self::roundtrip)
     }
 }
 
 impl Passthrough {
-    fn pass(&mut self, docs: Vec<Document>, _params: &Params) -> Result<Vec<Document>> {
+    fn roundtrip(&mut self, docs: Vec<Document>, _params: &Params) -> Result<Vec<Document>> {
         Ok(docs)
     }
 }
