@@ -5,10 +5,8 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-WASM_DIR := target/$(WASM_TARGET)/release
 EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger
 FIXTURES := misbehave wrong-world future-contract
-BIN := target/debug/jina-wasm
 
 .PHONY: all setup guests build test demo bench clean-cache
 

@@ -15,7 +15,9 @@ use jina_wasm::Document;
 use serde_json::Value;
 
 fn wasm(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let path = target.join(format!("wasm32-wasip2/release/{}.wasm", name.replace('-', "_")));
     assert!(path.exists(), "{} is missing: run `make guests` first", path.display());
     path
 }

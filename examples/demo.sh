@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/debug/jina-wasm
-WASM=target/wasm32-wasip2/release
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/debug/jina-wasm
+WASM=$TARGET/wasm32-wasip2/release
 WORK=$(mktemp -d -t jina-wasm-demo.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 export JINA_WASM_LOG=${JINA_WASM_LOG:-warn}

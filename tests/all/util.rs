@@ -8,10 +8,16 @@ use jina_wasm::executor::{Executor, ExecutorSpec, LoadedComponent, Runtime, Runt
 use jina_wasm::Document;
 use serde_json::Value;
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else `./target`.
+pub fn target_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
 /// Path of a guest built by `make guests`.
 pub fn wasm(crate_name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/wasm32-wasip2/release")
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(path.exists(), "{} is missing: run `make guests` (or `make test`) first", path.display());
     path
