@@ -12,9 +12,7 @@ fn main() -> ExitCode {
     match cli.execute() {
         Ok(code) => code,
         // Output closed by its reader (`| head`): not an error.
-        Err(error) if error.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {
-            ExitCode::SUCCESS
-        }
+        Err(error) if jina_wasm::cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -107,6 +107,9 @@ pub mod __bindings {
 #[macro_export]
 macro_rules! export_executor {
     ($ty:ty) => {
+        // Component exports exist only on wasm32: a native build of the same
+        // crate (unit tests, benchmarks) has the executor type and no exports.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             #[doc(hidden)]
             struct __JinaExecutorExport;

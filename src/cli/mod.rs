@@ -55,6 +55,14 @@ impl Cli {
     }
 }
 
+/// True when the error comes from writing to a pipe whose reader has gone
+/// (`jina-wasm run ... | head`): the end of the output, not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 /// Resolves a path given on the command line against the current directory, for
 /// messages that name it.
 pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::common::{ExecutorArgs, RuntimeArgs, open_input, parse_map};
+use super::is_broken_pipe;
 use crate::document::Document;
 use crate::executor::{Executor, ExecutorError};
 
@@ -148,12 +149,6 @@ impl RunCommand {
 enum Failure {
     Executor(ExecutorError),
     Other(anyhow::Error),
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn report(failure: &Failure) {

@@ -296,6 +296,10 @@ pub fn from_batch(batch: BatchResult) -> Result<Vec<Document>, String> {
             .ok_or_else(|| format!("scores: document {} does not exist ({n} documents)", score.doc))?;
         doc.scores.insert(score.name, NamedScore { value: score.value, op_name: score.op_name, description: score.description });
     }
+    // A batch of roots only (the common case) is already the answer.
+    if parents.iter().all(Option::is_none) {
+        return Ok(flat);
+    }
     // Attach children to parents from the back: every child comes after its
     // parent, so when we reach a document all its children are attached.
     // Children arrive in reverse, so each list is reversed at the end.

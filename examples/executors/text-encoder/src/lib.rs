@@ -15,7 +15,7 @@ use jina_guest_sdk::prelude::*;
 /// The largest `dim` accepted: beyond this a typo, not a choice.
 const MAX_DIM: usize = 65536;
 
-struct TextEncoder {
+pub struct TextEncoder {
     dim: usize,
     field: Field,
 }
