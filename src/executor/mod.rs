@@ -312,7 +312,8 @@ impl Executor {
         if self.live.is_some() {
             return Ok(());
         }
-        let first = self.stats.restarts == 0 && self.stats.calls <= 1 && self.stats.traps == 0;
+        // No instance means either the start or a trap that discarded the last one.
+        let restart = self.stats.traps > 0;
         let started = Instant::now();
         let mut live = self.instantiate().map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         live.store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
@@ -321,7 +322,7 @@ impl Executor {
             Ok(Err(guest)) => return Err(self.error(Phase::Init, guest_kind(guest.kind), guest.message)),
             Err(trap) => return Err(self.classify(Phase::Init, trap, &live)),
         }
-        if !first {
+        if restart {
             self.stats.restarts += 1;
         }
         tracing::debug!(executor = %self.name, elapsed = ?started.elapsed(), "instance ready");
