@@ -164,19 +164,9 @@ fn main() {
             std::hint::black_box(jina_guest_sdk::embedding::feature_hash(text, 256));
         }
     });
-    let wasm_rate = 1000.0 / wasm_time.as_secs_f64();
-    let native_rate = 1000.0 / native_time.as_secs_f64();
-    rows.push(Row {
-        name: "text-encoder (wasm, 100-doc calls) vs bare hashing".into(),
-        value: format!("{wasm_rate:.0} docs/s"),
-        baseline: format!("native feature_hash {native_rate:.0} docs/s"),
-        ratio: wasm_rate / native_rate,
-        ratio_label: "x native",
-        target: ">= 0.5x native".into(),
-        met: wasm_rate / native_rate >= 0.5,
-    });
-    // The same comparison against the executor's own handler compiled natively:
-    // SDK documents in (a copy, as the handler owns them), embeddings out.
+    // The same code natively, read two ways: the executor's own handler (SDK
+    // documents in, a copy as the handler owns them; embeddings out), and the
+    // bare hash kernel over the strings alone (stricter).
     use jina_guest_sdk::Executor as _;
     let mut native_encoder = text_encoder::TextEncoder::init(jina_guest_sdk::Config::parse("{}").unwrap()).unwrap();
     let handler = text_encoder::TextEncoder::routes().find("/").unwrap();
@@ -188,16 +178,21 @@ fn main() {
             std::hint::black_box(handler(&mut native_encoder, batch.to_vec(), &no_params).unwrap());
         }
     });
-    let handler_rate = 1000.0 / handler_time.as_secs_f64();
-    rows.push(Row {
-        name: "text-encoder (wasm, 100-doc calls) vs its handler native".into(),
-        value: format!("{wasm_rate:.0} docs/s"),
-        baseline: format!("native handler {handler_rate:.0} docs/s"),
-        ratio: wasm_rate / handler_rate,
-        ratio_label: "x native",
-        target: ">= 0.5x native".into(),
-        met: wasm_rate / handler_rate >= 0.5,
-    });
+    let wasm_rate = 1000.0 / wasm_time.as_secs_f64();
+    for (versus, baseline, native_time) in
+        [("its handler native", "native handler", handler_time), ("bare hashing", "native feature_hash", native_time)]
+    {
+        let native_rate = 1000.0 / native_time.as_secs_f64();
+        rows.push(Row {
+            name: format!("text-encoder (wasm, 100-doc calls) vs {versus}"),
+            value: format!("{wasm_rate:.0} docs/s"),
+            baseline: format!("{baseline} {native_rate:.0} docs/s"),
+            ratio: wasm_rate / native_rate,
+            ratio_label: "x native",
+            target: ">= 0.5x native".into(),
+            met: wasm_rate / native_rate >= 0.5,
+        });
+    }
 
     // 5. Memory: resident memory of one more idle executor instance.
     drop(executor);
