@@ -8,6 +8,8 @@
 //!   ([`executor::LoadedComponent`]), and one live instance per executor
 //!   ([`executor::Executor`]) with memory and time limits and trap recovery.
 //! - [`document`]: documents as the host sees them and their Jina-compatible JSON.
+//! - [`wire`]: the message format between Peas (envelope and columnar body),
+//!   specified in docs/protocol.md.
 //! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
@@ -16,9 +18,13 @@
 //! `jina-guest-sdk` crate (`guest-sdk/`). docs/ explains both.
 
 pub mod cli;
+pub mod client;
 pub mod document;
 pub mod executor;
+pub mod pea;
+pub mod transport;
 pub mod units;
+pub mod wire;
 
 pub use document::{Document, NamedScore};
 pub use executor::{Executor, ExecutorError, Runtime};

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
+use crate::document::Document;
 use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, Volume, sandbox};
 use crate::units::{parse_duration, parse_size};
 
@@ -141,6 +142,68 @@ pub fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std:
         Some(p) => {
             let file = std::fs::File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
             Ok(Box::new(std::io::BufReader::new(file)))
+        }
+    }
+}
+
+/// Documents read as JSON lines (or plain text lines), in requests of `size`.
+pub struct DocumentBatches {
+    lines: std::iter::Enumerate<std::io::Lines<Box<dyn std::io::BufRead>>>,
+    size: usize,
+}
+
+impl DocumentBatches {
+    pub fn new(input: Box<dyn std::io::BufRead>, size: usize) -> Self {
+        use std::io::BufRead as _;
+        DocumentBatches { lines: input.lines().enumerate(), size: size.max(1) }
+    }
+}
+
+impl Iterator for DocumentBatches {
+    type Item = anyhow::Result<Vec<Document>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut batch = Vec::with_capacity(self.size);
+        while batch.len() < self.size {
+            let Some((number, line)) = self.lines.next() else { break };
+            let line = match line.context("cannot read input") {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match Document::from_json_line(&line) {
+                Ok(doc) => batch.push(doc),
+                Err(e) => return Some(Err(anyhow::Error::from(e).context(format!("input line {} is not a document", number + 1)))),
+            }
+        }
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
+/// How commands print result documents.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON document per line, for piping into the next command.
+    Jsonl,
+    /// Text and ranked matches, for people.
+    Pretty,
+}
+
+pub fn write_document(out: &mut impl std::io::Write, format: OutputFormat, doc: &Document) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Jsonl => {
+            serde_json::to_writer(&mut *out, doc)?;
+            out.write_all(b"\n")
+        }
+        OutputFormat::Pretty => {
+            writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
+            for m in &doc.matches {
+                let score = m.scores.values().next().map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
+                writeln!(out, "  {score}  {:<16} {}", m.id, m.text.as_deref().unwrap_or(""))?;
+            }
+            Ok(())
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The `jina-wasm` command line: one file per command, each a clap struct with an
 //! `execute` method. Flags shared by several commands live in `common.rs`.
 
+mod client;
 mod common;
 mod inspect;
+mod pea;
+mod ping;
 mod run;
 
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use common::{ExecutorArgs, RuntimeArgs};
+pub use ping::control;
 
 /// Run Jina-style executors as sandboxed WebAssembly components.
 ///
@@ -32,15 +36,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Run(run::RunCommand),
+    Pea(pea::PeaCommand),
+    Client(client::ClientCommand),
+    Ping(ping::PingCommand),
     Inspect(inspect::InspectCommand),
 }
 
 impl Cli {
     /// Logs go to stderr, so stdout stays clean for data.
     pub fn init_tracing(&self) {
-        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+        let level = match &self.command {
+            Command::Pea(pea) if pea.quiet => "off",
+            _ => &self.log_level,
+        };
+        let filter = tracing_subscriber::EnvFilter::try_new(level)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init();
     }
 
     /// Runs the command.
@@ -50,6 +64,9 @@ impl Cli {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Run(cmd) => cmd.execute(),
+            Command::Pea(cmd) => cmd.execute(),
+            Command::Client(cmd) => cmd.execute(),
+            Command::Ping(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
         }
     }

@@ -1,6 +1,6 @@
 //! `jina-wasm run`: one executor, documents in on stdin, documents out on stdout.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,9 +8,8 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::common::{ExecutorArgs, RuntimeArgs, open_input, parse_map};
+use super::common::{DocumentBatches, ExecutorArgs, OutputFormat, RuntimeArgs, open_input, parse_map, write_document};
 use super::is_broken_pipe;
-use crate::document::Document;
 use crate::executor::{Executor, ExecutorError};
 
 /// Run one executor over documents read as JSON lines.
@@ -53,21 +52,6 @@ pub struct RunCommand {
     pub output: OutputFormat,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum OutputFormat {
-    Jsonl,
-    Pretty,
-}
-
-fn write_pretty(out: &mut impl Write, doc: &Document) -> std::io::Result<()> {
-    writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
-    for m in &doc.matches {
-        let score = m.scores.values().next().map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
-        writeln!(out, "  {score}  {:<16} {}", m.id, m.text.as_deref().unwrap_or(""))?;
-    }
-    Ok(())
-}
-
 impl RunCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let runtime = self.runtime.runtime()?;
@@ -108,38 +92,11 @@ impl RunCommand {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let parameters = self.parameters.clone().unwrap_or(Value::Null);
-        let mut batch = Vec::with_capacity(self.request_size as usize);
-        let mut lines = input.lines().enumerate();
-        let mut finished = false;
-        while !finished {
-            // Fill one request, or stop at the end of the input.
-            while batch.len() < self.request_size as usize {
-                let Some((number, line)) = lines.next() else {
-                    finished = true;
-                    break;
-                };
-                let line = line.context("cannot read input").map_err(Failure::Other)?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let doc = Document::from_json_line(&line)
-                    .with_context(|| format!("input line {} is not a document", number + 1))
-                    .map_err(Failure::Other)?;
-                batch.push(doc);
-            }
-            if batch.is_empty() {
-                break;
-            }
+        for batch in DocumentBatches::new(input, self.request_size as usize) {
+            let batch = batch.map_err(Failure::Other)?;
             let result = executor.handle(&self.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
-            batch.clear();
             for doc in &result {
-                let written = match self.output {
-                    OutputFormat::Jsonl => serde_json::to_writer(&mut out, doc)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| out.write_all(b"\n")),
-                    OutputFormat::Pretty => write_pretty(&mut out, doc),
-                };
-                written.context("cannot write output").map_err(Failure::Other)?;
+                write_document(&mut out, self.output, doc).context("cannot write output").map_err(Failure::Other)?;
             }
         }
         out.flush().context("cannot write output").map_err(Failure::Other)

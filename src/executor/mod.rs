@@ -45,6 +45,7 @@ pub use error::{ErrorKind, ExecutorError, Phase};
 pub use sandbox::{GUEST_WORKSPACE, Sandbox, Volume};
 
 use crate::document::Document;
+use crate::wire::Body;
 use bindings::{ExecutorWorld, types};
 use output::GuestOutput;
 use sandbox::Limiter;
@@ -185,6 +186,8 @@ pub struct Executor {
     sandbox: Sandbox,
     live: Option<Live>,
     stats: ExecutorStats,
+    /// The time limit of the call in progress (for the message when it runs out).
+    limit: Duration,
 }
 
 impl Executor {
@@ -214,6 +217,7 @@ impl Executor {
             sandbox: spec.sandbox,
             live: None,
             stats: ExecutorStats::default(),
+            limit: Duration::ZERO,
         };
         executor
             .sandbox
@@ -245,19 +249,40 @@ impl Executor {
     /// # Errors
     /// The executor's own error, a trap, or malformed output; see [`ErrorKind`].
     pub fn handle(&mut self, endpoint: &str, docs: &[Document], parameters: &Value) -> Result<Vec<Document>, ExecutorError> {
-        self.stats.calls += 1;
-        self.ensure_live()?;
         let params = match parameters {
-            Value::Null => "{}".to_string(),
+            Value::Null => String::new(),
             other => other.to_string(),
         };
-        let columns = convert::Columns::new(docs);
-        let batch = columns.param();
-        let timeout = self.sandbox.call_timeout;
-        let result = self.call(Phase::Handle, timeout, |live| {
-            live.bindings.jina_executor_executor().call_handle(&mut live.store, endpoint, batch, &params)
+        let body = self.handle_body(endpoint, &Body::from_documents(docs), &params, None)?;
+        body.into_documents().map_err(|message| self.error(Phase::Handle, ErrorKind::InvalidOutput, message))
+    }
+
+    /// Handles one request given as columns, the way a Pea receives it:
+    /// `parameters` is JSON object text (empty for none). `timeout` shortens the
+    /// call's time limit (a request's deadline); it never lengthens it.
+    ///
+    /// # Errors
+    /// As [`Executor::handle`].
+    pub fn handle_body(
+        &mut self,
+        endpoint: &str,
+        body: &Body,
+        parameters: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Body, ExecutorError> {
+        self.stats.calls += 1;
+        self.ensure_live()?;
+        let params = if parameters.is_empty() { "{}" } else { parameters };
+        let view = convert::BatchView::new(body);
+        let batch = view.param();
+        let limit = timeout.map_or(self.sandbox.call_timeout, |t| t.min(self.sandbox.call_timeout));
+        let result = self.call(Phase::Handle, limit, |live| {
+            live.bindings.jina_executor_executor().call_handle(&mut live.store, endpoint, batch, params)
         })?;
-        convert::from_batch(result).map_err(|message| self.error(Phase::Handle, ErrorKind::InvalidOutput, message))
+        convert::from_batch(result).map_err(|message| {
+            self.stats.errors += 1;
+            self.error(Phase::Handle, ErrorKind::InvalidOutput, message)
+        })
     }
 
     /// Asks the executor to persist its state into its workspace.
@@ -293,6 +318,7 @@ impl Executor {
         let live = self.live.as_mut().expect("ensure_live was called");
         live.store.data().output.clear_recent();
         live.store.set_epoch_deadline(ticks(timeout));
+        self.limit = timeout;
         match f(live) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(guest)) => {
@@ -305,6 +331,15 @@ impl Executor {
                 Err(self.classify(phase, trap, &live))
             }
         }
+    }
+
+    /// Creates a new instance now if a trap discarded the last one (otherwise the
+    /// next call would).
+    ///
+    /// # Errors
+    /// When instantiating or `init` fails.
+    pub fn revive(&mut self) -> Result<(), ExecutorError> {
+        self.ensure_live()
     }
 
     /// Makes sure an instance is live: creates and `init`s one if the last was lost.
@@ -351,7 +386,7 @@ impl Executor {
         let state = live.store.data();
         let (kind, message) = match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => {
-                let limit = if phase == Phase::Init { self.sandbox.init_timeout } else { self.sandbox.call_timeout };
+                let limit = if phase == Phase::Init { self.sandbox.init_timeout } else { self.limit };
                 (ErrorKind::Timeout, format!("ran past its time limit of {limit:?} and was stopped"))
             }
             Some(Trap::StackOverflow) => (ErrorKind::StackOverflow, "overflowed its stack".to_string()),

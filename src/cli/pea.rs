@@ -1,0 +1,210 @@
+//! `jina-wasm pea`: one executor behind ZeroMQ sockets, until TERMINATE or Ctrl-C.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::common::{ExecutorArgs, RuntimeArgs};
+use crate::pea::{OnError, PeaConfig};
+use crate::transport::SocketSpec;
+use crate::units::parse_duration;
+
+/// Run one executor as a Pea: documents arrive on its input socket, results
+/// leave on its output socket, and a control socket answers STATUS, TERMINATE,
+/// DUMP and RELOAD (docs/protocol.md).
+///
+/// Ports default to ones the OS picks. Once ready, the Pea prints one JSON line
+/// on stdout with the addresses it bound, for example
+/// {"pea":"enc","in":"tcp://127.0.0.1:40101","out":"tcp://127.0.0.1:40102",
+/// "ctrl":"tcp://127.0.0.1:40103","port_in":40101,"port_out":40102,"port_ctrl":40103};
+/// logs go to stderr. It stops on TERMINATE, Ctrl-C or SIGTERM: it finishes the
+/// request in flight, dumps the executor (unless --read-only) and closes it.
+#[derive(Debug, Args)]
+pub struct PeaCommand {
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
+
+    #[command(flatten)]
+    pub sockets: SocketArgs,
+
+    /// Free text shown in STATUS.
+    #[arg(long, default_value = "")]
+    pub description: String,
+
+    /// What happens to a request whose executor fails: IGNORE (forward it, later
+    /// executors run), SKIP_EXECUTOR (later executors are skipped),
+    /// SKIP_HANDLE (later Peas pass it on untouched), THROW_EARLY (end it now,
+    /// forwarding only the failure). The client always sees the failure.
+    #[arg(long, value_enum, default_value = "IGNORE")]
+    pub on_error_strategy: OnError,
+
+    /// Dump the executor's state this often (0: never). Not when --read-only.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "240s")]
+    pub dump_interval: Duration,
+
+    /// Reload the executor from its file and workspace this often (0: never):
+    /// for a read-only Pea serving an index another Pea writes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    pub load_interval: Duration,
+
+    /// How long to wait for the executor's start (load, compile, init) before
+    /// giving up.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "600s")]
+    pub timeout_ready: Duration,
+
+    /// No log output at all.
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Log a failed request as one line with its kind, without the message.
+    #[arg(long)]
+    pub quiet_error: bool,
+
+    /// How a Pod runs its Peas: THREAD (tasks of one process) or PROCESS (a
+    /// process each). A standalone Pea is one process either way.
+    #[arg(long, value_enum, default_value = "THREAD")]
+    pub runtime_backend: RuntimeBackend,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RuntimeBackend {
+    Thread,
+    Process,
+}
+
+/// The socket flags of a Pea (and, later, of the Peas of a Pod).
+#[derive(Debug, Clone, Args)]
+pub struct SocketArgs {
+    /// Input socket: PULL_BIND, PULL_CONNECT, SUB_BIND, SUB_CONNECT, ROUTER_BIND
+    /// or DEALER_CONNECT (which asks its upstream ROUTER for work with IDLE credit).
+    #[arg(long, default_value = "PULL_BIND")]
+    pub socket_in: SocketSpec,
+
+    /// Output socket: PUSH_BIND, PUSH_CONNECT, PUB_BIND, PUB_CONNECT, ROUTER_BIND
+    /// (sends only to downstream DEALERs that asked) or DEALER_CONNECT.
+    #[arg(long, default_value = "PUSH_BIND")]
+    pub socket_out: SocketSpec,
+
+    /// Host of the input socket: the interface to bind, or the peer to connect
+    /// to. Binding defaults to loopback; use 0.0.0.0 to accept remote peers.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_in: String,
+
+    /// Port of the input socket; 0 lets the OS pick one when binding.
+    #[arg(long, default_value_t = 0)]
+    pub port_in: u16,
+
+    /// Host of the output socket (as --host-in).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_out: String,
+
+    /// Port of the output socket; 0 lets the OS pick one when binding.
+    #[arg(long, default_value_t = 0)]
+    pub port_out: u16,
+
+    /// Interface the control socket binds.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_ctrl: String,
+
+    /// Port of the control socket; 0 lets the OS pick one.
+    #[arg(long, default_value_t = 0)]
+    pub port_ctrl: u16,
+
+    /// Bind the control socket on a Unix socket (ipc://) in the temp directory
+    /// instead of TCP.
+    #[arg(long)]
+    pub ctrl_with_ipc: bool,
+
+    /// How long TERMINATE waits for the request in flight, and closing sockets
+    /// for their last sends.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub timeout_ctrl: Duration,
+}
+
+impl SocketArgs {
+    fn addresses(&self, name: &str) -> anyhow::Result<(String, String, String)> {
+        let input = tcp(&self.host_in, self.port_in, self.socket_in, "--port-in")?;
+        let output = tcp(&self.host_out, self.port_out, self.socket_out, "--port-out")?;
+        let ctrl = if self.ctrl_with_ipc {
+            let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            let path = std::env::temp_dir().join(format!("jina-wasm-{safe}-{}.ctrl", std::process::id()));
+            format!("ipc://{}", path.display())
+        } else {
+            format!("tcp://{}:{}", self.host_ctrl, self.port_ctrl)
+        };
+        Ok((input, output, ctrl))
+    }
+}
+
+fn tcp(host: &str, port: u16, spec: SocketSpec, flag: &str) -> anyhow::Result<String> {
+    if !spec.bind && port == 0 {
+        anyhow::bail!("{spec} connects to a peer: give its port with {flag}");
+    }
+    Ok(format!("tcp://{host}:{port}"))
+}
+
+impl PeaCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(self.run())
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let spec = self.executor.spec();
+        let name = spec.name.clone();
+        let (address_in, address_out, address_ctrl) = self.sockets.addresses(&name)?;
+        let runtime = self.runtime.runtime()?;
+        let config = PeaConfig {
+            name: name.clone(),
+            description: self.description,
+            uses: self.executor.uses.clone(),
+            executor: spec,
+            socket_in: self.sockets.socket_in,
+            address_in,
+            socket_out: self.sockets.socket_out,
+            address_out,
+            address_ctrl,
+            on_error: self.on_error_strategy,
+            dump_interval: Some(self.dump_interval).filter(|d| !d.is_zero()),
+            load_interval: Some(self.load_interval).filter(|d| !d.is_zero()),
+            timeout_ctrl: self.sockets.timeout_ctrl,
+            quiet_error: self.quiet_error,
+        };
+        let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
+            .await
+            .map_err(|_| anyhow::anyhow!("pea `{name}` was not ready within {:?} (--timeout-ready)", self.timeout_ready))??;
+        let mut ready = serde_json::to_value(&pea.addresses)?;
+        ready.as_object_mut().expect("an object").insert("pea".into(), name.clone().into());
+        println!("{ready}");
+        let pea_stop = pea.stop_token();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            pea_stop.cancel();
+        });
+        pea.wait().await.with_context(|| format!("pea `{name}`"))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
+}

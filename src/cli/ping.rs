@@ -1,0 +1,88 @@
+//! `jina-wasm ping`: is a Pea alive and healthy?
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use crate::transport::{Link, SocketSpec};
+use crate::units::parse_duration;
+use crate::wire::{Message, Status};
+
+/// Send STATUS to a Pea's control address and print its answer.
+///
+/// Exits 0 when the Pea answers healthy, 1 when it answers unhealthy or not at
+/// all within --timeout.
+#[derive(Debug, Args)]
+pub struct PingCommand {
+    /// The control address: HOST:PORT, tcp://HOST:PORT or ipc://PATH (the
+    /// `ctrl` the Pea printed when it started).
+    pub address: String,
+
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+
+    /// Print the whole STATUS answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PingCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let address = endpoint(&self.address);
+        match rt.block_on(async { tokio::time::timeout(self.timeout, status(&address)).await }) {
+            Err(_) => {
+                eprintln!("no answer from {address} within {:?}", self.timeout);
+                Ok(ExitCode::FAILURE)
+            }
+            Ok(Err(e)) => {
+                eprintln!("{address}: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+            Ok(Ok(status)) => {
+                let healthy = status["healthy"].as_bool() == Some(true);
+                if self.json {
+                    println!("{status}");
+                } else {
+                    println!(
+                        "pea `{}` at {address}: {}, {}, {} requests, {} failed",
+                        status["pea"].as_str().unwrap_or("?"),
+                        if healthy { "healthy" } else { "UNHEALTHY" },
+                        status["state"].as_str().unwrap_or("?"),
+                        status["requests"],
+                        status["failed"]
+                    );
+                }
+                Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+        }
+    }
+}
+
+/// `HOST:PORT` as a TCP endpoint; full endpoints as they are.
+pub(crate) fn endpoint(address: &str) -> String {
+    if address.contains("://") { address.to_string() } else { format!("tcp://{address}") }
+}
+
+/// Sends one control request and returns the reply's JSON body.
+///
+/// # Errors
+/// An error status or a malformed reply.
+pub async fn control(address: &str, command: &str) -> anyhow::Result<Value> {
+    let mut link = Link::open(SocketSpec::DEALER_CONNECT, address, "control client").await?;
+    link.send(crate::pea::control_frames(command, serde_json::json!({}))).await.map_err(anyhow::Error::msg)?;
+    let frames = link.recv().await.ok_or_else(|| anyhow::anyhow!("the socket closed"))?;
+    link.close(Duration::from_millis(100)).await;
+    let reply = Message::from_frames(&frames)?;
+    if let Status::Error { kind, message, .. } = &reply.envelope.status {
+        anyhow::bail!("{command} failed ({kind}): {message}");
+    }
+    Ok(serde_json::from_slice(&reply.body)?)
+}
+
+async fn status(address: &str) -> anyhow::Result<Value> {
+    control(address, "STATUS").await
+}

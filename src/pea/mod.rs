@@ -1,0 +1,561 @@
+//! A Pea: one executor behind ZeroMQ sockets.
+//!
+//! ```text
+//!            input (PULL/SUB/ROUTER/DEALER)           output (PUSH/PUB/ROUTER/DEALER)
+//!  upstream ──────────────────────────────▶  Pea  ──────────────────────────────▶ downstream
+//!                                             ▲
+//!                       control (ROUTER) ─────┘  STATUS TERMINATE DUMP RELOAD
+//! ```
+//!
+//! The loop: receive a message, read its envelope (never the body), decide
+//! (run the executor, skip it after an upstream failure, or give up on an
+//! expired deadline), hand the body to the executor's thread, and send the
+//! result on with a route entry. One request is in the executor at a time; the
+//! Pea reads no more input until it is done and sent, so a slow executor or a
+//! slow downstream slows the sender instead of growing a queue. Control
+//! requests are answered throughout. docs/protocol.md specifies the messages.
+
+mod worker;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{ExecutorSpec, Runtime};
+use crate::transport::{Link, SocketSpec, SocketType};
+use crate::wire::{AfterError, Envelope, Kind, Message, Outcome, Route, Status, now_us};
+pub use worker::Failure;
+use worker::{Job, Worker};
+
+/// Jina's `--on-error-strategy`: what happens to a request after its executor
+/// fails. docs/protocol.md, "Error strategies".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OnError {
+    /// Forward the documents unchanged; later executors run as usual.
+    #[default]
+    Ignore,
+    /// Forward; later Peas skip their executors but record themselves on the route.
+    SkipExecutor,
+    /// Forward; later Peas pass the message on untouched.
+    SkipHandle,
+    /// End the request now: forward only the failure, with no documents.
+    ThrowEarly,
+}
+
+impl OnError {
+    fn after_error(self) -> AfterError {
+        match self {
+            OnError::Ignore => AfterError::Continue,
+            OnError::SkipExecutor => AfterError::SkipExecutor,
+            OnError::SkipHandle => AfterError::SkipHandle,
+            OnError::ThrowEarly => AfterError::Abort,
+        }
+    }
+}
+
+/// Everything a Pea needs to start.
+#[derive(Debug, Clone)]
+pub struct PeaConfig {
+    pub name: String,
+    pub description: String,
+    pub uses: PathBuf,
+    pub executor: ExecutorSpec,
+    pub socket_in: SocketSpec,
+    /// `tcp://host:port` (port 0 when binding: the OS picks) or `ipc://path`.
+    pub address_in: String,
+    pub socket_out: SocketSpec,
+    pub address_out: String,
+    /// Where the control ROUTER binds.
+    pub address_ctrl: String,
+    pub on_error: OnError,
+    /// Dump the executor's state this often (not when read-only).
+    pub dump_interval: Option<Duration>,
+    /// Reload the executor from its file and workspace this often.
+    pub load_interval: Option<Duration>,
+    /// How long `TERMINATE` waits for the request in flight, and sockets for
+    /// their last sends.
+    pub timeout_ctrl: Duration,
+    /// Log request failures on one line, without their messages.
+    pub quiet_error: bool,
+}
+
+/// The addresses a started Pea actually uses (real ports, not 0).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Addresses {
+    #[serde(rename = "in")]
+    pub input: String,
+    #[serde(rename = "out")]
+    pub output: String,
+    pub ctrl: String,
+    pub port_in: u16,
+    pub port_out: u16,
+    pub port_ctrl: u16,
+}
+
+/// A running Pea.
+pub struct PeaHandle {
+    pub name: String,
+    pub addresses: Addresses,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl PeaHandle {
+    /// Asks the Pea to stop as `TERMINATE` does (finish the request in flight,
+    /// dump, close); [`PeaHandle::wait`] then returns.
+    pub fn terminate(&self) {
+        self.stop.cancel();
+    }
+
+    /// A token that stops the Pea when cancelled (for signal handlers).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the Pea has stopped and released its ports.
+    ///
+    /// # Errors
+    /// When closing the executor failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the Pea's task panicked")?
+    }
+}
+
+/// Starts a Pea: binds its sockets (so a taken port fails here, naming the Pea
+/// and the port), then loads and `init`s the executor. On any failure, whatever
+/// was opened is closed again.
+///
+/// # Errors
+/// A socket that cannot be opened, or an executor that does not load or init.
+pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<PeaHandle> {
+    let name = config.name.clone();
+    let grace = config.timeout_ctrl;
+    let ctrl = Link::open(SocketSpec::ROUTER_BIND, &config.address_ctrl, &format!("pea `{name}` control socket"))
+        .await
+        .with_context(|| format!("pea `{name}` did not start"))?;
+    let input = match Link::open(config.socket_in, &config.address_in, &format!("pea `{name}` input socket")).await {
+        Ok(link) => link,
+        Err(e) => {
+            ctrl.close(grace).await;
+            return Err(anyhow::Error::from(e).context(format!("pea `{name}` did not start")));
+        }
+    };
+    let output = match Link::open(config.socket_out, &config.address_out, &format!("pea `{name}` output socket")).await {
+        Ok(link) => link,
+        Err(e) => {
+            tokio::join!(ctrl.close(grace), input.close(grace));
+            return Err(anyhow::Error::from(e).context(format!("pea `{name}` did not start")));
+        }
+    };
+    let worker = match Worker::start(runtime, config.uses.clone(), config.executor.clone()).await {
+        Ok(worker) => worker,
+        Err(e) => {
+            tokio::join!(ctrl.close(grace), input.close(grace), output.close(grace));
+            return Err(e.context(format!("pea `{name}` did not start")));
+        }
+    };
+    let addresses = Addresses {
+        input: input.endpoint.clone(),
+        output: output.endpoint.clone(),
+        ctrl: ctrl.endpoint.clone(),
+        port_in: input.port(),
+        port_out: output.port(),
+        port_ctrl: ctrl.port(),
+    };
+    let stop = CancellationToken::new();
+    let pea = Pea {
+        config,
+        input,
+        output,
+        ctrl,
+        worker,
+        started: Instant::now(),
+        counters: Counters::default(),
+        busy: None,
+        outbox: None,
+        credits: VecDeque::new(),
+        control_jobs: VecDeque::new(),
+        terminating: false,
+    };
+    tracing::info!(pea = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, "ready");
+    let task = tokio::spawn(pea.run(stop.clone()));
+    Ok(PeaHandle { name, addresses, stop, task })
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// Data messages received and sent on.
+    requests: u64,
+    /// Of those, the ones whose executor failed here.
+    failed: u64,
+    /// Messages dropped because their envelope did not decode.
+    dropped: u64,
+}
+
+/// What the executor is doing.
+enum Busy {
+    Request { message: Message, started: u64, reply: oneshot::Receiver<Result<Bytes, Failure>> },
+    Control { job: ControlJob, reply: oneshot::Receiver<Result<(), Failure>> },
+}
+
+enum Done {
+    Request(Result<Bytes, Failure>),
+    Control(Result<(), Failure>),
+}
+
+/// A control request waiting for the executor.
+struct ControlJob {
+    prefix: Vec<Bytes>,
+    request: Envelope,
+}
+
+struct Pea {
+    config: PeaConfig,
+    input: Link,
+    output: Link,
+    ctrl: Link,
+    worker: Worker,
+    started: Instant,
+    counters: Counters,
+    busy: Option<Busy>,
+    /// A message waiting to be sent (for a ROUTER output: for credit).
+    outbox: Option<Vec<Bytes>>,
+    /// Identities of downstream DEALERs, one entry per request they asked for.
+    credits: VecDeque<Bytes>,
+    control_jobs: VecDeque<ControlJob>,
+    terminating: bool,
+}
+
+impl Pea {
+    async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        if self.config.socket_in.kind == SocketType::Dealer {
+            self.grant_credit("IDLE").await;
+        }
+        let mut dump_timer = interval(self.config.dump_interval.filter(|_| !self.config.executor.sandbox.read_only));
+        let mut load_timer = interval(self.config.load_interval);
+        let out_is_router = self.config.socket_out.kind == SocketType::Router;
+        let out_tx = self.output.sender();
+        loop {
+            let idle = self.busy.is_none() && self.outbox.is_none();
+            if idle && let Some(job) = self.control_jobs.pop_front() {
+                self.start_control_job(job).await;
+                continue;
+            }
+            if self.terminating && idle {
+                break;
+            }
+            tokio::select! {
+                biased;
+                frames = self.ctrl.recv() => match frames {
+                    Some(frames) => self.on_control(frames).await,
+                    None => break,
+                },
+                done = wait_busy(&mut self.busy) => match done {
+                    Done::Request(result) => self.on_result(result),
+                    Done::Control(result) => self.on_control_done(result).await,
+                },
+                frames = self.output.recv(), if out_is_router => {
+                    if let Some(frames) = frames { self.on_downstream(frames); }
+                },
+                permit = out_tx.reserve(), if self.outbox.is_some() && (!out_is_router || !self.credits.is_empty()) => {
+                    let Ok(permit) = permit else { break };
+                    let mut frames = self.outbox.take().expect("guarded");
+                    if out_is_router {
+                        frames.insert(0, self.credits.pop_front().expect("guarded"));
+                    }
+                    permit.send(frames);
+                    if self.config.socket_in.kind == SocketType::Dealer {
+                        self.grant_credit("IDLE").await;
+                    }
+                },
+                frames = self.input.recv(), if idle && !self.terminating => match frames {
+                    Some(frames) => {
+                        self.on_input(frames).await;
+                        // Nothing came of it (dropped): the credit it used is free again.
+                        if self.busy.is_none() && self.outbox.is_none() && self.config.socket_in.kind == SocketType::Dealer {
+                            self.grant_credit("IDLE").await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = dump_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") }),
+                _ = load_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("RELOAD") }),
+                () = stop.cancelled(), if !self.terminating => {
+                    tracing::info!(pea = %self.config.name, "terminating");
+                    self.terminating = true;
+                },
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Dumps and closes the executor, withdraws credit, closes every socket.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        let name = self.config.name.clone();
+        let grace = self.config.timeout_ctrl;
+        if self.config.socket_in.kind == SocketType::Dealer {
+            let _ = self.input.send(control_frames("CANCEL", json!({}))).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.worker.submit(Job::Close { reply: tx }).await;
+        let closed = rx.await.unwrap_or(Ok(()));
+        self.worker.join();
+        tokio::join!(self.input.close(grace), self.output.close(grace), self.ctrl.close(grace));
+        tracing::info!(pea = %name, "stopped");
+        closed.map_err(|f| anyhow::anyhow!("pea `{name}`: closing the executor failed ({}): {}", f.kind, f.message))
+    }
+
+    /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
+    async fn grant_credit(&self, command: &str) {
+        let _ = self.input.send(control_frames(command, json!({"credit": 1}))).await;
+    }
+
+    async fn on_input(&mut self, mut frames: Vec<Bytes>) {
+        if self.config.socket_in.kind == SocketType::Router && !frames.is_empty() {
+            frames.remove(0);
+        }
+        let mut message = match Message::from_frames(&frames) {
+            Ok(message) => message,
+            Err(e) => {
+                self.counters.dropped += 1;
+                tracing::warn!(pea = %self.config.name, "dropped a message that is not a jina-wasm message: {e}");
+                return;
+            }
+        };
+        if message.envelope.kind != Kind::Data {
+            tracing::warn!(pea = %self.config.name, command = %message.envelope.endpoint, "ignored a control message on the data input");
+            return;
+        }
+        self.counters.requests += 1;
+        let received = now_us();
+        let envelope = &mut message.envelope;
+        if envelope.is_error() {
+            match envelope.after_error {
+                AfterError::Continue => {}
+                AfterError::SkipExecutor => {
+                    self.route(&mut message, received, Outcome::Skipped);
+                    self.outbox = Some(message.frames().to_vec());
+                    return;
+                }
+                AfterError::SkipHandle | AfterError::Abort => {
+                    self.outbox = Some(message.frames().to_vec());
+                    return;
+                }
+            }
+        }
+        if envelope.expired() {
+            envelope.fail(&self.config.name, "deadline", "the request's deadline passed before the executor could run it");
+            envelope.after_error = AfterError::Abort;
+            message.body = Bytes::new();
+            self.route(&mut message, received, Outcome::Failed);
+            self.outbox = Some(message.frames().to_vec());
+            return;
+        }
+        let timeout = (envelope.deadline_ms != 0)
+            .then(|| Duration::from_millis(envelope.deadline_ms.saturating_sub(now_us() / 1000)));
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Handle {
+            endpoint: envelope.endpoint.clone(),
+            body: message.body.clone(),
+            parameters: envelope.parameters.clone(),
+            timeout,
+            reply,
+        };
+        self.worker.submit(job).await;
+        self.busy = Some(Busy::Request { message, started: received, reply: rx });
+    }
+
+    fn on_result(&mut self, result: Result<Bytes, Failure>) {
+        let Some(Busy::Request { mut message, started, .. }) = self.busy.take() else {
+            unreachable!("a request's result comes while the request is in flight")
+        };
+        match result {
+            Ok(body) => {
+                message.body = body;
+                self.route(&mut message, started, Outcome::Handled);
+            }
+            Err(failure) => {
+                self.counters.failed += 1;
+                let name = &self.config.name;
+                if self.config.quiet_error {
+                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
+                } else {
+                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
+                }
+                let envelope = &mut message.envelope;
+                envelope.fail(name, &failure.kind, &failure.message);
+                // A body that did not decode cannot go on; otherwise the strategy decides.
+                let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
+                if envelope.after_error == AfterError::Continue {
+                    envelope.after_error = strategy.after_error();
+                }
+                if strategy == OnError::ThrowEarly {
+                    message.body = Bytes::new();
+                }
+                self.route(&mut message, started, Outcome::Failed);
+            }
+        }
+        self.outbox = Some(message.frames().to_vec());
+    }
+
+    fn route(&self, message: &mut Message, start_us: u64, outcome: Outcome) {
+        message.envelope.routes.push(Route { pea: self.config.name.clone(), start_us, end_us: now_us(), outcome });
+    }
+
+    /// A message from a downstream DEALER on our ROUTER output: credit.
+    fn on_downstream(&mut self, frames: Vec<Bytes>) {
+        let Some((identity, rest)) = frames.split_first() else { return };
+        let Ok(message) = Message::from_frames(rest) else {
+            tracing::warn!(pea = %self.config.name, "dropped a malformed message from downstream");
+            return;
+        };
+        match message.envelope.endpoint.as_str() {
+            "IDLE" => {
+                let credit = serde_json::from_slice::<Value>(&message.body)
+                    .ok()
+                    .and_then(|v| v.get("credit").and_then(Value::as_u64))
+                    .unwrap_or(1)
+                    .min(1024);
+                self.credits.extend(std::iter::repeat_n(identity.clone(), credit as usize));
+            }
+            "CANCEL" => self.credits.retain(|id| id != identity),
+            other => tracing::warn!(pea = %self.config.name, "ignored `{other}` from downstream"),
+        }
+    }
+
+    async fn on_control(&mut self, frames: Vec<Bytes>) {
+        // ROUTER: identity first; a REQ peer adds an empty delimiter.
+        let split = match frames.get(1) {
+            Some(f) if f.is_empty() => 2,
+            _ => 1,
+        };
+        let prefix = frames[..split.min(frames.len())].to_vec();
+        let request = match Message::from_frames(&frames[split.min(frames.len())..]) {
+            Ok(message) if message.envelope.kind == Kind::Control => message.envelope,
+            Ok(message) => {
+                let failure = Failure { kind: "unsupported".into(), message: "the control socket takes control requests only".into() };
+                return self.reply(prefix, &message.envelope, Err(failure)).await;
+            }
+            Err(e) => {
+                let kind = if matches!(e, crate::wire::WireError::Version(_)) { "version" } else { "malformed" };
+                let mut blank = Envelope::control("");
+                blank.request_id.clear();
+                return self.reply(prefix, &blank, Err(Failure { kind: kind.into(), message: e.to_string() })).await;
+            }
+        };
+        match request.endpoint.as_str() {
+            "STATUS" => {
+                let status = self.status();
+                self.reply(prefix, &request, Ok(status)).await;
+            }
+            "TERMINATE" => {
+                tracing::info!(pea = %self.config.name, "TERMINATE received");
+                self.terminating = true;
+                self.reply(prefix, &request, Ok(json!({"state": "terminating"}))).await;
+            }
+            "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
+            other => {
+                let message = match other {
+                    "IDLE" | "CANCEL" => format!("{other} is sent on a data link to a ROUTER, not to a control socket"),
+                    _ => format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP or RELOAD"),
+                };
+                self.reply(prefix, &request, Err(Failure { kind: "unsupported".into(), message })).await;
+            }
+        }
+    }
+
+    /// Hands `DUMP` or `RELOAD` to the executor; the answer comes to
+    /// [`Pea::on_control_done`], and control requests are answered meanwhile.
+    async fn start_control_job(&mut self, job: ControlJob) {
+        if job.request.endpoint == "DUMP" && self.config.executor.sandbox.read_only {
+            return self.reply(job.prefix, &job.request, Ok(json!({"dumped": false, "reason": "read-only"}))).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        let work = if job.request.endpoint == "DUMP" { Job::Dump { reply } } else { Job::Reload { reply } };
+        self.worker.submit(work).await;
+        self.busy = Some(Busy::Control { job, reply: rx });
+    }
+
+    async fn on_control_done(&mut self, result: Result<(), Failure>) {
+        let Some(Busy::Control { job, .. }) = self.busy.take() else {
+            unreachable!("a control job's result comes while it runs")
+        };
+        let key = if job.request.endpoint == "DUMP" { "dumped" } else { "reloaded" };
+        if let Err(f) = &result {
+            tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.request.endpoint, f.kind, f.message);
+        }
+        // Timer-driven jobs have no one to answer.
+        if !job.prefix.is_empty() {
+            self.reply(job.prefix, &job.request, result.map(|()| json!({ key: true }))).await;
+        }
+    }
+
+    async fn reply(&self, prefix: Vec<Bytes>, request: &Envelope, result: Result<Value, Failure>) {
+        let (status, body) = match result {
+            Ok(body) => (Status::Success, body),
+            Err(f) => (Status::Error { executor: self.config.name.clone(), kind: f.kind, message: f.message }, json!({})),
+        };
+        let mut frames = prefix;
+        frames.push(request.reply(status).encode().into());
+        frames.push(body.to_string().into());
+        let _ = self.ctrl.send(frames).await;
+    }
+
+    fn status(&self) -> Value {
+        let health = self.worker.health.lock().expect("health lock").clone();
+        let state = if self.terminating {
+            "terminating"
+        } else if self.busy.is_some() {
+            "busy"
+        } else {
+            "ready"
+        };
+        json!({
+            "pea": self.config.name,
+            "description": self.config.description,
+            "executor": self.config.executor.name,
+            "uses": self.config.uses.display().to_string(),
+            "state": state,
+            "healthy": health.healthy,
+            "requests": self.counters.requests,
+            "failed": self.counters.failed,
+            "dropped": self.counters.dropped,
+            "calls": health.stats.calls,
+            "errors": health.stats.errors,
+            "traps": health.stats.traps,
+            "restarts": health.stats.restarts,
+            "busy_for_ms": health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+/// The frames of a control message with a JSON body.
+pub fn control_frames(command: &str, body: Value) -> Vec<Bytes> {
+    vec![Envelope::control(command).encode().into(), body.to_string().into()]
+}
+
+async fn wait_busy(busy: &mut Option<Busy>) -> Done {
+    let gone = || Failure { kind: "host".into(), message: "the executor thread ended".into() };
+    match busy {
+        Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
+        Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
+        None => std::future::pending().await,
+    }
+}
+
+/// A timer that never fires when `every` is `None`.
+fn interval(every: Option<Duration>) -> tokio::time::Interval {
+    let every = every.unwrap_or(Duration::from_secs(60 * 60 * 24 * 365 * 100));
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}

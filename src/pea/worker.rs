@@ -1,0 +1,192 @@
+//! The executor's own thread. Guest calls are synchronous and may run for as
+//! long as their time limit, so a Pea never makes them on the async reactor:
+//! it hands jobs to this thread and awaits the answer, serving control requests
+//! meanwhile.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::executor::{Executor, ExecutorError, ExecutorSpec, ExecutorStats, Runtime};
+use crate::wire::Body;
+
+/// Native stack of the executor thread: wasm may use up to 1 MiB of it
+/// (`MAX_WASM_STACK`), and the host's own frames need the rest. Only the
+/// pages touched count towards RSS.
+const STACK: usize = 8 << 20;
+
+/// Why a job failed: a status kind and a message for the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: String,
+    pub message: String,
+}
+
+impl From<ExecutorError> for Failure {
+    fn from(e: ExecutorError) -> Failure {
+        let message = match e.phase {
+            crate::executor::Phase::Handle => e.message,
+            phase => format!("in {phase}: {}", e.message),
+        };
+        Failure { kind: e.kind.as_str().to_string(), message }
+    }
+}
+
+pub enum Job {
+    /// Decode the body, call `handle`, encode the result.
+    Handle { endpoint: String, body: Bytes, parameters: String, timeout: Option<Duration>, reply: oneshot::Sender<Result<Bytes, Failure>> },
+    Dump { reply: oneshot::Sender<Result<(), Failure>> },
+    /// Dump (unless read-only), then replace the instance with a new one from
+    /// the file as it is now; the old one stays if the new one fails.
+    Reload { reply: oneshot::Sender<Result<(), Failure>> },
+    /// Dump (unless read-only) and close; the thread ends.
+    Close { reply: oneshot::Sender<Result<(), Failure>> },
+}
+
+/// What `STATUS` reports about the executor, kept current by the thread.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub stats: ExecutorStats,
+    /// False when an instance could not be re-created after a trap.
+    pub healthy: bool,
+    /// When the call in progress started.
+    pub busy_since: Option<Instant>,
+}
+
+pub struct Worker {
+    jobs: mpsc::Sender<Job>,
+    pub health: Arc<Mutex<Health>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Loads the component and starts the executor on its own thread.
+    ///
+    /// # Errors
+    /// The load or `init` failure, naming the executor.
+    pub async fn start(runtime: Arc<Runtime>, uses: PathBuf, spec: ExecutorSpec) -> anyhow::Result<Worker> {
+        let (jobs, rx) = mpsc::channel(1);
+        let (ready_tx, ready) = oneshot::channel();
+        let health = Arc::new(Mutex::new(Health::default()));
+        let shared = health.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("executor {}", spec.name))
+            .stack_size(STACK)
+            .spawn(move || {
+                let name = spec.name.clone();
+                let started = runtime
+                    .load(&uses)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|component| Executor::start(runtime.clone(), component, spec.clone()).map_err(anyhow::Error::from));
+                match started {
+                    Ok(executor) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run(executor, runtime, uses, spec, rx, &shared);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.context(format!("executor `{name}` did not start"))));
+                    }
+                }
+            })?;
+        ready.await.map_err(|_| anyhow::anyhow!("the executor thread died while starting"))??;
+        health.lock().expect("health lock").healthy = true;
+        Ok(Worker { jobs, health, thread: Some(thread) })
+    }
+
+    /// Queues a job; the answer comes on the job's `reply`.
+    pub async fn submit(&self, job: Job) {
+        // The thread ends only after `Close`; a send after that is dropped, and
+        // the dropped reply tells the caller.
+        let _ = self.jobs.send(job).await;
+    }
+
+    /// Waits for the thread to end (after `Close`).
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut executor: Executor,
+    runtime: Arc<Runtime>,
+    uses: PathBuf,
+    spec: ExecutorSpec,
+    mut jobs: mpsc::Receiver<Job>,
+    health: &Mutex<Health>,
+) {
+    let publish = |executor: &Executor, busy: Option<Instant>| {
+        let mut h = health.lock().expect("health lock");
+        h.stats = executor.stats().clone();
+        h.busy_since = busy;
+    };
+    while let Some(job) = jobs.blocking_recv() {
+        match job {
+            Job::Handle { endpoint, body, parameters, timeout, reply } => {
+                publish(&executor, Some(Instant::now()));
+                let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
+                // A trap discarded the instance: make the next one now, so the
+                // next request does not pay for `init` and STATUS tells the truth.
+                let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
+                publish(&executor, None);
+                health.lock().expect("health lock").healthy = healthy;
+                let _ = reply.send(result);
+            }
+            Job::Dump { reply } => {
+                let _ = reply.send(dump(&mut executor));
+                publish(&executor, None);
+            }
+            Job::Reload { reply } => {
+                let result = dump(&mut executor).and_then(|()| {
+                    let component = runtime.load(&uses).map_err(|e| Failure { kind: "host".into(), message: e.to_string() })?;
+                    Executor::start(runtime.clone(), component, spec.clone()).map_err(Failure::from)
+                });
+                match result {
+                    Ok(fresh) => {
+                        let old = std::mem::replace(&mut executor, fresh);
+                        if let Err(e) = old.close() {
+                            tracing::warn!("{e}");
+                        }
+                        health.lock().expect("health lock").healthy = true;
+                        tracing::info!(executor = %spec.name, "reloaded from {}", uses.display());
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(failure) => {
+                        tracing::warn!(executor = %spec.name, "reload failed, the running instance stays: {}", failure.message);
+                        let _ = reply.send(Err(failure));
+                    }
+                }
+                publish(&executor, None);
+            }
+            Job::Close { reply } => {
+                let result = dump(&mut executor).and_then(|()| executor.close().map_err(Failure::from));
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+    // The Pea went away without `Close`: still close the instance.
+    if let Err(e) = executor.close() {
+        tracing::warn!("{e}");
+    }
+}
+
+fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &str, timeout: Option<Duration>) -> Result<Bytes, Failure> {
+    let docs = if body.is_empty() { Ok(Body::default()) } else { Body::decode(body) };
+    let docs = docs.map_err(|e| Failure { kind: "malformed".into(), message: e.to_string() })?;
+    let result = executor.handle_body(endpoint, &docs, parameters, timeout)?;
+    let mut out = Vec::new();
+    result.encode(&mut out);
+    Ok(out.into())
+}
+
+fn dump(executor: &mut Executor) -> Result<(), Failure> {
+    if executor.sandbox().read_only {
+        return Ok(());
+    }
+    executor.dump().map_err(Failure::from)
+}

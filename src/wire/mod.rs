@@ -1,0 +1,446 @@
+//! The wire protocol between Peas, Heads, Tails, gateways and clients: version 1.
+//!
+//! A message is two ZeroMQ frames (after any ROUTER identity frames and an
+//! optional empty delimiter frame): an [`Envelope`] and a body. The envelope is
+//! small and read on every hop; the body ([`Body`], the documents) is read only
+//! by a Pea that runs an executor on it, so Heads and Tails route without
+//! touching documents. Both are a documented little-endian layout, specified
+//! byte by byte in docs/protocol.md, whose test vectors `tests` below check.
+//!
+//! Decoding never panics and never trusts a length it has not checked against
+//! the bytes actually present (property tests in `tests`).
+
+pub mod body;
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use body::{Body, Relation, Score};
+
+/// The two bytes every envelope starts with: `JW`.
+pub const MAGIC: [u8; 2] = *b"JW";
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest envelope a receiver accepts; anything bigger is malformed.
+pub const MAX_ENVELOPE: usize = 1 << 20;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Documents on their way through a Flow; the body is a [`Body`].
+    Data = 0,
+    /// A control request (`STATUS`, `TERMINATE`, `IDLE`...); the command is the
+    /// endpoint and the body is empty or a JSON object.
+    Control = 1,
+    /// The answer to a control request; the body is a JSON object.
+    ControlReply = 2,
+}
+
+/// What downstream Peas do with a request whose status is an error. Set by the
+/// `--on-error-strategy` of the Pea whose executor failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum AfterError {
+    /// No error yet, or `IGNORE`: every Pea runs its executor as usual.
+    #[default]
+    Continue = 0,
+    /// `SKIP_EXECUTOR`: later Peas do not run their executors but still record
+    /// themselves on the route (outcome `skipped`) and count parts.
+    SkipExecutor = 1,
+    /// `SKIP_HANDLE`: later Peas forward the message as it is, without running
+    /// their executor or adding to the route.
+    SkipHandle = 2,
+    /// `THROW_EARLY`: the request is over. The failing Pea sends the envelope with
+    /// an empty body, and everything downstream forwards it at once (a Tail does
+    /// not wait for the other parts).
+    Abort = 3,
+}
+
+/// The outcome of a request so far.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Status {
+    #[default]
+    Success,
+    /// The first failure on the route: which executor, the kind of failure
+    /// (`timeout`, `panic`, `bad-request`...; see docs/protocol.md) and why.
+    Error { executor: String, kind: String, message: String },
+}
+
+/// What a Pea on the route did with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// The executor handled it.
+    Handled = 0,
+    /// The executor failed (see the status for the first failure).
+    Failed = 1,
+    /// An earlier failure made this Pea skip its executor.
+    Skipped = 2,
+    /// Routed without an executor (a Head, a Tail, a gateway).
+    Routed = 3,
+}
+
+/// One Pea the request went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub pea: String,
+    /// Microseconds since the Unix epoch when the Pea received it.
+    pub start_us: u64,
+    /// Microseconds since the Unix epoch when the Pea sent it on.
+    pub end_us: u64,
+    pub outcome: Outcome,
+}
+
+/// The routing half of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub kind: Kind,
+    pub after_error: AfterError,
+    /// Unique per request; replies and parts carry the request's id.
+    pub request_id: String,
+    /// The executor endpoint (`/index`), or the command of a control message.
+    pub endpoint: String,
+    /// The request's parameters: JSON object text, or empty for none.
+    pub parameters: String,
+    /// Milliseconds since the Unix epoch after which the request is not worth
+    /// running; 0 for none.
+    pub deadline_ms: u64,
+    pub status: Status,
+    /// Fan-out stack: each Head that splits the request pushes how many parts it
+    /// sent; the matching Tail pops it once it has them all.
+    pub parts: Vec<u32>,
+    pub routes: Vec<Route>,
+}
+
+impl Envelope {
+    /// A data request with a fresh id, no deadline and no route.
+    pub fn request(endpoint: impl Into<String>, parameters: impl Into<String>) -> Envelope {
+        Envelope::new(Kind::Data, crate::document::new_id(), endpoint.into(), parameters.into())
+    }
+
+    /// A control request for `command` (`STATUS`, `TERMINATE`...).
+    pub fn control(command: &str) -> Envelope {
+        Envelope::new(Kind::Control, crate::document::new_id(), command.into(), String::new())
+    }
+
+    fn new(kind: Kind, request_id: String, endpoint: String, parameters: String) -> Envelope {
+        Envelope {
+            kind,
+            after_error: AfterError::Continue,
+            request_id,
+            endpoint,
+            parameters,
+            deadline_ms: 0,
+            status: Status::Success,
+            parts: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// The reply to this control request.
+    pub fn reply(&self, status: Status) -> Envelope {
+        Envelope { status, ..Envelope::new(Kind::ControlReply, self.request_id.clone(), self.endpoint.clone(), String::new()) }
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self.status, Status::Error { .. })
+    }
+
+    /// Records the first failure; later ones only show on the route.
+    pub fn fail(&mut self, executor: &str, kind: &str, message: &str) {
+        if !self.is_error() {
+            self.status = Status::Error { executor: executor.into(), kind: kind.into(), message: message.into() };
+        }
+    }
+
+    /// Whether the deadline, if any, has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline_ms != 0 && now_us() / 1000 > self.deadline_ms
+    }
+
+    /// The envelope's bytes (docs/protocol.md, "Envelope").
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.request_id.len() + self.endpoint.len() + self.parameters.len() + self.routes.len() * 40);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.kind as u8);
+        out.push(self.after_error as u8);
+        put_bytes(&mut out, self.request_id.as_bytes());
+        put_bytes(&mut out, self.endpoint.as_bytes());
+        put_bytes(&mut out, self.parameters.as_bytes());
+        out.extend_from_slice(&self.deadline_ms.to_le_bytes());
+        match &self.status {
+            Status::Success => out.push(0),
+            Status::Error { executor, kind, message } => {
+                out.push(1);
+                put_bytes(&mut out, executor.as_bytes());
+                put_bytes(&mut out, kind.as_bytes());
+                put_bytes(&mut out, message.as_bytes());
+            }
+        }
+        out.push(self.parts.len().min(255) as u8);
+        for &p in self.parts.iter().take(255) {
+            put_u32(&mut out, p);
+        }
+        put_u32(&mut out, self.routes.len() as u32);
+        for route in &self.routes {
+            put_bytes(&mut out, route.pea.as_bytes());
+            out.extend_from_slice(&route.start_us.to_le_bytes());
+            out.extend_from_slice(&route.end_us.to_le_bytes());
+            out.push(route.outcome as u8);
+        }
+        out
+    }
+
+    /// Parses an envelope. Never panics.
+    ///
+    /// # Errors
+    /// [`WireError::Version`] for another protocol version (the only case where
+    /// the rest is not read), otherwise [`WireError::Malformed`] naming the field.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
+        if bytes.len() > MAX_ENVELOPE {
+            return Err(WireError::Malformed { frame: "envelope", offset: 0, message: format!("{} bytes is over the {MAX_ENVELOPE}-byte limit", bytes.len()) });
+        }
+        let mut r = Reader::new(bytes, "envelope");
+        if r.take(2, "magic")? != MAGIC {
+            return Err(r.error("does not start with the magic bytes `JW`".into()));
+        }
+        let version = r.u8("version")?;
+        if version != VERSION {
+            return Err(WireError::Version(version));
+        }
+        let kind = match r.u8("kind")? {
+            0 => Kind::Data,
+            1 => Kind::Control,
+            2 => Kind::ControlReply,
+            other => return Err(r.error(format!("unknown kind {other}"))),
+        };
+        let after_error = match r.u8("after_error")? {
+            0 => AfterError::Continue,
+            1 => AfterError::SkipExecutor,
+            2 => AfterError::SkipHandle,
+            3 => AfterError::Abort,
+            other => return Err(r.error(format!("unknown after_error {other}"))),
+        };
+        let request_id = r.str("request_id")?;
+        let endpoint = r.str("endpoint")?;
+        let parameters = r.str("parameters")?;
+        let deadline_ms = r.u64("deadline")?;
+        let status = match r.u8("status code")? {
+            0 => Status::Success,
+            1 => Status::Error { executor: r.str("status executor")?, kind: r.str("status kind")?, message: r.str("status message")? },
+            other => return Err(r.error(format!("unknown status code {other}"))),
+        };
+        let count = usize::from(r.u8("part count")?);
+        let parts = r.u32s(count, "parts")?;
+        let count = r.u32("route count")? as usize;
+        // A route takes at least 4 + 8 + 8 + 1 bytes.
+        r.need(count.saturating_mul(21), "routes")?;
+        let mut routes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let pea = r.str("route pea")?;
+            let start_us = r.u64("route start")?;
+            let end_us = r.u64("route end")?;
+            let outcome = match r.u8("route outcome")? {
+                0 => Outcome::Handled,
+                1 => Outcome::Failed,
+                2 => Outcome::Skipped,
+                3 => Outcome::Routed,
+                other => return Err(r.error(format!("unknown route outcome {other}"))),
+            };
+            routes.push(Route { pea, start_us, end_us, outcome });
+        }
+        r.finish()?;
+        Ok(Envelope { kind, after_error, request_id, endpoint, parameters, deadline_ms, status, parts, routes })
+    }
+}
+
+/// A whole message: the envelope decoded, the body still bytes (decoded only by
+/// whoever needs the documents).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub envelope: Envelope,
+    pub body: Bytes,
+}
+
+impl Message {
+    pub fn new(envelope: Envelope, body: Bytes) -> Message {
+        Message { envelope, body }
+    }
+
+    /// A data message carrying `body`.
+    pub fn data(envelope: Envelope, body: &Body) -> Message {
+        let mut bytes = Vec::new();
+        body.encode(&mut bytes);
+        Message { envelope, body: bytes.into() }
+    }
+
+    /// The two frames to send.
+    pub fn frames(&self) -> [Bytes; 2] {
+        [Bytes::from(self.envelope.encode()), self.body.clone()]
+    }
+
+    /// Reads a message from its frames (identity frames already removed). An
+    /// empty leading frame (the REQ/DEALER delimiter) is skipped.
+    ///
+    /// # Errors
+    /// The wrong number of frames, or an envelope that does not decode.
+    pub fn from_frames(frames: &[Bytes]) -> Result<Message, WireError> {
+        let frames = match frames.first() {
+            Some(first) if first.is_empty() => &frames[1..],
+            _ => frames,
+        };
+        match frames {
+            [envelope, body] => Ok(Message { envelope: Envelope::decode(envelope)?, body: body.clone() }),
+            [envelope] => Ok(Message { envelope: Envelope::decode(envelope)?, body: Bytes::new() }),
+            _ => Err(WireError::Frames(frames.len())),
+        }
+    }
+
+    /// The documents, decoded and checked. An empty body is no documents.
+    ///
+    /// # Errors
+    /// A body that does not decode.
+    pub fn decode_body(&self) -> Result<Body, WireError> {
+        if self.body.is_empty() { Ok(Body::default()) } else { Body::decode(&self.body) }
+    }
+}
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("protocol version {0} is not spoken here (this build speaks version {VERSION})")]
+    Version(u8),
+    #[error("a message has an envelope and a body, but this one has {0} frames")]
+    Frames(usize),
+    #[error("malformed {frame} at byte {offset}: {message}")]
+    Malformed { frame: &'static str, offset: usize, message: String },
+    #[error("invalid {frame}: {message}")]
+    Invalid { frame: &'static str, message: String },
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A `str`/`bytes` field: u32 length, then the bytes.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_u32(out, bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+/// An `opt-str` field: 0, or 1 then a `str`.
+pub(crate) fn put_opt_str(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => out.push(0),
+        Some(text) => {
+            out.push(1);
+            put_bytes(out, text.as_bytes());
+        }
+    }
+}
+
+/// A bounds-checked cursor over one frame.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    frame: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8], frame: &'static str) -> Self {
+        Reader { bytes, at: 0, frame }
+    }
+
+    pub(crate) fn error(&self, message: String) -> WireError {
+        WireError::Malformed { frame: self.frame, offset: self.at, message }
+    }
+
+    /// Fails unless at least `n` more bytes are present.
+    pub(crate) fn need(&self, n: usize, what: &str) -> Result<(), WireError> {
+        if self.bytes.len() - self.at < n {
+            return Err(self.error(format!("{what}: needs {n} bytes, {} left", self.bytes.len() - self.at)));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
+        self.need(n, what)?;
+        let slice = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(slice)
+    }
+
+    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, WireError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, WireError> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub(crate) fn f64(&mut self, what: &str) -> Result<f64, WireError> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+
+    pub(crate) fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>, WireError> {
+        let bytes = self.take(n.saturating_mul(4), what)?;
+        Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+
+    /// `n` bytes that must be UTF-8.
+    pub(crate) fn string(&mut self, n: usize, what: &str) -> Result<String, WireError> {
+        let start = self.at;
+        let bytes = self.take(n, what)?;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(e) => Err(WireError::Malformed { frame: self.frame, offset: start + e.valid_up_to(), message: format!("{what}: not UTF-8") }),
+        }
+    }
+
+    /// A `str` field.
+    pub(crate) fn str(&mut self, what: &str) -> Result<String, WireError> {
+        let n = self.u32(what)? as usize;
+        self.string(n, what)
+    }
+
+    pub(crate) fn opt_str(&mut self, what: &str) -> Result<Option<String>, WireError> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => self.str(what).map(Some),
+            other => Err(self.error(format!("{what}: option flag {other} is neither 0 nor 1"))),
+        }
+    }
+
+    /// Fails if bytes are left over.
+    pub(crate) fn finish(&self) -> Result<(), WireError> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            extra => Err(self.error(format!("{extra} bytes left over after the last field"))),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Success => f.write_str("success"),
+            Status::Error { executor, kind, message } => write!(f, "executor `{executor}` failed ({kind}): {message}"),
+        }
+    }
+}
