@@ -11,6 +11,8 @@
 //! the bytes actually present (property tests in `tests`).
 
 pub mod body;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
