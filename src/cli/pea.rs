@@ -129,6 +129,22 @@ pub struct SocketArgs {
 
 impl SocketArgs {
     fn addresses(&self, name: &str) -> anyhow::Result<(String, String, String)> {
+        if !self.socket_in.kind.can_recv() {
+            anyhow::bail!(
+                "--socket-in {}: a {:?} socket cannot receive; use PULL_BIND, PULL_CONNECT, SUB_BIND, SUB_CONNECT, \
+                 ROUTER_BIND or DEALER_CONNECT",
+                self.socket_in,
+                self.socket_in.kind
+            );
+        }
+        if !self.socket_out.kind.can_send() {
+            anyhow::bail!(
+                "--socket-out {}: a {:?} socket cannot send; use PUSH_BIND, PUSH_CONNECT, PUB_BIND, PUB_CONNECT, \
+                 ROUTER_BIND or DEALER_CONNECT",
+                self.socket_out,
+                self.socket_out.kind
+            );
+        }
         let input = tcp(&self.host_in, self.port_in, self.socket_in, "--port-in")?;
         let output = tcp(&self.host_out, self.port_out, self.socket_out, "--port-out")?;
         let ctrl = if self.ctrl_with_ipc {

@@ -11,9 +11,12 @@
 //! - `load`: each way a file can fail to be an executor has its own message;
 //!   the compiled-component cache is used.
 //! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
+//! - `pea`: `jina-wasm pea` processes over real ZeroMQ sockets: socket pairings,
+//!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 
 mod cli;
 mod examples;
 mod load;
+mod pea;
 mod sandbox;
 mod util;

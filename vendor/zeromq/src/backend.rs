@@ -303,7 +303,10 @@ impl MultiPeerBackend for GenericSocketBackend {
         self.refresh_single_peer_cache();
         let writer_backend = self.clone();
         let writer_peer_id = peer_id.clone();
+        // jina-wasm patch: dropped when the writer ends (see below).
+        let (writer_done, writer_done_rx) = futures::channel::oneshot::channel::<()>();
         async_rt::task::spawn(async move {
+            let _writer_done = writer_done;
             if let Err(error) = write_message_queue(queue_receiver, send_queue).await {
                 log::debug!(
                     "Error sending message to peer {:?}: {:?}",
@@ -315,7 +318,29 @@ impl MultiPeerBackend for GenericSocketBackend {
         });
         self.round_robin.push(peer_id.clone());
         match &self.fair_queue_inner {
-            None => {}
+            None => {
+                // jina-wasm patch (see vendor/README.md): a send-only socket
+                // (PUSH) never reads, so upstream noticed a peer that went away
+                // only when a later write failed, and the messages written
+                // meanwhile were lost. Watch the read half: EOF or an error
+                // means the peer is gone, and the Disconnected event lets the
+                // owner reconnect at once.
+                // The watch ends with the writer too (our side closed the
+                // connection), so the read half never outlives it.
+                let backend = Arc::downgrade(&self);
+                let watched_peer_id = peer_id.clone();
+                async_rt::task::spawn(async move {
+                    use futures::StreamExt;
+                    let mut recv_queue = recv_queue;
+                    let reader = async move { while let Some(Ok(_)) = recv_queue.next().await {} };
+                    futures::pin_mut!(reader);
+                    if let futures::future::Either::Left(_) = futures::future::select(reader, writer_done_rx).await {
+                        if let Some(backend) = backend.upgrade() {
+                            backend.peer_disconnected(&watched_peer_id);
+                        }
+                    }
+                });
+            }
             Some(inner) => {
                 inner.lock().insert(peer_id.clone(), recv_queue);
             }

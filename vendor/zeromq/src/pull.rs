@@ -4,6 +4,7 @@ use crate::fair_queue::FairQueue;
 use crate::transport::AcceptStopHandle;
 use crate::util::PeerIdentity;
 use crate::{
+    SocketBackend,
     Endpoint, MultiPeerBackend, Socket, SocketEvent, SocketOptions, SocketRecv, SocketType,
     ZmqError, ZmqMessage, ZmqResult,
 };
@@ -20,6 +21,15 @@ pub struct PullSocket {
     backend: Arc<GenericSocketBackend>,
     fair_queue: FairQueue<ZmqFramedRead, PeerIdentity>,
     binds: HashMap<Endpoint, AcceptStopHandle>,
+}
+
+// jina-wasm patch (see vendor/README.md): upstream PullSocket had no Drop, so
+// its peers' writer tasks (holding the backend, which holds their queues) kept
+// every accepted connection open after the socket was closed.
+impl Drop for PullSocket {
+    fn drop(&mut self) {
+        self.backend.shutdown();
+    }
 }
 
 #[async_trait]

@@ -1,0 +1,431 @@
+//! `jina-wasm pea` as a process, driven over real ZeroMQ sockets on loopback:
+//! every socket pairing Pods and Flows use, control requests, error strategies,
+//! a peer restart, a slow reader, bad input, and a Python (libzmq) peer.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use jina_wasm::client::{Client, Target};
+use jina_wasm::transport::{Link, SocketSpec};
+use jina_wasm::wire::{AfterError, Body, Envelope, Kind, Message, Outcome, Status};
+use jina_wasm::{Document, cli::control};
+use serde_json::{Value, json};
+
+use crate::util::{bin, cache_dir, target_dir, text_doc, wasm};
+
+/// A `jina-wasm pea` child process, killed when dropped.
+pub struct PeaProcess {
+    child: Child,
+    pub ready: Value,
+    log: tempfile::NamedTempFile,
+}
+
+impl PeaProcess {
+    pub fn start(guest: &str, args: &[&str]) -> PeaProcess {
+        PeaProcess::try_start(guest, args).unwrap_or_else(|log| panic!("the pea did not start:\n{log}"))
+    }
+
+    /// Starts a Pea; on failure, returns its stderr.
+    pub fn try_start(guest: &str, args: &[&str]) -> Result<PeaProcess, String> {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let uses = wasm(guest);
+        let mut child = Command::new(bin())
+            .arg("pea")
+            .arg("--uses")
+            .arg(&uses)
+            .args(args)
+            .env("JINA_WASM_CACHE_DIR", cache_dir())
+            .env("JINA_WASM_LOG", std::env::var("PEA_LOG").unwrap_or("info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        match serde_json::from_str(&line) {
+            Ok(ready) => Ok(PeaProcess { child, ready, log }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(log.path()).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn addr(&self, key: &str) -> String {
+        self.ready[key].as_str().unwrap().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for PeaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docs() -> Vec<Document> {
+    let mut a = text_doc("a", "first ✓");
+    a.embedding = Some(vec![0.25, -1.5, 3.0]);
+    a.tags = json!({"k": [1, "two"]}).as_object().unwrap().clone();
+    a.chunks = vec![text_doc("a-0", "first")];
+    vec![a, text_doc("b", "second"), Document { id: "c".into(), blob: Some(vec![0, 1, 255]), ..Default::default() }]
+}
+
+fn request(endpoint: &str, docs: &[Document]) -> Message {
+    Message::data(Envelope::request(endpoint, ""), &Body::from_documents(docs))
+}
+
+async fn client(pea: &PeaProcess) -> Client {
+    let mut client = Client::open(&Target::pea(&pea.addr("in"), &pea.addr("out"))).await.unwrap();
+    client.timeout = Duration::from_secs(30);
+    client
+}
+
+fn documents(reply: &Message) -> Vec<Document> {
+    reply.decode_body().unwrap().into_documents().unwrap()
+}
+
+fn error_kind(reply: &Message) -> (String, String) {
+    match &reply.envelope.status {
+        Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
+        Status::Success => panic!("expected an error status, got success"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pea_round_trips_documents_and_records_its_route() {
+    let pea = PeaProcess::start("passthrough", &["--name", "echo"]);
+    let mut client = client(&pea).await;
+    let reply = client.call(request("/roundtrip", &docs())).await.unwrap();
+    assert_eq!(reply.envelope.status, Status::Success);
+    assert_eq!(documents(&reply), docs());
+    let route = &reply.envelope.routes;
+    assert_eq!(route.len(), 1);
+    assert_eq!((route[0].pea.as_str(), route[0].outcome), ("echo", Outcome::Handled));
+    assert!(route[0].end_us >= route[0].start_us);
+    // Many requests through the window, replies in order.
+    let requests: Vec<Message> = (0..50).map(|i| request("/roundtrip", &[text_doc(&i.to_string(), "x")])).collect();
+    let mut seen = Vec::new();
+    client.stream(requests, |m| {
+        seen.push(documents(&m)[0].id.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_requests_are_answered_while_the_executor_is_busy() {
+    let pea = PeaProcess::start("misbehave", &["--name", "spin", "--timeout-request", "3s", "--description", "loops"]);
+    let ctrl = pea.addr("ctrl");
+    let mut client = client(&pea).await;
+    let call = tokio::spawn(async move { client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
+    let status = control(&ctrl, "STATUS").await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(2), "STATUS waited for the executor");
+    assert_eq!(status["state"], "busy", "{status}");
+    assert_eq!(status["description"], "loops");
+    assert!(status["busy_for_ms"].as_u64().unwrap() > 0);
+    let reply = call.await.unwrap();
+    assert_eq!(error_kind(&reply), ("spin".to_string(), "timeout".to_string()));
+    // The trapped instance was replaced: healthy, one trap, one restart.
+    let status = control(&ctrl, "STATUS").await.unwrap();
+    assert_eq!((status["healthy"].as_bool(), status["traps"].as_u64(), status["restarts"].as_u64()), (Some(true), Some(1), Some(1)), "{status}");
+    assert!(control(&ctrl, "BOGUS").await.unwrap_err().to_string().contains("unsupported"));
+    assert!(control(&ctrl, "IDLE").await.unwrap_err().to_string().contains("data link"));
+}
+
+/// Two Peas in a chain: a failing one, then a passthrough reading its output.
+fn chain(strategy: &str) -> (PeaProcess, PeaProcess) {
+    let first = PeaProcess::start("misbehave", &["--name", "fails", "--on-error-strategy", strategy]);
+    let port = first.ready["port_out"].as_u64().unwrap().to_string();
+    let second = PeaProcess::start("passthrough", &["--name", "next", "--socket-in", "PULL_CONNECT", "--port-in", &port]);
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_strategies_decide_what_later_peas_do() {
+    for (strategy, after, next_on_route, docs_forwarded) in [
+        ("IGNORE", AfterError::Continue, Some(Outcome::Handled), true),
+        ("SKIP_EXECUTOR", AfterError::SkipExecutor, Some(Outcome::Skipped), true),
+        ("SKIP_HANDLE", AfterError::SkipHandle, None, true),
+        ("THROW_EARLY", AfterError::Abort, None, false),
+    ] {
+        let (first, second) = chain(strategy);
+        let mut client = Client::open(&Target::pea(&first.addr("in"), &second.addr("out"))).await.unwrap();
+        client.timeout = Duration::from_secs(30);
+        let reply = client.call(request("/panic", &[text_doc("d", "text")])).await.unwrap();
+        let Status::Error { executor, kind, message } = &reply.envelope.status else { panic!("{strategy}: no error") };
+        assert_eq!((executor.as_str(), kind.as_str()), ("fails", "panic"), "{strategy}");
+        assert!(message.contains("panicked"), "{strategy}: {message}");
+        assert_eq!(reply.envelope.after_error, after, "{strategy}");
+        let outcomes: Vec<_> = reply.envelope.routes.iter().map(|r| (r.pea.as_str(), r.outcome)).collect();
+        let mut expected = vec![("fails", Outcome::Failed)];
+        expected.extend(next_on_route.map(|o| ("next", o)));
+        assert_eq!(outcomes, expected, "{strategy}");
+        assert_eq!(!documents(&reply).is_empty(), docs_forwarded, "{strategy}");
+        client.close().await;
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_sockets_reconnect_after_their_peer_restarts() {
+    let (port_in, port_out) = (free_port(), free_port());
+    let addr = |port: u16| format!("tcp://127.0.0.1:{port}");
+    let pea = PeaProcess::start("passthrough", &[
+        "--socket-in", "PULL_CONNECT", "--port-in", &port_in.to_string(),
+        "--socket-out", "PUSH_CONNECT", "--port-out", &port_out.to_string(),
+    ]);
+    let target = Target { input: addr(port_in), socket_in: SocketSpec::PUSH_BIND, output: addr(port_out), socket_out: SocketSpec::PULL_BIND };
+    for round in 0..2 {
+        // The peer (a bound client) comes and goes; the Pea must find it again.
+        let mut client = Client::open(&target).await.unwrap();
+        client.timeout = Duration::from_secs(2);
+        let mut answered = false;
+        for _attempt in 0..10 {
+            // A message written into a connection whose peer just died is lost,
+            // as with libzmq; the client's retry covers it.
+            if let Ok(reply) = client.call(request("/roundtrip", &docs())).await {
+                assert_eq!(documents(&reply), docs());
+                answered = true;
+                break;
+            }
+        }
+        if !answered {
+            let status = control(&pea.addr("ctrl"), "STATUS").await;
+            panic!("round {round}: no reply after the peer restarted ({status:?})\n{}", pea.log());
+        }
+        client.close().await;
+    }
+    assert!(pea.log().contains("reconnecting"), "{}", pea.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dealer_input_asks_its_router_for_work() {
+    let mut router = Link::open(SocketSpec::ROUTER_BIND, "tcp://127.0.0.1:0", "test head").await.unwrap();
+    let port = router.port().to_string();
+    let mut pea = PeaProcess::start("passthrough", &["--socket-in", "DEALER_CONNECT", "--port-in", &port]);
+    let mut out = Link::open(SocketSpec::PULL_CONNECT, &pea.addr("out"), "test tail").await.unwrap();
+    let next_control = |frames: Vec<Bytes>| {
+        let message = Message::from_frames(&frames[1..]).unwrap();
+        assert_eq!(message.envelope.kind, Kind::Control);
+        (frames[0].clone(), message.envelope.endpoint, serde_json::from_slice::<Value>(&message.body).unwrap())
+    };
+    let (identity, command, body) = next_control(router.recv().await.unwrap());
+    assert_eq!((command.as_str(), &body), ("IDLE", &json!({"credit": 1})));
+    let mut frames = vec![identity.clone()];
+    frames.extend(request("/roundtrip", &docs()).frames());
+    router.send(frames).await.unwrap();
+    let reply = Message::from_frames(&out.recv().await.unwrap()).unwrap();
+    assert_eq!(documents(&reply), docs());
+    // Credit again once the request is done; CANCEL when the Pea stops.
+    let (_, command, _) = next_control(router.recv().await.unwrap());
+    assert_eq!(command, "IDLE");
+    control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
+    let (_, command, _) = next_control(router.recv().await.unwrap());
+    assert_eq!(command, "CANCEL");
+    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    out.close(Duration::from_secs(1)).await;
+    router.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_output_sends_only_to_peers_with_credit() {
+    let pea = PeaProcess::start("passthrough", &["--socket-out", "ROUTER_BIND"]);
+    let mut dealer = Link::open(SocketSpec::DEALER_CONNECT, &pea.addr("out"), "test shard").await.unwrap();
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
+    input.send(request("/roundtrip", &docs()).frames().to_vec()).await.unwrap();
+    // No credit, no message.
+    assert!(tokio::time::timeout(Duration::from_millis(500), dealer.recv()).await.is_err());
+    dealer.send(jina_wasm::pea::control_frames("IDLE", json!({"credit": 1}))).await.unwrap();
+    let frames = tokio::time::timeout(Duration::from_secs(10), dealer.recv()).await.unwrap().unwrap();
+    assert_eq!(documents(&Message::from_frames(&frames).unwrap()), docs());
+    input.close(Duration::from_secs(1)).await;
+    dealer.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_input_and_pub_output() {
+    let publisher = Link::open(SocketSpec { kind: jina_wasm::transport::SocketType::Pub, bind: true }, "tcp://127.0.0.1:0", "test pub").await.unwrap();
+    let port = publisher.port().to_string();
+    let pea = PeaProcess::start("passthrough", &["--socket-in", "SUB_CONNECT", "--port-in", &port, "--socket-out", "PUB_BIND"]);
+    let mut sub = Link::open(SocketSpec { kind: jina_wasm::transport::SocketType::Sub, bind: false }, &pea.addr("out"), "test sub").await.unwrap();
+    // PUB drops what nobody has subscribed to yet: publish until one comes through.
+    let mut received = None;
+    for _ in 0..100 {
+        publisher.send(request("/roundtrip", &docs()).frames().to_vec()).await.unwrap();
+        if let Ok(Some(frames)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            received = Some(Message::from_frames(&frames).unwrap());
+            break;
+        }
+    }
+    assert_eq!(documents(&received.expect("nothing came through PUB/SUB")), docs());
+    publisher.close(Duration::from_secs(1)).await;
+    sub.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dropped_or_answered_and_the_pea_keeps_serving() {
+    let pea = PeaProcess::start("passthrough", &[]);
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
+    let mut client = client(&pea).await;
+    // Not an envelope at all: dropped with a log line.
+    input.send(vec![Bytes::from_static(b"GET / HTTP/1.1")]).await.unwrap();
+    // A good envelope with a broken body: answered with `malformed`.
+    let bad = Message::new(Envelope::request("/roundtrip", ""), Bytes::from_static(&[1, 0, 0, 0, 9]));
+    let reply = client.call(bad).await.unwrap();
+    assert_eq!(error_kind(&reply).1, "malformed");
+    assert_eq!(reply.envelope.after_error, AfterError::Abort);
+    // Still serving.
+    assert_eq!(documents(&client.call(request("/roundtrip", &docs())).await.unwrap()), docs());
+    let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    assert_eq!(status["dropped"], 1, "{status}");
+    assert!(pea.log().contains("dropped a message"), "{}", pea.log());
+    input.close(Duration::from_secs(1)).await;
+    client.close().await;
+}
+
+#[test]
+fn start_failures_name_the_pea_and_the_reason() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let log = PeaProcess::try_start("passthrough", &["--name", "p1", "--port-in", &port]).err().expect("a taken port must fail");
+    assert!(log.contains("pea `p1`") && log.contains(&port) && log.contains("taken"), "{log}");
+
+    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PAIR_BIND"]).err().unwrap();
+    assert!(log.contains("PAIR sockets are not supported"), "{log}");
+    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PUSH_BIND"]).err().unwrap();
+    assert!(log.contains("cannot receive"), "{log}");
+
+    let log = PeaProcess::try_start("wrong-world", &["--name", "p2"]).err().unwrap();
+    assert!(log.contains("pea `p2` did not start") && log.contains("wrong_world.wasm"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_dump_and_reload_keep_an_indexers_state() {
+    let workspace = tempfile::tempdir().unwrap();
+    let ws = workspace.path().to_str().unwrap();
+    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", ws]);
+    let ctrl = pea.addr("ctrl");
+    let mut client = client(&pea).await;
+    let mut doc = text_doc("v1", "one");
+    doc.embedding = Some(vec![1.0, 0.0]);
+    client.call(request("/index", &[doc.clone()])).await.unwrap();
+    assert_eq!(control(&ctrl, "DUMP").await.unwrap(), json!({"dumped": true}));
+    assert!(workspace.path().join("vector-index.snapshot").exists());
+    assert_eq!(control(&ctrl, "RELOAD").await.unwrap(), json!({"reloaded": true}));
+    let hits = client.call(request("/search", &[doc.clone()])).await.unwrap();
+    assert_eq!(documents(&hits)[0].matches[0].id, "v1", "the reloaded instance lost the index");
+    assert_eq!(control(&ctrl, "TERMINATE").await.unwrap(), json!({"state": "terminating"}));
+    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    client.close().await;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_does_not_grow_the_pea() {
+    let pea = PeaProcess::start("passthrough", &[]);
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test flood").await.unwrap();
+    let mut output = Link::open(SocketSpec::PULL_CONNECT, &pea.addr("out"), "test slow reader").await.unwrap();
+    // 256 KiB per message; 2,000 would be 500 MiB if anything queued them all.
+    let doc = Document { id: "big".into(), blob: Some(vec![7; 256 << 10]), ..Default::default() };
+    let message = request("/", &[doc]).frames().to_vec();
+    let before = rss_kib(pea.pid());
+    let mut sent = 0;
+    while sent < 2_000 {
+        // The Pea stops reading once its output backs up; so do we.
+        match tokio::time::timeout(Duration::from_secs(2), input.send(message.clone())).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1;
+    }
+    let stalled = rss_kib(pea.pid());
+    assert!(sent < 2_000, "nothing pushed back: all 2,000 messages were taken");
+    assert!(stalled - before < 200 << 10, "the Pea grew by {} MiB with a slow reader", (stalled - before) >> 10);
+    // Nothing was lost: everything sent comes out once the reader reads.
+    for i in 0..sent {
+        let frames = tokio::time::timeout(Duration::from_secs(20), output.recv()).await.unwrap_or_else(|_| panic!("message {i} of {sent} never came"));
+        assert!(frames.is_some());
+    }
+    input.close(Duration::from_secs(1)).await;
+    output.close(Duration::from_secs(1)).await;
+}
+
+/// pyzmq (real libzmq) in a virtualenv under the target directory, made once.
+fn python_with_pyzmq() -> std::path::PathBuf {
+    let venv = target_dir().join("interop-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".pyzmq-installed");
+    if !marker.exists() {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
+        assert!(ok, "python3 -m venv failed");
+        let requirements = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/requirements.txt");
+        let ok = Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(requirements).status().unwrap().success();
+        assert!(ok, "pip install pyzmq failed");
+        std::fs::write(&marker, "").unwrap();
+    }
+    python
+}
+
+#[test]
+fn a_python_peer_speaks_the_protocol_from_the_doc() {
+    let python = python_with_pyzmq();
+    let pea = PeaProcess::start("passthrough", &["--name", "interop"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pea_client.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["--in", &pea.addr("in"), "--out", &pea.addr("out"), "--ctrl", &pea.addr("ctrl")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), pea.log());
+    assert!(stdout.contains("interop ok"), "{stdout}");
+
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/test_vectors.py");
+    let out = Command::new(&python).arg(vectors).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
