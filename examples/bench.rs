@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jina_wasm::client::{Client, Target};
 use jina_wasm::executor::{Executor, ExecutorSpec, Runtime, RuntimeOptions, Sandbox};
+use jina_wasm::pea::{OnError, PeaConfig};
+use jina_wasm::transport::SocketSpec;
+use jina_wasm::wire::{Body, Envelope, Message};
 use jina_wasm::Document;
 use serde_json::Value;
 
@@ -211,6 +215,10 @@ fn main() {
     });
     drop(idle);
 
+    // 6. Peas over ZeroMQ.
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rows.extend(tokio.block_on(pea_rows(cached.clone())));
+
     println!("| benchmark | value | baseline (same run) | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
     for r in &rows {
@@ -225,4 +233,247 @@ fn main() {
             if r.met { "yes" } else { "NO" }
         );
     }
+}
+
+/// A passthrough Pea started in this process with default sockets.
+async fn passthrough_pea(runtime: Arc<Runtime>, name: &str) -> jina_wasm::pea::PeaHandle {
+    let uses = wasm("passthrough");
+    let executor = ExecutorSpec { name: name.into(), config: Value::Null, sandbox: Sandbox::default() };
+    let config = PeaConfig {
+        name: name.into(),
+        description: String::new(),
+        uses,
+        executor,
+        socket_in: SocketSpec::PULL_BIND,
+        address_in: "tcp://127.0.0.1:0".into(),
+        socket_out: SocketSpec::PUSH_BIND,
+        address_out: "tcp://127.0.0.1:0".into(),
+        address_ctrl: "tcp://127.0.0.1:0".into(),
+        on_error: OnError::Ignore,
+        dump_interval: None,
+        load_interval: None,
+        timeout_ctrl: Duration::from_secs(1),
+        quiet_error: false,
+    };
+    jina_wasm::pea::start(runtime, config).await.unwrap()
+}
+
+/// The baseline: a raw zeromq PULL -> PUSH echo, no Pea, no codec.
+async fn raw_echo() -> (String, String, tokio::task::JoinHandle<()>) {
+    use zeromq::{Socket, SocketRecv, SocketSend};
+    let mut pull = zeromq::PullSocket::new();
+    let mut push = zeromq::PushSocket::new();
+    let input = pull.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let output = push.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
+    let task = tokio::spawn(async move {
+        while let Ok(message) = pull.recv().await {
+            if push.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    (input, output, task)
+}
+
+/// Sequential round trips of `message` through (input, output) with raw
+/// zeromq sockets: (p50, p99).
+async fn round_trips(input: &str, output: &str, message: &Message, n: usize) -> (Duration, Duration) {
+    use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+    let mut push = zeromq::PushSocket::new();
+    push.connect(input).await.unwrap();
+    let mut pull = zeromq::PullSocket::new();
+    pull.connect(output).await.unwrap();
+    let frames = message.frames().to_vec();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 200 {
+        let start = Instant::now();
+        push.send(ZmqMessage::try_from(frames.clone()).unwrap()).await.unwrap();
+        pull.recv().await.unwrap();
+        if i >= 200 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// Documents per second through (input, output) with 100-document requests,
+/// 8 in flight.
+async fn throughput(input: &str, output: &str, requests: usize) -> f64 {
+    let mut client = Client::open(&Target::pea(input, output)).await.unwrap();
+    let docs: Vec<Document> = (0..100).map(workload_doc).collect();
+    let mut body = Vec::new();
+    Body::from_documents(&docs).encode(&mut body);
+    let body = bytes::Bytes::from(body);
+    let make = |n: usize| (0..n).map(|_| Message::new(Envelope::request("/", ""), body.clone())).collect::<Vec<_>>();
+    client.stream(make(50), |_| Ok(())).await.unwrap();
+    let start = Instant::now();
+    client.stream(make(requests), |_| Ok(())).await.unwrap();
+    let rate = (requests * 100) as f64 / start.elapsed().as_secs_f64();
+    client.close().await;
+    rate
+}
+
+fn process_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// `jina-wasm pea` as its own process, with the addresses it printed.
+struct PeaProcess(std::process::Child, Value);
+
+impl PeaProcess {
+    fn start(cache: &std::path::Path) -> PeaProcess {
+        use std::io::BufRead;
+        let bin = wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm");
+        let mut child = std::process::Command::new(bin)
+            .args(["pea", "--uses"])
+            .arg(wasm("passthrough"))
+            .env("JINA_WASM_CACHE_DIR", cache)
+            .env("JINA_WASM_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("target/debug/jina-wasm: run `cargo build` first (make bench does)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        PeaProcess(child, serde_json::from_str(&line).unwrap())
+    }
+
+    fn addr(&self, key: &str) -> String {
+        self.1[key].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for PeaProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let (raw_in, raw_out, echo) = raw_echo().await;
+    let pea = passthrough_pea(runtime.clone(), "bench").await;
+    let (pea_in, pea_out) = (pea.addresses.input.clone(), pea.addresses.output.clone());
+
+    // Round trip of a one-document request (64 B text + 128-dim embedding).
+    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&[workload_doc(1)]));
+    let (raw50, raw99) = round_trips(&raw_in, &raw_out, &message, 3000).await;
+    let (pea50, pea99) = round_trips(&pea_in, &pea_out, &message, 3000).await;
+    for (label, pea_t, raw_t) in [("p50", pea50, raw50), ("p99", pea99, raw99)] {
+        let ratio = pea_t.as_secs_f64() / raw_t.as_secs_f64();
+        rows.push(Row {
+            name: format!("round trip through a passthrough Pea, {label}"),
+            value: fmt_time(pea_t),
+            baseline: format!("raw zeromq echo {}", fmt_time(raw_t)),
+            ratio,
+            ratio_label: "x raw",
+            target: "<= 2x raw".into(),
+            met: ratio <= 2.0,
+        });
+    }
+
+    // Throughput with 100-document requests, 8 in flight.
+    let raw_rate = throughput(&raw_in, &raw_out, 1000).await;
+    let pea_rate = throughput(&pea_in, &pea_out, 1000).await;
+    rows.push(Row {
+        name: "documents/s through a passthrough Pea (100-doc requests, 8 in flight)".into(),
+        value: format!("{pea_rate:.0} docs/s"),
+        baseline: format!("raw zeromq echo {raw_rate:.0} docs/s"),
+        ratio: pea_rate / raw_rate,
+        ratio_label: "x raw",
+        target: ">= 100,000 docs/s".into(),
+        met: pea_rate >= 100_000.0,
+    });
+    pea.terminate();
+    pea.wait().await.unwrap();
+    echo.abort();
+
+    // An idle Pea process, beside the same binary idle without an executor
+    // (`ping` waiting for an answer that never comes).
+    // First with an empty cache (the Pea compiles the component), then as a Pea
+    // normally starts: from the cache.
+    let cache = tempfile::tempdir().unwrap();
+    let compiling = PeaProcess::start(cache.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cold_rss = process_rss(compiling.0.id());
+    drop(compiling);
+    let process = PeaProcess::start(cache.path());
+    let bin = wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm");
+    let mut idle_bin = std::process::Command::new(bin).args(["ping", "127.0.0.1:9", "--timeout", "30s"]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (pea_rss, bin_rss) = (process_rss(process.0.id()), process_rss(idle_bin.id()));
+    let _ = idle_bin.kill();
+    let _ = idle_bin.wait();
+    rows.push(Row {
+        name: "RSS of an idle `jina-wasm pea` that compiled its component (empty cache)".into(),
+        value: mib(cold_rss),
+        baseline: format!("idle `jina-wasm ping` {}", mib(bin_rss)),
+        ratio: cold_rss as f64 / bin_rss as f64,
+        ratio_label: "x ping",
+        target: "-".into(),
+        met: true,
+    });
+    rows.push(Row {
+        name: "RSS of an idle `jina-wasm pea` (passthrough, cached component)".into(),
+        value: mib(pea_rss),
+        baseline: format!("idle `jina-wasm ping` {}", mib(bin_rss)),
+        ratio: pea_rss as f64 / (20 << 20) as f64,
+        ratio_label: "of target",
+        target: "< 20 MiB".into(),
+        met: pea_rss < 20 << 20,
+    });
+
+    // RSS under sustained load: the same process after 500 and after 3,000
+    // 100-document requests.
+    let (p_in, p_out) = (process.addr("in"), process.addr("out"));
+    throughput(&p_in, &p_out, 500).await;
+    let warm = process_rss(process.0.id());
+    throughput(&p_in, &p_out, 2500).await;
+    let after = process_rss(process.0.id());
+    rows.push(Row {
+        name: "RSS of that Pea after 3,000 100-doc requests".into(),
+        value: mib(after),
+        baseline: format!("after 500: {}", mib(warm)),
+        ratio: after as f64 / warm as f64,
+        ratio_label: "x",
+        target: "flat (< 1.1x)".into(),
+        met: (after as f64) < warm as f64 * 1.1,
+    });
+    drop(process);
+
+    // 1,000 idle Peas in this process: three bound sockets, an executor thread
+    // and an instance each.
+    let before = rss_bytes();
+    let mut peas = Vec::new();
+    for i in 0..1000 {
+        peas.push(passthrough_pea(runtime.clone(), &format!("idle-{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    rows.push(Row {
+        name: "RSS of 1,000 idle passthrough Peas in one process".into(),
+        value: mib(grown),
+        baseline: format!("process before {}", mib(before)),
+        ratio: grown as f64 / (2u64 << 30) as f64,
+        ratio_label: "of target",
+        target: "< 2 GiB".into(),
+        met: grown < 2 << 30,
+    });
+    for pea in &peas {
+        pea.terminate();
+    }
+    for pea in peas {
+        pea.wait().await.unwrap();
+    }
+    rows
 }
