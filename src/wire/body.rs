@@ -152,7 +152,30 @@ impl Body {
 
     /// Flattens document trees (pre-order, without recursion).
     pub fn from_documents(roots: &[Document]) -> Body {
-        let mut body = Body::default();
+        // Size every buffer once: count documents, id and text bytes, floats.
+        let (mut n, mut ids, mut texts, mut floats) = (0, 0, 0, 0);
+        let mut stack: Vec<&Document> = roots.iter().collect();
+        while let Some(doc) = stack.pop() {
+            n += 1;
+            ids += doc.id.len();
+            texts += doc.text.as_ref().map_or(0, String::len);
+            floats += doc.embedding.as_ref().map_or(0, Vec::len);
+            stack.extend(doc.chunks.iter().chain(&doc.matches));
+        }
+        let column = |bytes: usize| StrColumn { present: Vec::with_capacity(n), data: String::with_capacity(bytes), ends: Vec::with_capacity(n) };
+        let mut body = Body {
+            ids: StrColumn { present: Vec::new(), data: String::with_capacity(ids), ends: Vec::with_capacity(n) },
+            parents: Vec::with_capacity(n),
+            relations: Vec::with_capacity(n),
+            texts: column(texts),
+            blobs: BytesColumn { present: Vec::with_capacity(n), data: Vec::new(), ends: Vec::with_capacity(n) },
+            uris: column(0),
+            mime_types: column(0),
+            tags: column(0),
+            embedding_dims: Vec::with_capacity(n),
+            embeddings: Vec::with_capacity(floats),
+            scores: Vec::new(),
+        };
         let mut stack: Vec<(&Document, Option<u32>, Relation)> =
             roots.iter().rev().map(|d| (d, None, Relation::Root)).collect();
         while let Some((doc, parent, relation)) = stack.pop() {
@@ -165,7 +188,7 @@ impl Body {
             body.blobs.push(doc.blob.as_deref());
             body.uris.push(doc.uri.as_deref());
             body.mime_types.push(doc.mime_type.as_deref());
-            let tags = (!doc.tags.is_empty()).then(|| Value::Object(doc.tags.clone()).to_string());
+            let tags = (!doc.tags.is_empty()).then(|| serde_json::to_string(&doc.tags).expect("a JSON map serialises"));
             body.tags.push(tags.as_deref());
             let embedding = doc.embedding.as_deref().unwrap_or(&[]);
             body.embedding_dims.push(embedding.len() as u32);

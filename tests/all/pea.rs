@@ -429,3 +429,35 @@ fn a_python_peer_speaks_the_protocol_from_the_doc() {
     let out = Command::new(&python).arg(vectors).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_over_ipc_and_fails_without_a_pea() {
+    let mut pea = PeaProcess::start("passthrough", &["--ctrl-with-ipc", "--name", "ipc"]);
+    let ctrl = pea.addr("ctrl");
+    assert!(ctrl.starts_with("ipc://"), "{ctrl}");
+    let out = Command::new(bin()).args(["ping", &ctrl]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pea `ipc` at ipc://"));
+    control(&ctrl, "TERMINATE").await.unwrap();
+    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(!std::path::Path::new(ctrl.trim_start_matches("ipc://")).exists(), "the IPC socket file was left behind");
+    let out = Command::new(bin()).args(["ping", &ctrl, "--timeout", "1s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dump_interval_persists_state_unasked() {
+    let workspace = tempfile::tempdir().unwrap();
+    let pea = PeaProcess::start("vector-indexer", &["--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "1s"]);
+    let mut client = client(&pea).await;
+    let mut doc = text_doc("v1", "one");
+    doc.embedding = Some(vec![1.0, 0.0]);
+    client.call(request("/index", &[doc])).await.unwrap();
+    let snapshot = workspace.path().join("vector-index.snapshot");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !snapshot.exists() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(snapshot.exists(), "no dump within 20 s\n{}", pea.log());
+    client.close().await;
+}
