@@ -43,12 +43,7 @@ fn median(iterations: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    process_rss(std::process::id())
 }
 
 struct Row {
@@ -327,14 +322,18 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
+/// The `jina-wasm` binary `make bench` built (target/debug).
+fn jina_bin() -> PathBuf {
+    wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm")
+}
+
 /// `jina-wasm pea` as its own process, with the addresses it printed.
 struct PeaProcess(std::process::Child, Value);
 
 impl PeaProcess {
     fn start(cache: &std::path::Path) -> PeaProcess {
         use std::io::BufRead;
-        let bin = wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm");
-        let mut child = std::process::Command::new(bin)
+        let mut child = std::process::Command::new(jina_bin())
             .args(["pea", "--uses"])
             .arg(wasm("passthrough"))
             .env("JINA_WASM_CACHE_DIR", cache)
@@ -408,8 +407,7 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let cold_rss = process_rss(compiling.0.id());
     drop(compiling);
     let process = PeaProcess::start(cache.path());
-    let bin = wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm");
-    let mut idle_bin = std::process::Command::new(bin).args(["ping", "127.0.0.1:9", "--timeout", "30s"]).spawn().unwrap();
+    let mut idle_bin = std::process::Command::new(jina_bin()).args(["ping", "127.0.0.1:9", "--timeout", "30s"]).spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (pea_rss, bin_rss) = (process_rss(process.0.id()), process_rss(idle_bin.id()));
     let _ = idle_bin.kill();

@@ -1,7 +1,6 @@
 //! `jina-wasm client`: send documents to a Pea and print what comes back.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::common::{DocumentBatches, OutputFormat, open_input, parse_map, write_document};
+use super::common::{RequestArgs, write_document};
 use super::ping::endpoint;
 use crate::client::{Client, Target};
 use crate::transport::SocketSpec;
@@ -43,21 +42,8 @@ pub struct ClientCommand {
     #[arg(long, default_value = "PULL_CONNECT")]
     pub socket_out: SocketSpec,
 
-    /// The endpoint to call, as Jina's `@requests(on=...)`.
-    #[arg(long, default_value = "/")]
-    pub endpoint: String,
-
-    /// Request parameters, as a JSON or YAML map (for example `{"top_k": 5}`).
-    #[arg(long, value_name = "MAP", value_parser = parse_map)]
-    pub parameters: Option<Value>,
-
-    /// Read documents from FILE instead of stdin (`-` is stdin).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-
-    /// Documents per request.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub request_size: u32,
+    #[command(flatten)]
+    pub request: RequestArgs,
 
     /// Requests in flight at most: the client sends the next one when a reply
     /// comes back, which bounds every queue on the way.
@@ -68,10 +54,6 @@ pub struct ClientCommand {
     /// so Peas skip work nobody waits for.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub timeout: Duration,
-
-    /// How to print result documents.
-    #[arg(long, value_enum, default_value = "jsonl")]
-    pub output: OutputFormat,
 }
 
 impl ClientCommand {
@@ -90,11 +72,11 @@ impl ClientCommand {
         let mut client = Client::open(&target).await?;
         client.window = self.prefetch as usize;
         client.timeout = self.timeout;
-        let parameters = self.parameters.as_ref().map(Value::to_string).unwrap_or_default();
+        let request = &self.request;
+        let parameters = request.parameters.as_ref().map(Value::to_string).unwrap_or_default();
         let mut read_error = None;
-        let batches = DocumentBatches::new(open_input(self.input.as_deref())?, self.request_size as usize);
-        let messages = batches.map_while(|batch| match batch {
-            Ok(docs) => Some(Message::data(Envelope::request(&self.endpoint, &parameters), &Body::from_documents(&docs))),
+        let messages = request.batches()?.map_while(|batch| match batch {
+            Ok(docs) => Some(Message::data(Envelope::request(&request.endpoint, &parameters), &Body::from_documents(&docs))),
             Err(e) => {
                 read_error = Some(e);
                 None
@@ -111,7 +93,7 @@ impl ClientCommand {
                 }
                 let docs = reply.decode_body()?.into_documents().map_err(anyhow::Error::msg)?;
                 for doc in &docs {
-                    write_document(&mut out, self.output, doc).context("cannot write output")?;
+                    write_document(&mut out, request.output, doc).context("cannot write output")?;
                 }
                 Ok(())
             })

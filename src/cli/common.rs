@@ -146,6 +146,41 @@ pub fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std:
     }
 }
 
+/// What to send and how to print what comes back: shared by `run` and `client`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// The endpoint to call, as Jina's `@requests(on=...)`.
+    #[arg(long, default_value = "/")]
+    pub endpoint: String,
+
+    /// Request parameters, as a JSON or YAML map (for example `{"top_k": 5}`).
+    #[arg(long, value_name = "MAP", value_parser = parse_map)]
+    pub parameters: Option<Value>,
+
+    /// Read documents from FILE instead of stdin (`-` is stdin).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Documents per request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub request_size: u32,
+
+    /// How to print result documents: `jsonl` (one JSON document per line, for
+    /// piping into the next command) or `pretty` (text and ranked matches, for people).
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub output: OutputFormat,
+}
+
+impl RequestArgs {
+    /// The input documents, in requests of `--request-size`.
+    ///
+    /// # Errors
+    /// An input file that cannot be opened.
+    pub fn batches(&self) -> anyhow::Result<DocumentBatches> {
+        Ok(DocumentBatches::new(open_input(self.input.as_deref())?, self.request_size as usize))
+    }
+}
+
 /// Documents read as JSON lines (or plain text lines), in requests of `size`.
 pub struct DocumentBatches {
     lines: std::iter::Enumerate<std::io::Lines<Box<dyn std::io::BufRead>>>,

@@ -1,14 +1,13 @@
 //! `jina-wasm run`: one executor, documents in on stdin, documents out on stdout.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::common::{DocumentBatches, ExecutorArgs, OutputFormat, RuntimeArgs, open_input, parse_map, write_document};
+use super::common::{ExecutorArgs, RequestArgs, RuntimeArgs, write_document};
 use super::is_broken_pipe;
 use crate::executor::{Executor, ExecutorError};
 
@@ -30,26 +29,8 @@ pub struct RunCommand {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
-    /// The endpoint to call, as Jina's `@requests(on=...)`.
-    #[arg(long, default_value = "/")]
-    pub endpoint: String,
-
-    /// Request parameters, as a JSON or YAML map (for example `{"top_k": 5}`).
-    #[arg(long, value_name = "MAP", value_parser = parse_map)]
-    pub parameters: Option<Value>,
-
-    /// Read documents from FILE instead of stdin (`-` is stdin).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-
-    /// Documents per request.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    pub request_size: u32,
-
-    /// How to print result documents: `jsonl` (one JSON document per line, for
-    /// piping into the next `run`) or `pretty` (text and ranked matches, for people).
-    #[arg(long, value_enum, default_value = "jsonl")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub request: RequestArgs,
 }
 
 impl RunCommand {
@@ -88,15 +69,15 @@ impl RunCommand {
     }
 
     fn pump(&self, executor: &mut Executor) -> Result<(), Failure> {
-        let input = open_input(self.input.as_deref()).map_err(Failure::Other)?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let parameters = self.parameters.clone().unwrap_or(Value::Null);
-        for batch in DocumentBatches::new(input, self.request_size as usize) {
+        let request = &self.request;
+        let parameters = request.parameters.clone().unwrap_or(Value::Null);
+        for batch in request.batches().map_err(Failure::Other)? {
             let batch = batch.map_err(Failure::Other)?;
-            let result = executor.handle(&self.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
+            let result = executor.handle(&request.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
             for doc in &result {
-                write_document(&mut out, self.output, doc).context("cannot write output").map_err(Failure::Other)?;
+                write_document(&mut out, request.output, doc).context("cannot write output").map_err(Failure::Other)?;
             }
         }
         out.flush().context("cannot write output").map_err(Failure::Other)

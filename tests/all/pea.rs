@@ -461,3 +461,35 @@ async fn the_dump_interval_persists_state_unasked() {
     assert!(snapshot.exists(), "no dump within 20 s\n{}", pea.log());
     client.close().await;
 }
+
+fn run_client(pea: &PeaProcess, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["client", "--in", &pea.addr("in"), "--out", &pea.addr("out"), "--timeout", "30s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_client_command_prints_results_in_order_and_reports_failures() {
+    let pea = PeaProcess::start("misbehave", &["--name", "m"]);
+    let input: String = (0..25).map(|i| format!("line {i}\n")).collect();
+    let out = run_client(&pea, &["--endpoint", "/echo", "--request-size", "2", "--prefetch", "3"], &input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let texts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, (0..25).map(|i| format!("line {i}")).collect::<Vec<_>>());
+
+    let out = run_client(&pea, &["--endpoint", "/panic"], "boom\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("executor `m` failed (panic)"), "{stderr}");
+}
