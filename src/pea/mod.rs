@@ -191,6 +191,7 @@ pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<P
         credits: VecDeque::new(),
         control_jobs: VecDeque::new(),
         terminating: false,
+        terminate_by: None,
     };
     tracing::info!(pea = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, "ready");
     let task = tokio::spawn(pea.run(stop.clone()));
@@ -239,6 +240,8 @@ struct Pea {
     credits: VecDeque<Bytes>,
     control_jobs: VecDeque<ControlJob>,
     terminating: bool,
+    /// When `TERMINATE` stops waiting for the request in flight.
+    terminate_by: Option<tokio::time::Instant>,
 }
 
 impl Pea {
@@ -297,7 +300,15 @@ impl Pea {
                 _ = load_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("RELOAD") }),
                 () = stop.cancelled(), if !self.terminating => {
                     tracing::info!(pea = %self.config.name, "terminating");
-                    self.terminating = true;
+                    self.terminate();
+                },
+                () = sleep_until(self.terminate_by), if !idle => {
+                    tracing::warn!(
+                        pea = %self.config.name,
+                        "the request in flight did not finish within {:?} (--timeout-ctrl); stopping without it",
+                        self.config.timeout_ctrl
+                    );
+                    break;
                 },
             }
         }
@@ -311,13 +322,26 @@ impl Pea {
         if self.config.socket_in.kind == SocketType::Dealer {
             let _ = self.input.send(control_frames("CANCEL", json!({}))).await;
         }
-        let (tx, rx) = oneshot::channel();
-        self.worker.submit(Job::Close { reply: tx }).await;
-        let closed = rx.await.unwrap_or(Ok(()));
-        self.worker.join();
+        // A request abandoned after --timeout-ctrl still holds the executor's
+        // thread: closing would wait for it, so the process leaves it behind.
+        let closed = if self.busy.is_some() {
+            Ok(())
+        } else {
+            let (tx, rx) = oneshot::channel();
+            self.worker.submit(Job::Close { reply: tx }).await;
+            let closed = rx.await.unwrap_or(Ok(()));
+            self.worker.join();
+            closed
+        };
         tokio::join!(self.input.close(grace), self.output.close(grace), self.ctrl.close(grace));
         tracing::info!(pea = %name, "stopped");
         closed.map_err(|f| anyhow::anyhow!("pea `{name}`: closing the executor failed ({}): {}", f.kind, f.message))
+    }
+
+    /// Stops reading input; the request in flight gets `--timeout-ctrl` to finish.
+    fn terminate(&mut self) {
+        self.terminating = true;
+        self.terminate_by.get_or_insert(tokio::time::Instant::now() + self.config.timeout_ctrl);
     }
 
     /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
@@ -465,7 +489,7 @@ impl Pea {
             }
             "TERMINATE" => {
                 tracing::info!(pea = %self.config.name, "TERMINATE received");
-                self.terminating = true;
+                self.terminate();
                 self.reply(prefix, &request, Ok(json!({"state": "terminating"}))).await;
             }
             "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
@@ -555,6 +579,13 @@ async fn wait_busy(busy: &mut Option<Busy>) -> Done {
     match busy {
         Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
         Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

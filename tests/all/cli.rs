@@ -5,7 +5,8 @@ use std::process::{Command, Output, Stdio};
 
 use crate::util::{bin, cache_dir, wasm};
 
-fn jina(args: &[&str], stdin: &str) -> Output {
+/// Runs `jina-wasm ARGS` with `stdin`, sharing the tests' component cache.
+pub fn jina(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .env("JINA_WASM_CACHE_DIR", cache_dir())

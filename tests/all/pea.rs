@@ -463,17 +463,10 @@ async fn the_dump_interval_persists_state_unasked() {
 }
 
 fn run_client(pea: &PeaProcess, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(bin())
-        .args(["client", "--in", &pea.addr("in"), "--out", &pea.addr("out"), "--timeout", "30s"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let (input, output) = (pea.addr("in"), pea.addr("out"));
+    let mut all = vec!["client", "--in", &input, "--out", &output, "--timeout", "30s"];
+    all.extend_from_slice(args);
+    crate::cli::jina(&all, stdin)
 }
 
 #[test]
@@ -492,4 +485,21 @@ fn the_client_command_prints_results_in_order_and_reports_failures() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("executor `m` failed (panic)"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_waits_for_the_request_in_flight_only_as_long_as_timeout_ctrl() {
+    let mut pea = PeaProcess::start("misbehave", &["--timeout-request", "60s", "--timeout-ctrl", "500ms"]);
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
+    input.send(request("/loop", &[text_doc("x", "y")]).frames().to_vec()).await.unwrap();
+    let ctrl = pea.addr("ctrl");
+    let until = Instant::now() + Duration::from_secs(10);
+    while control(&ctrl, "STATUS").await.unwrap()["state"] != "busy" && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    control(&ctrl, "TERMINATE").await.unwrap();
+    // Well before the 60 s call limit.
+    assert!(pea.wait_exit(Duration::from_secs(15)).is_some(), "{}", pea.log());
+    assert!(pea.log().contains("did not finish within 500ms"), "{}", pea.log());
+    input.close(Duration::from_secs(1)).await;
 }
