@@ -503,3 +503,28 @@ async fn terminate_waits_for_the_request_in_flight_only_as_long_as_timeout_ctrl(
     assert!(pea.log().contains("did not finish within 500ms"), "{}", pea.log());
     input.close(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_pea_reloads_what_a_writer_dumps() {
+    let workspace = tempfile::tempdir().unwrap();
+    let ws = workspace.path().to_str().unwrap();
+    let writer = PeaProcess::start("vector-indexer", &["--name", "writer", "--workspace", ws, "--dump-interval", "0"]);
+    let reader = PeaProcess::start("vector-indexer", &["--name", "reader", "--workspace", ws, "--read-only", "--load-interval", "300ms", "--quiet"]);
+    let (mut write, mut read) = (client(&writer).await, client(&reader).await);
+    let mut doc = text_doc("v1", "one");
+    doc.embedding = Some(vec![1.0, 0.0]);
+    write.call(request("/index", &[doc.clone()])).await.unwrap();
+    control(&writer.addr("ctrl"), "DUMP").await.unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut found = false;
+    while !found && Instant::now() < until {
+        let hits = read.call(request("/search", &[doc.clone()])).await.unwrap();
+        found = documents(&hits)[0].matches.iter().any(|m| m.id == "v1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the reader never loaded the writer's dump\n{}", writer.log());
+    // --quiet: nothing on stderr.
+    assert_eq!(reader.log(), "");
+    write.close().await;
+    read.close().await;
+}
