@@ -22,6 +22,7 @@ pub mod client;
 pub mod document;
 pub mod executor;
 pub mod pea;
+pub mod pod;
 pub mod transport;
 pub mod units;
 pub mod wire;

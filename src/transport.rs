@@ -133,7 +133,8 @@ pub enum SendFailure {
 /// What a socket has for its Link.
 pub enum Inbound {
     Message(Vec<Bytes>),
-    Disconnected,
+    /// A peer went away (its identity, when the socket knows it).
+    Disconnected(Option<Bytes>),
     Failed(String),
 }
 
@@ -233,11 +234,11 @@ impl Transport for ZmqTransport {
         let events = &mut self.events;
         let disconnected = async {
             while let Some(event) = events.next().await {
-                if matches!(event, SocketEvent::Disconnected(_)) {
-                    return;
+                if let SocketEvent::Disconnected(peer) = event {
+                    return Bytes::from(peer);
                 }
             }
-            std::future::pending::<()>().await;
+            std::future::pending::<Bytes>().await
         };
         let socket = &mut self.socket;
         let recv = async {
@@ -253,7 +254,7 @@ impl Transport for ZmqTransport {
             }
         };
         tokio::select! {
-            () = disconnected => Inbound::Disconnected,
+            peer = disconnected => Inbound::Disconnected(Some(peer)),
             result = recv => match result {
                 Ok(message) => Inbound::Message(message.into_vec()),
                 Err(e) => Inbound::Failed(describe(&e)),
@@ -336,7 +337,8 @@ impl Link {
         self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
-    /// The next inbound message; `None` once the Link is closed.
+    /// The next inbound message; `None` once the Link is closed. On a bound
+    /// ROUTER, a message of one frame (an identity) means that peer went away.
     pub async fn recv(&mut self) -> Option<Vec<Bytes>> {
         self.incoming.recv().await
     }
@@ -392,7 +394,10 @@ impl SocketTask {
         }
         let can_recv = self.spec.kind.can_recv();
         // A connecting socket other than SUB does not reconnect by itself.
-        let watch = !self.spec.bind && self.spec.kind != SocketType::Sub;
+        let reconnect = !self.spec.bind && self.spec.kind != SocketType::Sub;
+        // A bound ROUTER tells its owner which peer left: one frame, the identity.
+        let report = self.spec.bind && self.spec.kind == SocketType::Router;
+        let watch = reconnect || report;
         let mut permit = None;
         let mut draining = false;
         loop {
@@ -410,13 +415,16 @@ impl SocketTask {
                     Inbound::Message(frames) => {
                         permit.take().expect("read only with a permit").send(frames);
                     }
-                    Inbound::Disconnected if watch => {
+                    Inbound::Disconnected(_) if reconnect => {
                         tracing::info!(socket = %self.owner, endpoint = %self.endpoint, "peer went away; reconnecting");
                         if !self.connect().await {
                             break;
                         }
                     }
-                    Inbound::Disconnected => {}
+                    Inbound::Disconnected(Some(peer)) if report => {
+                        let _ = self.in_tx.send(vec![peer]).await;
+                    }
+                    Inbound::Disconnected(_) => {}
                     Inbound::Failed(e) => tracing::debug!(socket = %self.owner, "receive failed: {e}"),
                 },
                 () = self.stop.cancelled(), if !draining => draining = true,
@@ -456,6 +464,12 @@ impl SocketTask {
         loop {
             match self.transport.send(frames).await {
                 Ok(()) => return,
+                // A ROUTER's peer that left before its answer (a control client
+                // that timed out) is routine; anything else is worth a warning.
+                Err(SendFailure::Lost(reason)) if self.spec.kind == SocketType::Router => {
+                    tracing::debug!(socket = %self.owner, "a message for a peer that left was dropped: {reason}");
+                    return;
+                }
                 Err(SendFailure::Lost(reason)) => {
                     tracing::warn!(socket = %self.owner, "a message was lost: {reason}");
                     return;

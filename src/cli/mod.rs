@@ -6,6 +6,7 @@ mod common;
 mod inspect;
 mod pea;
 mod ping;
+mod pod;
 mod run;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     Run(run::RunCommand),
     Pea(pea::PeaCommand),
+    Pod(pod::PodCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Inspect(inspect::InspectCommand),
@@ -47,6 +49,7 @@ impl Cli {
     pub fn init_tracing(&self) {
         let level = match &self.command {
             Command::Pea(pea) if pea.quiet => "off",
+            Command::Pod(pod) if pod.pea.quiet => "off",
             _ => &self.log_level,
         };
         let filter = tracing_subscriber::EnvFilter::try_new(level)
@@ -65,6 +68,7 @@ impl Cli {
         match self.command {
             Command::Run(cmd) => cmd.execute(),
             Command::Pea(cmd) => cmd.execute(),
+            Command::Pod(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),

@@ -65,17 +65,10 @@ pub struct PeaCommand {
     /// How a Pod runs its Peas: THREAD (tasks of one process) or PROCESS (a
     /// process each). A standalone Pea is one process either way.
     #[arg(long, value_enum, default_value = "THREAD")]
-    pub runtime_backend: RuntimeBackend,
+    pub runtime_backend: crate::pod::Backend,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RuntimeBackend {
-    Thread,
-    Process,
 }
 
 /// The socket flags of a Pea (and, later, of the Peas of a Pod).
@@ -171,14 +164,16 @@ impl PeaCommand {
         rt.block_on(self.run())
     }
 
-    async fn run(self) -> anyhow::Result<ExitCode> {
+    /// The Pea this command describes.
+    ///
+    /// # Errors
+    /// Socket flags that do not fit together.
+    pub fn config(&self) -> anyhow::Result<PeaConfig> {
         let spec = self.executor.spec();
-        let name = spec.name.clone();
-        let (address_in, address_out, address_ctrl) = self.sockets.addresses(&name)?;
-        let runtime = self.runtime.runtime()?;
-        let config = PeaConfig {
-            name: name.clone(),
-            description: self.description,
+        let (address_in, address_out, address_ctrl) = self.sockets.addresses(&spec.name)?;
+        Ok(PeaConfig {
+            name: spec.name.clone(),
+            description: self.description.clone(),
             uses: self.executor.uses.clone(),
             executor: spec,
             socket_in: self.sockets.socket_in,
@@ -191,21 +186,31 @@ impl PeaCommand {
             load_interval: Some(self.load_interval).filter(|d| !d.is_zero()),
             timeout_ctrl: self.sockets.timeout_ctrl,
             quiet_error: self.quiet_error,
-        };
+        })
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let config = self.config()?;
+        let name = config.name.clone();
+        let runtime = self.runtime.runtime()?;
         let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
             .await
             .map_err(|_| anyhow::anyhow!("pea `{name}` was not ready within {:?} (--timeout-ready)", self.timeout_ready))??;
         let mut ready = serde_json::to_value(&pea.addresses)?;
         ready.as_object_mut().expect("an object").insert("pea".into(), name.clone().into());
         println!("{ready}");
-        let pea_stop = pea.stop_token();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            pea_stop.cancel();
-        });
+        stop_on_signal(pea.stop_token());
         pea.wait().await.with_context(|| format!("pea `{name}`"))?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Cancels `stop` on Ctrl-C or SIGTERM.
+pub(crate) fn stop_on_signal(stop: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
 }
 
 /// Ctrl-C or SIGTERM.

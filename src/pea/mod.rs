@@ -15,7 +15,7 @@
 //! slow downstream slows the sender instead of growing a queue. Control
 //! requests are answered throughout. docs/protocol.md specifies the messages.
 
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ pub enum OnError {
 }
 
 impl OnError {
-    fn after_error(self) -> AfterError {
+    pub fn after_error(self) -> AfterError {
         match self {
             OnError::Ignore => AfterError::Continue,
             OnError::SkipExecutor => AfterError::SkipExecutor,
@@ -346,7 +346,7 @@ impl Pea {
 
     /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
     async fn grant_credit(&self, command: &str) {
-        let _ = self.input.send(control_frames(command, json!({"credit": 1}))).await;
+        let _ = self.input.send(control_frames(command, json!({"credit": 1, "pea": self.config.name}))).await;
     }
 
     async fn on_input(&mut self, mut frames: Vec<Bytes>) {
@@ -444,6 +444,11 @@ impl Pea {
     /// A message from a downstream DEALER on our ROUTER output: credit.
     fn on_downstream(&mut self, frames: Vec<Bytes>) {
         let Some((identity, rest)) = frames.split_first() else { return };
+        if rest.is_empty() {
+            // The peer went away without CANCEL.
+            self.credits.retain(|id| id != identity);
+            return;
+        }
         let Ok(message) = Message::from_frames(rest) else {
             tracing::warn!(pea = %self.config.name, "dropped a malformed message from downstream");
             return;
@@ -565,6 +570,7 @@ impl Pea {
             "restarts": health.stats.restarts,
             "busy_for_ms": health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
+            "pid": std::process::id(),
         })
     }
 }

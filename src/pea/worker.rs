@@ -103,6 +103,11 @@ impl Worker {
         let _ = self.jobs.send(job).await;
     }
 
+    /// A handle that queues jobs from elsewhere.
+    pub fn sender(&self) -> mpsc::Sender<Job> {
+        self.jobs.clone()
+    }
+
     /// Waits for the thread to end (after `Close`).
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {

@@ -43,7 +43,8 @@ pub enum Kind {
 
 /// What downstream Peas do with a request whose status is an error. Set by the
 /// `--on-error-strategy` of the Pea whose executor failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Ordered by severity: the most severe of a request's parts wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 #[repr(u8)]
 pub enum AfterError {
     /// No error yet, or `IGNORE`: every Pea runs its executor as usual.

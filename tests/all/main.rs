@@ -13,10 +13,13 @@
 //! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
 //! - `pea`: `jina-wasm pea` processes over real ZeroMQ sockets: socket pairings,
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
+//! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
+//!   searches, load balancing, failures that name the shard, both backends.
 
 mod cli;
 mod examples;
 mod load;
 mod pea;
+mod pod;
 mod sandbox;
 mod util;

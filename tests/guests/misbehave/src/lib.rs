@@ -30,6 +30,9 @@
 //!   - `/log`: one structured log line per level, with fields; returns the documents.
 //!   - `/time`: one document tagged `{"now_ms": wall clock ms since the epoch,
 //!     "random": a random u64}`.
+//!   - `/only`: in the Pod Pea named by `parameters.who` (`shard-1`,
+//!     `replica-0`), spin `parameters.ms` milliseconds or panic
+//!     (`parameters.panic`); elsewhere echo. Tags each document with its place.
 //!
 //! I/O errors are `io` errors whose message ends with the Rust `io::ErrorKind` in
 //! brackets (`[PermissionDenied]`), so tests can tell refusals apart.
@@ -43,7 +46,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jina_guest_sdk::log::{self, Level};
 use jina_guest_sdk::prelude::*;
 
-struct Misbehave;
+struct Misbehave {
+    /// `shard-<i>` or `replica-<i>` inside a Pod (from the `jina` config the
+    /// Pod adds), else empty.
+    place: String,
+}
 
 impl Executor for Misbehave {
     fn init(config: Config) -> Result<Self> {
@@ -56,7 +63,13 @@ impl Executor for Misbehave {
                 black_box(());
             }
         }
-        Ok(Misbehave)
+        let jina: Option<serde_json::Value> = config.get("jina")?;
+        let place = match jina {
+            Some(j) if j.get("shard_id").is_some() => format!("shard-{}", j["shard_id"]),
+            Some(j) if j.get("replica_id").is_some() => format!("replica-{}", j["replica_id"]),
+            _ => String::new(),
+        };
+        Ok(Misbehave { place })
     }
 
     fn routes() -> Routes<Self> {
@@ -78,6 +91,7 @@ impl Executor for Misbehave {
             .on("/print", Self::print)
             .on("/log", Self::log)
             .on("/time", Self::time)
+            .on("/only", Self::only)
     }
 }
 
@@ -94,6 +108,25 @@ fn io_error(what: &str, err: std::io::Error) -> Error {
 
 impl Misbehave {
     fn echo(&mut self, docs: Vec<Document>, _: &Params) -> Result<Vec<Document>> {
+        Ok(docs)
+    }
+
+    /// In the Pea at `parameters.who` (`shard-1`, `replica-0`): spin for
+    /// `parameters.ms` milliseconds, or panic when `parameters.panic`. Elsewhere
+    /// an echo. Each document is tagged with the place that handled it.
+    fn only(&mut self, mut docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        if param(params, "who")? == self.place {
+            if params.get_or("panic", false)? {
+                panic!("misbehave: asked to panic in {}", self.place);
+            }
+            let until = Instant::now() + Duration::from_millis(params.get_or("ms", 0u64)?);
+            while Instant::now() < until {
+                black_box(());
+            }
+        }
+        for doc in &mut docs {
+            doc.tags.insert("place".into(), self.place.clone().into());
+        }
         Ok(docs)
     }
 

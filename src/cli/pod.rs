@@ -1,0 +1,102 @@
+//! `jina-wasm pod`: one executor as shards or replicas behind a head and a tail.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::pea::{PeaCommand, stop_on_signal};
+use crate::pod::{Balance, PodConfig, Polling};
+
+/// Run an executor as a Pod: --shards N stateful partitions (each with its own
+/// workspace directory, <workspace>/<name>/shard-<i>/) or --parallel N
+/// stateless replicas, behind a head that fans requests out and a tail that
+/// collects and merges the results (docs/pods.md).
+///
+/// With one Pea and no --uses-before/--uses-after the Pod is a singleton: a
+/// plain Pea. Takes every `jina-wasm pea` option; the sockets and ports are the
+/// Pod's outer ones (the head's input, the tail's output, the control socket).
+/// Prints one JSON line with its addresses and Peas when every Pea is ready.
+#[derive(Debug, Args)]
+pub struct PodCommand {
+    #[command(flatten)]
+    pub pea: PeaCommand,
+
+    /// Stateful partitions: documents are spread by id (a stable hash), each
+    /// shard keeps its own workspace.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
+
+    /// Stateless replicas, load-balanced (Jina 3 calls them replicas).
+    #[arg(long, visible_alias = "replicas", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+
+    /// `any` (replicas: one replica per request; shards: each shard gets the
+    /// documents whose ids it owns), `all` (every Pea gets the request), or per
+    /// endpoint: `/index:any,/search:all,*:any`.
+    #[arg(long, default_value = "any")]
+    pub polling: Polling,
+
+    /// How the head picks a replica for `any`: `credit` (only a replica that has
+    /// asked for work; a busy one gets nothing new) or `round-robin`.
+    #[arg(long, value_enum, default_value = "credit")]
+    pub load_balancing: Balance,
+
+    /// An executor the head runs on every request before fanning it out.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub uses_before: Option<PathBuf>,
+
+    /// An executor the tail runs on the concatenated parts instead of the default
+    /// merge (which concatenates documents and merges the matches of a query
+    /// answered by several shards, best first, keeping `top_k`).
+    #[arg(long, value_name = "FILE.wasm")]
+    pub uses_after: Option<PathBuf>,
+}
+
+impl PodCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(self.run())
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let pea = self.pea.config()?;
+        let name = pea.name.clone();
+        let runtime = self.pea.runtime.runtime()?;
+        let mut child_args = Vec::new();
+        if self.pea.runtime.no_cache {
+            child_args.push("--no-cache".to_string());
+        } else if let Some(dir) = &self.pea.runtime.cache_dir {
+            child_args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
+        }
+        if self.pea.quiet {
+            child_args.push("--quiet".to_string());
+        }
+        // The tail waits for a request's parts as long as one call may take, and
+        // a little more for the way there and back.
+        let timeout_parts = pea.executor.sandbox.call_timeout + std::time::Duration::from_secs(5);
+        let config = PodConfig {
+            pea,
+            shards: self.shards as usize,
+            replicas: self.parallel as usize,
+            polling: self.polling,
+            balance: self.load_balancing,
+            uses_before: self.uses_before.as_deref().map(super::absolute),
+            uses_after: self.uses_after.as_deref().map(super::absolute),
+            backend: self.pea.runtime_backend,
+            timeout_ready: self.pea.timeout_ready,
+            timeout_parts,
+            child_args,
+        };
+        let pod = crate::pod::start(runtime, config).await?;
+        let mut ready = serde_json::to_value(&pod.addresses)?;
+        let object = ready.as_object_mut().expect("an object");
+        object.insert("pod".into(), name.clone().into());
+        object.insert("peas".into(), serde_json::to_value(&pod.members)?);
+        println!("{ready}");
+        stop_on_signal(pod.stop_token());
+        pod.wait().await.with_context(|| format!("pod `{name}`"))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

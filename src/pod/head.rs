@@ -1,0 +1,300 @@
+//! The Head: takes requests on the Pod's input and fans them out to the Pod's
+//! Peas over one ROUTER socket, which each Pea's DEALER input connects to.
+//!
+//! - `polling any` with replicas: one Pea per request, one with credit (it sent
+//!   `IDLE` and has not been given work since), or round-robin with
+//!   `--load-balancing round-robin`. A busy replica gets nothing new.
+//! - `polling any` with shards: the documents are partitioned by id
+//!   ([`super::reduce::shard_of`]); each shard gets its part (a request without
+//!   documents goes to every shard).
+//! - `polling all`: every Pea gets the request.
+//!
+//! Before sending, the Head tells the Tail which Peas will answer the request
+//! (an [`Expect`]), and pushes the number of parts on the envelope's `parts`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Balance, Expect, Layout, Polling, TailInput};
+use crate::transport::Link;
+use crate::wire::{Body, Envelope, Kind, Message, Outcome, Route, now_us};
+
+/// A Pea of the Pod as the Head sees it.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    identity: Option<Bytes>,
+    credit: u32,
+    alive: bool,
+}
+
+/// Counters for STATUS.
+#[derive(Debug, Default)]
+pub struct HeadStats {
+    pub requests: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub struct Head {
+    pub name: String,
+    pub layout: Layout,
+    pub polling: Polling,
+    pub balance: Balance,
+    /// Member names, by index.
+    pub members: Vec<String>,
+    pub input: Link,
+    pub fanout: Link,
+    pub tail: mpsc::Sender<TailInput>,
+    /// How long the Tail waits for a request's parts.
+    pub timeout: Duration,
+    /// How many Peas have registered (sent their first IDLE).
+    pub registered: watch::Sender<Vec<bool>>,
+    pub stats: Arc<HeadStats>,
+    /// `--uses-before`: runs on each request before it is fanned out.
+    pub before: Option<super::Reducer>,
+    pub on_error: crate::pea::OnError,
+}
+
+impl Head {
+    /// Runs until `stop`; returns the fan-out socket still open, so the Peas can
+    /// still withdraw their credit while they stop.
+    pub async fn run(self, stop: CancellationToken) -> Link {
+        let Head { name, layout, polling, balance, members, mut input, mut fanout, tail, timeout, registered, stats, before, on_error } =
+            self;
+        let mut peers = vec![Peer::default(); members.len()];
+        let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
+        let mut next = 0usize;
+        let grace = Duration::from_secs(1);
+        loop {
+            let any_credit = match balance {
+                Balance::Credit => peers.iter().any(|p| p.alive && p.credit > 0),
+                Balance::RoundRobin => peers.iter().any(|p| p.alive),
+            };
+            // Replicas with `any` wait for a Pea that can take the request;
+            // everything else is sent at once (a missing shard is the Tail's to report).
+            let ready = layout == Layout::Shards || any_credit || polling.always_all();
+            tokio::select! {
+                frames = fanout.recv() => {
+                    let Some(frames) = frames else { break };
+                    on_peer(&name, &members, &mut peers, &mut by_identity, frames);
+                    registered.send_replace(peers.iter().map(|p| p.identity.is_some()).collect());
+                }
+                frames = input.recv(), if ready => {
+                    let Some(frames) = frames else { break };
+                    let Ok(mut message) = Message::from_frames(&frames) else {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pea = %name, "dropped a message that is not a jina-wasm message");
+                        continue;
+                    };
+                    if message.envelope.kind != Kind::Data {
+                        continue;
+                    }
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let received = now_us();
+                    message.envelope.routes.push(Route { pea: name.clone(), start_us: received, end_us: received, outcome: Outcome::Routed });
+                    if message.envelope.is_error() && message.envelope.after_error != crate::wire::AfterError::Continue {
+                        // An earlier failure says skip: straight through to the Tail.
+                        let _ = tail.send(TailInput::Forward(message)).await;
+                        continue;
+                    }
+                    if let Some(before) = &before {
+                        message = run_before(&name, before, on_error, message).await;
+                        if message.envelope.is_error() && message.envelope.after_error != crate::wire::AfterError::Continue {
+                            let _ = tail.send(TailInput::Forward(message)).await;
+                            continue;
+                        }
+                    }
+                    let sends = match plan(&name, &layout, &polling, balance, &mut peers, &mut next, message) {
+                        Ok(sends) => sends,
+                        Err(failed) => {
+                            let _ = tail.send(TailInput::Forward(failed)).await;
+                            continue;
+                        }
+                    };
+                    let first = &sends[0].1.envelope;
+                    let expect = Expect {
+                        request_id: first.request_id.clone(),
+                        targets: sends.iter().map(|(i, _)| *i).collect(),
+                        down: sends.iter().filter(|(i, _)| !peers[*i].alive).map(|(i, _)| *i).collect(),
+                        deadline: tokio::time::Instant::now() + deadline_of(first, timeout),
+                        top_k: top_k(&first.parameters),
+                    };
+                    if tail.send(TailInput::Expect(expect)).await.is_err() {
+                        break;
+                    }
+                    for (i, message) in sends {
+                        let Some(identity) = peers[i].identity.clone().filter(|_| peers[i].alive) else { continue };
+                        peers[i].credit = peers[i].credit.saturating_sub(1);
+                        let mut frames = vec![identity];
+                        frames.extend(message.frames());
+                        if fanout.send(frames).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        input.close(grace).await;
+        fanout
+    }
+}
+
+/// Runs the Head's executor on a request; a failure is recorded as a Pea's
+/// would be, under the Pod's error strategy.
+async fn run_before(name: &str, before: &super::Reducer, on_error: crate::pea::OnError, mut message: Message) -> Message {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let job = (message.envelope.endpoint.clone(), message.body.clone(), message.envelope.parameters.clone(), reply);
+    let result = match before.send(job).await {
+        Ok(()) => rx.await.unwrap_or_else(|_| Err(crate::pea::Failure { kind: "host".into(), message: "the executor thread ended".into() })),
+        Err(_) => Err(crate::pea::Failure { kind: "host".into(), message: "the executor thread ended".into() }),
+    };
+    match result {
+        Ok(body) => message.body = body,
+        Err(failure) => {
+            tracing::warn!(pea = %name, kind = %failure.kind, "uses-before failed: {}", failure.message);
+            message.envelope.fail(name, &failure.kind, &failure.message);
+            if message.envelope.after_error == crate::wire::AfterError::Continue {
+                message.envelope.after_error = on_error.after_error();
+            }
+            if on_error == crate::pea::OnError::ThrowEarly {
+                message.body = Bytes::new();
+            }
+        }
+    }
+    message
+}
+
+/// Registers credit, withdrawals and departures from the Pod's Peas.
+fn on_peer(name: &str, members: &[String], peers: &mut [Peer], by_identity: &mut HashMap<Bytes, usize>, frames: Vec<Bytes>) {
+    let Some((identity, rest)) = frames.split_first() else { return };
+    if rest.is_empty() {
+        if let Some(&i) = by_identity.get(identity) {
+            tracing::warn!(pea = %name, member = %members[i], "a Pea of the Pod disconnected");
+            peers[i].alive = false;
+            peers[i].credit = 0;
+        }
+        return;
+    }
+    let Ok(message) = Message::from_frames(rest) else { return };
+    let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
+    let index = by_identity.get(identity).copied().or_else(|| {
+        let pea = body.get("pea").and_then(Value::as_str)?;
+        let i = members.iter().position(|m| m == pea)?;
+        by_identity.insert(identity.clone(), i);
+        Some(i)
+    });
+    let Some(i) = index else {
+        tracing::warn!(pea = %name, "ignored credit from a Pea that is not a member of this Pod");
+        return;
+    };
+    let peer = &mut peers[i];
+    match message.envelope.endpoint.as_str() {
+        "IDLE" => {
+            peer.identity = Some(identity.clone());
+            peer.alive = true;
+            let credit = body.get("credit").and_then(Value::as_u64).unwrap_or(1).min(1024) as u32;
+            peer.credit = peer.credit.saturating_add(credit);
+        }
+        "CANCEL" => {
+            peer.alive = false;
+            peer.credit = 0;
+        }
+        _ => {}
+    }
+}
+
+/// Which Pea gets which message. Errors are requests that cannot be sent
+/// (a body to partition that does not decode), returned failed.
+fn plan(
+    name: &str,
+    layout: &Layout,
+    polling: &Polling,
+    balance: Balance,
+    peers: &mut [Peer],
+    next: &mut usize,
+    message: Message,
+) -> Result<Vec<(usize, Message)>, Message> {
+    let n = peers.len();
+    let all = polling.is_all(&message.envelope.endpoint);
+    let split = |parts: Vec<(usize, Bytes)>, message: &Message| -> Vec<(usize, Message)> {
+        let count = parts.len() as u32;
+        parts
+            .into_iter()
+            .map(|(i, body)| {
+                let mut envelope = message.envelope.clone();
+                envelope.parts.push(count);
+                (i, Message::new(envelope, body))
+            })
+            .collect()
+    };
+    if all || (*layout == Layout::Shards && message.body.len() <= 8) {
+        let parts = (0..n).map(|i| (i, message.body.clone())).collect();
+        return Ok(split(parts, &message));
+    }
+    match layout {
+        Layout::Replicas => {
+            let chosen = match balance {
+                // Most credit first; ties go round the ring from `next`.
+                Balance::Credit => (0..n)
+                    .map(|k| (*next + k) % n)
+                    .filter(|&i| peers[i].alive && peers[i].credit > 0)
+                    .max_by_key(|&i| (peers[i].credit, std::cmp::Reverse((i + n - *next) % n))),
+                Balance::RoundRobin => (0..n).map(|k| (*next + k) % n).find(|&i| peers[i].alive),
+            };
+            let Some(i) = chosen else {
+                let mut failed = message;
+                failed.envelope.fail(name, "unavailable", "no Pea of the Pod is connected");
+                failed.envelope.after_error = crate::wire::AfterError::Abort;
+                failed.body = Bytes::new();
+                return Err(failed);
+            };
+            *next = (i + 1) % n;
+            Ok(split(vec![(i, message.body.clone())], &message))
+        }
+        Layout::Shards => {
+            let body = match message.decode_body().map_err(|e| e.to_string()).and_then(|b| super::reduce::partition(b, n)) {
+                Ok(parts) => parts,
+                Err(reason) => {
+                    let mut failed = message;
+                    failed.envelope.fail(name, "malformed", &reason);
+                    failed.envelope.after_error = crate::wire::AfterError::Abort;
+                    failed.body = Bytes::new();
+                    return Err(failed);
+                }
+            };
+            let parts = body
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, part)| {
+                    part.map(|b: Body| {
+                        let mut bytes = Vec::new();
+                        b.encode(&mut bytes);
+                        (i, Bytes::from(bytes))
+                    })
+                })
+                .collect();
+            Ok(split(parts, &message))
+        }
+    }
+}
+
+/// How long the Tail waits: the request's own deadline if it has one, else the
+/// Pod's timeout.
+fn deadline_of(envelope: &Envelope, timeout: Duration) -> Duration {
+    if envelope.deadline_ms == 0 {
+        return timeout;
+    }
+    Duration::from_millis(envelope.deadline_ms.saturating_sub(now_us() / 1000)).min(timeout)
+}
+
+fn top_k(parameters: &str) -> Option<usize> {
+    let value: Value = serde_json::from_str(parameters).ok()?;
+    value.get("top_k")?.as_u64().map(|k| k as usize)
+}

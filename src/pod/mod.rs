@@ -1,0 +1,739 @@
+//! A Pod: Peas that share one executor, behind one input and one output.
+//!
+//! ```text
+//!                         ┌── shard-0 / replica-0 ──┐
+//!  input ──▶ head ─ROUTER─┼── shard-1 / replica-1 ──┼─PULL─▶ tail ──▶ output
+//!                         └── ...   (DEALER in) ────┘ (PUSH out)
+//! ```
+//!
+//! One Pea and no `--uses-before`/`--uses-after` is a singleton: the Pea itself
+//! is the Pod. Otherwise the Head ([`head`]) fans requests out, the Tail
+//! ([`tail`]) collects and merges the parts, and the Peas run as threads of
+//! this process or as child processes (`--runtime-backend`). docs/pods.md
+//! describes the behaviour; the wire protocol is docs/protocol.md.
+
+mod head;
+pub mod reduce;
+mod tail;
+pub mod workspace;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{ExecutorSpec, Runtime, Sandbox};
+use crate::pea::worker::{Job, Worker};
+use crate::pea::{Addresses, PeaConfig, PeaHandle};
+use crate::transport::{Link, SocketSpec};
+use crate::wire::{Envelope, Kind, Message, Status};
+pub use reduce::shard_of;
+pub use tail::Reducer;
+
+/// Shards partition state; replicas share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Shards,
+    Replicas,
+}
+
+/// How a Head picks a replica for `polling any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Balance {
+    /// The replica that asked for work (sent IDLE) and has not been given any since.
+    #[default]
+    Credit,
+    /// Each connected replica in turn, busy or not.
+    RoundRobin,
+}
+
+/// Where the Peas of a Pod run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Backend {
+    /// Tasks and threads of the Pod's process.
+    #[default]
+    Thread,
+    /// One `jina-wasm pea` child process each.
+    Process,
+}
+
+/// `any` (one Pea per request, or its part for shards) or `all` (every Pea),
+/// for every endpoint or per endpoint (`/index:any,/search:all,*:any`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Polling {
+    default_all: bool,
+    endpoints: Vec<(String, bool)>,
+}
+
+impl Polling {
+    pub const ANY: Polling = Polling { default_all: false, endpoints: Vec::new() };
+
+    pub fn is_all(&self, endpoint: &str) -> bool {
+        self.endpoints.iter().find(|(e, _)| e == endpoint).map_or(self.default_all, |(_, all)| *all)
+    }
+
+    /// Every endpoint is `all`.
+    pub fn always_all(&self) -> bool {
+        self.default_all && self.endpoints.iter().all(|(_, all)| *all)
+    }
+}
+
+impl FromStr for Polling {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mode = |m: &str| match m.trim().to_ascii_lowercase().as_str() {
+            "any" => Ok(false),
+            "all" => Ok(true),
+            other => Err(format!("polling `{other}` is neither `any` nor `all`")),
+        };
+        if !text.contains(':') {
+            return Ok(Polling { default_all: mode(text)?, endpoints: Vec::new() });
+        }
+        let mut polling = Polling::ANY;
+        for item in text.split(',').filter(|i| !i.trim().is_empty()) {
+            let (endpoint, m) = item
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{item}` is not ENDPOINT:any or ENDPOINT:all"))?;
+            match endpoint.trim() {
+                "*" => polling.default_all = mode(m)?,
+                e => polling.endpoints.push((e.to_string(), mode(m)?)),
+            }
+        }
+        Ok(polling)
+    }
+}
+
+/// What the Head tells the Tail about a request before sending its parts.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub request_id: String,
+    /// Member indices that will each send one part.
+    pub targets: Vec<usize>,
+    /// Of those, the ones the Head knows are gone.
+    pub down: Vec<usize>,
+    pub deadline: tokio::time::Instant,
+    pub top_k: Option<usize>,
+}
+
+pub enum TailInput {
+    Expect(Expect),
+    /// A request the Head does not fan out (skipped after an error, or failed
+    /// in the Head): straight to the output.
+    Forward(Message),
+}
+
+/// Everything a Pod needs to start.
+#[derive(Debug, Clone)]
+pub struct PodConfig {
+    /// The Pod's name, executor and outer sockets; its Peas derive from it.
+    pub pea: PeaConfig,
+    pub shards: usize,
+    pub replicas: usize,
+    pub polling: Polling,
+    pub balance: Balance,
+    pub uses_before: Option<PathBuf>,
+    pub uses_after: Option<PathBuf>,
+    pub backend: Backend,
+    pub timeout_ready: Duration,
+    /// How long the Tail waits for the parts of a request without a deadline.
+    pub timeout_parts: Duration,
+    /// Extra `jina-wasm pea` arguments for child processes (`--cache-dir`...).
+    pub child_args: Vec<String>,
+}
+
+impl PodConfig {
+    fn layout(&self) -> Layout {
+        if self.shards > 1 { Layout::Shards } else { Layout::Replicas }
+    }
+
+    fn count(&self) -> usize {
+        self.shards.max(self.replicas).max(1)
+    }
+
+    pub fn is_singleton(&self) -> bool {
+        self.count() == 1 && self.uses_before.is_none() && self.uses_after.is_none()
+    }
+}
+
+/// One Pea of a Pod, as `STATUS` and the ready line show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    pub pea: String,
+    pub role: String,
+    pub ctrl: String,
+}
+
+enum Member {
+    Thread(PeaHandle),
+    Process { name: String, ctrl: String, child: tokio::process::Child },
+}
+
+impl Member {
+    fn ctrl(&self) -> String {
+        match self {
+            Member::Thread(pea) => pea.addresses.ctrl.clone(),
+            Member::Process { ctrl, .. } => ctrl.clone(),
+        }
+    }
+
+    /// Stops the Pea as TERMINATE does and waits for it (a child process is
+    /// killed if it has not exited within `grace`).
+    async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        match self {
+            Member::Thread(pea) => {
+                pea.terminate();
+                pea.wait().await
+            }
+            Member::Process { name, ctrl, mut child } => {
+                let _ = tokio::time::timeout(grace, crate::cli::control(&ctrl, "TERMINATE")).await;
+                match tokio::time::timeout(grace * 2, child.wait()).await {
+                    Ok(Ok(status)) if status.success() => Ok(()),
+                    Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
+                    _ => {
+                        let _ = child.kill().await;
+                        Err(anyhow::anyhow!("pea `{name}` did not stop within {:?} and was killed", grace * 3))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running Pod.
+pub struct PodHandle {
+    pub name: String,
+    pub addresses: Addresses,
+    pub members: Vec<MemberInfo>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl PodHandle {
+    pub fn terminate(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the Pod has stopped: every Pea, the Head, the Tail.
+    ///
+    /// # Errors
+    /// A Pea that failed to stop cleanly.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the Pod's task panicked")?
+    }
+}
+
+/// Starts a Pod: its outer sockets, its Peas, the Head and the Tail; ready
+/// when every Pea has connected to the Head. On any failure everything already
+/// started is stopped again, and the error names the Pea and the reason.
+///
+/// # Errors
+/// A socket, an executor, a shard workspace or a Pea that does not come up.
+pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<PodHandle> {
+    let name = config.pea.name.clone();
+    if config.shards > 1 && config.replicas > 1 {
+        anyhow::bail!("pod `{name}`: shards and replicas together are not supported yet: use one or the other");
+    }
+    if config.is_singleton() {
+        let pea = crate::pea::start(runtime, config.pea).await?;
+        let members = vec![MemberInfo { pea: name.clone(), role: "singleton".into(), ctrl: pea.addresses.ctrl.clone() }];
+        let addresses = pea.addresses.clone();
+        let stop = pea.stop_token();
+        let task = tokio::spawn(pea.wait());
+        return Ok(PodHandle { name, addresses, members, stop, task });
+    }
+    let mut opened = Opened::default();
+    match tokio::time::timeout(config.timeout_ready, assemble(runtime, &config, &mut opened)).await {
+        Ok(Ok(handle)) => Ok(handle),
+        Ok(Err(e)) => {
+            opened.undo(config.pea.timeout_ctrl).await;
+            Err(e.context(format!("pod `{name}` did not start")))
+        }
+        Err(_) => {
+            let waiting = opened.unregistered();
+            opened.undo(config.pea.timeout_ctrl).await;
+            Err(anyhow::anyhow!(
+                "pod `{name}` was not ready within {:?} (--timeout-ready){}",
+                config.timeout_ready,
+                if waiting.is_empty() { String::new() } else { format!(": waiting for {}", waiting.join(", ")) }
+            ))
+        }
+    }
+}
+
+/// What a start has opened so far, to close again if it fails.
+#[derive(Default)]
+struct Opened {
+    links: Vec<Link>,
+    members: Vec<Member>,
+    workers: Vec<Worker>,
+    /// Members not yet connected to the Head, by name.
+    registered: Option<(watch::Receiver<Vec<bool>>, Vec<String>)>,
+    head: Option<(CancellationToken, tokio::task::JoinHandle<Link>)>,
+    tail: Option<(CancellationToken, tokio::task::JoinHandle<(Link, Link)>)>,
+}
+
+impl Opened {
+    fn unregistered(&self) -> Vec<String> {
+        match &self.registered {
+            Some((rx, names)) => rx.borrow().iter().zip(names).filter(|(r, _)| !**r).map(|(_, n)| format!("`{n}`")).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Stops in order: the Head takes no more work, the Tail ends the requests
+    /// in flight, the Peas stop (dumping their state), then every socket closes.
+    async fn undo(mut self, grace: Duration) -> Vec<String> {
+        if let Some((stop, task)) = self.head.take() {
+            stop.cancel();
+            if let Ok(fanout) = task.await {
+                self.links.push(fanout);
+            }
+        }
+        if let Some((stop, task)) = self.tail.take() {
+            stop.cancel();
+            if let Ok((parts, output)) = task.await {
+                self.links.extend([parts, output]);
+            }
+        }
+        let stops = self.members.drain(..).map(|m| m.stop(grace));
+        let failures = futures::future::join_all(stops).await.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))).collect();
+        for worker in self.workers {
+            close_worker(worker).await;
+        }
+        futures::future::join_all(self.links.into_iter().map(|l| l.close(grace))).await;
+        failures
+    }
+}
+
+async fn close_worker(worker: Worker) {
+    let (tx, rx) = oneshot::channel();
+    worker.submit(Job::Close { reply: tx }).await;
+    let _ = rx.await;
+    worker.join();
+}
+
+async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened) -> anyhow::Result<PodHandle> {
+    let pod = &config.pea;
+    let name = pod.name.clone();
+    // Every socket first, so a taken port fails before any Pea starts. They
+    // stay in `opened` (closed again on failure) until the Head and Tail take them.
+    let sockets = [
+        (SocketSpec::ROUTER_BIND, pod.address_ctrl.as_str(), "control socket"),
+        (pod.socket_in, pod.address_in.as_str(), "input socket"),
+        (pod.socket_out, pod.address_out.as_str(), "output socket"),
+        (SocketSpec::ROUTER_BIND, "tcp://127.0.0.1:0", "head"),
+        (SocketSpec::PULL_BIND, "tcp://127.0.0.1:0", "tail"),
+    ];
+    for (spec, address, what) in sockets {
+        opened.links.push(Link::open(spec, address, &format!("pod `{name}` {what}")).await?);
+    }
+    let at = |i: usize| opened.links[i].endpoint.clone();
+    let port = |i: usize| opened.links[i].port();
+    let addresses = Addresses { input: at(1), output: at(2), ctrl: at(0), port_in: port(1), port_out: port(2), port_ctrl: port(0) };
+    let (fanout_at, parts_at) = (at(3), at(4));
+
+    // The Peas.
+    let layout = config.layout();
+    let n = config.count();
+    let role = |i: usize| match layout {
+        Layout::Shards => format!("shard-{i}"),
+        Layout::Replicas => format!("replica-{i}"),
+    };
+    let names: Vec<String> = (0..n).map(|i| format!("{name}/{}", role(i))).collect();
+    let mut infos = Vec::new();
+    for i in 0..n {
+        let member = member_config(config, layout, i, &names[i], &fanout_at, &parts_at)?;
+        tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
+        let started = match config.backend {
+            Backend::Thread => Member::Thread(crate::pea::start(runtime.clone(), member).await?),
+            Backend::Process => spawn_child(&member, &config.child_args).await?,
+        };
+        infos.push(MemberInfo { pea: names[i].clone(), role: role(i), ctrl: started.ctrl() });
+        opened.members.push(started);
+    }
+
+    // Executors of the Head and the Tail.
+    let before = match &config.uses_before {
+        Some(path) => Some(serve(start_side_worker(&runtime, path, &format!("{name}/head"), pod).await?, opened)),
+        None => None,
+    };
+    let after = match &config.uses_after {
+        Some(path) => Some(serve(start_side_worker(&runtime, path, &format!("{name}/tail"), pod).await?, opened)),
+        None => None,
+    };
+
+    let mut links = std::mem::take(&mut opened.links).into_iter();
+    let (ctrl, input, output, fanout, parts) = match (links.next(), links.next(), links.next(), links.next(), links.next()) {
+        (Some(c), Some(i), Some(o), Some(f), Some(p)) => (c, i, o, f, p),
+        _ => unreachable!("five sockets were opened"),
+    };
+    opened.links.push(ctrl);
+    let (tail_tx, tail_rx) = mpsc::channel(1024);
+    let tail_stats = Arc::new(tail::TailStats::default());
+    let tail_stop = CancellationToken::new();
+    let tail_task = tokio::spawn(
+        tail::Tail { name: format!("{name}/tail"), members: names.clone(), parts, output, inbox: tail_rx, reducer: after, stats: tail_stats.clone() }
+            .run(tail_stop.clone()),
+    );
+    opened.tail = Some((tail_stop, tail_task));
+    let (registered_tx, registered_rx) = watch::channel(vec![false; n]);
+    let head_stats = Arc::new(head::HeadStats::default());
+    let head_stop = CancellationToken::new();
+    let head_task = tokio::spawn(
+        head::Head {
+            name: format!("{name}/head"),
+            layout,
+            polling: config.polling.clone(),
+            balance: config.balance,
+            members: names.clone(),
+            input,
+            fanout,
+            tail: tail_tx,
+            timeout: config.timeout_parts,
+            registered: registered_tx,
+            stats: head_stats.clone(),
+            before,
+            on_error: pod.on_error,
+        }
+        .run(head_stop.clone()),
+    );
+    opened.head = Some((head_stop, head_task));
+    opened.registered = Some((registered_rx.clone(), names.clone()));
+    let mut registered = registered_rx;
+    registered.wait_for(|r| r.iter().all(|&x| x)).await.context("the Head stopped")?;
+
+    let stop = CancellationToken::new();
+    let ctrl = opened.links.pop().expect("the control socket");
+    let pod_task = PodTask {
+        name: name.clone(),
+        description: pod.description.clone(),
+        ctrl,
+        infos: infos.clone(),
+        rest: std::mem::take(opened),
+        head_stats,
+        tail_stats,
+        grace: pod.timeout_ctrl,
+    };
+    let task = tokio::spawn(pod_task.run(stop.clone()));
+    tracing::info!(pod = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, peas = n, "ready");
+    Ok(PodHandle { name, addresses, members: infos, stop, task })
+}
+
+/// The PeaConfig of member `i`: its name, a DEALER input to the Head, a PUSH
+/// output to the Tail, and (for a shard) its own workspace.
+fn member_config(config: &PodConfig, layout: Layout, i: usize, name: &str, head: &str, tail: &str) -> anyhow::Result<PeaConfig> {
+    let pod = &config.pea;
+    let mut executor = pod.executor.clone();
+    executor.name = name.to_string();
+    // Executors learn their place, as Jina's `runtime_args`.
+    let mut with = match &pod.executor.config {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let place = match layout {
+        Layout::Shards => json!({"shard_id": i, "shards": config.shards}),
+        Layout::Replicas => json!({"replica_id": i, "replicas": config.count()}),
+    };
+    with.insert("jina".into(), place);
+    executor.config = Value::Object(with);
+    if layout == Layout::Shards
+        && let Some(root) = &pod.executor.sandbox.workspace
+    {
+        let identity = workspace::ShardIdentity {
+            pod: pod.name.clone(),
+            shard: i,
+            shards: config.shards,
+            executor: pod.executor.name.clone(),
+        };
+        executor.sandbox.workspace = Some(workspace::claim(root, &identity).with_context(|| format!("pea `{name}`"))?);
+    }
+    Ok(PeaConfig {
+        name: name.to_string(),
+        description: pod.description.clone(),
+        uses: pod.uses.clone(),
+        executor,
+        socket_in: SocketSpec::DEALER_CONNECT,
+        address_in: head.to_string(),
+        socket_out: SocketSpec::PUSH_CONNECT,
+        address_out: tail.to_string(),
+        address_ctrl: "tcp://127.0.0.1:0".into(),
+        on_error: pod.on_error,
+        dump_interval: pod.dump_interval,
+        load_interval: pod.load_interval,
+        timeout_ctrl: pod.timeout_ctrl,
+        quiet_error: pod.quiet_error,
+    })
+}
+
+/// Starts a member as `jina-wasm pea` in a child process and reads its ready line.
+async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Member> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("pea")
+        .args(pea_args(config))
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // If the Pod's process dies without stopping its Peas (SIGKILL), the kernel
+    // kills them too: no orphan Peas.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
+    let stdout = child.stdout.take().expect("piped");
+    let line = tokio::io::BufReader::new(stdout).lines().next_line().await?;
+    let ready: Value = match line.as_deref().map(serde_json::from_str) {
+        Some(Ok(ready)) => ready,
+        _ => {
+            let status = child.wait().await?;
+            anyhow::bail!("pea `{}` did not start (its process exited with {status}; its log is above)", config.name);
+        }
+    };
+    let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
+    Ok(Member::Process { name: config.name.clone(), ctrl, child })
+}
+
+/// The `jina-wasm pea` arguments that reproduce `config`.
+fn pea_args(c: &PeaConfig) -> Vec<String> {
+    let (host_in, port_in) = host_port(&c.address_in);
+    let (host_out, port_out) = host_port(&c.address_out);
+    let secs = |d: Option<Duration>| format!("{}ms", d.map_or(0, |d| d.as_millis()));
+    let sandbox = &c.executor.sandbox;
+    let mut args: Vec<String> = vec![
+        "--uses".into(),
+        c.uses.display().to_string(),
+        "--name".into(),
+        c.name.clone(),
+        "--uses-with".into(),
+        c.executor.config.to_string(),
+        "--socket-in".into(),
+        c.socket_in.to_string(),
+        "--host-in".into(),
+        host_in,
+        "--port-in".into(),
+        port_in,
+        "--socket-out".into(),
+        c.socket_out.to_string(),
+        "--host-out".into(),
+        host_out,
+        "--port-out".into(),
+        port_out,
+        "--on-error-strategy".into(),
+        clap::ValueEnum::to_possible_value(&c.on_error).expect("no skipped variants").get_name().to_string(),
+        "--dump-interval".into(),
+        secs(c.dump_interval),
+        "--load-interval".into(),
+        secs(c.load_interval),
+        "--timeout-ctrl".into(),
+        secs(Some(c.timeout_ctrl)),
+        "--memory-hwm".into(),
+        format!("{}B", sandbox.memory_limit),
+        "--timeout-request".into(),
+        secs(Some(sandbox.call_timeout)),
+        "--timeout-init".into(),
+        secs(Some(sandbox.init_timeout)),
+    ];
+    if let Some(dir) = &sandbox.workspace {
+        args.extend(["--workspace".into(), dir.display().to_string()]);
+    }
+    if sandbox.read_only {
+        args.push("--read-only".into());
+    }
+    if c.quiet_error {
+        args.push("--quiet-error".into());
+    }
+    for v in &sandbox.volumes {
+        args.extend(["--volumes".into(), format!("{}:{}{}", v.host.display(), v.guest, if v.read_only { ":ro" } else { "" })]);
+    }
+    for (k, v) in &sandbox.env {
+        args.extend(["--env".into(), format!("{k}={v}")]);
+    }
+    args
+}
+
+fn host_port(address: &str) -> (String, String) {
+    let rest = address.trim_start_matches("tcp://");
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.to_string()),
+        None => (rest.to_string(), "0".into()),
+    }
+}
+
+/// Starts the executor of a Head (`--uses-before`) or Tail (`--uses-after`):
+/// the Pod's limits, no workspace.
+async fn start_side_worker(runtime: &Arc<Runtime>, path: &std::path::Path, name: &str, pod: &PeaConfig) -> anyhow::Result<Worker> {
+    let spec = ExecutorSpec {
+        name: name.to_string(),
+        config: Value::Null,
+        sandbox: Sandbox { workspace: None, volumes: Vec::new(), read_only: true, ..pod.executor.sandbox.clone() },
+    };
+    Worker::start(runtime.clone(), path.to_path_buf(), spec).await
+}
+
+/// Serves `handle` calls to a Head's or Tail's executor from a channel.
+fn serve(worker: Worker, opened: &mut Opened) -> Reducer {
+    let (tx, mut rx) = mpsc::channel::<(String, Bytes, String, oneshot::Sender<Result<Bytes, crate::pea::Failure>>)>(1);
+    let jobs = worker.sender();
+    opened.workers.push(worker);
+    tokio::spawn(async move {
+        while let Some((endpoint, body, parameters, reply)) = rx.recv().await {
+            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, reply }).await;
+        }
+    });
+    tx
+}
+
+/// The Pod's control socket and its ordered shutdown.
+struct PodTask {
+    name: String,
+    description: String,
+    ctrl: Link,
+    infos: Vec<MemberInfo>,
+    /// The Peas, the Head, the Tail and their sockets.
+    rest: Opened,
+    head_stats: Arc<head::HeadStats>,
+    tail_stats: Arc<tail::TailStats>,
+    grace: Duration,
+}
+
+impl PodTask {
+    async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                frames = self.ctrl.recv() => {
+                    let Some(frames) = frames else { break };
+                    if self.on_control(frames, started).await {
+                        break;
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        tracing::info!(pod = %self.name, "stopping: the head takes no more work, in-flight requests finish");
+        let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
+        self.ctrl.close(self.grace).await;
+        tracing::info!(pod = %self.name, "stopped");
+        if failures.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(failures.join("; "))) }
+    }
+
+    /// Answers one control request; true when the Pod should stop.
+    async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
+        let split = if frames.get(1).is_some_and(Bytes::is_empty) { 2 } else { 1 };
+        let split = split.min(frames.len());
+        let (prefix, rest) = frames.split_at(split);
+        let request = match Message::from_frames(rest) {
+            Ok(m) if m.envelope.kind == Kind::Control => m.envelope,
+            _ => {
+                let mut blank = Envelope::control("");
+                blank.request_id.clear();
+                let status = Status::Error { executor: self.name.clone(), kind: "malformed".into(), message: "not a control request".into() };
+                self.reply(prefix, &blank, status, json!({})).await;
+                return false;
+            }
+        };
+        let command = request.endpoint.clone();
+        match command.as_str() {
+            "STATUS" => {
+                let status = self.status(started).await;
+                self.reply(prefix, &request, Status::Success, status).await;
+                false
+            }
+            "TERMINATE" => {
+                self.reply(prefix, &request, Status::Success, json!({"state": "terminating"})).await;
+                true
+            }
+            "DUMP" | "RELOAD" => {
+                let asks = self.infos.iter().map(|m| crate::cli::control(&m.ctrl, &command));
+                let results = futures::future::join_all(asks).await;
+                let errors: Vec<String> =
+                    results.iter().zip(&self.infos).filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea))).collect();
+                let status = if errors.is_empty() {
+                    Status::Success
+                } else {
+                    Status::Error { executor: self.name.clone(), kind: "host".into(), message: errors.join("; ") }
+                };
+                let answers: Vec<Value> = results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect();
+                self.reply(prefix, &request, status, json!({"peas": answers})).await;
+                false
+            }
+            other => {
+                let status = Status::Error {
+                    executor: self.name.clone(),
+                    kind: "unsupported".into(),
+                    message: format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP or RELOAD"),
+                };
+                self.reply(prefix, &request, status, json!({})).await;
+                false
+            }
+        }
+    }
+
+    /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
+    async fn status(&self, started: std::time::Instant) -> Value {
+        let asks = self.infos.iter().map(|m| tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&m.ctrl, "STATUS")));
+        let answers = futures::future::join_all(asks).await;
+        let mut healthy = true;
+        let peas: Vec<Value> = answers
+            .into_iter()
+            .zip(&self.infos)
+            .map(|(answer, info)| {
+                let mut status = match answer {
+                    Ok(Ok(status)) => status,
+                    Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
+                    Err(_) => json!({"healthy": false, "error": "no answer within 2s"}),
+                };
+                healthy &= status["healthy"].as_bool() == Some(true);
+                status["role"] = info.role.clone().into();
+                status["pea"] = info.pea.clone().into();
+                status
+            })
+            .collect();
+        json!({
+            "pea": self.name,
+            "pod": self.name,
+            "description": self.description,
+            "state": "ready",
+            "healthy": healthy,
+            "requests": self.head_stats.requests.load(Ordering::Relaxed),
+            "dropped": self.head_stats.dropped.load(Ordering::Relaxed),
+            "failed": self.tail_stats.timed_out.load(Ordering::Relaxed),
+            "pending": self.tail_stats.pending.load(Ordering::Relaxed),
+            "completed": self.tail_stats.completed.load(Ordering::Relaxed),
+            "timed_out": self.tail_stats.timed_out.load(Ordering::Relaxed),
+            "late_parts": self.tail_stats.late.load(Ordering::Relaxed),
+            "uptime_ms": started.elapsed().as_millis() as u64,
+            "peas": peas,
+        })
+    }
+
+    async fn reply(&self, prefix: &[Bytes], request: &Envelope, status: Status, body: Value) {
+        let mut frames = prefix.to_vec();
+        frames.push(request.reply(status).encode().into());
+        frames.push(body.to_string().into());
+        let _ = self.ctrl.send(frames).await;
+    }
+}

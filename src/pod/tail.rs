@@ -1,0 +1,261 @@
+//! The Tail: collects the parts of each request from the Pod's Peas, keyed by
+//! request id, and sends one merged message on the Pod's output.
+//!
+//! It knows what to expect from the Head ([`Expect`]): which Peas answer each
+//! request and by when. A part that does not come in time, or a Pea that is
+//! down, ends the request with an error naming that Pea; a part that aborts
+//! (`THROW_EARLY`) ends it at once. State of a finished request is forgotten;
+//! late parts of it are dropped with a log line.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Expect, TailInput};
+use crate::pea::Failure;
+use crate::transport::Link;
+use crate::wire::{AfterError, Body, Message, Outcome, Route, Status, now_us};
+
+/// Finished request ids remembered, to tell a late part from an unknown one.
+const REMEMBERED: usize = 4096;
+
+/// Counters for STATUS.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    pub pending: AtomicU64,
+    pub completed: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub late: AtomicU64,
+}
+
+/// A reducer executor (`--uses-after`): the merged documents go through it.
+pub type Reducer = mpsc::Sender<(String, Bytes, String, oneshot::Sender<Result<Bytes, Failure>>)>;
+
+pub struct Tail {
+    pub name: String,
+    pub members: Vec<String>,
+    pub parts: Link,
+    pub output: Link,
+    pub inbox: mpsc::Receiver<TailInput>,
+    pub reducer: Option<Reducer>,
+    pub stats: Arc<TailStats>,
+}
+
+struct Pending {
+    expect: Expect,
+    /// One slot per target, in target order.
+    received: Vec<Option<Message>>,
+}
+
+impl Tail {
+    /// Runs until `stop` and every request in flight has ended; returns its two
+    /// sockets still open (the Pod closes them after its Peas have stopped).
+    pub async fn run(mut self, stop: CancellationToken) -> (Link, Link) {
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut finished: (VecDeque<String>, HashSet<String>) = (VecDeque::new(), HashSet::new());
+        let mut check = tokio::time::interval(Duration::from_millis(50));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                input = self.inbox.recv() => match input {
+                    Some(input) => self.on_input(input, &mut pending, &mut finished).await,
+                    None => stopping = true,
+                },
+                frames = self.parts.recv() => {
+                    let Some(frames) = frames else { break };
+                    // The Head sends expectations before parts: read them first.
+                    while let Ok(input) = self.inbox.try_recv() {
+                        self.on_input(input, &mut pending, &mut finished).await;
+                    }
+                    self.on_part(frames, &mut pending, &mut finished).await;
+                }
+                _ = check.tick() => {
+                    let now = Instant::now();
+                    let expired: Vec<String> = pending.iter().filter(|(_, p)| p.expect.deadline <= now).map(|(id, _)| id.clone()).collect();
+                    for id in expired {
+                        let p = pending.remove(&id).expect("listed");
+                        self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        let missing = self.missing(&p);
+                        let reason = format!("no answer within the Pod's time limit from {}", missing.join(", "));
+                        self.fail(p, &reason, "timeout", &mut finished).await;
+                    }
+                }
+                () = stop.cancelled(), if !stopping => stopping = true,
+            }
+            self.stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+            if stopping && pending.is_empty() {
+                break;
+            }
+        }
+        (self.parts, self.output)
+    }
+
+    async fn on_input(&mut self, input: TailInput, pending: &mut HashMap<String, Pending>, finished: &mut (VecDeque<String>, HashSet<String>)) {
+        match input {
+            TailInput::Forward(mut message) => {
+                self.route(&mut message, now_us());
+                self.send(message).await;
+            }
+            TailInput::Expect(expect) => {
+                let id = expect.request_id.clone();
+                let slots = expect.targets.len();
+                let p = Pending { expect, received: (0..slots).map(|_| None).collect() };
+                if !p.expect.down.is_empty() {
+                    let down: Vec<String> = p.expect.down.iter().map(|&i| self.members[i].clone()).collect();
+                    let reason = format!("{} {} not connected to the Pod", down.join(", "), if down.len() == 1 { "is" } else { "are" });
+                    return self.fail(p, &reason, "unavailable", finished).await;
+                }
+                pending.insert(id, p);
+            }
+        }
+    }
+
+    async fn on_part(&mut self, frames: Vec<Bytes>, pending: &mut HashMap<String, Pending>, finished: &mut (VecDeque<String>, HashSet<String>)) {
+        let Ok(message) = Message::from_frames(&frames) else {
+            tracing::warn!(pea = %self.name, "dropped a part that is not a jina-wasm message");
+            return;
+        };
+        let id = message.envelope.request_id.clone();
+        let Some(p) = pending.get_mut(&id) else {
+            if finished.1.contains(&id) {
+                self.stats.late.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(pea = %self.name, request = %id, "dropped a part of a request that already ended");
+            } else {
+                tracing::warn!(pea = %self.name, request = %id, "dropped a part of a request the Head never sent");
+            }
+            return;
+        };
+        let from = message.envelope.routes.last().and_then(|r| self.members.iter().position(|m| *m == r.pea));
+        let slot = from.and_then(|m| p.expect.targets.iter().position(|&t| t == m));
+        let Some(slot) = slot.filter(|&s| p.received[s].is_none()) else {
+            tracing::warn!(pea = %self.name, request = %id, "dropped a part from an unexpected Pea");
+            return;
+        };
+        let aborted = message.envelope.is_error() && message.envelope.after_error == AfterError::Abort;
+        p.received[slot] = Some(message);
+        if !aborted && p.received.iter().any(Option::is_none) {
+            return;
+        }
+        let p = pending.remove(&id).expect("present");
+        remember(finished, id);
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        let started = now_us();
+        let mut merged = match self.reduce(p).await {
+            Ok(message) => message,
+            Err(message) => message,
+        };
+        self.route(&mut merged, started);
+        self.send(merged).await;
+    }
+
+    /// The Peas of a request that have not answered.
+    fn missing(&self, p: &Pending) -> Vec<String> {
+        p.expect
+            .targets
+            .iter()
+            .zip(&p.received)
+            .filter(|(_, r)| r.is_none())
+            .map(|(&t, _)| format!("`{}`", self.members[t]))
+            .collect()
+    }
+
+    /// Merges the received parts (all of them, or an aborting one).
+    async fn reduce(&self, p: Pending) -> Result<Message, Message> {
+        let top_k = p.expect.top_k;
+        let parts: Vec<Message> = p.received.into_iter().flatten().collect();
+        let mut envelope = parts[0].envelope.clone();
+        envelope.parts.pop();
+        // Routes: the shared prefix once, then each part's own entries.
+        let shared = parts[0].envelope.routes.len().saturating_sub(1);
+        envelope.routes.truncate(shared);
+        for part in &parts {
+            envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
+            if let Status::Error { executor, kind, message } = &part.envelope.status {
+                envelope.fail(executor, kind, message);
+            }
+            envelope.after_error = envelope.after_error.max(part.envelope.after_error);
+        }
+        if envelope.after_error == AfterError::Abort {
+            return Ok(Message::new(envelope, Bytes::new()));
+        }
+        let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
+        let body = bodies.and_then(|bodies| match &self.reducer {
+            // The reducer gets every part's documents, concatenated, and merges them itself.
+            Some(_) => super::reduce::concat(bodies),
+            None => super::reduce::merge(bodies, top_k),
+        });
+        let body = match body {
+            Ok(body) => body,
+            Err(reason) => {
+                envelope.fail(&self.name, "malformed", &reason);
+                envelope.after_error = AfterError::Abort;
+                return Err(Message::new(envelope, Bytes::new()));
+            }
+        };
+        let mut bytes = Vec::new();
+        body.encode(&mut bytes);
+        let Some(reducer) = &self.reducer else { return Ok(Message::new(envelope, bytes.into())) };
+        let (reply, rx) = oneshot::channel();
+        let _ = reducer.send((envelope.endpoint.clone(), bytes.clone().into(), envelope.parameters.clone(), reply)).await;
+        match rx.await {
+            Ok(Ok(reduced)) => Ok(Message::new(envelope, reduced)),
+            Ok(Err(failure)) => {
+                envelope.fail(&self.name, &failure.kind, &failure.message);
+                Err(Message::new(envelope, bytes.into()))
+            }
+            Err(_) => {
+                envelope.fail(&self.name, "host", "the reducer's thread ended");
+                Err(Message::new(envelope, bytes.into()))
+            }
+        }
+    }
+
+    /// Ends a request with an error naming what is missing.
+    /// The status names the first Pea that is down, else the first that did not answer.
+    async fn fail(&mut self, p: Pending, reason: &str, kind: &str, finished: &mut (VecDeque<String>, HashSet<String>)) {
+        let missing = p.expect.targets.iter().zip(&p.received).filter(|(_, r)| r.is_none()).map(|(&t, _)| t);
+        let culprit = p.expect.down.first().copied().or_else(|| missing.clone().next());
+        let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.members[i].clone());
+        let received: Vec<&Message> = p.received.iter().flatten().collect();
+        let mut envelope = match received.first() {
+            Some(part) => part.envelope.clone(),
+            None => {
+                let mut e = crate::wire::Envelope::request("", "");
+                e.request_id = p.expect.request_id.clone();
+                e
+            }
+        };
+        envelope.parts.pop();
+        envelope.fail(&culprit, kind, reason);
+        envelope.after_error = AfterError::Abort;
+        remember(finished, p.expect.request_id.clone());
+        tracing::warn!(pea = %self.name, request = %p.expect.request_id, "{reason}");
+        let mut message = Message::new(envelope, Bytes::new());
+        self.route(&mut message, now_us());
+        self.send(message).await;
+    }
+
+    fn route(&self, message: &mut Message, start_us: u64) {
+        message.envelope.routes.push(Route { pea: self.name.clone(), start_us, end_us: now_us(), outcome: Outcome::Routed });
+    }
+
+    async fn send(&self, message: Message) {
+        let _ = self.output.send(message.frames().to_vec()).await;
+    }
+}
+
+fn remember(finished: &mut (VecDeque<String>, HashSet<String>), id: String) {
+    if finished.0.len() >= REMEMBERED
+        && let Some(old) = finished.0.pop_front()
+    {
+        finished.1.remove(&old);
+    }
+    finished.1.insert(id.clone());
+    finished.0.push_back(id);
+}
