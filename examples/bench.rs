@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use jina_wasm::client::{Client, Target};
 use jina_wasm::executor::{Executor, ExecutorSpec, Runtime, RuntimeOptions, Sandbox};
 use jina_wasm::pea::{OnError, PeaConfig};
+use jina_wasm::pod::{Backend, Balance, PodConfig, PodHandle};
 use jina_wasm::transport::SocketSpec;
 use jina_wasm::wire::{Body, Envelope, Message};
 use jina_wasm::Document;
@@ -213,6 +214,8 @@ fn main() {
     // 6. Peas over ZeroMQ.
     let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rows.extend(tokio.block_on(pea_rows(cached.clone())));
+    // 7. Pods.
+    rows.extend(tokio.block_on(pod_rows(cached.clone())));
 
     println!("| benchmark | value | baseline (same run) | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
@@ -232,12 +235,17 @@ fn main() {
 
 /// A passthrough Pea started in this process with default sockets.
 async fn passthrough_pea(runtime: Arc<Runtime>, name: &str) -> jina_wasm::pea::PeaHandle {
-    let uses = wasm("passthrough");
-    let executor = ExecutorSpec { name: name.into(), config: Value::Null, sandbox: Sandbox::default() };
-    let config = PeaConfig {
+    jina_wasm::pea::start(runtime, pea_config("passthrough", name, None)).await.unwrap()
+}
+
+/// A Pea of `guest` with default sockets on OS-assigned ports.
+fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig {
+    let sandbox = Sandbox { workspace, ..Sandbox::default() };
+    let executor = ExecutorSpec { name: name.into(), config: Value::Null, sandbox };
+    PeaConfig {
         name: name.into(),
         description: String::new(),
-        uses,
+        uses: wasm(guest),
         executor,
         socket_in: SocketSpec::PULL_BIND,
         address_in: "tcp://127.0.0.1:0".into(),
@@ -249,8 +257,118 @@ async fn passthrough_pea(runtime: Arc<Runtime>, name: &str) -> jina_wasm::pea::P
         load_interval: None,
         timeout_ctrl: Duration::from_secs(1),
         quiet_error: false,
+    }
+}
+
+/// A Pod of `guest` in this process (threads): `shards` or `replicas` Peas.
+async fn pod(runtime: &Arc<Runtime>, guest: &str, shards: usize, replicas: usize, polling: &str, workspace: Option<PathBuf>) -> PodHandle {
+    let config = PodConfig {
+        pea: pea_config(guest, &format!("{guest}-{shards}x{replicas}"), workspace),
+        shards,
+        replicas,
+        polling: polling.parse().unwrap(),
+        balance: Balance::Credit,
+        uses_before: None,
+        uses_after: None,
+        backend: Backend::Thread,
+        timeout_ready: Duration::from_secs(60),
+        timeout_parts: Duration::from_secs(60),
+        child_args: Vec::new(),
     };
-    jina_wasm::pea::start(runtime, config).await.unwrap()
+    jina_wasm::pod::start(runtime.clone(), config).await.unwrap()
+}
+
+/// Documents per second through a Pod: `requests` requests of `docs`, 8 in flight.
+async fn pod_rate(p: &PodHandle, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
+    let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output)).await.unwrap();
+    let mut bytes = Vec::new();
+    Body::from_documents(docs).encode(&mut bytes);
+    let body = bytes::Bytes::from(bytes);
+    let make = |n: usize| (0..n).map(|_| Message::new(Envelope::request(endpoint, ""), body.clone())).collect::<Vec<_>>();
+    client.stream(make(10), |_| Ok(())).await.unwrap();
+    let start = Instant::now();
+    client.stream(make(requests), |_| Ok(())).await.unwrap();
+    let rate = (requests * docs.len()) as f64 / start.elapsed().as_secs_f64();
+    client.close().await;
+    rate
+}
+
+async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    // Replicas: text-encoder, one vs two.
+    let texts: Vec<Document> = (0..100)
+        .map(|i| Document { id: i.to_string(), text: Some(format!("{} #{i}", SENTENCES[i % SENTENCES.len()])), ..Default::default() })
+        .collect();
+    let one = pod(&runtime, "text-encoder", 1, 1, "any", None).await;
+    let two = pod(&runtime, "text-encoder", 1, 2, "any", None).await;
+    let (rate1, rate2) = (pod_rate(&one, "/", &texts, 300).await, pod_rate(&two, "/", &texts, 300).await);
+    rows.push(Row {
+        name: "text-encoder docs/s, `--parallel 2` (100-doc requests, 8 in flight)".into(),
+        value: format!("{rate2:.0} docs/s"),
+        baseline: format!("`--parallel 1` {rate1:.0} docs/s"),
+        ratio: rate2 / rate1,
+        ratio_label: "x parallel 1",
+        target: "close to 2x on 2 cores".into(),
+        met: rate2 / rate1 >= 1.5,
+    });
+    for p in [one, two] {
+        p.terminate();
+        p.wait().await.unwrap();
+    }
+
+    // Head + Tail overhead: one-document round trips through two replicas of
+    // passthrough vs a singleton.
+    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&[workload_doc(1)]));
+    let single = pod(&runtime, "passthrough", 1, 1, "any", None).await;
+    let pair = pod(&runtime, "passthrough", 1, 2, "any", None).await;
+    let (s50, _) = round_trips(&single.addresses.input, &single.addresses.output, &message, 2000).await;
+    let (p50, _) = round_trips(&pair.addresses.input, &pair.addresses.output, &message, 2000).await;
+    rows.push(Row {
+        name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough)".into(),
+        value: fmt_time(p50),
+        baseline: format!("singleton Pod {}", fmt_time(s50)),
+        ratio: p50.as_secs_f64() / s50.as_secs_f64(),
+        ratio_label: "x singleton",
+        target: "-".into(),
+        met: true,
+    });
+    for p in [single, pair] {
+        p.terminate();
+        p.wait().await.unwrap();
+    }
+
+    // Search over 100k documents (128 dims), one shard vs two.
+    let corpus: Vec<Document> = (0..100_000).map(workload_doc).collect();
+    let queries: Vec<Document> = (0..50).map(|i| workload_doc(i * 1999 + 7)).collect();
+    let mut latencies = Vec::new();
+    for shards in [1usize, 2] {
+        let workspace = tempfile::tempdir().unwrap();
+        let p = pod(&runtime, "vector-indexer", shards, 1, "/index:any,/search:all", Some(workspace.path().to_path_buf())).await;
+        let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output)).await.unwrap();
+        let requests = corpus.chunks(1000).map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)));
+        client.stream(requests, |_| Ok(())).await.unwrap();
+        let mut times = Vec::new();
+        for q in &queries {
+            let start = Instant::now();
+            client.call(Message::data(Envelope::request("/search", r#"{"top_k":10}"#), &Body::from_documents(std::slice::from_ref(q)))).await.unwrap();
+            times.push(start.elapsed());
+        }
+        times.sort();
+        latencies.push(times[times.len() / 2]);
+        client.close().await;
+        p.terminate();
+        p.wait().await.unwrap();
+    }
+    rows.push(Row {
+        name: "search p50 over 100k docs (128 dims, top 10), `--shards 2`".into(),
+        value: fmt_time(latencies[1]),
+        baseline: format!("`--shards 1` {}", fmt_time(latencies[0])),
+        ratio: latencies[1].as_secs_f64() / latencies[0].as_secs_f64(),
+        ratio_label: "x shards 1",
+        target: "-".into(),
+        met: true,
+    });
+    rows
 }
 
 /// The baseline: a raw zeromq PULL -> PUSH echo, no Pea, no codec.
@@ -261,9 +379,18 @@ async fn raw_echo() -> (String, String, tokio::task::JoinHandle<()>) {
     let input = pull.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
     let output = push.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
     let task = tokio::spawn(async move {
-        while let Ok(message) = pull.recv().await {
-            if push.send(message).await.is_err() {
-                break;
+        while let Ok(mut message) = pull.recv().await {
+            // The crate fails a send while the reader is still connecting:
+            // retry, as jina-wasm's own sockets do.
+            loop {
+                match push.send(message).await {
+                    Ok(()) => break,
+                    Err(zeromq::ZmqError::ReturnToSender { message: back, .. }) => {
+                        message = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(_) => return,
+                }
             }
         }
     });

@@ -281,15 +281,18 @@ struct Opened {
     workers: Vec<Worker>,
     /// Members not yet connected to the Head, by name.
     registered: Option<(watch::Receiver<Vec<bool>>, Vec<String>)>,
+    /// The member being started, before the Head runs.
+    starting: Option<String>,
     head: Option<(CancellationToken, tokio::task::JoinHandle<Link>)>,
     tail: Option<(CancellationToken, tokio::task::JoinHandle<(Link, Link)>)>,
 }
 
 impl Opened {
     fn unregistered(&self) -> Vec<String> {
-        match &self.registered {
-            Some((rx, names)) => rx.borrow().iter().zip(names).filter(|(r, _)| !**r).map(|(_, n)| format!("`{n}`")).collect(),
-            None => Vec::new(),
+        match (&self.registered, &self.starting) {
+            (Some((rx, names)), _) => rx.borrow().iter().zip(names).filter(|(r, _)| !**r).map(|(_, n)| format!("`{n}`")).collect(),
+            (None, Some(name)) => vec![format!("`{name}` (still starting)")],
+            (None, None) => Vec::new(),
         }
     }
 
@@ -357,6 +360,7 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     for i in 0..n {
         let member = member_config(config, layout, i, &names[i], &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
+        opened.starting = Some(names[i].clone());
         let started = match config.backend {
             Backend::Thread => Member::Thread(crate::pea::start(runtime.clone(), member).await?),
             Backend::Process => spawn_child(&member, &config.child_args).await?,

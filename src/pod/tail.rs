@@ -184,6 +184,10 @@ impl Tail {
         if envelope.after_error == AfterError::Abort {
             return Ok(Message::new(envelope, Bytes::new()));
         }
+        // One part and nothing to merge it with: its bytes are the answer.
+        if parts.len() == 1 && self.reducer.is_none() {
+            return Ok(Message::new(envelope, parts[0].body.clone()));
+        }
         let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
         let body = bodies.and_then(|bodies| match &self.reducer {
             // The reducer gets every part's documents, concatenated, and merges them itself.

@@ -135,6 +135,21 @@ async fn a_slow_replica_gets_less_work() {
     assert_eq!(slow + fast, 40);
     assert!(fast >= 3 * slow, "the slow replica took {slow} requests, the fast one {fast}");
     c.close().await;
+
+    // Round-robin takes turns whatever the load.
+    let p = pod("misbehave", &["--name", "rr", "--parallel", "2", "--load-balancing", "round-robin"]);
+    let mut c = client(&p).await;
+    let requests: Vec<Message> =
+        (0..10).map(|i| message("/only", json!({"who": "replica-0", "ms": 20}), &[Document { id: i.to_string(), ..Default::default() }])).collect();
+    let mut slow = 0;
+    c.stream(requests, |reply| {
+        slow += usize::from(documents(&reply)[0].tags["place"] == "replica-0");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(slow, 5);
+    c.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +238,14 @@ async fn a_one_pea_pod_is_a_singleton_and_uses_after_replaces_the_merge() {
     let peas: Vec<&str> = reply.envelope.routes.iter().map(|r| r.pea.as_str()).collect();
     assert_eq!(peas, ["dup/head", "dup/replica-0", "dup/replica-1", "dup/tail"]);
     c.close().await;
+}
+
+#[test]
+fn a_pod_that_is_not_ready_in_time_names_the_peas_it_waited_for() {
+    let log = try_pod("misbehave", &["--name", "late", "--shards", "2", "--uses-with", r#"{"slow_init_ms": 3000}"#, "--timeout-ready", "1s"])
+        .err()
+        .expect("must time out");
+    assert!(log.contains("pod `late` was not ready within 1s") && log.contains("`late/shard-0`"), "{log}");
 }
 
 #[test]
