@@ -28,11 +28,18 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_jina-wasm"))
 }
 
-/// A compiled-component cache shared by every test in this binary (so each
-/// guest is compiled once per run) and removed at exit.
+/// A compiled-component cache shared by every test in this binary and by the
+/// `jina-wasm` processes they start, so each guest is compiled once. It lives
+/// in the target directory (a static temp dir would never be removed: statics
+/// are not dropped); entries are keyed by the component's hash and the engine's,
+/// so a stale one is never used.
 pub fn cache_dir() -> &'static std::path::Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::Builder::new().prefix("jina-wasm-test-cache").tempdir().unwrap()).path()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("test-component-cache");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
 }
 
 pub fn runtime() -> Arc<Runtime> {
