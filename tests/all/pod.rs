@@ -237,6 +237,17 @@ async fn a_one_pea_pod_is_a_singleton_and_uses_after_replaces_the_merge() {
     assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
     let peas: Vec<&str> = reply.envelope.routes.iter().map(|r| r.pea.as_str()).collect();
     assert_eq!(peas, ["dup/head", "dup/replica-0", "dup/replica-1", "dup/tail"]);
+    // Each id once: match-merger merged the two replicas' copies.
+    assert_eq!(documents(&reply).len(), 2);
+    c.close().await;
+
+    // --uses-before: the head encodes, the replicas see embeddings.
+    let encoder = wasm("text-encoder");
+    let p = pod("passthrough", &["--name", "enc", "--parallel", "2", "--uses-before", encoder.to_str().unwrap()]);
+    let mut c = client(&p).await;
+    let text = Document { id: "t".into(), text: Some("hello world".into()), ..Default::default() };
+    let reply = c.call(message("/roundtrip", json!({}), &[text])).await.unwrap();
+    assert!(documents(&reply)[0].embedding.as_ref().is_some_and(|e| !e.is_empty()), "{:?}", reply.envelope.status);
     c.close().await;
 }
 
