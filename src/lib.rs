@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod document;
 pub mod executor;
+pub mod flow;
 pub mod pea;
 pub mod pod;
 pub mod transport;

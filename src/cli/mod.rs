@@ -3,6 +3,7 @@
 
 mod client;
 mod common;
+mod flow;
 mod inspect;
 mod pea;
 mod ping;
@@ -39,6 +40,7 @@ pub enum Command {
     Run(run::RunCommand),
     Pea(pea::PeaCommand),
     Pod(pod::PodCommand),
+    Flow(flow::FlowCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Inspect(inspect::InspectCommand),
@@ -69,6 +71,7 @@ impl Cli {
             Command::Run(cmd) => cmd.execute(),
             Command::Pea(cmd) => cmd.execute(),
             Command::Pod(cmd) => cmd.execute(),
+            Command::Flow(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),

@@ -18,6 +18,7 @@
 
 mod cli;
 mod examples;
+mod flow;
 mod load;
 mod pea;
 mod pod;

@@ -1,0 +1,350 @@
+//! Flow YAML: parsing, environment substitution, and the `needs` graph.
+//! docs/flow-yaml.md documents every field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::pod::Polling;
+
+/// The name `needs` uses for the gateway (the Flow's entry and exit).
+pub const GATEWAY: &str = "gateway";
+
+/// A whole Flow file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFile {
+    /// The file format's version: `1` (Jina's `jtype: Flow` files also carry one).
+    #[serde(default)]
+    pub version: Option<Value>,
+    /// Jina writes `jtype: Flow`; accepted and ignored.
+    #[serde(default)]
+    pub jtype: Option<String>,
+    /// Flow-level settings.
+    #[serde(default)]
+    pub with: FlowWith,
+    /// The Pods, in order (`executors:` is Jina 2's name).
+    #[serde(default, alias = "executors")]
+    pub pods: Vec<PodSpec>,
+}
+
+/// Flow-level `with:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowWith {
+    /// The gateway's port (0 or absent: the OS picks; `--port` overrides).
+    pub port: Option<u16>,
+    /// Jina's name for the same.
+    pub port_expose: Option<u16>,
+    /// Only `http`.
+    pub protocol: Option<String>,
+    /// The interface the gateway binds (default 127.0.0.1).
+    pub host: Option<String>,
+    /// Requests the gateway keeps in flight at most.
+    pub prefetch: Option<usize>,
+    /// How long a request may take end to end (default 60s).
+    pub timeout: Option<String>,
+    /// Defaults for every Pod's `env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// One Pod of a Flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    pub name: String,
+    /// A `.wasm` path, relative to the YAML file.
+    pub uses: PathBuf,
+    #[serde(default)]
+    pub with: Option<Value>,
+    #[serde(default)]
+    pub shards: Option<usize>,
+    #[serde(default, alias = "replicas")]
+    pub parallel: Option<usize>,
+    /// `any`, `all`, or a map of endpoint to `any`/`all` (`*` for the rest).
+    #[serde(default)]
+    pub polling: Option<PollingSpec>,
+    #[serde(default)]
+    pub uses_before: Option<PathBuf>,
+    #[serde(default)]
+    pub uses_after: Option<PathBuf>,
+    /// What this Pod reads from: `gateway`, a Pod's name, or several (a join).
+    #[serde(default)]
+    pub needs: Option<Needs>,
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
+    #[serde(default)]
+    pub read_only: bool,
+    /// `240s`, `5m`; `0` never.
+    #[serde(default)]
+    pub dump_interval: Option<String>,
+    /// `64MiB`, `1GiB`, or a bare number of GiB.
+    #[serde(default)]
+    pub memory_hwm: Option<Value>,
+    #[serde(default)]
+    pub timeout_ready: Option<String>,
+    #[serde(default)]
+    pub timeout_request: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A remote daemon to run this Pod on (`host:port`); not supported yet.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub on_error_strategy: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PollingSpec {
+    One(String),
+    PerEndpoint(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Needs {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Needs {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Needs::One(name) => vec![name.clone()],
+            Needs::Many(names) => names.clone(),
+        }
+    }
+}
+
+/// A checked Flow: paths resolved, the graph validated.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub file: PathBuf,
+    pub with: FlowWith,
+    pub pods: Vec<PodSpec>,
+    /// For each Pod (by index), the Pods it needs (indices), or empty for the gateway.
+    pub needs: Vec<Vec<usize>>,
+    /// Pods nobody needs: their outputs go back to the gateway (joined if several).
+    pub leaves: Vec<usize>,
+    /// Pod indices in an order where each comes after everything it needs.
+    pub order: Vec<usize>,
+    pub polling: Vec<Polling>,
+}
+
+/// Why a Flow file is not a Flow.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct FlowError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Flow {
+    /// Reads, substitutes `${{ ENV.NAME }}`, parses and checks a Flow file.
+    ///
+    /// # Errors
+    /// A message naming the file and, where there is one, the line and key.
+    pub fn load(path: &Path) -> Result<Flow, FlowError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FlowError { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        Flow::parse(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// [`Flow::load`] on text, with `env` for substitutions (tests pass their own).
+    ///
+    /// # Errors
+    /// As [`Flow::load`].
+    pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Flow, FlowError> {
+        let fail = |message: String| FlowError { file: path.display().to_string(), message };
+        let text = substitute(text, env).map_err(fail)?;
+        let file: FlowFile = serde_yaml::from_str(&text).map_err(|e| fail(yaml_error(&e)))?;
+        if let Some(version) = &file.version
+            && !matches!(version, Value::Number(n) if n.as_u64() == Some(1))
+            && version != &Value::String("1".into())
+        {
+            return Err(fail(format!("version {version} is not supported (this build reads version 1)")));
+        }
+        if let Some(protocol) = &file.with.protocol
+            && !protocol.eq_ignore_ascii_case("http")
+        {
+            return Err(fail(format!("with.protocol `{protocol}` is not supported: the gateway speaks `http`")));
+        }
+        if file.pods.is_empty() {
+            return Err(fail("a Flow needs at least one Pod under `pods:`".into()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut polling = Vec::new();
+        for (i, pod) in file.pods.iter().enumerate() {
+            let at = |m: String| fail(format!("pods[{i}] (`{}`): {m}", pod.name));
+            if pod.name.is_empty() || pod.name == GATEWAY || pod.name.contains(['/', ' ']) {
+                return Err(at("a Pod's name must be non-empty, not `gateway`, without `/` or spaces".into()));
+            }
+            if index.insert(&pod.name, i).is_some() {
+                return Err(at("another Pod has the same name".into()));
+            }
+            if pod.host.is_some() {
+                return Err(at("`host` (a remote Pod) needs `jina-wasm daemon`, which this build does not have yet".into()));
+            }
+            polling.push(match &pod.polling {
+                None => Polling::ANY,
+                Some(PollingSpec::One(mode)) => mode.parse().map_err(at)?,
+                Some(PollingSpec::PerEndpoint(map)) => {
+                    let text: Vec<String> = map.iter().map(|(e, m)| format!("{e}:{m}")).collect();
+                    text.join(",").parse().map_err(at)?
+                }
+            });
+        }
+        let mut needs = Vec::new();
+        for (i, pod) in file.pods.iter().enumerate() {
+            let names = match &pod.needs {
+                Some(n) => n.names(),
+                None if i == 0 => vec![GATEWAY.to_string()],
+                None => vec![file.pods[i - 1].name.clone()],
+            };
+            if names.is_empty() {
+                return Err(fail(format!("pods[{i}] (`{}`): `needs` is empty", pod.name)));
+            }
+            let mut mine = Vec::new();
+            for name in names {
+                if name == GATEWAY {
+                    continue;
+                }
+                match index.get(name.as_str()) {
+                    Some(&j) if j == i => return Err(fail(format!("pods[{i}] (`{}`) needs itself", pod.name))),
+                    Some(&j) => mine.push(j),
+                    None => {
+                        return Err(fail(format!(
+                            "pods[{i}] (`{}`) needs `{name}`, which is not a Pod of this Flow (nor `gateway`)",
+                            pod.name
+                        )));
+                    }
+                }
+            }
+            needs.push(mine);
+        }
+        let order = topological(&file.pods, &needs).map_err(fail)?;
+        let needed: Vec<bool> = (0..file.pods.len()).map(|i| needs.iter().any(|n| n.contains(&i))).collect();
+        let leaves = (0..file.pods.len()).filter(|&i| !needed[i]).collect();
+        let mut pods = file.pods;
+        for pod in &mut pods {
+            pod.uses = base.join(&pod.uses);
+            pod.uses_before = pod.uses_before.as_ref().map(|p| base.join(p));
+            pod.uses_after = pod.uses_after.as_ref().map(|p| base.join(p));
+            pod.workspace = pod.workspace.as_ref().map(|p| base.join(p));
+        }
+        Ok(Flow { file: path.to_path_buf(), with: file.with, pods, needs, leaves, order, polling })
+    }
+
+    /// The end-to-end time limit of a request.
+    ///
+    /// # Errors
+    /// A `with.timeout` that is not a duration.
+    pub fn timeout(&self) -> Result<Duration, String> {
+        self.with.timeout.as_deref().map_or(Ok(Duration::from_secs(60)), crate::units::parse_duration)
+    }
+
+    /// The topology as a Mermaid flowchart (Jina's `plot`).
+    pub fn mermaid(&self) -> String {
+        let mut out = String::from("flowchart LR\n    gateway_in((gateway))\n");
+        for (i, pod) in self.pods.iter().enumerate() {
+            let uses = pod.uses.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            let mut label = format!("{}<br/>{uses}", pod.name);
+            if let Some(s) = pod.shards.filter(|&s| s > 1) {
+                label.push_str(&format!("<br/>shards: {s}"));
+            }
+            if let Some(p) = pod.parallel.filter(|&p| p > 1) {
+                label.push_str(&format!("<br/>replicas: {p}"));
+            }
+            out.push_str(&format!("    pod{i}[\"{label}\"]\n"));
+        }
+        out.push_str("    gateway_out((gateway))\n");
+        for (i, needs) in self.needs.iter().enumerate() {
+            if needs.is_empty() {
+                out.push_str(&format!("    gateway_in --> pod{i}\n"));
+            }
+            for j in needs {
+                out.push_str(&format!("    pod{j} --> pod{i}\n"));
+            }
+        }
+        for i in &self.leaves {
+            out.push_str(&format!("    pod{i} --> gateway_out\n"));
+        }
+        out
+    }
+}
+
+/// Replaces `${{ ENV.NAME }}` (Jina's syntax) with the variable's value.
+fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after.find("}}").ok_or_else(|| format!("line {}: `${{{{` without a closing `}}}}`", line_of(text, text.len() - rest.len() + start)))?;
+        let expression = after[..end].trim();
+        let name = expression
+            .strip_prefix("ENV.")
+            .ok_or_else(|| format!("line {}: `${{{{ {expression} }}}}`: only `${{{{ ENV.NAME }}}}` is supported", line_of(text, text.len() - rest.len() + start)))?;
+        let value = env(name).ok_or_else(|| {
+            format!("line {}: environment variable `{name}` is not set (used as `${{{{ ENV.{name} }}}}`)", line_of(text, text.len() - rest.len() + start))
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at].matches('\n').count() + 1
+}
+
+/// serde_yaml's message, with its position moved to the front.
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    let message = e.to_string();
+    match e.location() {
+        Some(at) => {
+            let trimmed = message.split(" at line ").next().unwrap_or(&message).to_string();
+            format!("line {} column {}: {trimmed}", at.line(), at.column())
+        }
+        None => message,
+    }
+}
+
+/// Kahn's algorithm; a cycle is reported with the Pods on it.
+fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, String> {
+    let n = pods.len();
+    let mut remaining: Vec<usize> = needs.iter().map(Vec::len).collect();
+    let mut order = Vec::with_capacity(n);
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for (j, deps) in needs.iter().enumerate() {
+            if deps.contains(&i) {
+                remaining[j] -= deps.iter().filter(|&&d| d == i).count();
+                if remaining[j] == 0 {
+                    ready.push(j);
+                }
+            }
+        }
+    }
+    if order.len() < n {
+        let stuck: Vec<String> = (0..n).filter(|i| !order.contains(i)).map(|i| format!("`{}`", pods[i].name)).collect();
+        return Err(format!("the `needs` of {} form a cycle", stuck.join(", ")));
+    }
+    order.sort_by_key(|&i| i);
+    // Keep file order where the graph allows it: a stable topological order.
+    let mut placed = vec![false; n];
+    let mut stable = Vec::with_capacity(n);
+    while stable.len() < n {
+        let next = (0..n).find(|&i| !placed[i] && needs[i].iter().all(|&d| placed[d])).expect("acyclic");
+        placed[next] = true;
+        stable.push(next);
+    }
+    Ok(stable)
+}
