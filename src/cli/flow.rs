@@ -3,15 +3,45 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use serde_json::json;
 
+use super::common::RuntimeArgs;
 use crate::flow::Flow;
+use crate::flow::gateway::Gateway;
+use crate::flow::run::RunOptions;
 
-/// Work with Flow YAML files: a DAG of Pods behind a gateway.
+/// Run a Flow: its Pods, in dependency order, behind an HTTP gateway.
+///
+/// `jina-wasm flow --uses flow.yml` starts every Pod (stopping them all again if
+/// one fails), prints the topology and then one JSON line with the gateway's
+/// address, and serves until Ctrl-C or SIGTERM. `flow check` and `flow plot`
+/// read a file without running it.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FlowCommand {
     #[command(subcommand)]
-    pub action: FlowAction,
+    pub action: Option<FlowAction>,
+
+    /// The Flow YAML file to run.
+    #[arg(long, value_name = "FLOW.yml")]
+    pub uses: Option<PathBuf>,
+
+    /// The gateway's port (overrides the file's `with.port`; 0: the OS picks).
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// The interface the gateway binds (overrides `with.host`).
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Where the Pods' Peas run: THREAD (this process) or PROCESS (a process each).
+    #[arg(long, value_enum, default_value = "THREAD")]
+    pub runtime_backend: crate::pod::Backend,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,24 +55,77 @@ pub enum FlowAction {
 
 impl FlowCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        match self.action {
-            FlowAction::Check { file } => {
-                let flow = Flow::load(&file)?;
+        match &self.action {
+            Some(FlowAction::Check { file }) => {
+                let flow = Flow::load(file)?;
                 for &i in &flow.order {
-                    let pod = &flow.pods[i];
-                    let needs: Vec<&str> = if flow.needs[i].is_empty() {
-                        vec![crate::flow::GATEWAY]
-                    } else {
-                        flow.needs[i].iter().map(|&j| flow.pods[j].name.as_str()).collect()
-                    };
-                    println!("{} <- {} ({})", pod.name, needs.join(", "), pod.uses.display());
+                    println!("{}", describe(&flow, i));
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            FlowAction::Plot { file } => {
-                print!("{}", Flow::load(&file)?.mermaid());
+            Some(FlowAction::Plot { file }) => {
+                print!("{}", Flow::load(file)?.mermaid());
                 Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                let Some(file) = self.uses.clone() else {
+                    anyhow::bail!("give the Flow to run with --uses FLOW.yml (or use `flow check` / `flow plot`)");
+                };
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                rt.block_on(self.run(file))
             }
         }
     }
+
+    async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
+        let flow = Flow::load(&file)?;
+        let runtime = self.runtime.runtime()?;
+        let mut child_args = Vec::new();
+        if self.runtime.no_cache {
+            child_args.push("--no-cache".to_string());
+        } else if let Some(dir) = &self.runtime.cache_dir {
+            child_args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
+        }
+        let options = RunOptions { backend: self.runtime_backend, child_args };
+        let running = crate::flow::run::start(runtime, &flow, &options).await?;
+        let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
+        let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);
+        let pods: Vec<_> = running
+            .pods
+            .iter()
+            .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
+            .collect();
+        let info = json!({"flow": file.display().to_string(), "pods": pods});
+        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone()).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                let _ = running.stop().await;
+                return Err(e.context(format!("{}: the gateway did not start", file.display())));
+            }
+        };
+        for &i in &flow.order {
+            eprintln!("  {}", describe(&flow, i));
+        }
+        let address = gateway.address;
+        let mut ready = info;
+        ready["gateway"] = format!("http://{address}").into();
+        ready["port"] = address.port().into();
+        println!("{ready}");
+        super::pea::shutdown_signal().await;
+        tracing::info!("stopping the Flow");
+        gateway.stop().await;
+        running.stop().await.with_context(|| format!("{}", file.display()))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `name <- needs (uses)`.
+fn describe(flow: &Flow, i: usize) -> String {
+    let pod = &flow.pods[i];
+    let needs: Vec<&str> = if flow.needs[i].is_empty() {
+        vec![crate::flow::GATEWAY]
+    } else {
+        flow.needs[i].iter().map(|&j| flow.pods[j].name.as_str()).collect()
+    };
+    format!("{} <- {} ({})", pod.name, needs.join(", "), pod.uses.display())
 }

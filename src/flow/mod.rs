@@ -1,9 +1,13 @@
 //! Flows: a DAG of Pods behind a gateway, described in YAML.
 //!
-//! [`spec`] reads and checks the YAML (docs/flow-yaml.md) and builds the
-//! `needs` graph; the runtime that starts the Pods and the HTTP gateway is
-//! the next step of this module (issue 5, in progress).
+//! - [`spec`] reads and checks the YAML (docs/flow-yaml.md) and builds the
+//!   `needs` graph;
+//! - [`run`] starts the Pods in dependency order and routes each request along
+//!   the graph, joining branches;
+//! - [`gateway`] is the HTTP front (Jina's HTTP interface).
 
+pub mod gateway;
+pub mod run;
 pub mod spec;
 
 pub use spec::{Flow, FlowError, GATEWAY};

@@ -34,7 +34,8 @@ pub fn partition(body: Body, shards: usize) -> Result<Vec<Option<Body>>, String>
 /// Merges the parts of one request, in the order given (shard order):
 /// top-level documents are concatenated, except that a document that comes
 /// back from several parts (a query broadcast to every shard) appears once,
-/// with the `matches` of all parts merged: sorted by their first score, best
+/// with what later copies add that the first lacks ([`fill`]), and the
+/// `matches` of all parts merged: sorted by their first score, best
 /// (highest) first, equal scores in id order, and cut to `top_k` (else to the
 /// most matches any one part returned for it).
 ///
@@ -55,7 +56,7 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
                 Some(&at) => {
                     repeated = true;
                     widest[at] = widest[at].max(doc.matches.len());
-                    merged[at].matches.extend(doc.matches);
+                    fill(&mut merged[at], doc);
                 }
                 None => {
                     position.insert(doc.id.clone(), merged.len());
@@ -75,6 +76,29 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
         }
     }
     Ok(Body::from_documents(&merged))
+}
+
+/// Adds `other` (another part's copy of the same document) to `base`: its
+/// matches, and whatever `base` lacks (text, blob, uri, mime type, embedding,
+/// chunks, tags and scores by key). So a join of two branches, one that added
+/// embeddings and one that added tags, has both.
+fn fill(base: &mut Document, other: Document) {
+    let Document { text, blob, uri, mime_type, embedding, tags, scores, chunks, matches, .. } = other;
+    base.matches.extend(matches);
+    base.text = base.text.take().or(text);
+    base.blob = base.blob.take().or(blob);
+    base.uri = base.uri.take().or(uri);
+    base.mime_type = base.mime_type.take().or(mime_type);
+    base.embedding = base.embedding.take().or(embedding);
+    if base.chunks.is_empty() {
+        base.chunks = chunks;
+    }
+    for (k, v) in tags {
+        base.tags.entry(k).or_insert(v);
+    }
+    for (k, v) in scores {
+        base.scores.entry(k).or_insert(v);
+    }
 }
 
 /// Every part's top-level documents, one after another (for a `--uses-after`

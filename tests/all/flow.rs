@@ -59,3 +59,103 @@ fn needs_default_to_the_previous_pod_and_env_is_substituted() {
     assert_eq!(flow.pods[0].with.as_ref().unwrap()["model"], "small");
     assert_eq!(flow.pods[1].uses, Path::new("/flows/sub/b.wasm"));
 }
+
+/// A `jina-wasm flow` process, killed on drop.
+pub struct FlowProcess {
+    child: std::process::Child,
+    pub ready: serde_json::Value,
+    _dir: tempfile::TempDir,
+}
+
+impl FlowProcess {
+    /// Writes `yaml` (with `{W}` replaced by the guests' directory) and runs it.
+    pub fn start(yaml: &str) -> FlowProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let guests = crate::util::wasm("passthrough").parent().unwrap().to_path_buf();
+        let file = dir.path().join("flow.yml");
+        std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
+        let mut child = std::process::Command::new(crate::util::bin())
+            .args(["flow", "--uses"])
+            .arg(&file)
+            .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
+            .env("JINA_WASM_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"));
+        FlowProcess { child, ready, _dir: dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ready["port"].as_u64().unwrap() as u16
+    }
+}
+
+impl Drop for FlowProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs JSON over HTTP/1.1 and returns the status code and the JSON answer.
+pub fn post(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.to_string();
+    write!(stream, "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(rest.trim()).unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn two_branches_and_a_join_answer_once_with_both() {
+    let flow = FlowProcess::start(
+        "pods:\n  - name: tag\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: encode\n    uses: {W}/text_encoder.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [tag, encode]\n",
+    );
+    let docs: Vec<serde_json::Value> = (0..3).map(|i| serde_json::json!({"id": format!("d{i}"), "text": "hello world", "tags": {"i": i}})).collect();
+    let (code, answer) = post(flow.port(), "/post", &serde_json::json!({"data": docs, "exec_endpoint": "/", "parameters": {"k": 1}}));
+    assert_eq!(code, 200, "{answer}");
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "one copy of each document after the join: {answer}");
+    assert!(data.iter().all(|d| d["embedding"].as_array().is_some_and(|e| !e.is_empty()) && d["tags"]["i"].is_number()), "{answer}");
+    let route: Vec<&str> = answer["routes"].as_array().unwrap().iter().map(|r| r["executor"].as_str().unwrap()).collect();
+    assert_eq!(route, ["gateway", "tag", "encode", "join", "gateway"]);
+    assert_eq!(answer["parameters"]["k"], 1);
+    // POST /<endpoint> works too.
+    let (code, _) = post(flow.port(), "/roundtrip", &serde_json::json!({"data": ["plain text"]}));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_failing_branch_makes_the_join_answer_with_the_error_promptly() {
+    let flow = FlowProcess::start(
+        "with:\n  timeout: 20s\npods:\n  - name: ok\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: bad\n    uses: {W}/misbehave.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [ok, bad]\n",
+    );
+    let started = std::time::Instant::now();
+    let (code, answer) = post(flow.port(), "/panic", &serde_json::json!({"data": [{"id": "x"}]}));
+    assert_eq!(code, 500, "{answer}");
+    let status = &answer["header"]["status"];
+    assert_eq!(status["exception"]["executor"], "bad", "{answer}");
+    assert_eq!(status["exception"]["name"], "panic", "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the join waited");
+    // And a branch slower than the Flow's deadline.
+    let flow = FlowProcess::start(
+        "with:\n  timeout: 1s\npods:\n  - name: ok\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: slow\n    uses: {W}/misbehave.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [ok, slow]\n",
+    );
+    let started = std::time::Instant::now();
+    let (code, answer) = post(flow.port(), "/loop", &serde_json::json!({"data": [{"id": "x"}]}));
+    assert_eq!(code, 500, "{answer}");
+    assert_eq!(answer["header"]["status"]["exception"]["executor"], "slow", "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the request outlived its deadline");
+    // Still serving.
+    let (code, _) = post(flow.port(), "/post", &serde_json::json!({"data": [{"id": "y"}], "exec_endpoint": "/"}));
+    assert_eq!(code, 200);
+}

@@ -1,0 +1,369 @@
+//! Running a Flow: its Pods, started in dependency order, and the router that
+//! carries each request along the `needs` graph, joining branches.
+//!
+//! Every Pod binds its input (PULL) and output (PUSH) on loopback; the router,
+//! in the Flow's process, connects to both. A request from the gateway goes to
+//! every Pod that needs `gateway`; a Pod's output goes to every Pod that needs
+//! it; a Pod that needs several Pods (a join) gets one message per request,
+//! merged once every branch has answered; the outputs of the Pods nobody needs
+//! are joined the same way into the gateway's answer.
+//!
+//! Part counting is per request and per join, so a branch that fails still
+//! arrives (Peas always forward, with the failure in the status); a branch that
+//! aborts (`THROW_EARLY`) answers the request at once; a branch that never
+//! answers is caught by the request's deadline, which ends it with an error
+//! naming the Pod that did not answer. Nothing waits forever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::spec::{Flow, PodSpec};
+use crate::executor::{ExecutorSpec, Runtime, Sandbox};
+use crate::pea::{OnError, PeaConfig};
+use crate::pod::{Backend, Balance, PodConfig, PodHandle};
+use crate::transport::{Link, SocketSpec};
+use crate::wire::{AfterError, Body, Message, Outcome, Route, Status, now_us};
+
+/// How the Flow's Pods run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub backend: Backend,
+    /// Extra `jina-wasm pea` arguments for child processes.
+    pub child_args: Vec<String>,
+}
+
+/// A request from the gateway and where its answer goes.
+pub struct Call {
+    pub message: Message,
+    pub reply: oneshot::Sender<Message>,
+}
+
+/// The running Pods and the router between them.
+pub struct Running {
+    pub pods: Vec<(String, PodHandle)>,
+    pub calls: mpsc::Sender<Call>,
+    stop: CancellationToken,
+    router: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the router, then every Pod, last started first.
+    ///
+    /// # Errors
+    /// A Pod that did not stop cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let _ = self.router.await;
+        stop_pods(self.pods).await
+    }
+}
+
+async fn stop_pods(pods: Vec<(String, PodHandle)>) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    for (name, pod) in pods.into_iter().rev() {
+        pod.terminate();
+        if let Err(e) = pod.wait().await {
+            failures.push(format!("pod `{name}`: {e:#}"));
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(failures.join("; "))) }
+}
+
+/// Starts the Pods in dependency order and the router. On any failure every
+/// Pod already started is stopped, and the error names the Pod.
+///
+/// # Errors
+/// A Pod whose settings are invalid or that does not start.
+pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> anyhow::Result<Running> {
+    let mut started: Vec<(String, PodHandle)> = Vec::new();
+    for &i in &flow.order {
+        let spec = &flow.pods[i];
+        let result = match pod_config(flow, i, options) {
+            Ok(config) => crate::pod::start(runtime.clone(), config).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(pod) => started.push((spec.name.clone(), pod)),
+            Err(e) => {
+                let _ = stop_pods(started).await;
+                return Err(e.context(format!("{}: pod `{}` did not start", flow.file.display(), spec.name)));
+            }
+        }
+    }
+    // Back in file order, for the router's indices.
+    started.sort_by_key(|(name, _)| flow.pods.iter().position(|p| &p.name == name));
+    let mut to_pods = Vec::new();
+    let (out_tx, out_rx) = mpsc::channel::<(usize, Vec<Bytes>)>(64);
+    let mut readers = Vec::new();
+    for (i, (name, pod)) in started.iter().enumerate() {
+        to_pods.push(Link::open(SocketSpec::PUSH_CONNECT, &pod.addresses.input, &format!("flow router to `{name}`")).await?);
+        let mut from = Link::open(SocketSpec::PULL_CONNECT, &pod.addresses.output, &format!("flow router from `{name}`")).await?;
+        let tx = out_tx.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(frames) = from.recv().await {
+                if tx.send((i, frames)).await.is_err() {
+                    break;
+                }
+            }
+            from.close(Duration::from_millis(200)).await;
+        }));
+    }
+    let (calls, calls_rx) = mpsc::channel(flow.with.prefetch.unwrap_or(8).max(1));
+    let stop = CancellationToken::new();
+    let router = Router {
+        names: flow.pods.iter().map(|p| p.name.clone()).collect(),
+        needs: flow.needs.clone(),
+        leaves: flow.leaves.clone(),
+        timeout: flow.timeout().map_err(anyhow::Error::msg)?,
+        to_pods,
+        requests: HashMap::new(),
+    };
+    drop(out_tx);
+    let token = stop.clone();
+    let router = tokio::spawn(async move {
+        router.run(calls_rx, out_rx, token).await;
+        for reader in readers {
+            reader.abort();
+        }
+    });
+    Ok(Running { pods: started, calls, stop, router })
+}
+
+/// The PodConfig of Flow Pod `i`.
+fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<PodConfig> {
+    let spec: &PodSpec = &flow.pods[i];
+    let duration = |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
+        value.as_deref().map_or(Ok(default), |v| crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}")))
+    };
+    let memory_limit = match &spec.memory_hwm {
+        None => crate::executor::sandbox::DEFAULT_MEMORY_LIMIT,
+        Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string()).map_err(anyhow::Error::msg)?,
+        Some(serde_json::Value::String(s)) => crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("memory_hwm: {e}"))?,
+        Some(other) => anyhow::bail!("memory_hwm: `{other}` is not a size"),
+    };
+    let call_timeout = duration("timeout_request", &spec.timeout_request, crate::executor::sandbox::DEFAULT_CALL_TIMEOUT)?;
+    let mut env: Vec<(String, String)> = flow.with.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let sandbox = Sandbox {
+        workspace: spec.workspace.clone(),
+        read_only: spec.read_only,
+        env,
+        memory_limit,
+        call_timeout,
+        ..Sandbox::default()
+    };
+    let on_error = match &spec.on_error_strategy {
+        None => OnError::Ignore,
+        Some(s) => <OnError as clap::ValueEnum>::from_str(s, true).map_err(|e| anyhow::anyhow!("on_error_strategy: {e}"))?,
+    };
+    let dump = duration("dump_interval", &spec.dump_interval, Duration::from_secs(240))?;
+    let pea = PeaConfig {
+        name: spec.name.clone(),
+        description: String::new(),
+        uses: spec.uses.clone(),
+        executor: ExecutorSpec { name: spec.name.clone(), config: spec.with.clone().unwrap_or(serde_json::Value::Null), sandbox },
+        socket_in: SocketSpec::PULL_BIND,
+        address_in: "tcp://127.0.0.1:0".into(),
+        socket_out: SocketSpec::PUSH_BIND,
+        address_out: "tcp://127.0.0.1:0".into(),
+        address_ctrl: "tcp://127.0.0.1:0".into(),
+        on_error,
+        dump_interval: Some(dump).filter(|d| !d.is_zero()),
+        load_interval: None,
+        timeout_ctrl: Duration::from_secs(5),
+        quiet_error: false,
+    };
+    Ok(PodConfig {
+        pea,
+        shards: spec.shards.unwrap_or(1),
+        replicas: spec.parallel.unwrap_or(1),
+        polling: flow.polling[i].clone(),
+        balance: Balance::Credit,
+        uses_before: spec.uses_before.clone(),
+        uses_after: spec.uses_after.clone(),
+        backend: options.backend,
+        timeout_ready: duration("timeout_ready", &spec.timeout_ready, Duration::from_secs(600))?,
+        timeout_parts: call_timeout + Duration::from_secs(5),
+        child_args: options.child_args.clone(),
+    })
+}
+
+/// One request on its way through the Flow.
+struct InFlight {
+    reply: oneshot::Sender<Message>,
+    deadline: Instant,
+    /// Per join Pod: the message of each of its needs, in `needs` order.
+    joins: HashMap<usize, Vec<Option<Message>>>,
+    /// The leaves' outputs, in `leaves` order.
+    leaves: Vec<Option<Message>>,
+    /// Pods that have answered.
+    answered: Vec<bool>,
+}
+
+struct Router {
+    names: Vec<String>,
+    needs: Vec<Vec<usize>>,
+    leaves: Vec<usize>,
+    timeout: Duration,
+    to_pods: Vec<Link>,
+    requests: HashMap<String, InFlight>,
+}
+
+impl Router {
+    async fn run(mut self, mut calls: mpsc::Receiver<Call>, mut outputs: mpsc::Receiver<(usize, Vec<Bytes>)>, stop: CancellationToken) {
+        let mut check = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                call = calls.recv() => match call {
+                    Some(call) => self.on_call(call).await,
+                    None => break,
+                },
+                output = outputs.recv() => match output {
+                    Some((pod, frames)) => self.on_output(pod, frames).await,
+                    None => break,
+                },
+                _ = check.tick() => self.expire(),
+                () = stop.cancelled() => break,
+            }
+        }
+        for (_, request) in self.requests.drain() {
+            drop(request.reply);
+        }
+        for link in self.to_pods {
+            link.close(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn on_call(&mut self, call: Call) {
+        let Call { mut message, reply } = call;
+        let now = now_us();
+        let mut deadline = Instant::now() + self.timeout;
+        if message.envelope.deadline_ms == 0 {
+            message.envelope.deadline_ms = now / 1000 + self.timeout.as_millis() as u64;
+        } else {
+            let left = Duration::from_millis(message.envelope.deadline_ms.saturating_sub(now / 1000));
+            deadline = Instant::now() + left.min(self.timeout);
+        }
+        message.envelope.routes.push(Route { pea: "gateway".into(), start_us: now, end_us: now, outcome: Outcome::Routed });
+        let id = message.envelope.request_id.clone();
+        let joins = (0..self.names.len()).filter(|&j| self.needs[j].len() > 1).map(|j| (j, vec![None; self.needs[j].len()])).collect();
+        let request = InFlight { reply, deadline, joins, leaves: vec![None; self.leaves.len()], answered: vec![false; self.names.len()] };
+        self.requests.insert(id, request);
+        for j in 0..self.names.len() {
+            if self.needs[j].is_empty() {
+                let _ = self.to_pods[j].send(message.frames().to_vec()).await;
+            }
+        }
+    }
+
+    async fn on_output(&mut self, pod: usize, frames: Vec<Bytes>) {
+        let Ok(message) = Message::from_frames(&frames) else {
+            tracing::warn!(pod = %self.names[pod], "the flow router dropped a malformed message");
+            return;
+        };
+        let id = message.envelope.request_id.clone();
+        let Some(request) = self.requests.get_mut(&id) else {
+            tracing::debug!(pod = %self.names[pod], request = %id, "a late answer to a request that already ended");
+            return;
+        };
+        request.answered[pod] = true;
+        if message.envelope.is_error() && message.envelope.after_error == AfterError::Abort {
+            let request = self.requests.remove(&id).expect("present");
+            let _ = request.reply.send(message);
+            return;
+        }
+        let mut sends = Vec::new();
+        for j in 0..self.names.len() {
+            let Some(position) = self.needs[j].iter().position(|&n| n == pod) else { continue };
+            if self.needs[j].len() == 1 {
+                sends.push((j, message.clone()));
+                continue;
+            }
+            let slots = request.joins.get_mut(&j).expect("a join has slots");
+            slots[position] = Some(message.clone());
+            if slots.iter().all(Option::is_some) {
+                let parts: Vec<Message> = slots.iter_mut().filter_map(Option::take).collect();
+                sends.push((j, join(parts)));
+            }
+        }
+        if let Some(position) = self.leaves.iter().position(|&l| l == pod) {
+            request.leaves[position] = Some(message);
+            if request.leaves.iter().all(Option::is_some) {
+                let request = self.requests.remove(&id).expect("present");
+                let parts: Vec<Message> = request.leaves.into_iter().flatten().collect();
+                let mut answer = join(parts);
+                let now = now_us();
+                answer.envelope.routes.push(Route { pea: "gateway".into(), start_us: now, end_us: now, outcome: Outcome::Routed });
+                let _ = request.reply.send(answer);
+            }
+        }
+        for (j, message) in sends {
+            let _ = self.to_pods[j].send(message.frames().to_vec()).await;
+        }
+    }
+
+    /// Ends requests past their deadline, naming a Pod that has not answered.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self.requests.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| id.clone()).collect();
+        for id in expired {
+            let request = self.requests.remove(&id).expect("listed");
+            // The first Pod that could have answered (everything it needs did) but did not.
+            let stuck = (0..self.names.len())
+                .find(|&p| !request.answered[p] && self.needs[p].iter().all(|&n| request.answered[n]))
+                .map_or_else(|| "the flow".to_string(), |p| self.names[p].clone());
+            let mut envelope = crate::wire::Envelope::request("", "");
+            envelope.request_id = id;
+            envelope.fail(&stuck, "timeout", &format!("pod `{stuck}` did not answer before the request's deadline"));
+            envelope.after_error = AfterError::Abort;
+            tracing::warn!(pod = %stuck, request = %envelope.request_id, "a request timed out in the Flow");
+            let _ = request.reply.send(Message::new(envelope, Bytes::new()));
+        }
+    }
+}
+
+/// Joins the branches of one request: documents merged as a Pod's tail merges
+/// shards (one copy per id, matches merged by score), the route and status of
+/// every branch kept.
+fn join(parts: Vec<Message>) -> Message {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let mut envelope = parts[0].envelope.clone();
+    // The routes share the prefix up to where the branches split.
+    let first = &parts[0].envelope.routes;
+    let shared = (0..first.len()).take_while(|&k| parts.iter().all(|p| p.envelope.routes.get(k) == Some(&first[k]))).count();
+    envelope.routes.truncate(shared);
+    for part in &parts {
+        envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
+        if let Status::Error { executor, kind, message } = &part.envelope.status {
+            envelope.fail(executor, kind, message);
+        }
+        envelope.after_error = envelope.after_error.max(part.envelope.after_error);
+    }
+    let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
+    match bodies.and_then(|b| crate::pod::reduce::merge(b, None)) {
+        Ok(body) => Message::data(envelope, &body),
+        Err(reason) => {
+            envelope.fail("gateway", "malformed", &reason);
+            Message::new(envelope, Bytes::new())
+        }
+    }
+}
+
+/// Sends one request through a running Flow and waits for its answer.
+///
+/// # Errors
+/// The Flow stopped before answering.
+pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Result<Message> {
+    let (reply, rx) = oneshot::channel();
+    calls.send(Call { message, reply }).await.map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
+    rx.await.context("the Flow stopped before answering")
+}
