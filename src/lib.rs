@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod client_http;
 pub mod document;
 pub mod executor;
 pub mod flow;

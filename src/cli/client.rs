@@ -1,4 +1,5 @@
-//! `jina-wasm client`: send documents to a Pea and print what comes back.
+//! `jina-wasm client`: send documents to a Flow's gateway (HTTP) or straight to
+//! a Pea or Pod (ZeroMQ), and print what comes back.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,22 +16,32 @@ use crate::transport::SocketSpec;
 use crate::units::parse_duration;
 use crate::wire::{Body, Envelope, Message, Status};
 
-/// Send documents (JSON lines or plain text lines) straight to a Pea's input
-/// socket and print the documents that come out of its output socket, in input
-/// order.
+/// Send documents (JSON lines or plain text lines) and print the result
+/// documents as JSON lines, in input order.
 ///
-/// A request that an executor failed on is reported on stderr with the
-/// executor's name and reason; its documents (if the Pea's error strategy
-/// forwarded them) are still printed. Exits 1 if any request failed.
+/// To a Flow: `--host H --port P`, its HTTP gateway. Straight to a Pea or Pod:
+/// `--in ADDR --out ADDR`, its input and output sockets. Requests of
+/// --request-size documents, --prefetch of them in flight. On a terminal a
+/// progress line is shown on stderr; a summary (documents, requests, errors,
+/// documents/s) ends the run. A request that an executor failed on is reported
+/// on stderr with the executor's name and reason; exits 1 if any request failed.
 #[derive(Debug, Args)]
 pub struct ClientCommand {
-    /// The Pea's input address (`in` in its ready line): HOST:PORT or tcp://HOST:PORT.
-    #[arg(long = "in", value_name = "ADDRESS")]
-    pub input_address: String,
+    /// The Flow gateway's host.
+    #[arg(long, default_value = "127.0.0.1", conflicts_with_all = ["input_address", "output_address"])]
+    pub host: String,
 
-    /// The Pea's output address (`out` in its ready line).
-    #[arg(long = "out", value_name = "ADDRESS")]
-    pub output_address: String,
+    /// The Flow gateway's port (the `port` in the Flow's ready line).
+    #[arg(long, required_unless_present_all = ["input_address", "output_address"], conflicts_with_all = ["input_address", "output_address"])]
+    pub port: Option<u16>,
+
+    /// A Pea's or Pod's input address (`in` in its ready line): HOST:PORT or tcp://HOST:PORT.
+    #[arg(long = "in", value_name = "ADDRESS", requires = "output_address")]
+    pub input_address: Option<String>,
+
+    /// Its output address (`out` in its ready line).
+    #[arg(long = "out", value_name = "ADDRESS", requires = "input_address")]
+    pub output_address: Option<String>,
 
     /// The client's socket to the input: PUSH_CONNECT for a PULL_BIND input,
     /// PUSH_BIND for a PULL_CONNECT input.
@@ -63,12 +74,10 @@ impl ClientCommand {
     }
 
     async fn run(self) -> anyhow::Result<ExitCode> {
-        let target = Target {
-            input: endpoint(&self.input_address),
-            socket_in: self.socket_in,
-            output: endpoint(&self.output_address),
-            socket_out: self.socket_out,
+        let (Some(input), Some(output)) = (&self.input_address, &self.output_address) else {
+            return self.run_http().await;
         };
+        let target = Target { input: endpoint(input), socket_in: self.socket_in, output: endpoint(output), socket_out: self.socket_out };
         let mut client = Client::open(&target).await?;
         client.window = self.prefetch as usize;
         client.timeout = self.timeout;
@@ -105,5 +114,95 @@ impl ClientCommand {
             return Err(e);
         }
         Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    }
+}
+
+impl ClientCommand {
+    /// Talks to a Flow's gateway: `--prefetch` requests in flight, answers
+    /// printed in input order.
+    async fn run_http(&self) -> anyhow::Result<ExitCode> {
+        use futures::StreamExt;
+        let port = self.port.expect("clap requires --port without --in/--out");
+        let request = &self.request;
+        let parameters = request.parameters.clone().unwrap_or(Value::Object(Default::default()));
+        let mut batches = request.batches()?;
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut progress = Progress::new();
+        let mut read_error = None;
+        loop {
+            while in_flight.len() < self.prefetch as usize && read_error.is_none() {
+                match batches.next() {
+                    Some(Ok(docs)) => {
+                        let (host, endpoint, parameters, timeout) = (self.host.clone(), request.endpoint.clone(), parameters.clone(), self.timeout);
+                        in_flight.push_back(async move {
+                            let count = docs.len();
+                            (count, crate::client_http::post(&host, port, &endpoint, &parameters, &docs, timeout).await)
+                        });
+                    }
+                    Some(Err(e)) => read_error = Some(e),
+                    None => break,
+                }
+            }
+            let Some((sent, answer)) = in_flight.next().await else { break };
+            let answer = answer?;
+            if let Some(error) = &answer.error {
+                eprintln!("\rrequest {}: {error}", progress.requests + 1);
+            }
+            for doc in &answer.documents {
+                write_document(&mut out, request.output, doc).context("cannot write output")?;
+            }
+            progress.add(sent, answer.error.is_some());
+        }
+        out.flush().context("cannot write output")?;
+        progress.finish();
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        Ok(if progress.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    }
+}
+
+/// A progress line on a terminal, a summary at the end.
+struct Progress {
+    started: std::time::Instant,
+    documents: usize,
+    requests: usize,
+    errors: usize,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Progress { started: std::time::Instant::now(), documents: 0, requests: 0, errors: 0, terminal }
+    }
+
+    fn add(&mut self, documents: usize, failed: bool) {
+        self.documents += documents;
+        self.requests += 1;
+        self.errors += usize::from(failed);
+        if self.terminal {
+            eprint!("\r{} documents, {} requests, {} errors, {:.0} docs/s   ", self.documents, self.requests, self.errors, self.rate());
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.documents as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprint!("\r");
+        }
+        eprintln!(
+            "{} documents in {} requests, {} errors, {:.0} docs/s ({:.1} s)",
+            self.documents,
+            self.requests,
+            self.errors,
+            self.rate(),
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }

@@ -146,6 +146,17 @@ fn a_failing_branch_makes_the_join_answer_with_the_error_promptly() {
     assert_eq!(status["exception"]["executor"], "bad", "{answer}");
     assert_eq!(status["exception"]["name"], "panic", "{answer}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "the join waited");
+    // The client command: results in order, the failure on stderr, exit 1.
+    let port = flow.port().to_string();
+    let out = crate::cli::jina(&["client", "--port", &port, "--request-size", "2"], "a\nb\nc\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let texts: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(texts, ["a", "b", "c"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 documents in 2 requests, 0 errors"));
+    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/panic"], "boom\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("executor `bad` failed (panic)") && stderr.contains("1 errors"), "{stderr}");
     // And a branch slower than the Flow's deadline.
     let flow = FlowProcess::start(
         "with:\n  timeout: 1s\npods:\n  - name: ok\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: slow\n    uses: {W}/misbehave.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [ok, slow]\n",
