@@ -1,33 +1,47 @@
 #!/usr/bin/env bash
-# The end-to-end demo behind `make demo`: segment, encode, index and search a
-# small bundled corpus with `jina-wasm run`, one executor per step.
+# The end-to-end demo behind `make demo`: the text-search Flow
+# (examples/flows/text-search.yml) started with `jina-wasm flow`, the bundled
+# corpus indexed through its HTTP gateway with `jina-wasm client`, a few
+# queries answered with ranked matches, and the Flow stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/debug/jina-wasm
-WASM=$TARGET/wasm32-wasip2/release
 WORK=$(mktemp -d -t jina-wasm-demo.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
 export JINA_WASM_LOG=${JINA_WASM_LOG:-warn}
 
-run() { "$BIN" run "$@"; }
+# The Flow file with its paths pointing at this build, its workspace in $WORK.
+sed -e "s#\.\./\.\./target/wasm32-wasip2#$(cd "$TARGET" && pwd)/wasm32-wasip2#" \
+    -e "s#\.\./\.\./target/demo-workspace#$WORK/workspace#" \
+    examples/flows/text-search.yml > "$WORK/flow.yml"
 
-echo "== index: segment each text into sentences, embed them, store them in a workspace"
-run --uses "$WASM/sentence_segmenter.wasm" --input examples/data/corpus.txt \
-  | run --uses "$WASM/text_encoder.wasm" \
-  | run --uses "$WASM/vector_indexer.wasm" --endpoint /index --workspace "$WORK/index" \
-      --uses-with '{"traversal": "chunks"}' > /dev/null
-echo "   $(wc -l < examples/data/corpus.txt) texts indexed sentence by sentence into $WORK/index ($(du -sh "$WORK/index" | cut -f1))"
+echo "== the Flow"
+"$BIN" flow check "$WORK/flow.yml" | sed 's/^/   /'
+"$BIN" flow --uses "$WORK/flow.yml" > "$WORK/ready.json" 2> "$WORK/flow.log" &
+FLOW=$!
+trap 'kill $FLOW 2>/dev/null || true; wait $FLOW 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 600); do
+  [ -s "$WORK/ready.json" ] && break
+  kill -0 $FLOW 2>/dev/null || { cat "$WORK/flow.log"; exit 1; }
+  sleep 0.1
+done
+PORT=$(grep -o '"port":[0-9]*' "$WORK/ready.json" | cut -d: -f2)
+echo "   gateway at http://127.0.0.1:$PORT"
 
-echo "== search: the index is reloaded from the workspace (read-only) for each query batch"
+echo "== index: $(wc -l < examples/data/corpus.txt) texts, segmented, embedded, sharded"
+"$BIN" client --port "$PORT" --endpoint /index --input examples/data/corpus.txt > /dev/null
+
+echo "== search: every shard answers, match-merger keeps the best 3"
 printf '%s\n' \
   "why does bread taste sour" \
   "how do animals find food in the dark" \
   "what makes writes survive a crash" \
   "moon and the sea" \
-  | run --uses "$WASM/text_encoder.wasm" \
-  | run --uses "$WASM/vector_indexer.wasm" --endpoint /search --workspace "$WORK/index" --read-only \
-      --parameters '{"top_k": 3}' --output pretty
+  | "$BIN" client --port "$PORT" --endpoint /search --parameters '{"top_k": 3}' --output pretty
+
+kill -TERM $FLOW
+wait $FLOW
 echo
-echo "== done"
+echo "== done: the Flow stopped, each shard dumped its part of the index"
+ls "$WORK/workspace/index" | sed 's/^/   /'

@@ -170,3 +170,22 @@ fn a_failing_branch_makes_the_join_answer_with_the_error_promptly() {
     let (code, _) = post(flow.port(), "/post", &serde_json::json!({"data": [{"id": "y"}], "exec_endpoint": "/"}));
     assert_eq!(code, 200);
 }
+
+#[test]
+fn the_demo_flow_indexes_and_finds() {
+    let yaml = std::fs::read_to_string("examples/flows/text-search.yml")
+        .unwrap()
+        .replace("../../target/wasm32-wasip2/release", "{W}")
+        .replace("../../target/demo-workspace", "workspace");
+    let flow = FlowProcess::start(&yaml);
+    let port = flow.port().to_string();
+    let corpus = std::fs::read_to_string("examples/data/corpus.txt").unwrap();
+    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/index"], &corpus);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], "what makes writes survive a crash\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let matches = answer["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 3, "{answer}");
+    assert_eq!(matches[0]["id"], "databases-2", "{answer}");
+}
