@@ -216,6 +216,8 @@ fn main() {
     rows.extend(tokio.block_on(pea_rows(cached.clone())));
     // 7. Pods.
     rows.extend(tokio.block_on(pod_rows(cached.clone())));
+    // 8. Flows through the HTTP gateway, the Flow in its own process.
+    rows.extend(tokio.block_on(flow_rows()));
 
     println!("| benchmark | value | baseline (same run) | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
@@ -600,5 +602,116 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     for pea in peas {
         pea.wait().await.unwrap();
     }
+    rows
+}
+
+/// `jina-wasm flow` as its own process, with its gateway port.
+/// (The temp dir holds the Flow file and its cache; kept until the drop.)
+struct FlowProcess(std::process::Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+impl FlowProcess {
+    fn start(yaml: &str) -> FlowProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let guests = wasm("passthrough").parent().unwrap().to_path_buf();
+        let file = dir.path().join("flow.yml");
+        std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
+        let mut child = std::process::Command::new(jina_bin())
+            .args(["flow", "--uses"])
+            .arg(&file)
+            .env("JINA_WASM_CACHE_DIR", dir.path().join("cache"))
+            .env("JINA_WASM_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap();
+        FlowProcess(child, ready["port"].as_u64().unwrap() as u16, dir)
+    }
+}
+
+impl Drop for FlowProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sequential requests: (p50, p99).
+async fn http_latency(port: u16, endpoint: &str, docs: &[Document], n: usize) -> (Duration, Duration) {
+    let params = serde_json::json!({});
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let start = Instant::now();
+        let answer = jina_wasm::client_http::post("127.0.0.1", port, endpoint, &params, docs, Duration::from_secs(30)).await.unwrap();
+        assert!(answer.error.is_none(), "{:?}", answer.error);
+        if i >= 50 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// Documents per second with 8 requests in flight.
+async fn http_rate(port: u16, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
+    use futures::StreamExt;
+    let params = serde_json::json!({});
+    let start = Instant::now();
+    futures::stream::iter(0..requests)
+        .map(|_| jina_wasm::client_http::post("127.0.0.1", port, endpoint, &params, docs, Duration::from_secs(60)))
+        .buffer_unordered(8)
+        .for_each(|answer| async move {
+            assert!(answer.unwrap().error.is_none());
+        })
+        .await;
+    (requests * docs.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn flow_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    let flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
+    for size in [1usize, 100] {
+        let docs: Vec<Document> = (0..size).map(workload_doc).collect();
+        let (p50, p99) = http_latency(flow.1, "/", &docs, 500).await;
+        let rate = http_rate(flow.1, "/", &docs, if size == 1 { 2000 } else { 200 }).await;
+        rows.push(Row {
+            name: format!("gateway -> passthrough -> gateway, {size}-doc requests: docs/s (8 in flight)"),
+            value: format!("{rate:.0} docs/s"),
+            baseline: format!("latency p50 {} / p99 {}", fmt_time(p50), fmt_time(p99)),
+            ratio: p99.as_secs_f64() / p50.as_secs_f64(),
+            ratio_label: "p99/p50",
+            target: "-".into(),
+            met: true,
+        });
+    }
+    drop(flow);
+
+    // The demo Flow: index 1,200 texts (the corpus 100 times), then search.
+    let yaml = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search.yml"))
+        .unwrap()
+        .replace("../../target/wasm32-wasip2/release", "{W}")
+        .replace("../../target/demo-workspace", "workspace");
+    let flow = FlowProcess::start(&yaml);
+    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
+    let texts: Vec<Document> = (0..100)
+        .flat_map(|round| corpus.lines().enumerate().map(move |(i, t)| Document { id: format!("t{round}-{i}"), text: Some(t.to_string()), ..Default::default() }))
+        .collect();
+    let params = serde_json::json!({});
+    let start = Instant::now();
+    futures::future::join_all(texts.chunks(100).map(|c| jina_wasm::client_http::post("127.0.0.1", flow.1, "/index", &params, c, Duration::from_secs(60)))).await;
+    let index_rate = texts.len() as f64 / start.elapsed().as_secs_f64();
+    let query = [Document { id: "q".into(), text: Some("what makes writes survive a crash".into()), ..Default::default() }];
+    let (p50, p99) = http_latency(flow.1, "/search", &query, 200).await;
+    rows.push(Row {
+        name: "demo Flow (segment, encode x2, index in 2 shards): index 1,200 texts, then search".into(),
+        value: format!("{index_rate:.0} texts/s indexed"),
+        baseline: format!("search p50 {} / p99 {}", fmt_time(p50), fmt_time(p99)),
+        ratio: p99.as_secs_f64() / p50.as_secs_f64(),
+        ratio_label: "p99/p50",
+        target: "-".into(),
+        met: true,
+    });
     rows
 }

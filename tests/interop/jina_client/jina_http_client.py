@@ -149,8 +149,9 @@ def main() -> int:
     except Exception as e:  # what the client raised: see the module docstring and the report
         # ValueError: HTTP status not 2xx (its body); BadServer: header.status.code 1;
         # BadRequestType: the reply is not a DataRequest (e.g. unknown top-level key);
-        # ConnectionError / aiohttp errors: 503/504 or nobody listening.
-        print(f"jina client FAILED: the client raised {type(e).__module__}.{type(e).__name__}: {e}", flush=True)
+        # ConnectionError / aiohttp errors: 503/504 or nobody listening; TimeoutError: --timeout.
+        detail = str(e) or (f"no reply within {args.timeout} s" if isinstance(e, TimeoutError) else repr(e))
+        print(f"jina client FAILED: the client raised {type(e).__module__}.{type(e).__name__}: {detail}", flush=True)
         return 1
     print(f"jina client ok: /roundtrip {docs} documents back unchanged, /index {responses} responses with all 5 documents", flush=True)
     return 0
