@@ -23,6 +23,9 @@ use super::run::{Call, call};
 use crate::document::Document;
 use crate::wire::{Body, Envelope, Message, Status};
 
+/// Jina's status code for a failed request (SUCCESS is 0).
+const ERROR: u8 = 1;
+
 #[derive(Clone)]
 struct Shared {
     calls: mpsc::Sender<Call>,
@@ -83,7 +86,7 @@ async fn post_endpoint(State(shared): State<Shared>, Path(endpoint): Path<String
 
 async fn dry_run(State(shared): State<Shared>) -> Response {
     let up = !shared.calls.is_closed();
-    let code = if up { 0 } else { 3 };
+    let code = if up { 0 } else { ERROR };
     Json(json!({"code": code, "description": if up { "ready" } else { "the Flow is stopping" }, "exception": null})).into_response()
 }
 
@@ -105,7 +108,12 @@ async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
     let Ok(_slot) = shared.slots.acquire().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", "the gateway is stopping", &[]);
     };
-    let message = Message::data(Envelope::request(endpoint.clone(), parameters.to_string()), &Body::from_documents(&docs));
+    let mut message = Message::data(Envelope::request(endpoint.clone(), parameters.to_string()), &Body::from_documents(&docs));
+    // The client's own request id, when it sent one (Jina's client does).
+    let header = request.get("header");
+    if let Some(id) = header.and_then(|h| h.get("request_id").or_else(|| h.get("requestId"))).and_then(Value::as_str) {
+        message.envelope.request_id = id.to_string();
+    }
     let id = message.envelope.request_id.clone();
     let reply = match call(&shared.calls, message).await {
         Ok(reply) => reply,
@@ -115,18 +123,23 @@ async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
         Ok(docs) => docs,
         Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, "gateway", "malformed", &e, &[]),
     };
+    // Jina's RouteProto: the Python client parses the answer strictly, so
+    // timestamps are RFC 3339 strings and there is no field of our own.
     let routes: Vec<Value> = reply
         .envelope
         .routes
         .iter()
-        .map(|r| json!({"executor": r.pea, "start_time": r.start_us, "end_time": r.end_us, "outcome": format!("{:?}", r.outcome).to_lowercase()}))
+        .map(|r| {
+            let code = u8::from(r.outcome == crate::wire::Outcome::Failed);
+            json!({"executor": r.pea, "startTime": rfc3339(r.start_us), "endTime": rfc3339(r.end_us), "status": {"code": code}})
+        })
         .collect();
     let (code, status) = match &reply.envelope.status {
         Status::Success => (StatusCode::OK, json!({"code": 0, "description": "success"})),
         Status::Error { executor, kind, message } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({
-                "code": 3,
+                "code": ERROR,
                 "description": format!("executor `{executor}` failed ({kind}): {message}"),
                 "exception": {"name": kind, "args": [message], "executor": executor},
             }),
@@ -164,11 +177,38 @@ fn documents(request: &Value) -> Result<Vec<Document>, String> {
 fn error(code: StatusCode, endpoint: &str, executor: &str, kind: &str, message: &str, docs: &[Document]) -> Response {
     let body = json!({
         "header": {"execEndpoint": endpoint, "status": {
-            "code": 3,
+            "code": ERROR,
             "description": format!("executor `{executor}` failed ({kind}): {message}"),
             "exception": {"name": kind, "args": [message], "executor": executor},
         }},
         "data": docs,
     });
     (code, Json(body)).into_response()
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-24T21:00:00.000100Z`).
+fn rfc3339(us: u64) -> String {
+    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(super::rfc3339(1_700_000_000_000_250), "2023-11-14T22:13:20.000250Z");
+        assert_eq!(super::rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+    }
 }

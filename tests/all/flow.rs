@@ -189,3 +189,17 @@ fn the_demo_flow_indexes_and_finds() {
     assert_eq!(matches.len(), 3, "{answer}");
     assert_eq!(matches[0]["id"], "databases-2", "{answer}");
 }
+
+#[test]
+fn a_real_jina_client_posts_to_the_gateway() {
+    let python = crate::util::python_venv("jina-client-venv", "tests/interop/jina_client/requirements.txt");
+    let flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
+    let out = std::process::Command::new(python)
+        .arg("tests/interop/jina_client/jina_http_client.py")
+        .args(["--port", &flow.port().to_string()])
+        .env("JINA_OPTOUT_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("jina client ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -400,25 +400,9 @@ async fn a_slow_reader_does_not_grow_the_pea() {
     output.close(Duration::from_secs(1)).await;
 }
 
-/// pyzmq (real libzmq) in a virtualenv under the target directory, made once.
-fn python_with_pyzmq() -> std::path::PathBuf {
-    let venv = target_dir().join("interop-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join(".pyzmq-installed");
-    if !marker.exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
-        assert!(ok, "python3 -m venv failed");
-        let requirements = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/requirements.txt");
-        let ok = Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(requirements).status().unwrap().success();
-        assert!(ok, "pip install pyzmq failed");
-        std::fs::write(&marker, "").unwrap();
-    }
-    python
-}
-
 #[test]
 fn a_python_peer_speaks_the_protocol_from_the_doc() {
-    let python = python_with_pyzmq();
+    let python = crate::util::python_venv("interop-venv", "tests/interop/requirements.txt");
     let pea = PeaProcess::start("passthrough", &["--name", "interop"]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pea_client.py");
     let out = Command::new(&python)

@@ -66,3 +66,28 @@ pub fn try_start(crate_name: &str, config: Value, sandbox: Sandbox) -> Result<Ex
 pub fn text_doc(id: &str, text: &str) -> Document {
     Document { id: id.into(), text: Some(text.into()), ..Default::default() }
 }
+
+/// A Python virtualenv under the target directory with `requirements`
+/// (relative to the repository) installed from PyPI, made once and reused;
+/// returns its interpreter.
+pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
+    let venv = target_dir().join(name);
+    let python = venv.join("bin/python");
+    let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(requirements);
+    // Reinstall when the requirements change.
+    let marker = venv.join(".installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
+        assert!(ok, "python3 -m venv {} failed", venv.display());
+        let ok = std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install -r {} failed", requirements.display());
+        std::fs::write(&marker, wanted).unwrap();
+    }
+    python
+}
