@@ -13,7 +13,7 @@ use jina_wasm::wire::{AfterError, Body, Envelope, Kind, Message, Outcome, Status
 use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
-use crate::util::{bin, cache_dir, target_dir, text_doc, wasm};
+use crate::util::{bin, cache_dir, text_doc, wasm};
 
 /// A `jina-wasm pea` child process, killed when dropped.
 pub struct PeaProcess {
