@@ -203,3 +203,23 @@ fn a_real_jina_client_posts_to_the_gateway() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("jina client ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = crate::util::wasm("passthrough").parent().unwrap().to_path_buf();
+    let file = dir.path().join("flow.yml");
+    let yaml = format!("pods:\n  - name: fine\n    uses: {0}/passthrough.wasm\n  - name: broken\n    uses: {0}/wrong_world.wasm\n", guests.display());
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["flow", "--uses", file.to_str().unwrap()])
+        .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
+        .env("JINA_WASM_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pod `broken` did not start") && stderr.contains("wrong_world.wasm"), "{stderr}");
+    // The Pod that had started was stopped again before the Flow gave up.
+    assert!(stderr.contains("ready pea=fine") && stderr.contains("stopped pea=fine"), "{stderr}");
+}
