@@ -90,7 +90,33 @@ fn main() {
     let cached = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
     let uncached = Runtime::new(RuntimeOptions { cache_dir: None }).unwrap();
     let mut rows = Vec::new();
+    if section("executor") {
+        rows.extend(executor_rows(&cached, &uncached));
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // 6. Peas over ZeroMQ.
+    if section("pea") {
+        rows.extend(tokio.block_on(pea_rows(cached.clone())));
+    }
+    // 7. Pods.
+    if section("pod") {
+        rows.extend(tokio.block_on(pod_rows(cached.clone())));
+    }
+    // 8. Flows through the HTTP gateway, the Flow in its own process.
+    if section("flow") {
+        rows.extend(tokio.block_on(flow_rows()));
+    }
+    print_table(&rows);
+}
 
+/// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
+/// pea, pod, flow); the default is all of them.
+fn section(name: &str) -> bool {
+    std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
+}
+
+fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
+    let mut rows = Vec::new();
     // 1. Cold compile vs cached load of a component (text-encoder).
     let encoder_path = wasm("text-encoder");
     let cold = median(5, || drop(uncached.load(&encoder_path).unwrap()));
@@ -210,18 +236,13 @@ fn main() {
         met: per_instance * 1000.0 < (2u64 << 30) as f64,
     });
     drop(idle);
+    rows
+}
 
-    // 6. Peas over ZeroMQ.
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rows.extend(tokio.block_on(pea_rows(cached.clone())));
-    // 7. Pods.
-    rows.extend(tokio.block_on(pod_rows(cached.clone())));
-    // 8. Flows through the HTTP gateway, the Flow in its own process.
-    rows.extend(tokio.block_on(flow_rows()));
-
+fn print_table(rows: &[Row]) {
     println!("| benchmark | value | baseline (same run) | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {} | {:.2} {} | {} | {} |",
             r.name,
