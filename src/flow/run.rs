@@ -29,7 +29,7 @@ use crate::executor::{ExecutorSpec, Runtime, Sandbox};
 use crate::pea::{OnError, PeaConfig};
 use crate::pod::{Backend, Balance, PodConfig, PodHandle};
 use crate::transport::{Link, SocketSpec};
-use crate::wire::{AfterError, Body, Message, Outcome, Route, Status, now_us};
+use crate::wire::{AfterError, Body, Message, Outcome, Route, now_us};
 
 /// How the Flow's Pods run.
 #[derive(Debug, Clone, Default)]
@@ -336,18 +336,7 @@ fn join(parts: Vec<Message>) -> Message {
     if parts.len() == 1 {
         return parts.into_iter().next().expect("one part");
     }
-    let mut envelope = parts[0].envelope.clone();
-    // The routes share the prefix up to where the branches split.
-    let first = &parts[0].envelope.routes;
-    let shared = (0..first.len()).take_while(|&k| parts.iter().all(|p| p.envelope.routes.get(k) == Some(&first[k]))).count();
-    envelope.routes.truncate(shared);
-    for part in &parts {
-        envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
-        if let Status::Error { executor, kind, message } = &part.envelope.status {
-            envelope.fail(executor, kind, message);
-        }
-        envelope.after_error = envelope.after_error.max(part.envelope.after_error);
-    }
+    let mut envelope = crate::pod::reduce::merge_envelopes(&parts);
     let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
     match bodies.and_then(|b| crate::pod::reduce::merge(b, None)) {
         Ok(body) => Message::data(envelope, &body),

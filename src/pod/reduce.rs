@@ -4,7 +4,25 @@
 use std::collections::HashMap;
 
 use crate::document::Document;
-use crate::wire::Body;
+use crate::wire::{Body, Envelope, Message, Status};
+
+/// The envelope of several parts of one request merged: the route they share
+/// once, then each part's own entries in order; the first failure of any part
+/// as the status; the most severe `after_error`.
+pub fn merge_envelopes(parts: &[Message]) -> Envelope {
+    let mut envelope = parts[0].envelope.clone();
+    let first = &parts[0].envelope.routes;
+    let shared = (0..first.len()).take_while(|&k| parts.iter().all(|p| p.envelope.routes.get(k) == Some(&first[k]))).count();
+    envelope.routes.truncate(shared);
+    for part in parts {
+        envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
+        if let Status::Error { executor, kind, message } = &part.envelope.status {
+            envelope.fail(executor, kind, message);
+        }
+        envelope.after_error = envelope.after_error.max(part.envelope.after_error);
+    }
+    envelope
+}
 
 /// The shard a document id belongs to: FNV-1a (64-bit) of the id's UTF-8 bytes,
 /// modulo the number of shards. Stable across runs, machines and versions

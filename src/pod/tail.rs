@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Expect, TailInput};
 use crate::pea::Failure;
 use crate::transport::Link;
-use crate::wire::{AfterError, Body, Message, Outcome, Route, Status, now_us};
+use crate::wire::{AfterError, Body, Message, Outcome, Route, now_us};
 
 /// Finished request ids remembered, to tell a late part from an unknown one.
 const REMEMBERED: usize = 4096;
@@ -169,18 +169,8 @@ impl Tail {
     async fn reduce(&self, p: Pending) -> Result<Message, Message> {
         let top_k = p.expect.top_k;
         let parts: Vec<Message> = p.received.into_iter().flatten().collect();
-        let mut envelope = parts[0].envelope.clone();
+        let mut envelope = super::reduce::merge_envelopes(&parts);
         envelope.parts.pop();
-        // Routes: the shared prefix once, then each part's own entries.
-        let shared = parts[0].envelope.routes.len().saturating_sub(1);
-        envelope.routes.truncate(shared);
-        for part in &parts {
-            envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
-            if let Status::Error { executor, kind, message } = &part.envelope.status {
-                envelope.fail(executor, kind, message);
-            }
-            envelope.after_error = envelope.after_error.max(part.envelope.after_error);
-        }
         if envelope.after_error == AfterError::Abort {
             return Ok(Message::new(envelope, Bytes::new()));
         }
