@@ -468,6 +468,10 @@ impl Pea {
     }
 
     async fn on_control(&mut self, frames: Vec<Bytes>) {
+        // Just an identity: a control client went away. Nothing to answer.
+        if frames.len() < 2 {
+            return;
+        }
         // ROUTER: identity first; a REQ peer adds an empty delimiter.
         let split = match frames.get(1) {
             Some(f) if f.is_empty() => 2,

@@ -646,6 +646,10 @@ impl PodTask {
 
     /// Answers one control request; true when the Pod should stop.
     async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
+        // Just an identity: a control client went away. Nothing to answer.
+        if frames.len() < 2 {
+            return false;
+        }
         let split = if frames.get(1).is_some_and(Bytes::is_empty) { 2 } else { 1 };
         let split = split.min(frames.len());
         let (prefix, rest) = frames.split_at(split);
