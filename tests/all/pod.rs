@@ -160,7 +160,7 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
         let doc = [Document { id: "x".into(), ..Default::default() }];
         let failed = |reply: &Message| match &reply.envelope.status {
             Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
-            Status::Success => panic!("{backend}: expected a failure"),
+            Status::Success => panic!("{backend}: expected a failure, got success: {:?}\n{}", reply.envelope, p.log()),
         };
         // A trap in one shard.
         let reply = c.call(message("/only", json!({"who": "shard-1", "panic": true}), &doc)).await.unwrap();
@@ -179,6 +179,12 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             // time limit (here the request's deadline) ends the request, naming it.
             let frozen = status["peas"][0]["pid"].as_u64().unwrap().to_string();
             Command::new("kill").args(["-STOP", &frozen]).status().unwrap();
+            // Wait until the kernel has actually stopped it (state T) on a busy machine.
+            let stat = format!("/proc/{frozen}/stat");
+            let until = Instant::now() + Duration::from_secs(5);
+            while !std::fs::read_to_string(&stat).unwrap_or_default().contains(") T ") && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let mut request = message("/only", json!({"who": "nobody"}), &doc);
             request.envelope.deadline_ms = jina_wasm::wire::now_us() / 1000 + 1500;
             let reply = c.call(request).await.unwrap();
