@@ -40,7 +40,9 @@ pub struct PeaCommand {
     #[arg(long, value_enum, default_value = "IGNORE")]
     pub on_error_strategy: OnError,
 
-    /// Dump the executor's state this often (0: never). Not when --read-only.
+    /// Dump the executor's state this often, when a request was handled since
+    /// the last dump (0: never; it is still dumped on TERMINATE and DUMP). Not
+    /// when --read-only.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "240s")]
     pub dump_interval: Duration,
 

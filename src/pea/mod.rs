@@ -192,6 +192,7 @@ pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<P
         control_jobs: VecDeque::new(),
         terminating: false,
         terminate_by: None,
+        dumped_at: 0,
     };
     tracing::info!(pea = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, "ready");
     let task = tokio::spawn(pea.run(stop.clone()));
@@ -242,6 +243,8 @@ struct Pea {
     terminating: bool,
     /// When `TERMINATE` stops waiting for the request in flight.
     terminate_by: Option<tokio::time::Instant>,
+    /// `counters.requests` at the last periodic dump.
+    dumped_at: u64,
 }
 
 impl Pea {
@@ -296,7 +299,12 @@ impl Pea {
                     }
                     None => break,
                 },
-                _ = dump_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") }),
+                // Only when something was handled since the last dump: an idle
+                // Pea does not rewrite its state for nothing.
+                _ = dump_timer.tick(), if self.counters.requests > self.dumped_at => {
+                    self.dumped_at = self.counters.requests;
+                    self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") });
+                },
                 _ = load_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("RELOAD") }),
                 () = stop.cancelled(), if !self.terminating => {
                     tracing::info!(pea = %self.config.name, "terminating");
