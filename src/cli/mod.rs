@@ -67,6 +67,10 @@ impl Cli {
     /// # Errors
     /// Whatever the command reports; `main` prints it with its causes.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
+        // Child processes (a Pod's Peas with --runtime-backend PROCESS) log at
+        // the level this one was given, whether by flag or by environment.
+        // SAFETY: called from `main` before any thread is started.
+        unsafe { std::env::set_var("JINA_WASM_LOG", &self.log_level) };
         match self.command {
             Command::Run(cmd) => cmd.execute(),
             Command::Pea(cmd) => cmd.execute(),
