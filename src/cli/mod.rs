@@ -43,6 +43,7 @@ pub enum Command {
     Flow(flow::FlowCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
+    Control(ping::ControlCommand),
     Inspect(inspect::InspectCommand),
 }
 
@@ -78,6 +79,7 @@ impl Cli {
             Command::Flow(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
+            Command::Control(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
         }
     }

@@ -62,6 +62,48 @@ impl PingCommand {
     }
 }
 
+/// Send a control request (DUMP, RELOAD, TERMINATE, STATUS) to a Pea's or a
+/// Pod's control address and print the answer as JSON.
+///
+/// Exits 0 when the request succeeded, 1 with the reason when it failed or no
+/// answer came within --timeout. DUMP and RELOAD sent to a Pod go to every one
+/// of its Peas.
+#[derive(Debug, Args)]
+pub struct ControlCommand {
+    /// The control address: HOST:PORT, tcp://HOST:PORT or ipc://PATH.
+    pub address: String,
+
+    /// The command: STATUS, DUMP, RELOAD or TERMINATE.
+    #[arg(value_parser = ["STATUS", "DUMP", "RELOAD", "TERMINATE"], ignore_case = true)]
+    pub command: String,
+
+    /// How long to wait for the answer (a DUMP of a large index takes a while).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub timeout: Duration,
+}
+
+impl ControlCommand {
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let address = endpoint(&self.address);
+        let command = self.command.to_ascii_uppercase();
+        match rt.block_on(async { tokio::time::timeout(self.timeout, control(&address, &command)).await }) {
+            Err(_) => {
+                eprintln!("no answer from {address} within {:?}", self.timeout);
+                Ok(ExitCode::FAILURE)
+            }
+            Ok(Err(e)) => {
+                eprintln!("{address}: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+            Ok(Ok(answer)) => {
+                println!("{answer}");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
 /// `HOST:PORT` as a TCP endpoint; full endpoints as they are.
 pub(crate) fn endpoint(address: &str) -> String {
     if address.contains("://") { address.to_string() } else { format!("tcp://{address}") }

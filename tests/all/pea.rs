@@ -354,8 +354,13 @@ async fn terminate_dump_and_reload_keep_an_indexers_state() {
     let mut doc = text_doc("v1", "one");
     doc.embedding = Some(vec![1.0, 0.0]);
     client.call(request("/index", &[doc.clone()])).await.unwrap();
-    assert_eq!(control(&ctrl, "DUMP").await.unwrap(), json!({"dumped": true}));
+    // DUMP from the command line.
+    let out = crate::cli::jina(&["control", &ctrl, "dump"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"dumped":true}"#);
     assert!(workspace.path().join("vector-index.snapshot").exists());
+    let out = crate::cli::jina(&["control", "127.0.0.1:9", "STATUS", "--timeout", "500ms"], "");
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(control(&ctrl, "RELOAD").await.unwrap(), json!({"reloaded": true}));
     let hits = client.call(request("/search", &[doc.clone()])).await.unwrap();
     assert_eq!(documents(&hits)[0].matches[0].id, "v1", "the reloaded instance lost the index");
