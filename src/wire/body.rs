@@ -352,9 +352,7 @@ impl Body {
         put_optional(out, &self.mime_types.present, &self.mime_types.ends, self.mime_types.data.as_bytes());
         put_optional(out, &self.tags.present, &self.tags.ends, self.tags.data.as_bytes());
         put_ends(out, &self.embedding_dims);
-        for value in &self.embeddings {
-            out.extend_from_slice(&value.to_le_bytes());
-        }
+        put_f32s(out, &self.embeddings);
         put_u32(out, self.scores.len() as u32);
         for s in &self.scores {
             put_u32(out, s.doc);
@@ -406,11 +404,7 @@ impl Body {
         let embedding_dims = r.u32s(n, "embedding_dims")?;
         let floats: u64 = embedding_dims.iter().map(|&d| u64::from(d)).sum();
         let floats = usize::try_from(floats).map_err(|_| r.error("embedding_dims: too many values".into()))?;
-        let embeddings = r
-            .take(floats.saturating_mul(4), "embeddings")?
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let embeddings = f32s_from_le(r.take(floats.saturating_mul(4), "embeddings")?);
         let count = r.u32("score count")? as usize;
         // A score takes at least 4 + 8 + 4 + 1 + 1 bytes.
         r.need(count.saturating_mul(18), "scores")?;
@@ -438,10 +432,44 @@ fn last(ends: &[u32]) -> usize {
     ends.last().map_or(0, |&e| e as usize)
 }
 
+// Packed numbers are copied as one block on little-endian machines (their
+// memory is already the wire's byte order): the embeddings are most of a body.
+
 fn put_ends(out: &mut Vec<u8>, values: &[u32]) {
+    #[cfg(target_endian = "little")]
+    // SAFETY: u32 has no padding, so its memory may be read as bytes; on a
+    // little-endian target those bytes are its little-endian encoding.
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) });
+    #[cfg(not(target_endian = "little"))]
     for &v in values {
         put_u32(out, v);
     }
+}
+
+fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
+    #[cfg(target_endian = "little")]
+    // SAFETY: as in `put_ends`, for f32.
+    out.extend_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) });
+    #[cfg(not(target_endian = "little"))]
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// `bytes` (a multiple of 4 long) as little-endian f32s.
+fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
+    let mut values = vec![0f32; bytes.len() / 4];
+    #[cfg(target_endian = "little")]
+    // SAFETY: `values` holds exactly `bytes.len()` bytes (the length is a
+    // multiple of 4), the two do not overlap, and any bit pattern is an f32.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), bytes.len());
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (value, b) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+        *value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    values
 }
 
 fn put_optional(out: &mut Vec<u8>, present: &[bool], ends: &[u32], data: &[u8]) {
