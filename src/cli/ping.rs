@@ -31,35 +31,43 @@ pub struct PingCommand {
 
 impl PingCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let address = endpoint(&self.address);
-        match rt.block_on(async { tokio::time::timeout(self.timeout, status(&address)).await }) {
-            Err(_) => {
-                eprintln!("no answer from {address} within {:?}", self.timeout);
-                Ok(ExitCode::FAILURE)
-            }
-            Ok(Err(e)) => {
-                eprintln!("{address}: {e:#}");
-                Ok(ExitCode::FAILURE)
-            }
-            Ok(Ok(status)) => {
-                let healthy = status["healthy"].as_bool() == Some(true);
-                if self.json {
-                    println!("{status}");
-                } else {
-                    println!(
-                        "pea `{}` at {address}: {}, {}, {} requests, {} failed",
-                        status["pea"].as_str().unwrap_or("?"),
-                        if healthy { "healthy" } else { "UNHEALTHY" },
-                        status["state"].as_str().unwrap_or("?"),
-                        status["requests"],
-                        status["failed"]
-                    );
-                }
-                Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-            }
+        let status = match ask(&address, "STATUS", self.timeout)? {
+            Ok(status) => status,
+            Err(code) => return Ok(code),
+        };
+        let healthy = status["healthy"].as_bool() == Some(true);
+        if self.json {
+            println!("{status}");
+        } else {
+            println!(
+                "pea `{}` at {address}: {}, {}, {} requests, {} failed",
+                status["pea"].as_str().unwrap_or("?"),
+                if healthy { "healthy" } else { "UNHEALTHY" },
+                status["state"].as_str().unwrap_or("?"),
+                status["requests"],
+                status["failed"]
+            );
         }
+        Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
+}
+
+/// Sends one control request and waits up to `timeout`; a failure or no
+/// answer is printed on stderr and becomes exit code 1.
+fn ask(address: &str, command: &str, timeout: Duration) -> anyhow::Result<Result<Value, ExitCode>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(match rt.block_on(async { tokio::time::timeout(timeout, control(address, command)).await }) {
+        Err(_) => {
+            eprintln!("no answer from {address} within {timeout:?}");
+            Err(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("{address}: {e:#}");
+            Err(ExitCode::FAILURE)
+        }
+        Ok(Ok(answer)) => Ok(answer),
+    })
 }
 
 /// Send a control request (DUMP, RELOAD, TERMINATE, STATUS) to a Pea's or a
@@ -84,22 +92,13 @@ pub struct ControlCommand {
 
 impl ControlCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let address = endpoint(&self.address);
-        let command = self.command.to_ascii_uppercase();
-        match rt.block_on(async { tokio::time::timeout(self.timeout, control(&address, &command)).await }) {
-            Err(_) => {
-                eprintln!("no answer from {address} within {:?}", self.timeout);
-                Ok(ExitCode::FAILURE)
-            }
-            Ok(Err(e)) => {
-                eprintln!("{address}: {e:#}");
-                Ok(ExitCode::FAILURE)
-            }
-            Ok(Ok(answer)) => {
+        match ask(&address, &self.command.to_ascii_uppercase(), self.timeout)? {
+            Ok(answer) => {
                 println!("{answer}");
                 Ok(ExitCode::SUCCESS)
             }
+            Err(code) => Ok(code),
         }
     }
 }
@@ -123,8 +122,4 @@ pub async fn control(address: &str, command: &str) -> anyhow::Result<Value> {
         anyhow::bail!("{command} failed ({kind}): {message}");
     }
     Ok(serde_json::from_slice(&reply.body)?)
-}
-
-async fn status(address: &str) -> anyhow::Result<Value> {
-    control(address, "STATUS").await
 }
