@@ -476,28 +476,10 @@ impl Pea {
     }
 
     async fn on_control(&mut self, frames: Vec<Bytes>) {
-        // Just an identity: a control client went away. Nothing to answer.
-        if frames.len() < 2 {
-            return;
-        }
-        // ROUTER: identity first; a REQ peer adds an empty delimiter.
-        let split = match frames.get(1) {
-            Some(f) if f.is_empty() => 2,
-            _ => 1,
-        };
-        let prefix = frames[..split.min(frames.len())].to_vec();
-        let request = match Message::from_frames(&frames[split.min(frames.len())..]) {
-            Ok(message) if message.envelope.kind == Kind::Control => message.envelope,
-            Ok(message) => {
-                let failure = Failure { kind: "unsupported".into(), message: "the control socket takes control requests only".into() };
-                return self.reply(prefix, &message.envelope, Err(failure)).await;
-            }
-            Err(e) => {
-                let kind = if matches!(e, crate::wire::WireError::Version(_)) { "version" } else { "malformed" };
-                let mut blank = Envelope::control("");
-                blank.request_id.clear();
-                return self.reply(prefix, &blank, Err(Failure { kind: kind.into(), message: e.to_string() })).await;
-            }
+        let (prefix, request) = match read_control(frames) {
+            ControlInput::Gone => return,
+            ControlInput::Bad { prefix, reply_to, failure } => return self.reply(prefix, &reply_to, Err(failure)).await,
+            ControlInput::Request { prefix, request } => (prefix, request),
         };
         match request.endpoint.as_str() {
             "STATUS" => {
@@ -551,10 +533,7 @@ impl Pea {
             Ok(body) => (Status::Success, body),
             Err(f) => (Status::Error { executor: self.config.name.clone(), kind: f.kind, message: f.message }, json!({})),
         };
-        let mut frames = prefix;
-        frames.push(request.reply(status).encode().into());
-        frames.push(body.to_string().into());
-        let _ = self.ctrl.send(frames).await;
+        let _ = self.ctrl.send(control_reply(prefix, request, status, &body)).await;
     }
 
     fn status(&self) -> Value {
@@ -585,6 +564,48 @@ impl Pea {
             "pid": std::process::id(),
         })
     }
+}
+
+/// What arrived on a control socket (a ROUTER).
+pub(crate) enum ControlInput {
+    /// Only an identity: the client went away. Nothing to answer.
+    Gone,
+    /// `prefix`: the identity (and a REQ peer's empty delimiter), for the reply.
+    Request { prefix: Vec<Bytes>, request: Envelope },
+    /// Not a control request: answer `reply_to` with the failure.
+    Bad { prefix: Vec<Bytes>, reply_to: Envelope, failure: Failure },
+}
+
+/// Reads one message of a control socket (docs/protocol.md, "Control requests").
+pub(crate) fn read_control(mut frames: Vec<Bytes>) -> ControlInput {
+    if frames.len() < 2 {
+        return ControlInput::Gone;
+    }
+    let split = if frames[1].is_empty() { 2 } else { 1 };
+    let rest = frames.split_off(split.min(frames.len()));
+    let prefix = frames;
+    match Message::from_frames(&rest) {
+        Ok(message) if message.envelope.kind == Kind::Control => ControlInput::Request { prefix, request: message.envelope },
+        Ok(message) => ControlInput::Bad {
+            prefix,
+            reply_to: message.envelope,
+            failure: Failure { kind: "unsupported".into(), message: "the control socket takes control requests only".into() },
+        },
+        Err(e) => {
+            let kind = if matches!(e, crate::wire::WireError::Version(_)) { "version" } else { "malformed" };
+            let mut reply_to = Envelope::control("");
+            reply_to.request_id.clear();
+            ControlInput::Bad { prefix, reply_to, failure: Failure { kind: kind.into(), message: e.to_string() } }
+        }
+    }
+}
+
+/// The frames answering a control request.
+pub(crate) fn control_reply(prefix: Vec<Bytes>, request: &Envelope, status: Status, body: &Value) -> Vec<Bytes> {
+    let mut frames = prefix;
+    frames.push(request.reply(status).encode().into());
+    frames.push(body.to_string().into());
+    frames
 }
 
 /// The frames of a control message with a JSON body.

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{ExecutorSpec, Runtime, Sandbox};
 use crate::pea::worker::{Job, Worker};
-use crate::pea::{Addresses, PeaConfig, PeaHandle};
+use crate::pea::{Addresses, ControlInput, PeaConfig, PeaHandle, control_reply, read_control};
 use crate::transport::{Link, SocketSpec};
-use crate::wire::{Envelope, Kind, Message, Status};
+use crate::wire::{Envelope, Message, Status};
 pub use reduce::shard_of;
 pub use tail::Reducer;
 
@@ -646,23 +646,16 @@ impl PodTask {
 
     /// Answers one control request; true when the Pod should stop.
     async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
-        // Just an identity: a control client went away. Nothing to answer.
-        if frames.len() < 2 {
-            return false;
-        }
-        let split = if frames.get(1).is_some_and(Bytes::is_empty) { 2 } else { 1 };
-        let split = split.min(frames.len());
-        let (prefix, rest) = frames.split_at(split);
-        let request = match Message::from_frames(rest) {
-            Ok(m) if m.envelope.kind == Kind::Control => m.envelope,
-            _ => {
-                let mut blank = Envelope::control("");
-                blank.request_id.clear();
-                let status = Status::Error { executor: self.name.clone(), kind: "malformed".into(), message: "not a control request".into() };
-                self.reply(prefix, &blank, status, json!({})).await;
+        let (prefix, request) = match read_control(frames) {
+            ControlInput::Gone => return false,
+            ControlInput::Bad { prefix, reply_to, failure } => {
+                let status = Status::Error { executor: self.name.clone(), kind: failure.kind, message: failure.message };
+                self.reply(&prefix, &reply_to, status, json!({})).await;
                 return false;
             }
+            ControlInput::Request { prefix, request } => (prefix, request),
         };
+        let prefix = prefix.as_slice();
         let command = request.endpoint.clone();
         match command.as_str() {
             "STATUS" => {
@@ -739,9 +732,6 @@ impl PodTask {
     }
 
     async fn reply(&self, prefix: &[Bytes], request: &Envelope, status: Status, body: Value) {
-        let mut frames = prefix.to_vec();
-        frames.push(request.reply(status).encode().into());
-        frames.push(body.to_string().into());
-        let _ = self.ctrl.send(frames).await;
+        let _ = self.ctrl.send(control_reply(prefix.to_vec(), request, status, &body)).await;
     }
 }
