@@ -9,10 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 
 use crate::transport::{Link, SocketSpec};
-use crate::wire::{Envelope, Kind, Message, now_us};
+use crate::wire::{Kind, Message, now_us};
 
 /// Where a client sends and receives.
 #[derive(Debug, Clone)]
@@ -143,9 +142,4 @@ impl Client {
         let grace = Duration::from_secs(1);
         tokio::join!(self.input.close(grace), self.output.close(grace));
     }
-}
-
-/// A request message with `body` bytes already encoded.
-pub fn request(endpoint: &str, parameters: &str, body: Bytes) -> Message {
-    Message::new(Envelope::request(endpoint, parameters), body)
 }

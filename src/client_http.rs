@@ -38,9 +38,9 @@ pub async fn post(host: &str, port: u16, endpoint: &str, parameters: &Value, doc
         anyhow::Ok((status, bytes))
     };
     let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| anyhow::anyhow!("no answer from the gateway within {timeout:?}"))??;
-    let answer: Value = serde_json::from_slice(&bytes).with_context(|| format!("the gateway answered {status} with something that is not JSON"))?;
-    let documents = match answer.get("data") {
-        Some(Value::Array(items)) => items.iter().map(|d| serde_json::from_value(d.clone())).collect::<Result<_, _>>()?,
+    let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| format!("the gateway answered {status} with something that is not JSON"))?;
+    let documents = match answer.get_mut("data").map(Value::take) {
+        Some(Value::Array(items)) => items.into_iter().map(serde_json::from_value).collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
     let header_status = &answer["header"]["status"];

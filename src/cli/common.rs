@@ -27,6 +27,15 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
+    /// The same settings as `jina-wasm pea` arguments, for child processes.
+    pub fn child_args(&self) -> Vec<String> {
+        match (&self.cache_dir, self.no_cache) {
+            (_, true) => vec!["--no-cache".into()],
+            (Some(dir), false) => vec!["--cache-dir".into(), dir.display().to_string()],
+            (None, false) => Vec::new(),
+        }
+    }
+
     pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
         Runtime::new(RuntimeOptions { cache_dir })

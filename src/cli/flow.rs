@@ -80,13 +80,7 @@ impl FlowCommand {
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
         let runtime = self.runtime.runtime()?;
-        let mut child_args = Vec::new();
-        if self.runtime.no_cache {
-            child_args.push("--no-cache".to_string());
-        } else if let Some(dir) = &self.runtime.cache_dir {
-            child_args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
-        }
-        let options = RunOptions { backend: self.runtime_backend, child_args };
+        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args() };
         let running = crate::flow::run::start(runtime, &flow, &options).await?;
         let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
         let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);

@@ -64,12 +64,7 @@ impl PodCommand {
         let pea = self.pea.config()?;
         let name = pea.name.clone();
         let runtime = self.pea.runtime.runtime()?;
-        let mut child_args = Vec::new();
-        if self.pea.runtime.no_cache {
-            child_args.push("--no-cache".to_string());
-        } else if let Some(dir) = &self.pea.runtime.cache_dir {
-            child_args.extend(["--cache-dir".to_string(), dir.display().to_string()]);
-        }
+        let mut child_args = self.pea.runtime.child_args();
         if self.pea.quiet {
             child_args.push("--quiet".to_string());
         }

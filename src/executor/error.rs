@@ -71,27 +71,6 @@ impl ErrorKind {
         }
     }
 
-    /// Every kind, for parsing and tests.
-    pub const ALL: [ErrorKind; 12] = [
-        ErrorKind::BadRequest,
-        ErrorKind::BadConfig,
-        ErrorKind::ReadOnly,
-        ErrorKind::Io,
-        ErrorKind::Internal,
-        ErrorKind::Timeout,
-        ErrorKind::MemoryLimit,
-        ErrorKind::StackOverflow,
-        ErrorKind::Panic,
-        ErrorKind::Trap,
-        ErrorKind::InvalidOutput,
-        ErrorKind::Host,
-    ];
-
-    /// Parses [`ErrorKind::as_str`] back; unknown names are `None`.
-    pub fn parse(name: &str) -> Option<ErrorKind> {
-        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
     /// True when the instance was lost (a trap or a host failure) rather than
     /// the executor reporting an error itself.
     pub fn is_trap(self) -> bool {

@@ -95,18 +95,19 @@ async fn status(State(shared): State<Shared>) -> Response {
 }
 
 /// Runs one request through the Flow and answers in Jina's shape.
-async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
-    let docs = match documents(&request) {
+async fn answer(shared: Shared, endpoint: String, mut request: Value) -> Response {
+    let data = request.get_mut("data").map_or(Value::Null, Value::take);
+    let docs = match documents(data) {
         Ok(docs) => docs,
-        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &message, &[]),
+        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &message),
     };
     let parameters = match request.get("parameters") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(p @ Value::Object(_)) => p.clone(),
-        Some(other) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &format!("`parameters` must be an object, not {other}"), &[]),
+        Some(other) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &format!("`parameters` must be an object, not {other}")),
     };
     let Ok(_slot) = shared.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", "the gateway is stopping", &[]);
+        return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", "the gateway is stopping");
     };
     let mut message = Message::data(Envelope::request(endpoint.clone(), parameters.to_string()), &Body::from_documents(&docs));
     // The client's own request id, when it sent one (Jina's client does).
@@ -117,11 +118,11 @@ async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
     let id = message.envelope.request_id.clone();
     let reply = match call(&shared.calls, message).await {
         Ok(reply) => reply,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", &format!("{e:#}"), &[]),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", &format!("{e:#}")),
     };
     let docs = match reply.decode_body().map_err(|e| e.to_string()).and_then(Body::into_documents) {
         Ok(docs) => docs,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, "gateway", "malformed", &e, &[]),
+        Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, "gateway", "malformed", &e),
     };
     // Jina's RouteProto: the Python client parses the answer strictly, so
     // timestamps are RFC 3339 strings and there is no field of our own.
@@ -136,14 +137,7 @@ async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
         .collect();
     let (code, status) = match &reply.envelope.status {
         Status::Success => (StatusCode::OK, json!({"code": 0, "description": "success"})),
-        Status::Error { executor, kind, message } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({
-                "code": ERROR,
-                "description": format!("executor `{executor}` failed ({kind}): {message}"),
-                "exception": {"name": kind, "args": [message], "executor": executor},
-            }),
-        ),
+        Status::Error { executor, kind, message } => (StatusCode::INTERNAL_SERVER_ERROR, failure(executor, kind, message)),
     };
     let body = json!({
         "header": {"requestId": id, "execEndpoint": endpoint, "status": status},
@@ -154,34 +148,41 @@ async fn answer(shared: Shared, endpoint: String, request: Value) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// The request's documents: `data` as a list, or as `{"docs": [...]}`.
-fn documents(request: &Value) -> Result<Vec<Document>, String> {
-    let data = match request.get("data") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(Value::Object(map)) => match map.get("docs") {
+/// The request's documents (its `data`, taken out of it): a list, or
+/// `{"docs": [...]}`.
+fn documents(data: Value) -> Result<Vec<Document>, String> {
+    let items = match data {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        Value::Object(mut map) => match map.remove("docs") {
             Some(Value::Array(items)) => items,
             _ => return Err("`data` must be a list of documents (or {\"docs\": [...]})".into()),
         },
-        Some(_) => return Err("`data` must be a list of documents".into()),
+        _ => return Err("`data` must be a list of documents".into()),
     };
-    data.iter()
+    items
+        .into_iter()
         .enumerate()
         .map(|(i, d)| match d {
-            Value::String(text) => Ok(Document::from_text(text.clone())),
-            other => serde_json::from_value(other.clone()).map_err(|e| format!("data[{i}] is not a document: {e}")),
+            Value::String(text) => Ok(Document::from_text(text)),
+            other => serde_json::from_value(other).map_err(|e| format!("data[{i}] is not a document: {e}")),
         })
         .collect()
 }
 
-fn error(code: StatusCode, endpoint: &str, executor: &str, kind: &str, message: &str, docs: &[Document]) -> Response {
+/// Jina's status of a failed request: which executor, what kind, why.
+fn failure(executor: &str, kind: &str, message: &str) -> Value {
+    json!({
+        "code": ERROR,
+        "description": format!("executor `{executor}` failed ({kind}): {message}"),
+        "exception": {"name": kind, "args": [message], "executor": executor},
+    })
+}
+
+fn error(code: StatusCode, endpoint: &str, executor: &str, kind: &str, message: &str) -> Response {
     let body = json!({
-        "header": {"execEndpoint": endpoint, "status": {
-            "code": ERROR,
-            "description": format!("executor `{executor}` failed ({kind}): {message}"),
-            "exception": {"name": kind, "args": [message], "executor": executor},
-        }},
-        "data": docs,
+        "header": {"execEndpoint": endpoint, "status": failure(executor, kind, message)},
+        "data": [],
     });
     (code, Json(body)).into_response()
 }

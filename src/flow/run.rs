@@ -256,9 +256,10 @@ impl Router {
         let joins = (0..self.names.len()).filter(|&j| self.needs[j].len() > 1).map(|j| (j, vec![None; self.needs[j].len()])).collect();
         let request = InFlight { reply, deadline, joins, leaves: vec![None; self.leaves.len()], answered: vec![false; self.names.len()] };
         self.requests.insert(id, request);
+        let frames = message.frames().to_vec();
         for j in 0..self.names.len() {
             if self.needs[j].is_empty() {
-                let _ = self.to_pods[j].send(message.frames().to_vec()).await;
+                let _ = self.to_pods[j].send(frames.clone()).await;
             }
         }
     }

@@ -83,7 +83,15 @@ impl Head {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };
                     on_peer(&name, &members, &mut peers, &mut by_identity, frames);
-                    registered.send_replace(peers.iter().map(|p| p.identity.is_some()).collect());
+                    // Credit comes with every request; registration changes rarely.
+                    registered.send_if_modified(|seen| {
+                        let mut changed = false;
+                        for (seen, peer) in seen.iter_mut().zip(&peers) {
+                            changed |= *seen != peer.identity.is_some();
+                            *seen = peer.identity.is_some();
+                        }
+                        changed
+                    });
                 }
                 frames = input.recv(), if ready => {
                     let Some(frames) = frames else { break };

@@ -81,7 +81,7 @@ impl Tail {
                     for id in expired {
                         let p = pending.remove(&id).expect("listed");
                         self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                        let missing = self.missing(&p);
+                        let missing: Vec<String> = Tail::missing(&p).iter().map(|&i| format!("`{}`", self.members[i])).collect();
                         let reason = format!("no answer within the Pod's time limit from {}", missing.join(", "));
                         self.fail(p, &reason, "timeout", &mut finished).await;
                     }
@@ -154,15 +154,9 @@ impl Tail {
         self.send(merged).await;
     }
 
-    /// The Peas of a request that have not answered.
-    fn missing(&self, p: &Pending) -> Vec<String> {
-        p.expect
-            .targets
-            .iter()
-            .zip(&p.received)
-            .filter(|(_, r)| r.is_none())
-            .map(|(&t, _)| format!("`{}`", self.members[t]))
-            .collect()
+    /// The members of a request that have not answered, by index.
+    fn missing(p: &Pending) -> Vec<usize> {
+        p.expect.targets.iter().zip(&p.received).filter(|(_, r)| r.is_none()).map(|(&t, _)| t).collect()
     }
 
     /// Merges the received parts (all of them, or an aborting one).
@@ -213,8 +207,7 @@ impl Tail {
     /// Ends a request with an error naming what is missing.
     /// The status names the first Pea that is down, else the first that did not answer.
     async fn fail(&mut self, p: Pending, reason: &str, kind: &str, finished: &mut (VecDeque<String>, HashSet<String>)) {
-        let missing = p.expect.targets.iter().zip(&p.received).filter(|(_, r)| r.is_none()).map(|(&t, _)| t);
-        let culprit = p.expect.down.first().copied().or_else(|| missing.clone().next());
+        let culprit = p.expect.down.first().copied().or_else(|| Tail::missing(&p).first().copied());
         let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.members[i].clone());
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
