@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::common::{ExecutorArgs, RuntimeArgs};
 use crate::pea::{OnError, PeaConfig};
+use crate::pod::Place;
 use crate::transport::SocketSpec;
 use crate::units::parse_duration;
 
@@ -68,6 +69,26 @@ pub struct PeaCommand {
     /// process each). A standalone Pea is one process either way.
     #[arg(long, value_enum, default_value = "THREAD")]
     pub runtime_backend: crate::pod::Backend,
+
+    /// This Pea is shard ID of a Pod whose head runs elsewhere (`pod --role
+    /// head`): a number, a name ending in `-NUMBER` such as a Kubernetes
+    /// StatefulSet pod's (`index-1`), or `auto`: the host name ($HOSTNAME),
+    /// which is that pod name. The Pea is named `<name>/shard-ID`, its
+    /// executor gets `with.jina.shard_id`, and its workspace is
+    /// `<workspace>/<name>/shard-ID/`, checked as a Pod's own shard's is.
+    /// Needs --shard-count.
+    #[arg(long, value_name = "ID", requires = "shard_count", conflicts_with = "replica_id")]
+    pub shard_id: Option<String>,
+
+    /// With --shard-id: how many shards the Pod has.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shard_count: Option<u32>,
+
+    /// This Pea is a replica of a Pod whose head runs elsewhere, under a name
+    /// unique in the Pod (`auto`: the host name, a Kubernetes pod's name): it
+    /// is named `<name>/replica-ID` and its executor gets `with.jina.replica_id`.
+    #[arg(long, value_name = "ID")]
+    pub replica_id: Option<String>,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -173,7 +194,7 @@ impl PeaCommand {
     pub fn config(&self) -> anyhow::Result<PeaConfig> {
         let spec = self.executor.spec();
         let (address_in, address_out, address_ctrl) = self.sockets.addresses(&spec.name)?;
-        Ok(PeaConfig {
+        let config = PeaConfig {
             name: spec.name.clone(),
             description: self.description.clone(),
             uses: self.executor.uses.clone(),
@@ -188,7 +209,38 @@ impl PeaCommand {
             load_interval: Some(self.load_interval).filter(|d| !d.is_zero()),
             timeout_ctrl: self.sockets.timeout_ctrl,
             quiet_error: self.quiet_error,
-        })
+        };
+        match self.place()? {
+            Some(place) => crate::pod::placed(&config, &place),
+            None => Ok(config),
+        }
+    }
+
+    /// The Pea's place in a Pod whose head runs elsewhere, if it has one.
+    ///
+    /// # Errors
+    /// A shard id that is not a number (nor ends in one) or not below --shards.
+    pub fn place(&self) -> anyhow::Result<Option<Place>> {
+        if let Some(text) = &self.shard_id {
+            let text = &auto(text)?;
+            let shards = self.shard_count.unwrap_or(1) as usize;
+            let digits = text.rsplit('-').next().unwrap_or(text);
+            let id: usize = digits.parse().map_err(|_| {
+                anyhow::anyhow!("--shard-id `{text}`: neither a number nor a name ending in -NUMBER (a StatefulSet pod's name)")
+            })?;
+            if id >= shards {
+                anyhow::bail!("--shard-id `{text}`: shard {id} does not exist, the Pod has --shard-count {shards} (0 to {})", shards - 1);
+            }
+            return Ok(Some(Place::Shard { id, shards }));
+        }
+        if let Some(id) = &self.replica_id {
+            let id = &auto(id)?;
+            if id.is_empty() || id.contains(['/', ' ']) {
+                anyhow::bail!("--replica-id `{id}`: must be non-empty, without `/` or spaces");
+            }
+            return Ok(Some(Place::Replica { id: id.clone(), replicas: None }));
+        }
+        Ok(None)
     }
 
     async fn run(self) -> anyhow::Result<ExitCode> {
@@ -205,6 +257,25 @@ impl PeaCommand {
         pea.wait().await.with_context(|| format!("pea `{name}`"))?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `auto`: this machine's host name ($HOSTNAME, else gethostname), which is
+/// the pod's name in Kubernetes (`index-1` in a StatefulSet) and what Compose
+/// sets with `hostname:`. Anything else as it is.
+fn auto(value: &str) -> anyhow::Result<String> {
+    if value != "auto" {
+        return Ok(value.to_string());
+    }
+    if let Some(name) = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()) {
+        return Ok(name);
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        anyhow::bail!("`auto`: cannot read the host name: {}", std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.

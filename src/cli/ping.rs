@@ -13,7 +13,9 @@ use crate::wire::{Message, Status};
 /// Send STATUS to a Pea's control address and print its answer.
 ///
 /// Exits 0 when the Pea answers healthy, 1 when it answers unhealthy or not at
-/// all within --timeout.
+/// all within --timeout. With --alive any answer is exit 0: a liveness probe
+/// (a Pod's head answers unhealthy while its Peas are not all connected, which
+/// is a reason not to send it work, not to restart it).
 #[derive(Debug, Args)]
 pub struct PingCommand {
     /// The control address: HOST:PORT, tcp://HOST:PORT or ipc://PATH (the
@@ -27,6 +29,10 @@ pub struct PingCommand {
     /// Print the whole STATUS answer as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Exit 0 on any answer, healthy or not (for liveness probes).
+    #[arg(long)]
+    pub alive: bool,
 }
 
 impl PingCommand {
@@ -49,7 +55,7 @@ impl PingCommand {
                 status["failed"]
             );
         }
-        Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if healthy || self.alive { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 }
 

@@ -52,6 +52,39 @@ pub struct PodCommand {
     /// answered by several shards, best first, keeping `top_k`).
     #[arg(long, value_name = "FILE.wasm")]
     pub uses_after: Option<PathBuf>,
+
+    /// `pod`: the whole Pod in this process (Peas as threads or children).
+    /// `head`: only the head and the tail (and --uses-before/--uses-after);
+    /// the Peas run elsewhere as `jina-wasm pea --socket-in DEALER_CONNECT
+    /// --port-in <port-fanout> --socket-out PUSH_CONNECT --port-out
+    /// <port-parts>` with --shard-id or --replica-id (a Kubernetes or Compose
+    /// export, docs/kubernetes.md). A head answers at once; its STATUS is
+    /// healthy once every shard (or one replica) is connected. --uses is not
+    /// loaded by a head; it names the executor in workspace checks only.
+    #[arg(long, value_enum, default_value = "pod")]
+    pub role: Role,
+
+    /// With --role head: the interface the head's and tail's sockets for the
+    /// Peas bind (0.0.0.0 in a container).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_peas: String,
+
+    /// With --role head: the port the head's ROUTER binds; each Pea's DEALER
+    /// input connects to it (0: the OS picks).
+    #[arg(long, default_value_t = 0)]
+    pub port_fanout: u16,
+
+    /// With --role head: the port the tail's PULL binds; each Pea's PUSH
+    /// output connects to it (0: the OS picks).
+    #[arg(long, default_value_t = 0)]
+    pub port_parts: u16,
+}
+
+/// What part of a Pod this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Pod,
+    Head,
 }
 
 impl PodCommand {
@@ -61,6 +94,9 @@ impl PodCommand {
     }
 
     async fn run(self) -> anyhow::Result<ExitCode> {
+        if self.pea.shard_id.is_some() || self.pea.replica_id.is_some() {
+            anyhow::bail!("--shard-id and --replica-id are `jina-wasm pea` flags (a Pea of a head-only Pod), not `pod` flags");
+        }
         let pea = self.pea.config()?;
         let name = pea.name.clone();
         let runtime = self.pea.runtime.runtime()?;
@@ -83,12 +119,20 @@ impl PodCommand {
             timeout_ready: self.pea.timeout_ready,
             timeout_parts,
             child_args,
+            external: (self.role == Role::Head).then(|| crate::pod::ExternalPeas {
+                fanout: format!("tcp://{}:{}", self.host_peas, self.port_fanout),
+                parts: format!("tcp://{}:{}", self.host_peas, self.port_parts),
+            }),
         };
         let pod = crate::pod::start(runtime, config).await?;
         let mut ready = serde_json::to_value(&pod.addresses)?;
         let object = ready.as_object_mut().expect("an object");
         object.insert("pod".into(), name.clone().into());
         object.insert("peas".into(), serde_json::to_value(&pod.members)?);
+        if let Some(external) = &pod.external {
+            object.insert("fanout".into(), external.fanout.clone().into());
+            object.insert("parts".into(), external.parts.clone().into());
+        }
         println!("{ready}");
         stop_on_signal(pod.stop_token());
         pod.wait().await.with_context(|| format!("pod `{name}`"))?;

@@ -46,14 +46,18 @@ pub struct Head {
     pub layout: Layout,
     pub polling: Polling,
     pub balance: Balance,
-    /// Member names, by index.
-    pub members: Vec<String>,
+    /// Member names, by index, shared with the Tail. Grows when `open`.
+    pub members: super::Members,
+    /// Replicas that run elsewhere (`pod --role head`): any Pea that sends
+    /// IDLE becomes a member, so a Deployment can be scaled without telling
+    /// the Head; a departed one just gets no more work.
+    pub open: bool,
     pub input: Link,
     pub fanout: Link,
     pub tail: mpsc::Sender<TailInput>,
     /// How long the Tail waits for a request's parts.
     pub timeout: Duration,
-    /// How many Peas have registered (sent their first IDLE).
+    /// Which Peas are connected (registered with IDLE, not gone since).
     pub registered: watch::Sender<Vec<bool>>,
     pub stats: Arc<HeadStats>,
     /// `--uses-before`: runs on each request before it is fanned out.
@@ -65,9 +69,9 @@ impl Head {
     /// Runs until `stop`; returns the fan-out socket still open, so the Peas can
     /// still withdraw their credit while they stop.
     pub async fn run(self, stop: CancellationToken) -> Link {
-        let Head { name, layout, polling, balance, members, mut input, mut fanout, tail, timeout, registered, stats, before, on_error } =
+        let Head { name, layout, polling, balance, members, open, mut input, mut fanout, tail, timeout, registered, stats, before, on_error } =
             self;
-        let mut peers = vec![Peer::default(); members.len()];
+        let mut peers = vec![Peer::default(); members.read().expect("members").len()];
         let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
         let mut next = 0usize;
         let grace = Duration::from_secs(1);
@@ -82,13 +86,15 @@ impl Head {
             tokio::select! {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };
-                    on_peer(&name, &members, &mut peers, &mut by_identity, frames);
+                    on_peer(&name, &members, open, &mut peers, &mut by_identity, frames);
                     // Credit comes with every request; registration changes rarely.
                     registered.send_if_modified(|seen| {
-                        let mut changed = false;
+                        let mut changed = seen.len() != peers.len();
+                        seen.resize(peers.len(), false);
                         for (seen, peer) in seen.iter_mut().zip(&peers) {
-                            changed |= *seen != peer.identity.is_some();
-                            *seen = peer.identity.is_some();
+                            let now = peer.identity.is_some() && peer.alive;
+                            changed |= *seen != now;
+                            *seen = now;
                         }
                         changed
                     });
@@ -118,7 +124,7 @@ impl Head {
                             continue;
                         }
                     }
-                    let sends = match plan(&name, &layout, &polling, balance, &mut peers, &mut next, message) {
+                    let sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
                         Ok(sends) => sends,
                         Err(failed) => {
                             let _ = tail.send(TailInput::Forward(failed)).await;
@@ -180,11 +186,19 @@ async fn run_before(name: &str, before: &super::Reducer, on_error: crate::pea::O
 }
 
 /// Registers credit, withdrawals and departures from the Pod's Peas.
-fn on_peer(name: &str, members: &[String], peers: &mut [Peer], by_identity: &mut HashMap<Bytes, usize>, frames: Vec<Bytes>) {
+fn on_peer(
+    name: &str,
+    members: &super::Members,
+    open: bool,
+    peers: &mut Vec<Peer>,
+    by_identity: &mut HashMap<Bytes, usize>,
+    frames: Vec<Bytes>,
+) {
     let Some((identity, rest)) = frames.split_first() else { return };
     if rest.is_empty() {
         if let Some(&i) = by_identity.get(identity) {
-            tracing::warn!(pea = %name, member = %members[i], "a Pea of the Pod disconnected");
+            let member = members.read().expect("members")[i].clone();
+            tracing::warn!(pea = %name, member = %member, "a Pea of the Pod disconnected");
             peers[i].alive = false;
             peers[i].credit = 0;
         }
@@ -194,7 +208,18 @@ fn on_peer(name: &str, members: &[String], peers: &mut [Peer], by_identity: &mut
     let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
     let index = by_identity.get(identity).copied().or_else(|| {
         let pea = body.get("pea").and_then(Value::as_str)?;
-        let i = members.iter().position(|m| m == pea)?;
+        let known = members.read().expect("members").iter().position(|m| m == pea);
+        let i = match known {
+            Some(i) => i,
+            None if open => {
+                let mut members = members.write().expect("members");
+                members.push(pea.to_string());
+                peers.push(Peer::default());
+                tracing::info!(pea = %name, member = %pea, "a new replica joined the Pod");
+                members.len() - 1
+            }
+            None => return None,
+        };
         by_identity.insert(identity.clone(), i);
         Some(i)
     });
@@ -225,12 +250,19 @@ fn plan(
     layout: &Layout,
     polling: &Polling,
     balance: Balance,
+    open: bool,
     peers: &mut [Peer],
     next: &mut usize,
     message: Message,
 ) -> Result<Vec<(usize, Message)>, Message> {
     let n = peers.len();
     let all = polling.is_all(&message.envelope.endpoint);
+    let unavailable = |mut failed: Message| {
+        failed.envelope.fail(name, "unavailable", "no Pea of the Pod is connected");
+        failed.envelope.after_error = crate::wire::AfterError::Abort;
+        failed.body = Bytes::new();
+        failed
+    };
     let split = |parts: Vec<(usize, Bytes)>, message: &Message| -> Vec<(usize, Message)> {
         let count = parts.len() as u32;
         parts
@@ -242,6 +274,15 @@ fn plan(
             })
             .collect()
     };
+    if all && open {
+        // Open replicas: the ones connected now are the Pod (a departed
+        // replica of a scaled-down Deployment is not missing).
+        let parts: Vec<(usize, Bytes)> = (0..n).filter(|&i| peers[i].alive).map(|i| (i, message.body.clone())).collect();
+        if parts.is_empty() {
+            return Err(unavailable(message));
+        }
+        return Ok(split(parts, &message));
+    }
     if all || (*layout == Layout::Shards && message.body.len() <= 8) {
         let parts = (0..n).map(|i| (i, message.body.clone())).collect();
         return Ok(split(parts, &message));
@@ -257,11 +298,7 @@ fn plan(
                 Balance::RoundRobin => (0..n).map(|k| (*next + k) % n).find(|&i| peers[i].alive),
             };
             let Some(i) = chosen else {
-                let mut failed = message;
-                failed.envelope.fail(name, "unavailable", "no Pea of the Pod is connected");
-                failed.envelope.after_error = crate::wire::AfterError::Abort;
-                failed.body = Bytes::new();
-                return Err(failed);
+                return Err(unavailable(message));
             };
             *next = (i + 1) % n;
             Ok(split(vec![(i, message.body.clone())], &message))

@@ -37,6 +37,10 @@ use crate::wire::{Envelope, Message, Status};
 pub use reduce::shard_of;
 pub use tail::Reducer;
 
+/// The names of a Pod's Peas by index, shared by its Head and Tail (the Head
+/// adds replicas that join an open Pod).
+pub type Members = Arc<std::sync::RwLock<Vec<String>>>;
+
 /// Shards partition state; replicas share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -83,6 +87,19 @@ impl Polling {
     /// Every endpoint is `all`.
     pub fn always_all(&self) -> bool {
         self.default_all && self.endpoints.iter().all(|(_, all)| *all)
+    }
+}
+
+impl std::fmt::Display for Polling {
+    /// The form [`FromStr`] reads back: `any`, `all`, or `/index:any,*:all`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = |all: bool| if all { "all" } else { "any" };
+        if self.endpoints.is_empty() {
+            return f.write_str(mode(self.default_all));
+        }
+        let mut items: Vec<String> = self.endpoints.iter().map(|(e, all)| format!("{e}:{}", mode(*all))).collect();
+        items.push(format!("*:{}", mode(self.default_all)));
+        f.write_str(&items.join(","))
     }
 }
 
@@ -148,6 +165,38 @@ pub struct PodConfig {
     pub timeout_parts: Duration,
     /// Extra `jina-wasm pea` arguments for child processes (`--cache-dir`...).
     pub child_args: Vec<String>,
+    /// The Peas run elsewhere (`jina-wasm pod --role head`, one container of a
+    /// Kubernetes or Compose export): bind the Head's and Tail's sockets here
+    /// and start no Peas.
+    pub external: Option<ExternalPeas>,
+}
+
+/// Where a head-only Pod binds the sockets its remote Peas connect to.
+#[derive(Debug, Clone)]
+pub struct ExternalPeas {
+    /// The Head's ROUTER (each Pea's DEALER input connects here).
+    pub fanout: String,
+    /// The Tail's PULL (each Pea's PUSH output connects here).
+    pub parts: String,
+}
+
+/// A Pea's place in its Pod: what it is called, what its executor is told
+/// (Jina's `runtime_args`), and which shard workspace it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Shard { id: usize, shards: usize },
+    /// `id` is an index inside one process, or any unique name (a Kubernetes
+    /// pod's) for replicas that join a head-only Pod.
+    Replica { id: String, replicas: Option<usize> },
+}
+
+impl Place {
+    pub fn role(&self) -> String {
+        match self {
+            Place::Shard { id, .. } => format!("shard-{id}"),
+            Place::Replica { id, .. } => format!("replica-{id}"),
+        }
+    }
 }
 
 impl PodConfig {
@@ -160,7 +209,7 @@ impl PodConfig {
     }
 
     pub fn is_singleton(&self) -> bool {
-        self.count() == 1 && self.uses_before.is_none() && self.uses_after.is_none()
+        self.count() == 1 && self.uses_before.is_none() && self.uses_after.is_none() && self.external.is_none()
     }
 }
 
@@ -213,6 +262,8 @@ pub struct PodHandle {
     pub name: String,
     pub addresses: Addresses,
     pub members: Vec<MemberInfo>,
+    /// A head-only Pod's sockets for its Peas, as bound.
+    pub external: Option<ExternalPeas>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -252,7 +303,7 @@ pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<P
         let addresses = pea.addresses.clone();
         let stop = pea.stop_token();
         let task = tokio::spawn(pea.wait());
-        return Ok(PodHandle { name, addresses, members, stop, task });
+        return Ok(PodHandle { name, addresses, members, external: None, stop, task });
     }
     let mut opened = Opened::default();
     match tokio::time::timeout(config.timeout_ready, assemble(runtime, &config, &mut opened)).await {
@@ -333,12 +384,16 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     let name = pod.name.clone();
     // Every socket first, so a taken port fails before any Pea starts. They
     // stay in `opened` (closed again on failure) until the Head and Tail take them.
+    let (fanout_bind, parts_bind) = match &config.external {
+        Some(external) => (external.fanout.as_str(), external.parts.as_str()),
+        None => ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0"),
+    };
     let sockets = [
         (SocketSpec::ROUTER_BIND, pod.address_ctrl.as_str(), "control socket"),
         (pod.socket_in, pod.address_in.as_str(), "input socket"),
         (pod.socket_out, pod.address_out.as_str(), "output socket"),
-        (SocketSpec::ROUTER_BIND, "tcp://127.0.0.1:0", "head"),
-        (SocketSpec::PULL_BIND, "tcp://127.0.0.1:0", "tail"),
+        (SocketSpec::ROUTER_BIND, fanout_bind, "head (--port-fanout)"),
+        (SocketSpec::PULL_BIND, parts_bind, "tail (--port-parts)"),
     ];
     for (spec, address, what) in sockets {
         opened.links.push(Link::open(spec, address, &format!("pod `{name}` {what}")).await?);
@@ -348,17 +403,20 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     let addresses = Addresses { input: at(1), output: at(2), ctrl: at(0), port_in: port(1), port_out: port(2), port_ctrl: port(0) };
     let (fanout_at, parts_at) = (at(3), at(4));
 
-    // The Peas.
+    // The Peas: started here, or (head-only) expected to connect: every shard
+    // by name, replicas as they come.
     let layout = config.layout();
     let n = config.count();
+    let open = config.external.is_some() && layout == Layout::Replicas;
     let role = |i: usize| match layout {
         Layout::Shards => format!("shard-{i}"),
         Layout::Replicas => format!("replica-{i}"),
     };
-    let names: Vec<String> = (0..n).map(|i| format!("{name}/{}", role(i))).collect();
+    let names: Vec<String> = if open { Vec::new() } else { (0..n).map(|i| format!("{name}/{}", role(i))).collect() };
+    let local = if config.external.is_some() { 0 } else { n };
     let mut infos = Vec::new();
-    for i in 0..n {
-        let member = member_config(config, layout, i, &names[i], &fanout_at, &parts_at)?;
+    for i in 0..local {
+        let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
         opened.starting = Some(names[i].clone());
         let started = match config.backend {
@@ -388,12 +446,13 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     let (tail_tx, tail_rx) = mpsc::channel(1024);
     let tail_stats = Arc::new(tail::TailStats::default());
     let tail_stop = CancellationToken::new();
+    let members: Members = Arc::new(std::sync::RwLock::new(names.clone()));
     let tail_task = tokio::spawn(
-        tail::Tail { name: format!("{name}/tail"), members: names.clone(), parts, output, inbox: tail_rx, reducer: after, stats: tail_stats.clone() }
+        tail::Tail { name: format!("{name}/tail"), members: members.clone(), parts, output, inbox: tail_rx, reducer: after, stats: tail_stats.clone() }
             .run(tail_stop.clone()),
     );
     opened.tail = Some((tail_stop, tail_task));
-    let (registered_tx, registered_rx) = watch::channel(vec![false; n]);
+    let (registered_tx, registered_rx) = watch::channel(vec![false; names.len()]);
     let head_stats = Arc::new(head::HeadStats::default());
     let head_stop = CancellationToken::new();
     let head_task = tokio::spawn(
@@ -402,7 +461,8 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
             layout,
             polling: config.polling.clone(),
             balance: config.balance,
-            members: names.clone(),
+            members: members.clone(),
+            open,
             input,
             fanout,
             tail: tail_tx,
@@ -416,8 +476,13 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     );
     opened.head = Some((head_stop, head_task));
     opened.registered = Some((registered_rx.clone(), names.clone()));
-    let mut registered = registered_rx;
-    registered.wait_for(|r| r.iter().all(|&x| x)).await.context("the Head stopped")?;
+    // A head-only Pod serves at once: its Peas come and go on their own, and
+    // its STATUS says how many are connected (readiness waits for that).
+    let expected = if open { 1 } else { n };
+    if config.external.is_none() {
+        let mut registered = registered_rx.clone();
+        registered.wait_for(|r| r.iter().all(|&x| x)).await.context("the Head stopped")?;
+    }
 
     let stop = CancellationToken::new();
     let ctrl = opened.links.pop().expect("the control socket");
@@ -430,56 +495,66 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
         head_stats,
         tail_stats,
         grace: pod.timeout_ctrl,
+        connected: (registered_rx, members, expected),
     };
     let task = tokio::spawn(pod_task.run(stop.clone()));
     tracing::info!(pod = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, peas = n, "ready");
-    Ok(PodHandle { name, addresses, members: infos, stop, task })
+    let external = config.external.as_ref().map(|_| ExternalPeas { fanout: fanout_at, parts: parts_at });
+    Ok(PodHandle { name, addresses, members: infos, external, stop, task })
 }
 
-/// The PeaConfig of member `i`: its name, a DEALER input to the Head, a PUSH
-/// output to the Tail, and (for a shard) its own workspace.
-fn member_config(config: &PodConfig, layout: Layout, i: usize, name: &str, head: &str, tail: &str) -> anyhow::Result<PeaConfig> {
-    let pod = &config.pea;
+/// The PeaConfig of member `i`: its place, a DEALER input to the Head, a PUSH
+/// output to the Tail.
+fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail: &str) -> anyhow::Result<PeaConfig> {
+    let place = match layout {
+        Layout::Shards => Place::Shard { id: i, shards: config.shards },
+        Layout::Replicas => Place::Replica { id: i.to_string(), replicas: Some(config.count()) },
+    };
+    let mut pea = placed(&config.pea, &place)?;
+    pea.socket_in = SocketSpec::DEALER_CONNECT;
+    pea.address_in = head.to_string();
+    pea.socket_out = SocketSpec::PUSH_CONNECT;
+    pea.address_out = tail.to_string();
+    pea.address_ctrl = "tcp://127.0.0.1:0".into();
+    Ok(pea)
+}
+
+/// The Pod's Pea config made into one of its members: named `<pod>/<role>`,
+/// its place in the executor's `with.jina`, and for a shard its own workspace
+/// (`<workspace>/<pod>/shard-<i>/`, claimed). Sockets are left as they are:
+/// the Pod's own members get theirs from [`member_config`], a remote Pea
+/// (`jina-wasm pea --shard-id`) from its flags.
+///
+/// # Errors
+/// A shard workspace that belongs to another shard or Pod.
+pub fn placed(pod: &PeaConfig, place: &Place) -> anyhow::Result<PeaConfig> {
+    let name = format!("{}/{}", pod.name, place.role());
     let mut executor = pod.executor.clone();
-    executor.name = name.to_string();
+    executor.name = name.clone();
     // Executors learn their place, as Jina's `runtime_args`.
     let mut with = match &pod.executor.config {
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
     };
-    let place = match layout {
-        Layout::Shards => json!({"shard_id": i, "shards": config.shards}),
-        Layout::Replicas => json!({"replica_id": i, "replicas": config.count()}),
+    let jina = match place {
+        Place::Shard { id, shards } => json!({"shard_id": id, "shards": shards}),
+        Place::Replica { id, replicas } => {
+            let id = id.parse::<u64>().map_or_else(|_| Value::from(id.clone()), Value::from);
+            match replicas {
+                Some(n) => json!({"replica_id": id, "replicas": n}),
+                None => json!({"replica_id": id}),
+            }
+        }
     };
-    with.insert("jina".into(), place);
+    with.insert("jina".into(), jina);
     executor.config = Value::Object(with);
-    if layout == Layout::Shards
+    if let Place::Shard { id, shards } = place
         && let Some(root) = &pod.executor.sandbox.workspace
     {
-        let identity = workspace::ShardIdentity {
-            pod: pod.name.clone(),
-            shard: i,
-            shards: config.shards,
-            executor: pod.executor.name.clone(),
-        };
+        let identity = workspace::ShardIdentity { pod: pod.name.clone(), shard: *id, shards: *shards, executor: pod.executor.name.clone() };
         executor.sandbox.workspace = Some(workspace::claim(root, &identity).with_context(|| format!("pea `{name}`"))?);
     }
-    Ok(PeaConfig {
-        name: name.to_string(),
-        description: pod.description.clone(),
-        uses: pod.uses.clone(),
-        executor,
-        socket_in: SocketSpec::DEALER_CONNECT,
-        address_in: head.to_string(),
-        socket_out: SocketSpec::PUSH_CONNECT,
-        address_out: tail.to_string(),
-        address_ctrl: "tcp://127.0.0.1:0".into(),
-        on_error: pod.on_error,
-        dump_interval: pod.dump_interval,
-        load_interval: pod.load_interval,
-        timeout_ctrl: pod.timeout_ctrl,
-        quiet_error: pod.quiet_error,
-    })
+    Ok(PeaConfig { name, executor, ..pod.clone() })
 }
 
 /// Starts a member as `jina-wasm pea` in a child process and reads its ready line.
@@ -520,8 +595,9 @@ async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Mem
     Ok(Member::Process { name: config.name.clone(), ctrl, child })
 }
 
-/// The `jina-wasm pea` arguments that reproduce `config`.
-fn pea_args(c: &PeaConfig) -> Vec<String> {
+/// The `jina-wasm pea` arguments that reproduce `config` (its control socket
+/// excepted: a child's is picked by the OS, an exported one is fixed).
+pub fn pea_args(c: &PeaConfig) -> Vec<String> {
     let (host_in, port_in) = host_port(&c.address_in);
     let (host_out, port_out) = host_port(&c.address_out);
     let secs = |d: Option<Duration>| format!("{}ms", d.map_or(0, |d| d.as_millis()));
@@ -621,6 +697,9 @@ struct PodTask {
     head_stats: Arc<head::HeadStats>,
     tail_stats: Arc<tail::TailStats>,
     grace: Duration,
+    /// Which members have connected to the Head, their names, and how many
+    /// make the Pod healthy (every one; for open replicas, one).
+    connected: (watch::Receiver<Vec<bool>>, Members, usize),
 }
 
 impl PodTask {
@@ -713,6 +792,12 @@ impl PodTask {
                 status
             })
             .collect();
+        let (registered, members, expected) = &self.connected;
+        let connected: Vec<String> = {
+            let names = members.read().expect("members");
+            registered.borrow().iter().zip(names.iter()).filter(|(r, _)| **r).map(|(_, n)| n.clone()).collect()
+        };
+        healthy &= connected.len() >= *expected;
         json!({
             "pea": self.name,
             "pod": self.name,
@@ -728,6 +813,8 @@ impl PodTask {
             "late_parts": self.tail_stats.late.load(Ordering::Relaxed),
             "uptime_ms": started.elapsed().as_millis() as u64,
             "peas": peas,
+            "connected": connected,
+            "expected": expected,
         })
     }
 

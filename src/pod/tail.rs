@@ -39,7 +39,8 @@ pub type Reducer = mpsc::Sender<(String, Bytes, String, oneshot::Sender<Result<B
 
 pub struct Tail {
     pub name: String,
-    pub members: Vec<String>,
+    /// Member names by index, shared with the Head.
+    pub members: super::Members,
     pub parts: Link,
     pub output: Link,
     pub inbox: mpsc::Receiver<TailInput>,
@@ -81,7 +82,7 @@ impl Tail {
                     for id in expired {
                         let p = pending.remove(&id).expect("listed");
                         self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                        let missing: Vec<String> = Tail::missing(&p).iter().map(|&i| format!("`{}`", self.members[i])).collect();
+                        let missing: Vec<String> = Tail::missing(&p).iter().map(|&i| format!("`{}`", self.member(i))).collect();
                         let reason = format!("no answer within the Pod's time limit from {}", missing.join(", "));
                         self.fail(p, &reason, "timeout", &mut finished).await;
                     }
@@ -107,7 +108,7 @@ impl Tail {
                 let slots = expect.targets.len();
                 let p = Pending { expect, received: (0..slots).map(|_| None).collect() };
                 if !p.expect.down.is_empty() {
-                    let down: Vec<String> = p.expect.down.iter().map(|&i| self.members[i].clone()).collect();
+                    let down: Vec<String> = p.expect.down.iter().map(|&i| self.member(i)).collect();
                     let reason = format!("{} {} not connected to the Pod", down.join(", "), if down.len() == 1 { "is" } else { "are" });
                     return self.fail(p, &reason, "unavailable", finished).await;
                 }
@@ -131,7 +132,7 @@ impl Tail {
             }
             return;
         };
-        let from = message.envelope.routes.last().and_then(|r| self.members.iter().position(|m| *m == r.pea));
+        let from = message.envelope.routes.last().and_then(|r| self.members.read().expect("members").iter().position(|m| *m == r.pea));
         let slot = from.and_then(|m| p.expect.targets.iter().position(|&t| t == m));
         let Some(slot) = slot.filter(|&s| p.received[s].is_none()) else {
             tracing::warn!(pea = %self.name, request = %id, "dropped a part from an unexpected Pea");
@@ -152,6 +153,10 @@ impl Tail {
         };
         self.route(&mut merged, started);
         self.send(merged).await;
+    }
+
+    fn member(&self, i: usize) -> String {
+        self.members.read().expect("members").get(i).cloned().unwrap_or_else(|| format!("member {i}"))
     }
 
     /// The members of a request that have not answered, by index.
@@ -208,7 +213,7 @@ impl Tail {
     /// The status names the first Pea that is down, else the first that did not answer.
     async fn fail(&mut self, p: Pending, reason: &str, kind: &str, finished: &mut (VecDeque<String>, HashSet<String>)) {
         let culprit = p.expect.down.first().copied().or_else(|| Tail::missing(&p).first().copied());
-        let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.members[i].clone());
+        let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.member(i));
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
             Some(part) => part.envelope.clone(),
