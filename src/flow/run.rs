@@ -99,12 +99,32 @@ pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> 
     }
     // Back in file order, for the router's indices.
     started.sort_by_key(|(name, _)| flow.pods.iter().position(|p| &p.name == name));
+    let addresses: Vec<(String, String)> = started.iter().map(|(_, pod)| (pod.addresses.input.clone(), pod.addresses.output.clone())).collect();
+    match route(flow, &addresses).await {
+        Ok(running) => Ok(Running { pods: started, ..running }),
+        Err(e) => {
+            let _ = stop_pods(started).await;
+            Err(e)
+        }
+    }
+}
+
+/// The router alone, for Pods that run elsewhere (`jina-wasm gateway`): it
+/// connects to each Pod's input and output, given in file order as
+/// `(input, output)` addresses (`tcp://host:port`; a host name is looked up
+/// again on every reconnect).
+///
+/// # Errors
+/// An address that cannot be used, or a bad `with.timeout`.
+pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Result<Running> {
+    assert_eq!(addresses.len(), flow.pods.len(), "one address pair per Pod");
     let mut to_pods = Vec::new();
     let (out_tx, out_rx) = mpsc::channel::<(usize, Vec<Bytes>)>(64);
     let mut readers = Vec::new();
-    for (i, (name, pod)) in started.iter().enumerate() {
-        to_pods.push(Link::open(SocketSpec::PUSH_CONNECT, &pod.addresses.input, &format!("flow router to `{name}`")).await?);
-        let mut from = Link::open(SocketSpec::PULL_CONNECT, &pod.addresses.output, &format!("flow router from `{name}`")).await?;
+    for (i, (input, output)) in addresses.iter().enumerate() {
+        let name = &flow.pods[i].name;
+        to_pods.push(Link::open(SocketSpec::PUSH_CONNECT, input, &format!("flow router to `{name}`")).await?);
+        let mut from = Link::open(SocketSpec::PULL_CONNECT, output, &format!("flow router from `{name}`")).await?;
         let tx = out_tx.clone();
         readers.push(tokio::spawn(async move {
             while let Some(frames) = from.recv().await {
@@ -133,11 +153,15 @@ pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> 
             reader.abort();
         }
     });
-    Ok(Running { pods: started, calls, stop, router })
+    Ok(Running { pods: Vec::new(), calls, stop, router })
 }
 
-/// The PodConfig of Flow Pod `i`.
-fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<PodConfig> {
+/// The PodConfig of Flow Pod `i`: what `flow` starts, and what `export`
+/// turns into containers (one source of truth for both).
+///
+/// # Errors
+/// A field whose value is not valid (a duration, a size, a strategy).
+pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<PodConfig> {
     let spec: &PodSpec = &flow.pods[i];
     let duration = |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
         value.as_deref().map_or(Ok(default), |v| crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}")))
@@ -192,6 +216,7 @@ fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<Pod
         timeout_ready: duration("timeout_ready", &spec.timeout_ready, Duration::from_secs(600))?,
         timeout_parts: call_timeout + Duration::from_secs(5),
         child_args: options.child_args.clone(),
+        external: None,
     })
 }
 

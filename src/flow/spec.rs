@@ -279,7 +279,7 @@ impl Flow {
 }
 
 /// Replaces `${{ ENV.NAME }}` (Jina's syntax) with the variable's value.
-fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${{") {
