@@ -11,6 +11,8 @@
 //! - [`wire`]: the message format between Peas (envelope and columnar body),
 //!   specified in docs/protocol.md.
 //! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
+//! - [`export`]: a Flow as Kubernetes manifests or a Docker Compose file, each
+//!   unit one `jina-wasm` command line (docs/kubernetes.md).
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
 //!
@@ -22,6 +24,7 @@ pub mod client;
 pub mod client_http;
 pub mod document;
 pub mod executor;
+pub mod export;
 pub mod flow;
 pub mod pea;
 pub mod pod;

@@ -3,7 +3,9 @@
 
 mod client;
 mod common;
+mod export;
 mod flow;
+mod gateway;
 mod inspect;
 mod pea;
 mod ping;
@@ -41,6 +43,9 @@ pub enum Command {
     Pea(pea::PeaCommand),
     Pod(pod::PodCommand),
     Flow(flow::FlowCommand),
+    Gateway(gateway::GatewayCommand),
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
@@ -77,6 +82,8 @@ impl Cli {
             Command::Pea(cmd) => cmd.execute(),
             Command::Pod(cmd) => cmd.execute(),
             Command::Flow(cmd) => cmd.execute(),
+            Command::Gateway(cmd) => cmd.execute(),
+            Command::Export(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),
