@@ -607,8 +607,6 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         c.uses.display().to_string(),
         "--name".into(),
         c.name.clone(),
-        "--uses-with".into(),
-        c.executor.config.to_string(),
         "--socket-in".into(),
         c.socket_in.to_string(),
         "--host-in".into(),
@@ -636,6 +634,9 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         "--timeout-init".into(),
         secs(Some(sandbox.init_timeout)),
     ];
+    if !c.executor.config.is_null() {
+        args.extend(["--uses-with".into(), c.executor.config.to_string()]);
+    }
     if let Some(dir) = &sandbox.workspace {
         args.extend(["--workspace".into(), dir.display().to_string()]);
     }

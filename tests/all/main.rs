@@ -15,9 +15,12 @@
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
+//! - `export`: Kubernetes and Compose export of the demo Flow: golden files,
+//!   kubernetes-validate --strict, and every exported unit run as a process.
 
 mod cli;
 mod examples;
+mod export;
 mod flow;
 mod load;
 mod pea;

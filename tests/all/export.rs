@@ -1,0 +1,478 @@
+//! `jina-wasm export`: golden files of the demo Flow's manifests and Compose
+//! file, the manifests validated offline (kubernetes-validate --strict, oldest
+//! and newest Kubernetes it bundles), the Compose file's structure, and the
+//! wiring proven without a cluster: every exported container's command and
+//! arguments run as a local process, each Service name mapped to its own
+//! loopback address, serving index and search like `jina-wasm flow` does.
+//! `JINA_WASM_BLESS=1` rewrites the golden files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{bin, cache_dir, wasm};
+
+const DEMO: &str = "examples/flows/text-search.yml";
+
+fn export(args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin()).arg("export").args(args).env("JINA_WASM_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "export {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn check(golden: &Path, actual: &str) {
+    if std::env::var_os("JINA_WASM_BLESS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(golden, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(golden).unwrap_or_default();
+    assert_eq!(actual, expected, "{} differs (JINA_WASM_BLESS=1 rewrites it)", golden.display());
+}
+
+/// Every YAML document of every file in `dir`, by file name.
+fn manifests(dir: &Path) -> Vec<(String, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+            docs.push((file.file_name().unwrap().to_string_lossy().into_owned(), value));
+        }
+    }
+    docs
+}
+
+#[test]
+fn the_demo_flow_exports_as_the_golden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    export(&["kubernetes", DEMO, dir.path().to_str().unwrap(), "--namespace", "text-search"]);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["00-namespace.yml", "encode-head.yml", "encode.yml", "gateway.yml", "index-head.yml", "index.yml", "segment.yml"]);
+    for name in &names {
+        let actual = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        check(&Path::new("tests/exports/kubernetes").join(name), &actual);
+    }
+    let compose = dir.path().join("compose.yml");
+    export(&["docker-compose", DEMO, compose.to_str().unwrap()]);
+    check(Path::new("tests/exports/docker-compose.yml"), &std::fs::read_to_string(&compose).unwrap());
+}
+
+#[test]
+fn the_manifests_map_each_part_to_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    export(&["kubernetes", DEMO, dir.path().to_str().unwrap()]);
+    let docs = manifests(dir.path());
+    let find = |kind: &str, name: &str| -> &Value {
+        docs.iter().map(|(_, d)| d).find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    // Shards: a StatefulSet with its headless Service and a volume per shard,
+    // the Pea's workspace on it, and no Deployment-only fields.
+    let index = find("StatefulSet", "index");
+    assert_eq!(index["spec"]["serviceName"], "index");
+    assert_eq!(index["spec"]["replicas"], 2);
+    assert!(index["spec"].get("strategy").is_none());
+    assert_eq!(index["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "workspace");
+    let container = &index["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("no {flag} in {args:?}")) + 1];
+    assert_eq!(after("--workspace"), "/workspace");
+    assert_eq!(after("--shard-id"), "auto");
+    assert!(container["volumeMounts"].as_array().unwrap().iter().any(|m| m["name"] == "workspace" && m["mountPath"] == "/workspace"));
+    assert_eq!(find("Service", "index")["spec"]["clusterIP"], "None");
+    // memory_hwm (the default 1 GiB here) plus the host's headroom.
+    assert_eq!(container["resources"]["limits"]["memory"], "1280Mi");
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["exec"]["command"][1], "ping", "{probe}");
+    }
+    // Replicas: a Deployment behind a headless Service; they connect to the head.
+    let encode = find("Deployment", "encode");
+    assert_eq!(encode["spec"]["replicas"], 2);
+    assert_eq!(find("Service", "encode")["spec"]["clusterIP"], "None");
+    // The head: one at a time, reachable before it is ready.
+    let head = find("Deployment", "index-head");
+    assert_eq!(head["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(find("Service", "index-head")["spec"]["publishNotReadyAddresses"], true);
+    // The gateway gets the Flow file from a ConfigMap.
+    assert!(find("ConfigMap", "text-search-flow")["data"]["flow.yml"].as_str().unwrap().contains("vector_indexer.wasm"));
+}
+
+#[test]
+fn the_manifests_validate_strictly_against_the_oldest_and_newest_kubernetes() {
+    let python = crate::util::python_venv("kubernetes-validate-venv", "tests/interop/kubernetes/requirements.txt");
+    let dir = tempfile::tempdir().unwrap();
+    export(&["kubernetes", DEMO, dir.path().to_str().unwrap(), "--namespace", "demo", "--storage-class", "fast"]);
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let validate = |files: &[PathBuf]| Command::new(&python).arg("tests/interop/kubernetes/validate.py").args(files).output().unwrap();
+    let out = validate(&files);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let versions: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().skip(1).collect();
+    assert_eq!(versions.len(), 2, "{stdout}");
+    assert_ne!(versions[0], versions[1], "{stdout}");
+    // The validator is strict: a Deployment's `strategy` in a StatefulSet (what
+    // Jina's export wrote) is rejected.
+    let text = std::fs::read_to_string(dir.path().join("index.yml")).unwrap().replacen("  podManagementPolicy: Parallel\n", "  podManagementPolicy: Parallel\n  strategy:\n    type: Recreate\n", 1);
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, text).unwrap();
+    let out = validate(&[bad]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stdout).contains("'strategy' was unexpected"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The keys of a Compose service (compose-spec) this export may use.
+const SERVICE_KEYS: &[&str] =
+    &["image", "entrypoint", "command", "environment", "restart", "healthcheck", "volumes", "depends_on", "ports", "configs", "mem_limit", "deploy", "hostname", "user"];
+
+#[test]
+fn the_compose_file_publishes_only_the_gateway_and_checks_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    export(&["docker-compose", DEMO, file.to_str().unwrap(), "--image", "registry.example/jina-wasm:1"]);
+    let compose: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let top: Vec<&String> = compose.as_object().unwrap().keys().collect();
+    assert!(top.iter().all(|k| ["name", "services", "volumes", "configs"].contains(&k.as_str())), "{top:?}");
+    let services = compose["services"].as_object().unwrap();
+    let volumes = compose["volumes"].as_object().unwrap();
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(names, ["encode", "encode-head", "executors", "gateway", "index-0", "index-1", "index-head", "segment"]);
+    for (name, service) in services {
+        for key in service.as_object().unwrap().keys() {
+            assert!(SERVICE_KEYS.contains(&key.as_str()), "service {name}: `{key}`");
+        }
+        assert_eq!(service.get("ports").is_some(), name == "gateway", "service {name} publishes a port");
+        for mount in service["volumes"].as_array().into_iter().flatten() {
+            let volume = mount.as_str().unwrap().split(':').next().unwrap();
+            assert!(volumes.contains_key(volume), "service {name} mounts undeclared volume {volume}");
+        }
+        for dependency in service["depends_on"].as_object().into_iter().flat_map(|d| d.keys()) {
+            assert!(services.contains_key(dependency), "service {name} depends on unknown {dependency}");
+        }
+        if name == "executors" {
+            continue;
+        }
+        assert_eq!(service["image"], "registry.example/jina-wasm:1");
+        let test: Vec<&str> = service["healthcheck"]["test"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(&test[..3], ["CMD", "jina-wasm", "ping"], "service {name}");
+    }
+    assert_eq!(services["gateway"]["ports"], json!(["8080:8080"]));
+    // Each shard its own host name (its shard id) and named volume.
+    for i in 0..2 {
+        let shard = &services[&format!("index-{i}")];
+        assert_eq!(shard["hostname"], format!("index-{i}"));
+        assert_eq!(shard["volumes"][1], format!("index-{i}-workspace:/workspace"));
+    }
+    assert_eq!(services["encode"]["deploy"]["replicas"], 2);
+    assert!(compose["configs"]["flow"]["content"].as_str().unwrap().contains("pods:"));
+}
+
+#[test]
+fn bad_flows_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("f.yml");
+    std::fs::write(&flow, "pods:\n  - name: a\n    uses: x/same.wasm\n  - name: b\n    uses: y/same.wasm\n").unwrap();
+    let out = Command::new(bin()).args(["export", "kubernetes"]).arg(&flow).arg(dir.path().join("out")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("pod `b`") && stderr.contains("same file name `same.wasm`"), "{stderr}");
+    std::fs::write(&flow, "pods:\n  - name: A_b\n    uses: a.wasm\n  - name: a-b\n    uses: b.wasm\n").unwrap();
+    let out = Command::new(bin()).args(["export", "docker-compose"]).arg(&flow).arg(dir.path().join("c.yml")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("pods `A_b` and `a-b` both become `a-b`"), "{stderr}");
+}
+
+/// The exported containers as local processes, killed on drop.
+struct Cluster {
+    children: Vec<(String, Child)>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One running copy of a workload: a Kubernetes pod.
+struct Instance {
+    /// Its pod name, which is also its host name (`index-1`).
+    hostname: String,
+    ip: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    readiness: Vec<String>,
+}
+
+/// Runs every Deployment's and StatefulSet's container of the manifests in
+/// `dir` as processes, all at once as a cluster would: each pod its own
+/// 127.x.y.z address, each Service name resolved to its pod's address,
+/// /executors to the built guests, /workspace to a directory per pod (its
+/// persistent volume), the ConfigMap to a file. Waits until every pod's own
+/// readiness probe passes.
+fn run_cluster(dir: &Path) -> (Cluster, BTreeMap<String, String>) {
+    let docs = manifests(dir);
+    let work = tempfile::tempdir().unwrap();
+    // A /16 of loopback addresses of our own, so concurrent runs don't collide.
+    let pid = std::process::id();
+    let prefix = format!("127.{}.{}", 10 + pid % 200, (pid / 200) % 250);
+    let mut next = 1u32;
+    let mut ip = || {
+        next += 1;
+        format!("{prefix}.{next}")
+    };
+    let config_map = docs.iter().map(|(_, d)| d).find(|d| d["kind"] == "ConfigMap").unwrap();
+    let flow_file = work.path().join("flow.yml");
+    std::fs::write(&flow_file, config_map["data"]["flow.yml"].as_str().unwrap()).unwrap();
+    let guests = wasm("passthrough").parent().unwrap().to_path_buf();
+
+    // Pods and their addresses first: Services resolve to them.
+    let mut pods: Vec<(Value, String, String)> = Vec::new();
+    let mut hosts: BTreeMap<String, String> = BTreeMap::new();
+    for (_, doc) in &docs {
+        let kind = doc["kind"].as_str().unwrap();
+        if kind != "Deployment" && kind != "StatefulSet" {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        for i in 0..doc["spec"]["replicas"].as_u64().unwrap() {
+            let hostname = if kind == "StatefulSet" { format!("{name}-{i}") } else { format!("{name}-5d8f{i}") };
+            let address = ip();
+            // A headless Service of several pods resolves to each in turn;
+            // nothing here connects to one (Peas connect out to their head).
+            hosts.entry(name.clone()).or_insert_with(|| address.clone());
+            pods.push((doc.clone(), hostname, address));
+        }
+    }
+    // `flag` is the argument before `arg`: host names are values of host flags.
+    let rewrite = |flag: &str, arg: &str, own: &str, hostname: &str| -> String {
+        if arg == "0.0.0.0" {
+            return own.to_string();
+        }
+        if flag.starts_with("--host")
+            && let Some(address) = hosts.get(arg)
+        {
+            return address.clone();
+        }
+        if let Some(file) = arg.strip_prefix("/executors/") {
+            return guests.join(file).display().to_string();
+        }
+        if arg == "/flow/flow.yml" {
+            return flow_file.display().to_string();
+        }
+        if arg == "/workspace" {
+            return work.path().join("volumes").join(hostname).display().to_string();
+        }
+        if arg == "/cache" {
+            return cache_dir().display().to_string();
+        }
+        if let Some(rest) = arg.strip_prefix("127.0.0.1:") {
+            return format!("{own}:{rest}");
+        }
+        if flag == "--pod-address"
+            && let Some((pod, addresses)) = arg.split_once('=')
+        {
+            let mapped: Vec<String> = addresses
+                .split(',')
+                .map(|a| {
+                    let (host, port) = a.rsplit_once(':').unwrap();
+                    format!("{}:{port}", hosts.get(host).unwrap_or_else(|| panic!("no Service `{host}`")))
+                })
+                .collect();
+            return format!("{pod}={}", mapped.join(","));
+        }
+        arg.to_string()
+    };
+    let instances: Vec<Instance> = pods
+        .iter()
+        .map(|(doc, hostname, address)| {
+            let container = &doc["spec"]["template"]["spec"]["containers"][0];
+            let strings = |v: &Value| -> Vec<String> {
+                let items: Vec<&str> = v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+                (0..items.len()).map(|i| rewrite(if i == 0 { "" } else { items[i - 1] }, items[i], address, hostname)).collect()
+            };
+            let mut command = strings(&container["command"]);
+            command.extend(strings(&container["args"]));
+            let mut env: Vec<(String, String)> =
+                container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), rewrite("", e["value"].as_str().unwrap(), address, hostname))).collect();
+            env.push(("HOSTNAME".into(), hostname.clone()));
+            Instance { hostname: hostname.clone(), ip: address.clone(), command, env, readiness: strings(&container["readinessProbe"]["exec"]["command"]) }
+        })
+        .collect();
+    let program = |name: &str| if name == "jina-wasm" { bin() } else { PathBuf::from(name) };
+    let mut cluster = Cluster { children: Vec::new(), dir: work };
+    for instance in &instances {
+        let child = Command::new(program(&instance.command[0]))
+            .args(&instance.command[1..])
+            .env_clear()
+            .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("JINA_WASM_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        cluster.children.push((instance.hostname.clone(), child));
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for instance in &instances {
+        loop {
+            let probe = Command::new(program(&instance.readiness[0])).args(&instance.readiness[1..]).output().unwrap();
+            if probe.status.success() {
+                break;
+            }
+            for (name, child) in &mut cluster.children {
+                assert!(child.try_wait().unwrap().is_none(), "{name} exited");
+            }
+            assert!(Instant::now() < deadline, "{} ({}) not ready: {}", instance.hostname, instance.ip, String::from_utf8_lossy(&probe.stdout));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    (cluster, hosts)
+}
+
+/// Index the corpus, then the ranked matches (id and score) of each query.
+fn index_and_search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
+    let port = port.to_string();
+    let client = |args: &[&str], input: &str| {
+        let mut all = vec!["client", "--host", host, "--port", &port];
+        all.extend(args);
+        let out = crate::cli::jina(&all, input);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    client(&["--endpoint", "/index"], &std::fs::read_to_string("examples/data/corpus.txt").unwrap());
+    let queries = "why does bread taste sour\nhow do animals find food in the dark\nwhat makes writes survive a crash\nmoon and the sea\n";
+    client(&["--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], queries)
+        .lines()
+        .map(|line| {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            doc["matches"].as_array().unwrap().iter().map(|m| (m["id"].as_str().unwrap().to_string(), m["scores"].clone())).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_exported_units_run_as_processes_and_answer_like_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    export(&["kubernetes", DEMO, dir.path().join("k8s").to_str().unwrap()]);
+    let (cluster, hosts) = run_cluster(&dir.path().join("k8s"));
+    // Every replica joined its head on its own, and both shards are connected.
+    for (head, expected) in [("encode-head", 2), ("index-head", 2)] {
+        let address = format!("{}:8083", hosts[head]);
+        let out = crate::cli::jina(&["ping", &address, "--json"], "");
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["connected"].as_array().map(Vec::len), Some(expected), "{head}: {status}");
+    }
+    let exported = index_and_search(&hosts["gateway"], 8080);
+    // Each shard claimed its directory on its own volume, as in a Pod.
+    for i in 0..2 {
+        let volume = cluster.dir.path().join(format!("volumes/index-{i}/index"));
+        let shards: Vec<String> = std::fs::read_dir(&volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(shards, [format!("shard-{i}")], "{}", volume.display());
+    }
+    drop(cluster);
+
+    let yaml = std::fs::read_to_string(DEMO).unwrap().replace("../../target/wasm32-wasip2/release", "{W}").replace("../../target/demo-workspace", "workspace");
+    let flow = crate::flow::FlowProcess::start(&yaml);
+    let local = index_and_search("127.0.0.1", flow.port());
+    assert_eq!(exported.len(), 4);
+    assert!(exported.iter().all(|m| m.len() == 3), "{exported:?}");
+    assert_eq!(exported, local, "the exported units answer differently from `jina-wasm flow`");
+}
+
+/// A process whose first stdout line is its JSON ready line, killed on drop.
+struct Unit(Child, Value);
+
+impl Unit {
+    fn start(args: &[&str], hostname: &str) -> Unit {
+        use std::io::BufRead;
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("JINA_WASM_CACHE_DIR", cache_dir())
+            .env("JINA_WASM_LOG", "warn")
+            .env("HOSTNAME", hostname)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{args:?}: no ready line ({e}): {line}"));
+        Unit(child, ready)
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_head_is_alive_at_once_and_healthy_when_its_shards_have_connected() {
+    let indexer = wasm("vector-indexer");
+    let indexer = indexer.to_str().unwrap();
+    let head = Unit::start(&["pod", "--role", "head", "--uses", indexer, "--name", "idx", "--shards", "2"], "head");
+    let ctrl = head.1["ctrl"].as_str().unwrap().trim_start_matches("tcp://").to_string();
+    let ping = |extra: &[&str]| {
+        let mut args = vec!["ping", ctrl.as_str(), "--json"];
+        args.extend(extra);
+        let out = crate::cli::jina(&args, "");
+        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null))
+    };
+    let (code, status) = ping(&[]);
+    assert_eq!(code, Some(1), "no shard yet: {status}");
+    assert_eq!(status["expected"], 2);
+    assert_eq!(ping(&["--alive"]).0, Some(0));
+    let port = |key: &str| head.1[key].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    let (fanout, parts) = (port("fanout"), port("parts"));
+    let workspace = tempfile::tempdir().unwrap();
+    let pea = |hostname: &str| {
+        let args = [
+            "pea", "--uses", indexer, "--name", "idx", "--socket-in", "DEALER_CONNECT", "--port-in", &fanout, "--socket-out", "PUSH_CONNECT",
+            "--port-out", &parts, "--shard-id", "auto", "--shard-count", "2", "--workspace", workspace.path().to_str().unwrap(),
+        ];
+        Unit::start(&args, hostname)
+    };
+    let _first = pea("idx-1");
+    let _second = pea("idx-0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, status) = ping(&[]);
+        if code == Some(0) {
+            assert_eq!(status["connected"], json!(["idx/shard-0", "idx/shard-1"]), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shards never connected: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(workspace.path().join("idx/shard-0").is_dir() && workspace.path().join("idx/shard-1").is_dir());
+}
+
+#[test]
+fn unit_flags_that_do_not_fit_are_refused_with_the_reason() {
+    let indexer = wasm("vector-indexer");
+    let out = crate::cli::jina(&["pea", "--uses", indexer.to_str().unwrap(), "--shard-id", "index-5", "--shard-count", "2"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--shard-id `index-5`: shard 5 does not exist"), "{stderr}");
+    let out = crate::cli::jina(&["pea", "--uses", indexer.to_str().unwrap(), "--shard-id", "index", "--shard-count", "2"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a number nor a name ending in -NUMBER"));
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("f.yml");
+    std::fs::write(&flow, "pods:\n  - name: a\n    uses: a.wasm\n  - name: b\n    uses: b.wasm\n").unwrap();
+    let flow = flow.to_str().unwrap();
+    let out = crate::cli::jina(&["gateway", "--uses", flow, "--pod-address", "a=x:1,x:2"], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("pod `b`") && stderr.contains("has no --pod-address"), "{stderr}");
+    let out = crate::cli::jina(&["gateway", "--uses", flow, "--pod-address", "a=x:1,x:2", "--pod-address", "c=x:1,x:2"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pod-address `c`") , "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::cli::jina(&["gateway", "--uses", flow, "--pod-address", "a=x:1"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not NAME=HOST:PORT_IN,HOST:PORT_OUT"));
+}
