@@ -297,6 +297,7 @@ async fn pod(runtime: &Arc<Runtime>, guest: &str, shards: usize, replicas: usize
         timeout_ready: Duration::from_secs(60),
         timeout_parts: Duration::from_secs(60),
         child_args: Vec::new(),
+        external: None,
     };
     jina_wasm::pod::start(runtime.clone(), config).await.unwrap()
 }

@@ -36,7 +36,6 @@ pub fn render(plan: &Plan, options: &Options) -> String {
                 // A fresh named volume belongs to root: copy as root, read as anyone.
                 "user": "0:0",
                 "volumes": ["executors:/shared"],
-                "restart": "no",
             }),
         );
         volumes.insert("executors".into(), json!({}));

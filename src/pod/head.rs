@@ -211,7 +211,8 @@ fn on_peer(
         let known = members.read().expect("members").iter().position(|m| m == pea);
         let i = match known {
             Some(i) => i,
-            None if open => {
+            // Only this Pod's replicas (`<pod>/...`), not a stray Pea of another.
+            None if open && name.strip_suffix("/head").is_some_and(|pod| pea.strip_prefix(pod).is_some_and(|r| r.starts_with('/'))) => {
                 let mut members = members.write().expect("members");
                 members.push(pea.to_string());
                 peers.push(Peer::default());
