@@ -106,11 +106,15 @@ fn main() {
     if section("flow") {
         rows.extend(tokio.block_on(flow_rows()));
     }
+    // 9. The demo Flow exported to Kubernetes, its units run as processes.
+    if section("export") {
+        rows.extend(tokio.block_on(export_rows()));
+    }
     print_table(&rows);
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow); the default is all of them.
+/// pea, pod, flow, export); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -661,12 +665,12 @@ impl Drop for FlowProcess {
 }
 
 /// Sequential requests: (p50, p99).
-async fn http_latency(port: u16, endpoint: &str, docs: &[Document], n: usize) -> (Duration, Duration) {
+async fn http_latency(host: &str, port: u16, endpoint: &str, docs: &[Document], n: usize) -> (Duration, Duration) {
     let params = serde_json::json!({});
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let start = Instant::now();
-        let answer = jina_wasm::client_http::post("127.0.0.1", port, endpoint, &params, docs, Duration::from_secs(30)).await.unwrap();
+        let answer = jina_wasm::client_http::post(host, port, endpoint, &params, docs, Duration::from_secs(30)).await.unwrap();
         assert!(answer.error.is_none(), "{:?}", answer.error);
         if i >= 50 {
             times.push(start.elapsed());
@@ -696,7 +700,7 @@ async fn flow_rows() -> Vec<Row> {
     let flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
     for size in [1usize, 100] {
         let docs: Vec<Document> = (0..size).map(workload_doc).collect();
-        let (p50, p99) = http_latency(flow.1, "/", &docs, 500).await;
+        let (p50, p99) = http_latency("127.0.0.1", flow.1, "/", &docs, 500).await;
         let rate = http_rate(flow.1, "/", &docs, if size == 1 { 2000 } else { 200 }).await;
         rows.push(Row {
             name: format!("gateway -> passthrough -> gateway, {size}-doc requests: docs/s (8 in flight)"),
@@ -711,21 +715,8 @@ async fn flow_rows() -> Vec<Row> {
     drop(flow);
 
     // The demo Flow: index 1,200 texts (the corpus 100 times), then search.
-    let yaml = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search.yml"))
-        .unwrap()
-        .replace("../../target/wasm32-wasip2/release", "{W}")
-        .replace("../../target/demo-workspace", "workspace");
-    let flow = FlowProcess::start(&yaml);
-    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
-    let texts: Vec<Document> = (0..100)
-        .flat_map(|round| corpus.lines().enumerate().map(move |(i, t)| Document { id: format!("t{round}-{i}"), text: Some(t.to_string()), ..Default::default() }))
-        .collect();
-    let params = serde_json::json!({});
-    let start = Instant::now();
-    futures::future::join_all(texts.chunks(100).map(|c| jina_wasm::client_http::post("127.0.0.1", flow.1, "/index", &params, c, Duration::from_secs(60)))).await;
-    let index_rate = texts.len() as f64 / start.elapsed().as_secs_f64();
-    let query = [Document { id: "q".into(), text: Some("what makes writes survive a crash".into()), ..Default::default() }];
-    let (p50, p99) = http_latency(flow.1, "/search", &query, 200).await;
+    let flow = FlowProcess::start(&demo_yaml());
+    let (index_rate, p50, p99) = demo_workload("127.0.0.1", flow.1).await;
     rows.push(Row {
         name: "demo Flow (segment, encode x2, index in 2 shards): index 1,200 texts, then search".into(),
         value: format!("{index_rate:.0} texts/s indexed"),
@@ -736,4 +727,82 @@ async fn flow_rows() -> Vec<Row> {
         met: true,
     });
     rows
+}
+
+/// The demo Flow file, its executors and workspace pointing at this build.
+fn demo_yaml() -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search.yml"))
+        .unwrap()
+        .replace("../../target/wasm32-wasip2/release", "{W}")
+        .replace("../../target/demo-workspace", "workspace")
+}
+
+/// Through the demo Flow's gateway: index 1,200 texts (the corpus 100 times,
+/// 100 per request, all at once), then sequential searches. Returns texts
+/// indexed per second and the search latency (p50, p99).
+async fn demo_workload(host: &str, port: u16) -> (f64, Duration, Duration) {
+    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
+    let texts: Vec<Document> = (0..100)
+        .flat_map(|round| corpus.lines().enumerate().map(move |(i, t)| Document { id: format!("t{round}-{i}"), text: Some(t.to_string()), ..Default::default() }))
+        .collect();
+    let params = serde_json::json!({});
+    let start = Instant::now();
+    let answers = futures::future::join_all(texts.chunks(100).map(|c| jina_wasm::client_http::post(host, port, "/index", &params, c, Duration::from_secs(60)))).await;
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.error.is_none())), "an index request failed");
+    let index_rate = texts.len() as f64 / start.elapsed().as_secs_f64();
+    let query = [Document { id: "q".into(), text: Some("what makes writes survive a crash".into()), ..Default::default() }];
+    let (p50, p99) = http_latency(host, port, "/search", &query, 200).await;
+    (index_rate, p50, p99)
+}
+
+#[path = "../tests/support/local_cluster.rs"]
+mod local_cluster;
+
+/// 9. The demo Flow exported to Kubernetes, every unit its own process on its
+/// own loopback address (as tests/all/export.rs runs it), beside the same
+/// Flow in one `jina-wasm flow` process: what the extra process hops cost.
+async fn export_rows() -> Vec<Row> {
+    let flow = FlowProcess::start(&demo_yaml());
+    let (flow_rate, flow_p50, _) = demo_workload("127.0.0.1", flow.1).await;
+    drop(flow);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yml");
+    let guests = wasm("passthrough").parent().unwrap().to_path_buf();
+    std::fs::write(&file, demo_yaml().replace("{W}", guests.to_str().unwrap())).unwrap();
+    let manifests = dir.path().join("k8s");
+    let out = std::process::Command::new(jina_bin()).args(["export", "kubernetes"]).arg(&file).arg(&manifests).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let cluster = local_cluster::LocalCluster::start(&manifests, &jina_bin(), &guests, &dir.path().join("cache"));
+    let ready = started.elapsed();
+    let (rate, p50, p99) = demo_workload(&cluster.hosts["gateway"], 8080).await;
+    vec![
+        Row {
+            name: "exported demo Flow, 6 units in 8 processes: index 1,200 texts".into(),
+            value: format!("{rate:.0} texts/s indexed"),
+            baseline: format!("{flow_rate:.0} texts/s in one `flow` process"),
+            ratio: rate / flow_rate,
+            ratio_label: "x of flow",
+            target: "-".into(),
+            met: true,
+        },
+        Row {
+            name: "exported demo Flow: search latency".into(),
+            value: format!("p50 {} / p99 {}", fmt_time(p50), fmt_time(p99)),
+            baseline: format!("p50 {} in one `flow` process", fmt_time(flow_p50)),
+            ratio: p50.as_secs_f64() / flow_p50.as_secs_f64(),
+            ratio_label: "x of flow",
+            target: "-".into(),
+            met: true,
+        },
+        Row {
+            name: "exported demo Flow: all units started and ready (cold compile cache)".into(),
+            value: fmt_time(ready),
+            baseline: "-".into(),
+            ratio: 1.0,
+            ratio_label: "-",
+            target: "-".into(),
+            met: true,
+        },
+    ]
 }
