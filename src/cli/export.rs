@@ -68,6 +68,10 @@ impl ExportCommand {
                 {
                     anyhow::bail!("--namespace `{ns}`: a namespace is lower-case letters, digits and `-`, at most 63");
                 }
+                let quantity = volume_size.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E', 'i', 'k']);
+                if quantity.is_empty() || quantity.parse::<f64>().is_err() || !volume_size.starts_with(|c: char| c.is_ascii_digit()) {
+                    anyhow::bail!("--volume-size `{volume_size}`: not a Kubernetes quantity such as 1Gi or 500Mi");
+                }
                 let plan = Plan::new(&flow)?;
                 let options = kubernetes::Options {
                     namespace,

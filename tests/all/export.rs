@@ -91,12 +91,58 @@ fn the_manifests_map_each_part_to_its_kind() {
     assert!(find("ConfigMap", "text-search-flow")["data"]["flow.yml"].as_str().unwrap().contains("vector_indexer.wasm"));
 }
 
+/// A Flow with the parts the demo does not have.
+const OTHER_FLOW: &str = "pods:\n  - name: Store_1\n    uses: store.wasm\n    workspace: ws\n    memory_hwm: 256MiB\n  - name: rank\n    uses: rank.wasm\n    parallel: 3\n    uses_before: before.wasm\n    polling: all\n    env: {A: '1'}\n";
+
+#[test]
+fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.yml");
+    std::fs::write(&other, OTHER_FLOW).unwrap();
+    export(&["kubernetes", other.to_str().unwrap(), dir.path().join("k8s").to_str().unwrap()]);
+    let docs = manifests(&dir.path().join("k8s"));
+    let find = |kind: &str, name: &str| -> Value {
+        docs.iter().map(|(_, d)| d).find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name}")).clone()
+    };
+    let store = find("StatefulSet", "store-1");
+    assert_eq!(store["spec"]["replicas"], 1);
+    assert_eq!(store["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "1Gi");
+    let container = &store["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
+    let args = container["args"].to_string();
+    assert!(args.contains(r#""--name","Store_1""#) && args.contains(r#""--workspace","/workspace""#) && !args.contains("--shard-id"), "{args}");
+    let head = find("Deployment", "rank-head")["spec"]["template"]["spec"].clone();
+    let args = head["containers"][0]["args"].to_string();
+    assert!(args.contains(r#""--uses-before","/executors/before.wasm""#) && args.contains(r#""--polling","all""#) && args.contains(r#""--parallel","3""#), "{args}");
+    assert_eq!(head["initContainers"][0]["command"], json!(["cp", "/executors/before.wasm", "/shared/"]));
+    let rank = find("Deployment", "rank");
+    assert_eq!(rank["spec"]["replicas"], 3);
+    assert!(rank["spec"]["template"]["spec"]["containers"][0]["args"].to_string().contains(r#""--env","A=1""#));
+    let gateway = find("Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(gateway.contains("Store_1=store-1:8081,store-1:8082") && gateway.contains("rank=rank-head:8081,rank-head:8082"), "{gateway}");
+    let out = Command::new(bin()).args(["export", "kubernetes", other.to_str().unwrap(), "x", "--volume-size", "lots"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--volume-size `lots`: not a Kubernetes quantity"));
+}
+
 #[test]
 fn the_manifests_validate_strictly_against_the_oldest_and_newest_kubernetes() {
     let python = crate::util::python_venv("kubernetes-validate-venv", "tests/interop/kubernetes/requirements.txt");
     let dir = tempfile::tempdir().unwrap();
     export(&["kubernetes", DEMO, dir.path().to_str().unwrap(), "--namespace", "demo", "--storage-class", "fast"]);
-    let files: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    // And the other kinds: a stateful singleton, uses_before, polling all,
+    // env; and the Flow golden fixtures.
+    let flows = tempfile::tempdir().unwrap();
+    let other = flows.path().join("other.yml");
+    std::fs::write(&other, OTHER_FLOW).unwrap();
+    export(&["kubernetes", other.to_str().unwrap(), dir.path().join("other").to_str().unwrap()]);
+    for fixture in ["chain", "join"] {
+        export(&["kubernetes", &format!("tests/flows/valid/{fixture}.yml"), dir.path().join(fixture).to_str().unwrap()]);
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for sub in ["", "other", "chain", "join"] {
+        files.extend(std::fs::read_dir(dir.path().join(sub)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yml")));
+    }
+    assert!(files.len() > 15, "{files:?}");
     let validate = |files: &[PathBuf]| Command::new(&python).arg("tests/interop/kubernetes/validate.py").args(files).output().unwrap();
     let out = validate(&files);
     let stdout = String::from_utf8_lossy(&out.stdout);
