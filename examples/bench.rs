@@ -773,7 +773,7 @@ async fn export_rows() -> Vec<Row> {
     let out = std::process::Command::new(jina_bin()).args(["export", "kubernetes"]).arg(&file).arg(&manifests).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let started = Instant::now();
-    let cluster = local_cluster::LocalCluster::start(&manifests, &jina_bin(), &guests, &dir.path().join("cache"));
+    let cluster = local_cluster::LocalCluster::kubernetes(&manifests, &jina_bin(), &guests, &dir.path().join("cache"));
     let ready = started.elapsed();
     let (rate, p50, p99) = demo_workload(&cluster.hosts["gateway"], 8080).await;
     vec![

@@ -2,8 +2,9 @@
 //! file, the manifests validated offline (kubernetes-validate --strict, oldest
 //! and newest Kubernetes it bundles), the Compose file's structure, and the
 //! wiring proven without a cluster: every exported container's command and
-//! arguments run as a local process, each Service name mapped to its own
-//! loopback address, serving index and search like `jina-wasm flow` does.
+//! arguments (Kubernetes, then Compose) run as a local process, each Service
+//! name mapped to its own loopback address, serving index and search like
+//! `jina-wasm flow` does.
 //! `JINA_WASM_BLESS=1` rewrites the golden files.
 
 use std::path::{Path, PathBuf};
@@ -240,12 +241,9 @@ fn index_and_search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
         .collect()
 }
 
-#[test]
-fn the_exported_units_run_as_processes_and_answer_like_the_flow() {
-    let dir = tempfile::tempdir().unwrap();
-    export(&["kubernetes", DEMO, dir.path().join("k8s").to_str().unwrap()]);
-    let guests = wasm("passthrough").parent().unwrap().to_path_buf();
-    let cluster = local_cluster::LocalCluster::start(&dir.path().join("k8s"), &bin(), &guests, cache_dir());
+/// What an exported cluster answers, after checking its heads and volumes.
+/// `shard` names shard `i`'s pod (its volume's directory).
+fn serve_exported(cluster: &local_cluster::LocalCluster, shard: impl Fn(usize) -> String) -> Vec<Vec<(String, Value)>> {
     let hosts = &cluster.hosts;
     // Every replica joined its head on its own, and both shards are connected.
     for (head, expected) in [("encode-head", 2), ("index-head", 2)] {
@@ -254,21 +252,41 @@ fn the_exported_units_run_as_processes_and_answer_like_the_flow() {
         let status: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(status["connected"].as_array().map(Vec::len), Some(expected), "{head}: {status}");
     }
-    let exported = index_and_search(&hosts["gateway"], 8080);
+    let answers = index_and_search(&hosts["gateway"], 8080);
     // Each shard claimed its directory on its own volume, as in a Pod.
     for i in 0..2 {
-        let volume = cluster.dir.path().join(format!("volumes/index-{i}/index"));
+        let volume = cluster.dir.path().join(format!("volumes/{}/index", shard(i)));
         let shards: Vec<String> = std::fs::read_dir(&volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(shards, [format!("shard-{i}")], "{}", volume.display());
     }
-    drop(cluster);
+    answers
+}
 
+#[test]
+fn the_exported_units_run_as_processes_and_answer_like_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = wasm("passthrough").parent().unwrap().to_path_buf();
     let yaml = std::fs::read_to_string(DEMO).unwrap().replace("../../target/wasm32-wasip2/release", "{W}").replace("../../target/demo-workspace", "workspace");
     let flow = crate::flow::FlowProcess::start(&yaml);
     let local = index_and_search("127.0.0.1", flow.port());
-    assert_eq!(exported.len(), 4);
-    assert!(exported.iter().all(|m| m.len() == 3), "{exported:?}");
-    assert_eq!(exported, local, "the exported units answer differently from `jina-wasm flow`");
+    drop(flow);
+    assert_eq!(local.len(), 4);
+    assert!(local.iter().all(|m| m.len() == 3), "{local:?}");
+
+    // Kubernetes: StatefulSet pods index-0 and index-1.
+    export(&["kubernetes", DEMO, dir.path().join("k8s").to_str().unwrap()]);
+    let cluster = local_cluster::LocalCluster::kubernetes(&dir.path().join("k8s"), &bin(), &guests, cache_dir());
+    let exported = serve_exported(&cluster, |i| format!("index-{i}"));
+    drop(cluster);
+    assert_eq!(exported, local, "the Kubernetes units answer differently from `jina-wasm flow`");
+
+    // Compose: services index-0 and index-1 with those host names.
+    let file = dir.path().join("compose.yml");
+    export(&["docker-compose", DEMO, file.to_str().unwrap()]);
+    let cluster = local_cluster::LocalCluster::compose(&file, &bin(), &guests, cache_dir());
+    let exported = serve_exported(&cluster, |i| format!("index-{i}"));
+    drop(cluster);
+    assert_eq!(exported, local, "the Compose services answer differently from `jina-wasm flow`");
 }
 
 /// A process whose first stdout line is its JSON ready line, killed on drop.

@@ -1,7 +1,12 @@
-//! Runs exported Kubernetes manifests without a cluster: every Deployment's
-//! and StatefulSet's container command and arguments as a local process, each
-//! pod on its own loopback address, each Service name mapped to its pod's
-//! address. Shared by tests/all/export.rs and examples/bench.rs.
+//! Runs an exported Flow without a cluster: every container of the Kubernetes
+//! manifests (each Deployment's and StatefulSet's pod) or of the Compose file
+//! (each service's replica) as a local process with its exported command and
+//! arguments, all at once as an engine would start them. Each pod gets its own
+//! loopback address (127.x.y.z) and binds the manifests' fixed ports there;
+//! each Service (or Compose service) name is mapped to its pod's address;
+//! `/executors` to the built guests, `/workspace` to a directory per pod (its
+//! volume), the Flow file to a local file; `$HOSTNAME` is the pod's name.
+//! Shared by tests/all/export.rs and examples/bench.rs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,13 +30,78 @@ pub fn manifests(dir: &Path) -> Vec<(String, Value)> {
     docs
 }
 
+/// One container to run, as the export describes it.
+struct Pod {
+    /// The Service (workload or Compose service) it answers for.
+    service: String,
+    /// Its host name: `index-1` in a StatefulSet, `index-0` by Compose's `hostname:`.
+    hostname: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    readiness: Vec<String>,
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The pods of Kubernetes manifests, and the Flow file from the ConfigMap.
+fn from_kubernetes(dir: &Path) -> (Vec<Pod>, String) {
+    let docs = manifests(dir);
+    let config_map = docs.iter().map(|(_, d)| d).find(|d| d["kind"] == "ConfigMap").unwrap();
+    let mut pods = Vec::new();
+    for (_, doc) in &docs {
+        let kind = doc["kind"].as_str().unwrap();
+        if kind != "Deployment" && kind != "StatefulSet" {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        let container = &doc["spec"]["template"]["spec"]["containers"][0];
+        let mut command = strings(&container["command"]);
+        command.extend(strings(&container["args"]));
+        let env: Vec<(String, String)> =
+            container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string())).collect();
+        for i in 0..doc["spec"]["replicas"].as_u64().unwrap() {
+            let hostname = if kind == "StatefulSet" { format!("{name}-{i}") } else { format!("{name}-5d8f{i}") };
+            let readiness = strings(&container["readinessProbe"]["exec"]["command"]);
+            pods.push(Pod { service: name.clone(), hostname, command: command.clone(), env: env.clone(), readiness });
+        }
+    }
+    (pods, config_map["data"]["flow.yml"].as_str().unwrap().to_string())
+}
+
+/// The pods of a Compose file (the one-shot `executors` copy aside: the
+/// executors are mapped), and the Flow file from its config.
+fn from_compose(file: &Path) -> (Vec<Pod>, String) {
+    let compose: Value = serde_yaml::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    // Compose reads `$$` as a literal `$`.
+    let literal = |s: String| s.replace("$$", "$");
+    let mut pods = Vec::new();
+    for (name, service) in compose["services"].as_object().unwrap() {
+        if name == "executors" {
+            continue;
+        }
+        let mut command: Vec<String> = strings(&service["entrypoint"]).into_iter().map(literal).collect();
+        command.extend(strings(&service["command"]).into_iter().map(literal));
+        let env: Vec<(String, String)> =
+            service["environment"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), literal(v.as_str().unwrap().to_string()))).collect();
+        let readiness: Vec<String> = strings(&service["healthcheck"]["test"]).into_iter().skip(1).collect();
+        let replicas = service["deploy"]["replicas"].as_u64().unwrap_or(1);
+        for i in 0..replicas {
+            let hostname = service["hostname"].as_str().map_or_else(|| format!("{name}-c0ffee{i}"), str::to_string);
+            pods.push(Pod { service: name.clone(), hostname, command: command.clone(), env: env.clone(), readiness: readiness.clone() });
+        }
+    }
+    (pods, literal(compose["configs"]["flow"]["content"].as_str().unwrap().to_string()))
+}
+
 /// The exported containers as local processes, killed on drop.
 pub struct LocalCluster {
     pub children: Vec<(String, Child)>,
     /// The pods' volumes (`volumes/<pod>/`) and the Flow file (the test reads them).
     #[allow(dead_code)]
     pub dir: tempfile::TempDir,
-    /// Each workload's (Service's) address: its first pod's.
+    /// Each Service's address: its first pod's.
     pub hosts: BTreeMap<String, String>,
 }
 
@@ -44,168 +114,91 @@ impl Drop for LocalCluster {
     }
 }
 
-/// One running copy of a workload: a Kubernetes pod.
-struct Instance {
-    /// Its pod name, which is also its host name (`index-1`).
-    hostname: String,
-    ip: String,
-    command: Vec<String>,
-    env: Vec<(String, String)>,
-    readiness: Vec<String>,
-}
-
-/// Runs every Deployment's and StatefulSet's container of the manifests in
-/// `dir` as processes, all at once as a cluster would: each pod its own
-/// 127.x.y.z address, each Service name resolved to its pod's address,
-/// /executors to the built guests, /workspace to a directory per pod (its
-/// persistent volume), the ConfigMap to a file. Waits until every pod's own
-/// readiness probe passes.
 impl LocalCluster {
-    pub fn start(dir: &Path, bin: &Path, guests: &Path, cache: &Path) -> LocalCluster {
-        let docs = manifests(dir);
+    /// Runs the Kubernetes manifests in `dir`; see the module's doc.
+    pub fn kubernetes(dir: &Path, bin: &Path, guests: &Path, cache: &Path) -> LocalCluster {
+        let (pods, flow) = from_kubernetes(dir);
+        LocalCluster::start(pods, &flow, bin, guests, cache)
+    }
+
+    /// Runs the Compose file `file`; see the module's doc.
+    #[allow(dead_code)]
+    pub fn compose(file: &Path, bin: &Path, guests: &Path, cache: &Path) -> LocalCluster {
+        let (pods, flow) = from_compose(file);
+        LocalCluster::start(pods, &flow, bin, guests, cache)
+    }
+
+    /// Starts every pod at once, then waits until each one's own readiness
+    /// probe (or health check) passes.
+    fn start(pods: Vec<Pod>, flow: &str, bin: &Path, guests: &Path, cache: &Path) -> LocalCluster {
         let work = tempfile::tempdir().unwrap();
+        let volumes = work.path().join("volumes");
+        let flow_file = work.path().join("flow.yml");
+        std::fs::write(&flow_file, flow).unwrap();
         // A /16 of loopback addresses of our own, so concurrent runs don't collide.
         let pid = std::process::id();
         let prefix = format!("127.{}.{}", 10 + pid % 200, (pid / 200) % 250);
-        let mut next = 1u32;
-        let mut ip = || {
-            next += 1;
-            format!("{prefix}.{next}")
-        };
-        let config_map = docs.iter().map(|(_, d)| d).find(|d| d["kind"] == "ConfigMap").unwrap();
-        let flow_file = work.path().join("flow.yml");
-        std::fs::write(&flow_file, config_map["data"]["flow.yml"].as_str().unwrap()).unwrap();
-
-        // Pods and their addresses first: Services resolve to them.
-        let mut pods: Vec<(Value, String, String)> = Vec::new();
+        let addresses: Vec<String> = (0..pods.len()).map(|i| format!("{prefix}.{}", i + 2)).collect();
+        // A Service of several pods resolves to each in turn; nothing here
+        // connects to one of those (Peas connect out to their head).
         let mut hosts: BTreeMap<String, String> = BTreeMap::new();
-        for (_, doc) in &docs {
-            let kind = doc["kind"].as_str().unwrap();
-            if kind != "Deployment" && kind != "StatefulSet" {
-                continue;
-            }
-            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-            for i in 0..doc["spec"]["replicas"].as_u64().unwrap() {
-                let hostname = if kind == "StatefulSet" {
-                    format!("{name}-{i}")
-                } else {
-                    format!("{name}-5d8f{i}")
-                };
-                let address = ip();
-                // A headless Service of several pods resolves to each in turn;
-                // nothing here connects to one (Peas connect out to their head).
-                hosts.entry(name.clone()).or_insert_with(|| address.clone());
-                pods.push((doc.clone(), hostname, address));
-            }
+        for (pod, address) in pods.iter().zip(&addresses) {
+            hosts.entry(pod.service.clone()).or_insert_with(|| address.clone());
         }
         // `flag` is the argument before `arg`: host names are values of host flags.
         let rewrite = |flag: &str, arg: &str, own: &str, hostname: &str| -> String {
-            if arg == "0.0.0.0" {
-                return own.to_string();
-            }
-            if flag.starts_with("--host")
-                && let Some(address) = hosts.get(arg)
-            {
-                return address.clone();
-            }
-            if let Some(file) = arg.strip_prefix("/executors/") {
-                return guests.join(file).display().to_string();
-            }
-            if arg == "/flow/flow.yml" {
-                return flow_file.display().to_string();
-            }
-            if arg == "/workspace" {
-                return work.path().join("volumes").join(hostname).display().to_string();
-            }
-            if arg == "/cache" {
-                return cache.display().to_string();
-            }
-            if let Some(rest) = arg.strip_prefix("127.0.0.1:") {
-                return format!("{own}:{rest}");
-            }
-            if flag == "--pod-address"
-                && let Some((pod, addresses)) = arg.split_once('=')
-            {
-                let mapped: Vec<String> = addresses
-                    .split(',')
-                    .map(|a| {
-                        let (host, port) = a.rsplit_once(':').unwrap();
-                        format!("{}:{port}", hosts.get(host).unwrap_or_else(|| panic!("no Service `{host}`")))
-                    })
-                    .collect();
-                return format!("{pod}={}", mapped.join(","));
-            }
-            arg.to_string()
-        };
-        let instances: Vec<Instance> = pods
-            .iter()
-            .map(|(doc, hostname, address)| {
-                let container = &doc["spec"]["template"]["spec"]["containers"][0];
-                let strings = |v: &Value| -> Vec<String> {
-                    let items: Vec<&str> = v.as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-                    (0..items.len())
-                        .map(|i| rewrite(if i == 0 { "" } else { items[i - 1] }, items[i], address, hostname))
-                        .collect()
-                };
-                let mut command = strings(&container["command"]);
-                command.extend(strings(&container["args"]));
-                let mut env: Vec<(String, String)> = container["env"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| {
-                        (
-                            e["name"].as_str().unwrap().to_string(),
-                            rewrite("", e["value"].as_str().unwrap(), address, hostname),
-                        )
-                    })
-                    .collect();
-                env.push(("HOSTNAME".into(), hostname.clone()));
-                Instance {
-                    hostname: hostname.clone(),
-                    ip: address.clone(),
-                    command,
-                    env,
-                    readiness: strings(&container["readinessProbe"]["exec"]["command"]),
+            let service = |host: &str| hosts.get(host).unwrap_or_else(|| panic!("no Service `{host}`")).clone();
+            match arg {
+                "0.0.0.0" => own.to_string(),
+                "/flow/flow.yml" => flow_file.display().to_string(),
+                "/workspace" => volumes.join(hostname).display().to_string(),
+                "/cache" => cache.display().to_string(),
+                _ if flag == "--host-in" || flag == "--host-out" => service(arg),
+                _ if flag == "--pod-address" => {
+                    let (pod, pair) = arg.split_once('=').unwrap();
+                    let mapped: Vec<String> = pair.split(',').map(|a| a.rsplit_once(':').unwrap()).map(|(h, p)| format!("{}:{p}", service(h))).collect();
+                    format!("{pod}={}", mapped.join(","))
                 }
-            })
-            .collect();
-        let program = |name: &str| if name == "jina-wasm" { bin.to_path_buf() } else { PathBuf::from(name) };
-        let mut cluster = LocalCluster {
-            children: Vec::new(),
-            dir: work,
-            hosts: hosts.clone(),
+                _ => match (arg.strip_prefix("/executors/"), arg.strip_prefix("127.0.0.1:")) {
+                    (Some(file), _) => guests.join(file).display().to_string(),
+                    (_, Some(port)) => format!("{own}:{port}"),
+                    _ => arg.to_string(),
+                },
+            }
         };
-        for instance in &instances {
-            let child = Command::new(program(&instance.command[0]))
-                .args(&instance.command[1..])
+        let args = |items: &[String], own: &str, hostname: &str| -> Vec<String> {
+            (0..items.len()).map(|i| rewrite(if i == 0 { "" } else { &items[i - 1] }, &items[i], own, hostname)).collect()
+        };
+        let program = |name: &str| if name == "jina-wasm" { bin.to_path_buf() } else { PathBuf::from(name) };
+        let mut cluster = LocalCluster { children: Vec::new(), dir: work, hosts: hosts.clone() };
+        let mut probes = Vec::new();
+        for (pod, own) in pods.iter().zip(&addresses) {
+            let command = args(&pod.command, own, &pod.hostname);
+            let child = Command::new(program(&command[0]))
+                .args(&command[1..])
                 .env_clear()
-                .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(pod.env.iter().map(|(k, v)| (k.clone(), rewrite("", v, own, &pod.hostname))))
+                .env("HOSTNAME", &pod.hostname)
                 .env("JINA_WASM_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
                 .unwrap();
-            cluster.children.push((instance.hostname.clone(), child));
+            cluster.children.push((pod.hostname.clone(), child));
+            probes.push((pod.hostname.clone(), own.clone(), args(&pod.readiness, own, &pod.hostname)));
         }
         let deadline = Instant::now() + Duration::from_secs(180);
-        for instance in &instances {
+        for (hostname, own, probe) in &probes {
             loop {
-                let probe = Command::new(program(&instance.readiness[0])).args(&instance.readiness[1..]).output().unwrap();
-                if probe.status.success() {
+                let answer = Command::new(program(&probe[0])).args(&probe[1..]).output().unwrap();
+                if answer.status.success() {
                     break;
                 }
                 for (name, child) in &mut cluster.children {
                     assert!(child.try_wait().unwrap().is_none(), "{name} exited");
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} ({}) not ready: {}",
-                    instance.hostname,
-                    instance.ip,
-                    String::from_utf8_lossy(&probe.stdout)
-                );
+                assert!(Instant::now() < deadline, "{hostname} ({own}) not ready: {}", String::from_utf8_lossy(&answer.stdout));
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
