@@ -522,7 +522,7 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail:
 /// The Pod's Pea config made into one of its members: named `<pod>/<role>`,
 /// its place in the executor's `with.jina`, and for a shard its own workspace
 /// (`<workspace>/<pod>/shard-<i>/`, claimed). Sockets are left as they are:
-/// the Pod's own members get theirs from [`member_config`], a remote Pea
+/// the Pod's own members get theirs from `member_config`, a remote Pea
 /// (`jina-wasm pea --shard-id`) from its flags.
 ///
 /// # Errors
