@@ -284,6 +284,9 @@ pub struct Link {
     /// What the socket is bound or connected to (with the real port).
     pub endpoint: String,
     pub spec: SocketSpec,
+    /// How many times a connecting socket has connected again after its peer
+    /// went away (a restarted peer knows nothing of this one).
+    reconnects: tokio::sync::watch::Receiver<u64>,
     incoming: mpsc::Receiver<Vec<Bytes>>,
     outgoing: mpsc::Sender<Vec<Bytes>>,
     stop: CancellationToken,
@@ -327,9 +330,10 @@ impl Link {
         let (in_tx, incoming) = mpsc::channel(QUEUE);
         let (outgoing, out_rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
-        let task = SocketTask { transport, spec, endpoint: endpoint.clone(), owner: socket, in_tx, out_rx, stop: stop.clone() };
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0);
+        let task = SocketTask { transport, spec, endpoint: endpoint.clone(), owner: socket, in_tx, out_rx, stop: stop.clone(), reconnected };
         let task = tokio::spawn(task.run());
-        Ok(Link { endpoint, spec, incoming, outgoing, stop, task: Some(task) })
+        Ok(Link { endpoint, spec, reconnects, incoming, outgoing, stop, task: Some(task) })
     }
 
     /// The port the socket is bound or connected to (0 for IPC).
@@ -349,6 +353,12 @@ impl Link {
     /// When the socket's task has ended.
     pub async fn send(&self, frames: Vec<Bytes>) -> Result<(), String> {
         self.outgoing.send(frames).await.map_err(|_| format!("the socket {} is closed", self.endpoint))
+    }
+
+    /// Changes each time a connecting socket has connected again after its
+    /// peer went away: a DEALER announces itself again to a restarted ROUTER.
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconnects.clone()
     }
 
     /// A handle that queues messages on this Link from elsewhere.
@@ -384,6 +394,7 @@ struct SocketTask {
     in_tx: mpsc::Sender<Vec<Bytes>>,
     out_rx: mpsc::Receiver<Vec<Bytes>>,
     stop: CancellationToken,
+    reconnected: tokio::sync::watch::Sender<u64>,
 }
 
 impl SocketTask {
@@ -420,6 +431,7 @@ impl SocketTask {
                         if !self.connect().await {
                             break;
                         }
+                        self.reconnected.send_modify(|n| *n += 1);
                     }
                     Inbound::Disconnected(Some(peer)) if report => {
                         let _ = self.in_tx.send(vec![peer]).await;

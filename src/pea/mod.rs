@@ -256,6 +256,11 @@ impl Pea {
         let mut load_timer = interval(self.config.load_interval);
         let out_is_router = self.config.socket_out.kind == SocketType::Router;
         let out_tx = self.output.sender();
+        // A DEALER input that connects again has a new upstream ROUTER (a
+        // restarted head, rescheduled in a cluster) that never got this Pea's
+        // IDLE: announce it again, or the Pea would wait for work forever.
+        let mut reconnects = self.input.reconnects();
+        let mut announce = self.config.socket_in.kind == SocketType::Dealer;
         loop {
             let idle = self.busy.is_none() && self.outbox.is_none();
             if idle && let Some(job) = self.control_jobs.pop_front() {
@@ -298,6 +303,12 @@ impl Pea {
                         }
                     }
                     None => break,
+                },
+                changed = reconnects.changed(), if announce => match changed {
+                    // Busy: the IDLE that follows the answer does it.
+                    Ok(()) if self.busy.is_none() && self.outbox.is_none() => self.grant_credit("IDLE").await,
+                    Ok(()) => {}
+                    Err(_) => announce = false,
                 },
                 // Only when something was handled since the last dump: an idle
                 // Pea does not rewrite its state for nothing.

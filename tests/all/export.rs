@@ -231,6 +231,19 @@ fn index_and_search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     client(&["--endpoint", "/index"], &std::fs::read_to_string("examples/data/corpus.txt").unwrap());
+    search(host, port.parse().unwrap())
+}
+
+/// The ranked matches (id and score) of each query.
+fn search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
+    let port = port.to_string();
+    let client = |args: &[&str], input: &str| {
+        let mut all = vec!["client", "--host", host, "--port", &port];
+        all.extend(args);
+        let out = crate::cli::jina(&all, input);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let queries = "why does bread taste sour\nhow do animals find food in the dark\nwhat makes writes survive a crash\nmoon and the sea\n";
     client(&["--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], queries)
         .lines()
@@ -275,10 +288,16 @@ fn the_exported_units_run_as_processes_and_answer_like_the_flow() {
 
     // Kubernetes: StatefulSet pods index-0 and index-1.
     export(&["kubernetes", DEMO, dir.path().join("k8s").to_str().unwrap()]);
-    let cluster = local_cluster::LocalCluster::kubernetes(&dir.path().join("k8s"), &bin(), &guests, cache_dir());
+    let mut cluster = local_cluster::LocalCluster::kubernetes(&dir.path().join("k8s"), &bin(), &guests, cache_dir());
     let exported = serve_exported(&cluster, |i| format!("index-{i}"));
-    drop(cluster);
     assert_eq!(exported, local, "the Kubernetes units answer differently from `jina-wasm flow`");
+    // Both heads rescheduled: their shards and replicas connect again and
+    // announce themselves, the gateway reconnects, the index is still there.
+    cluster.restart("index-head-");
+    cluster.restart("encode-head-");
+    let again = search(&cluster.hosts["gateway"], 8080);
+    assert_eq!(again, local, "after the heads restarted");
+    drop(cluster);
 
     // Compose: services index-0 and index-1 with those host names.
     let file = dir.path().join("compose.yml");

@@ -95,9 +95,19 @@ fn from_compose(file: &Path) -> (Vec<Pod>, String) {
     (pods, literal(compose["configs"]["flow"]["content"].as_str().unwrap().to_string()))
 }
 
+/// A pod's process and how to start it again.
+struct Started {
+    hostname: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    probe: Vec<String>,
+}
+
 /// The exported containers as local processes, killed on drop.
 pub struct LocalCluster {
     pub children: Vec<(String, Child)>,
+    started: Vec<Started>,
+    bin: PathBuf,
     /// The pods' volumes (`volumes/<pod>/`) and the Flow file (the test reads them).
     #[allow(dead_code)]
     pub dir: tempfile::TempDir,
@@ -169,39 +179,65 @@ impl LocalCluster {
         let args = |items: &[String], own: &str, hostname: &str| -> Vec<String> {
             (0..items.len()).map(|i| rewrite(if i == 0 { "" } else { &items[i - 1] }, &items[i], own, hostname)).collect()
         };
-        let program = |name: &str| if name == "jina-wasm" { bin.to_path_buf() } else { PathBuf::from(name) };
-        let mut cluster = LocalCluster { children: Vec::new(), dir: work, hosts: hosts.clone() };
-        let mut probes = Vec::new();
+        let mut cluster = LocalCluster { children: Vec::new(), started: Vec::new(), bin: bin.to_path_buf(), dir: work, hosts: hosts.clone() };
         for (pod, own) in pods.iter().zip(&addresses) {
-            let command = args(&pod.command, own, &pod.hostname);
-            let child = Command::new(program(&command[0]))
-                .args(&command[1..])
-                .env_clear()
-                .envs(pod.env.iter().map(|(k, v)| (k.clone(), rewrite("", v, own, &pod.hostname))))
-                .env("HOSTNAME", &pod.hostname)
-                .env("JINA_WASM_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
+            let env = pod.env.iter().map(|(k, v)| (k.clone(), rewrite("", v, own, &pod.hostname))).collect();
+            let started = Started { hostname: pod.hostname.clone(), command: args(&pod.command, own, &pod.hostname), env, probe: args(&pod.readiness, own, &pod.hostname) };
+            let child = cluster.spawn(&started);
             cluster.children.push((pod.hostname.clone(), child));
-            probes.push((pod.hostname.clone(), own.clone(), args(&pod.readiness, own, &pod.hostname)));
+            cluster.started.push(started);
         }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        for (hostname, own, probe) in &probes {
-            loop {
-                let answer = Command::new(program(&probe[0])).args(&probe[1..]).output().unwrap();
-                if answer.status.success() {
-                    break;
-                }
-                for (name, child) in &mut cluster.children {
-                    assert!(child.try_wait().unwrap().is_none(), "{name} exited");
-                }
-                assert!(Instant::now() < deadline, "{hostname} ({own}) not ready: {}", String::from_utf8_lossy(&answer.stdout));
-                std::thread::sleep(Duration::from_millis(200));
-            }
+        for i in 0..cluster.started.len() {
+            cluster.wait_ready(i);
         }
         cluster
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        if name == "jina-wasm" { self.bin.clone() } else { PathBuf::from(name) }
+    }
+
+    fn spawn(&self, pod: &Started) -> Child {
+        Command::new(self.program(&pod.command[0]))
+            .args(&pod.command[1..])
+            .env_clear()
+            .envs(pod.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HOSTNAME", &pod.hostname)
+            .env("JINA_WASM_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until pod `i`'s readiness probe passes.
+    fn wait_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let probe = &self.started[i].probe;
+        loop {
+            let answer = Command::new(self.program(&probe[0])).args(&probe[1..]).output().unwrap();
+            if answer.status.success() {
+                return;
+            }
+            for (name, child) in &mut self.children {
+                assert!(child.try_wait().unwrap().is_none(), "{name} exited");
+            }
+            assert!(Instant::now() < deadline, "{} not ready: {}", self.started[i].hostname, String::from_utf8_lossy(&answer.stdout));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills the pod whose name starts with `prefix` and starts it again, as a
+    /// cluster reschedules a pod (same address, as a Service's DNS name would
+    /// resolve to its new one); returns once it is ready again.
+    #[allow(dead_code)]
+    pub fn restart(&mut self, prefix: &str) {
+        let i = self.started.iter().position(|p| p.hostname.starts_with(prefix)).unwrap_or_else(|| panic!("no pod {prefix}*"));
+        let child = &mut self.children[i].1;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.children[i].1 = self.spawn(&self.started[i]);
+        self.wait_ready(i);
     }
 }
