@@ -19,6 +19,8 @@ use crate::pod::{Balance, PodConfig, Polling};
 /// Pod's outer ones (the head's input, the tail's output, the control socket).
 /// Prints one JSON line with its addresses and Peas when every Pea is ready.
 #[derive(Debug, Args)]
+// A Pea's place in a Pod is the Pod's to give: not a `pod` flag.
+#[command(mut_arg("shard_id", |a| a.hide(true)), mut_arg("shard_count", |a| a.hide(true)), mut_arg("replica_id", |a| a.hide(true)))]
 pub struct PodCommand {
     #[command(flatten)]
     pub pea: PeaCommand,
