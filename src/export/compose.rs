@@ -34,7 +34,7 @@ pub fn render(plan: &Plan, options: &Options) -> String {
                 "image": options.executors_image,
                 "entrypoint": copy,
                 // A fresh named volume belongs to root: copy as root, read as anyone.
-                "user": "0:0",
+                "user": "0",
                 "volumes": ["executors:/shared"],
             }),
         );
@@ -108,7 +108,8 @@ fn service(unit: &Unit, options: &Options, name: &str, volumes: &mut Map<String,
     }
     if unit.kind == Kind::Gateway {
         let http = unit.ports.iter().find(|(n, _)| *n == "http").map_or(super::PORT_HTTP, |(_, p)| *p);
-        service["ports"] = json!([format!("{http}:{http}")]);
+        // The long syntax: no `HOST:CONTAINER` string for YAML to misread.
+        service["ports"] = json!([{"target": http, "published": http.to_string(), "protocol": "tcp"}]);
         service["configs"] = json!([{"source": "flow", "target": FLOW_FILE}]);
     }
     if let Some(limit) = unit.memory_limit {

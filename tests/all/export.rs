@@ -195,7 +195,7 @@ fn the_compose_file_publishes_only_the_gateway_and_checks_health() {
         let test: Vec<&str> = service["healthcheck"]["test"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
         assert_eq!(&test[..3], ["CMD", "jina-wasm", "ping"], "service {name}");
     }
-    assert_eq!(services["gateway"]["ports"], json!(["8080:8080"]));
+    assert_eq!(services["gateway"]["ports"], json!([{"target": 8080, "published": "8080", "protocol": "tcp"}]));
     // Each shard its own host name (its shard id) and named volume.
     for i in 0..2 {
         let shard = &services[&format!("index-{i}")];
