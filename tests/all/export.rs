@@ -357,8 +357,9 @@ fn a_head_is_alive_at_once_and_healthy_when_its_shards_have_connected() {
     let workspace = tempfile::tempdir().unwrap();
     let pea = |hostname: &str| {
         let args = [
-            "pea", "--uses", indexer, "--name", "idx", "--socket-in", "DEALER_CONNECT", "--port-in", &fanout, "--socket-out", "PUSH_CONNECT",
-            "--port-out", &parts, "--shard-id", "auto", "--shard-count", "2", "--workspace", workspace.path().to_str().unwrap(),
+            // By host name, as in a cluster (looked up on each connect).
+            "pea", "--uses", indexer, "--name", "idx", "--socket-in", "DEALER_CONNECT", "--host-in", "localhost", "--port-in", &fanout,
+            "--socket-out", "PUSH_CONNECT", "--host-out", "localhost", "--port-out", &parts, "--shard-id", "auto", "--shard-count", "2", "--workspace", workspace.path().to_str().unwrap(),
         ];
         Unit::start(&args, hostname)
     };
