@@ -106,11 +106,104 @@ fn main() {
     if section("flow") {
         rows.extend(tokio.block_on(flow_rows()));
     }
+    // 9. Stateful executors: durability modes, dump and restart of a large index.
+    if section("state") {
+        rows.extend(tokio.block_on(state_rows(cached.clone())));
+    }
     print_table(&rows);
 }
 
+/// `n` documents with 128-dim embeddings, ids from `first`.
+fn vectors(first: usize, n: usize) -> Vec<Document> {
+    (first..first + n)
+        .map(|i| Document {
+            id: format!("v-{i}"),
+            embedding: Some((0..128).map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5).collect()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
+    use jina_wasm::pea::DumpPolicy;
+    let mut rows = Vec::new();
+    let indexer = |dump: DumpPolicy, dir: &tempfile::TempDir| {
+        let mut config = pea_config("vector-indexer", "idx", Some(dir.path().to_path_buf()));
+        config.dump = dump;
+        jina_wasm::pea::start(runtime.clone(), config)
+    };
+    // Indexing: 100-doc requests (128-dim), durable vs interval mode.
+    let batch = vectors(0, 100);
+    let (interval_dir, durable_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let interval = indexer(DumpPolicy::DEFAULT, &interval_dir).await.unwrap();
+    let durable = indexer(DumpPolicy::Durable, &durable_dir).await.unwrap();
+    let (a, b) = (&interval.addresses, &durable.addresses);
+    let interval_rate = doc_rate(&a.input, &a.output, "/index", &batch, 400).await;
+    let durable_rate = doc_rate(&b.input, &b.output, "/index", &batch, 400).await;
+    rows.push(Row {
+        name: "vector-indexer /index, durable mode (`--dump-interval 0`: append + fsync per request), 100-doc requests".into(),
+        value: format!("{durable_rate:.0} docs/s"),
+        baseline: format!("interval mode {interval_rate:.0} docs/s"),
+        ratio: durable_rate / interval_rate,
+        ratio_label: "x interval",
+        target: "no target: the cost of durability".into(),
+        met: true,
+    });
+    for pea in [interval, durable] {
+        pea.terminate();
+        pea.wait().await.unwrap();
+    }
+
+    // 100,000 documents: dump time, then restart (load) time vs an empty start.
+    let dir = tempfile::tempdir().unwrap();
+    let pea = indexer(DumpPolicy::Never, &dir).await.unwrap();
+    let mut client = Client::open(&Target::pea(&pea.addresses.input, &pea.addresses.output)).await.unwrap();
+    let requests: Vec<Message> = (0..1000).map(|i| Message::data(Envelope::request("/index", ""), &Body::from_documents(&vectors(i * 100, 100)))).collect();
+    client.stream(requests, |_| Ok(())).await.unwrap();
+    client.close().await;
+    let ctrl = pea.addresses.ctrl.clone();
+    let started = Instant::now();
+    jina_wasm::cli::control(&ctrl, "DUMP").await.unwrap();
+    let dump = started.elapsed();
+    pea.terminate();
+    pea.wait().await.unwrap();
+    let snapshot = std::fs::metadata(dir.path().join("vector-index.snapshot")).map_or(0, |m| m.len());
+    let empty = tempfile::tempdir().unwrap();
+    let time_start = |dir: &tempfile::TempDir| {
+        let start = indexer(DumpPolicy::Never, dir);
+        async move {
+            let t = Instant::now();
+            let pea = start.await.unwrap();
+            let took = t.elapsed();
+            pea.terminate();
+            pea.wait().await.unwrap();
+            took
+        }
+    };
+    let (load, fresh) = (time_start(&dir).await, time_start(&empty).await);
+    rows.push(Row {
+        name: format!("vector-indexer DUMP of 100k docs x 128 dims ({} snapshot)", mib(snapshot)),
+        value: fmt_time(dump),
+        baseline: "-".into(),
+        ratio: dump.as_secs_f64() * 1e6 / 100_000.0,
+        ratio_label: "µs/doc",
+        target: "no target".into(),
+        met: true,
+    });
+    rows.push(Row {
+        name: "vector-indexer restart (Pea start + init load) with 100k docs x 128 dims".into(),
+        value: fmt_time(load),
+        baseline: format!("empty workspace {}", fmt_time(fresh)),
+        ratio: load.as_secs_f64() / fresh.as_secs_f64(),
+        ratio_label: "x empty",
+        target: "no target".into(),
+        met: true,
+    });
+    rows
+}
+
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow); the default is all of them.
+/// pea, pod, flow, state); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -276,7 +369,7 @@ fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig 
         address_out: "tcp://127.0.0.1:0".into(),
         address_ctrl: "tcp://127.0.0.1:0".into(),
         on_error: OnError::Ignore,
-        dump_interval: None,
+        dump: jina_wasm::pea::DumpPolicy::Never,
         load_interval: None,
         timeout_ctrl: Duration::from_secs(1),
         quiet_error: false,
@@ -303,7 +396,12 @@ async fn pod(runtime: &Arc<Runtime>, guest: &str, shards: usize, replicas: usize
 
 /// Documents per second through a Pod: `requests` requests of `docs`, 8 in flight.
 async fn pod_rate(p: &PodHandle, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
-    let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output)).await.unwrap();
+    doc_rate(&p.addresses.input, &p.addresses.output, endpoint, docs, requests).await
+}
+
+/// Documents per second through a Pea or Pod at `input`/`output`.
+async fn doc_rate(input: &str, output: &str, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
+    let mut client = Client::open(&Target::pea(input, output)).await.unwrap();
     let mut bytes = Vec::new();
     Body::from_documents(docs).encode(&mut bytes);
     let body = bytes::Bytes::from(bytes);

@@ -8,6 +8,7 @@ mod inspect;
 mod pea;
 mod ping;
 mod pod;
+mod reshard;
 mod run;
 
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ pub enum Command {
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
+    Reshard(reshard::ReshardCommand),
     Inspect(inspect::InspectCommand),
 }
 
@@ -80,6 +82,7 @@ impl Cli {
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),
+            Command::Reshard(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
         }
     }

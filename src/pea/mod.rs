@@ -76,8 +76,8 @@ pub struct PeaConfig {
     /// Where the control ROUTER binds.
     pub address_ctrl: String,
     pub on_error: OnError,
-    /// Dump the executor's state this often (not when read-only).
-    pub dump_interval: Option<Duration>,
+    /// When the executor's state is dumped (never when read-only).
+    pub dump: DumpPolicy,
     /// Reload the executor from its file and workspace this often.
     pub load_interval: Option<Duration>,
     /// How long `TERMINATE` waits for the request in flight, and sockets for
@@ -85,6 +85,61 @@ pub struct PeaConfig {
     pub timeout_ctrl: Duration,
     /// Log request failures on one line, without their messages.
     pub quiet_error: bool,
+}
+
+/// When a Pea has its executor persist its state: `--dump-interval`,
+/// `dump_interval:` in a Flow. docs/stateful.md gives each mode's loss window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpPolicy {
+    /// Interval mode: `dump` this often, when a request was handled since the
+    /// last dump. A crash loses what was acknowledged since the last dump.
+    Every(Duration),
+    /// Durable mode (`0`): `dump` after every request, before it is answered;
+    /// a request whose dump fails is answered with a `dump` error. A crash
+    /// loses nothing that was acknowledged.
+    Durable,
+    /// `never`: only on DUMP, RELOAD and a graceful stop.
+    Never,
+}
+
+impl DumpPolicy {
+    /// Jina's default interval.
+    pub const DEFAULT: DumpPolicy = DumpPolicy::Every(Duration::from_secs(240));
+
+    fn interval(self) -> Option<Duration> {
+        match self {
+            DumpPolicy::Every(every) => Some(every),
+            DumpPolicy::Durable | DumpPolicy::Never => None,
+        }
+    }
+}
+
+impl std::str::FromStr for DumpPolicy {
+    type Err = String;
+
+    /// `0` (or `durable`): durable mode; `never`: no periodic dumps; else a
+    /// duration (`240s`, `5m`, a bare number of seconds).
+    fn from_str(input: &str) -> Result<Self, String> {
+        match input.trim() {
+            "durable" => Ok(DumpPolicy::Durable),
+            "never" | "off" => Ok(DumpPolicy::Never),
+            other => match crate::units::parse_duration(other)? {
+                d if d.is_zero() => Ok(DumpPolicy::Durable),
+                d => Ok(DumpPolicy::Every(d)),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DumpPolicy {
+    /// The `--dump-interval` value that reads back as `self`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DumpPolicy::Every(every) => write!(f, "{}ms", every.as_millis().max(1)),
+            DumpPolicy::Durable => f.write_str("0"),
+            DumpPolicy::Never => f.write_str("never"),
+        }
+    }
 }
 
 /// The addresses a started Pea actually uses (real ports, not 0).
@@ -135,8 +190,12 @@ impl PeaHandle {
 ///
 /// # Errors
 /// A socket that cannot be opened, or an executor that does not load or init.
-pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<PeaHandle> {
+pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Result<PeaHandle> {
     let name = config.name.clone();
+    // The executor may persist incrementally when every request is dumped.
+    if config.dump == DumpPolicy::Durable {
+        crate::executor::set_runtime_arg(&mut config.executor.config, "durable", json!(true));
+    }
     let grace = config.timeout_ctrl;
     let ctrl = Link::open(SocketSpec::ROUTER_BIND, &config.address_ctrl, &format!("pea `{name}` control socket"))
         .await
@@ -207,12 +266,18 @@ struct Counters {
     failed: u64,
     /// Messages dropped because their envelope did not decode.
     dropped: u64,
+    /// Successful dumps (periodic, DUMP, RELOAD, or per request when durable).
+    dumps: u64,
+    /// `requests` when the last successful dump started: every request up to
+    /// there is on disk; later ones are lost if the process dies now.
+    dumped_through: u64,
 }
 
 /// What the executor is doing.
 enum Busy {
     Request { message: Message, started: u64, reply: oneshot::Receiver<Result<Bytes, Failure>> },
-    Control { job: ControlJob, reply: oneshot::Receiver<Result<(), Failure>> },
+    /// `through`: `requests` when the job started.
+    Control { job: ControlJob, through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
 }
 
 enum Done {
@@ -252,7 +317,7 @@ impl Pea {
         if self.config.socket_in.kind == SocketType::Dealer {
             self.grant_credit("IDLE").await;
         }
-        let mut dump_timer = interval(self.config.dump_interval.filter(|_| !self.config.executor.sandbox.read_only));
+        let mut dump_timer = interval(self.config.dump.interval().filter(|_| !self.config.executor.sandbox.read_only));
         let mut load_timer = interval(self.config.load_interval);
         let out_is_router = self.config.socket_out.kind == SocketType::Router;
         let out_tx = self.output.sender();
@@ -406,16 +471,26 @@ impl Pea {
             body: message.body.clone(),
             parameters: envelope.parameters.clone(),
             timeout,
+            durable: self.durable(),
             reply,
         };
         self.worker.submit(job).await;
         self.busy = Some(Busy::Request { message, started: received, reply: rx });
     }
 
+    /// Durable mode: every request is dumped before it is answered.
+    fn durable(&self) -> bool {
+        self.config.dump == DumpPolicy::Durable && !self.config.executor.sandbox.read_only
+    }
+
     fn on_result(&mut self, result: Result<Bytes, Failure>) {
         let Some(Busy::Request { mut message, started, .. }) = self.busy.take() else {
             unreachable!("a request's result comes while the request is in flight")
         };
+        if self.durable() && !matches!(&result, Err(f) if f.kind == "dump") {
+            self.counters.dumps += 1;
+            self.counters.dumped_through = self.counters.requests;
+        }
         match result {
             Ok(body) => {
                 message.body = body;
@@ -511,13 +586,19 @@ impl Pea {
         let (reply, rx) = oneshot::channel();
         let work = if job.request.endpoint == "DUMP" { Job::Dump { reply } } else { Job::Reload { reply } };
         self.worker.submit(work).await;
-        self.busy = Some(Busy::Control { job, reply: rx });
+        // Nothing is in flight: the dump holds every request received so far.
+        let through = self.counters.requests;
+        self.busy = Some(Busy::Control { job, through, reply: rx });
     }
 
     async fn on_control_done(&mut self, result: Result<(), Failure>) {
-        let Some(Busy::Control { job, .. }) = self.busy.take() else {
+        let Some(Busy::Control { job, through, .. }) = self.busy.take() else {
             unreachable!("a control job's result comes while it runs")
         };
+        if result.is_ok() && !self.config.executor.sandbox.read_only {
+            self.counters.dumps += 1;
+            self.counters.dumped_through = through;
+        }
         let key = if job.request.endpoint == "DUMP" { "dumped" } else { "reloaded" };
         if let Err(f) = &result {
             tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.request.endpoint, f.kind, f.message);
@@ -555,6 +636,9 @@ impl Pea {
             "requests": self.counters.requests,
             "failed": self.counters.failed,
             "dropped": self.counters.dropped,
+            "dump_interval": self.config.dump.to_string(),
+            "dumps": self.counters.dumps,
+            "dumped_through": self.counters.dumped_through,
             "calls": health.stats.calls,
             "errors": health.stats.errors,
             "traps": health.stats.traps,
@@ -635,4 +719,25 @@ fn interval(every: Option<Duration>) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_policies_parse_and_print_back() {
+        for (text, policy) in [
+            ("0", DumpPolicy::Durable),
+            ("durable", DumpPolicy::Durable),
+            ("never", DumpPolicy::Never),
+            ("240s", DumpPolicy::DEFAULT),
+            ("1.5s", DumpPolicy::Every(Duration::from_millis(1500))),
+        ] {
+            let parsed: DumpPolicy = text.parse().unwrap();
+            assert_eq!(parsed, policy, "{text}");
+            assert_eq!(parsed.to_string().parse::<DumpPolicy>().unwrap(), policy);
+        }
+        assert!("later".parse::<DumpPolicy>().is_err());
+    }
 }

@@ -39,8 +39,16 @@ impl From<ExecutorError> for Failure {
 }
 
 pub enum Job {
-    /// Decode the body, call `handle`, encode the result.
-    Handle { endpoint: String, body: Bytes, parameters: String, timeout: Option<Duration>, reply: oneshot::Sender<Result<Bytes, Failure>> },
+    /// Decode the body, call `handle`, encode the result. `durable`: then call
+    /// `dump` before answering (durable mode, docs/stateful.md).
+    Handle {
+        endpoint: String,
+        body: Bytes,
+        parameters: String,
+        timeout: Option<Duration>,
+        durable: bool,
+        reply: oneshot::Sender<Result<Bytes, Failure>>,
+    },
     Dump { reply: oneshot::Sender<Result<(), Failure>> },
     /// Dump (unless read-only), then replace the instance with a new one from
     /// the file as it is now; the old one stays if the new one fails.
@@ -135,9 +143,12 @@ fn run(
     let mut arrivals = Arrivals { last_done: None, close: false };
     while let Some(job) = arrivals.next(&mut jobs) {
         match job {
-            Job::Handle { endpoint, body, parameters, timeout, reply } => {
+            Job::Handle { endpoint, body, parameters, timeout, durable, reply } => {
                 publish(&executor, Some(Instant::now()));
-                let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
+                let mut result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
+                if durable {
+                    result = persist(&mut executor, result);
+                }
                 // A trap discarded the instance: make the next one now, so the
                 // next request does not pay for `init` and STATUS tells the truth.
                 let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
@@ -227,6 +238,32 @@ fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &st
     let mut out = Vec::new();
     result.encode(&mut out);
     Ok(out.into())
+}
+
+/// Durable mode: the request's changes are on disk before it is answered.
+/// After a trap there is nothing to save (the instance is gone, and the next
+/// one loads what is on disk); a body that did not decode changed nothing.
+fn persist(executor: &mut Executor, result: Result<Bytes, Failure>) -> Result<Bytes, Failure> {
+    if !executor.is_live() || executor.sandbox().read_only || matches!(&result, Err(f) if f.kind == "malformed") {
+        return result;
+    }
+    match executor.dump() {
+        Ok(()) => result,
+        Err(e) => {
+            // The changes may be in memory but are not on disk: drop the
+            // instance, so the next request sees exactly what is on disk.
+            executor.discard();
+            Err(Failure {
+                kind: "dump".into(),
+                message: format!(
+                    "the request was handled but its changes could not be saved, so it is not acknowledged \
+                     (durable mode); the executor restarts from its workspace: {} ({})",
+                    e.message,
+                    e.kind.as_str()
+                ),
+            })
+        }
+    }
 }
 
 fn dump(executor: &mut Executor) -> Result<(), Failure> {

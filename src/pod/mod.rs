@@ -14,6 +14,7 @@
 
 mod head;
 pub mod reduce;
+pub mod reshard;
 mod tail;
 pub mod workspace;
 
@@ -448,11 +449,14 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, name: &str, head:
         _ => serde_json::Map::new(),
     };
     let place = match layout {
-        Layout::Shards => json!({"shard_id": i, "shards": config.shards}),
-        Layout::Replicas => json!({"replica_id": i, "replicas": config.count()}),
+        Layout::Shards => [("shard_id", i), ("shards", config.shards)],
+        Layout::Replicas => [("replica_id", i), ("replicas", config.count())],
     };
-    with.insert("jina".into(), place);
+    with.remove("jina");
     executor.config = Value::Object(with);
+    for (key, value) in place {
+        crate::executor::set_runtime_arg(&mut executor.config, key, json!(value));
+    }
     if layout == Layout::Shards
         && let Some(root) = &pod.executor.sandbox.workspace
     {
@@ -475,7 +479,7 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, name: &str, head:
         address_out: tail.to_string(),
         address_ctrl: "tcp://127.0.0.1:0".into(),
         on_error: pod.on_error,
-        dump_interval: pod.dump_interval,
+        dump: pod.dump,
         load_interval: pod.load_interval,
         timeout_ctrl: pod.timeout_ctrl,
         quiet_error: pod.quiet_error,
@@ -548,7 +552,7 @@ fn pea_args(c: &PeaConfig) -> Vec<String> {
         "--on-error-strategy".into(),
         clap::ValueEnum::to_possible_value(&c.on_error).expect("no skipped variants").get_name().to_string(),
         "--dump-interval".into(),
-        secs(c.dump_interval),
+        c.dump.to_string(),
         "--load-interval".into(),
         secs(c.load_interval),
         "--timeout-ctrl".into(),
@@ -604,7 +608,7 @@ fn serve(worker: Worker, opened: &mut Opened) -> Reducer {
     opened.workers.push(worker);
     tokio::spawn(async move {
         while let Some((endpoint, body, parameters, reply)) = rx.recv().await {
-            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, reply }).await;
+            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, durable: false, reply }).await;
         }
     });
     tx

@@ -15,6 +15,8 @@
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
+//! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
+//!   window, a crash during a dump, read-only replicas, re-sharding.
 
 mod cli;
 mod examples;
@@ -23,4 +25,5 @@ mod load;
 mod pea;
 mod pod;
 mod sandbox;
+mod stateful;
 mod util;
