@@ -5,6 +5,9 @@
 //!   - `top_k` (default 10): matches per query when the request does not say.
 //!   - `durable` (default: the host's durable mode, `jina.durable`): log every
 //!     change durably before answering.
+//!   - `compact_log_bytes` (default 64 MiB): `dump` folds the log into a new
+//!     snapshot once it is larger than this (0: at every dump, which makes
+//!     durable mode rewrite the whole index per request).
 //!   - `traversal` (default `"roots"`): which documents `/index` and `/delete`
 //!     act on: `"roots"`, the request's documents, or `"chunks"`, their chunks
 //!     (Jina's `traversal_paths: ['c']`: index the sentences a segmenter made).
@@ -66,7 +69,7 @@
 //! are idempotent). When durable, every change is already in the synced log,
 //! so `dump` (which the host's durable mode calls after every request) only
 //! folds the log into a new snapshot once it holds more than
-//! [`COMPACT_LOG_BYTES`]: a write costs one append and one fsync, not a
+//! `compact_log_bytes`: a write costs one append and one fsync, not a
 //! rewrite of the index. A missing workspace starts an empty index (logged as a
 //! warning); a read-only one loads normally, and `dump` or a durable change then
 //! fails with `read-only`.
@@ -85,7 +88,8 @@ use index::{Entry, Index};
 
 const SNAPSHOT_FILE: &str = "vector-index.snapshot";
 const LOG_FILE: &str = "vector-index.log";
-/// When durable, `dump` rewrites the snapshot only past this much log.
+/// When durable, `dump` rewrites the snapshot only past this much log
+/// (`compact_log_bytes` in `with:`).
 pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 /// Documents per `/export` page unless the request says.
 const EXPORT_PAGE: usize = 1000;
@@ -107,6 +111,8 @@ struct VectorIndexer {
     log: Option<AppendLog>,
     /// Some change since the last snapshot is only in memory (not logged).
     unlogged: bool,
+    /// `dump` rewrites the snapshot once the log is larger than this.
+    compact_log_bytes: u64,
 }
 
 impl Executor for VectorIndexer {
@@ -117,6 +123,7 @@ impl Executor for VectorIndexer {
         let flag = |key: &str| runtime.get(key).and_then(Value::as_bool).unwrap_or(false);
         let durable = config.get_or("durable", flag("durable"))?;
         let read_only = flag("read_only");
+        let compact_log_bytes = config.get_or("compact_log_bytes", COMPACT_LOG_BYTES)?;
         let traversal = Traversal::parse(config.get_or("traversal", "roots".to_string())?)
             .map_err(Error::bad_config)?;
 
@@ -159,6 +166,7 @@ impl Executor for VectorIndexer {
             index,
             log: None,
             unlogged: false,
+            compact_log_bytes,
         })
     }
 
@@ -177,7 +185,7 @@ impl Executor for VectorIndexer {
             && self
                 .log
                 .as_ref()
-                .is_none_or(|log| log.size() <= COMPACT_LOG_BYTES)
+                .is_none_or(|log| log.size() <= self.compact_log_bytes)
         {
             return Ok(());
         }
