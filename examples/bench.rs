@@ -124,6 +124,14 @@ fn vectors(first: usize, n: usize) -> Vec<Document> {
         .collect()
 }
 
+/// Indexes `docs` into the Pea at `addresses`, 1,000 per request.
+async fn preload(addresses: &jina_wasm::pea::Addresses, docs: &[Document]) {
+    let mut client = Client::open(&Target::pea(&addresses.input, &addresses.output)).await.unwrap();
+    let requests: Vec<Message> = docs.chunks(1000).map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c))).collect();
+    client.stream(requests, |_| Ok(())).await.unwrap();
+    client.close().await;
+}
+
 async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     use jina_wasm::pea::DumpPolicy;
     let mut rows = Vec::new();
@@ -157,11 +165,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let rewrite_dir = tempfile::tempdir().unwrap();
     let rewrite = indexer_with(DumpPolicy::Durable, &rewrite_dir, serde_json::json!({"compact_log_bytes": 0})).await.unwrap();
     let r = &rewrite.addresses;
-    let base: Vec<Document> = vectors(1_000_000, 10_000);
-    let mut client = Client::open(&Target::pea(&r.input, &r.output)).await.unwrap();
-    let requests: Vec<Message> = base.chunks(1000).map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c))).collect();
-    client.stream(requests, |_| Ok(())).await.unwrap();
-    client.close().await;
+    preload(r, &vectors(1_000_000, 10_000)).await;
     let rewrite_rate = doc_rate(&r.input, &r.output, "/index", &batch, 100).await;
     rows.push(Row {
         name: "same, durable by rewriting the whole index per request (10k docs, `compact_log_bytes: 0`)".into(),
@@ -180,10 +184,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     // 100,000 documents: dump time, then restart (load) time vs an empty start.
     let dir = tempfile::tempdir().unwrap();
     let pea = indexer(DumpPolicy::Never, &dir).await.unwrap();
-    let mut client = Client::open(&Target::pea(&pea.addresses.input, &pea.addresses.output)).await.unwrap();
-    let requests: Vec<Message> = (0..1000).map(|i| Message::data(Envelope::request("/index", ""), &Body::from_documents(&vectors(i * 100, 100)))).collect();
-    client.stream(requests, |_| Ok(())).await.unwrap();
-    client.close().await;
+    preload(&pea.addresses, &vectors(0, 100_000)).await;
     let ctrl = pea.addresses.ctrl.clone();
     let started = Instant::now();
     jina_wasm::cli::control(&ctrl, "DUMP").await.unwrap();
