@@ -266,3 +266,29 @@ async fn reshard_moves_two_shards_to_three_with_the_same_answers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already has 3 shards"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_durable_mode_a_failed_dump_is_not_acknowledged_and_not_served() {
+    let workspace = tempfile::tempdir().unwrap();
+    // The executor keeps changes in memory (`durable: false`) and its dump
+    // writes where nothing can be written: every dump fails.
+    let with = r#"{"workspace": "/nowhere", "durable": false}"#;
+    let pea = PeaProcess::start("vector-indexer", &["--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "0", "--uses-with", with]);
+    let mut c = client(&pea).await;
+    let doc = vectors(0, 1, 8);
+    let reply = c.call(message("/index", json!({}), &doc)).await.unwrap();
+    match &reply.envelope.status {
+        Status::Error { kind, message, .. } => {
+            assert_eq!(kind, "dump");
+            assert!(message.contains("not acknowledged") && message.contains("vector-index.snapshot"), "{message}");
+        }
+        other => panic!("an unsaved write was acknowledged: {other:?}"),
+    }
+    // The instance that held the unsaved document is gone: it is not served.
+    let reply = c.call(message("/search", json!({}), &doc)).await.unwrap();
+    assert_eq!(reply.envelope.status, Status::Success);
+    assert!(documents(&reply)[0].matches.is_empty(), "an unsaved document is served");
+    let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    assert_eq!((status["healthy"].clone(), status["restarts"].clone()), (json!(true), json!(1)), "{status}");
+    c.close().await;
+}
