@@ -43,7 +43,8 @@ pub struct PeaCommand {
     /// When the executor's state is saved (docs/stateful.md). A duration
     /// (interval mode): dump this often, when a request was handled since the
     /// last dump; a crash loses what was answered since then. `0` (durable
-    /// mode): dump after every request, before answering it; a crash loses
+    /// mode): no request is answered before a dump that followed it (one dump
+    /// per group of requests waiting together); a crash loses
     /// nothing that was answered. `never`: no periodic dumps. In every mode the
     /// state is also dumped on TERMINATE, DUMP and RELOAD; never with --read-only.
     #[arg(long, value_name = "DURATION|0|never", default_value = "240s")]

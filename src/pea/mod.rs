@@ -94,9 +94,10 @@ pub enum DumpPolicy {
     /// Interval mode: `dump` this often, when a request was handled since the
     /// last dump. A crash loses what was acknowledged since the last dump.
     Every(Duration),
-    /// Durable mode (`0`): `dump` after every request, before it is answered;
-    /// a request whose dump fails is answered with a `dump` error. A crash
-    /// loses nothing that was acknowledged.
+    /// Durable mode (`0`): no request is answered before a `dump` that
+    /// followed it returned (one dump per group of waiting requests); a request
+    /// whose dump fails is answered with a `dump` error. A crash loses nothing
+    /// that was acknowledged.
     Durable,
     /// `never`: only on DUMP, RELOAD and a graceful stop.
     Never,
@@ -246,7 +247,9 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         started: Instant::now(),
         counters: Counters::default(),
         busy: None,
-        outbox: None,
+        outbox: VecDeque::new(),
+        held: Vec::new(),
+        traps_seen: 0,
         credits: VecDeque::new(),
         control_jobs: VecDeque::new(),
         terminating: false,
@@ -266,23 +269,29 @@ struct Counters {
     failed: u64,
     /// Messages dropped because their envelope did not decode.
     dropped: u64,
-    /// Successful dumps (periodic, DUMP, RELOAD, or per request when durable).
+    /// Successful dumps (periodic, DUMP, RELOAD, or group commits when durable).
     dumps: u64,
     /// `requests` when the last successful dump started: every request up to
     /// there is on disk; later ones are lost if the process dies now.
     dumped_through: u64,
 }
 
+/// Durable mode commits at most this many requests with one `dump`.
+const GROUP_COMMIT: usize = 16;
+
 /// What the executor is doing.
 enum Busy {
     Request { message: Message, started: u64, reply: oneshot::Receiver<Result<Bytes, Failure>> },
     /// `through`: `requests` when the job started.
     Control { job: ControlJob, through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
+    /// Durable mode's dump for the `held` requests; `through`: `requests` then.
+    Commit { through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
 }
 
 enum Done {
     Request(Result<Bytes, Failure>),
     Control(Result<(), Failure>),
+    Commit(Result<(), Failure>),
 }
 
 /// A control request waiting for the executor.
@@ -300,8 +309,15 @@ struct Pea {
     started: Instant,
     counters: Counters,
     busy: Option<Busy>,
-    /// A message waiting to be sent (for a ROUTER output: for credit).
-    outbox: Option<Vec<Bytes>>,
+    /// Messages waiting to be sent (for a ROUTER output: for credit).
+    outbox: VecDeque<Vec<Bytes>>,
+    /// Durable mode: handled requests waiting for the commit (one `dump` for
+    /// all of them) before they are answered.
+    held: Vec<Message>,
+    /// The executor's trap count when the last result came: another one means
+    /// the instance holding the `held` changes is gone (a RELOAD, which resets
+    /// the count, only runs when nothing is held).
+    traps_seen: u64,
     /// Identities of downstream DEALERs, one entry per request they asked for.
     credits: VecDeque<Bytes>,
     control_jobs: VecDeque<ControlJob>,
@@ -322,7 +338,19 @@ impl Pea {
         let out_is_router = self.config.socket_out.kind == SocketType::Router;
         let out_tx = self.output.sender();
         loop {
-            let idle = self.busy.is_none() && self.outbox.is_none();
+            let idle = self.busy.is_none() && self.outbox.is_empty();
+            if idle && !self.held.is_empty() {
+                // Group commit: requests already waiting join this dump.
+                if self.held.len() < GROUP_COMMIT
+                    && !self.terminating
+                    && let Some(frames) = self.input.try_recv()
+                {
+                    self.take_input(frames).await;
+                } else {
+                    self.start_commit().await;
+                }
+                continue;
+            }
             if idle && let Some(job) = self.control_jobs.pop_front() {
                 self.start_control_job(job).await;
                 continue;
@@ -339,13 +367,14 @@ impl Pea {
                 done = wait_busy(&mut self.busy) => match done {
                     Done::Request(result) => self.on_result(result),
                     Done::Control(result) => self.on_control_done(result).await,
+                    Done::Commit(result) => self.on_commit(result),
                 },
                 frames = self.output.recv(), if out_is_router => {
                     if let Some(frames) = frames { self.on_downstream(frames); }
                 },
-                permit = out_tx.reserve(), if self.outbox.is_some() && (!out_is_router || !self.credits.is_empty()) => {
+                permit = out_tx.reserve(), if !self.outbox.is_empty() && (!out_is_router || !self.credits.is_empty()) => {
                     let Ok(permit) = permit else { break };
-                    let mut frames = self.outbox.take().expect("guarded");
+                    let mut frames = self.outbox.pop_front().expect("guarded");
                     if out_is_router {
                         frames.insert(0, self.credits.pop_front().expect("guarded"));
                     }
@@ -355,13 +384,7 @@ impl Pea {
                     }
                 },
                 frames = self.input.recv(), if idle && !self.terminating => match frames {
-                    Some(frames) => {
-                        self.on_input(frames).await;
-                        // Nothing came of it (dropped): the credit it used is free again.
-                        if self.busy.is_none() && self.outbox.is_none() && self.config.socket_in.kind == SocketType::Dealer {
-                            self.grant_credit("IDLE").await;
-                        }
-                    }
+                    Some(frames) => self.take_input(frames).await,
                     None => break,
                 },
                 // Only when something was handled since the last dump: an idle
@@ -422,6 +445,16 @@ impl Pea {
         let _ = self.input.send(control_frames(command, json!({"credit": 1, "pea": self.config.name}))).await;
     }
 
+    /// One message from the input socket.
+    async fn take_input(&mut self, frames: Vec<Bytes>) {
+        let before = self.outbox.len();
+        self.on_input(frames).await;
+        // Nothing came of it (dropped): the credit it used is free again.
+        if self.busy.is_none() && self.outbox.len() == before && self.config.socket_in.kind == SocketType::Dealer {
+            self.grant_credit("IDLE").await;
+        }
+    }
+
     async fn on_input(&mut self, mut frames: Vec<Bytes>) {
         if self.config.socket_in.kind == SocketType::Router && !frames.is_empty() {
             frames.remove(0);
@@ -446,11 +479,11 @@ impl Pea {
                 AfterError::Continue => {}
                 AfterError::SkipExecutor => {
                     self.route(&mut message, received, Outcome::Skipped);
-                    self.outbox = Some(message.frames().to_vec());
+                    self.outbox.push_back(message.frames().to_vec());
                     return;
                 }
                 AfterError::SkipHandle | AfterError::Abort => {
-                    self.outbox = Some(message.frames().to_vec());
+                    self.outbox.push_back(message.frames().to_vec());
                     return;
                 }
             }
@@ -460,7 +493,7 @@ impl Pea {
             envelope.after_error = AfterError::Abort;
             message.body = Bytes::new();
             self.route(&mut message, received, Outcome::Failed);
-            self.outbox = Some(message.frames().to_vec());
+            self.outbox.push_back(message.frames().to_vec());
             return;
         }
         let timeout = (envelope.deadline_ms != 0)
@@ -471,7 +504,6 @@ impl Pea {
             body: message.body.clone(),
             parameters: envelope.parameters.clone(),
             timeout,
-            durable: self.durable(),
             reply,
         };
         self.worker.submit(job).await;
@@ -487,37 +519,85 @@ impl Pea {
         let Some(Busy::Request { mut message, started, .. }) = self.busy.take() else {
             unreachable!("a request's result comes while the request is in flight")
         };
-        if self.durable() && !matches!(&result, Err(f) if f.kind == "dump") {
-            self.counters.dumps += 1;
-            self.counters.dumped_through = self.counters.requests;
-        }
         match result {
             Ok(body) => {
                 message.body = body;
                 self.route(&mut message, started, Outcome::Handled);
             }
-            Err(failure) => {
-                self.counters.failed += 1;
-                let name = &self.config.name;
-                if self.config.quiet_error {
-                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
-                } else {
-                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
-                }
-                let envelope = &mut message.envelope;
-                envelope.fail(name, &failure.kind, &failure.message);
-                // A body that did not decode cannot go on; otherwise the strategy decides.
-                let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
-                if envelope.after_error == AfterError::Continue {
-                    envelope.after_error = strategy.after_error();
-                }
-                if strategy == OnError::ThrowEarly {
-                    message.body = Bytes::new();
-                }
-                self.route(&mut message, started, Outcome::Failed);
-            }
+            Err(failure) => self.fail(&mut message, started, &failure),
         }
-        self.outbox = Some(message.frames().to_vec());
+        if !self.durable() {
+            self.outbox.push_back(message.frames().to_vec());
+            return;
+        }
+        // A trap discarded the instance that held the changes of the requests
+        // still waiting for their commit: they are lost, so not acknowledged.
+        let traps = self.worker.health.lock().expect("health lock").stats.traps;
+        if traps != self.traps_seen {
+            self.traps_seen = traps;
+            let lost = Failure {
+                kind: "dump".into(),
+                message: "the request was handled, but the executor trapped on a later request before its changes \
+                          were saved, so it is not acknowledged (durable mode)"
+                    .into(),
+            };
+            self.release_held(Some(&lost));
+        }
+        self.held.push(message);
+    }
+
+    /// Starts durable mode's dump for the `held` requests.
+    async fn start_commit(&mut self) {
+        let (reply, rx) = oneshot::channel();
+        self.worker.submit(Job::Commit { reply }).await;
+        self.busy = Some(Busy::Commit { through: self.counters.requests, reply: rx });
+    }
+
+    fn on_commit(&mut self, result: Result<(), Failure>) {
+        let Some(Busy::Commit { through, .. }) = self.busy.take() else { unreachable!("a commit's result comes while it runs") };
+        match &result {
+            Ok(()) => {
+                self.counters.dumps += 1;
+                self.counters.dumped_through = through;
+            }
+            Err(f) => tracing::warn!(pea = %self.config.name, requests = self.held.len(), "commit failed: {}", f.message),
+        }
+        self.release_held(result.as_ref().err());
+    }
+
+    /// Sends the `held` requests on; with `failure`, the ones that were
+    /// handled fail with it (their changes are not on disk).
+    fn release_held(&mut self, failure: Option<&Failure>) {
+        for mut message in std::mem::take(&mut self.held) {
+            if let Some(failure) = failure
+                && let Some(route) = message.envelope.routes.pop_if(|r| r.outcome == Outcome::Handled)
+            {
+                self.fail(&mut message, route.start_us, failure);
+            }
+            self.outbox.push_back(message.frames().to_vec());
+        }
+    }
+
+    /// Records a failure of this Pea's executor on `message`.
+    fn fail(&mut self, message: &mut Message, started: u64, failure: &Failure) {
+        self.counters.failed += 1;
+        let name = &self.config.name;
+        if self.config.quiet_error {
+            tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
+        } else {
+            tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
+        }
+        let envelope = &mut message.envelope;
+        envelope.fail(name, &failure.kind, &failure.message);
+        // A body that did not decode cannot go on; otherwise the strategy decides.
+        let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
+        if envelope.after_error == AfterError::Continue {
+            envelope.after_error = strategy.after_error();
+        }
+        if strategy == OnError::ThrowEarly {
+            message.body = Bytes::new();
+        }
+        self.route(message, started, Outcome::Failed);
     }
 
     fn route(&self, message: &mut Message, start_us: u64, outcome: Outcome) {
@@ -702,6 +782,7 @@ async fn wait_busy(busy: &mut Option<Busy>) -> Done {
     match busy {
         Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
         Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
+        Some(Busy::Commit { reply, .. }) => Done::Commit(reply.await.unwrap_or_else(|_| Err(gone()))),
         None => std::future::pending().await,
     }
 }

@@ -39,17 +39,13 @@ impl From<ExecutorError> for Failure {
 }
 
 pub enum Job {
-    /// Decode the body, call `handle`, encode the result. `durable`: then call
-    /// `dump` before answering (durable mode, docs/stateful.md).
-    Handle {
-        endpoint: String,
-        body: Bytes,
-        parameters: String,
-        timeout: Option<Duration>,
-        durable: bool,
-        reply: oneshot::Sender<Result<Bytes, Failure>>,
-    },
+    /// Decode the body, call `handle`, encode the result.
+    Handle { endpoint: String, body: Bytes, parameters: String, timeout: Option<Duration>, reply: oneshot::Sender<Result<Bytes, Failure>> },
     Dump { reply: oneshot::Sender<Result<(), Failure>> },
+    /// Durable mode: `dump` before the requests handled since the last commit
+    /// are answered. On failure the instance is discarded (and a new one made
+    /// from the workspace), so nothing unsaved is served afterwards.
+    Commit { reply: oneshot::Sender<Result<(), Failure>> },
     /// Dump (unless read-only), then replace the instance with a new one from
     /// the file as it is now; the old one stays if the new one fails.
     Reload { reply: oneshot::Sender<Result<(), Failure>> },
@@ -143,12 +139,9 @@ fn run(
     let mut arrivals = Arrivals { last_done: None, close: false };
     while let Some(job) = arrivals.next(&mut jobs) {
         match job {
-            Job::Handle { endpoint, body, parameters, timeout, durable, reply } => {
+            Job::Handle { endpoint, body, parameters, timeout, reply } => {
                 publish(&executor, Some(Instant::now()));
-                let mut result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
-                if durable {
-                    result = persist(&mut executor, result);
-                }
+                let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
                 // A trap discarded the instance: make the next one now, so the
                 // next request does not pay for `init` and STATUS tells the truth.
                 let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
@@ -160,6 +153,13 @@ fn run(
             Job::Dump { reply } => {
                 let _ = reply.send(dump(&mut executor));
                 publish(&executor, None);
+            }
+            Job::Commit { reply } => {
+                let result = commit(&mut executor);
+                let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
+                publish(&executor, None);
+                health.lock().expect("health lock").healthy = healthy;
+                let _ = reply.send(result);
             }
             Job::Reload { reply } => {
                 let result = dump(&mut executor).and_then(|()| {
@@ -240,30 +240,22 @@ fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &st
     Ok(out.into())
 }
 
-/// Durable mode: the request's changes are on disk before it is answered.
-/// After a trap there is nothing to save (the instance is gone, and the next
-/// one loads what is on disk); a body that did not decode changed nothing.
-fn persist(executor: &mut Executor, result: Result<Bytes, Failure>) -> Result<Bytes, Failure> {
-    if !executor.is_live() || executor.sandbox().read_only || matches!(&result, Err(f) if f.kind == "malformed") {
-        return result;
-    }
-    match executor.dump() {
-        Ok(()) => result,
-        Err(e) => {
-            // The changes may be in memory but are not on disk: drop the
-            // instance, so the next request sees exactly what is on disk.
-            executor.discard();
-            Err(Failure {
-                kind: "dump".into(),
-                message: format!(
-                    "the request was handled but its changes could not be saved, so it is not acknowledged \
-                     (durable mode); the executor restarts from its workspace: {} ({})",
-                    e.message,
-                    e.kind.as_str()
-                ),
-            })
+/// Durable mode's dump: the changes of the requests handled since the last
+/// commit are on disk when it returns `Ok`.
+fn commit(executor: &mut Executor) -> Result<(), Failure> {
+    dump(executor).map_err(|failure| {
+        // The changes may be in memory but are not on disk: drop the instance,
+        // so the next request sees exactly what is on disk.
+        executor.discard();
+        Failure {
+            kind: "dump".into(),
+            message: format!(
+                "the request was handled but its changes could not be saved, so it is not acknowledged (durable \
+                 mode); the executor restarts from its workspace: {} ({})",
+                failure.message, failure.kind
+            ),
         }
-    }
+    })
 }
 
 fn dump(executor: &mut Executor) -> Result<(), Failure> {

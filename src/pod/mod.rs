@@ -608,7 +608,7 @@ fn serve(worker: Worker, opened: &mut Opened) -> Reducer {
     opened.workers.push(worker);
     tokio::spawn(async move {
         while let Some((endpoint, body, parameters, reply)) = rx.recv().await {
-            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, durable: false, reply }).await;
+            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, reply }).await;
         }
     });
     tx

@@ -61,16 +61,19 @@
 //!   record is `op u8` then, for `1` (upsert), the record fields above followed by
 //!   `dim u32` and `dim x f32`; for `2` (delete), `id_len u32, id`. In durable
 //!   mode `/index` and `/delete` append their changes and fsync before applying
-//!   and answering; other changes live in memory until `dump`.
+//!   and answering; other changes live in memory until `dump`. Under the host's
+//!   durable mode (`jina.durable`) they append without the fsync, and `dump`,
+//!   which the host calls before answering, makes one fsync for every request
+//!   it commits.
 //!
 //! `init` loads the snapshot, then replays the log up to its first torn record.
 //! `dump` writes the snapshot, then empties the log: a crash in between replays
 //! changes the snapshot already holds, which is harmless (upserts and deletes
-//! are idempotent). When durable, every change is already in the synced log,
-//! so `dump` (which the host's durable mode calls after every request) only
-//! folds the log into a new snapshot once it holds more than
-//! `compact_log_bytes`: a write costs one append and one fsync, not a
-//! rewrite of the index. A missing workspace starts an empty index (logged as a
+//! are idempotent). When durable, every change is already in the log, so
+//! `dump` syncs it and folds it into a new snapshot only once it holds more
+//! than `compact_log_bytes`: a write costs one append and (shared with the
+//! other requests of the host's group commit) one fsync, not a rewrite of
+//! the index. A missing workspace starts an empty index (logged as a
 //! warning); a read-only one loads normally, and `dump` or a durable change then
 //! fails with `read-only`.
 
@@ -111,6 +114,11 @@ struct VectorIndexer {
     log: Option<AppendLog>,
     /// Some change since the last snapshot is only in memory (not logged).
     unlogged: bool,
+    /// The host's durable mode: `dump` (before every answer) syncs the log,
+    /// so a change does not sync it itself.
+    sync_in_dump: bool,
+    /// Appended to the log but not yet synced.
+    unsynced: bool,
     /// `dump` rewrites the snapshot once the log is larger than this.
     compact_log_bytes: u64,
 }
@@ -166,6 +174,8 @@ impl Executor for VectorIndexer {
             index,
             log: None,
             unlogged: false,
+            sync_in_dump: flag("durable"),
+            unsynced: false,
             compact_log_bytes,
         })
     }
@@ -180,7 +190,13 @@ impl Executor for VectorIndexer {
     }
 
     fn dump(&mut self) -> Result<()> {
-        // Every change since the snapshot is in the synced log already.
+        if self.unsynced
+            && let Some(log) = &mut self.log
+        {
+            log.sync()?;
+            self.unsynced = false;
+        }
+        // Every change since the snapshot is in the synced log.
         if !self.unlogged
             && self
                 .log
@@ -324,10 +340,13 @@ impl VectorIndexer {
                     .log
                     .insert(AppendLog::open(self.workspace.join(LOG_FILE))?),
             };
-            for op in &ops {
-                log.append(&codec::encode_op(op))?;
+            let records: Vec<Vec<u8>> = ops.iter().map(codec::encode_op).collect();
+            log.append_all(records.iter().map(Vec::as_slice))?;
+            if self.sync_in_dump {
+                self.unsynced = true;
+            } else {
+                log.sync()?;
             }
-            log.sync()?;
         } else if !ops.is_empty() {
             self.unlogged = true;
         }
