@@ -15,6 +15,9 @@
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
+//! - `polyglot`: the Python and JavaScript ports of an example give its exact
+//!   output, through the host API, in a Pea and in a Flow beside Rust executors;
+//!   `jina-wasm new` scaffolds build and run in each language.
 
 mod cli;
 mod examples;
@@ -22,5 +25,6 @@ mod flow;
 mod load;
 mod pea;
 mod pod;
+mod polyglot;
 mod sandbox;
 mod util;

@@ -1,0 +1,83 @@
+//! Executors in Python and JavaScript (componentize-py, componentize-js) on the
+//! same contract: the sentence-segmenter ported to both gives exactly the Rust
+//! example's output for the same input, through the host API, in a Pea, and in
+//! a Flow next to Rust executors.
+
+use std::collections::BTreeMap;
+
+use jina_wasm::executor::{ErrorKind, Sandbox};
+use jina_wasm::{Document, NamedScore};
+use serde_json::{Value, json};
+
+use crate::util::{start, text_doc, try_start};
+
+/// The Rust example and its ports, the Rust one first (the reference).
+pub const SEGMENTERS: [&str; 3] = ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"];
+
+/// Inputs where a port could drift from Rust: byte offsets of non-ASCII text
+/// (2-, 3- and 4-byte characters), Unicode whitespace Python's `isspace` or
+/// JavaScript's `trim` treat differently (U+001C, U+FEFF, U+3000), `3.14` and
+/// `...`, empty and missing text, and a document tree with every field that
+/// must come back untouched.
+fn inputs() -> Vec<Document> {
+    let mut scores = BTreeMap::new();
+    scores.insert("cosine".to_string(), NamedScore { value: 0.5, op_name: Some("cos".into()), description: None });
+    let full = Document {
+        id: "tree".into(),
+        text: Some("Keep me. And the rest!".into()),
+        blob: Some(vec![0, 1, 255]),
+        uri: Some("file:///x".into()),
+        mime_type: Some("text/plain".into()),
+        embedding: Some(vec![0.25, -1.5]),
+        tags: json!({"k": [1, "two", null], "nested": {"f": 1.5}}).as_object().unwrap().clone(),
+        scores: scores.clone(),
+        chunks: vec![text_doc("tree-old", "An existing chunk. Not split again.")],
+        matches: vec![Document { scores, ..text_doc("m", "A match. Left alone.") }],
+    };
+    vec![
+        text_doc("plain", "Hello world. How are you? Fine!\nNext line"),
+        text_doc("numbers", "Pi is 3.14! Wait... what?!Really?Yes\n\n  trailing  "),
+        text_doc("unicode", "Héllo wörld. Ça va? 日本語の文。 Emoji 😀 ok! fin"),
+        text_doc("spaces", "\u{3000}Ideographic space.\u{3000}Next.\u{1c}Not a space. \u{feff}BOM is no space.\u{a0}"),
+        text_doc("empty", ""),
+        Document { id: "no-text".into(), ..Default::default() },
+        full,
+    ]
+}
+
+#[test]
+fn ports_give_the_rust_segmenters_output_for_the_same_input() {
+    for config in [Value::Null, json!({"min_len": 6})] {
+        let mut rust = start(SEGMENTERS[0], config.clone(), Sandbox::default());
+        let expected = rust.handle("/index", &inputs(), &json!({"p": 1})).unwrap();
+        // The reference does split (so equality below is not vacuous).
+        assert_eq!(expected[0].chunks.len(), if config.is_null() { 4 } else { 3 });
+        for port in &SEGMENTERS[1..] {
+            let mut executor = start(port, config.clone(), Sandbox::default());
+            let out = executor.handle("/index", &inputs(), &json!({"p": 1})).unwrap();
+            for (want, got) in expected.iter().zip(&out) {
+                assert_eq!(got, want, "{port} with {config} differs on document {:?}", want.id);
+            }
+            assert_eq!(out.len(), expected.len(), "{port}");
+            // And again on the same instance: no state leaks between requests.
+            assert_eq!(executor.handle("/search", &inputs(), &Value::Null).unwrap(), expected, "{port}, second call");
+        }
+    }
+}
+
+#[test]
+fn ports_reject_a_bad_configuration_like_rust() {
+    for config in [json!({"min_len": "long"}), json!({"min_len": -1})] {
+        for name in SEGMENTERS {
+            let error = try_start(name, config.clone(), Sandbox::default()).err().unwrap_or_else(|| panic!("{name} accepted {config}"));
+            assert_eq!(error.kind, ErrorKind::BadConfig, "{name}: {error}");
+            assert!(error.to_string().contains("min_len"), "{name}: the message names the parameter: {error}");
+        }
+    }
+    // Jina's style: `with:` keys are constructor arguments; an unknown one is named.
+    for name in &SEGMENTERS[1..] {
+        let error = try_start(name, json!({"min_lenght": 3}), Sandbox::default()).err().unwrap();
+        assert_eq!(error.kind, ErrorKind::BadConfig, "{name}: {error}");
+        assert!(error.to_string().contains("min_lenght"), "{name}: {error}");
+    }
+}
