@@ -81,3 +81,50 @@ fn ports_reject_a_bad_configuration_like_rust() {
         assert!(error.to_string().contains("min_lenght"), "{name}: {error}");
     }
 }
+
+/// The documents of one JSON-lines output.
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+const TEXT: &str = "{\"id\": \"a\", \"text\": \"Héllo wörld. Ça va? Oui!\"}\n{\"id\": \"b\", \"text\": \"One. Two.\\nThree\"}\n";
+
+#[test]
+fn ports_serve_in_a_pea_like_rust() {
+    let mut answers = Vec::new();
+    for name in SEGMENTERS {
+        let pea = crate::pea::PeaProcess::start(name, &["--name", name]);
+        let (input, output) = (pea.addr("in"), pea.addr("out"));
+        let out = crate::cli::jina(&["client", "--in", &input, "--out", &output, "--timeout", "60s", "--request-size", "1"], TEXT);
+        answers.push((name, json_lines(&out)));
+    }
+    let (_, rust) = &answers[0];
+    assert_eq!(rust[0]["chunks"].as_array().unwrap().len(), 3, "{rust:?}");
+    for (name, answer) in &answers[1..] {
+        assert_eq!(answer, rust, "{name} in a Pea");
+    }
+}
+
+#[test]
+fn ports_run_in_a_flow_beside_rust_executors() {
+    // segment (Rust, Python or JavaScript) -> encode (Rust) -> passthrough
+    // (Rust): the same answer whichever language segmented.
+    let mut answers = Vec::new();
+    for name in SEGMENTERS {
+        let flow = crate::flow::FlowProcess::start(&format!(
+            "pods:\n  - name: segment\n    uses: {{W}}/{}.wasm\n  - name: encode\n    uses: {{W}}/text_encoder.wasm\n  - name: after\n    uses: {{W}}/passthrough.wasm\n",
+            name.replace('-', "_")
+        ));
+        let port = flow.port().to_string();
+        let indexed = json_lines(&crate::cli::jina(&["client", "--port", &port, "--endpoint", "/index"], TEXT));
+        assert_eq!(indexed.len(), 2, "{name}: {indexed:?}");
+        let chunks = indexed[1]["chunks"].as_array().unwrap();
+        assert_eq!(chunks.len(), 3, "{name}: {indexed:?}");
+        assert!(chunks.iter().all(|c| c["embedding"].as_array().is_some_and(|e| e.len() == 256)), "{name}: chunks encoded by Rust");
+        answers.push((name, indexed));
+    }
+    for (name, answer) in &answers[1..] {
+        assert_eq!(answer, &answers[0].1, "{name} in a Flow");
+    }
+}
