@@ -5,6 +5,7 @@ mod client;
 mod common;
 mod flow;
 mod inspect;
+mod new;
 mod pea;
 mod ping;
 mod pod;
@@ -45,6 +46,7 @@ pub enum Command {
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
     Inspect(inspect::InspectCommand),
+    New(new::NewCommand),
 }
 
 impl Cli {
@@ -81,6 +83,7 @@ impl Cli {
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
+            Command::New(cmd) => cmd.execute(),
         }
     }
 }

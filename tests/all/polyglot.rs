@@ -128,3 +128,81 @@ fn ports_run_in_a_flow_beside_rust_executors() {
         assert_eq!(answer, &answers[0].1, "{name} in a Flow");
     }
 }
+
+/// Runs a scaffold's build command in its folder; panics with its output.
+fn build(dir: &std::path::Path, program: &str, args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) {
+    let out = std::process::Command::new(program).args(args).current_dir(dir).envs(envs.iter().copied()).output().unwrap();
+    assert!(out.status.success(), "{program} {args:?} in {}:\n{}{}", dir.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// `jina-wasm new NAME --lang LANG`, built by `build_it`, then run as the
+/// scaffold's README says: `/upper` with a `suffix`.
+fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::path::Path)) {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("greeter");
+    let out = crate::cli::jina(&["new", "greeter", "--lang", lang, "--dir", dir.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains(&format!("--uses {wasm}")), "the README says how to run it:\n{readme}");
+    build_it(&dir);
+    let uses = dir.join(wasm);
+    let out = crate::cli::jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/upper", "--uses-with", "{suffix: '!'}"], "hello\nworld\n");
+    let texts: Vec<Value> = json_lines(&out).into_iter().map(|d| d["text"].clone()).collect();
+    assert_eq!(texts, [json!("HELLO!"), json!("WORLD!")], "{lang}");
+    // Other endpoints pass the documents through.
+    let out = crate::cli::jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/index"], "hello\n");
+    assert_eq!(json_lines(&out)[0]["text"], "hello", "{lang}");
+}
+
+#[test]
+fn new_python_scaffold_builds_and_runs() {
+    let python = crate::util::python_venv("componentize-py-venv", "guest-sdk/python/requirements.txt");
+    let componentize = python.with_file_name("componentize-py");
+    scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
+        build(dir, "sh", &["build.sh"], &[("COMPONENTIZE_PY", componentize.as_os_str())]);
+    });
+}
+
+#[test]
+fn new_js_scaffold_builds_and_runs() {
+    // The scaffold's pinned packages are the SDK's, which `make guests`
+    // installed once: link them instead of a second `npm ci`.
+    let modules = crate::util::target_dir().join("js-tools/node_modules");
+    assert!(modules.exists(), "{} is missing: run `make guests` first", modules.display());
+    scaffold_builds_and_runs("js", "greeter.wasm", |dir| {
+        std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+        build(dir, "npm", &["run", "build", "--silent"], &[]);
+    });
+}
+
+#[test]
+fn new_rust_scaffold_builds_and_runs() {
+    // One target directory for every run, so the SDK's dependencies are
+    // compiled once, not per test run.
+    let target = crate::util::target_dir().join("scaffold-target");
+    scaffold_builds_and_runs("rust", "target/wasm32-wasip2/release/greeter.wasm", |dir| {
+        build(dir, "cargo", &["build", "--release", "--quiet"], &[("CARGO_TARGET_DIR", target.as_os_str())]);
+        let built = target.join("wasm32-wasip2/release/greeter.wasm");
+        std::fs::create_dir_all(dir.join("target/wasm32-wasip2/release")).unwrap();
+        std::fs::copy(built, dir.join("target/wasm32-wasip2/release/greeter.wasm")).unwrap();
+    });
+}
+
+#[test]
+fn new_refuses_bad_names_folders_and_sdks() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().to_str().unwrap();
+    std::fs::write(parent.path().join("taken"), "").unwrap();
+    for (args, expected) in [
+        (vec!["new", "Greeter", "--lang", "js", "--dir", dir], "executor name \"Greeter\": use lower-case letters"),
+        (vec!["new", "greeter", "--lang", "python", "--dir", dir], "the folder exists and is not empty"),
+        (vec!["new", "greeter", "--lang", "rust", "--dir", &format!("{dir}/x"), "--sdk", dir], "not the jina-guest-sdk crate"),
+        (vec!["new", "greeter", "--lang", "go"], "invalid value 'go' for '--lang <LANG>'"),
+    ] {
+        let out = crate::cli::jina(&args, "");
+        assert_eq!(out.status.code(), Some(if args.contains(&"go") { 2 } else { 1 }), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert!(!parent.path().join("x").exists(), "nothing written on failure");
+}
