@@ -110,6 +110,10 @@ fn main() {
     if section("state") {
         rows.extend(tokio.block_on(state_rows(cached.clone())));
     }
+    // 10. The same executor in Rust, Python and JavaScript.
+    if section("polyglot") {
+        rows.extend(polyglot_rows(&cached, &uncached));
+    }
     print_table(&rows);
 }
 
@@ -227,7 +231,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow, state); the default is all of them.
+/// pea, pod, flow, state, polyglot); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -353,6 +357,85 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
         met: per_instance * 1000.0 < (2u64 << 30) as f64,
     });
     drop(idle);
+    rows
+}
+
+/// The sentence-segmenter in Rust and its Python (componentize-py) and
+/// JavaScript (componentize-js) ports, which give the same output (tests/all/
+/// polyglot.rs): cold start (compile, instantiate, init), cached start
+/// (compiled artifact from the cache, instantiate, init), and documents per
+/// second through `handle` in 100-document requests. Ratios against Rust, from
+/// this run.
+fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
+    let docs: Vec<Document> = (0..100)
+        .map(|i| Document { id: format!("p{i}"), text: Some(SENTENCES.join(" ")), ..Default::default() })
+        .collect();
+    let spec = |name: &str| ExecutorSpec { name: name.into(), config: Value::Null, sandbox: Sandbox::default() };
+    let mut measured = Vec::new();
+    for name in ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"] {
+        let path = wasm(name);
+        let size = std::fs::metadata(&path).unwrap().len();
+        // Cold: once (a Python component takes seconds to compile).
+        let started = Instant::now();
+        let component = uncached.load(&path).unwrap();
+        drop(Executor::start(uncached.clone(), component, spec(name)).unwrap());
+        let cold = started.elapsed();
+        cached.load(&path).unwrap();
+        let warm = median(10, || {
+            let component = cached.load(&path).unwrap();
+            drop(Executor::start(cached.clone(), component, spec(name)).unwrap());
+        });
+        let mut executor = start(cached, name, Value::Null);
+        let call = median(50, || {
+            let out = executor.handle("/", &docs, &Value::Null).unwrap();
+            assert_eq!(out[0].chunks.len(), SENTENCES.len());
+        });
+        measured.push((name, size, cold, warm, 100.0 / call.as_secs_f64()));
+    }
+    let (_, _, rust_cold, rust_warm, rust_rate) = measured[0];
+    let mut rows = Vec::new();
+    for &(name, size, cold, warm, rate) in &measured {
+        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
+        rows.push(Row {
+            name: format!("{lang} segmenter ({}): cached start vs cold", mib(size)),
+            value: fmt_time(warm),
+            baseline: format!("cold {}", fmt_time(cold)),
+            ratio: cold.as_secs_f64() / warm.as_secs_f64(),
+            ratio_label: "x faster",
+            target: "-".into(),
+            met: true,
+        });
+        if lang == "rust" {
+            rows.push(Row {
+                name: "rust segmenter: 100-doc requests".into(),
+                value: format!("{rate:.0} docs/s"),
+                baseline: "-".into(),
+                ratio: 1.0,
+                ratio_label: "x rust",
+                target: "-".into(),
+                met: true,
+            });
+            continue;
+        }
+        rows.push(Row {
+            name: format!("{lang} segmenter: cold / cached start vs rust"),
+            value: format!("{} / {}", fmt_time(cold), fmt_time(warm)),
+            baseline: format!("rust {} / {}", fmt_time(rust_cold), fmt_time(rust_warm)),
+            ratio: warm.as_secs_f64() / rust_warm.as_secs_f64(),
+            ratio_label: "x rust (cached)",
+            target: "-".into(),
+            met: true,
+        });
+        rows.push(Row {
+            name: format!("{lang} segmenter: 100-doc requests"),
+            value: format!("{rate:.0} docs/s"),
+            baseline: format!("rust {rust_rate:.0} docs/s"),
+            ratio: rate / rust_rate,
+            ratio_label: "x rust",
+            target: "-".into(),
+            met: true,
+        });
+    }
     rows
 }
 

@@ -5,6 +5,7 @@ mod client;
 mod common;
 mod flow;
 mod inspect;
+mod new;
 mod pea;
 mod ping;
 mod pod;
@@ -47,6 +48,7 @@ pub enum Command {
     Control(ping::ControlCommand),
     Reshard(reshard::ReshardCommand),
     Inspect(inspect::InspectCommand),
+    New(new::NewCommand),
 }
 
 impl Cli {
@@ -84,6 +86,7 @@ impl Cli {
             Command::Control(cmd) => cmd.execute(),
             Command::Reshard(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
+            Command::New(cmd) => cmd.execute(),
         }
     }
 }

@@ -17,6 +17,9 @@
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
+//! - `polyglot`: the Python and JavaScript ports of an example give its exact
+//!   output, through the host API, in a Pea and in a Flow beside Rust executors;
+//!   `jina-wasm new` scaffolds build and run in each language.
 
 mod cli;
 mod examples;
@@ -24,6 +27,7 @@ mod flow;
 mod load;
 mod pea;
 mod pod;
+mod polyglot;
 mod sandbox;
 mod stateful;
 mod util;
