@@ -8,7 +8,19 @@ WASM_TARGET := wasm32-wasip2
 EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger
 FIXTURES := misbehave wrong-world future-contract
 
-.PHONY: all setup guests build test demo bench clean-cache
+# Executors in other languages (docs/python-executors.md, docs/javascript-executors.md):
+# examples/executors/<name>/executor.py or executor.js, built into the same directory.
+PY_EXAMPLES := py-sentence-segmenter
+JS_EXAMPLES := js-sentence-segmenter
+GUEST_DIR := target/$(WASM_TARGET)/release
+# componentize-py in a virtualenv and componentize-js in an npm folder, both
+# pinned (guest-sdk/python/requirements.txt, guest-sdk/js/package-lock.json)
+# and installed once; the marker is the file they were installed from.
+PY_VENV := target/componentize-py-venv
+JS_TOOLS := target/js-tools
+PY_SDK := $(wildcard guest-sdk/python/jina_executor/*.py)
+
+.PHONY: all setup guests rust-guests py-guests js-guests build test demo bench clean-cache
 
 all: build
 
@@ -17,8 +29,40 @@ setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
 # Example executors and test fixtures, compiled once into one target directory.
-guests: setup
+guests: rust-guests py-guests js-guests
+
+rust-guests: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(EXAMPLES) $(FIXTURES))
+
+wasm_name = $(GUEST_DIR)/$(subst -,_,$(1)).wasm
+py-guests: $(foreach e,$(PY_EXAMPLES),$(call wasm_name,$(e)))
+js-guests: $(foreach e,$(JS_EXAMPLES),$(call wasm_name,$(e)))
+
+$(PY_VENV)/.installed: guest-sdk/python/requirements.txt
+	python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	cp $< $@
+
+$(JS_TOOLS)/.installed: guest-sdk/js/package.json guest-sdk/js/package-lock.json
+	mkdir -p $(JS_TOOLS)
+	cp guest-sdk/js/package.json guest-sdk/js/package-lock.json $(JS_TOOLS)/
+	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	cp guest-sdk/js/package-lock.json $@
+
+# One rule per example: the file name has underscores, the folder dashes.
+define py_guest
+$(call wasm_name,$(1)): examples/executors/$(1)/executor.py $(PY_SDK) wit/executor.wit $(PY_VENV)/.installed
+	@mkdir -p $(GUEST_DIR)
+	$(PY_VENV)/bin/componentize-py -d wit -w executor-world componentize jina_executor.component \
+		-p guest-sdk/python -p examples/executors/$(1) -o $$@ > /dev/null
+endef
+define js_guest
+$(call wasm_name,$(1)): examples/executors/$(1)/executor.js guest-sdk/js/jina-executor.js guest-sdk/js/build.mjs wit/executor.wit $(JS_TOOLS)/.installed
+	cp guest-sdk/js/build.mjs $(JS_TOOLS)/build.mjs
+	node $(JS_TOOLS)/build.mjs examples/executors/$(1)/executor.js $$@ wit .
+endef
+$(foreach e,$(PY_EXAMPLES),$(eval $(call py_guest,$(e))))
+$(foreach e,$(JS_EXAMPLES),$(eval $(call js_guest,$(e))))
 
 build: guests
 	$(CARGO) build

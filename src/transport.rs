@@ -347,6 +347,11 @@ impl Link {
         self.incoming.recv().await
     }
 
+    /// The next inbound message if one is already waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<Bytes>> {
+        self.incoming.try_recv().ok()
+    }
+
     /// Queues a message, waiting while the queue is full.
     ///
     /// # Errors

@@ -7,9 +7,11 @@ mod export;
 mod flow;
 mod gateway;
 mod inspect;
+mod new;
 mod pea;
 mod ping;
 mod pod;
+mod reshard;
 mod run;
 
 use std::path::PathBuf;
@@ -49,7 +51,9 @@ pub enum Command {
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
+    Reshard(reshard::ReshardCommand),
     Inspect(inspect::InspectCommand),
+    New(new::NewCommand),
 }
 
 impl Cli {
@@ -87,7 +91,9 @@ impl Cli {
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),
+            Command::Reshard(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
+            Command::New(cmd) => cmd.execute(),
         }
     }
 }

@@ -41,11 +41,15 @@ pub struct PeaCommand {
     #[arg(long, value_enum, default_value = "IGNORE")]
     pub on_error_strategy: OnError,
 
-    /// Dump the executor's state this often, when a request was handled since
-    /// the last dump (0: never; it is still dumped on TERMINATE and DUMP). Not
-    /// when --read-only.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "240s")]
-    pub dump_interval: Duration,
+    /// When the executor's state is saved (docs/stateful.md). A duration
+    /// (interval mode): dump this often, when a request was handled since the
+    /// last dump; a crash loses what was answered since then. `0` (durable
+    /// mode): no request is answered before a dump that followed it (one dump
+    /// per group of requests waiting together); a crash loses
+    /// nothing that was answered. `never`: no periodic dumps. In every mode the
+    /// state is also dumped on TERMINATE, DUMP and RELOAD; never with --read-only.
+    #[arg(long, value_name = "DURATION|0|never", default_value = "240s")]
+    pub dump_interval: crate::pea::DumpPolicy,
 
     /// Reload the executor from its file and workspace this often (0: never):
     /// for a read-only Pea serving an index another Pea writes.
@@ -205,7 +209,7 @@ impl PeaCommand {
             address_out,
             address_ctrl,
             on_error: self.on_error_strategy,
-            dump_interval: Some(self.dump_interval).filter(|d| !d.is_zero()),
+            dump: self.dump_interval,
             load_interval: Some(self.load_interval).filter(|d| !d.is_zero()),
             timeout_ctrl: self.sockets.timeout_ctrl,
             quiet_error: self.quiet_error,

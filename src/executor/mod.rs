@@ -147,6 +147,21 @@ fn ticks(limit: Duration) -> u64 {
     (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).max(1) as u64
 }
 
+/// Sets `with.jina.<key>`: what the host tells an executor about how it runs
+/// (as Jina's `runtime_args`): `shard_id`/`shards`, `replica_id`/`replicas`,
+/// `read_only`, `durable`. docs/wit-contract.md lists them. A `with` that is
+/// not a map is left alone (`start` refuses it).
+pub fn set_runtime_arg(config: &mut Value, key: &str, value: Value) {
+    if config.is_null() {
+        *config = Value::Object(serde_json::Map::new());
+    }
+    let Value::Object(with) = config else { return };
+    let jina = with.entry("jina").or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(jina) = jina {
+        jina.insert(key.to_string(), value);
+    }
+}
+
 /// What to run and how: everything but the component itself.
 #[derive(Debug, Clone)]
 pub struct ExecutorSpec {
@@ -196,7 +211,10 @@ impl Executor {
     /// # Errors
     /// A bad workspace or volume, an instantiation failure, or `init` failing or
     /// trapping, each naming the executor.
-    pub fn start(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, spec: ExecutorSpec) -> Result<Executor, ExecutorError> {
+    pub fn start(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut spec: ExecutorSpec) -> Result<Executor, ExecutorError> {
+        if spec.sandbox.read_only {
+            set_runtime_arg(&mut spec.config, "read_only", Value::Bool(true));
+        }
         let config = match &spec.config {
             Value::Null => "{}".to_string(),
             Value::Object(_) => spec.config.to_string(),
@@ -333,6 +351,17 @@ impl Executor {
         }
     }
 
+    /// Whether an instance is live (false after a trap, until the next call).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Drops the live instance without calling `close`: the next call starts a
+    /// new one, which loads the workspace as it is on disk.
+    pub fn discard(&mut self) {
+        self.live = None;
+    }
+
     /// Creates a new instance now if a trap discarded the last one (otherwise the
     /// next call would).
     ///
@@ -347,8 +376,9 @@ impl Executor {
         if self.live.is_some() {
             return Ok(());
         }
-        // No instance means either the start or a trap that discarded the last one.
-        let restart = self.stats.traps > 0;
+        // No instance means either the start (no call yet) or a trap or a
+        // failed durable dump that discarded the last one.
+        let restart = self.stats.traps > 0 || self.stats.calls > 0;
         let started = Instant::now();
         let mut live = self.instantiate().map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         live.store.set_epoch_deadline(ticks(self.sandbox.init_timeout));

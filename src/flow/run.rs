@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::spec::{Flow, PodSpec};
 use crate::executor::{ExecutorSpec, Runtime, Sandbox};
-use crate::pea::{OnError, PeaConfig};
+use crate::pea::{DumpPolicy, OnError, PeaConfig};
 use crate::pod::{Backend, Balance, PodConfig, PodHandle};
 use crate::transport::{Link, SocketSpec};
 use crate::wire::{AfterError, Body, Message, Outcome, Route, now_us};
@@ -187,7 +187,13 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         None => OnError::Ignore,
         Some(s) => <OnError as clap::ValueEnum>::from_str(s, true).map_err(|e| anyhow::anyhow!("on_error_strategy: {e}"))?,
     };
-    let dump = duration("dump_interval", &spec.dump_interval, Duration::from_secs(240))?;
+    let dump = match &spec.dump_interval {
+        None => Ok(DumpPolicy::DEFAULT),
+        Some(serde_json::Value::Number(n)) => n.to_string().parse(),
+        Some(serde_json::Value::String(s)) => s.parse(),
+        Some(other) => Err(format!("`{other}` is not a duration, 0 or never")),
+    }
+    .map_err(|e| anyhow::anyhow!("dump_interval: {e}"))?;
     let pea = PeaConfig {
         name: spec.name.clone(),
         description: String::new(),
@@ -199,7 +205,7 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         address_out: "tcp://127.0.0.1:0".into(),
         address_ctrl: "tcp://127.0.0.1:0".into(),
         on_error,
-        dump_interval: Some(dump).filter(|d| !d.is_zero()),
+        dump,
         load_interval: None,
         timeout_ctrl: Duration::from_secs(5),
         quiet_error: false,
@@ -381,4 +387,26 @@ pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Resul
     let (reply, rx) = oneshot::channel();
     calls.send(Call { message, reply }).await.map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
     rx.await.context("the Flow stopped before answering")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump_of(value: &str) -> anyhow::Result<DumpPolicy> {
+        let yaml = format!("version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n");
+        let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None).unwrap();
+        let options = RunOptions { backend: Backend::Thread, child_args: Vec::new() };
+        pod_config(&flow, 0, &options).map(|config| config.pea.dump)
+    }
+
+    #[test]
+    fn dump_interval_chooses_the_durability_mode() {
+        assert_eq!(dump_of("0").unwrap(), DumpPolicy::Durable);
+        assert_eq!(dump_of("\"0\"").unwrap(), DumpPolicy::Durable);
+        assert_eq!(dump_of("never").unwrap(), DumpPolicy::Never);
+        assert_eq!(dump_of("5m").unwrap(), DumpPolicy::Every(Duration::from_secs(300)));
+        assert_eq!(dump_of("30").unwrap(), DumpPolicy::Every(Duration::from_secs(30)));
+        assert!(dump_of("soon").unwrap_err().to_string().starts_with("dump_interval: "));
+    }
 }

@@ -79,9 +79,9 @@ pub struct PodSpec {
     pub workspace: Option<PathBuf>,
     #[serde(default)]
     pub read_only: bool,
-    /// `240s`, `5m`; `0` never.
+    /// `240s`, `5m` (interval mode); `0` (durable mode); `never`.
     #[serde(default)]
-    pub dump_interval: Option<String>,
+    pub dump_interval: Option<Value>,
     /// `64MiB`, `1GiB`, or a bare number of GiB.
     #[serde(default)]
     pub memory_hwm: Option<Value>,

@@ -76,8 +76,8 @@ pub struct PeaConfig {
     /// Where the control ROUTER binds.
     pub address_ctrl: String,
     pub on_error: OnError,
-    /// Dump the executor's state this often (not when read-only).
-    pub dump_interval: Option<Duration>,
+    /// When the executor's state is dumped (never when read-only).
+    pub dump: DumpPolicy,
     /// Reload the executor from its file and workspace this often.
     pub load_interval: Option<Duration>,
     /// How long `TERMINATE` waits for the request in flight, and sockets for
@@ -85,6 +85,62 @@ pub struct PeaConfig {
     pub timeout_ctrl: Duration,
     /// Log request failures on one line, without their messages.
     pub quiet_error: bool,
+}
+
+/// When a Pea has its executor persist its state: `--dump-interval`,
+/// `dump_interval:` in a Flow. docs/stateful.md gives each mode's loss window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpPolicy {
+    /// Interval mode: `dump` this often, when a request was handled since the
+    /// last dump. A crash loses what was acknowledged since the last dump.
+    Every(Duration),
+    /// Durable mode (`0`): no request is answered before a `dump` that
+    /// followed it returned (one dump per group of waiting requests); a request
+    /// whose dump fails is answered with a `dump` error. A crash loses nothing
+    /// that was acknowledged.
+    Durable,
+    /// `never`: only on DUMP, RELOAD and a graceful stop.
+    Never,
+}
+
+impl DumpPolicy {
+    /// Jina's default interval.
+    pub const DEFAULT: DumpPolicy = DumpPolicy::Every(Duration::from_secs(240));
+
+    fn interval(self) -> Option<Duration> {
+        match self {
+            DumpPolicy::Every(every) => Some(every),
+            DumpPolicy::Durable | DumpPolicy::Never => None,
+        }
+    }
+}
+
+impl std::str::FromStr for DumpPolicy {
+    type Err = String;
+
+    /// `0` (or `durable`): durable mode; `never`: no periodic dumps; else a
+    /// duration (`240s`, `5m`, a bare number of seconds).
+    fn from_str(input: &str) -> Result<Self, String> {
+        match input.trim() {
+            "durable" => Ok(DumpPolicy::Durable),
+            "never" | "off" => Ok(DumpPolicy::Never),
+            other => match crate::units::parse_duration(other)? {
+                d if d.is_zero() => Ok(DumpPolicy::Durable),
+                d => Ok(DumpPolicy::Every(d)),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DumpPolicy {
+    /// The `--dump-interval` value that reads back as `self`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DumpPolicy::Every(every) => write!(f, "{}ms", every.as_millis().max(1)),
+            DumpPolicy::Durable => f.write_str("0"),
+            DumpPolicy::Never => f.write_str("never"),
+        }
+    }
 }
 
 /// The addresses a started Pea actually uses (real ports, not 0).
@@ -135,8 +191,12 @@ impl PeaHandle {
 ///
 /// # Errors
 /// A socket that cannot be opened, or an executor that does not load or init.
-pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<PeaHandle> {
+pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Result<PeaHandle> {
     let name = config.name.clone();
+    // The executor may persist incrementally when every request is dumped.
+    if config.dump == DumpPolicy::Durable {
+        crate::executor::set_runtime_arg(&mut config.executor.config, "durable", json!(true));
+    }
     let grace = config.timeout_ctrl;
     let ctrl = Link::open(SocketSpec::ROUTER_BIND, &config.address_ctrl, &format!("pea `{name}` control socket"))
         .await
@@ -187,7 +247,9 @@ pub async fn start(runtime: Arc<Runtime>, config: PeaConfig) -> anyhow::Result<P
         started: Instant::now(),
         counters: Counters::default(),
         busy: None,
-        outbox: None,
+        outbox: VecDeque::new(),
+        held: Vec::new(),
+        traps_seen: 0,
         credits: VecDeque::new(),
         control_jobs: VecDeque::new(),
         terminating: false,
@@ -207,17 +269,29 @@ struct Counters {
     failed: u64,
     /// Messages dropped because their envelope did not decode.
     dropped: u64,
+    /// Successful dumps (periodic, DUMP, RELOAD, or group commits when durable).
+    dumps: u64,
+    /// `requests` when the last successful dump started: every request up to
+    /// there is on disk; later ones are lost if the process dies now.
+    dumped_through: u64,
 }
+
+/// Durable mode commits at most this many requests with one `dump`.
+const GROUP_COMMIT: usize = 16;
 
 /// What the executor is doing.
 enum Busy {
     Request { message: Message, started: u64, reply: oneshot::Receiver<Result<Bytes, Failure>> },
-    Control { job: ControlJob, reply: oneshot::Receiver<Result<(), Failure>> },
+    /// `through`: `requests` when the job started.
+    Control { job: ControlJob, through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
+    /// Durable mode's dump for the `held` requests; `through`: `requests` then.
+    Commit { through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
 }
 
 enum Done {
     Request(Result<Bytes, Failure>),
     Control(Result<(), Failure>),
+    Commit(Result<(), Failure>),
 }
 
 /// A control request waiting for the executor.
@@ -235,8 +309,15 @@ struct Pea {
     started: Instant,
     counters: Counters,
     busy: Option<Busy>,
-    /// A message waiting to be sent (for a ROUTER output: for credit).
-    outbox: Option<Vec<Bytes>>,
+    /// Messages waiting to be sent (for a ROUTER output: for credit).
+    outbox: VecDeque<Vec<Bytes>>,
+    /// Durable mode: handled requests waiting for the commit (one `dump` for
+    /// all of them) before they are answered.
+    held: Vec<Message>,
+    /// The executor's trap count when the last result came: another one means
+    /// the instance holding the `held` changes is gone (a RELOAD, which resets
+    /// the count, only runs when nothing is held).
+    traps_seen: u64,
     /// Identities of downstream DEALERs, one entry per request they asked for.
     credits: VecDeque<Bytes>,
     control_jobs: VecDeque<ControlJob>,
@@ -252,7 +333,7 @@ impl Pea {
         if self.config.socket_in.kind == SocketType::Dealer {
             self.grant_credit("IDLE").await;
         }
-        let mut dump_timer = interval(self.config.dump_interval.filter(|_| !self.config.executor.sandbox.read_only));
+        let mut dump_timer = interval(self.config.dump.interval().filter(|_| !self.config.executor.sandbox.read_only));
         let mut load_timer = interval(self.config.load_interval);
         let out_is_router = self.config.socket_out.kind == SocketType::Router;
         let out_tx = self.output.sender();
@@ -262,7 +343,19 @@ impl Pea {
         let mut reconnects = self.input.reconnects();
         let mut announce = self.config.socket_in.kind == SocketType::Dealer;
         loop {
-            let idle = self.busy.is_none() && self.outbox.is_none();
+            let idle = self.busy.is_none() && self.outbox.is_empty();
+            if idle && !self.held.is_empty() {
+                // Group commit: requests already waiting join this dump.
+                if self.held.len() < GROUP_COMMIT
+                    && !self.terminating
+                    && let Some(frames) = self.input.try_recv()
+                {
+                    self.take_input(frames).await;
+                } else {
+                    self.start_commit().await;
+                }
+                continue;
+            }
             if idle && let Some(job) = self.control_jobs.pop_front() {
                 self.start_control_job(job).await;
                 continue;
@@ -279,13 +372,14 @@ impl Pea {
                 done = wait_busy(&mut self.busy) => match done {
                     Done::Request(result) => self.on_result(result),
                     Done::Control(result) => self.on_control_done(result).await,
+                    Done::Commit(result) => self.on_commit(result),
                 },
                 frames = self.output.recv(), if out_is_router => {
                     if let Some(frames) = frames { self.on_downstream(frames); }
                 },
-                permit = out_tx.reserve(), if self.outbox.is_some() && (!out_is_router || !self.credits.is_empty()) => {
+                permit = out_tx.reserve(), if !self.outbox.is_empty() && (!out_is_router || !self.credits.is_empty()) => {
                     let Ok(permit) = permit else { break };
-                    let mut frames = self.outbox.take().expect("guarded");
+                    let mut frames = self.outbox.pop_front().expect("guarded");
                     if out_is_router {
                         frames.insert(0, self.credits.pop_front().expect("guarded"));
                     }
@@ -295,18 +389,12 @@ impl Pea {
                     }
                 },
                 frames = self.input.recv(), if idle && !self.terminating => match frames {
-                    Some(frames) => {
-                        self.on_input(frames).await;
-                        // Nothing came of it (dropped): the credit it used is free again.
-                        if self.busy.is_none() && self.outbox.is_none() && self.config.socket_in.kind == SocketType::Dealer {
-                            self.grant_credit("IDLE").await;
-                        }
-                    }
+                    Some(frames) => self.take_input(frames).await,
                     None => break,
                 },
                 changed = reconnects.changed(), if announce => match changed {
                     // Busy: the IDLE that follows the answer does it.
-                    Ok(()) if self.busy.is_none() && self.outbox.is_none() => self.grant_credit("IDLE").await,
+                    Ok(()) if idle => self.grant_credit("IDLE").await,
                     Ok(()) => {}
                     Err(_) => announce = false,
                 },
@@ -368,6 +456,16 @@ impl Pea {
         let _ = self.input.send(control_frames(command, json!({"credit": 1, "pea": self.config.name}))).await;
     }
 
+    /// One message from the input socket.
+    async fn take_input(&mut self, frames: Vec<Bytes>) {
+        let before = self.outbox.len();
+        self.on_input(frames).await;
+        // Nothing came of it (dropped): the credit it used is free again.
+        if self.busy.is_none() && self.outbox.len() == before && self.config.socket_in.kind == SocketType::Dealer {
+            self.grant_credit("IDLE").await;
+        }
+    }
+
     async fn on_input(&mut self, mut frames: Vec<Bytes>) {
         if self.config.socket_in.kind == SocketType::Router && !frames.is_empty() {
             frames.remove(0);
@@ -392,11 +490,11 @@ impl Pea {
                 AfterError::Continue => {}
                 AfterError::SkipExecutor => {
                     self.route(&mut message, received, Outcome::Skipped);
-                    self.outbox = Some(message.frames().to_vec());
+                    self.outbox.push_back(message.frames().to_vec());
                     return;
                 }
                 AfterError::SkipHandle | AfterError::Abort => {
-                    self.outbox = Some(message.frames().to_vec());
+                    self.outbox.push_back(message.frames().to_vec());
                     return;
                 }
             }
@@ -406,7 +504,7 @@ impl Pea {
             envelope.after_error = AfterError::Abort;
             message.body = Bytes::new();
             self.route(&mut message, received, Outcome::Failed);
-            self.outbox = Some(message.frames().to_vec());
+            self.outbox.push_back(message.frames().to_vec());
             return;
         }
         let timeout = (envelope.deadline_ms != 0)
@@ -423,6 +521,11 @@ impl Pea {
         self.busy = Some(Busy::Request { message, started: received, reply: rx });
     }
 
+    /// Durable mode: every request is dumped before it is answered.
+    fn durable(&self) -> bool {
+        self.config.dump == DumpPolicy::Durable && !self.config.executor.sandbox.read_only
+    }
+
     fn on_result(&mut self, result: Result<Bytes, Failure>) {
         let Some(Busy::Request { mut message, started, .. }) = self.busy.take() else {
             unreachable!("a request's result comes while the request is in flight")
@@ -432,28 +535,80 @@ impl Pea {
                 message.body = body;
                 self.route(&mut message, started, Outcome::Handled);
             }
-            Err(failure) => {
-                self.counters.failed += 1;
-                let name = &self.config.name;
-                if self.config.quiet_error {
-                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
-                } else {
-                    tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
-                }
-                let envelope = &mut message.envelope;
-                envelope.fail(name, &failure.kind, &failure.message);
-                // A body that did not decode cannot go on; otherwise the strategy decides.
-                let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
-                if envelope.after_error == AfterError::Continue {
-                    envelope.after_error = strategy.after_error();
-                }
-                if strategy == OnError::ThrowEarly {
-                    message.body = Bytes::new();
-                }
-                self.route(&mut message, started, Outcome::Failed);
-            }
+            Err(failure) => self.fail(&mut message, started, &failure),
         }
-        self.outbox = Some(message.frames().to_vec());
+        if !self.durable() {
+            self.outbox.push_back(message.frames().to_vec());
+            return;
+        }
+        // A trap discarded the instance that held the changes of the requests
+        // still waiting for their commit: they are lost, so not acknowledged.
+        let traps = self.worker.health.lock().expect("health lock").stats.traps;
+        if traps != self.traps_seen {
+            self.traps_seen = traps;
+            let lost = Failure {
+                kind: "dump".into(),
+                message: "the request was handled, but the executor trapped on a later request before its changes \
+                          were saved, so it is not acknowledged (durable mode)"
+                    .into(),
+            };
+            self.release_held(Some(&lost));
+        }
+        self.held.push(message);
+    }
+
+    /// Starts durable mode's dump for the `held` requests.
+    async fn start_commit(&mut self) {
+        let (reply, rx) = oneshot::channel();
+        self.worker.submit(Job::Commit { reply }).await;
+        self.busy = Some(Busy::Commit { through: self.counters.requests, reply: rx });
+    }
+
+    fn on_commit(&mut self, result: Result<(), Failure>) {
+        let Some(Busy::Commit { through, .. }) = self.busy.take() else { unreachable!("a commit's result comes while it runs") };
+        match &result {
+            Ok(()) => {
+                self.counters.dumps += 1;
+                self.counters.dumped_through = through;
+            }
+            Err(f) => tracing::warn!(pea = %self.config.name, requests = self.held.len(), "commit failed: {}", f.message),
+        }
+        self.release_held(result.as_ref().err());
+    }
+
+    /// Sends the `held` requests on; with `failure`, the ones that were
+    /// handled fail with it (their changes are not on disk).
+    fn release_held(&mut self, failure: Option<&Failure>) {
+        for mut message in std::mem::take(&mut self.held) {
+            if let Some(failure) = failure
+                && let Some(route) = message.envelope.routes.pop_if(|r| r.outcome == Outcome::Handled)
+            {
+                self.fail(&mut message, route.start_us, failure);
+            }
+            self.outbox.push_back(message.frames().to_vec());
+        }
+    }
+
+    /// Records a failure of this Pea's executor on `message`.
+    fn fail(&mut self, message: &mut Message, started: u64, failure: &Failure) {
+        self.counters.failed += 1;
+        let name = &self.config.name;
+        if self.config.quiet_error {
+            tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
+        } else {
+            tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
+        }
+        let envelope = &mut message.envelope;
+        envelope.fail(name, &failure.kind, &failure.message);
+        // A body that did not decode cannot go on; otherwise the strategy decides.
+        let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
+        if envelope.after_error == AfterError::Continue {
+            envelope.after_error = strategy.after_error();
+        }
+        if strategy == OnError::ThrowEarly {
+            message.body = Bytes::new();
+        }
+        self.route(message, started, Outcome::Failed);
     }
 
     fn route(&self, message: &mut Message, start_us: u64, outcome: Outcome) {
@@ -522,13 +677,19 @@ impl Pea {
         let (reply, rx) = oneshot::channel();
         let work = if job.request.endpoint == "DUMP" { Job::Dump { reply } } else { Job::Reload { reply } };
         self.worker.submit(work).await;
-        self.busy = Some(Busy::Control { job, reply: rx });
+        // Nothing is in flight: the dump holds every request received so far.
+        let through = self.counters.requests;
+        self.busy = Some(Busy::Control { job, through, reply: rx });
     }
 
     async fn on_control_done(&mut self, result: Result<(), Failure>) {
-        let Some(Busy::Control { job, .. }) = self.busy.take() else {
+        let Some(Busy::Control { job, through, .. }) = self.busy.take() else {
             unreachable!("a control job's result comes while it runs")
         };
+        if result.is_ok() && !self.config.executor.sandbox.read_only {
+            self.counters.dumps += 1;
+            self.counters.dumped_through = through;
+        }
         let key = if job.request.endpoint == "DUMP" { "dumped" } else { "reloaded" };
         if let Err(f) = &result {
             tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.request.endpoint, f.kind, f.message);
@@ -566,6 +727,9 @@ impl Pea {
             "requests": self.counters.requests,
             "failed": self.counters.failed,
             "dropped": self.counters.dropped,
+            "dump_interval": self.config.dump.to_string(),
+            "dumps": self.counters.dumps,
+            "dumped_through": self.counters.dumped_through,
             "calls": health.stats.calls,
             "errors": health.stats.errors,
             "traps": health.stats.traps,
@@ -629,6 +793,7 @@ async fn wait_busy(busy: &mut Option<Busy>) -> Done {
     match busy {
         Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
         Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
+        Some(Busy::Commit { reply, .. }) => Done::Commit(reply.await.unwrap_or_else(|_| Err(gone()))),
         None => std::future::pending().await,
     }
 }
@@ -646,4 +811,25 @@ fn interval(every: Option<Duration>) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_policies_parse_and_print_back() {
+        for (text, policy) in [
+            ("0", DumpPolicy::Durable),
+            ("durable", DumpPolicy::Durable),
+            ("never", DumpPolicy::Never),
+            ("240s", DumpPolicy::DEFAULT),
+            ("1.5s", DumpPolicy::Every(Duration::from_millis(1500))),
+        ] {
+            let parsed: DumpPolicy = text.parse().unwrap();
+            assert_eq!(parsed, policy, "{text}");
+            assert_eq!(parsed.to_string().parse::<DumpPolicy>().unwrap(), policy);
+        }
+        assert!("later".parse::<DumpPolicy>().is_err());
+    }
 }

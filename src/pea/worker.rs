@@ -42,6 +42,10 @@ pub enum Job {
     /// Decode the body, call `handle`, encode the result.
     Handle { endpoint: String, body: Bytes, parameters: String, timeout: Option<Duration>, reply: oneshot::Sender<Result<Bytes, Failure>> },
     Dump { reply: oneshot::Sender<Result<(), Failure>> },
+    /// Durable mode: `dump` before the requests handled since the last commit
+    /// are answered. On failure the instance is discarded (and a new one made
+    /// from the workspace), so nothing unsaved is served afterwards.
+    Commit { reply: oneshot::Sender<Result<(), Failure>> },
     /// Dump (unless read-only), then replace the instance with a new one from
     /// the file as it is now; the old one stays if the new one fails.
     Reload { reply: oneshot::Sender<Result<(), Failure>> },
@@ -150,6 +154,13 @@ fn run(
                 let _ = reply.send(dump(&mut executor));
                 publish(&executor, None);
             }
+            Job::Commit { reply } => {
+                let result = commit(&mut executor);
+                let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
+                publish(&executor, None);
+                health.lock().expect("health lock").healthy = healthy;
+                let _ = reply.send(result);
+            }
             Job::Reload { reply } => {
                 let result = dump(&mut executor).and_then(|()| {
                     let component = runtime.load(&uses).map_err(|e| Failure { kind: "host".into(), message: e.to_string() })?;
@@ -227,6 +238,24 @@ fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &st
     let mut out = Vec::new();
     result.encode(&mut out);
     Ok(out.into())
+}
+
+/// Durable mode's dump: the changes of the requests handled since the last
+/// commit are on disk when it returns `Ok`.
+fn commit(executor: &mut Executor) -> Result<(), Failure> {
+    dump(executor).map_err(|failure| {
+        // The changes may be in memory but are not on disk: drop the instance,
+        // so the next request sees exactly what is on disk.
+        executor.discard();
+        Failure {
+            kind: "dump".into(),
+            message: format!(
+                "the request was handled but its changes could not be saved, so it is not acknowledged (durable \
+                 mode); the executor restarts from its workspace: {} ({})",
+                failure.message, failure.kind
+            ),
+        }
+    })
 }
 
 fn dump(executor: &mut Executor) -> Result<(), Failure> {

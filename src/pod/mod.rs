@@ -14,6 +14,7 @@
 
 mod head;
 pub mod reduce;
+pub mod reshard;
 mod tail;
 pub mod workspace;
 
@@ -536,18 +537,20 @@ pub fn placed(pod: &PeaConfig, place: &Place) -> anyhow::Result<PeaConfig> {
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
     };
-    let jina = match place {
-        Place::Shard { id, shards } => json!({"shard_id": id, "shards": shards}),
+    let runtime_args: Vec<(&str, Value)> = match place {
+        Place::Shard { id, shards } => vec![("shard_id", json!(id)), ("shards", json!(shards))],
         Place::Replica { id, replicas } => {
             let id = id.parse::<u64>().map_or_else(|_| Value::from(id.clone()), Value::from);
-            match replicas {
-                Some(n) => json!({"replica_id": id, "replicas": n}),
-                None => json!({"replica_id": id}),
-            }
+            let mut args = vec![("replica_id", id)];
+            args.extend(replicas.map(|n| ("replicas", json!(n))));
+            args
         }
     };
-    with.insert("jina".into(), jina);
+    with.remove("jina");
     executor.config = Value::Object(with);
+    for (key, value) in runtime_args {
+        crate::executor::set_runtime_arg(&mut executor.config, key, value);
+    }
     if let Place::Shard { id, shards } = place
         && let Some(root) = &pod.executor.sandbox.workspace
     {
@@ -622,7 +625,7 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         "--on-error-strategy".into(),
         clap::ValueEnum::to_possible_value(&c.on_error).expect("no skipped variants").get_name().to_string(),
         "--dump-interval".into(),
-        secs(c.dump_interval),
+        c.dump.to_string(),
         "--load-interval".into(),
         secs(c.load_interval),
         "--timeout-ctrl".into(),

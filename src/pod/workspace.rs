@@ -40,8 +40,8 @@ pub fn claim(root: &Path, identity: &ShardIdentity) -> anyhow::Result<PathBuf> {
             if found != *identity {
                 anyhow::bail!(
                     "shard workspace {} belongs to shard {} of {} of pod `{}` running `{}`, not to shard {} of {} of \
-                     pod `{}` running `{}`; refusing to start on another shard's data (re-sharding is not supported: \
-                     use a new workspace)",
+                     pod `{}` running `{}`; refusing to start on another shard's data (to change the number of \
+                     shards, stop the Pod and run `jina-wasm reshard`: docs/stateful.md)",
                     dir.display(),
                     found.shard,
                     found.shards,
@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(dir, root.path().join("idx/shard-1"));
         assert_eq!(claim(root.path(), &me).unwrap(), dir);
         let resharded = ShardIdentity { shards: 3, ..me.clone() };
-        assert!(claim(root.path(), &resharded).unwrap_err().to_string().contains("re-sharding"));
+        assert!(claim(root.path(), &resharded).unwrap_err().to_string().contains("jina-wasm reshard"));
         let other = ShardIdentity { executor: "other".into(), ..me.clone() };
         assert!(claim(root.path(), &other).is_err());
         // A tampered identity file: another shard's data was copied in.

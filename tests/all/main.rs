@@ -17,6 +17,11 @@
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `export`: Kubernetes and Compose export of the demo Flow: golden files,
 //!   kubernetes-validate --strict, and every exported unit run as a process.
+//! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
+//!   window, a crash during a dump, read-only replicas, re-sharding.
+//! - `polyglot`: the Python and JavaScript ports of an example give its exact
+//!   output, through the host API, in a Pea and in a Flow beside Rust executors;
+//!   `jina-wasm new` scaffolds build and run in each language.
 
 mod cli;
 mod examples;
@@ -25,5 +30,7 @@ mod flow;
 mod load;
 mod pea;
 mod pod;
+mod polyglot;
 mod sandbox;
+mod stateful;
 mod util;

@@ -15,34 +15,34 @@ use crate::pea::PeaProcess;
 use crate::util::{bin, cache_dir, wasm};
 
 /// A pod process: the same harness as a Pea, with `pod` as the command.
-fn pod(guest: &str, args: &[&str]) -> PeaProcess {
+pub(crate) fn pod(guest: &str, args: &[&str]) -> PeaProcess {
     let mut all = vec!["--pod"];
     all.extend_from_slice(args);
     PeaProcess::start(guest, &all)
 }
 
-fn try_pod(guest: &str, args: &[&str]) -> Result<PeaProcess, String> {
+pub(crate) fn try_pod(guest: &str, args: &[&str]) -> Result<PeaProcess, String> {
     let mut all = vec!["--pod"];
     all.extend_from_slice(args);
     PeaProcess::try_start(guest, &all)
 }
 
-async fn client(p: &PeaProcess) -> Client {
+pub(crate) async fn client(p: &PeaProcess) -> Client {
     let mut client = Client::open(&Target::pea(&p.addr("in"), &p.addr("out"))).await.unwrap();
     client.timeout = Duration::from_secs(60);
     client
 }
 
-fn message(endpoint: &str, parameters: Value, docs: &[Document]) -> Message {
+pub(crate) fn message(endpoint: &str, parameters: Value, docs: &[Document]) -> Message {
     Message::data(Envelope::request(endpoint, parameters.to_string()), &Body::from_documents(docs))
 }
 
-fn documents(reply: &Message) -> Vec<Document> {
+pub(crate) fn documents(reply: &Message) -> Vec<Document> {
     reply.decode_body().unwrap().into_documents().unwrap()
 }
 
 /// `n` documents with deterministic 8-dim embeddings.
-fn corpus(n: usize) -> Vec<Document> {
+pub(crate) fn corpus(n: usize) -> Vec<Document> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         state ^= state << 13;
@@ -55,7 +55,7 @@ fn corpus(n: usize) -> Vec<Document> {
         .collect()
 }
 
-async fn index(client: &mut Client, docs: &[Document]) {
+pub(crate) async fn index(client: &mut Client, docs: &[Document]) {
     let requests: Vec<Message> = docs.chunks(100).map(|c| message("/index", json!({}), c)).collect();
     client
         .stream(requests, |reply| {
@@ -66,7 +66,7 @@ async fn index(client: &mut Client, docs: &[Document]) {
         .unwrap();
 }
 
-async fn search(client: &mut Client, queries: &[Document]) -> Vec<Vec<String>> {
+pub(crate) async fn search(client: &mut Client, queries: &[Document]) -> Vec<Vec<String>> {
     let reply = client.call(message("/search", json!({"top_k": 5}), queries)).await.unwrap();
     assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
     documents(&reply).iter().map(|q| q.matches.iter().map(|m| m.id.clone()).collect()).collect()
@@ -215,7 +215,7 @@ async fn a_shard_refuses_another_shards_workspace_and_a_failed_start_leaves_noth
     control(&three.addr("ctrl"), "TERMINATE").await.unwrap();
     assert!(three.wait_exit(Duration::from_secs(20)).is_some());
     let log = try_pod("passthrough", &["--name", "p", "--shards", "2", "--workspace", ws, "--runtime-backend", "PROCESS"]).err().expect("must refuse");
-    assert!(log.contains("pod `p` did not start") && log.contains("re-sharding"), "{log}");
+    assert!(log.contains("pod `p` did not start") && log.contains("jina-wasm reshard"), "{log}");
     // Nothing of the failed Pod is left running.
     let leftovers = std::fs::read_dir("/proc")
         .unwrap()

@@ -3,7 +3,11 @@
 //! - `with:`
 //!   - `workspace` (default `"/workspace"`): where the state files live.
 //!   - `top_k` (default 10): matches per query when the request does not say.
-//!   - `durable` (default false): log every change durably before answering.
+//!   - `durable` (default: the host's durable mode, `jina.durable`): log every
+//!     change durably before answering.
+//!   - `compact_log_bytes` (default 64 MiB): `dump` folds the log into a new
+//!     snapshot once it is larger than this (0: at every dump, which makes
+//!     durable mode rewrite the whole index per request).
 //!   - `traversal` (default `"roots"`): which documents `/index` and `/delete`
 //!     act on: `"roots"`, the request's documents, or `"chunks"`, their chunks
 //!     (Jina's `traversal_paths: ['c']`: index the sentences a segmenter made).
@@ -19,6 +23,17 @@
 //!     `scores["cosine"]`; its embedding only with `return_embeddings: true`.
 //!   - `/delete`: remove the documents' ids (unknown ids are ignored). Returns
 //!     the documents unchanged.
+//!   - `/export`: the stored documents themselves (id, text, tags, embedding),
+//!     `limit` (default 1,000) of them from row `offset` (default 0), in row
+//!     order; the request's documents are ignored. Fewer than `limit` means
+//!     the end. With `/import`, this is how `jina-wasm reshard` moves an index
+//!     to another number of shards (docs/stateful.md).
+//!   - `/import`: store the request's documents as `/index` does with
+//!     `traversal: roots`, whatever the configured traversal: what `/export`
+//!     returned goes back in as it was.
+//!   - A read-only executor (`jina.read_only`, set by the host for
+//!     `--read-only`) answers `/index`, `/delete` and `/import` with a
+//!     `read-only` error instead of changing its memory.
 //!   - anything else (`/status`, ...): the documents pass through.
 //!   - Parameters: `top_k` and `return_embeddings` (`/search`), `durable` and
 //!     `traversal` (`/index`, `/delete`; override the `with:` values).
@@ -46,12 +61,19 @@
 //!   record is `op u8` then, for `1` (upsert), the record fields above followed by
 //!   `dim u32` and `dim x f32`; for `2` (delete), `id_len u32, id`. In durable
 //!   mode `/index` and `/delete` append their changes and fsync before applying
-//!   and answering; other changes live in memory until `dump`.
+//!   and answering; other changes live in memory until `dump`. Under the host's
+//!   durable mode (`jina.durable`) they append without the fsync, and `dump`,
+//!   which the host calls before answering, makes one fsync for every request
+//!   it commits.
 //!
 //! `init` loads the snapshot, then replays the log up to its first torn record.
 //! `dump` writes the snapshot, then empties the log: a crash in between replays
 //! changes the snapshot already holds, which is harmless (upserts and deletes
-//! are idempotent). A missing workspace starts an empty index (logged as a
+//! are idempotent). When durable, every change is already in the log, so
+//! `dump` syncs it and folds it into a new snapshot only once it holds more
+//! than `compact_log_bytes`: a write costs one append and (shared with the
+//! other requests of the host's group commit) one fsync, not a rewrite of
+//! the index. A missing workspace starts an empty index (logged as a
 //! warning); a read-only one loads normally, and `dump` or a durable change then
 //! fails with `read-only`.
 
@@ -69,6 +91,11 @@ use index::{Entry, Index};
 
 const SNAPSHOT_FILE: &str = "vector-index.snapshot";
 const LOG_FILE: &str = "vector-index.log";
+/// When durable, `dump` rewrites the snapshot only past this much log
+/// (`compact_log_bytes` in `with:`).
+pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
+/// Documents per `/export` page unless the request says.
+const EXPORT_PAGE: usize = 1000;
 
 struct VectorIndexer {
     /// Holds `SNAPSHOT_FILE` and `LOG_FILE`.
@@ -79,17 +106,32 @@ struct VectorIndexer {
     durable: bool,
     /// Act on the request's documents or on their chunks, unless a request says otherwise.
     traversal: Traversal,
+    /// The host preopened the workspace read-only: refuse changes.
+    read_only: bool,
     index: Index,
     /// Opened at the first durable change or dump, so a read-only workspace
     /// only fails when something must be written.
     log: Option<AppendLog>,
+    /// Some change since the last snapshot is only in memory (not logged).
+    unlogged: bool,
+    /// The host's durable mode: `dump` (before every answer) syncs the log,
+    /// so a change does not sync it itself.
+    sync_in_dump: bool,
+    /// Appended to the log but not yet synced.
+    unsynced: bool,
+    /// `dump` rewrites the snapshot once the log is larger than this.
+    compact_log_bytes: u64,
 }
 
 impl Executor for VectorIndexer {
     fn init(config: Config) -> Result<Self> {
         let workspace = PathBuf::from(config.get_or("workspace", "/workspace".to_string())?);
         let top_k = config.get_or("top_k", 10)?;
-        let durable = config.get_or("durable", false)?;
+        let runtime: Value = config.get_or("jina", json!({}))?;
+        let flag = |key: &str| runtime.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let durable = config.get_or("durable", flag("durable"))?;
+        let read_only = flag("read_only");
+        let compact_log_bytes = config.get_or("compact_log_bytes", COMPACT_LOG_BYTES)?;
         let traversal = Traversal::parse(config.get_or("traversal", "roots".to_string())?)
             .map_err(Error::bad_config)?;
 
@@ -128,8 +170,13 @@ impl Executor for VectorIndexer {
             top_k,
             durable,
             traversal,
+            read_only,
             index,
             log: None,
+            unlogged: false,
+            sync_in_dump: flag("durable"),
+            unsynced: false,
+            compact_log_bytes,
         })
     }
 
@@ -138,9 +185,26 @@ impl Executor for VectorIndexer {
             .on("/index", Self::index)
             .on("/search", Self::search)
             .on("/delete", Self::delete)
+            .on("/export", Self::export)
+            .on("/import", Self::import)
     }
 
     fn dump(&mut self) -> Result<()> {
+        if self.unsynced
+            && let Some(log) = &mut self.log
+        {
+            log.sync()?;
+            self.unsynced = false;
+        }
+        // Every change since the snapshot is in the synced log.
+        if !self.unlogged
+            && self
+                .log
+                .as_ref()
+                .is_none_or(|log| log.size() <= self.compact_log_bytes)
+        {
+            return Ok(());
+        }
         let snapshot = codec::encode_snapshot(&self.index);
         state::write_atomic(self.workspace.join(SNAPSHOT_FILE), &snapshot)?;
         // Everything logged is in the snapshot now.
@@ -151,15 +215,28 @@ impl Executor for VectorIndexer {
         if let Some(log) = &mut self.log {
             log.truncate()?;
         }
+        self.unlogged = false;
         Ok(())
     }
 }
 
 impl VectorIndexer {
     fn index(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let targets = self.targets(&docs, params)?;
+        self.store(&targets, params)?;
+        Ok(docs)
+    }
+
+    fn import(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        self.store(&docs.iter().collect::<Vec<_>>(), params)?;
+        Ok(docs)
+    }
+
+    /// Stores `targets` (`/index`, `/import`), all or none.
+    fn store(&mut self, targets: &[&Document], params: &Params) -> Result<()> {
+        self.writable()?;
         // Check the whole request before changing anything.
         let mut dim = self.index.dim();
-        let targets = self.targets(&docs, params)?;
         let mut ops = Vec::with_capacity(targets.len());
         for doc in targets {
             let Some(embedding) = &doc.embedding else {
@@ -185,8 +262,25 @@ impl VectorIndexer {
                 embedding: embedding.clone(),
             }));
         }
-        self.commit(ops, params)?;
-        Ok(docs)
+        self.commit(ops, params)
+    }
+
+    fn export(&mut self, _docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let offset = params.get_or("offset", 0usize)?;
+        let limit = params.get_or("limit", EXPORT_PAGE)?;
+        let end = offset.saturating_add(limit).min(self.index.len());
+        Ok((offset.min(end)..end)
+            .map(|row| stored(self.index.row(row), true))
+            .collect())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::read_only(
+                "this index is read-only (--read-only): it serves /search and /export; write through the Pea that owns the workspace",
+            ));
+        }
+        Ok(())
     }
 
     fn search(&mut self, mut docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
@@ -209,15 +303,7 @@ impl VectorIndexer {
             doc.matches = hits
                 .into_iter()
                 .map(|(row, score)| {
-                    let row = self.index.row(row);
-                    let mut m = Document::new(row.id);
-                    m.text = row.text.map(Into::into);
-                    if let Some(Ok(Value::Object(tags))) = row.tags.map(serde_json::from_str) {
-                        m.tags = tags;
-                    }
-                    if return_embeddings {
-                        m.embedding = Some(row.embedding.to_vec());
-                    }
+                    let mut m = stored(self.index.row(row), return_embeddings);
                     m.set_score("cosine", f64::from(score));
                     m
                 })
@@ -227,6 +313,7 @@ impl VectorIndexer {
     }
 
     fn delete(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        self.writable()?;
         let ops = self.targets(&docs, params)?.into_iter().map(|d| Op::Delete(d.id.clone())).collect();
         self.commit(ops, params)?;
         Ok(docs)
@@ -253,16 +340,34 @@ impl VectorIndexer {
                     .log
                     .insert(AppendLog::open(self.workspace.join(LOG_FILE))?),
             };
-            for op in &ops {
-                log.append(&codec::encode_op(op))?;
+            let records: Vec<Vec<u8>> = ops.iter().map(codec::encode_op).collect();
+            log.append_all(records.iter().map(Vec::as_slice))?;
+            if self.sync_in_dump {
+                self.unsynced = true;
+            } else {
+                log.sync()?;
             }
-            log.sync()?;
+        } else if !ops.is_empty() {
+            self.unlogged = true;
         }
         for op in ops {
             apply(&mut self.index, op)?;
         }
         Ok(())
     }
+}
+
+/// A stored document as a result: id, text, tags, and the embedding if asked.
+fn stored(row: index::Row<'_>, embedding: bool) -> Document {
+    let mut doc = Document::new(row.id);
+    doc.text = row.text.map(Into::into);
+    if let Some(Ok(Value::Object(tags))) = row.tags.map(serde_json::from_str) {
+        doc.tags = tags;
+    }
+    if embedding {
+        doc.embedding = Some(row.embedding.to_vec());
+    }
+    doc
 }
 
 /// Which documents of a request are stored or deleted.
@@ -394,10 +499,68 @@ mod tests {
         assert_eq!(ix.index.len(), 2);
         assert_eq!(search(&mut ix, vec![0.0, 1.0], json!({}))[0].0, "xy");
 
-        // dump folds the log into the snapshot and empties it.
+        // Nothing unlogged: dump has nothing to do.
+        ix.dump().unwrap();
+        assert_eq!(AppendLog::replay(dir.join(LOG_FILE)).unwrap().len(), 4);
+        // A change kept in memory: dump folds everything into the snapshot and
+        // empties the log.
+        ix.delete(vec![Document::new("x")], &Params::default()).unwrap();
         ix.dump().unwrap();
         assert!(AppendLog::replay(dir.join(LOG_FILE)).unwrap().is_empty());
-        assert_eq!(start(&dir, json!({})).index.len(), 2);
+        assert_eq!(start(&dir, json!({})).index.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn export_pages_through_everything_and_import_takes_it_back() {
+        let dir = workspace("export");
+        let mut ix = start(&dir, json!({"traversal": "chunks"}));
+        let parent = docs().into_iter().fold(Document::new("p"), Document::with_chunk);
+        ix.index(vec![parent], &Params::default()).unwrap();
+        let page = |ix: &mut VectorIndexer, offset: usize| {
+            let params = Params::parse(&json!({"offset": offset, "limit": 2}).to_string()).unwrap();
+            ix.export(vec![], &params).unwrap()
+        };
+        let mut all = page(&mut ix, 0);
+        assert_eq!(all.len(), 2);
+        all.extend(page(&mut ix, 2));
+        assert!(page(&mut ix, 3).is_empty());
+        assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["x", "y", "xy"]);
+        assert_eq!(all[0].tags["n"], json!(1));
+
+        // `/import` stores the exported documents themselves, not their chunks.
+        let other = workspace("import");
+        let mut copy = start(&other, json!({"traversal": "chunks"}));
+        copy.import(all.clone(), &Params::default()).unwrap();
+        assert_eq!(copy.export(vec![], &Params::default()).unwrap(), all);
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(other).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_index_refuses_changes() {
+        let dir = workspace("ro");
+        let mut ix = start(&dir, json!({"jina": {"read_only": true}}));
+        for result in [
+            ix.index(docs(), &Params::default()),
+            ix.import(docs(), &Params::default()),
+            ix.delete(docs(), &Params::default()),
+        ] {
+            assert_eq!(result.unwrap_err().kind, ErrorKind::ReadOnly);
+        }
+        assert_eq!(ix.index.len(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn in_durable_mode_dump_only_compacts_a_large_log() {
+        let dir = workspace("durable-dump");
+        let mut ix = start(&dir, json!({"jina": {"durable": true}}));
+        ix.index(docs(), &Params::default()).unwrap();
+        ix.dump().unwrap();
+        assert!(!dir.join(SNAPSHOT_FILE).exists(), "a small log is not folded");
+        drop(ix); // a crash
+        assert_eq!(start(&dir, json!({})).index.len(), 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -431,6 +594,7 @@ mod tests {
         let dir = std::env::temp_dir().join("vector-indexer-does-not-exist");
         let mut ix = start(&dir, json!({}));
         assert_eq!(ix.index.len(), 0);
+        ix.index(docs(), &Params::default()).unwrap();
         let err = ix.dump().unwrap_err();
         assert_eq!(err.kind, ErrorKind::Io);
         assert!(err.message.contains(SNAPSHOT_FILE), "{}", err.message);
