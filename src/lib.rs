@@ -11,6 +11,8 @@
 //! - [`wire`]: the message format between Peas (envelope and columnar body),
 //!   specified in docs/protocol.md.
 //! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
+//! - [`daemon`]: `jina-wasm daemon`, remote and multi-tenant hosting of Peas
+//!   and Pods over an HTTP API, and its client (for a Flow's remote Pods).
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
 //!
@@ -20,6 +22,7 @@
 pub mod cli;
 pub mod client;
 pub mod client_http;
+pub mod daemon;
 pub mod document;
 pub mod executor;
 pub mod flow;

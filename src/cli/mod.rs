@@ -3,6 +3,7 @@
 
 mod client;
 mod common;
+mod daemon;
 mod flow;
 mod inspect;
 mod pea;
@@ -42,6 +43,7 @@ pub enum Command {
     Pea(pea::PeaCommand),
     Pod(pod::PodCommand),
     Flow(flow::FlowCommand),
+    Daemon(daemon::DaemonCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
@@ -79,6 +81,7 @@ impl Cli {
             Command::Pea(cmd) => cmd.execute(),
             Command::Pod(cmd) => cmd.execute(),
             Command::Flow(cmd) => cmd.execute(),
+            Command::Daemon(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),
