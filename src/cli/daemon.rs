@@ -41,6 +41,12 @@ pub struct DaemonCommand {
     #[arg(long, value_name = "FILE")]
     pub tenants: PathBuf,
 
+    /// Where the Peas cache compiled components, shared by every tenant (an
+    /// entry is keyed by the component's sha256 and the engine's) [default:
+    /// DATA_DIR/cache].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// The largest single uploaded file (413 beyond it).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
     pub max_upload: u64,
@@ -54,8 +60,9 @@ impl DaemonCommand {
         let config = DaemonConfig {
             host: self.host.clone(),
             port: self.port,
-            data_dir,
+            data_dir: data_dir.clone(),
             tenants,
+            cache_dir: self.cache_dir.as_deref().map(super::absolute).unwrap_or_else(|| data_dir.join("cache")),
             max_upload: self.max_upload,
             exe: std::env::current_exe().context("cannot find the jina-wasm executable")?,
         };

@@ -316,7 +316,7 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
         objects.insert(id.clone(), object);
         Ok(())
     })?;
-    let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.data_dir.join("cache"));
+    let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
     tracing::info!(tenant = %tenant.name, %id, name = %plan.name, "starting");
     match super::objects::spawn(&d.config.exe, &args, &log, plan.timeout_ready, live, stop.clone()).await {
         Ok(task) => {

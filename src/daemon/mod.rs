@@ -37,9 +37,11 @@ pub struct DaemonConfig {
     /// The address the API and every started Pea's input and output bind.
     pub host: String,
     pub port: u16,
-    /// Absolute; holds `tenants/` and the shared compiled-component `cache/`.
+    /// Absolute; holds `tenants/` (and `cache/` by default).
     pub data_dir: PathBuf,
     pub tenants: Vec<Tenant>,
+    /// The compiled-component cache of every started Pea.
+    pub cache_dir: PathBuf,
     /// The largest single uploaded file.
     pub max_upload: u64,
     /// The `jina-wasm` executable the children run.
@@ -157,7 +159,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    std::fs::create_dir_all(config.data_dir.join("cache")).with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    for dir in [&config.data_dir, &config.cache_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .with_context(|| format!("daemon: cannot bind {}:{}", config.host, config.port))?;

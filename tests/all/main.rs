@@ -15,10 +15,13 @@
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
+//! - `daemon`: `jina-wasm daemon` on loopback aliases: a Flow split over two
+//!   daemons, tenant isolation, quotas, refused names, leases after `kill -9`.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
 
 mod cli;
+mod daemon;
 mod examples;
 mod flow;
 mod load;
