@@ -174,6 +174,8 @@ impl TenantDirs {
         let mut manifest = self.manifest(id);
         manifest.insert(relative.to_string_lossy().into_owned(), entry.clone());
         self.write_manifest(id, &manifest).map_err(|e| format!("cannot write the manifest of workspace `{id}`: {e}"))?;
+        // A replaced name may have been the last link to its old content.
+        self.collect_garbage();
         Ok(entry)
     }
 
