@@ -323,6 +323,16 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
     }
     assert!(seen.contains("text/event-stream") && seen.contains("data: "), "{seen}");
 
+    // A file that is not an executor: 422 with the reason from its log; the
+    // daemon goes on serving.
+    let (code, _) = d.upload(alice, "w", &[("wrong_world.wasm", std::fs::read(wasm("wrong-world")).unwrap())]);
+    assert_eq!(code, 200);
+    let (code, answer) = d.json("POST", "/pods", alice, &json!({"workspace": "w", "uses": "wrong_world.wasm", "memory_hwm": "64MiB"}));
+    assert_eq!(code, 422, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("pod `wrong_world` did not start") && message.contains("wrong_world.wasm"), "{message}");
+    assert_eq!(d.json("GET", "/pods", alice, &Value::Null), (200, json!([])));
+
     // Quotas: 4xx naming the limit; nothing is started.
     let refuse = |body: Value, code: u16, words: &str| {
         let (got, answer) = d.json("POST", "/pods", alice, &body);
@@ -410,6 +420,22 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
         assert!(killed.elapsed() < Duration::from_secs(20), "the Pod's process outlived its deletion");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A Flow whose daemon refuses it (a wrong token) names the Pod and the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yml");
+    let yaml = format!("pods:\n  - name: echo\n    uses: {}\n    host: {}\n", wasm("passthrough").display(), d.address());
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(bin())
+        .args(["flow", "--uses"])
+        .arg(&file)
+        .env("JINA_WASM_CACHE_DIR", cache_dir())
+        .env("JINA_WASM_DAEMON_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pod `echo` did not start") && stderr.contains("401") && stderr.contains("unknown token"), "{stderr}");
 
     // The daemon's own shutdown stops what it started.
     let (code, up) = d.upload(FLOW_TOKEN, "w", &[("passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap())]);
