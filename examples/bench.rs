@@ -757,7 +757,6 @@ struct FlowProcess(std::process::Child, u16, #[allow(dead_code)] tempfile::TempD
 
 impl FlowProcess {
     fn start(yaml: &str) -> FlowProcess {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let guests = wasm("passthrough").parent().unwrap().to_path_buf();
         let file = dir.path().join("flow.yml");
@@ -770,9 +769,7 @@ impl FlowProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap();
+        let ready = ready_line(&mut child);
         FlowProcess(child, ready["port"].as_u64().unwrap() as u16, dir)
     }
 }
@@ -867,7 +864,6 @@ struct DaemonProcess(std::process::Child, String, #[allow(dead_code)] tempfile::
 
 impl DaemonProcess {
     fn start() -> DaemonProcess {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tenants.yml"), "tenants:\n  - name: bench\n    token: bench-token-1\n").unwrap();
         let mut child = std::process::Command::new(jina_bin())
@@ -879,11 +875,17 @@ impl DaemonProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap();
+        let ready = ready_line(&mut child);
         DaemonProcess(child, format!("127.0.0.2:{}", ready["port"]), dir)
     }
+}
+
+/// The JSON line a `jina-wasm` command prints once it is ready.
+fn ready_line(child: &mut std::process::Child) -> Value {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"))
 }
 
 impl Drop for DaemonProcess {

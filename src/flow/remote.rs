@@ -119,7 +119,15 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
     let request = strip_nulls(request);
     let answer = client.json(Method::POST, "/pods", &request).await?;
     let id = answer["id"].as_str().context("the daemon's answer has no id")?.to_string();
-    let address = |key: &str| answer[key].as_str().map(str::to_string).with_context(|| format!("the daemon's answer has no `{key}`"));
+    // A daemon bound on every interface (`--host 0.0.0.0`) answers 0.0.0.0:
+    // the Flow reaches it at the address it reached the daemon at.
+    let daemon_host = client.address.rsplit_once(':').map_or(client.address.as_str(), |(h, _)| h);
+    let address = |key: &str| {
+        answer[key]
+            .as_str()
+            .map(|a| a.replace("tcp://0.0.0.0:", &format!("tcp://{daemon_host}:")))
+            .with_context(|| format!("the daemon's answer has no `{key}`"))
+    };
     let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let (input, output) = (address("in")?, address("out")?);
     let ctrl = format!("http://{}/pods/{id}", client.address);
