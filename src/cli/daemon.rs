@@ -9,10 +9,10 @@ use clap::Args;
 use crate::daemon::DaemonConfig;
 use crate::units::parse_size;
 
-/// Host Peas and Pods for other machines and for several tenants (Jina's JinaD).
+/// Host Peas, Pods and Flows for other machines and for several tenants (Jina's JinaD).
 ///
 /// An HTTP API (JSON) on --host:--port: tenants upload files into workspaces
-/// (multipart, stored once per content), start Peas and Pods from them, read
+/// (multipart, stored once per content), start Peas, Pods and Flows from them, read
 /// and stream their logs, and delete them. Every call needs
 /// `Authorization: Bearer <token>`; the --tenants file maps tokens to tenants
 /// and their quotas. Started Peas and Pods are child processes whose inputs and

@@ -67,7 +67,7 @@ pub fn router(daemon: Arc<Daemon>) -> axum::Router {
         // The upload counts its own bytes against --max-upload and the disk quota.
         .route("/workspaces/{ws}/files", post(upload).layer(DefaultBodyLimit::disable()))
         .route("/workspaces/{ws}/files/{*name}", get(download));
-    for kind in [Kind::Pod, Kind::Pea] {
+    for kind in [Kind::Pod, Kind::Pea, Kind::Flow] {
         let base = kind.route();
         router = router
             .route(
@@ -248,14 +248,43 @@ async fn list(kind: Kind, State(d): Shared, headers: HeaderMap) -> Answer {
     Ok(Json(json!(list)))
 }
 
-/// `POST /pods`, `POST /peas`: checks the request and the quota, starts the
+/// `POST /pods`, `POST /peas`, `POST /flows`: checks the request and the quota, starts the
 /// process, answers once it is ready (201) or why it did not start (422).
 async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = caller(&d, &headers)?;
     let what = kind.command();
     let request: CreateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not a {what} request: {e}")))?;
     check_workspace_id(&request.workspace)?;
-    let plan = request.plan(kind, tenant.quota.memory_per_pea).map_err(ApiError::bad)?;
+    let ws = &request.workspace;
+    let dirs = existing_workspace(&d, &tenant, ws)?;
+    let id = format!("{what}-{}", &random_id()[..12]);
+    let log = dirs.logs().join(format!("{id}.log"));
+    std::fs::create_dir_all(dirs.logs()).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
+    let (plan, args) = match kind {
+        Kind::Flow => {
+            let file = dirs.root.join("flows").join(format!("{id}.yml"));
+            let plan = super::flows::prepare(&request, &dirs, &tenant, &d.config.host, &file).map_err(ApiError::bad)?;
+            let mut args: Vec<String> = vec!["flow".into(), "--uses".into(), file.display().to_string()];
+            args.extend(["--host".into(), d.config.host.clone(), "--port".into(), "0".into()]);
+            args.extend(["--cache-dir".into(), d.config.cache_dir.display().to_string()]);
+            (plan, args)
+        }
+        Kind::Pea | Kind::Pod => {
+            let plan = request.plan(kind, tenant.quota.memory_per_pea).map_err(ApiError::bad)?;
+            let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
+            let files = Files {
+                uses: file(&request.uses)?,
+                uses_before: request.uses_before.as_deref().map(file).transpose()?,
+                uses_after: request.uses_after.as_deref().map(file).transpose()?,
+            };
+            let state_dir = request.state.then(|| dirs.workspace(ws).join("state").join(&plan.name));
+            if let Some(dir) = &state_dir {
+                std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
+            (plan, args)
+        }
+    };
     let quota = &tenant.quota;
     let refuse = |m: String| ApiError(StatusCode::FORBIDDEN, format!("quota: tenant `{}`: {m}", tenant.name));
     if plan.memory_per_pea > quota.memory_per_pea {
@@ -265,20 +294,6 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             format_size(quota.memory_per_pea)
         )));
     }
-    let dirs = existing_workspace(&d, &tenant, &request.workspace)?;
-    let ws = &request.workspace;
-    let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
-    let files = Files {
-        uses: file(&request.uses)?,
-        uses_before: request.uses_before.as_deref().map(file).transpose()?,
-        uses_after: request.uses_after.as_deref().map(file).transpose()?,
-    };
-    let state_dir = request.state.then(|| dirs.workspace(ws).join("state").join(&plan.name));
-    for dir in state_dir.iter().chain([&dirs.logs()]) {
-        std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let id = format!("{what}-{}", &random_id()[..12]);
-    let log = dirs.logs().join(format!("{id}.log"));
     let live = Arc::new(Mutex::new(Live { state: LiveState::Starting, pid: None, ready: Value::Null, exit: None }));
     let stop = CancellationToken::new();
     // Admission: the Peas and memory of every live object, this one reserved
@@ -288,14 +303,12 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
         if peas + plan.peas > quota.max_peas {
             return Err(refuse(format!("{what} `{}` needs {} Peas; {peas} of max_peas {} are running", plan.name, plan.peas, quota.max_peas)));
         }
-        let wanted = plan.peas as u64 * plan.memory_per_pea;
-        if memory + wanted > quota.total_memory {
+        if memory + plan.memory > quota.total_memory {
             return Err(refuse(format!(
-                "{what} `{}` needs {} ({} Peas x {}); {} of total_memory {} is taken",
+                "{what} `{}` needs {} for {} Peas; {} of total_memory {} is taken",
                 plan.name,
-                format_size(wanted),
+                format_size(plan.memory),
                 plan.peas,
-                format_size(plan.memory_per_pea),
                 format_size(memory),
                 format_size(quota.total_memory)
             )));
@@ -316,7 +329,6 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
         objects.insert(id.clone(), object);
         Ok(())
     })?;
-    let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
     tracing::info!(tenant = %tenant.name, %id, name = %plan.name, "starting");
     match super::objects::spawn(&d.config.exe, &args, &log, plan.timeout_ready, live, stop.clone()).await {
         Ok(task) => {
@@ -348,7 +360,7 @@ async fn show(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<S
     let tenant = caller(&d, &headers)?;
     let (mut described, ctrl) = with_object(&d, &tenant, kind, &id, |o| {
         let live = o.live.lock().expect("live");
-        let ctrl = (live.state == LiveState::Running).then(|| live.ready["ctrl"].as_str().unwrap_or_default().to_string());
+        let ctrl = live.ready["ctrl"].as_str().filter(|c| live.state == LiveState::Running && !c.is_empty()).map(str::to_string);
         drop(live);
         (o.describe(), ctrl)
     })?;

@@ -1,7 +1,7 @@
 //! `jina-wasm daemon`: remote and multi-tenant hosting (Jina's JinaD).
 //!
 //! An HTTP (JSON) API through which tenants upload files into workspaces and
-//! start Peas and Pods from them; a Flow uses it to run a Pod on another host
+//! start Peas, Pods and Flows from them; a Flow uses it to run a Pod on another host
 //! (`host:` in its YAML, [`crate::flow::remote`]). docs/daemon.md documents
 //! every route.
 //!
@@ -10,14 +10,16 @@
 //!   in its own directory, so another tenant's ids are simply not found (404).
 //! - [`workspace`]: uploads, content-addressed (sha256) per tenant, linked into
 //!   named workspaces; names that escape are refused.
-//! - [`objects`]: each Pea or Pod is a child process of the daemon (killed with
+//! - [`objects`]: each Pea, Pod or Flow is a child process of the daemon (killed with
 //!   it: PR_SET_PDEATHSIG), its stderr in a log file, stopped on delete, on
 //!   lease expiry and on daemon shutdown.
+//! - [`flows`]: a Flow YAML from a workspace, rewritten to stay inside it.
 //! - [`api`]: the routes.
 //! - [`client`]: the client side, for Flows, tests and the benchmark.
 
 pub mod api;
 pub mod client;
+pub mod flows;
 pub mod objects;
 pub mod tenants;
 pub mod workspace;
@@ -88,7 +90,7 @@ impl Daemon {
         objects
             .values()
             .filter(|o| o.holds_resources())
-            .fold((0, 0), |(peas, memory), o| (peas + o.plan.peas, memory + o.plan.peas as u64 * o.plan.memory_per_pea))
+            .fold((0, 0), |(peas, memory), o| (peas + o.plan.peas, memory + o.plan.memory))
     }
 
     /// Removes an object from its tenant and stops it.

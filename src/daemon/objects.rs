@@ -22,6 +22,7 @@ use crate::units::{parse_duration, parse_size};
 pub enum Kind {
     Pea,
     Pod,
+    Flow,
 }
 
 impl Kind {
@@ -29,6 +30,7 @@ impl Kind {
         match self {
             Kind::Pea => "pea",
             Kind::Pod => "pod",
+            Kind::Flow => "flow",
         }
     }
 
@@ -37,6 +39,7 @@ impl Kind {
         match self {
             Kind::Pea => "/peas",
             Kind::Pod => "/pods",
+            Kind::Flow => "/flows",
         }
     }
 }
@@ -98,7 +101,10 @@ pub struct CreateRequest {
 pub struct Plan {
     pub name: String,
     pub peas: usize,
+    /// The largest memory_hwm of its Peas.
     pub memory_per_pea: u64,
+    /// The sum of its Peas' memory_hwm.
+    pub memory: u64,
     pub lease: Option<Duration>,
     pub timeout_ready: Duration,
 }
@@ -170,7 +176,8 @@ impl CreateRequest {
         }
         // Head and tail executors run with the Pod's memory limit too.
         let sides = usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
-        Ok(Plan { name, peas: shards.max(parallel) + sides, memory_per_pea, lease, timeout_ready })
+        let peas = shards.max(parallel) + sides;
+        Ok(Plan { name, peas, memory_per_pea, memory: peas as u64 * memory_per_pea, lease, timeout_ready })
     }
 
     /// The `jina-wasm pea|pod` arguments; `files` resolves workspace file names.
@@ -279,6 +286,8 @@ impl Object {
             "in": live.ready["in"],
             "out": live.ready["out"],
             "peas": live.ready["peas"],
+            "gateway": live.ready["gateway"],
+            "pods": live.ready["pods"],
             "pea_count": self.plan.peas,
             "memory_hwm": self.plan.memory_per_pea,
             "rss_bytes": rss,
@@ -327,6 +336,9 @@ pub async fn spawn(
     let mut command = tokio::process::Command::new(exe);
     command
         .args(args)
+        // Nothing of the daemon's environment: a Flow file's `${{ ENV.X }}`
+        // must not read it (flows.rs refuses them; this makes sure).
+        .env_clear()
         .env("JINA_WASM_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -365,7 +377,16 @@ async fn supervise(mut child: tokio::process::Child, ctrl: String, stop: Cancell
     let status = tokio::select! {
         status = child.wait() => status,
         () = stop.cancelled() => {
-            let _ = tokio::time::timeout(GRACE, crate::cli::control(&ctrl, "TERMINATE")).await;
+            match child.id() {
+                // A Flow has no control socket: it stops on SIGTERM.
+                Some(pid) if ctrl.is_empty() => {
+                    // SAFETY: a plain syscall on our own child's pid.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                _ => {
+                    let _ = tokio::time::timeout(GRACE, crate::cli::control(&ctrl, "TERMINATE")).await;
+                }
+            }
             match tokio::time::timeout(GRACE * 2, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {

@@ -51,23 +51,12 @@ impl DaemonProcess {
 
     /// One HTTP/1.1 request; the status and the body (JSON when it is JSON).
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
-        let mut stream = std::net::TcpStream::connect((self.host.as_str(), self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.address(),
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        // A refusal may come before the whole body is read: later writes may fail.
-        let _ = stream.write_all(body);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no answer: {answer:?}"));
-        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (code, serde_json::from_str(rest.trim()).unwrap_or_else(|_| Value::String(rest.to_string())))
+        http(&self.host, self.port, method, path, token, content_type, body)
+    }
+
+    /// A JSON POST to another server on `host:port` (a gateway the daemon started).
+    pub fn call_at(host: &str, port: u16, path: &str, body: &Value) -> (u16, Value) {
+        http(host, port, "POST", path, None, "application/json", body.to_string().as_bytes())
     }
 
     pub fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
@@ -97,6 +86,26 @@ impl Drop for DaemonProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// One HTTP/1.1 request to `host:port`; the status and the body (JSON when it is JSON).
+fn http(host: &str, port: u16, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect((host, port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // A refusal may come before the whole body is read: later writes may fail.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no answer: {answer:?}"));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, serde_json::from_str(rest.trim()).unwrap_or_else(|_| Value::String(rest.to_string())))
 }
 
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -445,4 +454,58 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
     let pid = pod["pid"].as_u64().unwrap();
     assert!(d.terminate().success());
     assert!(!running(pid), "the daemon's Pod survived it");
+}
+
+#[test]
+fn a_tenant_runs_a_whole_flow_on_the_daemon_inside_its_workspace() {
+    let tenants = "tenants:\n  - name: carol\n    token: carol-token\n    quota: {memory_per_pea: 128MiB, max_peas: 3}\n";
+    let d = DaemonProcess::start("127.0.0.3", tenants, &[]);
+    let token = "carol-token";
+    let flow = "with:\n  port: 80\npods:\n  - name: encode\n    uses: text_encoder.wasm\n  - name: keep\n    uses: guests/passthrough.wasm\n    workspace: kept\n";
+    let parts = [
+        ("flow.yml", flow.as_bytes().to_vec()),
+        ("text_encoder.wasm", std::fs::read(wasm("text-encoder")).unwrap()),
+        ("guests/passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap()),
+    ];
+    assert_eq!(d.upload(token, "f", &parts).0, 200);
+    let (code, created) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "flow.yml", "lease": "60s"}));
+    assert_eq!(code, 201, "{created}");
+    let gateway = created["gateway"].as_str().unwrap();
+    assert!(gateway.starts_with("http://127.0.0.3:") && !gateway.ends_with(":80"), "the daemon's host, a port the OS picks: {created}");
+    assert_eq!(created["pea_count"], 2);
+    assert_eq!(created["memory_hwm"], 128 << 20, "a Pod without memory_hwm gets the tenant's memory_per_pea");
+
+    // Jina's HTTP interface, on the daemon's host.
+    let port: u16 = gateway.rsplit(':').next().unwrap().parse().unwrap();
+    let gw = DaemonProcess::call_at("127.0.0.3", port, "/post", &json!({"data": [{"id": "a", "text": "hello world"}], "exec_endpoint": "/"}));
+    assert_eq!(gw.0, 200, "{}", gw.1);
+    assert!(gw.1["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty()), "{}", gw.1);
+    assert!(d.dir.path().join("data/tenants/carol/workspaces/f/state/flow/kept").is_dir(), "the Pod's workspace is under the tenant's state");
+
+    // A Flow file that reaches out of the workspace, or into the daemon's
+    // environment, or for another daemon, is refused before anything runs.
+    for (yaml, words) in [
+        ("pods:\n  - name: a\n    uses: ../../../bob/workspaces/w/files/x.wasm\n", "`..` escapes"),
+        ("pods:\n  - name: a\n    uses: /etc/passwd\n", "absolute path"),
+        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    workspace: ../../escape\n", "`..` escapes"),
+        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    with: {home: '${{ ENV.HOME }}'}\n", "not available on a daemon"),
+        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    host: 10.0.0.1:8000\n", "`host`"),
+        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    shards: 3\n", "quota"),
+    ] {
+        assert_eq!(d.upload(token, "f", &[("bad.yml", yaml.as_bytes().to_vec())]).0, 200);
+        let (code, answer) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "bad.yml"}));
+        assert!(code == 400 || code == 403, "{yaml}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(words), "{yaml}: {answer}");
+    }
+    let (code, answer) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "flow.yml", "shards": 2}));
+    assert!(code == 400 && answer["error"].as_str().unwrap().contains("`shards` is a Pod setting"), "{answer}");
+
+    // Deleted: the gateway is gone with its Pods.
+    let id = created["id"].as_str().unwrap();
+    let pid = created["pid"].as_u64().unwrap();
+    assert_eq!(d.json("DELETE", &format!("/flows/{id}"), token, &Value::Null).0, 200);
+    assert!(!running(pid));
+    assert!(std::net::TcpStream::connect(("127.0.0.3", port)).is_err(), "the gateway still answers");
+    let (_, log) = d.json("GET", "/flows", token, &Value::Null);
+    assert_eq!(log, json!([]));
 }

@@ -16,7 +16,8 @@
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `daemon`: `jina-wasm daemon` on loopback aliases: a Flow split over two
-//!   daemons, tenant isolation, quotas, refused names, leases after `kill -9`.
+//!   daemons, a Flow run by a daemon, tenant isolation, quotas, refused names,
+//!   leases after `kill -9`.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
 
