@@ -416,6 +416,10 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
     let (_, pods) = d.json("GET", "/pods", FLOW_TOKEN, &Value::Null);
     let pid = pods[0]["pid"].as_u64().unwrap();
     assert!(running(pid));
+    // Twice the lease later the Flow's renewals have kept it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(flow.client("/", "{}", "still\n")[0]["text"], "still");
+    assert_eq!(d.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1[0]["pid"], pid);
 
     // kill -9: no teardown; the lease runs out and the daemon deletes the Pod.
     flow.child.kill().unwrap();
