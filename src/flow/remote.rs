@@ -166,13 +166,21 @@ async fn supervise(
         tokio::select! {
             () = stop.cancelled() => break,
             _ = renew.tick() => {
-                if let Err(e) = client.json(Method::PUT, &format!("/pods/{id}/lease"), &Value::Null).await {
-                    tracing::warn!(pod = %name, daemon = %client.address, "cannot renew the remote Pod's lease: {e:#}");
+                // A daemon that does not answer must not hold up the next renewal or the teardown.
+                let path = format!("/pods/{id}/lease");
+                match tokio::time::timeout(lease / 3, client.json(Method::PUT, &path, &Value::Null)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(pod = %name, daemon = %client.address, "cannot renew the remote Pod's lease: {e:#}"),
+                    Err(_) => tracing::warn!(pod = %name, daemon = %client.address, "the daemon did not answer a lease renewal within {:?}", lease / 3),
                 }
             }
         }
     }
-    let deleted = client.json(Method::DELETE, &format!("/pods/{id}"), &Value::Null).await;
+    // Deleting waits for the Pod to stop (TERMINATE, then SIGKILL within 15 s).
+    let deleted = match tokio::time::timeout(Duration::from_secs(30), client.json(Method::DELETE, &format!("/pods/{id}"), &Value::Null)).await {
+        Ok(deleted) => deleted,
+        Err(_) => Err(anyhow::anyhow!("the daemon did not answer DELETE within 30s; the lease will end the Pod")),
+    };
     if let Some(logs) = logs {
         // The stream ends with the Pod; give it a moment to print the last lines.
         let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
