@@ -16,7 +16,7 @@ use serde_yaml::Value;
 
 use super::objects::{CreateRequest, Plan};
 use super::tenants::Tenant;
-use super::workspace::{TenantDirs, is_safe_id, resolve_inside, safe_relative};
+use super::workspace::{TenantDirs, resolve_inside, safe_relative};
 use crate::units::{parse_duration, parse_size};
 
 /// Checks a `POST /flows` request, writes the rewritten Flow file to `out`,
@@ -25,33 +25,12 @@ use crate::units::{parse_duration, parse_size};
 /// # Errors
 /// The field or the Pod, and why, for a 400 answer.
 pub fn prepare(request: &CreateRequest, dirs: &TenantDirs, tenant: &Tenant, host: &str, out: &Path) -> Result<Plan, String> {
-    let pod_fields = [
-        ("with", request.with.is_some()),
-        ("shards", request.shards.is_some()),
-        ("parallel", request.parallel.is_some()),
-        ("polling", request.polling.is_some()),
-        ("uses_before", request.uses_before.is_some()),
-        ("uses_after", request.uses_after.is_some()),
-        ("memory_hwm", request.memory_hwm.is_some()),
-        ("timeout_request", request.timeout_request.is_some()),
-        ("dump_interval", request.dump_interval.is_some()),
-        ("on_error_strategy", request.on_error_strategy.is_some()),
-        ("env", !request.env.is_empty()),
-        ("state", request.state),
-        ("read_only", request.read_only),
-    ];
-    if let Some((field, _)) = pod_fields.iter().find(|(_, set)| *set) {
+    if let Some(field) = request.settings().first() {
         return Err(format!("`{field}` is a Pod setting: a Flow's Pods take theirs from its YAML"));
     }
     let ws = &request.workspace;
     let source = dirs.file(ws, &request.uses)?;
-    let name = match &request.name {
-        Some(name) => name.clone(),
-        None => Path::new(&request.uses).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-    };
-    if !is_safe_id(&name) {
-        return Err(format!("name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"));
-    }
+    let name = request.object_name()?;
     let timeout_ready = request.timeout_ready.as_deref().map(parse_duration).transpose().map_err(|e| format!("timeout_ready: {e}"))?;
     let lease = request.lease.as_deref().map(parse_duration).transpose().map_err(|e| format!("lease: {e}"))?;
     if lease.is_some_and(|l| l < std::time::Duration::from_millis(500)) {

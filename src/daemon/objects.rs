@@ -115,24 +115,11 @@ impl CreateRequest {
     /// # Errors
     /// The field and why, for a 400 answer.
     pub fn plan(&self, kind: Kind, default_memory: u64) -> Result<Plan, String> {
-        let name = match &self.name {
-            Some(name) => name.clone(),
-            None => Path::new(&self.uses).file_stem().map(|s| s.to_string_lossy().replace(' ', "_")).unwrap_or_default(),
-        };
-        if !super::workspace::is_safe_id(&name) {
-            return Err(format!("name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"));
-        }
-        if kind == Kind::Pea {
-            let pod_only = [
-                ("shards", self.shards.is_some()),
-                ("parallel", self.parallel.is_some()),
-                ("polling", self.polling.is_some()),
-                ("uses_before", self.uses_before.is_some()),
-                ("uses_after", self.uses_after.is_some()),
-            ];
-            if let Some((field, _)) = pod_only.iter().find(|(_, set)| *set) {
-                return Err(format!("`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"));
-            }
+        let name = self.object_name()?;
+        if kind == Kind::Pea
+            && let Some(field) = self.settings().into_iter().find(|f| ["shards", "parallel", "polling", "uses_before", "uses_after"].contains(f))
+        {
+            return Err(format!("`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"));
         }
         let shards = self.shards.unwrap_or(1);
         let parallel = self.parallel.unwrap_or(1);
@@ -178,6 +165,41 @@ impl CreateRequest {
         let sides = usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
         let peas = shards.max(parallel) + sides;
         Ok(Plan { name, peas, memory_per_pea, memory: peas as u64 * memory_per_pea, lease, timeout_ready })
+    }
+
+    /// The object's name: `name`, else the file's stem; checked.
+    ///
+    /// # Errors
+    /// A name that is not 1-64 of `A-Za-z0-9._-`.
+    pub fn object_name(&self) -> Result<String, String> {
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => Path::new(&self.uses).file_stem().map(|s| s.to_string_lossy().replace(' ', "_")).unwrap_or_default(),
+        };
+        if !super::workspace::is_safe_id(&name) {
+            return Err(format!("name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"));
+        }
+        Ok(name)
+    }
+
+    /// The executor and Pod settings given, by field name.
+    pub fn settings(&self) -> Vec<&'static str> {
+        let given = [
+            ("with", self.with.is_some()),
+            ("shards", self.shards.is_some()),
+            ("parallel", self.parallel.is_some()),
+            ("polling", self.polling.is_some()),
+            ("uses_before", self.uses_before.is_some()),
+            ("uses_after", self.uses_after.is_some()),
+            ("memory_hwm", self.memory_hwm.is_some()),
+            ("timeout_request", self.timeout_request.is_some()),
+            ("dump_interval", self.dump_interval.is_some()),
+            ("on_error_strategy", self.on_error_strategy.is_some()),
+            ("env", !self.env.is_empty()),
+            ("state", self.state),
+            ("read_only", self.read_only),
+        ];
+        given.into_iter().filter(|(_, set)| *set).map(|(field, _)| field).collect()
     }
 
     /// The `jina-wasm pea|pod` arguments; `files` resolves workspace file names.
