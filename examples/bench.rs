@@ -118,6 +118,10 @@ fn main() {
     if section("export") {
         rows.extend(tokio.block_on(export_rows()));
     }
+    // 12. The daemon: starting a remote Pod, and a remote hop against a local one.
+    if section("daemon") {
+        rows.extend(tokio.block_on(daemon_rows()));
+    }
     print_table(&rows);
 }
 
@@ -842,7 +846,6 @@ struct FlowProcess(std::process::Child, u16, #[allow(dead_code)] tempfile::TempD
 
 impl FlowProcess {
     fn start(yaml: &str) -> FlowProcess {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let guests = wasm("passthrough").parent().unwrap().to_path_buf();
         let file = dir.path().join("flow.yml");
@@ -855,9 +858,7 @@ impl FlowProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap();
+        let ready = ready_line(&mut child);
         FlowProcess(child, ready["port"].as_u64().unwrap() as u16, dir)
     }
 }
@@ -1010,4 +1011,101 @@ async fn export_rows() -> Vec<Row> {
             met: true,
         },
     ]
+}
+
+/// A `jina-wasm daemon` on 127.0.0.2 with one tenant (`bench-token-1`).
+struct DaemonProcess(std::process::Child, String, #[allow(dead_code)] tempfile::TempDir);
+
+impl DaemonProcess {
+    fn start() -> DaemonProcess {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tenants.yml"), "tenants:\n  - name: bench\n    token: bench-token-1\n").unwrap();
+        let mut child = std::process::Command::new(jina_bin())
+            .args(["daemon", "--host", "127.0.0.2", "--port", "0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--tenants")
+            .arg(dir.path().join("tenants.yml"))
+            .env("JINA_WASM_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ready = ready_line(&mut child);
+        DaemonProcess(child, format!("127.0.0.2:{}", ready["port"]), dir)
+    }
+}
+
+/// The JSON line a `jina-wasm` command prints once it is ready.
+fn ready_line(child: &mut std::process::Child) -> Value {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"))
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// Upload (into a fresh workspace) plus create, until the Pod is ready; then delete it.
+async fn remote_pod_start(client: &jina_wasm::daemon::client::DaemonClient, workspace: &str) -> Duration {
+    use hyper::Method;
+    let file = wasm("passthrough");
+    let start = Instant::now();
+    client.upload(workspace, &[("passthrough.wasm".to_string(), file.as_path())]).await.unwrap();
+    let pod = client.json(Method::POST, "/pods", &serde_json::json!({"workspace": workspace, "uses": "passthrough.wasm"})).await.unwrap();
+    let took = start.elapsed();
+    client.json(Method::DELETE, &format!("/pods/{}", pod["id"].as_str().unwrap()), &Value::Null).await.unwrap();
+    took
+}
+
+async fn daemon_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    let daemon = DaemonProcess::start();
+    let client = jina_wasm::daemon::client::DaemonClient::new(&daemon.1, "bench-token-1");
+    // The first start compiles the component into the daemon's (empty) cache.
+    let cold = remote_pod_start(&client, "cold").await;
+    let mut warm: Vec<Duration> = Vec::new();
+    for i in 0..7 {
+        warm.push(remote_pod_start(&client, &format!("warm-{i}")).await);
+    }
+    warm.sort();
+    // Baseline: a local `jina-wasm pea` process, from spawn to its ready line.
+    let cache = tempfile::tempdir().unwrap();
+    drop(PeaProcess::start(cache.path()));
+    let local = median(7, || drop(PeaProcess::start(cache.path())));
+    let remote = warm[warm.len() / 2];
+    rows.push(Row {
+        name: "remote Pod start on a daemon: upload 208 KiB .wasm + create, until ready (compiled cache warm)".into(),
+        value: fmt_time(remote),
+        baseline: format!("local `jina-wasm pea` start {}; first remote start (compiling) {}", fmt_time(local), fmt_time(cold)),
+        ratio: remote.as_secs_f64() / local.as_secs_f64(),
+        ratio_label: "remote/local",
+        target: "-".into(),
+        met: true,
+    });
+
+    // Added latency of a remote hop: the same one-Pod Flow, its Pod here or on the daemon.
+    let docs = [workload_doc(1)];
+    let local_flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
+    let (local50, local99) = http_latency("127.0.0.1", local_flow.1, "/", &docs, 500).await;
+    drop(local_flow);
+    let remote_flow = FlowProcess::start(&format!(
+        "with:\n  daemon_token: bench-token-1\npods:\n  - name: echo\n    uses: {{W}}/passthrough.wasm\n    host: {}\n",
+        daemon.1
+    ));
+    let (remote50, remote99) = http_latency("127.0.0.1", remote_flow.1, "/", &docs, 500).await;
+    drop(remote_flow);
+    rows.push(Row {
+        name: "gateway -> passthrough -> gateway, 1-doc requests, the Pod on a daemon (127.0.0.2) vs local".into(),
+        value: format!("p50 {} / p99 {}", fmt_time(remote50), fmt_time(remote99)),
+        baseline: format!("local p50 {} / p99 {}; added p50 {}", fmt_time(local50), fmt_time(local99), fmt_time(remote50.saturating_sub(local50))),
+        ratio: remote50.as_secs_f64() / local50.as_secs_f64(),
+        ratio_label: "remote/local p50",
+        target: "-".into(),
+        met: true,
+    });
+    rows
 }

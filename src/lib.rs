@@ -13,6 +13,8 @@
 //! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
 //! - [`export`]: a Flow as Kubernetes manifests or a Docker Compose file, each
 //!   unit one `jina-wasm` command line (docs/kubernetes.md).
+//! - [`daemon`]: `jina-wasm daemon`, remote and multi-tenant hosting of Peas
+//!   and Pods over an HTTP API, and its client (for a Flow's remote Pods).
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
 //!
@@ -22,6 +24,7 @@
 pub mod cli;
 pub mod client;
 pub mod client_http;
+pub mod daemon;
 pub mod document;
 pub mod executor;
 pub mod export;

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::common::RuntimeArgs;
 use crate::flow::Flow;
 use crate::flow::gateway::Gateway;
+use crate::flow::remote::RemoteOptions;
 use crate::flow::run::RunOptions;
 
 /// Run a Flow: its Pods, in dependency order, behind an HTTP gateway.
@@ -39,6 +40,22 @@ pub struct FlowCommand {
     /// Where the Pods' Peas run: THREAD (this process) or PROCESS (a process each).
     #[arg(long, value_enum, default_value = "THREAD")]
     pub runtime_backend: crate::pod::Backend,
+
+    /// Don't print the logs of remote Pods (Pods with `host:`) on stderr.
+    #[arg(long)]
+    pub quiet_remote_logs: bool,
+
+    /// The daemon workspace remote Pods' files and state go to (overrides
+    /// `with.workspace_id`; default: the Flow file's stem). The same id in a
+    /// later run finds the same uploads and executor state.
+    #[arg(long, value_name = "ID")]
+    pub workspace_id: Option<String>,
+
+    /// How long a daemon keeps a remote Pod after the Flow's last renewal (the
+    /// Flow renews every third of it): if this process dies, its remote Pods
+    /// are deleted within this time.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "10s")]
+    pub remote_lease: std::time::Duration,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -80,7 +97,8 @@ impl FlowCommand {
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
         let runtime = self.runtime.runtime()?;
-        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args() };
+        let remote = RemoteOptions { quiet_logs: self.quiet_remote_logs, workspace_id: self.workspace_id.clone(), lease: self.remote_lease };
+        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args(), remote };
         let running = crate::flow::run::start(runtime, &flow, &options).await?;
         let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
         let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);
@@ -121,5 +139,6 @@ fn describe(flow: &Flow, i: usize) -> String {
     } else {
         flow.needs[i].iter().map(|&j| flow.pods[j].name.as_str()).collect()
     };
-    format!("{} <- {} ({})", pod.name, needs.join(", "), pod.uses.display())
+    let on = pod.host.as_deref().map_or_else(String::new, |host| format!(" on daemon {host}"));
+    format!("{} <- {} ({}){on}", pod.name, needs.join(", "), pod.uses.display())
 }

@@ -4,6 +4,7 @@
 mod client;
 mod common;
 mod export;
+mod daemon;
 mod flow;
 mod gateway;
 mod inspect;
@@ -48,6 +49,7 @@ pub enum Command {
     Gateway(gateway::GatewayCommand),
     #[command(subcommand)]
     Export(export::ExportCommand),
+    Daemon(daemon::DaemonCommand),
     Client(client::ClientCommand),
     Ping(ping::PingCommand),
     Control(ping::ControlCommand),
@@ -88,6 +90,7 @@ impl Cli {
             Command::Flow(cmd) => cmd.execute(),
             Command::Gateway(cmd) => cmd.execute(),
             Command::Export(cmd) => cmd.execute(),
+            Command::Daemon(cmd) => cmd.execute(),
             Command::Client(cmd) => cmd.execute(),
             Command::Ping(cmd) => cmd.execute(),
             Command::Control(cmd) => cmd.execute(),

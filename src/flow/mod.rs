@@ -4,9 +4,11 @@
 //!   `needs` graph;
 //! - [`run`] starts the Pods in dependency order and routes each request along
 //!   the graph, joining branches;
-//! - [`gateway`] is the HTTP front (Jina's HTTP interface).
+//! - [`gateway`] is the HTTP front (Jina's HTTP interface);
+//! - [`remote`] runs a Pod with `host:` on a `jina-wasm daemon`.
 
 pub mod gateway;
+pub mod remote;
 pub mod run;
 pub mod spec;
 

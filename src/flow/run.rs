@@ -1,7 +1,8 @@
 //! Running a Flow: its Pods, started in dependency order, and the router that
 //! carries each request along the `needs` graph, joining branches.
 //!
-//! Every Pod binds its input (PULL) and output (PUSH) on loopback; the router,
+//! Every Pod binds its input (PULL) and output (PUSH) on loopback (a remote
+//! Pod on its daemon's address, [`super::remote`]); the router,
 //! in the Flow's process, connects to both. A request from the gateway goes to
 //! every Pod that needs `gateway`; a Pod's output goes to every Pod that needs
 //! it; a Pod that needs several Pods (a join) gets one message per request,
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub backend: Backend,
     /// Extra `jina-wasm pea` arguments for child processes.
     pub child_args: Vec<String>,
+    /// Pods with `host:`, on a daemon.
+    pub remote: super::remote::RemoteOptions,
 }
 
 /// A request from the gateway and where its answer goes.
@@ -86,6 +89,7 @@ pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> 
     for &i in &flow.order {
         let spec = &flow.pods[i];
         let result = match pod_config(flow, i, options) {
+            Ok(_) if spec.host.is_some() => super::remote::start(flow, i, &options.remote).await,
             Ok(config) => crate::pod::start(runtime.clone(), config).await,
             Err(e) => Err(e),
         };
@@ -396,7 +400,7 @@ mod tests {
     fn dump_of(value: &str) -> anyhow::Result<DumpPolicy> {
         let yaml = format!("version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n");
         let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None).unwrap();
-        let options = RunOptions { backend: Backend::Thread, child_args: Vec::new() };
+        let options = RunOptions::default();
         pod_config(&flow, 0, &options).map(|config| config.pea.dump)
     }
 

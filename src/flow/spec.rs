@@ -50,6 +50,14 @@ pub struct FlowWith {
     /// Defaults for every Pod's `env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The bearer token for the daemons of remote Pods (`host:`); else
+    /// `$JINA_WASM_DAEMON_TOKEN`. Write `${{ ENV.X }}` rather than the token.
+    #[serde(default)]
+    pub daemon_token: Option<String>,
+    /// The daemon workspace remote Pods' files and state go to (default: this
+    /// file's stem); the same id in a later run finds the same files and state.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
 }
 
 /// One Pod of a Flow.
@@ -91,7 +99,7 @@ pub struct PodSpec {
     pub timeout_request: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// A remote daemon to run this Pod on (`host:port`); not supported yet.
+    /// A `jina-wasm daemon` to run this Pod on (`host:port`): docs/daemon.md.
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default)]
@@ -173,6 +181,11 @@ impl Flow {
         {
             return Err(fail(format!("with.protocol `{protocol}` is not supported: the gateway speaks `http`")));
         }
+        if let Some(id) = &file.with.workspace_id
+            && !crate::daemon::workspace::is_safe_id(id)
+        {
+            return Err(fail(format!("with.workspace_id `{id}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`")));
+        }
         if file.pods.is_empty() {
             return Err(fail("a Flow needs at least one Pod under `pods:`".into()));
         }
@@ -187,8 +200,10 @@ impl Flow {
             if index.insert(&pod.name, i).is_some() {
                 return Err(at("another Pod has the same name".into()));
             }
-            if pod.host.is_some() {
-                return Err(at("`host` (a remote Pod) needs `jina-wasm daemon`, which this build does not have yet".into()));
+            if let Some(host) = &pod.host
+                && !host.trim_start_matches("http://").rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Err(at(format!("host `{host}` is not the ADDRESS:PORT of a jina-wasm daemon")));
             }
             polling.push(match &pod.polling {
                 None => Polling::ANY,

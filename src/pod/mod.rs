@@ -270,6 +270,18 @@ pub struct PodHandle {
 }
 
 impl PodHandle {
+    /// A Pod run by something else (a daemon, for a Flow's remote Pod): `task`
+    /// ends once it has stopped, after `stop` is cancelled.
+    pub fn from_task(
+        name: String,
+        addresses: Addresses,
+        members: Vec<MemberInfo>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> PodHandle {
+        PodHandle { name, addresses, members, external: None, stop, task }
+    }
+
     pub fn terminate(&self) {
         self.stop.cancel();
     }
@@ -572,18 +584,7 @@ async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Mem
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    // If the Pod's process dies without stopping its Peas (SIGKILL), the kernel
-    // kills them too: no orphan Peas.
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut command);
     let mut child = command.spawn().with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
     let stdout = child.stdout.take().expect("piped");
     let line = tokio::io::BufReader::new(stdout).lines().next_line().await?;
@@ -596,6 +597,21 @@ async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Mem
     };
     let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
     Ok(Member::Process { name: config.name.clone(), ctrl, child })
+}
+
+/// If the parent process dies without stopping the child (SIGKILL), the kernel
+/// kills the child too: no orphan Peas (used by Pods and by the daemon).
+pub fn die_with_parent(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The `jina-wasm pea` arguments that reproduce `config` (its control socket

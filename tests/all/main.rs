@@ -17,6 +17,9 @@
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `export`: Kubernetes and Compose export of the demo Flow: golden files,
 //!   kubernetes-validate --strict, and every exported unit run as a process.
+//! - `daemon`: `jina-wasm daemon` on loopback aliases: a Flow split over two
+//!   daemons, a Flow run by a daemon, tenant isolation, quotas, refused names,
+//!   leases after `kill -9`.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
@@ -24,6 +27,7 @@
 //!   `jina-wasm new` scaffolds build and run in each language.
 
 mod cli;
+mod daemon;
 mod examples;
 mod export;
 mod flow;

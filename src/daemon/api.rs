@@ -1,0 +1,493 @@
+//! The daemon's HTTP routes (docs/daemon.md has each with its answers).
+//!
+//! Every route needs `Authorization: Bearer <token>`; the token names the
+//! tenant, and every lookup goes through that tenant's own objects and
+//! directory, so another tenant's ids answer 404 exactly as unknown ones do.
+//! Errors are `{"error": "..."}` with a 4xx naming the thing and the reason.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::objects::{CreateRequest, Files, Kind, Live, Object, State as LiveState};
+use super::tenants::Tenant;
+use super::workspace::{Receiving, is_safe_id, safe_relative};
+use super::{Daemon, random_id};
+use crate::units::format_size;
+
+type Shared = State<Arc<Daemon>>;
+
+/// A refusal: its status and the message.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl ApiError {
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, message.into())
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type Answer<T = Json<Value>> = Result<T, ApiError>;
+
+/// Every route of the API.
+pub fn router(daemon: Arc<Daemon>) -> axum::Router {
+    let mut router = axum::Router::new()
+        .route("/tenant", get(tenant))
+        .route("/workspaces", get(list_workspaces))
+        .route("/workspaces/{ws}", get(show_workspace).delete(delete_workspace))
+        // The upload counts its own bytes against --max-upload and the disk quota.
+        .route("/workspaces/{ws}/files", post(upload).layer(DefaultBodyLimit::disable()))
+        .route("/workspaces/{ws}/files/{*name}", get(download));
+    for kind in [Kind::Pod, Kind::Pea, Kind::Flow] {
+        let base = kind.route();
+        router = router
+            .route(
+                base,
+                get(move |d: Shared, h: HeaderMap| list(kind, d, h)).post(move |d: Shared, h: HeaderMap, b: Bytes| create(kind, d, h, b)),
+            )
+            .route(
+                &format!("{base}/{{id}}"),
+                get(move |d: Shared, h: HeaderMap, p: Path<String>| show(kind, d, h, p))
+                    .delete(move |d: Shared, h: HeaderMap, p: Path<String>| remove(kind, d, h, p)),
+            )
+            .route(&format!("{base}/{{id}}/lease"), put(move |d: Shared, h: HeaderMap, p: Path<String>| renew(kind, d, h, p)))
+            .route(&format!("{base}/{{id}}/logs"), get(move |d: Shared, h: HeaderMap, p: Path<String>| logs(kind, d, h, p)))
+            .route(&format!("{base}/{{id}}/logs/stream"), get(move |d: Shared, h: HeaderMap, p: Path<String>| stream(kind, d, h, p)));
+    }
+    router.fallback(|| async { ApiError::not_found("no such route (docs/daemon.md lists them)") }).with_state(daemon)
+}
+
+/// The tenant whose bearer token the request carries.
+fn caller(daemon: &Daemon, headers: &HeaderMap) -> Answer<Tenant> {
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("no `Authorization: Bearer <token>` header"))?;
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+    daemon.tenant_of(token.trim()).cloned().ok_or_else(|| unauthorized("unknown token"))
+}
+
+fn check_workspace_id(ws: &str) -> Answer<()> {
+    if is_safe_id(ws) { Ok(()) } else { Err(ApiError::bad(format!("workspace id `{}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`", ws.escape_debug()))) }
+}
+
+/// `GET /tenant`: who the token is, its quota and what it uses.
+async fn tenant(State(d): Shared, headers: HeaderMap) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let dirs = d.dirs(&tenant);
+    let ((peas, memory), rss) = d.with_objects(&tenant, |objects| {
+        let rss: u64 = objects
+            .values()
+            .filter_map(|o| {
+                let live = o.live.lock().expect("live");
+                live.pid.filter(|_| live.state == LiveState::Running).and_then(super::objects::rss_bytes)
+            })
+            .sum();
+        (Daemon::usage(objects), rss)
+    });
+    Ok(Json(json!({
+        "tenant": tenant.name,
+        "quota": tenant.quota,
+        "usage": {"peas": peas, "memory": memory, "disk": dirs.disk_usage(), "rss_bytes": rss},
+    })))
+}
+
+/// `GET /workspaces`.
+async fn list_workspaces(State(d): Shared, headers: HeaderMap) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let dirs = d.dirs(&tenant);
+    let list: Vec<Value> = dirs.workspace_ids().iter().map(|id| json!({"id": id, "files": dirs.manifest(id).len()})).collect();
+    Ok(Json(json!(list)))
+}
+
+fn existing_workspace(d: &Daemon, tenant: &Tenant, ws: &str) -> Answer<super::workspace::TenantDirs> {
+    check_workspace_id(ws)?;
+    let dirs = d.dirs(tenant);
+    if !dirs.workspace(ws).is_dir() {
+        return Err(ApiError::not_found(format!("no workspace `{ws}`")));
+    }
+    Ok(dirs)
+}
+
+/// `GET /workspaces/{ws}`: its files with their digests, its state's size.
+async fn show_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let dirs = existing_workspace(&d, &tenant, &ws)?;
+    let files = dirs.manifest(&ws);
+    let state = super::workspace::dir_size(&dirs.workspace(&ws).join("state"));
+    Ok(Json(json!({"id": ws, "files": files, "state_bytes": state, "in_use_by": d.workspace_in_use(&tenant, &ws)})))
+}
+
+/// `DELETE /workspaces/{ws}`: refused while a live Pea or Pod uses it.
+async fn delete_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let dirs = existing_workspace(&d, &tenant, &ws)?;
+    if let Some(id) = d.workspace_in_use(&tenant, &ws) {
+        return Err(ApiError(StatusCode::CONFLICT, format!("workspace `{ws}` is used by `{id}`: delete that first")));
+    }
+    let _guard = d.upload_lock(&tenant).lock_owned().await;
+    dirs.remove(&ws).map_err(|e| ApiError::internal(format!("cannot delete workspace `{ws}`: {e}")))?;
+    Ok(Json(json!({"deleted": ws, "disk": dirs.disk_usage()})))
+}
+
+/// `POST /workspaces/{ws}/files`: multipart; each part's file name (else its
+/// field name) is the name in the workspace. Creates the workspace.
+async fn upload(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>, mut multipart: Multipart) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    check_workspace_id(&ws)?;
+    let dirs = d.dirs(&tenant);
+    // One upload per tenant at a time, so two cannot both fit the quota's last bytes.
+    let _guard = d.upload_lock(&tenant).lock_owned().await;
+    let used = dirs.disk_usage();
+    let (limit, quota) = (d.config.max_upload, tenant.quota.disk);
+    let mut received = 0u64;
+    let mut stored = Vec::new();
+    loop {
+        let field = multipart.next_field().await.map_err(|e| ApiError(e.status(), format!("the upload is not valid multipart: {}", e.body_text())))?;
+        let Some(mut field) = field else { break };
+        let Some(name) = field.file_name().or(field.name()).map(str::to_string) else {
+            return Err(ApiError::bad("a part has neither a file name nor a field name"));
+        };
+        safe_relative(&name).map_err(ApiError::bad)?;
+        let mut file = Receiving::new(&dirs.tmp()).map_err(|e| ApiError::internal(format!("cannot receive `{name}`: {e}")))?;
+        let too_large = |why: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, why);
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    file.discard();
+                    return Err(ApiError(e.status(), format!("`{name}`: {}", e.body_text())));
+                }
+            };
+            let size = file.size + chunk.len() as u64;
+            if size > limit {
+                file.discard();
+                return Err(too_large(format!("file `{name}` is larger than the daemon's limit of {} per file (--max-upload)", format_size(limit))));
+            }
+            if used + received + size > quota {
+                file.discard();
+                return Err(too_large(format!(
+                    "disk quota: tenant `{}` uses {} of {}; `{name}` does not fit",
+                    tenant.name,
+                    format_size(used + received),
+                    format_size(quota)
+                )));
+            }
+            if let Err(e) = file.write(&chunk) {
+                file.discard();
+                return Err(ApiError::internal(format!("cannot store `{name}`: {e}")));
+            }
+        }
+        received += file.size;
+        let (tmp, sha, size) = file.finish().map_err(|e| ApiError::internal(format!("cannot store `{name}`: {e}")))?;
+        let entry = dirs.commit(&ws, &name, &tmp, &sha, size).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ApiError::bad(e)
+        })?;
+        stored.push(json!({"name": name, "sha256": entry.sha256, "size": entry.size}));
+    }
+    if stored.is_empty() {
+        return Err(ApiError::bad("the upload has no files"));
+    }
+    tracing::info!(tenant = %tenant.name, workspace = %ws, files = stored.len(), "uploaded");
+    Ok(Json(json!({"workspace": ws, "files": stored, "disk": dirs.disk_usage()})))
+}
+
+/// `GET /workspaces/{ws}/files/{name}`: the file's bytes.
+async fn download(State(d): Shared, headers: HeaderMap, Path((ws, name)): Path<(String, String)>) -> Answer<Vec<u8>> {
+    let tenant = caller(&d, &headers)?;
+    let dirs = existing_workspace(&d, &tenant, &ws)?;
+    let path = dirs.file(&ws, &name).map_err(ApiError::not_found)?;
+    std::fs::read(&path).map_err(|e| ApiError::internal(format!("cannot read `{name}`: {e}")))
+}
+
+fn unknown(kind: Kind, id: &str) -> ApiError {
+    ApiError::not_found(format!("no {} `{id}`", kind.command()))
+}
+
+/// Runs `f` on the tenant's object `id` of kind `kind`.
+fn with_object<R>(d: &Daemon, tenant: &Tenant, kind: Kind, id: &str, f: impl FnOnce(&mut Object) -> R) -> Answer<R> {
+    d.with_objects(tenant, |objects| match objects.get_mut(id) {
+        Some(object) if object.kind == kind => Ok(f(object)),
+        _ => Err(unknown(kind, id)),
+    })
+}
+
+/// `GET /pods`, `GET /peas`.
+async fn list(kind: Kind, State(d): Shared, headers: HeaderMap) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let list: Vec<Value> = d.with_objects(&tenant, |objects| objects.values().filter(|o| o.kind == kind).map(Object::describe).collect());
+    Ok(Json(json!(list)))
+}
+
+/// `POST /pods`, `POST /peas`, `POST /flows`: checks the request and the quota, starts the
+/// process, answers once it is ready (201) or why it did not start (422).
+async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = caller(&d, &headers)?;
+    let what = kind.command();
+    let request: CreateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not a {what} request: {e}")))?;
+    check_workspace_id(&request.workspace)?;
+    let ws = &request.workspace;
+    let dirs = existing_workspace(&d, &tenant, ws)?;
+    let id = format!("{what}-{}", &random_id()[..12]);
+    let log = dirs.logs().join(format!("{id}.log"));
+    std::fs::create_dir_all(dirs.logs()).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
+    let (plan, args) = match kind {
+        Kind::Flow => {
+            let file = dirs.root.join("flows").join(format!("{id}.yml"));
+            let plan = super::flows::prepare(&request, &dirs, &tenant, &d.config.host, &file).map_err(ApiError::bad)?;
+            let mut args: Vec<String> = vec!["flow".into(), "--uses".into(), file.display().to_string()];
+            args.extend(["--host".into(), d.config.host.clone(), "--port".into(), "0".into()]);
+            args.extend(["--cache-dir".into(), d.config.cache_dir.display().to_string()]);
+            (plan, args)
+        }
+        Kind::Pea | Kind::Pod => {
+            let plan = request.plan(kind, tenant.quota.memory_per_pea).map_err(ApiError::bad)?;
+            let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
+            let files = Files {
+                uses: file(&request.uses)?,
+                uses_before: request.uses_before.as_deref().map(file).transpose()?,
+                uses_after: request.uses_after.as_deref().map(file).transpose()?,
+            };
+            let state_dir = request.state.then(|| dirs.workspace(ws).join("state").join(&plan.name));
+            if let Some(dir) = &state_dir {
+                std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
+            (plan, args)
+        }
+    };
+    let quota = &tenant.quota;
+    let refuse = |m: String| ApiError(StatusCode::FORBIDDEN, format!("quota: tenant `{}`: {m}", tenant.name));
+    if plan.memory_per_pea > quota.memory_per_pea {
+        return Err(refuse(format!(
+            "memory_hwm {} is more than memory_per_pea {}",
+            format_size(plan.memory_per_pea),
+            format_size(quota.memory_per_pea)
+        )));
+    }
+    let live = Arc::new(Mutex::new(Live { state: LiveState::Starting, pid: None, ready: Value::Null, exit: None }));
+    let stop = CancellationToken::new();
+    // Admission: the Peas and memory of every live object, this one reserved
+    // before it starts so that concurrent creations cannot overrun the quota.
+    d.with_objects(&tenant, |objects| {
+        let (peas, memory) = Daemon::usage(objects);
+        if peas + plan.peas > quota.max_peas {
+            return Err(refuse(format!("{what} `{}` needs {} Peas; {peas} of max_peas {} are running", plan.name, plan.peas, quota.max_peas)));
+        }
+        if memory + plan.memory > quota.total_memory {
+            return Err(refuse(format!(
+                "{what} `{}` needs {} for {} Peas; {} of total_memory {} is taken",
+                plan.name,
+                format_size(plan.memory),
+                plan.peas,
+                format_size(memory),
+                format_size(quota.total_memory)
+            )));
+        }
+        let object = Object {
+            id: id.clone(),
+            kind,
+            name: plan.name.clone(),
+            workspace: ws.clone(),
+            plan: plan.clone(),
+            created: std::time::SystemTime::now(),
+            expires: None,
+            log: log.clone(),
+            live: live.clone(),
+            stop: stop.clone(),
+            supervisor: None,
+        };
+        objects.insert(id.clone(), object);
+        Ok(())
+    })?;
+    tracing::info!(tenant = %tenant.name, %id, name = %plan.name, "starting");
+    match super::objects::spawn(&d.config.exe, &args, &log, plan.timeout_ready, live, stop.clone()).await {
+        Ok(task) => {
+            let described = d.with_objects(&tenant, |objects| {
+                objects.get_mut(&id).map(|object| {
+                    object.supervisor = Some(task);
+                    object.renew();
+                    object.describe()
+                })
+            });
+            match described {
+                Some(described) => Ok((StatusCode::CREATED, Json(described))),
+                None => {
+                    // Deleted while it started: the delete could not stop it yet.
+                    stop.cancel();
+                    Err(ApiError(StatusCode::CONFLICT, format!("{what} `{id}` was deleted while it started")))
+                }
+            }
+        }
+        Err(e) => {
+            d.with_objects(&tenant, |objects| objects.remove(&id));
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{what} `{}` did not start: {e:#}", plan.name)))
+        }
+    }
+}
+
+/// `GET /pods/{id}`: the object, and its live STATUS while it runs.
+async fn show(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let (mut described, ctrl) = with_object(&d, &tenant, kind, &id, |o| {
+        let live = o.live.lock().expect("live");
+        let ctrl = live.ready["ctrl"].as_str().filter(|c| live.state == LiveState::Running && !c.is_empty()).map(str::to_string);
+        drop(live);
+        (o.describe(), ctrl)
+    })?;
+    if let Some(ctrl) = ctrl {
+        described["status"] = match tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&ctrl, "STATUS")).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
+            Err(_) => json!({"healthy": false, "error": "no STATUS answer within 2s"}),
+        };
+    }
+    Ok(Json(described))
+}
+
+/// `DELETE /pods/{id}`: stops it (TERMINATE: it finishes, dumps, closes) and forgets it.
+async fn remove(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    with_object(&d, &tenant, kind, &id, |_| ())?;
+    if !d.delete(&tenant.name, &id).await {
+        return Err(unknown(kind, &id));
+    }
+    Ok(Json(json!({"deleted": id})))
+}
+
+/// `PUT /pods/{id}/lease`: the lease starts again.
+async fn renew(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    let tenant = caller(&d, &headers)?;
+    let expires = with_object(&d, &tenant, kind, &id, |o| {
+        o.renew();
+        o.expires.map(|e| e.saturating_duration_since(std::time::Instant::now()).as_millis() as u64)
+    })?;
+    match expires {
+        Some(ms) => Ok(Json(json!({"id": id, "expires_in_ms": ms}))),
+        None => Err(ApiError::bad(format!("{} `{id}` has no lease (create it with `lease`)", kind.command()))),
+    }
+}
+
+/// `GET /pods/{id}/logs`: the stored log (the process's stderr), as text.
+async fn logs(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer<([(header::HeaderName, &'static str); 1], Vec<u8>)> {
+    let tenant = caller(&d, &headers)?;
+    let log = with_object(&d, &tenant, kind, &id, |o| o.log.clone())?;
+    let text = std::fs::read(&log).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// `GET /pods/{id}/logs/stream`: server-sent events, one `data:` per log line
+/// from the start of the log, then live; an `end` event once the process has
+/// exited or the object is deleted.
+async fn stream(
+    kind: Kind,
+    State(d): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>> {
+    let tenant = caller(&d, &headers)?;
+    let (log, live) = with_object(&d, &tenant, kind, &id, |o| (o.log.clone(), o.live.clone()))?;
+    let follow = Follow { daemon: d, tenant, id, log, live, offset: 0, partial: Vec::new(), queue: VecDeque::new(), done: false };
+    let events = futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(event) = f.queue.pop_front() {
+                return Some((Ok(event), f));
+            }
+            if f.done {
+                return None;
+            }
+            // Whether it still runs is asked before reading, so every line it
+            // wrote before exiting is read before the `end`.
+            let alive = f.alive();
+            if !f.read_more() {
+                if alive {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    if !f.partial.is_empty() {
+                        let line = std::mem::take(&mut f.partial);
+                        f.queue.push_back(line_event(&line));
+                    }
+                    let exit = f.live.lock().expect("live").exit.clone().unwrap_or_else(|| "deleted".into());
+                    f.queue.push_back(Event::default().event("end").data(exit));
+                    f.done = true;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// A log file being followed.
+struct Follow {
+    daemon: Arc<Daemon>,
+    tenant: Tenant,
+    id: String,
+    log: std::path::PathBuf,
+    live: Arc<Mutex<Live>>,
+    offset: u64,
+    partial: Vec<u8>,
+    queue: VecDeque<Event>,
+    done: bool,
+}
+
+impl Follow {
+    fn alive(&self) -> bool {
+        let present = self.daemon.with_objects(&self.tenant, |objects| objects.contains_key(&self.id));
+        present && self.live.lock().expect("live").state != LiveState::Exited
+    }
+
+    /// Reads what the log gained; true when it gained anything.
+    fn read_more(&mut self) -> bool {
+        use std::io::{Read as _, Seek as _};
+        let Ok(mut file) = std::fs::File::open(&self.log) else { return false };
+        if file.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return false;
+        }
+        let mut bytes = Vec::new();
+        let Ok(n) = file.take(1 << 20).read_to_end(&mut bytes) else { return false };
+        if n == 0 {
+            return false;
+        }
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.queue.push_back(line_event(&line[..end]));
+        }
+        true
+    }
+}
+
+fn line_event(line: &[u8]) -> Event {
+    let text = String::from_utf8_lossy(line).replace('\r', "");
+    Event::default().data(text)
+}

@@ -1,0 +1,456 @@
+//! Peas and Pods a tenant started: each a `jina-wasm pea` / `jina-wasm pod`
+//! child process of the daemon, its stderr in a log file, a supervising task
+//! that stops it (TERMINATE, then SIGKILL after the grace) and records how it
+//! ended, and an optional lease after which the daemon deletes it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::pod::Polling;
+use crate::units::{parse_duration, parse_size};
+
+/// What was asked for: a Pea (one executor) or a Pod (shards or replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pea,
+    Pod,
+    Flow,
+}
+
+impl Kind {
+    pub fn command(self) -> &'static str {
+        match self {
+            Kind::Pea => "pea",
+            Kind::Pod => "pod",
+            Kind::Flow => "flow",
+        }
+    }
+
+    /// The route prefix, `/peas` or `/pods`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Kind::Pea => "/peas",
+            Kind::Pod => "/pods",
+            Kind::Flow => "/flows",
+        }
+    }
+}
+
+/// The body of `POST /pods` and `POST /peas` (docs/daemon.md). File names are
+/// names in the tenant's workspace `workspace`; nothing of the daemon's own
+/// filesystem can be named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// The workspace holding the files (uploaded before).
+    pub workspace: String,
+    /// The executor: a `.wasm` file name in the workspace.
+    pub uses: String,
+    /// The Pod's name in logs and errors [default: the file's stem].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The executor's `with:` parameters.
+    #[serde(default)]
+    pub with: Option<Value>,
+    #[serde(default)]
+    pub shards: Option<usize>,
+    #[serde(default, alias = "replicas")]
+    pub parallel: Option<usize>,
+    /// As `--polling`: `any`, `all`, or `/index:any,/search:all`.
+    #[serde(default)]
+    pub polling: Option<String>,
+    #[serde(default)]
+    pub uses_before: Option<String>,
+    #[serde(default)]
+    pub uses_after: Option<String>,
+    /// Memory per Pea [default: the tenant's `memory_per_pea`].
+    #[serde(default)]
+    pub memory_hwm: Option<String>,
+    #[serde(default)]
+    pub timeout_request: Option<String>,
+    /// How long the Pod may take to be ready [default 120s].
+    #[serde(default)]
+    pub timeout_ready: Option<String>,
+    #[serde(default)]
+    pub dump_interval: Option<String>,
+    #[serde(default)]
+    pub on_error_strategy: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Give the executor a workspace directory, `<workspace>/state/<name>/`,
+    /// kept across runs that use the same workspace id.
+    #[serde(default)]
+    pub state: bool,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Delete the object unless the lease is renewed within this time (`10s`).
+    #[serde(default)]
+    pub lease: Option<String>,
+}
+
+/// A checked request: everything parsed, the Peas and memory it will take.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub peas: usize,
+    /// The largest memory_hwm of its Peas.
+    pub memory_per_pea: u64,
+    /// The sum of its Peas' memory_hwm.
+    pub memory: u64,
+    pub lease: Option<Duration>,
+    pub timeout_ready: Duration,
+}
+
+impl CreateRequest {
+    /// Checks the fields a child process would otherwise refuse late.
+    ///
+    /// # Errors
+    /// The field and why, for a 400 answer.
+    pub fn plan(&self, kind: Kind, default_memory: u64) -> Result<Plan, String> {
+        let name = self.object_name()?;
+        if kind == Kind::Pea
+            && let Some(field) = self.settings().into_iter().find(|f| ["shards", "parallel", "polling", "uses_before", "uses_after"].contains(f))
+        {
+            return Err(format!("`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"));
+        }
+        let shards = self.shards.unwrap_or(1);
+        let parallel = self.parallel.unwrap_or(1);
+        for (field, n) in [("shards", shards), ("parallel", parallel)] {
+            if !(1..=256).contains(&n) {
+                return Err(format!("`{field}` is {n}: use 1 to 256"));
+            }
+        }
+        if shards > 1 && parallel > 1 {
+            return Err("shards and parallel together are not supported: use one or the other".into());
+        }
+        if let Some(polling) = &self.polling {
+            polling.parse::<Polling>().map_err(|e| format!("polling: {e}"))?;
+        }
+        let memory_per_pea = match &self.memory_hwm {
+            Some(size) => parse_size(size).map_err(|e| format!("memory_hwm: {e}"))?,
+            None => default_memory,
+        };
+        let duration = |field: &str, value: &Option<String>| -> Result<Option<Duration>, String> {
+            value.as_deref().map(parse_duration).transpose().map_err(|e| format!("{field}: {e}"))
+        };
+        duration("timeout_request", &self.timeout_request)?;
+        let timeout_ready = duration("timeout_ready", &self.timeout_ready)?.unwrap_or(Duration::from_secs(120));
+        let lease = duration("lease", &self.lease)?;
+        if lease.is_some_and(|l| l < Duration::from_millis(500)) {
+            return Err("lease: at least 500ms".into());
+        }
+        if let Some(dump) = &self.dump_interval {
+            dump.parse::<crate::pea::DumpPolicy>().map_err(|e| format!("dump_interval: {e}"))?;
+        }
+        if let Some(strategy) = &self.on_error_strategy {
+            <crate::pea::OnError as clap::ValueEnum>::from_str(strategy, true).map_err(|e| format!("on_error_strategy: {e}"))?;
+        }
+        if self.with.as_ref().is_some_and(|w| !w.is_object() && !w.is_null()) {
+            return Err("with: a map of the executor's parameters".into());
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') {
+                return Err(format!("env: `{key}` is not a variable name"));
+            }
+        }
+        // Head and tail executors run with the Pod's memory limit too.
+        let sides = usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
+        let peas = shards.max(parallel) + sides;
+        Ok(Plan { name, peas, memory_per_pea, memory: peas as u64 * memory_per_pea, lease, timeout_ready })
+    }
+
+    /// The object's name: `name`, else the file's stem; checked.
+    ///
+    /// # Errors
+    /// A name that is not 1-64 of `A-Za-z0-9._-`.
+    pub fn object_name(&self) -> Result<String, String> {
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => Path::new(&self.uses).file_stem().map(|s| s.to_string_lossy().replace(' ', "_")).unwrap_or_default(),
+        };
+        if !super::workspace::is_safe_id(&name) {
+            return Err(format!("name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"));
+        }
+        Ok(name)
+    }
+
+    /// The executor and Pod settings given, by field name.
+    pub fn settings(&self) -> Vec<&'static str> {
+        let given = [
+            ("with", self.with.is_some()),
+            ("shards", self.shards.is_some()),
+            ("parallel", self.parallel.is_some()),
+            ("polling", self.polling.is_some()),
+            ("uses_before", self.uses_before.is_some()),
+            ("uses_after", self.uses_after.is_some()),
+            ("memory_hwm", self.memory_hwm.is_some()),
+            ("timeout_request", self.timeout_request.is_some()),
+            ("dump_interval", self.dump_interval.is_some()),
+            ("on_error_strategy", self.on_error_strategy.is_some()),
+            ("env", !self.env.is_empty()),
+            ("state", self.state),
+            ("read_only", self.read_only),
+        ];
+        given.into_iter().filter(|(_, set)| *set).map(|(field, _)| field).collect()
+    }
+
+    /// The `jina-wasm pea|pod` arguments; `files` resolves workspace file names.
+    pub fn args(&self, kind: Kind, plan: &Plan, host: &str, files: &Files, state_dir: Option<&Path>, cache_dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![kind.command().into(), "--uses".into(), files.uses.display().to_string(), "--name".into(), plan.name.clone()];
+        let with = self.with.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        args.extend(["--uses-with".into(), with.to_string()]);
+        // Inputs and outputs on the daemon's address, so a Flow on another host
+        // can connect; the control socket stays on loopback: only the daemon
+        // (and so only through its API) controls the Pea.
+        args.extend(["--host-in".into(), host.into(), "--host-out".into(), host.into()]);
+        args.extend(["--memory-hwm".into(), format!("{}B", plan.memory_per_pea)]);
+        args.extend(["--timeout-ready".into(), format!("{}ms", plan.timeout_ready.as_millis())]);
+        args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
+        let optional = [
+            ("--shards", self.shards.map(|n| n.to_string())),
+            ("--parallel", self.parallel.map(|n| n.to_string())),
+            ("--polling", self.polling.clone()),
+            ("--timeout-request", self.timeout_request.clone()),
+            ("--dump-interval", self.dump_interval.clone()),
+            ("--on-error-strategy", self.on_error_strategy.clone()),
+            ("--uses-before", files.uses_before.as_ref().map(|p| p.display().to_string())),
+            ("--uses-after", files.uses_after.as_ref().map(|p| p.display().to_string())),
+            ("--workspace", state_dir.map(|p| p.display().to_string())),
+        ];
+        for (flag, value) in optional {
+            if let Some(value) = value {
+                args.extend([flag.to_string(), value]);
+            }
+        }
+        if self.read_only {
+            args.push("--read-only".into());
+        }
+        for (k, v) in &self.env {
+            args.extend(["--env".into(), format!("{k}={v}")]);
+        }
+        args
+    }
+}
+
+/// The files of a request, resolved inside the workspace.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub uses: PathBuf,
+    pub uses_before: Option<PathBuf>,
+    pub uses_after: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Running,
+    Exited,
+}
+
+/// What changes while the object lives.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub state: State,
+    pub pid: Option<u32>,
+    /// The child's ready line: addresses and Peas.
+    pub ready: Value,
+    /// How the process ended, once it has.
+    pub exit: Option<String>,
+}
+
+/// One Pea or Pod of one tenant.
+pub struct Object {
+    pub id: String,
+    pub kind: Kind,
+    pub name: String,
+    pub workspace: String,
+    pub plan: Plan,
+    pub created: std::time::SystemTime,
+    pub expires: Option<Instant>,
+    pub log: PathBuf,
+    pub live: Arc<Mutex<Live>>,
+    pub stop: CancellationToken,
+    pub supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Object {
+    /// Counts against the quota until its process has exited.
+    pub fn holds_resources(&self) -> bool {
+        self.live.lock().expect("live").state != State::Exited
+    }
+
+    pub fn renew(&mut self) {
+        if let Some(lease) = self.plan.lease {
+            self.expires = Some(Instant::now() + lease);
+        }
+    }
+
+    /// The object as the API shows it.
+    pub fn describe(&self) -> Value {
+        let live = self.live.lock().expect("live").clone();
+        let rss = live.pid.filter(|_| live.state == State::Running).and_then(rss_bytes);
+        json!({
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "workspace": self.workspace,
+            "state": live.state,
+            "pid": live.pid,
+            "in": live.ready["in"],
+            "out": live.ready["out"],
+            "peas": live.ready["peas"],
+            "gateway": live.ready["gateway"],
+            "pods": live.ready["pods"],
+            "pea_count": self.plan.peas,
+            "memory_hwm": self.plan.memory_per_pea,
+            "rss_bytes": rss,
+            "lease_ms": self.plan.lease.map(|l| l.as_millis() as u64),
+            "expires_in_ms": self.expires.map(|e| e.saturating_duration_since(Instant::now()).as_millis() as u64),
+            "exit": live.exit,
+            "created_unix_ms": self.created.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            "log": format!("{}/{}/logs", self.kind.route(), self.id),
+        })
+    }
+
+    /// Stops the process (TERMINATE, then SIGKILL) and waits until it is gone.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.supervisor.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Resident memory of a process, from /proc (Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Starts `jina-wasm <args>` with stderr appended to `log`, waits for its
+/// ready line, and leaves a task supervising it until `stop` is cancelled or
+/// it exits.
+///
+/// # Errors
+/// The process cannot start, or exits or stays silent before it is ready: the
+/// reason with the end of its log.
+pub async fn spawn(
+    exe: &Path,
+    args: &[String],
+    log: &Path,
+    timeout_ready: Duration,
+    live: Arc<Mutex<Live>>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open the log {}", log.display()))?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(args)
+        // Nothing of the daemon's environment: a Flow file's `${{ ENV.X }}`
+        // must not read it (flows.rs refuses them; this makes sure).
+        .env_clear()
+        .env("JINA_WASM_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    crate::pod::die_with_parent(&mut command);
+    let mut child = command.spawn().context("cannot start a process")?;
+    live.lock().expect("live").pid = child.id();
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = match tokio::time::timeout(timeout_ready, lines.next_line()).await {
+        Ok(Ok(Some(line))) => serde_json::from_str::<Value>(&line).ok(),
+        Ok(_) => None,
+        Err(_) => {
+            let _ = child.kill().await;
+            anyhow::bail!("not ready within {timeout_ready:?} (timeout_ready); its log ends with:\n{}", log_tail(log, 20));
+        }
+    };
+    let Some(ready) = ready else {
+        let status = child.wait().await?;
+        anyhow::bail!("its process exited with {status} before it was ready; its log ends with:\n{}", log_tail(log, 20));
+    };
+    let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
+    {
+        let mut live = live.lock().expect("live");
+        live.ready = ready;
+        live.state = State::Running;
+    }
+    Ok(tokio::spawn(supervise(child, ctrl, stop, live)))
+}
+
+/// Waits for the child to exit or for `stop`; then TERMINATE (the Pea
+/// finishes its request, dumps and closes), SIGKILL if it takes too long.
+async fn supervise(mut child: tokio::process::Child, ctrl: String, stop: CancellationToken, live: Arc<Mutex<Live>>) {
+    const GRACE: Duration = Duration::from_secs(5);
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = stop.cancelled() => {
+            match child.id() {
+                // A Flow has no control socket: it stops on SIGTERM.
+                Some(pid) if ctrl.is_empty() => {
+                    // SAFETY: a plain syscall on our own child's pid.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                _ => {
+                    let _ = tokio::time::timeout(GRACE, crate::cli::control(&ctrl, "TERMINATE")).await;
+                }
+            }
+            match tokio::time::timeout(GRACE * 2, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+            }
+        }
+    };
+    let mut live = live.lock().expect("live");
+    live.state = State::Exited;
+    live.exit = Some(match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("unknown: {e}"),
+    });
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: Value) -> CreateRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn plans_count_peas_and_refuse_bad_fields() {
+        let plan = request(json!({"workspace": "w", "uses": "idx.wasm", "shards": 3, "uses_after": "m.wasm"})).plan(Kind::Pod, 64).unwrap();
+        assert_eq!((plan.name.as_str(), plan.peas, plan.memory_per_pea), ("idx", 4, 64));
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "shards": 2})).plan(Kind::Pea, 64).unwrap_err();
+        assert!(e.contains("`shards` is a Pod setting"), "{e}");
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "memory_hwm": "lots"})).plan(Kind::Pod, 64).unwrap_err();
+        assert!(e.starts_with("memory_hwm: "), "{e}");
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "name": "../up"})).plan(Kind::Pod, 64).unwrap_err();
+        assert!(e.starts_with("name `../up`"), "{e}");
+        assert!(serde_json::from_value::<CreateRequest>(json!({"workspace": "w", "uses": "a", "volumes": ["/:/host"]})).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! A Flow's remote Pods: a Pod with `host: ADDRESS:PORT` runs on that
+//! `jina-wasm daemon` (docs/daemon.md).
+//!
+//! The Flow uploads the Pod's `.wasm` files into a daemon workspace (only those
+//! the workspace does not already hold with the same sha256), asks the daemon
+//! to start the Pod with a lease, and connects its router to the addresses the
+//! daemon answers (bound on the daemon's host, so reachable from here). While
+//! the Pod runs, the Flow renews the lease (every third of it) and prints the
+//! remote log on its own stderr (unless `--quiet-remote-logs`); on teardown it
+//! deletes the Pod. If the Flow's process dies, renewals stop and the daemon
+//! deletes the Pod when the lease runs out.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::Method;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::spec::{Flow, PollingSpec};
+use crate::daemon::client::DaemonClient;
+use crate::pea::Addresses;
+use crate::pod::{MemberInfo, PodHandle};
+
+/// The environment variable a Flow reads a daemon's bearer token from when the
+/// file has no `with.daemon_token`.
+pub const TOKEN_ENV: &str = "JINA_WASM_DAEMON_TOKEN";
+
+/// How a Flow runs its remote Pods.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Don't print the remote Pods' logs.
+    pub quiet_logs: bool,
+    /// The daemon workspace the files and state go to [default: the file's
+    /// `with.workspace_id`, else the Flow file's stem].
+    pub workspace_id: Option<String>,
+    /// How long a remote Pod outlives the Flow's last renewal.
+    pub lease: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions { quiet_logs: false, workspace_id: None, lease: Duration::from_secs(10) }
+    }
+}
+
+/// Starts Flow Pod `i` on its daemon.
+///
+/// # Errors
+/// No token, a file that cannot be uploaded, or the daemon's refusal (quota,
+/// a Pod that does not start), with the daemon's message.
+pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Result<PodHandle> {
+    let spec = &flow.pods[i];
+    let host = spec.host.as_deref().expect("a remote Pod has a host");
+    let token = flow
+        .with
+        .daemon_token
+        .clone()
+        .or_else(|| std::env::var(TOKEN_ENV).ok())
+        .with_context(|| format!("host `{host}` needs the daemon's bearer token: set with.daemon_token or {TOKEN_ENV}"))?;
+    let client = DaemonClient::new(host, &token);
+    let workspace = options.workspace_id.clone().or_else(|| flow.with.workspace_id.clone()).unwrap_or_else(|| default_workspace(&flow.file));
+
+    // Upload what the daemon does not already have.
+    let mut files: Vec<(String, &Path)> = Vec::new();
+    for path in [Some(&spec.uses), spec.uses_before.as_ref(), spec.uses_after.as_ref()].into_iter().flatten() {
+        files.push((file_name(path)?, path.as_path()));
+    }
+    let held = match client.json(Method::GET, &format!("/workspaces/{workspace}"), &Value::Null).await {
+        Ok(answer) => answer["files"].clone(),
+        Err(e) if e.downcast_ref::<crate::daemon::client::Refused>().is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) => Value::Null,
+        Err(e) => return Err(e),
+    };
+    let mut missing = Vec::new();
+    for (name, path) in &files {
+        let sha = crate::daemon::workspace::sha256_of(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if held[name]["sha256"].as_str() != Some(sha.as_str()) {
+            missing.push((name.clone(), *path));
+        }
+    }
+    if !missing.is_empty() {
+        client.upload(&workspace, &missing).await?;
+    }
+
+    let text = |v: &Option<Value>| {
+        v.as_ref().map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let polling = spec.polling.as_ref().map(|p| match p {
+        PollingSpec::One(mode) => mode.clone(),
+        PollingSpec::PerEndpoint(map) => map.iter().map(|(e, m)| format!("{e}:{m}")).collect::<Vec<_>>().join(","),
+    });
+    let mut env: BTreeMap<String, String> = flow.with.env.clone();
+    env.extend(spec.env.clone());
+    let request = json!({
+        "workspace": workspace,
+        "name": spec.name,
+        "uses": files[0].0,
+        "uses_before": spec.uses_before.as_ref().map(|p| file_name(p)).transpose()?,
+        "uses_after": spec.uses_after.as_ref().map(|p| file_name(p)).transpose()?,
+        "with": spec.with,
+        "shards": spec.shards,
+        "parallel": spec.parallel,
+        "polling": polling,
+        "memory_hwm": text(&spec.memory_hwm),
+        "timeout_request": spec.timeout_request,
+        "timeout_ready": spec.timeout_ready,
+        "dump_interval": text(&spec.dump_interval),
+        "on_error_strategy": spec.on_error_strategy,
+        "env": env,
+        "state": spec.workspace.is_some(),
+        "read_only": spec.read_only,
+        "lease": format!("{}ms", options.lease.as_millis()),
+    });
+    let request = strip_nulls(request);
+    let answer = client.json(Method::POST, "/pods", &request).await?;
+    let id = answer["id"].as_str().context("the daemon's answer has no id")?.to_string();
+    // A daemon bound on every interface (`--host 0.0.0.0`) answers 0.0.0.0:
+    // the Flow reaches it at the address it reached the daemon at.
+    let daemon_host = client.address.rsplit_once(':').map_or(client.address.as_str(), |(h, _)| h);
+    let address = |key: &str| {
+        answer[key]
+            .as_str()
+            .map(|a| a.replace("tcp://0.0.0.0:", &format!("tcp://{daemon_host}:")))
+            .with_context(|| format!("the daemon's answer has no `{key}`"))
+    };
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let (input, output) = (address("in")?, address("out")?);
+    let ctrl = format!("http://{}/pods/{id}", client.address);
+    let addresses = Addresses { port_in: port(&input), port_out: port(&output), input, output, ctrl: ctrl.clone(), port_ctrl: 0 };
+    let members: Vec<MemberInfo> = answer["peas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| MemberInfo { pea: p["pea"].as_str().unwrap_or_default().into(), role: p["role"].as_str().unwrap_or_default().into(), ctrl: ctrl.clone() })
+        .collect();
+    tracing::info!(pod = %spec.name, daemon = %client.address, %id, input = %addresses.input, output = %addresses.output, "remote pod ready");
+
+    let stop = CancellationToken::new();
+    let logs = (!options.quiet_logs).then(|| {
+        let (client, path, tag) = (client.clone(), format!("/pods/{id}/logs/stream"), format!("[{} {}]", client.address, spec.name));
+        tokio::spawn(async move {
+            let _ = client.follow(&path, |line| eprintln!("{tag} {line}")).await;
+        })
+    });
+    let task = tokio::spawn(supervise(client, id, spec.name.clone(), options.lease, stop.clone(), logs));
+    Ok(PodHandle::from_task(spec.name.clone(), addresses, members, stop, task))
+}
+
+/// Renews the lease until `stop`, then deletes the remote Pod.
+async fn supervise(
+    client: DaemonClient,
+    id: String,
+    name: String,
+    lease: Duration,
+    stop: CancellationToken,
+    logs: Option<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let mut renew = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = renew.tick() => {
+                // A daemon that does not answer must not hold up the next renewal or the teardown.
+                let path = format!("/pods/{id}/lease");
+                match tokio::time::timeout(lease / 3, client.json(Method::PUT, &path, &Value::Null)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(pod = %name, daemon = %client.address, "cannot renew the remote Pod's lease: {e:#}"),
+                    Err(_) => tracing::warn!(pod = %name, daemon = %client.address, "the daemon did not answer a lease renewal within {:?}", lease / 3),
+                }
+            }
+        }
+    }
+    // Deleting waits for the Pod to stop (TERMINATE, then SIGKILL within 15 s).
+    let deleted = match tokio::time::timeout(Duration::from_secs(30), client.json(Method::DELETE, &format!("/pods/{id}"), &Value::Null)).await {
+        Ok(deleted) => deleted,
+        Err(_) => Err(anyhow::anyhow!("the daemon did not answer DELETE within 30s; the lease will end the Pod")),
+    };
+    if let Some(logs) = logs {
+        // The stream ends with the Pod; give it a moment to print the last lines.
+        let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
+    }
+    deleted.map(|_| ()).with_context(|| format!("remote pod `{name}` ({id} on {})", client.address))
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).with_context(|| format!("{} has no file name", path.display()))
+}
+
+/// The Flow file's stem, as a workspace id.
+fn default_workspace(file: &Path) -> String {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let id: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).take(64).collect();
+    if crate::daemon::workspace::is_safe_id(&id) { id } else { "flow".into() }
+}
+
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
