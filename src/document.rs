@@ -164,4 +164,67 @@ mod tests {
         assert!(doc.tags.is_empty() && doc.chunks.is_empty() && doc.blob.is_none());
         assert_ne!(new_id(), new_id());
     }
+
+    /// Documents nested deeper than serde_json's recursion limit are an
+    /// error, not a stack overflow.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let depth = 100_000;
+        let line = format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
+        assert!(Document::from_json_line(&line).is_err());
+    }
+}
+
+/// The document JSON reader never panics, and what it reads round-trips.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// JSON values whose object keys are mostly document fields, so the
+    /// reader's own paths are taken, not only serde's "unknown field" one.
+    fn json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("id"), Just("text"), Just("blob"), Just("uri"), Just("mime_type"), Just("embedding"),
+            Just("tags"), Just("scores"), Just("chunks"), Just("matches"), Just("value"), Just("op_name"),
+            Just("granularity"), Just("buffer"), Just("x"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            "[A-Za-z0-9+/]{0,12}={0,2}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_line_reads_or_fails(line in ".{0,200}") {
+            let _ = Document::from_json_line(&line);
+        }
+
+        #[test]
+        fn any_json_reads_or_fails_and_round_trips(value in json()) {
+            let line = value.to_string();
+            if let Ok(doc) = Document::from_json_line(&line) {
+                let again: Document = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
+                prop_assert_eq!(&again, &doc);
+                let body = crate::wire::Body::from_documents(std::slice::from_ref(&doc));
+                let mut bytes = Vec::new();
+                body.encode(&mut bytes);
+                let _ = crate::wire::Body::decode(&bytes);
+            }
+        }
+    }
 }
