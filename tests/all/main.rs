@@ -6,6 +6,8 @@
 //!
 //! - `examples`: each example executor does its job (encoder, segmenter,
 //!   indexer with state across restarts, merger), through the host API.
+//! - `adversarial`: the same misbehaving guests through `jina-wasm pea`
+//!   processes: each case the exact error kind, then a good request served.
 //! - `sandbox`: misbehaving guests are contained with the right error kind and the
 //!   same executor then serves a good request; every limit obeyed and violated.
 //! - `load`: each way a file can fail to be an executor has its own message;
@@ -16,6 +18,7 @@
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
 
+mod adversarial;
 mod cli;
 mod examples;
 mod flow;

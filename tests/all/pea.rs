@@ -106,21 +106,21 @@ fn docs() -> Vec<Document> {
     vec![a, text_doc("b", "second"), Document { id: "c".into(), blob: Some(vec![0, 1, 255]), ..Default::default() }]
 }
 
-fn request(endpoint: &str, docs: &[Document]) -> Message {
+pub fn request(endpoint: &str, docs: &[Document]) -> Message {
     Message::data(Envelope::request(endpoint, ""), &Body::from_documents(docs))
 }
 
-async fn client(pea: &PeaProcess) -> Client {
+pub async fn client(pea: &PeaProcess) -> Client {
     let mut client = Client::open(&Target::pea(&pea.addr("in"), &pea.addr("out"))).await.unwrap();
     client.timeout = Duration::from_secs(30);
     client
 }
 
-fn documents(reply: &Message) -> Vec<Document> {
+pub fn documents(reply: &Message) -> Vec<Document> {
     reply.decode_body().unwrap().into_documents().unwrap()
 }
 
-fn error_kind(reply: &Message) -> (String, String) {
+pub fn error_kind(reply: &Message) -> (String, String) {
     match &reply.envelope.status {
         Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
         Status::Success => panic!("expected an error status, got success"),
