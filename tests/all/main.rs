@@ -15,6 +15,9 @@
 //! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
 //! - `pea`: `jina-wasm pea` processes over real ZeroMQ sockets: socket pairings,
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
+//! - `malformed`: truncated frames, wrong frame counts, unknown versions, huge
+//!   lengths, control-socket garbage against a running Pea: answered or
+//!   dropped with a log line, and the Pea keeps serving.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
 
@@ -23,6 +26,7 @@ mod cli;
 mod examples;
 mod flow;
 mod load;
+mod malformed;
 mod pea;
 mod pod;
 mod sandbox;
