@@ -106,11 +106,15 @@ fn main() {
     if section("flow") {
         rows.extend(tokio.block_on(flow_rows()));
     }
+    // 9. Tenants: a well-behaved Pea beside another tenant's runaway.
+    if section("tenants") {
+        rows.extend(tokio.block_on(tenant_rows(cached.clone())));
+    }
     print_table(&rows);
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow); the default is all of them.
+/// pea, pod, flow, tenants); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -734,5 +738,75 @@ async fn flow_rows() -> Vec<Row> {
         target: "-".into(),
         met: true,
     });
+    rows
+}
+
+/// A Pea of `guest` owned by `tenant`, in this process.
+async fn tenant_pea(runtime: &Arc<Runtime>, guest: &str, tenant: &str, sandbox: Sandbox) -> jina_wasm::pea::PeaHandle {
+    let mut config = pea_config(guest, tenant, None);
+    config.executor.sandbox = Sandbox { tenant: Some(jina_wasm::executor::TenantSpec { name: tenant.into(), memory: 1 << 30 }), ..sandbox };
+    jina_wasm::pea::start(runtime.clone(), config).await.unwrap()
+}
+
+/// Keeps another tenant's Pea busy with `endpoint` (each request runs until
+/// its limit stops it) until the returned flag is set.
+fn runaway(pea: &jina_wasm::pea::PeaHandle, endpoint: &'static str) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let target = Target::pea(&pea.addresses.input, &pea.addresses.output);
+    let task = tokio::spawn(async move {
+        let mut client = Client::open(&target).await.unwrap();
+        client.timeout = Duration::from_secs(60);
+        let mut calls = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let message = Message::data(Envelope::request(endpoint, ""), &Body::from_documents(&[workload_doc(0)]));
+            let reply = client.call(message).await.unwrap();
+            assert!(reply.envelope.is_error(), "the runaway's call was stopped by a limit");
+            calls += 1;
+        }
+        client.close().await;
+        calls
+    });
+    (stop, task)
+}
+
+/// The noisy-neighbour figure: round trips of a well-behaved tenant's
+/// text-encoder Pea (10 documents a request) alone, then beside another
+/// tenant's Pea that spins until its time limit stops it, request after
+/// request, then beside one that allocates until its memory limit stops it.
+/// All Peas in this one process, sharing the runtime and the machine.
+async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let good = tenant_pea(&runtime, "text-encoder", "good-tenant", Sandbox::default()).await;
+    let (input, output) = (good.addresses.input.clone(), good.addresses.output.clone());
+    let docs: Vec<Document> = (0..10).map(|i| Document::from_text(SENTENCES[i % 4])).collect();
+    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&docs));
+    let (alone50, alone99) = round_trips(&input, &output, &message, 1000).await;
+    let cpu_hog = Sandbox { call_timeout: Duration::from_secs(2), ..Sandbox::default() };
+    let memory_hog = Sandbox { memory_limit: 256 << 20, ..Sandbox::default() };
+    for (what, endpoint, sandbox) in [("a CPU runaway (/loop, 2s limit)", "/loop", cpu_hog), ("a memory hog (/alloc to 256 MiB)", "/alloc", memory_hog)] {
+        let bad = tenant_pea(&runtime, "misbehave", "bad-tenant", sandbox).await;
+        let (stop, task) = runaway(&bad, endpoint);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (beside50, beside99) = round_trips(&input, &output, &message, 1000).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let calls = task.await.unwrap();
+        bad.terminate();
+        let _ = bad.wait().await;
+        for (label, beside, alone) in [("p50", beside50, alone50), ("p99", beside99, alone99)] {
+            let ratio = beside.as_secs_f64() / alone.as_secs_f64();
+            rows.push(Row {
+                name: format!("text-encoder Pea (10 docs) beside {what}, {label} ({calls} runaway calls)"),
+                value: fmt_time(beside),
+                baseline: format!("alone {}", fmt_time(alone)),
+                ratio,
+                ratio_label: "x alone",
+                target: "<= 2x alone".into(),
+                met: ratio <= 2.0,
+            });
+        }
+    }
+    good.terminate();
+    let _ = good.wait().await;
     rows
 }
