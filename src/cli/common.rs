@@ -133,6 +133,12 @@ pub struct ExecutorArgs {
     /// on top of each one's --memory-hwm [default: no budget beyond those].
     #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "tenant")]
     pub tenant_memory: Option<u64>,
+
+    /// A call that runs longer than this continues at background CPU priority
+    /// (Linux SCHED_IDLE), so it cannot delay short calls of other executors
+    /// on the machine; 0 never. `run` never does.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100ms")]
+    pub background_after: Duration,
 }
 
 impl ExecutorArgs {
@@ -164,6 +170,7 @@ impl ExecutorArgs {
                     .tenant
                     .clone()
                     .map(|name| TenantSpec { name, memory: self.tenant_memory.unwrap_or(u64::MAX) }),
+                background_after: Some(self.background_after).filter(|d| !d.is_zero()),
             },
         }
     }
@@ -175,6 +182,7 @@ const _: () = assert!(sandbox::DEFAULT_CALL_TIMEOUT.as_secs() == 30);
 const _: () = assert!(sandbox::DEFAULT_INIT_TIMEOUT.as_secs() == 120);
 const _: () = assert!(sandbox::DEFAULT_DISK_QUOTA == 4 << 30);
 const _: () = assert!(sandbox::DEFAULT_MAX_RESULT_BYTES == 256 << 20);
+const _: () = assert!(crate::executor::DEMOTE_AFTER.as_millis() == 100);
 
 /// A JSON or YAML map given on the command line.
 pub fn parse_map(text: &str) -> Result<Value, String> {

@@ -70,6 +70,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// last measurement: the check never costs more than a tenth of the call.
 pub const QUOTA_CHECK: Duration = Duration::from_millis(100);
 
+/// A call that has run this long is a batch job (or a runaway): its thread
+/// drops to background priority (`SCHED_IDLE`) so that short calls of other
+/// executors on the machine get the CPU first when they wake. The default of
+/// `Sandbox::background_after`; see `tenant.rs` and docs/limits.md.
+pub const DEMOTE_AFTER: Duration = Duration::from_millis(100);
+
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
@@ -212,6 +218,8 @@ pub struct Executor {
     limit: Duration,
     /// The owner whose budget this executor's instances share.
     tenant: Option<Arc<Tenant>>,
+    /// A call ran long enough to drop the calling thread to background priority.
+    demoted: bool,
 }
 
 impl Executor {
@@ -243,6 +251,7 @@ impl Executor {
             stats: ExecutorStats::default(),
             limit: Duration::ZERO,
             tenant: None,
+            demoted: false,
         };
         executor
             .sandbox
@@ -270,6 +279,13 @@ impl Executor {
 
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    /// Whether a call since the last time this was asked dropped the calling
+    /// thread to background priority (`Sandbox::background_after`). The
+    /// thread stays there: the caller should move the executor to a fresh one.
+    pub fn take_demoted(&mut self) -> bool {
+        std::mem::take(&mut self.demoted)
     }
 
     /// The tenant this executor belongs to, if any.
@@ -369,6 +385,7 @@ impl Executor {
         let cpu = tenant::thread_cpu_time();
         let result = live.bindings.jina_executor_executor().call_close(&mut live.store);
         self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
     }
 
@@ -380,7 +397,15 @@ impl Executor {
             let before = Usage::of(dir).ok()?;
             Some((dir.to_path_buf(), self.sandbox.quota, before))
         });
-        let watch = Watch { deadline: now + timeout, quota, next_check: now + QUOTA_CHECK, over_quota: None, slept_past: false };
+        let watch = Watch {
+            deadline: now + timeout,
+            quota,
+            next_check: now + QUOTA_CHECK,
+            over_quota: None,
+            slept_past: false,
+            demote_at: self.sandbox.background_after.map(|after| now + after),
+            demoted: false,
+        };
         let wake = watch.next_wake(now);
         live.store.data_mut().watch = watch;
         live.store.set_epoch_deadline(ticks(wake));
@@ -412,6 +437,7 @@ impl Executor {
         let cpu = tenant::thread_cpu_time();
         let outcome = f(&mut live);
         self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
         let over_quota = match &outcome {
             Ok(_) => self.check_quota(&live),
             Err(_) => None,
@@ -458,6 +484,7 @@ impl Executor {
         let cpu = tenant::thread_cpu_time();
         let outcome = live.bindings.jina_executor_executor().call_init(&mut live.store, &self.config);
         self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
         if outcome.is_ok()
             && let Some(message) = self.check_quota(&live)
         {
@@ -568,6 +595,10 @@ fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::UpdateDeadl
     let now = Instant::now();
     if now >= state.watch.deadline || state.watch.slept_past {
         return Err(Trap::Interrupt.into());
+    }
+    if state.watch.demote_at.is_some_and(|at| now >= at) {
+        state.watch.demote_at = None;
+        state.watch.demoted = tenant::demote_current_thread();
     }
     if now >= state.watch.next_check
         && let Some((dir, quota, before)) = &state.watch.quota

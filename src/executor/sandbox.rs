@@ -101,6 +101,10 @@ pub struct Sandbox {
     /// The owner and its shared memory budget; `None`: no budget beyond the
     /// instance's own limit.
     pub tenant: Option<TenantSpec>,
+    /// A call running longer than this drops its thread to background
+    /// priority (Linux `SCHED_IDLE`); `None`: never. Only for callers that
+    /// move the executor to a fresh thread afterwards (the Pea does).
+    pub background_after: Option<Duration>,
 }
 
 impl Default for Sandbox {
@@ -119,6 +123,9 @@ impl Default for Sandbox {
             log_rate: DEFAULT_LOG_RATE,
             deterministic: false,
             tenant: None,
+            // Opt-in: only a caller that moves the executor to a fresh thread
+            // afterwards may use it (the Pea's worker; `--background-after`).
+            background_after: None,
         }
     }
 }

@@ -37,21 +37,29 @@ pub(super) struct Watch {
     pub over_quota: Option<String>,
     /// A sleep was cut short at the deadline: stop at the next epoch check.
     pub slept_past: bool,
+    /// When the call's thread drops to background priority (`None`: never,
+    /// or already did).
+    pub demote_at: Option<Instant>,
+    /// The call's thread was dropped to background priority.
+    pub demoted: bool,
 }
 
 impl Watch {
     pub fn idle() -> Watch {
         let now = Instant::now();
-        Watch { deadline: now, quota: None, next_check: now, over_quota: None, slept_past: false }
+        Watch { deadline: now, quota: None, next_check: now, over_quota: None, slept_past: false, demote_at: None, demoted: false }
     }
 
     /// Time until the callback must run next: the deadline, or the next
     /// workspace check.
     pub fn next_wake(&self, now: Instant) -> Duration {
-        let at = match self.quota {
-            Some(_) => self.deadline.min(self.next_check),
-            None => self.deadline,
-        };
+        let mut at = self.deadline;
+        if self.quota.is_some() {
+            at = at.min(self.next_check);
+        }
+        if let Some(demote) = self.demote_at {
+            at = at.min(demote);
+        }
         at.saturating_duration_since(now)
     }
 }

@@ -127,6 +127,21 @@ impl Tenants {
     }
 }
 
+/// Drops the calling thread to `SCHED_IDLE` (Linux): it runs only when no
+/// normal thread wants the CPU. Returns whether it did. Going back needs
+/// privileges a host usually lacks, so a demoted thread is retired after its
+/// call (the executor moves to a fresh thread; `pea/worker.rs`).
+pub(super) fn demote_current_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; the param is a valid struct.
+        return unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+    }
+    #[allow(unreachable_code)]
+    false
+}
+
 /// CPU time of the calling thread (Linux; zero elsewhere).
 pub(super) fn thread_cpu_time() -> Duration {
     #[cfg(target_os = "linux")]

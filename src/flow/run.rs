@@ -157,6 +157,7 @@ fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<Pod
         env,
         memory_limit,
         call_timeout,
+        background_after: Some(crate::executor::DEMOTE_AFTER),
         ..Sandbox::default()
     };
     let on_error = match &spec.on_error_strategy {

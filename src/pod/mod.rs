@@ -569,6 +569,8 @@ fn pea_args(c: &PeaConfig) -> Vec<String> {
         format!("{}B", sandbox.max_result_bytes),
         "--log-rate".into(),
         sandbox.log_rate.to_string(),
+        "--background-after".into(),
+        secs(sandbox.background_after),
     ];
     if sandbox.deterministic {
         args.push("--deterministic".into());
