@@ -1,6 +1,6 @@
 //! The wire decoder: any bytes, as one or several frames, must decode or fail
 //! with a `WireError`, never panic; what decodes must encode and decode again
-//! to the same thing.
+//! to the same thing (compared as bytes: NaN embeddings are not `==`).
 #![no_main]
 
 use bytes::Bytes;
@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(decoded) = Body::decode(body) {
         let mut again = Vec::new();
         decoded.encode(&mut again);
-        assert_eq!(Body::decode(&again).expect("re-decodes"), decoded);
+        let mut twice = Vec::new();
+        Body::decode(&again).expect("re-decodes").encode(&mut twice);
+        assert_eq!(twice, again);
         let _ = decoded.into_documents();
     }
     let frames = [Bytes::copy_from_slice(head), Bytes::copy_from_slice(body)];

@@ -30,7 +30,7 @@
 //!   `timeout`;
 //! - **stack**: [`MAX_WASM_STACK`] bytes; deeper recursion traps as `stack-overflow`.
 //!
-//! docs/sandbox.md lists the same guarantees for users.
+//! docs/sandbox.md lists the same guarantees for users, docs/limits.md every limit.
 
 use std::path::PathBuf;
 use std::time::Duration;

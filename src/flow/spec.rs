@@ -89,6 +89,27 @@ pub struct PodSpec {
     pub timeout_ready: Option<String>,
     #[serde(default)]
     pub timeout_request: Option<String>,
+    /// Time limit for `init` (`120s`).
+    #[serde(default)]
+    pub timeout_init: Option<String>,
+    /// Workspace disk quota: a size (`4GiB`) or a bare number of GiB.
+    #[serde(default)]
+    pub disk_quota: Option<Value>,
+    /// Most entries in the workspace.
+    #[serde(default)]
+    pub max_files: Option<u64>,
+    /// Most documents one call may return.
+    #[serde(default)]
+    pub max_result_docs: Option<usize>,
+    /// Most bytes of documents one call may return: a size.
+    #[serde(default)]
+    pub max_result_bytes: Option<Value>,
+    /// Output lines per second per instance that reach the log.
+    #[serde(default)]
+    pub log_rate: Option<u32>,
+    /// Frozen wall clock, fixed random seed.
+    #[serde(default)]
+    pub deterministic: bool,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// A remote daemon to run this Pod on (`host:port`); not supported yet.
