@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(doc) = Document::from_json_line(line) else { return };
     let json = serde_json::to_string(&doc).expect("a document serialises");
     let again: Document = serde_json::from_str(&json).expect("its own JSON reads back");
-    assert_eq!(again, doc);
+    // Compared as JSON: a NaN embedding value (from `null`) is not `==` itself.
+    assert_eq!(serde_json::to_string(&again).expect("serialises"), json);
     let body = Body::from_documents(std::slice::from_ref(&doc));
     let mut bytes = Vec::new();
     body.encode(&mut bytes);
