@@ -382,7 +382,7 @@ impl Executor {
         let Some(mut live) = self.live.take() else { return Ok(()) };
         self.limit = self.sandbox.call_timeout;
         self.arm(&mut live, self.sandbox.call_timeout);
-        let cpu = tenant::thread_cpu_time();
+        let cpu = self.cpu_now();
         let result = live.bindings.jina_executor_executor().call_close(&mut live.store);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
@@ -417,6 +417,12 @@ impl Executor {
         Usage::of(dir).ok()?.exceeds(before, quota)
     }
 
+    /// The thread's CPU time, when a tenant is there to charge it to (it
+    /// costs a system call).
+    fn cpu_now(&self) -> Duration {
+        if self.tenant.is_some() { tenant::thread_cpu_time() } else { Duration::ZERO }
+    }
+
     fn account(&self, cpu_before: Duration) {
         if let Some(tenant) = &self.tenant {
             tenant.account(tenant::thread_cpu_time().saturating_sub(cpu_before));
@@ -434,7 +440,7 @@ impl Executor {
         live.store.data().output.clear_recent();
         self.limit = timeout;
         self.arm(&mut live, timeout);
-        let cpu = tenant::thread_cpu_time();
+        let cpu = self.cpu_now();
         let outcome = f(&mut live);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
@@ -481,7 +487,7 @@ impl Executor {
         let started = Instant::now();
         let mut live = self.instantiate().map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         self.arm(&mut live, self.sandbox.init_timeout);
-        let cpu = tenant::thread_cpu_time();
+        let cpu = self.cpu_now();
         let outcome = live.bindings.jina_executor_executor().call_init(&mut live.store, &self.config);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
