@@ -18,7 +18,7 @@
 //! Files: `bindings.rs` (the only `bindgen!`), `component.rs` (loading),
 //! `cache.rs` (compiled components on disk), `sandbox.rs` (what a guest may touch),
 //! `state.rs` (per-instance host state), `output.rs` (guest stdout/stderr/logs),
-//! `clocks.rs` (the guest's clocks; sleeps that end at the deadline),
+//! `clocks.rs` (the guest's clocks; a sleep past the deadline stops the guest),
 //! `quota.rs` (the workspace disk quota), `tenant.rs` (per-tenant memory
 //! budgets and CPU accounting), `convert.rs` (documents to and from the
 //! contract's flat batch), `error.rs`. docs/limits.md lists every limit.

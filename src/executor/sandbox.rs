@@ -12,8 +12,8 @@
 //! - **stdout / stderr**: captured into the host's log (see `output.rs`);
 //! - **clocks and random**: granted (wall clock, monotonic clock, secure
 //!   random), unless [`Sandbox::deterministic`]: then the wall clock is frozen
-//!   at the Unix epoch and random comes from a fixed seed. Sleeping is cut short
-//!   at the call's deadline (`clocks.rs`), so a sleeping guest is stopped too;
+//!   at the Unix epoch and random comes from a fixed seed. A sleep that would
+//!   outlast the call's deadline stops the guest at once (`clocks.rs`);
 //! - **disk**: a writable workspace has a quota of bytes and of entries
 //!   ([`Sandbox::quota`], `quota.rs`); a call that grows it past either fails
 //!   with `disk-quota`;
