@@ -57,6 +57,8 @@ pub struct Health {
     pub healthy: bool,
     /// When the call in progress started.
     pub busy_since: Option<Instant>,
+    /// The executor's tenant, whose accounts `STATUS` reports.
+    pub tenant: Option<Arc<crate::executor::Tenant>>,
 }
 
 pub struct Worker {
@@ -95,6 +97,7 @@ impl Worker {
                     .and_then(|component| Executor::start(runtime.clone(), component, spec.clone()).map_err(anyhow::Error::from));
                 match started {
                     Ok(executor) => {
+                        shared.lock().expect("health lock").tenant = executor.tenant().cloned();
                         let _ = ready_tx.send(Ok(()));
                         run(Thread { executor, tokio, runtime, uses, spec, jobs: rx, health: shared, successor: next });
                     }

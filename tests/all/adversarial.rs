@@ -214,3 +214,25 @@ fn the_suite_counts_its_cases() {
     // docs/limits.md quotes this number.
     assert_eq!(CASES, 23);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_accounts_are_in_status() {
+    let pea = PeaProcess::start("misbehave", &["--name", "owned", "--tenant", "acme", "--tenant-memory", "48MiB"]);
+    let mut client = client(&pea).await;
+    // `/only` spins in the Pea whose place matches `who` (outside a Pod: "").
+    let busy = Message::data(Envelope::request("/only", json!({"who": "", "ms": 50}).to_string()), &Body::default());
+    assert_eq!(client.call(busy).await.unwrap().envelope.status, Status::Success);
+    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    let tenant = &status["tenant"];
+    assert_eq!(tenant["name"], "acme", "{status}");
+    assert_eq!(tenant["memory_budget"], 48 << 20);
+    assert!(tenant["memory_bytes"].as_u64().unwrap() > 0, "{status}");
+    // Thread CPU time, not wall time: on a busy machine less than the 50 ms spin.
+    assert!(tenant["cpu_ms"].as_u64().unwrap() > 0, "{status}");
+    // The budget binds: growing past 48 MiB fails, naming the tenant.
+    let bomb = client.call(request("/alloc", &[])).await.unwrap();
+    let Status::Error { kind, message, .. } = &bomb.envelope.status else { panic!("the bomb succeeded") };
+    assert_eq!(kind, "memory-limit");
+    assert!(message.contains("tenant `acme`"), "{message}");
+    client.close().await;
+}
