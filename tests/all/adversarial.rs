@@ -11,7 +11,7 @@ use std::path::Path;
 use jina_wasm::wire::{Body, Envelope, Message, Status};
 use serde_json::{Value, json};
 
-use crate::pea::{PeaProcess, client, documents, error_kind, request};
+use crate::pea::{PeaProcess, client, documents, error_kind, request, rss_kib};
 use crate::util::text_doc;
 
 /// The limits every Pea here runs with: small, so each is hit quickly.
@@ -171,8 +171,13 @@ async fn output_floods_are_rate_limited_and_the_pea_keeps_serving() {
     let line = "x".repeat(10_000);
     let params = json!({"lines": 20_000, "line": line}).to_string();
     let flood = Message::data(Envelope::request("/print", params), &Body::from_documents(&[text_doc("d", "hello")]));
+    let rss_before = rss_kib(pea.pid());
     let started = std::time::Instant::now();
     assert_eq!(client.call(flood).await.unwrap().envelope.status, Status::Success);
+    // 400 MB went through stdout and stderr; the host kept none of it. (The
+    // guest's own buffers are in its linear memory, under --memory-hwm.)
+    let grown = rss_kib(pea.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 << 10, "the Pea grew by {grown} KiB during the flood");
     // The rate is per second: a flood that takes longer (a busy machine) gets
     // 20 lines in each second it spans.
     let seconds = started.elapsed().as_secs() + 2;
