@@ -789,11 +789,11 @@ async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let memory_hog = Sandbox { memory_limit: 256 << 20, ..lowered.clone() };
     let unlowered = Sandbox { background_after: None, ..cpu_hog.clone() };
     let cases = [
-        ("a CPU runaway (/loop, 500ms limit)", "/loop", cpu_hog, 2.0),
-        ("a memory hog (/alloc to 256 MiB)", "/alloc", memory_hog, 2.0),
+        ("a CPU runaway (/loop, 500ms limit)", "/loop", cpu_hog, 8.0),
+        ("a memory hog (/alloc to 256 MiB)", "/alloc", memory_hog, f64::INFINITY),
         ("a CPU runaway never lowered (--background-after 0)", "/loop", unlowered, f64::INFINITY),
     ];
-    for (what, endpoint, sandbox, bound) in cases {
+    for (what, endpoint, sandbox, p99_bound) in cases {
         let bad = tenant_pea(&runtime, "misbehave", "bad-tenant", sandbox).await;
         let (stop, task) = runaway(&bad, endpoint);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -802,7 +802,9 @@ async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
         let calls = task.await.unwrap();
         bad.terminate();
         let _ = bad.wait().await;
-        for (label, beside, alone) in [("p50", beside50, alone50), ("p99", beside99, alone99)] {
+        // The bound docs/limits.md states ("Noisy neighbours"): p50 within
+        // 1.5x, p99 within 8x, on a shared two-core machine.
+        for (label, beside, alone, bound) in [("p50", beside50, alone50, 1.5), ("p99", beside99, alone99, p99_bound)] {
             let ratio = beside.as_secs_f64() / alone.as_secs_f64();
             rows.push(Row {
                 name: format!("text-encoder Pea (10 docs) beside {what}, {label} ({calls} runaway calls)"),
