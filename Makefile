@@ -20,7 +20,7 @@ PY_VENV := target/componentize-py-venv
 JS_TOOLS := target/js-tools
 PY_SDK := $(wildcard guest-sdk/python/jina_executor/*.py)
 
-.PHONY: all setup guests rust-guests py-guests js-guests build test demo bench clean-cache
+.PHONY: all setup guests rust-guests py-guests js-guests build test demo bench fuzz clean-cache
 
 all: build
 
@@ -75,6 +75,21 @@ demo: build
 
 bench: build
 	$(CARGO) run --quiet --example bench
+
+# Each decoder fuzzed for FUZZ_SECONDS (default 240) with libFuzzer through
+# cargo-fuzz (`cargo install cargo-fuzz` once). No sanitizer (`-s none`: the
+# targets are safe Rust, and ASan would rebuild wasmtime instrumented) and the
+# dev profile (the first build takes ~20 min on two cores, all of it wasmtime).
+# With `-s none` cargo-fuzz passes only stable -C flags; RUSTC_BOOTSTRAP=1 is
+# there for a sanitizer run (`-s address`), whose -Z flags the stable toolchain
+# would refuse. Not part of `make test`; docs/limits.md has the last run.
+FUZZ_SECONDS ?= 240
+FUZZ_TARGETS := wire document_json flow_yaml
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz"; exit 1; }
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none --dev $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
 
 clean-cache:
 	rm -rf "$${JINA_WASM_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/jina-wasm}"

@@ -122,6 +122,10 @@ fn main() {
     if section("daemon") {
         rows.extend(tokio.block_on(daemon_rows()));
     }
+    // 13. Tenants: a well-behaved Pea beside another tenant's runaway.
+    if section("tenants") {
+        rows.extend(tokio.block_on(tenant_rows(cached.clone())));
+    }
     print_table(&rows);
 }
 
@@ -239,7 +243,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow, state, polyglot, export); the default is all of them.
+/// pea, pod, flow, state, polyglot, export, daemon, tenants); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -1107,5 +1111,86 @@ async fn daemon_rows() -> Vec<Row> {
         target: "-".into(),
         met: true,
     });
+    rows
+}
+
+/// A Pea of `guest` owned by `tenant`, in this process.
+async fn tenant_pea(runtime: &Arc<Runtime>, guest: &str, tenant: &str, sandbox: Sandbox) -> jina_wasm::pea::PeaHandle {
+    let mut config = pea_config(guest, tenant, None);
+    config.executor.sandbox = Sandbox { tenant: Some(jina_wasm::executor::TenantSpec { name: tenant.into(), memory: 1 << 30 }), ..sandbox };
+    jina_wasm::pea::start(runtime.clone(), config).await.unwrap()
+}
+
+/// Keeps another tenant's Pea busy with `endpoint` (each request runs until
+/// its limit stops it) until the returned flag is set.
+fn runaway(pea: &jina_wasm::pea::PeaHandle, endpoint: &'static str) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let target = Target::pea(&pea.addresses.input, &pea.addresses.output);
+    let task = tokio::spawn(async move {
+        let mut client = Client::open(&target).await.unwrap();
+        client.timeout = Duration::from_secs(60);
+        let mut calls = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let message = Message::data(Envelope::request(endpoint, ""), &Body::from_documents(&[workload_doc(0)]));
+            let reply = client.call(message).await.unwrap();
+            assert!(reply.envelope.is_error(), "the runaway's call was stopped by a limit");
+            calls += 1;
+        }
+        client.close().await;
+        calls
+    });
+    (stop, task)
+}
+
+/// The noisy-neighbour figure: round trips of a well-behaved tenant's
+/// text-encoder Pea (10 documents a request) alone, then beside another
+/// tenant's Pea that spins until its time limit stops it, request after
+/// request, then beside one that allocates until its memory limit stops it.
+/// All Peas in this one process, sharing the runtime and the machine.
+async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let good = tenant_pea(&runtime, "text-encoder", "good-tenant", Sandbox { background_after: Some(jina_wasm::executor::DEMOTE_AFTER), ..Sandbox::default() }).await;
+    let (input, output) = (good.addresses.input.clone(), good.addresses.output.clone());
+    let docs: Vec<Document> = (0..10).map(|i| Document::from_text(SENTENCES[i % 4])).collect();
+    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&docs));
+    let (alone50, alone99) = round_trips(&input, &output, &message, 3000).await;
+    // Runaway calls of 500 ms: each spends its first 100 ms at normal priority
+    // (--background-after), so the measurement covers both phases.
+    let lowered = Sandbox { background_after: Some(jina_wasm::executor::DEMOTE_AFTER), ..Sandbox::default() };
+    let cpu_hog = Sandbox { call_timeout: Duration::from_millis(500), ..lowered.clone() };
+    let memory_hog = Sandbox { memory_limit: 256 << 20, ..lowered.clone() };
+    let unlowered = Sandbox { background_after: None, ..cpu_hog.clone() };
+    let cases = [
+        ("a CPU runaway (/loop, 500ms limit)", "/loop", cpu_hog, 8.0),
+        ("a memory hog (/alloc to 256 MiB)", "/alloc", memory_hog, f64::INFINITY),
+        ("a CPU runaway never lowered (--background-after 0)", "/loop", unlowered, f64::INFINITY),
+    ];
+    for (what, endpoint, sandbox, p99_bound) in cases {
+        let bad = tenant_pea(&runtime, "misbehave", "bad-tenant", sandbox).await;
+        let (stop, task) = runaway(&bad, endpoint);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (beside50, beside99) = round_trips(&input, &output, &message, 3000).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let calls = task.await.unwrap();
+        bad.terminate();
+        let _ = bad.wait().await;
+        // The bound docs/limits.md states ("Noisy neighbours"): p50 within
+        // 1.5x, p99 within 8x, on a shared two-core machine.
+        for (label, beside, alone, bound) in [("p50", beside50, alone50, 1.5), ("p99", beside99, alone99, p99_bound)] {
+            let ratio = beside.as_secs_f64() / alone.as_secs_f64();
+            rows.push(Row {
+                name: format!("text-encoder Pea (10 docs) beside {what}, {label} ({calls} runaway calls)"),
+                value: fmt_time(beside),
+                baseline: format!("alone {}", fmt_time(alone)),
+                ratio,
+                ratio_label: "x alone",
+                target: if bound.is_finite() { format!("<= {bound}x alone") } else { "(comparison)".into() },
+                met: ratio <= bound,
+            });
+        }
+    }
+    good.terminate();
+    let _ = good.wait().await;
     rows
 }

@@ -37,7 +37,8 @@ pub struct Document {
     pub uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Each value must fit an `f32`; `null` reads as NaN (see [`embedding_from_json`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "embedding_from_json")]
     pub embedding: Option<Vec<f32>>,
     #[serde(default, skip_serializing_if = "Map::is_empty", deserialize_with = "null_as_default")]
     pub tags: Map<String, Value>,
@@ -52,7 +53,8 @@ pub struct Document {
 /// A score with its provenance, as Jina's `NamedScore`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NamedScore {
-    #[serde(default)]
+    /// `null` reads as NaN, which is how a NaN score is written.
+    #[serde(default, deserialize_with = "null_as_nan")]
     pub value: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_name: Option<String>,
@@ -122,6 +124,31 @@ fn blob_from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, 
     .transpose()
 }
 
+/// An embedding from JSON. A number beyond `f32`'s range would become an
+/// infinity, which JSON cannot carry (serde_json writes NaN and infinities as
+/// `null`): it is refused, naming the index. `null` reads as NaN, so what this
+/// host writes for a guest's NaN or infinite value reads back. Found by the
+/// `document_json` fuzz target.
+fn embedding_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
+    let values: Option<Vec<Option<f64>>> = Option::deserialize(d)?;
+    let Some(values) = values else { return Ok(None) };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| match value {
+            None => Ok(f32::NAN),
+            Some(v) if v.abs() <= f64::from(f32::MAX) => Ok(v as f32),
+            Some(v) => Err(serde::de::Error::custom(format!("embedding[{i}] = {v} does not fit a 32-bit float"))),
+        })
+        .collect::<Result<Vec<f32>, D::Error>>()
+        .map(Some)
+}
+
+/// A score value; `null` (a NaN or infinity written as JSON) reads as NaN.
+fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// Jina writes `null` for empty maps and lists; treat it as empty.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -163,5 +190,87 @@ mod tests {
         let doc = Document::from_json_line(r#"{"text":"x","tags":null,"chunks":null,"buffer":null}"#).unwrap();
         assert!(doc.tags.is_empty() && doc.chunks.is_empty() && doc.blob.is_none());
         assert_ne!(new_id(), new_id());
+    }
+
+    /// What this host writes for non-finite numbers reads back; numbers
+    /// beyond an embedding's f32 range are refused by name.
+    #[test]
+    fn non_finite_numbers_round_trip_and_out_of_range_ones_are_refused() {
+        let mut doc = Document::from_text("x");
+        doc.embedding = Some(vec![f32::NAN, f32::INFINITY, 1.5]);
+        doc.scores.insert("s".into(), NamedScore { value: f64::NAN, ..Default::default() });
+        let line = serde_json::to_string(&doc).unwrap();
+        let back = Document::from_json_line(&line).unwrap();
+        let embedding = back.embedding.unwrap();
+        assert!(embedding[0].is_nan() && embedding[1].is_nan() && embedding[2] == 1.5);
+        assert!(back.scores["s"].value.is_nan());
+        let error = Document::from_json_line(r#"{"embedding": [0.5, 1e39]}"#).unwrap_err().to_string();
+        assert!(error.contains("embedding[1] = 1000000000000000000000000000000000000000 does not fit"), "{error}");
+    }
+
+    /// Documents nested deeper than serde_json's recursion limit are an
+    /// error, not a stack overflow.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let depth = 100_000;
+        let line = format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
+        assert!(Document::from_json_line(&line).is_err());
+    }
+}
+
+/// The document JSON reader never panics, and what it reads round-trips.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// JSON values whose object keys are mostly document fields, so the
+    /// reader's own paths are taken, not only serde's "unknown field" one.
+    fn json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("id"), Just("text"), Just("blob"), Just("uri"), Just("mime_type"), Just("embedding"),
+            Just("tags"), Just("scores"), Just("chunks"), Just("matches"), Just("value"), Just("op_name"),
+            Just("granularity"), Just("buffer"), Just("x"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            Just(Value::from(1e39)),
+            ".{0,12}".prop_map(Value::from),
+            "[A-Za-z0-9+/]{0,12}={0,2}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_line_reads_or_fails(line in ".{0,200}") {
+            let _ = Document::from_json_line(&line);
+        }
+
+        #[test]
+        fn any_json_reads_or_fails_and_round_trips(value in json()) {
+            let line = value.to_string();
+            if let Ok(doc) = Document::from_json_line(&line) {
+                // Compared as JSON: a NaN (from `null`) is not `==` itself.
+                let json = serde_json::to_string(&doc).unwrap();
+                let again: Document = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(serde_json::to_string(&again).unwrap(), json);
+                let body = crate::wire::Body::from_documents(std::slice::from_ref(&doc));
+                let mut bytes = Vec::new();
+                body.encode(&mut bytes);
+                let _ = crate::wire::Body::decode(&bytes);
+            }
+        }
     }
 }

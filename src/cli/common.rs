@@ -10,7 +10,8 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::document::Document;
-use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, Volume, sandbox};
+use crate::executor::sandbox::{self, Quota};
+use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, TenantSpec, Volume};
 use crate::units::{parse_duration, parse_size};
 
 /// Process-wide runtime settings.
@@ -90,6 +91,54 @@ pub struct ExecutorArgs {
     /// Time limit for the executor's `init` (loading its state).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "120s")]
     pub timeout_init: Duration,
+
+    /// Disk quota of a writable workspace: the total length of its files
+    /// (64MiB, 4GiB). A call that grows the workspace past it fails with
+    /// `disk-quota`; checked every 100ms during a call and after it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4GiB")]
+    pub disk_quota: u64,
+
+    /// Most entries (files, directories, symlinks) a writable workspace may
+    /// hold; growing past it fails the call with `disk-quota`.
+    #[arg(long, value_name = "N", default_value_t = sandbox::DEFAULT_MAX_FILES)]
+    pub max_files: u64,
+
+    /// Most documents (roots, chunks and matches) one call may return; more
+    /// fails the call with `result-too-large`.
+    #[arg(long, value_name = "N", default_value_t = sandbox::DEFAULT_MAX_RESULT_DOCS)]
+    pub max_result_docs: usize,
+
+    /// Most bytes of documents (ids, texts, blobs, tags, embeddings, scores)
+    /// one call may return; more fails the call with `result-too-large`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
+    pub max_result_bytes: u64,
+
+    /// Lines per second of the executor's output (stdout, stderr, log) that
+    /// reach the host's log, per instance; the rest are dropped and counted.
+    #[arg(long, value_name = "LINES", default_value_t = sandbox::DEFAULT_LOG_RATE)]
+    pub log_rate: u32,
+
+    /// Deny the executor the time and randomness: its wall clock reads
+    /// 1970-01-01T00:00:00Z and its random bytes are the same fixed sequence in
+    /// every instance (the monotonic clock still runs).
+    #[arg(long)]
+    pub deterministic: bool,
+
+    /// The owner of this executor. Executors of one tenant in one process
+    /// (a Pod's thread-backed Peas) share its --tenant-memory budget.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+
+    /// Memory all of the tenant's instances in this process may hold together,
+    /// on top of each one's --memory-hwm [default: no budget beyond those].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "tenant")]
+    pub tenant_memory: Option<u64>,
+
+    /// A call that runs longer than this continues at background CPU priority
+    /// (Linux SCHED_IDLE), so it cannot delay short calls of other executors
+    /// on the machine; 0 never. `run` never does.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100ms")]
+    pub background_after: Duration,
 }
 
 impl ExecutorArgs {
@@ -112,6 +161,16 @@ impl ExecutorArgs {
                 memory_limit: self.memory_hwm,
                 call_timeout: self.timeout_request,
                 init_timeout: self.timeout_init,
+                quota: Quota { bytes: self.disk_quota, files: self.max_files },
+                max_result_docs: self.max_result_docs,
+                max_result_bytes: self.max_result_bytes,
+                log_rate: self.log_rate,
+                deterministic: self.deterministic,
+                tenant: self
+                    .tenant
+                    .clone()
+                    .map(|name| TenantSpec { name, memory: self.tenant_memory.unwrap_or(u64::MAX) }),
+                background_after: Some(self.background_after).filter(|d| !d.is_zero()),
             },
         }
     }
@@ -121,6 +180,9 @@ impl ExecutorArgs {
 const _: () = assert!(sandbox::DEFAULT_MEMORY_LIMIT == 1 << 30);
 const _: () = assert!(sandbox::DEFAULT_CALL_TIMEOUT.as_secs() == 30);
 const _: () = assert!(sandbox::DEFAULT_INIT_TIMEOUT.as_secs() == 120);
+const _: () = assert!(sandbox::DEFAULT_DISK_QUOTA == 4 << 30);
+const _: () = assert!(sandbox::DEFAULT_MAX_RESULT_BYTES == 256 << 20);
+const _: () = assert!(crate::executor::DEMOTE_AFTER.as_millis() == 100);
 
 /// A JSON or YAML map given on the command line.
 pub fn parse_map(text: &str) -> Result<Value, String> {

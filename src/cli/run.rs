@@ -38,7 +38,10 @@ impl RunCommand {
         let runtime = self.runtime.runtime()?;
         let uses = &self.executor.uses;
         let component = runtime.load(uses).map_err(anyhow::Error::from)?;
-        let spec = self.executor.spec();
+        let mut spec = self.executor.spec();
+        // This thread is the command's own: one dropped to background priority
+        // could not be replaced, so calls here always run at normal priority.
+        spec.sandbox.background_after = None;
         let read_only = spec.sandbox.read_only;
         let mut executor = Executor::start(runtime, component, spec)?;
 

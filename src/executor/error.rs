@@ -50,6 +50,10 @@ pub enum ErrorKind {
     InvalidOutput,
     /// The host could not create or link the instance.
     Host,
+    /// The call grew the workspace past its disk quota or file-count cap.
+    DiskQuota,
+    /// The call returned more documents or bytes than its limits allow.
+    ResultTooLarge,
 }
 
 impl ErrorKind {
@@ -68,15 +72,26 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::InvalidOutput => "invalid-output",
             ErrorKind::Host => "host",
+            ErrorKind::DiskQuota => "disk-quota",
+            ErrorKind::ResultTooLarge => "result-too-large",
         }
     }
 
     /// True when the instance was lost (a trap or a host failure) rather than
-    /// the executor reporting an error itself.
+    /// the executor reporting an error itself or the host refusing its result
+    /// (`disk-quota` found after the call, `result-too-large`: the instance
+    /// stays; a `disk-quota` stop in the middle of a call loses it, and the
+    /// next call gets a new one like after any trap).
     pub fn is_trap(self) -> bool {
         !matches!(
             self,
-            ErrorKind::BadRequest | ErrorKind::BadConfig | ErrorKind::ReadOnly | ErrorKind::Io | ErrorKind::Internal
+            ErrorKind::BadRequest
+                | ErrorKind::BadConfig
+                | ErrorKind::ReadOnly
+                | ErrorKind::Io
+                | ErrorKind::Internal
+                | ErrorKind::DiskQuota
+                | ErrorKind::ResultTooLarge
         )
     }
 }

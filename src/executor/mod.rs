@@ -18,16 +18,22 @@
 //! Files: `bindings.rs` (the only `bindgen!`), `component.rs` (loading),
 //! `cache.rs` (compiled components on disk), `sandbox.rs` (what a guest may touch),
 //! `state.rs` (per-instance host state), `output.rs` (guest stdout/stderr/logs),
-//! `convert.rs` (documents to and from the contract's flat batch), `error.rs`.
+//! `clocks.rs` (the guest's clocks; a sleep past the deadline stops the guest),
+//! `quota.rs` (the workspace disk quota), `tenant.rs` (per-tenant memory
+//! budgets and CPU accounting), `convert.rs` (documents to and from the
+//! contract's flat batch), `error.rs`. docs/limits.md lists every limit.
 
 mod bindings;
 pub mod cache;
+mod clocks;
 mod component;
 mod convert;
 mod error;
 pub mod output;
+pub mod quota;
 pub mod sandbox;
 mod state;
+pub mod tenant;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,17 +49,32 @@ pub use cache::{CacheOutcome, ComponentCache};
 pub use component::{CONTRACT_VERSION, EXECUTOR_EXPORT, LoadError, LoadedComponent, check_header};
 pub use error::{ErrorKind, ExecutorError, Phase};
 pub use sandbox::{GUEST_WORKSPACE, Sandbox, Volume};
+pub use tenant::{Tenant, TenantSpec, Tenants};
 
 use crate::document::Document;
 use crate::wire::Body;
 use bindings::{ExecutorWorld, types};
 use output::GuestOutput;
-use sandbox::Limiter;
-use state::ExecutorState;
+use quota::Usage;
+use sandbox::{Limiter, Refused};
+use state::{ExecutorState, Watch};
 
 /// How often the epoch advances. Deadlines are rounded up to whole ticks, so a
 /// time limit is enforced within one tick (10 ms) of its value.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How often a running call's writable workspace is measured against its
+/// quota, at least: the guest can write for this long (plus one write call,
+/// whose size its memory limit bounds) past its quota before it is stopped.
+/// Measuring a large tree takes time, so the interval grows to ten times the
+/// last measurement: the check never costs more than a tenth of the call.
+pub const QUOTA_CHECK: Duration = Duration::from_millis(100);
+
+/// A call that has run this long is a batch job (or a runaway): its thread
+/// drops to background priority (`SCHED_IDLE`) so that short calls of other
+/// executors on the machine get the CPU first when they wake. The default of
+/// `Sandbox::background_after`; see `tenant.rs` and docs/limits.md.
+pub const DEMOTE_AFTER: Duration = Duration::from_millis(100);
 
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone, Default)]
@@ -67,6 +88,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<ExecutorState>,
     cache: Option<ComponentCache>,
+    tenants: Tenants,
     _ticker: EpochTicker,
 }
 
@@ -86,10 +108,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
+        clocks::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("cannot replace the guest's sleep")?;
 
         let cache = options.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Arc::new(Runtime { engine, linker, cache, _ticker: ticker }))
+        Ok(Arc::new(Runtime { engine, linker, cache, tenants: Tenants::default(), _ticker: ticker }))
     }
 
     /// Loads, checks and links a component. See [`LoadError`] for what is checked.
@@ -107,6 +130,11 @@ impl Runtime {
 
     pub fn cache(&self) -> Option<&ComponentCache> {
         self.cache.as_ref()
+    }
+
+    /// The tenants whose executors run in this process.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
     }
 }
 
@@ -203,6 +231,10 @@ pub struct Executor {
     stats: ExecutorStats,
     /// The time limit of the call in progress (for the message when it runs out).
     limit: Duration,
+    /// The owner whose budget this executor's instances share.
+    tenant: Option<Arc<Tenant>>,
+    /// A call ran long enough to drop the calling thread to background priority.
+    demoted: bool,
 }
 
 impl Executor {
@@ -236,11 +268,17 @@ impl Executor {
             live: None,
             stats: ExecutorStats::default(),
             limit: Duration::ZERO,
+            tenant: None,
+            demoted: false,
         };
         executor
             .sandbox
             .prepare()
             .map_err(|e| executor.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
+        if let Some(spec) = &executor.sandbox.tenant {
+            let tenant = executor.runtime.tenants().get(spec).map_err(|e| executor.error(Phase::Init, ErrorKind::Host, e))?;
+            executor.tenant = Some(tenant);
+        }
         executor.ensure_live()?;
         Ok(executor)
     }
@@ -259,6 +297,18 @@ impl Executor {
 
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    /// Whether a call since the last time this was asked dropped the calling
+    /// thread to background priority (`Sandbox::background_after`). The
+    /// thread stays there: the caller should move the executor to a fresh one.
+    pub fn take_demoted(&mut self) -> bool {
+        std::mem::take(&mut self.demoted)
+    }
+
+    /// The tenant this executor belongs to, if any.
+    pub fn tenant(&self) -> Option<&Arc<Tenant>> {
+        self.tenant.as_ref()
     }
 
     /// Handles one request: `docs` to the executor's `endpoint`, with the request
@@ -297,10 +347,39 @@ impl Executor {
         let result = self.call(Phase::Handle, limit, |live| {
             live.bindings.jina_executor_executor().call_handle(&mut live.store, endpoint, batch, params)
         })?;
-        convert::from_batch(result).map_err(|message| {
+        let body = convert::from_batch(result).map_err(|message| {
             self.stats.errors += 1;
             self.error(Phase::Handle, ErrorKind::InvalidOutput, message)
-        })
+        })?;
+        self.check_result_size(&body).inspect_err(|_| self.stats.errors += 1)?;
+        Ok(body)
+    }
+
+    /// The result caps: the documents and bytes one call may return. The
+    /// result was lifted out of the guest already (its size is bounded by the
+    /// guest's memory limit); past a cap it goes no further.
+    fn check_result_size(&self, body: &Body) -> Result<(), ExecutorError> {
+        let docs = body.len();
+        if docs > self.sandbox.max_result_docs {
+            return Err(self.error(
+                Phase::Handle,
+                ErrorKind::ResultTooLarge,
+                format!("returned {docs} documents, over its limit of {} (--max-result-docs)", self.sandbox.max_result_docs),
+            ));
+        }
+        let bytes = body.byte_size();
+        if bytes > self.sandbox.max_result_bytes {
+            return Err(self.error(
+                Phase::Handle,
+                ErrorKind::ResultTooLarge,
+                format!(
+                    "returned {} of documents, over its limit of {} (--max-result-bytes)",
+                    crate::units::format_size(bytes),
+                    crate::units::format_size(self.sandbox.max_result_bytes)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Asks the executor to persist its state into its workspace.
@@ -319,11 +398,53 @@ impl Executor {
     /// When `close` traps.
     pub fn close(mut self) -> Result<(), ExecutorError> {
         let Some(mut live) = self.live.take() else { return Ok(()) };
-        live.store.set_epoch_deadline(ticks(self.sandbox.call_timeout));
-        live.bindings
-            .jina_executor_executor()
-            .call_close(&mut live.store)
-            .map_err(|e| self.classify(Phase::Close, e, &live))
+        self.limit = self.sandbox.call_timeout;
+        self.arm(&mut live, self.sandbox.call_timeout);
+        let cpu = self.cpu_now();
+        let result = live.bindings.jina_executor_executor().call_close(&mut live.store);
+        self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
+        result.map_err(|e| self.classify(Phase::Close, e, &live))
+    }
+
+    /// Starts the watch over a call: its deadline, and the workspace's usage
+    /// now when a quota applies.
+    fn arm(&self, live: &mut Live, timeout: Duration) {
+        let now = Instant::now();
+        let quota = self.sandbox.quota_dir().and_then(|dir| {
+            let before = Usage::of(dir).ok()?;
+            Some((dir.to_path_buf(), self.sandbox.quota, before))
+        });
+        let watch = Watch {
+            deadline: now + timeout,
+            quota,
+            next_check: now + QUOTA_CHECK,
+            over_quota: None,
+            slept_past: false,
+            demote_at: self.sandbox.background_after.map(|after| now + after),
+            demoted: false,
+        };
+        let wake = watch.next_wake(now);
+        live.store.data_mut().watch = watch;
+        live.store.set_epoch_deadline(ticks(wake));
+    }
+
+    /// After a call that returned: did it grow the workspace past its quota?
+    fn check_quota(&self, live: &Live) -> Option<String> {
+        let (dir, quota, before) = live.store.data().watch.quota.as_ref()?;
+        Usage::of(dir).ok()?.exceeds(before, quota)
+    }
+
+    /// The thread's CPU time, when a tenant is there to charge it to (it
+    /// costs a system call).
+    fn cpu_now(&self) -> Duration {
+        if self.tenant.is_some() { tenant::thread_cpu_time() } else { Duration::ZERO }
+    }
+
+    fn account(&self, cpu_before: Duration) {
+        if let Some(tenant) = &self.tenant {
+            tenant.account(tenant::thread_cpu_time().saturating_sub(cpu_before));
+        }
     }
 
     /// Runs one guest call under a deadline and turns its outcome into ours.
@@ -333,11 +454,25 @@ impl Executor {
         timeout: Duration,
         f: impl FnOnce(&mut Live) -> wasmtime::Result<Result<T, types::Error>>,
     ) -> Result<T, ExecutorError> {
-        let live = self.live.as_mut().expect("ensure_live was called");
+        let mut live = self.live.take().expect("ensure_live was called");
         live.store.data().output.clear_recent();
-        live.store.set_epoch_deadline(ticks(timeout));
         self.limit = timeout;
-        match f(live) {
+        self.arm(&mut live, timeout);
+        let cpu = self.cpu_now();
+        let outcome = f(&mut live);
+        self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
+        let over_quota = match &outcome {
+            Ok(_) => self.check_quota(&live),
+            Err(_) => None,
+        };
+        self.live = Some(live);
+        if let Some(message) = over_quota {
+            self.stats.errors += 1;
+            tracing::warn!(executor = %self.name, %phase, "{message}");
+            return Err(self.error(phase, ErrorKind::DiskQuota, message));
+        }
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(guest)) => {
                 self.stats.errors += 1;
@@ -381,8 +516,17 @@ impl Executor {
         let restart = self.stats.traps > 0 || self.stats.calls > 0;
         let started = Instant::now();
         let mut live = self.instantiate().map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
-        live.store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
-        match live.bindings.jina_executor_executor().call_init(&mut live.store, &self.config) {
+        self.arm(&mut live, self.sandbox.init_timeout);
+        let cpu = self.cpu_now();
+        let outcome = live.bindings.jina_executor_executor().call_init(&mut live.store, &self.config);
+        self.account(cpu);
+        self.demoted |= live.store.data().watch.demoted;
+        if outcome.is_ok()
+            && let Some(message) = self.check_quota(&live)
+        {
+            return Err(self.error(Phase::Init, ErrorKind::DiskQuota, message));
+        }
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(guest)) => return Err(self.error(Phase::Init, guest_kind(guest.kind), guest.message)),
             Err(trap) => return Err(self.classify(Phase::Init, trap, &live)),
@@ -396,15 +540,21 @@ impl Executor {
     }
 
     fn instantiate(&self) -> anyhow::Result<Live> {
-        let output = GuestOutput::new(self.name.clone());
-        let wasi = self.sandbox.wasi_ctx(&output)?;
+        let output = GuestOutput::new(self.name.clone(), self.sandbox.log_rate);
+        let clock = clocks::Monotonic::new();
+        let wasi = self.sandbox.wasi_ctx(&output, clock)?;
         let limiter = Limiter {
             memory_limit: usize::try_from(self.sandbox.memory_limit).unwrap_or(usize::MAX),
-            memory_refused: false,
+            memory_refused: None,
+            tenant: self.tenant.clone(),
+            reserved: 0,
         };
-        let state = ExecutorState { wasi, table: ResourceTable::new(), limiter, output };
+        let state = ExecutorState { wasi, table: ResourceTable::new(), limiter, output, clock, watch: Watch::idle() };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|mut store| on_epoch(store.data_mut()));
+        // Instantiation runs start functions: the init limit covers them.
+        store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
         store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
         let bindings = self.component.pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
         Ok(Live { store, bindings })
@@ -415,12 +565,19 @@ impl Executor {
     fn classify(&self, phase: Phase, error: wasmtime::Error, live: &Live) -> ExecutorError {
         let state = live.store.data();
         let (kind, message) = match error.downcast_ref::<Trap>() {
+            _ if state.watch.over_quota.is_some() => {
+                (ErrorKind::DiskQuota, format!("{} and was stopped", state.watch.over_quota.as_deref().unwrap_or_default()))
+            }
             Some(Trap::Interrupt) => {
                 let limit = if phase == Phase::Init { self.sandbox.init_timeout } else { self.limit };
-                (ErrorKind::Timeout, format!("ran past its time limit of {limit:?} and was stopped"))
+                if state.watch.slept_past {
+                    (ErrorKind::Timeout, format!("asked to sleep past its time limit of {limit:?} and was stopped"))
+                } else {
+                    (ErrorKind::Timeout, format!("ran past its time limit of {limit:?} and was stopped"))
+                }
             }
             Some(Trap::StackOverflow) => (ErrorKind::StackOverflow, "overflowed its stack".to_string()),
-            Some(_) if state.limiter.memory_refused => (
+            Some(_) if state.limiter.memory_refused == Some(Refused::Instance) => (
                 ErrorKind::MemoryLimit,
                 format!(
                     "ran out of memory: its limit is {} (--memory-hwm){}",
@@ -428,6 +585,18 @@ impl Executor {
                     last_words(&state.output)
                 ),
             ),
+            Some(_) if state.limiter.memory_refused == Some(Refused::Tenant) => {
+                let tenant = self.tenant.as_ref().expect("a tenant refused");
+                (
+                    ErrorKind::MemoryLimit,
+                    format!(
+                        "ran out of memory: its tenant `{}` has used its budget of {} (--tenant-memory) across its executors{}",
+                        tenant.name(),
+                        crate::units::format_size(tenant.budget()),
+                        last_words(&state.output)
+                    ),
+                )
+            }
             Some(Trap::UnreachableCodeReached) => {
                 let printed = state.output.recent_stderr();
                 match printed.iter().position(|line| line.contains("panicked at")) {
@@ -453,6 +622,31 @@ impl Executor {
     fn error(&self, phase: Phase, kind: ErrorKind, message: impl Into<String>) -> ExecutorError {
         ExecutorError { executor: self.name.to_string(), phase, kind, message: message.into() }
     }
+}
+
+/// The epoch callback: stops the call at its deadline (`Trap::Interrupt`, as
+/// a plain epoch deadline would) or when its workspace has grown past its
+/// quota; otherwise sleeps until the next of the two.
+fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let now = Instant::now();
+    if now >= state.watch.deadline || state.watch.slept_past {
+        return Err(Trap::Interrupt.into());
+    }
+    if state.watch.demote_at.is_some_and(|at| now >= at) {
+        state.watch.demote_at = None;
+        state.watch.demoted = tenant::demote_current_thread();
+    }
+    if now >= state.watch.next_check
+        && let Some((dir, quota, before)) = &state.watch.quota
+    {
+        let usage = Usage::of(dir).unwrap_or(*before);
+        if let Some(message) = usage.exceeds(before, quota) {
+            state.watch.over_quota = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        state.watch.next_check = Instant::now() + QUOTA_CHECK.max(now.elapsed() * 10);
+    }
+    Ok(wasmtime::UpdateDeadline::Continue(ticks(state.watch.next_wake(Instant::now()))))
 }
 
 fn last_words(output: &GuestOutput) -> String {

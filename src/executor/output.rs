@@ -3,8 +3,9 @@
 //!
 //! Output is untrusted and unbounded, so it is bounded here:
 //! - a line longer than [`MAX_LINE_BYTES`] is cut (the rest of it is dropped);
-//! - at most [`MAX_LINES_PER_SECOND`] lines per instance reach the log; the rest are
-//!   counted and reported as one "suppressed" line when the next second starts;
+//! - at most `--log-rate` lines per second per instance (default
+//!   [`DEFAULT_LINES_PER_SECOND`]) reach the log; the rest are counted and
+//!   reported as one "suppressed" line when the next second starts;
 //! - the guest is never blocked or failed for writing too much: writes succeed and
 //!   excess bytes are discarded, so memory stays bounded whatever the guest prints.
 //!
@@ -25,9 +26,10 @@ use super::bindings::LogLevel;
 
 /// Longest line kept from guest output; longer lines are cut.
 pub const MAX_LINE_BYTES: usize = 4096;
-/// Lines per second per instance that reach the host's log (stdout, stderr and
-/// the log import together). A flood costs the guest its own log lines, nothing else.
-pub const MAX_LINES_PER_SECOND: u32 = 200;
+/// Default lines per second per instance that reach the host's log (stdout,
+/// stderr and the log import together; `--log-rate`). A flood costs the guest
+/// its own log lines, nothing else.
+pub const DEFAULT_LINES_PER_SECOND: u32 = 200;
 /// Stderr lines remembered to explain a trap.
 const RECENT_STDERR_LINES: usize = 8;
 
@@ -42,6 +44,8 @@ pub enum Stream {
 #[derive(Clone)]
 pub struct GuestOutput {
     executor: Arc<str>,
+    /// Lines per second admitted into the host's log.
+    rate: u32,
     state: Arc<Mutex<OutputState>>,
 }
 
@@ -54,9 +58,10 @@ struct OutputState {
 }
 
 impl GuestOutput {
-    pub fn new(executor: Arc<str>) -> Self {
+    pub fn new(executor: Arc<str>, rate: u32) -> Self {
         GuestOutput {
             executor,
+            rate,
             state: Arc::new(Mutex::new(OutputState {
                 partial: [Vec::new(), Vec::new()],
                 window_start: Instant::now(),
@@ -93,7 +98,7 @@ impl GuestOutput {
 
     /// A structured line from the `log` import.
     pub fn log(&self, level: LogLevel, message: &str, fields: &[(&str, &str)]) {
-        if !self.state.lock().unwrap().admit() {
+        if !self.state.lock().unwrap().admit(self.rate) {
             return;
         }
         let message = cut(message);
@@ -129,7 +134,7 @@ impl GuestOutput {
             }
             state.recent_stderr.push_back(line.clone());
         }
-        if !state.admit() {
+        if !state.admit(self.rate) {
             return;
         }
         let executor = &*self.executor;
@@ -142,17 +147,17 @@ impl GuestOutput {
 
 impl OutputState {
     /// Counts one line against the rate limit; `false` when it must be dropped.
-    fn admit(&mut self) -> bool {
+    fn admit(&mut self, rate: u32) -> bool {
         let now = Instant::now();
         if now.duration_since(self.window_start).as_secs() >= 1 {
             if self.suppressed > 0 {
-                tracing::warn!(target: "guest", suppressed = self.suppressed, "guest output over {MAX_LINES_PER_SECOND} lines/s: lines dropped");
+                tracing::warn!(target: "guest", suppressed = self.suppressed, "guest output over {rate} lines/s: lines dropped");
             }
             self.window_start = now;
             self.lines_in_window = 0;
             self.suppressed = 0;
         }
-        if self.lines_in_window >= MAX_LINES_PER_SECOND {
+        if self.lines_in_window >= rate {
             self.suppressed += 1;
             return false;
         }
@@ -241,7 +246,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_cut_and_remembered() {
-        let out = GuestOutput::new("t".into());
+        let out = GuestOutput::new("t".into(), DEFAULT_LINES_PER_SECOND);
         let mut err = out.stream(Stream::Stderr);
         err.write(Bytes::from_static(b"first\nsec")).unwrap();
         err.write(Bytes::from_static(b"ond\nthird")).unwrap();
@@ -255,13 +260,13 @@ mod tests {
 
     #[test]
     fn floods_are_rate_limited() {
-        let out = GuestOutput::new("t".into());
+        let out = GuestOutput::new("t".into(), DEFAULT_LINES_PER_SECOND);
         let mut stdout = out.stream(Stream::Stdout);
-        for _ in 0..(MAX_LINES_PER_SECOND * 3) {
+        for _ in 0..(DEFAULT_LINES_PER_SECOND * 3) {
             stdout.write(Bytes::from_static(b"spam\n")).unwrap();
         }
         let state = out.state.lock().unwrap();
-        assert_eq!(state.lines_in_window, MAX_LINES_PER_SECOND);
-        assert!(state.suppressed >= u64::from(MAX_LINES_PER_SECOND) * 2 - 1);
+        assert_eq!(state.lines_in_window, DEFAULT_LINES_PER_SECOND);
+        assert!(state.suppressed >= u64::from(DEFAULT_LINES_PER_SECOND) * 2 - 1);
     }
 }

@@ -10,7 +10,18 @@
 //! - **environment**: empty except values passed with `--env`; no arguments; stdin
 //!   is empty;
 //! - **stdout / stderr**: captured into the host's log (see `output.rs`);
-//! - **clocks and random**: granted (wall clock, monotonic clock, secure random);
+//! - **clocks and random**: granted (wall clock, monotonic clock, secure
+//!   random), unless [`Sandbox::deterministic`]: then the wall clock is frozen
+//!   at the Unix epoch and random comes from a fixed seed. A sleep that would
+//!   outlast the call's deadline stops the guest at once (`clocks.rs`);
+//! - **disk**: a writable workspace has a quota of bytes and of entries
+//!   ([`Sandbox::quota`], `quota.rs`); a call that grows it past either fails
+//!   with `disk-quota`;
+//! - **results**: at most [`Sandbox::max_result_docs`] documents and
+//!   [`Sandbox::max_result_bytes`] bytes per call (`result-too-large`);
+//! - **output**: [`Sandbox::log_rate`] lines per second reach the log;
+//! - **tenant**: an optional owner whose memory budget all its instances share
+//!   (`tenant.rs`);
 //! - **memory**: at most [`Sandbox::memory_limit`] bytes of linear memory per
 //!   instance; a refused `memory.grow` makes a Rust guest abort, which the host
 //!   reports as `memory-limit`;
@@ -19,7 +30,7 @@
 //!   `timeout`;
 //! - **stack**: [`MAX_WASM_STACK`] bytes; deeper recursion traps as `stack-overflow`.
 //!
-//! docs/sandbox.md lists the same guarantees for users.
+//! docs/sandbox.md lists the same guarantees for users, docs/limits.md every limit.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +54,21 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const MAX_WASM_STACK: usize = 1 << 20;
 /// Table elements per instance (function pointers); far above what compilers emit.
 pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Default workspace disk quota (`--disk-quota`): room for an index of a few
+/// million 128-dim embeddings.
+pub const DEFAULT_DISK_QUOTA: u64 = 4 << 30;
+/// Default cap on the entries (files, directories, symlinks) in a workspace
+/// (`--max-files`): an inode bomb fails long before the host's filesystem does.
+pub const DEFAULT_MAX_FILES: u64 = 100_000;
+/// Default cap on the documents (roots, chunks and matches) one call may
+/// return (`--max-result-docs`).
+pub const DEFAULT_MAX_RESULT_DOCS: usize = 1_000_000;
+/// Default cap on the bytes one call may return (`--max-result-bytes`): ids,
+/// texts, blobs, tags, embeddings and scores together, as the wire body holds them.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 256 << 20;
+pub use super::output::DEFAULT_LINES_PER_SECOND as DEFAULT_LOG_RATE;
+pub use super::quota::{Quota, Usage};
+pub use super::tenant::TenantSpec;
 
 /// The resources granted to one executor.
 #[derive(Debug, Clone)]
@@ -61,6 +87,24 @@ pub struct Sandbox {
     pub call_timeout: Duration,
     /// Time limit for `init`.
     pub init_timeout: Duration,
+    /// Disk quota of a writable workspace (bytes and entries).
+    pub quota: Quota,
+    /// Documents one call may return.
+    pub max_result_docs: usize,
+    /// Bytes one call may return.
+    pub max_result_bytes: u64,
+    /// Output lines per second that reach the host's log.
+    pub log_rate: u32,
+    /// Freeze the wall clock at the Unix epoch and seed random with a constant,
+    /// for executors whose results must not depend on when or where they run.
+    pub deterministic: bool,
+    /// The owner and its shared memory budget; `None`: no budget beyond the
+    /// instance's own limit.
+    pub tenant: Option<TenantSpec>,
+    /// A call running longer than this drops its thread to background
+    /// priority (Linux `SCHED_IDLE`); `None`: never. Only for callers that
+    /// move the executor to a fresh thread afterwards (the Pea does).
+    pub background_after: Option<Duration>,
 }
 
 impl Default for Sandbox {
@@ -73,6 +117,15 @@ impl Default for Sandbox {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             init_timeout: DEFAULT_INIT_TIMEOUT,
+            quota: Quota { bytes: DEFAULT_DISK_QUOTA, files: DEFAULT_MAX_FILES },
+            max_result_docs: DEFAULT_MAX_RESULT_DOCS,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+            log_rate: DEFAULT_LOG_RATE,
+            deterministic: false,
+            tenant: None,
+            // Opt-in: only a caller that moves the executor to a fresh thread
+            // afterwards may use it (the Pea's worker; `--background-after`).
+            background_after: None,
         }
     }
 }
@@ -129,8 +182,13 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The workspace the quota applies to: a writable one.
+    pub fn quota_dir(&self) -> Option<&std::path::Path> {
+        self.workspace.as_deref().filter(|_| !self.read_only)
+    }
+
     /// The WASI context of one instance.
-    pub(super) fn wasi_ctx(&self, output: &GuestOutput) -> anyhow::Result<WasiCtx> {
+    pub(super) fn wasi_ctx(&self, output: &GuestOutput, clock: super::clocks::Monotonic) -> anyhow::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         builder
             .stdout(output.stream(Stream::Stdout))
@@ -143,6 +201,14 @@ impl Sandbox {
             .allow_blocking_current_thread(true);
         for (key, value) in &self.env {
             builder.env(key, value);
+        }
+        builder.monotonic_clock(clock);
+        if self.deterministic {
+            builder
+                .wall_clock(super::clocks::Frozen)
+                .secure_random(wasmtime_wasi::Deterministic::new(DETERMINISTIC_SEED.to_vec()))
+                .insecure_random(wasmtime_wasi::Deterministic::new(DETERMINISTIC_SEED.to_vec()))
+                .insecure_random_seed(u128::from_le_bytes(DETERMINISTIC_SEED[..16].try_into().expect("16 bytes")));
         }
         if let Some(dir) = &self.workspace {
             preopen(&mut builder, dir, GUEST_WORKSPACE, self.read_only)?;
@@ -163,25 +229,59 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &std::path::Path, guest: &str, re
     Ok(())
 }
 
-/// Enforces the memory limit and remembers a refusal, so that the trap that
-/// follows (a Rust guest aborts when allocation fails) is reported as
-/// `memory-limit` rather than a bare `unreachable`.
+/// The bytes random comes from in a deterministic sandbox, over and over: the
+/// same in every instance and every run, by design.
+const DETERMINISTIC_SEED: [u8; 32] = *b"jina-wasm: deterministic random!";
+
+/// Which memory limit refused a growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The instance's own `--memory-hwm`.
+    Instance,
+    /// The tenant's shared budget.
+    Tenant,
+}
+
+/// Enforces the memory limits (the instance's and its tenant's) and remembers
+/// a refusal, so that the trap that follows (a Rust guest aborts when
+/// allocation fails) is reported as `memory-limit` rather than a bare
+/// `unreachable`. What it took from the tenant's budget goes back when the
+/// instance (its store) is dropped.
 pub(super) struct Limiter {
     pub memory_limit: usize,
-    pub memory_refused: bool,
+    pub memory_refused: Option<Refused>,
+    pub tenant: Option<std::sync::Arc<super::tenant::Tenant>>,
+    /// Bytes taken from the tenant's budget.
+    pub reserved: u64,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
-            self.memory_refused = true;
+            self.memory_refused = Some(Refused::Instance);
             return Ok(false);
+        }
+        if let Some(tenant) = &self.tenant {
+            let more = desired.saturating_sub(current) as u64;
+            if !tenant.reserve(more) {
+                self.memory_refused = Some(Refused::Tenant);
+                return Ok(false);
+            }
+            self.reserved += more;
         }
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        if let Some(tenant) = &self.tenant {
+            tenant.release(self.reserved);
+        }
     }
 }
 

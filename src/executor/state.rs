@@ -1,10 +1,15 @@
 //! The host state of one instance: everything a guest's imports can reach.
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{LogLevel, jina};
+use super::clocks::Monotonic;
 use super::output::GuestOutput;
+use super::quota::{Quota, Usage};
 use super::sandbox::Limiter;
 
 /// One per `Store`, so one per instance: instances share nothing.
@@ -13,6 +18,50 @@ pub struct ExecutorState {
     pub(super) table: ResourceTable,
     pub(super) limiter: Limiter,
     pub(super) output: GuestOutput,
+    /// The guest's monotonic clock (the one its WASI context reads).
+    pub(super) clock: Monotonic,
+    /// The call in progress.
+    pub(super) watch: Watch,
+}
+
+/// The call in progress, as the epoch callback and the sleep clamp see it.
+pub(super) struct Watch {
+    /// When the call must stop.
+    pub deadline: Instant,
+    /// The writable workspace, its quota and its usage when the call began;
+    /// `None` when no quota applies.
+    pub quota: Option<(PathBuf, Quota, Usage)>,
+    /// When the epoch callback next measures the workspace.
+    pub next_check: Instant,
+    /// Why the epoch callback stopped the call for the quota.
+    pub over_quota: Option<String>,
+    /// A sleep was cut short at the deadline: stop at the next epoch check.
+    pub slept_past: bool,
+    /// When the call's thread drops to background priority (`None`: never,
+    /// or already did).
+    pub demote_at: Option<Instant>,
+    /// The call's thread was dropped to background priority.
+    pub demoted: bool,
+}
+
+impl Watch {
+    pub fn idle() -> Watch {
+        let now = Instant::now();
+        Watch { deadline: now, quota: None, next_check: now, over_quota: None, slept_past: false, demote_at: None, demoted: false }
+    }
+
+    /// Time until the callback must run next: the deadline, or the next
+    /// workspace check.
+    pub fn next_wake(&self, now: Instant) -> Duration {
+        let mut at = self.deadline;
+        if self.quota.is_some() {
+            at = at.min(self.next_check);
+        }
+        if let Some(demote) = self.demote_at {
+            at = at.min(demote);
+        }
+        at.saturating_duration_since(now)
+    }
 }
 
 impl WasiView for ExecutorState {

@@ -170,12 +170,21 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
     let duration = |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
         value.as_deref().map_or(Ok(default), |v| crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}")))
     };
-    let memory_limit = match &spec.memory_hwm {
-        None => crate::executor::sandbox::DEFAULT_MEMORY_LIMIT,
-        Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string()).map_err(anyhow::Error::msg)?,
-        Some(serde_json::Value::String(s)) => crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("memory_hwm: {e}"))?,
-        Some(other) => anyhow::bail!("memory_hwm: `{other}` is not a size"),
+    let size = |field: &str, value: &Option<serde_json::Value>, default: u64| -> anyhow::Result<u64> {
+        match value {
+            None => Ok(default),
+            Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string()).map_err(|e| anyhow::anyhow!("{field}: {e}")),
+            Some(serde_json::Value::String(s)) => crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("{field}: {e}")),
+            Some(other) => anyhow::bail!("{field}: `{other}` is not a size"),
+        }
     };
+    use crate::executor::sandbox as limits;
+    let memory_limit = size("memory_hwm", &spec.memory_hwm, limits::DEFAULT_MEMORY_LIMIT)?;
+    let quota = limits::Quota {
+        bytes: size("disk_quota", &spec.disk_quota, limits::DEFAULT_DISK_QUOTA)?,
+        files: spec.max_files.unwrap_or(limits::DEFAULT_MAX_FILES),
+    };
+    let max_result_bytes = size("max_result_bytes", &spec.max_result_bytes, limits::DEFAULT_MAX_RESULT_BYTES)?;
     let call_timeout = duration("timeout_request", &spec.timeout_request, crate::executor::sandbox::DEFAULT_CALL_TIMEOUT)?;
     let mut env: Vec<(String, String)> = flow.with.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -185,6 +194,13 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         env,
         memory_limit,
         call_timeout,
+        init_timeout: duration("timeout_init", &spec.timeout_init, limits::DEFAULT_INIT_TIMEOUT)?,
+        quota,
+        max_result_docs: spec.max_result_docs.unwrap_or(limits::DEFAULT_MAX_RESULT_DOCS),
+        max_result_bytes,
+        log_rate: spec.log_rate.unwrap_or(limits::DEFAULT_LOG_RATE),
+        deterministic: spec.deterministic,
+        background_after: Some(crate::executor::DEMOTE_AFTER),
         ..Sandbox::default()
     };
     let on_error = match &spec.on_error_strategy {

@@ -97,6 +97,27 @@ pub struct PodSpec {
     pub timeout_ready: Option<String>,
     #[serde(default)]
     pub timeout_request: Option<String>,
+    /// Time limit for `init` (`120s`).
+    #[serde(default)]
+    pub timeout_init: Option<String>,
+    /// Workspace disk quota: a size (`4GiB`) or a bare number of GiB.
+    #[serde(default)]
+    pub disk_quota: Option<Value>,
+    /// Most entries in the workspace.
+    #[serde(default)]
+    pub max_files: Option<u64>,
+    /// Most documents one call may return.
+    #[serde(default)]
+    pub max_result_docs: Option<usize>,
+    /// Most bytes of documents one call may return: a size.
+    #[serde(default)]
+    pub max_result_bytes: Option<Value>,
+    /// Output lines per second per instance that reach the log.
+    #[serde(default)]
+    pub log_rate: Option<u32>,
+    /// Frozen wall clock, fixed random seed.
+    #[serde(default)]
+    pub deterministic: bool,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// A `jina-wasm daemon` to run this Pod on (`host:port`): docs/daemon.md.
@@ -362,4 +383,61 @@ fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, Str
         stable.push(next);
     }
     Ok(stable)
+}
+
+/// The Flow YAML loader never panics: on any text, and on YAML shaped like a
+/// Flow (its own keys, random values, `${{ ENV.X }}` fragments, cycles in `needs`).
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("version"), Just("jtype"), Just("with"), Just("pods"), Just("executors"), Just("name"),
+            Just("uses"), Just("shards"), Just("parallel"), Just("polling"), Just("needs"), Just("port"),
+            Just("timeout"), Just("env"), Just("workspace"), Just("memory_hwm"), Just("timeout_request"),
+            Just("dump_interval"), Just("uses_before"), Just("on_error_strategy"), Just("protocol"),
+            Just("disk_quota"), Just("max_result_docs"), Just("deterministic"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..70_000).prop_map(Value::from),
+            prop_oneof![
+                Just("gateway"), Just("a"), Just("b"), Just("any"), Just("all"), Just("/index:all"), Just("1"),
+                Just("x.wasm"), Just("${{ ENV.X }}"), Just("${{ ENV.MISSING }}"), Just("${{"), Just("1GiB"), Just("5s"),
+            ]
+            .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    fn parse(text: &str) {
+        let env = |name: &str| (name == "X").then(|| "a".to_string());
+        if let Err(e) = Flow::parse(text, Path::new("/nonexistent/prop.yml"), env) {
+            assert!(e.to_string().starts_with("/nonexistent/prop.yml"), "{e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_fails(text in ".{0,300}") {
+            parse(&text);
+        }
+
+        #[test]
+        fn flow_shaped_yaml_loads_or_fails(value in value()) {
+            parse(&serde_yaml::to_string(&value).unwrap());
+        }
+    }
 }

@@ -717,9 +717,19 @@ impl Pea {
         } else {
             "ready"
         };
+        let tenant = health.tenant.as_ref().map(|t| {
+            json!({
+                "name": t.name(),
+                "memory_bytes": t.memory_used(),
+                "memory_budget": t.budget(),
+                "cpu_ms": t.cpu_time().as_millis() as u64,
+                "calls": t.calls(),
+            })
+        });
         json!({
             "pea": self.config.name,
             "description": self.config.description,
+            "tenant": tenant,
             "executor": self.config.executor.name,
             "uses": self.config.uses.display().to_string(),
             "state": state,

@@ -61,13 +61,21 @@ pub struct Health {
     pub healthy: bool,
     /// When the call in progress started.
     pub busy_since: Option<Instant>,
+    /// The executor's tenant, whose accounts `STATUS` reports.
+    pub tenant: Option<Arc<crate::executor::Tenant>>,
 }
 
 pub struct Worker {
     jobs: mpsc::Sender<Job>,
     pub health: Arc<Mutex<Health>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread that took over from a retired one (see [`retire`]).
+    successor: Successor,
 }
+
+/// Where a retiring executor thread leaves the handle of the thread that
+/// continues its work (several, when successors retire in turn).
+type Successor = Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>;
 
 impl Worker {
     /// Loads the component and starts the executor on its own thread.
@@ -79,6 +87,9 @@ impl Worker {
         let (ready_tx, ready) = oneshot::channel();
         let health = Arc::new(Mutex::new(Health::default()));
         let shared = health.clone();
+        let successor = Successor::default();
+        let next = successor.clone();
+        let tokio = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("executor {}", spec.name))
             .stack_size(STACK)
@@ -90,8 +101,9 @@ impl Worker {
                     .and_then(|component| Executor::start(runtime.clone(), component, spec.clone()).map_err(anyhow::Error::from));
                 match started {
                     Ok(executor) => {
+                        shared.lock().expect("health lock").tenant = executor.tenant().cloned();
                         let _ = ready_tx.send(Ok(()));
-                        run(executor, runtime, uses, spec, rx, &shared);
+                        run(Thread { executor, tokio, runtime, uses, spec, jobs: rx, health: shared, successor: next });
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.context(format!("executor `{name}` did not start"))));
@@ -100,7 +112,7 @@ impl Worker {
             })?;
         ready.await.map_err(|_| anyhow::anyhow!("the executor thread died while starting"))??;
         health.lock().expect("health lock").healthy = true;
-        Ok(Worker { jobs, health, thread: Some(thread) })
+        Ok(Worker { jobs, health, thread: Some(thread), successor })
     }
 
     /// Queues a job; the answer comes on the job's `reply`.
@@ -115,29 +127,87 @@ impl Worker {
         self.jobs.clone()
     }
 
-    /// Waits for the thread to end (after `Close`).
+    /// Waits for the thread to end (after `Close`), and for the threads that
+    /// took over from it, if any.
     pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // A retiring thread stores its successor before it ends.
+        loop {
+            let next = self.successor.lock().expect("successor lock").pop();
+            let Some(thread) = next else { break };
             let _ = thread.join();
         }
     }
 }
 
-fn run(
-    mut executor: Executor,
+/// Everything the executor's thread owns.
+struct Thread {
+    executor: Executor,
+    /// The runtime that starts a replacement thread (see [`retire`]).
+    tokio: tokio::runtime::Handle,
     runtime: Arc<Runtime>,
     uses: PathBuf,
     spec: ExecutorSpec,
-    mut jobs: mpsc::Receiver<Job>,
-    health: &Mutex<Health>,
-) {
+    jobs: mpsc::Receiver<Job>,
+    health: Arc<Mutex<Health>>,
+    successor: Successor,
+}
+
+/// A call that ran long dropped its thread to background priority (see
+/// `executor::DEMOTE_AFTER`), which an unprivileged process cannot undo; so
+/// the executor moves to a fresh thread at normal priority and this one ends.
+/// A thread inherits its creator's policy, so the new one is started from a
+/// tokio worker (normal priority), and this one waits until it has been.
+/// Costs one thread start (~50 µs) after a call of 100 ms or more. `Err`
+/// gives the state back when no thread can be started: work goes on here.
+fn retire(thread: Thread) -> Result<(), Thread> {
+    let name = std::thread::current().name().unwrap_or("executor").to_string();
+    let tokio = thread.tokio.clone();
+    let successor = thread.successor.clone();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    tokio.spawn(async move {
+        let state = Arc::new(Mutex::new(Some(thread)));
+        let moved = state.clone();
+        let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
+            let thread = moved.lock().expect("state lock").take().expect("moved once");
+            run(thread);
+        });
+        let outcome = match spawned {
+            Ok(handle) => {
+                successor.lock().expect("successor lock").push(handle);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("cannot start a thread to replace a background one, staying on it: {e}");
+                Err(state.lock().expect("state lock").take().expect("not moved"))
+            }
+        };
+        let _ = done_tx.send(outcome);
+    });
+    // The runtime is gone (shutting down): nothing took the state over, and
+    // it went down with the task; the Pea is stopping anyway.
+    done.recv().unwrap_or(Ok(()))
+}
+
+fn run(thread: Thread) {
+    let Thread { mut executor, tokio, runtime, uses, spec, mut jobs, health, successor } = thread;
     let publish = |executor: &Executor, busy: Option<Instant>| {
         let mut h = health.lock().expect("health lock");
         h.stats = executor.stats().clone();
         h.busy_since = busy;
     };
     let mut arrivals = Arrivals { last_done: None, close: false };
-    while let Some(job) = arrivals.next(&mut jobs) {
+    loop {
+        if executor.take_demoted() {
+            let thread = Thread { executor, tokio, runtime, uses, spec, jobs, health, successor };
+            match retire(thread) {
+                Ok(()) => return,
+                Err(thread) => return run(thread),
+            }
+        }
+        let Some(job) = arrivals.next(&mut jobs) else { break };
         match job {
             Job::Handle { endpoint, body, parameters, timeout, reply } => {
                 publish(&executor, Some(Instant::now()));

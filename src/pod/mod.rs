@@ -652,9 +652,30 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         secs(Some(sandbox.call_timeout)),
         "--timeout-init".into(),
         secs(Some(sandbox.init_timeout)),
+        "--disk-quota".into(),
+        format!("{}B", sandbox.quota.bytes),
+        "--max-files".into(),
+        sandbox.quota.files.to_string(),
+        "--max-result-docs".into(),
+        sandbox.max_result_docs.to_string(),
+        "--max-result-bytes".into(),
+        format!("{}B", sandbox.max_result_bytes),
+        "--log-rate".into(),
+        sandbox.log_rate.to_string(),
+        "--background-after".into(),
+        secs(sandbox.background_after),
     ];
     if !c.executor.config.is_null() {
         args.extend(["--uses-with".into(), c.executor.config.to_string()]);
+    }
+    if sandbox.deterministic {
+        args.push("--deterministic".into());
+    }
+    if let Some(tenant) = &sandbox.tenant {
+        args.extend(["--tenant".into(), tenant.name.clone()]);
+        if tenant.memory != u64::MAX {
+            args.extend(["--tenant-memory".into(), format!("{}B", tenant.memory)]);
+        }
     }
     if let Some(dir) = &sandbox.workspace {
         args.extend(["--workspace".into(), dir.display().to_string()]);

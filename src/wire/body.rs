@@ -145,6 +145,20 @@ impl Body {
         self.len() == 0
     }
 
+    /// Bytes of content: ids, texts, blobs, uris, mime types, tags, embeddings
+    /// (4 per float) and scores. What `--max-result-bytes` counts; the encoded
+    /// body adds a few bytes of framing per document.
+    pub fn byte_size(&self) -> u64 {
+        let strings = [&self.ids, &self.texts, &self.uris, &self.mime_types, &self.tags];
+        let text: usize = strings.iter().map(|c| c.data.len()).sum();
+        let scores: usize = self
+            .scores
+            .iter()
+            .map(|s| 12 + s.name.len() + s.op_name.as_ref().map_or(0, String::len) + s.description.as_ref().map_or(0, String::len))
+            .sum();
+        (text + self.blobs.data.len() + self.embeddings.len() * 4 + scores) as u64
+    }
+
     /// Number of top-level documents.
     pub fn roots(&self) -> usize {
         self.parents.iter().filter(|p| p.is_none()).count()

@@ -6,6 +6,8 @@
 //!
 //! - `examples`: each example executor does its job (encoder, segmenter,
 //!   indexer with state across restarts, merger), through the host API.
+//! - `adversarial`: the same misbehaving guests through `jina-wasm pea`
+//!   processes: each case the exact error kind, then a good request served.
 //! - `sandbox`: misbehaving guests are contained with the right error kind and the
 //!   same executor then serves a good request; every limit obeyed and violated.
 //! - `load`: each way a file can fail to be an executor has its own message;
@@ -13,6 +15,9 @@
 //! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
 //! - `pea`: `jina-wasm pea` processes over real ZeroMQ sockets: socket pairings,
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
+//! - `malformed`: truncated frames, wrong frame counts, unknown versions, huge
+//!   lengths, control-socket garbage against a running Pea: answered or
+//!   dropped with a log line, and the Pea keeps serving.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `export`: Kubernetes and Compose export of the demo Flow: golden files,
@@ -26,12 +31,14 @@
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
 
+mod adversarial;
 mod cli;
 mod daemon;
 mod examples;
 mod export;
 mod flow;
 mod load;
+mod malformed;
 mod pea;
 mod pod;
 mod polyglot;

@@ -106,21 +106,21 @@ fn docs() -> Vec<Document> {
     vec![a, text_doc("b", "second"), Document { id: "c".into(), blob: Some(vec![0, 1, 255]), ..Default::default() }]
 }
 
-fn request(endpoint: &str, docs: &[Document]) -> Message {
+pub fn request(endpoint: &str, docs: &[Document]) -> Message {
     Message::data(Envelope::request(endpoint, ""), &Body::from_documents(docs))
 }
 
-async fn client(pea: &PeaProcess) -> Client {
+pub async fn client(pea: &PeaProcess) -> Client {
     let mut client = Client::open(&Target::pea(&pea.addr("in"), &pea.addr("out"))).await.unwrap();
     client.timeout = Duration::from_secs(30);
     client
 }
 
-fn documents(reply: &Message) -> Vec<Document> {
+pub fn documents(reply: &Message) -> Vec<Document> {
     reply.decode_body().unwrap().into_documents().unwrap()
 }
 
-fn error_kind(reply: &Message) -> (String, String) {
+pub fn error_kind(reply: &Message) -> (String, String) {
     match &reply.envelope.status {
         Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
         Status::Success => panic!("expected an error status, got success"),
@@ -369,7 +369,7 @@ async fn terminate_dump_and_reload_keep_an_indexers_state() {
     client.close().await;
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -521,4 +521,46 @@ async fn a_read_only_pea_reloads_what_a_writer_dumps() {
     assert_eq!(reader.log(), "");
     write.close().await;
     read.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thread() {
+    let mut pea = PeaProcess::start("misbehave", &["--name", "bg", "--timeout-request", "300ms", "--background-after", "50ms"]);
+    let mut client = client(&pea).await;
+    let before = executor_threads(pea.pid());
+    for _ in 0..3 {
+        assert_eq!(error_kind(&client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap()).1, "timeout");
+        let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+        assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
+    }
+    // The executor's thread now runs at normal priority again: a fresh one
+    // (the retired one ends a moment after it handed over).
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut threads = executor_threads(pea.pid());
+    while threads.len() > 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        threads = executor_threads(pea.pid());
+    }
+    assert_eq!(threads.len(), 1, "retired threads ended: {threads:?}");
+    assert_ne!(threads[0].0, before[0].0, "the executor moved to a new thread");
+    assert_eq!(threads[0].1, 0, "SCHED_OTHER, not SCHED_IDLE (5): {threads:?}");
+    client.close().await;
+    control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
+    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+}
+
+/// (thread id, scheduling policy) of a process's executor threads.
+fn executor_threads(pid: u32) -> Vec<(String, u32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().starts_with("executor"))
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Field 41 (policy), counted after the `(comm)` field, which may hold spaces.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let policy = after.split(' ').nth(38).and_then(|p| p.parse().ok()).unwrap_or(99);
+            (task.file_name().to_string_lossy().into_owned(), policy)
+        })
+        .collect()
 }

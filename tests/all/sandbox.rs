@@ -234,3 +234,116 @@ fn many_documents_in_one_result() {
     let docs = call(&mut executor, "/many-docs", json!({"n": 100_000})).unwrap();
     assert_eq!(docs.len(), 100_000);
 }
+
+#[test]
+fn a_sleep_past_the_deadline_is_a_timeout() {
+    let mut executor = misbehave(limits(64 << 20, Duration::from_millis(300)));
+    // Within the limit, a sleep is a sleep.
+    call(&mut executor, "/sleep", json!({"ms": 20})).unwrap();
+    for (endpoint, params) in [("/sleep", Value::Null), ("/sleep", json!({"ms": 3_600_000})), ("/sleep-loop", Value::Null)] {
+        let started = Instant::now();
+        let error = expect_kind(call(&mut executor, endpoint, params), ErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(5), "{endpoint} held the thread for {:?}", started.elapsed());
+        assert!(error.message.contains("300ms"), "{error}");
+        still_serves(&mut executor);
+    }
+}
+
+fn quota(workspace: &tempfile::TempDir, bytes: u64, files: u64) -> Sandbox {
+    Sandbox { quota: jina_wasm::executor::sandbox::Quota { bytes, files }, ..with_workspace(workspace, false) }
+}
+
+#[test]
+fn disk_quota_obeyed_and_violated() {
+    let workspace = tempfile::tempdir().unwrap();
+    let mut executor = misbehave(quota(&workspace, 4 << 20, 100));
+    call(&mut executor, "/fill", json!({"path": "/workspace/a", "mib": 2})).unwrap();
+    let error = expect_kind(call(&mut executor, "/fill", json!({"path": "/workspace/b", "mib": 64})), ErrorKind::DiskQuota);
+    assert!(error.message.contains("disk quota of 4 MiB"), "{error}");
+    // Over the quota, calls that do not grow the workspace still succeed...
+    still_serves(&mut executor);
+    let docs = call(&mut executor, "/read", json!({"path": "/workspace/a"})).unwrap();
+    assert_eq!(docs[0].text.as_ref().unwrap().len(), 2 << 20);
+    // ...and growing it fails again.
+    expect_kind(call(&mut executor, "/fill", json!({"path": "/workspace/c", "mib": 1})), ErrorKind::DiskQuota);
+    // A read-only workspace has nothing to account.
+    let mut reader = misbehave(Sandbox { read_only: true, ..quota(&workspace, 1, 1) });
+    call(&mut reader, "/read", json!({"path": "/workspace/a"})).unwrap();
+}
+
+#[test]
+fn file_count_cap_obeyed_and_violated() {
+    let workspace = tempfile::tempdir().unwrap();
+    let mut executor = misbehave(quota(&workspace, 1 << 30, 100));
+    call(&mut executor, "/many-files", json!({"dir": "/workspace/few", "n": 50})).unwrap();
+    let error = expect_kind(call(&mut executor, "/many-files", json!({"dir": "/workspace/many", "n": 20_000})), ErrorKind::DiskQuota);
+    assert!(error.message.contains("--max-files"), "{error}");
+    still_serves(&mut executor);
+}
+
+#[test]
+fn hard_links_out_of_the_workspace_are_refused() {
+    let (outside, workspace) = workspace_with_secret();
+    let secret = outside.path().join("secret.txt");
+    let mut executor = misbehave(with_workspace(&workspace, false));
+    for target in [secret.display().to_string(), "/workspace/../secret.txt".to_string(), format!("/workspace/../../..{}", secret.display())] {
+        expect_kind(call(&mut executor, "/hardlink", json!({"target": target, "link": "/workspace/stolen"})), ErrorKind::Io);
+        assert!(!workspace.path().join("stolen").exists(), "{target}");
+    }
+    // Inside the workspace, a hard link is an ordinary file operation.
+    call(&mut executor, "/hardlink", json!({"target": "/workspace/inside.txt", "link": "/workspace/again.txt"})).unwrap();
+    assert_eq!(std::fs::read_to_string(workspace.path().join("again.txt")).unwrap(), "inside");
+    still_serves(&mut executor);
+}
+
+#[test]
+fn result_caps_obeyed_and_violated() {
+    let sandbox = Sandbox { max_result_docs: 1_000, max_result_bytes: 1 << 20, ..Sandbox::default() };
+    let mut executor = misbehave(sandbox);
+    assert_eq!(call(&mut executor, "/many-docs", json!({"n": 1_000})).unwrap().len(), 1_000);
+    let error = expect_kind(call(&mut executor, "/many-docs", json!({"n": 1_001})), ErrorKind::ResultTooLarge);
+    assert!(error.message.contains("1001 documents") && error.message.contains("--max-result-docs"), "{error}");
+    call(&mut executor, "/big-embedding", json!({"n": 200_000})).unwrap();
+    let error = expect_kind(call(&mut executor, "/big-embedding", json!({"n": 300_000})), ErrorKind::ResultTooLarge);
+    assert!(error.message.contains("--max-result-bytes"), "{error}");
+    still_serves(&mut executor);
+}
+
+#[test]
+fn a_deterministic_sandbox_freezes_the_clock_and_seeds_random() {
+    let deterministic = || misbehave(Sandbox { deterministic: true, ..Sandbox::default() });
+    let (mut a, mut b) = (deterministic(), deterministic());
+    let (ta, tb) = (call(&mut a, "/time", Value::Null).unwrap(), call(&mut b, "/time", Value::Null).unwrap());
+    assert_eq!(ta[0].tags["now_ms"], 0);
+    assert_eq!(ta[0].tags["random"], tb[0].tags["random"], "the same seed in every instance");
+    // Granted (the default): real time, fresh randomness per instance.
+    let (mut c, mut d) = (misbehave(Sandbox::default()), misbehave(Sandbox::default()));
+    let (tc, td) = (call(&mut c, "/time", Value::Null).unwrap(), call(&mut d, "/time", Value::Null).unwrap());
+    assert_ne!(tc[0].tags["now_ms"], 0);
+    assert_ne!(tc[0].tags["random"], td[0].tags["random"]);
+}
+
+#[test]
+fn a_tenants_instances_share_its_memory_budget() {
+    use jina_wasm::executor::TenantSpec;
+    let tenant = |name: &str| Sandbox {
+        memory_limit: 512 << 20,
+        tenant: Some(TenantSpec { name: name.into(), memory: 96 << 20 }),
+        ..Sandbox::default()
+    };
+    let mut first = misbehave(tenant("acme-test"));
+    // 12M floats: 48 MiB in the guest, twice over on the way out: most of the budget.
+    call(&mut first, "/big-embedding", json!({"n": 12_000_000})).unwrap();
+    let held = first.tenant().unwrap().memory_used();
+    assert!(held > 64 << 20, "{held}");
+    let mut second = misbehave(tenant("acme-test"));
+    let error = expect_kind(call(&mut second, "/alloc", Value::Null), ErrorKind::MemoryLimit);
+    assert!(error.message.contains("tenant `acme-test`") && error.message.contains("96 MiB"), "{error}");
+    // Another tenant is not affected...
+    let mut other = misbehave(tenant("globex-test"));
+    call(&mut other, "/big-embedding", json!({"n": 12_000_000})).unwrap();
+    // ...and the budget comes back when an instance goes.
+    drop(first);
+    call(&mut second, "/big-embedding", json!({"n": 12_000_000})).unwrap();
+    assert!(second.tenant().unwrap().cpu_time() > Duration::ZERO);
+}

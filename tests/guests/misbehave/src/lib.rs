@@ -20,6 +20,16 @@
 //!   - `/write` [`path`, `content`]: write the file; `io` error on failure.
 //!   - `/symlink` [`target`, `link`]: create symlink `link` -> `target`; `io` error
 //!     on failure.
+//!   - `/hardlink` [`target`, `link`]: create hard link `link` to `target`; `io`
+//!     error on failure.
+//!   - `/fill` [`path`, `mib`]: write `mib` MiB into `path`, 1 MiB at a time
+//!     (disk quota); `io` error on failure.
+//!   - `/many-files` [`dir`, `n`]: create `dir` and `n` empty files in it
+//!     (file-count cap); `io` error on failure.
+//!   - `/sleep` [`ms`]: sleep `ms` milliseconds in one host call (absent:
+//!     forever), then echo.
+//!   - `/sleep-loop`: sleep 5 ms at a time, forever: a loop that gives the CPU
+//!     away and never returns.
 //!   - `/env`: one document tagged `{"env": {name: value}, "args": [..]}`.
 //!   - `/socket` [`addr`]: TCP connect to `addr` (`"127.0.0.1:80"`); one document
 //!     with text `"connected"`, or an `io` error.
@@ -84,6 +94,11 @@ impl Executor for Misbehave {
             .on("/read", Self::read)
             .on("/write", Self::write)
             .on("/symlink", Self::symlink)
+            .on("/hardlink", Self::hardlink)
+            .on("/fill", Self::fill)
+            .on("/many-files", Self::many_files)
+            .on("/sleep", Self::sleep)
+            .on("/sleep-loop", Self::sleep_loop)
             .on("/env", Self::env)
             .on("/socket", Self::socket)
             .on("/big-embedding", Self::big_embedding)
@@ -217,6 +232,48 @@ impl Misbehave {
         let link = param(params, "link")?;
         symlink(&target, &link).map_err(|e| io_error(&format!("symlink {link} -> {target}"), e))?;
         Ok(docs)
+    }
+
+    fn hardlink(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let target = param(params, "target")?;
+        let link = param(params, "link")?;
+        std::fs::hard_link(&target, &link)
+            .map_err(|e| io_error(&format!("hard link {link} -> {target}"), e))?;
+        Ok(docs)
+    }
+
+    fn fill(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let path = param(params, "path")?;
+        let mib: usize = params.get_or("mib", 1)?;
+        let mut file = std::fs::File::create(&path).map_err(|e| io_error(&format!("create {path}"), e))?;
+        let block = vec![0x5a; 1 << 20];
+        for _ in 0..mib {
+            file.write_all(&block).map_err(|e| io_error(&format!("write {path}"), e))?;
+        }
+        Ok(docs)
+    }
+
+    fn many_files(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let dir = param(params, "dir")?;
+        let n: usize = params.get_or("n", 0)?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&format!("mkdir {dir}"), e))?;
+        for i in 0..n {
+            let path = format!("{dir}/{i}");
+            std::fs::File::create(&path).map_err(|e| io_error(&format!("create {path}"), e))?;
+        }
+        Ok(docs)
+    }
+
+    fn sleep(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let ms: Option<u64> = params.get("ms")?;
+        std::thread::sleep(ms.map_or(Duration::MAX, Duration::from_millis));
+        Ok(docs)
+    }
+
+    fn sleep_loop(&mut self, _: Vec<Document>, _: &Params) -> Result<Vec<Document>> {
+        loop {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn env(&mut self, _: Vec<Document>, _: &Params) -> Result<Vec<Document>> {

@@ -1,0 +1,114 @@
+//! Malformed messages against a running `jina-wasm pea` process: truncated
+//! frames, wrong frame counts, an unknown protocol version, huge declared
+//! lengths, an oversized envelope, bad bodies, and garbage on the control
+//! socket. A message whose envelope does not decode cannot be answered (there
+//! is no request to answer) and is dropped with a log line and counted in
+//! `STATUS`; one whose body does not decode gets a `malformed` error reply;
+//! garbage on the control socket gets a `malformed` or `version` reply. After
+//! all of it the Pea serves a good request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use jina_wasm::cli::control;
+use jina_wasm::transport::{Link, SocketSpec};
+use jina_wasm::wire::{Body, Envelope, MAX_ENVELOPE, Message, Status};
+
+use crate::pea::{PeaProcess, client, documents, error_kind, request};
+use crate::util::text_doc;
+
+fn envelope_bytes() -> Vec<u8> {
+    Envelope::request("/echo", "").encode()
+}
+
+fn body_bytes() -> Vec<u8> {
+    let mut body = Vec::new();
+    Body::from_documents(&[text_doc("a", "first"), text_doc("b", "second")]).encode(&mut body);
+    body
+}
+
+/// Messages whose envelope does not decode: each is dropped and counted.
+fn undecodable() -> Vec<(&'static str, Vec<Bytes>)> {
+    let envelope = envelope_bytes();
+    let body = Bytes::from(body_bytes());
+    let mut cases: Vec<(&str, Vec<Bytes>)> = Vec::new();
+    for cut in [1, 2, 3, 10, envelope.len() - 1] {
+        cases.push(("truncated envelope", vec![Bytes::copy_from_slice(&envelope[..cut]), body.clone()]));
+    }
+    cases.push(("three frames", vec![envelope.clone().into(), body.clone(), body.clone()]));
+    cases.push(("five frames", vec![envelope.clone().into(), body.clone(), body.clone(), body.clone(), body.clone()]));
+    let mut version = envelope.clone();
+    version[2] = 99;
+    cases.push(("unknown protocol version", vec![version.into(), body.clone()]));
+    // The request id's length prefix (after magic, version, kind, after_error).
+    let mut huge = envelope.clone();
+    huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    cases.push(("huge declared string length", vec![huge.into(), body.clone()]));
+    let oversized = Envelope::request("/echo", "x".repeat(MAX_ENVELOPE + 1)).encode();
+    cases.push(("oversized envelope", vec![oversized.into(), body.clone()]));
+    cases.push(("not an envelope", vec![Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n")]));
+    cases.push(("empty frame", vec![Bytes::new(), Bytes::new()]));
+    cases
+}
+
+/// Bodies that do not decode under a good envelope: each gets `malformed`.
+fn bad_bodies() -> Vec<(&'static str, Bytes)> {
+    let body = body_bytes();
+    let mut huge_count = body.clone();
+    huge_count[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut huge_id = body.clone();
+    // The end offset of the first id, far past the body.
+    huge_id[4..8].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
+    vec![
+        ("truncated body", Bytes::copy_from_slice(&body[..body.len() / 2])),
+        ("huge declared document count", huge_count.into()),
+        ("huge declared id length", huge_id.into()),
+        ("garbage body", Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2])),
+        ("trailing bytes", Bytes::from([body.as_slice(), &[7, 7, 7]].concat())),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() {
+    let pea = PeaProcess::start("passthrough", &["--name", "target"]);
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test sender").await.unwrap();
+    let mut client = client(&pea).await;
+    let dropped = undecodable();
+    for (_, frames) in &dropped {
+        input.send(frames.clone()).await.unwrap();
+    }
+    for (what, body) in bad_bodies() {
+        let reply = client.call(Message::new(Envelope::request("/echo", ""), body)).await.unwrap();
+        assert_eq!(error_kind(&reply), ("target".to_string(), "malformed".to_string()), "{what}");
+    }
+    // Garbage on the control socket is answered.
+    let mut ctrl = Link::open(SocketSpec::DEALER_CONNECT, &pea.addr("ctrl"), "test control").await.unwrap();
+    let mut version = Envelope::control("STATUS").encode();
+    version[2] = 99;
+    let garbage: [(&str, Vec<Bytes>, &str); 4] = [
+        ("garbage", vec![Bytes::from_static(b"\x00\xffnot a message")], "malformed"),
+        ("unknown version", vec![version.into(), Bytes::from_static(b"{}")], "version"),
+        ("a data message", vec![envelope_bytes().into(), Bytes::new()], "unsupported"),
+        ("three frames", vec![Envelope::control("STATUS").encode().into(), Bytes::new(), Bytes::new()], "malformed"),
+    ];
+    for (what, frames, kind) in garbage {
+        ctrl.send(frames).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), ctrl.recv()).await.expect(what).expect(what);
+        let reply = Message::from_frames(&reply).unwrap_or_else(|e| panic!("{what}: {e}"));
+        match &reply.envelope.status {
+            Status::Error { kind: got, .. } => assert_eq!(got, kind, "{what}"),
+            Status::Success => panic!("{what}: answered with success"),
+        }
+    }
+    // Still serving, and every undecodable message was counted and logged.
+    let good = client.call(request("/echo", &[text_doc("g", "good")])).await.unwrap();
+    assert_eq!(documents(&good)[0].text.as_deref(), Some("good"));
+    let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    assert_eq!(status["dropped"], dropped.len(), "{status}\n{}", pea.log());
+    let log = pea.log();
+    assert_eq!(log.matches("dropped a message").count(), dropped.len(), "{log}");
+    assert!(log.contains("protocol version 99"), "{log}");
+    input.close(Duration::from_secs(1)).await;
+    ctrl.close(Duration::from_secs(1)).await;
+    client.close().await;
+}
