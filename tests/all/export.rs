@@ -220,32 +220,26 @@ fn bad_flows_are_refused_with_the_reason() {
     assert!(!out.status.success() && stderr.contains("pods `A_b` and `a-b` both become `a-b`"), "{stderr}");
 }
 
+/// `jina-wasm client` against the gateway at `host:port`; its stdout.
+fn client(host: &str, port: u16, args: &[&str], input: &str) -> String {
+    let port = port.to_string();
+    let mut all = vec!["client", "--host", host, "--port", &port];
+    all.extend(args);
+    let out = crate::cli::jina(&all, input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Index the corpus, then the ranked matches (id and score) of each query.
 fn index_and_search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
-    let port = port.to_string();
-    let client = |args: &[&str], input: &str| {
-        let mut all = vec!["client", "--host", host, "--port", &port];
-        all.extend(args);
-        let out = crate::cli::jina(&all, input);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    client(&["--endpoint", "/index"], &std::fs::read_to_string("examples/data/corpus.txt").unwrap());
-    search(host, port.parse().unwrap())
+    client(host, port, &["--endpoint", "/index"], &std::fs::read_to_string("examples/data/corpus.txt").unwrap());
+    search(host, port)
 }
 
 /// The ranked matches (id and score) of each query.
 fn search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
-    let port = port.to_string();
-    let client = |args: &[&str], input: &str| {
-        let mut all = vec!["client", "--host", host, "--port", &port];
-        all.extend(args);
-        let out = crate::cli::jina(&all, input);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let queries = "why does bread taste sour\nhow do animals find food in the dark\nwhat makes writes survive a crash\nmoon and the sea\n";
-    client(&["--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], queries)
+    client(host, port, &["--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], queries)
         .lines()
         .map(|line| {
             let doc: Value = serde_json::from_str(line).unwrap();

@@ -59,6 +59,18 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
         .collect()
 }
 
+/// Indexes `docs` into a Pod, searches `queries`, then stops it with
+/// TERMINATE (so its shards dump); returns the matches' ids.
+async fn index_search_and_stop(mut pod: PeaProcess, docs: &[Document], queries: &[Document]) -> Vec<Vec<String>> {
+    let mut c = client(&pod).await;
+    index(&mut c, docs).await;
+    let found = search(&mut c, queries).await;
+    c.close().await;
+    control(&pod.addr("ctrl"), "TERMINATE").await.unwrap();
+    assert!(pod.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", pod.log());
+    found
+}
+
 /// Indexes `docs` in 100-document requests until the target stops answering;
 /// returns the ids whose requests were answered with success.
 async fn index_until_killed(client: &mut Client, docs: &[Document]) -> BTreeSet<String> {
@@ -83,13 +95,7 @@ async fn ten_thousand_documents_survive_a_pod_restart() {
     let docs = corpus(10_000);
     let queries: Vec<Document> = docs.iter().step_by(251).map(|d| Document { id: format!("q-{}", d.id), ..d.clone() }).collect();
 
-    let mut first = pod("vector-indexer", &args);
-    let mut c = client(&first).await;
-    index(&mut c, &docs).await;
-    let before = search(&mut c, &queries).await;
-    c.close().await;
-    control(&first.addr("ctrl"), "TERMINATE").await.unwrap();
-    assert!(first.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", first.log());
+    let before = index_search_and_stop(pod("vector-indexer", &args), &docs, &queries).await;
 
     let second = pod("vector-indexer", &args);
     let mut c = client(&second).await;
@@ -233,13 +239,8 @@ async fn reshard_moves_two_shards_to_three_with_the_same_answers() {
     let polling = "/index:any,/search:all";
     let docs = corpus(3000);
     let queries: Vec<Document> = docs.iter().step_by(149).map(|d| Document { id: format!("q-{}", d.id), ..d.clone() }).collect();
-    let mut two = pod("vector-indexer", &["--name", "idx", "--shards", "2", "--workspace", ws, "--polling", polling]);
-    let mut c = client(&two).await;
-    index(&mut c, &docs).await;
-    let before = search(&mut c, &queries).await;
-    c.close().await;
-    control(&two.addr("ctrl"), "TERMINATE").await.unwrap();
-    assert!(two.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", two.log());
+    let two = pod("vector-indexer", &["--name", "idx", "--shards", "2", "--workspace", ws, "--polling", polling]);
+    let before = index_search_and_stop(two, &docs, &queries).await;
 
     let three = ["--name", "idx", "--shards", "3", "--workspace", ws, "--polling", polling];
     let refused = try_pod("vector-indexer", &three).err().expect("a Pod started on another shard count's data");
