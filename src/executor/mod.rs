@@ -71,7 +71,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const QUOTA_CHECK: Duration = Duration::from_millis(100);
 
 /// A call that has run this long is a batch job (or a runaway): its thread
-/// drops to background priority (`SCHED_IDLE`) so that short calls of other
+/// drops to background priority (nice 19) so that short calls of other
 /// executors on the machine get the CPU first when they wake. The default of
 /// `Sandbox::background_after`; see `tenant.rs` and docs/limits.md.
 pub const DEMOTE_AFTER: Duration = Duration::from_millis(100);

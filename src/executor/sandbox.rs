@@ -102,7 +102,7 @@ pub struct Sandbox {
     /// instance's own limit.
     pub tenant: Option<TenantSpec>,
     /// A call running longer than this drops its thread to background
-    /// priority (Linux `SCHED_IDLE`); `None`: never. Only for callers that
+    /// priority (Linux nice 19); `None`: never. Only for callers that
     /// move the executor to a fresh thread afterwards (the Pea does).
     pub background_after: Option<Duration>,
 }

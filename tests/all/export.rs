@@ -253,11 +253,20 @@ fn search(host: &str, port: u16) -> Vec<Vec<(String, Value)>> {
 fn serve_exported(cluster: &local_cluster::LocalCluster, shard: impl Fn(usize) -> String) -> Vec<Vec<(String, Value)>> {
     let hosts = &cluster.hosts;
     // Every replica joined its head on its own, and both shards are connected.
+    // A head that was just restarted is ready before its Peas have
+    // reconnected (they back off and retry), so this waits for them.
     for (head, expected) in [("encode-head", 2), ("index-head", 2)] {
         let address = format!("{}:8083", hosts[head]);
-        let out = crate::cli::jina(&["ping", &address, "--json"], "");
-        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(status["connected"].as_array().map(Vec::len), Some(expected), "{head}: {status}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = crate::cli::jina(&["ping", &address, "--json"], "");
+            let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if status["connected"].as_array().map(Vec::len) == Some(expected) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{head}: {expected} Peas not connected within 30 s: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let answers = index_and_search(&hosts["gateway"], 8080);
     // Each shard claimed its directory on its own volume, as in a Pod.

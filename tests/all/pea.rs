@@ -528,8 +528,16 @@ async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thre
     let mut pea = PeaProcess::start("misbehave", &["--name", "bg", "--timeout-request", "300ms", "--background-after", "50ms"]);
     let mut client = client(&pea).await;
     let before = executor_threads(pea.pid());
-    for _ in 0..3 {
+    for round in 0..3 {
+        let pid = pea.pid();
+        // Midway through the call (past 50 ms, before its 300 ms limit) its thread runs at nice 19.
+        let during = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(170));
+            executor_threads(pid)
+        });
         assert_eq!(error_kind(&client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap()).1, "timeout");
+        let during = during.join().unwrap();
+        assert!(during.iter().any(|(_, nice)| *nice == 19), "round {round}: no executor thread at nice 19 mid-call: {during:?}");
         let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
         assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
     }
@@ -543,24 +551,24 @@ async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thre
     }
     assert_eq!(threads.len(), 1, "retired threads ended: {threads:?}");
     assert_ne!(threads[0].0, before[0].0, "the executor moved to a new thread");
-    assert_eq!(threads[0].1, 0, "SCHED_OTHER, not SCHED_IDLE (5): {threads:?}");
+    assert_eq!(threads[0].1, 0, "nice 0, not 19: {threads:?}");
     client.close().await;
     control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
     assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
 }
 
-/// (thread id, scheduling policy) of a process's executor threads.
-fn executor_threads(pid: u32) -> Vec<(String, u32)> {
+/// (thread id, nice value) of a process's executor threads.
+fn executor_threads(pid: u32) -> Vec<(String, i32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
         .filter(|task| std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().starts_with("executor"))
         .map(|task| {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // Field 41 (policy), counted after the `(comm)` field, which may hold spaces.
+            // Field 19 (nice), counted after the `(comm)` field, which may hold spaces.
             let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let policy = after.split(' ').nth(38).and_then(|p| p.parse().ok()).unwrap_or(99);
-            (task.file_name().to_string_lossy().into_owned(), policy)
+            let nice = after.split(' ').nth(16).and_then(|p| p.parse().ok()).unwrap_or(99);
+            (task.file_name().to_string_lossy().into_owned(), nice)
         })
         .collect()
 }
