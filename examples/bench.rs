@@ -87,8 +87,8 @@ const SENTENCES: [&str; 4] = [
 
 fn main() {
     let cache = tempfile::tempdir().unwrap();
-    let cached = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None }).unwrap();
+    let cached = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+    let uncached = Runtime::new(RuntimeOptions { cache_dir: None, ..Default::default() }).unwrap();
     let mut rows = Vec::new();
     if section("executor") {
         rows.extend(executor_rows(&cached, &uncached));
@@ -112,7 +112,9 @@ fn main() {
     }
     // 10. The same executor in Rust, Python and JavaScript.
     if section("polyglot") {
-        rows.extend(polyglot_rows(&cached, &uncached));
+        // The same cache, with the pooling allocator `jina-wasm pea` uses.
+        let pooled = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), pool_slots: Some(jina_wasm::cli::POOL_SLOTS) }).unwrap();
+        rows.extend(polyglot_rows(&cached, &uncached, &pooled));
     }
     // 11. The demo Flow exported to Kubernetes, its units run as processes.
     if section("export") {
@@ -378,12 +380,13 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
 /// (compiled artifact from the cache, instantiate, init), and documents per
 /// second through `handle` in 100-document requests. Ratios against Rust, from
 /// this run.
-fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
+fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Runtime>) -> Vec<Row> {
     let docs: Vec<Document> = (0..100)
         .map(|i| Document { id: format!("p{i}"), text: Some(SENTENCES.join(" ")), ..Default::default() })
         .collect();
     let spec = |name: &str| ExecutorSpec { name: name.into(), config: Value::Null, sandbox: Sandbox::default() };
     let mut measured = Vec::new();
+    let mut pool_rows = Vec::new();
     for name in ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"] {
         let path = wasm(name);
         let size = std::fs::metadata(&path).unwrap().len();
@@ -397,6 +400,29 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
             let component = cached.load(&path).unwrap();
             drop(Executor::start(cached.clone(), component, spec(name)).unwrap());
         });
+        // Pooled vs on demand: the cached start, and a restart (what follows
+        // a trap: instantiate and init from the loaded component).
+        let pooled_warm = median(10, || {
+            let component = pooled.load(&path).unwrap();
+            drop(Executor::start(pooled.clone(), component, spec(name)).unwrap());
+        });
+        let restart = |runtime: &Arc<Runtime>| {
+            let component = runtime.load(&path).unwrap();
+            median(20, || drop(Executor::start(runtime.clone(), component.clone(), spec(name)).unwrap()))
+        };
+        let (demand_restart, pooled_restart) = (restart(cached), restart(pooled));
+        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
+        for (what, pooled, demand) in [("cached start", pooled_warm, warm), ("restart (instantiate + init)", pooled_restart, demand_restart)] {
+            pool_rows.push(Row {
+                name: format!("{lang} segmenter: {what}, pooled (--pool-slots 4) vs on demand"),
+                value: fmt_time(pooled),
+                baseline: format!("on demand {}", fmt_time(demand)),
+                ratio: demand.as_secs_f64() / pooled.as_secs_f64(),
+                ratio_label: "x faster",
+                target: "-".into(),
+                met: true,
+            });
+        }
         let mut executor = start(cached, name, Value::Null);
         let call = median(50, || {
             let out = executor.handle("/", &docs, &Value::Null).unwrap();
@@ -448,6 +474,7 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
             met: true,
         });
     }
+    rows.extend(pool_rows);
     rows
 }
 

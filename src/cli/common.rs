@@ -14,6 +14,11 @@ use crate::executor::sandbox::{self, Quota};
 use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, TenantSpec, Volume};
 use crate::units::{parse_duration, parse_size};
 
+/// Pool slots of a process that runs one executor: its instance, the one
+/// that replaces it after a trap or a reload, and room for an instance whose
+/// drop is still under way.
+pub const POOL_SLOTS: u32 = 4;
+
 /// Process-wide runtime settings.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
@@ -25,6 +30,16 @@ pub struct RuntimeArgs {
     /// Compile every component from scratch; don't read or write the cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Executor instances the pooling allocator keeps slots for. An instance
+    /// then takes its memories from slots mapped once, and a dropped one's are
+    /// reset rather than unmapped: fewer system calls per start and per
+    /// restart after a trap (docs/benchmarks.md). Each slot reserves (but does
+    /// not use) 16 GiB of address space; 0 allocates on demand
+    /// [default: 4 for `pea` and `run`, 0 for commands that run many
+    /// executors in one process]
+    #[arg(long, value_name = "N")]
+    pub pool_slots: Option<u32>,
 }
 
 impl RuntimeArgs {
@@ -37,9 +52,11 @@ impl RuntimeArgs {
         }
     }
 
-    pub fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+    /// The process's runtime; `default_slots` unless `--pool-slots` says
+    /// otherwise (see [`POOL_SLOTS`]).
+    pub fn runtime(&self, default_slots: u32) -> anyhow::Result<Arc<Runtime>> {
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
-        Runtime::new(RuntimeOptions { cache_dir })
+        Runtime::new(RuntimeOptions { cache_dir, pool_slots: Some(self.pool_slots.unwrap_or(default_slots)) })
     }
 }
 

@@ -96,7 +96,7 @@ impl FlowCommand {
 
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
-        let runtime = self.runtime.runtime()?;
+        let runtime = self.runtime.runtime(0)?;
         let remote = RemoteOptions { quiet_logs: self.quiet_remote_logs, workspace_id: self.workspace_id.clone(), lease: self.remote_lease };
         let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args(), remote };
         let running = crate::flow::run::start(runtime, &flow, &options).await?;

@@ -29,7 +29,7 @@ pub struct InspectCommand {
 
 impl InspectCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let runtime = self.runtime.runtime()?;
+        let runtime = self.runtime.runtime(0)?;
         let loaded = match runtime.load(&self.file) {
             Ok(loaded) => loaded,
             Err(e) => {

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use common::{ExecutorArgs, RuntimeArgs};
+pub use common::{ExecutorArgs, POOL_SLOTS, RuntimeArgs};
 pub use ping::control;
 
 /// Run Jina-style executors as sandboxed WebAssembly components.

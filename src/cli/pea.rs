@@ -250,7 +250,7 @@ impl PeaCommand {
     async fn run(self) -> anyhow::Result<ExitCode> {
         let config = self.config()?;
         let name = config.name.clone();
-        let runtime = self.runtime.runtime()?;
+        let runtime = self.runtime.runtime(super::common::POOL_SLOTS)?;
         let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
             .await
             .map_err(|_| anyhow::anyhow!("pea `{name}` was not ready within {:?} (--timeout-ready)", self.timeout_ready))??;

@@ -101,7 +101,7 @@ impl PodCommand {
         }
         let pea = self.pea.config()?;
         let name = pea.name.clone();
-        let runtime = self.pea.runtime.runtime()?;
+        let runtime = self.pea.runtime.runtime(0)?;
         let mut child_args = self.pea.runtime.child_args();
         if self.pea.quiet {
             child_args.push("--quiet".to_string());

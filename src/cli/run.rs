@@ -35,7 +35,7 @@ pub struct RunCommand {
 
 impl RunCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let runtime = self.runtime.runtime()?;
+        let runtime = self.runtime.runtime(super::common::POOL_SLOTS)?;
         let uses = &self.executor.uses;
         let component = runtime.load(uses).map_err(anyhow::Error::from)?;
         let mut spec = self.executor.spec();

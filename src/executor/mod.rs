@@ -81,6 +81,55 @@ pub const DEMOTE_AFTER: Duration = Duration::from_millis(100);
 pub struct RuntimeOptions {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// How many executor instances the pooling allocator keeps slots for;
+    /// `None`: every instance's memories and tables are mapped when it is
+    /// created and unmapped when it is dropped (wasmtime's on-demand
+    /// allocator). See [`pooling`].
+    pub pool_slots: Option<u32>,
+}
+
+/// Per-slot budgets of the pooling allocator, at twice or more what the
+/// largest guest we know needs: a componentize-py Python executor has 14 core
+/// instances, 1 memory and 2 tables (a component over a budget fails to load,
+/// naming the budget). Memories and tables are virtual reservations until
+/// touched: a memory slot is wasmtime's 4 GiB reservation plus its guard (so
+/// any `--memory-hwm` up to the wasm32 maximum fits; the limiter enforces the
+/// real limit), a table slot `MAX_TABLE_ELEMENTS` pointers (8 MiB).
+const SLOT_CORE_INSTANCES: u32 = 32;
+const SLOT_MEMORIES: u32 = 4;
+const SLOT_TABLES: u32 = 8;
+/// `VMContext` metadata of one component instance and of each core instance
+/// (wasmtime's default is 1 MiB; the Python executor needs less than that,
+/// but a bigger guest should not fail on it).
+const SLOT_METADATA: usize = 4 << 20;
+
+/// The pooling allocator's configuration for `slots` executor instances.
+///
+/// Why pool: an instance then takes memories and tables from slots mapped
+/// once, and a dropped instance's slot is reset with `madvise` instead of
+/// unmapped: fewer system calls (and less contention on the process's memory
+/// map) per start and per restart after a trap. Measured (docs/benchmarks.md):
+/// a Rust executor's restart 1.6x faster, a Python executor's cached start
+/// 1.2x; the rest of a large guest's start is hashing and mapping its
+/// artifact, which pooling does not touch. The cost: a fixed number of
+/// slots and a large virtual (not resident) reservation per slot, so commands
+/// that run many executors in one process default to on demand.
+fn pooling(slots: u32) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * SLOT_CORE_INSTANCES)
+        .total_memories(slots * SLOT_MEMORIES)
+        .total_tables(slots * SLOT_TABLES)
+        .max_core_instances_per_component(SLOT_CORE_INSTANCES)
+        .max_memories_per_component(SLOT_MEMORIES)
+        .max_tables_per_component(SLOT_TABLES)
+        .max_memories_per_module(SLOT_MEMORIES)
+        .max_tables_per_module(SLOT_TABLES)
+        .table_elements(sandbox::MAX_TABLE_ELEMENTS)
+        .max_memory_size(1 << 32)
+        .max_component_instance_size(SLOT_METADATA)
+        .max_core_instance_size(SLOT_METADATA);
+    pool
 }
 
 /// The per-process part of the host, shared by every executor in the process.
@@ -89,6 +138,7 @@ pub struct Runtime {
     linker: Linker<ExecutorState>,
     cache: Option<ComponentCache>,
     tenants: Tenants,
+    pool_slots: Option<u32>,
     _ticker: EpochTicker,
 }
 
@@ -102,7 +152,22 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(sandbox::MAX_WASM_STACK);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?;
+        let mut pool_slots = options.pool_slots.filter(|&s| s > 0);
+        if let Some(slots) = pool_slots {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(slots)));
+        }
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            // The pool is one large virtual reservation, which an address-space
+            // limit (`ulimit -v`) can refuse: run, as wasmtime would without it.
+            Err(e) if pool_slots.is_some() => {
+                tracing::warn!("cannot reserve the instance pool ({e:#}): allocating instances on demand");
+                pool_slots = None;
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("cannot create the wasmtime engine")),
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
@@ -112,7 +177,7 @@ impl Runtime {
 
         let cache = options.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Arc::new(Runtime { engine, linker, cache, tenants: Tenants::default(), _ticker: ticker }))
+        Ok(Arc::new(Runtime { engine, linker, cache, tenants: Tenants::default(), pool_slots, _ticker: ticker }))
     }
 
     /// Loads, checks and links a component. See [`LoadError`] for what is checked.
@@ -130,6 +195,11 @@ impl Runtime {
 
     pub fn cache(&self) -> Option<&ComponentCache> {
         self.cache.as_ref()
+    }
+
+    /// The instance slots of the pooling allocator; `None`: on demand.
+    pub fn pool_slots(&self) -> Option<u32> {
+        self.pool_slots
     }
 
     /// The tenants whose executors run in this process.
@@ -556,7 +626,12 @@ impl Executor {
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
         store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
-        let bindings = self.component.pre.instantiate(&mut store).map_err(anyhow::Error::from)?;
+        let bindings = self.component.pre.instantiate(&mut store).map_err(|e| {
+            let pool_full = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some();
+            let slots = self.runtime.pool_slots().unwrap_or(0);
+            let e = anyhow::Error::from(e);
+            if pool_full { e.context(format!("every instance slot of this process is taken (--pool-slots {slots})")) } else { e }
+        })?;
         Ok(Live { store, bindings })
     }
 

@@ -215,6 +215,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
             return Err(anyhow::Error::from(e).context(format!("pea `{name}` did not start")));
         }
     };
+    let pool_slots = runtime.pool_slots();
     let worker = match Worker::start(runtime, config.uses.clone(), config.executor.clone()).await {
         Ok(worker) => worker,
         Err(e) => {
@@ -244,6 +245,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         output,
         ctrl,
         worker,
+        pool_slots,
         started: Instant::now(),
         counters: Counters::default(),
         busy: None,
@@ -306,6 +308,8 @@ struct Pea {
     output: Link,
     ctrl: Link,
     worker: Worker,
+    /// The process's pooling allocator slots (`None`: on demand), for STATUS.
+    pool_slots: Option<u32>,
     started: Instant,
     counters: Counters,
     busy: Option<Busy>,
@@ -744,6 +748,7 @@ impl Pea {
             "errors": health.stats.errors,
             "traps": health.stats.traps,
             "restarts": health.stats.restarts,
+            "pool_slots": self.pool_slots.unwrap_or(0),
             "busy_for_ms": health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
             "uptime_ms": self.started.elapsed().as_millis() as u64,
             "pid": std::process::id(),

@@ -1,9 +1,10 @@
 //! Each way a file can fail to be an executor has its own clear message naming
 //! the file; the compiled-component cache turns a compile into a quick load.
 
-use jina_wasm::executor::{CacheOutcome, LoadError, Runtime, RuntimeOptions};
+use jina_wasm::executor::{CacheOutcome, Executor, ExecutorSpec, LoadError, Runtime, RuntimeOptions, Sandbox};
+use serde_json::Value;
 
-use crate::util::{runtime, wasm};
+use crate::util::{cache_dir, runtime, text_doc, wasm};
 
 fn load_error(path: &std::path::Path) -> LoadError {
     runtime().load(path).err().expect("load should fail")
@@ -73,14 +74,33 @@ fn every_example_loads_and_names_its_contract() {
 fn second_load_comes_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let path = wasm("passthrough");
-    let first = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    let first = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
     assert_eq!(first.load(&path).unwrap().cache, CacheOutcome::Compiled);
-    let second = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    let second = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
     assert_eq!(second.load(&path).unwrap().cache, CacheOutcome::Hit);
     // A corrupt artifact is recompiled, not trusted.
     for entry in std::fs::read_dir(cache.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()) }).unwrap();
+    let third = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
     assert_eq!(third.load(&path).unwrap().cache, CacheOutcome::Compiled);
+}
+
+/// The pooling allocator (`--pool-slots`): a full pool is an error that names
+/// the flag, and a dropped instance gives its slot back.
+#[test]
+fn a_full_instance_pool_names_the_flag_and_a_dropped_instance_frees_its_slot() {
+    let pooled = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()), pool_slots: Some(1) }).unwrap();
+    assert_eq!(pooled.pool_slots(), Some(1));
+    let component = pooled.load(&wasm("passthrough")).unwrap();
+    let spec = || ExecutorSpec { name: "pooled".into(), config: Value::Null, sandbox: Sandbox::default() };
+    for _ in 0..3 {
+        let first = Executor::start(pooled.clone(), component.clone(), spec()).unwrap();
+        let full = Executor::start(pooled.clone(), component.clone(), spec()).err().expect("a second instance in one slot");
+        assert!(full.to_string().contains("every instance slot of this process is taken (--pool-slots 1)"), "{full}");
+        drop(first);
+    }
+    let mut last = Executor::start(pooled.clone(), component, spec()).unwrap();
+    let out = last.handle("/", &[text_doc("d", "still serving")], &Value::Null).unwrap();
+    assert_eq!(out[0].text.as_deref(), Some("still serving"));
 }

@@ -29,15 +29,21 @@ impl PeaProcess {
 
     /// Starts a Pea; on failure, returns its stderr.
     pub fn try_start(guest: &str, args: &[&str]) -> Result<PeaProcess, String> {
+        PeaProcess::try_start_with(guest, args, |_| {})
+    }
+
+    /// Starts a Pea, letting `setup` adjust its command first.
+    pub fn try_start_with(guest: &str, args: &[&str], setup: impl FnOnce(&mut Command)) -> Result<PeaProcess, String> {
         let log = tempfile::NamedTempFile::new().unwrap();
         let uses = wasm(guest);
         // `--pod` first: the same harness runs `jina-wasm pod`.
-        let (command, args) = match args.split_first() {
+        let (command_name, args) = match args.split_first() {
             Some((&"--pod", rest)) => ("pod", rest),
             _ => ("pea", args),
         };
-        let mut child = Command::new(bin())
-            .arg(command)
+        let mut command = Command::new(bin());
+        command
+            .arg(command_name)
             .arg("--uses")
             .arg(&uses)
             .args(args)
@@ -45,9 +51,9 @@ impl PeaProcess {
             .env("JINA_WASM_LOG", std::env::var("PEA_LOG").unwrap_or("info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(log.reopen().unwrap());
+        setup(&mut command);
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -521,6 +527,48 @@ async fn a_read_only_pea_reloads_what_a_writer_dumps() {
     assert_eq!(reader.log(), "");
     write.close().await;
     read.close().await;
+}
+
+/// Where the address space is limited (`ulimit -v`), the instance pool cannot
+/// be reserved: the Pea says so and allocates on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pea_whose_pool_cannot_be_reserved_allocates_on_demand() {
+    use std::os::unix::process::CommandExt as _;
+    // 16 GB: room for the host and on-demand instances, not for 4 pool slots.
+    let limit = |command: &mut Command| {
+        // SAFETY: setrlimit is async-signal-safe; it only changes the child's limit.
+        unsafe {
+            command.pre_exec(|| {
+                let bytes = 16_000_000_000;
+                let rlimit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                if libc::setrlimit(libc::RLIMIT_AS, &rlimit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+    };
+    let pea = PeaProcess::try_start_with("passthrough", &["--name", "limited"], limit).unwrap_or_else(|log| panic!("{log}"));
+    let mut client = client(&pea).await;
+    let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+    assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
+    let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    assert_eq!(status["pool_slots"], 0, "{status}");
+    assert!(pea.log().contains("cannot reserve the instance pool"), "{}", pea.log());
+    client.close().await;
+}
+
+/// With one pool slot, every restart after a trap reuses it: the Pea drops
+/// the trapped instance before it starts the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pea_restarts_again_and_again_in_one_pool_slot() {
+    let pea = PeaProcess::start("misbehave", &["--name", "pooled", "--pool-slots", "1"]);
+    let mut client = client(&pea).await;
+    for _ in 0..5 {
+        assert_eq!(error_kind(&client.call(request("/panic", &[])).await.unwrap()).1, "panic");
+        let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+        assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"), "{}", pea.log());
+    }
+    let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    assert_eq!((&status["restarts"], &status["pool_slots"]), (&json!(5), &json!(1)), "{status}");
+    client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

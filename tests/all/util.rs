@@ -45,7 +45,7 @@ pub fn cache_dir() -> &'static std::path::Path {
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()) }).unwrap())
+        .get_or_init(|| Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()), ..Default::default() }).unwrap())
         .clone()
 }
 
