@@ -109,9 +109,10 @@ const SLOT_METADATA: usize = 4 << 20;
 /// once, and a dropped instance's slot is reset with `madvise` instead of
 /// unmapped: fewer system calls (and less contention on the process's memory
 /// map) per start and per restart after a trap. Measured (docs/benchmarks.md):
-/// a Rust executor's restart 1.6x faster, a Python executor's cached start
-/// 1.2x; the rest of a large guest's start is hashing and mapping its
-/// artifact, which pooling does not touch. The cost: a fixed number of
+/// a Rust executor's restart 1.6-2x faster, a JS one's up to 1.5x, a Python
+/// one's unchanged on a quiet machine (2x under load); a large guest's cached
+/// start is mostly hashing and mapping its artifact, which pooling does not
+/// touch. The cost: a fixed number of
 /// slots and a large virtual (not resident) reservation per slot, so commands
 /// that run many executors in one process default to on demand.
 fn pooling(slots: u32) -> wasmtime::PoolingAllocationConfig {
