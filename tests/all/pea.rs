@@ -163,7 +163,12 @@ async fn control_requests_are_answered_while_the_executor_is_busy() {
     let ctrl = pea.addr("ctrl");
     let mut client = client(&pea).await;
     let call = tokio::spawn(async move { client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while control(&ctrl, "STATUS").await.unwrap()["state"] != "busy" {
+        assert!(Instant::now() < until, "the call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let asked = Instant::now();
     let status = control(&ctrl, "STATUS").await.unwrap();
     assert!(asked.elapsed() < Duration::from_secs(2), "STATUS waited for the executor");
