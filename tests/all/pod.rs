@@ -193,8 +193,14 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             let Status::Error { message: why, .. } = &reply.envelope.status else { unreachable!() };
             assert!(why.contains("`sh/shard-0`"), "{why}");
             // A shard that is killed.
+            assert!(status["connected"].as_array().unwrap().contains(&json!("sh/shard-1")), "{status}");
             Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Once the head has seen the disconnect (at once here; later on a busy machine).
+            let until = Instant::now() + Duration::from_secs(10);
+            while control(&p.addr("ctrl"), "STATUS").await.unwrap()["connected"].as_array().unwrap().contains(&json!("sh/shard-1")) {
+                assert!(Instant::now() < until, "the Pod never noticed its killed shard\n{}", p.log());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let asked = Instant::now();
             let reply = c.call(message("/only", json!({"who": "nobody"}), &doc)).await.unwrap();
             assert_eq!(failed(&reply), ("sh/shard-1".into(), "unavailable".into()), "{:?}\n{status}\n{}", reply.envelope.status, p.log());
