@@ -7,14 +7,13 @@
 //! garbage on the control socket gets a `malformed` or `version` reply. After
 //! all of it the Pea serves a good request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use jina_wasm::cli::control;
 use jina_wasm::transport::{Link, SocketSpec};
 use jina_wasm::wire::{Body, Envelope, MAX_ENVELOPE, Message, Status};
 
-use crate::pea::{PeaProcess, client, documents, error_kind, request};
+use crate::pea::{PeaProcess, client, documents, error_kind, request, status_until};
 use crate::util::text_doc;
 
 fn envelope_bytes() -> Vec<u8> {
@@ -106,15 +105,7 @@ async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() 
     // The undecodable messages came on a connection of their own, which the
     // Pea reads fairly alongside the client's: they may be counted after the
     // good request was answered, but they must all be counted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
-        if status["dropped"] == dropped.len() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status}\n{}", pea.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    status_until(&pea.addr("ctrl"), "every undecodable message counted", |s| s["dropped"] == dropped.len()).await;
     let log = pea.log();
     assert_eq!(log.matches("dropped a message").count(), dropped.len(), "{log}");
     assert!(log.contains("protocol version 99"), "{log}");

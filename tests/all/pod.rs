@@ -11,7 +11,7 @@ use jina_wasm::wire::{Body, Envelope, Message, Status};
 use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
-use crate::pea::PeaProcess;
+use crate::pea::{PeaProcess, status_until};
 use crate::util::{bin, cache_dir, wasm};
 
 /// A pod process: the same harness as a Pea, with `pod` as the command.
@@ -196,11 +196,7 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             assert!(status["connected"].as_array().unwrap().contains(&json!("sh/shard-1")), "{status}");
             Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
             // Once the head has seen the disconnect (at once here; later on a busy machine).
-            let until = Instant::now() + Duration::from_secs(10);
-            while control(&p.addr("ctrl"), "STATUS").await.unwrap()["connected"].as_array().unwrap().contains(&json!("sh/shard-1")) {
-                assert!(Instant::now() < until, "the Pod never noticed its killed shard\n{}", p.log());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            status_until(&p.addr("ctrl"), "the head dropped the killed shard", |s| !s["connected"].as_array().unwrap().contains(&json!("sh/shard-1"))).await;
             let asked = Instant::now();
             let reply = c.call(message("/only", json!({"who": "nobody"}), &doc)).await.unwrap();
             assert_eq!(failed(&reply), ("sh/shard-1".into(), "unavailable".into()), "{:?}\n{status}\n{}", reply.envelope.status, p.log());

@@ -13,7 +13,7 @@ use jina_wasm::wire::Status;
 use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
-use crate::pea::PeaProcess;
+use crate::pea::{PeaProcess, status_until};
 use crate::pod::{client, corpus, documents, index, message, pod, search, try_pod};
 use crate::util;
 
@@ -153,11 +153,7 @@ async fn interval_mode_loses_only_what_came_after_the_last_dump() {
     // One document per request: request k holds v-(k-1).
     let batch = |from: usize| -> Vec<_> { vectors(from, 50, 8).chunks(1).map(|d| message("/index", json!({}), d)).collect() };
     c.stream(batch(0), |_| Ok(())).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while control(&ctrl, "STATUS").await.unwrap()["dumped_through"] != json!(50) {
-        assert!(Instant::now() < until, "no periodic dump within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    status_until(&ctrl, "a periodic dump of the first 50 requests", |s| s["dumped_through"] == json!(50)).await;
     c.stream(batch(50), |_| Ok(())).await.unwrap();
     let status = control(&ctrl, "STATUS").await.unwrap();
     kill_9(pea.pid());
