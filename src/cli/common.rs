@@ -152,8 +152,9 @@ pub struct ExecutorArgs {
     pub tenant_memory: Option<u64>,
 
     /// A call that runs longer than this continues at background CPU priority
-    /// (nice 19: it yields to any other thread at once, and gets a small share while they run), so it cannot delay short calls of other executors
-    /// on the machine; 0 never. `run` never does.
+    /// (nice 19: it yields to any other thread at once, and gets a small share
+    /// while they run), so it cannot delay short calls of other executors on
+    /// the machine; 0 never. `run` never does.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "100ms")]
     pub background_after: Duration,
 }

@@ -112,9 +112,9 @@ const SLOT_METADATA: usize = 4 << 20;
 /// a Rust executor's restart 1.6-2x faster, a JS one's up to 1.5x, a Python
 /// one's unchanged on a quiet machine (2x under load); a large guest's cached
 /// start is mostly hashing and mapping its artifact, which pooling does not
-/// touch. The cost: a fixed number of
-/// slots and a large virtual (not resident) reservation per slot, so commands
-/// that run many executors in one process default to on demand.
+/// touch. The cost: a fixed number of slots and a large virtual (not
+/// resident) reservation per slot, so commands that run many executors in
+/// one process default to on demand.
 fn pooling(slots: u32) -> wasmtime::PoolingAllocationConfig {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(slots)

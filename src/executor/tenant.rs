@@ -132,7 +132,7 @@ impl Tenants {
 /// normal thread's) while others want the CPU. Returns whether it did.
 ///
 /// Not `SCHED_IDLE`, which the first version used: that runs a thread only
-/// when no other wants the CPU, so on a busy host a legitimate 200 ms call
+/// when no other wants the CPU, so on a busy host a legitimate long call
 /// starved until its `--timeout-request` (seen in a loaded test run). Nice 19
 /// keeps the preemption that protects short calls and never starves.
 ///
