@@ -388,6 +388,7 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Ru
     let mut measured = Vec::new();
     let mut pool_rows = Vec::new();
     for name in ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"] {
+        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
         let path = wasm(name);
         let size = std::fs::metadata(&path).unwrap().len();
         // Cold: once (a Python component takes seconds to compile).
@@ -396,28 +397,27 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Ru
         drop(Executor::start(uncached.clone(), component, spec(name)).unwrap());
         let cold = started.elapsed();
         cached.load(&path).unwrap();
-        let warm = median(10, || {
-            let component = cached.load(&path).unwrap();
-            drop(Executor::start(cached.clone(), component, spec(name)).unwrap());
-        });
-        // Pooled vs on demand: the cached start, and a restart (what follows
-        // a trap: instantiate and init from the loaded component).
-        let pooled_warm = median(10, || {
-            let component = pooled.load(&path).unwrap();
-            drop(Executor::start(pooled.clone(), component, spec(name)).unwrap());
-        });
+        // The cached start (load and start), and a restart (what follows a
+        // trap: instantiate and init from the loaded component); each on
+        // demand (`cached`) and pooled.
+        let cached_start = |runtime: &Arc<Runtime>| {
+            median(10, || {
+                let component = runtime.load(&path).unwrap();
+                drop(Executor::start(runtime.clone(), component, spec(name)).unwrap());
+            })
+        };
         let restart = |runtime: &Arc<Runtime>| {
             let component = runtime.load(&path).unwrap();
             median(20, || drop(Executor::start(runtime.clone(), component.clone(), spec(name)).unwrap()))
         };
-        let (demand_restart, pooled_restart) = (restart(cached), restart(pooled));
-        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
-        for (what, pooled, demand) in [("cached start", pooled_warm, warm), ("restart (instantiate + init)", pooled_restart, demand_restart)] {
+        let warm = cached_start(cached);
+        let (pooled_warm, demand_restart, pooled_restart) = (cached_start(pooled), restart(cached), restart(pooled));
+        for (what, with_pool, demand) in [("cached start", pooled_warm, warm), ("restart (instantiate + init)", pooled_restart, demand_restart)] {
             pool_rows.push(Row {
                 name: format!("{lang} segmenter: {what}, pooled (--pool-slots 4) vs on demand"),
-                value: fmt_time(pooled),
+                value: fmt_time(with_pool),
                 baseline: format!("on demand {}", fmt_time(demand)),
-                ratio: demand.as_secs_f64() / pooled.as_secs_f64(),
+                ratio: demand.as_secs_f64() / with_pool.as_secs_f64(),
                 ratio_label: "x faster",
                 target: "-".into(),
                 met: true,
@@ -428,12 +428,11 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Ru
             let out = executor.handle("/", &docs, &Value::Null).unwrap();
             assert_eq!(out[0].chunks.len(), SENTENCES.len());
         });
-        measured.push((name, size, cold, warm, 100.0 / call.as_secs_f64()));
+        measured.push((lang, size, cold, warm, 100.0 / call.as_secs_f64()));
     }
     let (_, _, rust_cold, rust_warm, rust_rate) = measured[0];
     let mut rows = Vec::new();
-    for &(name, size, cold, warm, rate) in &measured {
-        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
+    for &(lang, size, cold, warm, rate) in &measured {
         rows.push(Row {
             name: format!("{lang} segmenter ({}): cached start vs cold", mib(size)),
             value: fmt_time(warm),

@@ -109,7 +109,7 @@ const SLOT_METADATA: usize = 4 << 20;
 /// once, and a dropped instance's slot is reset with `madvise` instead of
 /// unmapped: fewer system calls (and less contention on the process's memory
 /// map) per start and per restart after a trap. Measured (docs/benchmarks.md):
-/// a Rust executor's restart 1.6-2x faster, a JS one's up to 1.5x, a Python
+/// a Rust executor's restart 1.5-2x faster, a JS one's up to 1.5x, a Python
 /// one's unchanged on a quiet machine (2x under load); a large guest's cached
 /// start is mostly hashing and mapping its artifact, which pooling does not
 /// touch. The cost: a fixed number of slots and a large virtual (not
