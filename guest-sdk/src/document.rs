@@ -237,8 +237,16 @@ mod tests {
 
     #[test]
     fn traversal_selects_roots_or_chunks() {
-        let docs = vec![Document::new("p").with_chunk(Document::new("c1")), Document::new("q")];
-        let ids = |t: Traversal| t.select(&docs).iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        let docs = vec![
+            Document::new("p").with_chunk(Document::new("c1")),
+            Document::new("q"),
+        ];
+        let ids = |t: Traversal| {
+            t.select(&docs)
+                .iter()
+                .map(|d| d.id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(Traversal::parse("roots").unwrap()), ["p", "q"]);
         assert_eq!(ids(Traversal::parse("c").unwrap()), ["c1"]);
         assert!(Traversal::parse("leaves").unwrap_err().contains("leaves"));

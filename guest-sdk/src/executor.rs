@@ -303,7 +303,11 @@ mod tests {
         for key in ["c", "d", "e"] {
             let err = params.get_count(key).unwrap_err();
             assert_eq!(err.kind, ErrorKind::BadRequest);
-            assert!(err.message.contains(&format!("parameters.{key}")), "{}", err.message);
+            assert!(
+                err.message.contains(&format!("parameters.{key}")),
+                "{}",
+                err.message
+            );
         }
     }
 

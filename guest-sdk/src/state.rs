@@ -566,10 +566,20 @@ mod tests {
         let mut j = Journal::new(&dir, "snap", "log", &config, 0).unwrap();
         assert_eq!(j.load().unwrap(), (None, vec![]));
         j.record(&[b"a".to_vec()], true).unwrap();
-        assert_eq!(j.load().unwrap().1, vec![b"a".to_vec()], "durable: logged at once");
-        assert!(!j.dump(false, || unreachable!()).unwrap(), "a small log is not folded");
+        assert_eq!(
+            j.load().unwrap().1,
+            vec![b"a".to_vec()],
+            "durable: logged at once"
+        );
+        assert!(
+            !j.dump(false, || unreachable!()).unwrap(),
+            "a small log is not folded"
+        );
         j.record(&[b"b".to_vec()], false).unwrap();
-        assert!(j.dump(false, || b"ab".to_vec()).unwrap(), "an unlogged change forces a snapshot");
+        assert!(
+            j.dump(false, || b"ab".to_vec()).unwrap(),
+            "an unlogged change forces a snapshot"
+        );
         assert_eq!(j.load().unwrap(), (Some(b"ab".to_vec()), vec![]));
         j.record(&[vec![1; 30]], true).unwrap();
         assert!(j.snapshot_due(), "past compact_log_bytes");
