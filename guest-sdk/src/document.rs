@@ -202,7 +202,7 @@ impl Traversal {
     }
 
     /// The documents of `docs` this traversal selects, in order.
-    pub fn select<'a>(self, docs: &'a [Document]) -> Vec<&'a Document> {
+    pub fn select(self, docs: &[Document]) -> Vec<&Document> {
         match self {
             Traversal::Roots => docs.iter().collect(),
             Traversal::Chunks => docs.iter().flat_map(|d| &d.chunks).collect(),

@@ -294,6 +294,10 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// What [`Journal::load`] finds: the snapshot's bytes (`None` before the
+/// first) and the log's records after it.
+pub type Loaded = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The durability policy of an indexer (docs/stateful.md): the whole state
 /// in a snapshot written by `dump`, and the changes since then in an
 /// [`AppendLog`] beside it.
@@ -377,7 +381,7 @@ impl Journal {
     /// # Errors
     ///
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when a file exists but cannot be read.
-    pub fn load(&self) -> Result<(Option<Vec<u8>>, Vec<Vec<u8>>)> {
+    pub fn load(&self) -> Result<Loaded> {
         Ok((
             read_if_exists(&self.snapshot_path)?,
             AppendLog::replay(&self.log_path)?,

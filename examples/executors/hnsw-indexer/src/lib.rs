@@ -45,12 +45,13 @@
 //! # Why not a crate
 //!
 //! Measured against this executor's needs (docs/hnsw.md has the details):
-//! `instant-distance` builds an immutable map in one batch (no insert, no
-//! delete: every `/index` would rebuild the graph); `hnsw_rs` inserts but
-//! cannot delete, and reaches for mmap and threads; `usearch` is C++ and
-//! would need a C++ toolchain for wasm32-wasip2 in the build. None
-//! persists in a form that fits the workspace's snapshot-plus-log contract.
-//! The graph here is ~500 lines: `graph.rs`.
+//! `instant-distance` compiles for wasm32-wasip2 but builds an immutable map
+//! in one batch (no insert, no delete: every `/index` would rebuild the
+//! graph); `hnsw_rs` does not compile for wasm32-wasip2 (its `mmap-rs`
+//! dependency) and cannot delete; `usearch` is C++ and would need a WASI C++
+//! toolchain in the build. None persists in a form that fits the
+//! workspace's snapshot-plus-log contract.
+//! The graph is written here instead: `graph.rs`.
 //!
 //! # State
 //!
