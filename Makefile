@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger
+EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger hnsw-indexer
 FIXTURES := misbehave wrong-world future-contract
 
 # Executors in other languages (docs/python-executors.md, docs/javascript-executors.md):

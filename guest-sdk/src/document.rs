@@ -173,6 +173,43 @@ fn xorshift(state: &Cell<u64>) -> u64 {
     x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// Which documents of a request an indexer stores or deletes: the request's
+/// own (`"roots"`, `"r"`) or their chunks (`"chunks"`, `"c"`: Jina's
+/// `traversal_paths: ['c']`, to index the sentences a segmenter made).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Traversal {
+    /// The request's top-level documents.
+    #[default]
+    Roots,
+    /// The chunks of the request's top-level documents.
+    Chunks,
+}
+
+impl Traversal {
+    /// Parse a traversal name.
+    ///
+    /// # Errors
+    ///
+    /// A name that is neither; the message says what is accepted.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "roots" | "r" => Ok(Traversal::Roots),
+            "chunks" | "c" => Ok(Traversal::Chunks),
+            other => Err(format!(
+                "traversal {other:?} is neither \"roots\" nor \"chunks\""
+            )),
+        }
+    }
+
+    /// The documents of `docs` this traversal selects, in order.
+    pub fn select(self, docs: &[Document]) -> Vec<&Document> {
+        match self {
+            Traversal::Roots => docs.iter().collect(),
+            Traversal::Chunks => docs.iter().flat_map(|d| &d.chunks).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +233,22 @@ mod tests {
         assert_eq!(doc.score("cosine"), Some(0.5));
         assert_eq!(doc.score("l2"), None);
         assert!(!doc.id.is_empty());
+    }
+
+    #[test]
+    fn traversal_selects_roots_or_chunks() {
+        let docs = vec![
+            Document::new("p").with_chunk(Document::new("c1")),
+            Document::new("q"),
+        ];
+        let ids = |t: Traversal| {
+            t.select(&docs)
+                .iter()
+                .map(|d| d.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Traversal::parse("roots").unwrap()), ["p", "q"]);
+        assert_eq!(ids(Traversal::parse("c").unwrap()), ["c1"]);
+        assert!(Traversal::parse("leaves").unwrap_err().contains("leaves"));
     }
 }

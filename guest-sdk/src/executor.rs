@@ -122,6 +122,31 @@ impl Object {
         }
     }
 
+    fn count(&self, key: &str, kind: ErrorKind, what: &str) -> Result<Option<usize>> {
+        let value = match self.map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(value) => value,
+        };
+        let count = match value {
+            Value::Number(n) => n.as_u64().or_else(|| {
+                // Jina's Python client sends numbers as doubles (`top_k: 3.0`).
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            }),
+            _ => None,
+        };
+        count
+            .and_then(|c| usize::try_from(c).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::new(
+                    kind,
+                    format!("{what}.{key} = {value}: expected a non-negative whole number"),
+                )
+            })
+    }
+
     fn deserialize<T: DeserializeOwned>(&self, kind: ErrorKind, what: &str) -> Result<T> {
         T::deserialize(Value::Object(self.map.clone()))
             .map_err(|err| Error::new(kind, format!("{what}: {err}")))
@@ -161,6 +186,26 @@ macro_rules! json_object {
             /// As [`get`](Self::get).
             pub fn get_or<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
                 Ok(self.get(key)?.unwrap_or(default))
+            }
+
+            /// `key` as a count (`top_k`, `limit`): a non-negative whole
+            /// number, also when written as a double (`3.0`, as Jina's Python
+            /// client sends every number); `None` when absent or `null`.
+            ///
+            /// # Errors
+            ///
+            /// Anything else (`-1`, `2.5`, `"3"`); the message names the key.
+            pub fn get_count(&self, key: &str) -> Result<Option<usize>> {
+                self.0.count(key, $kind, $what)
+            }
+
+            /// [`get_count`](Self::get_count), or `default` when absent or `null`.
+            ///
+            /// # Errors
+            ///
+            /// As [`get_count`](Self::get_count).
+            pub fn get_count_or(&self, key: &str, default: usize) -> Result<usize> {
+                Ok(self.get_count(key)?.unwrap_or(default))
             }
 
             /// The whole object as `T` (a `#[derive(Deserialize)]` struct).
@@ -245,6 +290,25 @@ mod tests {
             dim: usize,
         }
         assert_eq!(config.deserialize::<Whole>().unwrap().dim, 128);
+    }
+
+    #[test]
+    fn counts_accept_integral_doubles_only() {
+        let params =
+            Params::parse(r#"{"a": 3, "b": 3.0, "c": 2.5, "d": -1, "e": "3", "f": null}"#).unwrap();
+        assert_eq!(params.get_count("a").unwrap(), Some(3));
+        assert_eq!(params.get_count("b").unwrap(), Some(3));
+        assert_eq!(params.get_count("f").unwrap(), None);
+        assert_eq!(params.get_count_or("missing", 7).unwrap(), 7);
+        for key in ["c", "d", "e"] {
+            let err = params.get_count(key).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::BadRequest);
+            assert!(
+                err.message.contains(&format!("parameters.{key}")),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]

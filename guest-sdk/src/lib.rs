@@ -36,7 +36,9 @@
 //! - [`error`]: [`Error`] and [`ErrorKind`], the failure the host receives.
 //! - [`log`]: structured logs into the host's tracing output.
 //! - [`embedding`]: vector helpers and the `feature_hash` text embedding contract.
-//! - [`state`]: crash-safe files for stateful executors (atomic writes, append log).
+//! - [`state`]: crash-safe files for stateful executors (atomic writes, append log,
+//!   and [`state::Journal`], the snapshot-plus-log policy of an indexer).
+//! - [`bytes`]: little-endian writers and a checked [`bytes::Reader`] for state files.
 //!
 //! Everything generated from WIT lives in the hidden `__bindings` module and is
 //! converted at one seam (`wire`); none of it appears in this API.
@@ -45,6 +47,7 @@
 // `jina_guest_sdk` from inside it as well as from executor crates.
 extern crate self as jina_guest_sdk;
 
+pub mod bytes;
 pub mod document;
 pub mod embedding;
 pub mod error;
@@ -56,7 +59,7 @@ mod wire;
 #[doc(hidden)]
 pub mod __rt;
 
-pub use document::{Document, NamedScore};
+pub use document::{Document, NamedScore, Traversal};
 pub use error::{Error, ErrorKind, Result};
 pub use executor::{Config, Executor, Handler, Params, Routes};
 

@@ -294,6 +294,167 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// What [`Journal::load`] finds: the snapshot's bytes (`None` before the
+/// first) and the log's records after it.
+pub type Loaded = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The durability policy of an indexer (docs/stateful.md): the whole state
+/// in a snapshot written by `dump`, and the changes since then in an
+/// [`AppendLog`] beside it.
+///
+/// - [`record`](Self::record) takes a request's changes, already encoded.
+///   Durable ones are appended (one write) and fsynced before it returns,
+///   unless the host runs in durable mode (`with.jina.durable`): then `dump`,
+///   which the host calls before answering, makes one fsync for every request
+///   it commits. Other changes only mark the snapshot stale.
+/// - [`dump`](Self::dump) syncs the log, then writes a new snapshot and empties
+///   the log when a change is only in memory, when the log has grown past
+///   `compact_log_bytes`, or when the executor asks (`force`). A crash between
+///   the two replays changes the snapshot already holds: records must be
+///   idempotent (an upsert, a delete).
+/// - [`load`](Self::load) gives `init` the snapshot and the log's records.
+///
+/// The log is opened at the first durable change or dump, so a read-only
+/// workspace only fails when something must be written.
+#[derive(Debug)]
+pub struct Journal {
+    snapshot_path: PathBuf,
+    log_path: PathBuf,
+    log: Option<AppendLog>,
+    /// Log changes durably unless a request says otherwise.
+    pub durable: bool,
+    /// The host's durable mode: `dump` (before every answer) syncs the log,
+    /// so a change does not sync it itself.
+    sync_in_dump: bool,
+    /// Some change since the last snapshot is only in memory (not logged).
+    unlogged: bool,
+    /// Appended to the log but not yet synced.
+    unsynced: bool,
+    /// `dump` rewrites the snapshot once the log is larger than this.
+    compact_log_bytes: u64,
+}
+
+impl Journal {
+    /// A journal of `snapshot_file` and `log_file` in `workspace`, configured
+    /// from `with:`: `durable` (default: the host's durable mode,
+    /// `jina.durable`) and `compact_log_bytes` (default `default_compact`).
+    ///
+    /// # Errors
+    ///
+    /// A `with:` value of the wrong type ([`ErrorKind::BadConfig`](crate::ErrorKind::BadConfig)).
+    pub fn new(
+        workspace: &Path,
+        snapshot_file: &str,
+        log_file: &str,
+        config: &crate::Config,
+        default_compact: u64,
+    ) -> Result<Self> {
+        let host_durable = config
+            .get::<serde_json::Value>("jina")?
+            .and_then(|jina| jina.get("durable").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false);
+        Ok(Journal {
+            snapshot_path: workspace.join(snapshot_file),
+            log_path: workspace.join(log_file),
+            log: None,
+            durable: config.get_or("durable", host_durable)?,
+            sync_in_dump: host_durable,
+            unlogged: false,
+            unsynced: false,
+            compact_log_bytes: config.get_or("compact_log_bytes", default_compact)?,
+        })
+    }
+
+    /// The snapshot's path, for messages.
+    pub fn snapshot_path(&self) -> &Path {
+        &self.snapshot_path
+    }
+
+    /// The log's path, for messages.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The snapshot's bytes (`None` when there is none yet) and the log's
+    /// records after it, oldest first, up to the first torn one.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when a file exists but cannot be read.
+    pub fn load(&self) -> Result<Loaded> {
+        Ok((
+            read_if_exists(&self.snapshot_path)?,
+            AppendLog::replay(&self.log_path)?,
+        ))
+    }
+
+    /// Take one request's changes: appended (and synced, see the type's docs)
+    /// when `durable`, else kept for the next snapshot. Call it before applying
+    /// them, so a failed write changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`]: the change is then neither logged nor to be applied.
+    pub fn record(&mut self, records: &[Vec<u8>], durable: bool) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if !durable {
+            self.unlogged = true;
+            return Ok(());
+        }
+        let log = match &mut self.log {
+            Some(log) => log,
+            None => self.log.insert(AppendLog::open(&self.log_path)?),
+        };
+        log.append_all(records.iter().map(Vec::as_slice))?;
+        if self.sync_in_dump {
+            self.unsynced = true;
+        } else {
+            log.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`dump`](Self::dump) would write a snapshot without `force`.
+    pub fn snapshot_due(&self) -> bool {
+        self.unlogged
+            || self
+                .log
+                .as_ref()
+                .is_some_and(|log| log.size() > self.compact_log_bytes)
+    }
+
+    /// Make every recorded change durable: sync the log, and when a snapshot
+    /// is due (or `force`), write `snapshot()` atomically and empty the log.
+    /// Returns whether a snapshot was written.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_atomic`], naming the file.
+    pub fn dump(&mut self, force: bool, snapshot: impl FnOnce() -> Vec<u8>) -> Result<bool> {
+        if self.unsynced
+            && let Some(log) = &mut self.log
+        {
+            log.sync()?;
+            self.unsynced = false;
+        }
+        if !force && !self.snapshot_due() {
+            return Ok(false);
+        }
+        write_atomic(&self.snapshot_path, &snapshot())?;
+        // Everything logged is in the snapshot now.
+        if self.log.is_none() && self.log_path.exists() {
+            self.log = Some(AppendLog::open(&self.log_path)?);
+        }
+        if let Some(log) = &mut self.log {
+            log.truncate()?;
+        }
+        self.unlogged = false;
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +560,36 @@ mod tests {
             AppendLog::replay(&path).unwrap(),
             vec![b"good".to_vec(), b"new".to_vec()]
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn journal_logs_durable_changes_and_snapshots_the_rest() {
+        let dir = temp_dir("journal");
+        let config = crate::Config::parse(r#"{"compact_log_bytes": 20}"#).unwrap();
+        let mut j = Journal::new(&dir, "snap", "log", &config, 0).unwrap();
+        assert_eq!(j.load().unwrap(), (None, vec![]));
+        j.record(&[b"a".to_vec()], true).unwrap();
+        assert_eq!(
+            j.load().unwrap().1,
+            vec![b"a".to_vec()],
+            "durable: logged at once"
+        );
+        assert!(
+            !j.dump(false, || unreachable!()).unwrap(),
+            "a small log is not folded"
+        );
+        j.record(&[b"b".to_vec()], false).unwrap();
+        assert!(
+            j.dump(false, || b"ab".to_vec()).unwrap(),
+            "an unlogged change forces a snapshot"
+        );
+        assert_eq!(j.load().unwrap(), (Some(b"ab".to_vec()), vec![]));
+        j.record(&[vec![1; 30]], true).unwrap();
+        assert!(j.snapshot_due(), "past compact_log_bytes");
+        assert!(j.dump(false, || b"abc".to_vec()).unwrap());
+        assert!(j.dump(true, || b"forced".to_vec()).unwrap());
+        assert_eq!(j.load().unwrap(), (Some(b"forced".to_vec()), vec![]));
         fs::remove_dir_all(dir).unwrap();
     }
 }

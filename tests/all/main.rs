@@ -27,6 +27,8 @@
 //!   leases after `kill -9`.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
+//! - `hnsw`: the HNSW indexer: recall against exact search through a sharded
+//!   Pod, durable mode under `kill -9`, updates and deletes, re-sharding.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
@@ -37,6 +39,7 @@ mod daemon;
 mod examples;
 mod export;
 mod flow;
+mod hnsw;
 mod load;
 mod malformed;
 mod pea;

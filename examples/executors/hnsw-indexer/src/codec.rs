@@ -1,0 +1,269 @@
+//! The snapshot file and the log records, byte by byte (see the crate docs).
+
+use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32, put_u32s};
+use jina_guest_sdk::state::crc32;
+use jina_guest_sdk::{Error, Result};
+
+use crate::graph::{Graph, Metric, Shape};
+use crate::store::{Entry, Store};
+
+pub const MAGIC: &[u8; 4] = b"JHNS";
+pub const VERSION: u32 = 1;
+/// `text_len` of an entry without text; `entry` of an empty graph.
+const NONE: u32 = u32::MAX;
+const OP_UPSERT: u8 = 1;
+const OP_DELETE: u8 = 2;
+/// magic, version, metric, dim, m, count, entry.
+const HEADER: usize = 28;
+
+/// One replayable change.
+#[derive(Debug, PartialEq)]
+pub enum Op {
+    Upsert(Entry),
+    Delete(String),
+}
+
+/// The whole (compacted) index as one buffer, written with one call.
+pub fn encode_snapshot(store: &Store) -> Vec<u8> {
+    let graph = store.graph();
+    let parts = graph.parts();
+    let n = graph.slots();
+    let meta: usize = (0..n as u32)
+        .map(|s| {
+            let row = store.row(s);
+            12 + row.id.len() + row.text.map_or(0, str::len) + row.tags.map_or(0, str::len)
+        })
+        .sum();
+    let links = parts.links0.len() + parts.upper.iter().map(Vec::len).sum::<usize>();
+    let mut buf = Vec::with_capacity(HEADER + meta + n + (parts.vectors.len() + links) * 4 + 4);
+    buf.extend_from_slice(MAGIC);
+    put_u32(&mut buf, VERSION);
+    let shape = graph.shape();
+    put_u32(&mut buf, u32::from(shape.metric.code()));
+    put_u32(&mut buf, parts.dim as u32);
+    put_u32(&mut buf, shape.m as u32);
+    put_u32(&mut buf, n as u32);
+    put_u32(&mut buf, parts.entry.unwrap_or(NONE));
+    for s in 0..n as u32 {
+        let row = store.row(s);
+        put_meta(&mut buf, row.id, row.text, row.tags);
+    }
+    buf.extend_from_slice(parts.levels);
+    put_f32s(&mut buf, parts.vectors);
+    put_u32s(&mut buf, parts.links0);
+    for upper in parts.upper {
+        put_u32s(&mut buf, upper);
+    }
+    let crc = crc32(&buf);
+    put_u32(&mut buf, crc);
+    buf
+}
+
+/// Rebuild a store from [`encode_snapshot`]'s bytes. `shape` is the
+/// configured one: its metric and `m` must be the snapshot's (its
+/// `ef_construction` applies to later inserts).
+pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
+    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
+    let (body, crc) = match bytes.len().checked_sub(4) {
+        Some(at) if at >= HEADER => {
+            let mut tail = Reader::new(&bytes[at..]);
+            (&bytes[..at], tail.u32()?)
+        }
+        _ => return Err(corrupt("shorter than its header")),
+    };
+    if &body[..4] != MAGIC {
+        return Err(corrupt("bad magic (not an hnsw-indexer snapshot)"));
+    }
+    let mut r = Reader::new(&body[4..]);
+    let version = r.u32()?;
+    if version != VERSION {
+        return Err(Error::io(format!(
+            "snapshot version {version} is not supported (this build reads version {VERSION})"
+        )));
+    }
+    if crc32(body) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let metric = u8::try_from(r.u32()?)
+        .ok()
+        .and_then(Metric::from_code)
+        .ok_or_else(|| corrupt("unknown metric"))?;
+    let dim = r.u32()? as usize;
+    let m = r.u32()? as usize;
+    if (metric, m) != (shape.metric, shape.m) {
+        return Err(Error::bad_config(format!(
+            "the index in the workspace was built with metric {} and m {m}; with: says metric {} and m {}: \
+             a built index keeps both (index into a fresh workspace to change them)",
+            metric.name(),
+            shape.metric.name(),
+            shape.m
+        )));
+    }
+    let n = r.u32()? as usize;
+    let entry = Some(r.u32()?).filter(|&e| e != NONE);
+    // Each node takes at least 13 bytes of meta plus its links: a count
+    // larger than the file allows is corruption, not an allocation.
+    if n > body.len() / 13 {
+        return Err(corrupt("node count larger than the file"));
+    }
+    let mut metas = Vec::with_capacity(n);
+    for _ in 0..n {
+        metas.push(r_meta(&mut r)?);
+    }
+    let levels = r.take(n)?.to_vec();
+    let vectors = r.f32s(
+        n.checked_mul(dim)
+            .ok_or_else(|| corrupt("dimension overflow"))?,
+    )?;
+    let links0 = r.u32s(n * (2 * m + 1))?;
+    let mut upper = Vec::with_capacity(n);
+    for &level in &levels {
+        upper.push(r.u32s(usize::from(level) * (m + 1))?);
+    }
+    r.finish()?;
+    let graph = Graph::from_parts(shape, dim, entry, levels, vectors, links0, upper)
+        .map_err(|e| corrupt(&e))?;
+    Store::from_parts(graph, metas).map_err(|e| corrupt(&e))
+}
+
+/// One log record's payload (the same records as vector-indexer's log).
+pub fn encode_op(op: &Op) -> Vec<u8> {
+    let mut buf = Vec::new();
+    match op {
+        Op::Upsert(e) => {
+            buf.push(OP_UPSERT);
+            put_meta(&mut buf, &e.id, e.text.as_deref(), e.tags.as_deref());
+            put_u32(&mut buf, e.embedding.len() as u32);
+            put_f32s(&mut buf, &e.embedding);
+        }
+        Op::Delete(id) => {
+            buf.push(OP_DELETE);
+            put_str(&mut buf, id);
+        }
+    }
+    buf
+}
+
+pub fn decode_op(bytes: &[u8]) -> Result<Op> {
+    let mut r = Reader::new(bytes);
+    let op = match r.u8().map_err(|_| Error::io("empty log record"))? {
+        OP_UPSERT => {
+            let (id, text, tags) = r_meta(&mut r)?;
+            let dim = r.u32()? as usize;
+            Op::Upsert(Entry {
+                id,
+                text,
+                tags,
+                embedding: r.f32s(dim)?,
+            })
+        }
+        OP_DELETE => Op::Delete(r.string()?),
+        other => return Err(Error::io(format!("unknown log op {other}"))),
+    };
+    r.finish()?;
+    Ok(op)
+}
+
+/// `id_len id | text_len text (NONE: no text) | tags_len tags (0: none)`.
+fn put_meta(buf: &mut Vec<u8>, id: &str, text: Option<&str>, tags: Option<&str>) {
+    put_str(buf, id);
+    match text {
+        Some(text) => put_str(buf, text),
+        None => put_u32(buf, NONE),
+    }
+    put_str(buf, tags.unwrap_or(""));
+}
+
+fn r_meta(r: &mut Reader<'_>) -> Result<(String, Option<String>, Option<String>)> {
+    let id = r.string()?;
+    let text = match r.u32()? {
+        NONE => None,
+        len => Some(r.str_of(len as usize)?),
+    };
+    let tags = Some(r.string()?).filter(|t| !t.is_empty());
+    Ok((id, text, tags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(metric: Metric) -> Shape {
+        Shape {
+            metric,
+            m: 4,
+            ef_construction: 20,
+        }
+    }
+
+    fn entry(id: &str, text: Option<&str>, tags: Option<&str>, v: &[f32]) -> Entry {
+        Entry {
+            id: id.into(),
+            text: text.map(Into::into),
+            tags: tags.map(Into::into),
+            embedding: v.to_vec(),
+        }
+    }
+
+    fn store() -> Store {
+        let mut store = Store::new(shape(Metric::L2));
+        for i in 0..50 {
+            let v = [i as f32, (i % 7) as f32, 1.0];
+            store.upsert(entry(&format!("d{i}"), Some("t"), Some(r#"{"k":1}"#), &v));
+        }
+        store.upsert(entry("plain", None, None, &[0.5, 0.5, 0.5]));
+        store
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let s = store();
+        let bytes = encode_snapshot(&s);
+        let back = decode_snapshot(&bytes, shape(Metric::L2)).unwrap();
+        assert_eq!(back.len(), 51);
+        for slot in 0..51 {
+            let (a, b) = (s.row(slot), back.row(slot));
+            assert_eq!(
+                (a.id, a.text, a.tags, a.embedding),
+                (b.id, b.text, b.tags, b.embedding)
+            );
+        }
+        assert_eq!(
+            back.search(&[3.0, 3.0, 1.0], 3, 20),
+            s.search(&[3.0, 3.0, 1.0], 3, 20)
+        );
+        let empty = Store::new(shape(Metric::Cosine));
+        assert_eq!(
+            decode_snapshot(&encode_snapshot(&empty), shape(Metric::Cosine))
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn damage_and_another_shape_are_refused() {
+        let bytes = encode_snapshot(&store());
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 1;
+        let err = decode_snapshot(&flipped, shape(Metric::L2)).unwrap_err();
+        assert!(err.message.contains("checksum"), "{}", err.message);
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1], shape(Metric::L2)).is_err());
+        assert!(decode_snapshot(b"nope", shape(Metric::L2)).is_err());
+        let err = decode_snapshot(&bytes, shape(Metric::Cosine)).unwrap_err();
+        assert!(err.message.contains("metric l2"), "{}", err.message);
+    }
+
+    #[test]
+    fn op_round_trip() {
+        for op in [
+            Op::Upsert(entry("x", Some("t"), Some("{}"), &[1.0, 2.0])),
+            Op::Upsert(entry("y", None, None, &[])),
+            Op::Delete("x".into()),
+        ] {
+            assert_eq!(decode_op(&encode_op(&op)).unwrap(), op);
+        }
+        assert!(decode_op(&[]).is_err());
+        assert!(decode_op(&[9]).is_err());
+    }
+}

@@ -1,0 +1,1003 @@
+//! The HNSW graph (Malkov & Yashunin, "Efficient and robust approximate
+//! nearest neighbor search using Hierarchical Navigable Small World graphs",
+//! 2016): insertion with the neighbour-selection heuristic (their algorithm 4),
+//! beam search per layer, tombstones for deletes and a compaction that repairs
+//! the links around them.
+//!
+//! Nodes live in slots `0..slots()`: vectors in one contiguous buffer, level-0
+//! links in one fixed-stride buffer, upper-level links per node. A delete only
+//! marks its slot (searches pass through it, never return it); [`compact`]
+//! reconnects its neighbours and drops it, renumbering the slots.
+//!
+//! [`compact`]: Graph::compact
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use jina_guest_sdk::embedding::norm;
+
+/// Levels above this are never drawn (one in `m^16` nodes would reach it).
+pub const MAX_LEVEL: u8 = 16;
+
+/// How two vectors are compared. Internally every metric is a distance
+/// (smaller is closer); [`Metric::score`] turns it back into a score where
+/// higher is better, as the Pod's merge sorts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// `1 - cos(a, b)`; score: the cosine similarity.
+    Cosine,
+    /// `-a·b`; score: the dot product.
+    Dot,
+    /// `|a - b|²`; score: minus the Euclidean distance.
+    L2,
+}
+
+impl Metric {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "cosine" => Ok(Metric::Cosine),
+            "dot" | "ip" => Ok(Metric::Dot),
+            "l2" | "euclidean" => Ok(Metric::L2),
+            other => Err(format!(
+                "metric {other:?} is not one of \"cosine\", \"dot\", \"l2\""
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::L2 => "l2",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Metric::Cosine => 0,
+            Metric::Dot => 1,
+            Metric::L2 => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        [Metric::Cosine, Metric::Dot, Metric::L2]
+            .into_iter()
+            .find(|m| m.code() == code)
+    }
+
+    /// The score reported for a distance: higher is better.
+    pub fn score(self, distance: f32) -> f64 {
+        let d = f64::from(distance);
+        match self {
+            Metric::Cosine => 1.0 - d,
+            Metric::Dot => -d,
+            Metric::L2 => -d.max(0.0).sqrt(),
+        }
+    }
+}
+
+/// The dot product of two vectors of one length: 128-bit SIMD on wasm32
+/// (which every wasmtime this project supports runs), else the SDK's.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // simd128 is part of the module: an engine without it refuses to load
+    // the component at all (which is why wasm32 allows the call as safe).
+    #[cfg(target_arch = "wasm32")]
+    {
+        simd::dot(a, b)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        jina_guest_sdk::embedding::dot(a, b)
+    }
+}
+
+/// `|a - b|²`, as [`dot`].
+fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        simd::l2_squared(a, b)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        l2_squared_scalar(a, b)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod simd {
+    use core::arch::wasm32::*;
+
+    /// Loads four floats at `i` (unaligned loads are allowed in wasm).
+    #[target_feature(enable = "simd128")]
+    fn load(v: &[f32], i: usize) -> v128 {
+        let four = &v[i..i + 4];
+        // SAFETY: `four` is four readable floats; v128_load has no
+        // alignment requirement.
+        unsafe { v128_load(four.as_ptr().cast()) }
+    }
+
+    #[target_feature(enable = "simd128")]
+    fn sum(v: v128) -> f32 {
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    }
+
+    #[target_feature(enable = "simd128")]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut i = 0;
+        while i + 8 <= n {
+            acc0 = f32x4_add(acc0, f32x4_mul(load(a, i), load(b, i)));
+            acc1 = f32x4_add(acc1, f32x4_mul(load(a, i + 4), load(b, i + 4)));
+            i += 8;
+        }
+        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+        sum(f32x4_add(acc0, acc1)) + tail
+    }
+
+    #[target_feature(enable = "simd128")]
+    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut i = 0;
+        while i + 8 <= n {
+            let d0 = f32x4_sub(load(a, i), load(b, i));
+            let d1 = f32x4_sub(load(a, i + 4), load(b, i + 4));
+            acc0 = f32x4_add(acc0, f32x4_mul(d0, d0));
+            acc1 = f32x4_add(acc1, f32x4_mul(d1, d1));
+            i += 8;
+        }
+        let tail: f32 = a[i..n]
+            .iter()
+            .zip(&b[i..n])
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum();
+        sum(f32x4_add(acc0, acc1)) + tail
+    }
+}
+
+/// `|a - b|²` with eight independent sums (see `embedding::dot`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn l2_squared_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `1 / |v|`, 0 for a zero vector (which then scores cosine 0 against all).
+fn inverse_norm(v: &[f32]) -> f32 {
+    let n = norm(v);
+    if n > 0.0 && n.is_finite() {
+        1.0 / n
+    } else {
+        0.0
+    }
+}
+
+/// The build and shape parameters (`with: {m, ef_construction}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub metric: Metric,
+    /// Links per node on levels above 0 (twice as many on level 0).
+    pub m: usize,
+    /// Beam width while inserting.
+    pub ef_construction: usize,
+}
+
+/// A node and its distance to whatever is being searched for.
+#[derive(Clone, Copy, Debug)]
+struct Near {
+    dist: f32,
+    slot: u32,
+}
+
+impl PartialEq for Near {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Near {}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.dist
+            .total_cmp(&other.dist)
+            .then(self.slot.cmp(&other.slot))
+    }
+}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Which slots a search has seen: a stamp per slot, so clearing is O(1).
+#[derive(Debug, Default)]
+struct Visited {
+    stamps: Vec<u32>,
+    stamp: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, slots: usize) {
+        self.stamps.resize(slots, 0);
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.stamps.fill(0);
+            self.stamp = 1;
+        }
+    }
+
+    /// Marks `slot`; whether it was new.
+    fn insert(&mut self, slot: u32) -> bool {
+        let s = &mut self.stamps[slot as usize];
+        let new = *s != self.stamp;
+        *s = self.stamp;
+        new
+    }
+}
+
+/// A query prepared for one metric.
+struct Query<'a> {
+    vector: &'a [f32],
+    /// `1 / |vector|` for cosine, else unused.
+    inverse_norm: f32,
+}
+
+/// The graph and the vectors it links. Document fields (id, text, tags) live
+/// beside it in the executor's `Store`, by the same slot numbers.
+#[derive(Debug)]
+pub struct Graph {
+    shape: Shape,
+    /// Floats per vector; 0 until the first insert.
+    dim: usize,
+    /// `slots * dim` values.
+    vectors: Vec<f32>,
+    /// Per slot, `1 / |vector|` (cosine only; empty otherwise).
+    inverse_norms: Vec<f32>,
+    /// Per slot, its top level.
+    levels: Vec<u8>,
+    /// Per slot, a delete marked it; it is still linked until `compact`.
+    deleted: Vec<bool>,
+    /// Slots marked deleted.
+    tombstones: usize,
+    /// Per slot `1 + 2m` values: the count, then the level-0 links.
+    links0: Vec<u32>,
+    /// Per slot, for each level `1..=level`, `1 + m` values: count, links.
+    upper: Vec<Vec<u32>>,
+    /// The node searches start from: one of the highest level.
+    entry: Option<u32>,
+    visited: RefCell<Visited>,
+}
+
+impl Graph {
+    pub fn new(shape: Shape) -> Self {
+        Graph {
+            shape,
+            dim: 0,
+            vectors: Vec::new(),
+            inverse_norms: Vec::new(),
+            levels: Vec::new(),
+            deleted: Vec::new(),
+            tombstones: 0,
+            links0: Vec::new(),
+            upper: Vec::new(),
+            entry: None,
+            visited: RefCell::default(),
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Floats per vector, 0 while nothing was ever inserted.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Every slot, deleted or not.
+    pub fn slots(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
+    }
+
+    pub fn is_deleted(&self, slot: u32) -> bool {
+        self.deleted[slot as usize]
+    }
+
+    pub fn vector(&self, slot: u32) -> &[f32] {
+        let s = slot as usize;
+        &self.vectors[s * self.dim..(s + 1) * self.dim]
+    }
+
+    #[cfg(test)]
+    pub fn entry(&self) -> Option<u32> {
+        self.entry
+    }
+
+    fn m0(&self) -> usize {
+        2 * self.shape.m
+    }
+
+    /// The links of `slot` on `level` (which the node must have).
+    pub fn links(&self, slot: u32, level: usize) -> &[u32] {
+        let s = slot as usize;
+        if level == 0 {
+            let base = s * (self.m0() + 1);
+            let n = self.links0[base] as usize;
+            &self.links0[base + 1..base + 1 + n]
+        } else {
+            let list = &self.upper[s];
+            let base = (level - 1) * (self.shape.m + 1);
+            let n = list[base] as usize;
+            &list[base + 1..base + 1 + n]
+        }
+    }
+
+    fn set_links(&mut self, slot: u32, level: usize, links: &[u32]) {
+        let s = slot as usize;
+        let (list, base, cap) = if level == 0 {
+            let cap = self.m0();
+            (&mut self.links0, s * (cap + 1), cap)
+        } else {
+            let cap = self.shape.m;
+            (&mut self.upper[s], (level - 1) * (cap + 1), cap)
+        };
+        debug_assert!(links.len() <= cap);
+        list[base] = links.len() as u32;
+        list[base + 1..base + 1 + links.len()].copy_from_slice(links);
+    }
+
+    fn query<'a>(&self, vector: &'a [f32]) -> Query<'a> {
+        Query {
+            vector,
+            inverse_norm: match self.shape.metric {
+                Metric::Cosine => inverse_norm(vector),
+                _ => 0.0,
+            },
+        }
+    }
+
+    fn distance(&self, q: &Query<'_>, slot: u32) -> f32 {
+        let v = self.vector(slot);
+        match self.shape.metric {
+            Metric::Cosine => {
+                1.0 - dot(q.vector, v) * q.inverse_norm * self.inverse_norms[slot as usize]
+            }
+            Metric::Dot => -dot(q.vector, v),
+            Metric::L2 => l2_squared(q.vector, v),
+        }
+    }
+
+    fn between(&self, a: u32, b: u32) -> f32 {
+        let q = Query {
+            vector: self.vector(a),
+            inverse_norm: self.inverse_norms.get(a as usize).copied().unwrap_or(0.0),
+        };
+        self.distance(&q, b)
+    }
+
+    /// Appends a node for `vector` at `level` and links it in. The caller
+    /// checks the dimension (every vector the same length, not empty).
+    pub fn insert(&mut self, vector: &[f32], level: u8) -> u32 {
+        assert!(
+            self.dim == 0 || vector.len() == self.dim,
+            "dimension checked by the caller"
+        );
+        self.dim = vector.len();
+        let slot = self.slots() as u32;
+        self.vectors.extend_from_slice(vector);
+        if self.shape.metric == Metric::Cosine {
+            self.inverse_norms.push(inverse_norm(vector));
+        }
+        let level = level.min(MAX_LEVEL);
+        self.levels.push(level);
+        self.deleted.push(false);
+        let (m0, m) = (self.m0(), self.shape.m);
+        self.links0.extend(std::iter::repeat_n(0, m0 + 1));
+        self.upper.push(vec![0; usize::from(level) * (m + 1)]);
+
+        let Some(entry) = self.entry else {
+            self.entry = Some(slot);
+            return slot;
+        };
+        let top = usize::from(self.levels[entry as usize]);
+        let q = self.query(vector);
+        let mut nearest = vec![Near {
+            dist: self.distance(&q, entry),
+            slot: entry,
+        }];
+        for l in (usize::from(level) + 1..=top).rev() {
+            let found = self.search_layer(&q, &nearest, 1, l, slot);
+            if !found.is_empty() {
+                nearest = found;
+            }
+        }
+        let mut connections = Vec::new();
+        for l in (0..=usize::from(level).min(top)).rev() {
+            let found = self.search_layer(&q, &nearest, self.shape.ef_construction, l, slot);
+            if !found.is_empty() {
+                nearest = found;
+            }
+            self.select(&nearest, self.shape.m, &mut connections);
+            self.set_links(slot, l, &connections);
+            for &other in &connections {
+                self.link(other, slot, l);
+            }
+        }
+        if level > self.levels[entry as usize] {
+            self.entry = Some(slot);
+        }
+        slot
+    }
+
+    /// Adds `to` to the links of `from` on `level`, pruning with the heuristic
+    /// when the list is full.
+    fn link(&mut self, from: u32, to: u32, level: usize) {
+        let cap = if level == 0 { self.m0() } else { self.shape.m };
+        let current = self.links(from, level);
+        if current.contains(&to) {
+            return;
+        }
+        if current.len() < cap {
+            let mut links = current.to_vec();
+            links.push(to);
+            self.set_links(from, level, &links);
+            return;
+        }
+        let mut candidates: Vec<Near> = current
+            .iter()
+            .chain([&to])
+            .map(|&s| Near {
+                dist: self.between(from, s),
+                slot: s,
+            })
+            .collect();
+        candidates.sort_unstable();
+        let mut kept = Vec::with_capacity(cap);
+        self.select(&candidates, cap, &mut kept);
+        self.set_links(from, level, &kept);
+    }
+
+    /// The neighbour-selection heuristic: walking `candidates` (sorted,
+    /// closest first), keep one only if it is closer to the base than to every
+    /// one kept so far, up to `m`. Keeps links pointing in diverse directions,
+    /// which is what makes clustered data searchable.
+    fn select(&self, candidates: &[Near], m: usize, kept: &mut Vec<u32>) {
+        kept.clear();
+        for c in candidates {
+            if kept.len() >= m {
+                break;
+            }
+            if kept.iter().all(|&k| self.between(c.slot, k) >= c.dist) {
+                kept.push(c.slot);
+            }
+        }
+    }
+
+    /// Beam search of width `ef` on `level` from `entry`, closest first.
+    /// Deleted nodes are walked through but not returned; `skip` (the node
+    /// being inserted) neither.
+    fn search_layer(
+        &self,
+        q: &Query<'_>,
+        entry: &[Near],
+        ef: usize,
+        level: usize,
+        skip: u32,
+    ) -> Vec<Near> {
+        let mut visited = self.visited.borrow_mut();
+        visited.reset(self.slots());
+        if (skip as usize) < self.slots() {
+            visited.insert(skip);
+        }
+        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::new();
+        let mut results: BinaryHeap<Near> = BinaryHeap::new();
+        for &e in entry {
+            if visited.insert(e.slot) {
+                candidates.push(Reverse(e));
+                if !self.deleted[e.slot as usize] {
+                    results.push(e);
+                }
+            }
+        }
+        while results.len() > ef {
+            results.pop();
+        }
+        let mut bound = match results.peek() {
+            Some(worst) if results.len() >= ef => worst.dist,
+            _ => f32::INFINITY,
+        };
+        while let Some(Reverse(current)) = candidates.pop() {
+            if current.dist > bound {
+                break;
+            }
+            for &next in self.links(current.slot, level) {
+                if !visited.insert(next) {
+                    continue;
+                }
+                let dist = self.distance(q, next);
+                if dist < bound || results.len() < ef {
+                    let near = Near { dist, slot: next };
+                    candidates.push(Reverse(near));
+                    if !self.deleted[next as usize] {
+                        results.push(near);
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                        if results.len() >= ef {
+                            bound = results.peek().map_or(f32::INFINITY, |w| w.dist);
+                        }
+                    }
+                }
+            }
+        }
+        results.into_sorted_vec()
+    }
+
+    /// The live nodes nearest to `vector` (of length `dim`) that a beam of
+    /// `ef` (at least `k`) on level 0 finds: `(slot, distance)`, closest
+    /// first, at least `k` of them when there are that many (the caller cuts
+    /// to `k` after ordering equal distances its way).
+    pub fn search(&self, vector: &[f32], k: usize, ef: usize) -> Vec<(u32, f32)> {
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        if k == 0 || self.tombstones == self.slots() {
+            return Vec::new();
+        }
+        let live = self.slots() - self.tombstones;
+        let ef = ef.max(k).min(live);
+        let q = self.query(vector);
+        let mut nearest = vec![Near {
+            dist: self.distance(&q, entry),
+            slot: entry,
+        }];
+        // A nonexistent slot: nothing to skip.
+        let none = u32::MAX;
+        for l in (1..=usize::from(self.levels[entry as usize])).rev() {
+            // Greedy descent walks through deleted nodes too: start from the
+            // best seen, deleted or not.
+            let found = self.search_layer(&q, &nearest, 1, l, none);
+            if !found.is_empty() {
+                nearest = found;
+            }
+        }
+        let found = self.search_layer(&q, &nearest, ef, 0, none);
+        found.into_iter().map(|n| (n.slot, n.dist)).collect()
+    }
+
+    /// Marks `slot` deleted. Its vector stays for navigation until `compact`.
+    pub fn delete(&mut self, slot: u32) {
+        if !std::mem::replace(&mut self.deleted[slot as usize], true) {
+            self.tombstones += 1;
+        }
+    }
+
+    /// Drops every deleted node: each live node that linked to one is
+    /// reconnected (its live links plus the deleted nodes' live links, pruned
+    /// by the heuristic), a new entry is chosen if the old one is gone, and
+    /// the live slots are renumbered in order. Returns the new slot of each
+    /// old one (`u32::MAX` for a dropped one).
+    pub fn compact(&mut self) -> Vec<u32> {
+        let slots = self.slots();
+        if self.tombstones == 0 {
+            return (0..slots as u32).collect();
+        }
+        for slot in 0..slots as u32 {
+            if self.deleted[slot as usize] {
+                continue;
+            }
+            for level in 0..=usize::from(self.levels[slot as usize]) {
+                let links = self.links(slot, level);
+                if links.iter().all(|&l| !self.deleted[l as usize]) {
+                    continue;
+                }
+                // The live links, and the live nodes reachable through
+                // deleted ones (a run of deletes along a path is bridged).
+                let mut pool: Vec<u32> = Vec::new();
+                let mut through: Vec<u32> = Vec::new();
+                for &l in links {
+                    if self.deleted[l as usize] {
+                        through.push(l);
+                    } else {
+                        pool.push(l);
+                    }
+                }
+                let mut seen = through.clone();
+                while let Some(d) = through.pop() {
+                    for &n in self.links(d, level) {
+                        if n == slot || seen.contains(&n) {
+                            continue;
+                        }
+                        if !self.deleted[n as usize] {
+                            pool.push(n);
+                        } else if seen.len() < 64 {
+                            seen.push(n);
+                            through.push(n);
+                        }
+                    }
+                }
+                pool.sort_unstable();
+                pool.dedup();
+                let mut candidates: Vec<Near> = pool
+                    .into_iter()
+                    .map(|s| Near {
+                        dist: self.between(slot, s),
+                        slot: s,
+                    })
+                    .collect();
+                candidates.sort_unstable();
+                let cap = if level == 0 { self.m0() } else { self.shape.m };
+                let mut kept = Vec::with_capacity(cap);
+                self.select(&candidates, cap, &mut kept);
+                self.set_links(slot, level, &kept);
+                // And back: a bridge one way only leaves the other side
+                // unreachable from here.
+                for &other in &kept {
+                    self.link(other, slot, level);
+                }
+            }
+        }
+
+        let mut renumber = vec![u32::MAX; slots];
+        let mut next = 0u32;
+        for (slot, new) in renumber.iter_mut().enumerate() {
+            if !self.deleted[slot] {
+                *new = next;
+                next += 1;
+            }
+        }
+        let entry = (0..slots)
+            .filter(|&s| !self.deleted[s])
+            .max_by(|&a, &b| self.levels[a].cmp(&self.levels[b]).then(b.cmp(&a)));
+        let mut out = Graph::new(self.shape);
+        out.dim = self.dim;
+        let (m0, m) = (self.m0(), self.shape.m);
+        for slot in 0..slots {
+            if self.deleted[slot] {
+                continue;
+            }
+            out.vectors.extend_from_slice(self.vector(slot as u32));
+            if let Some(&n) = self.inverse_norms.get(slot) {
+                out.inverse_norms.push(n);
+            }
+            out.levels.push(self.levels[slot]);
+            out.deleted.push(false);
+            let remap = |links: &[u32], cap: usize, into: &mut Vec<u32>| {
+                let kept: Vec<u32> = links
+                    .iter()
+                    .map(|&l| renumber[l as usize])
+                    .filter(|&l| l != u32::MAX)
+                    .collect();
+                into.push(kept.len() as u32);
+                into.extend_from_slice(&kept);
+                into.extend(std::iter::repeat_n(0, cap - kept.len()));
+            };
+            remap(self.links(slot as u32, 0), m0, &mut out.links0);
+            let mut upper = Vec::with_capacity(self.upper[slot].len());
+            for level in 1..=usize::from(self.levels[slot]) {
+                remap(self.links(slot as u32, level), m, &mut upper);
+            }
+            out.upper.push(upper);
+        }
+        out.entry = entry.map(|s| renumber[s]);
+        *self = out;
+        renumber
+    }
+
+    /// Every part, for the snapshot (which is written compacted).
+    pub fn parts(&self) -> Parts<'_> {
+        assert_eq!(self.tombstones, 0, "a snapshot is written compacted");
+        Parts {
+            dim: self.dim,
+            entry: self.entry,
+            levels: &self.levels,
+            vectors: &self.vectors,
+            links0: &self.links0,
+            upper: &self.upper,
+        }
+    }
+
+    /// Rebuilds a graph from a snapshot's parts, checking every link.
+    ///
+    /// # Errors
+    ///
+    /// What is inconsistent (a link past the end, a level too high, wrong sizes).
+    pub fn from_parts(
+        shape: Shape,
+        dim: usize,
+        entry: Option<u32>,
+        levels: Vec<u8>,
+        vectors: Vec<f32>,
+        links0: Vec<u32>,
+        upper: Vec<Vec<u32>>,
+    ) -> Result<Self, String> {
+        let n = levels.len();
+        let (m0, m) = (2 * shape.m, shape.m);
+        if vectors.len() != n * dim || links0.len() != n * (m0 + 1) || upper.len() != n {
+            return Err("sizes do not match the node count".into());
+        }
+        if n > 0 && dim == 0 {
+            return Err("dimension 0 with nodes".into());
+        }
+        if entry.is_some_and(|e| e as usize >= n) || entry.is_none() != (n == 0) {
+            return Err("entry point out of range".into());
+        }
+        let check = |list: &[u32], cap: usize| -> Result<(), String> {
+            let count = list[0] as usize;
+            if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
+                return Err("a link list is too long or points past the end".into());
+            }
+            Ok(())
+        };
+        for (slot, &level) in levels.iter().enumerate() {
+            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
+                return Err(format!("node {slot}: bad level {level}"));
+            }
+            check(&links0[slot * (m0 + 1)..(slot + 1) * (m0 + 1)], m0)?;
+            for chunk in upper[slot].chunks_exact(m + 1) {
+                check(chunk, m)?;
+            }
+        }
+        if let Some(e) = entry
+            && levels.iter().any(|&l| l > levels[e as usize])
+        {
+            return Err("the entry point is not on the top level".into());
+        }
+        let inverse_norms = match shape.metric {
+            Metric::Cosine => vectors.chunks_exact(dim.max(1)).map(inverse_norm).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Graph {
+            shape,
+            dim,
+            vectors,
+            inverse_norms,
+            deleted: vec![false; n],
+            tombstones: 0,
+            levels,
+            links0,
+            upper,
+            entry,
+            visited: RefCell::default(),
+        })
+    }
+
+    /// Bytes held per node (vectors, links, bookkeeping), for `/status`-like
+    /// reporting and the benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        self.vectors.capacity() * 4
+            + self.inverse_norms.capacity() * 4
+            + self.levels.capacity()
+            + self.deleted.capacity()
+            + self.links0.capacity() * 4
+            + self
+                .upper
+                .iter()
+                .map(|u| 24 + u.capacity() * 4)
+                .sum::<usize>()
+            + self.visited.borrow().stamps.capacity() * 4
+    }
+}
+
+/// A graph's parts, borrowed for encoding.
+pub struct Parts<'a> {
+    pub dim: usize,
+    pub entry: Option<u32>,
+    pub levels: &'a [u8],
+    pub vectors: &'a [f32],
+    pub links0: &'a [u32],
+    pub upper: &'a [Vec<u32>],
+}
+
+/// The level of a new node, drawn from its id: `floor(-ln(u) / ln(m))` with
+/// `u` uniform in (0, 1] from a hash of the id. The same id gets the same level
+/// in every shard and every rebuild, so re-sharding and restarts rebuild the
+/// same kind of graph, and no random state needs saving.
+pub fn level_for(id: &str, m: usize) -> u8 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finaliser: FNV's low bits alone are poorly mixed.
+    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let level = -u.ln() / (m.max(2) as f64).ln();
+    level.min(f64::from(MAX_LEVEL)) as u8
+}
+
+/// Distances by slot, for the tests' exact search.
+#[cfg(test)]
+pub fn exact(graph: &Graph, vector: &[f32], k: usize) -> Vec<u32> {
+    let q = graph.query(vector);
+    let mut all: Vec<Near> = (0..graph.slots() as u32)
+        .filter(|&s| !graph.is_deleted(s))
+        .map(|s| Near {
+            dist: graph.distance(&q, s),
+            slot: s,
+        })
+        .collect();
+    all.sort_unstable();
+    all.truncate(k);
+    all.into_iter().map(|n| n.slot).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clustered points: `n` vectors around 20 centres, deterministic.
+    fn points(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 20_000) as f32 / 10_000.0 - 1.0
+        };
+        let centres: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..dim).map(|_| next()).collect())
+            .collect();
+        (0..n)
+            .map(|i| centres[i % 20].iter().map(|c| c + 0.3 * next()).collect())
+            .collect()
+    }
+
+    fn build(metric: Metric, data: &[Vec<f32>]) -> Graph {
+        let mut g = Graph::new(Shape {
+            metric,
+            m: 12,
+            ef_construction: 100,
+        });
+        for (i, v) in data.iter().enumerate() {
+            g.insert(v, level_for(&format!("p{i}"), 12));
+        }
+        g
+    }
+
+    fn recall(g: &Graph, queries: &[Vec<f32>], k: usize, ef: usize) -> f64 {
+        let mut hit = 0;
+        for q in queries {
+            let truth = exact(g, q, k);
+            let got: Vec<u32> = g
+                .search(q, k, ef)
+                .into_iter()
+                .take(k)
+                .map(|(s, _)| s)
+                .collect();
+            hit += got.iter().filter(|s| truth.contains(s)).count();
+        }
+        hit as f64 / (queries.len() * k) as f64
+    }
+
+    #[test]
+    fn recall_is_high_for_every_metric() {
+        // Queries from the same clusters as the data, as real queries are.
+        let mut data = points(3050, 24, 7);
+        let queries = data.split_off(3000);
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            // `dot` is for normalised embeddings (docs/hnsw.md): maximum inner
+            // product search over vectors of any length is a harder problem
+            // (recall 0.70 on these points unnormalised).
+            let normalised = |v: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+                v.iter()
+                    .map(|x| x.iter().map(|a| a * inverse_norm(x)).collect())
+                    .collect()
+            };
+            let (data, queries) = match metric {
+                Metric::Dot => (normalised(&data), normalised(&queries)),
+                _ => (data.clone(), queries.clone()),
+            };
+            let g = build(metric, &data);
+            let r = recall(&g, &queries, 10, 64);
+            assert!(r >= 0.95, "{metric:?}: recall@10 {r}");
+            // The best match of a stored point is itself.
+            if metric != Metric::Dot {
+                assert_eq!(g.search(&data[17], 1, 64)[0].0, 17);
+            }
+        }
+    }
+
+    #[test]
+    fn deleted_nodes_are_never_returned_and_compaction_keeps_recall() {
+        let mut data = points(2040, 16, 3);
+        let queries = data.split_off(2000);
+        let mut g = build(Metric::L2, &data);
+        for slot in (0..2000).step_by(3) {
+            g.delete(slot);
+        }
+        for q in &queries {
+            assert!(g.search(q, 10, 50).iter().all(|&(s, _)| s % 3 != 0));
+            assert!(g.search(q, 10, 50).len() >= 10);
+        }
+        let before = recall(&g, &queries, 10, 50);
+        let renumber = g.compact();
+        assert_eq!(g.slots(), 2000 - 667);
+        assert_eq!(g.tombstones(), 0);
+        assert_eq!(renumber[1], 0);
+        assert_eq!(renumber[3], u32::MAX);
+        assert_eq!(g.vector(renumber[5]), &data[5][..]);
+        let after = recall(&g, &queries, 10, 50);
+        assert!(
+            after >= 0.95 && after >= before - 0.02,
+            "before {before}, after {after}"
+        );
+
+        // Everything deleted: empty answers, and compaction leaves an empty graph.
+        for s in 0..g.slots() as u32 {
+            g.delete(s);
+        }
+        assert!(g.search(&queries[0], 5, 50).is_empty());
+        g.compact();
+        assert_eq!((g.slots(), g.entry()), (0, None));
+    }
+
+    #[test]
+    fn parts_round_trip_and_damage_is_refused() {
+        let data = points(300, 8, 11);
+        let g = build(Metric::Cosine, &data);
+        let p = g.parts();
+        let back = Graph::from_parts(
+            g.shape(),
+            p.dim,
+            p.entry,
+            p.levels.to_vec(),
+            p.vectors.to_vec(),
+            p.links0.to_vec(),
+            p.upper.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
+        assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
+
+        let mut links0 = p.links0.to_vec();
+        links0[1] = 300;
+        let err = Graph::from_parts(
+            g.shape(),
+            p.dim,
+            p.entry,
+            p.levels.to_vec(),
+            p.vectors.to_vec(),
+            links0,
+            p.upper.to_vec(),
+        )
+        .unwrap_err();
+        assert!(err.contains("past the end"), "{err}");
+    }
+
+    #[test]
+    fn levels_are_geometric_and_stable() {
+        let levels: Vec<u8> = (0..100_000)
+            .map(|i| level_for(&format!("d{i}"), 16))
+            .collect();
+        let above0 = levels.iter().filter(|&&l| l > 0).count();
+        // P(level > 0) = 1/m.
+        assert!((5_500..7_000).contains(&above0), "{above0}");
+        assert_eq!(level_for("d1", 16), levels[1]);
+        assert!(levels.iter().all(|&l| l <= MAX_LEVEL));
+    }
+}
