@@ -99,7 +99,11 @@ fn walk(
     let first = names(root, &mut unreadable)?;
     // One open directory per level, with the names still to visit in it.
     let mut stack: Vec<(Dir, Vec<OsString>)> = vec![(root.try_clone()?, first)];
-    while let Some((dir, pending)) = stack.last_mut() {
+    loop {
+        let depth = stack.len();
+        let Some((dir, pending)) = stack.last_mut() else {
+            break;
+        };
         let Some(name) = pending.pop() else {
             stack.pop();
             continue;
@@ -116,7 +120,7 @@ fn walk(
         if !meta.is_dir() {
             continue;
         }
-        if stack.len() >= MAX_DEPTH {
+        if depth >= MAX_DEPTH {
             unreadable += 1;
             continue;
         }
@@ -276,7 +280,11 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> io::Result<()> {
         let first = names(&top)?;
         // Each open level: its handle, the names left in it, its own name.
         let mut stack: Vec<(Dir, Vec<OsString>, OsString)> = vec![(top, first, tree.clone())];
-        while let Some((dir, pending, _)) = stack.last_mut() {
+        loop {
+            let depth = stack.len();
+            let Some((dir, pending, _)) = stack.last_mut() else {
+                break;
+            };
             let Some(child) = pending.pop() else {
                 let (_, _, own) = stack.pop().expect("not empty");
                 match stack.last() {
@@ -292,7 +300,7 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> io::Result<()> {
             };
             if !meta.is_dir() {
                 dir.remove_file(&child)?;
-            } else if stack.len() >= MAX_DEPTH {
+            } else if depth >= MAX_DEPTH {
                 let to = OsString::from(format!(
                     ".jina-wasm-removing-{}-{moved}",
                     std::process::id()
