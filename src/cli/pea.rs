@@ -215,7 +215,7 @@ impl PeaCommand {
             quiet_error: self.quiet_error,
         };
         match self.place()? {
-            Some(place) => crate::pod::placed(&config, &place),
+            Some(place) => crate::pod::placed(&config, &place, crate::pod::workspace::Scope::Alone),
             None => Ok(config),
         }
     }

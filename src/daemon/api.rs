@@ -20,7 +20,7 @@ use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::objects::{CreateRequest, Files, Kind, Live, Object, State as LiveState};
+use super::objects::{CreateRequest, Files, Kind, Live, Object, State as LiveState, StateRequest};
 use super::tenants::Tenant;
 use super::workspace::{Receiving, is_safe_id, safe_relative};
 use super::{Daemon, random_id};
@@ -141,7 +141,7 @@ async fn show_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<Str
     let tenant = caller(&d, &headers)?;
     let dirs = existing_workspace(&d, &tenant, &ws)?;
     let files = dirs.manifest(&ws);
-    let state = super::workspace::dir_size(&dirs.workspace(&ws).join("state"));
+    let state = ["state", "objects"].iter().fold(0u64, |total, part| total.saturating_add(super::workspace::dir_size(&dirs.workspace(&ws).join(part))));
     Ok(Json(json!({"id": ws, "files": files, "state_bytes": state, "in_use_by": d.workspace_in_use(&tenant, &ws)})))
 }
 
@@ -192,12 +192,12 @@ async fn upload(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>, mu
                 file.discard();
                 return Err(too_large(format!("file `{name}` is larger than the daemon's limit of {} per file (--max-upload)", format_size(limit))));
             }
-            if used + received + size > quota {
+            if used.saturating_add(received).saturating_add(size) > quota {
                 file.discard();
                 return Err(too_large(format!(
                     "disk quota: tenant `{}` uses {} of {}; `{name}` does not fit",
                     tenant.name,
-                    format_size(used + received),
+                    format_size(used.saturating_add(received)),
                     format_size(quota)
                 )));
             }
@@ -259,6 +259,12 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
     let dirs = existing_workspace(&d, &tenant, ws)?;
     let id = format!("{what}-{}", &random_id()[..12]);
     let log = dirs.logs().join(format!("{id}.log"));
+    // The object's own state, unless the tenant names one: never another's.
+    let state: Option<(std::path::PathBuf, bool)> = match &request.state {
+        None | Some(StateRequest::Own(false)) => None,
+        Some(StateRequest::Own(true)) => Some((std::path::Path::new("workspaces").join(ws).join("objects").join(&id), true)),
+        Some(StateRequest::Named(name)) => Some((std::path::Path::new("workspaces").join(ws).join("state").join(name), false)),
+    };
     std::fs::create_dir_all(dirs.logs()).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
     let (plan, args) = match kind {
         Kind::Flow => {
@@ -277,10 +283,11 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
                 uses_before: request.uses_before.as_deref().map(file).transpose()?,
                 uses_after: request.uses_after.as_deref().map(file).transpose()?,
             };
-            let state_dir = request.state.then(|| dirs.workspace(ws).join("state").join(&plan.name));
-            if let Some(dir) = &state_dir {
-                std::fs::create_dir_all(dir).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
-            }
+            // Checked beneath the tenant's root now, just before the process gets it.
+            let state_dir = match &state {
+                Some((relative, _)) => Some(dirs.beneath(relative).map_err(|e| ApiError::bad(format!("state: {e}")))?),
+                None => None,
+            };
             let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
             (plan, args)
         }
@@ -299,6 +306,14 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
     // Admission: the Peas and memory of every live object, this one reserved
     // before it starts so that concurrent creations cannot overrun the quota.
     d.with_objects(&tenant, |objects| {
+        if let Some((dir, false)) = &state
+            && let Some(other) = objects.values().find(|o| o.holds_resources() && o.state.as_ref().is_some_and(|(d, _)| d == dir))
+        {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("state `{}` is used by {} `{}`: a named state has one live user at a time", dir.display(), other.kind.command(), other.id),
+            ));
+        }
         let (peas, memory) = Daemon::usage(objects);
         if peas + plan.peas > quota.max_peas {
             return Err(refuse(format!("{what} `{}` needs {} Peas; {peas} of max_peas {} are running", plan.name, plan.peas, quota.max_peas)));
@@ -322,6 +337,7 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             created: std::time::SystemTime::now(),
             expires: None,
             log: log.clone(),
+            state: state.clone(),
             live: live.clone(),
             stop: stop.clone(),
             supervisor: None,
@@ -349,7 +365,9 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             }
         }
         Err(e) => {
-            d.with_objects(&tenant, |objects| objects.remove(&id));
+            if let Some(object) = d.with_objects(&tenant, |objects| objects.remove(&id)) {
+                d.forget(&tenant.name, &object);
+            }
             Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{what} `{}` did not start: {e:#}", plan.name)))
         }
     }
@@ -397,12 +415,33 @@ async fn renew(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<
     }
 }
 
-/// `GET /pods/{id}/logs`: the stored log (the process's stderr), as text.
-async fn logs(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer<([(header::HeaderName, &'static str); 1], Vec<u8>)> {
+/// `GET /pods/{id}/logs`: the stored log (the process's stderr: its rotated
+/// part, then the current one), as text, streamed from the files: the
+/// daemon never holds a whole log in memory.
+async fn logs(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer<Response> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncReadExt as _;
     let tenant = caller(&d, &headers)?;
     let log = with_object(&d, &tenant, kind, &id, |o| o.log.clone())?;
-    let text = std::fs::read(&log).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+    let parts = [super::objects::rotated(&log), log];
+    let chunks = futures::stream::iter(parts)
+        .filter_map(|path| async move { tokio::fs::File::open(path).await.ok() })
+        .flat_map(|file| {
+            futures::stream::unfold(Some(file), |file| async move {
+                let mut file = file?;
+                let mut buffer = vec![0u8; 64 << 10];
+                match file.read(&mut buffer).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        Some((Ok::<Bytes, std::io::Error>(Bytes::from(buffer)), Some(file)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            })
+        });
+    let body = axum::body::Body::from_stream(chunks);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
 /// `GET /pods/{id}/logs/stream`: server-sent events, one `data:` per log line
@@ -469,6 +508,10 @@ impl Follow {
     fn read_more(&mut self) -> bool {
         use std::io::{Read as _, Seek as _};
         let Ok(mut file) = std::fs::File::open(&self.log) else { return false };
+        // Rotated since the last read: the new part starts from its beginning.
+        if file.metadata().is_ok_and(|m| m.len() < self.offset) {
+            self.offset = 0;
+        }
         if file.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
             return false;
         }

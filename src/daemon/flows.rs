@@ -16,7 +16,7 @@ use serde_yaml::Value;
 
 use super::objects::{CreateRequest, Plan};
 use super::tenants::Tenant;
-use super::workspace::{TenantDirs, resolve_inside, safe_relative};
+use super::workspace::{TenantDirs, safe_relative};
 use crate::units::{parse_duration, parse_size};
 
 /// Checks a `POST /flows` request, writes the rewritten Flow file to `out`,
@@ -72,7 +72,8 @@ pub fn prepare(request: &CreateRequest, dirs: &TenantDirs, tenant: &Tenant, host
         if let Some(value) = pod.get("workspace") {
             let relative = value.as_str().ok_or_else(|| fail(format!("{label}: `workspace` is not a folder name")))?;
             let clean = safe_relative(relative).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
-            let dir: PathBuf = resolve_inside(&state, &clean).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
+            let relative = Path::new("workspaces").join(ws).join("state").join(&name).join(&clean);
+            let dir: PathBuf = dirs.beneath(&relative).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
             pod.insert("workspace".into(), dir.display().to_string().into());
         }
         let per_pea = match pod.get("memory_hwm") {

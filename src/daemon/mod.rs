@@ -99,10 +99,30 @@ impl Daemon {
         match object {
             Some(object) => {
                 tracing::info!(tenant, id, name = %object.name, "stopping");
+                let (state, log) = (object.state.clone(), object.log.clone());
                 object.stop().await;
+                self.forget_files(tenant, id, state, &log);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Removes what a deleted (or never started) object leaves behind: its
+    /// own state directory and its log. A named state stays.
+    fn forget(&self, tenant: &str, object: &Object) {
+        self.forget_files(tenant, &object.id, object.state.clone(), &object.log);
+    }
+
+    fn forget_files(&self, tenant: &str, id: &str, state: Option<(std::path::PathBuf, bool)>, log: &std::path::Path) {
+        let dirs = workspace::TenantDirs::new(&self.config.data_dir, tenant);
+        if let Some((relative, true)) = state
+            && let Err(e) = dirs.remove_tree(&relative)
+        {
+            tracing::warn!(tenant, id, "cannot remove the object's state {}: {e}", relative.display());
+        }
+        for file in [objects::rotated(log), log.to_path_buf()] {
+            let _ = std::fs::remove_file(file);
         }
     }
 

@@ -16,6 +16,19 @@ use tokio_util::sync::CancellationToken;
 use crate::pod::Polling;
 use crate::units::{parse_duration, parse_size};
 
+/// The `state` of a request: `true`/`false`, or the name of a named state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StateRequest {
+    Own(bool),
+    Named(String),
+}
+
+/// An object's log is rotated past this many bytes (the previous part kept as
+/// `<id>.log.1`), so one object holds at most twice this on disk; it counts
+/// in the tenant's `disk`.
+pub const MAX_LOG_BYTES: u64 = 8 << 20;
+
 /// What was asked for: a Pea (one executor) or a Pod (shards or replicas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,10 +98,12 @@ pub struct CreateRequest {
     pub on_error_strategy: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Give the executor a workspace directory, `<workspace>/state/<name>/`,
-    /// kept across runs that use the same workspace id.
+    /// Give the executor a workspace directory: `true`, its own
+    /// (`<workspace>/objects/<object id>/`, removed with the object); a name,
+    /// the named state `<workspace>/state/<name>/`, kept across runs that use
+    /// the same workspace id and name, used by one live object at a time.
     #[serde(default)]
-    pub state: bool,
+    pub state: Option<StateRequest>,
     #[serde(default)]
     pub read_only: bool,
     /// Delete the object unless the lease is renewed within this time (`10s`).
@@ -117,9 +132,13 @@ impl CreateRequest {
     pub fn plan(&self, kind: Kind, default_memory: u64) -> Result<Plan, String> {
         let name = self.object_name()?;
         if kind == Kind::Pea
-            && let Some(field) = self.settings().into_iter().find(|f| ["shards", "parallel", "polling", "uses_before", "uses_after"].contains(f))
+            && let Some(field) = self.settings().into_iter().find(|f| {
+                ["shards", "parallel", "polling", "uses_before", "uses_after"].contains(f)
+            })
         {
-            return Err(format!("`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"));
+            return Err(format!(
+                "`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"
+            ));
         }
         let shards = self.shards.unwrap_or(1);
         let parallel = self.parallel.unwrap_or(1);
@@ -129,31 +148,53 @@ impl CreateRequest {
             }
         }
         if shards > 1 && parallel > 1 {
-            return Err("shards and parallel together are not supported: use one or the other".into());
+            return Err(
+                "shards and parallel together are not supported: use one or the other".into(),
+            );
         }
         if let Some(polling) = &self.polling {
-            polling.parse::<Polling>().map_err(|e| format!("polling: {e}"))?;
+            polling
+                .parse::<Polling>()
+                .map_err(|e| format!("polling: {e}"))?;
         }
         let memory_per_pea = match &self.memory_hwm {
             Some(size) => parse_size(size).map_err(|e| format!("memory_hwm: {e}"))?,
             None => default_memory,
         };
         let duration = |field: &str, value: &Option<String>| -> Result<Option<Duration>, String> {
-            value.as_deref().map(parse_duration).transpose().map_err(|e| format!("{field}: {e}"))
+            value
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| format!("{field}: {e}"))
         };
         duration("timeout_request", &self.timeout_request)?;
-        let timeout_ready = duration("timeout_ready", &self.timeout_ready)?.unwrap_or(Duration::from_secs(120));
+        let timeout_ready =
+            duration("timeout_ready", &self.timeout_ready)?.unwrap_or(Duration::from_secs(120));
         let lease = duration("lease", &self.lease)?;
         if lease.is_some_and(|l| l < Duration::from_millis(500)) {
             return Err("lease: at least 500ms".into());
         }
+        if let Some(StateRequest::Named(state)) = &self.state
+            && !super::workspace::is_safe_id(state)
+        {
+            return Err(format!(
+                "state `{state}`: a state's name is 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
+            ));
+        }
         if let Some(dump) = &self.dump_interval {
-            dump.parse::<crate::pea::DumpPolicy>().map_err(|e| format!("dump_interval: {e}"))?;
+            dump.parse::<crate::pea::DumpPolicy>()
+                .map_err(|e| format!("dump_interval: {e}"))?;
         }
         if let Some(strategy) = &self.on_error_strategy {
-            <crate::pea::OnError as clap::ValueEnum>::from_str(strategy, true).map_err(|e| format!("on_error_strategy: {e}"))?;
+            <crate::pea::OnError as clap::ValueEnum>::from_str(strategy, true)
+                .map_err(|e| format!("on_error_strategy: {e}"))?;
         }
-        if self.with.as_ref().is_some_and(|w| !w.is_object() && !w.is_null()) {
+        if self
+            .with
+            .as_ref()
+            .is_some_and(|w| !w.is_object() && !w.is_null())
+        {
             return Err("with: a map of the executor's parameters".into());
         }
         for key in self.env.keys() {
@@ -162,9 +203,17 @@ impl CreateRequest {
             }
         }
         // Head and tail executors run with the Pod's memory limit too.
-        let sides = usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
+        let sides =
+            usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
         let peas = shards.max(parallel) + sides;
-        Ok(Plan { name, peas, memory_per_pea, memory: peas as u64 * memory_per_pea, lease, timeout_ready })
+        Ok(Plan {
+            name,
+            peas,
+            memory_per_pea,
+            memory: peas as u64 * memory_per_pea,
+            lease,
+            timeout_ready,
+        })
     }
 
     /// The object's name: `name`, else the file's stem; checked.
@@ -174,10 +223,15 @@ impl CreateRequest {
     pub fn object_name(&self) -> Result<String, String> {
         let name = match &self.name {
             Some(name) => name.clone(),
-            None => Path::new(&self.uses).file_stem().map(|s| s.to_string_lossy().replace(' ', "_")).unwrap_or_default(),
+            None => Path::new(&self.uses)
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace(' ', "_"))
+                .unwrap_or_default(),
         };
         if !super::workspace::is_safe_id(&name) {
-            return Err(format!("name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"));
+            return Err(format!(
+                "name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
+            ));
         }
         Ok(name)
     }
@@ -196,23 +250,58 @@ impl CreateRequest {
             ("dump_interval", self.dump_interval.is_some()),
             ("on_error_strategy", self.on_error_strategy.is_some()),
             ("env", !self.env.is_empty()),
-            ("state", self.state),
+            (
+                "state",
+                self.state
+                    .as_ref()
+                    .is_some_and(|s| *s != StateRequest::Own(false)),
+            ),
             ("read_only", self.read_only),
         ];
-        given.into_iter().filter(|(_, set)| *set).map(|(field, _)| field).collect()
+        given
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| field)
+            .collect()
     }
 
     /// The `jina-wasm pea|pod` arguments; `files` resolves workspace file names.
-    pub fn args(&self, kind: Kind, plan: &Plan, host: &str, files: &Files, state_dir: Option<&Path>, cache_dir: &Path) -> Vec<String> {
-        let mut args: Vec<String> = vec![kind.command().into(), "--uses".into(), files.uses.display().to_string(), "--name".into(), plan.name.clone()];
-        let with = self.with.clone().filter(Value::is_object).unwrap_or_else(|| json!({}));
+    pub fn args(
+        &self,
+        kind: Kind,
+        plan: &Plan,
+        host: &str,
+        files: &Files,
+        state_dir: Option<&Path>,
+        cache_dir: &Path,
+    ) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            kind.command().into(),
+            "--uses".into(),
+            files.uses.display().to_string(),
+            "--name".into(),
+            plan.name.clone(),
+        ];
+        let with = self
+            .with
+            .clone()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
         args.extend(["--uses-with".into(), with.to_string()]);
         // Inputs and outputs on the daemon's address, so a Flow on another host
         // can connect; the control socket stays on loopback: only the daemon
         // (and so only through its API) controls the Pea.
-        args.extend(["--host-in".into(), host.into(), "--host-out".into(), host.into()]);
+        args.extend([
+            "--host-in".into(),
+            host.into(),
+            "--host-out".into(),
+            host.into(),
+        ]);
         args.extend(["--memory-hwm".into(), format!("{}B", plan.memory_per_pea)]);
-        args.extend(["--timeout-ready".into(), format!("{}ms", plan.timeout_ready.as_millis())]);
+        args.extend([
+            "--timeout-ready".into(),
+            format!("{}ms", plan.timeout_ready.as_millis()),
+        ]);
         args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
         let optional = [
             ("--shards", self.shards.map(|n| n.to_string())),
@@ -221,8 +310,14 @@ impl CreateRequest {
             ("--timeout-request", self.timeout_request.clone()),
             ("--dump-interval", self.dump_interval.clone()),
             ("--on-error-strategy", self.on_error_strategy.clone()),
-            ("--uses-before", files.uses_before.as_ref().map(|p| p.display().to_string())),
-            ("--uses-after", files.uses_after.as_ref().map(|p| p.display().to_string())),
+            (
+                "--uses-before",
+                files.uses_before.as_ref().map(|p| p.display().to_string()),
+            ),
+            (
+                "--uses-after",
+                files.uses_after.as_ref().map(|p| p.display().to_string()),
+            ),
             ("--workspace", state_dir.map(|p| p.display().to_string())),
         ];
         for (flag, value) in optional {
@@ -277,6 +372,9 @@ pub struct Object {
     pub created: std::time::SystemTime,
     pub expires: Option<Instant>,
     pub log: PathBuf,
+    /// Its state directory, relative to the tenant's root, and whether it is
+    /// the object's own (removed with it) rather than a named one.
+    pub state: Option<(PathBuf, bool)>,
     pub live: Arc<Mutex<Live>>,
     pub stop: CancellationToken,
     pub supervisor: Option<tokio::task::JoinHandle<()>>,
@@ -297,7 +395,10 @@ impl Object {
     /// The object as the API shows it.
     pub fn describe(&self) -> Value {
         let live = self.live.lock().expect("live").clone();
-        let rss = live.pid.filter(|_| live.state == State::Running).and_then(rss_bytes);
+        let rss = live
+            .pid
+            .filter(|_| live.state == State::Running)
+            .and_then(rss_bytes);
         json!({
             "id": self.id,
             "kind": self.kind,
@@ -354,7 +455,6 @@ pub async fn spawn(
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::io::AsyncBufReadExt as _;
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open the log {}", log.display()))?;
     let mut command = tokio::process::Command::new(exe);
     command
         .args(args)
@@ -364,10 +464,16 @@ pub async fn spawn(
         .env("JINA_WASM_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
+        // Through the daemon, which caps and rotates it (`copy_log`).
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     crate::pod::die_with_parent(&mut command);
     let mut child = command.spawn().context("cannot start a process")?;
+    let mut copier = tokio::spawn(copy_log(
+        child.stderr.take().expect("piped"),
+        log.to_path_buf(),
+        MAX_LOG_BYTES,
+    ));
     live.lock().expect("live").pid = child.id();
     let stdout = child.stdout.take().expect("piped");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -376,12 +482,20 @@ pub async fn spawn(
         Ok(_) => None,
         Err(_) => {
             let _ = child.kill().await;
-            anyhow::bail!("not ready within {timeout_ready:?} (timeout_ready); its log ends with:\n{}", log_tail(log, 20));
+            settle(&mut copier).await;
+            anyhow::bail!(
+                "not ready within {timeout_ready:?} (timeout_ready); its log ends with:\n{}",
+                log_tail(log, 20)
+            );
         }
     };
     let Some(ready) = ready else {
         let status = child.wait().await?;
-        anyhow::bail!("its process exited with {status} before it was ready; its log ends with:\n{}", log_tail(log, 20));
+        settle(&mut copier).await;
+        anyhow::bail!(
+            "its process exited with {status} before it was ready; its log ends with:\n{}",
+            log_tail(log, 20)
+        );
     };
     let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
     {
@@ -394,7 +508,12 @@ pub async fn spawn(
 
 /// Waits for the child to exit or for `stop`; then TERMINATE (the Pea
 /// finishes its request, dumps and closes), SIGKILL if it takes too long.
-async fn supervise(mut child: tokio::process::Child, ctrl: String, stop: CancellationToken, live: Arc<Mutex<Live>>) {
+async fn supervise(
+    mut child: tokio::process::Child,
+    ctrl: String,
+    stop: CancellationToken,
+    live: Arc<Mutex<Live>>,
+) {
     const GRACE: Duration = Duration::from_secs(5);
     let status = tokio::select! {
         status = child.wait() => status,
@@ -426,9 +545,75 @@ async fn supervise(mut child: tokio::process::Child, ctrl: String, stop: Cancell
     });
 }
 
-/// The last `n` lines of a log file.
+/// Waits (briefly) for the log copy to catch up: what a process wrote before
+/// failing is then in its log.
+async fn settle(copier: &mut tokio::task::JoinHandle<()>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), copier).await;
+}
+
+/// Where a log's previous part goes when it is rotated.
+pub fn rotated(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_os_string();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Copies a child's stderr into `log`, appending; past `cap` bytes the log
+/// becomes `<log>.1` (replacing an older one) and a new one starts. Ends when
+/// the child (and every process sharing its stderr) has closed it.
+async fn copy_log(mut from: impl tokio::io::AsyncRead + Unpin, log: PathBuf, cap: u64) {
+    use std::io::Write as _;
+    use tokio::io::AsyncReadExt as _;
+    let open = |truncate: bool| {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true);
+        if truncate {
+            options.write(true).truncate(true)
+        } else {
+            options.append(true)
+        };
+        options.open(&log)
+    };
+    let mut file = match open(false) {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::error!(log = %log.display(), "cannot open the log: {e}; the object's output is discarded");
+            let _ = tokio::io::copy(&mut from, &mut tokio::io::sink()).await;
+            return;
+        }
+    };
+    let mut written = file.metadata().map_or(0, |m| m.len());
+    // Never more than the cap at once, so one part never passes it.
+    let mut buffer = vec![0u8; cap.clamp(1, 64 << 10) as usize];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if written > 0 && written + n as u64 > cap {
+            let _ = std::fs::rename(&log, rotated(&log));
+            match open(true) {
+                Ok(new) => file = new,
+                Err(e) => tracing::error!(log = %log.display(), "cannot rotate the log: {e}"),
+            }
+            written = 0;
+        }
+        if file.write_all(&buffer[..n]).is_ok() {
+            written += n as u64;
+        }
+    }
+}
+
+/// The last `n` lines of a log file (read from its last 64 KiB at most).
 pub fn log_tail(log: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    use std::io::{Read as _, Seek as _};
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let len = file.metadata().map_or(0, |m| m.len());
+        let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(64 << 10)));
+        let _ = file.take(64 << 10).read_to_end(&mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -441,16 +626,74 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    #[tokio::test]
+    async fn logs_rotate_past_their_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("o.log");
+        let lines: String = (0..100).map(|i| format!("line {i:04}\n")).collect();
+        copy_log(lines.as_bytes(), log.clone(), 300).await;
+        let (current, previous) = (
+            std::fs::read_to_string(&log).unwrap(),
+            std::fs::read_to_string(rotated(&log)).unwrap(),
+        );
+        assert!(
+            current.len() <= 300 && previous.len() <= 300,
+            "{} {}",
+            current.len(),
+            previous.len()
+        );
+        assert!(current.ends_with("line 0099\n"), "{current}");
+        assert!(log_tail(&log, 1).contains("line 0099"));
+        // A second run appends to what is there, rotating again.
+        copy_log(&b"more\n"[..], log.clone(), 300).await;
+        assert!(std::fs::read_to_string(&log).unwrap().ends_with("more\n"));
+    }
+
+    #[test]
+    fn state_is_own_unless_named_and_names_are_checked() {
+        let own = request(json!({"workspace": "w", "uses": "a.wasm", "state": true}));
+        assert_eq!(own.state, Some(StateRequest::Own(true)));
+        let named = request(json!({"workspace": "w", "uses": "a.wasm", "state": "index"}));
+        assert_eq!(named.state, Some(StateRequest::Named("index".into())));
+        assert!(named.plan(Kind::Pea, 64).is_ok());
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "state": "../x"}))
+            .plan(Kind::Pea, 64)
+            .unwrap_err();
+        assert!(e.starts_with("state `../x`"), "{e}");
+        assert_eq!(
+            request(json!({"workspace": "w", "uses": "a.wasm", "state": null})).state,
+            None
+        );
+    }
+
     #[test]
     fn plans_count_peas_and_refuse_bad_fields() {
-        let plan = request(json!({"workspace": "w", "uses": "idx.wasm", "shards": 3, "uses_after": "m.wasm"})).plan(Kind::Pod, 64).unwrap();
-        assert_eq!((plan.name.as_str(), plan.peas, plan.memory_per_pea), ("idx", 4, 64));
-        let e = request(json!({"workspace": "w", "uses": "a.wasm", "shards": 2})).plan(Kind::Pea, 64).unwrap_err();
+        let plan = request(
+            json!({"workspace": "w", "uses": "idx.wasm", "shards": 3, "uses_after": "m.wasm"}),
+        )
+        .plan(Kind::Pod, 64)
+        .unwrap();
+        assert_eq!(
+            (plan.name.as_str(), plan.peas, plan.memory_per_pea),
+            ("idx", 4, 64)
+        );
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "shards": 2}))
+            .plan(Kind::Pea, 64)
+            .unwrap_err();
         assert!(e.contains("`shards` is a Pod setting"), "{e}");
-        let e = request(json!({"workspace": "w", "uses": "a.wasm", "memory_hwm": "lots"})).plan(Kind::Pod, 64).unwrap_err();
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "memory_hwm": "lots"}))
+            .plan(Kind::Pod, 64)
+            .unwrap_err();
         assert!(e.starts_with("memory_hwm: "), "{e}");
-        let e = request(json!({"workspace": "w", "uses": "a.wasm", "name": "../up"})).plan(Kind::Pod, 64).unwrap_err();
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "name": "../up"}))
+            .plan(Kind::Pod, 64)
+            .unwrap_err();
         assert!(e.starts_with("name `../up`"), "{e}");
-        assert!(serde_json::from_value::<CreateRequest>(json!({"workspace": "w", "uses": "a", "volumes": ["/:/host"]})).is_err());
+        assert!(
+            serde_json::from_value::<CreateRequest>(
+                json!({"workspace": "w", "uses": "a", "volumes": ["/:/host"]})
+            )
+            .is_err()
+        );
     }
 }

@@ -5,15 +5,22 @@
 //!   blobs/<sha256>                 every uploaded content, stored once per tenant
 //!   workspaces/<id>/manifest.json  file name -> sha256
 //!   workspaces/<id>/files/<name>   a hard link to its blob
-//!   workspaces/<id>/state/<pod>/   the executor workspace of a Pod started with `state`
+//!   workspaces/<id>/objects/<object id>/  an object's own state (`"state": true`),
+//!                                  removed with the object
+//!   workspaces/<id>/state/<name>/  a named state (`"state": "<name>"`), kept
 //!   tmp/                           uploads being received
-//!   logs/<object id>.log           each Pea's or Pod's stderr
+//!   logs/<object id>.log[.1]       each Pea's or Pod's stderr (rotated; removed
+//!                                  with the object)
 //! ```
 //!
 //! Names come from tenants, so every one is checked: ids are plain names, file
 //! names are relative paths of plain components (no `..`, no absolute path, no
 //! backslash, no NUL), and no existing component on the way may be a symbolic
-//! link (the daemon never makes one; one found there was not put there by it).
+//! link (the daemon never makes one, and guests cannot: docs/sandbox.md).
+//! Directories executors write in (state) are reached through handles that
+//! cannot leave the tenant's root ([`TenantDirs::beneath`]), checked when an
+//! object starts; they are measured and removed through handles too
+//! (`executor::quota`), whatever a guest left in them.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -24,7 +31,9 @@ use sha2::Digest as _;
 pub fn is_safe_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Checks a file name a tenant gave and returns it as a relative path.
@@ -32,7 +41,12 @@ pub fn is_safe_id(id: &str) -> bool {
 /// # Errors
 /// Why the name is refused, quoting it.
 pub fn safe_relative(name: &str) -> Result<PathBuf, String> {
-    let refuse = |why: &str| Err(format!("file name `{}` is refused: {why}", name.escape_debug()));
+    let refuse = |why: &str| {
+        Err(format!(
+            "file name `{}` is refused: {why}",
+            name.escape_debug()
+        ))
+    };
     if name.is_empty() || name.len() > 255 {
         return refuse("a name has 1 to 255 bytes");
     }
@@ -49,7 +63,9 @@ pub fn safe_relative(name: &str) -> Result<PathBuf, String> {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
             Component::ParentDir => return refuse("`..` escapes the workspace"),
-            Component::RootDir | Component::Prefix(_) => return refuse("an absolute path escapes the workspace"),
+            Component::RootDir | Component::Prefix(_) => {
+                return refuse("an absolute path escapes the workspace");
+            }
         }
     }
     if clean.as_os_str().is_empty() {
@@ -73,8 +89,14 @@ pub fn resolve_inside(root: &Path, relative: &Path) -> Result<PathBuf, String> {
     for path in parts {
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-                return Err(format!("`{shown}` is a symbolic link: links out of a workspace are refused"));
+                let shown = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                return Err(format!(
+                    "`{shown}` is a symbolic link: links out of a workspace are refused"
+                ));
             }
             _ => {}
         }
@@ -97,7 +119,9 @@ pub struct TenantDirs {
 
 impl TenantDirs {
     pub fn new(data_dir: &Path, tenant: &str) -> TenantDirs {
-        TenantDirs { root: data_dir.join("tenants").join(tenant) }
+        TenantDirs {
+            root: data_dir.join("tenants").join(tenant),
+        }
     }
 
     pub fn blobs(&self) -> PathBuf {
@@ -130,20 +154,97 @@ impl TenantDirs {
     }
 
     pub fn manifest(&self, id: &str) -> BTreeMap<String, FileEntry> {
-        std::fs::read(self.workspace(id).join("manifest.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        std::fs::read(self.workspace(id).join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
-    fn write_manifest(&self, id: &str, manifest: &BTreeMap<String, FileEntry>) -> std::io::Result<()> {
+    fn write_manifest(
+        &self,
+        id: &str,
+        manifest: &BTreeMap<String, FileEntry>,
+    ) -> std::io::Result<()> {
         let path = self.workspace(id).join("manifest.json");
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)?;
         std::fs::rename(tmp, path)
     }
 
-    /// Bytes on disk: every blob once, plus every workspace's `state/`.
+    /// The own state directory of object `object` in workspace `id`.
+    pub fn object_state(&self, id: &str, object: &str) -> PathBuf {
+        self.workspace(id).join("objects").join(object)
+    }
+
+    /// Bytes on disk: every blob once, every workspace's states (named and
+    /// objects' own), and the logs. Measured with the quota's walker: a
+    /// directory it cannot open makes the usage unknown, counted as
+    /// `u64::MAX` (a full disk: nothing more is accepted).
     pub fn disk_usage(&self) -> u64 {
-        let state: u64 = self.workspace_ids().iter().map(|id| dir_size(&self.workspace(id).join("state"))).sum();
-        dir_size(&self.blobs()) + state
+        let mut total = dir_size(&self.blobs()).saturating_add(dir_size(&self.logs()));
+        for id in self.workspace_ids() {
+            for part in ["state", "objects"] {
+                total = total.saturating_add(dir_size(&self.workspace(&id).join(part)));
+            }
+        }
+        total
+    }
+
+    /// `root/relative`, made if missing, after checking at this moment that
+    /// every component is a directory beneath the tenant's root, none a link:
+    /// the directory an object is about to be given.
+    ///
+    /// # Errors
+    /// Why, naming the component.
+    pub fn beneath(&self, relative: &Path) -> Result<PathBuf, String> {
+        use cap_fs_ext::DirExt as _;
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| format!("cannot create the tenant's directory: {e}"))?;
+        let mut dir = cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())
+            .map_err(|e| format!("cannot open the tenant's directory: {e}"))?;
+        let mut at = PathBuf::new();
+        for part in relative.components() {
+            let Component::Normal(part) = part else {
+                return Err(format!(
+                    "`{}` is not a plain relative path",
+                    relative.display()
+                ));
+            };
+            at.push(part);
+            match dir.create_dir(part) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot create `{}`: {e}", at.display())),
+            }
+            dir = dir.open_dir_nofollow(part).map_err(|e| {
+                if dir.symlink_metadata(part).is_ok_and(|m| m.file_type().is_symlink()) {
+                    format!("`{}` is a symbolic link: refusing to follow it out of the tenant's directory", at.display())
+                } else {
+                    format!("cannot open `{}`: {e}", at.display())
+                }
+            })?;
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Removes the tree at `relative` (made by executors: through handles,
+    /// whatever its depth or links); absent is fine.
+    ///
+    /// # Errors
+    /// A filesystem failure.
+    pub fn remove_tree(&self, relative: &Path) -> std::io::Result<()> {
+        let (Some(parent), Some(name)) = (relative.parent(), relative.file_name()) else {
+            return Ok(());
+        };
+        let dir = match crate::executor::quota::open_root(&self.root.join(parent)) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match crate::executor::quota::remove_tree(&dir, name) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     /// Moves a received upload (`tmp`, with its digest and size) into the blob
@@ -151,11 +252,20 @@ impl TenantDirs {
     ///
     /// # Errors
     /// A name that escapes, or a filesystem failure.
-    pub fn commit(&self, id: &str, name: &str, tmp: &Path, sha256: &str, size: u64) -> Result<FileEntry, String> {
+    pub fn commit(
+        &self,
+        id: &str,
+        name: &str,
+        tmp: &Path,
+        sha256: &str,
+        size: u64,
+    ) -> Result<FileEntry, String> {
         let relative = safe_relative(name)?;
         let files = self.workspace(id).join("files");
-        std::fs::create_dir_all(&files).map_err(|e| format!("cannot create workspace `{id}`: {e}"))?;
-        std::fs::create_dir_all(self.blobs()).map_err(|e| format!("cannot create the blob store: {e}"))?;
+        std::fs::create_dir_all(&files)
+            .map_err(|e| format!("cannot create workspace `{id}`: {e}"))?;
+        std::fs::create_dir_all(self.blobs())
+            .map_err(|e| format!("cannot create the blob store: {e}"))?;
         let target = resolve_inside(&files, &relative)?;
         let blob = self.blobs().join(sha256);
         if blob.exists() {
@@ -164,16 +274,22 @@ impl TenantDirs {
             std::fs::rename(tmp, &blob).map_err(|e| format!("cannot store `{name}`: {e}"))?;
         }
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create the folder of `{name}`: {e}"))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create the folder of `{name}`: {e}"))?;
         }
         // Replace, never write through: the old name may be a link to a blob
         // another workspace shares.
         let _ = std::fs::remove_file(&target);
-        std::fs::hard_link(&blob, &target).map_err(|e| format!("cannot link `{name}` into workspace `{id}`: {e}"))?;
-        let entry = FileEntry { sha256: sha256.to_string(), size };
+        std::fs::hard_link(&blob, &target)
+            .map_err(|e| format!("cannot link `{name}` into workspace `{id}`: {e}"))?;
+        let entry = FileEntry {
+            sha256: sha256.to_string(),
+            size,
+        };
         let mut manifest = self.manifest(id);
         manifest.insert(relative.to_string_lossy().into_owned(), entry.clone());
-        self.write_manifest(id, &manifest).map_err(|e| format!("cannot write the manifest of workspace `{id}`: {e}"))?;
+        self.write_manifest(id, &manifest)
+            .map_err(|e| format!("cannot write the manifest of workspace `{id}`: {e}"))?;
         // A replaced name may have been the last link to its old content.
         self.collect_garbage();
         Ok(entry)
@@ -186,15 +302,21 @@ impl TenantDirs {
     pub fn file(&self, id: &str, name: &str) -> Result<PathBuf, String> {
         let relative = safe_relative(name)?;
         let path = resolve_inside(&self.workspace(id).join("files"), &relative)?;
-        if !self.manifest(id).contains_key(relative.to_string_lossy().as_ref()) || !path.is_file() {
-            return Err(format!("workspace `{id}` has no file `{name}`: upload it first"));
+        if !self
+            .manifest(id)
+            .contains_key(relative.to_string_lossy().as_ref())
+            || !path.is_file()
+        {
+            return Err(format!(
+                "workspace `{id}` has no file `{name}`: upload it first"
+            ));
         }
         Ok(path)
     }
 
     /// Removes workspace `id` and the blobs no other workspace links to.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
-        std::fs::remove_dir_all(self.workspace(id))?;
+        self.remove_tree(&Path::new("workspaces").join(id))?;
         self.collect_garbage();
         Ok(())
     }
@@ -202,7 +324,11 @@ impl TenantDirs {
     /// Deletes blobs whose only link is the store's own.
     fn collect_garbage(&self) {
         use std::os::unix::fs::MetadataExt as _;
-        for entry in std::fs::read_dir(self.blobs()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(self.blobs())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if entry.metadata().is_ok_and(|m| m.nlink() <= 1) {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -223,7 +349,12 @@ impl Receiving {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("upload-{}", super::random_id()));
         let file = std::fs::File::create(&path)?;
-        Ok(Receiving { path, file, hasher: sha2::Sha256::new(), size: 0 })
+        Ok(Receiving {
+            path,
+            file,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        })
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
@@ -252,23 +383,22 @@ impl Receiving {
 /// The file cannot be read.
 pub fn sha256_of(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
-    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
-/// Bytes of every regular file under `dir` (links are not followed).
+/// Bytes of every regular file under `dir`, measured by the quota's walker
+/// (through handles, links not followed); 0 when `dir` is absent, `u64::MAX`
+/// when part of it cannot be measured.
 pub fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) if m.is_file() => total += m.len(),
-                _ => {}
-            }
-        }
+    match crate::executor::quota::Usage::of(dir) {
+        Ok(usage) if usage.unreadable > 0 => u64::MAX,
+        Ok(usage) => usage.bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => u64::MAX,
     }
-    total
 }
 
 #[cfg(test)]
@@ -277,11 +407,26 @@ mod tests {
 
     #[test]
     fn names_that_escape_are_refused() {
-        for bad in ["", "../x", "a/../../x", "/etc/passwd", "a\\b", "a\0b", ".", "./"] {
+        for bad in [
+            "",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a\\b",
+            "a\0b",
+            ".",
+            "./",
+        ] {
             assert!(safe_relative(bad).is_err(), "{bad:?} passed");
         }
         assert_eq!(safe_relative("a/./b.wasm").unwrap(), Path::new("a/b.wasm"));
-        assert!(is_safe_id("flow-1.a_b") && !is_safe_id("..") && !is_safe_id("a/b") && !is_safe_id(".hidden") && !is_safe_id(""));
+        assert!(
+            is_safe_id("flow-1.a_b")
+                && !is_safe_id("..")
+                && !is_safe_id("a/b")
+                && !is_safe_id(".hidden")
+                && !is_safe_id("")
+        );
     }
 
     #[test]
@@ -296,12 +441,27 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(dirs.blobs()).unwrap().count(), 1);
         assert_eq!(dirs.disk_usage(), 10);
-        assert_eq!(std::fs::read(dirs.file("two", "sub/y.bin").unwrap()).unwrap(), b"same bytes");
-        assert!(dirs.file("two", "x.bin").unwrap_err().contains("no file `x.bin`"));
+        assert_eq!(
+            std::fs::read(dirs.file("two", "sub/y.bin").unwrap()).unwrap(),
+            b"same bytes"
+        );
+        assert!(
+            dirs.file("two", "x.bin")
+                .unwrap_err()
+                .contains("no file `x.bin`")
+        );
         std::os::unix::fs::symlink("/etc", dirs.workspace("one").join("files/etc")).unwrap();
-        assert!(dirs.file("one", "etc/passwd").unwrap_err().contains("symbolic link"));
+        assert!(
+            dirs.file("one", "etc/passwd")
+                .unwrap_err()
+                .contains("symbolic link")
+        );
         dirs.remove("one").unwrap();
-        assert_eq!(std::fs::read_dir(dirs.blobs()).unwrap().count(), 1, "still linked from `two`");
+        assert_eq!(
+            std::fs::read_dir(dirs.blobs()).unwrap().count(),
+            1,
+            "still linked from `two`"
+        );
         dirs.remove("two").unwrap();
         assert_eq!(std::fs::read_dir(dirs.blobs()).unwrap().count(), 0);
     }

@@ -55,7 +55,7 @@ use crate::document::Document;
 use crate::wire::Body;
 use bindings::{ExecutorWorld, types};
 use output::GuestOutput;
-use quota::Usage;
+use quota::{Snapshot, Usage};
 use sandbox::{Limiter, Refused};
 use state::{ExecutorState, Watch};
 
@@ -175,6 +175,7 @@ impl Runtime {
         ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
         clocks::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("cannot replace the guest's sleep")?;
+        sandbox::refuse_symlinks(&mut linker).map_err(anyhow::Error::from).context("cannot refuse the guest's symlinks")?;
 
         let cache = options.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
@@ -483,7 +484,7 @@ impl Executor {
     fn arm(&self, live: &mut Live, timeout: Duration) {
         let now = Instant::now();
         let quota = self.sandbox.quota_dir().and_then(|dir| {
-            let before = Usage::of(dir).ok()?;
+            let before = Snapshot::take(dir).ok()?;
             Some((dir.to_path_buf(), self.sandbox.quota, before))
         });
         let watch = Watch {
@@ -503,7 +504,23 @@ impl Executor {
     /// After a call that returned: did it grow the workspace past its quota?
     fn check_quota(&self, live: &Live) -> Option<String> {
         let (dir, quota, before) = live.store.data().watch.quota.as_ref()?;
-        Usage::of(dir).ok()?.exceeds(before, quota)
+        Usage::of(dir).ok()?.exceeds(&before.usage, quota)
+    }
+
+    /// After a call failed with `disk-quota`: removes what it added to the
+    /// workspace (`quota.rs` says what exactly), so a workspace does not grow
+    /// with every failing call.
+    fn roll_back(&self, live: &Live) {
+        let Some((dir, _, before)) = live.store.data().watch.quota.as_ref() else { return };
+        match before.roll_back(dir) {
+            Ok(after) => tracing::warn!(
+                executor = %self.name,
+                bytes = after.bytes,
+                files = after.files,
+                "what the call over its disk quota wrote was rolled back"
+            ),
+            Err(e) => tracing::error!(executor = %self.name, "cannot roll back the workspace of a call over its disk quota: {e}"),
+        }
     }
 
     /// The thread's CPU time, when a tenant is there to charge it to (it
@@ -537,6 +554,9 @@ impl Executor {
             Ok(_) => self.check_quota(&live),
             Err(_) => None,
         };
+        if over_quota.is_some() {
+            self.roll_back(&live);
+        }
         self.live = Some(live);
         if let Some(message) = over_quota {
             self.stats.errors += 1;
@@ -595,6 +615,7 @@ impl Executor {
         if outcome.is_ok()
             && let Some(message) = self.check_quota(&live)
         {
+            self.roll_back(&live);
             return Err(self.error(Phase::Init, ErrorKind::DiskQuota, message));
         }
         match outcome {
@@ -642,6 +663,7 @@ impl Executor {
         let state = live.store.data();
         let (kind, message) = match error.downcast_ref::<Trap>() {
             _ if state.watch.over_quota.is_some() => {
+                self.roll_back(live);
                 (ErrorKind::DiskQuota, format!("{} and was stopped", state.watch.over_quota.as_deref().unwrap_or_default()))
             }
             Some(Trap::Interrupt) => {
@@ -715,8 +737,8 @@ fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::UpdateDeadl
     if now >= state.watch.next_check
         && let Some((dir, quota, before)) = &state.watch.quota
     {
-        let usage = Usage::of(dir).unwrap_or(*before);
-        if let Some(message) = usage.exceeds(before, quota) {
+        let usage = Usage::of(dir).unwrap_or(before.usage);
+        if let Some(message) = usage.exceeds(&before.usage, quota) {
             state.watch.over_quota = Some(message.clone());
             return Err(wasmtime::Error::msg(message));
         }

@@ -74,7 +74,10 @@ impl GuestOutput {
 
     /// A WASI stdout or stderr for the guest that writes into this output.
     pub fn stream(&self, stream: Stream) -> GuestStream {
-        GuestStream { output: self.clone(), stream }
+        GuestStream {
+            output: self.clone(),
+            stream,
+        }
     }
 
     /// The last stderr lines, oldest first, including an unterminated last line.
@@ -102,7 +105,7 @@ impl GuestOutput {
             return;
         }
         let message = cut(message);
-        let fields = fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        let fields = join_fields(fields);
         let executor = &*self.executor;
         match level {
             LogLevel::Trace => tracing::trace!(target: "guest", executor, fields, "{message}"),
@@ -139,8 +142,12 @@ impl GuestOutput {
         }
         let executor = &*self.executor;
         match stream {
-            Stream::Stdout => tracing::info!(target: "guest", executor, stream = "stdout", "{line}"),
-            Stream::Stderr => tracing::warn!(target: "guest", executor, stream = "stderr", "{line}"),
+            Stream::Stdout => {
+                tracing::info!(target: "guest", executor, stream = "stdout", "{line}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "guest", executor, stream = "stderr", "{line}")
+            }
         }
     }
 }
@@ -169,6 +176,28 @@ impl OutputState {
 fn append_bounded(buffer: &mut Vec<u8>, bytes: &[u8]) {
     let room = MAX_LINE_BYTES.saturating_sub(buffer.len());
     buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// `k=v k=v ...`, at most [`MAX_LINE_BYTES`] in all: fields are untrusted
+/// like the message, and are cut like it (whatever their number or sizes,
+/// nothing longer is ever built).
+fn join_fields(fields: &[(&str, &str)]) -> String {
+    let mut joined = String::new();
+    for (i, (key, value)) in fields.iter().enumerate() {
+        for part in [if i == 0 { "" } else { " " }, key, "=", value] {
+            let room = MAX_LINE_BYTES - joined.len();
+            if part.len() > room {
+                let mut end = room;
+                while !part.is_char_boundary(end) {
+                    end -= 1;
+                }
+                joined.push_str(&part[..end]);
+                return joined;
+            }
+            joined.push_str(part);
+        }
+    }
+    joined
 }
 
 fn cut(message: &str) -> &str {
@@ -226,7 +255,11 @@ impl OutputStream for GuestStream {
 }
 
 impl tokio::io::AsyncWrite for GuestStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.output.write(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -256,6 +289,20 @@ mod tests {
         err.write(Bytes::from(long)).unwrap();
         err.write(Bytes::from_static(b"\n")).unwrap();
         assert_eq!(out.recent_stderr()[0].len(), MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn log_fields_are_cut_like_messages() {
+        let big = "é".repeat(MAX_LINE_BYTES);
+        let fields: Vec<(&str, &str)> = (0..1000).map(|_| ("key", big.as_str())).collect();
+        let joined = join_fields(&fields);
+        assert!(
+            joined.len() <= MAX_LINE_BYTES && joined.len() > MAX_LINE_BYTES - 4,
+            "{}",
+            joined.len()
+        );
+        assert!(joined.starts_with("key=éé"));
+        assert_eq!(join_fields(&[("a", "1"), ("b", "2")]), "a=1 b=2");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   `--volumes`. Paths are resolved by wasmtime-wasi's capability-based
 //!   filesystem: absolute paths outside a preopen, `..` out of a preopen and
 //!   symlinks pointing out are refused (ENOENT / ENOTCAPABLE / EPERM in the guest);
+//!   a guest cannot create a symlink at all ([`refuse_symlinks`]): host code
+//!   that later reaches the directory must never meet a link a guest made;
 //! - **network**: no sockets at all (TCP, UDP and name lookup refused);
 //! - **environment**: empty except values passed with `--env`; no arguments; stdin
 //!   is empty;
@@ -226,6 +228,38 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &std::path::Path, guest: &str, re
         .preopened_dir(host, guest, perms)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot open {} for the guest at {guest}", host.display()))?;
+    Ok(())
+}
+
+/// The WASI import that makes a symlink, as wasmtime-wasi 48 names it: the
+/// only way a wasm32-wasip2 guest creates one (wasi-libc's `symlink` and
+/// Rust's `std::os::wasi::fs::symlink_path` both end here).
+const SYMLINK_AT: &str = "[method]descriptor.symlink-at";
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces `symlink-at` so that it always fails with `not-permitted`
+/// (EPERM in the guest). wasmtime-wasi refuses only links whose target is
+/// absolute; a relative one (`../../x`) it creates, and the guest cannot
+/// follow it out, but host code that walks the directory with plain paths
+/// (an identity file read, a `create_dir_all`, a quota walk) would. Refusing
+/// them all is the simplest rule that holds: docs/sandbox.md ("Threat model:
+/// the filesystem and tenants") says so and tests/all/hostile_fs.rs proves it.
+/// Links already there (made by the owner on the host) are left alone, and the
+/// host's own code never follows one either.
+///
+/// # Errors
+/// The linker has no such import (a wasmtime-wasi upgrade renamed it): the
+/// runtime refuses to start rather than run without the rule.
+pub(super) fn refuse_symlinks(linker: &mut wasmtime::component::Linker<super::state::ExecutorState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::Descriptor;
+    use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(FILESYSTEM_TYPES)?;
+    types.func_wrap(SYMLINK_AT, |_store, (_dir, _target, _link): (Resource<Descriptor>, String, String)| {
+        Ok((Err::<(), ErrorCode>(ErrorCode::NotPermitted),))
+    })?;
+    linker.allow_shadowing(false);
     Ok(())
 }
 

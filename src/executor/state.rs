@@ -9,7 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{LogLevel, jina};
 use super::clocks::Monotonic;
 use super::output::GuestOutput;
-use super::quota::{Quota, Usage};
+use super::quota::{Quota, Snapshot};
 use super::sandbox::Limiter;
 
 /// One per `Store`, so one per instance: instances share nothing.
@@ -28,9 +28,10 @@ pub struct ExecutorState {
 pub(super) struct Watch {
     /// When the call must stop.
     pub deadline: Instant,
-    /// The writable workspace, its quota and its usage when the call began;
-    /// `None` when no quota applies.
-    pub quota: Option<(PathBuf, Quota, Usage)>,
+    /// The writable workspace, its quota and what it held when the call
+    /// began (to roll back a call that broke the quota); `None` when no
+    /// quota applies.
+    pub quota: Option<(PathBuf, Quota, Snapshot)>,
     /// When the epoch callback next measures the workspace.
     pub next_check: Instant,
     /// Why the epoch callback stopped the call for the quota.

@@ -112,7 +112,8 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         "dump_interval": text(&spec.dump_interval),
         "on_error_strategy": spec.on_error_strategy,
         "env": env,
-        "state": spec.workspace.is_some(),
+        // A named state (the Pod's name), so a later run finds it again.
+        "state": spec.workspace.as_ref().map(|_| spec.name.clone()),
         "read_only": spec.read_only,
         "lease": format!("{}ms", options.lease.as_millis()),
     });

@@ -523,7 +523,7 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail:
         Layout::Shards => Place::Shard { id: i, shards: config.shards },
         Layout::Replicas => Place::Replica { id: i.to_string(), replicas: Some(config.count()) },
     };
-    let mut pea = placed(&config.pea, &place)?;
+    let mut pea = placed(&config.pea, &place, workspace::Scope::Pod)?;
     pea.socket_in = SocketSpec::DEALER_CONNECT;
     pea.address_in = head.to_string();
     pea.socket_out = SocketSpec::PUSH_CONNECT;
@@ -538,9 +538,12 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail:
 /// the Pod's own members get theirs from `member_config`, a remote Pea
 /// (`jina-wasm pea --shard-id`) from its flags.
 ///
+/// `scope` says who claims a shard's workspace: the Pod, for all its shards,
+/// or a Pea alone (`--shard-id`), whose workspace is then its own volume.
+///
 /// # Errors
 /// A shard workspace that belongs to another shard or Pod.
-pub fn placed(pod: &PeaConfig, place: &Place) -> anyhow::Result<PeaConfig> {
+pub fn placed(pod: &PeaConfig, place: &Place, scope: workspace::Scope) -> anyhow::Result<PeaConfig> {
     let name = format!("{}/{}", pod.name, place.role());
     let mut executor = pod.executor.clone();
     executor.name = name.clone();
@@ -567,7 +570,7 @@ pub fn placed(pod: &PeaConfig, place: &Place) -> anyhow::Result<PeaConfig> {
         && let Some(root) = &pod.executor.sandbox.workspace
     {
         let identity = workspace::ShardIdentity { pod: pod.name.clone(), shard: *id, shards: *shards, executor: pod.executor.name.clone() };
-        executor.sandbox.workspace = Some(workspace::claim(root, &identity).with_context(|| format!("pea `{name}`"))?);
+        executor.sandbox.workspace = Some(workspace::claim(root, &identity, scope).with_context(|| format!("pea `{name}`"))?);
     }
     Ok(PeaConfig { name, executor, ..pod.clone() })
 }

@@ -272,8 +272,9 @@ fn serve_exported(cluster: &local_cluster::LocalCluster, shard: impl Fn(usize) -
     // Each shard claimed its directory on its own volume, as in a Pod.
     for i in 0..2 {
         let volume = cluster.dir.path().join(format!("volumes/{}/index", shard(i)));
-        let shards: Vec<String> = std::fs::read_dir(&volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert_eq!(shards, [format!("shard-{i}")], "{}", volume.display());
+        let mut shards: Vec<String> = std::fs::read_dir(&volume).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        shards.sort();
+        assert_eq!(shards, [format!("shard-{i}"), format!("shard-{i}.json")], "{}", volume.display());
     }
     answers
 }
@@ -357,8 +358,11 @@ fn a_head_is_alive_at_once_and_healthy_when_its_shards_have_connected() {
     assert_eq!(ping(&["--alive"]).0, Some(0));
     let port = |key: &str| head.1[key].as_str().unwrap().rsplit(':').next().unwrap().to_string();
     let (fanout, parts) = (port("fanout"), port("parts"));
-    let workspace = tempfile::tempdir().unwrap();
+    // Each shard its own workspace, as each has its own volume in a cluster
+    // (a Pea started with --shard-id refuses one that holds another shard).
+    let workspaces = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let pea = |hostname: &str| {
+        let workspace = &workspaces[usize::from(hostname.ends_with('1'))];
         let args = [
             // By host name, as in a cluster (looked up on each connect).
             "pea", "--uses", indexer, "--name", "idx", "--socket-in", "DEALER_CONNECT", "--host-in", "localhost", "--port-in", &fanout,
@@ -378,7 +382,7 @@ fn a_head_is_alive_at_once_and_healthy_when_its_shards_have_connected() {
         assert!(Instant::now() < deadline, "the shards never connected: {status}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(workspace.path().join("idx/shard-0").is_dir() && workspace.path().join("idx/shard-1").is_dir());
+    assert!(workspaces[0].path().join("idx/shard-0").is_dir() && workspaces[1].path().join("idx/shard-1").is_dir());
 }
 
 #[test]

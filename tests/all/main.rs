@@ -29,6 +29,10 @@
 //!   window, a crash during a dump, read-only replicas, re-sharding.
 //! - `hnsw`: the HNSW indexer: recall against exact search through a sharded
 //!   Pod, durable mode under `kill -9`, updates and deletes, re-sharding.
+//! - `hostile_fs`: what a guest leaves on disk and what a tenant names: links
+//!   refused and never followed, quotas walked through handles and rolled
+//!   back, shard identities out of reach, volumes bound to one shard, the
+//!   daemon's per-object state and bounded logs.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
@@ -40,6 +44,7 @@ mod examples;
 mod export;
 mod flow;
 mod hnsw;
+mod hostile_fs;
 mod load;
 mod malformed;
 mod pea;

@@ -260,12 +260,15 @@ fn disk_quota_obeyed_and_violated() {
     call(&mut executor, "/fill", json!({"path": "/workspace/a", "mib": 2})).unwrap();
     let error = expect_kind(call(&mut executor, "/fill", json!({"path": "/workspace/b", "mib": 64})), ErrorKind::DiskQuota);
     assert!(error.message.contains("disk quota of 4 MiB"), "{error}");
-    // Over the quota, calls that do not grow the workspace still succeed...
+    // What the failed call wrote was rolled back; calls that do not grow the
+    // workspace past its quota still succeed...
+    assert!(!workspace.path().join("b").exists(), "the failed call's file was removed");
     still_serves(&mut executor);
     let docs = call(&mut executor, "/read", json!({"path": "/workspace/a"})).unwrap();
     assert_eq!(docs[0].text.as_ref().unwrap().len(), 2 << 20);
-    // ...and growing it fails again.
-    expect_kind(call(&mut executor, "/fill", json!({"path": "/workspace/c", "mib": 1})), ErrorKind::DiskQuota);
+    // ...and growing it past the quota fails again.
+    expect_kind(call(&mut executor, "/fill", json!({"path": "/workspace/c", "mib": 3})), ErrorKind::DiskQuota);
+    assert!(!workspace.path().join("c").exists());
     // A read-only workspace has nothing to account.
     let mut reader = misbehave(Sandbox { read_only: true, ..quota(&workspace, 1, 1) });
     call(&mut reader, "/read", json!({"path": "/workspace/a"})).unwrap();

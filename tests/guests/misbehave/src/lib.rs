@@ -40,6 +40,13 @@
 //!   - `/log`: one structured log line per level, with fields; returns the documents.
 //!   - `/time`: one document tagged `{"now_ms": wall clock ms since the epoch,
 //!     "random": a random u64}`.
+//!   - `/deep` [`dir`, `depth`, `name_len`, `mib`]: create `depth` nested
+//!     directories under `dir`, open a file at the bottom, rename every
+//!     directory (deepest first) to a name of `name_len` bytes so that the
+//!     file's host path is far past PATH_MAX, then write `mib` MiB into it
+//!     through the open handle; `io` error on failure.
+//!   - `/log-fields` [`n`, `size`]: one `log` line with `n` fields of `size`
+//!     bytes each; returns the documents.
 //!   - `/only`: in the Pod Pea named by `parameters.who` (`shard-1`,
 //!     `replica-0`), spin `parameters.ms` milliseconds or panic
 //!     (`parameters.panic`); elsewhere echo. Tags each document with its place.
@@ -107,6 +114,8 @@ impl Executor for Misbehave {
             .on("/log", Self::log)
             .on("/time", Self::time)
             .on("/only", Self::only)
+            .on("/deep", Self::deep)
+            .on("/log-fields", Self::log_fields)
     }
 }
 
@@ -333,6 +342,37 @@ impl Misbehave {
                 &[("docs", &count), ("level", &format!("{level:?}"))],
             );
         }
+        Ok(docs)
+    }
+
+    fn deep(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let dir = param(params, "dir")?;
+        let depth: usize = params.get_or("depth", 10)?;
+        let name_len: usize = params.get_or("name_len", 200)?;
+        let mib: usize = params.get_or("mib", 1)?;
+        let path = |levels: usize| format!("{dir}{}", "/d".repeat(levels));
+        std::fs::create_dir_all(path(depth)).map_err(|e| io_error(&format!("mkdir {dir}"), e))?;
+        let file_path = format!("{}/f", path(depth));
+        let mut file = std::fs::File::create(&file_path).map_err(|e| io_error("create the deep file", e))?;
+        let long = "L".repeat(name_len);
+        for level in (1..=depth).rev() {
+            let to = format!("{}/{long}", path(level - 1));
+            std::fs::rename(path(level), &to).map_err(|e| io_error(&format!("rename level {level}"), e))?;
+        }
+        let block = vec![0x5a; 1 << 20];
+        for _ in 0..mib {
+            file.write_all(&block).map_err(|e| io_error("write the deep file", e))?;
+        }
+        Ok(docs)
+    }
+
+    fn log_fields(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let n: usize = params.get_or("n", 1)?;
+        let size: usize = params.get_or("size", 1)?;
+        let value = "v".repeat(size);
+        let keys: Vec<String> = (0..n).map(|i| format!("field{i}")).collect();
+        let fields: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), value.as_str())).collect();
+        log::log(Level::Info, "many fields", &fields);
         Ok(docs)
     }
 
