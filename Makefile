@@ -84,7 +84,7 @@ bench: build
 # there for a sanitizer run (`-s address`), whose -Z flags the stable toolchain
 # would refuse. Not part of `make test`; docs/limits.md has the last run.
 FUZZ_SECONDS ?= 240
-FUZZ_TARGETS := wire document_json flow_yaml
+FUZZ_TARGETS := wire document_json flow_yaml gateway_request
 fuzz:
 	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz"; exit 1; }
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

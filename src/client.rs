@@ -75,7 +75,8 @@ impl Client {
     /// client did not send (or no longer waits for) are ignored.
     ///
     /// # Errors
-    /// A socket failure, no reply for `timeout`, or an error from `on_reply`.
+    /// A socket failure, no reply for `timeout`, an error from `on_reply`, or
+    /// two messages in flight with the same request id.
     pub async fn stream(
         &mut self,
         messages: impl IntoIterator<Item = Message>,
@@ -92,6 +93,11 @@ impl Client {
             {
                 if message.envelope.deadline_ms == 0 {
                     message.envelope.deadline_ms = now_us() / 1000 + self.timeout.as_millis() as u64;
+                }
+                // Replies are matched by request id: two in flight under one
+                // id would each take the other's reply.
+                if pending.contains_key(&message.envelope.request_id) {
+                    anyhow::bail!("two requests in flight with the same id `{}`", message.envelope.request_id);
                 }
                 pending.insert(message.envelope.request_id.clone(), sent);
                 sent += 1;

@@ -8,7 +8,14 @@
 //!
 //! Executors receive the same tree flattened (see `executor::convert` and
 //! docs/wit-contract.md); the wire protocol encodes it again (docs/protocol.md).
+//!
+//! A tree's depth is untrusted (a guest or a client chooses it), so nothing
+//! here recurses past [`MAX_DEPTH`]: reading JSON refuses a deeper document
+//! before it reads further, writing JSON refuses one before it writes further,
+//! and dropping a tree of any depth (however it was built) walks it with a
+//! stack on the heap ([`Docs`]).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,10 +51,165 @@ pub struct Document {
     pub tags: Map<String, Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
     pub scores: BTreeMap<String, NamedScore>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
-    pub chunks: Vec<Document>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
-    pub matches: Vec<Document>,
+    #[serde(default, skip_serializing_if = "Docs::is_empty", deserialize_with = "null_as_default")]
+    pub chunks: Docs,
+    #[serde(default, skip_serializing_if = "Docs::is_empty", deserialize_with = "null_as_default")]
+    pub matches: Docs,
+}
+
+/// How many levels of `chunks` and `matches` may hang below a top-level
+/// document: a document at level `MAX_DEPTH + 1` is refused (`invalid-output`
+/// from an executor, HTTP 422 from the gateway, a `malformed` body on the
+/// wire, an error naming the line for JSON input).
+///
+/// Why 32: Jina's documents rarely nest beyond 3 (a document, its chunks,
+/// their matches), so 32 is ten times what real data needs; its JSON nests at
+/// most 2 × 32 + 1 = 65 levels, well inside serde_json's own recursion limit
+/// of 128, so JSON readers stop at this limit with this message; and 32
+/// frames of (de)serialisation are a few KiB of stack on any thread.
+pub const MAX_DEPTH: usize = 32;
+
+/// The message for a document nested past [`MAX_DEPTH`].
+pub fn too_deep() -> String {
+    format!("documents nest more than {MAX_DEPTH} levels of chunks and matches deep (the limit is MAX_DEPTH, docs/limits.md)")
+}
+
+/// A document's `chunks` or `matches`: a `Vec<Document>` (it derefs to one)
+/// whose drop walks the subtree with a stack on the heap, so a tree of any
+/// depth, however it was built, is freed without recursion; and whose JSON
+/// form refuses to nest past [`MAX_DEPTH`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Docs(pub Vec<Document>);
+
+impl Docs {
+    /// Whether there are no documents (for `skip_serializing_if`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Docs {
+    fn drop(&mut self) {
+        if self.0.iter().all(|d| d.chunks.is_empty() && d.matches.is_empty()) {
+            return;
+        }
+        let mut stack = std::mem::take(&mut self.0);
+        while let Some(mut doc) = stack.pop() {
+            stack.append(&mut doc.chunks.0);
+            stack.append(&mut doc.matches.0);
+            // `doc` goes here with no children: its own drop does not recurse.
+        }
+    }
+}
+
+impl std::ops::Deref for Docs {
+    type Target = Vec<Document>;
+    fn deref(&self) -> &Vec<Document> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Docs {
+    fn deref_mut(&mut self) -> &mut Vec<Document> {
+        &mut self.0
+    }
+}
+
+impl From<Vec<Document>> for Docs {
+    fn from(docs: Vec<Document>) -> Docs {
+        Docs(docs)
+    }
+}
+
+impl FromIterator<Document> for Docs {
+    fn from_iter<I: IntoIterator<Item = Document>>(iter: I) -> Docs {
+        Docs(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Docs {
+    type Item = Document;
+    type IntoIter = std::vec::IntoIter<Document>;
+    fn into_iter(mut self) -> Self::IntoIter {
+        std::mem::take(&mut self.0).into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Docs {
+    type Item = &'a Document;
+    type IntoIter = std::slice::Iter<'a, Document>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Docs {
+    type Item = &'a mut Document;
+    type IntoIter = std::slice::IterMut<'a, Document>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
+impl PartialEq<Vec<Document>> for Docs {
+    fn eq(&self, other: &Vec<Document>) -> bool {
+        self.0 == *other
+    }
+}
+
+thread_local! {
+    /// Levels of `chunks`/`matches` being read or written on this thread.
+    static NESTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of `chunks`/`matches` entered while (de)serialising on this
+/// thread; left when dropped (also on an error).
+struct Level(usize);
+
+impl Level {
+    fn enter() -> Level {
+        Level(NESTING.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        }))
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get() - 1));
+    }
+}
+
+impl Serialize for Docs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let level = Level::enter();
+        if level.0 > MAX_DEPTH && !self.is_empty() {
+            return Err(serde::ser::Error::custom(too_deep()));
+        }
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Docs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Docs, D::Error> {
+        let _level = Level::enter();
+        let nested = Vec::<Nested>::deserialize(d)?;
+        Ok(nested.into_iter().map(|n| n.0).collect())
+    }
+}
+
+/// A document inside a `chunks` or `matches` list: refused before it is read
+/// when it would sit past [`MAX_DEPTH`] (an empty list at the limit is fine).
+struct Nested(Document);
+
+impl<'de> Deserialize<'de> for Nested {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Nested, D::Error> {
+        if NESTING.with(Cell::get) > MAX_DEPTH {
+            return Err(serde::de::Error::custom(too_deep()));
+        }
+        Document::deserialize(d).map(Nested)
+    }
 }
 
 /// A score with its provenance, as Jina's `NamedScore`.
@@ -73,9 +235,27 @@ impl Document {
         Document { text: Some(text.into()), ..Document::new() }
     }
 
-    /// This document and all its descendants, counted.
+    /// This document and all its descendants, counted (without recursion).
     pub fn tree_size(&self) -> usize {
-        1 + self.chunks.iter().chain(&self.matches).map(Document::tree_size).sum::<usize>()
+        let mut stack = vec![self];
+        let mut n = 0;
+        while let Some(doc) = stack.pop() {
+            n += 1;
+            stack.extend(doc.chunks.iter().chain(doc.matches.iter()));
+        }
+        n
+    }
+
+    /// Levels of `chunks` and `matches` below this document (0 for a leaf),
+    /// without recursion.
+    pub fn depth(&self) -> usize {
+        let mut stack = vec![(self, 0)];
+        let mut deepest = 0;
+        while let Some((doc, depth)) = stack.pop() {
+            deepest = deepest.max(depth);
+            stack.extend(doc.chunks.iter().chain(doc.matches.iter()).map(|d| (d, depth + 1)));
+        }
+        deepest
     }
 
     /// Parses one line of JSON-lines input: a JSON document object, or (when the
@@ -159,7 +339,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -208,13 +388,50 @@ mod tests {
         assert!(error.contains("embedding[1] = 1000000000000000000000000000000000000000 does not fit"), "{error}");
     }
 
-    /// Documents nested deeper than serde_json's recursion limit are an
-    /// error, not a stack overflow.
+    /// A chain of `levels` documents below a root, built without recursion.
+    pub(crate) fn chain(levels: usize) -> Document {
+        let mut doc = Document { id: "leaf".into(), ..Default::default() };
+        for i in 0..levels {
+            doc = Document { id: i.to_string(), chunks: vec![doc].into(), ..Default::default() };
+        }
+        doc
+    }
+
+    /// Documents nested past MAX_DEPTH are refused by name when read, at
+    /// the limit they read; far deeper input is an error, not a stack overflow.
     #[test]
-    fn deep_nesting_is_an_error() {
-        let depth = 100_000;
-        let line = format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
-        assert!(Document::from_json_line(&line).is_err());
+    fn deep_nesting_is_refused_at_the_limit() {
+        let line = |depth: usize| format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
+        assert_eq!(Document::from_json_line(&line(MAX_DEPTH + 1)).unwrap().depth(), MAX_DEPTH);
+        let error = Document::from_json_line(&line(MAX_DEPTH + 2)).unwrap_err().to_string();
+        assert!(error.contains("more than 32 levels"), "{error}");
+        assert!(Document::from_json_line(&line(100_000)).is_err());
+        // A matches level counts as a chunks level does.
+        let mixed = format!("{}{}", r#"{"matches":[{"chunks":["#.repeat(17), "]}]}".repeat(17));
+        assert!(Document::from_json_line(&mixed).unwrap_err().to_string().contains("more than 32 levels"));
+    }
+
+    /// Writing refuses a tree past the limit (one built in memory, not read);
+    /// at the limit it writes and reads back.
+    #[test]
+    fn deep_trees_are_refused_when_written() {
+        let at = chain(MAX_DEPTH);
+        assert_eq!((at.depth(), at.tree_size()), (MAX_DEPTH, MAX_DEPTH + 1));
+        let json = serde_json::to_string(&at).unwrap();
+        assert_eq!(Document::from_json_line(&json).unwrap(), at);
+        let error = serde_json::to_string(&chain(MAX_DEPTH + 1)).unwrap_err().to_string();
+        assert!(error.contains("more than 32 levels"), "{error}");
+        // The nesting count is back to zero after an error.
+        assert!(serde_json::to_string(&chain(3)).is_ok());
+    }
+
+    /// A tree of any depth drops without recursion (this would overflow the
+    /// test thread's stack with a derived drop).
+    #[test]
+    fn deep_trees_drop_without_recursion() {
+        let deep = chain(1_000_000);
+        assert_eq!(deep.depth(), 1_000_000);
+        drop(deep);
     }
 }
 

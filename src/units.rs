@@ -3,17 +3,34 @@
 //! `--memory-hwm` takes a size (`64MiB`, `1GiB`, `512MB`; a bare number means
 //! GiB, as Jina's `memory_hwm` did) and `--timeout-request` a duration (`500ms`,
 //! `2s`, `1m`; a bare number means seconds).
+//!
+//! Every size and duration a person, a Flow file or a daemon request gives
+//! comes through here, so the one cap on each is here too: [`MAX_SIZE`] and
+//! [`MAX_DURATION`]. Past them a value is refused with a message, never turned
+//! into a number that overflows later (`Instant::now() + duration` panics
+//! past the clock's range; `10000000000000000000s` used to reach it).
 
 use std::time::Duration;
 
 const KIB: f64 = 1024.0;
 
+/// The largest size accepted: 1 PiB. No limit of this host (memory, disk
+/// quota, result bytes) means anything past it, and every byte count below
+/// it fits a `u64` with room for sums.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// The longest duration accepted: 365 days. A time limit, interval or lease
+/// longer than a year is a mistake, and `now + MAX_DURATION` is far inside
+/// every clock's range (`Instant`, tokio's timers, milliseconds since 1970 in
+/// a `u64`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Parses a byte size. Binary units (`KiB`, `MiB`, `GiB`, `TiB`, and the short
 /// `K`, `M`, `G`, `T`), decimal units (`KB`, `MB`, `GB`, `TB`), `B`, or no unit (GiB).
 ///
 /// # Errors
-/// A message naming the input when it is empty, negative, not a number, or has an
-/// unknown unit.
+/// A message naming the input when it is empty, negative, not a number, has an
+/// unknown unit, or is over [`MAX_SIZE`].
 pub fn parse_size(input: &str) -> Result<u64, String> {
     let (number, unit) = split_number(input)?;
     let scale = match unit.to_ascii_lowercase().as_str() {
@@ -28,19 +45,21 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         "tb" => 1e12,
         _ => return Err(format!("unknown size unit `{unit}` in `{input}` (use B, KiB, MiB, GiB, KB, MB, GB; a bare number means GiB)")),
     };
-    let bytes = number * scale;
-    if bytes > u64::MAX as f64 {
-        return Err(format!("size `{input}` is too large"));
+    let bytes = (number * scale).round();
+    // Also refuses an infinity (a number too long for an f64).
+    if bytes > MAX_SIZE as f64 {
+        return Err(format!("size `{input}` is over the largest this host accepts, {}", format_size(MAX_SIZE)));
     }
-    Ok(bytes.round() as u64)
+    // In range and whole: the cast is exact.
+    Ok(bytes as u64)
 }
 
 /// Parses a duration: `250us`, `500ms`, `2s`, `1.5s`, `2m`, `1h`, or a bare number
 /// of seconds.
 ///
 /// # Errors
-/// A message naming the input when it is empty, negative, not a number, or has an
-/// unknown unit.
+/// A message naming the input when it is empty, negative, not a number, has an
+/// unknown unit, or is over [`MAX_DURATION`].
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(input)?;
     let seconds = match unit.to_ascii_lowercase().as_str() {
@@ -51,13 +70,18 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         _ => return Err(format!("unknown duration unit `{unit}` in `{input}` (use us, ms, s, m, h; a bare number means seconds)")),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration `{input}` is out of range"))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("duration `{input}` is over the longest this host accepts, 365 days")),
+    }
 }
 
-/// Formats a byte count for people: `64 MiB`, `1.5 GiB`, `512 B`.
+/// Formats a byte count for people: `64 MiB`, `1.5 GiB`, `2 TiB`, `512 B`.
 pub fn format_size(bytes: u64) -> String {
     let b = bytes as f64;
-    if b >= KIB * KIB * KIB {
+    if b >= KIB * KIB * KIB * KIB {
+        trim_unit(b / (KIB * KIB * KIB * KIB), "TiB")
+    } else if b >= KIB * KIB * KIB {
         trim_unit(b / (KIB * KIB * KIB), "GiB")
     } else if b >= KIB * KIB {
         trim_unit(b / (KIB * KIB), "MiB")
@@ -115,6 +139,21 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_past_the_cap_are_refused() {
+        assert_eq!(parse_size("1024TiB"), Ok(MAX_SIZE));
+        assert!(parse_size("1025TiB").unwrap_err().contains("over the largest this host accepts, 1024 TiB"));
+        assert!(parse_size("99999999999999999999999").is_err());
+        assert!(parse_size(&"9".repeat(400)).is_err());
+        assert_eq!(parse_duration("365d").unwrap_err(), "unknown duration unit `d` in `365d` (use us, ms, s, m, h; a bare number means seconds)");
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        let error = parse_duration("10000000000000000000s").unwrap_err();
+        assert_eq!(error, "duration `10000000000000000000s` is over the longest this host accepts, 365 days");
+        assert!(parse_duration(&"9".repeat(400)).is_err());
+        // The cap keeps deadlines computable.
+        assert!(std::time::Instant::now().checked_add(MAX_DURATION).is_some());
     }
 
     #[test]

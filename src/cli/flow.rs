@@ -57,6 +57,12 @@ pub struct FlowCommand {
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "10s")]
     pub remote_lease: std::time::Duration,
 
+    /// The most Peas the Flow may start (each Pod's shards or replicas, plus
+    /// its uses_before/uses_after); a larger Flow is refused before anything
+    /// starts. Overrides the file's `with.max_peas`. [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_peas: Option<usize>,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -75,6 +81,7 @@ impl FlowCommand {
         match &self.action {
             Some(FlowAction::Check { file }) => {
                 let flow = Flow::load(file)?;
+                flow.check_peas(self.max_peas)?;
                 for &i in &flow.order {
                     println!("{}", describe(&flow, i));
                 }
@@ -96,9 +103,11 @@ impl FlowCommand {
 
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
+        // Before the runtime (and its compile cache, pool) exists.
+        flow.check_peas(self.max_peas)?;
         let runtime = self.runtime.runtime(0)?;
         let remote = RemoteOptions { quiet_logs: self.quiet_remote_logs, workspace_id: self.workspace_id.clone(), lease: self.remote_lease };
-        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args(), remote };
+        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args(), remote, max_peas: self.max_peas };
         let running = crate::flow::run::start(runtime, &flow, &options).await?;
         let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
         let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);

@@ -151,8 +151,8 @@ mod tests {
     fn a_body_crosses_the_boundary_unchanged() {
         let mut doc = Document::from_text("q ✓");
         doc.embedding = Some(vec![1.0, 2.0]);
-        doc.chunks = vec![Document::from_text("c")];
-        doc.matches = vec![Document::from_text("m")];
+        doc.chunks = vec![Document::from_text("c")].into();
+        doc.matches = vec![Document::from_text("m")].into();
         doc.tags = serde_json::json!({"k": 1}).as_object().unwrap().clone();
         let body = Body::from_documents(&[doc]);
         assert_eq!(from_batch(echo(&BatchView::new(&body))).unwrap(), body);

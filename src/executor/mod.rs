@@ -644,6 +644,8 @@ impl Executor {
         let state = ExecutorState { wasi, table: ResourceTable::new(), limiter, output, clock, watch: Watch::idle() };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
+        // So results up to --max-result-bytes / --max-result-docs lift whole.
+        store.set_hostcall_fuel(self.sandbox.hostcall_fuel());
         store.epoch_deadline_callback(|mut store| on_epoch(store.data_mut()));
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
@@ -711,6 +713,16 @@ impl Executor {
                 ),
             ),
             Some(trap) => (ErrorKind::Trap, format!("trapped: {trap}{}", last_words(&state.output))),
+            None if format!("{error:#}").contains(sandbox::HOSTCALL_FUEL_EXHAUSTED) => (
+                ErrorKind::ResultTooLarge,
+                format!(
+                    "passed the host more than {} in one call (the copy limit that follows from --max-result-bytes {} \
+                     and --max-result-docs {})",
+                    crate::units::format_size(self.sandbox.hostcall_fuel() as u64),
+                    crate::units::format_size(self.sandbox.max_result_bytes),
+                    self.sandbox.max_result_docs
+                ),
+            ),
             None => (ErrorKind::Trap, format!("{error:#}")),
         };
         tracing::warn!(executor = %self.name, %phase, kind = kind.as_str(), "{message}; the instance is discarded and the next call gets a new one");

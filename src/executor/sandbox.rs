@@ -109,6 +109,31 @@ pub struct Sandbox {
     pub background_after: Option<Duration>,
 }
 
+/// wasmtime's own default cap on the bytes the host allocates to copy one
+/// value out of a guest ("hostcall fuel"), which [`Sandbox::hostcall_fuel`]
+/// replaces.
+pub const WASMTIME_HOSTCALL_FUEL: usize = 128 << 20;
+
+/// What wasmtime's error says when a copy out of a guest ran out of hostcall
+/// fuel (its error type is private, so it is recognised by its text).
+pub const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+impl Sandbox {
+    /// The hostcall fuel (bytes the host may allocate copying one value out
+    /// of this guest) such that any result within `max_result_bytes` and
+    /// `max_result_docs` is copied out whole, so those two flags are the
+    /// limits a caller meets, not wasmtime's 128 MiB default. Lifted, a
+    /// batch costs its content bytes, 42 bytes of columns per document, and
+    /// per score an 88-byte record where `byte_size` counts 12: at most 8 ×
+    /// the bytes plus 64 per document. Raising it lets the host copy no more
+    /// than the guest's own memory (`memory_hwm`) holds: wasmtime checks
+    /// every list against it first.
+    pub fn hostcall_fuel(&self) -> usize {
+        let bytes = usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX);
+        bytes.saturating_mul(8).saturating_add(self.max_result_docs.saturating_mul(64)).max(WASMTIME_HOSTCALL_FUEL)
+    }
+}
+
 impl Default for Sandbox {
     fn default() -> Self {
         Sandbox {

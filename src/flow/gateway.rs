@@ -10,12 +10,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -75,81 +77,182 @@ impl Gateway {
     }
 }
 
-async fn post_body(State(shared): State<Shared>, Json(request): Json<Value>) -> Response {
-    let endpoint = request.get("exec_endpoint").and_then(Value::as_str).unwrap_or("/").to_string();
-    answer(shared, endpoint, request).await
+/// A client's request, read and checked before anything is sent into the Flow.
+#[derive(Debug)]
+pub struct Request {
+    /// `exec_endpoint` (for `POST /post`; default `/`) or the path's endpoint.
+    pub endpoint: String,
+    pub docs: Vec<Document>,
+    /// The `parameters` object (empty when absent or null).
+    pub parameters: Map<String, Value>,
+    /// The client's own `header.request_id` (or `requestId`): only echoed back
+    /// in the answer's header. Inside the Flow a request is known by an id the
+    /// gateway mints (the envelope's), so two clients that send the same id
+    /// never meet in a router or a tail.
+    pub client_id: Option<String>,
 }
 
-async fn post_endpoint(State(shared): State<Shared>, Path(endpoint): Path<String>, Json(request): Json<Value>) -> Response {
-    answer(shared, format!("/{endpoint}"), request).await
+/// Reads a request body (docs/gateway.md, "Request"). `endpoint` is the path's
+/// endpoint for `POST /<endpoint>`, `None` for `POST /post`. Never panics;
+/// documents nested past [`crate::document::MAX_DEPTH`] are refused by name
+/// before they are read further. Fuzzed by `fuzz/fuzz_targets/gateway_request.rs`.
+///
+/// # Errors
+/// A message for the client (the gateway answers it with HTTP 422).
+pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, String> {
+    let request: Value = serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Value::Object(mut request) = request else {
+        return Err("the body must be a JSON object with `data`, `exec_endpoint` and `parameters`".into());
+    };
+    let endpoint = match (endpoint, request.get("exec_endpoint")) {
+        (Some(endpoint), _) => endpoint,
+        (None, None | Some(Value::Null)) => "/".to_string(),
+        (None, Some(Value::String(e))) => e.clone(),
+        (None, Some(other)) => return Err(format!("`exec_endpoint` must be a string, not {other}")),
+    };
+    let parameters = match request.remove("parameters") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(p)) => p,
+        Some(other) => return Err(format!("`parameters` must be an object, not {other}")),
+    };
+    let client_id = request
+        .get("header")
+        .and_then(|h| h.get("request_id").or_else(|| h.get("requestId")))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let docs = documents(request.remove("data").unwrap_or(Value::Null))?;
+    Ok(Request { endpoint, docs, parameters, client_id })
+}
+
+async fn post_body(State(shared): State<Shared>, body: Bytes) -> Response {
+    answer(shared, None, &body).await
+}
+
+async fn post_endpoint(State(shared): State<Shared>, Path(endpoint): Path<String>, body: Bytes) -> Response {
+    answer(shared, Some(format!("/{endpoint}")), &body).await
+}
+
+/// `GET /dry_run`'s answer, as Jina's.
+#[derive(Serialize)]
+struct DryRun {
+    code: u8,
+    description: &'static str,
+    /// Always `null`.
+    exception: Option<()>,
 }
 
 async fn dry_run(State(shared): State<Shared>) -> Response {
     let up = !shared.calls.is_closed();
-    let code = if up { 0 } else { ERROR };
-    Json(json!({"code": code, "description": if up { "ready" } else { "the Flow is stopping" }, "exception": null})).into_response()
+    let (code, description) = if up { (0, "ready") } else { (ERROR, "the Flow is stopping") };
+    Json(DryRun { code, description, exception: None }).into_response()
 }
 
 async fn status(State(shared): State<Shared>) -> Response {
     Json((*shared.info).clone()).into_response()
 }
 
+/// An answer in Jina's shape: only these four keys (the Python `jina` client
+/// parses answers strictly into its protobuf request).
+#[derive(Serialize)]
+struct Answer<'a> {
+    header: Header<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<RouteJson<'a>>>,
+    data: &'a [Document],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    exec_endpoint: &'a str,
+    status: StatusJson<'a>,
+}
+
+/// Jina's status: `{"code": 0, "description": "success"}`, or a failure with
+/// its exception.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    code: u8,
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception: Option<Exception<'a>>,
+}
+
+#[derive(Serialize)]
+struct Exception<'a> {
+    name: &'a str,
+    args: [&'a str; 1],
+    executor: &'a str,
+}
+
+/// Jina's RouteProto: RFC 3339 timestamps, a status code.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteJson<'a> {
+    executor: &'a str,
+    start_time: String,
+    end_time: String,
+    status: RouteStatus,
+}
+
+#[derive(Serialize)]
+struct RouteStatus {
+    code: u8,
+}
+
 /// Runs one request through the Flow and answers in Jina's shape.
-async fn answer(shared: Shared, endpoint: String, mut request: Value) -> Response {
-    let data = request.get_mut("data").map_or(Value::Null, Value::take);
-    let docs = match documents(data) {
-        Ok(docs) => docs,
-        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &message),
+async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> Response {
+    let fallback = path_endpoint.clone().unwrap_or_else(|| "/".into());
+    let request = match parse_request(body, path_endpoint) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &fallback, None, "gateway", "bad-request", &message),
     };
-    let parameters = match request.get("parameters") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(p @ Value::Object(_)) => p.clone(),
-        Some(other) => return error(StatusCode::UNPROCESSABLE_ENTITY, &endpoint, "gateway", "bad-request", &format!("`parameters` must be an object, not {other}")),
-    };
+    let Request { endpoint, docs, parameters, client_id } = request;
     let Ok(_slot) = shared.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", "the gateway is stopping");
+        return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, client_id.as_deref(), "gateway", "unavailable", "the gateway is stopping");
     };
-    let mut message = Message::data(Envelope::request(endpoint.clone(), parameters.to_string()), &Body::from_documents(&docs));
-    // The client's own request id, when it sent one (Jina's client does).
-    let header = request.get("header");
-    if let Some(id) = header.and_then(|h| h.get("request_id").or_else(|| h.get("requestId"))).and_then(Value::as_str) {
-        message.envelope.request_id = id.to_string();
-    }
-    let id = message.envelope.request_id.clone();
+    let parameter_text = Value::Object(parameters.clone()).to_string();
+    // The envelope keeps the id it was minted with: the Flow's own.
+    let message = Message::data(Envelope::request(endpoint.clone(), parameter_text), &Body::from_documents(&docs));
+    drop(docs);
+    let id = client_id.unwrap_or_else(|| message.envelope.request_id.clone());
     let reply = match call(&shared.calls, message).await {
         Ok(reply) => reply,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, "gateway", "unavailable", &format!("{e:#}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, Some(&id), "gateway", "unavailable", &format!("{e:#}")),
     };
     let docs = match reply.decode_body().map_err(|e| e.to_string()).and_then(Body::into_documents) {
         Ok(docs) => docs,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, "gateway", "malformed", &e),
+        Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, Some(&id), "gateway", "malformed", &e),
     };
-    // Jina's RouteProto: the Python client parses the answer strictly, so
-    // timestamps are RFC 3339 strings and there is no field of our own.
-    let routes: Vec<Value> = reply
+    let routes = reply
         .envelope
         .routes
         .iter()
-        .map(|r| {
-            let code = u8::from(r.outcome == crate::wire::Outcome::Failed);
-            json!({"executor": r.pea, "startTime": rfc3339(r.start_us), "endTime": rfc3339(r.end_us), "status": {"code": code}})
+        .map(|r| RouteJson {
+            executor: &r.pea,
+            start_time: rfc3339(r.start_us),
+            end_time: rfc3339(r.end_us),
+            status: RouteStatus { code: u8::from(r.outcome == crate::wire::Outcome::Failed) },
         })
         .collect();
     let (code, status) = match &reply.envelope.status {
-        Status::Success => (StatusCode::OK, json!({"code": 0, "description": "success"})),
+        Status::Success => (StatusCode::OK, StatusJson { code: 0, description: "success".into(), exception: None }),
         Status::Error { executor, kind, message } => (StatusCode::INTERNAL_SERVER_ERROR, failure(executor, kind, message)),
     };
-    let body = json!({
-        "header": {"requestId": id, "execEndpoint": endpoint, "status": status},
-        "parameters": parameters,
-        "routes": routes,
-        "data": docs,
-    });
-    (code, Json(body)).into_response()
+    let answer = Answer {
+        header: Header { request_id: Some(&id), exec_endpoint: &endpoint, status },
+        parameters: Some(&parameters),
+        routes: Some(routes),
+        data: &docs,
+    };
+    (code, Json(answer)).into_response()
 }
 
-/// The request's documents (its `data`, taken out of it): a list, or
-/// `{"docs": [...]}`.
+/// The request's documents (its `data`): a list, or `{"docs": [...]}`.
 fn documents(data: Value) -> Result<Vec<Document>, String> {
     let items = match data {
         Value::Null => return Ok(Vec::new()),
@@ -171,20 +274,22 @@ fn documents(data: Value) -> Result<Vec<Document>, String> {
 }
 
 /// Jina's status of a failed request: which executor, what kind, why.
-fn failure(executor: &str, kind: &str, message: &str) -> Value {
-    json!({
-        "code": ERROR,
-        "description": format!("executor `{executor}` failed ({kind}): {message}"),
-        "exception": {"name": kind, "args": [message], "executor": executor},
-    })
+fn failure<'a>(executor: &'a str, kind: &'a str, message: &'a str) -> StatusJson<'a> {
+    StatusJson {
+        code: ERROR,
+        description: format!("executor `{executor}` failed ({kind}): {message}"),
+        exception: Some(Exception { name: kind, args: [message], executor }),
+    }
 }
 
-fn error(code: StatusCode, endpoint: &str, executor: &str, kind: &str, message: &str) -> Response {
-    let body = json!({
-        "header": {"execEndpoint": endpoint, "status": failure(executor, kind, message)},
-        "data": [],
-    });
-    (code, Json(body)).into_response()
+fn error(code: StatusCode, endpoint: &str, request_id: Option<&str>, executor: &str, kind: &str, message: &str) -> Response {
+    let answer = Answer {
+        header: Header { request_id, exec_endpoint: endpoint, status: failure(executor, kind, message) },
+        parameters: None,
+        routes: None,
+        data: &[],
+    };
+    (code, Json(answer)).into_response()
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-24T21:00:00.000100Z`).
@@ -206,10 +311,100 @@ fn rfc3339(us: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::document::MAX_DEPTH;
+
+    fn nested(levels: usize) -> String {
+        format!("{}{}", r#"{"chunks":["#.repeat(levels + 1), "]}".repeat(levels + 1))
+    }
+
+    #[test]
+    fn requests_are_read_with_the_client_id_kept_apart() {
+        let body = br#"{"data": [{"id": "a", "text": "x"}, "plain"], "exec_endpoint": "/index",
+            "parameters": {"top_k": 3}, "header": {"request_id": "mine"}}"#;
+        let request = parse_request(body, None).unwrap();
+        assert_eq!((request.endpoint.as_str(), request.docs.len(), request.client_id.as_deref()), ("/index", 2, Some("mine")));
+        assert_eq!(request.parameters["top_k"], 3);
+        assert_eq!(request.docs[1].text.as_deref(), Some("plain"));
+        // The path's endpoint wins; `{"docs": [...]}` and `requestId` too.
+        let request = parse_request(br#"{"data": {"docs": []}, "exec_endpoint": "/x", "header": {"requestId": "j"}}"#, Some("/y".into())).unwrap();
+        assert_eq!((request.endpoint.as_str(), request.client_id.as_deref()), ("/y", Some("j")));
+        assert_eq!(parse_request(b"{}", None).unwrap().endpoint, "/");
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let error = |body: &[u8]| parse_request(body, None).unwrap_err();
+        assert!(error(b"{").starts_with("the body is not JSON"));
+        assert!(error(b"[1]").contains("must be a JSON object"));
+        assert!(error(br#"{"parameters": 1}"#).contains("`parameters` must be an object"));
+        assert!(error(br#"{"exec_endpoint": 1}"#).contains("`exec_endpoint` must be a string"));
+        assert!(error(br#"{"data": 1}"#).contains("`data` must be a list"));
+        assert!(error(br#"{"data": [{"embedding": "x"}]}"#).starts_with("data[0] is not a document"));
+    }
+
+    /// At the depth limit a request reads and becomes a valid body; one level
+    /// past it is refused by name, as is a nesting far past serde's own limit.
+    #[test]
+    fn documents_past_the_depth_limit_are_refused() {
+        let at = format!(r#"{{"data": [{}]}}"#, nested(MAX_DEPTH));
+        let request = parse_request(at.as_bytes(), None).unwrap();
+        assert_eq!(request.docs[0].depth(), MAX_DEPTH);
+        Body::from_documents(&request.docs).validate().unwrap();
+        let past = format!(r#"{{"data": [{}]}}"#, nested(MAX_DEPTH + 1));
+        let error = parse_request(past.as_bytes(), None).unwrap_err();
+        assert!(error.starts_with("data[0] is not a document: documents nest more than 32 levels"), "{error}");
+        let far = format!(r#"{{"data": [{}]}}"#, nested(5000));
+        assert!(parse_request(far.as_bytes(), None).is_err());
+    }
+
+    #[test]
+    fn answers_have_jinas_shape() {
+        let status = failure("enc", "panic", "boom");
+        let answer = Answer {
+            header: Header { request_id: Some("r"), exec_endpoint: "/", status },
+            parameters: None,
+            routes: Some(vec![RouteJson { executor: "gateway", start_time: rfc3339(0), end_time: rfc3339(0), status: RouteStatus { code: 0 } }]),
+            data: &[],
+        };
+        let json = serde_json::to_value(&answer).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "header": {"requestId": "r", "execEndpoint": "/", "status": {"code": 1, "description": "executor `enc` failed (panic): boom",
+                    "exception": {"name": "panic", "args": ["boom"], "executor": "enc"}}},
+                "routes": [{"executor": "gateway", "startTime": "1970-01-01T00:00:00.000000Z", "endTime": "1970-01-01T00:00:00.000000Z", "status": {"code": 0}}],
+                "data": []
+            })
+        );
+        let dry = serde_json::to_value(DryRun { code: 0, description: "ready", exception: None }).unwrap();
+        assert_eq!(dry, serde_json::json!({"code": 0, "description": "ready", "exception": null}));
+    }
+
     #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(super::rfc3339(1_700_000_000_000_250), "2023-11-14T22:13:20.000250Z");
         assert_eq!(super::rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+    }
+}
+
+/// The request reader never panics, whatever the bytes.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_reads_or_fails(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = super::parse_request(&bytes, None);
+        }
+
+        #[test]
+        fn any_json_ish_body_reads_or_fails(body in r#"\{("data"|"parameters"|"exec_endpoint"|"header"|"docs"|"chunks"|"id"|"request_id"|[\[\]{}:,"0-9a-z ])*\}"#) {
+            if let Ok(request) = super::parse_request(body.as_bytes(), None) {
+                prop_assert!(crate::wire::Body::from_documents(&request.docs).validate().is_ok());
+            }
+        }
     }
 }

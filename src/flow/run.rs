@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub child_args: Vec<String>,
     /// Pods with `host:`, on a daemon.
     pub remote: super::remote::RemoteOptions,
+    /// The most Peas the Flow may start (`--max-peas`; `None`: the file's
+    /// `with.max_peas`, else [`super::spec::DEFAULT_MAX_PEAS`]).
+    pub max_peas: Option<usize>,
 }
 
 /// A request from the gateway and where its answer goes.
@@ -80,11 +83,13 @@ async fn stop_pods(pods: Vec<(String, PodHandle)>) -> anyhow::Result<()> {
 }
 
 /// Starts the Pods in dependency order and the router. On any failure every
-/// Pod already started is stopped, and the error names the Pod.
+/// Pod already started is stopped, and the error names the Pod. A Flow with
+/// more Peas than `options.max_peas` starts nothing.
 ///
 /// # Errors
-/// A Pod whose settings are invalid or that does not start.
+/// Too many Peas, or a Pod whose settings are invalid or that does not start.
 pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> anyhow::Result<Running> {
+    flow.check_peas(options.max_peas)?;
     let mut started: Vec<(String, PodHandle)> = Vec::new();
     for &i in &flow.order {
         let spec = &flow.pods[i];
@@ -120,6 +125,10 @@ pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> 
 ///
 /// # Errors
 /// An address that cannot be used, or a bad `with.timeout`.
+///
+/// # Panics
+/// When `addresses` does not have one pair per Pod (a caller's bug: both come
+/// from the same Flow).
 pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Result<Running> {
     assert_eq!(addresses.len(), flow.pods.len(), "one address pair per Pod");
     let mut to_pods = Vec::new();
@@ -304,6 +313,15 @@ impl Router {
         }
         message.envelope.routes.push(Route { pea: "gateway".into(), start_us: now, end_us: now, outcome: Outcome::Routed });
         let id = message.envelope.request_id.clone();
+        // Ids are the gateway's own (minted per request), so this never meets
+        // another request's; refuse rather than let two share one slot.
+        if self.requests.contains_key(&id) {
+            let mut envelope = message.envelope;
+            envelope.fail("gateway", "bad-request", &format!("request id `{id}` is already in the Flow"));
+            envelope.after_error = AfterError::Abort;
+            let _ = reply.send(Message::new(envelope, Bytes::new()));
+            return;
+        }
         let joins = (0..self.names.len()).filter(|&j| self.needs[j].len() > 1).map(|j| (j, vec![None; self.needs[j].len()])).collect();
         let request = InFlight { reply, deadline, joins, leaves: vec![None; self.leaves.len()], answered: vec![false; self.names.len()] };
         self.requests.insert(id, request);

@@ -58,7 +58,19 @@ pub struct FlowWith {
     /// file's stem); the same id in a later run finds the same files and state.
     #[serde(default)]
     pub workspace_id: Option<String>,
+    /// The most Peas this Flow may start (default [`DEFAULT_MAX_PEAS`];
+    /// `--max-peas` overrides).
+    #[serde(default)]
+    pub max_peas: Option<usize>,
 }
+
+/// Default cap on the Peas one Flow starts (`--max-peas`, `with.max_peas`).
+/// Every Pea is a thread or a process with its own executor instance (up to
+/// `memory_hwm` of memory each), so a file with thousands of Pods or shards
+/// would take the machine down before anything else stopped it; 64 is eight
+/// Pods of eight shards, more than any Flow here uses, and is refused before
+/// anything starts.
+pub const DEFAULT_MAX_PEAS: usize = 64;
 
 /// One Pod of a Flow.
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +286,39 @@ impl Flow {
             pod.workspace = pod.workspace.as_ref().map(|p| base.join(p));
         }
         Ok(Flow { file: path.to_path_buf(), with: file.with, pods, needs, leaves, order, polling })
+    }
+
+    /// The Peas (executor instances) this Flow starts: each Pod's shards or
+    /// replicas (at least one), and one each for `uses_before` and
+    /// `uses_after`. Remote Pods count too (their daemon runs them, and the
+    /// Flow holds sockets to each).
+    pub fn pea_count(&self) -> usize {
+        self.pods
+            .iter()
+            .map(|pod| {
+                let sides = usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
+                pod.shards.unwrap_or(1).max(pod.parallel.unwrap_or(1)).max(1).saturating_add(sides)
+            })
+            .fold(0, usize::saturating_add)
+    }
+
+    /// Refuses a Flow that would start more than `max` Peas (`--max-peas`,
+    /// else `with.max_peas`, else [`DEFAULT_MAX_PEAS`]), before anything starts.
+    ///
+    /// # Errors
+    /// A message naming the file, the count, the limit and how to raise it.
+    pub fn check_peas(&self, max: Option<usize>) -> Result<(), FlowError> {
+        let max = max.or(self.with.max_peas).unwrap_or(DEFAULT_MAX_PEAS);
+        let count = self.pea_count();
+        if count > max {
+            return Err(FlowError {
+                file: self.file.display().to_string(),
+                message: format!(
+                    "the Flow would start {count} Peas, over its limit of {max} (raise it with --max-peas or `with.max_peas`)"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The end-to-end time limit of a request.

@@ -9,6 +9,10 @@ use crate::wire::{Body, Envelope, Message, Status};
 /// The envelope of several parts of one request merged: the route they share
 /// once, then each part's own entries in order; the first failure of any part
 /// as the status; the most severe `after_error`.
+///
+/// # Panics
+/// When `parts` is empty (a Tail and a join merge only what they received,
+/// at least one part).
 pub fn merge_envelopes(parts: &[Message]) -> Envelope {
     let mut envelope = parts[0].envelope.clone();
     let first = &parts[0].envelope.routes;
@@ -157,7 +161,7 @@ mod tests {
 
     #[test]
     fn broadcast_answers_merge_their_matches() {
-        let q = |matches: Vec<Document>| Document { id: "q".into(), matches, ..Default::default() };
+        let q = |matches: Vec<Document>| Document { id: "q".into(), matches: matches.into(), ..Default::default() };
         let a = Body::from_documents(&[q(vec![hit("a1", 0.9), hit("a2", 0.5)])]);
         let b = Body::from_documents(&[q(vec![hit("b1", 0.7), hit("b2", 0.5)])]);
         let merged = merge(vec![a.clone(), b.clone()], None).unwrap().into_documents().unwrap();

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{Reader, WireError, put_bytes, put_opt_str, put_u32};
-use crate::document::{Document, NamedScore};
+use crate::document::{Document, MAX_DEPTH, NamedScore, too_deep};
 
 /// How a document hangs off its parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +221,8 @@ impl Body {
     }
 
     /// Checks every column against the document count and the tree rule (each
-    /// parent comes before its children; `root` exactly when there is no parent).
+    /// parent comes before its children; `root` exactly when there is no parent;
+    /// no document more than [`MAX_DEPTH`] levels below its root).
     /// Tags are not parsed here (that costs a JSON parse per document on every
     /// hop); [`Body::check_tags`] and [`Body::into_documents`] do.
     ///
@@ -241,10 +242,19 @@ impl Body {
         if self.parents.len() != n || self.relations.len() != n || self.embedding_dims.len() != n {
             return Err(format!("the columns parents, relations and embedding_dims do not all have {n} entries"));
         }
+        // Each document's level below its root; a parent comes first, so one
+        // pass finds them all (MAX_DEPTH fits a byte).
+        let mut levels = vec![0u8; n];
         for (i, (&parent, &relation)) in self.parents.iter().zip(&self.relations).enumerate() {
             match (parent, relation) {
                 (None, Relation::Root) => {}
-                (Some(p), Relation::Chunk | Relation::Match) if (p as usize) < i => {}
+                (Some(p), Relation::Chunk | Relation::Match) if (p as usize) < i => {
+                    let level = levels[p as usize] + 1;
+                    if usize::from(level) > MAX_DEPTH {
+                        return Err(format!("document {i}: {}", too_deep()));
+                    }
+                    levels[i] = level;
+                }
                 (Some(p), Relation::Chunk | Relation::Match) => {
                     return Err(format!("parents[{i}]: {p} does not come before it"));
                 }
@@ -527,9 +537,9 @@ mod tests {
         q.tags = serde_json::json!({"k": [1, "two"]}).as_object().unwrap().clone();
         q.scores.insert("cosine".into(), NamedScore { value: 0.5, op_name: Some("op".into()), description: None });
         let mut q1 = leaf("q-1");
-        q1.matches = vec![Document { embedding: Some(vec![3.0]), ..leaf("m") }];
-        q.chunks = vec![leaf("q-0"), q1];
-        q.matches = vec![leaf("q-m")];
+        q1.matches = vec![Document { embedding: Some(vec![3.0]), ..leaf("m") }].into();
+        q.chunks = vec![leaf("q-0"), q1].into();
+        q.matches = vec![leaf("q-m")].into();
         vec![q, Document { id: "r".into(), ..Default::default() }]
     }
 
@@ -546,19 +556,32 @@ mod tests {
         assert_eq!(back.into_documents().unwrap(), docs);
     }
 
+    /// Flattening and rebuilding never recurse, and dropping what they
+    /// build does not either: a tree far past MAX_DEPTH (as only the host API
+    /// can build one) goes through both.
     #[test]
     fn deep_trees_do_not_recurse() {
-        let mut doc = Document { id: "leaf".into(), ..Default::default() };
-        for i in 0..100_000 {
-            doc = Document { id: i.to_string(), chunks: vec![doc], ..Default::default() };
-        }
-        let docs = vec![doc];
+        let docs = vec![crate::document::tests::chain(100_000)];
         let back = Body::from_documents(&docs).into_documents().unwrap();
-        assert_eq!(back[0].id, "99999");
-        // Dropping deep trees recurses in Drop; forget them rather than overflow
-        // the test thread's stack.
-        std::mem::forget(back);
-        std::mem::forget(docs);
+        assert_eq!((back[0].id.as_str(), back[0].depth()), ("99999", 100_000));
+    }
+
+    /// A body whose tree is deeper than MAX_DEPTH is refused by `validate`
+    /// (so by `decode` and by an executor's output), naming the document;
+    /// one at the limit is valid.
+    #[test]
+    fn bodies_past_the_depth_limit_are_refused() {
+        let at = Body::from_documents(&[crate::document::tests::chain(MAX_DEPTH)]);
+        at.validate().unwrap();
+        let mut bytes = Vec::new();
+        at.encode(&mut bytes);
+        assert_eq!(Body::decode(&bytes).unwrap().len(), MAX_DEPTH + 1);
+        let past = Body::from_documents(&[crate::document::tests::chain(MAX_DEPTH + 1)]);
+        let error = past.validate().unwrap_err();
+        assert!(error.starts_with("document 33: documents nest more than 32 levels"), "{error}");
+        let mut bytes = Vec::new();
+        past.encode(&mut bytes);
+        assert!(Body::decode(&bytes).unwrap_err().to_string().contains("more than 32 levels"));
     }
 
     fn rejected(mutate: impl FnOnce(&mut Body)) -> String {

@@ -60,10 +60,10 @@ fn envelope_vectors() {
 fn body_vectors() {
     let mut a = Document { id: "a".into(), text: Some("hi".into()), embedding: Some(vec![1.0, -0.5]), ..Default::default() };
     a.tags = serde_json::json!({"k": 1}).as_object().unwrap().clone();
-    a.chunks = vec![Document { id: "a-0".into(), text: Some("h".into()), ..Default::default() }];
+    a.chunks = vec![Document { id: "a-0".into(), text: Some("h".into()), ..Default::default() }].into();
     let mut m = Document { id: "m".into(), ..Default::default() };
     m.scores.insert("cosine".into(), NamedScore { value: 0.25, op_name: None, description: None });
-    a.matches = vec![m];
+    a.matches = vec![m].into();
     let b = Document {
         id: "b".into(),
         blob: Some(vec![0x00, 0xff]),
@@ -126,8 +126,8 @@ fn document(depth: u32) -> BoxedStrategy<Document> {
     }
     (leaf, proptest::collection::vec(document(depth - 1), 0..3), proptest::collection::vec(document(depth - 1), 0..2))
         .prop_map(|(mut doc, chunks, matches)| {
-            doc.chunks = chunks;
-            doc.matches = matches;
+            doc.chunks = chunks.into();
+            doc.matches = matches.into();
             doc
         })
         .boxed()

@@ -48,10 +48,11 @@ fn passthrough_preserves_a_whole_document_tree() {
         embedding: Some(vec![0.5, -1.0, 3.25]),
         scores: scores.clone(),
         chunks: vec![
-            Document { matches: vec![Document { embedding: Some(vec![1.0; 4]), ..tagged("c0-m0") }], ..tagged("c0") },
+            Document { matches: vec![Document { embedding: Some(vec![1.0; 4]), ..tagged("c0-m0") }].into(), ..tagged("c0") },
             tagged("c1"),
-        ],
-        matches: vec![Document { scores, chunks: vec![tagged("m0-c0")], ..tagged("m0") }],
+        ]
+        .into(),
+        matches: vec![Document { scores, chunks: vec![tagged("m0-c0")].into(), ..tagged("m0") }].into(),
         ..tagged("root")
     };
     let input = vec![doc, text_doc("second", ""), Document { id: "empty".into(), ..Default::default() }];
@@ -72,7 +73,7 @@ fn text_encoder_embeds_deterministically() {
     assert_ne!(docs[0].embedding, docs[2].embedding);
     // A configured dimension, and chunks are encoded too.
     let mut small = start("text-encoder", json!({"dim": 32}), Sandbox::default());
-    let with_chunk = Document { chunks: vec![text_doc("a-0", "chunk text")], ..text_doc("a", "parent") };
+    let with_chunk = Document { chunks: vec![text_doc("a-0", "chunk text")].into(), ..text_doc("a", "parent") };
     let out = small.handle("/", &[with_chunk], &Value::Null).unwrap();
     assert_eq!(out[0].embedding.as_ref().unwrap().len(), 32);
     assert_eq!(out[0].chunks[0].embedding.as_ref().unwrap().len(), 32);
@@ -136,8 +137,8 @@ fn match_merger_merges_partial_results_by_score() {
         scores.insert("cosine".to_string(), NamedScore { value: score, ..Default::default() });
         Document { id: id.into(), scores, ..Default::default() }
     };
-    let shard0 = Document { matches: vec![m("a", 0.9), m("b", 0.5)], ..text_doc("q", "query") };
-    let shard1 = Document { matches: vec![m("c", 0.7), m("d", 0.1)], ..text_doc("q", "query") };
+    let shard0 = Document { matches: vec![m("a", 0.9), m("b", 0.5)].into(), ..text_doc("q", "query") };
+    let shard1 = Document { matches: vec![m("c", 0.7), m("d", 0.1)].into(), ..text_doc("q", "query") };
     let mut merger = start("match-merger", Value::Null, Sandbox::default());
     let out = merger.handle("/search", &[shard0, shard1], &json!({"top_k": 3})).unwrap();
     assert_eq!(out.len(), 1);

@@ -113,7 +113,7 @@ async fn quota_walks_cannot_be_hidden_from_and_failed_calls_are_rolled_back() {
     // 40 levels of 200-byte names: the file's host path is ~8 KB long.
     let reply = call(
         &pea,
-        "/deep",
+        "/deep-dirs",
         json!({"dir": "/workspace/t", "depth": 40, "name_len": 200, "mib": 8}),
     )
     .await;
@@ -127,7 +127,7 @@ async fn quota_walks_cannot_be_hidden_from_and_failed_calls_are_rolled_back() {
     // Deeper than the walk goes (256 levels): a violation, not a hiding place.
     let reply = call(
         &pea,
-        "/deep",
+        "/deep-dirs",
         json!({"dir": "/workspace/u", "depth": 300, "name_len": 1, "mib": 0}),
     )
     .await;
@@ -155,7 +155,7 @@ async fn quota_walks_cannot_be_hidden_from_and_failed_calls_are_rolled_back() {
     // Within the quota, everything works as before.
     ok(&call(
         &pea,
-        "/deep",
+        "/deep-dirs",
         json!({"dir": "/workspace/v", "depth": 30, "name_len": 200, "mib": 1}),
     )
     .await);
@@ -330,7 +330,7 @@ async fn daemon_objects_get_their_own_state_and_their_output_is_bounded() {
     ok(&call_at(
         &input,
         &output,
-        "/deep",
+        "/deep-dirs",
         json!({"dir": "/workspace/t", "depth": 40, "name_len": 200, "mib": 2}),
     )
     .await);

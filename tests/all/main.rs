@@ -33,6 +33,9 @@
 //!   refused and never followed, quotas walked through handles and rolled
 //!   back, shard identities out of reach, volumes bound to one shard, the
 //!   daemon's per-object state and bounded logs.
+//! - `hostile_input`: what a client claims and what a guest returns: trees
+//!   past the depth limit, shared request ids, huge durations, Flows over
+//!   `--max-peas`, results past wasmtime's copy limit.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
@@ -45,6 +48,7 @@ mod export;
 mod flow;
 mod hnsw;
 mod hostile_fs;
+mod hostile_input;
 mod load;
 mod malformed;
 mod pea;

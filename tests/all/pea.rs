@@ -108,7 +108,7 @@ fn docs() -> Vec<Document> {
     let mut a = text_doc("a", "first ✓");
     a.embedding = Some(vec![0.25, -1.5, 3.0]);
     a.tags = json!({"k": [1, "two"]}).as_object().unwrap().clone();
-    a.chunks = vec![text_doc("a-0", "first")];
+    a.chunks = vec![text_doc("a-0", "first")].into();
     vec![a, text_doc("b", "second"), Document { id: "c".into(), blob: Some(vec![0, 1, 255]), ..Default::default() }]
 }
 

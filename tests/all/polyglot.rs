@@ -31,8 +31,8 @@ fn inputs() -> Vec<Document> {
         embedding: Some(vec![0.25, -1.5]),
         tags: json!({"k": [1, "two", null], "nested": {"f": 1.5}}).as_object().unwrap().clone(),
         scores: scores.clone(),
-        chunks: vec![text_doc("tree-old", "An existing chunk. Not split again.")],
-        matches: vec![Document { scores, ..text_doc("m", "A match. Left alone.") }],
+        chunks: vec![text_doc("tree-old", "An existing chunk. Not split again.")].into(),
+        matches: vec![Document { scores, ..text_doc("m", "A match. Left alone.") }].into(),
     };
     vec![
         text_doc("plain", "Hello world. How are you? Fine!\nNext line"),

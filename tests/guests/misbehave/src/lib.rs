@@ -50,6 +50,9 @@
 //!   - `/only`: in the Pod Pea named by `parameters.who` (`shard-1`,
 //!     `replica-0`), spin `parameters.ms` milliseconds or panic
 //!     (`parameters.panic`); elsewhere echo. Tags each document with its place.
+//!   - `/deep` [`levels`, default 5000]: one document `deep` with a chain of
+//!     `levels` chunks below it (`deep-1` the deepest): a valid tree, far
+//!     under any document count cap, as deep as the guest likes.
 //!
 //! I/O errors are `io` errors whose message ends with the Rust `io::ErrorKind` in
 //! brackets (`[PermissionDenied]`), so tests can tell refusals apart.
@@ -115,6 +118,7 @@ impl Executor for Misbehave {
             .on("/time", Self::time)
             .on("/only", Self::only)
             .on("/deep", Self::deep)
+            .on("/deep-dirs", Self::deep_dirs)
             .on("/log-fields", Self::log_fields)
     }
 }
@@ -345,7 +349,9 @@ impl Misbehave {
         Ok(docs)
     }
 
-    fn deep(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+    /// A directory tree `depth` levels deep whose names grow after the file at
+    /// its bottom is written, until the host path is far past `PATH_MAX`.
+    fn deep_dirs(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
         let dir = param(params, "dir")?;
         let depth: usize = params.get_or("depth", 10)?;
         let name_len: usize = params.get_or("name_len", 200)?;
@@ -388,6 +394,22 @@ impl Misbehave {
                 .with_tag("now_ms", now_ms)
                 .with_tag("random", hasher.finish()),
         ])
+    }
+}
+
+impl Misbehave {
+    fn deep(&mut self, _: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
+        let levels: usize = params.get_or("levels", 5000)?;
+        if levels == 0 {
+            return Ok(vec![Document::new("deep").with_text("deep")]);
+        }
+        let mut doc = Document::new("deep-1").with_text("the deepest");
+        for level in 2..=levels {
+            doc = Document::new(format!("deep-{level}")).with_chunk(doc);
+        }
+        // The SDK turns the tree into columns without recursion, taking it
+        // apart as it goes: nothing here drops a deep tree.
+        Ok(vec![Document::new("deep").with_text("deep").with_chunk(doc)])
     }
 }
 
