@@ -27,6 +27,8 @@
 //!   leases after `kill -9`.
 //! - `stateful`: restarts, durable mode under `kill -9`, interval mode's loss
 //!   window, a crash during a dump, read-only replicas, re-sharding.
+//! - `faults`: loss is never silent (a trap or a failed dump in interval
+//!   mode), a crash-looping `init` backs off, a Pod restarts a killed shard.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
@@ -36,6 +38,7 @@ mod cli;
 mod daemon;
 mod examples;
 mod export;
+mod faults;
 mod flow;
 mod load;
 mod malformed;
