@@ -520,14 +520,17 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
         let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
         opened.starting = Some(names[i].clone());
-        let (started, ctrl) = match config.backend {
+        let slot = |ctrl: String| Slot { info: MemberInfo { pea: names[i].clone(), role: role(i), ctrl }, restarts: 0, running: true };
+        let started = match config.backend {
             Backend::Thread => {
                 let pea = crate::pea::start(runtime.clone(), member).await?;
-                let ctrl = pea.addresses.ctrl.clone();
-                (Member::Thread(pea), ctrl)
+                roster.write().expect("roster").push(slot(pea.addresses.ctrl.clone()));
+                Member::Thread(pea)
             }
             Backend::Process => {
                 let (child, ctrl) = spawn_child(&member, &config.child_args).await?;
+                // In the roster before its supervisor can look for it there.
+                roster.write().expect("roster").push(slot(ctrl));
                 let stop = CancellationToken::new();
                 let supervision = Supervision {
                     config: member,
@@ -538,11 +541,9 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
                     timeout_ready: config.timeout_ready,
                     stop: stop.clone(),
                 };
-                (Member::Process { stop, supervisor: tokio::spawn(supervise(supervision, child)) }, ctrl)
+                Member::Process { stop, supervisor: tokio::spawn(supervise(supervision, child)) }
             }
         };
-        let info = MemberInfo { pea: names[i].clone(), role: role(i), ctrl };
-        roster.write().expect("roster").push(Slot { info, restarts: 0, running: true });
         opened.members.push(started);
     }
     let infos: Vec<MemberInfo> = roster.read().expect("roster").iter().map(|s| s.info.clone()).collect();
