@@ -221,11 +221,22 @@ impl AppendLog {
         Ok(())
     }
 
-    /// After a failed write or sync: open the log again (see `broken`).
+    /// After a failed write or sync: open the log again (see `broken`) and
+    /// cut it back to the last record that was appended whole, so what the
+    /// failed call wrote in part (it returned an error: not acknowledged)
+    /// does not hide the records that follow from replay.
     fn repair(&mut self) -> Result<()> {
-        if self.broken {
-            *self = AppendLog::open(&self.path)?;
+        if !self.broken {
+            return Ok(());
         }
+        let reopened = (|| {
+            let file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+            file.set_len(self.size)?;
+            file.sync_all()?;
+            Ok(file)
+        })();
+        self.file = reopened.map_err(|err| write_error(&self.path, err))?;
+        self.broken = false;
         Ok(())
     }
 

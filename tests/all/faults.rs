@@ -237,10 +237,11 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
     assert_eq!(status["peas"][1]["process_restarts"], json!(1), "{status}");
 
     // The restarted shard serves what it had and takes new writes.
-    let reply = c.call(message("/search", json!({"top_k": 1}), &vectors(0, 10, 8))).await.unwrap();
+    // (v-i and v-(i+101) have the same vector: a tie, in id order.)
+    let reply = c.call(message("/search", json!({"top_k": 5}), &vectors(0, 10, 8))).await.unwrap();
     assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
     for (q, found) in documents(&reply).iter().enumerate() {
-        assert_eq!(found.matches[0].id, format!("v-{q}"));
+        assert!(found.matches.iter().any(|m| m.id == format!("v-{q}")), "v-{q} not found: {:?}", found.matches);
     }
     let docs = vectors(1000, 20, 8);
     let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
@@ -376,7 +377,8 @@ async fn durable_mode_on_a_full_disk_names_it_and_recovers_when_space_returns() 
     assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
     let stored = stored_ids(&ws);
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged documents lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let files: Vec<_> = std::fs::read_dir(&ws).unwrap().flatten().map(|e| (e.file_name(), e.metadata().unwrap().len())).collect();
+    assert!(lost.is_empty(), "{} acknowledged documents lost, e.g. {:?}; {} stored; files {files:?}\n{}", lost.len(), &lost[..lost.len().min(5)], stored.len(), pea.log());
 }
 
 /// Interval mode on a full disk: the failing dump stops writes from being
