@@ -346,9 +346,10 @@ impl Executor {
         if spec.sandbox.read_only {
             set_runtime_arg(&mut spec.config, "read_only", Value::Bool(true));
         }
-        // So a stateful executor can refuse work before it runs out of memory
-        // (which would trap and lose its unsaved state).
-        if spec.config.is_null() || spec.config.is_object() {
+        // So a stateful executor (one with a workspace) can refuse work before
+        // it runs out of memory, which would trap and lose its unsaved state.
+        // Not for others: some refuse a `with` key they do not know.
+        if spec.sandbox.workspace.is_some() && (spec.config.is_null() || spec.config.is_object()) {
             set_runtime_arg(&mut spec.config, "memory_limit", Value::from(spec.sandbox.memory_limit));
         }
         let config = match &spec.config {
@@ -676,6 +677,8 @@ impl Executor {
                 self.live = Some(live);
                 Ok(())
             }
+            // The first start fails the Pea's start: nothing to back off from.
+            Err(e) if self.stats.calls == 0 && self.stats.traps == 0 => Err(e),
             Err(e) => {
                 let failures = self.backoff.as_ref().map_or(0, |b| b.failures) + 1;
                 let delay = InitBackoff::delay(failures);

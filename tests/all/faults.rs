@@ -470,3 +470,108 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
     assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
     assert_eq!(stored_ids(workspace.path()), acknowledged);
 }
+
+/// The HTTP server loop itself (`jina_wasm::http_server`, shared by the
+/// gateway and the daemon) on a trivial router.
+mod http {
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use bytes::Bytes;
+    use jina_wasm::http_server::{HttpLimits, serve};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+
+    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new().route("/echo", axum::routing::post(|body: Bytes| async move { body }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, app, limits, stop.clone().cancelled_owned()));
+        (address, stop, task)
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    async fn closed_after(stream: &mut TcpStream, within: Duration) -> Duration {
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(within, stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the connection was still open after {within:?}"),
+            }
+        }
+    }
+
+    fn limits(header: u64, idle: u64, connections: u32) -> HttpLimits {
+        HttpLimits {
+            http_header_timeout: Duration::from_millis(header),
+            http_idle_timeout: Duration::from_millis(idle),
+            http_max_connections: connections,
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_loris_and_silent_connections_are_closed_after_the_header_timeout() {
+        let (address, stop, task) = start(limits(300, 10_000, 64)).await;
+        let mut loris = TcpStream::connect(address).await.unwrap();
+        loris.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        // A header line every 100 ms does not keep it open either.
+        let dribble = tokio::spawn(async move {
+            for _ in 0..50 {
+                if loris.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            loris
+        });
+        assert!(closed_after(&mut silent, Duration::from_secs(5)).await >= Duration::from_millis(250));
+        let mut loris = dribble.await.unwrap();
+        closed_after(&mut loris, Duration::from_secs(5)).await;
+
+        // A real request is answered, on a connection that then idles out.
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = client.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"), "{answer}");
+        closed_after(&mut client, Duration::from_secs(5)).await;
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_request_body_is_cut_after_the_idle_timeout() {
+        let (address, stop, task) = start(limits(10_000, 300, 64)).await;
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part").await.unwrap();
+        let took = closed_after(&mut client, Duration::from_secs(5)).await;
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_to_be_accepted() {
+        let (address, stop, task) = start(limits(400, 10_000, 1)).await;
+        let _first = TcpStream::connect(address).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The second is in the kernel's backlog, not served, until the first closes.
+        let mut second = TcpStream::connect(address).await.unwrap();
+        let started = Instant::now();
+        second.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut answer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        // Served only once the first was closed by its header timeout.
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
