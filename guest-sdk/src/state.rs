@@ -13,7 +13,7 @@
 //! [`ErrorKind::Io`]: crate::ErrorKind::Io
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -165,6 +165,10 @@ impl AppendLog {
                 .append(true)
                 .create(true)
                 .open(&path)?;
+            // From the start: a file opened for appending may be positioned
+            // at its end (WASI is), and reading from there would see no torn
+            // tail to cut, hiding every later record from replay.
+            file.seek(io::SeekFrom::Start(0))?;
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
             let (_, valid) = scan(&bytes);

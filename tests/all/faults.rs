@@ -471,6 +471,25 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
     assert_eq!(stored_ids(workspace.path()), acknowledged);
 }
 
+/// A log whose last record was torn (a crash in the middle of an append) is
+/// cut back when it is opened again, so the records appended after the
+/// restart are replayed (under WASI a file opened for appending starts at
+/// its end: the repair used to read nothing and cut nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_after_a_torn_log_tail_are_replayed() {
+    let workspace = tempfile::tempdir().unwrap();
+    std::fs::write(workspace.path().join("vector-index.log"), [9u8, 0, 0]).unwrap();
+    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "0"]);
+    let mut c = client(&pea).await;
+    let docs = vectors(0, 10, 8);
+    let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
+    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    c.close().await;
+    control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
+    assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert_eq!(stored_ids(workspace.path()), docs.into_iter().map(|d| d.id).collect::<BTreeSet<_>>());
+}
+
 /// The HTTP server loop itself (`jina_wasm::http_server`, shared by the
 /// gateway and the daemon) on a trivial router.
 mod http {
