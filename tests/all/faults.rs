@@ -475,7 +475,7 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
 /// should be cut back when it is opened again, so the records appended after
 /// the restart are replayed. FOUND, NOT FIXED: under the host they are not
 /// (replay stops at the torn bytes and everything after is invisible); the
-/// native unit test of `AppendLog::open` passes, so the cause is in how the
+/// SDK's native unit test covers the same repair (not rerun here), so look at how the
 /// guest's open/read/set_len behave under WASI. Seeking to the start before
 /// reading (done) was not enough. A durable-mode crash mid-append can
 /// therefore hide later acknowledged writes.
