@@ -522,6 +522,7 @@ fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig 
         load_interval: None,
         timeout_ctrl: Duration::from_secs(1),
         quiet_error: false,
+        read_endpoints: jina_wasm::pea::default_read_endpoints(),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod document;
 pub mod executor;
 pub mod export;
 pub mod flow;
+pub mod http_server;
 pub mod pea;
 pub mod pod;
 pub mod transport;

@@ -13,7 +13,7 @@
 //! [`ErrorKind::Io`]: crate::ErrorKind::Io
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,7 +43,11 @@ fn read_error(path: &Path, err: io::Error) -> Error {
 /// Writes `<path>.tmp-<n>` next to it, fsyncs it, renames it over `path`, then
 /// fsyncs the directory (skipped where directories cannot be synced). A crash
 /// at any point leaves either the old or the new content at `path`; at worst a
-/// stale `.tmp-*` file.
+/// stale `.tmp-*` file, which the next call for `path` removes first. A write
+/// that fails (a full disk) leaves its temporary file too, until that next
+/// call: the host looks at the disk after a failed call to name the cause
+/// ("no space left on device"), which a guest cannot see itself (WASI reports
+/// a failed file write as a generic I/O error).
 ///
 /// # Errors
 ///
@@ -55,6 +59,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
     let tmp = PathBuf::from(tmp);
+    remove_stale_temps(path);
 
     let written = (|| {
         let mut file = File::create(&tmp)?;
@@ -62,7 +67,6 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         file.sync_all()
     })();
     if let Err(err) = written {
-        let _ = fs::remove_file(&tmp);
         return Err(write_error(path, err));
     }
     if let Err(err) = fs::rename(&tmp, path) {
@@ -71,6 +75,21 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     }
     sync_dir(path);
     Ok(())
+}
+
+/// Removes `<path>.tmp-*` files left by a crash or a failed write.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut prefix = name.to_owned();
+    prefix.push(".tmp-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Make a rename in `path`'s directory durable, where the platform allows it.
@@ -121,6 +140,11 @@ pub struct AppendLog {
     path: PathBuf,
     /// Bytes in the log (valid records only).
     size: u64,
+    /// A write or sync failed (a full disk): the host closes a file's write
+    /// stream after a failed write, so the handle is opened again (cutting
+    /// any torn record) before the next append. Writes then work again once
+    /// the disk has space, without restarting the executor.
+    broken: bool,
 }
 
 /// Bytes before each payload: length and checksum.
@@ -141,6 +165,10 @@ impl AppendLog {
                 .append(true)
                 .create(true)
                 .open(&path)?;
+            // From the start: a file opened for appending may be positioned
+            // at its end (WASI is), and reading from there would see no torn
+            // tail to cut, hiding every later record from replay.
+            file.seek(io::SeekFrom::Start(0))?;
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
             let (_, valid) = scan(&bytes);
@@ -151,7 +179,7 @@ impl AppendLog {
             Ok((file, valid as u64))
         };
         match open() {
-            Ok((file, size)) => Ok(AppendLog { file, path, size }),
+            Ok((file, size)) => Ok(AppendLog { file, path, size, broken: false }),
             Err(err) => Err(write_error(&path, err)),
         }
     }
@@ -188,10 +216,31 @@ impl AppendLog {
             records.extend_from_slice(&crc32(payload).to_le_bytes());
             records.extend_from_slice(payload);
         }
-        self.file
-            .write_all(&records)
-            .map_err(|err| write_error(&self.path, err))?;
+        self.repair()?;
+        if let Err(err) = self.file.write_all(&records) {
+            self.broken = true;
+            return Err(write_error(&self.path, err));
+        }
         self.size += records.len() as u64;
+        Ok(())
+    }
+
+    /// After a failed write or sync: open the log again (see `broken`) and
+    /// cut it back to the last record that was appended whole, so what the
+    /// failed call wrote in part (it returned an error: not acknowledged)
+    /// does not hide the records that follow from replay.
+    fn repair(&mut self) -> Result<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        let reopened = (|| {
+            let file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+            file.set_len(self.size)?;
+            file.sync_all()?;
+            Ok(file)
+        })();
+        self.file = reopened.map_err(|err| write_error(&self.path, err))?;
+        self.broken = false;
         Ok(())
     }
 
@@ -207,9 +256,11 @@ impl AppendLog {
     ///
     /// As [`write_atomic`].
     pub fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_all()
-            .map_err(|err| write_error(&self.path, err))
+        self.repair()?;
+        self.file.sync_all().map_err(|err| {
+            self.broken = true;
+            write_error(&self.path, err)
+        })
     }
 
     /// Drop every record (after a snapshot made them redundant), durably.
@@ -218,6 +269,7 @@ impl AppendLog {
     ///
     /// As [`write_atomic`].
     pub fn truncate(&mut self) -> Result<()> {
+        self.repair()?;
         (|| {
             self.file.set_len(0)?;
             self.file.sync_all()
@@ -485,6 +537,8 @@ mod tests {
         let path = dir.join("snap");
         assert_eq!(read_if_exists(&path).unwrap(), None);
         write_atomic(&path, b"one").unwrap();
+        // A temporary left by a crash or a failed write is removed by the next.
+        fs::write(dir.join("snap.tmp-99"), b"stale").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(read_if_exists(&path).unwrap().as_deref(), Some(&b"two"[..]));
         let names: Vec<_> = fs::read_dir(&dir)

@@ -50,6 +50,9 @@ pub struct DaemonCommand {
     /// The largest single uploaded file (413 beyond it).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
     pub max_upload: u64,
+
+    #[command(flatten)]
+    pub http: crate::http_server::HttpLimits,
 }
 
 impl DaemonCommand {
@@ -65,6 +68,7 @@ impl DaemonCommand {
             cache_dir: self.cache_dir.as_deref().map(super::absolute).unwrap_or_else(|| data_dir.join("cache")),
             max_upload: self.max_upload,
             exe: std::env::current_exe().context("cannot find the jina-wasm executable")?,
+            http: self.http.clone(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async move {

@@ -65,6 +65,9 @@ pub struct FlowCommand {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub http: crate::http_server::HttpLimits,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +120,7 @@ impl FlowCommand {
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
             .collect();
         let info = json!({"flow": file.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone()).await {
+        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone(), self.http.clone()).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 let _ = running.stop().await;

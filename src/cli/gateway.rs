@@ -53,6 +53,9 @@ pub struct GatewayCommand {
     /// Port of the control socket (0: the OS picks).
     #[arg(long, default_value_t = 0)]
     pub port_ctrl: u16,
+
+    #[command(flatten)]
+    pub http: crate::http_server::HttpLimits,
 }
 
 /// `NAME=HOST:PORT,HOST:PORT`.
@@ -119,7 +122,7 @@ impl GatewayCommand {
         let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);
         let pods: Vec<_> = flow.pods.iter().zip(&addresses).map(|(p, (i, o))| json!({"pod": p.name, "in": i, "out": o})).collect();
         let info = json!({"flow": self.uses.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone()).await {
+        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone(), self.http.clone()).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 let _ = running.stop().await;

@@ -51,6 +51,16 @@ pub struct PeaCommand {
     #[arg(long, value_name = "DURATION|0|never", default_value = "240s")]
     pub dump_interval: crate::pea::DumpPolicy,
 
+    /// Endpoints that change no state, comma-separated (`*`: all). With a
+    /// writable workspace in interval or `never` mode, every other endpoint
+    /// is a write: a write acknowledged since the last good dump is reported
+    /// lost (STATUS `state_lost`) if the instance holding it is discarded,
+    /// and then writes are refused (`state-lost`) until ACCEPT-LOSS or
+    /// RELOAD; while dumps fail, writes are refused (`dump`). Reads are
+    /// served throughout (docs/stateful.md).
+    #[arg(long, value_name = "ENDPOINTS", value_delimiter = ',', default_values_t = crate::pea::default_read_endpoints())]
+    pub read_endpoints: Vec<String>,
+
     /// Reload the executor from its file and workspace this often (0: never):
     /// for a read-only Pea serving an index another Pea writes.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
@@ -213,6 +223,7 @@ impl PeaCommand {
             load_interval: Some(self.load_interval).filter(|d| !d.is_zero()),
             timeout_ctrl: self.sockets.timeout_ctrl,
             quiet_error: self.quiet_error,
+            read_endpoints: self.read_endpoints.clone(),
         };
         match self.place()? {
             Some(place) => crate::pod::placed(&config, &place, crate::pod::workspace::Scope::Alone),

@@ -76,19 +76,20 @@ fn ask(address: &str, command: &str, timeout: Duration) -> anyhow::Result<Result
     })
 }
 
-/// Send a control request (DUMP, RELOAD, TERMINATE, STATUS) to a Pea's or a
-/// Pod's control address and print the answer as JSON.
+/// Send a control request (DUMP, RELOAD, TERMINATE, STATUS, ACCEPT-LOSS) to a
+/// Pea's or a Pod's control address and print the answer as JSON.
 ///
 /// Exits 0 when the request succeeded, 1 with the reason when it failed or no
-/// answer came within --timeout. DUMP and RELOAD sent to a Pod go to every one
-/// of its Peas.
+/// answer came within --timeout. DUMP, RELOAD and ACCEPT-LOSS sent to a Pod go
+/// to every one of its Peas.
 #[derive(Debug, Args)]
 pub struct ControlCommand {
     /// The control address: HOST:PORT, tcp://HOST:PORT or ipc://PATH.
     pub address: String,
 
-    /// The command: STATUS, DUMP, RELOAD or TERMINATE.
-    #[arg(value_parser = ["STATUS", "DUMP", "RELOAD", "TERMINATE"], ignore_case = true)]
+    /// The command: STATUS, DUMP, RELOAD, TERMINATE or ACCEPT-LOSS (clears a
+    /// Pea's `state_lost` so it takes writes again; docs/stateful.md).
+    #[arg(value_parser = ["STATUS", "DUMP", "RELOAD", "TERMINATE", "ACCEPT-LOSS"], ignore_case = true)]
     pub command: String,
 
     /// How long to wait for the answer (a DUMP of a large index takes a while).

@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub max_upload: u64,
     /// The `jina-wasm` executable the children run.
     pub exe: PathBuf,
+    /// The API's header-read and idle timeouts and connection cap.
+    pub http: crate::http_server::HttpLimits,
 }
 
 /// The daemon's state, shared by every request.
@@ -209,7 +211,8 @@ pub async fn serve(
         tracing::info!("daemon stopping: stopping every Pea and Pod it started");
         stopper.stop_all().await;
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let limits = daemon.config.http.clone();
+    let served = crate::http_server::serve(listener, app, limits, shutdown).await;
     reaper.abort();
     daemon.stop_all().await;
     served.context("daemon: the HTTP server failed")

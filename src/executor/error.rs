@@ -54,6 +54,10 @@ pub enum ErrorKind {
     DiskQuota,
     /// The call returned more documents or bytes than its limits allow.
     ResultTooLarge,
+    /// No instance can take the call now: a replacement's `init` failed and
+    /// the crash-loop backoff has not run out (`InitBackoff`). Answered at
+    /// once, without calling the guest.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Host => "host",
             ErrorKind::DiskQuota => "disk-quota",
             ErrorKind::ResultTooLarge => "result-too-large",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 
@@ -92,6 +97,7 @@ impl ErrorKind {
                 | ErrorKind::Internal
                 | ErrorKind::DiskQuota
                 | ErrorKind::ResultTooLarge
+                | ErrorKind::Unavailable
         )
     }
 }

@@ -249,7 +249,7 @@ fn ticks(limit: Duration) -> u64 {
 
 /// Sets `with.jina.<key>`: what the host tells an executor about how it runs
 /// (as Jina's `runtime_args`): `shard_id`/`shards`, `replica_id`/`replicas`,
-/// `read_only`, `durable`. docs/wit-contract.md lists them. A `with` that is
+/// `read_only`, `durable`, `memory_limit`. docs/wit-contract.md lists them. A `with` that is
 /// not a map is left alone (`start` refuses it).
 pub fn set_runtime_arg(config: &mut Value, key: &str, value: Value) {
     if config.is_null() {
@@ -307,6 +307,34 @@ pub struct Executor {
     tenant: Option<Arc<Tenant>>,
     /// A call ran long enough to drop the calling thread to background priority.
     demoted: bool,
+    /// Set while replacement instances keep failing their `init`.
+    backoff: Option<InitBackoff>,
+}
+
+/// The first wait after a replacement instance's `init` failed; it doubles
+/// with every further failure, up to [`INIT_BACKOFF_MAX`].
+pub const INIT_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts at a failing `init`.
+pub const INIT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Crash-loop backoff: a trap discarded the instance and the replacement's
+/// `init` failed `failures` times in a row. Until `until`, calls are answered
+/// at once with `unavailable` (naming the last init error) instead of paying
+/// for another `init` that would likely fail the same way (each can run for
+/// `--timeout-init`). Cleared by the first `init` that succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitBackoff {
+    pub failures: u32,
+    pub until: Instant,
+    pub last_error: ExecutorError,
+}
+
+impl InitBackoff {
+    /// The wait after `failures` failed attempts: 1 s, 2 s, 4 s, ... 60 s.
+    pub fn delay(failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        INIT_BACKOFF_FIRST.saturating_mul(1 << doublings).min(INIT_BACKOFF_MAX)
+    }
 }
 
 impl Executor {
@@ -318,6 +346,12 @@ impl Executor {
     pub fn start(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut spec: ExecutorSpec) -> Result<Executor, ExecutorError> {
         if spec.sandbox.read_only {
             set_runtime_arg(&mut spec.config, "read_only", Value::Bool(true));
+        }
+        // So a stateful executor (one with a workspace) can refuse work before
+        // it runs out of memory, which would trap and lose its unsaved state.
+        // Not for others: some refuse a `with` key they do not know.
+        if spec.sandbox.workspace.is_some() && (spec.config.is_null() || spec.config.is_object()) {
+            set_runtime_arg(&mut spec.config, "memory_limit", Value::from(spec.sandbox.memory_limit));
         }
         let config = match &spec.config {
             Value::Null => "{}".to_string(),
@@ -342,6 +376,7 @@ impl Executor {
             limit: Duration::ZERO,
             tenant: None,
             demoted: false,
+            backoff: None,
         };
         executor
             .sandbox
@@ -567,13 +602,46 @@ impl Executor {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(guest)) => {
                 self.stats.errors += 1;
-                Err(self.error(phase, guest_kind(guest.kind), guest.message))
+                let kind = guest_kind(guest.kind);
+                let mut message = guest.message;
+                if kind == ErrorKind::Io
+                    && let Some(full) = self.full_workspace()
+                {
+                    message.push_str(&full);
+                }
+                Err(self.error(phase, kind, message))
             }
             Err(trap) => {
                 let live = self.live.take().expect("live during call");
                 self.stats.traps += 1;
                 Err(self.classify(phase, trap, &live))
             }
+        }
+    }
+
+    /// When the writable workspace's filesystem is full: what to add to an
+    /// `io` error. A guest cannot say so itself: WASI reports a failed write
+    /// on a file stream as a generic I/O error ("os error 29", then "Broken
+    /// pipe" once the stream is closed), whatever the host's errno was.
+    fn full_workspace(&self) -> Option<String> {
+        if self.sandbox.read_only {
+            return None;
+        }
+        let dir = self.sandbox.workspace.as_deref()?;
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return None;
+        }
+        let free = stat.f_bavail as u64 * stat.f_frsize as u64;
+        if stat.f_bavail == 0 || free < 4096 {
+            Some(format!(" [host: no space left on device: the workspace {} has {free} bytes free]", dir.display()))
+        } else if stat.f_files > 0 && stat.f_favail == 0 {
+            Some(format!(" [host: no space left on device: the workspace {} has no free inodes]", dir.display()))
+        } else {
+            None
         }
     }
 
@@ -597,11 +665,52 @@ impl Executor {
         self.ensure_live()
     }
 
-    /// Makes sure an instance is live: creates and `init`s one if the last was lost.
+    /// The crash-loop backoff in force, if replacement instances keep failing.
+    pub fn backoff(&self) -> Option<&InitBackoff> {
+        self.backoff.as_ref()
+    }
+
+    /// Makes sure an instance is live: creates and `init`s one if the last was
+    /// lost, unless the crash-loop backoff says to wait (then `unavailable`).
     fn ensure_live(&mut self) -> Result<(), ExecutorError> {
         if self.live.is_some() {
             return Ok(());
         }
+        if let Some(backoff) = &self.backoff
+            && let Some(left) = backoff.until.checked_duration_since(Instant::now())
+        {
+            let message = format!(
+                "executor `{}` is unavailable: its instance was lost and a new one failed to start {} time{} in a row \
+                 (crash-loop backoff, next attempt in {:.1}s); last init error ({}): {}",
+                self.name,
+                backoff.failures,
+                if backoff.failures == 1 { "" } else { "s" },
+                left.as_secs_f64(),
+                backoff.last_error.kind,
+                backoff.last_error.message
+            );
+            return Err(self.error(Phase::Init, ErrorKind::Unavailable, message));
+        }
+        match self.start_instance() {
+            Ok(live) => {
+                self.backoff = None;
+                self.live = Some(live);
+                Ok(())
+            }
+            // The first start fails the Pea's start: nothing to back off from.
+            Err(e) if self.stats.calls == 0 && self.stats.traps == 0 => Err(e),
+            Err(e) => {
+                let failures = self.backoff.as_ref().map_or(0, |b| b.failures) + 1;
+                let delay = InitBackoff::delay(failures);
+                tracing::warn!(executor = %self.name, failures, "init failed; the next attempt waits {delay:?} (crash-loop backoff)");
+                self.backoff = Some(InitBackoff { failures, until: Instant::now() + delay, last_error: e.clone() });
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates and `init`s a new instance.
+    fn start_instance(&mut self) -> Result<Live, ExecutorError> {
         // No instance means either the start (no call yet) or a trap or a
         // failed durable dump that discarded the last one.
         let restart = self.stats.traps > 0 || self.stats.calls > 0;
@@ -627,8 +736,7 @@ impl Executor {
             self.stats.restarts += 1;
         }
         tracing::debug!(executor = %self.name, elapsed = ?started.elapsed(), "instance ready");
-        self.live = Some(live);
-        Ok(())
+        Ok(live)
     }
 
     fn instantiate(&self) -> anyhow::Result<Live> {

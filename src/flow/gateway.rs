@@ -48,7 +48,14 @@ impl Gateway {
     ///
     /// # Errors
     /// The address cannot be bound.
-    pub async fn start(host: &str, port: u16, calls: mpsc::Sender<Call>, prefetch: usize, info: Value) -> anyhow::Result<Gateway> {
+    pub async fn start(
+        host: &str,
+        port: u16,
+        calls: mpsc::Sender<Call>,
+        prefetch: usize,
+        info: Value,
+        limits: crate::http_server::HttpLimits,
+    ) -> anyhow::Result<Gateway> {
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
             .map_err(|e| anyhow::anyhow!("the gateway cannot bind {host}:{port}: {e}"))?;
@@ -63,7 +70,7 @@ impl Gateway {
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = crate::http_server::serve(listener, app, limits, shutdown).await {
                 tracing::error!("the gateway stopped: {e}");
             }
         });

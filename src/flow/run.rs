@@ -238,6 +238,7 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         load_interval: None,
         timeout_ctrl: Duration::from_secs(5),
         quiet_error: false,
+        read_endpoints: crate::pea::default_read_endpoints(),
     };
     Ok(PodConfig {
         pea,

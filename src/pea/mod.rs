@@ -4,7 +4,7 @@
 //!            input (PULL/SUB/ROUTER/DEALER)           output (PUSH/PUB/ROUTER/DEALER)
 //!  upstream ──────────────────────────────▶  Pea  ──────────────────────────────▶ downstream
 //!                                             ▲
-//!                       control (ROUTER) ─────┘  STATUS TERMINATE DUMP RELOAD
+//!                       control (ROUTER) ─────┘  STATUS TERMINATE DUMP RELOAD ACCEPT-LOSS
 //! ```
 //!
 //! The loop: receive a message, read its envelope (never the body), decide
@@ -14,6 +14,13 @@
 //! Pea reads no more input until it is done and sent, so a slow executor or a
 //! slow downstream slows the sender instead of growing a queue. Control
 //! requests are answered throughout. docs/protocol.md specifies the messages.
+//!
+//! Loss is never silent (docs/stateful.md, "When state is lost"): in interval
+//! and `never` modes with a writable workspace, the Pea counts the writes
+//! acknowledged since the last good dump; if the instance holding them is
+//! discarded (a trap, the memory limit), STATUS carries `state_lost` and
+//! writes are refused with `state-lost` until ACCEPT-LOSS or RELOAD; while
+//! dumps fail, writes are refused with `dump` and the dump is retried.
 
 pub(crate) mod worker;
 
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +93,21 @@ pub struct PeaConfig {
     pub timeout_ctrl: Duration,
     /// Log request failures on one line, without their messages.
     pub quiet_error: bool,
+    /// Endpoints that change no state (`--read-endpoints`; `*`: every one).
+    /// Every other endpoint counts as a write: it is what a state loss
+    /// covers, and what is refused after one (docs/stateful.md, "When state
+    /// is lost").
+    pub read_endpoints: Vec<String>,
+}
+
+/// `--read-endpoints` unless given: the query and export endpoints of
+/// Jina's indexers (`/index`, `/update`, `/delete`, `/import` and anything
+/// else are writes).
+pub const DEFAULT_READ_ENDPOINTS: &[&str] = &["/search", "/export"];
+
+/// The default `read_endpoints`.
+pub fn default_read_endpoints() -> Vec<String> {
+    DEFAULT_READ_ENDPOINTS.iter().map(|e| (*e).to_string()).collect()
 }
 
 /// When a Pea has its executor persist its state: `--dump-interval`,
@@ -257,6 +280,13 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         terminating: false,
         terminate_by: None,
         dumped_at: 0,
+        unsaved: Unsaved::default(),
+        state_lost: None,
+        dump_failure: None,
+        retry_dump_at: None,
+        revive_at: None,
+        reviving: None,
+        write_error: None,
     };
     tracing::info!(pea = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, "ready");
     let task = tokio::spawn(pea.run(stop.clone()));
@@ -281,9 +311,137 @@ struct Counters {
 /// Durable mode commits at most this many requests with one `dump`.
 const GROUP_COMMIT: usize = 16;
 
+/// The longest wait between two attempts at a dump that keeps failing
+/// (shorter when the dump interval is).
+const DUMP_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Acknowledged writes that no successful dump holds yet (interval and
+/// `never` modes): what losing the instance now would lose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsaved {
+    /// How many write requests were acknowledged since the last good dump.
+    pub writes: u64,
+    /// The first and last of them, numbered as `requests` counts.
+    pub first_request: u64,
+    pub last_request: u64,
+}
+
+impl Unsaved {
+    fn add(&mut self, number: u64) {
+        if self.writes == 0 {
+            self.first_request = number;
+        }
+        self.writes += 1;
+        self.last_request = number;
+    }
+
+    fn describe(&self) -> String {
+        let plural = if self.writes == 1 { "" } else { "s" };
+        if self.first_request == self.last_request {
+            format!("{} acknowledged write request{plural} (request {})", self.writes, self.first_request)
+        } else {
+            format!("{} acknowledged write request{plural} (requests {} to {})", self.writes, self.first_request, self.last_request)
+        }
+    }
+}
+
+/// Acknowledged writes that are gone: the instance holding them was
+/// discarded (a trap, the memory limit) before a dump saved them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateLost {
+    /// The writes lost (the window is `first_request..=last_request`).
+    #[serde(flatten)]
+    pub window: Unsaved,
+    /// `dumped_through` then: the state served now holds the requests up to here.
+    pub dumped_through: u64,
+    /// Why the instance was discarded.
+    pub reason: String,
+    /// When (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// Dumps are failing (interval and `never` modes): writes are refused until
+/// one succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpFailure {
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// The last failure's kind and message.
+    pub kind: String,
+    pub message: String,
+    /// Milliseconds until the next attempt (0 while one runs).
+    pub retry_in_ms: u64,
+}
+
+/// The crash-loop backoff as STATUS shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackoffStatus {
+    /// Replacement instances whose `init` failed in a row.
+    pub failures: u32,
+    /// Milliseconds until the next attempt.
+    pub retry_in_ms: u64,
+    /// The last `init` failure: its kind and message.
+    pub kind: String,
+    pub last_error: String,
+}
+
+/// A tenant's accounts, in a Pea's STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStatus {
+    pub name: String,
+    pub memory_bytes: u64,
+    pub memory_budget: u64,
+    pub cpu_ms: u64,
+    pub calls: u64,
+}
+
+/// A Pea's answer to `STATUS` (docs/protocol.md, "Control requests").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeaStatus {
+    pub pea: String,
+    pub description: String,
+    pub tenant: Option<TenantStatus>,
+    pub executor: String,
+    pub uses: String,
+    /// `ready`, `busy` or `terminating`.
+    pub state: String,
+    /// False while the executor has no instance, a state loss is not
+    /// accepted, or dumps fail.
+    pub healthy: bool,
+    pub requests: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub dump_interval: String,
+    pub dumps: u64,
+    pub dumped_through: u64,
+    /// Acknowledged writes since the last good dump (interval and `never`
+    /// modes with a writable workspace).
+    #[serde(default)]
+    pub unsaved_writes: u64,
+    #[serde(default)]
+    pub state_lost: Option<StateLost>,
+    #[serde(default)]
+    pub dump_failure: Option<DumpFailure>,
+    #[serde(default)]
+    pub init_backoff: Option<BackoffStatus>,
+    /// The last write failed with `io` (a full disk?): its message, until a
+    /// write succeeds.
+    #[serde(default)]
+    pub write_error: Option<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub traps: u64,
+    pub restarts: u64,
+    pub pool_slots: u32,
+    pub busy_for_ms: u64,
+    pub uptime_ms: u64,
+    pub pid: u32,
+}
+
 /// What the executor is doing.
 enum Busy {
-    Request { message: Message, started: u64, reply: oneshot::Receiver<Result<Bytes, Failure>> },
+    /// `number`: the request's place in `requests`; `write`: not a read endpoint.
+    Request { message: Message, started: u64, number: u64, write: bool, reply: oneshot::Receiver<Result<Bytes, Failure>> },
     /// `through`: `requests` when the job started.
     Control { job: ControlJob, through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
     /// Durable mode's dump for the `held` requests; `through`: `requests` then.
@@ -330,6 +488,20 @@ struct Pea {
     terminate_by: Option<tokio::time::Instant>,
     /// `counters.requests` at the last periodic dump.
     dumped_at: u64,
+    /// Acknowledged writes no good dump holds yet (when loss is tracked).
+    unsaved: Unsaved,
+    /// Writes lost with a discarded instance, until an operator accepts it.
+    state_lost: Option<StateLost>,
+    /// Dumps are failing: writes are refused until one succeeds.
+    dump_failure: Option<DumpFailure>,
+    /// When the failing dump is tried again.
+    retry_dump_at: Option<tokio::time::Instant>,
+    /// When the crash-loop backoff ends (the executor is then revived).
+    revive_at: Option<tokio::time::Instant>,
+    /// A revival in progress on the executor's thread.
+    reviving: Option<oneshot::Receiver<()>>,
+    /// The last write failed with `io` (its message), until one succeeds.
+    write_error: Option<String>,
 }
 
 impl Pea {
@@ -374,9 +546,18 @@ impl Pea {
                     None => break,
                 },
                 done = wait_busy(&mut self.busy) => match done {
-                    Done::Request(result) => self.on_result(result),
-                    Done::Control(result) => self.on_control_done(result).await,
-                    Done::Commit(result) => self.on_commit(result),
+                    Done::Request(result) => {
+                        self.on_result(result);
+                        self.schedule_revival();
+                    }
+                    Done::Control(result) => {
+                        self.on_control_done(result).await;
+                        self.schedule_revival();
+                    }
+                    Done::Commit(result) => {
+                        self.on_commit(result);
+                        self.schedule_revival();
+                    }
                 },
                 frames = self.output.recv(), if out_is_router => {
                     if let Some(frames) = frames { self.on_downstream(frames); }
@@ -409,6 +590,20 @@ impl Pea {
                     self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") });
                 },
                 _ = load_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("RELOAD") }),
+                () = sleep_until(self.retry_dump_at), if self.retry_dump_at.is_some() => {
+                    self.retry_dump_at = None;
+                    self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") });
+                },
+                () = sleep_until(self.revive_at), if self.revive_at.is_some() && self.reviving.is_none() && !self.terminating => {
+                    self.revive_at = None;
+                    let (reply, rx) = oneshot::channel();
+                    self.worker.submit(Job::Revive { reply }).await;
+                    self.reviving = Some(rx);
+                },
+                _ = wait_reviving(&mut self.reviving) => {
+                    self.reviving = None;
+                    self.schedule_revival();
+                },
                 () = stop.cancelled(), if !self.terminating => {
                     tracing::info!(pea = %self.config.name, "terminating");
                     self.terminate();
@@ -446,7 +641,15 @@ impl Pea {
         };
         tokio::join!(self.input.close(grace), self.output.close(grace), self.ctrl.close(grace));
         tracing::info!(pea = %name, "stopped");
-        closed.map_err(|f| anyhow::anyhow!("pea `{name}`: closing the executor failed ({}): {}", f.kind, f.message))
+        let unsaved = self.unsaved;
+        closed.map_err(|f| {
+            let lost = if unsaved.writes > 0 {
+                format!("; NOT SAVED: {} since the last successful dump (through request {})", unsaved.describe(), self.counters.dumped_through)
+            } else {
+                String::new()
+            };
+            anyhow::anyhow!("pea `{name}`: closing the executor failed ({}): {}{lost}", f.kind, f.message)
+        })
     }
 
     /// Stops reading input; the request in flight gets `--timeout-ctrl` to finish.
@@ -511,6 +714,12 @@ impl Pea {
             self.outbox.push_back(message.frames().to_vec());
             return;
         }
+        let write = !self.is_read(&envelope.endpoint);
+        if write && let Some(refusal) = self.write_refusal() {
+            self.fail(&mut message, received, &refusal);
+            self.outbox.push_back(message.frames().to_vec());
+            return;
+        }
         let timeout = (envelope.deadline_ms != 0)
             .then(|| Duration::from_millis(envelope.deadline_ms.saturating_sub(now_us() / 1000)));
         let (reply, rx) = oneshot::channel();
@@ -522,7 +731,99 @@ impl Pea {
             reply,
         };
         self.worker.submit(job).await;
-        self.busy = Some(Busy::Request { message, started: received, reply: rx });
+        let number = self.counters.requests;
+        self.busy = Some(Busy::Request { message, started: received, number, write, reply: rx });
+    }
+
+    /// Whether `endpoint` changes no state (`read_endpoints`).
+    fn is_read(&self, endpoint: &str) -> bool {
+        self.config.read_endpoints.iter().any(|e| e == endpoint || e == "*")
+    }
+
+    /// Interval and `never` modes with a writable workspace: the state since
+    /// the last good dump lives only in the instance, so its loss is tracked.
+    fn tracks_loss(&self) -> bool {
+        !matches!(self.config.dump, DumpPolicy::Durable)
+            && !self.config.executor.sandbox.read_only
+            && self.config.executor.sandbox.workspace.is_some()
+    }
+
+    /// Why a write cannot be taken now: lost state not yet accepted, or
+    /// dumps that fail (a write acknowledged now could not be saved).
+    fn write_refusal(&self) -> Option<Failure> {
+        let name = &self.config.name;
+        if let Some(lost) = &self.state_lost {
+            return Some(Failure {
+                kind: "state-lost".into(),
+                message: format!(
+                    "pea `{name}` lost {} when its instance was discarded ({}); it serves the state of its last good \
+                     dump (through request {}). Writes are refused until an operator accepts the loss (`jina-wasm \
+                     control {} ACCEPT-LOSS`) or reloads the executor from its dump (RELOAD)",
+                    lost.window.describe(),
+                    lost.reason,
+                    lost.dumped_through,
+                    self.ctrl.endpoint
+                ),
+            });
+        }
+        if let Some(dump) = &self.dump_failure
+            && self.tracks_loss()
+        {
+            return Some(Failure {
+                kind: "dump".into(),
+                message: format!(
+                    "pea `{name}` refuses writes: its last dump failed ({}: {}), so a write acknowledged now could not \
+                     be saved; the dump is tried again (next in {} ms, or send DUMP) and writes resume once one succeeds",
+                    dump.kind,
+                    dump.message,
+                    self.retry_dump_at.map_or(0, |at| at.saturating_duration_since(tokio::time::Instant::now()).as_millis())
+                ),
+            });
+        }
+        None
+    }
+
+    /// Whether a trap discarded the executor's instance since the last look.
+    fn instance_lost(&mut self) -> bool {
+        let traps = self.worker.health.lock().expect("health lock").stats.traps;
+        let lost = traps != self.traps_seen;
+        self.traps_seen = traps;
+        lost
+    }
+
+    /// The instance holding the `unsaved` writes is gone: record the loss,
+    /// which refuses writes until it is accepted.
+    fn on_instance_lost(&mut self, reason: String) {
+        if !self.tracks_loss() || self.unsaved.writes == 0 {
+            return;
+        }
+        let window = std::mem::take(&mut self.unsaved);
+        tracing::error!(
+            pea = %self.config.name,
+            "STATE LOST: {} since the last good dump (through request {}) were lost with the discarded instance ({reason}); \
+             writes are refused until ACCEPT-LOSS or RELOAD",
+            window.describe(),
+            self.counters.dumped_through
+        );
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.state_lost = Some(match self.state_lost.take() {
+            // An earlier loss not yet accepted: one window covering both.
+            Some(mut earlier) => {
+                earlier.window.writes += window.writes;
+                earlier.window.last_request = window.last_request;
+                earlier.dumped_through = self.counters.dumped_through;
+                earlier.reason = reason;
+                earlier.at_ms = at_ms;
+                earlier
+            }
+            None => StateLost { window, dumped_through: self.counters.dumped_through, reason, at_ms },
+        });
+    }
+
+    /// Arms the revival at the end of the crash-loop backoff, if one is in force.
+    fn schedule_revival(&mut self) {
+        let until = self.worker.health.lock().expect("health lock").backoff.as_ref().map(|b| b.until);
+        self.revive_at = until.map(tokio::time::Instant::from_std);
     }
 
     /// Durable mode: every request is dumped before it is answered.
@@ -531,25 +832,41 @@ impl Pea {
     }
 
     fn on_result(&mut self, result: Result<Bytes, Failure>) {
-        let Some(Busy::Request { mut message, started, .. }) = self.busy.take() else {
+        let Some(Busy::Request { mut message, started, number, write, .. }) = self.busy.take() else {
             unreachable!("a request's result comes while the request is in flight")
         };
+        let instance_lost = self.instance_lost();
+        if write && !self.config.executor.sandbox.read_only {
+            // Storage trouble (a full disk) makes the Pea unhealthy until a
+            // write succeeds again.
+            self.write_error = match &result {
+                Ok(_) => None,
+                Err(f) if f.kind == "io" => Some(f.message.clone()),
+                Err(_) => self.write_error.take(),
+            };
+        }
         match result {
             Ok(body) => {
                 message.body = body;
                 self.route(&mut message, started, Outcome::Handled);
             }
-            Err(failure) => self.fail(&mut message, started, &failure),
+            Err(failure) => {
+                if instance_lost {
+                    self.on_instance_lost(format!("request {number} to `{}` failed: {}: {}", message.envelope.endpoint, failure.kind, failure.message));
+                }
+                self.fail(&mut message, started, &failure);
+            }
         }
         if !self.durable() {
+            if write && self.tracks_loss() && message.envelope.routes.last().is_some_and(|r| r.outcome == Outcome::Handled) {
+                self.unsaved.add(number);
+            }
             self.outbox.push_back(message.frames().to_vec());
             return;
         }
         // A trap discarded the instance that held the changes of the requests
         // still waiting for their commit: they are lost, so not acknowledged.
-        let traps = self.worker.health.lock().expect("health lock").stats.traps;
-        if traps != self.traps_seen {
-            self.traps_seen = traps;
+        if instance_lost {
             let lost = Failure {
                 kind: "dump".into(),
                 message: "the request was handled, but the executor trapped on a later request before its changes \
@@ -574,8 +891,16 @@ impl Pea {
             Ok(()) => {
                 self.counters.dumps += 1;
                 self.counters.dumped_through = through;
+                // Writes are saved again (a full disk got space back).
+                self.dump_failure = None;
             }
-            Err(f) => tracing::warn!(pea = %self.config.name, requests = self.held.len(), "commit failed: {}", f.message),
+            Err(f) => {
+                tracing::warn!(pea = %self.config.name, requests = self.held.len(), "commit failed: {}", f.message);
+                // STATUS is unhealthy until a commit succeeds; every write
+                // tries again (durable mode refuses nothing up front).
+                let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
+                self.dump_failure = Some(DumpFailure { failures, kind: f.kind.clone(), message: f.message.clone(), retry_in_ms: 0 });
+            }
         }
         self.release_held(result.as_ref().err());
     }
@@ -662,10 +987,17 @@ impl Pea {
                 self.reply(prefix, &request, Ok(json!({"state": "terminating"}))).await;
             }
             "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
+            "ACCEPT-LOSS" => {
+                let accepted = self.state_lost.take();
+                if let Some(lost) = &accepted {
+                    tracing::warn!(pea = %self.config.name, "the loss of {} was accepted: writes are taken again", lost.window.describe());
+                }
+                self.reply(prefix, &request, Ok(json!({"accepted": accepted}))).await;
+            }
             other => {
                 let message = match other {
                     "IDLE" | "CANCEL" => format!("{other} is sent on a data link to a ROUTER, not to a control socket"),
-                    _ => format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP or RELOAD"),
+                    _ => format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"),
                 };
                 self.reply(prefix, &request, Err(Failure { kind: "unsupported".into(), message })).await;
             }
@@ -693,6 +1025,32 @@ impl Pea {
         if result.is_ok() && !self.config.executor.sandbox.read_only {
             self.counters.dumps += 1;
             self.counters.dumped_through = through;
+            // Nothing ran beside the dump: it holds every acknowledged write.
+            self.unsaved = Unsaved::default();
+            if self.dump_failure.take().is_some() {
+                tracing::info!(pea = %self.config.name, "a dump succeeded again: writes are taken again");
+            }
+            self.retry_dump_at = None;
+        }
+        if let Err(f) = &result {
+            if self.instance_lost() {
+                self.on_instance_lost(format!("{} failed: {}: {}", job.request.endpoint, f.kind, f.message));
+            }
+            if self.tracks_loss() && job.request.endpoint == "DUMP" {
+                let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
+                let every = self.config.dump.interval().unwrap_or(DUMP_RETRY_MAX).min(DUMP_RETRY_MAX);
+                let wait = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16)).min(every);
+                tracing::error!(
+                    pea = %self.config.name,
+                    "DUMP FAILED ({failures} in a row): writes are refused until a dump succeeds; the next attempt in {wait:?}"
+                );
+                self.dump_failure =
+                    Some(DumpFailure { failures, kind: f.kind.clone(), message: f.message.clone(), retry_in_ms: wait.as_millis() as u64 });
+                self.retry_dump_at = Some(tokio::time::Instant::now() + wait);
+            }
+        }
+        if result.is_ok() && job.request.endpoint == "RELOAD" && let Some(lost) = self.state_lost.take() {
+            tracing::warn!(pea = %self.config.name, "reloaded from its dump: the loss of {} is cleared", lost.window.describe());
         }
         let key = if job.request.endpoint == "DUMP" { "dumped" } else { "reloaded" };
         if let Err(f) = &result {
@@ -713,6 +1071,10 @@ impl Pea {
     }
 
     fn status(&self) -> Value {
+        serde_json::to_value(self.status_of()).expect("a STATUS serialises")
+    }
+
+    fn status_of(&self) -> PeaStatus {
         let health = self.worker.health.lock().expect("health lock").clone();
         let state = if self.terminating {
             "terminating"
@@ -721,38 +1083,52 @@ impl Pea {
         } else {
             "ready"
         };
-        let tenant = health.tenant.as_ref().map(|t| {
-            json!({
-                "name": t.name(),
-                "memory_bytes": t.memory_used(),
-                "memory_budget": t.budget(),
-                "cpu_ms": t.cpu_time().as_millis() as u64,
-                "calls": t.calls(),
-            })
+        let tenant = health.tenant.as_ref().map(|t| TenantStatus {
+            name: t.name().to_string(),
+            memory_bytes: t.memory_used(),
+            memory_budget: t.budget(),
+            cpu_ms: t.cpu_time().as_millis() as u64,
+            calls: t.calls(),
         });
-        json!({
-            "pea": self.config.name,
-            "description": self.config.description,
-            "tenant": tenant,
-            "executor": self.config.executor.name,
-            "uses": self.config.uses.display().to_string(),
-            "state": state,
-            "healthy": health.healthy,
-            "requests": self.counters.requests,
-            "failed": self.counters.failed,
-            "dropped": self.counters.dropped,
-            "dump_interval": self.config.dump.to_string(),
-            "dumps": self.counters.dumps,
-            "dumped_through": self.counters.dumped_through,
-            "calls": health.stats.calls,
-            "errors": health.stats.errors,
-            "traps": health.stats.traps,
-            "restarts": health.stats.restarts,
-            "pool_slots": self.pool_slots.unwrap_or(0),
-            "busy_for_ms": health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
-            "uptime_ms": self.started.elapsed().as_millis() as u64,
-            "pid": std::process::id(),
-        })
+        let now = tokio::time::Instant::now();
+        let mut dump_failure = self.dump_failure.clone();
+        if let Some(d) = &mut dump_failure {
+            d.retry_in_ms = self.retry_dump_at.map_or(0, |at| at.saturating_duration_since(now).as_millis() as u64);
+        }
+        let init_backoff = health.backoff.as_ref().map(|b| BackoffStatus {
+            failures: b.failures,
+            retry_in_ms: b.until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            kind: b.last_error.kind.to_string(),
+            last_error: b.last_error.message.clone(),
+        });
+        PeaStatus {
+            pea: self.config.name.clone(),
+            description: self.config.description.clone(),
+            tenant,
+            executor: self.config.executor.name.clone(),
+            uses: self.config.uses.display().to_string(),
+            state: state.into(),
+            healthy: health.healthy && self.state_lost.is_none() && self.dump_failure.is_none() && self.write_error.is_none(),
+            requests: self.counters.requests,
+            failed: self.counters.failed,
+            dropped: self.counters.dropped,
+            dump_interval: self.config.dump.to_string(),
+            dumps: self.counters.dumps,
+            dumped_through: self.counters.dumped_through,
+            unsaved_writes: self.unsaved.writes,
+            state_lost: self.state_lost.clone(),
+            dump_failure,
+            init_backoff,
+            write_error: self.write_error.clone(),
+            calls: health.stats.calls,
+            errors: health.stats.errors,
+            traps: health.stats.traps,
+            restarts: health.stats.restarts,
+            pool_slots: self.pool_slots.unwrap_or(0),
+            busy_for_ms: health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            pid: std::process::id(),
+        }
     }
 }
 
@@ -809,6 +1185,15 @@ async fn wait_busy(busy: &mut Option<Busy>) -> Done {
         Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
         Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
         Some(Busy::Commit { reply, .. }) => Done::Commit(reply.await.unwrap_or_else(|_| Err(gone()))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_reviving(reviving: &mut Option<oneshot::Receiver<()>>) {
+    match reviving {
+        Some(rx) => {
+            let _ = rx.await;
+        }
         None => std::future::pending().await,
     }
 }

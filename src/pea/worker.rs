@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executor::{Executor, ExecutorError, ExecutorSpec, ExecutorStats, Runtime};
+use crate::executor::{ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime};
 use crate::wire::Body;
 
 /// Native stack of the executor thread: wasm may use up to 1 MiB of it
@@ -51,6 +51,9 @@ pub enum Job {
     Reload { reply: oneshot::Sender<Result<(), Failure>> },
     /// Dump (unless read-only) and close; the thread ends.
     Close { reply: oneshot::Sender<Result<(), Failure>> },
+    /// Try again to replace a lost instance once its crash-loop backoff ran
+    /// out, so the Pea heals without waiting for a request.
+    Revive { reply: oneshot::Sender<()> },
 }
 
 /// What `STATUS` reports about the executor, kept current by the thread.
@@ -63,6 +66,8 @@ pub struct Health {
     pub busy_since: Option<Instant>,
     /// The executor's tenant, whose accounts `STATUS` reports.
     pub tenant: Option<Arc<crate::executor::Tenant>>,
+    /// The crash-loop backoff in force (a replacement's `init` keeps failing).
+    pub backoff: Option<InitBackoff>,
 }
 
 pub struct Worker {
@@ -197,6 +202,7 @@ fn run(thread: Thread) {
         let mut h = health.lock().expect("health lock");
         h.stats = executor.stats().clone();
         h.busy_since = busy;
+        h.backoff = executor.backoff().cloned();
     };
     let mut arrivals = Arrivals { last_done: None, close: false };
     loop {
@@ -214,7 +220,7 @@ fn run(thread: Thread) {
                 let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
                 // A trap discarded the instance: make the next one now, so the
                 // next request does not pay for `init` and STATUS tells the truth.
-                let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
+                let healthy = revive(&mut executor);
                 publish(&executor, None);
                 health.lock().expect("health lock").healthy = healthy;
                 let _ = reply.send(result);
@@ -226,7 +232,7 @@ fn run(thread: Thread) {
             }
             Job::Commit { reply } => {
                 let result = commit(&mut executor);
-                let healthy = executor.revive().map_err(|e| tracing::error!("{e}")).is_ok();
+                let healthy = revive(&mut executor);
                 publish(&executor, None);
                 health.lock().expect("health lock").healthy = healthy;
                 let _ = reply.send(result);
@@ -252,6 +258,12 @@ fn run(thread: Thread) {
                     }
                 }
                 publish(&executor, None);
+            }
+            Job::Revive { reply } => {
+                let healthy = revive(&mut executor);
+                publish(&executor, None);
+                health.lock().expect("health lock").healthy = healthy;
+                let _ = reply.send(());
             }
             Job::Close { reply } => {
                 let result = dump(&mut executor).and_then(|()| executor.close().map_err(Failure::from));
@@ -308,6 +320,20 @@ fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &st
     let mut out = Vec::new();
     result.encode(&mut out);
     Ok(out.into())
+}
+
+/// Makes a new instance if the last was lost; false when there is none (its
+/// `init` failed, or the crash-loop backoff is waiting, which is not logged
+/// again for every request).
+fn revive(executor: &mut Executor) -> bool {
+    match executor.revive() {
+        Ok(()) => true,
+        Err(e) if e.kind == ErrorKind::Unavailable => false,
+        Err(e) => {
+            tracing::error!("{e}");
+            false
+        }
+    }
 }
 
 /// Durable mode's dump: the changes of the requests handled since the last

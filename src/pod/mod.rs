@@ -222,38 +222,126 @@ pub struct MemberInfo {
     pub ctrl: String,
 }
 
+/// A Pod's members as they are now, by index: a restarted child process has
+/// a new control address. Shared by the Pod's control task and the
+/// supervisors of its child processes.
+type Roster = Arc<std::sync::RwLock<Vec<Slot>>>;
+
+#[derive(Debug, Clone)]
+struct Slot {
+    info: MemberInfo,
+    /// Times the supervisor restarted this member's process.
+    restarts: u64,
+    /// False from the moment its process died until it runs again.
+    running: bool,
+}
+
 enum Member {
     Thread(PeaHandle),
-    Process { name: String, ctrl: String, child: tokio::process::Child },
+    /// A child process, watched by its supervisor task, which restarts it
+    /// when it dies and stops it when `stop` is cancelled.
+    Process { stop: CancellationToken, supervisor: tokio::task::JoinHandle<anyhow::Result<()>> },
 }
 
 impl Member {
-    fn ctrl(&self) -> String {
-        match self {
-            Member::Thread(pea) => pea.addresses.ctrl.clone(),
-            Member::Process { ctrl, .. } => ctrl.clone(),
-        }
-    }
-
     /// Stops the Pea as TERMINATE does and waits for it (a child process is
     /// killed if it has not exited within `grace`).
-    async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+    async fn stop(self, _grace: Duration) -> anyhow::Result<()> {
         match self {
             Member::Thread(pea) => {
                 pea.terminate();
                 pea.wait().await
             }
-            Member::Process { name, ctrl, mut child } => {
-                let _ = tokio::time::timeout(grace, crate::cli::control(&ctrl, "TERMINATE")).await;
-                match tokio::time::timeout(grace * 2, child.wait()).await {
-                    Ok(Ok(status)) if status.success() => Ok(()),
-                    Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
-                    _ => {
-                        let _ = child.kill().await;
-                        Err(anyhow::anyhow!("pea `{name}` did not stop within {:?} and was killed", grace * 3))
-                    }
-                }
+            Member::Process { stop, supervisor } => {
+                stop.cancel();
+                supervisor.await.context("a Pea's supervisor panicked")?
             }
+        }
+    }
+}
+
+/// The first wait before restarting a Pea whose process died; it doubles
+/// with every death that follows within [`STABLE_AFTER`], up to
+/// [`RESTART_BACKOFF_MAX`].
+pub const RESTART_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A process that ran this long before dying starts the backoff over.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// What a supervisor needs to restart its child.
+struct Supervision {
+    config: PeaConfig,
+    extra: Vec<String>,
+    roster: Roster,
+    index: usize,
+    grace: Duration,
+    /// How long a restarted child may take to print its ready line.
+    timeout_ready: Duration,
+    stop: CancellationToken,
+}
+
+/// Watches one child Pea: reaps it when it dies and starts it again (same
+/// arguments, so a shard on its own workspace) after a capped exponential
+/// backoff; stops it gracefully when `stop` is cancelled. Meanwhile the Head
+/// sees the member gone and requests that need it fail fast (`unavailable`).
+async fn supervise(s: Supervision, mut child: tokio::process::Child) -> anyhow::Result<()> {
+    let name = s.config.name.clone();
+    let mut failures = 0u32;
+    let mut started = tokio::time::Instant::now();
+    loop {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = s.stop.cancelled() => return stop_child(&name, &s, child).await,
+        };
+        // Reaped: the process is gone. Start it again, after the backoff.
+        s.roster.write().expect("roster")[s.index].running = false;
+        let status = status.map_or_else(|e| format!("an unknown status ({e})"), |st| st.to_string());
+        if started.elapsed() >= STABLE_AFTER {
+            failures = 0;
+        }
+        loop {
+            failures += 1;
+            let wait = RESTART_BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(RESTART_BACKOFF_MAX);
+            tracing::error!(pea = %name, "its process exited with {status}; restarting it in {wait:?} (restart backoff)");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = s.stop.cancelled() => return Err(anyhow::anyhow!("pea `{name}` had exited with {status} and was not running when the Pod stopped")),
+            }
+            let spawned = tokio::select! {
+                spawned = tokio::time::timeout(s.timeout_ready, spawn_child(&s.config, &s.extra)) => spawned,
+                () = s.stop.cancelled() => return Err(anyhow::anyhow!("pea `{name}` was restarting when the Pod stopped")),
+            };
+            match spawned {
+                Ok(Ok((new, ctrl))) => {
+                    child = new;
+                    started = tokio::time::Instant::now();
+                    let mut roster = s.roster.write().expect("roster");
+                    let slot = &mut roster[s.index];
+                    slot.info.ctrl = ctrl;
+                    slot.restarts += 1;
+                    slot.running = true;
+                    tracing::info!(pea = %name, restarts = slot.restarts, ctrl = %slot.info.ctrl, "restarted");
+                    break;
+                }
+                Ok(Err(e)) => tracing::error!(pea = %name, "restart failed: {e:#}"),
+                Err(_) => tracing::error!(pea = %name, "restart failed: not ready within {:?}", s.timeout_ready),
+            }
+        }
+    }
+}
+
+/// Stops a child as TERMINATE does; kills it if it has not exited within
+/// three times `grace`.
+async fn stop_child(name: &str, s: &Supervision, mut child: tokio::process::Child) -> anyhow::Result<()> {
+    let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
+    let grace = s.grace;
+    let _ = tokio::time::timeout(grace, crate::cli::control(&ctrl, "TERMINATE")).await;
+    match tokio::time::timeout(grace * 2, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
+        _ => {
+            let _ = child.kill().await;
+            Err(anyhow::anyhow!("pea `{name}` did not stop within {:?} and was killed", grace * 3))
         }
     }
 }
@@ -427,18 +515,38 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     };
     let names: Vec<String> = if open { Vec::new() } else { (0..n).map(|i| format!("{name}/{}", role(i))).collect() };
     let local = if config.external.is_some() { 0 } else { n };
-    let mut infos = Vec::new();
+    let roster: Roster = Arc::default();
     for i in 0..local {
         let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
         opened.starting = Some(names[i].clone());
+        let slot = |ctrl: String| Slot { info: MemberInfo { pea: names[i].clone(), role: role(i), ctrl }, restarts: 0, running: true };
         let started = match config.backend {
-            Backend::Thread => Member::Thread(crate::pea::start(runtime.clone(), member).await?),
-            Backend::Process => spawn_child(&member, &config.child_args).await?,
+            Backend::Thread => {
+                let pea = crate::pea::start(runtime.clone(), member).await?;
+                roster.write().expect("roster").push(slot(pea.addresses.ctrl.clone()));
+                Member::Thread(pea)
+            }
+            Backend::Process => {
+                let (child, ctrl) = spawn_child(&member, &config.child_args).await?;
+                // In the roster before its supervisor can look for it there.
+                roster.write().expect("roster").push(slot(ctrl));
+                let stop = CancellationToken::new();
+                let supervision = Supervision {
+                    config: member,
+                    extra: config.child_args.clone(),
+                    roster: roster.clone(),
+                    index: i,
+                    grace: pod.timeout_ctrl,
+                    timeout_ready: config.timeout_ready,
+                    stop: stop.clone(),
+                };
+                Member::Process { stop, supervisor: tokio::spawn(supervise(supervision, child)) }
+            }
         };
-        infos.push(MemberInfo { pea: names[i].clone(), role: role(i), ctrl: started.ctrl() });
         opened.members.push(started);
     }
+    let infos: Vec<MemberInfo> = roster.read().expect("roster").iter().map(|s| s.info.clone()).collect();
 
     // Executors of the Head and the Tail.
     let before = match &config.uses_before {
@@ -503,7 +611,7 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
         name: name.clone(),
         description: pod.description.clone(),
         ctrl,
-        infos: infos.clone(),
+        roster,
         rest: std::mem::take(opened),
         head_stats,
         tail_stats,
@@ -575,8 +683,9 @@ pub fn placed(pod: &PeaConfig, place: &Place, scope: workspace::Scope) -> anyhow
     Ok(PeaConfig { name, executor, ..pod.clone() })
 }
 
-/// Starts a member as `jina-wasm pea` in a child process and reads its ready line.
-async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Member> {
+/// Starts a member as `jina-wasm pea` in a child process and reads its ready
+/// line; returns the child and its control address.
+async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
     let mut command = tokio::process::Command::new(exe);
@@ -599,7 +708,7 @@ async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<Mem
         }
     };
     let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
-    Ok(Member::Process { name: config.name.clone(), ctrl, child })
+    Ok((child, ctrl))
 }
 
 /// If the parent process dies without stopping the child (SIGKILL), the kernel
@@ -689,6 +798,9 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
     if c.quiet_error {
         args.push("--quiet-error".into());
     }
+    if c.read_endpoints != crate::pea::default_read_endpoints() {
+        args.extend(["--read-endpoints".into(), c.read_endpoints.join(",")]);
+    }
     for v in &sandbox.volumes {
         args.extend(["--volumes".into(), format!("{}:{}{}", v.host.display(), v.guest, if v.read_only { ":ro" } else { "" })]);
     }
@@ -735,7 +847,8 @@ struct PodTask {
     name: String,
     description: String,
     ctrl: Link,
-    infos: Vec<MemberInfo>,
+    /// The Peas as they are now (a restarted child has a new control address).
+    roster: Roster,
     /// The Peas, the Head, the Tail and their sockets.
     rest: Opened,
     head_stats: Arc<head::HeadStats>,
@@ -790,11 +903,12 @@ impl PodTask {
                 self.reply(prefix, &request, Status::Success, json!({"state": "terminating"})).await;
                 true
             }
-            "DUMP" | "RELOAD" => {
-                let asks = self.infos.iter().map(|m| crate::cli::control(&m.ctrl, &command));
+            "DUMP" | "RELOAD" | "ACCEPT-LOSS" => {
+                let infos = self.infos();
+                let asks = infos.iter().map(|m| crate::cli::control(&m.ctrl, &command));
                 let results = futures::future::join_all(asks).await;
                 let errors: Vec<String> =
-                    results.iter().zip(&self.infos).filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea))).collect();
+                    results.iter().zip(&infos).filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea))).collect();
                 let status = if errors.is_empty() {
                     Status::Success
                 } else {
@@ -808,7 +922,7 @@ impl PodTask {
                 let status = Status::Error {
                     executor: self.name.clone(),
                     kind: "unsupported".into(),
-                    message: format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP or RELOAD"),
+                    message: format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"),
                 };
                 self.reply(prefix, &request, status, json!({})).await;
                 false
@@ -816,23 +930,37 @@ impl PodTask {
         }
     }
 
+    /// The Peas' names, roles and control addresses as they are now.
+    fn infos(&self) -> Vec<MemberInfo> {
+        self.roster.read().expect("roster").iter().map(|s| s.info.clone()).collect()
+    }
+
     /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
     async fn status(&self, started: std::time::Instant) -> Value {
-        let asks = self.infos.iter().map(|m| tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&m.ctrl, "STATUS")));
+        let slots: Vec<Slot> = self.roster.read().expect("roster").clone();
+        let asks = slots.iter().map(|s| async move {
+            if !s.running {
+                return Ok(Err(anyhow::anyhow!("its process died; the Pod is restarting it")));
+            }
+            tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&s.info.ctrl, "STATUS")).await
+        });
         let answers = futures::future::join_all(asks).await;
         let mut healthy = true;
+        let restarts: u64 = slots.iter().map(|s| s.restarts).sum();
         let peas: Vec<Value> = answers
             .into_iter()
-            .zip(&self.infos)
-            .map(|(answer, info)| {
+            .zip(&slots)
+            .map(|(answer, slot)| {
                 let mut status = match answer {
                     Ok(Ok(status)) => status,
                     Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
                     Err(_) => json!({"healthy": false, "error": "no answer within 2s"}),
                 };
                 healthy &= status["healthy"].as_bool() == Some(true);
-                status["role"] = info.role.clone().into();
-                status["pea"] = info.pea.clone().into();
+                status["role"] = slot.info.role.clone().into();
+                status["pea"] = slot.info.pea.clone().into();
+                status["ctrl"] = slot.info.ctrl.clone().into();
+                status["process_restarts"] = slot.restarts.into();
                 status
             })
             .collect();
@@ -856,6 +984,7 @@ impl PodTask {
             "timed_out": self.tail_stats.timed_out.load(Ordering::Relaxed),
             "late_parts": self.tail_stats.late.load(Ordering::Relaxed),
             "uptime_ms": started.elapsed().as_millis() as u64,
+            "process_restarts": restarts,
             "peas": peas,
             "connected": connected,
             "expected": expected,

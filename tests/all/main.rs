@@ -36,6 +36,8 @@
 //! - `hostile_input`: what a client claims and what a guest returns: trees
 //!   past the depth limit, shared request ids, huge durations, Flows over
 //!   `--max-peas`, results past wasmtime's copy limit.
+//! - `faults`: loss is never silent (a trap or a failed dump in interval
+//!   mode), a crash-looping `init` backs off, a Pod restarts a killed shard.
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
@@ -45,6 +47,7 @@ mod cli;
 mod daemon;
 mod examples;
 mod export;
+mod faults;
 mod flow;
 mod hnsw;
 mod hostile_fs;

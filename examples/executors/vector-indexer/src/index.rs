@@ -30,6 +30,16 @@ pub struct Index {
     norms: Vec<f32>,
     /// id -> row.
     rows: HashMap<String, usize>,
+    /// Bytes of every row's strings: id (twice: `ids` and `rows`), text, tags.
+    string_bytes: usize,
+}
+
+/// Memory a row costs beyond its vector and strings: three `String`s or
+/// `Option<String>`s, a norm, a hash map entry and its share of the table.
+const ROW_OVERHEAD: usize = 128;
+
+fn strings(id: &str, text: &Option<String>, tags: &Option<String>) -> usize {
+    2 * id.len() + text.as_ref().map_or(0, String::len) + tags.as_ref().map_or(0, String::len)
 }
 
 /// A row borrowed from the index.
@@ -43,6 +53,19 @@ pub struct Row<'a> {
 impl Index {
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// About how much memory the index may take: its vectors counted twice
+    /// (the buffer grows by doubling, so it can be twice their size), its
+    /// strings and its rows. Counted from the rows, not the buffer's current
+    /// size, so the same index always gets the same figure.
+    pub fn memory(&self) -> usize {
+        self.vectors.len() * 4 * 2 + self.ids.len() * ROW_OVERHEAD + self.string_bytes
+    }
+
+    /// [`memory`](Self::memory) of storing `entry` as a new row.
+    pub fn entry_memory(entry: &Entry) -> usize {
+        entry.embedding.len() * 4 * 2 + ROW_OVERHEAD + strings(&entry.id, &entry.text, &entry.tags)
     }
 
     /// The vector length, `None` while the index is empty.
@@ -74,6 +97,8 @@ impl Index {
         let n = norm(&entry.embedding);
         match self.rows.get(&entry.id) {
             Some(&row) => {
+                self.string_bytes -= strings(&self.ids[row], &self.texts[row], &self.tags[row]);
+                self.string_bytes += strings(&entry.id, &entry.text, &entry.tags);
                 self.texts[row] = entry.text;
                 self.tags[row] = entry.tags;
                 self.vectors[row * self.dim..(row + 1) * self.dim]
@@ -81,6 +106,7 @@ impl Index {
                 self.norms[row] = n;
             }
             None => {
+                self.string_bytes += strings(&entry.id, &entry.text, &entry.tags);
                 self.rows.insert(entry.id.clone(), self.ids.len());
                 self.ids.push(entry.id);
                 self.texts.push(entry.text);
@@ -96,6 +122,7 @@ impl Index {
         let Some(row) = self.rows.remove(id) else {
             return false;
         };
+        self.string_bytes -= strings(&self.ids[row], &self.texts[row], &self.tags[row]);
         let last = self.ids.len() - 1;
         if row != last {
             let (dim, moved) = (self.dim, &self.ids[last]);

@@ -31,6 +31,11 @@
 //!   - `/import`: store the request's documents as `/index` does with
 //!     `traversal: roots`, whatever the configured traversal: what `/export`
 //!     returned goes back in as it was.
+//!   - `/index` and `/import` are refused (`bad-request`, a message starting
+//!     `capacity:` that names the limit) when the index would pass 40% of
+//!     the host's memory limit (`jina.memory_limit`; its vectors counted
+//!     twice), before anything changes: past the limit the instance would
+//!     trap and lose its memory.
 //!   - A read-only executor (`jina.read_only`, set by the host for
 //!     `--read-only`) answers `/index`, `/delete` and `/import` with a
 //!     `read-only` error instead of changing its memory.
@@ -96,6 +101,14 @@ const LOG_FILE: &str = "vector-index.log";
 pub const COMPACT_LOG_BYTES: u64 = 64 << 20;
 /// Documents per `/export` page unless the request says.
 const EXPORT_PAGE: usize = 1000;
+/// The share of the memory limit (`jina.memory_limit`) the index may fill,
+/// as `Index::memory` counts it (its vectors twice: the buffer's slack).
+/// The rest: the old buffer while the vectors' buffer grows (a reallocation
+/// briefly holds both), a request in flight (its documents arrive, are
+/// converted and returned) and `dump`, which encodes the whole index into
+/// one buffer. An index refused at this share still searches, dumps and
+/// stops within the limit (tests/all/faults.rs).
+const INDEX_SHARE: f64 = 0.4;
 
 struct VectorIndexer {
     /// Holds `SNAPSHOT_FILE` and `LOG_FILE`.
@@ -121,6 +134,8 @@ struct VectorIndexer {
     unsynced: bool,
     /// `dump` rewrites the snapshot once the log is larger than this.
     compact_log_bytes: u64,
+    /// The host's memory limit for this instance (`jina.memory_limit`).
+    memory_limit: Option<u64>,
 }
 
 impl Executor for VectorIndexer {
@@ -177,6 +192,7 @@ impl Executor for VectorIndexer {
             sync_in_dump: flag("durable"),
             unsynced: false,
             compact_log_bytes,
+            memory_limit: runtime.get("memory_limit").and_then(Value::as_u64),
         })
     }
 
@@ -262,7 +278,41 @@ impl VectorIndexer {
                 embedding: embedding.clone(),
             }));
         }
+        self.check_capacity(&ops)?;
         self.commit(ops, params)
+    }
+
+    /// Refuses a write that would take the index past its share of the
+    /// memory limit (`INDEX_SHARE`), before anything changes: past the
+    /// limit the instance would trap and lose what it holds in memory.
+    fn check_capacity(&self, ops: &[Op]) -> Result<()> {
+        let Some(limit) = self.memory_limit else {
+            return Ok(());
+        };
+        let adding: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Upsert(entry) => Index::entry_memory(entry),
+                Op::Delete(_) => 0,
+            })
+            .sum();
+        let budget = (limit as f64 * INDEX_SHARE) as usize;
+        let holds = self.index.memory();
+        if holds.saturating_add(adding) <= budget {
+            return Ok(());
+        }
+        let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        Err(Error::bad_request(format!(
+            "capacity: the index holds {} documents ({:.1} MiB); these {} would take it past {:.1} MiB, the {}% of \
+             its memory limit of {:.0} MiB (--memory-hwm) an index may fill (the rest is for requests, growth and \
+             dumps); nothing was stored. Add shards, raise --memory-hwm, or delete documents",
+            self.index.len(),
+            mib(holds),
+            ops.len(),
+            mib(budget),
+            (INDEX_SHARE * 100.0) as u32,
+            mib(limit as usize)
+        )))
     }
 
     fn export(&mut self, _docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {

@@ -4,6 +4,8 @@
 //! - `with:`
 //!   - `panic_in_init: true`: panic (trap) inside `init`.
 //!   - `slow_init_ms: N`: busy-loop N milliseconds inside `init`.
+//!   - `fail_init_if_exists: PATH`: `init` fails (`io`) while the file exists
+//!     (a crash loop the host's test switches on and off from outside).
 //! - Endpoints (parameters in brackets):
 //!   - `/echo`: return the documents.
 //!   - `/loop`: spin forever (fuel/epoch limits).
@@ -76,6 +78,11 @@ impl Executor for Misbehave {
     fn init(config: Config) -> Result<Self> {
         if config.get_or("panic_in_init", false)? {
             panic!("misbehave: asked to panic in init");
+        }
+        if let Some(path) = config.get::<String>("fail_init_if_exists")?
+            && std::path::Path::new(&path).exists()
+        {
+            return Err(Error::io(format!("misbehave: {path} exists, refusing to start")));
         }
         if let Some(ms) = config.get::<u64>("slow_init_ms")? {
             let until = Instant::now() + Duration::from_millis(ms);
