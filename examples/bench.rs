@@ -1079,7 +1079,9 @@ fn ready_line(child: &mut std::process::Child) -> Value {
 
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        if let Some(pid) = i32::try_from(self.0.id()).ok().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         let _ = self.0.wait();
     }
 }

@@ -1,12 +1,11 @@
 //! A client for a Flow's HTTP gateway (Jina's HTTP interface, docs/gateway.md).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::document::Document;
 
@@ -18,26 +17,34 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
-/// POSTs one request to `http://host:port/post` on its own connection.
+/// One pool of keep-alive connections for the process: requests in flight
+/// (`--prefetch`) reuse idle connections instead of opening one each.
+static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(crate::daemon::client::plain_http_client);
+
+/// The body of `POST /post` (Jina's request shape).
+#[derive(Serialize)]
+struct Request<'a> {
+    data: &'a [Document],
+    exec_endpoint: &'a str,
+    parameters: &'a Value,
+}
+
+/// POSTs one request to `http://host:port/post`.
 ///
 /// # Errors
 /// The gateway cannot be reached, or answers something that is not Jina's shape.
 pub async fn post(host: &str, port: u16, endpoint: &str, parameters: &Value, docs: &[Document], timeout: Duration) -> anyhow::Result<Answer> {
-    let body = json!({"data": docs, "exec_endpoint": endpoint, "parameters": parameters});
-    let request = hyper::Request::post("/post")
-        .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))?;
+    let body = Request { data: docs, exec_endpoint: endpoint, parameters };
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect((host, port)).await.with_context(|| format!("cannot reach the gateway at {host}:{port}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let response = sender.send_request(request).await?;
+        let response = CLIENT.post(format!("http://{host}:{port}/post")).json(&body).send().await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, bytes))
+        Ok::<_, reqwest::Error>((status, response.bytes().await?))
     };
-    let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| anyhow::anyhow!("no answer from the gateway within {timeout:?}"))??;
+    let (status, bytes) = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => anyhow::bail!("no answer from the gateway within {timeout:?}"),
+        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot reach the gateway at {host}:{port}"))),
+        Ok(Ok(answer)) => answer,
+    };
     let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| format!("the gateway answered {status} with something that is not JSON"))?;
     let documents = match answer.get_mut("data").map(Value::take) {
         Some(Value::Array(items)) => items.into_iter().map(serde_json::from_value).collect::<Result<_, _>>()?,

@@ -17,7 +17,6 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -272,19 +271,10 @@ impl Document {
     }
 }
 
-/// A fresh document id: 32 lowercase hex digits, unique within the process and
-/// random across processes (the std hasher is seeded from the OS).
+/// A fresh document id: a random (version 4) UUID as 32 lowercase hex digits,
+/// the shape of Jina's ids (`uuid.uuid4().hex`).
 pub fn new_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let seed = SEED.get_or_init(std::collections::hash_map::RandomState::new);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut a = seed.build_hasher();
-    a.write_u64(n);
-    let mut b = seed.build_hasher();
-    b.write_u64(!n);
-    format!("{:016x}{:016x}", a.finish(), b.finish())
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn blob_to_base64<S: Serializer>(blob: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {

@@ -274,7 +274,7 @@ impl PeaCommand {
     }
 }
 
-/// `auto`: this machine's host name ($HOSTNAME, else gethostname), which is
+/// `auto`: this machine's host name ($HOSTNAME, else the kernel's), which is
 /// the pod's name in Kubernetes (`index-1` in a StatefulSet) and what Compose
 /// sets with `hostname:`. Anything else as it is.
 fn auto(value: &str) -> anyhow::Result<String> {
@@ -284,13 +284,12 @@ fn auto(value: &str) -> anyhow::Result<String> {
     if let Some(name) = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()) {
         return Ok(name);
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into the buffer.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        anyhow::bail!("`auto`: cannot read the host name: {}", std::io::Error::last_os_error());
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    // What gethostname(2) answers on Linux: this UTS namespace's node name.
+    // One procfs read needs no `unsafe` and no crate feature (rustix's `uname`
+    // needs `system`, which nothing else in the tree enables).
+    const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+    let name = std::fs::read_to_string(HOSTNAME).with_context(|| format!("`auto`: cannot read the host name from {HOSTNAME}"))?;
+    Ok(name.trim_end().to_string())
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.

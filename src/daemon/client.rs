@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// One daemon (`host:port`) and the bearer token of a tenant.
@@ -15,6 +15,8 @@ use serde_json::Value;
 pub struct DaemonClient {
     pub address: String,
     token: String,
+    /// Keep-alive connections to the daemon, shared by the clones.
+    http: reqwest::Client,
 }
 
 /// An answer that is not a success, with the daemon's `error` message.
@@ -28,24 +30,26 @@ pub struct Refused {
     pub message: String,
 }
 
+/// A plain-HTTP client: no TLS (not built in), and no proxy, so that an
+/// `HTTP_PROXY` in the environment never reroutes a loopback or cluster address.
+pub fn plain_http_client() -> reqwest::Client {
+    // Building fails only on TLS or proxy settings, and this client has neither.
+    reqwest::Client::builder().no_proxy().build().expect("a plain-HTTP client builds")
+}
+
 impl DaemonClient {
     pub fn new(address: &str, token: &str) -> DaemonClient {
         let address = address.trim_start_matches("http://").trim_end_matches('/').to_string();
-        DaemonClient { address, token: token.to_string() }
+        DaemonClient { address, token: token.to_string(), http: plain_http_client() }
     }
 
-    async fn send(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.address)
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(body))?;
-        let stream = tokio::net::TcpStream::connect(&self.address).await.with_context(|| format!("cannot reach the daemon at {}", self.address))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        Ok(sender.send_request(request).await?)
+    async fn send(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<reqwest::Response> {
+        let request = self.request(method, path).header(hyper::header::CONTENT_TYPE, content_type).body(body);
+        request.send().await.with_context(|| format!("cannot reach the daemon at {}", self.address))
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("http://{}{path}", self.address)).bearer_auth(&self.token)
     }
 
     /// One call; the answer's JSON, or [`Refused`] with the daemon's message.
@@ -54,8 +58,13 @@ impl DaemonClient {
     /// The daemon cannot be reached, or refuses.
     pub async fn call(&self, method: Method, path: &str, content_type: &str, body: Bytes) -> anyhow::Result<Value> {
         let response = self.send(method.clone(), path, content_type, body).await?;
+        self.answer(method, path, response).await
+    }
+
+    /// The answer's JSON (else its text), or [`Refused`] if it is not a success.
+    async fn answer(&self, method: Method, path: &str, response: reqwest::Response) -> anyhow::Result<Value> {
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = response.bytes().await.with_context(|| format!("daemon {}: {method} {path}: the answer broke off", self.address))?;
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if !status.is_success() {
             let message = answer["error"].as_str().map_or_else(|| answer.to_string(), str::to_string);
@@ -79,18 +88,19 @@ impl DaemonClient {
     /// # Errors
     /// A file that cannot be read; as [`DaemonClient::call`].
     pub async fn upload(&self, workspace: &str, files: &[(String, &Path)]) -> anyhow::Result<Value> {
-        let mut parts = Vec::new();
+        let mut form = reqwest::multipart::Form::new();
         for (name, path) in files {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            parts.push((name.clone(), bytes));
+            form = form.part("file", reqwest::multipart::Part::bytes(bytes).file_name(name.clone()).mime_str("application/octet-stream")?);
         }
-        let (content_type, body) = multipart(&parts);
-        self.call(Method::POST, &format!("/workspaces/{workspace}/files"), &content_type, body.into()).await
+        let path = format!("/workspaces/{workspace}/files");
+        let response = self.request(Method::POST, &path).multipart(form).send().await.with_context(|| format!("cannot reach the daemon at {}", self.address))?;
+        self.answer(Method::POST, &path, response).await
     }
 
-    /// Follows an object's log stream (`/pods/{id}/logs/stream`), calling
-    /// `on_line` for each line; returns how the process ended once the daemon
-    /// sends `end`, or `None` if the stream broke first.
+    /// Follows an object's log stream (`/pods/{id}/logs/stream`, server-sent
+    /// events), calling `on_line` for each line; returns how the process ended
+    /// once the daemon sends `end`, or `None` if the stream broke first.
     ///
     /// # Errors
     /// As [`DaemonClient::call`], for the opening request.
@@ -98,49 +108,16 @@ impl DaemonClient {
         let response = self.send(Method::GET, path, "text/plain", Bytes::new()).await?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = response.into_body().collect().await?.to_bytes();
-            let message = String::from_utf8_lossy(&bytes).into_owned();
+            let message = response.text().await.unwrap_or_default();
             return Err(Refused { address: self.address.clone(), method: Method::GET, path: path.to_string(), status, message }.into());
         }
-        let mut body = response.into_body();
-        let mut buffer = Vec::new();
-        let mut event = String::new();
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { return Ok(None) };
-            let Some(data) = frame.data_ref() else { continue };
-            buffer.extend_from_slice(data);
-            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line[..end]).into_owned();
-                if let Some(name) = line.strip_prefix("event:") {
-                    event = name.trim().to_string();
-                } else if let Some(data) = line.strip_prefix("data:") {
-                    let data = data.strip_prefix(' ').unwrap_or(data);
-                    if event == "end" {
-                        return Ok(Some(data.to_string()));
-                    }
-                    on_line(data);
-                } else if line.is_empty() {
-                    event.clear();
-                }
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(Ok(event)) = events.next().await {
+            if event.event == "end" {
+                return Ok(Some(event.data));
             }
+            on_line(&event.data);
         }
         Ok(None)
     }
-}
-
-/// A `multipart/form-data` body: its content type (with the boundary) and bytes.
-pub fn multipart(parts: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = format!("jina-wasm-{}", super::random_id());
-    let mut body = Vec::new();
-    for (name, bytes) in parts {
-        let quoted = name.replace('"', "%22");
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quoted}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }

@@ -26,7 +26,6 @@ pub mod workspace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,13 +161,9 @@ impl Daemon {
     }
 }
 
-/// A fresh id: 16 hex digits from the clock, a counter and the process id.
+/// A fresh id: a random (version 4) UUID as 32 hex digits.
 pub fn random_id() -> String {
-    use sha2::Digest as _;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let seed = format!("{nanos}-{}-{}", COUNTER.fetch_add(1, Ordering::Relaxed), std::process::id());
-    sha2::Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Serves the API until `shutdown` resolves, then stops every object.

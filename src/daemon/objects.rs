@@ -521,8 +521,9 @@ async fn supervise(
             match child.id() {
                 // A Flow has no control socket: it stops on SIGTERM.
                 Some(pid) if ctrl.is_empty() => {
-                    // SAFETY: a plain syscall on our own child's pid.
-                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    }
                 }
                 _ => {
                     let _ = tokio::time::timeout(GRACE, crate::cli::control(&ctrl, "TERMINATE")).await;

@@ -368,8 +368,7 @@ impl Receiving {
     pub fn finish(self) -> std::io::Result<(PathBuf, String, u64)> {
         self.file.sync_all()?;
         let digest = self.hasher.finalize();
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Ok((self.path, hex, self.size))
+        Ok((self.path, hex::encode(digest), self.size))
     }
 
     pub fn discard(self) {
@@ -383,10 +382,7 @@ impl Receiving {
 /// The file cannot be read.
 pub fn sha256_of(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
-    Ok(sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// Bytes of every regular file under `dir`, measured by the quota's walker

@@ -97,11 +97,12 @@ impl ComponentCache {
     fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
         create_private_dir(&self.dir)?;
         let bytes = component.serialize()?;
-        let tmp = self.dir.join(format!(".tmp-{}-{}", std::process::id(), path.file_name().unwrap().to_string_lossy()));
-        let mut file = std::fs::File::create(&tmp)?;
+        // A uniquely named temp file in the same directory (so the rename is
+        // atomic), removed if anything below fails.
+        let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
         file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        file.as_file().sync_all()?;
+        file.persist(path)?;
         Ok(())
     }
 }
@@ -109,8 +110,7 @@ impl ComponentCache {
 /// Hex SHA-256 of a component's bytes: the cache key and the identity recorded
 /// for a shard's workspace.
 pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -142,8 +142,9 @@ impl Tenants {
 pub(super) fn demote_current_thread() -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscalls on the calling thread's own id.
-        return unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) } == 0;
+        // Linux keeps the nice value per thread, and `PRIO_PROCESS` with pid 0
+        // (`None`) means the calling thread (the kernel resolves 0 to `current`).
+        return rustix::process::setpriority_process(None, 19).is_ok();
     }
     #[allow(unreachable_code)]
     false
@@ -153,10 +154,8 @@ pub(super) fn demote_current_thread() -> bool {
 pub(super) fn thread_cpu_time() -> Duration {
     #[cfg(target_os = "linux")]
     {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes into the timespec we own; the clock id is valid.
-        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
-            return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        if let Ok(time) = Duration::try_from(rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime)) {
+            return time;
         }
     }
     Duration::ZERO

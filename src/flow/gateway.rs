@@ -301,19 +301,13 @@ fn error(code: StatusCode, endpoint: &str, request_id: Option<&str>, executor: &
 
 /// Microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-24T21:00:00.000100Z`).
 fn rfc3339(us: u64) -> String {
-    let (secs, micros) = (us / 1_000_000, us % 1_000_000);
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rest / 3600, rest / 60 % 60, rest % 60)
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    // A route's times come off the wire; humantime refuses years past 9999.
+    if write!(text, "{}", humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))).is_err() {
+        text = "9999-12-31T23:59:59.999999Z".into();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -393,6 +387,7 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(super::rfc3339(1_700_000_000_000_250), "2023-11-14T22:13:20.000250Z");
         assert_eq!(super::rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(super::rfc3339(u64::MAX), "9999-12-31T23:59:59.999999Z");
     }
 }
 

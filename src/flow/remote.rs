@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hyper::Method;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::spec::{Flow, PollingSpec};
@@ -69,14 +70,14 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         files.push((file_name(path)?, path.as_path()));
     }
     let held = match client.json(Method::GET, &format!("/workspaces/{workspace}"), &Value::Null).await {
-        Ok(answer) => answer["files"].clone(),
-        Err(e) if e.downcast_ref::<crate::daemon::client::Refused>().is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) => Value::Null,
+        Ok(answer) => serde_json::from_value::<Workspace>(answer).with_context(|| format!("daemon {}: GET /workspaces/{workspace}: not a workspace", client.address))?.files,
+        Err(e) if e.downcast_ref::<crate::daemon::client::Refused>().is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) => BTreeMap::new(),
         Err(e) => return Err(e),
     };
     let mut missing = Vec::new();
     for (name, path) in &files {
         let sha = crate::daemon::workspace::sha256_of(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if held[name]["sha256"].as_str() != Some(sha.as_str()) {
+        if held.get(name).map(|f| f.sha256.as_str()) != Some(sha.as_str()) {
             missing.push((name.clone(), *path));
         }
     }
@@ -96,49 +97,39 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
     });
     let mut env: BTreeMap<String, String> = flow.with.env.clone();
     env.extend(spec.env.clone());
-    let request = json!({
-        "workspace": workspace,
-        "name": spec.name,
-        "uses": files[0].0,
-        "uses_before": spec.uses_before.as_ref().map(|p| file_name(p)).transpose()?,
-        "uses_after": spec.uses_after.as_ref().map(|p| file_name(p)).transpose()?,
-        "with": spec.with,
-        "shards": spec.shards,
-        "parallel": spec.parallel,
-        "polling": polling,
-        "memory_hwm": text(&spec.memory_hwm),
-        "timeout_request": spec.timeout_request,
-        "timeout_ready": spec.timeout_ready,
-        "dump_interval": text(&spec.dump_interval),
-        "on_error_strategy": spec.on_error_strategy,
-        "env": env,
+    let request = PodRequest {
+        workspace: &workspace,
+        name: &spec.name,
+        uses: &files[0].0,
+        uses_before: spec.uses_before.as_ref().map(|p| file_name(p)).transpose()?,
+        uses_after: spec.uses_after.as_ref().map(|p| file_name(p)).transpose()?,
+        with: spec.with.as_ref(),
+        shards: spec.shards,
+        parallel: spec.parallel,
+        polling,
+        memory_hwm: text(&spec.memory_hwm),
+        timeout_request: spec.timeout_request.as_deref(),
+        timeout_ready: spec.timeout_ready.as_deref(),
+        dump_interval: text(&spec.dump_interval),
+        on_error_strategy: spec.on_error_strategy.as_deref(),
+        env,
         // A named state (the Pod's name), so a later run finds it again.
-        "state": spec.workspace.as_ref().map(|_| spec.name.clone()),
-        "read_only": spec.read_only,
-        "lease": format!("{}ms", options.lease.as_millis()),
-    });
-    let request = strip_nulls(request);
-    let answer = client.json(Method::POST, "/pods", &request).await?;
-    let id = answer["id"].as_str().context("the daemon's answer has no id")?.to_string();
+        state: spec.workspace.as_ref().map(|_| spec.name.as_str()),
+        read_only: spec.read_only,
+        lease: format!("{}ms", options.lease.as_millis()),
+    };
+    let answer = client.json(Method::POST, "/pods", &serde_json::to_value(&request)?).await?;
+    let started: Started = serde_json::from_value(answer).with_context(|| format!("daemon {}: POST /pods: the answer is not a started Pod", client.address))?;
+    let id = started.id;
     // A daemon bound on every interface (`--host 0.0.0.0`) answers 0.0.0.0:
     // the Flow reaches it at the address it reached the daemon at.
     let daemon_host = client.address.rsplit_once(':').map_or(client.address.as_str(), |(h, _)| h);
-    let address = |key: &str| {
-        answer[key]
-            .as_str()
-            .map(|a| a.replace("tcp://0.0.0.0:", &format!("tcp://{daemon_host}:")))
-            .with_context(|| format!("the daemon's answer has no `{key}`"))
-    };
+    let address = |a: &str| a.replace("tcp://0.0.0.0:", &format!("tcp://{daemon_host}:"));
     let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let (input, output) = (address("in")?, address("out")?);
+    let (input, output) = (address(&started.input), address(&started.output));
     let ctrl = format!("http://{}/pods/{id}", client.address);
     let addresses = Addresses { port_in: port(&input), port_out: port(&output), input, output, ctrl: ctrl.clone(), port_ctrl: 0 };
-    let members: Vec<MemberInfo> = answer["peas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| MemberInfo { pea: p["pea"].as_str().unwrap_or_default().into(), role: p["role"].as_str().unwrap_or_default().into(), ctrl: ctrl.clone() })
-        .collect();
+    let members: Vec<MemberInfo> = started.peas.into_iter().flatten().map(|p| MemberInfo { pea: p.pea, role: p.role, ctrl: ctrl.clone() }).collect();
     tracing::info!(pod = %spec.name, daemon = %client.address, %id, input = %addresses.input, output = %addresses.output, "remote pod ready");
 
     let stop = CancellationToken::new();
@@ -200,9 +191,70 @@ fn default_workspace(file: &Path) -> String {
     if crate::daemon::workspace::is_safe_id(&id) { id } else { "flow".into() }
 }
 
-fn strip_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-        other => other,
-    }
+/// The body of `POST /pods` (docs/daemon.md); what is not set is left out,
+/// so the daemon applies its defaults.
+#[derive(Serialize)]
+struct PodRequest<'a> {
+    workspace: &'a str,
+    name: &'a str,
+    uses: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    with: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    polling: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_hwm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_request: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ready: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dump_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_error_strategy: Option<&'a str>,
+    env: BTreeMap<String, String>,
+    /// The named state the Pod keeps in the workspace (docs/daemon.md), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a str>,
+    read_only: bool,
+    /// `{n}ms`.
+    lease: String,
+}
+
+/// What the daemon answers `POST /pods` (the parts a Flow uses).
+#[derive(Deserialize)]
+struct Started {
+    id: String,
+    /// The Pod's input address (`tcp://host:port`).
+    #[serde(rename = "in")]
+    input: String,
+    /// The Pod's output address.
+    #[serde(rename = "out")]
+    output: String,
+    /// `null` while the daemon does not know them.
+    #[serde(default)]
+    peas: Option<Vec<StartedPea>>,
+}
+
+/// One Pea of a started Pod.
+#[derive(Deserialize)]
+struct StartedPea {
+    pea: String,
+    role: String,
+}
+
+/// What the daemon answers `GET /workspaces/{id}` (the parts a Flow uses).
+#[derive(Deserialize)]
+struct Workspace {
+    /// File name to its digest and size.
+    #[serde(default)]
+    files: BTreeMap<String, crate::daemon::workspace::FileEntry>,
 }

@@ -458,12 +458,12 @@ fn last(ends: &[u32]) -> usize {
 
 // Packed numbers are copied as one block on little-endian machines (their
 // memory is already the wire's byte order): the embeddings are most of a body.
+// bytemuck checks the casts (u32 and f32 are `Pod`: no padding, every bit
+// pattern valid), so no `unsafe` is needed here.
 
 fn put_ends(out: &mut Vec<u8>, values: &[u32]) {
     #[cfg(target_endian = "little")]
-    // SAFETY: u32 has no padding, so its memory may be read as bytes; on a
-    // little-endian target those bytes are its little-endian encoding.
-    out.extend_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) });
+    out.extend_from_slice(bytemuck::cast_slice(values));
     #[cfg(not(target_endian = "little"))]
     for &v in values {
         put_u32(out, v);
@@ -472,8 +472,7 @@ fn put_ends(out: &mut Vec<u8>, values: &[u32]) {
 
 fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
     #[cfg(target_endian = "little")]
-    // SAFETY: as in `put_ends`, for f32.
-    out.extend_from_slice(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) });
+    out.extend_from_slice(bytemuck::cast_slice(values));
     #[cfg(not(target_endian = "little"))]
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
@@ -484,11 +483,8 @@ fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
 fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
     let mut values = vec![0f32; bytes.len() / 4];
     #[cfg(target_endian = "little")]
-    // SAFETY: `values` holds exactly `bytes.len()` bytes (the length is a
-    // multiple of 4), the two do not overlap, and any bit pattern is an f32.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), bytes.len());
-    }
+    // `bytes` may be unaligned for f32, so it is copied into the f32s' bytes.
+    bytemuck::cast_slice_mut::<f32, u8>(&mut values).copy_from_slice(bytes);
     #[cfg(not(target_endian = "little"))]
     for (value, b) in values.iter_mut().zip(bytes.chunks_exact(4)) {
         *value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);

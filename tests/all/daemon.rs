@@ -2,7 +2,7 @@
 //! 127.0.0.3: two hosts on one machine), real uploads, real Pods as child
 //! processes, a real Flow whose Pods are split across the two.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,21 +66,32 @@ impl DaemonProcess {
 
     /// Uploads (name, bytes) parts into workspace `ws`.
     pub fn upload(&self, token: &str, ws: &str, parts: &[(&str, Vec<u8>)]) -> (u16, Value) {
-        let parts: Vec<(String, Vec<u8>)> = parts.iter().map(|(n, b)| (n.to_string(), b.clone())).collect();
-        let (content_type, body) = jina_wasm::daemon::client::multipart(&parts);
-        self.call("POST", &format!("/workspaces/{ws}/files"), Some(token), &content_type, &body)
+        self.upload_as(Some(token), ws, parts)
+    }
+
+    /// Uploads as [`DaemonProcess::upload`], with any token or none.
+    pub fn upload_as(&self, token: Option<&str>, ws: &str, parts: &[(&str, Vec<u8>)]) -> (u16, Value) {
+        let mut form = reqwest::blocking::multipart::Form::new();
+        for (name, bytes) in parts {
+            form = form.part("file", reqwest::blocking::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()));
+        }
+        let mut request = crate::util::http().post(format!("http://{}:{}/workspaces/{ws}/files", self.host, self.port)).multipart(form);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer("POST", &format!("/workspaces/{ws}/files"), request)
     }
 
     /// SIGTERM, and waits for the daemon to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        crate::util::signal(self.child.id(), rustix::process::Signal::TERM);
         wait_for(&mut self.child, Duration::from_secs(30)).expect("the daemon did not stop within 30s")
     }
 }
 
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        crate::util::signal(self.child.id(), rustix::process::Signal::TERM);
         if wait_for(&mut self.child, Duration::from_secs(15)).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -90,22 +101,20 @@ impl Drop for DaemonProcess {
 
 /// One HTTP/1.1 request to `host:port`; the status and the body (JSON when it is JSON).
 fn http(host: &str, port: u16, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
-    let mut stream = std::net::TcpStream::connect((host, port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    // A refusal may come before the whole body is read: later writes may fail.
-    let _ = stream.write_all(body);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, rest) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no answer: {answer:?}"));
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, serde_json::from_str(rest.trim()).unwrap_or_else(|_| Value::String(rest.to_string())))
+    let verb = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = crate::util::http().request(verb, format!("http://{host}:{port}{path}")).header("content-type", content_type).body(body.to_vec());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    answer(method, path, request)
+}
+
+/// Sends `request`; the status and the body (JSON when it is JSON).
+fn answer(method: &str, path: &str, request: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+    let response = request.send().unwrap_or_else(|e| panic!("{method} {path}: no answer: {e:?}"));
+    let code = response.status().as_u16();
+    let text = response.text().unwrap_or_else(|e| panic!("{method} {path}: the answer broke off: {e:?}"));
+    (code, serde_json::from_str(text.trim()).unwrap_or(Value::String(text)))
 }
 
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -243,7 +252,7 @@ fn a_flow_split_over_two_daemons_finds_what_the_local_flow_finds() {
     assert!(flow.stderr().contains(&tag) && flow.stderr().contains(&format!("[{host_a} segment]")), "{}", flow.stderr());
 
     // A stopped Flow deletes its remote Pods.
-    unsafe { libc::kill(flow.child.id() as i32, libc::SIGTERM) };
+    crate::util::signal(flow.child.id(), rustix::process::Signal::TERM);
     let status = wait_for(&mut flow.child, Duration::from_secs(60)).expect("the Flow did not stop");
     assert!(status.success(), "{}", flow.stderr());
     for daemon in [&a, &b] {
@@ -282,8 +291,7 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
     assert_eq!(d.call("GET", "/pods", Some("alice-tokeN"), "text/plain", b"").0, 401);
     let (code, answer) = d.call("GET", "/workspaces", Some(""), "text/plain", b"");
     assert_eq!(code, 401, "{answer}");
-    let (content_type, body) = jina_wasm::daemon::client::multipart(&[("p.wasm".into(), passthrough.clone())]);
-    assert_eq!(d.call("POST", "/workspaces/w/files", None, &content_type, &body).0, 401);
+    assert_eq!(d.upload_as(None, "w", &[("p.wasm", passthrough.clone())]).0, 401);
 
     // Alice uploads and starts a Pea.
     let (code, up) = d.upload(alice, "w", &[("passthrough.wasm", passthrough.clone())]);
@@ -320,11 +328,9 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
     assert!(code == 200 && log.as_str().unwrap().contains("ready"), "{log}");
 
     // The live stream: the log so far, then `end` once the Pea is deleted.
-    let mut stream = std::net::TcpStream::connect((d.host.as_str(), d.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET /peas/{id}/logs/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n").unwrap();
+    let stream = crate::util::http().get(format!("http://{}:{}/peas/{id}/logs/stream", d.host, d.port)).bearer_auth(alice).send().unwrap();
+    let mut seen = format!("{:?}\n", stream.headers().get("content-type"));
     let mut reader = std::io::BufReader::new(stream);
-    let mut seen = String::new();
     while !seen.contains("ready") {
         let mut line = String::new();
         assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended: {seen}");

@@ -104,15 +104,9 @@ impl Drop for FlowProcess {
 
 /// POSTs JSON over HTTP/1.1 and returns the status code and the JSON answer.
 pub fn post(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let body = body.to_string();
-    write!(stream, "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, serde_json::from_str(rest.trim()).unwrap_or(serde_json::Value::Null))
+    let response = crate::util::http().post(format!("http://127.0.0.1:{port}{path}")).json(body).send().unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().unwrap_or(serde_json::Value::Null))
 }
 
 #[test]

@@ -44,8 +44,7 @@ fn shard_ids(workspace: &Path, pod: &str, shards: usize) -> Vec<BTreeSet<String>
 }
 
 fn kill_9(pid: u32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert!(crate::util::signal(pid, rustix::process::Signal::KILL), "kill -9 {pid}");
 }
 
 /// `n` documents with `dim`-dimensional embeddings, ids from `first`.

@@ -91,3 +91,24 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     }
     python
 }
+
+/// The tests' HTTP client: blocking, no proxy (every server is on loopback), a
+/// fresh connection per request (servers come and go, ports are reused), and
+/// a 120 s limit on any one exchange.
+pub fn http() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .expect("a plain-HTTP client builds")
+    })
+}
+
+/// Sends `signal` to process `pid` (rustix: no `unsafe`); false if it is gone.
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
+    let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a child's pid");
+    rustix::process::kill_process(pid, signal).is_ok()
+}
