@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use jina_wasm::Document;
 use jina_wasm::executor::{ErrorKind, Sandbox, Volume};
 use jina_wasm::wire::Status;
-use jina_wasm::Document;
 use serde_json::{Value, json};
 
 use crate::pea::{PeaProcess, client, documents, request};
@@ -21,16 +21,31 @@ const GUEST: &str = "minilm-encoder";
 /// The model `make models` installs (`make test` runs it first).
 fn model_dir() -> PathBuf {
     let dir = target_dir().join("models/all-MiniLM-L6-v2");
-    assert!(dir.join(".installed").exists(), "{} is missing: run `make models` (or `make test`)", dir.display());
+    assert!(
+        dir.join(".installed").exists(),
+        "{} is missing: run `make models` (or `make test`)",
+        dir.display()
+    );
     dir
 }
 
 fn mounted(host: PathBuf) -> Sandbox {
-    Sandbox { volumes: vec![Volume { host, guest: "/model".into(), read_only: true }], ..Sandbox::default() }
+    Sandbox {
+        volumes: vec![Volume {
+            host,
+            guest: "/model".into(),
+            read_only: true,
+        }],
+        ..Sandbox::default()
+    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
 }
@@ -97,7 +112,11 @@ fn sentences() -> Vec<String> {
                      and the gateway turns HTTP requests into messages for the flow. ";
     texts.push(paragraph.repeat(20));
     texts.push("word ".repeat(1000));
-    texts.push(format!("{} {}", "Ünïcödé ".repeat(300), "tail that is cut off"));
+    texts.push(format!(
+        "{} {}",
+        "Ünïcödé ".repeat(300),
+        "tail that is cut off"
+    ));
     texts.push("x".repeat(500));
     texts
 }
@@ -105,7 +124,10 @@ fn sentences() -> Vec<String> {
 /// The reference embeddings of `texts`, cut at `max_length` tokens.
 fn reference(texts: &[String], max_length: usize) -> Vec<Vec<f32>> {
     use std::io::Write;
-    let python = python_venv("minilm-reference-venv", "tests/interop/minilm/requirements.txt");
+    let python = python_venv(
+        "minilm-reference-venv",
+        "tests/interop/minilm/requirements.txt",
+    );
     let mut child = Command::new(python)
         .arg("tests/interop/minilm/reference.py")
         .arg(model_dir())
@@ -115,9 +137,18 @@ fn reference(texts: &[String], max_length: usize) -> Vec<Vec<f32>> {
         .spawn()
         .unwrap();
     let input = json!({"texts": texts, "max_length": max_length}).to_string();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "reference.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     serde_json::from_value(answer["embeddings"].clone()).unwrap()
 }
@@ -126,50 +157,95 @@ fn reference(texts: &[String], max_length: usize) -> Vec<Vec<f32>> {
 fn embeddings_match_an_independent_numpy_reference() {
     let texts = sentences();
     assert!(texts.len() >= 50, "{} texts", texts.len());
-    let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| text_doc(&format!("s{i}"), t)).collect();
+    let docs: Vec<Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| text_doc(&format!("s{i}"), t))
+        .collect();
     // The defaults (max_length 256, batches of 32), and a short max_length
     // with small batches, so that many texts are cut and batches split.
-    for (config, max_length) in [(json!({}), 256), (json!({"max_length": 12, "batch_size": 5}), 12)] {
+    for (config, max_length) in [
+        (json!({}), 256),
+        (json!({"max_length": 12, "batch_size": 5}), 12),
+    ] {
         let mut encoder = start(GUEST, config.clone(), mounted(model_dir()));
         let out = encoder.handle("/encode", &docs, &Value::Null).unwrap();
         let expected = reference(&texts, max_length);
         assert_eq!((out.len(), expected.len()), (texts.len(), texts.len()));
         for (i, (doc, want)) in out.iter().zip(&expected).enumerate() {
-            let got = doc.embedding.as_ref().unwrap_or_else(|| panic!("text {i} has no embedding"));
+            let got = doc
+                .embedding
+                .as_ref()
+                .unwrap_or_else(|| panic!("text {i} has no embedding"));
             assert_eq!(got.len(), 384, "text {i}");
             let norm = got.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!((norm - 1.0).abs() < 1e-4, "text {i}: norm {norm}");
             let cos = cosine(got, want);
-            assert!(cos >= 0.999, "{config}: text {i} {:?}: cosine {cos} with the reference", texts[i].chars().take(40).collect::<String>());
+            assert!(
+                cos >= 0.999,
+                "{config}: text {i} {:?}: cosine {cos} with the reference",
+                texts[i].chars().take(40).collect::<String>()
+            );
         }
     }
 }
 
 #[test]
 fn similar_sentences_are_closer_and_chunks_are_embedded_by_traversal() {
-    let mut encoder = start(GUEST, json!({"traversal": "chunks", "normalize": false}), mounted(model_dir()));
+    let mut encoder = start(
+        GUEST,
+        json!({"traversal": "chunks", "normalize": false}),
+        mounted(model_dir()),
+    );
     let mut root = text_doc("root", "the root's own text stays unembedded");
     root.chunks = vec![
         text_doc("bread", "A man is eating a piece of bread."),
         text_doc("food", "A man is eating food."),
         text_doc("horse", "A man is riding a horse."),
-        Document { id: "no-text".into(), ..Default::default() },
+        Document {
+            id: "no-text".into(),
+            ..Default::default()
+        },
     ];
     let out = encoder.handle("/", &[root], &Value::Null).unwrap();
-    assert!(out[0].embedding.is_none(), "traversal chunks embeds only chunks");
-    let chunk = |id: &str| out[0].chunks.iter().find(|c| c.id == id).unwrap().embedding.clone();
-    let (bread, food, horse) = (chunk("bread").unwrap(), chunk("food").unwrap(), chunk("horse").unwrap());
+    assert!(
+        out[0].embedding.is_none(),
+        "traversal chunks embeds only chunks"
+    );
+    let chunk = |id: &str| {
+        out[0]
+            .chunks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap()
+            .embedding
+            .clone()
+    };
+    let (bread, food, horse) = (
+        chunk("bread").unwrap(),
+        chunk("food").unwrap(),
+        chunk("horse").unwrap(),
+    );
     assert!(chunk("no-text").is_none());
-    assert!(cosine(&bread, &food) > cosine(&bread, &horse) + 0.2, "{} vs {}", cosine(&bread, &food), cosine(&bread, &horse));
+    assert!(
+        cosine(&bread, &food) > cosine(&bread, &horse) + 0.2,
+        "{} vs {}",
+        cosine(&bread, &food),
+        cosine(&bread, &horse)
+    );
     // normalize: false keeps the pooled vector's own length.
     let norm = bread.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() > 0.01, "norm {norm}");
 
     // A request's parameters override the traversal; a bad one is named.
     let docs = [text_doc("r", "root text")];
-    let out = encoder.handle("/encode", &docs, &json!({"traversal": "r"})).unwrap();
+    let out = encoder
+        .handle("/encode", &docs, &json!({"traversal": "r"}))
+        .unwrap();
     assert_eq!(out[0].embedding.as_ref().map(Vec::len), Some(384));
-    let err = encoder.handle("/encode", &docs, &json!({"traversal": "x"})).unwrap_err();
+    let err = encoder
+        .handle("/encode", &docs, &json!({"traversal": "x"}))
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadRequest);
     assert!(err.message.contains("parameters.traversal"), "{err}");
     // Still serving.
@@ -179,15 +255,29 @@ fn similar_sentences_are_closer_and_chunks_are_embedded_by_traversal() {
 #[test]
 fn a_missing_or_corrupt_model_is_a_bad_config_naming_the_file() {
     let bad = |config: Value, sandbox: Sandbox, file: &str| {
-        let err = try_start(GUEST, config, sandbox).err().unwrap_or_else(|| panic!("started without a usable {file}"));
+        let err = try_start(GUEST, config, sandbox)
+            .err()
+            .unwrap_or_else(|| panic!("started without a usable {file}"));
         assert_eq!(err.kind, ErrorKind::BadConfig, "{err}");
         assert!(err.message.contains(file), "expected {file:?} in: {err}");
     };
     // Nothing mounted at /model.
     bad(json!({}), Sandbox::default(), "/model/config.json");
-    bad(json!({"max_length": 1000}), mounted(model_dir()), "with.max_length = 1000");
-    bad(json!({"batch_size": 0}), mounted(model_dir()), "with.batch_size = 0");
-    bad(json!({"traversal": "up"}), mounted(model_dir()), "with.traversal");
+    bad(
+        json!({"max_length": 1000}),
+        mounted(model_dir()),
+        "with.max_length = 1000",
+    );
+    bad(
+        json!({"batch_size": 0}),
+        mounted(model_dir()),
+        "with.batch_size = 0",
+    );
+    bad(
+        json!({"traversal": "up"}),
+        mounted(model_dir()),
+        "with.traversal",
+    );
 
     // A copy of the model with one file broken at a time. The directory is in
     // the target directory so the weights can be hard-linked, not copied.
@@ -202,13 +292,25 @@ fn a_missing_or_corrupt_model_is_a_bad_config_naming_the_file() {
     let weights = std::fs::read(model_dir().join("model.safetensors")).unwrap();
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    bad(json!({}), mounted(dir.to_path_buf()), "/model/model.safetensors");
+    bad(
+        json!({}),
+        mounted(dir.to_path_buf()),
+        "/model/model.safetensors",
+    );
     std::fs::write(dir.join("model.safetensors"), b"not a model").unwrap();
-    bad(json!({}), mounted(dir.to_path_buf()), "/model/model.safetensors");
+    bad(
+        json!({}),
+        mounted(dir.to_path_buf()),
+        "/model/model.safetensors",
+    );
     std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     std::fs::write(dir.join("tokenizer.json"), b"{\"truncated\": ").unwrap();
-    bad(json!({}), mounted(dir.to_path_buf()), "/model/tokenizer.json");
+    bad(
+        json!({}),
+        mounted(dir.to_path_buf()),
+        "/model/tokenizer.json",
+    );
     std::fs::remove_file(dir.join("config.json")).unwrap();
     std::fs::write(dir.join("config.json"), b"{\"hidden_size\": 384}").unwrap();
     bad(json!({}), mounted(dir.to_path_buf()), "/model/config.json");
@@ -217,14 +319,32 @@ fn a_missing_or_corrupt_model_is_a_bad_config_naming_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_in_a_pea_and_in_a_pod_of_two_replicas() {
     let volume = format!("{}:/model:ro", model_dir().display());
-    let texts = ["The tides follow the moon.", "Sourdough rises with wild yeast.", "", "Привет, мир!"];
-    let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| text_doc(&format!("d{i}"), t)).collect();
+    let texts = [
+        "The tides follow the moon.",
+        "Sourdough rises with wild yeast.",
+        "",
+        "Привет, мир!",
+    ];
+    let docs: Vec<Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| text_doc(&format!("d{i}"), t))
+        .collect();
 
     let pea = PeaProcess::start(GUEST, &["--volumes", &volume]);
     let mut pea_client = client(&pea).await;
     let reply = pea_client.call(request("/encode", &docs)).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}\n{}", reply.envelope.status, pea.log());
-    let want: Vec<Vec<f32>> = documents(&reply).into_iter().map(|d| d.embedding.unwrap()).collect();
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}\n{}",
+        reply.envelope.status,
+        pea.log()
+    );
+    let want: Vec<Vec<f32>> = documents(&reply)
+        .into_iter()
+        .map(|d| d.embedding.unwrap())
+        .collect();
     assert!(want.iter().all(|e| e.len() == 384));
     pea_client.close().await;
     drop(pea);
@@ -235,10 +355,18 @@ async fn answers_in_a_pea_and_in_a_pod_of_two_replicas() {
     let mut answered = 0;
     pod_client
         .stream(requests, |reply| {
-            assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+            assert_eq!(
+                reply.envelope.status,
+                Status::Success,
+                "{:?}",
+                reply.envelope.status
+            );
             for (doc, want) in documents(&reply).iter().zip(&want) {
                 let cos = cosine(doc.embedding.as_ref().unwrap(), want);
-                assert!(cos > 0.99999, "a replica answered differently: cosine {cos}");
+                assert!(
+                    cos > 0.99999,
+                    "a replica answered differently: cosine {cos}"
+                );
             }
             answered += 1;
             Ok(())
@@ -254,15 +382,34 @@ fn jina_wasm_run_encodes_as_the_docs_print_it() {
     let volume = format!("{}:/model:ro", model_dir().display());
     let uses = crate::util::wasm(GUEST);
     let out = crate::cli::jina(
-        &["run", "--uses", uses.to_str().unwrap(), "--volumes", &volume, "--endpoint", "/encode"],
+        &[
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--volumes",
+            &volume,
+            "--endpoint",
+            "/encode",
+        ],
         "A man is eating food.\n{\"id\": \"q\", \"text\": \"A man is eating a piece of bread.\"}\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["id"], "q");
     for line in &lines {
-        assert_eq!(line["embedding"].as_array().map(Vec::len), Some(384), "{line}");
+        assert_eq!(
+            line["embedding"].as_array().map(Vec::len),
+            Some(384),
+            "{line}"
+        );
     }
 }
 
@@ -275,9 +422,16 @@ fn recall_at_1(encoder: &mut jina_wasm::executor::Executor) -> f64 {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let labelled: Vec<Value> =
-        std::fs::read_to_string("examples/data/retrieval.jsonl").unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let queries: Vec<Document> = labelled.iter().enumerate().map(|(i, q)| text_doc(&format!("q{i}"), q["query"].as_str().unwrap())).collect();
+    let labelled: Vec<Value> = std::fs::read_to_string("examples/data/retrieval.jsonl")
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let queries: Vec<Document> = labelled
+        .iter()
+        .enumerate()
+        .map(|(i, q)| text_doc(&format!("q{i}"), q["query"].as_str().unwrap()))
+        .collect();
     let corpus = encoder.handle("/encode", &corpus, &Value::Null).unwrap();
     let queries = encoder.handle("/encode", &queries, &Value::Null).unwrap();
     let hits = queries
@@ -287,7 +441,10 @@ fn recall_at_1(encoder: &mut jina_wasm::executor::Executor) -> f64 {
             let q = q.embedding.as_ref().unwrap();
             let best = corpus
                 .iter()
-                .max_by(|a, b| cosine(q, a.embedding.as_ref().unwrap()).total_cmp(&cosine(q, b.embedding.as_ref().unwrap())))
+                .max_by(|a, b| {
+                    cosine(q, a.embedding.as_ref().unwrap())
+                        .total_cmp(&cosine(q, b.embedding.as_ref().unwrap()))
+                })
                 .unwrap();
             best.id == label["answer"].as_str().unwrap()
         })
@@ -301,6 +458,11 @@ fn minilm_retrieves_better_than_the_hashing_encoder() {
     let mut minilm = start(GUEST, json!({}), mounted(model_dir()));
     let (hashing, minilm) = (recall_at_1(&mut hashing), recall_at_1(&mut minilm));
     // docs/minilm.md reports these two figures.
-    eprintln!("recall@1 on examples/data/retrieval.jsonl: hashing {hashing:.3}, MiniLM {minilm:.3}");
-    assert!(minilm >= 0.8 && minilm > hashing + 0.2, "recall@1: hashing {hashing:.3}, MiniLM {minilm:.3}");
+    eprintln!(
+        "recall@1 on examples/data/retrieval.jsonl: hashing {hashing:.3}, MiniLM {minilm:.3}"
+    );
+    assert!(
+        minilm >= 0.8 && minilm > hashing + 0.2,
+        "recall@1: hashing {hashing:.3}, MiniLM {minilm:.3}"
+    );
 }

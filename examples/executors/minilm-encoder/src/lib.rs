@@ -53,11 +53,14 @@ impl Executor for MinilmEncoder {
         let model_dir: String = config.get_or("model_dir", "/model".to_string())?;
         let batch_size: usize = config.get_or("batch_size", 32)?;
         if batch_size == 0 || batch_size > MAX_BATCH {
-            return Err(Error::bad_config(format!("with.batch_size = {batch_size}: must be in 1..={MAX_BATCH}")));
+            return Err(Error::bad_config(format!(
+                "with.batch_size = {batch_size}: must be in 1..={MAX_BATCH}"
+            )));
         }
         let max_length: usize = config.get_or("max_length", 256)?;
         let normalize: bool = config.get_or("normalize", true)?;
-        let traversal = traversal(config.get("traversal")?.as_ref(), "with.traversal").map_err(Error::bad_config)?;
+        let traversal = traversal(config.get("traversal")?.as_ref(), "with.traversal")
+            .map_err(Error::bad_config)?;
 
         let dir = PathBuf::from(&model_dir);
         let model = Model::load(&dir).map_err(|e| {
@@ -72,13 +75,25 @@ impl Executor for MinilmEncoder {
                 model.max_tokens()
             )));
         }
-        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), max_length, model.config.vocab_size)
-            .map_err(|e| Error::bad_config(format!("with.model_dir = {model_dir:?}: {e}")))?;
-        Ok(MinilmEncoder { model, tokenizer, batch_size, normalize, traversal })
+        let tokenizer = load_tokenizer(
+            &dir.join("tokenizer.json"),
+            max_length,
+            model.config.vocab_size,
+        )
+        .map_err(|e| Error::bad_config(format!("with.model_dir = {model_dir:?}: {e}")))?;
+        Ok(MinilmEncoder {
+            model,
+            tokenizer,
+            batch_size,
+            normalize,
+            traversal,
+        })
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().on("/encode", Self::encode).default(Self::encode)
+        Routes::new()
+            .on("/encode", Self::encode)
+            .default(Self::encode)
     }
 }
 
@@ -86,13 +101,18 @@ impl MinilmEncoder {
     /// Embed the text of every document on the traversal paths.
     pub fn encode(&mut self, mut docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
         let paths = match params.get::<serde_json::Value>("traversal")? {
-            Some(value) => traversal(Some(&value), "parameters.traversal").map_err(Error::bad_request)?,
+            Some(value) => {
+                traversal(Some(&value), "parameters.traversal").map_err(Error::bad_request)?
+            }
             None => self.traversal.clone(),
         };
         for path in &paths {
             let mut selected = select(&mut docs, path);
             selected.retain(|d| d.text.is_some());
-            let texts: Vec<&str> = selected.iter().map(|d| d.text.as_deref().unwrap_or_default()).collect();
+            let texts: Vec<&str> = selected
+                .iter()
+                .map(|d| d.text.as_deref().unwrap_or_default())
+                .collect();
             let embeddings = self.embed(&texts)?;
             for (doc, embedding) in selected.into_iter().zip(embeddings) {
                 doc.embedding = Some(embedding);
@@ -109,10 +129,9 @@ impl MinilmEncoder {
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let mut ids = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let encoding = self
-                .tokenizer
-                .encode(*text, true)
-                .map_err(|e| Error::bad_request(format!("text {i} of the request: tokenizer: {e}")))?;
+            let encoding = self.tokenizer.encode(*text, true).map_err(|e| {
+                Error::bad_request(format!("text {i} of the request: tokenizer: {e}"))
+            })?;
             ids.push(encoding.get_ids().to_vec());
         }
         let mut out = Vec::with_capacity(texts.len());
@@ -122,14 +141,22 @@ impl MinilmEncoder {
             // tokens (one text alone always fits: max_length <= 512).
             let mut end = start;
             let mut tokens = 0;
-            while end < ids.len() && end - start < self.batch_size && (end == start || tokens + ids[end].len() <= MAX_BATCH_TOKENS) {
+            while end < ids.len()
+                && end - start < self.batch_size
+                && (end == start || tokens + ids[end].len() <= MAX_BATCH_TOKENS)
+            {
                 tokens += ids[end].len();
                 end += 1;
             }
             let batch: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
             for mut embedding in self.model.forward(&batch) {
                 if self.normalize {
-                    let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    let norm = embedding
+                        .iter()
+                        .map(|v| v * v)
+                        .sum::<f32>()
+                        .sqrt()
+                        .max(1e-12);
                     embedding.iter_mut().for_each(|v| *v /= norm);
                 }
                 out.push(embedding);
@@ -142,31 +169,53 @@ impl MinilmEncoder {
 
 /// The model's tokenizer with truncation at `max_length` tokens and no padding
 /// (the forward pass packs sequences); its ids must fit the model's vocabulary.
-fn load_tokenizer(path: &Path, max_length: usize, vocab: usize) -> std::result::Result<Tokenizer, String> {
+fn load_tokenizer(
+    path: &Path,
+    max_length: usize,
+    vocab: usize,
+) -> std::result::Result<Tokenizer, String> {
     let name = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
-    let mut tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| format!("{name}: not a tokenizer: {e}"))?;
+    let mut tokenizer =
+        Tokenizer::from_bytes(&bytes).map_err(|e| format!("{name}: not a tokenizer: {e}"))?;
     if tokenizer.get_vocab_size(true) > vocab {
-        return Err(format!("{name}: {} tokens, the model has {vocab} embeddings", tokenizer.get_vocab_size(true)));
+        return Err(format!(
+            "{name}: {} tokens, the model has {vocab} embeddings",
+            tokenizer.get_vocab_size(true)
+        ));
     }
     tokenizer
-        .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            ..Default::default()
+        }))
         .map_err(|e| format!("{name}: truncation at {max_length}: {e}"))?;
     tokenizer.with_padding(None::<PaddingParams>);
     Ok(tokenizer)
 }
 
 /// Parse traversal paths: a string (comma-separated) or a list of strings.
-fn traversal(value: Option<&serde_json::Value>, what: &str) -> std::result::Result<Vec<String>, String> {
+fn traversal(
+    value: Option<&serde_json::Value>,
+    what: &str,
+) -> std::result::Result<Vec<String>, String> {
     use serde_json::Value;
     let parts: Vec<String> = match value {
         None | Some(Value::Null) => vec!["r".into()],
         Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).collect(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("{what} = {value:?}: expected strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{what} = {value:?}: expected strings"))
+            })
             .collect::<std::result::Result<_, _>>()?,
-        Some(other) => return Err(format!("{what} = {other}: expected a path like \"r\", \"c\" or \"r,c\"")),
+        Some(other) => {
+            return Err(format!(
+                "{what} = {other}: expected a path like \"r\", \"c\" or \"r,c\""
+            ));
+        }
     };
     parts
         .into_iter()
@@ -195,7 +244,13 @@ fn select<'a>(docs: &'a mut [Document], path: &str) -> Vec<&'a mut Document> {
     for step in path.chars() {
         level = level
             .into_iter()
-            .flat_map(|d| if step == 'c' { d.chunks.iter_mut() } else { d.matches.iter_mut() })
+            .flat_map(|d| {
+                if step == 'c' {
+                    d.chunks.iter_mut()
+                } else {
+                    d.matches.iter_mut()
+                }
+            })
             .collect();
     }
     level
@@ -226,7 +281,12 @@ mod tests {
         let mut root = Document::new("r");
         root.chunks.push(chunk);
         let mut docs = vec![root];
-        let ids = |path: &str, docs: &mut Vec<Document>| select(docs, path).iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+        let ids = |path: &str, docs: &mut Vec<Document>| {
+            select(docs, path)
+                .iter()
+                .map(|d| d.id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids("r", &mut docs), ["r"]);
         assert_eq!(ids("c", &mut docs), ["c"]);
         assert_eq!(ids("cm", &mut docs), ["cm"]);

@@ -34,7 +34,10 @@ impl std::fmt::Display for LoadError {
 }
 
 fn fail(file: &Path, reason: impl std::fmt::Display) -> LoadError {
-    LoadError { file: file.to_path_buf(), reason: reason.to_string() }
+    LoadError {
+        file: file.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 /// The `config.json` fields the forward pass depends on (Hugging Face names).
@@ -96,8 +99,8 @@ impl Model {
     pub fn load(dir: &Path) -> Result<Model, LoadError> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| fail(&config_path, e))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|e| fail(&config_path, format!("not a BERT config: {e}")))?;
+        let config: BertConfig = serde_json::from_str(&text)
+            .map_err(|e| fail(&config_path, format!("not a BERT config: {e}")))?;
         let c = &config;
         if c.hidden_size == 0
             || c.num_attention_heads == 0
@@ -113,7 +116,13 @@ impl Model {
             return Err(fail(&config_path, format!("unsupported shape: {c:?}")));
         }
         if c.hidden_act != "gelu" {
-            return Err(fail(&config_path, format!("hidden_act {:?}: only \"gelu\" (erf) is implemented", c.hidden_act)));
+            return Err(fail(
+                &config_path,
+                format!(
+                    "hidden_act {:?}: only \"gelu\" (erf) is implemented",
+                    c.hidden_act
+                ),
+            ));
         }
 
         let path = dir.join("model.safetensors");
@@ -130,29 +139,54 @@ impl Model {
                 .or_else(|_| tensors.tensor(&format!("bert.{name}")))
                 .map_err(|_| fail(&path, format!("tensor {name:?} is missing")))?;
             if view.dtype() != Dtype::F32 {
-                return Err(fail(&path, format!("tensor {name:?} is {:?}, expected F32", view.dtype())));
+                return Err(fail(
+                    &path,
+                    format!("tensor {name:?} is {:?}, expected F32", view.dtype()),
+                ));
             }
             if view.shape() != shape {
-                return Err(fail(&path, format!("tensor {name:?} has shape {:?}, expected {shape:?}", view.shape())));
+                return Err(fail(
+                    &path,
+                    format!(
+                        "tensor {name:?} has shape {:?}, expected {shape:?}",
+                        view.shape()
+                    ),
+                ));
             }
             let data = view.data();
             let offset = data.as_ptr() as usize - base;
             Ok(if offset % 4 == 0 {
                 Slot::InFile(offset / 4..offset / 4 + data.len() / 4)
             } else {
-                Slot::Copied(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+                Slot::Copied(
+                    data.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                )
             })
         };
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let linear = |name: &str, out: usize, inp: usize| -> Result<(Slot, Slot), LoadError> {
-            Ok((get(&format!("{name}.weight"), &[out, inp])?, get(&format!("{name}.bias"), &[out])?))
+            Ok((
+                get(&format!("{name}.weight"), &[out, inp])?,
+                get(&format!("{name}.bias"), &[out])?,
+            ))
         };
         let norm = |name: &str| -> Result<(Slot, Slot), LoadError> {
-            Ok((get(&format!("{name}.weight"), &[h])?, get(&format!("{name}.bias"), &[h])?))
+            Ok((
+                get(&format!("{name}.weight"), &[h])?,
+                get(&format!("{name}.bias"), &[h])?,
+            ))
         };
         let word = get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?;
-        let position = get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?;
-        let token_type = get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?;
+        let position = get(
+            "embeddings.position_embeddings.weight",
+            &[c.max_position_embeddings, h],
+        )?;
+        let token_type = get(
+            "embeddings.token_type_embeddings.weight",
+            &[c.type_vocab_size, h],
+        )?;
         let emb_norm = norm("embeddings.LayerNorm")?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
@@ -169,7 +203,15 @@ impl Model {
             });
         }
         drop(tensors);
-        Ok(Model { config, storage, word, position, token_type, emb_norm, layers })
+        Ok(Model {
+            config,
+            storage,
+            word,
+            position,
+            token_type,
+            emb_norm,
+            layers,
+        })
     }
 
     fn t<'a>(&'a self, slot: &'a Slot) -> &'a [f32] {
@@ -200,26 +242,44 @@ impl Model {
         let mut spans = Vec::with_capacity(sequences.len());
         let mut start = 0;
         for s in sequences {
-            assert!(!s.is_empty() && s.len() <= c.max_position_embeddings, "sequence length {}", s.len());
+            assert!(
+                !s.is_empty() && s.len() <= c.max_position_embeddings,
+                "sequence length {}",
+                s.len()
+            );
             spans.push(start..start + s.len());
             start += s.len();
         }
 
         // Embeddings: word + position + token type 0, then LayerNorm.
-        let (word, position, token_type) = (self.t(&self.word), self.t(&self.position), self.t(&self.token_type));
+        let (word, position, token_type) = (
+            self.t(&self.word),
+            self.t(&self.position),
+            self.t(&self.token_type),
+        );
         let mut x = vec![0f32; rows * h];
         for (s, span) in sequences.iter().zip(&spans) {
             for (t, &id) in s.iter().enumerate() {
                 let id = id as usize;
                 assert!(id < c.vocab_size, "token id {id}");
                 let row = &mut x[(span.start + t) * h..][..h];
-                let (w, p, ty) = (&word[id * h..][..h], &position[t * h..][..h], &token_type[..h]);
+                let (w, p, ty) = (
+                    &word[id * h..][..h],
+                    &position[t * h..][..h],
+                    &token_type[..h],
+                );
                 for j in 0..h {
                     row[j] = w[j] + p[j] + ty[j];
                 }
             }
         }
-        layer_norm(&mut x, h, self.t(&self.emb_norm.0), self.t(&self.emb_norm.1), eps);
+        layer_norm(
+            &mut x,
+            h,
+            self.t(&self.emb_norm.0),
+            self.t(&self.emb_norm.1),
+            eps,
+        );
 
         let mut qkv = vec![0f32; rows * 3 * h];
         let mut ctx = vec![0f32; rows * h];
@@ -229,8 +289,21 @@ impl Model {
         let scale = 1.0 / (dh as f32).sqrt();
         for layer in &self.layers {
             // Q, K and V side by side in one [rows, 3h] matrix.
-            for (k, (w, b)) in [&layer.query, &layer.key, &layer.value].into_iter().enumerate() {
-                linear(&x, rows, h, self.t(w), self.t(b), &mut qkv[k * h..], 3 * h, h, false);
+            for (k, (w, b)) in [&layer.query, &layer.key, &layer.value]
+                .into_iter()
+                .enumerate()
+            {
+                linear(
+                    &x,
+                    rows,
+                    h,
+                    self.t(w),
+                    self.t(b),
+                    &mut qkv[k * h..],
+                    3 * h,
+                    h,
+                    false,
+                );
             }
             // Attention per sequence and head: softmax(Q Kᵀ / √d) V.
             for span in &spans {
@@ -239,28 +312,74 @@ impl Model {
                     let q = span.start * 3 * h + head * dh;
                     let (k, v) = (q + h, q + 2 * h);
                     // scores[len, len] = Q[len, dh] · K[len, dh]ᵀ
-                    gemm(len, dh, len, scale, &qkv[q..], (3 * h, 1), &qkv[k..], (1, 3 * h), 0.0, &mut scores, (len, 1));
+                    gemm(
+                        len,
+                        dh,
+                        len,
+                        scale,
+                        &qkv[q..],
+                        (3 * h, 1),
+                        &qkv[k..],
+                        (1, 3 * h),
+                        0.0,
+                        &mut scores,
+                        (len, 1),
+                    );
                     for row in scores[..len * len].chunks_exact_mut(len) {
                         softmax(row);
                     }
                     // ctx[len, dh] = P[len, len] · V[len, dh]
                     let out = span.start * h + head * dh;
-                    gemm(len, len, dh, 1.0, &scores, (len, 1), &qkv[v..], (3 * h, 1), 0.0, &mut ctx[out..], (h, 1));
+                    gemm(
+                        len,
+                        len,
+                        dh,
+                        1.0,
+                        &scores,
+                        (len, 1),
+                        &qkv[v..],
+                        (3 * h, 1),
+                        0.0,
+                        &mut ctx[out..],
+                        (h, 1),
+                    );
                 }
             }
             // x = LayerNorm(x + ctx Woᵀ + bo)
             let (w, b) = &layer.attn_out;
             linear(&ctx, rows, h, self.t(w), self.t(b), &mut x, h, h, true);
-            layer_norm(&mut x, h, self.t(&layer.attn_norm.0), self.t(&layer.attn_norm.1), eps);
+            layer_norm(
+                &mut x,
+                h,
+                self.t(&layer.attn_norm.0),
+                self.t(&layer.attn_norm.1),
+                eps,
+            );
             // x = LayerNorm(x + GELU(x Wiᵀ + bi) Woᵀ + bo)
             let (w, b) = &layer.inter;
-            linear(&x, rows, h, self.t(w), self.t(b), &mut mid, inter, inter, false);
+            linear(
+                &x,
+                rows,
+                h,
+                self.t(w),
+                self.t(b),
+                &mut mid,
+                inter,
+                inter,
+                false,
+            );
             for v in &mut mid {
                 *v = gelu(*v);
             }
             let (w, b) = &layer.out;
             linear(&mid, rows, inter, self.t(w), self.t(b), &mut x, h, h, true);
-            layer_norm(&mut x, h, self.t(&layer.out_norm.0), self.t(&layer.out_norm.1), eps);
+            layer_norm(
+                &mut x,
+                h,
+                self.t(&layer.out_norm.0),
+                self.t(&layer.out_norm.1),
+                eps,
+            );
         }
 
         // Mean over each sequence's tokens (all of them are attended: the
@@ -289,10 +408,14 @@ fn read_aligned(path: &Path) -> Result<(Vec<f32>, usize, usize), LoadError> {
     let mut file = File::open(path).map_err(|e| fail(path, e))?;
     let len = file.metadata().map_err(|e| fail(path, e))?.len();
     let mut head = [0u8; 8];
-    file.read_exact(&mut head).map_err(|e| fail(path, format!("cannot read the header length: {e}")))?;
+    file.read_exact(&mut head)
+        .map_err(|e| fail(path, format!("cannot read the header length: {e}")))?;
     let header = u64::from_le_bytes(head);
     if header > len.saturating_sub(8) {
-        return Err(fail(path, format!("header of {header} bytes in a file of {len}: truncated or not safetensors")));
+        return Err(fail(
+            path,
+            format!("header of {header} bytes in a file of {len}: truncated or not safetensors"),
+        ));
     }
     // On wasm32 a file past 4 GiB does not fit the address space at all.
     let len = usize::try_from(len).map_err(|_| fail(path, format!("{len} bytes is too large")))?;
@@ -300,7 +423,8 @@ fn read_aligned(path: &Path) -> Result<(Vec<f32>, usize, usize), LoadError> {
     let mut storage = vec![0f32; (pad + len).div_ceil(4)];
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut storage);
     bytes[pad..pad + 8].copy_from_slice(&head);
-    file.read_exact(&mut bytes[pad + 8..pad + len]).map_err(|e| fail(path, format!("cannot read {len} bytes: {e}")))?;
+    file.read_exact(&mut bytes[pad + 8..pad + len])
+        .map_err(|e| fail(path, format!("cannot read {len} bytes: {e}")))?;
     Ok((storage, pad, len))
 }
 
@@ -323,7 +447,9 @@ fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + cols.saturating_sub(1) * cs;
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows - 1) * rs + cols.saturating_sub(1) * cs
+    };
     if k > 0 {
         assert!(last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len());
     }
@@ -354,7 +480,17 @@ fn gemm(
 /// (`w` is `[n, k]`), or with `residual`, `out += x · wᵀ + b` (the residual is
 /// what `out` held). `out` rows are `ldo` apart.
 #[allow(clippy::too_many_arguments)]
-fn linear(x: &[f32], rows: usize, k: usize, w: &[f32], b: &[f32], out: &mut [f32], ldo: usize, n: usize, residual: bool) {
+fn linear(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    ldo: usize,
+    n: usize,
+    residual: bool,
+) {
     for r in 0..rows {
         let row = &mut out[r * ldo..][..n];
         if residual {
