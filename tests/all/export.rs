@@ -19,7 +19,9 @@ use crate::util::{bin, cache_dir, wasm};
 mod local_cluster;
 use local_cluster::manifests;
 
-const DEMO: &str = "examples/flows/text-search.yml";
+/// The demo Flow with the hashing encoder: its units run here as processes,
+/// and the MiniLM one's model directory is not part of an export.
+const DEMO: &str = "examples/flows/text-search-hashing.yml";
 
 fn export(args: &[&str]) -> std::process::Output {
     let out = Command::new(bin()).arg("export").args(args).env("JINA_WASM_LOG", "warn").output().unwrap();

@@ -170,6 +170,7 @@ fn the_demo_flow_indexes_and_finds() {
     let yaml = std::fs::read_to_string("examples/flows/text-search.yml")
         .unwrap()
         .replace("../../target/wasm32-wasip2/release", "{W}")
+        .replace("../../target/models", crate::util::target_dir().join("models").to_str().unwrap())
         .replace("../../target/demo-workspace", "workspace");
     let flow = FlowProcess::start(&yaml);
     let port = flow.port().to_string();

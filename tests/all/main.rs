@@ -41,6 +41,9 @@
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
+//! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
+//!   an independent NumPy reference, traversal, bad models named, in a Pea, a
+//!   Pod of two replicas and `jina-wasm run`.
 
 mod adversarial;
 mod cli;
@@ -54,6 +57,7 @@ mod hostile_fs;
 mod hostile_input;
 mod load;
 mod malformed;
+mod minilm;
 mod pea;
 mod pod;
 mod polyglot;
