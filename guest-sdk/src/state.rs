@@ -13,7 +13,7 @@
 //! [`ErrorKind::Io`]: crate::ErrorKind::Io
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -159,29 +159,23 @@ impl AppendLog {
     /// As [`write_atomic`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let open = || -> io::Result<(File, u64)> {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)?;
-            // From the start: a file opened for appending may be positioned
-            // at its end (WASI is), and reading from there would see no torn
-            // tail to cut, hiding every later record from replay.
-            file.seek(io::SeekFrom::Start(0))?;
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            let (_, valid) = scan(&bytes);
-            if valid < bytes.len() {
-                file.set_len(valid as u64)?;
-                file.sync_all()?;
-            }
-            Ok((file, valid as u64))
-        };
-        match open() {
-            Ok((file, size)) => Ok(AppendLog { file, path, size, broken: false }),
-            Err(err) => Err(write_error(&path, err)),
+        // The log is read through its own read-only handle and a torn tail is
+        // cut by rewriting the valid prefix atomically, not by seeking and
+        // `set_len` on the append handle: under WASI a file opened for
+        // appending reads from its end, so that cut never happened and every
+        // record appended after a crash hid behind the torn bytes at replay
+        // (faults::records_after_a_torn_log_tail_are_replayed).
+        let bytes = read_if_exists(&path)?.unwrap_or_default();
+        let (_, valid) = scan(&bytes);
+        if valid < bytes.len() {
+            write_atomic(&path, &bytes[..valid])?;
         }
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|err| write_error(&path, err))?;
+        Ok(AppendLog { file, path, size: valid as u64, broken: false })
     }
 
     /// Append one record (buffered by the OS: call [`sync`](Self::sync) to make

@@ -471,16 +471,11 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
     assert_eq!(stored_ids(workspace.path()), acknowledged);
 }
 
-/// A log whose last record was torn (a crash in the middle of an append)
-/// should be cut back when it is opened again, so the records appended after
-/// the restart are replayed. FOUND, NOT FIXED: under the host they are not
-/// (replay stops at the torn bytes and everything after is invisible); the
-/// SDK's native unit test covers the same repair (not rerun here), so look at how the
-/// guest's open/read/set_len behave under WASI. Seeking to the start before
-/// reading (done) was not enough. A durable-mode crash mid-append can
-/// therefore hide later acknowledged writes.
+/// A log whose last record was torn (a crash in the middle of an append) is
+/// cut back when it is opened again, so the records appended after the
+/// restart are replayed: a durable-mode crash mid-append must not hide later
+/// acknowledged writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug, see the comment: AppendLog::open does not cut a torn tail under WASI"]
 async fn records_after_a_torn_log_tail_are_replayed() {
     let workspace = tempfile::tempdir().unwrap();
     std::fs::write(workspace.path().join("vector-index.log"), [9u8, 0, 0]).unwrap();
