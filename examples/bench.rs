@@ -1528,6 +1528,11 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             met: false,
         }),
     }
+    rows
+}
+
+// ---------------------------------------------------------------------------
+// 15. minilm-encoder
 
 /// The model `make models` installs (`make bench` runs it first).
 fn minilm_model() -> PathBuf {

@@ -160,7 +160,39 @@ async fn delete_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<S
 /// `POST /workspaces/{ws}/files`: multipart; each part's file name (else its
 /// field name) is the name in the workspace. Creates the workspace.
 async fn upload(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>, mut multipart: Multipart) -> Answer {
-    let tenant = caller(&d, &headers)?;
+    let answer = receive(&d, &headers, &ws, &mut multipart).await;
+    if answer.is_err() {
+        drain(&mut multipart).await;
+    }
+    answer
+}
+
+/// What a refused upload may still send before its answer, read and thrown
+/// away (a "lingering close"): a client that is still writing its body when
+/// the refusal comes gets the refusal (401, 413 with its reason) instead of
+/// a broken connection. Bounded in bytes and time, so a refused client cannot
+/// make the daemon read more than this.
+const DRAIN_BYTES: u64 = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(multipart: &mut Multipart) {
+    let read = async {
+        let mut left = DRAIN_BYTES;
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                left = left.saturating_sub(chunk.len() as u64);
+                if left == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Multipart) -> Answer {
+    let (d, ws) = (d, ws.to_string());
+    let tenant = caller(d, headers)?;
     check_workspace_id(&ws)?;
     let dirs = d.dirs(&tenant);
     // One upload per tenant at a time, so two cannot both fit the quota's last bytes.

@@ -91,7 +91,7 @@ fn the_manifests_map_each_part_to_its_kind() {
     assert_eq!(head["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(find("Service", "index-head")["spec"]["publishNotReadyAddresses"], true);
     // The gateway gets the Flow file from a ConfigMap.
-    assert!(find("ConfigMap", "text-search-flow")["data"]["flow.yml"].as_str().unwrap().contains("vector_indexer.wasm"));
+    assert!(find("ConfigMap", "text-search-hashing-flow")["data"]["flow.yml"].as_str().unwrap().contains("vector_indexer.wasm"));
 }
 
 /// A Flow with the parts the demo does not have.

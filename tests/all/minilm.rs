@@ -206,7 +206,8 @@ fn similar_sentences_are_closer_and_chunks_are_embedded_by_traversal() {
             id: "no-text".into(),
             ..Default::default()
         },
-    ];
+    ]
+    .into();
     let out = encoder.handle("/", &[root], &Value::Null).unwrap();
     assert!(
         out[0].embedding.is_none(),

@@ -196,16 +196,23 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             // A shard that is killed.
             assert!(status["connected"].as_array().unwrap().contains(&json!("sh/shard-1")), "{status}");
             Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
-            // While it is down a request fails, naming it: at once once the head
-            // has seen it go (`unavailable`), else at the Pod's time limit;
-            // unless the Pod has already restarted it: then it is served.
+            // Once the head has seen the disconnect, or the Pod has already
+            // restarted the shard (at once here; later on a busy machine): a
+            // request sent before either waits past the Pod's time limit, which
+            // is not what this test is about (docs/pods.md, "Supervision": a known gap).
+            status_until(&p.addr("ctrl"), "the head dropped or the Pod restarted the killed shard", |s| {
+                !s["connected"].as_array().unwrap().contains(&json!("sh/shard-1")) || s["process_restarts"] == json!(1)
+            })
+            .await;
+            // While it is down a request fails at once, naming it; once the Pod
+            // has restarted it, it is served.
             let asked = Instant::now();
             let reply = c.call(message("/only", json!({"who": "nobody"}), &doc)).await.unwrap();
             if reply.envelope.status != Status::Success {
                 let (who, kind) = failed(&reply);
                 assert!(who == "sh/shard-1" && (kind == "unavailable" || kind == "timeout"), "{:?}\n{status}\n{}", reply.envelope.status, p.log());
             }
-            assert!(asked.elapsed() < Duration::from_secs(5), "the Pod waited for a dead shard");
+            assert!(asked.elapsed() < Duration::from_secs(5), "the Pod waited for a dead shard: {:?} after {:?}\n{}", reply.envelope.status, asked.elapsed(), p.log());
             // The Pod restarts it on its own (faults.rs tests the data side).
             status_until(&p.addr("ctrl"), "the killed shard restarted", |s| s["process_restarts"] == json!(1) && s["healthy"] == json!(true)).await;
             let reply = c.call(message("/only", json!({"who": "nobody"}), &doc)).await.unwrap();
