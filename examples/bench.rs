@@ -10,20 +10,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jina_wasm::Document;
 use jina_wasm::client::{Client, Target};
 use jina_wasm::executor::{Executor, ExecutorSpec, Runtime, RuntimeOptions, Sandbox};
 use jina_wasm::pea::{OnError, PeaConfig};
 use jina_wasm::pod::{Backend, Balance, PodConfig, PodHandle};
 use jina_wasm::transport::SocketSpec;
 use jina_wasm::wire::{Body, Envelope, Message};
-use jina_wasm::Document;
 use serde_json::Value;
 
 fn wasm(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let path = target.join(format!("wasm32-wasip2/release/{}.wasm", name.replace('-', "_")));
-    assert!(path.exists(), "{} is missing: run `make guests` first", path.display());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let path = target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guests` first",
+        path.display()
+    );
     path
 }
 
@@ -59,12 +67,20 @@ struct Row {
 
 fn fmt_time(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us >= 10_000.0 { format!("{:.1} ms", us / 1e3) } else { format!("{us:.1} µs") }
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{us:.1} µs")
+    }
 }
 
 fn start(runtime: &Arc<Runtime>, name: &str, config: Value) -> Executor {
     let component = runtime.load(&wasm(name)).unwrap();
-    let spec = ExecutorSpec { name: name.into(), config, sandbox: Sandbox::default() };
+    let spec = ExecutorSpec {
+        name: name.into(),
+        config,
+        sandbox: Sandbox::default(),
+    };
     Executor::start(runtime.clone(), component, spec).unwrap()
 }
 
@@ -73,7 +89,11 @@ fn workload_doc(i: usize) -> Document {
     Document {
         id: format!("doc-{i:06}"),
         text: Some(format!("{:064}", i)),
-        embedding: Some((0..128).map(|j| ((i * 31 + j) % 97) as f32 / 97.0).collect()),
+        embedding: Some(
+            (0..128)
+                .map(|j| ((i * 31 + j) % 97) as f32 / 97.0)
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -87,13 +107,25 @@ const SENTENCES: [&str; 4] = [
 
 fn main() {
     let cache = tempfile::tempdir().unwrap();
-    let cached = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
-    let uncached = Runtime::new(RuntimeOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let cached = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let uncached = Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
     let mut rows = Vec::new();
     if section("executor") {
         rows.extend(executor_rows(&cached, &uncached));
     }
-    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     // 6. Peas over ZeroMQ.
     if section("pea") {
         rows.extend(tokio.block_on(pea_rows(cached.clone())));
@@ -113,7 +145,11 @@ fn main() {
     // 10. The same executor in Rust, Python and JavaScript.
     if section("polyglot") {
         // The same cache, with the pooling allocator `jina-wasm pea` uses.
-        let pooled = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), pool_slots: Some(jina_wasm::cli::POOL_SLOTS) }).unwrap();
+        let pooled = Runtime::new(RuntimeOptions {
+            cache_dir: Some(cache.path().into()),
+            pool_slots: Some(jina_wasm::cli::POOL_SLOTS),
+        })
+        .unwrap();
         rows.extend(polyglot_rows(&cached, &uncached, &pooled));
     }
     // 11. The demo Flow exported to Kubernetes, its units run as processes.
@@ -144,7 +180,11 @@ fn vectors(first: usize, n: usize) -> Vec<Document> {
     (first..first + n)
         .map(|i| Document {
             id: format!("v-{i}"),
-            embedding: Some((0..128).map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5).collect()),
+            embedding: Some(
+                (0..128)
+                    .map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5)
+                    .collect(),
+            ),
             ..Default::default()
         })
         .collect()
@@ -152,8 +192,13 @@ fn vectors(first: usize, n: usize) -> Vec<Document> {
 
 /// Indexes `docs` into the Pea at `addresses`, 1,000 per request.
 async fn preload(addresses: &jina_wasm::pea::Addresses, docs: &[Document]) {
-    let mut client = Client::open(&Target::pea(&addresses.input, &addresses.output)).await.unwrap();
-    let requests: Vec<Message> = docs.chunks(1000).map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c))).collect();
+    let mut client = Client::open(&Target::pea(&addresses.input, &addresses.output))
+        .await
+        .unwrap();
+    let requests: Vec<Message> = docs
+        .chunks(1000)
+        .map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)))
+        .collect();
     client.stream(requests, |_| Ok(())).await.unwrap();
     client.close().await;
 }
@@ -189,7 +234,13 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     // index (here 10,000 documents, a 5 MiB snapshot), as an executor that only
     // knows snapshots would.
     let rewrite_dir = tempfile::tempdir().unwrap();
-    let rewrite = indexer_with(DumpPolicy::Durable, &rewrite_dir, serde_json::json!({"compact_log_bytes": 0})).await.unwrap();
+    let rewrite = indexer_with(
+        DumpPolicy::Durable,
+        &rewrite_dir,
+        serde_json::json!({"compact_log_bytes": 0}),
+    )
+    .await
+    .unwrap();
     let r = &rewrite.addresses;
     preload(r, &vectors(1_000_000, 10_000)).await;
     let rewrite_rate = doc_rate(&r.input, &r.output, "/index", &batch, 100).await;
@@ -217,7 +268,8 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let dump = started.elapsed();
     pea.terminate();
     pea.wait().await.unwrap();
-    let snapshot = std::fs::metadata(dir.path().join("vector-index.snapshot")).map_or(0, |m| m.len());
+    let snapshot =
+        std::fs::metadata(dir.path().join("vector-index.snapshot")).map_or(0, |m| m.len());
     let empty = tempfile::tempdir().unwrap();
     let time_start = |dir: &tempfile::TempDir| {
         let start = indexer(DumpPolicy::Never, dir);
@@ -232,7 +284,10 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     };
     let (load, fresh) = (time_start(&dir).await, time_start(&empty).await);
     rows.push(Row {
-        name: format!("vector-indexer DUMP of 100k docs x 128 dims ({} snapshot)", mib(snapshot)),
+        name: format!(
+            "vector-indexer DUMP of 100k docs x 128 dims ({} snapshot)",
+            mib(snapshot)
+        ),
         value: fmt_time(dump),
         baseline: "-".into(),
         ratio: dump.as_secs_f64() * 1e6 / 100_000.0,
@@ -278,8 +333,14 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
 
     // 2. Instantiate + init of passthrough (a fresh Store, WASI context, instance).
     let passthrough = cached.load(&wasm("passthrough")).unwrap();
-    let spec = ExecutorSpec { name: "passthrough".into(), config: Value::Null, sandbox: Sandbox::default() };
-    let instantiate = median(500, || drop(Executor::start(cached.clone(), passthrough.clone(), spec.clone()).unwrap()));
+    let spec = ExecutorSpec {
+        name: "passthrough".into(),
+        config: Value::Null,
+        sandbox: Sandbox::default(),
+    };
+    let instantiate = median(500, || {
+        drop(Executor::start(cached.clone(), passthrough.clone(), spec.clone()).unwrap())
+    });
     rows.push(Row {
         name: "instantiate + init (passthrough)".into(),
         value: fmt_time(instantiate),
@@ -320,8 +381,18 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
     }
 
     // 4. text-encoder in wasm vs the same code natively: documents per second.
-    let texts: Vec<String> = (0..1000).map(|i| format!("{} #{i}", SENTENCES[i % SENTENCES.len()])).collect();
-    let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| Document { id: i.to_string(), text: Some(t.clone()), ..Default::default() }).collect();
+    let texts: Vec<String> = (0..1000)
+        .map(|i| format!("{} #{i}", SENTENCES[i % SENTENCES.len()]))
+        .collect();
+    let docs: Vec<Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Document {
+            id: i.to_string(),
+            text: Some(t.clone()),
+            ..Default::default()
+        })
+        .collect();
     let mut encoder = start(&cached, "text-encoder", Value::Null);
     let wasm_time = median(20, || {
         for batch in docs.chunks(100) {
@@ -337,20 +408,25 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
     // documents in, a copy as the handler owns them; embeddings out), and the
     // bare hash kernel over the strings alone (stricter).
     use jina_guest_sdk::Executor as _;
-    let mut native_encoder = text_encoder::TextEncoder::init(jina_guest_sdk::Config::parse("{}").unwrap()).unwrap();
+    let mut native_encoder =
+        text_encoder::TextEncoder::init(jina_guest_sdk::Config::parse("{}").unwrap()).unwrap();
     let handler = text_encoder::TextEncoder::routes().find("/").unwrap();
     let no_params = jina_guest_sdk::Params::parse("{}").unwrap();
-    let sdk_docs: Vec<jina_guest_sdk::Document> =
-        texts.iter().enumerate().map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone())).collect();
+    let sdk_docs: Vec<jina_guest_sdk::Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone()))
+        .collect();
     let handler_time = median(20, || {
         for batch in sdk_docs.chunks(100) {
             std::hint::black_box(handler(&mut native_encoder, batch.to_vec(), &no_params).unwrap());
         }
     });
     let wasm_rate = 1000.0 / wasm_time.as_secs_f64();
-    for (versus, baseline, native_time) in
-        [("its handler native", "native handler", handler_time), ("bare hashing", "native feature_hash", native_time)]
-    {
+    for (versus, baseline, native_time) in [
+        ("its handler native", "native handler", handler_time),
+        ("bare hashing", "native feature_hash", native_time),
+    ] {
         let native_rate = 1000.0 / native_time.as_secs_f64();
         rows.push(Row {
             name: format!("text-encoder (wasm, 100-doc calls) vs {versus}"),
@@ -367,7 +443,9 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
     drop(executor);
     drop(encoder);
     let before = rss_bytes();
-    let idle: Vec<Executor> = (0..200).map(|_| Executor::start(cached.clone(), passthrough.clone(), spec.clone()).unwrap()).collect();
+    let idle: Vec<Executor> = (0..200)
+        .map(|_| Executor::start(cached.clone(), passthrough.clone(), spec.clone()).unwrap())
+        .collect();
     let per_instance = (rss_bytes().saturating_sub(before)) as f64 / idle.len() as f64;
     rows.push(Row {
         name: "RSS per idle passthrough instance (200 live)".into(),
@@ -388,15 +466,35 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
 /// (compiled artifact from the cache, instantiate, init), and documents per
 /// second through `handle` in 100-document requests. Ratios against Rust, from
 /// this run.
-fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Runtime>) -> Vec<Row> {
+fn polyglot_rows(
+    cached: &Arc<Runtime>,
+    uncached: &Arc<Runtime>,
+    pooled: &Arc<Runtime>,
+) -> Vec<Row> {
     let docs: Vec<Document> = (0..100)
-        .map(|i| Document { id: format!("p{i}"), text: Some(SENTENCES.join(" ")), ..Default::default() })
+        .map(|i| Document {
+            id: format!("p{i}"),
+            text: Some(SENTENCES.join(" ")),
+            ..Default::default()
+        })
         .collect();
-    let spec = |name: &str| ExecutorSpec { name: name.into(), config: Value::Null, sandbox: Sandbox::default() };
+    let spec = |name: &str| ExecutorSpec {
+        name: name.into(),
+        config: Value::Null,
+        sandbox: Sandbox::default(),
+    };
     let mut measured = Vec::new();
     let mut pool_rows = Vec::new();
-    for name in ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"] {
-        let lang = name.split('-').next().filter(|l| *l == "py" || *l == "js").unwrap_or("rust");
+    for name in [
+        "sentence-segmenter",
+        "py-sentence-segmenter",
+        "js-sentence-segmenter",
+    ] {
+        let lang = name
+            .split('-')
+            .next()
+            .filter(|l| *l == "py" || *l == "js")
+            .unwrap_or("rust");
         let path = wasm(name);
         let size = std::fs::metadata(&path).unwrap().len();
         // Cold: once (a Python component takes seconds to compile).
@@ -416,11 +514,21 @@ fn polyglot_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>, pooled: &Arc<Ru
         };
         let restart = |runtime: &Arc<Runtime>| {
             let component = runtime.load(&path).unwrap();
-            median(20, || drop(Executor::start(runtime.clone(), component.clone(), spec(name)).unwrap()))
+            median(20, || {
+                drop(Executor::start(runtime.clone(), component.clone(), spec(name)).unwrap())
+            })
         };
         let warm = cached_start(cached);
-        let (pooled_warm, demand_restart, pooled_restart) = (cached_start(pooled), restart(cached), restart(pooled));
-        for (what, with_pool, demand) in [("cached start", pooled_warm, warm), ("restart (instantiate + init)", pooled_restart, demand_restart)] {
+        let (pooled_warm, demand_restart, pooled_restart) =
+            (cached_start(pooled), restart(cached), restart(pooled));
+        for (what, with_pool, demand) in [
+            ("cached start", pooled_warm, warm),
+            (
+                "restart (instantiate + init)",
+                pooled_restart,
+                demand_restart,
+            ),
+        ] {
             pool_rows.push(Row {
                 name: format!("{lang} segmenter: {what}, pooled (--pool-slots 4) vs on demand"),
                 value: fmt_time(with_pool),
@@ -504,13 +612,22 @@ fn print_table(rows: &[Row]) {
 
 /// A passthrough Pea started in this process with default sockets.
 async fn passthrough_pea(runtime: Arc<Runtime>, name: &str) -> jina_wasm::pea::PeaHandle {
-    jina_wasm::pea::start(runtime, pea_config("passthrough", name, None)).await.unwrap()
+    jina_wasm::pea::start(runtime, pea_config("passthrough", name, None))
+        .await
+        .unwrap()
 }
 
 /// A Pea of `guest` with default sockets on OS-assigned ports.
 fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig {
-    let sandbox = Sandbox { workspace, ..Sandbox::default() };
-    let executor = ExecutorSpec { name: name.into(), config: Value::Null, sandbox };
+    let sandbox = Sandbox {
+        workspace,
+        ..Sandbox::default()
+    };
+    let executor = ExecutorSpec {
+        name: name.into(),
+        config: Value::Null,
+        sandbox,
+    };
     PeaConfig {
         name: name.into(),
         description: String::new(),
@@ -531,7 +648,14 @@ fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig 
 }
 
 /// A Pod of `guest` in this process (threads): `shards` or `replicas` Peas.
-async fn pod(runtime: &Arc<Runtime>, guest: &str, shards: usize, replicas: usize, polling: &str, workspace: Option<PathBuf>) -> PodHandle {
+async fn pod(
+    runtime: &Arc<Runtime>,
+    guest: &str,
+    shards: usize,
+    replicas: usize,
+    polling: &str,
+    workspace: Option<PathBuf>,
+) -> PodHandle {
     let config = PodConfig {
         pea: pea_config(guest, &format!("{guest}-{shards}x{replicas}"), workspace),
         shards,
@@ -546,21 +670,40 @@ async fn pod(runtime: &Arc<Runtime>, guest: &str, shards: usize, replicas: usize
         child_args: Vec::new(),
         external: None,
     };
-    jina_wasm::pod::start(runtime.clone(), config).await.unwrap()
+    jina_wasm::pod::start(runtime.clone(), config)
+        .await
+        .unwrap()
 }
 
 /// Documents per second through a Pod: `requests` requests of `docs`, 8 in flight.
 async fn pod_rate(p: &PodHandle, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
-    doc_rate(&p.addresses.input, &p.addresses.output, endpoint, docs, requests).await
+    doc_rate(
+        &p.addresses.input,
+        &p.addresses.output,
+        endpoint,
+        docs,
+        requests,
+    )
+    .await
 }
 
 /// Documents per second through a Pea or Pod at `input`/`output`.
-async fn doc_rate(input: &str, output: &str, endpoint: &str, docs: &[Document], requests: usize) -> f64 {
+async fn doc_rate(
+    input: &str,
+    output: &str,
+    endpoint: &str,
+    docs: &[Document],
+    requests: usize,
+) -> f64 {
     let mut client = Client::open(&Target::pea(input, output)).await.unwrap();
     let mut bytes = Vec::new();
     Body::from_documents(docs).encode(&mut bytes);
     let body = bytes::Bytes::from(bytes);
-    let make = |n: usize| (0..n).map(|_| Message::new(Envelope::request(endpoint, ""), body.clone())).collect::<Vec<_>>();
+    let make = |n: usize| {
+        (0..n)
+            .map(|_| Message::new(Envelope::request(endpoint, ""), body.clone()))
+            .collect::<Vec<_>>()
+    };
     client.stream(make(10), |_| Ok(())).await.unwrap();
     let start = Instant::now();
     client.stream(make(requests), |_| Ok(())).await.unwrap();
@@ -573,11 +716,18 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let mut rows = Vec::new();
     // Replicas: text-encoder, one vs two.
     let texts: Vec<Document> = (0..100)
-        .map(|i| Document { id: i.to_string(), text: Some(format!("{} #{i}", SENTENCES[i % SENTENCES.len()])), ..Default::default() })
+        .map(|i| Document {
+            id: i.to_string(),
+            text: Some(format!("{} #{i}", SENTENCES[i % SENTENCES.len()])),
+            ..Default::default()
+        })
         .collect();
     let one = pod(&runtime, "text-encoder", 1, 1, "any", None).await;
     let two = pod(&runtime, "text-encoder", 1, 2, "any", None).await;
-    let (rate1, rate2) = (pod_rate(&one, "/", &texts, 300).await, pod_rate(&two, "/", &texts, 300).await);
+    let (rate1, rate2) = (
+        pod_rate(&one, "/", &texts, 300).await,
+        pod_rate(&two, "/", &texts, 300).await,
+    );
     rows.push(Row {
         name: "text-encoder docs/s, `--parallel 2` (100-doc requests, 8 in flight)".into(),
         value: format!("{rate2:.0} docs/s"),
@@ -594,13 +744,29 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
     // Head + Tail overhead: one-document round trips through two replicas of
     // passthrough vs a singleton.
-    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&[workload_doc(1)]));
+    let message = Message::data(
+        Envelope::request("/", ""),
+        &Body::from_documents(&[workload_doc(1)]),
+    );
     let single = pod(&runtime, "passthrough", 1, 1, "any", None).await;
     let pair = pod(&runtime, "passthrough", 1, 2, "any", None).await;
-    let (s50, _) = round_trips(&single.addresses.input, &single.addresses.output, &message, 2000).await;
-    let (p50, _) = round_trips(&pair.addresses.input, &pair.addresses.output, &message, 2000).await;
+    let (s50, _) = round_trips(
+        &single.addresses.input,
+        &single.addresses.output,
+        &message,
+        2000,
+    )
+    .await;
+    let (p50, _) = round_trips(
+        &pair.addresses.input,
+        &pair.addresses.output,
+        &message,
+        2000,
+    )
+    .await;
     rows.push(Row {
-        name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough)".into(),
+        name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough)"
+            .into(),
         value: fmt_time(p50),
         baseline: format!("singleton Pod {}", fmt_time(s50)),
         ratio: p50.as_secs_f64() / s50.as_secs_f64(),
@@ -619,14 +785,32 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let mut latencies = Vec::new();
     for shards in [1usize, 2] {
         let workspace = tempfile::tempdir().unwrap();
-        let p = pod(&runtime, "vector-indexer", shards, 1, "/index:any,/search:all", Some(workspace.path().to_path_buf())).await;
-        let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output)).await.unwrap();
-        let requests = corpus.chunks(1000).map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)));
+        let p = pod(
+            &runtime,
+            "vector-indexer",
+            shards,
+            1,
+            "/index:any,/search:all",
+            Some(workspace.path().to_path_buf()),
+        )
+        .await;
+        let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output))
+            .await
+            .unwrap();
+        let requests = corpus
+            .chunks(1000)
+            .map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)));
         client.stream(requests, |_| Ok(())).await.unwrap();
         let mut times = Vec::new();
         for q in &queries {
             let start = Instant::now();
-            client.call(Message::data(Envelope::request("/search", r#"{"top_k":10}"#), &Body::from_documents(std::slice::from_ref(q)))).await.unwrap();
+            client
+                .call(Message::data(
+                    Envelope::request("/search", r#"{"top_k":10}"#),
+                    &Body::from_documents(std::slice::from_ref(q)),
+                ))
+                .await
+                .unwrap();
             times.push(start.elapsed());
         }
         times.sort();
@@ -675,7 +859,12 @@ async fn raw_echo() -> (String, String, tokio::task::JoinHandle<()>) {
 
 /// Sequential round trips of `message` through (input, output) with raw
 /// zeromq sockets: (p50, p99).
-async fn round_trips(input: &str, output: &str, message: &Message, n: usize) -> (Duration, Duration) {
+async fn round_trips(
+    input: &str,
+    output: &str,
+    message: &Message,
+    n: usize,
+) -> (Duration, Duration) {
     use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
     let mut push = zeromq::PushSocket::new();
     push.connect(input).await.unwrap();
@@ -685,7 +874,9 @@ async fn round_trips(input: &str, output: &str, message: &Message, n: usize) -> 
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 200 {
         let start = Instant::now();
-        push.send(ZmqMessage::try_from(frames.clone()).unwrap()).await.unwrap();
+        push.send(ZmqMessage::try_from(frames.clone()).unwrap())
+            .await
+            .unwrap();
         pull.recv().await.unwrap();
         if i >= 200 {
             times.push(start.elapsed());
@@ -703,7 +894,11 @@ async fn throughput(input: &str, output: &str, requests: usize) -> f64 {
     let mut body = Vec::new();
     Body::from_documents(&docs).encode(&mut body);
     let body = bytes::Bytes::from(body);
-    let make = |n: usize| (0..n).map(|_| Message::new(Envelope::request("/", ""), body.clone())).collect::<Vec<_>>();
+    let make = |n: usize| {
+        (0..n)
+            .map(|_| Message::new(Envelope::request("/", ""), body.clone()))
+            .collect::<Vec<_>>()
+    };
     client.stream(make(50), |_| Ok(())).await.unwrap();
     let start = Instant::now();
     client.stream(make(requests), |_| Ok(())).await.unwrap();
@@ -727,7 +922,10 @@ fn mib(bytes: u64) -> String {
 
 /// The `jina-wasm` binary `make bench` built (target/debug).
 fn jina_bin() -> PathBuf {
-    wasm("passthrough").parent().unwrap().join("../../debug/jina-wasm")
+    wasm("passthrough")
+        .parent()
+        .unwrap()
+        .join("../../debug/jina-wasm")
 }
 
 /// `jina-wasm pea` as its own process, with the addresses it printed.
@@ -745,7 +943,9 @@ impl PeaProcess {
             .spawn()
             .expect("target/debug/jina-wasm: run `cargo build` first (make bench does)");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         PeaProcess(child, serde_json::from_str(&line).unwrap())
     }
 
@@ -768,7 +968,10 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let (pea_in, pea_out) = (pea.addresses.input.clone(), pea.addresses.output.clone());
 
     // Round trip of a one-document request (64 B text + 128-dim embedding).
-    let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&[workload_doc(1)]));
+    let message = Message::data(
+        Envelope::request("/", ""),
+        &Body::from_documents(&[workload_doc(1)]),
+    );
     let (raw50, raw99) = round_trips(&raw_in, &raw_out, &message, 3000).await;
     let (pea50, pea99) = round_trips(&pea_in, &pea_out, &message, 3000).await;
     for (label, pea_t, raw_t) in [("p50", pea50, raw50), ("p99", pea99, raw99)] {
@@ -810,7 +1013,10 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let cold_rss = process_rss(compiling.0.id());
     drop(compiling);
     let process = PeaProcess::start(cache.path());
-    let mut idle_bin = std::process::Command::new(jina_bin()).args(["ping", "127.0.0.1:9", "--timeout", "30s"]).spawn().unwrap();
+    let mut idle_bin = std::process::Command::new(jina_bin())
+        .args(["ping", "127.0.0.1:9", "--timeout", "30s"])
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (pea_rss, bin_rss) = (process_rss(process.0.id()), process_rss(idle_bin.id()));
     let _ = idle_bin.kill();
@@ -881,7 +1087,11 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `jina-wasm flow` as its own process, with its gateway port.
 /// (The temp dir holds the Flow file and its cache; kept until the drop.)
-struct FlowProcess(std::process::Child, u16, #[allow(dead_code)] tempfile::TempDir);
+struct FlowProcess(
+    std::process::Child,
+    u16,
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl FlowProcess {
     fn start(yaml: &str) -> FlowProcess {
@@ -910,12 +1120,27 @@ impl Drop for FlowProcess {
 }
 
 /// Sequential requests: (p50, p99).
-async fn http_latency(host: &str, port: u16, endpoint: &str, docs: &[Document], n: usize) -> (Duration, Duration) {
+async fn http_latency(
+    host: &str,
+    port: u16,
+    endpoint: &str,
+    docs: &[Document],
+    n: usize,
+) -> (Duration, Duration) {
     let params = serde_json::json!({});
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let start = Instant::now();
-        let answer = jina_wasm::client_http::post(host, port, endpoint, &params, docs, Duration::from_secs(30)).await.unwrap();
+        let answer = jina_wasm::client_http::post(
+            host,
+            port,
+            endpoint,
+            &params,
+            docs,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
         assert!(answer.error.is_none(), "{:?}", answer.error);
         if i >= 50 {
             times.push(start.elapsed());
@@ -931,7 +1156,16 @@ async fn http_rate(port: u16, endpoint: &str, docs: &[Document], requests: usize
     let params = serde_json::json!({});
     let start = Instant::now();
     futures::stream::iter(0..requests)
-        .map(|_| jina_wasm::client_http::post("127.0.0.1", port, endpoint, &params, docs, Duration::from_secs(60)))
+        .map(|_| {
+            jina_wasm::client_http::post(
+                "127.0.0.1",
+                port,
+                endpoint,
+                &params,
+                docs,
+                Duration::from_secs(60),
+            )
+        })
         .buffer_unordered(8)
         .for_each(|answer| async move {
             assert!(answer.unwrap().error.is_none());
@@ -948,7 +1182,9 @@ async fn flow_rows() -> Vec<Row> {
         let (p50, p99) = http_latency("127.0.0.1", flow.1, "/", &docs, 500).await;
         let rate = http_rate(flow.1, "/", &docs, if size == 1 { 2000 } else { 200 }).await;
         rows.push(Row {
-            name: format!("gateway -> passthrough -> gateway, {size}-doc requests: docs/s (8 in flight)"),
+            name: format!(
+                "gateway -> passthrough -> gateway, {size}-doc requests: docs/s (8 in flight)"
+            ),
             value: format!("{rate:.0} docs/s"),
             baseline: format!("latency p50 {} / p99 {}", fmt_time(p50), fmt_time(p99)),
             ratio: p99.as_secs_f64() / p50.as_secs_f64(),
@@ -963,7 +1199,8 @@ async fn flow_rows() -> Vec<Row> {
     let flow = FlowProcess::start(&demo_yaml());
     let (index_rate, p50, p99) = demo_workload("127.0.0.1", flow.1).await;
     rows.push(Row {
-        name: "demo Flow (segment, encode x2, index in 2 shards): index 1,200 texts, then search".into(),
+        name: "demo Flow (segment, encode x2, index in 2 shards): index 1,200 texts, then search"
+            .into(),
         value: format!("{index_rate:.0} texts/s indexed"),
         baseline: format!("search p50 {} / p99 {}", fmt_time(p50), fmt_time(p99)),
         ratio: p99.as_secs_f64() / p50.as_secs_f64(),
@@ -978,26 +1215,49 @@ async fn flow_rows() -> Vec<Row> {
 /// with the hashing encoder (text-search-hashing.yml), so that these rows
 /// measure the host's hops, not MiniLM (section 14 has MiniLM's figures).
 fn demo_yaml() -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search-hashing.yml"))
-        .unwrap()
-        .replace("../../target/wasm32-wasip2/release", "{W}")
-        .replace("../../target/demo-workspace", "workspace")
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/flows/text-search-hashing.yml"),
+    )
+    .unwrap()
+    .replace("../../target/wasm32-wasip2/release", "{W}")
+    .replace("../../target/demo-workspace", "workspace")
 }
 
 /// Through the demo Flow's gateway: index 1,200 texts (the corpus 100 times,
 /// 100 per request, all at once), then sequential searches. Returns texts
 /// indexed per second and the search latency (p50, p99).
 async fn demo_workload(host: &str, port: u16) -> (f64, Duration, Duration) {
-    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
+    let corpus = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt"),
+    )
+    .unwrap();
     let texts: Vec<Document> = (0..100)
-        .flat_map(|round| corpus.lines().enumerate().map(move |(i, t)| Document { id: format!("t{round}-{i}"), text: Some(t.to_string()), ..Default::default() }))
+        .flat_map(|round| {
+            corpus.lines().enumerate().map(move |(i, t)| Document {
+                id: format!("t{round}-{i}"),
+                text: Some(t.to_string()),
+                ..Default::default()
+            })
+        })
         .collect();
     let params = serde_json::json!({});
     let start = Instant::now();
-    let answers = futures::future::join_all(texts.chunks(100).map(|c| jina_wasm::client_http::post(host, port, "/index", &params, c, Duration::from_secs(60)))).await;
-    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.error.is_none())), "an index request failed");
+    let answers = futures::future::join_all(texts.chunks(100).map(|c| {
+        jina_wasm::client_http::post(host, port, "/index", &params, c, Duration::from_secs(60))
+    }))
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|a| a.error.is_none())),
+        "an index request failed"
+    );
     let index_rate = texts.len() as f64 / start.elapsed().as_secs_f64();
-    let query = [Document { id: "q".into(), text: Some("what makes writes survive a crash".into()), ..Default::default() }];
+    let query = [Document {
+        id: "q".into(),
+        text: Some("what makes writes survive a crash".into()),
+        ..Default::default()
+    }];
     let (p50, p99) = http_latency(host, port, "/search", &query, 200).await;
     (index_rate, p50, p99)
 }
@@ -1017,10 +1277,24 @@ async fn export_rows() -> Vec<Row> {
     let guests = wasm("passthrough").parent().unwrap().to_path_buf();
     std::fs::write(&file, demo_yaml().replace("{W}", guests.to_str().unwrap())).unwrap();
     let manifests = dir.path().join("k8s");
-    let out = std::process::Command::new(jina_bin()).args(["export", "kubernetes"]).arg(&file).arg(&manifests).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(jina_bin())
+        .args(["export", "kubernetes"])
+        .arg(&file)
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let started = Instant::now();
-    let cluster = local_cluster::LocalCluster::kubernetes(&manifests, &jina_bin(), &guests, &dir.path().join("cache"));
+    let cluster = local_cluster::LocalCluster::kubernetes(
+        &manifests,
+        &jina_bin(),
+        &guests,
+        &dir.path().join("cache"),
+    );
     let ready = started.elapsed();
     let (rate, p50, p99) = demo_workload(&cluster.hosts["gateway"], 8080).await;
     vec![
@@ -1055,12 +1329,20 @@ async fn export_rows() -> Vec<Row> {
 }
 
 /// A `jina-wasm daemon` on 127.0.0.2 with one tenant (`bench-token-1`).
-struct DaemonProcess(std::process::Child, String, #[allow(dead_code)] tempfile::TempDir);
+struct DaemonProcess(
+    std::process::Child,
+    String,
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl DaemonProcess {
     fn start() -> DaemonProcess {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tenants.yml"), "tenants:\n  - name: bench\n    token: bench-token-1\n").unwrap();
+        std::fs::write(
+            dir.path().join("tenants.yml"),
+            "tenants:\n  - name: bench\n    token: bench-token-1\n",
+        )
+        .unwrap();
         let mut child = std::process::Command::new(jina_bin())
             .args(["daemon", "--host", "127.0.0.2", "--port", "0", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -1079,13 +1361,18 @@ impl DaemonProcess {
 fn ready_line(child: &mut std::process::Child) -> Value {
     use std::io::BufRead;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"))
 }
 
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
-        if let Some(pid) = i32::try_from(self.0.id()).ok().and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = i32::try_from(self.0.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let _ = self.0.wait();
@@ -1093,14 +1380,37 @@ impl Drop for DaemonProcess {
 }
 
 /// Upload (into a fresh workspace) plus create, until the Pod is ready; then delete it.
-async fn remote_pod_start(client: &jina_wasm::daemon::client::DaemonClient, workspace: &str) -> Duration {
+async fn remote_pod_start(
+    client: &jina_wasm::daemon::client::DaemonClient,
+    workspace: &str,
+) -> Duration {
     use hyper::Method;
     let file = wasm("passthrough");
     let start = Instant::now();
-    client.upload(workspace, &[("passthrough.wasm".to_string(), file.as_path())]).await.unwrap();
-    let pod = client.json(Method::POST, "/pods", &serde_json::json!({"workspace": workspace, "uses": "passthrough.wasm"})).await.unwrap();
+    client
+        .upload(
+            workspace,
+            &[("passthrough.wasm".to_string(), file.as_path())],
+        )
+        .await
+        .unwrap();
+    let pod = client
+        .json(
+            Method::POST,
+            "/pods",
+            &serde_json::json!({"workspace": workspace, "uses": "passthrough.wasm"}),
+        )
+        .await
+        .unwrap();
     let took = start.elapsed();
-    client.json(Method::DELETE, &format!("/pods/{}", pod["id"].as_str().unwrap()), &Value::Null).await.unwrap();
+    client
+        .json(
+            Method::DELETE,
+            &format!("/pods/{}", pod["id"].as_str().unwrap()),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
     took
 }
 
@@ -1154,15 +1464,34 @@ async fn daemon_rows() -> Vec<Row> {
 }
 
 /// A Pea of `guest` owned by `tenant`, in this process.
-async fn tenant_pea(runtime: &Arc<Runtime>, guest: &str, tenant: &str, sandbox: Sandbox) -> jina_wasm::pea::PeaHandle {
+async fn tenant_pea(
+    runtime: &Arc<Runtime>,
+    guest: &str,
+    tenant: &str,
+    sandbox: Sandbox,
+) -> jina_wasm::pea::PeaHandle {
     let mut config = pea_config(guest, tenant, None);
-    config.executor.sandbox = Sandbox { tenant: Some(jina_wasm::executor::TenantSpec { name: tenant.into(), memory: 1 << 30 }), ..sandbox };
-    jina_wasm::pea::start(runtime.clone(), config).await.unwrap()
+    config.executor.sandbox = Sandbox {
+        tenant: Some(jina_wasm::executor::TenantSpec {
+            name: tenant.into(),
+            memory: 1 << 30,
+        }),
+        ..sandbox
+    };
+    jina_wasm::pea::start(runtime.clone(), config)
+        .await
+        .unwrap()
 }
 
 /// Keeps another tenant's Pea busy with `endpoint` (each request runs until
 /// its limit stops it) until the returned flag is set.
-fn runaway(pea: &jina_wasm::pea::PeaHandle, endpoint: &'static str) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<u64>) {
+fn runaway(
+    pea: &jina_wasm::pea::PeaHandle,
+    endpoint: &'static str,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<u64>,
+) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let target = Target::pea(&pea.addresses.input, &pea.addresses.output);
@@ -1171,9 +1500,15 @@ fn runaway(pea: &jina_wasm::pea::PeaHandle, endpoint: &'static str) -> (Arc<std:
         client.timeout = Duration::from_secs(60);
         let mut calls = 0;
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let message = Message::data(Envelope::request(endpoint, ""), &Body::from_documents(&[workload_doc(0)]));
+            let message = Message::data(
+                Envelope::request(endpoint, ""),
+                &Body::from_documents(&[workload_doc(0)]),
+            );
             let reply = client.call(message).await.unwrap();
-            assert!(reply.envelope.is_error(), "the runaway's call was stopped by a limit");
+            assert!(
+                reply.envelope.is_error(),
+                "the runaway's call was stopped by a limit"
+            );
             calls += 1;
         }
         client.close().await;
@@ -1189,21 +1524,54 @@ fn runaway(pea: &jina_wasm::pea::PeaHandle, endpoint: &'static str) -> (Arc<std:
 /// All Peas in this one process, sharing the runtime and the machine.
 async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let mut rows = Vec::new();
-    let good = tenant_pea(&runtime, "text-encoder", "good-tenant", Sandbox { background_after: Some(jina_wasm::executor::DEMOTE_AFTER), ..Sandbox::default() }).await;
+    let good = tenant_pea(
+        &runtime,
+        "text-encoder",
+        "good-tenant",
+        Sandbox {
+            background_after: Some(jina_wasm::executor::DEMOTE_AFTER),
+            ..Sandbox::default()
+        },
+    )
+    .await;
     let (input, output) = (good.addresses.input.clone(), good.addresses.output.clone());
-    let docs: Vec<Document> = (0..10).map(|i| Document::from_text(SENTENCES[i % 4])).collect();
+    let docs: Vec<Document> = (0..10)
+        .map(|i| Document::from_text(SENTENCES[i % 4]))
+        .collect();
     let message = Message::data(Envelope::request("/", ""), &Body::from_documents(&docs));
     let (alone50, alone99) = round_trips(&input, &output, &message, 3000).await;
     // Runaway calls of 500 ms: each spends its first 100 ms at normal priority
     // (--background-after), so the measurement covers both phases.
-    let lowered = Sandbox { background_after: Some(jina_wasm::executor::DEMOTE_AFTER), ..Sandbox::default() };
-    let cpu_hog = Sandbox { call_timeout: Duration::from_millis(500), ..lowered.clone() };
-    let memory_hog = Sandbox { memory_limit: 256 << 20, ..lowered.clone() };
-    let unlowered = Sandbox { background_after: None, ..cpu_hog.clone() };
+    let lowered = Sandbox {
+        background_after: Some(jina_wasm::executor::DEMOTE_AFTER),
+        ..Sandbox::default()
+    };
+    let cpu_hog = Sandbox {
+        call_timeout: Duration::from_millis(500),
+        ..lowered.clone()
+    };
+    let memory_hog = Sandbox {
+        memory_limit: 256 << 20,
+        ..lowered.clone()
+    };
+    let unlowered = Sandbox {
+        background_after: None,
+        ..cpu_hog.clone()
+    };
     let cases = [
         ("a CPU runaway (/loop, 500ms limit)", "/loop", cpu_hog, 8.0),
-        ("a memory hog (/alloc to 256 MiB)", "/alloc", memory_hog, f64::INFINITY),
-        ("a CPU runaway never lowered (--background-after 0)", "/loop", unlowered, f64::INFINITY),
+        (
+            "a memory hog (/alloc to 256 MiB)",
+            "/alloc",
+            memory_hog,
+            f64::INFINITY,
+        ),
+        (
+            "a CPU runaway never lowered (--background-after 0)",
+            "/loop",
+            unlowered,
+            f64::INFINITY,
+        ),
     ];
     for (what, endpoint, sandbox, p99_bound) in cases {
         let bad = tenant_pea(&runtime, "misbehave", "bad-tenant", sandbox).await;
@@ -1216,15 +1584,24 @@ async fn tenant_rows(runtime: Arc<Runtime>) -> Vec<Row> {
         let _ = bad.wait().await;
         // The bound docs/limits.md states ("Noisy neighbours"): p50 within
         // 1.5x, p99 within 8x, on a shared two-core machine.
-        for (label, beside, alone, bound) in [("p50", beside50, alone50, 1.5), ("p99", beside99, alone99, p99_bound)] {
+        for (label, beside, alone, bound) in [
+            ("p50", beside50, alone50, 1.5),
+            ("p99", beside99, alone99, p99_bound),
+        ] {
             let ratio = beside.as_secs_f64() / alone.as_secs_f64();
             rows.push(Row {
-                name: format!("text-encoder Pea (10 docs) beside {what}, {label} ({calls} runaway calls)"),
+                name: format!(
+                    "text-encoder Pea (10 docs) beside {what}, {label} ({calls} runaway calls)"
+                ),
                 value: fmt_time(beside),
                 baseline: format!("alone {}", fmt_time(alone)),
                 ratio,
                 ratio_label: "x alone",
-                target: if bound.is_finite() { format!("<= {bound}x alone") } else { "(comparison)".into() },
+                target: if bound.is_finite() {
+                    format!("<= {bound}x alone")
+                } else {
+                    "(comparison)".into()
+                },
                 met: ratio <= bound,
             });
         }
@@ -1266,7 +1643,14 @@ fn embeddings(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
             let c = &centres[(i % 100) * LATENT..(i % 100 + 1) * LATENT];
             let latent: Vec<f32> = c.iter().map(|x| x + 0.5 * uniform()).collect();
             (0..dim)
-                .map(|j| latent.iter().enumerate().map(|(l, x)| x * projection[l * dim + j]).sum::<f32>() + 0.05 * uniform())
+                .map(|j| {
+                    latent
+                        .iter()
+                        .enumerate()
+                        .map(|(l, x)| x * projection[l * dim + j])
+                        .sum::<f32>()
+                        + 0.05 * uniform()
+                })
                 .collect()
         })
         .collect()
@@ -1277,7 +1661,10 @@ fn embeddings(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
 fn hnswlib_python() -> Result<PathBuf, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let requirements = root.join("examples/executors/hnsw-indexer/bench/hnswlib-requirements.txt");
-    let venv = wasm("passthrough").parent().unwrap().join("../../bench-hnswlib-venv");
+    let venv = wasm("passthrough")
+        .parent()
+        .unwrap()
+        .join("../../bench-hnswlib-venv");
     let python = venv.join("bin/python");
     let marker = venv.join(".installed");
     let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
@@ -1286,17 +1673,40 @@ fn hnswlib_python() -> Result<PathBuf, String> {
     }
     let run = |cmd: &mut std::process::Command| -> Result<(), String> {
         let out = cmd.output().map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").to_string()) }
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string())
+        }
     };
     eprintln!("hnsw: installing hnswlib into {} (once)", venv.display());
-    run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(std::process::Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+    run(std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
+    run(std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
     std::fs::write(&marker, wanted).map_err(|e| e.to_string())?;
     Ok(python)
 }
 
 fn write_f32s(path: &std::path::Path, rows: &[Vec<f32>]) {
-    let bytes: Vec<u8> = rows.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -1317,17 +1727,37 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     let docs: Vec<Document> = data
         .iter()
         .enumerate()
-        .map(|(i, v)| Document { id: format!("d{i}"), embedding: Some(v.clone()), ..Default::default() })
+        .map(|(i, v)| Document {
+            id: format!("d{i}"),
+            embedding: Some(v.clone()),
+            ..Default::default()
+        })
         .collect();
     let query_docs: Vec<Document> = queries
         .iter()
         .enumerate()
-        .map(|(i, v)| Document { id: format!("q{i}"), embedding: Some(v.clone()), ..Default::default() })
+        .map(|(i, v)| Document {
+            id: format!("q{i}"),
+            embedding: Some(v.clone()),
+            ..Default::default()
+        })
         .collect();
     let start_in = |name: &str, dir: &std::path::Path, config: Value| {
         let component = runtime.load(&wasm(name)).unwrap();
-        let sandbox = Sandbox { workspace: Some(dir.to_path_buf()), ..Sandbox::default() };
-        Executor::start(runtime.clone(), component, ExecutorSpec { name: name.into(), config, sandbox }).unwrap()
+        let sandbox = Sandbox {
+            workspace: Some(dir.to_path_buf()),
+            ..Sandbox::default()
+        };
+        Executor::start(
+            runtime.clone(),
+            component,
+            ExecutorSpec {
+                name: name.into(),
+                config,
+                sandbox,
+            },
+        )
+        .unwrap()
     };
     // One query per call: the latency a client sees from the executor.
     let one_by_one = |ix: &mut Executor, params: &Value| -> (Vec<Vec<String>>, Vec<Duration>) {
@@ -1335,7 +1765,9 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
         let mut times = Vec::with_capacity(QUERIES);
         for q in &query_docs {
             let t = Instant::now();
-            let out = ix.handle("/search", std::slice::from_ref(q), params).unwrap();
+            let out = ix
+                .handle("/search", std::slice::from_ref(q), params)
+                .unwrap();
             times.push(t.elapsed());
             found.push(out[0].matches.iter().map(|m| m.id.clone()).collect());
         }
@@ -1352,7 +1784,11 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     let (truth, exact_times) = one_by_one(&mut exact, &serde_json::json!({"top_k": K}));
     drop(exact);
     let recall = |found: &[Vec<String>]| -> f64 {
-        let hits: usize = found.iter().zip(&truth).map(|(f, t)| f.iter().filter(|id| t.contains(id)).count()).sum();
+        let hits: usize = found
+            .iter()
+            .zip(&truth)
+            .map(|(f, t)| f.iter().filter(|id| t.contains(id)).count())
+            .sum();
         hits as f64 / (QUERIES * K) as f64
     };
 
@@ -1365,7 +1801,11 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     }
     let build = t.elapsed();
     let build_rate = N as f64 / build.as_secs_f64();
-    let stats = ix.handle("/stats", &[], &Value::Null).unwrap().remove(0).tags;
+    let stats = ix
+        .handle("/stats", &[], &Value::Null)
+        .unwrap()
+        .remove(0)
+        .tags;
     let stat = |key: &str| stats.get(key).and_then(Value::as_u64).unwrap_or(0) as f64;
 
     // The recall/latency curve, one query per call; and batched throughput.
@@ -1378,10 +1818,20 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             ix.handle("/search", batch, &params).unwrap();
         }
         let qps = QUERIES as f64 / t.elapsed().as_secs_f64();
-        curve.push((ef, recall(&found), percentile(&times, 0.5), percentile(&times, 0.99), qps));
+        curve.push((
+            ef,
+            recall(&found),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            qps,
+        ));
     }
-    let (exact_p50, exact_p99) = (percentile(&exact_times, 0.5), percentile(&exact_times, 0.99));
-    let &(_, default_recall, p50, p99, default_qps) = curve.iter().find(|c| c.0 == DEFAULT_EF).unwrap();
+    let (exact_p50, exact_p99) = (
+        percentile(&exact_times, 0.5),
+        percentile(&exact_times, 0.99),
+    );
+    let &(_, default_recall, p50, p99, default_qps) =
+        curve.iter().find(|c| c.0 == DEFAULT_EF).unwrap();
     rows.push(Row {
         name: format!("hnsw-indexer recall@10 vs exact (vector-indexer), {N} x {DIM}, {QUERIES} queries, default ef_search {DEFAULT_EF} (m 16, ef_construction 200)"),
         value: format!("{default_recall:.3}"),
@@ -1403,9 +1853,15 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
         });
     }
     rows.push(Row {
-        name: format!("hnsw-indexer search p50 / p99 at {N} x {DIM}, default ef (one query per call)"),
+        name: format!(
+            "hnsw-indexer search p50 / p99 at {N} x {DIM}, default ef (one query per call)"
+        ),
         value: format!("{} / {}", fmt_time(p50), fmt_time(p99)),
-        baseline: format!("vector-indexer {} / {}", fmt_time(exact_p50), fmt_time(exact_p99)),
+        baseline: format!(
+            "vector-indexer {} / {}",
+            fmt_time(exact_p50),
+            fmt_time(exact_p99)
+        ),
         ratio: exact_p99.as_secs_f64() / p99.as_secs_f64(),
         ratio_label: "x faster (p99)",
         target: "no target at 100k (>= 20x at 1M)".into(),
@@ -1440,11 +1896,20 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     let t = Instant::now();
     let mut back = start_in("hnsw-indexer", dir.path(), serde_json::json!({"dim": DIM}));
     let load = t.elapsed();
-    let again = back.handle("/search", &query_docs[..1], &serde_json::json!({"top_k": K})).unwrap();
+    let again = back
+        .handle(
+            "/search",
+            &query_docs[..1],
+            &serde_json::json!({"top_k": K}),
+        )
+        .unwrap();
     assert_eq!(again[0].matches.len(), K, "the reloaded index answers");
     drop(back);
     rows.push(Row {
-        name: format!("hnsw-indexer on disk per vector ({} snapshot for {N} x {DIM})", mib(snapshot)),
+        name: format!(
+            "hnsw-indexer on disk per vector ({} snapshot for {N} x {DIM})",
+            mib(snapshot)
+        ),
         value: format!("{:.0} B", snapshot as f64 / N as f64),
         baseline: format!("raw vector {raw:.0} B"),
         ratio: snapshot as f64 / N as f64 / raw,
@@ -1453,7 +1918,9 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
         met: true,
     });
     rows.push(Row {
-        name: format!("hnsw-indexer DUMP / restart (executor start + snapshot load) at {N} x {DIM}"),
+        name: format!(
+            "hnsw-indexer DUMP / restart (executor start + snapshot load) at {N} x {DIM}"
+        ),
         value: format!("{} / {}", fmt_time(dump), fmt_time(load)),
         baseline: "-".into(),
         ratio: load.as_secs_f64() * 1e6 / N as f64,
@@ -1474,7 +1941,8 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
                 .flat_map(u32::to_le_bytes)
                 .collect();
             std::fs::write(tmp.path().join("truth.u32"), truth_rows).unwrap();
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/executors/hnsw-indexer/bench/hnswlib_peer.py");
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/executors/hnsw-indexer/bench/hnswlib_peer.py");
             let out = std::process::Command::new(python)
                 .arg(script)
                 .arg(tmp.path())
@@ -1482,17 +1950,29 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
                 .args(EFS.map(|x| x.to_string()))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "hnswlib_peer.py failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "hnswlib_peer.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let peer: Value = serde_json::from_slice(&out.stdout).unwrap();
             let peer_curve: Vec<(u64, f64, f64)> = peer["curve"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|c| (c["ef"].as_u64().unwrap(), c["recall"].as_f64().unwrap(), c["qps"].as_f64().unwrap()))
+                .map(|c| {
+                    (
+                        c["ef"].as_u64().unwrap(),
+                        c["recall"].as_f64().unwrap(),
+                        c["qps"].as_f64().unwrap(),
+                    )
+                })
                 .collect();
             // Equal recall: hnswlib's cheapest ef that reaches ours (else its best).
-            let &(peer_ef, peer_recall, peer_qps) =
-                peer_curve.iter().find(|c| c.1 >= default_recall).unwrap_or(peer_curve.last().unwrap());
+            let &(peer_ef, peer_recall, peer_qps) = peer_curve
+                .iter()
+                .find(|c| c.1 >= default_recall)
+                .unwrap_or(peer_curve.last().unwrap());
             let ratio = default_qps / peer_qps;
             rows.push(Row {
                 name: format!(
@@ -1536,20 +2016,39 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
 
 /// The model `make models` installs (`make bench` runs it first).
 fn minilm_model() -> PathBuf {
-    let dir = wasm("passthrough").parent().unwrap().join("../../models/all-MiniLM-L6-v2");
-    assert!(dir.join(".installed").exists(), "{} is missing: run `make models`", dir.display());
+    let dir = wasm("passthrough")
+        .parent()
+        .unwrap()
+        .join("../../models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join(".installed").exists(),
+        "{} is missing: run `make models`",
+        dir.display()
+    );
     dir.canonicalize().unwrap()
 }
 
 /// 256 sentences: the demo corpus split at full stops, numbered to differ.
 fn minilm_sentences() -> Vec<String> {
-    let corpus = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt")).unwrap();
+    let corpus = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/corpus.txt"),
+    )
+    .unwrap();
     let pool: Vec<String> = corpus
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .flat_map(|d| d["text"].as_str().unwrap_or_default().split(". ").map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|d| {
+            d["text"]
+                .as_str()
+                .unwrap_or_default()
+                .split(". ")
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect();
-    (0..256).map(|i| format!("{} ({i})", pool[i % pool.len()])).collect()
+    (0..256)
+        .map(|i| format!("{} ({i})", pool[i % pool.len()]))
+        .collect()
 }
 
 /// `jina-wasm pod --parallel N` of the MiniLM encoder as its own process.
@@ -1558,22 +2057,40 @@ fn minilm_pod(cache: &std::path::Path, replicas: usize) -> PeaProcess {
     let mut child = std::process::Command::new(jina_bin())
         .args(["pod", "--uses"])
         .arg(wasm("minilm-encoder"))
-        .args(["--parallel", &replicas.to_string(), "--volumes", &format!("{}:/model:ro", minilm_model().display())])
+        .args([
+            "--parallel",
+            &replicas.to_string(),
+            "--volumes",
+            &format!("{}:/model:ro", minilm_model().display()),
+        ])
         .env("JINA_WASM_CACHE_DIR", cache)
         .env("JINA_WASM_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("target/debug/jina-wasm: run `cargo build` first (make bench does)");
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     PeaProcess(child, serde_json::from_str(&line).unwrap())
 }
 
 /// Sentences per second through a Pod process: `requests` requests of `docs`.
 async fn minilm_rate(pod: &PeaProcess, docs: &[Document], requests: usize) -> f64 {
-    let mut client = Client::open(&Target::pea(&pod.addr("in"), &pod.addr("out"))).await.unwrap();
+    let mut client = Client::open(&Target::pea(&pod.addr("in"), &pod.addr("out")))
+        .await
+        .unwrap();
     client.timeout = Duration::from_secs(600);
-    let make = |n: usize| (0..n).map(|_| Message::data(Envelope::request("/encode", ""), &Body::from_documents(docs))).collect::<Vec<_>>();
+    let make = |n: usize| {
+        (0..n)
+            .map(|_| {
+                Message::data(
+                    Envelope::request("/encode", ""),
+                    &Body::from_documents(docs),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     client.stream(make(2), |_| Ok(())).await.unwrap();
     let start = Instant::now();
     client.stream(make(requests), |_| Ok(())).await.unwrap();
@@ -1587,12 +2104,32 @@ async fn minilm_rate(pod: &PeaProcess, docs: &[Document], requests: usize) -> f6
 fn minilm_python_rate(texts: &[String]) -> Option<f64> {
     use std::io::Write;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = wasm("passthrough").parent().unwrap().join("../../minilm-reference-venv");
-    let requirements = std::fs::read_to_string(root.join("tests/interop/minilm/requirements.txt")).unwrap();
-    if std::fs::read_to_string(venv.join(".installed")).ok().as_deref() != Some(requirements.as_str()) {
-        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().ok()?.success()
+    let venv = wasm("passthrough")
+        .parent()
+        .unwrap()
+        .join("../../minilm-reference-venv");
+    let requirements =
+        std::fs::read_to_string(root.join("tests/interop/minilm/requirements.txt")).unwrap();
+    if std::fs::read_to_string(venv.join(".installed"))
+        .ok()
+        .as_deref()
+        != Some(requirements.as_str())
+    {
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .ok()?
+            .success()
             && std::process::Command::new(venv.join("bin/python"))
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(root.join("tests/interop/minilm/requirements.txt"))
                 .status()
                 .ok()?
@@ -1612,7 +2149,11 @@ fn minilm_python_rate(texts: &[String]) -> Option<f64> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .ok()?;
-    child.stdin.take()?.write_all(serde_json::json!({"texts": texts}).to_string().as_bytes()).ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(serde_json::json!({"texts": texts}).to_string().as_bytes())
+        .ok()?;
     let out = child.wait_with_output().ok()?;
     serde_json::from_slice::<Value>(&out.stdout).ok()?["sentences_per_s"].as_f64()
 }
@@ -1628,16 +2169,36 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
     let model = minilm_model();
     let path = wasm("minilm-encoder");
     let size = std::fs::metadata(&path).unwrap().len();
-    let sandbox = Sandbox { volumes: vec![jina_wasm::executor::Volume { host: model.clone(), guest: "/model".into(), read_only: true }], ..Sandbox::default() };
-    let spec = ExecutorSpec { name: "minilm-encoder".into(), config: Value::Null, sandbox };
+    let sandbox = Sandbox {
+        volumes: vec![jina_wasm::executor::Volume {
+            host: model.clone(),
+            guest: "/model".into(),
+            read_only: true,
+        }],
+        ..Sandbox::default()
+    };
+    let spec = ExecutorSpec {
+        name: "minilm-encoder".into(),
+        config: Value::Null,
+        sandbox,
+    };
 
     // Start: compile (uncached) or load the cached artifact, instantiate, init
     // (which reads the 87 MiB of weights and the tokenizer).
     let cold_start = Instant::now();
-    drop(Executor::start(uncached.clone(), uncached.load(&path).unwrap(), spec.clone()).unwrap());
+    drop(
+        Executor::start(
+            uncached.clone(),
+            uncached.load(&path).unwrap(),
+            spec.clone(),
+        )
+        .unwrap(),
+    );
     let cold = cold_start.elapsed();
     cached.load(&path).unwrap();
-    let warm = median(5, || drop(Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap()));
+    let warm = median(5, || {
+        drop(Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap())
+    });
     rows.push(Row {
         name: "minilm-encoder start from the cache (load, instantiate, init with the model)".into(),
         value: fmt_time(warm),
@@ -1650,19 +2211,35 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
 
     // Throughput, batches of 32: wasm vs the same handler native.
     let texts = minilm_sentences();
-    let docs: Vec<Document> = texts.iter().enumerate().map(|(i, t)| Document { id: i.to_string(), text: Some(t.clone()), ..Default::default() }).collect();
-    let mut encoder = Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap();
+    let docs: Vec<Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Document {
+            id: i.to_string(),
+            text: Some(t.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let mut encoder =
+        Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap();
     let wasm_time = median(3, || {
         for batch in docs.chunks(32) {
             encoder.handle("/encode", batch, &Value::Null).unwrap();
         }
     });
-    let config = jina_guest_sdk::Config::parse(&serde_json::json!({"model_dir": model}).to_string()).unwrap();
+    let config =
+        jina_guest_sdk::Config::parse(&serde_json::json!({"model_dir": model}).to_string())
+            .unwrap();
     let mut native = minilm_encoder::MinilmEncoder::init(config).unwrap();
-    let handler = minilm_encoder::MinilmEncoder::routes().find("/encode").unwrap();
+    let handler = minilm_encoder::MinilmEncoder::routes()
+        .find("/encode")
+        .unwrap();
     let no_params = jina_guest_sdk::Params::parse("{}").unwrap();
-    let sdk_docs: Vec<jina_guest_sdk::Document> =
-        texts.iter().enumerate().map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone())).collect();
+    let sdk_docs: Vec<jina_guest_sdk::Document> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone()))
+        .collect();
     let native_time = median(3, || {
         for batch in sdk_docs.chunks(32) {
             std::hint::black_box(handler(&mut native, batch.to_vec(), &no_params).unwrap());
@@ -1706,7 +2283,8 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
         rss.push(process_rss(pod.0.id()));
     }
     rows.push(Row {
-        name: "minilm-encoder Pod --parallel 2 vs 1 replica (2 cores, 32 sentences a request)".into(),
+        name: "minilm-encoder Pod --parallel 2 vs 1 replica (2 cores, 32 sentences a request)"
+            .into(),
         value: format!("{:.0} sentences/s", rates[1]),
         baseline: format!("1 replica {:.0} sentences/s", rates[0]),
         ratio: rates[1] / rates[0],
@@ -1719,7 +2297,10 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
         name: "minilm-encoder RSS per replica (Pod process, after serving)".into(),
         value: mib(per_replica),
         baseline: format!("Pod with 1 replica {}", mib(rss[0])),
-        ratio: per_replica as f64 / std::fs::metadata(model.join("model.safetensors")).unwrap().len() as f64,
+        ratio: per_replica as f64
+            / std::fs::metadata(model.join("model.safetensors"))
+                .unwrap()
+                .len() as f64,
         ratio_label: "x the weights file",
         target: "(each replica holds its own copy)".into(),
         met: true,

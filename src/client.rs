@@ -53,7 +53,12 @@ impl Client {
     pub async fn open(target: &Target) -> anyhow::Result<Client> {
         let input = Link::open(target.socket_in, &target.input, "client to input").await?;
         let output = Link::open(target.socket_out, &target.output, "client from output").await?;
-        Ok(Client { input, output, window: 8, timeout: Duration::from_secs(60) })
+        Ok(Client {
+            input,
+            output,
+            window: 8,
+            timeout: Duration::from_secs(60),
+        })
     }
 
     /// Sends one message and waits for the reply with its request id.
@@ -92,16 +97,23 @@ impl Client {
                 && let Some(mut message) = messages.next()
             {
                 if message.envelope.deadline_ms == 0 {
-                    message.envelope.deadline_ms = now_us() / 1000 + self.timeout.as_millis() as u64;
+                    message.envelope.deadline_ms =
+                        now_us() / 1000 + self.timeout.as_millis() as u64;
                 }
                 // Replies are matched by request id: two in flight under one
                 // id would each take the other's reply.
                 if pending.contains_key(&message.envelope.request_id) {
-                    anyhow::bail!("two requests in flight with the same id `{}`", message.envelope.request_id);
+                    anyhow::bail!(
+                        "two requests in flight with the same id `{}`",
+                        message.envelope.request_id
+                    );
                 }
                 pending.insert(message.envelope.request_id.clone(), sent);
                 sent += 1;
-                self.input.send(message.frames().to_vec()).await.map_err(anyhow::Error::msg)?;
+                self.input
+                    .send(message.frames().to_vec())
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             }
             while let Some(message) = ready.remove(&next_out) {
                 next_out += 1;
@@ -138,7 +150,9 @@ impl Client {
                 Some(position) => {
                     ready.insert(position, message);
                 }
-                None => tracing::debug!(request = %message.envelope.request_id, "ignored a reply to no request of ours"),
+                None => {
+                    tracing::debug!(request = %message.envelope.request_id, "ignored a reply to no request of ours")
+                }
             }
         }
     }

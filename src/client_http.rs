@@ -33,25 +33,53 @@ struct Request<'a> {
 ///
 /// # Errors
 /// The gateway cannot be reached, or answers something that is not Jina's shape.
-pub async fn post(host: &str, port: u16, endpoint: &str, parameters: &Value, docs: &[Document], timeout: Duration) -> anyhow::Result<Answer> {
-    let body = Request { data: docs, exec_endpoint: endpoint, parameters };
+pub async fn post(
+    host: &str,
+    port: u16,
+    endpoint: &str,
+    parameters: &Value,
+    docs: &[Document],
+    timeout: Duration,
+) -> anyhow::Result<Answer> {
+    let body = Request {
+        data: docs,
+        exec_endpoint: endpoint,
+        parameters,
+    };
     let exchange = async {
-        let response = CLIENT.post(format!("http://{host}:{port}/post")).json(&body).send().await?;
+        let response = CLIENT
+            .post(format!("http://{host}:{port}/post"))
+            .json(&body)
+            .send()
+            .await?;
         let status = response.status();
         Ok::<_, reqwest::Error>((status, response.bytes().await?))
     };
     let (status, bytes) = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => anyhow::bail!("no answer from the gateway within {timeout:?}"),
-        Ok(Err(e)) => return Err(anyhow::Error::new(e).context(format!("cannot reach the gateway at {host}:{port}"))),
+        Ok(Err(e)) => {
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot reach the gateway at {host}:{port}"))
+            );
+        }
         Ok(Ok(answer)) => answer,
     };
-    let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| format!("the gateway answered {status} with something that is not JSON"))?;
+    let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("the gateway answered {status} with something that is not JSON")
+    })?;
     let documents = match answer.get_mut("data").map(Value::take) {
-        Some(Value::Array(items)) => items.into_iter().map(serde_json::from_value).collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
     let header_status = &answer["header"]["status"];
     let failed = !status.is_success() || header_status["code"].as_u64().is_some_and(|c| c != 0);
-    let error = failed.then(|| header_status["description"].as_str().map_or_else(|| format!("the gateway answered {status}"), str::to_string));
+    let error = failed.then(|| {
+        header_status["description"]
+            .as_str()
+            .map_or_else(|| format!("the gateway answered {status}"), str::to_string)
+    });
     Ok(Answer { documents, error })
 }

@@ -44,15 +44,35 @@ pub struct Document {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
     /// Each value must fit an `f32`; `null` reads as NaN (see [`embedding_from_json`]).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "embedding_from_json")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "embedding_from_json"
+    )]
     pub embedding: Option<Vec<f32>>,
-    #[serde(default, skip_serializing_if = "Map::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Map::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub tags: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub scores: BTreeMap<String, NamedScore>,
-    #[serde(default, skip_serializing_if = "Docs::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Docs::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub chunks: Docs,
-    #[serde(default, skip_serializing_if = "Docs::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "Docs::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub matches: Docs,
 }
 
@@ -70,7 +90,9 @@ pub const MAX_DEPTH: usize = 32;
 
 /// The message for a document nested past [`MAX_DEPTH`].
 pub fn too_deep() -> String {
-    format!("documents nest more than {MAX_DEPTH} levels of chunks and matches deep (the limit is MAX_DEPTH, docs/limits.md)")
+    format!(
+        "documents nest more than {MAX_DEPTH} levels of chunks and matches deep (the limit is MAX_DEPTH, docs/limits.md)"
+    )
 }
 
 /// A document's `chunks` or `matches`: a `Vec<Document>` (it derefs to one)
@@ -89,7 +111,11 @@ impl Docs {
 
 impl Drop for Docs {
     fn drop(&mut self) {
-        if self.0.iter().all(|d| d.chunks.is_empty() && d.matches.is_empty()) {
+        if self
+            .0
+            .iter()
+            .all(|d| d.chunks.is_empty() && d.matches.is_empty())
+        {
             return;
         }
         let mut stack = std::mem::take(&mut self.0);
@@ -226,12 +252,18 @@ pub struct NamedScore {
 impl Document {
     /// A document with a fresh id and nothing else.
     pub fn new() -> Self {
-        Document { id: new_id(), ..Default::default() }
+        Document {
+            id: new_id(),
+            ..Default::default()
+        }
     }
 
     /// A text document with a fresh id.
     pub fn from_text(text: impl Into<String>) -> Self {
-        Document { text: Some(text.into()), ..Document::new() }
+        Document {
+            text: Some(text.into()),
+            ..Document::new()
+        }
     }
 
     /// This document and all its descendants, counted (without recursion).
@@ -252,7 +284,12 @@ impl Document {
         let mut deepest = 0;
         while let Some((doc, depth)) = stack.pop() {
             deepest = deepest.max(depth);
-            stack.extend(doc.chunks.iter().chain(doc.matches.iter()).map(|d| (d, depth + 1)));
+            stack.extend(
+                doc.chunks
+                    .iter()
+                    .chain(doc.matches.iter())
+                    .map(|d| (d, depth + 1)),
+            );
         }
         deepest
     }
@@ -301,14 +338,18 @@ fn blob_from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, 
 /// `document_json` fuzz target.
 fn embedding_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
     let values: Option<Vec<Option<f64>>> = Option::deserialize(d)?;
-    let Some(values) = values else { return Ok(None) };
+    let Some(values) = values else {
+        return Ok(None);
+    };
     values
         .into_iter()
         .enumerate()
         .map(|(i, value)| match value {
             None => Ok(f32::NAN),
             Some(v) if v.abs() <= f64::from(f32::MAX) => Ok(v as f32),
-            Some(v) => Err(serde::de::Error::custom(format!("embedding[{i}] = {v} does not fit a 32-bit float"))),
+            Some(v) => Err(serde::de::Error::custom(format!(
+                "embedding[{i}] = {v} does not fit a 32-bit float"
+            ))),
         })
         .collect::<Result<Vec<f32>, D::Error>>()
         .map(Some)
@@ -357,7 +398,9 @@ pub(crate) mod tests {
 
     #[test]
     fn nulls_and_missing_ids() {
-        let doc = Document::from_json_line(r#"{"text":"x","tags":null,"chunks":null,"buffer":null}"#).unwrap();
+        let doc =
+            Document::from_json_line(r#"{"text":"x","tags":null,"chunks":null,"buffer":null}"#)
+                .unwrap();
         assert!(doc.tags.is_empty() && doc.chunks.is_empty() && doc.blob.is_none());
         assert_ne!(new_id(), new_id());
     }
@@ -368,21 +411,39 @@ pub(crate) mod tests {
     fn non_finite_numbers_round_trip_and_out_of_range_ones_are_refused() {
         let mut doc = Document::from_text("x");
         doc.embedding = Some(vec![f32::NAN, f32::INFINITY, 1.5]);
-        doc.scores.insert("s".into(), NamedScore { value: f64::NAN, ..Default::default() });
+        doc.scores.insert(
+            "s".into(),
+            NamedScore {
+                value: f64::NAN,
+                ..Default::default()
+            },
+        );
         let line = serde_json::to_string(&doc).unwrap();
         let back = Document::from_json_line(&line).unwrap();
         let embedding = back.embedding.unwrap();
         assert!(embedding[0].is_nan() && embedding[1].is_nan() && embedding[2] == 1.5);
         assert!(back.scores["s"].value.is_nan());
-        let error = Document::from_json_line(r#"{"embedding": [0.5, 1e39]}"#).unwrap_err().to_string();
-        assert!(error.contains("embedding[1] = 1000000000000000000000000000000000000000 does not fit"), "{error}");
+        let error = Document::from_json_line(r#"{"embedding": [0.5, 1e39]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("embedding[1] = 1000000000000000000000000000000000000000 does not fit"),
+            "{error}"
+        );
     }
 
     /// A chain of `levels` documents below a root, built without recursion.
     pub(crate) fn chain(levels: usize) -> Document {
-        let mut doc = Document { id: "leaf".into(), ..Default::default() };
+        let mut doc = Document {
+            id: "leaf".into(),
+            ..Default::default()
+        };
         for i in 0..levels {
-            doc = Document { id: i.to_string(), chunks: vec![doc].into(), ..Default::default() };
+            doc = Document {
+                id: i.to_string(),
+                chunks: vec![doc].into(),
+                ..Default::default()
+            };
         }
         doc
     }
@@ -391,14 +452,31 @@ pub(crate) mod tests {
     /// the limit they read; far deeper input is an error, not a stack overflow.
     #[test]
     fn deep_nesting_is_refused_at_the_limit() {
-        let line = |depth: usize| format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
-        assert_eq!(Document::from_json_line(&line(MAX_DEPTH + 1)).unwrap().depth(), MAX_DEPTH);
-        let error = Document::from_json_line(&line(MAX_DEPTH + 2)).unwrap_err().to_string();
+        let line =
+            |depth: usize| format!("{}{}", r#"{"chunks":["#.repeat(depth), "]}".repeat(depth));
+        assert_eq!(
+            Document::from_json_line(&line(MAX_DEPTH + 1))
+                .unwrap()
+                .depth(),
+            MAX_DEPTH
+        );
+        let error = Document::from_json_line(&line(MAX_DEPTH + 2))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("more than 32 levels"), "{error}");
         assert!(Document::from_json_line(&line(100_000)).is_err());
         // A matches level counts as a chunks level does.
-        let mixed = format!("{}{}", r#"{"matches":[{"chunks":["#.repeat(17), "]}]}".repeat(17));
-        assert!(Document::from_json_line(&mixed).unwrap_err().to_string().contains("more than 32 levels"));
+        let mixed = format!(
+            "{}{}",
+            r#"{"matches":[{"chunks":["#.repeat(17),
+            "]}]}".repeat(17)
+        );
+        assert!(
+            Document::from_json_line(&mixed)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 32 levels")
+        );
     }
 
     /// Writing refuses a tree past the limit (one built in memory, not read);
@@ -409,7 +487,9 @@ pub(crate) mod tests {
         assert_eq!((at.depth(), at.tree_size()), (MAX_DEPTH, MAX_DEPTH + 1));
         let json = serde_json::to_string(&at).unwrap();
         assert_eq!(Document::from_json_line(&json).unwrap(), at);
-        let error = serde_json::to_string(&chain(MAX_DEPTH + 1)).unwrap_err().to_string();
+        let error = serde_json::to_string(&chain(MAX_DEPTH + 1))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("more than 32 levels"), "{error}");
         // The nesting count is back to zero after an error.
         assert!(serde_json::to_string(&chain(3)).is_ok());
@@ -437,9 +517,21 @@ mod proptests {
     /// reader's own paths are taken, not only serde's "unknown field" one.
     fn json() -> impl Strategy<Value = Value> {
         let key = prop_oneof![
-            Just("id"), Just("text"), Just("blob"), Just("uri"), Just("mime_type"), Just("embedding"),
-            Just("tags"), Just("scores"), Just("chunks"), Just("matches"), Just("value"), Just("op_name"),
-            Just("granularity"), Just("buffer"), Just("x"),
+            Just("id"),
+            Just("text"),
+            Just("blob"),
+            Just("uri"),
+            Just("mime_type"),
+            Just("embedding"),
+            Just("tags"),
+            Just("scores"),
+            Just("chunks"),
+            Just("matches"),
+            Just("value"),
+            Just("op_name"),
+            Just("granularity"),
+            Just("buffer"),
+            Just("x"),
         ];
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -453,8 +545,9 @@ mod proptests {
         leaf.prop_recursive(4, 48, 6, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                prop::collection::vec((key.clone(), inner), 0..6).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
             ]
         })
     }

@@ -60,7 +60,11 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
-        HttpLimits { http_header_timeout: Duration::from_secs(10), http_idle_timeout: Duration::from_secs(30), http_max_connections: 1024 }
+        HttpLimits {
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            http_max_connections: 1024,
+        }
     }
 }
 
@@ -82,9 +86,17 @@ pub async fn serve(
     // Every connection task holds a clone; `recv` returns `None` once all ended.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let idle = limits.http_idle_timeout;
-    let app = app.layer(axum::middleware::map_request(move |request: Request| async move {
-        request.map(|body| Body::new(IdleBody { inner: body, idle, stall: None }))
-    }));
+    let app = app.layer(axum::middleware::map_request(
+        move |request: Request| async move {
+            request.map(|body| {
+                Body::new(IdleBody {
+                    inner: body,
+                    idle,
+                    stall: None,
+                })
+            })
+        },
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -104,13 +116,24 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, stop, done, header_timeout) = (app.clone(), stop.clone(), done_tx.clone(), limits.http_header_timeout);
+        let (app, stop, done, header_timeout) = (
+            app.clone(),
+            stop.clone(),
+            done_tx.clone(),
+            limits.http_header_timeout,
+        );
         tokio::spawn(async move {
             let _slot = permit;
             let _done = done;
-            let io = TokioIo::new(IdleIo { inner: stream, idle, stall: None });
+            let io = TokioIo::new(IdleIo {
+                inner: stream,
+                idle,
+                stall: None,
+            });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let connection = builder.serve_connection(io, TowerToHyperService::new(app));
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -135,11 +158,17 @@ pub async fn serve(
 /// `Some(deadline)` while an operation is stalled; `Ready(())` once it has
 /// stalled for `idle` (armed at the first `Pending`, cleared by progress).
 fn stalled(stall: &mut Option<Pin<Box<Sleep>>>, idle: Duration, cx: &mut Context<'_>) -> Poll<()> {
-    stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle))).as_mut().poll(cx)
+    stall
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)))
+        .as_mut()
+        .poll(cx)
 }
 
 fn idle_error(idle: Duration, what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no byte {what} for {idle:?} (--http-idle-timeout)"))
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no byte {what} for {idle:?} (--http-idle-timeout)"),
+    )
 }
 
 /// A connection's socket whose writes fail once they have been blocked for
@@ -151,13 +180,21 @@ struct IdleIo {
 }
 
 impl AsyncRead for IdleIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for IdleIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Pending => match stalled(&mut this.stall, this.idle, cx) {
@@ -201,11 +238,17 @@ impl hyper::body::Body for IdleBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => match stalled(&mut this.stall, this.idle, cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(idle_error(this.idle, "of the request body arrived"))))),
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(idle_error(
+                    this.idle,
+                    "of the request body arrived",
+                ))))),
                 Poll::Pending => Poll::Pending,
             },
             ready => {

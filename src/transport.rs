@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketEvent, SocketRecv, SocketSend, ZmqError, ZmqMessage};
 
 /// Capacity of each Link's inbound and outbound queue, in messages.
@@ -65,12 +65,30 @@ pub struct SocketSpec {
 }
 
 impl SocketSpec {
-    pub const PULL_BIND: SocketSpec = SocketSpec { kind: SocketType::Pull, bind: true };
-    pub const PUSH_BIND: SocketSpec = SocketSpec { kind: SocketType::Push, bind: true };
-    pub const PULL_CONNECT: SocketSpec = SocketSpec { kind: SocketType::Pull, bind: false };
-    pub const PUSH_CONNECT: SocketSpec = SocketSpec { kind: SocketType::Push, bind: false };
-    pub const ROUTER_BIND: SocketSpec = SocketSpec { kind: SocketType::Router, bind: true };
-    pub const DEALER_CONNECT: SocketSpec = SocketSpec { kind: SocketType::Dealer, bind: false };
+    pub const PULL_BIND: SocketSpec = SocketSpec {
+        kind: SocketType::Pull,
+        bind: true,
+    };
+    pub const PUSH_BIND: SocketSpec = SocketSpec {
+        kind: SocketType::Push,
+        bind: true,
+    };
+    pub const PULL_CONNECT: SocketSpec = SocketSpec {
+        kind: SocketType::Pull,
+        bind: false,
+    };
+    pub const PUSH_CONNECT: SocketSpec = SocketSpec {
+        kind: SocketType::Push,
+        bind: false,
+    };
+    pub const ROUTER_BIND: SocketSpec = SocketSpec {
+        kind: SocketType::Router,
+        bind: true,
+    };
+    pub const DEALER_CONNECT: SocketSpec = SocketSpec {
+        kind: SocketType::Dealer,
+        bind: false,
+    };
 }
 
 impl FromStr for SocketSpec {
@@ -78,9 +96,9 @@ impl FromStr for SocketSpec {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let upper = text.to_ascii_uppercase();
-        let (kind, mode) = upper
-            .rsplit_once('_')
-            .ok_or_else(|| format!("`{text}` is not a socket type: write it like PULL_BIND or PUSH_CONNECT"))?;
+        let (kind, mode) = upper.rsplit_once('_').ok_or_else(|| {
+            format!("`{text}` is not a socket type: write it like PULL_BIND or PUSH_CONNECT")
+        })?;
         let kind = match kind {
             "PULL" => SocketType::Pull,
             "PUSH" => SocketType::Push,
@@ -94,13 +112,19 @@ impl FromStr for SocketSpec {
                     .into());
             }
             other => {
-                return Err(format!("unknown socket type {other}: use PULL, PUSH, SUB, PUB, ROUTER or DEALER"));
+                return Err(format!(
+                    "unknown socket type {other}: use PULL, PUSH, SUB, PUB, ROUTER or DEALER"
+                ));
             }
         };
         let bind = match mode {
             "BIND" => true,
             "CONNECT" => false,
-            other => return Err(format!("unknown socket mode {other}: use _BIND or _CONNECT")),
+            other => {
+                return Err(format!(
+                    "unknown socket mode {other}: use _BIND or _CONNECT"
+                ));
+            }
         };
         Ok(SocketSpec { kind, bind })
     }
@@ -117,7 +141,11 @@ impl fmt::Display for SocketSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot bind {socket} on {endpoint}: {reason}")]
-    Bind { socket: String, endpoint: String, reason: String },
+    Bind {
+        socket: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("bad address for {socket}: {reason}")]
     Address { socket: String, reason: String },
 }
@@ -199,7 +227,8 @@ impl ZmqTransport {
 #[async_trait]
 impl Transport for ZmqTransport {
     async fn bind(&mut self, endpoint: &str) -> Result<String, String> {
-        let bound = each!(&mut self.socket, s => s.bind(endpoint).await).map_err(|e| describe(&e))?;
+        let bound =
+            each!(&mut self.socket, s => s.bind(endpoint).await).map_err(|e| describe(&e))?;
         if let Zmq::Sub(s) = &mut self.socket {
             s.subscribe("").await.map_err(|e| describe(&e))?;
         }
@@ -215,17 +244,22 @@ impl Transport for ZmqTransport {
     }
 
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), SendFailure> {
-        let message = ZmqMessage::try_from(frames).map_err(|_| SendFailure::Lost("an empty message".into()))?;
+        let message = ZmqMessage::try_from(frames)
+            .map_err(|_| SendFailure::Lost("an empty message".into()))?;
         let result = match &mut self.socket {
             Zmq::Push(s) => s.send(message).await,
             Zmq::Pub(s) => s.send(message).await,
             Zmq::Router(s) => s.send(message).await,
             Zmq::Dealer(s) => s.send(message).await,
-            Zmq::Pull(_) | Zmq::Sub(_) => return Err(SendFailure::Lost("this socket type cannot send".into())),
+            Zmq::Pull(_) | Zmq::Sub(_) => {
+                return Err(SendFailure::Lost("this socket type cannot send".into()));
+            }
         };
         match result {
             Ok(()) => Ok(()),
-            Err(ZmqError::ReturnToSender { message, .. }) => Err(SendFailure::NoPeer(message.into_vec())),
+            Err(ZmqError::ReturnToSender { message, .. }) => {
+                Err(SendFailure::NoPeer(message.into_vec()))
+            }
             Err(e) => Err(SendFailure::Lost(describe(&e))),
         }
     }
@@ -272,7 +306,9 @@ impl Transport for ZmqTransport {
 
 fn describe(error: &ZmqError) -> String {
     match error {
-        ZmqError::Network(e) if e.kind() == std::io::ErrorKind::AddrInUse => "the port is taken (address in use)".into(),
+        ZmqError::Network(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            "the port is taken (address in use)".into()
+        }
         other => other.to_string(),
     }
 }
@@ -300,8 +336,18 @@ impl Link {
     ///
     /// # Errors
     /// A bind that fails, or a connect to port 0.
-    pub async fn open(spec: SocketSpec, endpoint: &str, owner: &str) -> Result<Link, TransportError> {
-        Link::open_with(Box::new(ZmqTransport::new(spec.kind)), spec, endpoint, owner).await
+    pub async fn open(
+        spec: SocketSpec,
+        endpoint: &str,
+        owner: &str,
+    ) -> Result<Link, TransportError> {
+        Link::open_with(
+            Box::new(ZmqTransport::new(spec.kind)),
+            spec,
+            endpoint,
+            owner,
+        )
+        .await
     }
 
     /// [`Link::open`] over any [`Transport`].
@@ -316,14 +362,20 @@ impl Link {
     ) -> Result<Link, TransportError> {
         let socket = format!("{owner} ({spec})");
         let endpoint = if spec.bind {
-            transport.bind(endpoint).await.map_err(|reason| TransportError::Bind {
-                socket: socket.clone(),
-                endpoint: endpoint.to_string(),
-                reason,
-            })?
+            transport
+                .bind(endpoint)
+                .await
+                .map_err(|reason| TransportError::Bind {
+                    socket: socket.clone(),
+                    endpoint: endpoint.to_string(),
+                    reason,
+                })?
         } else {
             if endpoint.starts_with("tcp://") && endpoint.ends_with(":0") {
-                return Err(TransportError::Address { socket, reason: format!("{endpoint}: a connecting socket needs a port") });
+                return Err(TransportError::Address {
+                    socket,
+                    reason: format!("{endpoint}: a connecting socket needs a port"),
+                });
             }
             endpoint.to_string()
         };
@@ -331,14 +383,35 @@ impl Link {
         let (outgoing, out_rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
         let (reconnected, reconnects) = tokio::sync::watch::channel(0);
-        let task = SocketTask { transport, spec, endpoint: endpoint.clone(), owner: socket, in_tx, out_rx, stop: stop.clone(), reconnected };
+        let task = SocketTask {
+            transport,
+            spec,
+            endpoint: endpoint.clone(),
+            owner: socket,
+            in_tx,
+            out_rx,
+            stop: stop.clone(),
+            reconnected,
+        };
         let task = tokio::spawn(task.run());
-        Ok(Link { endpoint, spec, reconnects, incoming, outgoing, stop, task: Some(task) })
+        Ok(Link {
+            endpoint,
+            spec,
+            reconnects,
+            incoming,
+            outgoing,
+            stop,
+            task: Some(task),
+        })
     }
 
     /// The port the socket is bound or connected to (0 for IPC).
     pub fn port(&self) -> u16 {
-        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The next inbound message; `None` once the Link is closed. On a bound
@@ -357,7 +430,10 @@ impl Link {
     /// # Errors
     /// When the socket's task has ended.
     pub async fn send(&self, frames: Vec<Bytes>) -> Result<(), String> {
-        self.outgoing.send(frames).await.map_err(|_| format!("the socket {} is closed", self.endpoint))
+        self.outgoing
+            .send(frames)
+            .await
+            .map_err(|_| format!("the socket {} is closed", self.endpoint))
     }
 
     /// Changes each time a connecting socket has connected again after its
@@ -515,10 +591,26 @@ mod tests {
 
     #[test]
     fn socket_specs_parse_like_jina() {
-        assert_eq!("pull_bind".parse::<SocketSpec>().unwrap(), SocketSpec::PULL_BIND);
-        assert_eq!("DEALER_CONNECT".parse::<SocketSpec>().unwrap().to_string(), "DEALER_CONNECT");
-        assert!("PAIR_BIND".parse::<SocketSpec>().unwrap_err().contains("not supported"));
+        assert_eq!(
+            "pull_bind".parse::<SocketSpec>().unwrap(),
+            SocketSpec::PULL_BIND
+        );
+        assert_eq!(
+            "DEALER_CONNECT".parse::<SocketSpec>().unwrap().to_string(),
+            "DEALER_CONNECT"
+        );
+        assert!(
+            "PAIR_BIND"
+                .parse::<SocketSpec>()
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!("PULL".parse::<SocketSpec>().is_err());
-        assert!("PULL_LISTEN".parse::<SocketSpec>().unwrap_err().contains("_BIND"));
+        assert!(
+            "PULL_LISTEN"
+                .parse::<SocketSpec>()
+                .unwrap_err()
+                .contains("_BIND")
+        );
     }
 }

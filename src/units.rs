@@ -43,12 +43,19 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         "mb" => 1e6,
         "gb" => 1e9,
         "tb" => 1e12,
-        _ => return Err(format!("unknown size unit `{unit}` in `{input}` (use B, KiB, MiB, GiB, KB, MB, GB; a bare number means GiB)")),
+        _ => {
+            return Err(format!(
+                "unknown size unit `{unit}` in `{input}` (use B, KiB, MiB, GiB, KB, MB, GB; a bare number means GiB)"
+            ));
+        }
     };
     let bytes = (number * scale).round();
     // Also refuses an infinity (a number too long for an f64).
     if bytes > MAX_SIZE as f64 {
-        return Err(format!("size `{input}` is over the largest this host accepts, {}", format_size(MAX_SIZE)));
+        return Err(format!(
+            "size `{input}` is over the largest this host accepts, {}",
+            format_size(MAX_SIZE)
+        ));
     }
     // In range and whole: the cast is exact.
     Ok(bytes as u64)
@@ -68,11 +75,17 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
         "ms" => number / 1e3,
         "m" | "min" | "mins" => number * 60.0,
         "h" => number * 3600.0,
-        _ => return Err(format!("unknown duration unit `{unit}` in `{input}` (use us, ms, s, m, h; a bare number means seconds)")),
+        _ => {
+            return Err(format!(
+                "unknown duration unit `{unit}` in `{input}` (use us, ms, s, m, h; a bare number means seconds)"
+            ));
+        }
     };
     match Duration::try_from_secs_f64(seconds) {
         Ok(d) if d <= MAX_DURATION => Ok(d),
-        _ => Err(format!("duration `{input}` is over the longest this host accepts, 365 days")),
+        _ => Err(format!(
+            "duration `{input}` is over the longest this host accepts, 365 days"
+        )),
     }
 }
 
@@ -144,16 +157,30 @@ mod tests {
     #[test]
     fn sizes_and_durations_past_the_cap_are_refused() {
         assert_eq!(parse_size("1024TiB"), Ok(MAX_SIZE));
-        assert!(parse_size("1025TiB").unwrap_err().contains("over the largest this host accepts, 1024 TiB"));
+        assert!(
+            parse_size("1025TiB")
+                .unwrap_err()
+                .contains("over the largest this host accepts, 1024 TiB")
+        );
         assert!(parse_size("99999999999999999999999").is_err());
         assert!(parse_size(&"9".repeat(400)).is_err());
-        assert_eq!(parse_duration("365d").unwrap_err(), "unknown duration unit `d` in `365d` (use us, ms, s, m, h; a bare number means seconds)");
+        assert_eq!(
+            parse_duration("365d").unwrap_err(),
+            "unknown duration unit `d` in `365d` (use us, ms, s, m, h; a bare number means seconds)"
+        );
         assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
         let error = parse_duration("10000000000000000000s").unwrap_err();
-        assert_eq!(error, "duration `10000000000000000000s` is over the longest this host accepts, 365 days");
+        assert_eq!(
+            error,
+            "duration `10000000000000000000s` is over the longest this host accepts, 365 days"
+        );
         assert!(parse_duration(&"9".repeat(400)).is_err());
         // The cap keeps deadlines computable.
-        assert!(std::time::Instant::now().checked_add(MAX_DURATION).is_some());
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
     }
 
     #[test]

@@ -79,12 +79,20 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 
 /// Removes `<path>.tmp-*` files left by a crash or a failed write.
 fn remove_stale_temps(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let mut prefix = name.to_owned();
     prefix.push(".tmp-");
     let prefix = prefix.to_string_lossy().into_owned();
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let _ = fs::remove_file(entry.path());
@@ -175,7 +183,12 @@ impl AppendLog {
             .create(true)
             .open(&path)
             .map_err(|err| write_error(&path, err))?;
-        Ok(AppendLog { file, path, size: valid as u64, broken: false })
+        Ok(AppendLog {
+            file,
+            path,
+            size: valid as u64,
+            broken: false,
+        })
     }
 
     /// Append one record (buffered by the OS: call [`sync`](Self::sync) to make
@@ -228,7 +241,10 @@ impl AppendLog {
             return Ok(());
         }
         let reopened = (|| {
-            let file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)?;
             file.set_len(self.size)?;
             file.sync_all()?;
             Ok(file)

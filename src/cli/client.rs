@@ -69,7 +69,9 @@ pub struct ClientCommand {
 
 impl ClientCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(self.run())
     }
 
@@ -77,15 +79,27 @@ impl ClientCommand {
         let (Some(input), Some(output)) = (&self.input_address, &self.output_address) else {
             return self.run_http().await;
         };
-        let target = Target { input: endpoint(input), socket_in: self.socket_in, output: endpoint(output), socket_out: self.socket_out };
+        let target = Target {
+            input: endpoint(input),
+            socket_in: self.socket_in,
+            output: endpoint(output),
+            socket_out: self.socket_out,
+        };
         let mut client = Client::open(&target).await?;
         client.window = self.prefetch as usize;
         client.timeout = self.timeout;
         let request = &self.request;
-        let parameters = request.parameters.as_ref().map(Value::to_string).unwrap_or_default();
+        let parameters = request
+            .parameters
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
         let mut read_error = None;
         let messages = request.batches()?.map_while(|batch| match batch {
-            Ok(docs) => Some(Message::data(Envelope::request(&request.endpoint, &parameters), &Body::from_documents(&docs))),
+            Ok(docs) => Some(Message::data(
+                Envelope::request(&request.endpoint, &parameters),
+                &Body::from_documents(&docs),
+            )),
             Err(e) => {
                 read_error = Some(e);
                 None
@@ -98,9 +112,15 @@ impl ClientCommand {
             .stream(messages, |reply| {
                 if let Status::Error { .. } = &reply.envelope.status {
                     failed += 1;
-                    eprintln!("request {}: {}", reply.envelope.request_id, reply.envelope.status);
+                    eprintln!(
+                        "request {}: {}",
+                        reply.envelope.request_id, reply.envelope.status
+                    );
                 }
-                let docs = reply.decode_body()?.into_documents().map_err(anyhow::Error::msg)?;
+                let docs = reply
+                    .decode_body()?
+                    .into_documents()
+                    .map_err(anyhow::Error::msg)?;
                 for doc in &docs {
                     write_document(&mut out, request.output, doc).context("cannot write output")?;
                 }
@@ -113,7 +133,11 @@ impl ClientCommand {
         if let Some(e) = read_error {
             return Err(e);
         }
-        Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        Ok(if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 }
 
@@ -124,7 +148,10 @@ impl ClientCommand {
         use futures::StreamExt;
         let port = self.port.expect("clap requires --port without --in/--out");
         let request = &self.request;
-        let parameters = request.parameters.clone().unwrap_or(Value::Object(Default::default()));
+        let parameters = request
+            .parameters
+            .clone()
+            .unwrap_or(Value::Object(Default::default()));
         let mut batches = request.batches()?;
         let mut in_flight = futures::stream::FuturesOrdered::new();
         let stdout = std::io::stdout();
@@ -135,17 +162,35 @@ impl ClientCommand {
             while in_flight.len() < self.prefetch as usize && read_error.is_none() {
                 match batches.next() {
                     Some(Ok(docs)) => {
-                        let (host, endpoint, parameters, timeout) = (self.host.clone(), request.endpoint.clone(), parameters.clone(), self.timeout);
+                        let (host, endpoint, parameters, timeout) = (
+                            self.host.clone(),
+                            request.endpoint.clone(),
+                            parameters.clone(),
+                            self.timeout,
+                        );
                         in_flight.push_back(async move {
                             let count = docs.len();
-                            (count, crate::client_http::post(&host, port, &endpoint, &parameters, &docs, timeout).await)
+                            (
+                                count,
+                                crate::client_http::post(
+                                    &host,
+                                    port,
+                                    &endpoint,
+                                    &parameters,
+                                    &docs,
+                                    timeout,
+                                )
+                                .await,
+                            )
                         });
                     }
                     Some(Err(e)) => read_error = Some(e),
                     None => break,
                 }
             }
-            let Some((sent, answer)) = in_flight.next().await else { break };
+            let Some((sent, answer)) = in_flight.next().await else {
+                break;
+            };
             let answer = answer?;
             if let Some(error) = &answer.error {
                 eprintln!("\rrequest {}: {error}", progress.requests + 1);
@@ -160,7 +205,11 @@ impl ClientCommand {
         if let Some(e) = read_error {
             return Err(e);
         }
-        Ok(if progress.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        Ok(if progress.errors > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 }
 
@@ -176,7 +225,13 @@ struct Progress {
 impl Progress {
     fn new() -> Self {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        Progress { started: std::time::Instant::now(), documents: 0, requests: 0, errors: 0, terminal }
+        Progress {
+            started: std::time::Instant::now(),
+            documents: 0,
+            requests: 0,
+            errors: 0,
+            terminal,
+        }
     }
 
     fn add(&mut self, documents: usize, failed: bool) {
@@ -184,7 +239,13 @@ impl Progress {
         self.requests += 1;
         self.errors += usize::from(failed);
         if self.terminal {
-            eprint!("\r{} documents, {} requests, {} errors, {:.0} docs/s   ", self.documents, self.requests, self.errors, self.rate());
+            eprint!(
+                "\r{} documents, {} requests, {} errors, {:.0} docs/s   ",
+                self.documents,
+                self.requests,
+                self.errors,
+                self.rate()
+            );
         }
     }
 

@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::document::Document;
 use crate::executor::sandbox::{self, Quota};
-use crate::executor::{ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, TenantSpec, Volume};
+use crate::executor::{
+    ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, TenantSpec, Volume,
+};
 use crate::units::{parse_duration, parse_size};
 
 /// Pool slots of a process that runs one executor: its instance, the one
@@ -55,8 +57,15 @@ impl RuntimeArgs {
     /// The process's runtime; `default_slots` unless `--pool-slots` says
     /// otherwise (see [`POOL_SLOTS`]).
     pub fn runtime(&self, default_slots: u32) -> anyhow::Result<Arc<Runtime>> {
-        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
-        Runtime::new(RuntimeOptions { cache_dir, pool_slots: Some(self.pool_slots.unwrap_or(default_slots)) })
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(ComponentCache::default_dir)
+        };
+        Runtime::new(RuntimeOptions {
+            cache_dir,
+            pool_slots: Some(self.pool_slots.unwrap_or(default_slots)),
+        })
     }
 }
 
@@ -163,7 +172,10 @@ impl ExecutorArgs {
     /// The executor's name: `--name`, else the file stem.
     pub fn executor_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            self.uses.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "executor".into())
+            self.uses
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "executor".into())
         })
     }
 
@@ -179,15 +191,18 @@ impl ExecutorArgs {
                 memory_limit: self.memory_hwm,
                 call_timeout: self.timeout_request,
                 init_timeout: self.timeout_init,
-                quota: Quota { bytes: self.disk_quota, files: self.max_files },
+                quota: Quota {
+                    bytes: self.disk_quota,
+                    files: self.max_files,
+                },
                 max_result_docs: self.max_result_docs,
                 max_result_bytes: self.max_result_bytes,
                 log_rate: self.log_rate,
                 deterministic: self.deterministic,
-                tenant: self
-                    .tenant
-                    .clone()
-                    .map(|name| TenantSpec { name, memory: self.tenant_memory.unwrap_or(u64::MAX) }),
+                tenant: self.tenant.clone().map(|name| TenantSpec {
+                    name,
+                    memory: self.tenant_memory.unwrap_or(u64::MAX),
+                }),
                 background_after: Some(self.background_after).filter(|d| !d.is_zero()),
             },
         }
@@ -211,12 +226,16 @@ pub fn parse_map(text: &str) -> Result<Value, String> {
     match value {
         Value::Object(_) => Ok(value),
         Value::Null => Ok(Value::Object(Default::default())),
-        other => Err(format!("expected a map such as {{\"key\": 1}}, got {other}")),
+        other => Err(format!(
+            "expected a map such as {{\"key\": 1}}, got {other}"
+        )),
     }
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
     if key.is_empty() {
         return Err(format!("`{text}` has an empty name"));
     }
@@ -229,7 +248,8 @@ pub fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std:
         None => Ok(Box::new(std::io::BufReader::new(std::io::stdin()))),
         Some(p) if p.as_os_str() == "-" => Ok(Box::new(std::io::BufReader::new(std::io::stdin()))),
         Some(p) => {
-            let file = std::fs::File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
+            let file = std::fs::File::open(p)
+                .with_context(|| format!("cannot open input {}", p.display()))?;
             Ok(Box::new(std::io::BufReader::new(file)))
         }
     }
@@ -266,7 +286,10 @@ impl RequestArgs {
     /// # Errors
     /// An input file that cannot be opened.
     pub fn batches(&self) -> anyhow::Result<DocumentBatches> {
-        Ok(DocumentBatches::new(open_input(self.input.as_deref())?, self.request_size as usize))
+        Ok(DocumentBatches::new(
+            open_input(self.input.as_deref())?,
+            self.request_size as usize,
+        ))
     }
 }
 
@@ -279,7 +302,10 @@ pub struct DocumentBatches {
 impl DocumentBatches {
     pub fn new(input: Box<dyn std::io::BufRead>, size: usize) -> Self {
         use std::io::BufRead as _;
-        DocumentBatches { lines: input.lines().enumerate(), size: size.max(1) }
+        DocumentBatches {
+            lines: input.lines().enumerate(),
+            size: size.max(1),
+        }
     }
 }
 
@@ -289,7 +315,9 @@ impl Iterator for DocumentBatches {
     fn next(&mut self) -> Option<Self::Item> {
         let mut batch = Vec::with_capacity(self.size);
         while batch.len() < self.size {
-            let Some((number, line)) = self.lines.next() else { break };
+            let Some((number, line)) = self.lines.next() else {
+                break;
+            };
             let line = match line.context("cannot read input") {
                 Ok(line) => line,
                 Err(e) => return Some(Err(e)),
@@ -299,7 +327,10 @@ impl Iterator for DocumentBatches {
             }
             match Document::from_json_line(&line) {
                 Ok(doc) => batch.push(doc),
-                Err(e) => return Some(Err(anyhow::Error::from(e).context(format!("input line {} is not a document", number + 1)))),
+                Err(e) => {
+                    return Some(Err(anyhow::Error::from(e)
+                        .context(format!("input line {} is not a document", number + 1))));
+                }
             }
         }
         (!batch.is_empty()).then_some(Ok(batch))
@@ -315,7 +346,11 @@ pub enum OutputFormat {
     Pretty,
 }
 
-pub fn write_document(out: &mut impl std::io::Write, format: OutputFormat, doc: &Document) -> std::io::Result<()> {
+pub fn write_document(
+    out: &mut impl std::io::Write,
+    format: OutputFormat,
+    doc: &Document,
+) -> std::io::Result<()> {
     match format {
         OutputFormat::Jsonl => {
             serde_json::to_writer(&mut *out, doc)?;
@@ -324,8 +359,17 @@ pub fn write_document(out: &mut impl std::io::Write, format: OutputFormat, doc: 
         OutputFormat::Pretty => {
             writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
             for m in &doc.matches {
-                let score = m.scores.values().next().map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
-                writeln!(out, "  {score}  {:<16} {}", m.id, m.text.as_deref().unwrap_or(""))?;
+                let score = m
+                    .scores
+                    .values()
+                    .next()
+                    .map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
+                writeln!(
+                    out,
+                    "  {score}  {:<16} {}",
+                    m.id,
+                    m.text.as_deref().unwrap_or("")
+                )?;
             }
             Ok(())
         }

@@ -58,19 +58,28 @@ pub struct DaemonCommand {
 impl DaemonCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let tenants = crate::daemon::tenants::load(&self.tenants)?;
-        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
-        let data_dir = std::fs::canonicalize(&self.data_dir).with_context(|| format!("data dir {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(&self.data_dir)
+            .with_context(|| format!("data dir {}", self.data_dir.display()))?;
         let config = DaemonConfig {
             host: self.host.clone(),
             port: self.port,
             data_dir: data_dir.clone(),
             tenants,
-            cache_dir: self.cache_dir.as_deref().map(super::absolute).unwrap_or_else(|| data_dir.join("cache")),
+            cache_dir: self
+                .cache_dir
+                .as_deref()
+                .map(super::absolute)
+                .unwrap_or_else(|| data_dir.join("cache")),
             max_upload: self.max_upload,
             exe: std::env::current_exe().context("cannot find the jina-wasm executable")?,
             http: self.http.clone(),
         };
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let ready = |address: std::net::SocketAddr| {
                 println!("{}", serde_json::json!({"daemon": format!("http://{address}"), "host": address.ip().to_string(), "port": address.port()}));

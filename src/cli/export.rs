@@ -62,15 +62,34 @@ pub struct Images {
 impl ExportCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         match self {
-            ExportCommand::Kubernetes { flow, outdir, namespace, images, volume_size, storage_class } => {
+            ExportCommand::Kubernetes {
+                flow,
+                outdir,
+                namespace,
+                images,
+                volume_size,
+                storage_class,
+            } => {
                 if let Some(ns) = &namespace
-                    && (ns.is_empty() || ns.len() > 63 || !ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                    && (ns.is_empty()
+                        || ns.len() > 63
+                        || !ns
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
                 {
-                    anyhow::bail!("--namespace `{ns}`: a namespace is lower-case letters, digits and `-`, at most 63");
+                    anyhow::bail!(
+                        "--namespace `{ns}`: a namespace is lower-case letters, digits and `-`, at most 63"
+                    );
                 }
-                let quantity = volume_size.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E', 'i', 'k']);
-                if quantity.is_empty() || quantity.parse::<f64>().is_err() || !volume_size.starts_with(|c: char| c.is_ascii_digit()) {
-                    anyhow::bail!("--volume-size `{volume_size}`: not a Kubernetes quantity such as 1Gi or 500Mi");
+                let quantity =
+                    volume_size.trim_end_matches(['K', 'M', 'G', 'T', 'P', 'E', 'i', 'k']);
+                if quantity.is_empty()
+                    || quantity.parse::<f64>().is_err()
+                    || !volume_size.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    anyhow::bail!(
+                        "--volume-size `{volume_size}`: not a Kubernetes quantity such as 1Gi or 500Mi"
+                    );
                 }
                 let plan = Plan::new(&flow)?;
                 let options = kubernetes::Options {
@@ -81,14 +100,40 @@ impl ExportCommand {
                     storage_class,
                 };
                 let files = kubernetes::write(&plan, &options, &outdir)?;
-                eprintln!("wrote {} files to {}: {}", files.len(), outdir.display(), files.join(", "));
-                eprintln!("executors the image must hold in /executors/: {}", plan.executors.keys().cloned().collect::<Vec<_>>().join(", "));
+                eprintln!(
+                    "wrote {} files to {}: {}",
+                    files.len(),
+                    outdir.display(),
+                    files.join(", ")
+                );
+                eprintln!(
+                    "executors the image must hold in /executors/: {}",
+                    plan.executors
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             ExportCommand::DockerCompose { flow, file, images } => {
                 let plan = Plan::new(&flow)?;
-                compose::write(&plan, &compose::Options { image: images.image, executors_image: images.executors_image }, &file)?;
+                compose::write(
+                    &plan,
+                    &compose::Options {
+                        image: images.image,
+                        executors_image: images.executors_image,
+                    },
+                    &file,
+                )?;
                 eprintln!("wrote {}", file.display());
-                eprintln!("executors the image must hold in /executors/: {}", plan.executors.keys().cloned().collect::<Vec<_>>().join(", "));
+                eprintln!(
+                    "executors the image must hold in /executors/: {}",
+                    plan.executors
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
         }
         Ok(ExitCode::SUCCESS)

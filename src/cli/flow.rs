@@ -96,9 +96,14 @@ impl FlowCommand {
             }
             None => {
                 let Some(file) = self.uses.clone() else {
-                    anyhow::bail!("give the Flow to run with --uses FLOW.yml (or use `flow check` / `flow plot`)");
+                    anyhow::bail!(
+                        "give the Flow to run with --uses FLOW.yml (or use `flow check` / `flow plot`)"
+                    );
                 };
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
                 rt.block_on(self.run(file))
             }
         }
@@ -109,18 +114,44 @@ impl FlowCommand {
         // Before the runtime (and its compile cache, pool) exists.
         flow.check_peas(self.max_peas)?;
         let runtime = self.runtime.runtime(0)?;
-        let remote = RemoteOptions { quiet_logs: self.quiet_remote_logs, workspace_id: self.workspace_id.clone(), lease: self.remote_lease };
-        let options = RunOptions { backend: self.runtime_backend, child_args: self.runtime.child_args(), remote, max_peas: self.max_peas };
+        let remote = RemoteOptions {
+            quiet_logs: self.quiet_remote_logs,
+            workspace_id: self.workspace_id.clone(),
+            lease: self.remote_lease,
+        };
+        let options = RunOptions {
+            backend: self.runtime_backend,
+            child_args: self.runtime.child_args(),
+            remote,
+            max_peas: self.max_peas,
+        };
         let running = crate::flow::run::start(runtime, &flow, &options).await?;
-        let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
-        let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);
+        let host = self
+            .host
+            .clone()
+            .or_else(|| flow.with.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = self
+            .port
+            .or(flow.with.port)
+            .or(flow.with.port_expose)
+            .unwrap_or(0);
         let pods: Vec<_> = running
             .pods
             .iter()
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
             .collect();
         let info = json!({"flow": file.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone(), self.http.clone()).await {
+        let gateway = match Gateway::start(
+            &host,
+            port,
+            running.calls.clone(),
+            flow.with.prefetch.unwrap_or(8),
+            info.clone(),
+            self.http.clone(),
+        )
+        .await
+        {
             Ok(gateway) => gateway,
             Err(e) => {
                 let _ = running.stop().await;
@@ -138,7 +169,10 @@ impl FlowCommand {
         super::pea::shutdown_signal().await;
         tracing::info!("stopping the Flow");
         gateway.stop().await;
-        running.stop().await.with_context(|| format!("{}", file.display()))?;
+        running
+            .stop()
+            .await
+            .with_context(|| format!("{}", file.display()))?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -149,8 +183,19 @@ fn describe(flow: &Flow, i: usize) -> String {
     let needs: Vec<&str> = if flow.needs[i].is_empty() {
         vec![crate::flow::GATEWAY]
     } else {
-        flow.needs[i].iter().map(|&j| flow.pods[j].name.as_str()).collect()
+        flow.needs[i]
+            .iter()
+            .map(|&j| flow.pods[j].name.as_str())
+            .collect()
     };
-    let on = pod.host.as_deref().map_or_else(String::new, |host| format!(" on daemon {host}"));
-    format!("{} <- {} ({}){on}", pod.name, needs.join(", "), pod.uses.display())
+    let on = pod
+        .host
+        .as_deref()
+        .map_or_else(String::new, |host| format!(" on daemon {host}"));
+    format!(
+        "{} <- {} ({}){on}",
+        pod.name,
+        needs.join(", "),
+        pod.uses.display()
+    )
 }

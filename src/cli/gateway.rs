@@ -76,17 +76,30 @@ impl FromStr for PodAddress {
         let tcp = |a: &str| -> Result<String, String> {
             let a = a.trim().trim_start_matches("tcp://");
             match a.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(format!("tcp://{a}")),
-                _ => Err(format!("`{text}`: `{a}` is not HOST:PORT with a port above 0")),
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+                {
+                    Ok(format!("tcp://{a}"))
+                }
+                _ => Err(format!(
+                    "`{text}`: `{a}` is not HOST:PORT with a port above 0"
+                )),
             }
         };
-        Ok(PodAddress { name: name.trim().to_string(), input: tcp(input)?, output: tcp(output)? })
+        Ok(PodAddress {
+            name: name.trim().to_string(),
+            input: tcp(input)?,
+            output: tcp(output)?,
+        })
     }
 }
 
 impl GatewayCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         rt.block_on(self.run())
     }
 
@@ -95,9 +108,18 @@ impl GatewayCommand {
         let file = flow.file.display();
         for given in &self.pod_addresses {
             if !flow.pods.iter().any(|p| p.name == given.name) {
-                anyhow::bail!("--pod-address `{}`: {file} has no Pod of that name", given.name);
+                anyhow::bail!(
+                    "--pod-address `{}`: {file} has no Pod of that name",
+                    given.name
+                );
             }
-            if self.pod_addresses.iter().filter(|a| a.name == given.name).count() > 1 {
+            if self
+                .pod_addresses
+                .iter()
+                .filter(|a| a.name == given.name)
+                .count()
+                > 1
+            {
                 anyhow::bail!("--pod-address `{}` is given twice", given.name);
             }
         }
@@ -108,7 +130,12 @@ impl GatewayCommand {
                     .iter()
                     .find(|a| a.name == pod.name)
                     .map(|a| (a.input.clone(), a.output.clone()))
-                    .ok_or_else(|| anyhow::anyhow!("pod `{}` of {file} has no --pod-address NAME=IN,OUT", pod.name))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "pod `{}` of {file} has no --pod-address NAME=IN,OUT",
+                            pod.name
+                        )
+                    })
             })
             .collect()
     }
@@ -116,17 +143,47 @@ impl GatewayCommand {
     async fn run(self) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&self.uses)?;
         let addresses = self.addresses(&flow)?;
-        let ctrl = Link::open(SocketSpec::ROUTER_BIND, &format!("tcp://{}:{}", self.host_ctrl, self.port_ctrl), "gateway control socket").await?;
+        let ctrl = Link::open(
+            SocketSpec::ROUTER_BIND,
+            &format!("tcp://{}:{}", self.host_ctrl, self.port_ctrl),
+            "gateway control socket",
+        )
+        .await?;
         let running = crate::flow::run::route(&flow, &addresses).await?;
-        let host = self.host.clone().or_else(|| flow.with.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
-        let port = self.port.or(flow.with.port).or(flow.with.port_expose).unwrap_or(0);
-        let pods: Vec<_> = flow.pods.iter().zip(&addresses).map(|(p, (i, o))| json!({"pod": p.name, "in": i, "out": o})).collect();
+        let host = self
+            .host
+            .clone()
+            .or_else(|| flow.with.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = self
+            .port
+            .or(flow.with.port)
+            .or(flow.with.port_expose)
+            .unwrap_or(0);
+        let pods: Vec<_> = flow
+            .pods
+            .iter()
+            .zip(&addresses)
+            .map(|(p, (i, o))| json!({"pod": p.name, "in": i, "out": o}))
+            .collect();
         let info = json!({"flow": self.uses.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(&host, port, running.calls.clone(), flow.with.prefetch.unwrap_or(8), info.clone(), self.http.clone()).await {
+        let gateway = match Gateway::start(
+            &host,
+            port,
+            running.calls.clone(),
+            flow.with.prefetch.unwrap_or(8),
+            info.clone(),
+            self.http.clone(),
+        )
+        .await
+        {
             Ok(gateway) => gateway,
             Err(e) => {
                 let _ = running.stop().await;
-                return Err(e.context(format!("{}: the gateway did not start", self.uses.display())));
+                return Err(e.context(format!(
+                    "{}: the gateway did not start",
+                    self.uses.display()
+                )));
             }
         };
         let mut ready = info.clone();
@@ -140,7 +197,10 @@ impl GatewayCommand {
         }
         tracing::info!("stopping the gateway");
         gateway.stop().await;
-        running.stop().await.with_context(|| format!("{}", self.uses.display()))?;
+        running
+            .stop()
+            .await
+            .with_context(|| format!("{}", self.uses.display()))?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -152,9 +212,19 @@ async fn serve_control(mut ctrl: Link, info: serde_json::Value) {
     while let Some(frames) = ctrl.recv().await {
         let (prefix, request) = match read_control(frames) {
             ControlInput::Gone => continue,
-            ControlInput::Bad { prefix, reply_to, failure } => {
-                let status = Status::Error { executor: "gateway".into(), kind: failure.kind, message: failure.message };
-                let _ = ctrl.send(control_reply(prefix, &reply_to, status, &json!({}))).await;
+            ControlInput::Bad {
+                prefix,
+                reply_to,
+                failure,
+            } => {
+                let status = Status::Error {
+                    executor: "gateway".into(),
+                    kind: failure.kind,
+                    message: failure.message,
+                };
+                let _ = ctrl
+                    .send(control_reply(prefix, &reply_to, status, &json!({})))
+                    .await;
                 continue;
             }
             ControlInput::Request { prefix, request } => (prefix, request),
@@ -173,13 +243,17 @@ async fn serve_control(mut ctrl: Link, info: serde_json::Value) {
                 Status::Error {
                     executor: "gateway".into(),
                     kind: "unsupported".into(),
-                    message: format!("unknown command `{other}`: the gateway answers STATUS and TERMINATE"),
+                    message: format!(
+                        "unknown command `{other}`: the gateway answers STATUS and TERMINATE"
+                    ),
                 },
                 json!({}),
                 false,
             ),
         };
-        let _ = ctrl.send(control_reply(prefix, &request, status, &body)).await;
+        let _ = ctrl
+            .send(control_reply(prefix, &request, status, &body))
+            .await;
         if stop {
             break;
         }

@@ -34,7 +34,10 @@ impl InspectCommand {
             Ok(loaded) => loaded,
             Err(e) => {
                 if self.json {
-                    println!("{}", serde_json::json!({ "file": self.file, "runnable": false, "error": e.to_string() }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "file": self.file, "runnable": false, "error": e.to_string() })
+                    );
                 } else {
                     eprintln!("error: {e}");
                 }
@@ -62,15 +65,28 @@ impl InspectCommand {
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         } else {
-            writeln!(out, "file:      {} ({})", loaded.path.display(), format_size(loaded.size))?;
+            writeln!(
+                out,
+                "file:      {} ({})",
+                loaded.path.display(),
+                format_size(loaded.size)
+            )?;
             writeln!(out, "sha256:    {}", loaded.digest)?;
-            writeln!(out, "contract:  jina:executor@{} (this host: {CONTRACT_VERSION}) - runnable", loaded.contract)?;
+            writeln!(
+                out,
+                "contract:  jina:executor@{} (this host: {CONTRACT_VERSION}) - runnable",
+                loaded.contract
+            )?;
             writeln!(out, "exports:   {}", loaded.exports.join(", "))?;
             writeln!(out, "imports:")?;
             for import in &loaded.imports {
                 writeln!(out, "  {import}")?;
             }
-            writeln!(out, "load:      {compiled} in {:.1} ms", loaded.load_time.as_secs_f64() * 1e3)?;
+            writeln!(
+                out,
+                "load:      {compiled} in {:.1} ms",
+                loaded.load_time.as_secs_f64() * 1e3
+            )?;
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -3,8 +3,8 @@
 
 mod client;
 mod common;
-mod export;
 mod daemon;
+mod export;
 mod flow;
 mod gateway;
 mod inspect;
@@ -29,7 +29,12 @@ pub use ping::control;
 /// jina:executor WIT contract, usually with the Rust `jina-guest-sdk` and
 /// `cargo build --target wasm32-wasip2`.
 #[derive(Debug, Parser)]
-#[command(name = "jina-wasm", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "jina-wasm",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -68,7 +73,9 @@ impl Cli {
         };
         let filter = tracing_subscriber::EnvFilter::try_new(level)
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .try_init();
@@ -104,9 +111,11 @@ impl Cli {
 /// True when the error comes from writing to a pipe whose reader has gone
 /// (`jina-wasm run ... | head`): the end of the output, not a failure.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Resolves a path given on the command line against the current directory, for

@@ -58,7 +58,10 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
     match lang {
         Lang::Rust => vec![
             ("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
-            (".cargo/config.toml", include_str!("templates/rust/.cargo/config.toml")),
+            (
+                ".cargo/config.toml",
+                include_str!("templates/rust/.cargo/config.toml"),
+            ),
             ("src/lib.rs", include_str!("templates/rust/lib.rs")),
             ("README.md", include_str!("templates/rust/README.md")),
             (".gitignore", include_str!("templates/rust/gitignore")),
@@ -68,19 +71,40 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("build.sh", include_str!("templates/python/build.sh")),
             ("README.md", include_str!("templates/python/README.md")),
             (".gitignore", include_str!("templates/python/gitignore")),
-            ("requirements.txt", include_str!("../../guest-sdk/python/requirements.txt")),
-            ("jina_executor/__init__.py", include_str!("../../guest-sdk/python/jina_executor/__init__.py")),
-            ("jina_executor/wire.py", include_str!("../../guest-sdk/python/jina_executor/wire.py")),
-            ("jina_executor/component.py", include_str!("../../guest-sdk/python/jina_executor/component.py")),
+            (
+                "requirements.txt",
+                include_str!("../../guest-sdk/python/requirements.txt"),
+            ),
+            (
+                "jina_executor/__init__.py",
+                include_str!("../../guest-sdk/python/jina_executor/__init__.py"),
+            ),
+            (
+                "jina_executor/wire.py",
+                include_str!("../../guest-sdk/python/jina_executor/wire.py"),
+            ),
+            (
+                "jina_executor/component.py",
+                include_str!("../../guest-sdk/python/jina_executor/component.py"),
+            ),
             ("wit/executor.wit", WIT),
         ],
         Lang::Js => vec![
             ("executor.js", include_str!("templates/js/executor.js")),
             ("README.md", include_str!("templates/js/README.md")),
             (".gitignore", include_str!("templates/js/gitignore")),
-            ("package.json", include_str!("../../guest-sdk/js/package.json")),
-            ("package-lock.json", include_str!("../../guest-sdk/js/package-lock.json")),
-            ("jina-executor.js", include_str!("../../guest-sdk/js/jina-executor.js")),
+            (
+                "package.json",
+                include_str!("../../guest-sdk/js/package.json"),
+            ),
+            (
+                "package-lock.json",
+                include_str!("../../guest-sdk/js/package-lock.json"),
+            ),
+            (
+                "jina-executor.js",
+                include_str!("../../guest-sdk/js/jina-executor.js"),
+            ),
             ("build.mjs", include_str!("../../guest-sdk/js/build.mjs")),
             ("wit/executor.wit", WIT),
         ],
@@ -90,9 +114,15 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
 impl NewCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         check_name(&self.name)?;
-        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from(&self.name));
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.name));
         if std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some()) {
-            bail!("{}: the folder exists and is not empty; pick another --dir or NAME", dir.display());
+            bail!(
+                "{}: the folder exists and is not empty; pick another --dir or NAME",
+                dir.display()
+            );
         }
         let sdk = match self.lang {
             Lang::Rust => Some(self.rust_sdk()?),
@@ -105,7 +135,12 @@ impl NewCommand {
                 .replace("{{name}}", &self.name)
                 .replace("{{crate}}", &krate)
                 .replace("{{class}}", &class)
-                .replace("{{sdk}}", &sdk.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+                .replace(
+                    "{{sdk}}",
+                    &sdk.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                );
             if self.lang == Lang::Js && path.starts_with("package") {
                 text = package_json(&text, &self.name);
             }
@@ -115,13 +150,24 @@ impl NewCommand {
                 .with_context(|| format!("writing {}", target.display()))?;
         }
         let (build, wasm) = match self.lang {
-            Lang::Rust => ("cargo build --release", format!("target/wasm32-wasip2/release/{krate}.wasm")),
+            Lang::Rust => (
+                "cargo build --release",
+                format!("target/wasm32-wasip2/release/{krate}.wasm"),
+            ),
             Lang::Python => ("sh build.sh", format!("{}.wasm", self.name)),
             Lang::Js => ("npm ci && npm run build", format!("{}.wasm", self.name)),
         };
-        println!("created {} ({} executor `{}`)", dir.display(), format!("{:?}", self.lang).to_lowercase(), self.name);
+        println!(
+            "created {} ({} executor `{}`)",
+            dir.display(),
+            format!("{:?}", self.lang).to_lowercase(),
+            self.name
+        );
         println!("  build: cd {} && {build}", dir.display());
-        println!("  run:   echo hello | jina-wasm run --uses {}/{wasm} --endpoint /upper", dir.display());
+        println!(
+            "  run:   echo hello | jina-wasm run --uses {}/{wasm} --endpoint /upper",
+            dir.display()
+        );
         Ok(ExitCode::SUCCESS)
     }
 
@@ -129,7 +175,8 @@ impl NewCommand {
     fn rust_sdk(&self) -> anyhow::Result<PathBuf> {
         let sdk = self.sdk.clone().unwrap_or_else(|| PathBuf::from(BUILT_SDK));
         let manifest = sdk.join("Cargo.toml");
-        let is_sdk = std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("name = \"jina-guest-sdk\""));
+        let is_sdk = std::fs::read_to_string(&manifest)
+            .is_ok_and(|t| t.contains("name = \"jina-guest-sdk\""));
         if !is_sdk {
             bail!(
                 "{}: not the jina-guest-sdk crate (the Rust SDK is not on crates.io; pass --sdk PATH to the guest-sdk folder of a jina-wasm checkout)",
@@ -144,8 +191,15 @@ impl NewCommand {
 fn check_name(name: &str) -> anyhow::Result<()> {
     let mut chars = name.chars();
     let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    if !starts_well || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.ends_with('-') {
-        bail!("executor name {name:?}: use lower-case letters, digits and dashes, starting with a letter (keyword-tagger)");
+    if !starts_well
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.ends_with('-')
+    {
+        bail!(
+            "executor name {name:?}: use lower-case letters, digits and dashes, starting with a letter (keyword-tagger)"
+        );
     }
     Ok(())
 }
@@ -156,7 +210,10 @@ fn class_name(name: &str) -> String {
         .filter(|part| !part.is_empty())
         .map(|part| {
             let mut chars = part.chars();
-            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -164,14 +221,16 @@ fn class_name(name: &str) -> String {
 /// The SDK's package.json / package-lock.json renamed to the executor, with a
 /// `build` script.
 fn package_json(text: &str, name: &str) -> String {
-    let mut value: serde_json::Value = serde_json::from_str(text).expect("the embedded package files are JSON");
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).expect("the embedded package files are JSON");
     value["name"] = name.into();
     if let Some(root) = value.pointer_mut("/packages/") {
         root["name"] = name.into();
     }
     if value.get("lockfileVersion").is_none() {
         value["description"] = format!("The jina-wasm executor {name}").into();
-        value["scripts"] = serde_json::json!({ "build": format!("node build.mjs executor.js {name}.wasm wit") });
+        value["scripts"] =
+            serde_json::json!({ "build": format!("node build.mjs executor.js {name}.wasm wit") });
     }
     serde_json::to_string_pretty(&value).unwrap() + "\n"
 }
@@ -191,12 +250,20 @@ mod tests {
     fn templates_only_use_known_placeholders() {
         for lang in [super::Lang::Rust, super::Lang::Python, super::Lang::Js] {
             for (path, text) in super::files(lang) {
-                let unknown = text.match_indices("{{").map(|(i, _)| &text[i..]).find(|rest| {
-                    !["{{name}}", "{{crate}}", "{{class}}", "{{sdk}}"].iter().any(|p| rest.starts_with(p))
-                });
-                assert!(unknown.is_none(), "{lang:?} {path}: {:?}", unknown.map(|s| &s[..20.min(s.len())]));
+                let unknown = text
+                    .match_indices("{{")
+                    .map(|(i, _)| &text[i..])
+                    .find(|rest| {
+                        !["{{name}}", "{{crate}}", "{{class}}", "{{sdk}}"]
+                            .iter()
+                            .any(|p| rest.starts_with(p))
+                    });
+                assert!(
+                    unknown.is_none(),
+                    "{lang:?} {path}: {:?}",
+                    unknown.map(|s| &s[..20.min(s.len())])
+                );
             }
         }
     }
 }
-

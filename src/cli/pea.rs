@@ -91,7 +91,12 @@ pub struct PeaCommand {
     /// executor gets `with.jina.shard_id`, and its workspace is
     /// `<workspace>/<name>/shard-ID/`, checked as a Pod's own shard's is.
     /// Needs --shard-count.
-    #[arg(long, value_name = "ID", requires = "shard_count", conflicts_with = "replica_id")]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "shard_count",
+        conflicts_with = "replica_id"
+    )]
     pub shard_id: Option<String>,
 
     /// With --shard-id: how many shards the Pod has.
@@ -178,8 +183,18 @@ impl SocketArgs {
         let input = tcp(&self.host_in, self.port_in, self.socket_in, "--port-in")?;
         let output = tcp(&self.host_out, self.port_out, self.socket_out, "--port-out")?;
         let ctrl = if self.ctrl_with_ipc {
-            let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-            let path = std::env::temp_dir().join(format!("jina-wasm-{safe}-{}.ctrl", std::process::id()));
+            let safe: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path =
+                std::env::temp_dir().join(format!("jina-wasm-{safe}-{}.ctrl", std::process::id()));
             format!("ipc://{}", path.display())
         } else {
             format!("tcp://{}:{}", self.host_ctrl, self.port_ctrl)
@@ -197,7 +212,10 @@ fn tcp(host: &str, port: u16, spec: SocketSpec, flag: &str) -> anyhow::Result<St
 
 impl PeaCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         rt.block_on(self.run())
     }
 
@@ -244,7 +262,10 @@ impl PeaCommand {
                 anyhow::anyhow!("--shard-id `{text}`: neither a number nor a name ending in -NUMBER (a StatefulSet pod's name)")
             })?;
             if id >= shards {
-                anyhow::bail!("--shard-id `{text}`: shard {id} does not exist, the Pod has --shard-count {shards} (0 to {})", shards - 1);
+                anyhow::bail!(
+                    "--shard-id `{text}`: shard {id} does not exist, the Pod has --shard-count {shards} (0 to {})",
+                    shards - 1
+                );
             }
             return Ok(Some(Place::Shard { id, shards }));
         }
@@ -253,7 +274,10 @@ impl PeaCommand {
             if id.is_empty() || id.contains(['/', ' ']) {
                 anyhow::bail!("--replica-id `{id}`: must be non-empty, without `/` or spaces");
             }
-            return Ok(Some(Place::Replica { id: id.clone(), replicas: None }));
+            return Ok(Some(Place::Replica {
+                id: id.clone(),
+                replicas: None,
+            }));
         }
         Ok(None)
     }
@@ -264,9 +288,17 @@ impl PeaCommand {
         let runtime = self.runtime.runtime(super::common::POOL_SLOTS)?;
         let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
             .await
-            .map_err(|_| anyhow::anyhow!("pea `{name}` was not ready within {:?} (--timeout-ready)", self.timeout_ready))??;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "pea `{name}` was not ready within {:?} (--timeout-ready)",
+                    self.timeout_ready
+                )
+            })??;
         let mut ready = serde_json::to_value(&pea.addresses)?;
-        ready.as_object_mut().expect("an object").insert("pea".into(), name.clone().into());
+        ready
+            .as_object_mut()
+            .expect("an object")
+            .insert("pea".into(), name.clone().into());
         println!("{ready}");
         stop_on_signal(pea.stop_token());
         pea.wait().await.with_context(|| format!("pea `{name}`"))?;
@@ -288,7 +320,8 @@ fn auto(value: &str) -> anyhow::Result<String> {
     // One procfs read needs no `unsafe` and no crate feature (rustix's `uname`
     // needs `system`, which nothing else in the tree enables).
     const HOSTNAME: &str = "/proc/sys/kernel/hostname";
-    let name = std::fs::read_to_string(HOSTNAME).with_context(|| format!("`auto`: cannot read the host name from {HOSTNAME}"))?;
+    let name = std::fs::read_to_string(HOSTNAME)
+        .with_context(|| format!("`auto`: cannot read the host name from {HOSTNAME}"))?;
     Ok(name.trim_end().to_string())
 }
 

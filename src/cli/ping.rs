@@ -55,25 +55,34 @@ impl PingCommand {
                 status["failed"]
             );
         }
-        Ok(if healthy || self.alive { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if healthy || self.alive {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     }
 }
 
 /// Sends one control request and waits up to `timeout`; a failure or no
 /// answer is printed on stderr and becomes exit code 1.
 fn ask(address: &str, command: &str, timeout: Duration) -> anyhow::Result<Result<Value, ExitCode>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    Ok(match rt.block_on(async { tokio::time::timeout(timeout, control(address, command)).await }) {
-        Err(_) => {
-            eprintln!("no answer from {address} within {timeout:?}");
-            Err(ExitCode::FAILURE)
-        }
-        Ok(Err(e)) => {
-            eprintln!("{address}: {e:#}");
-            Err(ExitCode::FAILURE)
-        }
-        Ok(Ok(answer)) => Ok(answer),
-    })
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(
+        match rt.block_on(async { tokio::time::timeout(timeout, control(address, command)).await })
+        {
+            Err(_) => {
+                eprintln!("no answer from {address} within {timeout:?}");
+                Err(ExitCode::FAILURE)
+            }
+            Ok(Err(e)) => {
+                eprintln!("{address}: {e:#}");
+                Err(ExitCode::FAILURE)
+            }
+            Ok(Ok(answer)) => Ok(answer),
+        },
+    )
 }
 
 /// Send a control request (DUMP, RELOAD, TERMINATE, STATUS, ACCEPT-LOSS) to a
@@ -112,7 +121,11 @@ impl ControlCommand {
 
 /// `HOST:PORT` as a TCP endpoint; full endpoints as they are.
 pub(crate) fn endpoint(address: &str) -> String {
-    if address.contains("://") { address.to_string() } else { format!("tcp://{address}") }
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("tcp://{address}")
+    }
 }
 
 /// Sends one control request and returns the reply's JSON body.
@@ -121,8 +134,13 @@ pub(crate) fn endpoint(address: &str) -> String {
 /// An error status or a malformed reply.
 pub async fn control(address: &str, command: &str) -> anyhow::Result<Value> {
     let mut link = Link::open(SocketSpec::DEALER_CONNECT, address, "control client").await?;
-    link.send(crate::pea::control_frames(command, serde_json::json!({}))).await.map_err(anyhow::Error::msg)?;
-    let frames = link.recv().await.ok_or_else(|| anyhow::anyhow!("the socket closed"))?;
+    link.send(crate::pea::control_frames(command, serde_json::json!({})))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let frames = link
+        .recv()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the socket closed"))?;
     link.close(Duration::from_millis(100)).await;
     let reply = Message::from_frames(&frames)?;
     if let Status::Error { kind, message, .. } = &reply.envelope.status {

@@ -91,13 +91,18 @@ pub enum Role {
 
 impl PodCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         rt.block_on(self.run())
     }
 
     async fn run(self) -> anyhow::Result<ExitCode> {
         if self.pea.shard_id.is_some() || self.pea.replica_id.is_some() {
-            anyhow::bail!("--shard-id and --replica-id are `jina-wasm pea` flags (a Pea of a head-only Pod), not `pod` flags");
+            anyhow::bail!(
+                "--shard-id and --replica-id are `jina-wasm pea` flags (a Pea of a head-only Pod), not `pod` flags"
+            );
         }
         let pea = self.pea.config()?;
         let name = pea.name.clone();

@@ -35,9 +35,13 @@ impl ReshardCommand {
         let Some(root) = spec.sandbox.workspace.clone() else {
             anyhow::bail!("--workspace is required: the directory the Pod's shards live in");
         };
-        anyhow::ensure!(!spec.sandbox.read_only, "--read-only makes no sense here: the new shards are written");
+        anyhow::ensure!(
+            !spec.sandbox.read_only,
+            "--read-only makes no sense here: the new shards are written"
+        );
         let runtime = self.runtime.runtime(0)?;
-        let report = crate::pod::reshard::reshard(&runtime, &self.executor.uses, &spec, &root, self.shards)?;
+        let report =
+            crate::pod::reshard::reshard(&runtime, &self.executor.uses, &spec, &root, self.shards)?;
         println!("{}", serde_json::to_string(&report)?);
         Ok(ExitCode::SUCCESS)
     }

@@ -68,7 +68,11 @@ impl RunCommand {
         if let Err(e) = executor.close() {
             tracing::warn!("{e}");
         }
-        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     }
 
     fn pump(&self, executor: &mut Executor) -> Result<(), Failure> {
@@ -78,12 +82,18 @@ impl RunCommand {
         let parameters = request.parameters.clone().unwrap_or(Value::Null);
         for batch in request.batches().map_err(Failure::Other)? {
             let batch = batch.map_err(Failure::Other)?;
-            let result = executor.handle(&request.endpoint, &batch, &parameters).map_err(Failure::Executor)?;
+            let result = executor
+                .handle(&request.endpoint, &batch, &parameters)
+                .map_err(Failure::Executor)?;
             for doc in &result {
-                write_document(&mut out, request.output, doc).context("cannot write output").map_err(Failure::Other)?;
+                write_document(&mut out, request.output, doc)
+                    .context("cannot write output")
+                    .map_err(Failure::Other)?;
             }
         }
-        out.flush().context("cannot write output").map_err(Failure::Other)
+        out.flush()
+            .context("cannot write output")
+            .map_err(Failure::Other)
     }
 }
 

@@ -50,7 +50,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.0, Json(json!({"error": self.1}))).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -63,39 +66,73 @@ pub fn router(daemon: Arc<Daemon>) -> axum::Router {
     let mut router = axum::Router::new()
         .route("/tenant", get(tenant))
         .route("/workspaces", get(list_workspaces))
-        .route("/workspaces/{ws}", get(show_workspace).delete(delete_workspace))
+        .route(
+            "/workspaces/{ws}",
+            get(show_workspace).delete(delete_workspace),
+        )
         // The upload counts its own bytes against --max-upload and the disk quota.
-        .route("/workspaces/{ws}/files", post(upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/workspaces/{ws}/files",
+            post(upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/workspaces/{ws}/files/{*name}", get(download));
     for kind in [Kind::Pod, Kind::Pea, Kind::Flow] {
         let base = kind.route();
         router = router
             .route(
                 base,
-                get(move |d: Shared, h: HeaderMap| list(kind, d, h)).post(move |d: Shared, h: HeaderMap, b: Bytes| create(kind, d, h, b)),
+                get(move |d: Shared, h: HeaderMap| list(kind, d, h))
+                    .post(move |d: Shared, h: HeaderMap, b: Bytes| create(kind, d, h, b)),
             )
             .route(
                 &format!("{base}/{{id}}"),
                 get(move |d: Shared, h: HeaderMap, p: Path<String>| show(kind, d, h, p))
                     .delete(move |d: Shared, h: HeaderMap, p: Path<String>| remove(kind, d, h, p)),
             )
-            .route(&format!("{base}/{{id}}/lease"), put(move |d: Shared, h: HeaderMap, p: Path<String>| renew(kind, d, h, p)))
-            .route(&format!("{base}/{{id}}/logs"), get(move |d: Shared, h: HeaderMap, p: Path<String>| logs(kind, d, h, p)))
-            .route(&format!("{base}/{{id}}/logs/stream"), get(move |d: Shared, h: HeaderMap, p: Path<String>| stream(kind, d, h, p)));
+            .route(
+                &format!("{base}/{{id}}/lease"),
+                put(move |d: Shared, h: HeaderMap, p: Path<String>| renew(kind, d, h, p)),
+            )
+            .route(
+                &format!("{base}/{{id}}/logs"),
+                get(move |d: Shared, h: HeaderMap, p: Path<String>| logs(kind, d, h, p)),
+            )
+            .route(
+                &format!("{base}/{{id}}/logs/stream"),
+                get(move |d: Shared, h: HeaderMap, p: Path<String>| stream(kind, d, h, p)),
+            );
     }
-    router.fallback(|| async { ApiError::not_found("no such route (docs/daemon.md lists them)") }).with_state(daemon)
+    router
+        .fallback(|| async { ApiError::not_found("no such route (docs/daemon.md lists them)") })
+        .with_state(daemon)
 }
 
 /// The tenant whose bearer token the request carries.
 fn caller(daemon: &Daemon, headers: &HeaderMap) -> Answer<Tenant> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("no `Authorization: Bearer <token>` header"))?;
-    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
-    daemon.tenant_of(token.trim()).cloned().ok_or_else(|| unauthorized("unknown token"))
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("no `Authorization: Bearer <token>` header"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?;
+    daemon
+        .tenant_of(token.trim())
+        .cloned()
+        .ok_or_else(|| unauthorized("unknown token"))
 }
 
 fn check_workspace_id(ws: &str) -> Answer<()> {
-    if is_safe_id(ws) { Ok(()) } else { Err(ApiError::bad(format!("workspace id `{}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`", ws.escape_debug()))) }
+    if is_safe_id(ws) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "workspace id `{}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`",
+            ws.escape_debug()
+        )))
+    }
 }
 
 /// `GET /tenant`: who the token is, its quota and what it uses.
@@ -107,7 +144,9 @@ async fn tenant(State(d): Shared, headers: HeaderMap) -> Answer {
             .values()
             .filter_map(|o| {
                 let live = o.live.lock().expect("live");
-                live.pid.filter(|_| live.state == LiveState::Running).and_then(super::objects::rss_bytes)
+                live.pid
+                    .filter(|_| live.state == LiveState::Running)
+                    .and_then(super::objects::rss_bytes)
             })
             .sum();
         (Daemon::usage(objects), rss)
@@ -123,11 +162,19 @@ async fn tenant(State(d): Shared, headers: HeaderMap) -> Answer {
 async fn list_workspaces(State(d): Shared, headers: HeaderMap) -> Answer {
     let tenant = caller(&d, &headers)?;
     let dirs = d.dirs(&tenant);
-    let list: Vec<Value> = dirs.workspace_ids().iter().map(|id| json!({"id": id, "files": dirs.manifest(id).len()})).collect();
+    let list: Vec<Value> = dirs
+        .workspace_ids()
+        .iter()
+        .map(|id| json!({"id": id, "files": dirs.manifest(id).len()}))
+        .collect();
     Ok(Json(json!(list)))
 }
 
-fn existing_workspace(d: &Daemon, tenant: &Tenant, ws: &str) -> Answer<super::workspace::TenantDirs> {
+fn existing_workspace(
+    d: &Daemon,
+    tenant: &Tenant,
+    ws: &str,
+) -> Answer<super::workspace::TenantDirs> {
     check_workspace_id(ws)?;
     let dirs = d.dirs(tenant);
     if !dirs.workspace(ws).is_dir() {
@@ -141,8 +188,12 @@ async fn show_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<Str
     let tenant = caller(&d, &headers)?;
     let dirs = existing_workspace(&d, &tenant, &ws)?;
     let files = dirs.manifest(&ws);
-    let state = ["state", "objects"].iter().fold(0u64, |total, part| total.saturating_add(super::workspace::dir_size(&dirs.workspace(&ws).join(part))));
-    Ok(Json(json!({"id": ws, "files": files, "state_bytes": state, "in_use_by": d.workspace_in_use(&tenant, &ws)})))
+    let state = ["state", "objects"].iter().fold(0u64, |total, part| {
+        total.saturating_add(super::workspace::dir_size(&dirs.workspace(&ws).join(part)))
+    });
+    Ok(Json(
+        json!({"id": ws, "files": files, "state_bytes": state, "in_use_by": d.workspace_in_use(&tenant, &ws)}),
+    ))
 }
 
 /// `DELETE /workspaces/{ws}`: refused while a live Pea or Pod uses it.
@@ -150,16 +201,25 @@ async fn delete_workspace(State(d): Shared, headers: HeaderMap, Path(ws): Path<S
     let tenant = caller(&d, &headers)?;
     let dirs = existing_workspace(&d, &tenant, &ws)?;
     if let Some(id) = d.workspace_in_use(&tenant, &ws) {
-        return Err(ApiError(StatusCode::CONFLICT, format!("workspace `{ws}` is used by `{id}`: delete that first")));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("workspace `{ws}` is used by `{id}`: delete that first"),
+        ));
     }
     let _guard = d.upload_lock(&tenant).lock_owned().await;
-    dirs.remove(&ws).map_err(|e| ApiError::internal(format!("cannot delete workspace `{ws}`: {e}")))?;
+    dirs.remove(&ws)
+        .map_err(|e| ApiError::internal(format!("cannot delete workspace `{ws}`: {e}")))?;
     Ok(Json(json!({"deleted": ws, "disk": dirs.disk_usage()})))
 }
 
 /// `POST /workspaces/{ws}/files`: multipart; each part's file name (else its
 /// field name) is the name in the workspace. Creates the workspace.
-async fn upload(State(d): Shared, headers: HeaderMap, Path(ws): Path<String>, mut multipart: Multipart) -> Answer {
+async fn upload(
+    State(d): Shared,
+    headers: HeaderMap,
+    Path(ws): Path<String>,
+    mut multipart: Multipart,
+) -> Answer {
     let answer = receive(&d, &headers, &ws, &mut multipart).await;
     if answer.is_err() {
         drain(&mut multipart).await;
@@ -202,13 +262,21 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
     let mut received = 0u64;
     let mut stored = Vec::new();
     loop {
-        let field = multipart.next_field().await.map_err(|e| ApiError(e.status(), format!("the upload is not valid multipart: {}", e.body_text())))?;
+        let field = multipart.next_field().await.map_err(|e| {
+            ApiError(
+                e.status(),
+                format!("the upload is not valid multipart: {}", e.body_text()),
+            )
+        })?;
         let Some(mut field) = field else { break };
         let Some(name) = field.file_name().or(field.name()).map(str::to_string) else {
-            return Err(ApiError::bad("a part has neither a file name nor a field name"));
+            return Err(ApiError::bad(
+                "a part has neither a file name nor a field name",
+            ));
         };
         safe_relative(&name).map_err(ApiError::bad)?;
-        let mut file = Receiving::new(&dirs.tmp()).map_err(|e| ApiError::internal(format!("cannot receive `{name}`: {e}")))?;
+        let mut file = Receiving::new(&dirs.tmp())
+            .map_err(|e| ApiError::internal(format!("cannot receive `{name}`: {e}")))?;
         let too_large = |why: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, why);
         loop {
             let chunk = match field.chunk().await {
@@ -222,7 +290,10 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
             let size = file.size + chunk.len() as u64;
             if size > limit {
                 file.discard();
-                return Err(too_large(format!("file `{name}` is larger than the daemon's limit of {} per file (--max-upload)", format_size(limit))));
+                return Err(too_large(format!(
+                    "file `{name}` is larger than the daemon's limit of {} per file (--max-upload)",
+                    format_size(limit)
+                )));
             }
             if used.saturating_add(received).saturating_add(size) > quota {
                 file.discard();
@@ -239,7 +310,9 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
             }
         }
         received += file.size;
-        let (tmp, sha, size) = file.finish().map_err(|e| ApiError::internal(format!("cannot store `{name}`: {e}")))?;
+        let (tmp, sha, size) = file
+            .finish()
+            .map_err(|e| ApiError::internal(format!("cannot store `{name}`: {e}")))?;
         let entry = dirs.commit(&ws, &name, &tmp, &sha, size).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             ApiError::bad(e)
@@ -250,11 +323,17 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
         return Err(ApiError::bad("the upload has no files"));
     }
     tracing::info!(tenant = %tenant.name, workspace = %ws, files = stored.len(), "uploaded");
-    Ok(Json(json!({"workspace": ws, "files": stored, "disk": dirs.disk_usage()})))
+    Ok(Json(
+        json!({"workspace": ws, "files": stored, "disk": dirs.disk_usage()}),
+    ))
 }
 
 /// `GET /workspaces/{ws}/files/{name}`: the file's bytes.
-async fn download(State(d): Shared, headers: HeaderMap, Path((ws, name)): Path<(String, String)>) -> Answer<Vec<u8>> {
+async fn download(
+    State(d): Shared,
+    headers: HeaderMap,
+    Path((ws, name)): Path<(String, String)>,
+) -> Answer<Vec<u8>> {
     let tenant = caller(&d, &headers)?;
     let dirs = existing_workspace(&d, &tenant, &ws)?;
     let path = dirs.file(&ws, &name).map_err(ApiError::not_found)?;
@@ -266,7 +345,13 @@ fn unknown(kind: Kind, id: &str) -> ApiError {
 }
 
 /// Runs `f` on the tenant's object `id` of kind `kind`.
-fn with_object<R>(d: &Daemon, tenant: &Tenant, kind: Kind, id: &str, f: impl FnOnce(&mut Object) -> R) -> Answer<R> {
+fn with_object<R>(
+    d: &Daemon,
+    tenant: &Tenant,
+    kind: Kind,
+    id: &str,
+    f: impl FnOnce(&mut Object) -> R,
+) -> Answer<R> {
     d.with_objects(tenant, |objects| match objects.get_mut(id) {
         Some(object) if object.kind == kind => Ok(f(object)),
         _ => Err(unknown(kind, id)),
@@ -276,16 +361,28 @@ fn with_object<R>(d: &Daemon, tenant: &Tenant, kind: Kind, id: &str, f: impl FnO
 /// `GET /pods`, `GET /peas`.
 async fn list(kind: Kind, State(d): Shared, headers: HeaderMap) -> Answer {
     let tenant = caller(&d, &headers)?;
-    let list: Vec<Value> = d.with_objects(&tenant, |objects| objects.values().filter(|o| o.kind == kind).map(Object::describe).collect());
+    let list: Vec<Value> = d.with_objects(&tenant, |objects| {
+        objects
+            .values()
+            .filter(|o| o.kind == kind)
+            .map(Object::describe)
+            .collect()
+    });
     Ok(Json(json!(list)))
 }
 
 /// `POST /pods`, `POST /peas`, `POST /flows`: checks the request and the quota, starts the
 /// process, answers once it is ready (201) or why it did not start (422).
-async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(
+    kind: Kind,
+    State(d): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = caller(&d, &headers)?;
     let what = kind.command();
-    let request: CreateRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not a {what} request: {e}")))?;
+    let request: CreateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not a {what} request: {e}")))?;
     check_workspace_id(&request.workspace)?;
     let ws = &request.workspace;
     let dirs = existing_workspace(&d, &tenant, ws)?;
@@ -294,21 +391,46 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
     // The object's own state, unless the tenant names one: never another's.
     let state: Option<(std::path::PathBuf, bool)> = match &request.state {
         None | Some(StateRequest::Own(false)) => None,
-        Some(StateRequest::Own(true)) => Some((std::path::Path::new("workspaces").join(ws).join("objects").join(&id), true)),
-        Some(StateRequest::Named(name)) => Some((std::path::Path::new("workspaces").join(ws).join("state").join(name), false)),
+        Some(StateRequest::Own(true)) => Some((
+            std::path::Path::new("workspaces")
+                .join(ws)
+                .join("objects")
+                .join(&id),
+            true,
+        )),
+        Some(StateRequest::Named(name)) => Some((
+            std::path::Path::new("workspaces")
+                .join(ws)
+                .join("state")
+                .join(name),
+            false,
+        )),
     };
-    std::fs::create_dir_all(dirs.logs()).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
+    std::fs::create_dir_all(dirs.logs())
+        .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
     let (plan, args) = match kind {
         Kind::Flow => {
             let file = dirs.root.join("flows").join(format!("{id}.yml"));
-            let plan = super::flows::prepare(&request, &dirs, &tenant, &d.config.host, &file).map_err(ApiError::bad)?;
-            let mut args: Vec<String> = vec!["flow".into(), "--uses".into(), file.display().to_string()];
-            args.extend(["--host".into(), d.config.host.clone(), "--port".into(), "0".into()]);
-            args.extend(["--cache-dir".into(), d.config.cache_dir.display().to_string()]);
+            let plan = super::flows::prepare(&request, &dirs, &tenant, &d.config.host, &file)
+                .map_err(ApiError::bad)?;
+            let mut args: Vec<String> =
+                vec!["flow".into(), "--uses".into(), file.display().to_string()];
+            args.extend([
+                "--host".into(),
+                d.config.host.clone(),
+                "--port".into(),
+                "0".into(),
+            ]);
+            args.extend([
+                "--cache-dir".into(),
+                d.config.cache_dir.display().to_string(),
+            ]);
             (plan, args)
         }
         Kind::Pea | Kind::Pod => {
-            let plan = request.plan(kind, tenant.quota.memory_per_pea).map_err(ApiError::bad)?;
+            let plan = request
+                .plan(kind, tenant.quota.memory_per_pea)
+                .map_err(ApiError::bad)?;
             let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
             let files = Files {
                 uses: file(&request.uses)?,
@@ -317,15 +439,30 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             };
             // Checked beneath the tenant's root now, just before the process gets it.
             let state_dir = match &state {
-                Some((relative, _)) => Some(dirs.beneath(relative).map_err(|e| ApiError::bad(format!("state: {e}")))?),
+                Some((relative, _)) => Some(
+                    dirs.beneath(relative)
+                        .map_err(|e| ApiError::bad(format!("state: {e}")))?,
+                ),
                 None => None,
             };
-            let args = request.args(kind, &plan, &d.config.host, &files, state_dir.as_deref(), &d.config.cache_dir);
+            let args = request.args(
+                kind,
+                &plan,
+                &d.config.host,
+                &files,
+                state_dir.as_deref(),
+                &d.config.cache_dir,
+            );
             (plan, args)
         }
     };
     let quota = &tenant.quota;
-    let refuse = |m: String| ApiError(StatusCode::FORBIDDEN, format!("quota: tenant `{}`: {m}", tenant.name));
+    let refuse = |m: String| {
+        ApiError(
+            StatusCode::FORBIDDEN,
+            format!("quota: tenant `{}`: {m}", tenant.name),
+        )
+    };
     if plan.memory_per_pea > quota.memory_per_pea {
         return Err(refuse(format!(
             "memory_hwm {} is more than memory_per_pea {}",
@@ -333,22 +470,37 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             format_size(quota.memory_per_pea)
         )));
     }
-    let live = Arc::new(Mutex::new(Live { state: LiveState::Starting, pid: None, ready: Value::Null, exit: None }));
+    let live = Arc::new(Mutex::new(Live {
+        state: LiveState::Starting,
+        pid: None,
+        ready: Value::Null,
+        exit: None,
+    }));
     let stop = CancellationToken::new();
     // Admission: the Peas and memory of every live object, this one reserved
     // before it starts so that concurrent creations cannot overrun the quota.
     d.with_objects(&tenant, |objects| {
         if let Some((dir, false)) = &state
-            && let Some(other) = objects.values().find(|o| o.holds_resources() && o.state.as_ref().is_some_and(|(d, _)| d == dir))
+            && let Some(other) = objects
+                .values()
+                .find(|o| o.holds_resources() && o.state.as_ref().is_some_and(|(d, _)| d == dir))
         {
             return Err(ApiError(
                 StatusCode::CONFLICT,
-                format!("state `{}` is used by {} `{}`: a named state has one live user at a time", dir.display(), other.kind.command(), other.id),
+                format!(
+                    "state `{}` is used by {} `{}`: a named state has one live user at a time",
+                    dir.display(),
+                    other.kind.command(),
+                    other.id
+                ),
             ));
         }
         let (peas, memory) = Daemon::usage(objects);
         if peas + plan.peas > quota.max_peas {
-            return Err(refuse(format!("{what} `{}` needs {} Peas; {peas} of max_peas {} are running", plan.name, plan.peas, quota.max_peas)));
+            return Err(refuse(format!(
+                "{what} `{}` needs {} Peas; {peas} of max_peas {} are running",
+                plan.name, plan.peas, quota.max_peas
+            )));
         }
         if memory + plan.memory > quota.total_memory {
             return Err(refuse(format!(
@@ -378,7 +530,16 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
         Ok(())
     })?;
     tracing::info!(tenant = %tenant.name, %id, name = %plan.name, "starting");
-    match super::objects::spawn(&d.config.exe, &args, &log, plan.timeout_ready, live, stop.clone()).await {
+    match super::objects::spawn(
+        &d.config.exe,
+        &args,
+        &log,
+        plan.timeout_ready,
+        live,
+        stop.clone(),
+    )
+    .await
+    {
         Ok(task) => {
             let described = d.with_objects(&tenant, |objects| {
                 objects.get_mut(&id).map(|object| {
@@ -392,7 +553,10 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
                 None => {
                     // Deleted while it started: the delete could not stop it yet.
                     stop.cancel();
-                    Err(ApiError(StatusCode::CONFLICT, format!("{what} `{id}` was deleted while it started")))
+                    Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!("{what} `{id}` was deleted while it started"),
+                    ))
                 }
             }
         }
@@ -400,7 +564,10 @@ async fn create(kind: Kind, State(d): Shared, headers: HeaderMap, body: Bytes) -
             if let Some(object) = d.with_objects(&tenant, |objects| objects.remove(&id)) {
                 d.forget(&tenant.name, &object);
             }
-            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{what} `{}` did not start: {e:#}", plan.name)))
+            Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{what} `{}` did not start: {e:#}", plan.name),
+            ))
         }
     }
 }
@@ -410,12 +577,20 @@ async fn show(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<S
     let tenant = caller(&d, &headers)?;
     let (mut described, ctrl) = with_object(&d, &tenant, kind, &id, |o| {
         let live = o.live.lock().expect("live");
-        let ctrl = live.ready["ctrl"].as_str().filter(|c| live.state == LiveState::Running && !c.is_empty()).map(str::to_string);
+        let ctrl = live.ready["ctrl"]
+            .as_str()
+            .filter(|c| live.state == LiveState::Running && !c.is_empty())
+            .map(str::to_string);
         drop(live);
         (o.describe(), ctrl)
     })?;
     if let Some(ctrl) = ctrl {
-        described["status"] = match tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&ctrl, "STATUS")).await {
+        described["status"] = match tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::cli::control(&ctrl, "STATUS"),
+        )
+        .await
+        {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
             Err(_) => json!({"healthy": false, "error": "no STATUS answer within 2s"}),
@@ -425,7 +600,12 @@ async fn show(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<S
 }
 
 /// `DELETE /pods/{id}`: stops it (TERMINATE: it finishes, dumps, closes) and forgets it.
-async fn remove(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+async fn remove(
+    kind: Kind,
+    State(d): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
     let tenant = caller(&d, &headers)?;
     with_object(&d, &tenant, kind, &id, |_| ())?;
     if !d.delete(&tenant.name, &id).await {
@@ -439,18 +619,29 @@ async fn renew(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<
     let tenant = caller(&d, &headers)?;
     let expires = with_object(&d, &tenant, kind, &id, |o| {
         o.renew();
-        o.expires.map(|e| e.saturating_duration_since(std::time::Instant::now()).as_millis() as u64)
+        o.expires.map(|e| {
+            e.saturating_duration_since(std::time::Instant::now())
+                .as_millis() as u64
+        })
     })?;
     match expires {
         Some(ms) => Ok(Json(json!({"id": id, "expires_in_ms": ms}))),
-        None => Err(ApiError::bad(format!("{} `{id}` has no lease (create it with `lease`)", kind.command()))),
+        None => Err(ApiError::bad(format!(
+            "{} `{id}` has no lease (create it with `lease`)",
+            kind.command()
+        ))),
     }
 }
 
 /// `GET /pods/{id}/logs`: the stored log (the process's stderr: its rotated
 /// part, then the current one), as text, streamed from the files: the
 /// daemon never holds a whole log in memory.
-async fn logs(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<String>) -> Answer<Response> {
+async fn logs(
+    kind: Kind,
+    State(d): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer<Response> {
     use futures::StreamExt as _;
     use tokio::io::AsyncReadExt as _;
     let tenant = caller(&d, &headers)?;
@@ -487,7 +678,17 @@ async fn stream(
 ) -> Answer<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>> {
     let tenant = caller(&d, &headers)?;
     let (log, live) = with_object(&d, &tenant, kind, &id, |o| (o.log.clone(), o.live.clone()))?;
-    let follow = Follow { daemon: d, tenant, id, log, live, offset: 0, partial: Vec::new(), queue: VecDeque::new(), done: false };
+    let follow = Follow {
+        daemon: d,
+        tenant,
+        id,
+        log,
+        live,
+        offset: 0,
+        partial: Vec::new(),
+        queue: VecDeque::new(),
+        done: false,
+    };
     let events = futures::stream::unfold(follow, |mut f| async move {
         loop {
             if let Some(event) = f.queue.pop_front() {
@@ -507,7 +708,13 @@ async fn stream(
                         let line = std::mem::take(&mut f.partial);
                         f.queue.push_back(line_event(&line));
                     }
-                    let exit = f.live.lock().expect("live").exit.clone().unwrap_or_else(|| "deleted".into());
+                    let exit = f
+                        .live
+                        .lock()
+                        .expect("live")
+                        .exit
+                        .clone()
+                        .unwrap_or_else(|| "deleted".into());
                     f.queue.push_back(Event::default().event("end").data(exit));
                     f.done = true;
                 }
@@ -532,14 +739,18 @@ struct Follow {
 
 impl Follow {
     fn alive(&self) -> bool {
-        let present = self.daemon.with_objects(&self.tenant, |objects| objects.contains_key(&self.id));
+        let present = self
+            .daemon
+            .with_objects(&self.tenant, |objects| objects.contains_key(&self.id));
         present && self.live.lock().expect("live").state != LiveState::Exited
     }
 
     /// Reads what the log gained; true when it gained anything.
     fn read_more(&mut self) -> bool {
         use std::io::{Read as _, Seek as _};
-        let Ok(mut file) = std::fs::File::open(&self.log) else { return false };
+        let Ok(mut file) = std::fs::File::open(&self.log) else {
+            return false;
+        };
         // Rotated since the last read: the new part starts from its beginning.
         if file.metadata().is_ok_and(|m| m.len() < self.offset) {
             self.offset = 0;
@@ -548,7 +759,9 @@ impl Follow {
             return false;
         }
         let mut bytes = Vec::new();
-        let Ok(n) = file.take(1 << 20).read_to_end(&mut bytes) else { return false };
+        let Ok(n) = file.take(1 << 20).read_to_end(&mut bytes) else {
+            return false;
+        };
         if n == 0 {
             return false;
         }

@@ -24,70 +24,138 @@ use crate::units::{parse_duration, parse_size};
 ///
 /// # Errors
 /// The field or the Pod, and why, for a 400 answer.
-pub fn prepare(request: &CreateRequest, dirs: &TenantDirs, tenant: &Tenant, host: &str, out: &Path) -> Result<Plan, String> {
+pub fn prepare(
+    request: &CreateRequest,
+    dirs: &TenantDirs,
+    tenant: &Tenant,
+    host: &str,
+    out: &Path,
+) -> Result<Plan, String> {
     if let Some(field) = request.settings().first() {
-        return Err(format!("`{field}` is a Pod setting: a Flow's Pods take theirs from its YAML"));
+        return Err(format!(
+            "`{field}` is a Pod setting: a Flow's Pods take theirs from its YAML"
+        ));
     }
     let ws = &request.workspace;
     let source = dirs.file(ws, &request.uses)?;
     let name = request.object_name()?;
-    let timeout_ready = request.timeout_ready.as_deref().map(parse_duration).transpose().map_err(|e| format!("timeout_ready: {e}"))?;
-    let lease = request.lease.as_deref().map(parse_duration).transpose().map_err(|e| format!("lease: {e}"))?;
+    let timeout_ready = request
+        .timeout_ready
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| format!("timeout_ready: {e}"))?;
+    let lease = request
+        .lease
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| format!("lease: {e}"))?;
     if lease.is_some_and(|l| l < std::time::Duration::from_millis(500)) {
         return Err("lease: at least 500ms".into());
     }
-    let text = std::fs::read_to_string(&source).map_err(|e| format!("`{}`: cannot read: {e}", request.uses))?;
+    let text = std::fs::read_to_string(&source)
+        .map_err(|e| format!("`{}`: cannot read: {e}", request.uses))?;
     if text.contains("${{") {
-        return Err(format!("`{}`: `${{{{ ENV.X }}}}` is not available on a daemon: write the values into the file", request.uses));
+        return Err(format!(
+            "`{}`: `${{{{ ENV.X }}}}` is not available on a daemon: write the values into the file",
+            request.uses
+        ));
     }
     let fail = |m: String| format!("`{}`: {m}", request.uses);
     let mut flow: Value = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let state = dirs.workspace(ws).join("state").join(&name);
 
     // The gateway: the daemon's host, a port the OS picks.
-    let root = flow.as_mapping_mut().ok_or_else(|| fail("a Flow file is a map".into()))?;
-    let with = root.entry("with".into()).or_insert_with(|| Value::Mapping(Default::default()));
-    let with = with.as_mapping_mut().ok_or_else(|| fail("`with` is a map".into()))?;
+    let root = flow
+        .as_mapping_mut()
+        .ok_or_else(|| fail("a Flow file is a map".into()))?;
+    let with = root
+        .entry("with".into())
+        .or_insert_with(|| Value::Mapping(Default::default()));
+    let with = with
+        .as_mapping_mut()
+        .ok_or_else(|| fail("`with` is a map".into()))?;
     for key in ["port", "port_expose", "host"] {
         with.remove(key);
     }
     with.insert("host".into(), host.into());
     with.insert("port".into(), 0.into());
 
-    let key = if root.contains_key("executors") { "executors" } else { "pods" };
-    let pods = root.get_mut(key).and_then(Value::as_sequence_mut).ok_or_else(|| fail("`pods` is a list of Pods".into()))?;
+    let key = if root.contains_key("executors") {
+        "executors"
+    } else {
+        "pods"
+    };
+    let pods = root
+        .get_mut(key)
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| fail("`pods` is a list of Pods".into()))?;
     let (mut peas, mut memory, mut largest) = (0usize, 0u64, 0u64);
     for (i, pod) in pods.iter_mut().enumerate() {
-        let pod = pod.as_mapping_mut().ok_or_else(|| fail(format!("pods[{i}] is not a map")))?;
-        let label = format!("pods[{i}] (`{}`)", pod.get("name").and_then(Value::as_str).unwrap_or("?"));
+        let pod = pod
+            .as_mapping_mut()
+            .ok_or_else(|| fail(format!("pods[{i}] is not a map")))?;
+        let label = format!(
+            "pods[{i}] (`{}`)",
+            pod.get("name").and_then(Value::as_str).unwrap_or("?")
+        );
         if pod.contains_key("host") {
-            return Err(fail(format!("{label}: `host` (a remote Pod) is not available in a Flow run by a daemon")));
+            return Err(fail(format!(
+                "{label}: `host` (a remote Pod) is not available in a Flow run by a daemon"
+            )));
         }
         for field in ["uses", "uses_before", "uses_after"] {
-            let Some(value) = pod.get(field) else { continue };
-            let relative = value.as_str().ok_or_else(|| fail(format!("{label}: `{field}` is not a file name")))?;
-            let path = dirs.file(ws, relative).map_err(|e| fail(format!("{label}: `{field}`: {e}")))?;
+            let Some(value) = pod.get(field) else {
+                continue;
+            };
+            let relative = value
+                .as_str()
+                .ok_or_else(|| fail(format!("{label}: `{field}` is not a file name")))?;
+            let path = dirs
+                .file(ws, relative)
+                .map_err(|e| fail(format!("{label}: `{field}`: {e}")))?;
             pod.insert(field.into(), path.display().to_string().into());
         }
         if let Some(value) = pod.get("workspace") {
-            let relative = value.as_str().ok_or_else(|| fail(format!("{label}: `workspace` is not a folder name")))?;
-            let clean = safe_relative(relative).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
-            let relative = Path::new("workspaces").join(ws).join("state").join(&name).join(&clean);
-            let dir: PathBuf = dirs.beneath(&relative).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
+            let relative = value
+                .as_str()
+                .ok_or_else(|| fail(format!("{label}: `workspace` is not a folder name")))?;
+            let clean =
+                safe_relative(relative).map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
+            let relative = Path::new("workspaces")
+                .join(ws)
+                .join("state")
+                .join(&name)
+                .join(&clean);
+            let dir: PathBuf = dirs
+                .beneath(&relative)
+                .map_err(|e| fail(format!("{label}: `workspace`: {e}")))?;
             pod.insert("workspace".into(), dir.display().to_string().into());
         }
         let per_pea = match pod.get("memory_hwm") {
             None => {
-                pod.insert("memory_hwm".into(), format!("{}B", tenant.quota.memory_per_pea).into());
+                pod.insert(
+                    "memory_hwm".into(),
+                    format!("{}B", tenant.quota.memory_per_pea).into(),
+                );
                 tenant.quota.memory_per_pea
             }
-            Some(Value::Number(n)) => parse_size(&n.to_string()).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?,
-            Some(Value::String(s)) => parse_size(s).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?,
+            Some(Value::Number(n)) => {
+                parse_size(&n.to_string()).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?
+            }
+            Some(Value::String(s)) => {
+                parse_size(s).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?
+            }
             Some(_) => return Err(fail(format!("{label}: memory_hwm is not a size"))),
         };
         let count = |field: &str| pod.get(field).and_then(Value::as_u64).unwrap_or(1) as usize;
-        let sides = usize::from(pod.contains_key("uses_before")) + usize::from(pod.contains_key("uses_after"));
-        let n = count("shards").max(count("parallel")).max(count("replicas")) + sides;
+        let sides = usize::from(pod.contains_key("uses_before"))
+            + usize::from(pod.contains_key("uses_after"));
+        let n = count("shards")
+            .max(count("parallel"))
+            .max(count("replicas"))
+            + sides;
         peas += n;
         memory += n as u64 * per_pea;
         largest = largest.max(per_pea);
@@ -96,9 +164,18 @@ pub fn prepare(request: &CreateRequest, dirs: &TenantDirs, tenant: &Tenant, host
     // Everything else is checked as for any Flow file, without the environment.
     crate::flow::Flow::parse(&rewritten, out, |_| None).map_err(|e| fail(e.message))?;
     if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    std::fs::create_dir_all(&state).map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    std::fs::create_dir_all(&state)
+        .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
     std::fs::write(out, rewritten).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    Ok(Plan { name, peas, memory_per_pea: largest, memory, lease, timeout_ready: timeout_ready.unwrap_or(std::time::Duration::from_secs(600)) })
+    Ok(Plan {
+        name,
+        peas,
+        memory_per_pea: largest,
+        memory,
+        lease,
+        timeout_ready: timeout_ready.unwrap_or(std::time::Duration::from_secs(600)),
+    })
 }

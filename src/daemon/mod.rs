@@ -62,14 +62,31 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(config: DaemonConfig) -> Arc<Daemon> {
-        let objects = Mutex::new(config.tenants.iter().map(|t| (t.name.clone(), BTreeMap::new())).collect());
-        let upload_locks = config.tenants.iter().map(|t| (t.name.clone(), Arc::default())).collect();
-        Arc::new(Daemon { config, objects, upload_locks })
+        let objects = Mutex::new(
+            config
+                .tenants
+                .iter()
+                .map(|t| (t.name.clone(), BTreeMap::new()))
+                .collect(),
+        );
+        let upload_locks = config
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), Arc::default()))
+            .collect();
+        Arc::new(Daemon {
+            config,
+            objects,
+            upload_locks,
+        })
     }
 
     /// The tenant a bearer token belongs to.
     pub fn tenant_of(&self, token: &str) -> Option<&Tenant> {
-        self.config.tenants.iter().find(|t| tenants::same_token(&t.token, token))
+        self.config
+            .tenants
+            .iter()
+            .find(|t| tenants::same_token(&t.token, token))
     }
 
     pub fn dirs(&self, tenant: &Tenant) -> workspace::TenantDirs {
@@ -81,7 +98,11 @@ impl Daemon {
     }
 
     /// Runs `f` on the tenant's objects.
-    fn with_objects<R>(&self, tenant: &Tenant, f: impl FnOnce(&mut BTreeMap<String, Object>) -> R) -> R {
+    fn with_objects<R>(
+        &self,
+        tenant: &Tenant,
+        f: impl FnOnce(&mut BTreeMap<String, Object>) -> R,
+    ) -> R {
         let mut all = self.objects.lock().expect("objects");
         f(all.entry(tenant.name.clone()).or_default())
     }
@@ -91,12 +112,19 @@ impl Daemon {
         objects
             .values()
             .filter(|o| o.holds_resources())
-            .fold((0, 0), |(peas, memory), o| (peas + o.plan.peas, memory + o.plan.memory))
+            .fold((0, 0), |(peas, memory), o| {
+                (peas + o.plan.peas, memory + o.plan.memory)
+            })
     }
 
     /// Removes an object from its tenant and stops it.
     async fn delete(&self, tenant: &str, id: &str) -> bool {
-        let object = self.objects.lock().expect("objects").get_mut(tenant).and_then(|o| o.remove(id));
+        let object = self
+            .objects
+            .lock()
+            .expect("objects")
+            .get_mut(tenant)
+            .and_then(|o| o.remove(id));
         match object {
             Some(object) => {
                 tracing::info!(tenant, id, name = %object.name, "stopping");
@@ -115,12 +143,23 @@ impl Daemon {
         self.forget_files(tenant, &object.id, object.state.clone(), &object.log);
     }
 
-    fn forget_files(&self, tenant: &str, id: &str, state: Option<(std::path::PathBuf, bool)>, log: &std::path::Path) {
+    fn forget_files(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: Option<(std::path::PathBuf, bool)>,
+        log: &std::path::Path,
+    ) {
         let dirs = workspace::TenantDirs::new(&self.config.data_dir, tenant);
         if let Some((relative, true)) = state
             && let Err(e) = dirs.remove_tree(&relative)
         {
-            tracing::warn!(tenant, id, "cannot remove the object's state {}: {e}", relative.display());
+            tracing::warn!(
+                tenant,
+                id,
+                "cannot remove the object's state {}: {e}",
+                relative.display()
+            );
         }
         for file in [objects::rotated(log), log.to_path_buf()] {
             let _ = std::fs::remove_file(file);
@@ -134,7 +173,10 @@ impl Daemon {
             let all = self.objects.lock().expect("objects");
             all.iter()
                 .flat_map(|(tenant, objects)| {
-                    objects.values().filter(|o| o.expires.is_some_and(|e| e <= now)).map(|o| (tenant.clone(), o.id.clone()))
+                    objects
+                        .values()
+                        .filter(|o| o.expires.is_some_and(|e| e <= now))
+                        .map(|o| (tenant.clone(), o.id.clone()))
                 })
                 .collect()
         };
@@ -148,7 +190,9 @@ impl Daemon {
     pub async fn stop_all(&self) {
         let all: Vec<Object> = {
             let mut all = self.objects.lock().expect("objects");
-            all.values_mut().flat_map(|objects| std::mem::take(objects).into_values()).collect()
+            all.values_mut()
+                .flat_map(|objects| std::mem::take(objects).into_values())
+                .collect()
         };
         futures::future::join_all(all.into_iter().map(Object::stop)).await;
     }
@@ -156,7 +200,10 @@ impl Daemon {
     /// Whether a live object uses the workspace.
     fn workspace_in_use(&self, tenant: &Tenant, id: &str) -> Option<String> {
         self.with_objects(tenant, |objects| {
-            objects.values().find(|o| o.workspace == id && o.live.lock().expect("live").state != State::Exited).map(|o| o.id.clone())
+            objects
+                .values()
+                .find(|o| o.workspace == id && o.live.lock().expect("live").state != State::Exited)
+                .map(|o| o.id.clone())
         })
     }
 }

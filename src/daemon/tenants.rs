@@ -56,7 +56,12 @@ pub struct Quota {
 impl Default for Quota {
     /// 16 Peas, 1 GiB each (the sandbox's default memory_hwm), 4 GiB in all, 1 GiB of disk.
     fn default() -> Self {
-        Quota { max_peas: 16, memory_per_pea: 1 << 30, total_memory: 4 << 30, disk: 1 << 30 }
+        Quota {
+            max_peas: 16,
+            memory_per_pea: 1 << 30,
+            total_memory: 4 << 30,
+            disk: 1 << 30,
+        }
     }
 }
 
@@ -75,17 +80,26 @@ pub struct Tenant {
 /// is not a safe directory name, a missing or repeated token, a bad size.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Tenant>> {
     let at = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("tenants file {at}: cannot read: {e}"))?;
-    let file: TenantsFile = serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("tenants file {at}: {e}"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("tenants file {at}: cannot read: {e}"))?;
+    let file: TenantsFile =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("tenants file {at}: {e}"))?;
     let mut tenants: Vec<Tenant> = Vec::new();
     for (i, entry) in file.tenants.into_iter().enumerate() {
-        let fail = |m: String| anyhow::anyhow!("tenants file {at}: tenants[{i}] (`{}`): {m}", entry.name);
+        let fail =
+            |m: String| anyhow::anyhow!("tenants file {at}: tenants[{i}] (`{}`): {m}", entry.name);
         if !super::workspace::is_safe_id(&entry.name) {
-            return Err(fail("a name is 1-64 of A-Z a-z 0-9 . _ - and does not start with `.`".into()));
+            return Err(fail(
+                "a name is 1-64 of A-Z a-z 0-9 . _ - and does not start with `.`".into(),
+            ));
         }
         let token = match (&entry.token, &entry.token_env) {
             (Some(t), None) => t.clone(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| fail(format!("environment variable `{var}` (token_env) is not set")))?,
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                fail(format!(
+                    "environment variable `{var}` (token_env) is not set"
+                ))
+            })?,
             _ => return Err(fail("give exactly one of `token` or `token_env`".into())),
         };
         if token.len() < 8 {
@@ -99,18 +113,34 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Tenant>> {
         }
         let defaults = Quota::default();
         let size = |field: &str, value: &Option<String>, default: u64| -> anyhow::Result<u64> {
-            value.as_deref().map_or(Ok(default), |v| parse_size(v).map_err(|e| fail(format!("quota.{field}: {e}"))))
+            value.as_deref().map_or(Ok(default), |v| {
+                parse_size(v).map_err(|e| fail(format!("quota.{field}: {e}")))
+            })
         };
         let quota = Quota {
             max_peas: entry.quota.max_peas.unwrap_or(defaults.max_peas),
-            memory_per_pea: size("memory_per_pea", &entry.quota.memory_per_pea, defaults.memory_per_pea)?,
-            total_memory: size("total_memory", &entry.quota.total_memory, defaults.total_memory)?,
+            memory_per_pea: size(
+                "memory_per_pea",
+                &entry.quota.memory_per_pea,
+                defaults.memory_per_pea,
+            )?,
+            total_memory: size(
+                "total_memory",
+                &entry.quota.total_memory,
+                defaults.total_memory,
+            )?,
             disk: size("disk", &entry.quota.disk, defaults.disk)?,
         };
-        tenants.push(Tenant { name: entry.name, token, quota });
+        tenants.push(Tenant {
+            name: entry.name,
+            token,
+            quota,
+        });
     }
     if tenants.is_empty() {
-        anyhow::bail!("tenants file {at}: no tenants: every call needs a token, so the daemon would refuse everything");
+        anyhow::bail!(
+            "tenants file {at}: no tenants: every call needs a token, so the daemon would refuse everything"
+        );
     }
     Ok(tenants)
 }
@@ -143,11 +173,22 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_tenant() {
-        let e = parse("tenants:\n  - name: ../x\n    token: aaaaaaaa\n").unwrap_err().to_string();
+        let e = parse("tenants:\n  - name: ../x\n    token: aaaaaaaa\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("(`../x`)"), "{e}");
-        let e = parse("tenants:\n  - name: a\n    token: same-token\n  - name: b\n    token: same-token\n").unwrap_err().to_string();
-        assert!(e.contains("(`b`): another tenant has the same token"), "{e}");
-        let e = parse("tenants:\n  - name: a\n    token: short\n").unwrap_err().to_string();
+        let e = parse(
+            "tenants:\n  - name: a\n    token: same-token\n  - name: b\n    token: same-token\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("(`b`): another tenant has the same token"),
+            "{e}"
+        );
+        let e = parse("tenants:\n  - name: a\n    token: short\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 8"), "{e}");
         assert!(parse("tenants: []\n").is_err());
         assert!(same_token("abc", "abc") && !same_token("abc", "abd") && !same_token("abc", "ab"));

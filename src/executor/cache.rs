@@ -56,7 +56,10 @@ impl ComponentCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        ComponentCache { dir, engine_hash: format!("{:016x}", hasher.finish()) }
+        ComponentCache {
+            dir,
+            engine_hash: format!("{:016x}", hasher.finish()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -64,7 +67,8 @@ impl ComponentCache {
     }
 
     fn artifact_path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// Loads the compiled form of `wasm` from the cache, or compiles and stores it.
@@ -72,7 +76,12 @@ impl ComponentCache {
     ///
     /// # Errors
     /// Only compilation errors; cache I/O problems are logged and skipped.
-    pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8], digest: &str) -> wasmtime::Result<(Component, CacheOutcome)> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        digest: &str,
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.artifact_path(digest);
         if path.exists() {
             // SAFETY: artifacts in this directory are written only by `store` below
@@ -80,7 +89,9 @@ impl ComponentCache {
             // hash is in the file name); see the module docs for the trust assumption.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, wasm)?;
@@ -99,7 +110,9 @@ impl ComponentCache {
         let bytes = component.serialize()?;
         // A uniquely named temp file in the same directory (so the rename is
         // atomic), removed if anything below fails.
-        let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&self.dir)?;
         file.write_all(&bytes)?;
         file.as_file().sync_all()?;
         file.persist(path)?;
@@ -115,5 +128,8 @@ pub fn digest(bytes: &[u8]) -> String {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

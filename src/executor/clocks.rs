@@ -32,7 +32,9 @@ pub struct Monotonic {
 
 impl Monotonic {
     pub fn new() -> Self {
-        Monotonic { origin: Instant::now() }
+        Monotonic {
+            origin: Instant::now(),
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -87,7 +89,10 @@ impl Pollable for Wake {
 /// the guest with `timeout` as soon as it is back in wasm (before it polls).
 /// Waking it at the deadline instead would only waste the time between, and
 /// leave a race with the epoch ticker, which runs slightly behind the clock.
-fn wake_after(mut store: StoreContextMut<'_, ExecutorState>, wanted: Duration) -> wasmtime::Result<Resource<DynPollable>> {
+fn wake_after(
+    mut store: StoreContextMut<'_, ExecutorState>,
+    wanted: Duration,
+) -> wasmtime::Result<Resource<DynPollable>> {
     let now = Instant::now();
     let until = match now.checked_add(wanted) {
         Some(at) if at < store.data().watch.deadline => at,
@@ -98,7 +103,9 @@ fn wake_after(mut store: StoreContextMut<'_, ExecutorState>, wanted: Duration) -
         }
     };
     let state = store.data_mut();
-    let wake = state.table.push(Wake { until: tokio::time::Instant::from_std(until) })?;
+    let wake = state.table.push(Wake {
+        until: tokio::time::Instant::from_std(until),
+    })?;
     subscribe(&mut state.table, wake)
 }
 
@@ -111,7 +118,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<ExecutorState>) -> wasmtime::Res
     })?;
     clock.func_wrap("subscribe-instant", |store, (when,): (u64,)| {
         let now = store.data().clock.now_ns();
-        Ok((wake_after(store, Duration::from_nanos(when.saturating_sub(now)))?,))
+        Ok((wake_after(
+            store,
+            Duration::from_nanos(when.saturating_sub(now)),
+        )?,))
     })?;
     linker.allow_shadowing(false);
     Ok(())

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 
+use super::Runtime;
 use super::bindings::ExecutorWorldPre;
 use super::cache::{CacheOutcome, digest};
 use super::state::ExecutorState;
-use super::Runtime;
 
 /// The contract version this host implements.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -23,7 +23,10 @@ pub enum LoadError {
     #[error("executor file {path} does not exist")]
     NotFound { path: PathBuf },
     #[error("cannot read executor file {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a WebAssembly file (it does not start with \\0asm)")]
     NotWasm { path: PathBuf },
     #[error(
@@ -38,7 +41,9 @@ pub enum LoadError {
          rebuild it against jina-guest-sdk for contract {CONTRACT_VERSION}"
     )]
     WrongVersion { path: PathBuf, found: String },
-    #[error("{path} is not a jina-wasm executor: it does not export {EXECUTOR_EXPORT} (it exports: {exports})")]
+    #[error(
+        "{path} is not a jina-wasm executor: it does not export {EXECUTOR_EXPORT} (it exports: {exports})"
+    )]
     MissingExport { path: PathBuf, exports: String },
     #[error("{path} cannot run on this host: {reason}")]
     Unlinkable { path: PathBuf, reason: String },
@@ -63,19 +68,26 @@ pub struct LoadedComponent {
 
 impl std::fmt::Debug for LoadedComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedComponent").field("path", &self.path).field("contract", &self.contract).finish()
+        f.debug_struct("LoadedComponent")
+            .field("path", &self.path)
+            .field("contract", &self.contract)
+            .finish()
     }
 }
 
 /// Checks the bytes before compiling, so each mistake has its own message.
 pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(LoadError::NotWasm { path: path.to_owned() });
+        return Err(LoadError::NotWasm {
+            path: path.to_owned(),
+        });
     }
     // Bytes 4..8: version and layer. A core module is version 1, layer 0; a
     // component has layer 1 (see the component-model binary format).
     if bytes[6..8] == [0, 0] {
-        return Err(LoadError::CoreModule { path: path.to_owned() });
+        return Err(LoadError::CoreModule {
+            path: path.to_owned(),
+        });
     }
     Ok(())
 }
@@ -83,8 +95,13 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, LoadError> {
     let started = Instant::now();
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_owned() },
-        _ => LoadError::Unreadable { path: path.to_owned(), source },
+        std::io::ErrorKind::NotFound => LoadError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => LoadError::Unreadable {
+            path: path.to_owned(),
+            source,
+        },
     })?;
     check_header(path, &bytes)?;
     let digest = digest(&bytes);
@@ -93,25 +110,52 @@ pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, Lo
         Some(cache) => cache.load_or_compile(engine, &bytes, &digest),
         None => Component::new(engine, &bytes).map(|c| (c, CacheOutcome::CompiledUncached)),
     }
-    .map_err(|e| LoadError::Invalid { path: path.to_owned(), reason: format!("{e:#}") })?;
+    .map_err(|e| LoadError::Invalid {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })?;
 
     let ty = component.component_type();
-    let mut exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let mut exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     exports.sort();
-    let mut imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let mut imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     imports.sort();
 
     let contract = match exports.iter().find_map(|e| e.strip_prefix(EXPORT_PREFIX)) {
         Some(version) if version == CONTRACT_VERSION => version.to_string(),
-        Some(version) => return Err(LoadError::WrongVersion { path: path.to_owned(), found: version.to_string() }),
+        Some(version) => {
+            return Err(LoadError::WrongVersion {
+                path: path.to_owned(),
+                found: version.to_string(),
+            });
+        }
         None => {
-            let exports = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-            return Err(LoadError::MissingExport { path: path.to_owned(), exports });
+            let exports = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            return Err(LoadError::MissingExport {
+                path: path.to_owned(),
+                exports,
+            });
         }
     };
 
-    let unlinkable = |e: wasmtime::Error| LoadError::Unlinkable { path: path.to_owned(), reason: format!("{e:#}") };
-    let instance_pre = runtime.linker().instantiate_pre(&component).map_err(unlinkable)?;
+    let unlinkable = |e: wasmtime::Error| LoadError::Unlinkable {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    };
+    let instance_pre = runtime
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(unlinkable)?;
     let pre = ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?;
     Ok(LoadedComponent {
         path: path.to_owned(),
@@ -133,8 +177,14 @@ mod tests {
     #[test]
     fn headers() {
         let p = Path::new("x.wasm");
-        assert!(matches!(check_header(p, b"hello world"), Err(LoadError::NotWasm { .. })));
-        assert!(matches!(check_header(p, b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule { .. })));
+        assert!(matches!(
+            check_header(p, b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(p, b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
         assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
         let message = LoadError::CoreModule { path: p.into() }.to_string();
         assert!(message.contains("x.wasm") && message.contains("wasm32-wasip2"));

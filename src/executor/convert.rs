@@ -6,8 +6,8 @@
 
 use super::bindings::types::{
     BatchParam, BatchResult, NamedScoreParam, OptionalBytesColumnParam, OptionalBytesColumnResult,
-    OptionalStringColumnParam, OptionalStringColumnResult, Relation as WitRelation, StringColumnParam,
-    StringColumnResult,
+    OptionalStringColumnParam, OptionalStringColumnResult, Relation as WitRelation,
+    StringColumnParam, StringColumnResult,
 };
 use crate::wire::body::{Column, StrColumn};
 use crate::wire::{Body, Relation, Score};
@@ -42,19 +42,34 @@ impl<'a> BatchView<'a> {
                 description: s.description.as_deref(),
             })
             .collect();
-        BatchView { body, relations, scores }
+        BatchView {
+            body,
+            relations,
+            scores,
+        }
     }
 
     /// The batch as the generated bindings take it.
     pub fn param(&self) -> BatchParam<'_> {
         let b = self.body;
-        let optional = |c: &'a StrColumn| OptionalStringColumnParam { present: &c.present, data: &c.data, ends: &c.ends };
+        let optional = |c: &'a StrColumn| OptionalStringColumnParam {
+            present: &c.present,
+            data: &c.data,
+            ends: &c.ends,
+        };
         BatchParam {
-            ids: StringColumnParam { data: &b.ids.data, ends: &b.ids.ends },
+            ids: StringColumnParam {
+                data: &b.ids.data,
+                ends: &b.ids.ends,
+            },
             parents: &b.parents,
             relations: &self.relations,
             texts: optional(&b.texts),
-            blobs: OptionalBytesColumnParam { present: &b.blobs.present, data: &b.blobs.data, ends: &b.blobs.ends },
+            blobs: OptionalBytesColumnParam {
+                present: &b.blobs.present,
+                data: &b.blobs.data,
+                ends: &b.blobs.ends,
+            },
             uris: optional(&b.uris),
             mime_types: optional(&b.mime_types),
             tags: optional(&b.tags),
@@ -71,13 +86,36 @@ impl<'a> BatchView<'a> {
 /// # Errors
 /// A message naming the column and the document index.
 pub fn from_batch(batch: BatchResult) -> Result<Body, String> {
-    let BatchResult { ids, parents, relations, texts, blobs, uris, mime_types, tags, embedding_dims, embeddings, scores } =
-        batch;
+    let BatchResult {
+        ids,
+        parents,
+        relations,
+        texts,
+        blobs,
+        uris,
+        mime_types,
+        tags,
+        embedding_dims,
+        embeddings,
+        scores,
+    } = batch;
     let StringColumnResult { data, ends } = ids;
-    let optional = |c: OptionalStringColumnResult| Column { present: c.present, data: c.data, ends: c.ends };
-    let OptionalBytesColumnResult { present, data: blob_data, ends: blob_ends } = blobs;
+    let optional = |c: OptionalStringColumnResult| Column {
+        present: c.present,
+        data: c.data,
+        ends: c.ends,
+    };
+    let OptionalBytesColumnResult {
+        present,
+        data: blob_data,
+        ends: blob_ends,
+    } = blobs;
     let body = Body {
-        ids: Column { present: Vec::new(), data, ends },
+        ids: Column {
+            present: Vec::new(),
+            data,
+            ends,
+        },
         parents,
         relations: relations
             .into_iter()
@@ -88,7 +126,11 @@ pub fn from_batch(batch: BatchResult) -> Result<Body, String> {
             })
             .collect(),
         texts: optional(texts),
-        blobs: Column { present, data: blob_data, ends: blob_ends },
+        blobs: Column {
+            present,
+            data: blob_data,
+            ends: blob_ends,
+        },
         uris: optional(uris),
         mime_types: optional(mime_types),
         tags: optional(tags),
@@ -96,7 +138,13 @@ pub fn from_batch(batch: BatchResult) -> Result<Body, String> {
         embeddings,
         scores: scores
             .into_iter()
-            .map(|s| Score { doc: s.doc, name: s.name, value: s.value, op_name: s.op_name, description: s.description })
+            .map(|s| Score {
+                doc: s.doc,
+                name: s.name,
+                value: s.value,
+                op_name: s.op_name,
+                description: s.description,
+            })
             .collect(),
     };
     body.validate()?;
@@ -119,7 +167,10 @@ mod tests {
             ends: c.ends.to_vec(),
         };
         BatchResult {
-            ids: StringColumnResult { data: p.ids.data.to_owned(), ends: p.ids.ends.to_vec() },
+            ids: StringColumnResult {
+                data: p.ids.data.to_owned(),
+                ends: p.ids.ends.to_vec(),
+            },
             parents: p.parents.to_vec(),
             relations: p.relations.to_vec(),
             texts: opt(p.texts),
@@ -162,7 +213,11 @@ mod tests {
     fn malformed_guest_output_is_rejected() {
         let body = Body::from_documents(&[Document::from_text("x")]);
         let mut batch = echo(&BatchView::new(&body));
-        batch.tags = OptionalStringColumnResult { present: vec![true], data: "[1]".into(), ends: vec![3] };
+        batch.tags = OptionalStringColumnResult {
+            present: vec![true],
+            data: "[1]".into(),
+            ends: vec![3],
+        };
         assert!(from_batch(batch).unwrap_err().contains("not a JSON object"));
         let mut batch = echo(&BatchView::new(&body));
         batch.parents.push(None);

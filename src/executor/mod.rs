@@ -155,31 +155,55 @@ impl Runtime {
         config.max_wasm_stack(sandbox::MAX_WASM_STACK);
         let mut pool_slots = options.pool_slots.filter(|&s| s > 0);
         if let Some(slots) = pool_slots {
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(slots)));
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(
+                slots,
+            )));
         }
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
             // The pool is one large virtual reservation, which an address-space
             // limit (`ulimit -v`) can refuse: run, as wasmtime would without it.
             Err(e) if pool_slots.is_some() => {
-                tracing::warn!("cannot reserve the instance pool ({e:#}): allocating instances on demand");
+                tracing::warn!(
+                    "cannot reserve the instance pool ({e:#}): allocating instances on demand"
+                );
                 pool_slots = None;
                 config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
-                Engine::new(&config).map_err(anyhow::Error::from).context("cannot create the wasmtime engine")?
+                Engine::new(&config)
+                    .map_err(anyhow::Error::from)
+                    .context("cannot create the wasmtime engine")?
             }
-            Err(e) => return Err(anyhow::Error::from(e).context("cannot create the wasmtime engine")),
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context("cannot create the wasmtime engine"));
+            }
         };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(&mut linker, |state| state)
-            .map_err(anyhow::Error::from)?;
-        clocks::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("cannot replace the guest's sleep")?;
-        sandbox::refuse_symlinks(&mut linker).map_err(anyhow::Error::from).context("cannot refuse the guest's symlinks")?;
+        ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)?;
+        clocks::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot replace the guest's sleep")?;
+        sandbox::refuse_symlinks(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot refuse the guest's symlinks")?;
 
-        let cache = options.cache_dir.map(|dir| ComponentCache::new(dir, &engine));
+        let cache = options
+            .cache_dir
+            .map(|dir| ComponentCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Arc::new(Runtime { engine, linker, cache, tenants: Tenants::default(), pool_slots, _ticker: ticker }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            tenants: Tenants::default(),
+            pool_slots,
+            _ticker: ticker,
+        }))
     }
 
     /// Loads, checks and links a component. See [`LoadError`] for what is checked.
@@ -230,7 +254,10 @@ impl EpochTicker {
                 }
             })
             .expect("cannot spawn the epoch thread");
-        EpochTicker { stop, thread: Some(thread) }
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -256,7 +283,9 @@ pub fn set_runtime_arg(config: &mut Value, key: &str, value: Value) {
         *config = Value::Object(serde_json::Map::new());
     }
     let Value::Object(with) = config else { return };
-    let jina = with.entry("jina").or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let jina = with
+        .entry("jina")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
     if let Value::Object(jina) = jina {
         jina.insert(key.to_string(), value);
     }
@@ -333,7 +362,9 @@ impl InitBackoff {
     /// The wait after `failures` failed attempts: 1 s, 2 s, 4 s, ... 60 s.
     pub fn delay(failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(16);
-        INIT_BACKOFF_FIRST.saturating_mul(1 << doublings).min(INIT_BACKOFF_MAX)
+        INIT_BACKOFF_FIRST
+            .saturating_mul(1 << doublings)
+            .min(INIT_BACKOFF_MAX)
     }
 }
 
@@ -343,7 +374,11 @@ impl Executor {
     /// # Errors
     /// A bad workspace or volume, an instantiation failure, or `init` failing or
     /// trapping, each naming the executor.
-    pub fn start(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, mut spec: ExecutorSpec) -> Result<Executor, ExecutorError> {
+    pub fn start(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        mut spec: ExecutorSpec,
+    ) -> Result<Executor, ExecutorError> {
         if spec.sandbox.read_only {
             set_runtime_arg(&mut spec.config, "read_only", Value::Bool(true));
         }
@@ -351,7 +386,11 @@ impl Executor {
         // it runs out of memory, which would trap and lose its unsaved state.
         // Not for others: some refuse a `with` key they do not know.
         if spec.sandbox.workspace.is_some() && (spec.config.is_null() || spec.config.is_object()) {
-            set_runtime_arg(&mut spec.config, "memory_limit", Value::from(spec.sandbox.memory_limit));
+            set_runtime_arg(
+                &mut spec.config,
+                "memory_limit",
+                Value::from(spec.sandbox.memory_limit),
+            );
         }
         let config = match &spec.config {
             Value::Null => "{}".to_string(),
@@ -383,7 +422,11 @@ impl Executor {
             .prepare()
             .map_err(|e| executor.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         if let Some(spec) = &executor.sandbox.tenant {
-            let tenant = executor.runtime.tenants().get(spec).map_err(|e| executor.error(Phase::Init, ErrorKind::Host, e))?;
+            let tenant = executor
+                .runtime
+                .tenants()
+                .get(spec)
+                .map_err(|e| executor.error(Phase::Init, ErrorKind::Host, e))?;
             executor.tenant = Some(tenant);
         }
         executor.ensure_live()?;
@@ -423,13 +466,19 @@ impl Executor {
     ///
     /// # Errors
     /// The executor's own error, a trap, or malformed output; see [`ErrorKind`].
-    pub fn handle(&mut self, endpoint: &str, docs: &[Document], parameters: &Value) -> Result<Vec<Document>, ExecutorError> {
+    pub fn handle(
+        &mut self,
+        endpoint: &str,
+        docs: &[Document],
+        parameters: &Value,
+    ) -> Result<Vec<Document>, ExecutorError> {
         let params = match parameters {
             Value::Null => String::new(),
             other => other.to_string(),
         };
         let body = self.handle_body(endpoint, &Body::from_documents(docs), &params, None)?;
-        body.into_documents().map_err(|message| self.error(Phase::Handle, ErrorKind::InvalidOutput, message))
+        body.into_documents()
+            .map_err(|message| self.error(Phase::Handle, ErrorKind::InvalidOutput, message))
     }
 
     /// Handles one request given as columns, the way a Pea receives it:
@@ -447,18 +496,30 @@ impl Executor {
     ) -> Result<Body, ExecutorError> {
         self.stats.calls += 1;
         self.ensure_live()?;
-        let params = if parameters.is_empty() { "{}" } else { parameters };
+        let params = if parameters.is_empty() {
+            "{}"
+        } else {
+            parameters
+        };
         let view = convert::BatchView::new(body);
         let batch = view.param();
-        let limit = timeout.map_or(self.sandbox.call_timeout, |t| t.min(self.sandbox.call_timeout));
+        let limit = timeout.map_or(self.sandbox.call_timeout, |t| {
+            t.min(self.sandbox.call_timeout)
+        });
         let result = self.call(Phase::Handle, limit, |live| {
-            live.bindings.jina_executor_executor().call_handle(&mut live.store, endpoint, batch, params)
+            live.bindings.jina_executor_executor().call_handle(
+                &mut live.store,
+                endpoint,
+                batch,
+                params,
+            )
         })?;
         let body = convert::from_batch(result).map_err(|message| {
             self.stats.errors += 1;
             self.error(Phase::Handle, ErrorKind::InvalidOutput, message)
         })?;
-        self.check_result_size(&body).inspect_err(|_| self.stats.errors += 1)?;
+        self.check_result_size(&body)
+            .inspect_err(|_| self.stats.errors += 1)?;
         Ok(body)
     }
 
@@ -471,7 +532,10 @@ impl Executor {
             return Err(self.error(
                 Phase::Handle,
                 ErrorKind::ResultTooLarge,
-                format!("returned {docs} documents, over its limit of {} (--max-result-docs)", self.sandbox.max_result_docs),
+                format!(
+                    "returned {docs} documents, over its limit of {} (--max-result-docs)",
+                    self.sandbox.max_result_docs
+                ),
             ));
         }
         let bytes = body.byte_size();
@@ -496,7 +560,11 @@ impl Executor {
     pub fn dump(&mut self) -> Result<(), ExecutorError> {
         self.ensure_live()?;
         let timeout = self.sandbox.call_timeout;
-        self.call(Phase::Dump, timeout, |live| live.bindings.jina_executor_executor().call_dump(&mut live.store))
+        self.call(Phase::Dump, timeout, |live| {
+            live.bindings
+                .jina_executor_executor()
+                .call_dump(&mut live.store)
+        })
     }
 
     /// Calls `close` (if an instance is live) and drops the instance.
@@ -504,11 +572,16 @@ impl Executor {
     /// # Errors
     /// When `close` traps.
     pub fn close(mut self) -> Result<(), ExecutorError> {
-        let Some(mut live) = self.live.take() else { return Ok(()) };
+        let Some(mut live) = self.live.take() else {
+            return Ok(());
+        };
         self.limit = self.sandbox.call_timeout;
         self.arm(&mut live, self.sandbox.call_timeout);
         let cpu = self.cpu_now();
-        let result = live.bindings.jina_executor_executor().call_close(&mut live.store);
+        let result = live
+            .bindings
+            .jina_executor_executor()
+            .call_close(&mut live.store);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
@@ -546,7 +619,9 @@ impl Executor {
     /// workspace (`quota.rs` says what exactly), so a workspace does not grow
     /// with every failing call.
     fn roll_back(&self, live: &Live) {
-        let Some((dir, _, before)) = live.store.data().watch.quota.as_ref() else { return };
+        let Some((dir, _, before)) = live.store.data().watch.quota.as_ref() else {
+            return;
+        };
         match before.roll_back(dir) {
             Ok(after) => tracing::warn!(
                 executor = %self.name,
@@ -554,14 +629,20 @@ impl Executor {
                 files = after.files,
                 "what the call over its disk quota wrote was rolled back"
             ),
-            Err(e) => tracing::error!(executor = %self.name, "cannot roll back the workspace of a call over its disk quota: {e}"),
+            Err(e) => {
+                tracing::error!(executor = %self.name, "cannot roll back the workspace of a call over its disk quota: {e}")
+            }
         }
     }
 
     /// The thread's CPU time, when a tenant is there to charge it to (it
     /// costs a system call).
     fn cpu_now(&self) -> Duration {
-        if self.tenant.is_some() { tenant::thread_cpu_time() } else { Duration::ZERO }
+        if self.tenant.is_some() {
+            tenant::thread_cpu_time()
+        } else {
+            Duration::ZERO
+        }
     }
 
     fn account(&self, cpu_before: Duration) {
@@ -637,9 +718,15 @@ impl Executor {
         }
         let free = stat.f_bavail as u64 * stat.f_frsize as u64;
         if stat.f_bavail == 0 || free < 4096 {
-            Some(format!(" [host: no space left on device: the workspace {} has {free} bytes free]", dir.display()))
+            Some(format!(
+                " [host: no space left on device: the workspace {} has {free} bytes free]",
+                dir.display()
+            ))
         } else if stat.f_files > 0 && stat.f_favail == 0 {
-            Some(format!(" [host: no space left on device: the workspace {} has no free inodes]", dir.display()))
+            Some(format!(
+                " [host: no space left on device: the workspace {} has no free inodes]",
+                dir.display()
+            ))
         } else {
             None
         }
@@ -703,7 +790,11 @@ impl Executor {
                 let failures = self.backoff.as_ref().map_or(0, |b| b.failures) + 1;
                 let delay = InitBackoff::delay(failures);
                 tracing::warn!(executor = %self.name, failures, "init failed; the next attempt waits {delay:?} (crash-loop backoff)");
-                self.backoff = Some(InitBackoff { failures, until: Instant::now() + delay, last_error: e.clone() });
+                self.backoff = Some(InitBackoff {
+                    failures,
+                    until: Instant::now() + delay,
+                    last_error: e.clone(),
+                });
                 Err(e)
             }
         }
@@ -715,10 +806,15 @@ impl Executor {
         // failed durable dump that discarded the last one.
         let restart = self.stats.traps > 0 || self.stats.calls > 0;
         let started = Instant::now();
-        let mut live = self.instantiate().map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
+        let mut live = self
+            .instantiate()
+            .map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         self.arm(&mut live, self.sandbox.init_timeout);
         let cpu = self.cpu_now();
-        let outcome = live.bindings.jina_executor_executor().call_init(&mut live.store, &self.config);
+        let outcome = live
+            .bindings
+            .jina_executor_executor()
+            .call_init(&mut live.store, &self.config);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
         if outcome.is_ok()
@@ -729,7 +825,9 @@ impl Executor {
         }
         match outcome {
             Ok(Ok(())) => {}
-            Ok(Err(guest)) => return Err(self.error(Phase::Init, guest_kind(guest.kind), guest.message)),
+            Ok(Err(guest)) => {
+                return Err(self.error(Phase::Init, guest_kind(guest.kind), guest.message));
+            }
             Err(trap) => return Err(self.classify(Phase::Init, trap, &live)),
         }
         if restart {
@@ -749,7 +847,14 @@ impl Executor {
             tenant: self.tenant.clone(),
             reserved: 0,
         };
-        let state = ExecutorState { wasi, table: ResourceTable::new(), limiter, output, clock, watch: Watch::idle() };
+        let state = ExecutorState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            output,
+            clock,
+            watch: Watch::idle(),
+        };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // So results up to --max-result-bytes / --max-result-docs lift whole.
@@ -759,10 +864,18 @@ impl Executor {
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
         store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
         let bindings = self.component.pre.instantiate(&mut store).map_err(|e| {
-            let pool_full = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some();
+            let pool_full = e
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some();
             let slots = self.runtime.pool_slots().unwrap_or(0);
             let e = anyhow::Error::from(e);
-            if pool_full { e.context(format!("every instance slot of this process is taken (--pool-slots {slots})")) } else { e }
+            if pool_full {
+                e.context(format!(
+                    "every instance slot of this process is taken (--pool-slots {slots})"
+                ))
+            } else {
+                e
+            }
         })?;
         Ok(Live { store, bindings })
     }
@@ -774,17 +887,35 @@ impl Executor {
         let (kind, message) = match error.downcast_ref::<Trap>() {
             _ if state.watch.over_quota.is_some() => {
                 self.roll_back(live);
-                (ErrorKind::DiskQuota, format!("{} and was stopped", state.watch.over_quota.as_deref().unwrap_or_default()))
+                (
+                    ErrorKind::DiskQuota,
+                    format!(
+                        "{} and was stopped",
+                        state.watch.over_quota.as_deref().unwrap_or_default()
+                    ),
+                )
             }
             Some(Trap::Interrupt) => {
-                let limit = if phase == Phase::Init { self.sandbox.init_timeout } else { self.limit };
-                if state.watch.slept_past {
-                    (ErrorKind::Timeout, format!("asked to sleep past its time limit of {limit:?} and was stopped"))
+                let limit = if phase == Phase::Init {
+                    self.sandbox.init_timeout
                 } else {
-                    (ErrorKind::Timeout, format!("ran past its time limit of {limit:?} and was stopped"))
+                    self.limit
+                };
+                if state.watch.slept_past {
+                    (
+                        ErrorKind::Timeout,
+                        format!("asked to sleep past its time limit of {limit:?} and was stopped"),
+                    )
+                } else {
+                    (
+                        ErrorKind::Timeout,
+                        format!("ran past its time limit of {limit:?} and was stopped"),
+                    )
                 }
             }
-            Some(Trap::StackOverflow) => (ErrorKind::StackOverflow, "overflowed its stack".to_string()),
+            Some(Trap::StackOverflow) => {
+                (ErrorKind::StackOverflow, "overflowed its stack".to_string())
+            }
             Some(_) if state.limiter.memory_refused == Some(Refused::Instance) => (
                 ErrorKind::MemoryLimit,
                 format!(
@@ -809,7 +940,10 @@ impl Executor {
                 let printed = state.output.recent_stderr();
                 match printed.iter().position(|line| line.contains("panicked at")) {
                     Some(at) => (ErrorKind::Panic, printed[at..].join(" ").trim().to_string()),
-                    None => (ErrorKind::Trap, format!("trapped: unreachable code{}", last_words(&state.output))),
+                    None => (
+                        ErrorKind::Trap,
+                        format!("trapped: unreachable code{}", last_words(&state.output)),
+                    ),
                 }
             }
             Some(Trap::MemoryOutOfBounds) => (
@@ -820,7 +954,10 @@ impl Executor {
                     last_words(&state.output)
                 ),
             ),
-            Some(trap) => (ErrorKind::Trap, format!("trapped: {trap}{}", last_words(&state.output))),
+            Some(trap) => (
+                ErrorKind::Trap,
+                format!("trapped: {trap}{}", last_words(&state.output)),
+            ),
             None if format!("{error:#}").contains(sandbox::HOSTCALL_FUEL_EXHAUSTED) => (
                 ErrorKind::ResultTooLarge,
                 format!(
@@ -838,7 +975,12 @@ impl Executor {
     }
 
     fn error(&self, phase: Phase, kind: ErrorKind, message: impl Into<String>) -> ExecutorError {
-        ExecutorError { executor: self.name.to_string(), phase, kind, message: message.into() }
+        ExecutorError {
+            executor: self.name.to_string(),
+            phase,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -864,7 +1006,9 @@ fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::UpdateDeadl
         }
         state.watch.next_check = Instant::now() + QUOTA_CHECK.max(now.elapsed() * 10);
     }
-    Ok(wasmtime::UpdateDeadline::Continue(ticks(state.watch.next_wake(Instant::now()))))
+    Ok(wasmtime::UpdateDeadline::Continue(ticks(
+        state.watch.next_wake(Instant::now()),
+    )))
 }
 
 fn last_words(output: &GuestOutput) -> String {

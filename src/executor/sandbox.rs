@@ -130,7 +130,10 @@ impl Sandbox {
     /// every list against it first.
     pub fn hostcall_fuel(&self) -> usize {
         let bytes = usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX);
-        bytes.saturating_mul(8).saturating_add(self.max_result_docs.saturating_mul(64)).max(WASMTIME_HOSTCALL_FUEL)
+        bytes
+            .saturating_mul(8)
+            .saturating_add(self.max_result_docs.saturating_mul(64))
+            .max(WASMTIME_HOSTCALL_FUEL)
     }
 }
 
@@ -144,7 +147,10 @@ impl Default for Sandbox {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             init_timeout: DEFAULT_INIT_TIMEOUT,
-            quota: Quota { bytes: DEFAULT_DISK_QUOTA, files: DEFAULT_MAX_FILES },
+            quota: Quota {
+                bytes: DEFAULT_DISK_QUOTA,
+                files: DEFAULT_MAX_FILES,
+            },
             max_result_docs: DEFAULT_MAX_RESULT_DOCS,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             log_rate: DEFAULT_LOG_RATE,
@@ -176,15 +182,25 @@ impl std::str::FromStr for Volume {
         let read_only = match parts.next() {
             None | Some("rw") => false,
             Some("ro") => true,
-            Some(other) => return Err(format!("volume `{spec}`: mode `{other}` is neither `ro` nor `rw`")),
+            Some(other) => {
+                return Err(format!(
+                    "volume `{spec}`: mode `{other}` is neither `ro` nor `rw`"
+                ));
+            }
         };
         if parts.next().is_some() || host.is_empty() || !guest.starts_with('/') {
             return Err(format!("volume `{spec}` is not HOST_DIR:/GUEST_DIR[:ro]"));
         }
         if guest == GUEST_WORKSPACE {
-            return Err(format!("volume `{spec}`: {GUEST_WORKSPACE} is reserved for the workspace"));
+            return Err(format!(
+                "volume `{spec}`: {GUEST_WORKSPACE} is reserved for the workspace"
+            ));
         }
-        Ok(Volume { host: PathBuf::from(host), guest: guest.to_string(), read_only })
+        Ok(Volume {
+            host: PathBuf::from(host),
+            guest: guest.to_string(),
+            read_only,
+        })
     }
 }
 
@@ -197,14 +213,22 @@ impl Sandbox {
     pub fn prepare(&self) -> anyhow::Result<()> {
         if let Some(dir) = &self.workspace {
             if self.read_only {
-                anyhow::ensure!(dir.is_dir(), "read-only workspace {} does not exist", dir.display());
+                anyhow::ensure!(
+                    dir.is_dir(),
+                    "read-only workspace {} does not exist",
+                    dir.display()
+                );
             } else {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create workspace {}", dir.display()))?;
             }
         }
         for volume in &self.volumes {
-            anyhow::ensure!(volume.host.is_dir(), "volume {} is not a directory", volume.host.display());
+            anyhow::ensure!(
+                volume.host.is_dir(),
+                "volume {} is not a directory",
+                volume.host.display()
+            );
         }
         Ok(())
     }
@@ -215,7 +239,11 @@ impl Sandbox {
     }
 
     /// The WASI context of one instance.
-    pub(super) fn wasi_ctx(&self, output: &GuestOutput, clock: super::clocks::Monotonic) -> anyhow::Result<WasiCtx> {
+    pub(super) fn wasi_ctx(
+        &self,
+        output: &GuestOutput,
+        clock: super::clocks::Monotonic,
+    ) -> anyhow::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         builder
             .stdout(output.stream(Stream::Stdout))
@@ -233,9 +261,15 @@ impl Sandbox {
         if self.deterministic {
             builder
                 .wall_clock(super::clocks::Frozen)
-                .secure_random(wasmtime_wasi::Deterministic::new(DETERMINISTIC_SEED.to_vec()))
-                .insecure_random(wasmtime_wasi::Deterministic::new(DETERMINISTIC_SEED.to_vec()))
-                .insecure_random_seed(u128::from_le_bytes(DETERMINISTIC_SEED[..16].try_into().expect("16 bytes")));
+                .secure_random(wasmtime_wasi::Deterministic::new(
+                    DETERMINISTIC_SEED.to_vec(),
+                ))
+                .insecure_random(wasmtime_wasi::Deterministic::new(
+                    DETERMINISTIC_SEED.to_vec(),
+                ))
+                .insecure_random_seed(u128::from_le_bytes(
+                    DETERMINISTIC_SEED[..16].try_into().expect("16 bytes"),
+                ));
         }
         if let Some(dir) = &self.workspace {
             preopen(&mut builder, dir, GUEST_WORKSPACE, self.read_only)?;
@@ -247,8 +281,17 @@ impl Sandbox {
     }
 }
 
-fn preopen(builder: &mut WasiCtxBuilder, host: &std::path::Path, guest: &str, read_only: bool) -> anyhow::Result<()> {
-    let perms = if read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+fn preopen(
+    builder: &mut WasiCtxBuilder,
+    host: &std::path::Path,
+    guest: &str,
+    read_only: bool,
+) -> anyhow::Result<()> {
+    let perms = if read_only {
+        FsPerms::ReadOnly
+    } else {
+        FsPerms::ReadWrite
+    };
     builder
         .preopened_dir(host, guest, perms)
         .map_err(anyhow::Error::from)
@@ -275,15 +318,20 @@ const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 /// # Errors
 /// The linker has no such import (a wasmtime-wasi upgrade renamed it): the
 /// runtime refuses to start rather than run without the rule.
-pub(super) fn refuse_symlinks(linker: &mut wasmtime::component::Linker<super::state::ExecutorState>) -> wasmtime::Result<()> {
+pub(super) fn refuse_symlinks(
+    linker: &mut wasmtime::component::Linker<super::state::ExecutorState>,
+) -> wasmtime::Result<()> {
     use wasmtime::component::Resource;
     use wasmtime_wasi::filesystem::Descriptor;
     use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
     linker.allow_shadowing(true);
     let mut types = linker.instance(FILESYSTEM_TYPES)?;
-    types.func_wrap(SYMLINK_AT, |_store, (_dir, _target, _link): (Resource<Descriptor>, String, String)| {
-        Ok((Err::<(), ErrorCode>(ErrorCode::NotPermitted),))
-    })?;
+    types.func_wrap(
+        SYMLINK_AT,
+        |_store, (_dir, _target, _link): (Resource<Descriptor>, String, String)| {
+            Ok((Err::<(), ErrorCode>(ErrorCode::NotPermitted),))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(())
 }
@@ -315,7 +363,12 @@ pub(super) struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_refused = Some(Refused::Instance);
             return Ok(false);
@@ -331,7 +384,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -354,7 +412,12 @@ mod tests {
         assert!(v.read_only && v.guest == "/data");
         assert!("/data".parse::<Volume>().is_err());
         assert!("/data:relative".parse::<Volume>().is_err());
-        assert!("/data:/workspace".parse::<Volume>().unwrap_err().contains("reserved"));
+        assert!(
+            "/data:/workspace"
+                .parse::<Volume>()
+                .unwrap_err()
+                .contains("reserved")
+        );
         assert!("/data:/d:xx".parse::<Volume>().unwrap_err().contains("xx"));
     }
 }

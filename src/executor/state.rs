@@ -48,7 +48,15 @@ pub(super) struct Watch {
 impl Watch {
     pub fn idle() -> Watch {
         let now = Instant::now();
-        Watch { deadline: now, quota: None, next_check: now, over_quota: None, slept_past: false, demote_at: None, demoted: false }
+        Watch {
+            deadline: now,
+            quota: None,
+            next_check: now,
+            over_quota: None,
+            slept_past: false,
+            demote_at: None,
+            demoted: false,
+        }
     }
 
     /// Time until the callback must run next: the deadline, or the next
@@ -67,7 +75,10 @@ impl Watch {
 
 impl WasiView for ExecutorState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -75,7 +86,10 @@ impl jina::executor::types::Host for ExecutorState {}
 
 impl jina::executor::log::Host for ExecutorState {
     fn log(&mut self, level: LogLevel, message: String, fields: Vec<(String, String)>) {
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         self.output.log(level, &message, &fields);
     }
 }

@@ -69,7 +69,8 @@ impl Tenant {
     pub(super) fn reserve(&self, bytes: u64) -> bool {
         self.memory
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.budget)
+                used.checked_add(bytes)
+                    .filter(|&total| total <= self.budget)
             })
             .is_ok()
     }
@@ -79,7 +80,10 @@ impl Tenant {
     }
 
     pub(super) fn account(&self, cpu: Duration) {
-        self.cpu_ns.fetch_add(u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.cpu_ns.fetch_add(
+            u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -123,7 +127,11 @@ impl Tenants {
 
     /// A live tenant by name.
     pub fn find(&self, name: &str) -> Option<Arc<Tenant>> {
-        self.by_name.lock().expect("tenants lock").get(name).and_then(Weak::upgrade)
+        self.by_name
+            .lock()
+            .expect("tenants lock")
+            .get(name)
+            .and_then(Weak::upgrade)
     }
 }
 
@@ -154,7 +162,9 @@ pub(super) fn demote_current_thread() -> bool {
 pub(super) fn thread_cpu_time() -> Duration {
     #[cfg(target_os = "linux")]
     {
-        if let Ok(time) = Duration::try_from(rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime)) {
+        if let Ok(time) = Duration::try_from(rustix::time::clock_gettime(
+            rustix::time::ClockId::ThreadCPUTime,
+        )) {
             return time;
         }
     }
@@ -168,7 +178,10 @@ mod tests {
     #[test]
     fn a_budget_is_shared_and_released() {
         let tenants = Tenants::default();
-        let spec = TenantSpec { name: "acme".into(), memory: 100 };
+        let spec = TenantSpec {
+            name: "acme".into(),
+            memory: 100,
+        };
         let a = tenants.get(&spec).unwrap();
         let b = tenants.get(&spec).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
@@ -177,9 +190,23 @@ mod tests {
         assert!(b.reserve(40));
         a.release(60);
         assert_eq!(b.memory_used(), 40);
-        assert!(tenants.get(&TenantSpec { memory: 5, ..spec.clone() }).unwrap_err().contains("already runs"));
+        assert!(
+            tenants
+                .get(&TenantSpec {
+                    memory: 5,
+                    ..spec.clone()
+                })
+                .unwrap_err()
+                .contains("already runs")
+        );
         drop((a, b));
         // Gone with its last executor: a new budget is fine.
-        assert_eq!(tenants.get(&TenantSpec { memory: 5, ..spec }).unwrap().budget(), 5);
+        assert_eq!(
+            tenants
+                .get(&TenantSpec { memory: 5, ..spec })
+                .unwrap()
+                .budget(),
+            5
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{CACHE_DIR, EXECUTORS_DIR, FLOW_FILE, Kind, PORT_CTRL, Plan, Unit, WORKSPACE_DIR, mebibytes};
+use super::{
+    CACHE_DIR, EXECUTORS_DIR, FLOW_FILE, Kind, PORT_CTRL, Plan, Unit, WORKSPACE_DIR, mebibytes,
+};
 
 /// Settings of the export that the Flow file does not have.
 #[derive(Debug, Clone)]
@@ -45,7 +47,10 @@ pub fn render(plan: &Plan, options: &Options) -> Vec<(String, String)> {
         files.push(("00-namespace.yml".to_string(), yaml(&[namespace])));
     }
     for unit in &plan.units {
-        files.push((format!("{}.yml", unit.name), yaml(&objects(plan, unit, options))));
+        files.push((
+            format!("{}.yml", unit.name),
+            yaml(&objects(plan, unit, options)),
+        ));
     }
     files
 }
@@ -63,7 +68,15 @@ pub fn write(plan: &Plan, options: &Options, dir: &Path) -> anyhow::Result<Vec<S
 }
 
 fn yaml(objects: &[Value]) -> String {
-    objects.iter().map(|o| format!("---\n{}", serde_yaml::to_string(o).expect("JSON values are YAML"))).collect()
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "---\n{}",
+                serde_yaml::to_string(o).expect("JSON values are YAML")
+            )
+        })
+        .collect()
 }
 
 fn config_map_name(plan: &Plan) -> String {
@@ -91,8 +104,10 @@ fn metadata(plan: &Plan, unit: &Unit, name: &str, options: &Options) -> Value {
 
 /// The unit's workload and Service (and the gateway's ConfigMap).
 fn objects(plan: &Plan, unit: &Unit, options: &Options) -> Vec<Value> {
-    let selector = json!({"app.kubernetes.io/name": unit.name, "app.kubernetes.io/part-of": plan.name});
-    let template = json!({"metadata": {"labels": labels(plan, unit)}, "spec": pod_spec(plan, unit, options)});
+    let selector =
+        json!({"app.kubernetes.io/name": unit.name, "app.kubernetes.io/part-of": plan.name});
+    let template =
+        json!({"metadata": {"labels": labels(plan, unit)}, "spec": pod_spec(plan, unit, options)});
     let stateful = matches!(unit.kind, Kind::Shards) || (unit.kind == Kind::Pea && unit.workspace);
     let mut out = Vec::new();
     if unit.kind == Kind::Gateway {
@@ -143,7 +158,13 @@ fn objects(plan: &Plan, unit: &Unit, options: &Options) -> Vec<Value> {
 }
 
 fn ping(alive: bool) -> Value {
-    let mut command = vec!["jina-wasm".to_string(), "ping".into(), format!("127.0.0.1:{PORT_CTRL}"), "--timeout".into(), "3s".into()];
+    let mut command = vec![
+        "jina-wasm".to_string(),
+        "ping".into(),
+        format!("127.0.0.1:{PORT_CTRL}"),
+        "--timeout".into(),
+        "3s".into(),
+    ];
     if alive {
         command.push("--alive".into());
     }
@@ -158,7 +179,11 @@ fn pod_spec(plan: &Plan, unit: &Unit, options: &Options) -> Value {
         mounts.push(json!({"name": "executors", "mountPath": EXECUTORS_DIR, "readOnly": true}));
         volumes.push(json!({"name": "executors", "emptyDir": {}}));
         let mut copy = vec!["cp".to_string()];
-        copy.extend(unit.executors.iter().map(|e| format!("{EXECUTORS_DIR}/{e}")));
+        copy.extend(
+            unit.executors
+                .iter()
+                .map(|e| format!("{EXECUTORS_DIR}/{e}")),
+        );
         copy.push("/shared/".into());
         init.push(json!({
             "name": "executors",
@@ -168,7 +193,11 @@ fn pod_spec(plan: &Plan, unit: &Unit, options: &Options) -> Value {
         }));
     }
     if unit.kind == Kind::Gateway {
-        let dir = Path::new(FLOW_FILE).parent().expect("a directory").display().to_string();
+        let dir = Path::new(FLOW_FILE)
+            .parent()
+            .expect("a directory")
+            .display()
+            .to_string();
         mounts.push(json!({"name": "flow", "mountPath": dir, "readOnly": true}));
         volumes.push(json!({"name": "flow", "configMap": {"name": config_map_name(plan)}}));
     }
@@ -176,7 +205,11 @@ fn pod_spec(plan: &Plan, unit: &Unit, options: &Options) -> Value {
         // From the StatefulSet's volumeClaimTemplates.
         mounts.push(json!({"name": "workspace", "mountPath": WORKSPACE_DIR}));
     }
-    let ports: Vec<Value> = unit.ports.iter().map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"})).collect();
+    let ports: Vec<Value> = unit
+        .ports
+        .iter()
+        .map(|(name, port)| json!({"name": name, "containerPort": port, "protocol": "TCP"}))
+        .collect();
     let mut container = json!({
         "name": "jina-wasm",
         "image": options.image,

@@ -118,26 +118,53 @@ impl Plan {
     /// that is not a usable host name, two executor files with one name.
     pub fn new(path: &Path) -> anyhow::Result<Plan> {
         let flow = Flow::load(path)?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let flow_text = crate::flow::spec::substitute(&text, |name| std::env::var(name).ok()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let stem = path.file_stem().map_or_else(|| "flow".into(), |s| s.to_string_lossy().into_owned());
-        let name = dns_label(&stem).ok_or_else(|| anyhow::anyhow!("{}: the file name `{stem}` has no letters or digits to name the Flow by", path.display()))?;
-        let mut plan = Plan { name, flow_text, units: Vec::new(), executors: BTreeMap::new(), http_port: flow.with.port.or(flow.with.port_expose).filter(|&p| p != 0).unwrap_or(PORT_HTTP) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let flow_text = crate::flow::spec::substitute(&text, |name| std::env::var(name).ok())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "flow".into(), |s| s.to_string_lossy().into_owned());
+        let name = dns_label(&stem).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the file name `{stem}` has no letters or digits to name the Flow by",
+                path.display()
+            )
+        })?;
+        let mut plan = Plan {
+            name,
+            flow_text,
+            units: Vec::new(),
+            executors: BTreeMap::new(),
+            http_port: flow
+                .with
+                .port
+                .or(flow.with.port_expose)
+                .filter(|&p| p != 0)
+                .unwrap_or(PORT_HTTP),
+        };
         let mut pod_addresses = Vec::new();
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
         for (i, spec) in flow.pods.iter().enumerate() {
-            let at = |e: anyhow::Error| e.context(format!("{}: pod `{}`", path.display(), spec.name));
+            let at =
+                |e: anyhow::Error| e.context(format!("{}: pod `{}`", path.display(), spec.name));
             let config = pod_config(&flow, i, &RunOptions::default()).map_err(at)?;
             let host = dns_label(&spec.name)
                 .filter(|h| h.len() <= 58)
                 .ok_or_else(|| at(anyhow::anyhow!("its name does not make a Kubernetes name (letters, digits, `-`; at most 58)")))?;
             for unit in [host.clone(), format!("{host}-head")] {
                 if let Some(other) = taken.insert(unit.clone(), spec.name.clone()) {
-                    anyhow::bail!("{}: pods `{other}` and `{}` both become `{unit}`: rename one", path.display(), spec.name);
+                    anyhow::bail!(
+                        "{}: pods `{other}` and `{}` both become `{unit}`: rename one",
+                        path.display(),
+                        spec.name
+                    );
                 }
             }
             if host == "gateway" {
-                return Err(at(anyhow::anyhow!("`gateway` is the gateway's unit name: rename the Pod")));
+                return Err(at(anyhow::anyhow!(
+                    "`gateway` is the gateway's unit name: rename the Pod"
+                )));
             }
             let memory_limit = Some(config.pea.executor.sandbox.memory_limit + MEMORY_HEADROOM);
             let uses = plan.executor(&config.pea.uses).map_err(at)?;
@@ -175,7 +202,12 @@ impl Plan {
             let mut args = pea_command(&head, &[]);
             args[0] = "pod".into();
             args.extend(["--role", "head", "--host-peas", "0.0.0.0"].map(String::from));
-            args.extend(["--port-fanout".into(), PORT_FANOUT.to_string(), "--port-parts".into(), PORT_PARTS.to_string()]);
+            args.extend([
+                "--port-fanout".into(),
+                PORT_FANOUT.to_string(),
+                "--port-parts".into(),
+                PORT_PARTS.to_string(),
+            ]);
             args.extend(["--polling".into(), config.polling.to_string()]);
             let shards = config.shards > 1;
             if shards {
@@ -184,7 +216,10 @@ impl Plan {
                 args.extend(["--parallel".into(), config.replicas.max(1).to_string()]);
             }
             let mut head_executors = Vec::new();
-            for (flag, file) in [("--uses-before", &config.uses_before), ("--uses-after", &config.uses_after)] {
+            for (flag, file) in [
+                ("--uses-before", &config.uses_before),
+                ("--uses-after", &config.uses_after),
+            ] {
                 if let Some(file) = file {
                     let name = plan.executor(file).map_err(at)?;
                     args.extend([flag.to_string(), format!("{EXECUTORS_DIR}/{name}")]);
@@ -197,7 +232,13 @@ impl Plan {
                 pod: Some(spec.name.clone()),
                 count: 1,
                 args,
-                ports: vec![("in", PORT_IN), ("out", PORT_OUT), ("ctrl", PORT_CTRL), ("fanout", PORT_FANOUT), ("parts", PORT_PARTS)],
+                ports: vec![
+                    ("in", PORT_IN),
+                    ("out", PORT_OUT),
+                    ("ctrl", PORT_CTRL),
+                    ("fanout", PORT_FANOUT),
+                    ("parts", PORT_PARTS),
+                ],
                 executors: head_executors,
                 workspace: false,
                 memory_limit,
@@ -209,9 +250,22 @@ impl Plan {
             pea.socket_out = SocketSpec::PUSH_CONNECT;
             pea.address_out = format!("tcp://{head_name}:{PORT_PARTS}");
             let (kind, count, place) = if shards {
-                (Kind::Shards, config.shards, vec!["--shard-id".to_string(), "auto".into(), "--shard-count".into(), config.shards.to_string()])
+                (
+                    Kind::Shards,
+                    config.shards,
+                    vec![
+                        "--shard-id".to_string(),
+                        "auto".into(),
+                        "--shard-count".into(),
+                        config.shards.to_string(),
+                    ],
+                )
             } else {
-                (Kind::Replicas, config.replicas.max(1), vec!["--replica-id".to_string(), "auto".into()])
+                (
+                    Kind::Replicas,
+                    config.replicas.max(1),
+                    vec!["--replica-id".to_string(), "auto".into()],
+                )
             };
             plan.units.push(Unit {
                 name: host.clone(),
@@ -226,31 +280,57 @@ impl Plan {
             });
             pod_addresses.push((spec.name.clone(), head_name));
         }
-        let mut args: Vec<String> = vec!["gateway".into(), "--uses".into(), FLOW_FILE.into(), "--host".into(), "0.0.0.0".into()];
-        args.extend(["--port".into(), plan.http_port.to_string(), "--host-ctrl".into(), "0.0.0.0".into(), "--port-ctrl".into(), PORT_CTRL.to_string()]);
+        let mut args: Vec<String> = vec![
+            "gateway".into(),
+            "--uses".into(),
+            FLOW_FILE.into(),
+            "--host".into(),
+            "0.0.0.0".into(),
+        ];
+        args.extend([
+            "--port".into(),
+            plan.http_port.to_string(),
+            "--host-ctrl".into(),
+            "0.0.0.0".into(),
+            "--port-ctrl".into(),
+            PORT_CTRL.to_string(),
+        ]);
         for (pod, host) in &pod_addresses {
-            args.extend(["--pod-address".into(), format!("{pod}={host}:{PORT_IN},{host}:{PORT_OUT}")]);
+            args.extend([
+                "--pod-address".into(),
+                format!("{pod}={host}:{PORT_IN},{host}:{PORT_OUT}"),
+            ]);
         }
-        plan.units.insert(0, Unit {
-            name: "gateway".into(),
-            kind: Kind::Gateway,
-            pod: None,
-            count: 1,
-            args,
-            ports: vec![("http", plan.http_port), ("ctrl", PORT_CTRL)],
-            executors: Vec::new(),
-            workspace: false,
-            memory_limit: None,
-        });
+        plan.units.insert(
+            0,
+            Unit {
+                name: "gateway".into(),
+                kind: Kind::Gateway,
+                pod: None,
+                count: 1,
+                args,
+                ports: vec![("http", plan.http_port), ("ctrl", PORT_CTRL)],
+                executors: Vec::new(),
+                workspace: false,
+                memory_limit: None,
+            },
+        );
         Ok(plan)
     }
 
     /// Registers an executor file; returns its name in [`EXECUTORS_DIR`].
     fn executor(&mut self, path: &Path) -> anyhow::Result<String> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow::anyhow!("`{}` is not a file", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("`{}` is not a file", path.display()))?;
         match self.executors.get(&name) {
             Some(other) if other != path => {
-                anyhow::bail!("executors {} and {} have the same file name `{name}`: one directory holds them all in the container", other.display(), path.display())
+                anyhow::bail!(
+                    "executors {} and {} have the same file name `{name}`: one directory holds them all in the container",
+                    other.display(),
+                    path.display()
+                )
             }
             _ => {
                 self.executors.insert(name.clone(), path.to_path_buf());
@@ -272,7 +352,16 @@ fn pea_command(config: &PeaConfig, extra: &[String]) -> Vec<String> {
 
 /// A DNS-1123 label: lower case, `-` for anything else, no `-` at either end.
 fn dns_label(name: &str) -> Option<String> {
-    let mapped: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mapped: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let trimmed = mapped.trim_matches('-').to_string();
     (!trimmed.is_empty() && trimmed.len() <= 63).then_some(trimmed)
 }

@@ -60,7 +60,11 @@ impl Gateway {
             .await
             .map_err(|e| anyhow::anyhow!("the gateway cannot bind {host}:{port}: {e}"))?;
         let address = listener.local_addr()?;
-        let shared = Shared { calls, slots: Arc::new(Semaphore::new(prefetch.max(1))), info: Arc::new(info) };
+        let shared = Shared {
+            calls,
+            slots: Arc::new(Semaphore::new(prefetch.max(1))),
+            info: Arc::new(info),
+        };
         let app = Router::new()
             .route("/post", post(post_body))
             .route("/dry_run", get(dry_run))
@@ -74,7 +78,11 @@ impl Gateway {
                 tracing::error!("the gateway stopped: {e}");
             }
         });
-        Ok(Gateway { address, stop, task })
+        Ok(Gateway {
+            address,
+            stop,
+            task,
+        })
     }
 
     /// Stops accepting, finishes the requests being answered.
@@ -107,15 +115,20 @@ pub struct Request {
 /// # Errors
 /// A message for the client (the gateway answers it with HTTP 422).
 pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, String> {
-    let request: Value = serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let request: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))?;
     let Value::Object(mut request) = request else {
-        return Err("the body must be a JSON object with `data`, `exec_endpoint` and `parameters`".into());
+        return Err(
+            "the body must be a JSON object with `data`, `exec_endpoint` and `parameters`".into(),
+        );
     };
     let endpoint = match (endpoint, request.get("exec_endpoint")) {
         (Some(endpoint), _) => endpoint,
         (None, None | Some(Value::Null)) => "/".to_string(),
         (None, Some(Value::String(e))) => e.clone(),
-        (None, Some(other)) => return Err(format!("`exec_endpoint` must be a string, not {other}")),
+        (None, Some(other)) => {
+            return Err(format!("`exec_endpoint` must be a string, not {other}"));
+        }
     };
     let parameters = match request.remove("parameters") {
         None | Some(Value::Null) => Map::new(),
@@ -128,14 +141,23 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
         .and_then(Value::as_str)
         .map(str::to_string);
     let docs = documents(request.remove("data").unwrap_or(Value::Null))?;
-    Ok(Request { endpoint, docs, parameters, client_id })
+    Ok(Request {
+        endpoint,
+        docs,
+        parameters,
+        client_id,
+    })
 }
 
 async fn post_body(State(shared): State<Shared>, body: Bytes) -> Response {
     answer(shared, None, &body).await
 }
 
-async fn post_endpoint(State(shared): State<Shared>, Path(endpoint): Path<String>, body: Bytes) -> Response {
+async fn post_endpoint(
+    State(shared): State<Shared>,
+    Path(endpoint): Path<String>,
+    body: Bytes,
+) -> Response {
     answer(shared, Some(format!("/{endpoint}")), &body).await
 }
 
@@ -150,8 +172,17 @@ struct DryRun {
 
 async fn dry_run(State(shared): State<Shared>) -> Response {
     let up = !shared.calls.is_closed();
-    let (code, description) = if up { (0, "ready") } else { (ERROR, "the Flow is stopping") };
-    Json(DryRun { code, description, exception: None }).into_response()
+    let (code, description) = if up {
+        (0, "ready")
+    } else {
+        (ERROR, "the Flow is stopping")
+    };
+    Json(DryRun {
+        code,
+        description,
+        exception: None,
+    })
+    .into_response()
 }
 
 async fn status(State(shared): State<Shared>) -> Response {
@@ -216,24 +247,70 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
     let fallback = path_endpoint.clone().unwrap_or_else(|| "/".into());
     let request = match parse_request(body, path_endpoint) {
         Ok(request) => request,
-        Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &fallback, None, "gateway", "bad-request", &message),
+        Err(message) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &fallback,
+                None,
+                "gateway",
+                "bad-request",
+                &message,
+            );
+        }
     };
-    let Request { endpoint, docs, parameters, client_id } = request;
+    let Request {
+        endpoint,
+        docs,
+        parameters,
+        client_id,
+    } = request;
     let Ok(_slot) = shared.slots.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, client_id.as_deref(), "gateway", "unavailable", "the gateway is stopping");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &endpoint,
+            client_id.as_deref(),
+            "gateway",
+            "unavailable",
+            "the gateway is stopping",
+        );
     };
     let parameter_text = Value::Object(parameters.clone()).to_string();
     // The envelope keeps the id it was minted with: the Flow's own.
-    let message = Message::data(Envelope::request(endpoint.clone(), parameter_text), &Body::from_documents(&docs));
+    let message = Message::data(
+        Envelope::request(endpoint.clone(), parameter_text),
+        &Body::from_documents(&docs),
+    );
     drop(docs);
     let id = client_id.unwrap_or_else(|| message.envelope.request_id.clone());
     let reply = match call(&shared.calls, message).await {
         Ok(reply) => reply,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &endpoint, Some(&id), "gateway", "unavailable", &format!("{e:#}")),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &endpoint,
+                Some(&id),
+                "gateway",
+                "unavailable",
+                &format!("{e:#}"),
+            );
+        }
     };
-    let docs = match reply.decode_body().map_err(|e| e.to_string()).and_then(Body::into_documents) {
+    let docs = match reply
+        .decode_body()
+        .map_err(|e| e.to_string())
+        .and_then(Body::into_documents)
+    {
         Ok(docs) => docs,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &endpoint, Some(&id), "gateway", "malformed", &e),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                &endpoint,
+                Some(&id),
+                "gateway",
+                "malformed",
+                &e,
+            );
+        }
     };
     let routes = reply
         .envelope
@@ -243,15 +320,35 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
             executor: &r.pea,
             start_time: rfc3339(r.start_us),
             end_time: rfc3339(r.end_us),
-            status: RouteStatus { code: u8::from(r.outcome == crate::wire::Outcome::Failed) },
+            status: RouteStatus {
+                code: u8::from(r.outcome == crate::wire::Outcome::Failed),
+            },
         })
         .collect();
     let (code, status) = match &reply.envelope.status {
-        Status::Success => (StatusCode::OK, StatusJson { code: 0, description: "success".into(), exception: None }),
-        Status::Error { executor, kind, message } => (StatusCode::INTERNAL_SERVER_ERROR, failure(executor, kind, message)),
+        Status::Success => (
+            StatusCode::OK,
+            StatusJson {
+                code: 0,
+                description: "success".into(),
+                exception: None,
+            },
+        ),
+        Status::Error {
+            executor,
+            kind,
+            message,
+        } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            failure(executor, kind, message),
+        ),
     };
     let answer = Answer {
-        header: Header { request_id: Some(&id), exec_endpoint: &endpoint, status },
+        header: Header {
+            request_id: Some(&id),
+            exec_endpoint: &endpoint,
+            status,
+        },
         parameters: Some(&parameters),
         routes: Some(routes),
         data: &docs,
@@ -275,7 +372,8 @@ fn documents(data: Value) -> Result<Vec<Document>, String> {
         .enumerate()
         .map(|(i, d)| match d {
             Value::String(text) => Ok(Document::from_text(text)),
-            other => serde_json::from_value(other).map_err(|e| format!("data[{i}] is not a document: {e}")),
+            other => serde_json::from_value(other)
+                .map_err(|e| format!("data[{i}] is not a document: {e}")),
         })
         .collect()
 }
@@ -285,13 +383,28 @@ fn failure<'a>(executor: &'a str, kind: &'a str, message: &'a str) -> StatusJson
     StatusJson {
         code: ERROR,
         description: format!("executor `{executor}` failed ({kind}): {message}"),
-        exception: Some(Exception { name: kind, args: [message], executor }),
+        exception: Some(Exception {
+            name: kind,
+            args: [message],
+            executor,
+        }),
     }
 }
 
-fn error(code: StatusCode, endpoint: &str, request_id: Option<&str>, executor: &str, kind: &str, message: &str) -> Response {
+fn error(
+    code: StatusCode,
+    endpoint: &str,
+    request_id: Option<&str>,
+    executor: &str,
+    kind: &str,
+    message: &str,
+) -> Response {
     let answer = Answer {
-        header: Header { request_id, exec_endpoint: endpoint, status: failure(executor, kind, message) },
+        header: Header {
+            request_id,
+            exec_endpoint: endpoint,
+            status: failure(executor, kind, message),
+        },
         parameters: None,
         routes: None,
         data: &[],
@@ -304,7 +417,15 @@ fn rfc3339(us: u64) -> String {
     use std::fmt::Write as _;
     let mut text = String::new();
     // A route's times come off the wire; humantime refuses years past 9999.
-    if write!(text, "{}", humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))).is_err() {
+    if write!(
+        text,
+        "{}",
+        humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(us)
+        )
+    )
+    .is_err()
+    {
         text = "9999-12-31T23:59:59.999999Z".into();
     }
     text
@@ -316,7 +437,11 @@ mod tests {
     use crate::document::MAX_DEPTH;
 
     fn nested(levels: usize) -> String {
-        format!("{}{}", r#"{"chunks":["#.repeat(levels + 1), "]}".repeat(levels + 1))
+        format!(
+            "{}{}",
+            r#"{"chunks":["#.repeat(levels + 1),
+            "]}".repeat(levels + 1)
+        )
     }
 
     #[test]
@@ -324,12 +449,26 @@ mod tests {
         let body = br#"{"data": [{"id": "a", "text": "x"}, "plain"], "exec_endpoint": "/index",
             "parameters": {"top_k": 3}, "header": {"request_id": "mine"}}"#;
         let request = parse_request(body, None).unwrap();
-        assert_eq!((request.endpoint.as_str(), request.docs.len(), request.client_id.as_deref()), ("/index", 2, Some("mine")));
+        assert_eq!(
+            (
+                request.endpoint.as_str(),
+                request.docs.len(),
+                request.client_id.as_deref()
+            ),
+            ("/index", 2, Some("mine"))
+        );
         assert_eq!(request.parameters["top_k"], 3);
         assert_eq!(request.docs[1].text.as_deref(), Some("plain"));
         // The path's endpoint wins; `{"docs": [...]}` and `requestId` too.
-        let request = parse_request(br#"{"data": {"docs": []}, "exec_endpoint": "/x", "header": {"requestId": "j"}}"#, Some("/y".into())).unwrap();
-        assert_eq!((request.endpoint.as_str(), request.client_id.as_deref()), ("/y", Some("j")));
+        let request = parse_request(
+            br#"{"data": {"docs": []}, "exec_endpoint": "/x", "header": {"requestId": "j"}}"#,
+            Some("/y".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            (request.endpoint.as_str(), request.client_id.as_deref()),
+            ("/y", Some("j"))
+        );
         assert_eq!(parse_request(b"{}", None).unwrap().endpoint, "/");
     }
 
@@ -341,7 +480,9 @@ mod tests {
         assert!(error(br#"{"parameters": 1}"#).contains("`parameters` must be an object"));
         assert!(error(br#"{"exec_endpoint": 1}"#).contains("`exec_endpoint` must be a string"));
         assert!(error(br#"{"data": 1}"#).contains("`data` must be a list"));
-        assert!(error(br#"{"data": [{"embedding": "x"}]}"#).starts_with("data[0] is not a document"));
+        assert!(
+            error(br#"{"data": [{"embedding": "x"}]}"#).starts_with("data[0] is not a document")
+        );
     }
 
     /// At the depth limit a request reads and becomes a valid body; one level
@@ -354,7 +495,10 @@ mod tests {
         Body::from_documents(&request.docs).validate().unwrap();
         let past = format!(r#"{{"data": [{}]}}"#, nested(MAX_DEPTH + 1));
         let error = parse_request(past.as_bytes(), None).unwrap_err();
-        assert!(error.starts_with("data[0] is not a document: documents nest more than 32 levels"), "{error}");
+        assert!(
+            error.starts_with("data[0] is not a document: documents nest more than 32 levels"),
+            "{error}"
+        );
         let far = format!(r#"{{"data": [{}]}}"#, nested(5000));
         assert!(parse_request(far.as_bytes(), None).is_err());
     }
@@ -363,9 +507,18 @@ mod tests {
     fn answers_have_jinas_shape() {
         let status = failure("enc", "panic", "boom");
         let answer = Answer {
-            header: Header { request_id: Some("r"), exec_endpoint: "/", status },
+            header: Header {
+                request_id: Some("r"),
+                exec_endpoint: "/",
+                status,
+            },
             parameters: None,
-            routes: Some(vec![RouteJson { executor: "gateway", start_time: rfc3339(0), end_time: rfc3339(0), status: RouteStatus { code: 0 } }]),
+            routes: Some(vec![RouteJson {
+                executor: "gateway",
+                start_time: rfc3339(0),
+                end_time: rfc3339(0),
+                status: RouteStatus { code: 0 },
+            }]),
             data: &[],
         };
         let json = serde_json::to_value(&answer).unwrap();
@@ -378,15 +531,29 @@ mod tests {
                 "data": []
             })
         );
-        let dry = serde_json::to_value(DryRun { code: 0, description: "ready", exception: None }).unwrap();
-        assert_eq!(dry, serde_json::json!({"code": 0, "description": "ready", "exception": null}));
+        let dry = serde_json::to_value(DryRun {
+            code: 0,
+            description: "ready",
+            exception: None,
+        })
+        .unwrap();
+        assert_eq!(
+            dry,
+            serde_json::json!({"code": 0, "description": "ready", "exception": null})
+        );
     }
 
     #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(super::rfc3339(1_700_000_000_000_250), "2023-11-14T22:13:20.000250Z");
-        assert_eq!(super::rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_000_250),
+            "2023-11-14T22:13:20.000250Z"
+        );
+        assert_eq!(
+            super::rfc3339(951_782_400_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
         assert_eq!(super::rfc3339(u64::MAX), "9999-12-31T23:59:59.999999Z");
     }
 }

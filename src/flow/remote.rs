@@ -43,7 +43,11 @@ pub struct RemoteOptions {
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { quiet_logs: false, workspace_id: None, lease: Duration::from_secs(10) }
+        RemoteOptions {
+            quiet_logs: false,
+            workspace_id: None,
+            lease: Duration::from_secs(10),
+        }
     }
 }
 
@@ -62,21 +66,54 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         .or_else(|| std::env::var(TOKEN_ENV).ok())
         .with_context(|| format!("host `{host}` needs the daemon's bearer token: set with.daemon_token or {TOKEN_ENV}"))?;
     let client = DaemonClient::new(host, &token);
-    let workspace = options.workspace_id.clone().or_else(|| flow.with.workspace_id.clone()).unwrap_or_else(|| default_workspace(&flow.file));
+    let workspace = options
+        .workspace_id
+        .clone()
+        .or_else(|| flow.with.workspace_id.clone())
+        .unwrap_or_else(|| default_workspace(&flow.file));
 
     // Upload what the daemon does not already have.
     let mut files: Vec<(String, &Path)> = Vec::new();
-    for path in [Some(&spec.uses), spec.uses_before.as_ref(), spec.uses_after.as_ref()].into_iter().flatten() {
+    for path in [
+        Some(&spec.uses),
+        spec.uses_before.as_ref(),
+        spec.uses_after.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         files.push((file_name(path)?, path.as_path()));
     }
-    let held = match client.json(Method::GET, &format!("/workspaces/{workspace}"), &Value::Null).await {
-        Ok(answer) => serde_json::from_value::<Workspace>(answer).with_context(|| format!("daemon {}: GET /workspaces/{workspace}: not a workspace", client.address))?.files,
-        Err(e) if e.downcast_ref::<crate::daemon::client::Refused>().is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) => BTreeMap::new(),
+    let held = match client
+        .json(
+            Method::GET,
+            &format!("/workspaces/{workspace}"),
+            &Value::Null,
+        )
+        .await
+    {
+        Ok(answer) => {
+            serde_json::from_value::<Workspace>(answer)
+                .with_context(|| {
+                    format!(
+                        "daemon {}: GET /workspaces/{workspace}: not a workspace",
+                        client.address
+                    )
+                })?
+                .files
+        }
+        Err(e)
+            if e.downcast_ref::<crate::daemon::client::Refused>()
+                .is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) =>
+        {
+            BTreeMap::new()
+        }
         Err(e) => return Err(e),
     };
     let mut missing = Vec::new();
     for (name, path) in &files {
-        let sha = crate::daemon::workspace::sha256_of(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let sha = crate::daemon::workspace::sha256_of(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if held.get(name).map(|f| f.sha256.as_str()) != Some(sha.as_str()) {
             missing.push((name.clone(), *path));
         }
@@ -93,7 +130,11 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
     };
     let polling = spec.polling.as_ref().map(|p| match p {
         PollingSpec::One(mode) => mode.clone(),
-        PollingSpec::PerEndpoint(map) => map.iter().map(|(e, m)| format!("{e}:{m}")).collect::<Vec<_>>().join(","),
+        PollingSpec::PerEndpoint(map) => map
+            .iter()
+            .map(|(e, m)| format!("{e}:{m}"))
+            .collect::<Vec<_>>()
+            .join(","),
     });
     let mut env: BTreeMap<String, String> = flow.with.env.clone();
     env.extend(spec.env.clone());
@@ -101,7 +142,11 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         workspace: &workspace,
         name: &spec.name,
         uses: &files[0].0,
-        uses_before: spec.uses_before.as_ref().map(|p| file_name(p)).transpose()?,
+        uses_before: spec
+            .uses_before
+            .as_ref()
+            .map(|p| file_name(p))
+            .transpose()?,
         uses_after: spec.uses_after.as_ref().map(|p| file_name(p)).transpose()?,
         with: spec.with.as_ref(),
         shards: spec.shards,
@@ -118,29 +163,77 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         read_only: spec.read_only,
         lease: format!("{}ms", options.lease.as_millis()),
     };
-    let answer = client.json(Method::POST, "/pods", &serde_json::to_value(&request)?).await?;
-    let started: Started = serde_json::from_value(answer).with_context(|| format!("daemon {}: POST /pods: the answer is not a started Pod", client.address))?;
+    let answer = client
+        .json(Method::POST, "/pods", &serde_json::to_value(&request)?)
+        .await?;
+    let started: Started = serde_json::from_value(answer).with_context(|| {
+        format!(
+            "daemon {}: POST /pods: the answer is not a started Pod",
+            client.address
+        )
+    })?;
     let id = started.id;
     // A daemon bound on every interface (`--host 0.0.0.0`) answers 0.0.0.0:
     // the Flow reaches it at the address it reached the daemon at.
-    let daemon_host = client.address.rsplit_once(':').map_or(client.address.as_str(), |(h, _)| h);
+    let daemon_host = client
+        .address
+        .rsplit_once(':')
+        .map_or(client.address.as_str(), |(h, _)| h);
     let address = |a: &str| a.replace("tcp://0.0.0.0:", &format!("tcp://{daemon_host}:"));
-    let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
     let (input, output) = (address(&started.input), address(&started.output));
     let ctrl = format!("http://{}/pods/{id}", client.address);
-    let addresses = Addresses { port_in: port(&input), port_out: port(&output), input, output, ctrl: ctrl.clone(), port_ctrl: 0 };
-    let members: Vec<MemberInfo> = started.peas.into_iter().flatten().map(|p| MemberInfo { pea: p.pea, role: p.role, ctrl: ctrl.clone() }).collect();
+    let addresses = Addresses {
+        port_in: port(&input),
+        port_out: port(&output),
+        input,
+        output,
+        ctrl: ctrl.clone(),
+        port_ctrl: 0,
+    };
+    let members: Vec<MemberInfo> = started
+        .peas
+        .into_iter()
+        .flatten()
+        .map(|p| MemberInfo {
+            pea: p.pea,
+            role: p.role,
+            ctrl: ctrl.clone(),
+        })
+        .collect();
     tracing::info!(pod = %spec.name, daemon = %client.address, %id, input = %addresses.input, output = %addresses.output, "remote pod ready");
 
     let stop = CancellationToken::new();
     let logs = (!options.quiet_logs).then(|| {
-        let (client, path, tag) = (client.clone(), format!("/pods/{id}/logs/stream"), format!("[{} {}]", client.address, spec.name));
+        let (client, path, tag) = (
+            client.clone(),
+            format!("/pods/{id}/logs/stream"),
+            format!("[{} {}]", client.address, spec.name),
+        );
         tokio::spawn(async move {
             let _ = client.follow(&path, |line| eprintln!("{tag} {line}")).await;
         })
     });
-    let task = tokio::spawn(supervise(client, id, spec.name.clone(), options.lease, stop.clone(), logs));
-    Ok(PodHandle::from_task(spec.name.clone(), addresses, members, stop, task))
+    let task = tokio::spawn(supervise(
+        client,
+        id,
+        spec.name.clone(),
+        options.lease,
+        stop.clone(),
+        logs,
+    ));
+    Ok(PodHandle::from_task(
+        spec.name.clone(),
+        addresses,
+        members,
+        stop,
+        task,
+    ))
 }
 
 /// Renews the lease until `stop`, then deletes the remote Pod.
@@ -169,26 +262,54 @@ async fn supervise(
         }
     }
     // Deleting waits for the Pod to stop (TERMINATE, then SIGKILL within 15 s).
-    let deleted = match tokio::time::timeout(Duration::from_secs(30), client.json(Method::DELETE, &format!("/pods/{id}"), &Value::Null)).await {
+    let deleted = match tokio::time::timeout(
+        Duration::from_secs(30),
+        client.json(Method::DELETE, &format!("/pods/{id}"), &Value::Null),
+    )
+    .await
+    {
         Ok(deleted) => deleted,
-        Err(_) => Err(anyhow::anyhow!("the daemon did not answer DELETE within 30s; the lease will end the Pod")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the daemon did not answer DELETE within 30s; the lease will end the Pod"
+        )),
     };
     if let Some(logs) = logs {
         // The stream ends with the Pod; give it a moment to print the last lines.
         let _ = tokio::time::timeout(Duration::from_secs(2), logs).await;
     }
-    deleted.map(|_| ()).with_context(|| format!("remote pod `{name}` ({id} on {})", client.address))
+    deleted
+        .map(|_| ())
+        .with_context(|| format!("remote pod `{name}` ({id} on {})", client.address))
 }
 
 fn file_name(path: &Path) -> anyhow::Result<String> {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).with_context(|| format!("{} has no file name", path.display()))
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
 }
 
 /// The Flow file's stem, as a workspace id.
 fn default_workspace(file: &Path) -> String {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let id: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).take(64).collect();
-    if crate::daemon::workspace::is_safe_id(&id) { id } else { "flow".into() }
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if crate::daemon::workspace::is_safe_id(&id) {
+        id
+    } else {
+        "flow".into()
+    }
 }
 
 /// The body of `POST /pods` (docs/daemon.md); what is not set is left out,

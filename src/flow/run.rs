@@ -79,7 +79,11 @@ async fn stop_pods(pods: Vec<(String, PodHandle)>) -> anyhow::Result<()> {
             failures.push(format!("pod `{name}`: {e:#}"));
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(failures.join("; "))) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(failures.join("; ")))
+    }
 }
 
 /// Starts the Pods in dependency order and the router. On any failure every
@@ -88,7 +92,11 @@ async fn stop_pods(pods: Vec<(String, PodHandle)>) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Too many Peas, or a Pod whose settings are invalid or that does not start.
-pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> anyhow::Result<Running> {
+pub async fn start(
+    runtime: Arc<Runtime>,
+    flow: &Flow,
+    options: &RunOptions,
+) -> anyhow::Result<Running> {
     flow.check_peas(options.max_peas)?;
     let mut started: Vec<(String, PodHandle)> = Vec::new();
     for &i in &flow.order {
@@ -102,15 +110,25 @@ pub async fn start(runtime: Arc<Runtime>, flow: &Flow, options: &RunOptions) -> 
             Ok(pod) => started.push((spec.name.clone(), pod)),
             Err(e) => {
                 let _ = stop_pods(started).await;
-                return Err(e.context(format!("{}: pod `{}` did not start", flow.file.display(), spec.name)));
+                return Err(e.context(format!(
+                    "{}: pod `{}` did not start",
+                    flow.file.display(),
+                    spec.name
+                )));
             }
         }
     }
     // Back in file order, for the router's indices.
     started.sort_by_key(|(name, _)| flow.pods.iter().position(|p| &p.name == name));
-    let addresses: Vec<(String, String)> = started.iter().map(|(_, pod)| (pod.addresses.input.clone(), pod.addresses.output.clone())).collect();
+    let addresses: Vec<(String, String)> = started
+        .iter()
+        .map(|(_, pod)| (pod.addresses.input.clone(), pod.addresses.output.clone()))
+        .collect();
     match route(flow, &addresses).await {
-        Ok(running) => Ok(Running { pods: started, ..running }),
+        Ok(running) => Ok(Running {
+            pods: started,
+            ..running
+        }),
         Err(e) => {
             let _ = stop_pods(started).await;
             Err(e)
@@ -136,8 +154,20 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
     let mut readers = Vec::new();
     for (i, (input, output)) in addresses.iter().enumerate() {
         let name = &flow.pods[i].name;
-        to_pods.push(Link::open(SocketSpec::PUSH_CONNECT, input, &format!("flow router to `{name}`")).await?);
-        let mut from = Link::open(SocketSpec::PULL_CONNECT, output, &format!("flow router from `{name}`")).await?;
+        to_pods.push(
+            Link::open(
+                SocketSpec::PUSH_CONNECT,
+                input,
+                &format!("flow router to `{name}`"),
+            )
+            .await?,
+        );
+        let mut from = Link::open(
+            SocketSpec::PULL_CONNECT,
+            output,
+            &format!("flow router from `{name}`"),
+        )
+        .await?;
         let tx = out_tx.clone();
         readers.push(tokio::spawn(async move {
             while let Some(frames) = from.recv().await {
@@ -166,7 +196,12 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
             reader.abort();
         }
     });
-    Ok(Running { pods: Vec::new(), calls, stop, router })
+    Ok(Running {
+        pods: Vec::new(),
+        calls,
+        stop,
+        router,
+    })
 }
 
 /// The PodConfig of Flow Pod `i`: what `flow` starts, and what `export`
@@ -176,26 +211,46 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
 /// A field whose value is not valid (a duration, a size, a strategy).
 pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<PodConfig> {
     let spec: &PodSpec = &flow.pods[i];
-    let duration = |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
-        value.as_deref().map_or(Ok(default), |v| crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}")))
-    };
-    let size = |field: &str, value: &Option<serde_json::Value>, default: u64| -> anyhow::Result<u64> {
-        match value {
-            None => Ok(default),
-            Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string()).map_err(|e| anyhow::anyhow!("{field}: {e}")),
-            Some(serde_json::Value::String(s)) => crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("{field}: {e}")),
-            Some(other) => anyhow::bail!("{field}: `{other}` is not a size"),
-        }
-    };
+    let duration =
+        |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
+            value.as_deref().map_or(Ok(default), |v| {
+                crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+            })
+        };
+    let size =
+        |field: &str, value: &Option<serde_json::Value>, default: u64| -> anyhow::Result<u64> {
+            match value {
+                None => Ok(default),
+                Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string())
+                    .map_err(|e| anyhow::anyhow!("{field}: {e}")),
+                Some(serde_json::Value::String(s)) => {
+                    crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+                }
+                Some(other) => anyhow::bail!("{field}: `{other}` is not a size"),
+            }
+        };
     use crate::executor::sandbox as limits;
     let memory_limit = size("memory_hwm", &spec.memory_hwm, limits::DEFAULT_MEMORY_LIMIT)?;
     let quota = limits::Quota {
         bytes: size("disk_quota", &spec.disk_quota, limits::DEFAULT_DISK_QUOTA)?,
         files: spec.max_files.unwrap_or(limits::DEFAULT_MAX_FILES),
     };
-    let max_result_bytes = size("max_result_bytes", &spec.max_result_bytes, limits::DEFAULT_MAX_RESULT_BYTES)?;
-    let call_timeout = duration("timeout_request", &spec.timeout_request, crate::executor::sandbox::DEFAULT_CALL_TIMEOUT)?;
-    let mut env: Vec<(String, String)> = flow.with.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let max_result_bytes = size(
+        "max_result_bytes",
+        &spec.max_result_bytes,
+        limits::DEFAULT_MAX_RESULT_BYTES,
+    )?;
+    let call_timeout = duration(
+        "timeout_request",
+        &spec.timeout_request,
+        crate::executor::sandbox::DEFAULT_CALL_TIMEOUT,
+    )?;
+    let mut env: Vec<(String, String)> = flow
+        .with
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let sandbox = Sandbox {
         workspace: spec.workspace.clone(),
@@ -203,9 +258,15 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         env,
         memory_limit,
         call_timeout,
-        init_timeout: duration("timeout_init", &spec.timeout_init, limits::DEFAULT_INIT_TIMEOUT)?,
+        init_timeout: duration(
+            "timeout_init",
+            &spec.timeout_init,
+            limits::DEFAULT_INIT_TIMEOUT,
+        )?,
         quota,
-        max_result_docs: spec.max_result_docs.unwrap_or(limits::DEFAULT_MAX_RESULT_DOCS),
+        max_result_docs: spec
+            .max_result_docs
+            .unwrap_or(limits::DEFAULT_MAX_RESULT_DOCS),
         max_result_bytes,
         log_rate: spec.log_rate.unwrap_or(limits::DEFAULT_LOG_RATE),
         deterministic: spec.deterministic,
@@ -214,7 +275,8 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
     };
     let on_error = match &spec.on_error_strategy {
         None => OnError::Ignore,
-        Some(s) => <OnError as clap::ValueEnum>::from_str(s, true).map_err(|e| anyhow::anyhow!("on_error_strategy: {e}"))?,
+        Some(s) => <OnError as clap::ValueEnum>::from_str(s, true)
+            .map_err(|e| anyhow::anyhow!("on_error_strategy: {e}"))?,
     };
     let dump = match &spec.dump_interval {
         None => Ok(DumpPolicy::DEFAULT),
@@ -227,7 +289,11 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         name: spec.name.clone(),
         description: String::new(),
         uses: spec.uses.clone(),
-        executor: ExecutorSpec { name: spec.name.clone(), config: spec.with.clone().unwrap_or(serde_json::Value::Null), sandbox },
+        executor: ExecutorSpec {
+            name: spec.name.clone(),
+            config: spec.with.clone().unwrap_or(serde_json::Value::Null),
+            sandbox,
+        },
         socket_in: SocketSpec::PULL_BIND,
         address_in: "tcp://127.0.0.1:0".into(),
         socket_out: SocketSpec::PUSH_BIND,
@@ -249,7 +315,11 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         uses_before: spec.uses_before.clone(),
         uses_after: spec.uses_after.clone(),
         backend: options.backend,
-        timeout_ready: duration("timeout_ready", &spec.timeout_ready, Duration::from_secs(600))?,
+        timeout_ready: duration(
+            "timeout_ready",
+            &spec.timeout_ready,
+            Duration::from_secs(600),
+        )?,
         timeout_parts: call_timeout + Duration::from_secs(5),
         child_args: options.child_args.clone(),
         external: None,
@@ -278,7 +348,12 @@ struct Router {
 }
 
 impl Router {
-    async fn run(mut self, mut calls: mpsc::Receiver<Call>, mut outputs: mpsc::Receiver<(usize, Vec<Bytes>)>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut calls: mpsc::Receiver<Call>,
+        mut outputs: mpsc::Receiver<(usize, Vec<Bytes>)>,
+        stop: CancellationToken,
+    ) {
         let mut check = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
@@ -309,22 +384,41 @@ impl Router {
         if message.envelope.deadline_ms == 0 {
             message.envelope.deadline_ms = now / 1000 + self.timeout.as_millis() as u64;
         } else {
-            let left = Duration::from_millis(message.envelope.deadline_ms.saturating_sub(now / 1000));
+            let left =
+                Duration::from_millis(message.envelope.deadline_ms.saturating_sub(now / 1000));
             deadline = Instant::now() + left.min(self.timeout);
         }
-        message.envelope.routes.push(Route { pea: "gateway".into(), start_us: now, end_us: now, outcome: Outcome::Routed });
+        message.envelope.routes.push(Route {
+            pea: "gateway".into(),
+            start_us: now,
+            end_us: now,
+            outcome: Outcome::Routed,
+        });
         let id = message.envelope.request_id.clone();
         // Ids are the gateway's own (minted per request), so this never meets
         // another request's; refuse rather than let two share one slot.
         if self.requests.contains_key(&id) {
             let mut envelope = message.envelope;
-            envelope.fail("gateway", "bad-request", &format!("request id `{id}` is already in the Flow"));
+            envelope.fail(
+                "gateway",
+                "bad-request",
+                &format!("request id `{id}` is already in the Flow"),
+            );
             envelope.after_error = AfterError::Abort;
             let _ = reply.send(Message::new(envelope, Bytes::new()));
             return;
         }
-        let joins = (0..self.names.len()).filter(|&j| self.needs[j].len() > 1).map(|j| (j, vec![None; self.needs[j].len()])).collect();
-        let request = InFlight { reply, deadline, joins, leaves: vec![None; self.leaves.len()], answered: vec![false; self.names.len()] };
+        let joins = (0..self.names.len())
+            .filter(|&j| self.needs[j].len() > 1)
+            .map(|j| (j, vec![None; self.needs[j].len()]))
+            .collect();
+        let request = InFlight {
+            reply,
+            deadline,
+            joins,
+            leaves: vec![None; self.leaves.len()],
+            answered: vec![false; self.names.len()],
+        };
         self.requests.insert(id, request);
         let frames = message.frames().to_vec();
         for j in 0..self.names.len() {
@@ -352,7 +446,9 @@ impl Router {
         }
         let mut sends = Vec::new();
         for j in 0..self.names.len() {
-            let Some(position) = self.needs[j].iter().position(|&n| n == pod) else { continue };
+            let Some(position) = self.needs[j].iter().position(|&n| n == pod) else {
+                continue;
+            };
             if self.needs[j].len() == 1 {
                 sends.push((j, message.clone()));
                 continue;
@@ -371,7 +467,12 @@ impl Router {
                 let parts: Vec<Message> = request.leaves.into_iter().flatten().collect();
                 let mut answer = join(parts);
                 let now = now_us();
-                answer.envelope.routes.push(Route { pea: "gateway".into(), start_us: now, end_us: now, outcome: Outcome::Routed });
+                answer.envelope.routes.push(Route {
+                    pea: "gateway".into(),
+                    start_us: now,
+                    end_us: now,
+                    outcome: Outcome::Routed,
+                });
                 let _ = request.reply.send(answer);
             }
         }
@@ -383,16 +484,27 @@ impl Router {
     /// Ends requests past their deadline, naming a Pod that has not answered.
     fn expire(&mut self) {
         let now = Instant::now();
-        let expired: Vec<String> = self.requests.iter().filter(|(_, r)| r.deadline <= now).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<String> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in expired {
             let request = self.requests.remove(&id).expect("listed");
             // The first Pod that could have answered (everything it needs did) but did not.
             let stuck = (0..self.names.len())
-                .find(|&p| !request.answered[p] && self.needs[p].iter().all(|&n| request.answered[n]))
+                .find(|&p| {
+                    !request.answered[p] && self.needs[p].iter().all(|&n| request.answered[n])
+                })
                 .map_or_else(|| "the flow".to_string(), |p| self.names[p].clone());
             let mut envelope = crate::wire::Envelope::request("", "");
             envelope.request_id = id;
-            envelope.fail(&stuck, "timeout", &format!("pod `{stuck}` did not answer before the request's deadline"));
+            envelope.fail(
+                &stuck,
+                "timeout",
+                &format!("pod `{stuck}` did not answer before the request's deadline"),
+            );
             envelope.after_error = AfterError::Abort;
             tracing::warn!(pod = %stuck, request = %envelope.request_id, "a request timed out in the Flow");
             let _ = request.reply.send(Message::new(envelope, Bytes::new()));
@@ -408,7 +520,10 @@ fn join(parts: Vec<Message>) -> Message {
         return parts.into_iter().next().expect("one part");
     }
     let mut envelope = crate::pod::reduce::merge_envelopes(&parts);
-    let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
+    let bodies: Result<Vec<Body>, String> = parts
+        .iter()
+        .map(|m| m.decode_body().map_err(|e| e.to_string()))
+        .collect();
     match bodies.and_then(|b| crate::pod::reduce::merge(b, None)) {
         Ok(body) => Message::data(envelope, &body),
         Err(reason) => {
@@ -424,7 +539,10 @@ fn join(parts: Vec<Message>) -> Message {
 /// The Flow stopped before answering.
 pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Result<Message> {
     let (reply, rx) = oneshot::channel();
-    calls.send(Call { message, reply }).await.map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
+    calls
+        .send(Call { message, reply })
+        .await
+        .map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
     rx.await.context("the Flow stopped before answering")
 }
 
@@ -433,7 +551,9 @@ mod tests {
     use super::*;
 
     fn dump_of(value: &str) -> anyhow::Result<DumpPolicy> {
-        let yaml = format!("version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n");
+        let yaml = format!(
+            "version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n"
+        );
         let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None).unwrap();
         let options = RunOptions::default();
         pod_config(&flow, 0, &options).map(|config| config.pea.dump)
@@ -444,8 +564,19 @@ mod tests {
         assert_eq!(dump_of("0").unwrap(), DumpPolicy::Durable);
         assert_eq!(dump_of("\"0\"").unwrap(), DumpPolicy::Durable);
         assert_eq!(dump_of("never").unwrap(), DumpPolicy::Never);
-        assert_eq!(dump_of("5m").unwrap(), DumpPolicy::Every(Duration::from_secs(300)));
-        assert_eq!(dump_of("30").unwrap(), DumpPolicy::Every(Duration::from_secs(30)));
-        assert!(dump_of("soon").unwrap_err().to_string().starts_with("dump_interval: "));
+        assert_eq!(
+            dump_of("5m").unwrap(),
+            DumpPolicy::Every(Duration::from_secs(300))
+        );
+        assert_eq!(
+            dump_of("30").unwrap(),
+            DumpPolicy::Every(Duration::from_secs(30))
+        );
+        assert!(
+            dump_of("soon")
+                .unwrap_err()
+                .to_string()
+                .starts_with("dump_interval: ")
+        );
     }
 }

@@ -191,7 +191,10 @@ impl Flow {
     /// # Errors
     /// A message naming the file and, where there is one, the line and key.
     pub fn load(path: &Path) -> Result<Flow, FlowError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FlowError { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| FlowError {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
         Flow::parse(&text, path, |name| std::env::var(name).ok())
     }
 
@@ -199,25 +202,38 @@ impl Flow {
     ///
     /// # Errors
     /// As [`Flow::load`].
-    pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Flow, FlowError> {
-        let fail = |message: String| FlowError { file: path.display().to_string(), message };
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Flow, FlowError> {
+        let fail = |message: String| FlowError {
+            file: path.display().to_string(),
+            message,
+        };
         let text = substitute(text, env).map_err(fail)?;
         let file: FlowFile = serde_yaml::from_str(&text).map_err(|e| fail(yaml_error(&e)))?;
         if let Some(version) = &file.version
             && !matches!(version, Value::Number(n) if n.as_u64() == Some(1))
             && version != &Value::String("1".into())
         {
-            return Err(fail(format!("version {version} is not supported (this build reads version 1)")));
+            return Err(fail(format!(
+                "version {version} is not supported (this build reads version 1)"
+            )));
         }
         if let Some(protocol) = &file.with.protocol
             && !protocol.eq_ignore_ascii_case("http")
         {
-            return Err(fail(format!("with.protocol `{protocol}` is not supported: the gateway speaks `http`")));
+            return Err(fail(format!(
+                "with.protocol `{protocol}` is not supported: the gateway speaks `http`"
+            )));
         }
         if let Some(id) = &file.with.workspace_id
             && !crate::daemon::workspace::is_safe_id(id)
         {
-            return Err(fail(format!("with.workspace_id `{id}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`")));
+            return Err(fail(format!(
+                "with.workspace_id `{id}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
+            )));
         }
         if file.pods.is_empty() {
             return Err(fail("a Flow needs at least one Pod under `pods:`".into()));
@@ -228,15 +244,22 @@ impl Flow {
         for (i, pod) in file.pods.iter().enumerate() {
             let at = |m: String| fail(format!("pods[{i}] (`{}`): {m}", pod.name));
             if pod.name.is_empty() || pod.name == GATEWAY || pod.name.contains(['/', ' ']) {
-                return Err(at("a Pod's name must be non-empty, not `gateway`, without `/` or spaces".into()));
+                return Err(at(
+                    "a Pod's name must be non-empty, not `gateway`, without `/` or spaces".into(),
+                ));
             }
             if index.insert(&pod.name, i).is_some() {
                 return Err(at("another Pod has the same name".into()));
             }
             if let Some(host) = &pod.host
-                && !host.trim_start_matches("http://").rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                && !host
+                    .trim_start_matches("http://")
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
             {
-                return Err(at(format!("host `{host}` is not the ADDRESS:PORT of a jina-wasm daemon")));
+                return Err(at(format!(
+                    "host `{host}` is not the ADDRESS:PORT of a jina-wasm daemon"
+                )));
             }
             polling.push(match &pod.polling {
                 None => Polling::ANY,
@@ -255,7 +278,10 @@ impl Flow {
                 None => vec![file.pods[i - 1].name.clone()],
             };
             if names.is_empty() {
-                return Err(fail(format!("pods[{i}] (`{}`): `needs` is empty", pod.name)));
+                return Err(fail(format!(
+                    "pods[{i}] (`{}`): `needs` is empty",
+                    pod.name
+                )));
             }
             let mut mine = Vec::new();
             for name in names {
@@ -263,7 +289,9 @@ impl Flow {
                     continue;
                 }
                 match index.get(name.as_str()) {
-                    Some(&j) if j == i => return Err(fail(format!("pods[{i}] (`{}`) needs itself", pod.name))),
+                    Some(&j) if j == i => {
+                        return Err(fail(format!("pods[{i}] (`{}`) needs itself", pod.name)));
+                    }
                     Some(&j) => mine.push(j),
                     None => {
                         return Err(fail(format!(
@@ -276,7 +304,9 @@ impl Flow {
             needs.push(mine);
         }
         let order = topological(&file.pods, &needs).map_err(fail)?;
-        let needed: Vec<bool> = (0..file.pods.len()).map(|i| needs.iter().any(|n| n.contains(&i))).collect();
+        let needed: Vec<bool> = (0..file.pods.len())
+            .map(|i| needs.iter().any(|n| n.contains(&i)))
+            .collect();
         let leaves = (0..file.pods.len()).filter(|&i| !needed[i]).collect();
         let mut pods = file.pods;
         for pod in &mut pods {
@@ -285,7 +315,15 @@ impl Flow {
             pod.uses_after = pod.uses_after.as_ref().map(|p| base.join(p));
             pod.workspace = pod.workspace.as_ref().map(|p| base.join(p));
         }
-        Ok(Flow { file: path.to_path_buf(), with: file.with, pods, needs, leaves, order, polling })
+        Ok(Flow {
+            file: path.to_path_buf(),
+            with: file.with,
+            pods,
+            needs,
+            leaves,
+            order,
+            polling,
+        })
     }
 
     /// The Peas (executor instances) this Flow starts: each Pod's shards or
@@ -296,8 +334,13 @@ impl Flow {
         self.pods
             .iter()
             .map(|pod| {
-                let sides = usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
-                pod.shards.unwrap_or(1).max(pod.parallel.unwrap_or(1)).max(1).saturating_add(sides)
+                let sides =
+                    usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
+                pod.shards
+                    .unwrap_or(1)
+                    .max(pod.parallel.unwrap_or(1))
+                    .max(1)
+                    .saturating_add(sides)
             })
             .fold(0, usize::saturating_add)
     }
@@ -326,14 +369,20 @@ impl Flow {
     /// # Errors
     /// A `with.timeout` that is not a duration.
     pub fn timeout(&self) -> Result<Duration, String> {
-        self.with.timeout.as_deref().map_or(Ok(Duration::from_secs(60)), crate::units::parse_duration)
+        self.with
+            .timeout
+            .as_deref()
+            .map_or(Ok(Duration::from_secs(60)), crate::units::parse_duration)
     }
 
     /// The topology as a Mermaid flowchart (Jina's `plot`).
     pub fn mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n    gateway_in((gateway))\n");
         for (i, pod) in self.pods.iter().enumerate() {
-            let uses = pod.uses.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            let uses = pod
+                .uses
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
             let mut label = format!("{}<br/>{uses}", pod.name);
             if let Some(s) = pod.shards.filter(|&s| s > 1) {
                 label.push_str(&format!("<br/>shards: {s}"));
@@ -360,17 +409,28 @@ impl Flow {
 }
 
 /// Replaces `${{ ENV.NAME }}` (Jina's syntax) with the variable's value.
-pub(crate) fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn substitute(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 3..];
-        let end = after.find("}}").ok_or_else(|| format!("line {}: `${{{{` without a closing `}}}}`", line_of(text, text.len() - rest.len() + start)))?;
+        let end = after.find("}}").ok_or_else(|| {
+            format!(
+                "line {}: `${{{{` without a closing `}}}}`",
+                line_of(text, text.len() - rest.len() + start)
+            )
+        })?;
         let expression = after[..end].trim();
-        let name = expression
-            .strip_prefix("ENV.")
-            .ok_or_else(|| format!("line {}: `${{{{ {expression} }}}}`: only `${{{{ ENV.NAME }}}}` is supported", line_of(text, text.len() - rest.len() + start)))?;
+        let name = expression.strip_prefix("ENV.").ok_or_else(|| {
+            format!(
+                "line {}: `${{{{ {expression} }}}}`: only `${{{{ ENV.NAME }}}}` is supported",
+                line_of(text, text.len() - rest.len() + start)
+            )
+        })?;
         let value = env(name).ok_or_else(|| {
             format!("line {}: environment variable `{name}` is not set (used as `${{{{ ENV.{name} }}}}`)", line_of(text, text.len() - rest.len() + start))
         })?;
@@ -390,7 +450,11 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
     let message = e.to_string();
     match e.location() {
         Some(at) => {
-            let trimmed = message.split(" at line ").next().unwrap_or(&message).to_string();
+            let trimmed = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
             format!("line {} column {}: {trimmed}", at.line(), at.column())
         }
         None => message,
@@ -415,7 +479,10 @@ fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, Str
         }
     }
     if order.len() < n {
-        let stuck: Vec<String> = (0..n).filter(|i| !order.contains(i)).map(|i| format!("`{}`", pods[i].name)).collect();
+        let stuck: Vec<String> = (0..n)
+            .filter(|i| !order.contains(i))
+            .map(|i| format!("`{}`", pods[i].name))
+            .collect();
         return Err(format!("the `needs` of {} form a cycle", stuck.join(", ")));
     }
     order.sort_by_key(|&i| i);
@@ -423,7 +490,9 @@ fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, Str
     let mut placed = vec![false; n];
     let mut stable = Vec::with_capacity(n);
     while stable.len() < n {
-        let next = (0..n).find(|&i| !placed[i] && needs[i].iter().all(|&d| placed[d])).expect("acyclic");
+        let next = (0..n)
+            .find(|&i| !placed[i] && needs[i].iter().all(|&d| placed[d]))
+            .expect("acyclic");
         placed[next] = true;
         stable.push(next);
     }
@@ -441,19 +510,49 @@ mod proptests {
 
     fn value() -> impl Strategy<Value = Value> {
         let key = prop_oneof![
-            Just("version"), Just("jtype"), Just("with"), Just("pods"), Just("executors"), Just("name"),
-            Just("uses"), Just("shards"), Just("parallel"), Just("polling"), Just("needs"), Just("port"),
-            Just("timeout"), Just("env"), Just("workspace"), Just("memory_hwm"), Just("timeout_request"),
-            Just("dump_interval"), Just("uses_before"), Just("on_error_strategy"), Just("protocol"),
-            Just("disk_quota"), Just("max_result_docs"), Just("deterministic"),
+            Just("version"),
+            Just("jtype"),
+            Just("with"),
+            Just("pods"),
+            Just("executors"),
+            Just("name"),
+            Just("uses"),
+            Just("shards"),
+            Just("parallel"),
+            Just("polling"),
+            Just("needs"),
+            Just("port"),
+            Just("timeout"),
+            Just("env"),
+            Just("workspace"),
+            Just("memory_hwm"),
+            Just("timeout_request"),
+            Just("dump_interval"),
+            Just("uses_before"),
+            Just("on_error_strategy"),
+            Just("protocol"),
+            Just("disk_quota"),
+            Just("max_result_docs"),
+            Just("deterministic"),
         ];
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             (-3i64..70_000).prop_map(Value::from),
             prop_oneof![
-                Just("gateway"), Just("a"), Just("b"), Just("any"), Just("all"), Just("/index:all"), Just("1"),
-                Just("x.wasm"), Just("${{ ENV.X }}"), Just("${{ ENV.MISSING }}"), Just("${{"), Just("1GiB"), Just("5s"),
+                Just("gateway"),
+                Just("a"),
+                Just("b"),
+                Just("any"),
+                Just("all"),
+                Just("/index:all"),
+                Just("1"),
+                Just("x.wasm"),
+                Just("${{ ENV.X }}"),
+                Just("${{ ENV.MISSING }}"),
+                Just("${{"),
+                Just("1GiB"),
+                Just("5s"),
             ]
             .prop_map(Value::from),
             ".{0,8}".prop_map(Value::from),
@@ -461,8 +560,9 @@ mod proptests {
         leaf.prop_recursive(4, 40, 5, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                prop::collection::vec((key.clone(), inner), 0..6).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
             ]
         })
     }

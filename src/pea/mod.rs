@@ -107,7 +107,10 @@ pub const DEFAULT_READ_ENDPOINTS: &[&str] = &["/search", "/export"];
 
 /// The default `read_endpoints`.
 pub fn default_read_endpoints() -> Vec<String> {
-    DEFAULT_READ_ENDPOINTS.iter().map(|e| (*e).to_string()).collect()
+    DEFAULT_READ_ENDPOINTS
+        .iter()
+        .map(|e| (*e).to_string())
+        .collect()
 }
 
 /// When a Pea has its executor persist its state: `--dump-interval`,
@@ -221,17 +224,33 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         crate::executor::set_runtime_arg(&mut config.executor.config, "durable", json!(true));
     }
     let grace = config.timeout_ctrl;
-    let ctrl = Link::open(SocketSpec::ROUTER_BIND, &config.address_ctrl, &format!("pea `{name}` control socket"))
-        .await
-        .with_context(|| format!("pea `{name}` did not start"))?;
-    let input = match Link::open(config.socket_in, &config.address_in, &format!("pea `{name}` input socket")).await {
+    let ctrl = Link::open(
+        SocketSpec::ROUTER_BIND,
+        &config.address_ctrl,
+        &format!("pea `{name}` control socket"),
+    )
+    .await
+    .with_context(|| format!("pea `{name}` did not start"))?;
+    let input = match Link::open(
+        config.socket_in,
+        &config.address_in,
+        &format!("pea `{name}` input socket"),
+    )
+    .await
+    {
         Ok(link) => link,
         Err(e) => {
             ctrl.close(grace).await;
             return Err(anyhow::Error::from(e).context(format!("pea `{name}` did not start")));
         }
     };
-    let output = match Link::open(config.socket_out, &config.address_out, &format!("pea `{name}` output socket")).await {
+    let output = match Link::open(
+        config.socket_out,
+        &config.address_out,
+        &format!("pea `{name}` output socket"),
+    )
+    .await
+    {
         Ok(link) => link,
         Err(e) => {
             tokio::join!(ctrl.close(grace), input.close(grace));
@@ -290,7 +309,12 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
     };
     tracing::info!(pea = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, "ready");
     let task = tokio::spawn(pea.run(stop.clone()));
-    Ok(PeaHandle { name, addresses, stop, task })
+    Ok(PeaHandle {
+        name,
+        addresses,
+        stop,
+        task,
+    })
 }
 
 #[derive(Debug, Default)]
@@ -338,9 +362,15 @@ impl Unsaved {
     fn describe(&self) -> String {
         let plural = if self.writes == 1 { "" } else { "s" };
         if self.first_request == self.last_request {
-            format!("{} acknowledged write request{plural} (request {})", self.writes, self.first_request)
+            format!(
+                "{} acknowledged write request{plural} (request {})",
+                self.writes, self.first_request
+            )
         } else {
-            format!("{} acknowledged write request{plural} (requests {} to {})", self.writes, self.first_request, self.last_request)
+            format!(
+                "{} acknowledged write request{plural} (requests {} to {})",
+                self.writes, self.first_request, self.last_request
+            )
         }
     }
 }
@@ -441,11 +471,24 @@ pub struct PeaStatus {
 /// What the executor is doing.
 enum Busy {
     /// `number`: the request's place in `requests`; `write`: not a read endpoint.
-    Request { message: Message, started: u64, number: u64, write: bool, reply: oneshot::Receiver<Result<Bytes, Failure>> },
+    Request {
+        message: Message,
+        started: u64,
+        number: u64,
+        write: bool,
+        reply: oneshot::Receiver<Result<Bytes, Failure>>,
+    },
     /// `through`: `requests` when the job started.
-    Control { job: ControlJob, through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
+    Control {
+        job: ControlJob,
+        through: u64,
+        reply: oneshot::Receiver<Result<(), Failure>>,
+    },
     /// Durable mode's dump for the `held` requests; `through`: `requests` then.
-    Commit { through: u64, reply: oneshot::Receiver<Result<(), Failure>> },
+    Commit {
+        through: u64,
+        reply: oneshot::Receiver<Result<(), Failure>>,
+    },
 }
 
 enum Done {
@@ -509,7 +552,12 @@ impl Pea {
         if self.config.socket_in.kind == SocketType::Dealer {
             self.grant_credit("IDLE").await;
         }
-        let mut dump_timer = interval(self.config.dump.interval().filter(|_| !self.config.executor.sandbox.read_only));
+        let mut dump_timer = interval(
+            self.config
+                .dump
+                .interval()
+                .filter(|_| !self.config.executor.sandbox.read_only),
+        );
         let mut load_timer = interval(self.config.load_interval);
         let out_is_router = self.config.socket_out.kind == SocketType::Router;
         let out_tx = self.output.sender();
@@ -639,28 +687,47 @@ impl Pea {
             self.worker.join();
             closed
         };
-        tokio::join!(self.input.close(grace), self.output.close(grace), self.ctrl.close(grace));
+        tokio::join!(
+            self.input.close(grace),
+            self.output.close(grace),
+            self.ctrl.close(grace)
+        );
         tracing::info!(pea = %name, "stopped");
         let unsaved = self.unsaved;
         closed.map_err(|f| {
             let lost = if unsaved.writes > 0 {
-                format!("; NOT SAVED: {} since the last successful dump (through request {})", unsaved.describe(), self.counters.dumped_through)
+                format!(
+                    "; NOT SAVED: {} since the last successful dump (through request {})",
+                    unsaved.describe(),
+                    self.counters.dumped_through
+                )
             } else {
                 String::new()
             };
-            anyhow::anyhow!("pea `{name}`: closing the executor failed ({}): {}{lost}", f.kind, f.message)
+            anyhow::anyhow!(
+                "pea `{name}`: closing the executor failed ({}): {}{lost}",
+                f.kind,
+                f.message
+            )
         })
     }
 
     /// Stops reading input; the request in flight gets `--timeout-ctrl` to finish.
     fn terminate(&mut self) {
         self.terminating = true;
-        self.terminate_by.get_or_insert(tokio::time::Instant::now() + self.config.timeout_ctrl);
+        self.terminate_by
+            .get_or_insert(tokio::time::Instant::now() + self.config.timeout_ctrl);
     }
 
     /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
     async fn grant_credit(&self, command: &str) {
-        let _ = self.input.send(control_frames(command, json!({"credit": 1, "pea": self.config.name}))).await;
+        let _ = self
+            .input
+            .send(control_frames(
+                command,
+                json!({"credit": 1, "pea": self.config.name}),
+            ))
+            .await;
     }
 
     /// One message from the input socket.
@@ -668,7 +735,10 @@ impl Pea {
         let before = self.outbox.len();
         self.on_input(frames).await;
         // Nothing came of it (dropped): the credit it used is free again.
-        if self.busy.is_none() && self.outbox.len() == before && self.config.socket_in.kind == SocketType::Dealer {
+        if self.busy.is_none()
+            && self.outbox.len() == before
+            && self.config.socket_in.kind == SocketType::Dealer
+        {
             self.grant_credit("IDLE").await;
         }
     }
@@ -707,7 +777,11 @@ impl Pea {
             }
         }
         if envelope.expired() {
-            envelope.fail(&self.config.name, "deadline", "the request's deadline passed before the executor could run it");
+            envelope.fail(
+                &self.config.name,
+                "deadline",
+                "the request's deadline passed before the executor could run it",
+            );
             envelope.after_error = AfterError::Abort;
             message.body = Bytes::new();
             self.route(&mut message, received, Outcome::Failed);
@@ -732,12 +806,21 @@ impl Pea {
         };
         self.worker.submit(job).await;
         let number = self.counters.requests;
-        self.busy = Some(Busy::Request { message, started: received, number, write, reply: rx });
+        self.busy = Some(Busy::Request {
+            message,
+            started: received,
+            number,
+            write,
+            reply: rx,
+        });
     }
 
     /// Whether `endpoint` changes no state (`read_endpoints`).
     fn is_read(&self, endpoint: &str) -> bool {
-        self.config.read_endpoints.iter().any(|e| e == endpoint || e == "*")
+        self.config
+            .read_endpoints
+            .iter()
+            .any(|e| e == endpoint || e == "*")
     }
 
     /// Interval and `never` modes with a writable workspace: the state since
@@ -776,7 +859,9 @@ impl Pea {
                      be saved; the dump is tried again (next in {} ms, or send DUMP) and writes resume once one succeeds",
                     dump.kind,
                     dump.message,
-                    self.retry_dump_at.map_or(0, |at| at.saturating_duration_since(tokio::time::Instant::now()).as_millis())
+                    self.retry_dump_at.map_or(0, |at| at
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .as_millis())
                 ),
             });
         }
@@ -805,7 +890,9 @@ impl Pea {
             window.describe(),
             self.counters.dumped_through
         );
-        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.state_lost = Some(match self.state_lost.take() {
             // An earlier loss not yet accepted: one window covering both.
             Some(mut earlier) => {
@@ -816,13 +903,25 @@ impl Pea {
                 earlier.at_ms = at_ms;
                 earlier
             }
-            None => StateLost { window, dumped_through: self.counters.dumped_through, reason, at_ms },
+            None => StateLost {
+                window,
+                dumped_through: self.counters.dumped_through,
+                reason,
+                at_ms,
+            },
         });
     }
 
     /// Arms the revival at the end of the crash-loop backoff, if one is in force.
     fn schedule_revival(&mut self) {
-        let until = self.worker.health.lock().expect("health lock").backoff.as_ref().map(|b| b.until);
+        let until = self
+            .worker
+            .health
+            .lock()
+            .expect("health lock")
+            .backoff
+            .as_ref()
+            .map(|b| b.until);
         self.revive_at = until.map(tokio::time::Instant::from_std);
     }
 
@@ -832,7 +931,14 @@ impl Pea {
     }
 
     fn on_result(&mut self, result: Result<Bytes, Failure>) {
-        let Some(Busy::Request { mut message, started, number, write, .. }) = self.busy.take() else {
+        let Some(Busy::Request {
+            mut message,
+            started,
+            number,
+            write,
+            ..
+        }) = self.busy.take()
+        else {
             unreachable!("a request's result comes while the request is in flight")
         };
         let instance_lost = self.instance_lost();
@@ -852,13 +958,23 @@ impl Pea {
             }
             Err(failure) => {
                 if instance_lost {
-                    self.on_instance_lost(format!("request {number} to `{}` failed: {}: {}", message.envelope.endpoint, failure.kind, failure.message));
+                    self.on_instance_lost(format!(
+                        "request {number} to `{}` failed: {}: {}",
+                        message.envelope.endpoint, failure.kind, failure.message
+                    ));
                 }
                 self.fail(&mut message, started, &failure);
             }
         }
         if !self.durable() {
-            if write && self.tracks_loss() && message.envelope.routes.last().is_some_and(|r| r.outcome == Outcome::Handled) {
+            if write
+                && self.tracks_loss()
+                && message
+                    .envelope
+                    .routes
+                    .last()
+                    .is_some_and(|r| r.outcome == Outcome::Handled)
+            {
                 self.unsaved.add(number);
             }
             self.outbox.push_back(message.frames().to_vec());
@@ -882,11 +998,16 @@ impl Pea {
     async fn start_commit(&mut self) {
         let (reply, rx) = oneshot::channel();
         self.worker.submit(Job::Commit { reply }).await;
-        self.busy = Some(Busy::Commit { through: self.counters.requests, reply: rx });
+        self.busy = Some(Busy::Commit {
+            through: self.counters.requests,
+            reply: rx,
+        });
     }
 
     fn on_commit(&mut self, result: Result<(), Failure>) {
-        let Some(Busy::Commit { through, .. }) = self.busy.take() else { unreachable!("a commit's result comes while it runs") };
+        let Some(Busy::Commit { through, .. }) = self.busy.take() else {
+            unreachable!("a commit's result comes while it runs")
+        };
         match &result {
             Ok(()) => {
                 self.counters.dumps += 1;
@@ -899,7 +1020,12 @@ impl Pea {
                 // STATUS is unhealthy until a commit succeeds; every write
                 // tries again (durable mode refuses nothing up front).
                 let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
-                self.dump_failure = Some(DumpFailure { failures, kind: f.kind.clone(), message: f.message.clone(), retry_in_ms: 0 });
+                self.dump_failure = Some(DumpFailure {
+                    failures,
+                    kind: f.kind.clone(),
+                    message: f.message.clone(),
+                    retry_in_ms: 0,
+                });
             }
         }
         self.release_held(result.as_ref().err());
@@ -910,7 +1036,10 @@ impl Pea {
     fn release_held(&mut self, failure: Option<&Failure>) {
         for mut message in std::mem::take(&mut self.held) {
             if let Some(failure) = failure
-                && let Some(route) = message.envelope.routes.pop_if(|r| r.outcome == Outcome::Handled)
+                && let Some(route) = message
+                    .envelope
+                    .routes
+                    .pop_if(|r| r.outcome == Outcome::Handled)
             {
                 self.fail(&mut message, route.start_us, failure);
             }
@@ -930,7 +1059,11 @@ impl Pea {
         let envelope = &mut message.envelope;
         envelope.fail(name, &failure.kind, &failure.message);
         // A body that did not decode cannot go on; otherwise the strategy decides.
-        let strategy = if failure.kind == "malformed" { OnError::ThrowEarly } else { self.config.on_error };
+        let strategy = if failure.kind == "malformed" {
+            OnError::ThrowEarly
+        } else {
+            self.config.on_error
+        };
         if envelope.after_error == AfterError::Continue {
             envelope.after_error = strategy.after_error();
         }
@@ -941,12 +1074,19 @@ impl Pea {
     }
 
     fn route(&self, message: &mut Message, start_us: u64, outcome: Outcome) {
-        message.envelope.routes.push(Route { pea: self.config.name.clone(), start_us, end_us: now_us(), outcome });
+        message.envelope.routes.push(Route {
+            pea: self.config.name.clone(),
+            start_us,
+            end_us: now_us(),
+            outcome,
+        });
     }
 
     /// A message from a downstream DEALER on our ROUTER output: credit.
     fn on_downstream(&mut self, frames: Vec<Bytes>) {
-        let Some((identity, rest)) = frames.split_first() else { return };
+        let Some((identity, rest)) = frames.split_first() else {
+            return;
+        };
         if rest.is_empty() {
             // The peer went away without CANCEL.
             self.credits.retain(|id| id != identity);
@@ -963,7 +1103,8 @@ impl Pea {
                     .and_then(|v| v.get("credit").and_then(Value::as_u64))
                     .unwrap_or(1)
                     .min(1024);
-                self.credits.extend(std::iter::repeat_n(identity.clone(), credit as usize));
+                self.credits
+                    .extend(std::iter::repeat_n(identity.clone(), credit as usize));
             }
             "CANCEL" => self.credits.retain(|id| id != identity),
             other => tracing::warn!(pea = %self.config.name, "ignored `{other}` from downstream"),
@@ -973,7 +1114,11 @@ impl Pea {
     async fn on_control(&mut self, frames: Vec<Bytes>) {
         let (prefix, request) = match read_control(frames) {
             ControlInput::Gone => return,
-            ControlInput::Bad { prefix, reply_to, failure } => return self.reply(prefix, &reply_to, Err(failure)).await,
+            ControlInput::Bad {
+                prefix,
+                reply_to,
+                failure,
+            } => return self.reply(prefix, &reply_to, Err(failure)).await,
             ControlInput::Request { prefix, request } => (prefix, request),
         };
         match request.endpoint.as_str() {
@@ -984,7 +1129,8 @@ impl Pea {
             "TERMINATE" => {
                 tracing::info!(pea = %self.config.name, "TERMINATE received");
                 self.terminate();
-                self.reply(prefix, &request, Ok(json!({"state": "terminating"}))).await;
+                self.reply(prefix, &request, Ok(json!({"state": "terminating"})))
+                    .await;
             }
             "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
             "ACCEPT-LOSS" => {
@@ -992,14 +1138,27 @@ impl Pea {
                 if let Some(lost) = &accepted {
                     tracing::warn!(pea = %self.config.name, "the loss of {} was accepted: writes are taken again", lost.window.describe());
                 }
-                self.reply(prefix, &request, Ok(json!({"accepted": accepted}))).await;
+                self.reply(prefix, &request, Ok(json!({"accepted": accepted})))
+                    .await;
             }
             other => {
                 let message = match other {
-                    "IDLE" | "CANCEL" => format!("{other} is sent on a data link to a ROUTER, not to a control socket"),
-                    _ => format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"),
+                    "IDLE" | "CANCEL" => format!(
+                        "{other} is sent on a data link to a ROUTER, not to a control socket"
+                    ),
+                    _ => format!(
+                        "unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"
+                    ),
                 };
-                self.reply(prefix, &request, Err(Failure { kind: "unsupported".into(), message })).await;
+                self.reply(
+                    prefix,
+                    &request,
+                    Err(Failure {
+                        kind: "unsupported".into(),
+                        message,
+                    }),
+                )
+                .await;
             }
         }
     }
@@ -1008,14 +1167,28 @@ impl Pea {
     /// [`Pea::on_control_done`], and control requests are answered meanwhile.
     async fn start_control_job(&mut self, job: ControlJob) {
         if job.request.endpoint == "DUMP" && self.config.executor.sandbox.read_only {
-            return self.reply(job.prefix, &job.request, Ok(json!({"dumped": false, "reason": "read-only"}))).await;
+            return self
+                .reply(
+                    job.prefix,
+                    &job.request,
+                    Ok(json!({"dumped": false, "reason": "read-only"})),
+                )
+                .await;
         }
         let (reply, rx) = oneshot::channel();
-        let work = if job.request.endpoint == "DUMP" { Job::Dump { reply } } else { Job::Reload { reply } };
+        let work = if job.request.endpoint == "DUMP" {
+            Job::Dump { reply }
+        } else {
+            Job::Reload { reply }
+        };
         self.worker.submit(work).await;
         // Nothing is in flight: the dump holds every request received so far.
         let through = self.counters.requests;
-        self.busy = Some(Busy::Control { job, through, reply: rx });
+        self.busy = Some(Busy::Control {
+            job,
+            through,
+            reply: rx,
+        });
     }
 
     async fn on_control_done(&mut self, result: Result<(), Failure>) {
@@ -1034,40 +1207,76 @@ impl Pea {
         }
         if let Err(f) = &result {
             if self.instance_lost() {
-                self.on_instance_lost(format!("{} failed: {}: {}", job.request.endpoint, f.kind, f.message));
+                self.on_instance_lost(format!(
+                    "{} failed: {}: {}",
+                    job.request.endpoint, f.kind, f.message
+                ));
             }
             if self.tracks_loss() && job.request.endpoint == "DUMP" {
                 let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
-                let every = self.config.dump.interval().unwrap_or(DUMP_RETRY_MAX).min(DUMP_RETRY_MAX);
-                let wait = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16)).min(every);
+                let every = self
+                    .config
+                    .dump
+                    .interval()
+                    .unwrap_or(DUMP_RETRY_MAX)
+                    .min(DUMP_RETRY_MAX);
+                let wait = Duration::from_secs(1)
+                    .saturating_mul(1 << failures.saturating_sub(1).min(16))
+                    .min(every);
                 tracing::error!(
                     pea = %self.config.name,
                     "DUMP FAILED ({failures} in a row): writes are refused until a dump succeeds; the next attempt in {wait:?}"
                 );
-                self.dump_failure =
-                    Some(DumpFailure { failures, kind: f.kind.clone(), message: f.message.clone(), retry_in_ms: wait.as_millis() as u64 });
+                self.dump_failure = Some(DumpFailure {
+                    failures,
+                    kind: f.kind.clone(),
+                    message: f.message.clone(),
+                    retry_in_ms: wait.as_millis() as u64,
+                });
                 self.retry_dump_at = Some(tokio::time::Instant::now() + wait);
             }
         }
-        if result.is_ok() && job.request.endpoint == "RELOAD" && let Some(lost) = self.state_lost.take() {
+        if result.is_ok()
+            && job.request.endpoint == "RELOAD"
+            && let Some(lost) = self.state_lost.take()
+        {
             tracing::warn!(pea = %self.config.name, "reloaded from its dump: the loss of {} is cleared", lost.window.describe());
         }
-        let key = if job.request.endpoint == "DUMP" { "dumped" } else { "reloaded" };
+        let key = if job.request.endpoint == "DUMP" {
+            "dumped"
+        } else {
+            "reloaded"
+        };
         if let Err(f) = &result {
             tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.request.endpoint, f.kind, f.message);
         }
         // Timer-driven jobs have no one to answer.
         if !job.prefix.is_empty() {
-            self.reply(job.prefix, &job.request, result.map(|()| json!({ key: true }))).await;
+            self.reply(
+                job.prefix,
+                &job.request,
+                result.map(|()| json!({ key: true })),
+            )
+            .await;
         }
     }
 
     async fn reply(&self, prefix: Vec<Bytes>, request: &Envelope, result: Result<Value, Failure>) {
         let (status, body) = match result {
             Ok(body) => (Status::Success, body),
-            Err(f) => (Status::Error { executor: self.config.name.clone(), kind: f.kind, message: f.message }, json!({})),
+            Err(f) => (
+                Status::Error {
+                    executor: self.config.name.clone(),
+                    kind: f.kind,
+                    message: f.message,
+                },
+                json!({}),
+            ),
         };
-        let _ = self.ctrl.send(control_reply(prefix, request, status, &body)).await;
+        let _ = self
+            .ctrl
+            .send(control_reply(prefix, request, status, &body))
+            .await;
     }
 
     fn status(&self) -> Value {
@@ -1093,11 +1302,16 @@ impl Pea {
         let now = tokio::time::Instant::now();
         let mut dump_failure = self.dump_failure.clone();
         if let Some(d) = &mut dump_failure {
-            d.retry_in_ms = self.retry_dump_at.map_or(0, |at| at.saturating_duration_since(now).as_millis() as u64);
+            d.retry_in_ms = self
+                .retry_dump_at
+                .map_or(0, |at| at.saturating_duration_since(now).as_millis() as u64);
         }
         let init_backoff = health.backoff.as_ref().map(|b| BackoffStatus {
             failures: b.failures,
-            retry_in_ms: b.until.saturating_duration_since(Instant::now()).as_millis() as u64,
+            retry_in_ms: b
+                .until
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
             kind: b.last_error.kind.to_string(),
             last_error: b.last_error.message.clone(),
         });
@@ -1108,7 +1322,10 @@ impl Pea {
             executor: self.config.executor.name.clone(),
             uses: self.config.uses.display().to_string(),
             state: state.into(),
-            healthy: health.healthy && self.state_lost.is_none() && self.dump_failure.is_none() && self.write_error.is_none(),
+            healthy: health.healthy
+                && self.state_lost.is_none()
+                && self.dump_failure.is_none()
+                && self.write_error.is_none(),
             requests: self.counters.requests,
             failed: self.counters.failed,
             dropped: self.counters.dropped,
@@ -1125,7 +1342,9 @@ impl Pea {
             traps: health.stats.traps,
             restarts: health.stats.restarts,
             pool_slots: self.pool_slots.unwrap_or(0),
-            busy_for_ms: health.busy_since.map_or(0, |t| t.elapsed().as_millis() as u64),
+            busy_for_ms: health
+                .busy_since
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             pid: std::process::id(),
         }
@@ -1137,9 +1356,16 @@ pub(crate) enum ControlInput {
     /// Only an identity: the client went away. Nothing to answer.
     Gone,
     /// `prefix`: the identity (and a REQ peer's empty delimiter), for the reply.
-    Request { prefix: Vec<Bytes>, request: Envelope },
+    Request {
+        prefix: Vec<Bytes>,
+        request: Envelope,
+    },
     /// Not a control request: answer `reply_to` with the failure.
-    Bad { prefix: Vec<Bytes>, reply_to: Envelope, failure: Failure },
+    Bad {
+        prefix: Vec<Bytes>,
+        reply_to: Envelope,
+        failure: Failure,
+    },
 }
 
 /// Reads one message of a control socket (docs/protocol.md, "Control requests").
@@ -1151,23 +1377,45 @@ pub(crate) fn read_control(mut frames: Vec<Bytes>) -> ControlInput {
     let rest = frames.split_off(split.min(frames.len()));
     let prefix = frames;
     match Message::from_frames(&rest) {
-        Ok(message) if message.envelope.kind == Kind::Control => ControlInput::Request { prefix, request: message.envelope },
+        Ok(message) if message.envelope.kind == Kind::Control => ControlInput::Request {
+            prefix,
+            request: message.envelope,
+        },
         Ok(message) => ControlInput::Bad {
             prefix,
             reply_to: message.envelope,
-            failure: Failure { kind: "unsupported".into(), message: "the control socket takes control requests only".into() },
+            failure: Failure {
+                kind: "unsupported".into(),
+                message: "the control socket takes control requests only".into(),
+            },
         },
         Err(e) => {
-            let kind = if matches!(e, crate::wire::WireError::Version(_)) { "version" } else { "malformed" };
+            let kind = if matches!(e, crate::wire::WireError::Version(_)) {
+                "version"
+            } else {
+                "malformed"
+            };
             let mut reply_to = Envelope::control("");
             reply_to.request_id.clear();
-            ControlInput::Bad { prefix, reply_to, failure: Failure { kind: kind.into(), message: e.to_string() } }
+            ControlInput::Bad {
+                prefix,
+                reply_to,
+                failure: Failure {
+                    kind: kind.into(),
+                    message: e.to_string(),
+                },
+            }
         }
     }
 }
 
 /// The frames answering a control request.
-pub(crate) fn control_reply(prefix: Vec<Bytes>, request: &Envelope, status: Status, body: &Value) -> Vec<Bytes> {
+pub(crate) fn control_reply(
+    prefix: Vec<Bytes>,
+    request: &Envelope,
+    status: Status,
+    body: &Value,
+) -> Vec<Bytes> {
     let mut frames = prefix;
     frames.push(request.reply(status).encode().into());
     frames.push(body.to_string().into());
@@ -1176,15 +1424,27 @@ pub(crate) fn control_reply(prefix: Vec<Bytes>, request: &Envelope, status: Stat
 
 /// The frames of a control message with a JSON body.
 pub fn control_frames(command: &str, body: Value) -> Vec<Bytes> {
-    vec![Envelope::control(command).encode().into(), body.to_string().into()]
+    vec![
+        Envelope::control(command).encode().into(),
+        body.to_string().into(),
+    ]
 }
 
 async fn wait_busy(busy: &mut Option<Busy>) -> Done {
-    let gone = || Failure { kind: "host".into(), message: "the executor thread ended".into() };
+    let gone = || Failure {
+        kind: "host".into(),
+        message: "the executor thread ended".into(),
+    };
     match busy {
-        Some(Busy::Request { reply, .. }) => Done::Request(reply.await.unwrap_or_else(|_| Err(gone()))),
-        Some(Busy::Control { reply, .. }) => Done::Control(reply.await.unwrap_or_else(|_| Err(gone()))),
-        Some(Busy::Commit { reply, .. }) => Done::Commit(reply.await.unwrap_or_else(|_| Err(gone()))),
+        Some(Busy::Request { reply, .. }) => {
+            Done::Request(reply.await.unwrap_or_else(|_| Err(gone())))
+        }
+        Some(Busy::Control { reply, .. }) => {
+            Done::Control(reply.await.unwrap_or_else(|_| Err(gone())))
+        }
+        Some(Busy::Commit { reply, .. }) => {
+            Done::Commit(reply.await.unwrap_or_else(|_| Err(gone())))
+        }
         None => std::future::pending().await,
     }
 }

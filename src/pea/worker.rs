@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executor::{ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime};
+use crate::executor::{
+    ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime,
+};
 use crate::wire::Body;
 
 /// Native stack of the executor thread: wasm may use up to 1 MiB of it
@@ -34,23 +36,40 @@ impl From<ExecutorError> for Failure {
             crate::executor::Phase::Handle => e.message,
             phase => format!("in {phase}: {}", e.message),
         };
-        Failure { kind: e.kind.as_str().to_string(), message }
+        Failure {
+            kind: e.kind.as_str().to_string(),
+            message,
+        }
     }
 }
 
 pub enum Job {
     /// Decode the body, call `handle`, encode the result.
-    Handle { endpoint: String, body: Bytes, parameters: String, timeout: Option<Duration>, reply: oneshot::Sender<Result<Bytes, Failure>> },
-    Dump { reply: oneshot::Sender<Result<(), Failure>> },
+    Handle {
+        endpoint: String,
+        body: Bytes,
+        parameters: String,
+        timeout: Option<Duration>,
+        reply: oneshot::Sender<Result<Bytes, Failure>>,
+    },
+    Dump {
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// Durable mode: `dump` before the requests handled since the last commit
     /// are answered. On failure the instance is discarded (and a new one made
     /// from the workspace), so nothing unsaved is served afterwards.
-    Commit { reply: oneshot::Sender<Result<(), Failure>> },
+    Commit {
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// Dump (unless read-only), then replace the instance with a new one from
     /// the file as it is now; the old one stays if the new one fails.
-    Reload { reply: oneshot::Sender<Result<(), Failure>> },
+    Reload {
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// Dump (unless read-only) and close; the thread ends.
-    Close { reply: oneshot::Sender<Result<(), Failure>> },
+    Close {
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// Try again to replace a lost instance once its crash-loop backoff ran
     /// out, so the Pea heals without waiting for a request.
     Revive { reply: oneshot::Sender<()> },
@@ -87,7 +106,11 @@ impl Worker {
     ///
     /// # Errors
     /// The load or `init` failure, naming the executor.
-    pub async fn start(runtime: Arc<Runtime>, uses: PathBuf, spec: ExecutorSpec) -> anyhow::Result<Worker> {
+    pub async fn start(
+        runtime: Arc<Runtime>,
+        uses: PathBuf,
+        spec: ExecutorSpec,
+    ) -> anyhow::Result<Worker> {
         let (jobs, rx) = mpsc::channel(1);
         let (ready_tx, ready) = oneshot::channel();
         let health = Arc::new(Mutex::new(Health::default()));
@@ -100,24 +123,45 @@ impl Worker {
             .stack_size(STACK)
             .spawn(move || {
                 let name = spec.name.clone();
-                let started = runtime
-                    .load(&uses)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|component| Executor::start(runtime.clone(), component, spec.clone()).map_err(anyhow::Error::from));
+                let started =
+                    runtime
+                        .load(&uses)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|component| {
+                            Executor::start(runtime.clone(), component, spec.clone())
+                                .map_err(anyhow::Error::from)
+                        });
                 match started {
                     Ok(executor) => {
                         shared.lock().expect("health lock").tenant = executor.tenant().cloned();
                         let _ = ready_tx.send(Ok(()));
-                        run(Thread { executor, tokio, runtime, uses, spec, jobs: rx, health: shared, successor: next });
+                        run(Thread {
+                            executor,
+                            tokio,
+                            runtime,
+                            uses,
+                            spec,
+                            jobs: rx,
+                            health: shared,
+                            successor: next,
+                        });
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.context(format!("executor `{name}` did not start"))));
+                        let _ = ready_tx
+                            .send(Err(e.context(format!("executor `{name}` did not start"))));
                     }
                 }
             })?;
-        ready.await.map_err(|_| anyhow::anyhow!("the executor thread died while starting"))??;
+        ready
+            .await
+            .map_err(|_| anyhow::anyhow!("the executor thread died while starting"))??;
         health.lock().expect("health lock").healthy = true;
-        Ok(Worker { jobs, health, thread: Some(thread), successor })
+        Ok(Worker {
+            jobs,
+            health,
+            thread: Some(thread),
+            successor,
+        })
     }
 
     /// Queues a job; the answer comes on the job's `reply`.
@@ -168,24 +212,36 @@ struct Thread {
 /// Costs one thread start (~50 µs) after a call of 100 ms or more. `Err`
 /// gives the state back when no thread can be started: work goes on here.
 fn retire(thread: Thread) -> Result<(), Thread> {
-    let name = std::thread::current().name().unwrap_or("executor").to_string();
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("executor")
+        .to_string();
     let tokio = thread.tokio.clone();
     let successor = thread.successor.clone();
     let (done_tx, done) = std::sync::mpsc::channel();
     tokio.spawn(async move {
         let state = Arc::new(Mutex::new(Some(thread)));
         let moved = state.clone();
-        let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
-            let thread = moved.lock().expect("state lock").take().expect("moved once");
-            run(thread);
-        });
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .stack_size(STACK)
+            .spawn(move || {
+                let thread = moved
+                    .lock()
+                    .expect("state lock")
+                    .take()
+                    .expect("moved once");
+                run(thread);
+            });
         let outcome = match spawned {
             Ok(handle) => {
                 successor.lock().expect("successor lock").push(handle);
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!("cannot start a thread to replace a background one, staying on it: {e}");
+                tracing::warn!(
+                    "cannot start a thread to replace a background one, staying on it: {e}"
+                );
                 Err(state.lock().expect("state lock").take().expect("not moved"))
             }
         };
@@ -197,25 +253,54 @@ fn retire(thread: Thread) -> Result<(), Thread> {
 }
 
 fn run(thread: Thread) {
-    let Thread { mut executor, tokio, runtime, uses, spec, mut jobs, health, successor } = thread;
+    let Thread {
+        mut executor,
+        tokio,
+        runtime,
+        uses,
+        spec,
+        mut jobs,
+        health,
+        successor,
+    } = thread;
     let publish = |executor: &Executor, busy: Option<Instant>| {
         let mut h = health.lock().expect("health lock");
         h.stats = executor.stats().clone();
         h.busy_since = busy;
         h.backoff = executor.backoff().cloned();
     };
-    let mut arrivals = Arrivals { last_done: None, close: false };
+    let mut arrivals = Arrivals {
+        last_done: None,
+        close: false,
+    };
     loop {
         if executor.take_demoted() {
-            let thread = Thread { executor, tokio, runtime, uses, spec, jobs, health, successor };
+            let thread = Thread {
+                executor,
+                tokio,
+                runtime,
+                uses,
+                spec,
+                jobs,
+                health,
+                successor,
+            };
             match retire(thread) {
                 Ok(()) => return,
                 Err(thread) => return run(thread),
             }
         }
-        let Some(job) = arrivals.next(&mut jobs) else { break };
+        let Some(job) = arrivals.next(&mut jobs) else {
+            break;
+        };
         match job {
-            Job::Handle { endpoint, body, parameters, timeout, reply } => {
+            Job::Handle {
+                endpoint,
+                body,
+                parameters,
+                timeout,
+                reply,
+            } => {
                 publish(&executor, Some(Instant::now()));
                 let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
                 // A trap discarded the instance: make the next one now, so the
@@ -239,7 +324,10 @@ fn run(thread: Thread) {
             }
             Job::Reload { reply } => {
                 let result = dump(&mut executor).and_then(|()| {
-                    let component = runtime.load(&uses).map_err(|e| Failure { kind: "host".into(), message: e.to_string() })?;
+                    let component = runtime.load(&uses).map_err(|e| Failure {
+                        kind: "host".into(),
+                        message: e.to_string(),
+                    })?;
                     Executor::start(runtime.clone(), component, spec.clone()).map_err(Failure::from)
                 });
                 match result {
@@ -266,7 +354,8 @@ fn run(thread: Thread) {
                 let _ = reply.send(());
             }
             Job::Close { reply } => {
-                let result = dump(&mut executor).and_then(|()| executor.close().map_err(Failure::from));
+                let result =
+                    dump(&mut executor).and_then(|()| executor.close().map_err(Failure::from));
                 let _ = reply.send(result);
                 return;
             }
@@ -297,7 +386,9 @@ impl Arrivals {
                 match jobs.try_recv() {
                     Ok(job) => break Some(job),
                     Err(mpsc::error::TryRecvError::Disconnected) => break None,
-                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
+                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() < until => {
+                        std::thread::yield_now()
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break jobs.blocking_recv(),
                 }
             }
@@ -313,9 +404,22 @@ impl Arrivals {
     }
 }
 
-fn handle(executor: &mut Executor, endpoint: &str, body: &Bytes, parameters: &str, timeout: Option<Duration>) -> Result<Bytes, Failure> {
-    let docs = if body.is_empty() { Ok(Body::default()) } else { Body::decode(body) };
-    let docs = docs.map_err(|e| Failure { kind: "malformed".into(), message: e.to_string() })?;
+fn handle(
+    executor: &mut Executor,
+    endpoint: &str,
+    body: &Bytes,
+    parameters: &str,
+    timeout: Option<Duration>,
+) -> Result<Bytes, Failure> {
+    let docs = if body.is_empty() {
+        Ok(Body::default())
+    } else {
+        Body::decode(body)
+    };
+    let docs = docs.map_err(|e| Failure {
+        kind: "malformed".into(),
+        message: e.to_string(),
+    })?;
     let result = executor.handle_body(endpoint, &docs, parameters, timeout)?;
     let mut out = Vec::new();
     result.encode(&mut out);

@@ -69,8 +69,22 @@ impl Head {
     /// Runs until `stop`; returns the fan-out socket still open, so the Peas can
     /// still withdraw their credit while they stop.
     pub async fn run(self, stop: CancellationToken) -> Link {
-        let Head { name, layout, polling, balance, members, open, mut input, mut fanout, tail, timeout, registered, stats, before, on_error } =
-            self;
+        let Head {
+            name,
+            layout,
+            polling,
+            balance,
+            members,
+            open,
+            mut input,
+            mut fanout,
+            tail,
+            timeout,
+            registered,
+            stats,
+            before,
+            on_error,
+        } = self;
         let mut peers = vec![Peer::default(); members.read().expect("members").len()];
         let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
         let mut next = 0usize;
@@ -162,12 +176,30 @@ impl Head {
 
 /// Runs the Head's executor on a request; a failure is recorded as a Pea's
 /// would be, under the Pod's error strategy.
-async fn run_before(name: &str, before: &super::Reducer, on_error: crate::pea::OnError, mut message: Message) -> Message {
+async fn run_before(
+    name: &str,
+    before: &super::Reducer,
+    on_error: crate::pea::OnError,
+    mut message: Message,
+) -> Message {
     let (reply, rx) = tokio::sync::oneshot::channel();
-    let job = (message.envelope.endpoint.clone(), message.body.clone(), message.envelope.parameters.clone(), reply);
+    let job = (
+        message.envelope.endpoint.clone(),
+        message.body.clone(),
+        message.envelope.parameters.clone(),
+        reply,
+    );
     let result = match before.send(job).await {
-        Ok(()) => rx.await.unwrap_or_else(|_| Err(crate::pea::Failure { kind: "host".into(), message: "the executor thread ended".into() })),
-        Err(_) => Err(crate::pea::Failure { kind: "host".into(), message: "the executor thread ended".into() }),
+        Ok(()) => rx.await.unwrap_or_else(|_| {
+            Err(crate::pea::Failure {
+                kind: "host".into(),
+                message: "the executor thread ended".into(),
+            })
+        }),
+        Err(_) => Err(crate::pea::Failure {
+            kind: "host".into(),
+            message: "the executor thread ended".into(),
+        }),
     };
     match result {
         Ok(body) => message.body = body,
@@ -194,7 +226,9 @@ fn on_peer(
     by_identity: &mut HashMap<Bytes, usize>,
     frames: Vec<Bytes>,
 ) {
-    let Some((identity, rest)) = frames.split_first() else { return };
+    let Some((identity, rest)) = frames.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         if let Some(&i) = by_identity.get(identity) {
             let member = members.read().expect("members")[i].clone();
@@ -204,15 +238,25 @@ fn on_peer(
         }
         return;
     }
-    let Ok(message) = Message::from_frames(rest) else { return };
+    let Ok(message) = Message::from_frames(rest) else {
+        return;
+    };
     let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
     let index = by_identity.get(identity).copied().or_else(|| {
         let pea = body.get("pea").and_then(Value::as_str)?;
-        let known = members.read().expect("members").iter().position(|m| m == pea);
+        let known = members
+            .read()
+            .expect("members")
+            .iter()
+            .position(|m| m == pea);
         let i = match known {
             Some(i) => i,
             // Only this Pod's replicas (`<pod>/...`), not a stray Pea of another.
-            None if open && name.strip_suffix("/head").is_some_and(|pod| pea.strip_prefix(pod).is_some_and(|r| r.starts_with('/'))) => {
+            None if open
+                && name.strip_suffix("/head").is_some_and(|pod| {
+                    pea.strip_prefix(pod).is_some_and(|r| r.starts_with('/'))
+                }) =>
+            {
                 let mut members = members.write().expect("members");
                 members.push(pea.to_string());
                 peers.push(Peer::default());
@@ -233,7 +277,11 @@ fn on_peer(
         "IDLE" => {
             peer.identity = Some(identity.clone());
             peer.alive = true;
-            let credit = body.get("credit").and_then(Value::as_u64).unwrap_or(1).min(1024) as u32;
+            let credit = body
+                .get("credit")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .min(1024) as u32;
             peer.credit = peer.credit.saturating_add(credit);
         }
         "CANCEL" => {
@@ -259,7 +307,9 @@ fn plan(
     let n = peers.len();
     let all = polling.is_all(&message.envelope.endpoint);
     let unavailable = |mut failed: Message| {
-        failed.envelope.fail(name, "unavailable", "no Pea of the Pod is connected");
+        failed
+            .envelope
+            .fail(name, "unavailable", "no Pea of the Pod is connected");
         failed.envelope.after_error = crate::wire::AfterError::Abort;
         failed.body = Bytes::new();
         failed
@@ -278,7 +328,10 @@ fn plan(
     if all && open {
         // Open replicas: the ones connected now are the Pod (a departed
         // replica of a scaled-down Deployment is not missing).
-        let parts: Vec<(usize, Bytes)> = (0..n).filter(|&i| peers[i].alive).map(|i| (i, message.body.clone())).collect();
+        let parts: Vec<(usize, Bytes)> = (0..n)
+            .filter(|&i| peers[i].alive)
+            .map(|i| (i, message.body.clone()))
+            .collect();
         if parts.is_empty() {
             return Err(unavailable(message));
         }
@@ -305,7 +358,11 @@ fn plan(
             Ok(split(vec![(i, message.body.clone())], &message))
         }
         Layout::Shards => {
-            let body = match message.decode_body().map_err(|e| e.to_string()).and_then(|b| super::reduce::partition(b, n)) {
+            let body = match message
+                .decode_body()
+                .map_err(|e| e.to_string())
+                .and_then(|b| super::reduce::partition(b, n))
+            {
                 Ok(parts) => parts,
                 Err(reason) => {
                     let mut failed = message;

@@ -79,10 +79,16 @@ pub struct Polling {
 }
 
 impl Polling {
-    pub const ANY: Polling = Polling { default_all: false, endpoints: Vec::new() };
+    pub const ANY: Polling = Polling {
+        default_all: false,
+        endpoints: Vec::new(),
+    };
 
     pub fn is_all(&self, endpoint: &str) -> bool {
-        self.endpoints.iter().find(|(e, _)| e == endpoint).map_or(self.default_all, |(_, all)| *all)
+        self.endpoints
+            .iter()
+            .find(|(e, _)| e == endpoint)
+            .map_or(self.default_all, |(_, all)| *all)
     }
 
     /// Every endpoint is `all`.
@@ -98,7 +104,11 @@ impl std::fmt::Display for Polling {
         if self.endpoints.is_empty() {
             return f.write_str(mode(self.default_all));
         }
-        let mut items: Vec<String> = self.endpoints.iter().map(|(e, all)| format!("{e}:{}", mode(*all))).collect();
+        let mut items: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|(e, all)| format!("{e}:{}", mode(*all)))
+            .collect();
         items.push(format!("*:{}", mode(self.default_all)));
         f.write_str(&items.join(","))
     }
@@ -114,7 +124,10 @@ impl FromStr for Polling {
             other => Err(format!("polling `{other}` is neither `any` nor `all`")),
         };
         if !text.contains(':') {
-            return Ok(Polling { default_all: mode(text)?, endpoints: Vec::new() });
+            return Ok(Polling {
+                default_all: mode(text)?,
+                endpoints: Vec::new(),
+            });
         }
         let mut polling = Polling::ANY;
         for item in text.split(',').filter(|i| !i.trim().is_empty()) {
@@ -185,10 +198,16 @@ pub struct ExternalPeas {
 /// (Jina's `runtime_args`), and which shard workspace it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
-    Shard { id: usize, shards: usize },
+    Shard {
+        id: usize,
+        shards: usize,
+    },
     /// `id` is an index inside one process, or any unique name (a Kubernetes
     /// pod's) for replicas that join a head-only Pod.
-    Replica { id: String, replicas: Option<usize> },
+    Replica {
+        id: String,
+        replicas: Option<usize>,
+    },
 }
 
 impl Place {
@@ -202,7 +221,11 @@ impl Place {
 
 impl PodConfig {
     fn layout(&self) -> Layout {
-        if self.shards > 1 { Layout::Shards } else { Layout::Replicas }
+        if self.shards > 1 {
+            Layout::Shards
+        } else {
+            Layout::Replicas
+        }
     }
 
     fn count(&self) -> usize {
@@ -210,7 +233,10 @@ impl PodConfig {
     }
 
     pub fn is_singleton(&self) -> bool {
-        self.count() == 1 && self.uses_before.is_none() && self.uses_after.is_none() && self.external.is_none()
+        self.count() == 1
+            && self.uses_before.is_none()
+            && self.uses_after.is_none()
+            && self.external.is_none()
     }
 }
 
@@ -240,7 +266,10 @@ enum Member {
     Thread(PeaHandle),
     /// A child process, watched by its supervisor task, which restarts it
     /// when it dies and stops it when `stop` is cancelled.
-    Process { stop: CancellationToken, supervisor: tokio::task::JoinHandle<anyhow::Result<()>> },
+    Process {
+        stop: CancellationToken,
+        supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
 }
 
 impl Member {
@@ -295,13 +324,16 @@ async fn supervise(s: Supervision, mut child: tokio::process::Child) -> anyhow::
         };
         // Reaped: the process is gone. Start it again, after the backoff.
         s.roster.write().expect("roster")[s.index].running = false;
-        let status = status.map_or_else(|e| format!("an unknown status ({e})"), |st| st.to_string());
+        let status =
+            status.map_or_else(|e| format!("an unknown status ({e})"), |st| st.to_string());
         if started.elapsed() >= STABLE_AFTER {
             failures = 0;
         }
         loop {
             failures += 1;
-            let wait = RESTART_BACKOFF_FIRST.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(RESTART_BACKOFF_MAX);
+            let wait = RESTART_BACKOFF_FIRST
+                .saturating_mul(1 << failures.saturating_sub(1).min(16))
+                .min(RESTART_BACKOFF_MAX);
             tracing::error!(pea = %name, "its process exited with {status}; restarting it in {wait:?} (restart backoff)");
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -324,7 +356,9 @@ async fn supervise(s: Supervision, mut child: tokio::process::Child) -> anyhow::
                     break;
                 }
                 Ok(Err(e)) => tracing::error!(pea = %name, "restart failed: {e:#}"),
-                Err(_) => tracing::error!(pea = %name, "restart failed: not ready within {:?}", s.timeout_ready),
+                Err(_) => {
+                    tracing::error!(pea = %name, "restart failed: not ready within {:?}", s.timeout_ready)
+                }
             }
         }
     }
@@ -332,7 +366,11 @@ async fn supervise(s: Supervision, mut child: tokio::process::Child) -> anyhow::
 
 /// Stops a child as TERMINATE does; kills it if it has not exited within
 /// three times `grace`.
-async fn stop_child(name: &str, s: &Supervision, mut child: tokio::process::Child) -> anyhow::Result<()> {
+async fn stop_child(
+    name: &str,
+    s: &Supervision,
+    mut child: tokio::process::Child,
+) -> anyhow::Result<()> {
     let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
     let grace = s.grace;
     let _ = tokio::time::timeout(grace, crate::cli::control(&ctrl, "TERMINATE")).await;
@@ -341,7 +379,10 @@ async fn stop_child(name: &str, s: &Supervision, mut child: tokio::process::Chil
         Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
         _ => {
             let _ = child.kill().await;
-            Err(anyhow::anyhow!("pea `{name}` did not stop within {:?} and was killed", grace * 3))
+            Err(anyhow::anyhow!(
+                "pea `{name}` did not stop within {:?} and was killed",
+                grace * 3
+            ))
         }
     }
 }
@@ -367,7 +408,14 @@ impl PodHandle {
         stop: CancellationToken,
         task: tokio::task::JoinHandle<anyhow::Result<()>>,
     ) -> PodHandle {
-        PodHandle { name, addresses, members, external: None, stop, task }
+        PodHandle {
+            name,
+            addresses,
+            members,
+            external: None,
+            stop,
+            task,
+        }
     }
 
     pub fn terminate(&self) {
@@ -396,18 +444,36 @@ impl PodHandle {
 pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<PodHandle> {
     let name = config.pea.name.clone();
     if config.shards > 1 && config.replicas > 1 {
-        anyhow::bail!("pod `{name}`: shards and replicas together are not supported yet: use one or the other");
+        anyhow::bail!(
+            "pod `{name}`: shards and replicas together are not supported yet: use one or the other"
+        );
     }
     if config.is_singleton() {
         let pea = crate::pea::start(runtime, config.pea).await?;
-        let members = vec![MemberInfo { pea: name.clone(), role: "singleton".into(), ctrl: pea.addresses.ctrl.clone() }];
+        let members = vec![MemberInfo {
+            pea: name.clone(),
+            role: "singleton".into(),
+            ctrl: pea.addresses.ctrl.clone(),
+        }];
         let addresses = pea.addresses.clone();
         let stop = pea.stop_token();
         let task = tokio::spawn(pea.wait());
-        return Ok(PodHandle { name, addresses, members, external: None, stop, task });
+        return Ok(PodHandle {
+            name,
+            addresses,
+            members,
+            external: None,
+            stop,
+            task,
+        });
     }
     let mut opened = Opened::default();
-    match tokio::time::timeout(config.timeout_ready, assemble(runtime, &config, &mut opened)).await {
+    match tokio::time::timeout(
+        config.timeout_ready,
+        assemble(runtime, &config, &mut opened),
+    )
+    .await
+    {
         Ok(Ok(handle)) => Ok(handle),
         Ok(Err(e)) => {
             opened.undo(config.pea.timeout_ctrl).await;
@@ -419,7 +485,11 @@ pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<P
             Err(anyhow::anyhow!(
                 "pod `{name}` was not ready within {:?} (--timeout-ready){}",
                 config.timeout_ready,
-                if waiting.is_empty() { String::new() } else { format!(": waiting for {}", waiting.join(", ")) }
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(": waiting for {}", waiting.join(", "))
+                }
             ))
         }
     }
@@ -442,7 +512,13 @@ struct Opened {
 impl Opened {
     fn unregistered(&self) -> Vec<String> {
         match (&self.registered, &self.starting) {
-            (Some((rx, names)), _) => rx.borrow().iter().zip(names).filter(|(r, _)| !**r).map(|(_, n)| format!("`{n}`")).collect(),
+            (Some((rx, names)), _) => rx
+                .borrow()
+                .iter()
+                .zip(names)
+                .filter(|(r, _)| !**r)
+                .map(|(_, n)| format!("`{n}`"))
+                .collect(),
             (None, Some(name)) => vec![format!("`{name}` (still starting)")],
             (None, None) => Vec::new(),
         }
@@ -464,7 +540,11 @@ impl Opened {
             }
         }
         let stops = self.members.drain(..).map(|m| m.stop(grace));
-        let failures = futures::future::join_all(stops).await.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))).collect();
+        let failures = futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+            .collect();
         for worker in self.workers {
             close_worker(worker).await;
         }
@@ -480,7 +560,11 @@ async fn close_worker(worker: Worker) {
     worker.join();
 }
 
-async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened) -> anyhow::Result<PodHandle> {
+async fn assemble(
+    runtime: Arc<Runtime>,
+    config: &PodConfig,
+    opened: &mut Opened,
+) -> anyhow::Result<PodHandle> {
     let pod = &config.pea;
     let name = pod.name.clone();
     // Every socket first, so a taken port fails before any Pea starts. They
@@ -490,18 +574,31 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
         None => ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0"),
     };
     let sockets = [
-        (SocketSpec::ROUTER_BIND, pod.address_ctrl.as_str(), "control socket"),
+        (
+            SocketSpec::ROUTER_BIND,
+            pod.address_ctrl.as_str(),
+            "control socket",
+        ),
         (pod.socket_in, pod.address_in.as_str(), "input socket"),
         (pod.socket_out, pod.address_out.as_str(), "output socket"),
         (SocketSpec::ROUTER_BIND, fanout_bind, "head (--port-fanout)"),
         (SocketSpec::PULL_BIND, parts_bind, "tail (--port-parts)"),
     ];
     for (spec, address, what) in sockets {
-        opened.links.push(Link::open(spec, address, &format!("pod `{name}` {what}")).await?);
+        opened
+            .links
+            .push(Link::open(spec, address, &format!("pod `{name}` {what}")).await?);
     }
     let at = |i: usize| opened.links[i].endpoint.clone();
     let port = |i: usize| opened.links[i].port();
-    let addresses = Addresses { input: at(1), output: at(2), ctrl: at(0), port_in: port(1), port_out: port(2), port_ctrl: port(0) };
+    let addresses = Addresses {
+        input: at(1),
+        output: at(2),
+        ctrl: at(0),
+        port_in: port(1),
+        port_out: port(2),
+        port_ctrl: port(0),
+    };
     let (fanout_at, parts_at) = (at(3), at(4));
 
     // The Peas: started here, or (head-only) expected to connect: every shard
@@ -513,18 +610,33 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
         Layout::Shards => format!("shard-{i}"),
         Layout::Replicas => format!("replica-{i}"),
     };
-    let names: Vec<String> = if open { Vec::new() } else { (0..n).map(|i| format!("{name}/{}", role(i))).collect() };
+    let names: Vec<String> = if open {
+        Vec::new()
+    } else {
+        (0..n).map(|i| format!("{name}/{}", role(i))).collect()
+    };
     let local = if config.external.is_some() { 0 } else { n };
     let roster: Roster = Arc::default();
     for i in 0..local {
         let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
         opened.starting = Some(names[i].clone());
-        let slot = |ctrl: String| Slot { info: MemberInfo { pea: names[i].clone(), role: role(i), ctrl }, restarts: 0, running: true };
+        let slot = |ctrl: String| Slot {
+            info: MemberInfo {
+                pea: names[i].clone(),
+                role: role(i),
+                ctrl,
+            },
+            restarts: 0,
+            running: true,
+        };
         let started = match config.backend {
             Backend::Thread => {
                 let pea = crate::pea::start(runtime.clone(), member).await?;
-                roster.write().expect("roster").push(slot(pea.addresses.ctrl.clone()));
+                roster
+                    .write()
+                    .expect("roster")
+                    .push(slot(pea.addresses.ctrl.clone()));
                 Member::Thread(pea)
             }
             Backend::Process => {
@@ -541,25 +653,45 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
                     timeout_ready: config.timeout_ready,
                     stop: stop.clone(),
                 };
-                Member::Process { stop, supervisor: tokio::spawn(supervise(supervision, child)) }
+                Member::Process {
+                    stop,
+                    supervisor: tokio::spawn(supervise(supervision, child)),
+                }
             }
         };
         opened.members.push(started);
     }
-    let infos: Vec<MemberInfo> = roster.read().expect("roster").iter().map(|s| s.info.clone()).collect();
+    let infos: Vec<MemberInfo> = roster
+        .read()
+        .expect("roster")
+        .iter()
+        .map(|s| s.info.clone())
+        .collect();
 
     // Executors of the Head and the Tail.
     let before = match &config.uses_before {
-        Some(path) => Some(serve(start_side_worker(&runtime, path, &format!("{name}/head"), pod).await?, opened)),
+        Some(path) => Some(serve(
+            start_side_worker(&runtime, path, &format!("{name}/head"), pod).await?,
+            opened,
+        )),
         None => None,
     };
     let after = match &config.uses_after {
-        Some(path) => Some(serve(start_side_worker(&runtime, path, &format!("{name}/tail"), pod).await?, opened)),
+        Some(path) => Some(serve(
+            start_side_worker(&runtime, path, &format!("{name}/tail"), pod).await?,
+            opened,
+        )),
         None => None,
     };
 
     let mut links = std::mem::take(&mut opened.links).into_iter();
-    let (ctrl, input, output, fanout, parts) = match (links.next(), links.next(), links.next(), links.next(), links.next()) {
+    let (ctrl, input, output, fanout, parts) = match (
+        links.next(),
+        links.next(),
+        links.next(),
+        links.next(),
+        links.next(),
+    ) {
         (Some(c), Some(i), Some(o), Some(f), Some(p)) => (c, i, o, f, p),
         _ => unreachable!("five sockets were opened"),
     };
@@ -569,8 +701,16 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     let tail_stop = CancellationToken::new();
     let members: Members = Arc::new(std::sync::RwLock::new(names.clone()));
     let tail_task = tokio::spawn(
-        tail::Tail { name: format!("{name}/tail"), members: members.clone(), parts, output, inbox: tail_rx, reducer: after, stats: tail_stats.clone() }
-            .run(tail_stop.clone()),
+        tail::Tail {
+            name: format!("{name}/tail"),
+            members: members.clone(),
+            parts,
+            output,
+            inbox: tail_rx,
+            reducer: after,
+            stats: tail_stats.clone(),
+        }
+        .run(tail_stop.clone()),
     );
     opened.tail = Some((tail_stop, tail_task));
     let (registered_tx, registered_rx) = watch::channel(vec![false; names.len()]);
@@ -602,7 +742,10 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     let expected = if open { 1 } else { n };
     if config.external.is_none() {
         let mut registered = registered_rx.clone();
-        registered.wait_for(|r| r.iter().all(|&x| x)).await.context("the Head stopped")?;
+        registered
+            .wait_for(|r| r.iter().all(|&x| x))
+            .await
+            .context("the Head stopped")?;
     }
 
     let stop = CancellationToken::new();
@@ -620,16 +763,38 @@ async fn assemble(runtime: Arc<Runtime>, config: &PodConfig, opened: &mut Opened
     };
     let task = tokio::spawn(pod_task.run(stop.clone()));
     tracing::info!(pod = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, peas = n, "ready");
-    let external = config.external.as_ref().map(|_| ExternalPeas { fanout: fanout_at, parts: parts_at });
-    Ok(PodHandle { name, addresses, members: infos, external, stop, task })
+    let external = config.external.as_ref().map(|_| ExternalPeas {
+        fanout: fanout_at,
+        parts: parts_at,
+    });
+    Ok(PodHandle {
+        name,
+        addresses,
+        members: infos,
+        external,
+        stop,
+        task,
+    })
 }
 
 /// The PeaConfig of member `i`: its place, a DEALER input to the Head, a PUSH
 /// output to the Tail.
-fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail: &str) -> anyhow::Result<PeaConfig> {
+fn member_config(
+    config: &PodConfig,
+    layout: Layout,
+    i: usize,
+    head: &str,
+    tail: &str,
+) -> anyhow::Result<PeaConfig> {
     let place = match layout {
-        Layout::Shards => Place::Shard { id: i, shards: config.shards },
-        Layout::Replicas => Place::Replica { id: i.to_string(), replicas: Some(config.count()) },
+        Layout::Shards => Place::Shard {
+            id: i,
+            shards: config.shards,
+        },
+        Layout::Replicas => Place::Replica {
+            id: i.to_string(),
+            replicas: Some(config.count()),
+        },
     };
     let mut pea = placed(&config.pea, &place, workspace::Scope::Pod)?;
     pea.socket_in = SocketSpec::DEALER_CONNECT;
@@ -651,7 +816,11 @@ fn member_config(config: &PodConfig, layout: Layout, i: usize, head: &str, tail:
 ///
 /// # Errors
 /// A shard workspace that belongs to another shard or Pod.
-pub fn placed(pod: &PeaConfig, place: &Place, scope: workspace::Scope) -> anyhow::Result<PeaConfig> {
+pub fn placed(
+    pod: &PeaConfig,
+    place: &Place,
+    scope: workspace::Scope,
+) -> anyhow::Result<PeaConfig> {
     let name = format!("{}/{}", pod.name, place.role());
     let mut executor = pod.executor.clone();
     executor.name = name.clone();
@@ -663,7 +832,9 @@ pub fn placed(pod: &PeaConfig, place: &Place, scope: workspace::Scope) -> anyhow
     let runtime_args: Vec<(&str, Value)> = match place {
         Place::Shard { id, shards } => vec![("shard_id", json!(id)), ("shards", json!(shards))],
         Place::Replica { id, replicas } => {
-            let id = id.parse::<u64>().map_or_else(|_| Value::from(id.clone()), Value::from);
+            let id = id
+                .parse::<u64>()
+                .map_or_else(|_| Value::from(id.clone()), Value::from);
             let mut args = vec![("replica_id", id)];
             args.extend(replicas.map(|n| ("replicas", json!(n))));
             args
@@ -677,15 +848,29 @@ pub fn placed(pod: &PeaConfig, place: &Place, scope: workspace::Scope) -> anyhow
     if let Place::Shard { id, shards } = place
         && let Some(root) = &pod.executor.sandbox.workspace
     {
-        let identity = workspace::ShardIdentity { pod: pod.name.clone(), shard: *id, shards: *shards, executor: pod.executor.name.clone() };
-        executor.sandbox.workspace = Some(workspace::claim(root, &identity, scope).with_context(|| format!("pea `{name}`"))?);
+        let identity = workspace::ShardIdentity {
+            pod: pod.name.clone(),
+            shard: *id,
+            shards: *shards,
+            executor: pod.executor.name.clone(),
+        };
+        executor.sandbox.workspace = Some(
+            workspace::claim(root, &identity, scope).with_context(|| format!("pea `{name}`"))?,
+        );
     }
-    Ok(PeaConfig { name, executor, ..pod.clone() })
+    Ok(PeaConfig {
+        name,
+        executor,
+        ..pod.clone()
+    })
 }
 
 /// Starts a member as `jina-wasm pea` in a child process and reads its ready
 /// line; returns the child and its control address.
-async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn spawn_child(
+    config: &PeaConfig,
+    extra: &[String],
+) -> anyhow::Result<(tokio::process::Child, String)> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
     let mut command = tokio::process::Command::new(exe);
@@ -697,14 +882,22 @@ async fn spawn_child(config: &PeaConfig, extra: &[String]) -> anyhow::Result<(to
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     die_with_parent(&mut command);
-    let mut child = command.spawn().with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
     let stdout = child.stdout.take().expect("piped");
-    let line = tokio::io::BufReader::new(stdout).lines().next_line().await?;
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?;
     let ready: Value = match line.as_deref().map(serde_json::from_str) {
         Some(Ok(ready)) => ready,
         _ => {
             let status = child.wait().await?;
-            anyhow::bail!("pea `{}` did not start (its process exited with {status}; its log is above)", config.name);
+            anyhow::bail!(
+                "pea `{}` did not start (its process exited with {status}; its log is above)",
+                config.name
+            );
         }
     };
     let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
@@ -751,7 +944,10 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         "--port-out".into(),
         port_out,
         "--on-error-strategy".into(),
-        clap::ValueEnum::to_possible_value(&c.on_error).expect("no skipped variants").get_name().to_string(),
+        clap::ValueEnum::to_possible_value(&c.on_error)
+            .expect("no skipped variants")
+            .get_name()
+            .to_string(),
         "--dump-interval".into(),
         c.dump.to_string(),
         "--load-interval".into(),
@@ -802,7 +998,15 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
         args.extend(["--read-endpoints".into(), c.read_endpoints.join(",")]);
     }
     for v in &sandbox.volumes {
-        args.extend(["--volumes".into(), format!("{}:{}{}", v.host.display(), v.guest, if v.read_only { ":ro" } else { "" })]);
+        args.extend([
+            "--volumes".into(),
+            format!(
+                "{}:{}{}",
+                v.host.display(),
+                v.guest,
+                if v.read_only { ":ro" } else { "" }
+            ),
+        ]);
     }
     for (k, v) in &sandbox.env {
         args.extend(["--env".into(), format!("{k}={v}")]);
@@ -820,23 +1024,46 @@ fn host_port(address: &str) -> (String, String) {
 
 /// Starts the executor of a Head (`--uses-before`) or Tail (`--uses-after`):
 /// the Pod's limits, no workspace.
-async fn start_side_worker(runtime: &Arc<Runtime>, path: &std::path::Path, name: &str, pod: &PeaConfig) -> anyhow::Result<Worker> {
+async fn start_side_worker(
+    runtime: &Arc<Runtime>,
+    path: &std::path::Path,
+    name: &str,
+    pod: &PeaConfig,
+) -> anyhow::Result<Worker> {
     let spec = ExecutorSpec {
         name: name.to_string(),
         config: Value::Null,
-        sandbox: Sandbox { workspace: None, volumes: Vec::new(), read_only: true, ..pod.executor.sandbox.clone() },
+        sandbox: Sandbox {
+            workspace: None,
+            volumes: Vec::new(),
+            read_only: true,
+            ..pod.executor.sandbox.clone()
+        },
     };
     Worker::start(runtime.clone(), path.to_path_buf(), spec).await
 }
 
 /// Serves `handle` calls to a Head's or Tail's executor from a channel.
 fn serve(worker: Worker, opened: &mut Opened) -> Reducer {
-    let (tx, mut rx) = mpsc::channel::<(String, Bytes, String, oneshot::Sender<Result<Bytes, crate::pea::Failure>>)>(1);
+    let (tx, mut rx) = mpsc::channel::<(
+        String,
+        Bytes,
+        String,
+        oneshot::Sender<Result<Bytes, crate::pea::Failure>>,
+    )>(1);
     let jobs = worker.sender();
     opened.workers.push(worker);
     tokio::spawn(async move {
         while let Some((endpoint, body, parameters, reply)) = rx.recv().await {
-            let _ = jobs.send(Job::Handle { endpoint, body, parameters, timeout: None, reply }).await;
+            let _ = jobs
+                .send(Job::Handle {
+                    endpoint,
+                    body,
+                    parameters,
+                    timeout: None,
+                    reply,
+                })
+                .await;
         }
     });
     tx
@@ -877,15 +1104,27 @@ impl PodTask {
         let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
         self.ctrl.close(self.grace).await;
         tracing::info!(pod = %self.name, "stopped");
-        if failures.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(failures.join("; "))) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(failures.join("; ")))
+        }
     }
 
     /// Answers one control request; true when the Pod should stop.
     async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
         let (prefix, request) = match read_control(frames) {
             ControlInput::Gone => return false,
-            ControlInput::Bad { prefix, reply_to, failure } => {
-                let status = Status::Error { executor: self.name.clone(), kind: failure.kind, message: failure.message };
+            ControlInput::Bad {
+                prefix,
+                reply_to,
+                failure,
+            } => {
+                let status = Status::Error {
+                    executor: self.name.clone(),
+                    kind: failure.kind,
+                    message: failure.message,
+                };
                 self.reply(&prefix, &reply_to, status, json!({})).await;
                 return false;
             }
@@ -900,29 +1139,48 @@ impl PodTask {
                 false
             }
             "TERMINATE" => {
-                self.reply(prefix, &request, Status::Success, json!({"state": "terminating"})).await;
+                self.reply(
+                    prefix,
+                    &request,
+                    Status::Success,
+                    json!({"state": "terminating"}),
+                )
+                .await;
                 true
             }
             "DUMP" | "RELOAD" | "ACCEPT-LOSS" => {
                 let infos = self.infos();
                 let asks = infos.iter().map(|m| crate::cli::control(&m.ctrl, &command));
                 let results = futures::future::join_all(asks).await;
-                let errors: Vec<String> =
-                    results.iter().zip(&infos).filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea))).collect();
+                let errors: Vec<String> = results
+                    .iter()
+                    .zip(&infos)
+                    .filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea)))
+                    .collect();
                 let status = if errors.is_empty() {
                     Status::Success
                 } else {
-                    Status::Error { executor: self.name.clone(), kind: "host".into(), message: errors.join("; ") }
+                    Status::Error {
+                        executor: self.name.clone(),
+                        kind: "host".into(),
+                        message: errors.join("; "),
+                    }
                 };
-                let answers: Vec<Value> = results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect();
-                self.reply(prefix, &request, status, json!({"peas": answers})).await;
+                let answers: Vec<Value> = results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Value::Null))
+                    .collect();
+                self.reply(prefix, &request, status, json!({"peas": answers}))
+                    .await;
                 false
             }
             other => {
                 let status = Status::Error {
                     executor: self.name.clone(),
                     kind: "unsupported".into(),
-                    message: format!("unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"),
+                    message: format!(
+                        "unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"
+                    ),
                 };
                 self.reply(prefix, &request, status, json!({})).await;
                 false
@@ -932,7 +1190,12 @@ impl PodTask {
 
     /// The Peas' names, roles and control addresses as they are now.
     fn infos(&self) -> Vec<MemberInfo> {
-        self.roster.read().expect("roster").iter().map(|s| s.info.clone()).collect()
+        self.roster
+            .read()
+            .expect("roster")
+            .iter()
+            .map(|s| s.info.clone())
+            .collect()
     }
 
     /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
@@ -940,9 +1203,15 @@ impl PodTask {
         let slots: Vec<Slot> = self.roster.read().expect("roster").clone();
         let asks = slots.iter().map(|s| async move {
             if !s.running {
-                return Ok(Err(anyhow::anyhow!("its process died; the Pod is restarting it")));
+                return Ok(Err(anyhow::anyhow!(
+                    "its process died; the Pod is restarting it"
+                )));
             }
-            tokio::time::timeout(Duration::from_secs(2), crate::cli::control(&s.info.ctrl, "STATUS")).await
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                crate::cli::control(&s.info.ctrl, "STATUS"),
+            )
+            .await
         });
         let answers = futures::future::join_all(asks).await;
         let mut healthy = true;
@@ -967,7 +1236,13 @@ impl PodTask {
         let (registered, members, expected) = &self.connected;
         let connected: Vec<String> = {
             let names = members.read().expect("members");
-            registered.borrow().iter().zip(names.iter()).filter(|(r, _)| **r).map(|(_, n)| n.clone()).collect()
+            registered
+                .borrow()
+                .iter()
+                .zip(names.iter())
+                .filter(|(r, _)| **r)
+                .map(|(_, n)| n.clone())
+                .collect()
         };
         healthy &= connected.len() >= *expected;
         json!({
@@ -992,6 +1267,9 @@ impl PodTask {
     }
 
     async fn reply(&self, prefix: &[Bytes], request: &Envelope, status: Status, body: Value) {
-        let _ = self.ctrl.send(control_reply(prefix.to_vec(), request, status, &body)).await;
+        let _ = self
+            .ctrl
+            .send(control_reply(prefix.to_vec(), request, status, &body))
+            .await;
     }
 }

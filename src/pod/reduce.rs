@@ -16,11 +16,24 @@ use crate::wire::{Body, Envelope, Message, Status};
 pub fn merge_envelopes(parts: &[Message]) -> Envelope {
     let mut envelope = parts[0].envelope.clone();
     let first = &parts[0].envelope.routes;
-    let shared = (0..first.len()).take_while(|&k| parts.iter().all(|p| p.envelope.routes.get(k) == Some(&first[k]))).count();
+    let shared = (0..first.len())
+        .take_while(|&k| {
+            parts
+                .iter()
+                .all(|p| p.envelope.routes.get(k) == Some(&first[k]))
+        })
+        .count();
     envelope.routes.truncate(shared);
     for part in parts {
-        envelope.routes.extend(part.envelope.routes.iter().skip(shared).cloned());
-        if let Status::Error { executor, kind, message } = &part.envelope.status {
+        envelope
+            .routes
+            .extend(part.envelope.routes.iter().skip(shared).cloned());
+        if let Status::Error {
+            executor,
+            kind,
+            message,
+        } = &part.envelope.status
+        {
             envelope.fail(executor, kind, message);
         }
         envelope.after_error = envelope.after_error.max(part.envelope.after_error);
@@ -50,7 +63,10 @@ pub fn partition(body: Body, shards: usize) -> Result<Vec<Option<Body>>, String>
     for doc in body.into_documents()? {
         groups[shard_of(&doc.id, shards)].push(doc);
     }
-    Ok(groups.into_iter().map(|docs| (!docs.is_empty()).then(|| Body::from_documents(&docs))).collect())
+    Ok(groups
+        .into_iter()
+        .map(|docs| (!docs.is_empty()).then(|| Body::from_documents(&docs)))
+        .collect())
 }
 
 /// Merges the parts of one request, in the order given (shard order):
@@ -91,7 +107,12 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
     if repeated {
         for (doc, widest) in merged.iter_mut().zip(widest) {
             doc.matches.sort_by(|a, b| {
-                let score = |d: &Document| d.scores.values().next().map_or(f64::NEG_INFINITY, |s| s.value);
+                let score = |d: &Document| {
+                    d.scores
+                        .values()
+                        .next()
+                        .map_or(f64::NEG_INFINITY, |s| s.value)
+                };
                 score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id))
             });
             doc.matches.truncate(top_k.unwrap_or(widest));
@@ -105,7 +126,18 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
 /// chunks, tags and scores by key). So a join of two branches, one that added
 /// embeddings and one that added tags, has both.
 fn fill(base: &mut Document, other: Document) {
-    let Document { text, blob, uri, mime_type, embedding, tags, scores, chunks, matches, .. } = other;
+    let Document {
+        text,
+        blob,
+        uri,
+        mime_type,
+        embedding,
+        tags,
+        scores,
+        chunks,
+        matches,
+        ..
+    } = other;
     base.matches.extend(matches);
     base.text = base.text.take().or(text);
     base.blob = base.blob.take().or(blob);
@@ -142,8 +174,18 @@ mod tests {
     use crate::document::NamedScore;
 
     fn hit(id: &str, score: f64) -> Document {
-        let mut d = Document { id: id.into(), ..Default::default() };
-        d.scores.insert("cosine".into(), NamedScore { value: score, op_name: None, description: None });
+        let mut d = Document {
+            id: id.into(),
+            ..Default::default()
+        };
+        d.scores.insert(
+            "cosine".into(),
+            NamedScore {
+                value: score,
+                op_name: None,
+                description: None,
+            },
+        );
         d
     }
 
@@ -151,32 +193,69 @@ mod tests {
     fn ids_land_in_a_stable_shard() {
         // Pinned values: changing the hash would move every stored document.
         assert_eq!(shard_of("", 2), 1);
-        assert_eq!([shard_of("doc-1", 3), shard_of("doc-2", 3), shard_of("doc-3", 3)], [2, 0, 1]);
-        let docs: Vec<Document> = (0..1000).map(|i| Document { id: format!("doc-{i}"), ..Default::default() }).collect();
+        assert_eq!(
+            [
+                shard_of("doc-1", 3),
+                shard_of("doc-2", 3),
+                shard_of("doc-3", 3)
+            ],
+            [2, 0, 1]
+        );
+        let docs: Vec<Document> = (0..1000)
+            .map(|i| Document {
+                id: format!("doc-{i}"),
+                ..Default::default()
+            })
+            .collect();
         let parts = partition(Body::from_documents(&docs), 2).unwrap();
-        let sizes: Vec<usize> = parts.iter().map(|p| p.as_ref().map_or(0, Body::roots)).collect();
+        let sizes: Vec<usize> = parts
+            .iter()
+            .map(|p| p.as_ref().map_or(0, Body::roots))
+            .collect();
         assert_eq!(sizes.iter().sum::<usize>(), 1000);
         assert!(sizes.iter().all(|&s| s > 400), "{sizes:?}");
     }
 
     #[test]
     fn broadcast_answers_merge_their_matches() {
-        let q = |matches: Vec<Document>| Document { id: "q".into(), matches: matches.into(), ..Default::default() };
+        let q = |matches: Vec<Document>| Document {
+            id: "q".into(),
+            matches: matches.into(),
+            ..Default::default()
+        };
         let a = Body::from_documents(&[q(vec![hit("a1", 0.9), hit("a2", 0.5)])]);
         let b = Body::from_documents(&[q(vec![hit("b1", 0.7), hit("b2", 0.5)])]);
-        let merged = merge(vec![a.clone(), b.clone()], None).unwrap().into_documents().unwrap();
+        let merged = merge(vec![a.clone(), b.clone()], None)
+            .unwrap()
+            .into_documents()
+            .unwrap();
         let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
         assert_eq!((merged.len(), ids), (1, vec!["a1", "b1"]));
-        let merged = merge(vec![a, b], Some(3)).unwrap().into_documents().unwrap();
+        let merged = merge(vec![a, b], Some(3))
+            .unwrap()
+            .into_documents()
+            .unwrap();
         let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, vec!["a1", "b1", "a2"]);
     }
 
     #[test]
     fn distinct_documents_are_concatenated() {
-        let one = Body::from_documents(&[Document { id: "x".into(), ..Default::default() }]);
-        let two = Body::from_documents(&[Document { id: "y".into(), ..Default::default() }]);
-        let merged = merge(vec![one, two], None).unwrap().into_documents().unwrap();
-        assert_eq!(merged.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["x", "y"]);
+        let one = Body::from_documents(&[Document {
+            id: "x".into(),
+            ..Default::default()
+        }]);
+        let two = Body::from_documents(&[Document {
+            id: "y".into(),
+            ..Default::default()
+        }]);
+        let merged = merge(vec![one, two], None)
+            .unwrap()
+            .into_documents()
+            .unwrap();
+        assert_eq!(
+            merged.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            vec!["x", "y"]
+        );
     }
 }

@@ -35,7 +35,12 @@ pub struct TailStats {
 }
 
 /// A reducer executor (`--uses-after`): the merged documents go through it.
-pub type Reducer = mpsc::Sender<(String, Bytes, String, oneshot::Sender<Result<Bytes, Failure>>)>;
+pub type Reducer = mpsc::Sender<(
+    String,
+    Bytes,
+    String,
+    oneshot::Sender<Result<Bytes, Failure>>,
+)>;
 
 pub struct Tail {
     pub name: String,
@@ -89,7 +94,9 @@ impl Tail {
                 }
                 () = stop.cancelled(), if !stopping => stopping = true,
             }
-            self.stats.pending.store(pending.len() as u64, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(pending.len() as u64, Ordering::Relaxed);
             if stopping && pending.is_empty() {
                 break;
             }
@@ -97,7 +104,12 @@ impl Tail {
         (self.parts, self.output)
     }
 
-    async fn on_input(&mut self, input: TailInput, pending: &mut HashMap<String, Pending>, finished: &mut (VecDeque<String>, HashSet<String>)) {
+    async fn on_input(
+        &mut self,
+        input: TailInput,
+        pending: &mut HashMap<String, Pending>,
+        finished: &mut (VecDeque<String>, HashSet<String>),
+    ) {
         match input {
             TailInput::Forward(mut message) => {
                 self.route(&mut message, now_us());
@@ -106,10 +118,17 @@ impl Tail {
             TailInput::Expect(expect) => {
                 let id = expect.request_id.clone();
                 let slots = expect.targets.len();
-                let p = Pending { expect, received: (0..slots).map(|_| None).collect() };
+                let p = Pending {
+                    expect,
+                    received: (0..slots).map(|_| None).collect(),
+                };
                 if !p.expect.down.is_empty() {
                     let down: Vec<String> = p.expect.down.iter().map(|&i| self.member(i)).collect();
-                    let reason = format!("{} {} not connected to the Pod", down.join(", "), if down.len() == 1 { "is" } else { "are" });
+                    let reason = format!(
+                        "{} {} not connected to the Pod",
+                        down.join(", "),
+                        if down.len() == 1 { "is" } else { "are" }
+                    );
                     return self.fail(p, &reason, "unavailable", finished).await;
                 }
                 pending.insert(id, p);
@@ -117,7 +136,12 @@ impl Tail {
         }
     }
 
-    async fn on_part(&mut self, frames: Vec<Bytes>, pending: &mut HashMap<String, Pending>, finished: &mut (VecDeque<String>, HashSet<String>)) {
+    async fn on_part(
+        &mut self,
+        frames: Vec<Bytes>,
+        pending: &mut HashMap<String, Pending>,
+        finished: &mut (VecDeque<String>, HashSet<String>),
+    ) {
         let Ok(message) = Message::from_frames(&frames) else {
             tracing::warn!(pea = %self.name, "dropped a part that is not a jina-wasm message");
             return;
@@ -132,13 +156,20 @@ impl Tail {
             }
             return;
         };
-        let from = message.envelope.routes.last().and_then(|r| self.members.read().expect("members").iter().position(|m| *m == r.pea));
+        let from = message.envelope.routes.last().and_then(|r| {
+            self.members
+                .read()
+                .expect("members")
+                .iter()
+                .position(|m| *m == r.pea)
+        });
         let slot = from.and_then(|m| p.expect.targets.iter().position(|&t| t == m));
         let Some(slot) = slot.filter(|&s| p.received[s].is_none()) else {
             tracing::warn!(pea = %self.name, request = %id, "dropped a part from an unexpected Pea");
             return;
         };
-        let aborted = message.envelope.is_error() && message.envelope.after_error == AfterError::Abort;
+        let aborted =
+            message.envelope.is_error() && message.envelope.after_error == AfterError::Abort;
         p.received[slot] = Some(message);
         if !aborted && p.received.iter().any(Option::is_none) {
             return;
@@ -156,12 +187,23 @@ impl Tail {
     }
 
     fn member(&self, i: usize) -> String {
-        self.members.read().expect("members").get(i).cloned().unwrap_or_else(|| format!("member {i}"))
+        self.members
+            .read()
+            .expect("members")
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("member {i}"))
     }
 
     /// The members of a request that have not answered, by index.
     fn missing(p: &Pending) -> Vec<usize> {
-        p.expect.targets.iter().zip(&p.received).filter(|(_, r)| r.is_none()).map(|(&t, _)| t).collect()
+        p.expect
+            .targets
+            .iter()
+            .zip(&p.received)
+            .filter(|(_, r)| r.is_none())
+            .map(|(&t, _)| t)
+            .collect()
     }
 
     /// Merges the received parts (all of them, or an aborting one).
@@ -177,7 +219,10 @@ impl Tail {
         if parts.len() == 1 && self.reducer.is_none() {
             return Ok(Message::new(envelope, parts[0].body.clone()));
         }
-        let bodies: Result<Vec<Body>, String> = parts.iter().map(|m| m.decode_body().map_err(|e| e.to_string())).collect();
+        let bodies: Result<Vec<Body>, String> = parts
+            .iter()
+            .map(|m| m.decode_body().map_err(|e| e.to_string()))
+            .collect();
         let body = bodies.and_then(|bodies| match &self.reducer {
             // The reducer gets every part's documents, concatenated, and merges them itself.
             Some(_) => super::reduce::concat(bodies),
@@ -193,9 +238,18 @@ impl Tail {
         };
         let mut bytes = Vec::new();
         body.encode(&mut bytes);
-        let Some(reducer) = &self.reducer else { return Ok(Message::new(envelope, bytes.into())) };
+        let Some(reducer) = &self.reducer else {
+            return Ok(Message::new(envelope, bytes.into()));
+        };
         let (reply, rx) = oneshot::channel();
-        let _ = reducer.send((envelope.endpoint.clone(), bytes.clone().into(), envelope.parameters.clone(), reply)).await;
+        let _ = reducer
+            .send((
+                envelope.endpoint.clone(),
+                bytes.clone().into(),
+                envelope.parameters.clone(),
+                reply,
+            ))
+            .await;
         match rx.await {
             Ok(Ok(reduced)) => Ok(Message::new(envelope, reduced)),
             Ok(Err(failure)) => {
@@ -211,8 +265,19 @@ impl Tail {
 
     /// Ends a request with an error naming what is missing.
     /// The status names the first Pea that is down, else the first that did not answer.
-    async fn fail(&mut self, p: Pending, reason: &str, kind: &str, finished: &mut (VecDeque<String>, HashSet<String>)) {
-        let culprit = p.expect.down.first().copied().or_else(|| Tail::missing(&p).first().copied());
+    async fn fail(
+        &mut self,
+        p: Pending,
+        reason: &str,
+        kind: &str,
+        finished: &mut (VecDeque<String>, HashSet<String>),
+    ) {
+        let culprit = p
+            .expect
+            .down
+            .first()
+            .copied()
+            .or_else(|| Tail::missing(&p).first().copied());
         let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.member(i));
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
@@ -234,7 +299,12 @@ impl Tail {
     }
 
     fn route(&self, message: &mut Message, start_us: u64) {
-        message.envelope.routes.push(Route { pea: self.name.clone(), start_us, end_us: now_us(), outcome: Outcome::Routed });
+        message.envelope.routes.push(Route {
+            pea: self.name.clone(),
+            start_us,
+            end_us: now_us(),
+            outcome: Outcome::Routed,
+        });
     }
 
     async fn send(&self, message: Message) {

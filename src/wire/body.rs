@@ -49,10 +49,16 @@ impl<T: AsRef<[u8]>> Column<T> {
     /// and that absent entries are empty.
     fn check(&self, name: &str, n: usize, optional: bool) -> Result<(), String> {
         if self.ends.len() != n {
-            return Err(format!("column {name} has {} entries for {n} documents", self.ends.len()));
+            return Err(format!(
+                "column {name} has {} entries for {n} documents",
+                self.ends.len()
+            ));
         }
         if optional && self.present.len() != n {
-            return Err(format!("column {name} has {} presence flags for {n} documents", self.present.len()));
+            return Err(format!(
+                "column {name} has {} presence flags for {n} documents",
+                self.present.len()
+            ));
         }
         let mut previous = 0;
         for (i, &end) in self.ends.iter().enumerate() {
@@ -66,7 +72,9 @@ impl<T: AsRef<[u8]>> Column<T> {
         }
         let len = self.data.as_ref().len();
         if previous as usize != len {
-            return Err(format!("column {name}: offsets end at {previous}, data is {len} bytes"));
+            return Err(format!(
+                "column {name}: offsets end at {previous}, data is {len} bytes"
+            ));
         }
         Ok(())
     }
@@ -85,8 +93,14 @@ impl StrColumn {
 
     fn check_str(&self, name: &str, n: usize, optional: bool) -> Result<(), String> {
         self.check(name, n, optional)?;
-        match self.ends.iter().position(|&end| !self.data.is_char_boundary(end as usize)) {
-            Some(i) => Err(format!("{name}[{i}]: span does not fall on a UTF-8 boundary")),
+        match self
+            .ends
+            .iter()
+            .position(|&end| !self.data.is_char_boundary(end as usize))
+        {
+            Some(i) => Err(format!(
+                "{name}[{i}]: span does not fall on a UTF-8 boundary"
+            )),
             None => Ok(()),
         }
     }
@@ -149,12 +163,22 @@ impl Body {
     /// (4 per float) and scores. What `--max-result-bytes` counts; the encoded
     /// body adds a few bytes of framing per document.
     pub fn byte_size(&self) -> u64 {
-        let strings = [&self.ids, &self.texts, &self.uris, &self.mime_types, &self.tags];
+        let strings = [
+            &self.ids,
+            &self.texts,
+            &self.uris,
+            &self.mime_types,
+            &self.tags,
+        ];
         let text: usize = strings.iter().map(|c| c.data.len()).sum();
         let scores: usize = self
             .scores
             .iter()
-            .map(|s| 12 + s.name.len() + s.op_name.as_ref().map_or(0, String::len) + s.description.as_ref().map_or(0, String::len))
+            .map(|s| {
+                12 + s.name.len()
+                    + s.op_name.as_ref().map_or(0, String::len)
+                    + s.description.as_ref().map_or(0, String::len)
+            })
             .sum();
         (text + self.blobs.data.len() + self.embeddings.len() * 4 + scores) as u64
     }
@@ -176,13 +200,25 @@ impl Body {
             floats += doc.embedding.as_ref().map_or(0, Vec::len);
             stack.extend(doc.chunks.iter().chain(&doc.matches));
         }
-        let column = |bytes: usize| StrColumn { present: Vec::with_capacity(n), data: String::with_capacity(bytes), ends: Vec::with_capacity(n) };
+        let column = |bytes: usize| StrColumn {
+            present: Vec::with_capacity(n),
+            data: String::with_capacity(bytes),
+            ends: Vec::with_capacity(n),
+        };
         let mut body = Body {
-            ids: StrColumn { present: Vec::new(), data: String::with_capacity(ids), ends: Vec::with_capacity(n) },
+            ids: StrColumn {
+                present: Vec::new(),
+                data: String::with_capacity(ids),
+                ends: Vec::with_capacity(n),
+            },
             parents: Vec::with_capacity(n),
             relations: Vec::with_capacity(n),
             texts: column(texts),
-            blobs: BytesColumn { present: Vec::with_capacity(n), data: Vec::new(), ends: Vec::with_capacity(n) },
+            blobs: BytesColumn {
+                present: Vec::with_capacity(n),
+                data: Vec::new(),
+                ends: Vec::with_capacity(n),
+            },
             uris: column(0),
             mime_types: column(0),
             tags: column(0),
@@ -190,8 +226,11 @@ impl Body {
             embeddings: Vec::with_capacity(floats),
             scores: Vec::new(),
         };
-        let mut stack: Vec<(&Document, Option<u32>, Relation)> =
-            roots.iter().rev().map(|d| (d, None, Relation::Root)).collect();
+        let mut stack: Vec<(&Document, Option<u32>, Relation)> = roots
+            .iter()
+            .rev()
+            .map(|d| (d, None, Relation::Root))
+            .collect();
         while let Some((doc, parent, relation)) = stack.pop() {
             let index = body.parents.len() as u32;
             body.ids.data.push_str(&doc.id);
@@ -202,7 +241,8 @@ impl Body {
             body.blobs.push(doc.blob.as_deref());
             body.uris.push(doc.uri.as_deref());
             body.mime_types.push(doc.mime_type.as_deref());
-            let tags = (!doc.tags.is_empty()).then(|| serde_json::to_string(&doc.tags).expect("a JSON map serialises"));
+            let tags = (!doc.tags.is_empty())
+                .then(|| serde_json::to_string(&doc.tags).expect("a JSON map serialises"));
             body.tags.push(tags.as_deref());
             let embedding = doc.embedding.as_deref().unwrap_or(&[]);
             body.embedding_dims.push(embedding.len() as u32);
@@ -214,8 +254,18 @@ impl Body {
                 op_name: s.op_name.clone(),
                 description: s.description.clone(),
             }));
-            stack.extend(doc.matches.iter().rev().map(|m| (m, Some(index), Relation::Match)));
-            stack.extend(doc.chunks.iter().rev().map(|c| (c, Some(index), Relation::Chunk)));
+            stack.extend(
+                doc.matches
+                    .iter()
+                    .rev()
+                    .map(|m| (m, Some(index), Relation::Match)),
+            );
+            stack.extend(
+                doc.chunks
+                    .iter()
+                    .rev()
+                    .map(|c| (c, Some(index), Relation::Chunk)),
+            );
         }
         body
     }
@@ -240,7 +290,9 @@ impl Body {
         self.mime_types.check_str("mime_types", n, true)?;
         self.tags.check_str("tags", n, true)?;
         if self.parents.len() != n || self.relations.len() != n || self.embedding_dims.len() != n {
-            return Err(format!("the columns parents, relations and embedding_dims do not all have {n} entries"));
+            return Err(format!(
+                "the columns parents, relations and embedding_dims do not all have {n} entries"
+            ));
         }
         // Each document's level below its root; a parent comes first, so one
         // pass finds them all (MAX_DEPTH fits a byte).
@@ -259,7 +311,9 @@ impl Body {
                     return Err(format!("parents[{i}]: {p} does not come before it"));
                 }
                 (parent, relation) => {
-                    return Err(format!("relations[{i}]: {relation:?} does not agree with parent {parent:?}"));
+                    return Err(format!(
+                        "relations[{i}]: {relation:?} does not agree with parent {parent:?}"
+                    ));
                 }
             }
         }
@@ -271,7 +325,10 @@ impl Body {
             ));
         }
         if let Some(score) = self.scores.iter().find(|s| s.doc as usize >= n) {
-            return Err(format!("scores: document {} does not exist ({n} documents)", score.doc));
+            return Err(format!(
+                "scores: document {} does not exist ({n} documents)",
+                score.doc
+            ));
         }
         Ok(())
     }
@@ -305,7 +362,11 @@ impl Body {
         for s in &self.scores {
             scores[s.doc as usize].insert(
                 s.name.clone(),
-                NamedScore { value: s.value, op_name: s.op_name.clone(), description: s.description.clone() },
+                NamedScore {
+                    value: s.value,
+                    op_name: s.op_name.clone(),
+                    description: s.description.clone(),
+                },
             );
         }
         let mut flat = Vec::with_capacity(n);
@@ -336,7 +397,9 @@ impl Body {
             let i = flat.len();
             match self.parents[i] {
                 None => roots.push(doc),
-                Some(p) if self.relations[i] == Relation::Chunk => flat[p as usize].chunks.push(doc),
+                Some(p) if self.relations[i] == Relation::Chunk => {
+                    flat[p as usize].chunks.push(doc)
+                }
                 Some(p) => flat[p as usize].matches.push(doc),
             }
         }
@@ -370,11 +433,31 @@ impl Body {
             put_u32(out, parent.unwrap_or(NO_PARENT));
         }
         out.extend(self.relations.iter().map(|&r| r as u8));
-        put_optional(out, &self.texts.present, &self.texts.ends, self.texts.data.as_bytes());
+        put_optional(
+            out,
+            &self.texts.present,
+            &self.texts.ends,
+            self.texts.data.as_bytes(),
+        );
         put_optional(out, &self.blobs.present, &self.blobs.ends, &self.blobs.data);
-        put_optional(out, &self.uris.present, &self.uris.ends, self.uris.data.as_bytes());
-        put_optional(out, &self.mime_types.present, &self.mime_types.ends, self.mime_types.data.as_bytes());
-        put_optional(out, &self.tags.present, &self.tags.ends, self.tags.data.as_bytes());
+        put_optional(
+            out,
+            &self.uris.present,
+            &self.uris.ends,
+            self.uris.data.as_bytes(),
+        );
+        put_optional(
+            out,
+            &self.mime_types.present,
+            &self.mime_types.ends,
+            self.mime_types.data.as_bytes(),
+        );
+        put_optional(
+            out,
+            &self.tags.present,
+            &self.tags.ends,
+            self.tags.data.as_bytes(),
+        );
         put_ends(out, &self.embedding_dims);
         put_f32s(out, &self.embeddings);
         put_u32(out, self.scores.len() as u32);
@@ -400,7 +483,11 @@ impl Body {
         // cannot hold before allocating for them.
         r.need(n.saturating_mul(38), "document columns")?;
         let id_ends = r.u32s(n, "ids")?;
-        let ids = StrColumn { present: Vec::new(), data: r.string(last(&id_ends), "ids")?, ends: id_ends };
+        let ids = StrColumn {
+            present: Vec::new(),
+            data: r.string(last(&id_ends), "ids")?,
+            ends: id_ends,
+        };
         let parents = r
             .u32s(n, "parents")?
             .into_iter()
@@ -420,14 +507,19 @@ impl Body {
         let texts = r.str_column(n, "texts")?;
         let blobs = {
             let (present, ends) = r.presence_and_ends(n, "blobs")?;
-            Column { data: r.take(last(&ends), "blobs")?.to_vec(), present, ends }
+            Column {
+                data: r.take(last(&ends), "blobs")?.to_vec(),
+                present,
+                ends,
+            }
         };
         let uris = r.str_column(n, "uris")?;
         let mime_types = r.str_column(n, "mime_types")?;
         let tags = r.str_column(n, "tags")?;
         let embedding_dims = r.u32s(n, "embedding_dims")?;
         let floats: u64 = embedding_dims.iter().map(|&d| u64::from(d)).sum();
-        let floats = usize::try_from(floats).map_err(|_| r.error("embedding_dims: too many values".into()))?;
+        let floats = usize::try_from(floats)
+            .map_err(|_| r.error("embedding_dims: too many values".into()))?;
         let embeddings = f32s_from_le(r.take(floats.saturating_mul(4), "embeddings")?);
         let count = r.u32("score count")? as usize;
         // A score takes at least 4 + 8 + 4 + 1 + 1 bytes.
@@ -443,8 +535,23 @@ impl Body {
             });
         }
         r.finish()?;
-        let body = Body { ids, parents, relations, texts, blobs, uris, mime_types, tags, embedding_dims, embeddings, scores };
-        body.validate().map_err(|message| WireError::Invalid { frame: "body", message })?;
+        let body = Body {
+            ids,
+            parents,
+            relations,
+            texts,
+            blobs,
+            uris,
+            mime_types,
+            tags,
+            embedding_dims,
+            embeddings,
+            scores,
+        };
+        body.validate().map_err(|message| WireError::Invalid {
+            frame: "body",
+            message,
+        })?;
         Ok(body)
     }
 }
@@ -499,7 +606,11 @@ fn put_optional(out: &mut Vec<u8>, present: &[bool], ends: &[u32], data: &[u8]) 
 }
 
 impl Reader<'_> {
-    fn presence_and_ends(&mut self, n: usize, column: &'static str) -> Result<(Vec<bool>, Vec<u32>), WireError> {
+    fn presence_and_ends(
+        &mut self,
+        n: usize,
+        column: &'static str,
+    ) -> Result<(Vec<bool>, Vec<u32>), WireError> {
         let present = self
             .take(n, column)?
             .iter()
@@ -507,7 +618,9 @@ impl Reader<'_> {
             .map(|(i, &b)| match b {
                 0 => Ok(false),
                 1 => Ok(true),
-                other => Err(self.error(format!("{column}[{i}]: presence flag {other} is neither 0 nor 1"))),
+                other => Err(self.error(format!(
+                    "{column}[{i}]: presence flag {other} is neither 0 nor 1"
+                ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ends = self.u32s(n, column)?;
@@ -517,7 +630,11 @@ impl Reader<'_> {
     fn str_column(&mut self, n: usize, column: &'static str) -> Result<StrColumn, WireError> {
         let (present, ends) = self.presence_and_ends(n, column)?;
         let data = self.string(last(&ends), column)?;
-        Ok(Column { present, data, ends })
+        Ok(Column {
+            present,
+            data,
+            ends,
+        })
     }
 }
 
@@ -526,24 +643,51 @@ mod tests {
     use super::*;
 
     pub(crate) fn tree() -> Vec<Document> {
-        let leaf = |id: &str| Document { id: id.into(), text: Some(format!("text of {id} ✓")), ..Default::default() };
+        let leaf = |id: &str| Document {
+            id: id.into(),
+            text: Some(format!("text of {id} ✓")),
+            ..Default::default()
+        };
         let mut q = leaf("q");
         q.embedding = Some(vec![1.0, 2.0]);
         q.blob = Some(vec![0, 255]);
-        q.tags = serde_json::json!({"k": [1, "two"]}).as_object().unwrap().clone();
-        q.scores.insert("cosine".into(), NamedScore { value: 0.5, op_name: Some("op".into()), description: None });
+        q.tags = serde_json::json!({"k": [1, "two"]})
+            .as_object()
+            .unwrap()
+            .clone();
+        q.scores.insert(
+            "cosine".into(),
+            NamedScore {
+                value: 0.5,
+                op_name: Some("op".into()),
+                description: None,
+            },
+        );
         let mut q1 = leaf("q-1");
-        q1.matches = vec![Document { embedding: Some(vec![3.0]), ..leaf("m") }].into();
+        q1.matches = vec![Document {
+            embedding: Some(vec![3.0]),
+            ..leaf("m")
+        }]
+        .into();
         q.chunks = vec![leaf("q-0"), q1].into();
         q.matches = vec![leaf("q-m")].into();
-        vec![q, Document { id: "r".into(), ..Default::default() }]
+        vec![
+            q,
+            Document {
+                id: "r".into(),
+                ..Default::default()
+            },
+        ]
     }
 
     #[test]
     fn trees_round_trip_through_columns_and_bytes() {
         let docs = tree();
         let body = Body::from_documents(&docs);
-        assert_eq!(body.parents, vec![None, Some(0), Some(0), Some(2), Some(0), None]);
+        assert_eq!(
+            body.parents,
+            vec![None, Some(0), Some(0), Some(2), Some(0), None]
+        );
         body.validate().unwrap();
         let mut bytes = Vec::new();
         body.encode(&mut bytes);
@@ -574,38 +718,57 @@ mod tests {
         assert_eq!(Body::decode(&bytes).unwrap().len(), MAX_DEPTH + 1);
         let past = Body::from_documents(&[crate::document::tests::chain(MAX_DEPTH + 1)]);
         let error = past.validate().unwrap_err();
-        assert!(error.starts_with("document 33: documents nest more than 32 levels"), "{error}");
+        assert!(
+            error.starts_with("document 33: documents nest more than 32 levels"),
+            "{error}"
+        );
         let mut bytes = Vec::new();
         past.encode(&mut bytes);
-        assert!(Body::decode(&bytes).unwrap_err().to_string().contains("more than 32 levels"));
+        assert!(
+            Body::decode(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 32 levels")
+        );
     }
 
     fn rejected(mutate: impl FnOnce(&mut Body)) -> String {
         let mut body = Body::from_documents(&tree());
         mutate(&mut body);
-        body.validate().and_then(|()| body.check_tags()).expect_err("a malformed body must be rejected")
+        body.validate()
+            .and_then(|()| body.check_tags())
+            .expect_err("a malformed body must be rejected")
     }
 
     #[test]
     fn malformed_bodies_are_rejected_not_trusted() {
-        assert!(rejected(|b| { b.parents.pop(); }).contains("parents"));
+        assert!(
+            rejected(|b| {
+                b.parents.pop();
+            })
+            .contains("parents")
+        );
         assert!(rejected(|b| b.ids.ends[1] = 0).contains("backwards"));
         assert!(rejected(|b| b.ids.data.push('x')).contains("ids"));
-        assert!(rejected(|b| {
-            let at = b.texts.data.find('✓').unwrap() + 1;
-            b.texts.ends[0] = at as u32;
-        })
-        .contains("UTF-8"));
+        assert!(
+            rejected(|b| {
+                let at = b.texts.data.find('✓').unwrap() + 1;
+                b.texts.ends[0] = at as u32;
+            })
+            .contains("UTF-8")
+        );
         assert!(rejected(|b| b.texts.present[0] = false).contains("absent"));
         assert!(rejected(|b| b.parents[1] = Some(4)).contains("come before"));
         assert!(rejected(|b| b.relations[0] = Relation::Chunk).contains("agree"));
         assert!(rejected(|b| b.embedding_dims[0] = 5).contains("embedding"));
         assert!(rejected(|b| b.scores[0].doc = 99).contains("does not exist"));
-        assert!(rejected(|b| {
-            b.tags.data = "[1]".into();
-            b.tags.ends = vec![3; 6];
-        })
-        .contains("not a JSON object"));
+        assert!(
+            rejected(|b| {
+                b.tags.data = "[1]".into();
+                b.tags.ends = vec![3; 6];
+            })
+            .contains("not a JSON object")
+        );
         assert!(rejected(|b| b.blobs.present[0] = false).contains("blobs[0]"));
     }
 

@@ -69,7 +69,11 @@ pub enum Status {
     Success,
     /// The first failure on the route: which executor, the kind of failure
     /// (`timeout`, `panic`, `bad-request`...; see docs/protocol.md) and why.
-    Error { executor: String, kind: String, message: String },
+    Error {
+        executor: String,
+        kind: String,
+        message: String,
+    },
 }
 
 /// What a Pea on the route did with the request.
@@ -121,12 +125,22 @@ pub struct Envelope {
 impl Envelope {
     /// A data request with a fresh id, no deadline and no route.
     pub fn request(endpoint: impl Into<String>, parameters: impl Into<String>) -> Envelope {
-        Envelope::new(Kind::Data, crate::document::new_id(), endpoint.into(), parameters.into())
+        Envelope::new(
+            Kind::Data,
+            crate::document::new_id(),
+            endpoint.into(),
+            parameters.into(),
+        )
     }
 
     /// A control request for `command` (`STATUS`, `TERMINATE`...).
     pub fn control(command: &str) -> Envelope {
-        Envelope::new(Kind::Control, crate::document::new_id(), command.into(), String::new())
+        Envelope::new(
+            Kind::Control,
+            crate::document::new_id(),
+            command.into(),
+            String::new(),
+        )
     }
 
     fn new(kind: Kind, request_id: String, endpoint: String, parameters: String) -> Envelope {
@@ -145,7 +159,15 @@ impl Envelope {
 
     /// The reply to this control request.
     pub fn reply(&self, status: Status) -> Envelope {
-        Envelope { status, ..Envelope::new(Kind::ControlReply, self.request_id.clone(), self.endpoint.clone(), String::new()) }
+        Envelope {
+            status,
+            ..Envelope::new(
+                Kind::ControlReply,
+                self.request_id.clone(),
+                self.endpoint.clone(),
+                String::new(),
+            )
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -155,7 +177,11 @@ impl Envelope {
     /// Records the first failure; later ones only show on the route.
     pub fn fail(&mut self, executor: &str, kind: &str, message: &str) {
         if !self.is_error() {
-            self.status = Status::Error { executor: executor.into(), kind: kind.into(), message: message.into() };
+            self.status = Status::Error {
+                executor: executor.into(),
+                kind: kind.into(),
+                message: message.into(),
+            };
         }
     }
 
@@ -166,7 +192,12 @@ impl Envelope {
 
     /// The envelope's bytes (docs/protocol.md, "Envelope").
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.request_id.len() + self.endpoint.len() + self.parameters.len() + self.routes.len() * 40);
+        let mut out = Vec::with_capacity(
+            64 + self.request_id.len()
+                + self.endpoint.len()
+                + self.parameters.len()
+                + self.routes.len() * 40,
+        );
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(self.kind as u8);
@@ -177,7 +208,11 @@ impl Envelope {
         out.extend_from_slice(&self.deadline_ms.to_le_bytes());
         match &self.status {
             Status::Success => out.push(0),
-            Status::Error { executor, kind, message } => {
+            Status::Error {
+                executor,
+                kind,
+                message,
+            } => {
                 out.push(1);
                 put_bytes(&mut out, executor.as_bytes());
                 put_bytes(&mut out, kind.as_bytes());
@@ -205,7 +240,14 @@ impl Envelope {
     /// the rest is not read), otherwise [`WireError::Malformed`] naming the field.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
         if bytes.len() > MAX_ENVELOPE {
-            return Err(WireError::Malformed { frame: "envelope", offset: 0, message: format!("{} bytes is over the {MAX_ENVELOPE}-byte limit", bytes.len()) });
+            return Err(WireError::Malformed {
+                frame: "envelope",
+                offset: 0,
+                message: format!(
+                    "{} bytes is over the {MAX_ENVELOPE}-byte limit",
+                    bytes.len()
+                ),
+            });
         }
         let mut r = Reader::new(bytes, "envelope");
         if r.take(2, "magic")? != MAGIC {
@@ -234,7 +276,11 @@ impl Envelope {
         let deadline_ms = r.u64("deadline")?;
         let status = match r.u8("status code")? {
             0 => Status::Success,
-            1 => Status::Error { executor: r.str("status executor")?, kind: r.str("status kind")?, message: r.str("status message")? },
+            1 => Status::Error {
+                executor: r.str("status executor")?,
+                kind: r.str("status kind")?,
+                message: r.str("status message")?,
+            },
             other => return Err(r.error(format!("unknown status code {other}"))),
         };
         let count = usize::from(r.u8("part count")?);
@@ -254,10 +300,25 @@ impl Envelope {
                 3 => Outcome::Routed,
                 other => return Err(r.error(format!("unknown route outcome {other}"))),
             };
-            routes.push(Route { pea, start_us, end_us, outcome });
+            routes.push(Route {
+                pea,
+                start_us,
+                end_us,
+                outcome,
+            });
         }
         r.finish()?;
-        Ok(Envelope { kind, after_error, request_id, endpoint, parameters, deadline_ms, status, parts, routes })
+        Ok(Envelope {
+            kind,
+            after_error,
+            request_id,
+            endpoint,
+            parameters,
+            deadline_ms,
+            status,
+            parts,
+            routes,
+        })
     }
 }
 
@@ -278,7 +339,10 @@ impl Message {
     pub fn data(envelope: Envelope, body: &Body) -> Message {
         let mut bytes = Vec::new();
         body.encode(&mut bytes);
-        Message { envelope, body: bytes.into() }
+        Message {
+            envelope,
+            body: bytes.into(),
+        }
     }
 
     /// The two frames to send.
@@ -297,8 +361,14 @@ impl Message {
             _ => frames,
         };
         match frames {
-            [envelope, body] => Ok(Message { envelope: Envelope::decode(envelope)?, body: body.clone() }),
-            [envelope] => Ok(Message { envelope: Envelope::decode(envelope)?, body: Bytes::new() }),
+            [envelope, body] => Ok(Message {
+                envelope: Envelope::decode(envelope)?,
+                body: body.clone(),
+            }),
+            [envelope] => Ok(Message {
+                envelope: Envelope::decode(envelope)?,
+                body: Bytes::new(),
+            }),
             _ => Err(WireError::Frames(frames.len())),
         }
     }
@@ -308,7 +378,11 @@ impl Message {
     /// # Errors
     /// A body that does not decode.
     pub fn decode_body(&self) -> Result<Body, WireError> {
-        if self.body.is_empty() { Ok(Body::default()) } else { Body::decode(&self.body) }
+        if self.body.is_empty() {
+            Ok(Body::default())
+        } else {
+            Body::decode(&self.body)
+        }
     }
 }
 
@@ -320,14 +394,23 @@ pub enum WireError {
     #[error("a message has an envelope and a body, but this one has {0} frames")]
     Frames(usize),
     #[error("malformed {frame} at byte {offset}: {message}")]
-    Malformed { frame: &'static str, offset: usize, message: String },
+    Malformed {
+        frame: &'static str,
+        offset: usize,
+        message: String,
+    },
     #[error("invalid {frame}: {message}")]
-    Invalid { frame: &'static str, message: String },
+    Invalid {
+        frame: &'static str,
+        message: String,
+    },
 }
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 pub(crate) fn put_u32(out: &mut Vec<u8>, value: u32) {
@@ -360,17 +443,28 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8], frame: &'static str) -> Self {
-        Reader { bytes, at: 0, frame }
+        Reader {
+            bytes,
+            at: 0,
+            frame,
+        }
     }
 
     pub(crate) fn error(&self, message: String) -> WireError {
-        WireError::Malformed { frame: self.frame, offset: self.at, message }
+        WireError::Malformed {
+            frame: self.frame,
+            offset: self.at,
+            message,
+        }
     }
 
     /// Fails unless at least `n` more bytes are present.
     pub(crate) fn need(&self, n: usize, what: &str) -> Result<(), WireError> {
         if self.bytes.len() - self.at < n {
-            return Err(self.error(format!("{what}: needs {n} bytes, {} left", self.bytes.len() - self.at)));
+            return Err(self.error(format!(
+                "{what}: needs {n} bytes, {} left",
+                self.bytes.len() - self.at
+            )));
         }
         Ok(())
     }
@@ -403,7 +497,10 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>, WireError> {
         let bytes = self.take(n.saturating_mul(4), what)?;
-        Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 
     /// `n` bytes that must be UTF-8.
@@ -412,7 +509,11 @@ impl<'a> Reader<'a> {
         let bytes = self.take(n, what)?;
         match std::str::from_utf8(bytes) {
             Ok(text) => Ok(text.to_owned()),
-            Err(e) => Err(WireError::Malformed { frame: self.frame, offset: start + e.valid_up_to(), message: format!("{what}: not UTF-8") }),
+            Err(e) => Err(WireError::Malformed {
+                frame: self.frame,
+                offset: start + e.valid_up_to(),
+                message: format!("{what}: not UTF-8"),
+            }),
         }
     }
 
@@ -443,7 +544,11 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Success => f.write_str("success"),
-            Status::Error { executor, kind, message } => write!(f, "executor `{executor}` failed ({kind}): {message}"),
+            Status::Error {
+                executor,
+                kind,
+                message,
+            } => write!(f, "executor `{executor}` failed ({kind}): {message}"),
         }
     }
 }

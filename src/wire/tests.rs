@@ -10,7 +10,9 @@ use crate::document::{Document, NamedScore};
 fn vector(name: &str) -> Vec<u8> {
     let doc = include_str!("../../docs/protocol.md");
     let marker = format!("<!-- vector: {name} -->");
-    let start = doc.find(&marker).unwrap_or_else(|| panic!("docs/protocol.md has no vector {name}"));
+    let start = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("docs/protocol.md has no vector {name}"));
     let block = &doc[start..];
     let body = &block[block.find("```text").expect("a text block") + 7..];
     let body = &body[..body.find("```").expect("a closed block")];
@@ -27,8 +29,16 @@ fn vector(name: &str) -> Vec<u8> {
 
 fn check_envelope(name: &str, envelope: &Envelope) {
     let bytes = vector(name);
-    assert_eq!(envelope.encode(), bytes, "encoding of {name} differs from docs/protocol.md");
-    assert_eq!(&Envelope::decode(&bytes).unwrap(), envelope, "decoding of {name}");
+    assert_eq!(
+        envelope.encode(),
+        bytes,
+        "encoding of {name} differs from docs/protocol.md"
+    );
+    assert_eq!(
+        &Envelope::decode(&bytes).unwrap(),
+        envelope,
+        "decoding of {name}"
+    );
 }
 
 #[test]
@@ -58,11 +68,31 @@ fn envelope_vectors() {
 
 #[test]
 fn body_vectors() {
-    let mut a = Document { id: "a".into(), text: Some("hi".into()), embedding: Some(vec![1.0, -0.5]), ..Default::default() };
+    let mut a = Document {
+        id: "a".into(),
+        text: Some("hi".into()),
+        embedding: Some(vec![1.0, -0.5]),
+        ..Default::default()
+    };
     a.tags = serde_json::json!({"k": 1}).as_object().unwrap().clone();
-    a.chunks = vec![Document { id: "a-0".into(), text: Some("h".into()), ..Default::default() }].into();
-    let mut m = Document { id: "m".into(), ..Default::default() };
-    m.scores.insert("cosine".into(), NamedScore { value: 0.25, op_name: None, description: None });
+    a.chunks = vec![Document {
+        id: "a-0".into(),
+        text: Some("h".into()),
+        ..Default::default()
+    }]
+    .into();
+    let mut m = Document {
+        id: "m".into(),
+        ..Default::default()
+    };
+    m.scores.insert(
+        "cosine".into(),
+        NamedScore {
+            value: 0.25,
+            op_name: None,
+            description: None,
+        },
+    );
     a.matches = vec![m].into();
     let b = Document {
         id: "b".into(),
@@ -73,8 +103,18 @@ fn body_vectors() {
     let docs = vec![a, b];
     let mut bytes = Vec::new();
     Body::from_documents(&docs).encode(&mut bytes);
-    assert_eq!(bytes, vector("body-tree"), "encoding of body-tree differs from docs/protocol.md");
-    assert_eq!(Body::decode(&vector("body-tree")).unwrap().into_documents().unwrap(), docs);
+    assert_eq!(
+        bytes,
+        vector("body-tree"),
+        "encoding of body-tree differs from docs/protocol.md"
+    );
+    assert_eq!(
+        Body::decode(&vector("body-tree"))
+            .unwrap()
+            .into_documents()
+            .unwrap(),
+        docs
+    );
 
     let mut empty = Vec::new();
     Body::default().encode(&mut empty);
@@ -87,11 +127,24 @@ fn unknown_versions_and_garbage_are_errors() {
     let mut bytes = vector("envelope-control");
     bytes[2] = 2;
     assert_eq!(Envelope::decode(&bytes), Err(WireError::Version(2)));
-    assert!(Envelope::decode(b"HTTP/1.1 200 OK").unwrap_err().to_string().contains("magic"));
+    assert!(
+        Envelope::decode(b"HTTP/1.1 200 OK")
+            .unwrap_err()
+            .to_string()
+            .contains("magic")
+    );
     let mut extra = vector("envelope-control");
     extra.push(0);
-    assert!(Envelope::decode(&extra).unwrap_err().to_string().contains("left over"));
-    assert_eq!(Message::from_frames(&[Bytes::new(), Bytes::new(), Bytes::new(), Bytes::new()]), Err(WireError::Frames(3)));
+    assert!(
+        Envelope::decode(&extra)
+            .unwrap_err()
+            .to_string()
+            .contains("left over")
+    );
+    assert_eq!(
+        Message::from_frames(&[Bytes::new(), Bytes::new(), Bytes::new(), Bytes::new()]),
+        Err(WireError::Frames(3))
+    );
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -114,17 +167,32 @@ fn document(depth: u32) -> BoxedStrategy<Document> {
             blob,
             uri,
             embedding,
-            tags: tag.map(|t| serde_json::json!({ "t": t }).as_object().unwrap().clone()).unwrap_or_default(),
+            tags: tag
+                .map(|t| serde_json::json!({ "t": t }).as_object().unwrap().clone())
+                .unwrap_or_default(),
             scores: scores
                 .into_iter()
-                .map(|(name, value)| (name, NamedScore { value, op_name: None, description: Some("d".into()) }))
+                .map(|(name, value)| {
+                    (
+                        name,
+                        NamedScore {
+                            value,
+                            op_name: None,
+                            description: Some("d".into()),
+                        },
+                    )
+                })
                 .collect(),
             ..Default::default()
         });
     if depth == 0 {
         return leaf.boxed();
     }
-    (leaf, proptest::collection::vec(document(depth - 1), 0..3), proptest::collection::vec(document(depth - 1), 0..2))
+    (
+        leaf,
+        proptest::collection::vec(document(depth - 1), 0..3),
+        proptest::collection::vec(document(depth - 1), 0..2),
+    )
         .prop_map(|(mut doc, chunks, matches)| {
             doc.chunks = chunks.into();
             doc.matches = matches.into();
@@ -134,19 +202,37 @@ fn document(depth: u32) -> BoxedStrategy<Document> {
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
-    (text(), text(), text(), any::<u64>(), proptest::option::of((text(), text(), text())), proptest::collection::vec(any::<u32>(), 0..4), proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4))
-        .prop_map(|(id, endpoint, parameters, deadline_ms, error, parts, routes)| {
-            let mut e = Envelope::request(endpoint, parameters);
-            e.request_id = id;
-            e.deadline_ms = deadline_ms;
-            if let Some((x, k, m)) = error {
-                e.fail(&x, &k, &m);
-                e.after_error = AfterError::SkipExecutor;
-            }
-            e.parts = parts;
-            e.routes = routes.into_iter().map(|(pea, start_us, end_us)| Route { pea, start_us, end_us, outcome: Outcome::Skipped }).collect();
-            e
-        })
+    (
+        text(),
+        text(),
+        text(),
+        any::<u64>(),
+        proptest::option::of((text(), text(), text())),
+        proptest::collection::vec(any::<u32>(), 0..4),
+        proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4),
+    )
+        .prop_map(
+            |(id, endpoint, parameters, deadline_ms, error, parts, routes)| {
+                let mut e = Envelope::request(endpoint, parameters);
+                e.request_id = id;
+                e.deadline_ms = deadline_ms;
+                if let Some((x, k, m)) = error {
+                    e.fail(&x, &k, &m);
+                    e.after_error = AfterError::SkipExecutor;
+                }
+                e.parts = parts;
+                e.routes = routes
+                    .into_iter()
+                    .map(|(pea, start_us, end_us)| Route {
+                        pea,
+                        start_us,
+                        end_us,
+                        outcome: Outcome::Skipped,
+                    })
+                    .collect();
+                e
+            },
+        )
 }
 
 proptest! {

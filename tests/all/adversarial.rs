@@ -16,15 +16,22 @@ use crate::util::text_doc;
 
 /// The limits every Pea here runs with: small, so each is hit quickly.
 const LIMITS: &[&str] = &[
-    "--memory-hwm", "64MiB",
-    "--timeout-request", "1s",
-    "--disk-quota", "4MiB",
-    "--max-files", "200",
-    "--max-result-docs", "10000",
-    "--max-result-bytes", "4MiB",
+    "--memory-hwm",
+    "64MiB",
+    "--timeout-request",
+    "1s",
+    "--disk-quota",
+    "4MiB",
+    "--max-files",
+    "200",
+    "--max-result-docs",
+    "10000",
+    "--max-result-bytes",
+    "4MiB",
     // Normal priority throughout: at nice 19 on a loaded machine a call that
     // should hit its disk quota can reach its 1 s limit first.
-    "--background-after", "0",
+    "--background-after",
+    "0",
 ];
 
 /// A workspace beside a directory with a secret the guest must not reach,
@@ -58,17 +65,40 @@ async fn contained(endpoint: &str, params: Value, kind: &str, extra: &[&str]) ->
     let mut client = client(&pea).await;
     let params = match params {
         Value::Null => String::new(),
-        params => params.to_string().replace("{outside}", dirs.outside.path().to_str().unwrap()),
+        params => params
+            .to_string()
+            .replace("{outside}", dirs.outside.path().to_str().unwrap()),
     };
-    let bad = Message::data(Envelope::request(endpoint, params), &Body::from_documents(&[text_doc("d", "hello")]));
+    let bad = Message::data(
+        Envelope::request(endpoint, params),
+        &Body::from_documents(&[text_doc("d", "hello")]),
+    );
     let reply = client.call(bad).await.unwrap();
-    assert_eq!(error_kind(&reply), ("tenant-a".to_string(), kind.to_string()), "{endpoint}: {:?}", reply.envelope.status);
-    let Status::Error { message, .. } = &reply.envelope.status else { unreachable!() };
+    assert_eq!(
+        error_kind(&reply),
+        ("tenant-a".to_string(), kind.to_string()),
+        "{endpoint}: {:?}",
+        reply.envelope.status
+    );
+    let Status::Error { message, .. } = &reply.envelope.status else {
+        unreachable!()
+    };
     assert!(!message.contains("host secret"), "{message}");
-    let good = client.call(request("/echo", &[text_doc("g", "still here")])).await.unwrap();
-    assert_eq!(good.envelope.status, Status::Success, "{endpoint}: the next request failed\n{}", pea.log());
+    let good = client
+        .call(request("/echo", &[text_doc("g", "still here")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        good.envelope.status,
+        Status::Success,
+        "{endpoint}: the next request failed\n{}",
+        pea.log()
+    );
     assert_eq!(documents(&good)[0].text.as_deref(), Some("still here"));
-    assert!(!read_all(dirs.workspace.path()).contains("host secret"), "{endpoint}: the secret leaked into the workspace");
+    assert!(
+        !read_all(dirs.workspace.path()).contains("host secret"),
+        "{endpoint}: the secret leaked into the workspace"
+    );
     client.close().await;
     message.clone()
 }
@@ -153,7 +183,10 @@ adversarial! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_args_clocks_and_random_are_only_what_is_granted() {
-    let pea = PeaProcess::start("misbehave", &["--name", "det", "--env", "GRANTED=yes", "--deterministic"]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &["--name", "det", "--env", "GRANTED=yes", "--deterministic"],
+    );
     let mut client = client(&pea).await;
     let env = documents(&client.call(request("/env", &[])).await.unwrap());
     assert_eq!(env[0].tags["env"], json!({"GRANTED": "yes"}));
@@ -161,9 +194,15 @@ async fn environment_args_clocks_and_random_are_only_what_is_granted() {
     let time = documents(&client.call(request("/time", &[])).await.unwrap());
     assert_eq!(time[0].tags["now_ms"], 0, "the wall clock is frozen");
     // A new instance (after a trap) starts from the same seed.
-    assert_eq!(error_kind(&client.call(request("/panic", &[])).await.unwrap()).1, "panic");
+    assert_eq!(
+        error_kind(&client.call(request("/panic", &[])).await.unwrap()).1,
+        "panic"
+    );
     let again = documents(&client.call(request("/time", &[])).await.unwrap());
-    assert_eq!(again[0].tags["random"], time[0].tags["random"], "the seed is fixed");
+    assert_eq!(
+        again[0].tags["random"], time[0].tags["random"],
+        "the seed is fixed"
+    );
     client.close().await;
 }
 
@@ -171,33 +210,72 @@ async fn environment_args_clocks_and_random_are_only_what_is_granted() {
 async fn output_floods_are_rate_limited_and_the_pea_keeps_serving() {
     // At normal priority throughout: 400 MB of output takes seconds on a busy
     // machine, and what is under test is the rate, not the scheduling.
-    let pea = PeaProcess::start("misbehave", &["--name", "loud", "--log-rate", "20", "--background-after", "0"]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "loud",
+            "--log-rate",
+            "20",
+            "--background-after",
+            "0",
+        ],
+    );
     let mut client = client(&pea).await;
     client.timeout = std::time::Duration::from_secs(120);
     let line = "x".repeat(10_000);
     let params = json!({"lines": 20_000, "line": line}).to_string();
-    let flood = Message::data(Envelope::request("/print", params), &Body::from_documents(&[text_doc("d", "hello")]));
+    let flood = Message::data(
+        Envelope::request("/print", params),
+        &Body::from_documents(&[text_doc("d", "hello")]),
+    );
     let rss_before = rss_kib(pea.pid());
     let started = std::time::Instant::now();
-    assert_eq!(client.call(flood).await.unwrap().envelope.status, Status::Success);
+    assert_eq!(
+        client.call(flood).await.unwrap().envelope.status,
+        Status::Success
+    );
     // 400 MB went through stdout and stderr; the host kept none of it. (The
     // guest's own buffers are in its linear memory, under --memory-hwm.)
     let grown = rss_kib(pea.pid()).saturating_sub(rss_before);
-    assert!(grown < 64 << 10, "the Pea grew by {grown} KiB during the flood");
+    assert!(
+        grown < 64 << 10,
+        "the Pea grew by {grown} KiB during the flood"
+    );
     // The rate is per second: a flood that takes longer (a busy machine) gets
     // 20 lines in each second it spans.
     let seconds = started.elapsed().as_secs() + 2;
-    let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+    let good = client
+        .call(request("/echo", &[text_doc("g", "ok")]))
+        .await
+        .unwrap();
     assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
     // The count of dropped lines is logged when the next second's first line comes.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(client.call(request("/log", &[])).await.unwrap().envelope.status, Status::Success);
+    assert_eq!(
+        client
+            .call(request("/log", &[]))
+            .await
+            .unwrap()
+            .envelope
+            .status,
+        Status::Success
+    );
     let log = pea.log();
     let printed = log.lines().filter(|l| l.contains("xxxx")).count();
-    assert!(printed as u64 <= 20 * seconds, "{printed} lines reached the log at --log-rate 20 in {seconds} s windows");
-    assert!(printed < 20_000 / 100, "the flood was cut: {printed} of 40000 lines logged");
+    assert!(
+        printed as u64 <= 20 * seconds,
+        "{printed} lines reached the log at --log-rate 20 in {seconds} s windows"
+    );
+    assert!(
+        printed < 20_000 / 100,
+        "the flood was cut: {printed} of 40000 lines logged"
+    );
     assert!(log.contains("lines dropped"), "{log}");
-    assert!(log.lines().all(|l| l.len() < 4096 + 200), "a line longer than 4 KiB reached the log");
+    assert!(
+        log.lines().all(|l| l.len() < 4096 + 200),
+        "a line longer than 4 KiB reached the log"
+    );
     client.close().await;
 }
 
@@ -206,16 +284,34 @@ fn contract_violations_fail_the_start_by_name() {
     let cases: [(&str, &[&str], &[&str]); 4] = [
         ("wrong-world", &[], &["jina:executor/executor@0.1.0"]),
         ("future-contract", &[], &["0.2.0"]),
-        ("misbehave", &["--uses-with", "panic_in_init: true"], &["(panic)", "asked to panic in init"]),
-        ("misbehave", &["--uses-with", "slow_init_ms: 60000", "--timeout-init", "300ms"], &["(timeout)", "300ms"]),
+        (
+            "misbehave",
+            &["--uses-with", "panic_in_init: true"],
+            &["(panic)", "asked to panic in init"],
+        ),
+        (
+            "misbehave",
+            &[
+                "--uses-with",
+                "slow_init_ms: 60000",
+                "--timeout-init",
+                "300ms",
+            ],
+            &["(timeout)", "300ms"],
+        ),
     ];
     for (guest, args, expected) in cases {
         let mut all = vec!["--name", "bad-contract"];
         all.extend(args);
-        let log = PeaProcess::try_start(guest, &all).err().unwrap_or_else(|| panic!("{guest} {args:?} started"));
+        let log = PeaProcess::try_start(guest, &all)
+            .err()
+            .unwrap_or_else(|| panic!("{guest} {args:?} started"));
         assert!(log.contains("pea `bad-contract` did not start"), "{log}");
         for needle in expected {
-            assert!(log.contains(needle), "{guest} {args:?}: no `{needle}` in\n{log}");
+            assert!(
+                log.contains(needle),
+                "{guest} {args:?}: no `{needle}` in\n{log}"
+            );
         }
     }
 }
@@ -228,12 +324,30 @@ fn the_suite_counts_its_cases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_accounts_are_in_status() {
-    let pea = PeaProcess::start("misbehave", &["--name", "owned", "--tenant", "acme", "--tenant-memory", "48MiB"]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "owned",
+            "--tenant",
+            "acme",
+            "--tenant-memory",
+            "48MiB",
+        ],
+    );
     let mut client = client(&pea).await;
     // `/only` spins in the Pea whose place matches `who` (outside a Pod: "").
-    let busy = Message::data(Envelope::request("/only", json!({"who": "", "ms": 50}).to_string()), &Body::default());
-    assert_eq!(client.call(busy).await.unwrap().envelope.status, Status::Success);
-    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    let busy = Message::data(
+        Envelope::request("/only", json!({"who": "", "ms": 50}).to_string()),
+        &Body::default(),
+    );
+    assert_eq!(
+        client.call(busy).await.unwrap().envelope.status,
+        Status::Success
+    );
+    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS")
+        .await
+        .unwrap();
     let tenant = &status["tenant"];
     assert_eq!(tenant["name"], "acme", "{status}");
     assert_eq!(tenant["memory_budget"], 48 << 20);
@@ -242,7 +356,9 @@ async fn a_tenants_accounts_are_in_status() {
     assert!(tenant["cpu_ms"].as_u64().unwrap() > 0, "{status}");
     // The budget binds: growing past 48 MiB fails, naming the tenant.
     let bomb = client.call(request("/alloc", &[])).await.unwrap();
-    let Status::Error { kind, message, .. } = &bomb.envelope.status else { panic!("the bomb succeeded") };
+    let Status::Error { kind, message, .. } = &bomb.envelope.status else {
+        panic!("the bomb succeeded")
+    };
     assert_eq!(kind, "memory-limit");
     assert!(message.contains("tenant `acme`"), "{message}");
     client.close().await;

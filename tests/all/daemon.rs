@@ -40,9 +40,17 @@ impl DaemonProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"));
-        DaemonProcess { child, host: host.to_string(), port: ready["port"].as_u64().unwrap() as u16, dir }
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"));
+        DaemonProcess {
+            child,
+            host: host.to_string(),
+            port: ready["port"].as_u64().unwrap() as u16,
+            dir,
+        }
     }
 
     pub fn address(&self) -> String {
@@ -50,17 +58,44 @@ impl DaemonProcess {
     }
 
     /// One HTTP/1.1 request; the status and the body (JSON when it is JSON).
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
-        http(&self.host, self.port, method, path, token, content_type, body)
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        http(
+            &self.host,
+            self.port,
+            method,
+            path,
+            token,
+            content_type,
+            body,
+        )
     }
 
     /// A JSON POST to another server on `host:port` (a gateway the daemon started).
     pub fn call_at(host: &str, port: u16, path: &str, body: &Value) -> (u16, Value) {
-        http(host, port, "POST", path, None, "application/json", body.to_string().as_bytes())
+        http(
+            host,
+            port,
+            "POST",
+            path,
+            None,
+            "application/json",
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
         self.call(method, path, Some(token), "application/json", &bytes)
     }
 
@@ -70,12 +105,26 @@ impl DaemonProcess {
     }
 
     /// Uploads as [`DaemonProcess::upload`], with any token or none.
-    pub fn upload_as(&self, token: Option<&str>, ws: &str, parts: &[(&str, Vec<u8>)]) -> (u16, Value) {
+    pub fn upload_as(
+        &self,
+        token: Option<&str>,
+        ws: &str,
+        parts: &[(&str, Vec<u8>)],
+    ) -> (u16, Value) {
         let mut form = reqwest::blocking::multipart::Form::new();
         for (name, bytes) in parts {
-            form = form.part("file", reqwest::blocking::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()));
+            form = form.part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(bytes.clone())
+                    .file_name(name.to_string()),
+            );
         }
-        let mut request = crate::util::http().post(format!("http://{}:{}/workspaces/{ws}/files", self.host, self.port)).multipart(form);
+        let mut request = crate::util::http()
+            .post(format!(
+                "http://{}:{}/workspaces/{ws}/files",
+                self.host, self.port
+            ))
+            .multipart(form);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -85,7 +134,8 @@ impl DaemonProcess {
     /// SIGTERM, and waits for the daemon to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         crate::util::signal(self.child.id(), rustix::process::Signal::TERM);
-        wait_for(&mut self.child, Duration::from_secs(30)).expect("the daemon did not stop within 30s")
+        wait_for(&mut self.child, Duration::from_secs(30))
+            .expect("the daemon did not stop within 30s")
     }
 }
 
@@ -100,9 +150,20 @@ impl Drop for DaemonProcess {
 }
 
 /// One HTTP/1.1 request to `host:port`; the status and the body (JSON when it is JSON).
-fn http(host: &str, port: u16, method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
+fn http(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Value) {
     let verb = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = crate::util::http().request(verb, format!("http://{host}:{port}{path}")).header("content-type", content_type).body(body.to_vec());
+    let mut request = crate::util::http()
+        .request(verb, format!("http://{host}:{port}{path}"))
+        .header("content-type", content_type)
+        .body(body.to_vec());
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -111,10 +172,17 @@ fn http(host: &str, port: u16, method: &str, path: &str, token: Option<&str>, co
 
 /// Sends `request`; the status and the body (JSON when it is JSON).
 fn answer(method: &str, path: &str, request: reqwest::blocking::RequestBuilder) -> (u16, Value) {
-    let response = request.send().unwrap_or_else(|e| panic!("{method} {path}: no answer: {e:?}"));
+    let response = request
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e:?}"));
     let code = response.status().as_u16();
-    let text = response.text().unwrap_or_else(|e| panic!("{method} {path}: the answer broke off: {e:?}"));
-    (code, serde_json::from_str(text.trim()).unwrap_or(Value::String(text)))
+    let text = response
+        .text()
+        .unwrap_or_else(|e| panic!("{method} {path}: the answer broke off: {e:?}"));
+    (
+        code,
+        serde_json::from_str(text.trim()).unwrap_or(Value::String(text)),
+    )
 }
 
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -161,17 +229,46 @@ impl Flow {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("no ready line ({e}): {line}\n{}", std::fs::read_to_string(&stderr).unwrap_or_default()));
-        Flow { child, port: ready["port"].as_u64().unwrap() as u16, stderr, _dir: dir }
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "no ready line ({e}): {line}\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
+        });
+        Flow {
+            child,
+            port: ready["port"].as_u64().unwrap() as u16,
+            stderr,
+            _dir: dir,
+        }
     }
 
     fn client(&self, endpoint: &str, parameters: &str, input: &str) -> Vec<Value> {
         let port = self.port.to_string();
-        let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", endpoint, "--parameters", parameters], input);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        let out = crate::cli::jina(
+            &[
+                "client",
+                "--port",
+                &port,
+                "--endpoint",
+                endpoint,
+                "--parameters",
+                parameters,
+            ],
+            input,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn stderr(&self) -> String {
@@ -210,7 +307,12 @@ fn index_and_search(flow: &Flow) -> Vec<Value> {
     flow.client("/search", r#"{"top_k": 3}"#, queries)
         .iter()
         .map(|answer| {
-            let matches: Vec<Value> = answer["matches"].as_array().unwrap().iter().map(|m| json!([m["id"], m["scores"]])).collect();
+            let matches: Vec<Value> = answer["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| json!([m["id"], m["scores"]]))
+                .collect();
             json!({"text": answer["text"], "matches": matches})
         })
         .collect()
@@ -225,23 +327,41 @@ fn a_flow_split_over_two_daemons_finds_what_the_local_flow_finds() {
         index_and_search(&flow)
     };
     assert_eq!(local.len(), 3);
-    assert!(local.iter().all(|q| q["matches"].as_array().unwrap().len() == 3), "{local:?}");
+    assert!(
+        local
+            .iter()
+            .all(|q| q["matches"].as_array().unwrap().len() == 3),
+        "{local:?}"
+    );
 
     // segment on 127.0.0.2, encode here, the sharded index on 127.0.0.3.
     let (host_a, host_b) = (a.address(), b.address());
-    let mut flow = Flow::start(&search_flow([Some(&host_a), None, Some(&host_b)]), &["--workspace-id", "split"]);
+    let mut flow = Flow::start(
+        &search_flow([Some(&host_a), None, Some(&host_b)]),
+        &["--workspace-id", "split"],
+    );
     let (code, pods) = b.json("GET", "/pods", FLOW_TOKEN, &Value::Null);
     assert_eq!(code, 200);
     assert_eq!(pods[0]["name"], "index", "{pods}");
     assert_eq!(pods[0]["pea_count"], 3, "two shards and the merger: {pods}");
-    assert!(pods[0]["in"].as_str().unwrap().starts_with("tcp://127.0.0.3:"), "bound on the daemon's host: {pods}");
+    assert!(
+        pods[0]["in"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.3:"),
+        "bound on the daemon's host: {pods}"
+    );
     let remote = index_and_search(&flow);
     assert_eq!(remote, local, "the split Flow answers as the local one");
 
     // The index's state is on B, in the workspace the Flow named.
     let (code, ws) = b.json("GET", "/workspaces/split", FLOW_TOKEN, &Value::Null);
     assert_eq!(code, 200, "{ws}");
-    assert!(ws["files"]["vector_indexer.wasm"]["sha256"].is_string() && ws["state_bytes"].as_u64().unwrap() > 0, "{ws}");
+    assert!(
+        ws["files"]["vector_indexer.wasm"]["sha256"].is_string()
+            && ws["state_bytes"].as_u64().unwrap() > 0,
+        "{ws}"
+    );
 
     // Remote logs arrive on the Flow's stderr, tagged with the daemon and the Pod.
     let tag = format!("[{host_b} index]");
@@ -249,24 +369,50 @@ fn a_flow_split_over_two_daemons_finds_what_the_local_flow_finds() {
     while !flow.stderr().contains(&tag) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(flow.stderr().contains(&tag) && flow.stderr().contains(&format!("[{host_a} segment]")), "{}", flow.stderr());
+    assert!(
+        flow.stderr().contains(&tag) && flow.stderr().contains(&format!("[{host_a} segment]")),
+        "{}",
+        flow.stderr()
+    );
 
     // A stopped Flow deletes its remote Pods.
     crate::util::signal(flow.child.id(), rustix::process::Signal::TERM);
     let status = wait_for(&mut flow.child, Duration::from_secs(60)).expect("the Flow did not stop");
     assert!(status.success(), "{}", flow.stderr());
     for daemon in [&a, &b] {
-        assert_eq!(daemon.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1, json!([]), "{}", flow.stderr());
+        assert_eq!(
+            daemon.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1,
+            json!([]),
+            "{}",
+            flow.stderr()
+        );
     }
 
     // Its state survives on B: a second run with the same workspace id finds
     // the index without indexing again, and nothing is uploaded twice.
-    let flow = Flow::start(&search_flow([Some(&host_a), None, Some(&host_b)]), &["--workspace-id", "split", "--quiet-remote-logs"]);
+    let flow = Flow::start(
+        &search_flow([Some(&host_a), None, Some(&host_b)]),
+        &["--workspace-id", "split", "--quiet-remote-logs"],
+    );
     let queries = "what makes writes survive a crash\n";
     let answer = flow.client("/search", r#"{"top_k": 3}"#, queries);
-    assert_eq!(answer[0]["matches"].as_array().unwrap().len(), 3, "{answer:?}");
-    assert_eq!(json!([answer[0]["matches"][0]["id"], answer[0]["matches"][0]["scores"]]), local[0]["matches"][0]);
-    assert!(!flow.stderr().contains(&tag), "--quiet-remote-logs: {}", flow.stderr());
+    assert_eq!(
+        answer[0]["matches"].as_array().unwrap().len(),
+        3,
+        "{answer:?}"
+    );
+    assert_eq!(
+        json!([
+            answer[0]["matches"][0]["id"],
+            answer[0]["matches"][0]["scores"]
+        ]),
+        local[0]["matches"][0]
+    );
+    assert!(
+        !flow.stderr().contains(&tag),
+        "--quiet-remote-logs: {}",
+        flow.stderr()
+    );
 }
 
 const TENANTS: &str = "tenants:
@@ -288,22 +434,37 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
 
     // No token, a malformed one, a wrong one: 401, for reads and for uploads.
     assert_eq!(d.call("GET", "/pods", None, "text/plain", b"").0, 401);
-    assert_eq!(d.call("GET", "/pods", Some("alice-tokeN"), "text/plain", b"").0, 401);
+    assert_eq!(
+        d.call("GET", "/pods", Some("alice-tokeN"), "text/plain", b"")
+            .0,
+        401
+    );
     let (code, answer) = d.call("GET", "/workspaces", Some(""), "text/plain", b"");
     assert_eq!(code, 401, "{answer}");
-    assert_eq!(d.upload_as(None, "w", &[("p.wasm", passthrough.clone())]).0, 401);
+    assert_eq!(
+        d.upload_as(None, "w", &[("p.wasm", passthrough.clone())]).0,
+        401
+    );
 
     // Alice uploads and starts a Pea.
     let (code, up) = d.upload(alice, "w", &[("passthrough.wasm", passthrough.clone())]);
     assert_eq!(code, 200, "{up}");
-    let (code, pea) = d.json("POST", "/peas", alice, &json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "128MiB"}));
+    let (code, pea) = d.json(
+        "POST",
+        "/peas",
+        alice,
+        &json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "128MiB"}),
+    );
     assert_eq!(code, 201, "{pea}");
     let id = pea["id"].as_str().unwrap().to_string();
     assert_eq!(pea["state"], "running");
 
     // Bob sees none of it, and cannot touch it.
     assert_eq!(d.json("GET", "/peas", bob, &Value::Null), (200, json!([])));
-    assert_eq!(d.json("GET", "/workspaces", bob, &Value::Null), (200, json!([])));
+    assert_eq!(
+        d.json("GET", "/workspaces", bob, &Value::Null),
+        (200, json!([]))
+    );
     for (method, path) in [
         ("GET", format!("/peas/{id}")),
         ("GET", format!("/peas/{id}/logs")),
@@ -317,62 +478,158 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
         let (code, answer) = d.json(method, &path, bob, &Value::Null);
         assert_eq!(code, 404, "bob: {method} {path}: {answer}");
     }
-    let (code, answer) = d.json("POST", "/peas", bob, &json!({"workspace": "w", "uses": "passthrough.wasm"}));
-    assert_eq!(code, 404, "bob cannot start from alice's workspace: {answer}");
+    let (code, answer) = d.json(
+        "POST",
+        "/peas",
+        bob,
+        &json!({"workspace": "w", "uses": "passthrough.wasm"}),
+    );
+    assert_eq!(
+        code, 404,
+        "bob cannot start from alice's workspace: {answer}"
+    );
     // Nor the Pea under the other kind's route.
-    assert_eq!(d.json("GET", &format!("/pods/{id}"), alice, &Value::Null).0, 404);
+    assert_eq!(
+        d.json("GET", &format!("/pods/{id}"), alice, &Value::Null).0,
+        404
+    );
     // Alice's Pea is still there, with its log.
     let (code, shown) = d.json("GET", &format!("/peas/{id}"), alice, &Value::Null);
-    assert_eq!((code, &shown["state"], &shown["status"]["healthy"]), (200, &json!("running"), &json!(true)), "{shown}");
+    assert_eq!(
+        (code, &shown["state"], &shown["status"]["healthy"]),
+        (200, &json!("running"), &json!(true)),
+        "{shown}"
+    );
     let (code, log) = d.json("GET", &format!("/peas/{id}/logs"), alice, &Value::Null);
-    assert!(code == 200 && log.as_str().unwrap().contains("ready"), "{log}");
+    assert!(
+        code == 200 && log.as_str().unwrap().contains("ready"),
+        "{log}"
+    );
 
     // The live stream: the log so far, then `end` once the Pea is deleted.
-    let stream = crate::util::http().get(format!("http://{}:{}/peas/{id}/logs/stream", d.host, d.port)).bearer_auth(alice).send().unwrap();
+    let stream = crate::util::http()
+        .get(format!(
+            "http://{}:{}/peas/{id}/logs/stream",
+            d.host, d.port
+        ))
+        .bearer_auth(alice)
+        .send()
+        .unwrap();
     let mut seen = format!("{:?}\n", stream.headers().get("content-type"));
     let mut reader = std::io::BufReader::new(stream);
     while !seen.contains("ready") {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended: {seen}");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended: {seen}"
+        );
         seen.push_str(&line);
     }
-    assert!(seen.contains("text/event-stream") && seen.contains("data: "), "{seen}");
+    assert!(
+        seen.contains("text/event-stream") && seen.contains("data: "),
+        "{seen}"
+    );
 
     // A file that is not an executor: 422 with the reason from its log; the
     // daemon goes on serving.
-    let (code, _) = d.upload(alice, "w", &[("wrong_world.wasm", std::fs::read(wasm("wrong-world")).unwrap())]);
+    let (code, _) = d.upload(
+        alice,
+        "w",
+        &[(
+            "wrong_world.wasm",
+            std::fs::read(wasm("wrong-world")).unwrap(),
+        )],
+    );
     assert_eq!(code, 200);
-    let (code, answer) = d.json("POST", "/pods", alice, &json!({"workspace": "w", "uses": "wrong_world.wasm", "memory_hwm": "64MiB"}));
+    let (code, answer) = d.json(
+        "POST",
+        "/pods",
+        alice,
+        &json!({"workspace": "w", "uses": "wrong_world.wasm", "memory_hwm": "64MiB"}),
+    );
     assert_eq!(code, 422, "{answer}");
     let message = answer["error"].as_str().unwrap();
-    assert!(message.contains("pod `wrong_world` did not start") && message.contains("wrong_world.wasm"), "{message}");
-    assert_eq!(d.json("GET", "/pods", alice, &Value::Null), (200, json!([])));
+    assert!(
+        message.contains("pod `wrong_world` did not start") && message.contains("wrong_world.wasm"),
+        "{message}"
+    );
+    assert_eq!(
+        d.json("GET", "/pods", alice, &Value::Null),
+        (200, json!([]))
+    );
 
     // Quotas: 4xx naming the limit; nothing is started.
     let refuse = |body: Value, code: u16, words: &str| {
         let (got, answer) = d.json("POST", "/pods", alice, &body);
         assert_eq!(got, code, "{answer}");
         let message = answer["error"].as_str().unwrap();
-        assert!(message.contains(words) && message.contains("tenant `alice`"), "{message}");
+        assert!(
+            message.contains(words) && message.contains("tenant `alice`"),
+            "{message}"
+        );
     };
-    refuse(json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "512MiB"}), 403, "memory_per_pea 256 MiB");
-    refuse(json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2, "memory_hwm": "64MiB"}), 403, "max_peas 2");
-    refuse(json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "256MiB"}), 403, "total_memory 300 MiB");
+    refuse(
+        json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "512MiB"}),
+        403,
+        "memory_per_pea 256 MiB",
+    );
+    refuse(
+        json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2, "memory_hwm": "64MiB"}),
+        403,
+        "max_peas 2",
+    );
+    refuse(
+        json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "256MiB"}),
+        403,
+        "total_memory 300 MiB",
+    );
     let (code, tenant) = d.json("GET", "/tenant", alice, &Value::Null);
-    assert_eq!((code, &tenant["usage"]["peas"], &tenant["usage"]["memory"]), (200, &json!(1), &json!(128 << 20)), "{tenant}");
-    assert!(tenant["usage"]["rss_bytes"].as_u64().unwrap() > 0, "{tenant}");
-    let (code, answer) = d.upload("tiny-token", "w", &[("passthrough.wasm", passthrough.clone())]);
+    assert_eq!(
+        (code, &tenant["usage"]["peas"], &tenant["usage"]["memory"]),
+        (200, &json!(1), &json!(128 << 20)),
+        "{tenant}"
+    );
+    assert!(
+        tenant["usage"]["rss_bytes"].as_u64().unwrap() > 0,
+        "{tenant}"
+    );
+    let (code, answer) = d.upload(
+        "tiny-token",
+        "w",
+        &[("passthrough.wasm", passthrough.clone())],
+    );
     assert_eq!(code, 413, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("disk quota: tenant `tiny`"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk quota: tenant `tiny`"),
+        "{answer}"
+    );
     let (code, answer) = d.upload(bob, "w", &[("big.bin", vec![7u8; 1536 << 10])]);
     assert_eq!(code, 413, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("1 MiB per file (--max-upload)"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 MiB per file (--max-upload)"),
+        "{answer}"
+    );
 
     // Names that escape: refused, nothing written outside the workspace.
-    for name in ["../evil.wasm", "/tmp/evil.wasm", "a/../../evil.wasm", "..", "a\\..\\evil"] {
+    for name in [
+        "../evil.wasm",
+        "/tmp/evil.wasm",
+        "a/../../evil.wasm",
+        "..",
+        "a\\..\\evil",
+    ] {
         let (code, answer) = d.upload(bob, "w", &[(name, b"x".to_vec())]);
         assert_eq!(code, 400, "{name}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains("is refused"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("is refused"),
+            "{answer}"
+        );
     }
     // A workspace id `..`: an HTTP library folds `..` out of a URL's path
     // before sending it, a hostile client need not, so this one is written raw.
@@ -390,30 +647,65 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
         stream.read_to_string(&mut answer).unwrap();
         answer
     };
-    assert!(raw.starts_with("HTTP/1.1 400") && raw.contains("workspace id"), "{raw}");
-    let (code, answer) = d.json("POST", "/peas", alice, &json!({"workspace": "w", "uses": "../../../bob/workspaces/w/files/x"}));
+    assert!(
+        raw.starts_with("HTTP/1.1 400") && raw.contains("workspace id"),
+        "{raw}"
+    );
+    let (code, answer) = d.json(
+        "POST",
+        "/peas",
+        alice,
+        &json!({"workspace": "w", "uses": "../../../bob/workspaces/w/files/x"}),
+    );
     assert_eq!(code, 400, "{answer}");
     let data = d.dir.path().join("data");
-    let all: Vec<String> = walk(&data).iter().map(|p| p.display().to_string()).collect();
+    let all: Vec<String> = walk(&data)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(!all.iter().any(|p| p.contains("evil")), "{all:?}");
     // A link inside a workspace (the daemon never makes one) is not followed.
     std::os::unix::fs::symlink("/etc", data.join("tenants/alice/workspaces/w/files/etc")).unwrap();
-    let (code, answer) = d.json("POST", "/peas", alice, &json!({"workspace": "w", "uses": "etc/hostname"}));
-    assert!(code == 400 && answer["error"].as_str().unwrap().contains("symbolic link"), "{answer}");
+    let (code, answer) = d.json(
+        "POST",
+        "/peas",
+        alice,
+        &json!({"workspace": "w", "uses": "etc/hostname"}),
+    );
+    assert!(
+        code == 400 && answer["error"].as_str().unwrap().contains("symbolic link"),
+        "{answer}"
+    );
     std::fs::remove_file(data.join("tenants/alice/workspaces/w/files/etc")).unwrap();
 
     // A workspace in use is kept; deleting the Pea ends its stream and its process.
-    assert_eq!(d.json("DELETE", "/workspaces/w", alice, &Value::Null).0, 409);
+    assert_eq!(
+        d.json("DELETE", "/workspaces/w", alice, &Value::Null).0,
+        409
+    );
     let pid = pea["pid"].as_u64().unwrap();
-    assert_eq!(d.json("DELETE", &format!("/peas/{id}"), alice, &Value::Null).0, 200);
+    assert_eq!(
+        d.json("DELETE", &format!("/peas/{id}"), alice, &Value::Null)
+            .0,
+        200
+    );
     assert!(!running(pid), "the Pea's process is gone");
     let mut rest = String::new();
     let _ = reader.read_to_string(&mut rest);
     assert!(rest.contains("event: end"), "{rest}");
-    assert_eq!(d.json("GET", &format!("/peas/{id}"), alice, &Value::Null).0, 404);
+    assert_eq!(
+        d.json("GET", &format!("/peas/{id}"), alice, &Value::Null).0,
+        404
+    );
     let (code, answer) = d.json("DELETE", "/workspaces/w", alice, &Value::Null);
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(std::fs::read_dir(data.join("tenants/alice/blobs")).unwrap().count(), 0, "no blob left");
+    assert_eq!(
+        std::fs::read_dir(data.join("tenants/alice/blobs"))
+            .unwrap()
+            .count(),
+        0,
+        "no blob left"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -431,7 +723,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
     let mut d = DaemonProcess::start("127.0.0.3", &flow_tenants(), &[]);
-    let yaml = format!("pods:\n  - name: echo\n    uses: {{W}}/passthrough.wasm\n    host: {}\n", d.address());
+    let yaml = format!(
+        "pods:\n  - name: echo\n    uses: {{W}}/passthrough.wasm\n    host: {}\n",
+        d.address()
+    );
     let mut flow = Flow::start(&yaml, &["--remote-lease", "2s"]);
     let answer = flow.client("/", "{}", "hello\n");
     assert_eq!(answer[0]["text"], "hello");
@@ -441,25 +736,38 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
     // Twice the lease later the Flow's renewals have kept it.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(flow.client("/", "{}", "still\n")[0]["text"], "still");
-    assert_eq!(d.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1[0]["pid"], pid);
+    assert_eq!(
+        d.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1[0]["pid"],
+        pid
+    );
 
     // kill -9: no teardown; the lease runs out and the daemon deletes the Pod.
     flow.child.kill().unwrap();
     flow.child.wait().unwrap();
     let killed = Instant::now();
     while d.json("GET", "/pods", FLOW_TOKEN, &Value::Null).1 != json!([]) {
-        assert!(killed.elapsed() < Duration::from_secs(15), "the remote Pod outlived its 2s lease by far");
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the remote Pod outlived its 2s lease by far"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     while running(pid) {
-        assert!(killed.elapsed() < Duration::from_secs(20), "the Pod's process outlived its deletion");
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the Pod's process outlived its deletion"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
     // A Flow whose daemon refuses it (a wrong token) names the Pod and the reason.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flow.yml");
-    let yaml = format!("pods:\n  - name: echo\n    uses: {}\n    host: {}\n", wasm("passthrough").display(), d.address());
+    let yaml = format!(
+        "pods:\n  - name: echo\n    uses: {}\n    host: {}\n",
+        wasm("passthrough").display(),
+        d.address()
+    );
     std::fs::write(&file, yaml).unwrap();
     let out = Command::new(bin())
         .args(["flow", "--uses"])
@@ -470,12 +778,29 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("pod `echo` did not start") && stderr.contains("401") && stderr.contains("unknown token"), "{stderr}");
+    assert!(
+        stderr.contains("pod `echo` did not start")
+            && stderr.contains("401")
+            && stderr.contains("unknown token"),
+        "{stderr}"
+    );
 
     // The daemon's own shutdown stops what it started.
-    let (code, up) = d.upload(FLOW_TOKEN, "w", &[("passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap())]);
+    let (code, up) = d.upload(
+        FLOW_TOKEN,
+        "w",
+        &[(
+            "passthrough.wasm",
+            std::fs::read(wasm("passthrough")).unwrap(),
+        )],
+    );
     assert_eq!(code, 200, "{up}");
-    let (code, pod) = d.json("POST", "/pods", FLOW_TOKEN, &json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2}));
+    let (code, pod) = d.json(
+        "POST",
+        "/pods",
+        FLOW_TOKEN,
+        &json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2}),
+    );
     assert_eq!(code, 201, "{pod}");
     let pid = pod["pid"].as_u64().unwrap();
     assert!(d.terminate().success());
@@ -490,48 +815,132 @@ fn a_tenant_runs_a_whole_flow_on_the_daemon_inside_its_workspace() {
     let flow = "with:\n  port: 80\npods:\n  - name: encode\n    uses: text_encoder.wasm\n  - name: keep\n    uses: guests/passthrough.wasm\n    workspace: kept\n";
     let parts = [
         ("flow.yml", flow.as_bytes().to_vec()),
-        ("text_encoder.wasm", std::fs::read(wasm("text-encoder")).unwrap()),
-        ("guests/passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap()),
+        (
+            "text_encoder.wasm",
+            std::fs::read(wasm("text-encoder")).unwrap(),
+        ),
+        (
+            "guests/passthrough.wasm",
+            std::fs::read(wasm("passthrough")).unwrap(),
+        ),
     ];
     assert_eq!(d.upload(token, "f", &parts).0, 200);
-    let (code, created) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "flow.yml", "lease": "60s"}));
+    let (code, created) = d.json(
+        "POST",
+        "/flows",
+        token,
+        &json!({"workspace": "f", "uses": "flow.yml", "lease": "60s"}),
+    );
     assert_eq!(code, 201, "{created}");
     let gateway = created["gateway"].as_str().unwrap();
-    assert!(gateway.starts_with("http://127.0.0.3:") && !gateway.ends_with(":80"), "the daemon's host, a port the OS picks: {created}");
+    assert!(
+        gateway.starts_with("http://127.0.0.3:") && !gateway.ends_with(":80"),
+        "the daemon's host, a port the OS picks: {created}"
+    );
     assert_eq!(created["pea_count"], 2);
-    assert_eq!(created["memory_hwm"], 128 << 20, "a Pod without memory_hwm gets the tenant's memory_per_pea");
+    assert_eq!(
+        created["memory_hwm"],
+        128 << 20,
+        "a Pod without memory_hwm gets the tenant's memory_per_pea"
+    );
 
     // Jina's HTTP interface, on the daemon's host.
     let port: u16 = gateway.rsplit(':').next().unwrap().parse().unwrap();
-    let gw = DaemonProcess::call_at("127.0.0.3", port, "/post", &json!({"data": [{"id": "a", "text": "hello world"}], "exec_endpoint": "/"}));
+    let gw = DaemonProcess::call_at(
+        "127.0.0.3",
+        port,
+        "/post",
+        &json!({"data": [{"id": "a", "text": "hello world"}], "exec_endpoint": "/"}),
+    );
     assert_eq!(gw.0, 200, "{}", gw.1);
-    assert!(gw.1["data"][0]["embedding"].as_array().is_some_and(|e| !e.is_empty()), "{}", gw.1);
-    assert!(d.dir.path().join("data/tenants/carol/workspaces/f/state/flow/kept").is_dir(), "the Pod's workspace is under the tenant's state");
+    assert!(
+        gw.1["data"][0]["embedding"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        gw.1
+    );
+    assert!(
+        d.dir
+            .path()
+            .join("data/tenants/carol/workspaces/f/state/flow/kept")
+            .is_dir(),
+        "the Pod's workspace is under the tenant's state"
+    );
 
     // A Flow file that reaches out of the workspace, or into the daemon's
     // environment, or for another daemon, is refused before anything runs.
     for (yaml, words) in [
-        ("pods:\n  - name: a\n    uses: ../../../bob/workspaces/w/files/x.wasm\n", "`..` escapes"),
-        ("pods:\n  - name: a\n    uses: /etc/passwd\n", "absolute path"),
-        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    workspace: ../../escape\n", "`..` escapes"),
-        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    with: {home: '${{ ENV.HOME }}'}\n", "not available on a daemon"),
-        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    host: 10.0.0.1:8000\n", "`host`"),
-        ("pods:\n  - name: a\n    uses: text_encoder.wasm\n    shards: 3\n", "quota"),
+        (
+            "pods:\n  - name: a\n    uses: ../../../bob/workspaces/w/files/x.wasm\n",
+            "`..` escapes",
+        ),
+        (
+            "pods:\n  - name: a\n    uses: /etc/passwd\n",
+            "absolute path",
+        ),
+        (
+            "pods:\n  - name: a\n    uses: text_encoder.wasm\n    workspace: ../../escape\n",
+            "`..` escapes",
+        ),
+        (
+            "pods:\n  - name: a\n    uses: text_encoder.wasm\n    with: {home: '${{ ENV.HOME }}'}\n",
+            "not available on a daemon",
+        ),
+        (
+            "pods:\n  - name: a\n    uses: text_encoder.wasm\n    host: 10.0.0.1:8000\n",
+            "`host`",
+        ),
+        (
+            "pods:\n  - name: a\n    uses: text_encoder.wasm\n    shards: 3\n",
+            "quota",
+        ),
     ] {
-        assert_eq!(d.upload(token, "f", &[("bad.yml", yaml.as_bytes().to_vec())]).0, 200);
-        let (code, answer) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "bad.yml"}));
+        assert_eq!(
+            d.upload(token, "f", &[("bad.yml", yaml.as_bytes().to_vec())])
+                .0,
+            200
+        );
+        let (code, answer) = d.json(
+            "POST",
+            "/flows",
+            token,
+            &json!({"workspace": "f", "uses": "bad.yml"}),
+        );
         assert!(code == 400 || code == 403, "{yaml}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains(words), "{yaml}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(words),
+            "{yaml}: {answer}"
+        );
     }
-    let (code, answer) = d.json("POST", "/flows", token, &json!({"workspace": "f", "uses": "flow.yml", "shards": 2}));
-    assert!(code == 400 && answer["error"].as_str().unwrap().contains("`shards` is a Pod setting"), "{answer}");
+    let (code, answer) = d.json(
+        "POST",
+        "/flows",
+        token,
+        &json!({"workspace": "f", "uses": "flow.yml", "shards": 2}),
+    );
+    assert!(
+        code == 400
+            && answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("`shards` is a Pod setting"),
+        "{answer}"
+    );
 
     // Deleted: the gateway is gone with its Pods.
     let id = created["id"].as_str().unwrap();
     let pid = created["pid"].as_u64().unwrap();
-    assert_eq!(d.json("DELETE", &format!("/flows/{id}"), token, &Value::Null).0, 200);
+    assert_eq!(
+        d.json("DELETE", &format!("/flows/{id}"), token, &Value::Null)
+            .0,
+        200
+    );
     assert!(!running(pid));
-    assert!(std::net::TcpStream::connect(("127.0.0.3", port)).is_err(), "the gateway still answers");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.3", port)).is_err(),
+        "the gateway still answers"
+    );
     let (_, log) = d.json("GET", "/flows", token, &Value::Null);
     assert_eq!(log, json!([]));
 }

@@ -29,7 +29,11 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
     (first..first + n)
         .map(|i| Document {
             id: format!("v-{i}"),
-            embedding: Some((0..dim).map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5).collect()),
+            embedding: Some(
+                (0..dim)
+                    .map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5)
+                    .collect(),
+            ),
             ..Default::default()
         })
         .collect()
@@ -39,11 +43,17 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
 fn stored_ids(dir: &Path) -> BTreeSet<String> {
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
-        let sandbox = Sandbox { workspace: Some(dir), read_only: true, ..Sandbox::default() };
+        let sandbox = Sandbox {
+            workspace: Some(dir),
+            read_only: true,
+            ..Sandbox::default()
+        };
         let mut ix = util::start("vector-indexer", json!({}), sandbox);
         let mut ids = BTreeSet::new();
         loop {
-            let page = ix.handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000})).unwrap();
+            let page = ix
+                .handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000}))
+                .unwrap();
             let n = page.len();
             ids.extend(page.into_iter().map(|d| d.id));
             if n < 1000 {
@@ -56,7 +66,11 @@ fn stored_ids(dir: &Path) -> BTreeSet<String> {
 }
 
 fn write(path: &str) -> Message {
-    message("/write", json!({"path": path, "content": "x"}), &[text_doc("d", "hello")])
+    message(
+        "/write",
+        json!({"path": path, "content": "x"}),
+        &[text_doc("d", "hello")],
+    )
 }
 
 /// Interval mode: a trap discards the instance holding acknowledged writes.
@@ -66,7 +80,19 @@ fn write(path: &str) -> Message {
 async fn a_trap_in_interval_mode_makes_the_loss_visible_and_refuses_writes() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let pea = PeaProcess::start("misbehave", &["--name", "keeper", "--workspace", ws, "--dump-interval", "1h", "--read-endpoints", "/echo"]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "keeper",
+            "--workspace",
+            ws,
+            "--dump-interval",
+            "1h",
+            "--read-endpoints",
+            "/echo",
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     for i in 0..3 {
@@ -74,17 +100,42 @@ async fn a_trap_in_interval_mode_makes_the_loss_visible_and_refuses_writes() {
         assert_eq!(reply.envelope.status, Status::Success, "{}", pea.log());
     }
     // A read is not a write: it does not widen the window.
-    assert_eq!(c.call(message("/echo", json!({}), &[text_doc("r", "read")])).await.unwrap().envelope.status, Status::Success);
+    assert_eq!(
+        c.call(message("/echo", json!({}), &[text_doc("r", "read")]))
+            .await
+            .unwrap()
+            .envelope
+            .status,
+        Status::Success
+    );
     let status = control(&ctrl, "STATUS").await.unwrap();
-    assert_eq!((status["unsaved_writes"].clone(), status["healthy"].clone()), (json!(3), json!(true)), "{status}");
+    assert_eq!(
+        (status["unsaved_writes"].clone(), status["healthy"].clone()),
+        (json!(3), json!(true)),
+        "{status}"
+    );
 
-    let reply = c.call(message("/panic", json!({}), &[text_doc("p", "boom")])).await.unwrap();
+    let reply = c
+        .call(message("/panic", json!({}), &[text_doc("p", "boom")]))
+        .await
+        .unwrap();
     assert_eq!(error_kind(&reply).1, "panic");
     let status = status_until(&ctrl, "the loss in STATUS", |s| !s["state_lost"].is_null()).await;
     let lost = &status["state_lost"];
-    assert_eq!((lost["writes"].clone(), lost["first_request"].clone(), lost["last_request"].clone()), (json!(3), json!(1), json!(3)), "{status}");
+    assert_eq!(
+        (
+            lost["writes"].clone(),
+            lost["first_request"].clone(),
+            lost["last_request"].clone()
+        ),
+        (json!(3), json!(1), json!(3)),
+        "{status}"
+    );
     assert_eq!(lost["dumped_through"], json!(0), "{status}");
-    assert!(lost["reason"].as_str().unwrap().contains("panic"), "{status}");
+    assert!(
+        lost["reason"].as_str().unwrap().contains("panic"),
+        "{status}"
+    );
     assert_eq!(status["healthy"], json!(false), "{status}");
     assert_eq!(status["unsaved_writes"], json!(0), "{status}");
 
@@ -92,10 +143,23 @@ async fn a_trap_in_interval_mode_makes_the_loss_visible_and_refuses_writes() {
     let reply = c.call(write("/workspace/after")).await.unwrap();
     let (kind, text) = failure(&reply);
     assert_eq!(kind, "state-lost");
-    assert!(text.contains("keeper") && text.contains("requests 1 to 3") && text.contains("ACCEPT-LOSS"), "{text}");
-    assert!(!workspace.path().join("after").exists(), "a refused write ran");
+    assert!(
+        text.contains("keeper") && text.contains("requests 1 to 3") && text.contains("ACCEPT-LOSS"),
+        "{text}"
+    );
+    assert!(
+        !workspace.path().join("after").exists(),
+        "a refused write ran"
+    );
     // Reads are served.
-    assert_eq!(c.call(message("/echo", json!({}), &[text_doc("r", "read")])).await.unwrap().envelope.status, Status::Success);
+    assert_eq!(
+        c.call(message("/echo", json!({}), &[text_doc("r", "read")]))
+            .await
+            .unwrap()
+            .envelope
+            .status,
+        Status::Success
+    );
 
     // The operator accepts the loss: writes are taken again.
     let accepted = control(&ctrl, "ACCEPT-LOSS").await.unwrap();
@@ -103,14 +167,25 @@ async fn a_trap_in_interval_mode_makes_the_loss_visible_and_refuses_writes() {
     let reply = c.call(write("/workspace/after")).await.unwrap();
     assert_eq!(reply.envelope.status, Status::Success);
     let status = control(&ctrl, "STATUS").await.unwrap();
-    assert_eq!((status["healthy"].clone(), status["state_lost"].clone()), (json!(true), Value::Null), "{status}");
+    assert_eq!(
+        (status["healthy"].clone(), status["state_lost"].clone()),
+        (json!(true), Value::Null),
+        "{status}"
+    );
 
     // After a good dump nothing is at risk: a trap then loses nothing.
     control(&ctrl, "DUMP").await.unwrap();
-    let reply = c.call(message("/panic", json!({}), &[text_doc("p", "boom")])).await.unwrap();
+    let reply = c
+        .call(message("/panic", json!({}), &[text_doc("p", "boom")]))
+        .await
+        .unwrap();
     assert_eq!(error_kind(&reply).1, "panic");
     let status = status_until(&ctrl, "a new instance", |s| s["restarts"] == json!(2)).await;
-    assert_eq!((status["state_lost"].clone(), status["healthy"].clone()), (Value::Null, json!(true)), "{status}");
+    assert_eq!(
+        (status["state_lost"].clone(), status["healthy"].clone()),
+        (Value::Null, json!(true)),
+        "{status}"
+    );
     c.close().await;
 }
 
@@ -125,35 +200,81 @@ async fn a_failed_dump_in_interval_mode_stops_acknowledging_writes() {
     let with = r#"{"workspace": "/nowhere"}"#;
     let mut pea = PeaProcess::start(
         "vector-indexer",
-        &["--name", "idx", "--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "300ms", "--uses-with", with],
+        &[
+            "--name",
+            "idx",
+            "--workspace",
+            workspace.path().to_str().unwrap(),
+            "--dump-interval",
+            "300ms",
+            "--uses-with",
+            with,
+        ],
     );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
-    let reply = c.call(message("/index", json!({}), &vectors(0, 2, 8))).await.unwrap();
+    let reply = c
+        .call(message("/index", json!({}), &vectors(0, 2, 8)))
+        .await
+        .unwrap();
     assert_eq!(reply.envelope.status, Status::Success);
-    let status = status_until(&ctrl, "a failed periodic dump", |s| !s["dump_failure"].is_null()).await;
+    let status = status_until(&ctrl, "a failed periodic dump", |s| {
+        !s["dump_failure"].is_null()
+    })
+    .await;
     assert_eq!(status["healthy"], json!(false), "{status}");
     assert_eq!(status["unsaved_writes"], json!(1), "{status}");
-    assert!(status["dump_failure"]["message"].as_str().unwrap().contains("vector-index.snapshot"), "{status}");
+    assert!(
+        status["dump_failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vector-index.snapshot"),
+        "{status}"
+    );
 
-    let reply = c.call(message("/index", json!({}), &vectors(2, 1, 8))).await.unwrap();
+    let reply = c
+        .call(message("/index", json!({}), &vectors(2, 1, 8)))
+        .await
+        .unwrap();
     let (kind, text) = failure(&reply);
     assert_eq!(kind, "dump");
-    assert!(text.contains("refuses writes") && text.contains("idx"), "{text}");
-    let reply = c.call(message("/search", json!({"top_k": 5}), &vectors(0, 1, 8))).await.unwrap();
+    assert!(
+        text.contains("refuses writes") && text.contains("idx"),
+        "{text}"
+    );
+    let reply = c
+        .call(message("/search", json!({"top_k": 5}), &vectors(0, 1, 8)))
+        .await
+        .unwrap();
     assert_eq!(reply.envelope.status, Status::Success);
     // The refused document was not indexed.
-    let ids: Vec<String> = documents(&reply)[0].matches.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = documents(&reply)[0]
+        .matches
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     assert_eq!(ids, ["v-0", "v-1"]);
     // The dump is retried on its own.
-    status_until(&ctrl, "a retried dump", |s| s["dump_failure"]["failures"].as_u64() >= Some(2)).await;
+    status_until(&ctrl, "a retried dump", |s| {
+        s["dump_failure"]["failures"].as_u64() >= Some(2)
+    })
+    .await;
     c.close().await;
 
     control(&ctrl, "TERMINATE").await.unwrap();
-    let exit = pea.wait_exit(Duration::from_secs(20)).expect("the Pea did not stop");
-    assert!(!exit.success(), "a stop that lost writes exited 0\n{}", pea.log());
+    let exit = pea
+        .wait_exit(Duration::from_secs(20))
+        .expect("the Pea did not stop");
+    assert!(
+        !exit.success(),
+        "a stop that lost writes exited 0\n{}",
+        pea.log()
+    );
     let log = pea.log();
-    assert!(log.contains("NOT SAVED: 1 acknowledged write request (request 1)"), "{log}");
+    assert!(
+        log.contains("NOT SAVED: 1 acknowledged write request (request 1)"),
+        "{log}"
+    );
 }
 
 /// A replacement instance whose `init` fails backs off: requests meanwhile
@@ -167,23 +288,55 @@ async fn a_crash_looping_init_backs_off_and_heals() {
     let with = json!({"fail_init_if_exists": "/workspace/poison"}).to_string();
     let ws = dir.path().to_str().unwrap();
     // Read-only: no state to lose, so only the backoff is under test.
-    let pea = PeaProcess::start("misbehave", &["--name", "looper", "--workspace", ws, "--read-only", "--uses-with", &with]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "looper",
+            "--workspace",
+            ws,
+            "--read-only",
+            "--uses-with",
+            &with,
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     std::fs::write(&poison, "").unwrap();
-    let reply = c.call(message("/panic", json!({}), &[text_doc("p", "boom")])).await.unwrap();
+    let reply = c
+        .call(message("/panic", json!({}), &[text_doc("p", "boom")]))
+        .await
+        .unwrap();
     assert_eq!(error_kind(&reply).1, "panic");
     let status = status_until(&ctrl, "the backoff", |s| !s["init_backoff"].is_null()).await;
     assert_eq!(status["healthy"], json!(false), "{status}");
-    assert!(status["init_backoff"]["last_error"].as_str().unwrap().contains("refusing to start"), "{status}");
+    assert!(
+        status["init_backoff"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refusing to start"),
+        "{status}"
+    );
 
-    let reply = c.call(message("/echo", json!({}), &[text_doc("e", "hi")])).await.unwrap();
+    let reply = c
+        .call(message("/echo", json!({}), &[text_doc("e", "hi")]))
+        .await
+        .unwrap();
     let (kind, text) = failure(&reply);
     assert_eq!(kind, "unavailable");
-    assert!(text.contains("looper") && text.contains("refusing to start") && text.contains("backoff"), "{text}");
+    assert!(
+        text.contains("looper") && text.contains("refusing to start") && text.contains("backoff"),
+        "{text}"
+    );
     // Attempts keep failing while the file is there, further and further apart.
-    let status = status_until(&ctrl, "a second failed attempt", |s| s["init_backoff"]["failures"].as_u64() >= Some(2)).await;
-    assert!(status["init_backoff"]["retry_in_ms"].as_u64().unwrap() <= 2_000, "{status}");
+    let status = status_until(&ctrl, "a second failed attempt", |s| {
+        s["init_backoff"]["failures"].as_u64() >= Some(2)
+    })
+    .await;
+    assert!(
+        status["init_backoff"]["retry_in_ms"].as_u64().unwrap() <= 2_000,
+        "{status}"
+    );
 
     std::fs::remove_file(&poison).unwrap();
     let until = Instant::now() + Duration::from_secs(15);
@@ -196,7 +349,10 @@ async fn a_crash_looping_init_backs_off_and_heals() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status["init_backoff"], Value::Null, "{status}");
-    let reply = c.call(message("/echo", json!({}), &[text_doc("e", "hi")])).await.unwrap();
+    let reply = c
+        .call(message("/echo", json!({}), &[text_doc("e", "hi")]))
+        .await
+        .unwrap();
     assert_eq!(reply.envelope.status, Status::Success);
     c.close().await;
 }
@@ -209,8 +365,18 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
     let args = [
-        "--name", "idx", "--shards", "2", "--workspace", ws, "--dump-interval", "0", "--polling", "/index:any,/search:all",
-        "--runtime-backend", "PROCESS",
+        "--name",
+        "idx",
+        "--shards",
+        "2",
+        "--workspace",
+        ws,
+        "--dump-interval",
+        "0",
+        "--polling",
+        "/index:any,/search:all",
+        "--runtime-backend",
+        "PROCESS",
     ];
     let mut pod = pod("vector-indexer", &args);
     let ctrl = pod.addr("ctrl");
@@ -220,7 +386,12 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
     for k in 0..10 {
         let docs = vectors(k * 20, 20, 8);
         let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
-        assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+        assert_eq!(
+            reply.envelope.status,
+            Status::Success,
+            "{:?}",
+            reply.envelope.status
+        );
         acknowledged.extend(docs.into_iter().map(|d| d.id));
     }
     let status = control(&ctrl, "STATUS").await.unwrap();
@@ -230,33 +401,68 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
 
     let killed = Instant::now();
     let status = status_until(&ctrl, "the Pod healthy again after a restart", |s| {
-        s["healthy"] == json!(true) && s["process_restarts"] == json!(1) && s["peas"][1]["pid"].as_u64() != Some(victim as u64)
+        s["healthy"] == json!(true)
+            && s["process_restarts"] == json!(1)
+            && s["peas"][1]["pid"].as_u64() != Some(victim as u64)
     })
     .await;
-    eprintln!("the Pod was healthy again {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "the Pod was healthy again {:?} after the kill",
+        killed.elapsed()
+    );
     assert_eq!(status["peas"][1]["process_restarts"], json!(1), "{status}");
 
     // The restarted shard serves what it had and takes new writes.
     // (v-i and v-(i+101) have the same vector: a tie, in id order.)
-    let reply = c.call(message("/search", json!({"top_k": 5}), &vectors(0, 10, 8))).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    let reply = c
+        .call(message("/search", json!({"top_k": 5}), &vectors(0, 10, 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
     for (q, found) in documents(&reply).iter().enumerate() {
-        assert!(found.matches.iter().any(|m| m.id == format!("v-{q}")), "v-{q} not found: {:?}", found.matches);
+        assert!(
+            found.matches.iter().any(|m| m.id == format!("v-{q}")),
+            "v-{q} not found: {:?}",
+            found.matches
+        );
     }
     let docs = vectors(1000, 20, 8);
     let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
     acknowledged.extend(docs.into_iter().map(|d| d.id));
     c.close().await;
 
     let stopping = Instant::now();
     control(&ctrl, "TERMINATE").await.unwrap();
-    let exit = pod.wait_exit(Duration::from_secs(30)).expect("the Pod did not stop");
+    let exit = pod
+        .wait_exit(Duration::from_secs(30))
+        .expect("the Pod did not stop");
     assert!(exit.success(), "{}", pod.log());
-    assert!(stopping.elapsed() < Duration::from_secs(4), "stopping took {:?}", stopping.elapsed());
-    let stored: BTreeSet<String> = (0..2).flat_map(|i| stored_ids(&workspace.path().join(format!("idx/shard-{i}")))).collect();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    let stored: BTreeSet<String> = (0..2)
+        .flat_map(|i| stored_ids(&workspace.path().join(format!("idx/shard-{i}"))))
+        .collect();
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged documents are gone, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged documents are gone, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 /// The daemon's API (the same server loop as the gateway's) closes
@@ -266,7 +472,11 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
 fn slow_loris_connections_are_closed_after_the_header_timeout() {
     use std::io::{Read, Write};
     let tenants = "tenants:\n  - name: alice\n    token: t0k3n-alice\n";
-    let daemon = crate::daemon::DaemonProcess::start("127.0.0.1", tenants, &["--http-header-timeout", "500ms"]);
+    let daemon = crate::daemon::DaemonProcess::start(
+        "127.0.0.1",
+        tenants,
+        &["--http-header-timeout", "500ms"],
+    );
     let address = daemon.address();
     let mut loris: Vec<std::net::TcpStream> = (0..20)
         .map(|_| {
@@ -283,13 +493,24 @@ fn slow_loris_connections_are_closed_after_the_header_timeout() {
         // Closed by the server: end of stream (or a reset), not the 10 s timeout.
         match s.read(&mut buf) {
             Ok(0) => {}
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut => {}
             other => panic!("a slow connection was not closed: {other:?}"),
         }
     }
     let took = opened.elapsed();
-    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(8), "{took:?}");
-    let (code, body) = daemon.call("GET", "/tenant", Some("t0k3n-alice"), "application/json", b"");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let (code, body) = daemon.call(
+        "GET",
+        "/tenant",
+        Some("t0k3n-alice"),
+        "application/json",
+        b"",
+    );
     assert_eq!(code, 200, "{body}");
 }
 
@@ -310,7 +531,10 @@ impl Tmpfs {
         match out {
             Ok(out) if out.status.success() => Some(Tmpfs { dir }),
             Ok(out) => {
-                eprintln!("SKIPPED: cannot mount a tmpfs: {}", String::from_utf8_lossy(&out.stderr).trim());
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
                 None
             }
             Err(e) => {
@@ -327,7 +551,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -337,11 +564,23 @@ impl Drop for Tmpfs {
 /// is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_mode_on_a_full_disk_names_it_and_recovers_when_space_returns() {
-    let Some(disk) = Tmpfs::mount("4m") else { return };
+    let Some(disk) = Tmpfs::mount("4m") else {
+        return;
+    };
     let ballast = disk.path().join("ballast");
     std::fs::write(&ballast, vec![7u8; 1 << 20]).unwrap();
     let ws = disk.path().join("ws");
-    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", ws.to_str().unwrap(), "--dump-interval", "0"]);
+    let mut pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "idx",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--dump-interval",
+            "0",
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     let mut acknowledged = BTreeSet::new();
@@ -359,26 +598,55 @@ async fn durable_mode_on_a_full_disk_names_it_and_recovers_when_space_returns() 
     }
     let (kind, text) = full.expect("the disk never filled");
     assert_eq!(kind, "io", "{text}");
-    assert!(text.contains("no space left on device") && text.contains("vector-index.log"), "{text}");
+    assert!(
+        text.contains("no space left on device") && text.contains("vector-index.log"),
+        "{text}"
+    );
     let status = control(&ctrl, "STATUS").await.unwrap();
     assert_eq!(status["healthy"], json!(false), "{status}");
-    assert!(status["write_error"].as_str().is_some_and(|e| e.contains("no space left")), "{status}");
+    assert!(
+        status["write_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no space left")),
+        "{status}"
+    );
 
     std::fs::remove_file(&ballast).unwrap();
     let docs = vectors(1_000_000, 50, 64);
     let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "writes still fail after space returned\n{}", pea.log());
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "writes still fail after space returned\n{}",
+        pea.log()
+    );
     acknowledged.extend(docs.into_iter().map(|d| d.id));
     let status = control(&ctrl, "STATUS").await.unwrap();
     assert_eq!(status["healthy"], json!(true), "{status}");
     c.close().await;
 
     control(&ctrl, "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
     let stored = stored_ids(&ws);
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    let files: Vec<_> = std::fs::read_dir(&ws).unwrap().flatten().map(|e| (e.file_name(), e.metadata().unwrap().len())).collect();
-    assert!(lost.is_empty(), "{} acknowledged documents lost, e.g. {:?}; {} stored; files {files:?}\n{}", lost.len(), &lost[..lost.len().min(5)], stored.len(), pea.log());
+    let files: Vec<_> = std::fs::read_dir(&ws)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), e.metadata().unwrap().len()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged documents lost, e.g. {:?}; {} stored; files {files:?}\n{}",
+        lost.len(),
+        &lost[..lost.len().min(5)],
+        stored.len(),
+        pea.log()
+    );
 }
 
 /// Interval mode on a full disk: the failing dump stops writes from being
@@ -386,11 +654,23 @@ async fn durable_mode_on_a_full_disk_names_it_and_recovers_when_space_returns() 
 /// writes are taken again, and a graceful stop loses nothing acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_mode_on_a_full_disk_stops_acknowledging_and_recovers() {
-    let Some(disk) = Tmpfs::mount("4m") else { return };
+    let Some(disk) = Tmpfs::mount("4m") else {
+        return;
+    };
     let ballast = disk.path().join("ballast");
     std::fs::write(&ballast, vec![7u8; 1 << 20]).unwrap();
     let ws = disk.path().join("ws");
-    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", ws.to_str().unwrap(), "--dump-interval", "200ms"]);
+    let mut pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "idx",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--dump-interval",
+            "200ms",
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     let mut acknowledged = BTreeSet::new();
@@ -412,23 +692,44 @@ async fn interval_mode_on_a_full_disk_stops_acknowledging_and_recovers() {
     }
     let (kind, text) = refused.expect("the disk never filled");
     assert_eq!(kind, "dump", "{text}");
-    assert!(text.contains("no space left on device") && text.contains("vector-index.snapshot"), "{text}");
+    assert!(
+        text.contains("no space left on device") && text.contains("vector-index.snapshot"),
+        "{text}"
+    );
     let status = control(&ctrl, "STATUS").await.unwrap();
     assert_eq!(status["healthy"], json!(false), "{status}");
 
     std::fs::remove_file(&ballast).unwrap();
-    status_until(&ctrl, "a dump succeeding once space returned", |s| s["dump_failure"].is_null() && s["healthy"] == json!(true)).await;
+    status_until(&ctrl, "a dump succeeding once space returned", |s| {
+        s["dump_failure"].is_null() && s["healthy"] == json!(true)
+    })
+    .await;
     let docs = vectors(1_000_000, 50, 64);
     let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
     acknowledged.extend(docs.into_iter().map(|d| d.id));
     c.close().await;
 
     control(&ctrl, "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
     let stored = stored_ids(&ws);
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged documents lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged documents lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 /// The host tells the executor its memory limit; vector-indexer refuses
@@ -439,7 +740,19 @@ async fn interval_mode_on_a_full_disk_stops_acknowledging_and_recovers() {
 async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", ws, "--memory-hwm", "48MiB", "--dump-interval", "1h"]);
+    let mut pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "idx",
+            "--workspace",
+            ws,
+            "--memory-hwm",
+            "48MiB",
+            "--dump-interval",
+            "1h",
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     let mut acknowledged = BTreeSet::new();
@@ -457,17 +770,41 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
     }
     let (kind, text) = refusal.expect("never refused");
     assert_eq!(kind, "bad-request", "{text}");
-    assert!(text.starts_with("capacity:") && text.contains("48 MiB (--memory-hwm)"), "{text}");
+    assert!(
+        text.starts_with("capacity:") && text.contains("48 MiB (--memory-hwm)"),
+        "{text}"
+    );
     eprintln!("{} documents of 128 dims fit in 48 MiB", acknowledged.len());
     // At capacity it still searches and dumps within its limit: no trap.
-    let reply = c.call(message("/search", json!({"top_k": 3}), &vectors(0, 20, 128))).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    let reply = c
+        .call(message(
+            "/search",
+            json!({"top_k": 3}),
+            &vectors(0, 20, 128),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
     control(&ctrl, "DUMP").await.unwrap();
     let status = control(&ctrl, "STATUS").await.unwrap();
-    assert_eq!((status["traps"].clone(), status["healthy"].clone()), (json!(0), json!(true)), "{status}");
+    assert_eq!(
+        (status["traps"].clone(), status["healthy"].clone()),
+        (json!(0), json!(true)),
+        "{status}"
+    );
     c.close().await;
     control(&ctrl, "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
     assert_eq!(stored_ids(workspace.path()), acknowledged);
 }
 
@@ -479,15 +816,38 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
 async fn records_after_a_torn_log_tail_are_replayed() {
     let workspace = tempfile::tempdir().unwrap();
     std::fs::write(workspace.path().join("vector-index.log"), [9u8, 0, 0]).unwrap();
-    let mut pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "0"]);
+    let mut pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "idx",
+            "--workspace",
+            workspace.path().to_str().unwrap(),
+            "--dump-interval",
+            "0",
+        ],
+    );
     let mut c = client(&pea).await;
     let docs = vectors(0, 10, 8);
     let reply = c.call(message("/index", json!({}), &docs)).await.unwrap();
-    assert_eq!(reply.envelope.status, Status::Success, "{:?}", reply.envelope.status);
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
     c.close().await;
     control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", pea.log());
-    assert_eq!(stored_ids(workspace.path()), docs.into_iter().map(|d| d.id).collect::<BTreeSet<_>>());
+    assert!(
+        pea.wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
+    assert_eq!(
+        stored_ids(workspace.path()),
+        docs.into_iter().map(|d| d.id).collect::<BTreeSet<_>>()
+    );
 }
 
 /// The HTTP server loop itself (`jina_wasm::http_server`, shared by the
@@ -502,11 +862,19 @@ mod http {
     use tokio::net::{TcpListener, TcpStream};
     use tokio_util::sync::CancellationToken;
 
-
-    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    async fn start(
+        limits: HttpLimits,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let app = Router::new().route("/echo", axum::routing::post(|body: Bytes| async move { body }));
+        let app = Router::new().route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        );
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(listener, app, limits, stop.clone().cancelled_owned()));
         (address, stop, task)
@@ -537,7 +905,10 @@ mod http {
     async fn slow_loris_and_silent_connections_are_closed_after_the_header_timeout() {
         let (address, stop, task) = start(limits(300, 10_000, 64)).await;
         let mut loris = TcpStream::connect(address).await.unwrap();
-        loris.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        loris
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         let mut silent = TcpStream::connect(address).await.unwrap();
         // A header line every 100 ms does not keep it open either.
         let dribble = tokio::spawn(async move {
@@ -549,17 +920,25 @@ mod http {
             }
             loris
         });
-        assert!(closed_after(&mut silent, Duration::from_secs(5)).await >= Duration::from_millis(250));
+        assert!(
+            closed_after(&mut silent, Duration::from_secs(5)).await >= Duration::from_millis(250)
+        );
         let mut loris = dribble.await.unwrap();
         closed_after(&mut loris, Duration::from_secs(5)).await;
 
         // A real request is answered, on a connection that then idles out.
         let mut client = TcpStream::connect(address).await.unwrap();
-        client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
         let mut answer = vec![0u8; 4096];
         let n = client.read(&mut answer).await.unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello"),
+            "{answer}"
+        );
         closed_after(&mut client, Duration::from_secs(5)).await;
         stop.cancel();
         task.await.unwrap().unwrap();
@@ -569,7 +948,10 @@ mod http {
     async fn a_stalled_request_body_is_cut_after_the_idle_timeout() {
         let (address, stop, task) = start(limits(10_000, 300, 64)).await;
         let mut client = TcpStream::connect(address).await.unwrap();
-        client.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part").await.unwrap();
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+            .await
+            .unwrap();
         let took = closed_after(&mut client, Duration::from_secs(5)).await;
         assert!(took >= Duration::from_millis(250), "{took:?}");
         stop.cancel();
@@ -584,12 +966,22 @@ mod http {
         // The second is in the kernel's backlog, not served, until the first closes.
         let mut second = TcpStream::connect(address).await.unwrap();
         let started = Instant::now();
-        second.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+        second
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            .await
+            .unwrap();
         let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut answer)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
         // Served only once the first was closed by its header timeout.
-        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
         stop.cancel();
         task.await.unwrap().unwrap();
     }

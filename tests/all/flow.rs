@@ -25,7 +25,12 @@ fn check(golden: &Path, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(golden).unwrap_or_default();
-    assert_eq!(actual, expected, "{} differs (JINA_WASM_BLESS=1 rewrites it)", golden.display());
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (JINA_WASM_BLESS=1 rewrites it)",
+        golden.display()
+    );
 }
 
 fn env(name: &str) -> Option<String> {
@@ -45,7 +50,9 @@ fn valid_flows_parse_and_plot() {
 fn invalid_flows_fail_with_the_exact_message() {
     for file in cases("invalid") {
         let text = std::fs::read_to_string(&file).unwrap();
-        let error = Flow::parse(&text, &file, env).err().unwrap_or_else(|| panic!("{} parsed", file.display()));
+        let error = Flow::parse(&text, &file, env)
+            .err()
+            .unwrap_or_else(|| panic!("{} parsed", file.display()));
         check(&file.with_extension("err"), &format!("{error}\n"));
     }
 }
@@ -72,7 +79,10 @@ impl FlowProcess {
     pub fn start(yaml: &str) -> FlowProcess {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
-        let guests = crate::util::wasm("passthrough").parent().unwrap().to_path_buf();
+        let guests = crate::util::wasm("passthrough")
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let file = dir.path().join("flow.yml");
         std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
         let mut child = std::process::Command::new(crate::util::bin())
@@ -85,9 +95,16 @@ impl FlowProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"));
-        FlowProcess { child, ready, _dir: dir }
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("no ready line ({e}): {line}"));
+        FlowProcess {
+            child,
+            ready,
+            _dir: dir,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -104,7 +121,11 @@ impl Drop for FlowProcess {
 
 /// POSTs JSON over HTTP/1.1 and returns the status code and the JSON answer.
 pub fn post(port: u16, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let response = crate::util::http().post(format!("http://127.0.0.1:{port}{path}")).json(body).send().unwrap();
+    let response = crate::util::http()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .json(body)
+        .send()
+        .unwrap();
     let code = response.status().as_u16();
     (code, response.json().unwrap_or(serde_json::Value::Null))
 }
@@ -114,17 +135,43 @@ fn two_branches_and_a_join_answer_once_with_both() {
     let flow = FlowProcess::start(
         "pods:\n  - name: tag\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: encode\n    uses: {W}/text_encoder.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [tag, encode]\n",
     );
-    let docs: Vec<serde_json::Value> = (0..3).map(|i| serde_json::json!({"id": format!("d{i}"), "text": "hello world", "tags": {"i": i}})).collect();
-    let (code, answer) = post(flow.port(), "/post", &serde_json::json!({"data": docs, "exec_endpoint": "/", "parameters": {"k": 1}}));
+    let docs: Vec<serde_json::Value> = (0..3)
+        .map(
+            |i| serde_json::json!({"id": format!("d{i}"), "text": "hello world", "tags": {"i": i}}),
+        )
+        .collect();
+    let (code, answer) = post(
+        flow.port(),
+        "/post",
+        &serde_json::json!({"data": docs, "exec_endpoint": "/", "parameters": {"k": 1}}),
+    );
     assert_eq!(code, 200, "{answer}");
     let data = answer["data"].as_array().unwrap();
-    assert_eq!(data.len(), 3, "one copy of each document after the join: {answer}");
-    assert!(data.iter().all(|d| d["embedding"].as_array().is_some_and(|e| !e.is_empty()) && d["tags"]["i"].is_number()), "{answer}");
-    let route: Vec<&str> = answer["routes"].as_array().unwrap().iter().map(|r| r["executor"].as_str().unwrap()).collect();
+    assert_eq!(
+        data.len(),
+        3,
+        "one copy of each document after the join: {answer}"
+    );
+    assert!(
+        data.iter()
+            .all(|d| d["embedding"].as_array().is_some_and(|e| !e.is_empty())
+                && d["tags"]["i"].is_number()),
+        "{answer}"
+    );
+    let route: Vec<&str> = answer["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["executor"].as_str().unwrap())
+        .collect();
     assert_eq!(route, ["gateway", "tag", "encode", "join", "gateway"]);
     assert_eq!(answer["parameters"]["k"], 1);
     // POST /<endpoint> works too.
-    let (code, _) = post(flow.port(), "/roundtrip", &serde_json::json!({"data": ["plain text"]}));
+    let (code, _) = post(
+        flow.port(),
+        "/roundtrip",
+        &serde_json::json!({"data": ["plain text"]}),
+    );
     assert_eq!(code, 200);
 }
 
@@ -134,34 +181,76 @@ fn a_failing_branch_makes_the_join_answer_with_the_error_promptly() {
         "with:\n  timeout: 20s\npods:\n  - name: ok\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: bad\n    uses: {W}/misbehave.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [ok, bad]\n",
     );
     let started = std::time::Instant::now();
-    let (code, answer) = post(flow.port(), "/panic", &serde_json::json!({"data": [{"id": "x"}]}));
+    let (code, answer) = post(
+        flow.port(),
+        "/panic",
+        &serde_json::json!({"data": [{"id": "x"}]}),
+    );
     assert_eq!(code, 500, "{answer}");
     let status = &answer["header"]["status"];
     assert_eq!(status["exception"]["executor"], "bad", "{answer}");
     assert_eq!(status["exception"]["name"], "panic", "{answer}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the join waited");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the join waited"
+    );
     // The client command: results in order, the failure on stderr, exit 1.
     let port = flow.port().to_string();
-    let out = crate::cli::jina(&["client", "--port", &port, "--request-size", "2"], "a\nb\nc\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let texts: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()).collect();
+    let out = crate::cli::jina(
+        &["client", "--port", &port, "--request-size", "2"],
+        "a\nb\nc\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let texts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(texts, ["a", "b", "c"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 documents in 2 requests, 0 errors"));
-    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/panic"], "boom\n");
+    let out = crate::cli::jina(
+        &["client", "--port", &port, "--endpoint", "/panic"],
+        "boom\n",
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("executor `bad` failed (panic)") && stderr.contains("1 errors"), "{stderr}");
+    assert!(
+        stderr.contains("executor `bad` failed (panic)") && stderr.contains("1 errors"),
+        "{stderr}"
+    );
     // And a branch slower than the Flow's deadline.
     let flow = FlowProcess::start(
         "with:\n  timeout: 1s\npods:\n  - name: ok\n    uses: {W}/passthrough.wasm\n    needs: gateway\n  - name: slow\n    uses: {W}/misbehave.wasm\n    needs: gateway\n  - name: join\n    uses: {W}/passthrough.wasm\n    needs: [ok, slow]\n",
     );
     let started = std::time::Instant::now();
-    let (code, answer) = post(flow.port(), "/loop", &serde_json::json!({"data": [{"id": "x"}]}));
+    let (code, answer) = post(
+        flow.port(),
+        "/loop",
+        &serde_json::json!({"data": [{"id": "x"}]}),
+    );
     assert_eq!(code, 500, "{answer}");
-    assert_eq!(answer["header"]["status"]["exception"]["executor"], "slow", "{answer}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the request outlived its deadline");
+    assert_eq!(
+        answer["header"]["status"]["exception"]["executor"], "slow",
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the request outlived its deadline"
+    );
     // Still serving.
-    let (code, _) = post(flow.port(), "/post", &serde_json::json!({"data": [{"id": "y"}], "exec_endpoint": "/"}));
+    let (code, _) = post(
+        flow.port(),
+        "/post",
+        &serde_json::json!({"data": [{"id": "y"}], "exec_endpoint": "/"}),
+    );
     assert_eq!(code, 200);
 }
 
@@ -170,16 +259,42 @@ fn the_demo_flow_indexes_and_finds() {
     let yaml = std::fs::read_to_string("examples/flows/text-search.yml")
         .unwrap()
         .replace("../../target/wasm32-wasip2/release", "{W}")
-        .replace("../../target/models", crate::util::target_dir().join("models").to_str().unwrap())
+        .replace(
+            "../../target/models",
+            crate::util::target_dir().join("models").to_str().unwrap(),
+        )
         .replace("../../target/demo-workspace", "workspace");
     let flow = FlowProcess::start(&yaml);
     let port = flow.port().to_string();
     let corpus = std::fs::read_to_string("examples/data/corpus.txt").unwrap();
-    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/index"], &corpus);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = crate::cli::jina(&["client", "--port", &port, "--endpoint", "/search", "--parameters", r#"{"top_k": 3}"#], "what makes writes survive a crash\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let out = crate::cli::jina(
+        &["client", "--port", &port, "--endpoint", "/index"],
+        &corpus,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crate::cli::jina(
+        &[
+            "client",
+            "--port",
+            &port,
+            "--endpoint",
+            "/search",
+            "--parameters",
+            r#"{"top_k": 3}"#,
+        ],
+        "what makes writes survive a crash\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     let matches = answer["matches"].as_array().unwrap();
     assert_eq!(matches.len(), 3, "{answer}");
     assert_eq!(matches[0]["id"], "databases-2", "{answer}");
@@ -187,7 +302,10 @@ fn the_demo_flow_indexes_and_finds() {
 
 #[test]
 fn a_real_jina_client_posts_to_the_gateway() {
-    let python = crate::util::python_venv("jina-client-venv", "tests/interop/jina_client/requirements.txt");
+    let python = crate::util::python_venv(
+        "jina-client-venv",
+        "tests/interop/jina_client/requirements.txt",
+    );
     let flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
     let out = std::process::Command::new(python)
         .arg("tests/interop/jina_client/jina_http_client.py")
@@ -196,15 +314,25 @@ fn a_real_jina_client_posts_to_the_gateway() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("jina client ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("jina client ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
-    let guests = crate::util::wasm("passthrough").parent().unwrap().to_path_buf();
+    let guests = crate::util::wasm("passthrough")
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let file = dir.path().join("flow.yml");
-    let yaml = format!("pods:\n  - name: fine\n    uses: {0}/passthrough.wasm\n  - name: broken\n    uses: {0}/wrong_world.wasm\n", guests.display());
+    let yaml = format!(
+        "pods:\n  - name: fine\n    uses: {0}/passthrough.wasm\n  - name: broken\n    uses: {0}/wrong_world.wasm\n",
+        guests.display()
+    );
     std::fs::write(&file, yaml).unwrap();
     let out = std::process::Command::new(crate::util::bin())
         .args(["flow", "--uses", file.to_str().unwrap()])
@@ -214,7 +342,13 @@ fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pod `broken` did not start") && stderr.contains("wrong_world.wasm"), "{stderr}");
+    assert!(
+        stderr.contains("pod `broken` did not start") && stderr.contains("wrong_world.wasm"),
+        "{stderr}"
+    );
     // The Pod that had started was stopped again before the Flow gave up.
-    assert!(stderr.contains("ready pea=fine") && stderr.contains("stopped pea=fine"), "{stderr}");
+    assert!(
+        stderr.contains("ready pea=fine") && stderr.contains("stopped pea=fine"),
+        "{stderr}"
+    );
 }

@@ -31,14 +31,22 @@ use crate::util::{text_doc, wasm};
 fn chain(levels: usize) -> Document {
     let mut doc = text_doc("leaf", "the deepest");
     for i in 0..levels {
-        doc = Document { id: format!("level-{i}"), chunks: vec![doc].into(), ..Default::default() };
+        doc = Document {
+            id: format!("level-{i}"),
+            chunks: vec![doc].into(),
+            ..Default::default()
+        };
     }
     doc
 }
 
 /// The same chain as JSON text.
 fn chain_json(levels: usize) -> String {
-    format!("{}{{\"id\":\"leaf\"}}{}", r#"{"chunks":["#.repeat(levels), "]}".repeat(levels))
+    format!(
+        "{}{{\"id\":\"leaf\"}}{}",
+        r#"{"chunks":["#.repeat(levels),
+        "]}".repeat(levels)
+    )
 }
 
 /// Levels of `chunks`/`matches` below a document written as JSON.
@@ -48,14 +56,23 @@ fn json_depth(doc: &Value) -> usize {
     while let Some((d, depth)) = stack.pop() {
         deepest = deepest.max(depth);
         for key in ["chunks", "matches"] {
-            stack.extend(d[key].as_array().into_iter().flatten().map(|c| (c, depth + 1)));
+            stack.extend(
+                d[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (c, depth + 1)),
+            );
         }
     }
     deepest
 }
 
 fn deep(levels: usize) -> Message {
-    Message::data(Envelope::request("/deep", json!({"levels": levels}).to_string()), &Body::from_documents(&[text_doc("d", "x")]))
+    Message::data(
+        Envelope::request("/deep", json!({"levels": levels}).to_string()),
+        &Body::from_documents(&[text_doc("d", "x")]),
+    )
 }
 
 fn message_of(reply: &Message) -> String {
@@ -77,7 +94,18 @@ fn guest_built_depth_through_run() {
     let uses = wasm("misbehave");
     let run = |levels: usize| {
         let parameters = json!({"levels": levels}).to_string();
-        jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/deep", "--parameters", &parameters], "x\n")
+        jina(
+            &[
+                "run",
+                "--uses",
+                uses.to_str().unwrap(),
+                "--endpoint",
+                "/deep",
+                "--parameters",
+                &parameters,
+            ],
+            "x\n",
+        )
     };
     let at = run(MAX_DEPTH);
     assert!(at.status.success(), "{}", text(&at.stderr));
@@ -85,19 +113,53 @@ fn guest_built_depth_through_run() {
     assert_eq!(json_depth(&doc), MAX_DEPTH);
     for levels in [MAX_DEPTH + 1, 5000] {
         let past = run(levels);
-        assert_eq!(past.status.code(), Some(1), "{levels}: {}", text(&past.stderr));
+        assert_eq!(
+            past.status.code(),
+            Some(1),
+            "{levels}: {}",
+            text(&past.stderr)
+        );
         let stderr = text(&past.stderr);
-        assert!(stderr.contains("invalid-output") && stderr.contains("more than 32 levels"), "{levels}: {stderr}");
+        assert!(
+            stderr.contains("invalid-output") && stderr.contains("more than 32 levels"),
+            "{levels}: {stderr}"
+        );
     }
     // A client's input past the limit is refused by line, before the executor runs.
     let input = format!("{}\n", chain_json(MAX_DEPTH + 1));
-    let out = jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/echo"], &input);
+    let out = jina(
+        &[
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--endpoint",
+            "/echo",
+        ],
+        &input,
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("input line 1 is not a document: documents nest more than 32 levels"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("input line 1 is not a document: documents nest more than 32 levels"),
+        "{}",
+        text(&out.stderr)
+    );
     let input = format!("{}\n", chain_json(MAX_DEPTH));
-    let out = jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/echo"], &input);
+    let out = jina(
+        &[
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--endpoint",
+            "/echo",
+        ],
+        &input,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(json_depth(&serde_json::from_slice(&out.stdout).unwrap()), MAX_DEPTH);
+    assert_eq!(
+        json_depth(&serde_json::from_slice(&out.stdout).unwrap()),
+        MAX_DEPTH
+    );
 }
 
 /// A Pea: a deep result is `invalid-output` naming the Pea; a deep body sent
@@ -111,12 +173,26 @@ async fn guest_built_depth_through_a_pea() {
     assert_eq!(documents(&reply)[0].depth(), MAX_DEPTH);
     for levels in [MAX_DEPTH + 1, 5000] {
         let reply = client.call(deep(levels)).await.unwrap();
-        assert_eq!(error_kind(&reply), ("deep".to_string(), "invalid-output".to_string()), "{levels}");
-        assert!(message_of(&reply).contains("more than 32 levels"), "{}", message_of(&reply));
+        assert_eq!(
+            error_kind(&reply),
+            ("deep".to_string(), "invalid-output".to_string()),
+            "{levels}"
+        );
+        assert!(
+            message_of(&reply).contains("more than 32 levels"),
+            "{}",
+            message_of(&reply)
+        );
     }
-    let reply = client.call(request("/echo", &[chain(MAX_DEPTH + 1)])).await.unwrap();
+    let reply = client
+        .call(request("/echo", &[chain(MAX_DEPTH + 1)]))
+        .await
+        .unwrap();
     assert_eq!(error_kind(&reply).1, "malformed");
-    let reply = client.call(request("/echo", &[chain(MAX_DEPTH)])).await.unwrap();
+    let reply = client
+        .call(request("/echo", &[chain(MAX_DEPTH)]))
+        .await
+        .unwrap();
     assert_eq!(documents(&reply)[0].depth(), MAX_DEPTH);
     client.close().await;
 }
@@ -125,12 +201,19 @@ async fn guest_built_depth_through_a_pea() {
 /// the Tail; past it each shard's output is refused and the Pod process lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_built_depth_through_a_pod_polling_all() {
-    let pod = crate::pod::pod("misbehave", &["--name", "deep", "--shards", "2", "--polling", "all"]);
+    let pod = crate::pod::pod(
+        "misbehave",
+        &["--name", "deep", "--shards", "2", "--polling", "all"],
+    );
     let mut client = crate::pod::client(&pod).await;
     let reply = client.call(deep(MAX_DEPTH)).await.unwrap();
     assert_eq!(reply.envelope.status, Status::Success, "{}", pod.log());
     let docs = documents(&reply);
-    assert_eq!((docs.len(), docs[0].depth()), (1, MAX_DEPTH), "one merged copy of `deep`");
+    assert_eq!(
+        (docs.len(), docs[0].depth()),
+        (1, MAX_DEPTH),
+        "one merged copy of `deep`"
+    );
     for levels in [MAX_DEPTH + 1, 5000] {
         let reply = client.call(deep(levels)).await.unwrap();
         assert_eq!(error_kind(&reply).1, "invalid-output", "{levels}");
@@ -146,37 +229,73 @@ async fn guest_built_depth_through_a_pod_polling_all() {
 /// are an executor error (HTTP 500), deeper ones from the client HTTP 422.
 #[test]
 fn depth_through_a_flow_and_client() {
-    let flow = FlowProcess::start("pods:\n  - name: deep\n    uses: {W}/misbehave.wasm\n    shards: 2\n    polling: all\n");
+    let flow = FlowProcess::start(
+        "pods:\n  - name: deep\n    uses: {W}/misbehave.wasm\n    shards: 2\n    polling: all\n",
+    );
     let port = flow.port();
-    let ask = |levels: usize| post(port, "/deep", &json!({"data": ["x"], "parameters": {"levels": levels}}));
+    let ask = |levels: usize| {
+        post(
+            port,
+            "/deep",
+            &json!({"data": ["x"], "parameters": {"levels": levels}}),
+        )
+    };
     let (code, answer) = ask(MAX_DEPTH);
     assert_eq!(code, 200, "{answer}");
     assert_eq!(json_depth(&answer["data"][0]), MAX_DEPTH);
     for levels in [MAX_DEPTH + 1, 5000] {
         let (code, answer) = ask(levels);
         assert_eq!(code, 500, "{answer}");
-        assert_eq!(answer["header"]["status"]["exception"]["name"], "invalid-output", "{answer}");
+        assert_eq!(
+            answer["header"]["status"]["exception"]["name"], "invalid-output",
+            "{answer}"
+        );
     }
     // From the client: at the limit echoed, past it refused before the Flow.
     let doc = |levels: usize| serde_json::from_str::<Value>(&chain_json(levels)).unwrap();
     let (code, answer) = post(port, "/echo", &json!({"data": [doc(MAX_DEPTH)]}));
-    assert_eq!((code, json_depth(&answer["data"][0])), (200, MAX_DEPTH), "{answer}");
+    assert_eq!(
+        (code, json_depth(&answer["data"][0])),
+        (200, MAX_DEPTH),
+        "{answer}"
+    );
     let (code, answer) = post(port, "/echo", &json!({"data": [doc(MAX_DEPTH + 1)]}));
     assert_eq!(code, 422, "{answer}");
     let description = answer["header"]["status"]["description"].as_str().unwrap();
-    assert!(description.contains("data[0] is not a document: documents nest more than 32 levels"), "{description}");
+    assert!(
+        description.contains("data[0] is not a document: documents nest more than 32 levels"),
+        "{description}"
+    );
     // The `client` command, through the same gateway.
     let port = port.to_string();
     let client = |levels: usize| {
         let parameters = json!({"levels": levels}).to_string();
-        jina(&["client", "--port", &port, "--endpoint", "/deep", "--parameters", &parameters], "x\n")
+        jina(
+            &[
+                "client",
+                "--port",
+                &port,
+                "--endpoint",
+                "/deep",
+                "--parameters",
+                &parameters,
+            ],
+            "x\n",
+        )
     };
     let out = client(MAX_DEPTH);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(json_depth(&serde_json::from_slice(&out.stdout).unwrap()), MAX_DEPTH);
+    assert_eq!(
+        json_depth(&serde_json::from_slice(&out.stdout).unwrap()),
+        MAX_DEPTH
+    );
     let out = client(5000);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("invalid-output"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid-output"),
+        "{}",
+        text(&out.stderr)
+    );
     let (code, _) = post(flow.port(), "/echo", &json!({"data": ["still here"]}));
     assert_eq!(code, 200, "the Flow serves on");
 }
@@ -186,7 +305,9 @@ fn depth_through_a_flow_and_client() {
 /// known by ids the gateway mints.
 #[test]
 fn clients_with_the_same_request_id_get_their_own_documents() {
-    let flow = FlowProcess::start("with:\n  prefetch: 8\npods:\n  - name: slow\n    uses: {W}/misbehave.wasm\n");
+    let flow = FlowProcess::start(
+        "with:\n  prefetch: 8\npods:\n  - name: slow\n    uses: {W}/misbehave.wasm\n",
+    );
     let port = flow.port();
     let clients: Vec<_> = (0..6)
         .map(|i| {
@@ -200,9 +321,21 @@ fn clients_with_the_same_request_id_get_their_own_documents() {
     for handle in clients {
         let (i, (code, answer)) = handle.join().unwrap();
         assert_eq!(code, 200, "client {i}: {answer}");
-        assert_eq!(answer["header"]["requestId"], "same", "client {i}: its own id is echoed");
-        let texts: Vec<&str> = answer["data"].as_array().unwrap().iter().map(|d| d["text"].as_str().unwrap()).collect();
-        assert_eq!(texts, [format!("secret of client {i}")], "client {i} got another client's documents");
+        assert_eq!(
+            answer["header"]["requestId"], "same",
+            "client {i}: its own id is echoed"
+        );
+        let texts: Vec<&str> = answer["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            [format!("secret of client {i}")],
+            "client {i} got another client's documents"
+        );
     }
 }
 
@@ -213,15 +346,43 @@ fn durations_past_the_cap_are_clean_errors() {
     let uses = wasm("misbehave");
     let huge = "10000000000000000000s";
     for args in [
-        vec!["run", "--uses", uses.to_str().unwrap(), "--timeout-init", huge],
-        vec!["pea", "--uses", uses.to_str().unwrap(), "--dump-interval", huge],
-        vec!["pea", "--uses", uses.to_str().unwrap(), "--timeout-request", "9999999999h"],
-        vec!["pod", "--uses", uses.to_str().unwrap(), "--memory-hwm", "99999999999999999999"],
+        vec![
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--timeout-init",
+            huge,
+        ],
+        vec![
+            "pea",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--dump-interval",
+            huge,
+        ],
+        vec![
+            "pea",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--timeout-request",
+            "9999999999h",
+        ],
+        vec![
+            "pod",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--memory-hwm",
+            "99999999999999999999",
+        ],
     ] {
         let out = jina(&args, "");
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("over the longest this host accepts, 365 days") || stderr.contains("over the largest this host accepts"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("over the longest this host accepts, 365 days")
+                || stderr.contains("over the largest this host accepts"),
+            "{args:?}: {stderr}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flow.yml");
@@ -229,7 +390,10 @@ fn durations_past_the_cap_are_clean_errors() {
     let out = jina(&["flow", "--uses", file.to_str().unwrap()], "");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("over the longest this host accepts, 365 days"), "{stderr}");
+    assert!(
+        stderr.contains("over the longest this host accepts, 365 days"),
+        "{stderr}"
+    );
 }
 
 /// A Flow with more Peas than `--max-peas` (default 64) is refused before
@@ -239,7 +403,9 @@ fn a_flow_over_its_pea_cap_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let uses = wasm("passthrough").display().to_string();
     let pods = |n: usize, key: &str, count: usize, uses: &str| -> String {
-        (0..n).map(|i| format!("  - name: p{i}\n    uses: {uses}\n    {key}: {count}\n")).collect()
+        (0..n)
+            .map(|i| format!("  - name: p{i}\n    uses: {uses}\n    {key}: {count}\n"))
+            .collect()
     };
     let big = dir.path().join("big.yml");
     std::fs::write(&big, format!("pods:\n{}", pods(10_000, "shards", 1, &uses))).unwrap();
@@ -247,16 +413,44 @@ fn a_flow_over_its_pea_cap_starts_nothing() {
     let out = jina(&["flow", "--uses", big.to_str().unwrap()], "");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the Flow would start 10000 Peas, over its limit of 64 (raise it with --max-peas"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60), "refused before anything started");
+    assert!(
+        stderr.contains(
+            "the Flow would start 10000 Peas, over its limit of 64 (raise it with --max-peas"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "refused before anything started"
+    );
     let sharded = dir.path().join("sharded.yml");
     std::fs::write(&sharded, format!("pods:\n{}", pods(2, "shards", 3, &uses))).unwrap();
-    let out = jina(&["flow", "--uses", sharded.to_str().unwrap(), "--max-peas", "5"], "");
-    assert!(text(&out.stderr).contains("would start 6 Peas, over its limit of 5"), "{}", text(&out.stderr));
+    let out = jina(
+        &[
+            "flow",
+            "--uses",
+            sharded.to_str().unwrap(),
+            "--max-peas",
+            "5",
+        ],
+        "",
+    );
+    assert!(
+        text(&out.stderr).contains("would start 6 Peas, over its limit of 5"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = jina(&["flow", "check", sharded.to_str().unwrap()], "");
-    assert!(out.status.success(), "6 is under the default: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "6 is under the default: {}",
+        text(&out.stderr)
+    );
     // `with.max_peas` at exactly the count: the Flow starts and serves.
-    let flow = FlowProcess::start(&format!("with:\n  max_peas: 6\npods:\n{}", pods(2, "parallel", 3, "{W}/passthrough.wasm")));
+    let flow = FlowProcess::start(&format!(
+        "with:\n  max_peas: 6\npods:\n{}",
+        pods(2, "parallel", 3, "{W}/passthrough.wasm")
+    ));
     let (code, answer) = post(flow.port(), "/post", &json!({"data": ["x"]}));
     assert_eq!(code, 200, "{answer}");
 }
@@ -264,7 +458,12 @@ fn a_flow_over_its_pea_cap_starts_nothing() {
 fn big_result(sandbox: Sandbox, floats: usize) -> Result<Body, ExecutorError> {
     let mut executor = crate::util::start("misbehave", Value::Null, sandbox);
     let body = Body::from_documents(&[text_doc("d", "x")]);
-    executor.handle_body("/big-embedding", &body, &json!({"n": floats}).to_string(), None)
+    executor.handle_body(
+        "/big-embedding",
+        &body,
+        &json!({"n": floats}).to_string(),
+        None,
+    )
 }
 
 /// `--max-result-bytes` is the limit a result meets: 144 MB of embedding,
@@ -277,11 +476,25 @@ fn max_result_bytes_is_the_real_limit() {
     let body = big_result(Sandbox::default(), FLOATS).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(body.embeddings.len(), FLOATS);
     drop(body);
-    let small = Sandbox { max_result_bytes: 1 << 20, max_result_docs: 1000, ..Sandbox::default() };
+    let small = Sandbox {
+        max_result_bytes: 1 << 20,
+        max_result_docs: 1000,
+        ..Sandbox::default()
+    };
     let error = big_result(small.clone(), FLOATS).unwrap_err();
     assert_eq!(error.kind.as_str(), "result-too-large", "{error}");
-    assert!(error.message.contains("--max-result-bytes 1 MiB and --max-result-docs 1000"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("--max-result-bytes 1 MiB and --max-result-docs 1000"),
+        "{error}"
+    );
     let error = big_result(small, 300_000).unwrap_err();
     assert_eq!(error.kind.as_str(), "result-too-large", "{error}");
-    assert!(error.message.contains("over its limit of 1 MiB (--max-result-bytes)"), "{error}");
+    assert!(
+        error
+            .message
+            .contains("over its limit of 1 MiB (--max-result-bytes)"),
+        "{error}"
+    );
 }

@@ -1,7 +1,9 @@
 //! Each way a file can fail to be an executor has its own clear message naming
 //! the file; the compiled-component cache turns a compile into a quick load.
 
-use jina_wasm::executor::{CacheOutcome, Executor, ExecutorSpec, LoadError, Runtime, RuntimeOptions, Sandbox};
+use jina_wasm::executor::{
+    CacheOutcome, Executor, ExecutorSpec, LoadError, Runtime, RuntimeOptions, Sandbox,
+};
 use serde_json::Value;
 
 use crate::util::{cache_dir, runtime, text_doc, wasm};
@@ -14,7 +16,10 @@ fn load_error(path: &std::path::Path) -> LoadError {
 fn missing_file() {
     let error = load_error(std::path::Path::new("/nonexistent/x.wasm"));
     assert!(matches!(error, LoadError::NotFound { .. }));
-    assert_eq!(error.to_string(), "executor file /nonexistent/x.wasm does not exist");
+    assert_eq!(
+        error.to_string(),
+        "executor file /nonexistent/x.wasm does not exist"
+    );
 }
 
 #[test]
@@ -52,21 +57,42 @@ fn component_of_another_world() {
     let error = load_error(&wasm("wrong-world"));
     assert!(matches!(error, LoadError::MissingExport { .. }), "{error}");
     let message = error.to_string();
-    assert!(message.contains("jina:executor/executor@0.1.0") && message.contains("wasi:cli/run"), "{message}");
+    assert!(
+        message.contains("jina:executor/executor@0.1.0") && message.contains("wasi:cli/run"),
+        "{message}"
+    );
 }
 
 #[test]
 fn component_of_a_newer_contract() {
     let error = load_error(&wasm("future-contract"));
-    assert!(matches!(&error, LoadError::WrongVersion { found, .. } if found == "0.2.0"), "{error}");
+    assert!(
+        matches!(&error, LoadError::WrongVersion { found, .. } if found == "0.2.0"),
+        "{error}"
+    );
 }
 
 #[test]
 fn every_example_loads_and_names_its_contract() {
-    for name in ["passthrough", "text-encoder", "sentence-segmenter", "vector-indexer", "match-merger"] {
-        let loaded = runtime().load(&wasm(name)).unwrap_or_else(|e| panic!("{e}"));
+    for name in [
+        "passthrough",
+        "text-encoder",
+        "sentence-segmenter",
+        "vector-indexer",
+        "match-merger",
+    ] {
+        let loaded = runtime()
+            .load(&wasm(name))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(loaded.contract, "0.1.0");
-        assert!(loaded.imports.iter().any(|i| i.starts_with("jina:executor/types")), "{:?}", loaded.imports);
+        assert!(
+            loaded
+                .imports
+                .iter()
+                .any(|i| i.starts_with("jina:executor/types")),
+            "{:?}",
+            loaded.imports
+        );
     }
 }
 
@@ -74,15 +100,27 @@ fn every_example_loads_and_names_its_contract() {
 fn second_load_comes_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let path = wasm("passthrough");
-    let first = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+    let first = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(first.load(&path).unwrap().cache, CacheOutcome::Compiled);
-    let second = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+    let second = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(second.load(&path).unwrap().cache, CacheOutcome::Hit);
     // A corrupt artifact is recompiled, not trusted.
     for entry in std::fs::read_dir(cache.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = Runtime::new(RuntimeOptions { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+    let third = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(third.load(&path).unwrap().cache, CacheOutcome::Compiled);
 }
 
@@ -90,17 +128,33 @@ fn second_load_comes_from_the_cache() {
 /// the flag, and a dropped instance gives its slot back.
 #[test]
 fn a_full_instance_pool_names_the_flag_and_a_dropped_instance_frees_its_slot() {
-    let pooled = Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()), pool_slots: Some(1) }).unwrap();
+    let pooled = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir().to_path_buf()),
+        pool_slots: Some(1),
+    })
+    .unwrap();
     assert_eq!(pooled.pool_slots(), Some(1));
     let component = pooled.load(&wasm("passthrough")).unwrap();
-    let spec = || ExecutorSpec { name: "pooled".into(), config: Value::Null, sandbox: Sandbox::default() };
+    let spec = || ExecutorSpec {
+        name: "pooled".into(),
+        config: Value::Null,
+        sandbox: Sandbox::default(),
+    };
     for _ in 0..3 {
         let first = Executor::start(pooled.clone(), component.clone(), spec()).unwrap();
-        let full = Executor::start(pooled.clone(), component.clone(), spec()).err().expect("a second instance in one slot");
-        assert!(full.to_string().contains("every instance slot of this process is taken (--pool-slots 1)"), "{full}");
+        let full = Executor::start(pooled.clone(), component.clone(), spec())
+            .err()
+            .expect("a second instance in one slot");
+        assert!(
+            full.to_string()
+                .contains("every instance slot of this process is taken (--pool-slots 1)"),
+            "{full}"
+        );
         drop(first);
     }
     let mut last = Executor::start(pooled.clone(), component, spec()).unwrap();
-    let out = last.handle("/", &[text_doc("d", "still serving")], &Value::Null).unwrap();
+    let out = last
+        .handle("/", &[text_doc("d", "still serving")], &Value::Null)
+        .unwrap();
     assert_eq!(out[0].text.as_deref(), Some("still serving"));
 }

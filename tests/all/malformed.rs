@@ -32,20 +32,44 @@ fn undecodable() -> Vec<(&'static str, Vec<Bytes>)> {
     let body = Bytes::from(body_bytes());
     let mut cases: Vec<(&str, Vec<Bytes>)> = Vec::new();
     for cut in [1, 2, 3, 10, envelope.len() - 1] {
-        cases.push(("truncated envelope", vec![Bytes::copy_from_slice(&envelope[..cut]), body.clone()]));
+        cases.push((
+            "truncated envelope",
+            vec![Bytes::copy_from_slice(&envelope[..cut]), body.clone()],
+        ));
     }
-    cases.push(("three frames", vec![envelope.clone().into(), body.clone(), body.clone()]));
-    cases.push(("five frames", vec![envelope.clone().into(), body.clone(), body.clone(), body.clone(), body.clone()]));
+    cases.push((
+        "three frames",
+        vec![envelope.clone().into(), body.clone(), body.clone()],
+    ));
+    cases.push((
+        "five frames",
+        vec![
+            envelope.clone().into(),
+            body.clone(),
+            body.clone(),
+            body.clone(),
+            body.clone(),
+        ],
+    ));
     let mut version = envelope.clone();
     version[2] = 99;
-    cases.push(("unknown protocol version", vec![version.into(), body.clone()]));
+    cases.push((
+        "unknown protocol version",
+        vec![version.into(), body.clone()],
+    ));
     // The request id's length prefix (after magic, version, kind, after_error).
     let mut huge = envelope.clone();
     huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
-    cases.push(("huge declared string length", vec![huge.into(), body.clone()]));
+    cases.push((
+        "huge declared string length",
+        vec![huge.into(), body.clone()],
+    ));
     let oversized = Envelope::request("/echo", "x".repeat(MAX_ENVELOPE + 1)).encode();
     cases.push(("oversized envelope", vec![oversized.into(), body.clone()]));
-    cases.push(("not an envelope", vec![Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n")]));
+    cases.push((
+        "not an envelope",
+        vec![Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n")],
+    ));
     cases.push(("empty frame", vec![Bytes::new(), Bytes::new()]));
     cases
 }
@@ -59,40 +83,87 @@ fn bad_bodies() -> Vec<(&'static str, Bytes)> {
     // The end offset of the first id, far past the body.
     huge_id[4..8].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
     vec![
-        ("truncated body", Bytes::copy_from_slice(&body[..body.len() / 2])),
+        (
+            "truncated body",
+            Bytes::copy_from_slice(&body[..body.len() / 2]),
+        ),
         ("huge declared document count", huge_count.into()),
         ("huge declared id length", huge_id.into()),
-        ("garbage body", Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2])),
-        ("trailing bytes", Bytes::from([body.as_slice(), &[7, 7, 7]].concat())),
+        (
+            "garbage body",
+            Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2]),
+        ),
+        (
+            "trailing bytes",
+            Bytes::from([body.as_slice(), &[7, 7, 7]].concat()),
+        ),
     ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() {
     let pea = PeaProcess::start("passthrough", &["--name", "target"]);
-    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test sender").await.unwrap();
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test sender")
+        .await
+        .unwrap();
     let mut client = client(&pea).await;
     let dropped = undecodable();
     for (_, frames) in &dropped {
         input.send(frames.clone()).await.unwrap();
     }
     for (what, body) in bad_bodies() {
-        let reply = client.call(Message::new(Envelope::request("/echo", ""), body)).await.unwrap();
-        assert_eq!(error_kind(&reply), ("target".to_string(), "malformed".to_string()), "{what}");
+        let reply = client
+            .call(Message::new(Envelope::request("/echo", ""), body))
+            .await
+            .unwrap();
+        assert_eq!(
+            error_kind(&reply),
+            ("target".to_string(), "malformed".to_string()),
+            "{what}"
+        );
     }
     // Garbage on the control socket is answered.
-    let mut ctrl = Link::open(SocketSpec::DEALER_CONNECT, &pea.addr("ctrl"), "test control").await.unwrap();
+    let mut ctrl = Link::open(
+        SocketSpec::DEALER_CONNECT,
+        &pea.addr("ctrl"),
+        "test control",
+    )
+    .await
+    .unwrap();
     let mut version = Envelope::control("STATUS").encode();
     version[2] = 99;
     let garbage: [(&str, Vec<Bytes>, &str); 4] = [
-        ("garbage", vec![Bytes::from_static(b"\x00\xffnot a message")], "malformed"),
-        ("unknown version", vec![version.into(), Bytes::from_static(b"{}")], "version"),
-        ("a data message", vec![envelope_bytes().into(), Bytes::new()], "unsupported"),
-        ("three frames", vec![Envelope::control("STATUS").encode().into(), Bytes::new(), Bytes::new()], "malformed"),
+        (
+            "garbage",
+            vec![Bytes::from_static(b"\x00\xffnot a message")],
+            "malformed",
+        ),
+        (
+            "unknown version",
+            vec![version.into(), Bytes::from_static(b"{}")],
+            "version",
+        ),
+        (
+            "a data message",
+            vec![envelope_bytes().into(), Bytes::new()],
+            "unsupported",
+        ),
+        (
+            "three frames",
+            vec![
+                Envelope::control("STATUS").encode().into(),
+                Bytes::new(),
+                Bytes::new(),
+            ],
+            "malformed",
+        ),
     ];
     for (what, frames, kind) in garbage {
         ctrl.send(frames).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), ctrl.recv()).await.expect(what).expect(what);
+        let reply = tokio::time::timeout(Duration::from_secs(10), ctrl.recv())
+            .await
+            .expect(what)
+            .expect(what);
         let reply = Message::from_frames(&reply).unwrap_or_else(|e| panic!("{what}: {e}"));
         match &reply.envelope.status {
             Status::Error { kind: got, .. } => assert_eq!(got, kind, "{what}"),
@@ -100,14 +171,26 @@ async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() 
         }
     }
     // Still serving, and every undecodable message was counted and logged.
-    let good = client.call(request("/echo", &[text_doc("g", "good")])).await.unwrap();
+    let good = client
+        .call(request("/echo", &[text_doc("g", "good")]))
+        .await
+        .unwrap();
     assert_eq!(documents(&good)[0].text.as_deref(), Some("good"));
     // The undecodable messages came on a connection of their own, which the
     // Pea reads fairly alongside the client's: they may be counted after the
     // good request was answered, but they must all be counted.
-    status_until(&pea.addr("ctrl"), "every undecodable message counted", |s| s["dropped"] == dropped.len()).await;
+    status_until(
+        &pea.addr("ctrl"),
+        "every undecodable message counted",
+        |s| s["dropped"] == dropped.len(),
+    )
+    .await;
     let log = pea.log();
-    assert_eq!(log.matches("dropped a message").count(), dropped.len(), "{log}");
+    assert_eq!(
+        log.matches("dropped a message").count(),
+        dropped.len(),
+        "{log}"
+    );
     assert!(log.contains("protocol version 99"), "{log}");
     input.close(Duration::from_secs(1)).await;
     ctrl.close(Duration::from_secs(1)).await;

@@ -24,7 +24,8 @@ pub struct PeaProcess {
 
 impl PeaProcess {
     pub fn start(guest: &str, args: &[&str]) -> PeaProcess {
-        PeaProcess::try_start(guest, args).unwrap_or_else(|log| panic!("the pea did not start:\n{log}"))
+        PeaProcess::try_start(guest, args)
+            .unwrap_or_else(|log| panic!("the pea did not start:\n{log}"))
     }
 
     /// Starts a Pea; on failure, returns its stderr.
@@ -33,7 +34,11 @@ impl PeaProcess {
     }
 
     /// Starts a Pea, letting `setup` adjust its command first.
-    pub fn try_start_with(guest: &str, args: &[&str], setup: impl FnOnce(&mut Command)) -> Result<PeaProcess, String> {
+    pub fn try_start_with(
+        guest: &str,
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<PeaProcess, String> {
         let log = tempfile::NamedTempFile::new().unwrap();
         let uses = wasm(guest);
         // `--pod` first: the same harness runs `jina-wasm pod`.
@@ -48,7 +53,10 @@ impl PeaProcess {
             .arg(&uses)
             .args(args)
             .env("JINA_WASM_CACHE_DIR", cache_dir())
-            .env("JINA_WASM_LOG", std::env::var("PEA_LOG").unwrap_or("info".into()))
+            .env(
+                "JINA_WASM_LOG",
+                std::env::var("PEA_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap());
@@ -61,7 +69,9 @@ impl PeaProcess {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_default();
         match serde_json::from_str(&line) {
             Ok(ready) => Ok(PeaProcess { child, ready, log }),
             Err(_) => {
@@ -109,7 +119,15 @@ fn docs() -> Vec<Document> {
     a.embedding = Some(vec![0.25, -1.5, 3.0]);
     a.tags = json!({"k": [1, "two"]}).as_object().unwrap().clone();
     a.chunks = vec![text_doc("a-0", "first")].into();
-    vec![a, text_doc("b", "second"), Document { id: "c".into(), blob: Some(vec![0, 1, 255]), ..Default::default() }]
+    vec![
+        a,
+        text_doc("b", "second"),
+        Document {
+            id: "c".into(),
+            blob: Some(vec![0, 1, 255]),
+            ..Default::default()
+        },
+    ]
 }
 
 pub fn request(endpoint: &str, docs: &[Document]) -> Message {
@@ -117,7 +135,9 @@ pub fn request(endpoint: &str, docs: &[Document]) -> Message {
 }
 
 pub async fn client(pea: &PeaProcess) -> Client {
-    let mut client = Client::open(&Target::pea(&pea.addr("in"), &pea.addr("out"))).await.unwrap();
+    let mut client = Client::open(&Target::pea(&pea.addr("in"), &pea.addr("out")))
+        .await
+        .unwrap();
     client.timeout = Duration::from_secs(30);
     client
 }
@@ -142,49 +162,109 @@ async fn a_pea_round_trips_documents_and_records_its_route() {
     assert_eq!(documents(&reply), docs());
     let route = &reply.envelope.routes;
     assert_eq!(route.len(), 1);
-    assert_eq!((route[0].pea.as_str(), route[0].outcome), ("echo", Outcome::Handled));
+    assert_eq!(
+        (route[0].pea.as_str(), route[0].outcome),
+        ("echo", Outcome::Handled)
+    );
     assert!(route[0].end_us >= route[0].start_us);
     // Many requests through the window, replies in order.
-    let requests: Vec<Message> = (0..50).map(|i| request("/roundtrip", &[text_doc(&i.to_string(), "x")])).collect();
+    let requests: Vec<Message> = (0..50)
+        .map(|i| request("/roundtrip", &[text_doc(&i.to_string(), "x")]))
+        .collect();
     let mut seen = Vec::new();
-    client.stream(requests, |m| {
-        seen.push(documents(&m)[0].id.clone());
-        Ok(())
-    })
-    .await
-    .unwrap();
+    client
+        .stream(requests, |m| {
+            seen.push(documents(&m)[0].id.clone());
+            Ok(())
+        })
+        .await
+        .unwrap();
     assert_eq!(seen, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
     client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_requests_are_answered_while_the_executor_is_busy() {
-    let pea = PeaProcess::start("misbehave", &["--name", "spin", "--timeout-request", "3s", "--description", "loops"]);
+    let pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "spin",
+            "--timeout-request",
+            "3s",
+            "--description",
+            "loops",
+        ],
+    );
     let ctrl = pea.addr("ctrl");
     let mut client = client(&pea).await;
-    let call = tokio::spawn(async move { client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap() });
+    let call = tokio::spawn(async move {
+        client
+            .call(request("/loop", &[text_doc("x", "y")]))
+            .await
+            .unwrap()
+    });
     status_until(&ctrl, "the call started", |s| s["state"] == "busy").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let asked = Instant::now();
     let status = control(&ctrl, "STATUS").await.unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(2), "STATUS waited for the executor");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "STATUS waited for the executor"
+    );
     assert_eq!(status["state"], "busy", "{status}");
     assert_eq!(status["description"], "loops");
     assert!(status["busy_for_ms"].as_u64().unwrap() > 0);
     let reply = call.await.unwrap();
-    assert_eq!(error_kind(&reply), ("spin".to_string(), "timeout".to_string()));
+    assert_eq!(
+        error_kind(&reply),
+        ("spin".to_string(), "timeout".to_string())
+    );
     // The trapped instance was replaced: healthy, one trap, one restart.
     let status = control(&ctrl, "STATUS").await.unwrap();
-    assert_eq!((status["healthy"].as_bool(), status["traps"].as_u64(), status["restarts"].as_u64()), (Some(true), Some(1), Some(1)), "{status}");
-    assert!(control(&ctrl, "BOGUS").await.unwrap_err().to_string().contains("unsupported"));
-    assert!(control(&ctrl, "IDLE").await.unwrap_err().to_string().contains("data link"));
+    assert_eq!(
+        (
+            status["healthy"].as_bool(),
+            status["traps"].as_u64(),
+            status["restarts"].as_u64()
+        ),
+        (Some(true), Some(1), Some(1)),
+        "{status}"
+    );
+    assert!(
+        control(&ctrl, "BOGUS")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported")
+    );
+    assert!(
+        control(&ctrl, "IDLE")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("data link")
+    );
 }
 
 /// Two Peas in a chain: a failing one, then a passthrough reading its output.
 fn chain(strategy: &str) -> (PeaProcess, PeaProcess) {
-    let first = PeaProcess::start("misbehave", &["--name", "fails", "--on-error-strategy", strategy]);
+    let first = PeaProcess::start(
+        "misbehave",
+        &["--name", "fails", "--on-error-strategy", strategy],
+    );
     let port = first.ready["port_out"].as_u64().unwrap().to_string();
-    let second = PeaProcess::start("passthrough", &["--name", "next", "--socket-in", "PULL_CONNECT", "--port-in", &port]);
+    let second = PeaProcess::start(
+        "passthrough",
+        &[
+            "--name",
+            "next",
+            "--socket-in",
+            "PULL_CONNECT",
+            "--port-in",
+            &port,
+        ],
+    );
     (first, second)
 }
 
@@ -192,19 +272,45 @@ fn chain(strategy: &str) -> (PeaProcess, PeaProcess) {
 async fn error_strategies_decide_what_later_peas_do() {
     for (strategy, after, next_on_route, docs_forwarded) in [
         ("IGNORE", AfterError::Continue, Some(Outcome::Handled), true),
-        ("SKIP_EXECUTOR", AfterError::SkipExecutor, Some(Outcome::Skipped), true),
+        (
+            "SKIP_EXECUTOR",
+            AfterError::SkipExecutor,
+            Some(Outcome::Skipped),
+            true,
+        ),
         ("SKIP_HANDLE", AfterError::SkipHandle, None, true),
         ("THROW_EARLY", AfterError::Abort, None, false),
     ] {
         let (first, second) = chain(strategy);
-        let mut client = Client::open(&Target::pea(&first.addr("in"), &second.addr("out"))).await.unwrap();
+        let mut client = Client::open(&Target::pea(&first.addr("in"), &second.addr("out")))
+            .await
+            .unwrap();
         client.timeout = Duration::from_secs(30);
-        let reply = client.call(request("/panic", &[text_doc("d", "text")])).await.unwrap();
-        let Status::Error { executor, kind, message } = &reply.envelope.status else { panic!("{strategy}: no error") };
-        assert_eq!((executor.as_str(), kind.as_str()), ("fails", "panic"), "{strategy}");
+        let reply = client
+            .call(request("/panic", &[text_doc("d", "text")]))
+            .await
+            .unwrap();
+        let Status::Error {
+            executor,
+            kind,
+            message,
+        } = &reply.envelope.status
+        else {
+            panic!("{strategy}: no error")
+        };
+        assert_eq!(
+            (executor.as_str(), kind.as_str()),
+            ("fails", "panic"),
+            "{strategy}"
+        );
         assert!(message.contains("panicked"), "{strategy}: {message}");
         assert_eq!(reply.envelope.after_error, after, "{strategy}");
-        let outcomes: Vec<_> = reply.envelope.routes.iter().map(|r| (r.pea.as_str(), r.outcome)).collect();
+        let outcomes: Vec<_> = reply
+            .envelope
+            .routes
+            .iter()
+            .map(|r| (r.pea.as_str(), r.outcome))
+            .collect();
         let mut expected = vec![("fails", Outcome::Failed)];
         expected.extend(next_on_route.map(|o| ("next", o)));
         assert_eq!(outcomes, expected, "{strategy}");
@@ -215,18 +321,36 @@ async fn error_strategies_decide_what_later_peas_do() {
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_sockets_reconnect_after_their_peer_restarts() {
     let (port_in, port_out) = (free_port(), free_port());
     let addr = |port: u16| format!("tcp://127.0.0.1:{port}");
-    let pea = PeaProcess::start("passthrough", &[
-        "--socket-in", "PULL_CONNECT", "--port-in", &port_in.to_string(),
-        "--socket-out", "PUSH_CONNECT", "--port-out", &port_out.to_string(),
-    ]);
-    let target = Target { input: addr(port_in), socket_in: SocketSpec::PUSH_BIND, output: addr(port_out), socket_out: SocketSpec::PULL_BIND };
+    let pea = PeaProcess::start(
+        "passthrough",
+        &[
+            "--socket-in",
+            "PULL_CONNECT",
+            "--port-in",
+            &port_in.to_string(),
+            "--socket-out",
+            "PUSH_CONNECT",
+            "--port-out",
+            &port_out.to_string(),
+        ],
+    );
+    let target = Target {
+        input: addr(port_in),
+        socket_in: SocketSpec::PUSH_BIND,
+        output: addr(port_out),
+        socket_out: SocketSpec::PULL_BIND,
+    };
     for round in 0..2 {
         // The peer (a bound client) comes and goes; the Pea must find it again.
         let mut client = Client::open(&target).await.unwrap();
@@ -243,7 +367,10 @@ async fn connecting_sockets_reconnect_after_their_peer_restarts() {
         }
         if !answered {
             let status = control(&pea.addr("ctrl"), "STATUS").await;
-            panic!("round {round}: no reply after the peer restarted ({status:?})\n{}", pea.log());
+            panic!(
+                "round {round}: no reply after the peer restarted ({status:?})\n{}",
+                pea.log()
+            );
         }
         client.close().await;
     }
@@ -252,14 +379,25 @@ async fn connecting_sockets_reconnect_after_their_peer_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dealer_input_asks_its_router_for_work() {
-    let mut router = Link::open(SocketSpec::ROUTER_BIND, "tcp://127.0.0.1:0", "test head").await.unwrap();
+    let mut router = Link::open(SocketSpec::ROUTER_BIND, "tcp://127.0.0.1:0", "test head")
+        .await
+        .unwrap();
     let port = router.port().to_string();
-    let mut pea = PeaProcess::start("passthrough", &["--socket-in", "DEALER_CONNECT", "--port-in", &port]);
-    let mut out = Link::open(SocketSpec::PULL_CONNECT, &pea.addr("out"), "test tail").await.unwrap();
+    let mut pea = PeaProcess::start(
+        "passthrough",
+        &["--socket-in", "DEALER_CONNECT", "--port-in", &port],
+    );
+    let mut out = Link::open(SocketSpec::PULL_CONNECT, &pea.addr("out"), "test tail")
+        .await
+        .unwrap();
     let next_control = |frames: Vec<Bytes>| {
         let message = Message::from_frames(&frames[1..]).unwrap();
         assert_eq!(message.envelope.kind, Kind::Control);
-        (frames[0].clone(), message.envelope.endpoint, serde_json::from_slice::<Value>(&message.body).unwrap())
+        (
+            frames[0].clone(),
+            message.envelope.endpoint,
+            serde_json::from_slice::<Value>(&message.body).unwrap(),
+        )
     };
     let (identity, command, body) = next_control(router.recv().await.unwrap());
     assert_eq!((command.as_str(), &body["credit"]), ("IDLE", &json!(1)));
@@ -274,7 +412,12 @@ async fn a_dealer_input_asks_its_router_for_work() {
     control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
     let (_, command, _) = next_control(router.recv().await.unwrap());
     assert_eq!(command, "CANCEL");
-    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
     out.close(Duration::from_secs(1)).await;
     router.close(Duration::from_secs(1)).await;
 }
@@ -282,13 +425,30 @@ async fn a_dealer_input_asks_its_router_for_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_output_sends_only_to_peers_with_credit() {
     let pea = PeaProcess::start("passthrough", &["--socket-out", "ROUTER_BIND"]);
-    let mut dealer = Link::open(SocketSpec::DEALER_CONNECT, &pea.addr("out"), "test shard").await.unwrap();
-    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
-    input.send(request("/roundtrip", &docs()).frames().to_vec()).await.unwrap();
+    let mut dealer = Link::open(SocketSpec::DEALER_CONNECT, &pea.addr("out"), "test shard")
+        .await
+        .unwrap();
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client")
+        .await
+        .unwrap();
+    input
+        .send(request("/roundtrip", &docs()).frames().to_vec())
+        .await
+        .unwrap();
     // No credit, no message.
-    assert!(tokio::time::timeout(Duration::from_millis(500), dealer.recv()).await.is_err());
-    dealer.send(jina_wasm::pea::control_frames("IDLE", json!({"credit": 1}))).await.unwrap();
-    let frames = tokio::time::timeout(Duration::from_secs(10), dealer.recv()).await.unwrap().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), dealer.recv())
+            .await
+            .is_err()
+    );
+    dealer
+        .send(jina_wasm::pea::control_frames("IDLE", json!({"credit": 1})))
+        .await
+        .unwrap();
+    let frames = tokio::time::timeout(Duration::from_secs(10), dealer.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(documents(&Message::from_frames(&frames).unwrap()), docs());
     input.close(Duration::from_secs(1)).await;
     dealer.close(Duration::from_secs(1)).await;
@@ -296,20 +456,55 @@ async fn a_router_output_sends_only_to_peers_with_credit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_input_and_pub_output() {
-    let publisher = Link::open(SocketSpec { kind: jina_wasm::transport::SocketType::Pub, bind: true }, "tcp://127.0.0.1:0", "test pub").await.unwrap();
+    let publisher = Link::open(
+        SocketSpec {
+            kind: jina_wasm::transport::SocketType::Pub,
+            bind: true,
+        },
+        "tcp://127.0.0.1:0",
+        "test pub",
+    )
+    .await
+    .unwrap();
     let port = publisher.port().to_string();
-    let pea = PeaProcess::start("passthrough", &["--socket-in", "SUB_CONNECT", "--port-in", &port, "--socket-out", "PUB_BIND"]);
-    let mut sub = Link::open(SocketSpec { kind: jina_wasm::transport::SocketType::Sub, bind: false }, &pea.addr("out"), "test sub").await.unwrap();
+    let pea = PeaProcess::start(
+        "passthrough",
+        &[
+            "--socket-in",
+            "SUB_CONNECT",
+            "--port-in",
+            &port,
+            "--socket-out",
+            "PUB_BIND",
+        ],
+    );
+    let mut sub = Link::open(
+        SocketSpec {
+            kind: jina_wasm::transport::SocketType::Sub,
+            bind: false,
+        },
+        &pea.addr("out"),
+        "test sub",
+    )
+    .await
+    .unwrap();
     // PUB drops what nobody has subscribed to yet: publish until one comes through.
     let mut received = None;
     for _ in 0..100 {
-        publisher.send(request("/roundtrip", &docs()).frames().to_vec()).await.unwrap();
-        if let Ok(Some(frames)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+        publisher
+            .send(request("/roundtrip", &docs()).frames().to_vec())
+            .await
+            .unwrap();
+        if let Ok(Some(frames)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await
+        {
             received = Some(Message::from_frames(&frames).unwrap());
             break;
         }
     }
-    assert_eq!(documents(&received.expect("nothing came through PUB/SUB")), docs());
+    assert_eq!(
+        documents(&received.expect("nothing came through PUB/SUB")),
+        docs()
+    );
     publisher.close(Duration::from_secs(1)).await;
     sub.close(Duration::from_secs(1)).await;
 }
@@ -317,19 +512,35 @@ async fn sub_input_and_pub_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dropped_or_answered_and_the_pea_keeps_serving() {
     let pea = PeaProcess::start("passthrough", &[]);
-    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client")
+        .await
+        .unwrap();
     let mut client = client(&pea).await;
     // Not an envelope at all: dropped with a log line.
-    input.send(vec![Bytes::from_static(b"GET / HTTP/1.1")]).await.unwrap();
+    input
+        .send(vec![Bytes::from_static(b"GET / HTTP/1.1")])
+        .await
+        .unwrap();
     // A good envelope with a broken body: answered with `malformed`.
-    let bad = Message::new(Envelope::request("/roundtrip", ""), Bytes::from_static(&[1, 0, 0, 0, 9]));
+    let bad = Message::new(
+        Envelope::request("/roundtrip", ""),
+        Bytes::from_static(&[1, 0, 0, 0, 9]),
+    );
     let reply = client.call(bad).await.unwrap();
     assert_eq!(error_kind(&reply).1, "malformed");
     assert_eq!(reply.envelope.after_error, AfterError::Abort);
     // Still serving.
-    assert_eq!(documents(&client.call(request("/roundtrip", &docs())).await.unwrap()), docs());
+    assert_eq!(
+        documents(&client.call(request("/roundtrip", &docs())).await.unwrap()),
+        docs()
+    );
     // It came on a connection of its own: counted, but maybe after the replies.
-    status_until(&pea.addr("ctrl"), "the message without an envelope counted", |s| s["dropped"] == 1).await;
+    status_until(
+        &pea.addr("ctrl"),
+        "the message without an envelope counted",
+        |s| s["dropped"] == 1,
+    )
+    .await;
     assert!(pea.log().contains("dropped a message"), "{}", pea.log());
     input.close(Duration::from_secs(1)).await;
     client.close().await;
@@ -339,16 +550,30 @@ async fn malformed_messages_are_dropped_or_answered_and_the_pea_keeps_serving() 
 fn start_failures_name_the_pea_and_the_reason() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
-    let log = PeaProcess::try_start("passthrough", &["--name", "p1", "--port-in", &port]).err().expect("a taken port must fail");
-    assert!(log.contains("pea `p1`") && log.contains(&port) && log.contains("taken"), "{log}");
+    let log = PeaProcess::try_start("passthrough", &["--name", "p1", "--port-in", &port])
+        .err()
+        .expect("a taken port must fail");
+    assert!(
+        log.contains("pea `p1`") && log.contains(&port) && log.contains("taken"),
+        "{log}"
+    );
 
-    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PAIR_BIND"]).err().unwrap();
+    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PAIR_BIND"])
+        .err()
+        .unwrap();
     assert!(log.contains("PAIR sockets are not supported"), "{log}");
-    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PUSH_BIND"]).err().unwrap();
+    let log = PeaProcess::try_start("passthrough", &["--socket-in", "PUSH_BIND"])
+        .err()
+        .unwrap();
     assert!(log.contains("cannot receive"), "{log}");
 
-    let log = PeaProcess::try_start("wrong-world", &["--name", "p2"]).err().unwrap();
-    assert!(log.contains("pea `p2` did not start") && log.contains("wrong_world.wasm"), "{log}");
+    let log = PeaProcess::try_start("wrong-world", &["--name", "p2"])
+        .err()
+        .unwrap();
+    assert!(
+        log.contains("pea `p2` did not start") && log.contains("wrong_world.wasm"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,19 +585,50 @@ async fn terminate_dump_and_reload_keep_an_indexers_state() {
     let mut client = client(&pea).await;
     let mut doc = text_doc("v1", "one");
     doc.embedding = Some(vec![1.0, 0.0]);
-    client.call(request("/index", &[doc.clone()])).await.unwrap();
+    client
+        .call(request("/index", &[doc.clone()]))
+        .await
+        .unwrap();
     // DUMP from the command line.
     let out = crate::cli::jina(&["control", &ctrl, "dump"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"dumped":true}"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"dumped":true}"#
+    );
     assert!(workspace.path().join("vector-index.snapshot").exists());
-    let out = crate::cli::jina(&["control", "127.0.0.1:9", "STATUS", "--timeout", "500ms"], "");
+    let out = crate::cli::jina(
+        &["control", "127.0.0.1:9", "STATUS", "--timeout", "500ms"],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(control(&ctrl, "RELOAD").await.unwrap(), json!({"reloaded": true}));
-    let hits = client.call(request("/search", &[doc.clone()])).await.unwrap();
-    assert_eq!(documents(&hits)[0].matches[0].id, "v1", "the reloaded instance lost the index");
-    assert_eq!(control(&ctrl, "TERMINATE").await.unwrap(), json!({"state": "terminating"}));
-    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert_eq!(
+        control(&ctrl, "RELOAD").await.unwrap(),
+        json!({"reloaded": true})
+    );
+    let hits = client
+        .call(request("/search", &[doc.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        documents(&hits)[0].matches[0].id,
+        "v1",
+        "the reloaded instance lost the index"
+    );
+    assert_eq!(
+        control(&ctrl, "TERMINATE").await.unwrap(),
+        json!({"state": "terminating"})
+    );
+    assert!(
+        pea.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
     client.close().await;
 }
 
@@ -385,10 +641,22 @@ pub fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_does_not_grow_the_pea() {
     let pea = PeaProcess::start("passthrough", &[]);
-    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test flood").await.unwrap();
-    let mut output = Link::open(SocketSpec::PULL_CONNECT, &pea.addr("out"), "test slow reader").await.unwrap();
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test flood")
+        .await
+        .unwrap();
+    let mut output = Link::open(
+        SocketSpec::PULL_CONNECT,
+        &pea.addr("out"),
+        "test slow reader",
+    )
+    .await
+    .unwrap();
     // 256 KiB per message; 2,000 would be 500 MiB if anything queued them all.
-    let doc = Document { id: "big".into(), blob: Some(vec![7; 256 << 10]), ..Default::default() };
+    let doc = Document {
+        id: "big".into(),
+        blob: Some(vec![7; 256 << 10]),
+        ..Default::default()
+    };
     let message = request("/", &[doc]).frames().to_vec();
     let before = rss_kib(pea.pid());
     let mut sent = 0;
@@ -401,11 +669,20 @@ async fn a_slow_reader_does_not_grow_the_pea() {
         sent += 1;
     }
     let stalled = rss_kib(pea.pid());
-    assert!(sent < 2_000, "nothing pushed back: all 2,000 messages were taken");
-    assert!(stalled - before < 200 << 10, "the Pea grew by {} MiB with a slow reader", (stalled - before) >> 10);
+    assert!(
+        sent < 2_000,
+        "nothing pushed back: all 2,000 messages were taken"
+    );
+    assert!(
+        stalled - before < 200 << 10,
+        "the Pea grew by {} MiB with a slow reader",
+        (stalled - before) >> 10
+    );
     // Nothing was lost: everything sent comes out once the reader reads.
     for i in 0..sent {
-        let frames = tokio::time::timeout(Duration::from_secs(20), output.recv()).await.unwrap_or_else(|_| panic!("message {i} of {sent} never came"));
+        let frames = tokio::time::timeout(Duration::from_secs(20), output.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {i} of {sent} never came"));
         assert!(frames.is_some());
     }
     input.close(Duration::from_secs(1)).await;
@@ -416,19 +693,37 @@ async fn a_slow_reader_does_not_grow_the_pea() {
 fn a_python_peer_speaks_the_protocol_from_the_doc() {
     let python = crate::util::python_venv("interop-venv", "tests/interop/requirements.txt");
     let pea = PeaProcess::start("passthrough", &["--name", "interop"]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pea_client.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pea_client.py");
     let out = Command::new(&python)
         .arg(script)
-        .args(["--in", &pea.addr("in"), "--out", &pea.addr("out"), "--ctrl", &pea.addr("ctrl")])
+        .args([
+            "--in",
+            &pea.addr("in"),
+            "--out",
+            &pea.addr("out"),
+            "--ctrl",
+            &pea.addr("ctrl"),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), pea.log());
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        pea.log()
+    );
     assert!(stdout.contains("interop ok"), "{stdout}");
 
-    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/test_vectors.py");
+    let vectors =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/test_vectors.py");
     let out = Command::new(&python).arg(vectors).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,19 +732,42 @@ async fn ping_answers_over_ipc_and_fails_without_a_pea() {
     let ctrl = pea.addr("ctrl");
     assert!(ctrl.starts_with("ipc://"), "{ctrl}");
     let out = Command::new(bin()).args(["ping", &ctrl]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pea `ipc` at ipc://"));
     control(&ctrl, "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
-    assert!(!std::path::Path::new(ctrl.trim_start_matches("ipc://")).exists(), "the IPC socket file was left behind");
-    let out = Command::new(bin()).args(["ping", &ctrl, "--timeout", "1s"]).output().unwrap();
+    assert!(
+        pea.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
+    assert!(
+        !std::path::Path::new(ctrl.trim_start_matches("ipc://")).exists(),
+        "the IPC socket file was left behind"
+    );
+    let out = Command::new(bin())
+        .args(["ping", &ctrl, "--timeout", "1s"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dump_interval_persists_state_unasked() {
     let workspace = tempfile::tempdir().unwrap();
-    let pea = PeaProcess::start("vector-indexer", &["--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "1s"]);
+    let pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--workspace",
+            workspace.path().to_str().unwrap(),
+            "--dump-interval",
+            "1s",
+        ],
+    );
     let mut client = client(&pea).await;
     let mut doc = text_doc("v1", "one");
     doc.embedding = Some(vec![1.0, 0.0]);
@@ -465,7 +783,15 @@ async fn the_dump_interval_persists_state_unasked() {
 
 fn run_client(pea: &PeaProcess, args: &[&str], stdin: &str) -> std::process::Output {
     let (input, output) = (pea.addr("in"), pea.addr("out"));
-    let mut all = vec!["client", "--in", &input, "--out", &output, "--timeout", "30s"];
+    let mut all = vec![
+        "client",
+        "--in",
+        &input,
+        "--out",
+        &output,
+        "--timeout",
+        "30s",
+    ];
     all.extend_from_slice(args);
     crate::cli::jina(&all, stdin)
 }
@@ -474,13 +800,36 @@ fn run_client(pea: &PeaProcess, args: &[&str], stdin: &str) -> std::process::Out
 fn the_client_command_prints_results_in_order_and_reports_failures() {
     let pea = PeaProcess::start("misbehave", &["--name", "m"]);
     let input: String = (0..25).map(|i| format!("line {i}\n")).collect();
-    let out = run_client(&pea, &["--endpoint", "/echo", "--request-size", "2", "--prefetch", "3"], &input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_client(
+        &pea,
+        &[
+            "--endpoint",
+            "/echo",
+            "--request-size",
+            "2",
+            "--prefetch",
+            "3",
+        ],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let texts: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(texts, (0..25).map(|i| format!("line {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        texts,
+        (0..25).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
 
     let out = run_client(&pea, &["--endpoint", "/panic"], "boom\n");
     assert_eq!(out.status.code(), Some(1));
@@ -490,15 +839,31 @@ fn the_client_command_prints_results_in_order_and_reports_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_waits_for_the_request_in_flight_only_as_long_as_timeout_ctrl() {
-    let mut pea = PeaProcess::start("misbehave", &["--timeout-request", "60s", "--timeout-ctrl", "500ms"]);
-    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client").await.unwrap();
-    input.send(request("/loop", &[text_doc("x", "y")]).frames().to_vec()).await.unwrap();
+    let mut pea = PeaProcess::start(
+        "misbehave",
+        &["--timeout-request", "60s", "--timeout-ctrl", "500ms"],
+    );
+    let input = Link::open(SocketSpec::PUSH_CONNECT, &pea.addr("in"), "test client")
+        .await
+        .unwrap();
+    input
+        .send(request("/loop", &[text_doc("x", "y")]).frames().to_vec())
+        .await
+        .unwrap();
     let ctrl = pea.addr("ctrl");
     status_until(&ctrl, "the call started", |s| s["state"] == "busy").await;
     control(&ctrl, "TERMINATE").await.unwrap();
     // Well before the 60 s call limit.
-    assert!(pea.wait_exit(Duration::from_secs(15)).is_some(), "{}", pea.log());
-    assert!(pea.log().contains("did not finish within 500ms"), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(15)).is_some(),
+        "{}",
+        pea.log()
+    );
+    assert!(
+        pea.log().contains("did not finish within 500ms"),
+        "{}",
+        pea.log()
+    );
     input.close(Duration::from_secs(1)).await;
 }
 
@@ -506,8 +871,30 @@ async fn terminate_waits_for_the_request_in_flight_only_as_long_as_timeout_ctrl(
 async fn a_read_only_pea_reloads_what_a_writer_dumps() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let writer = PeaProcess::start("vector-indexer", &["--name", "writer", "--workspace", ws, "--dump-interval", "0"]);
-    let reader = PeaProcess::start("vector-indexer", &["--name", "reader", "--workspace", ws, "--read-only", "--load-interval", "300ms", "--quiet"]);
+    let writer = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "writer",
+            "--workspace",
+            ws,
+            "--dump-interval",
+            "0",
+        ],
+    );
+    let reader = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--name",
+            "reader",
+            "--workspace",
+            ws,
+            "--read-only",
+            "--load-interval",
+            "300ms",
+            "--quiet",
+        ],
+    );
     let (mut write, mut read) = (client(&writer).await, client(&reader).await);
     let mut doc = text_doc("v1", "one");
     doc.embedding = Some(vec![1.0, 0.0]);
@@ -520,7 +907,11 @@ async fn a_read_only_pea_reloads_what_a_writer_dumps() {
         found = documents(&hits)[0].matches.iter().any(|m| m.id == "v1");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(found, "the reader never loaded the writer's dump\n{}", writer.log());
+    assert!(
+        found,
+        "the reader never loaded the writer's dump\n{}",
+        writer.log()
+    );
     // --quiet: nothing on stderr.
     assert_eq!(reader.log(), "");
     write.close().await;
@@ -538,18 +929,33 @@ async fn a_pea_whose_pool_cannot_be_reserved_allocates_on_demand() {
         unsafe {
             command.pre_exec(|| {
                 let bytes = 16_000_000_000;
-                let rlimit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
-                if libc::setrlimit(libc::RLIMIT_AS, &rlimit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                let rlimit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &rlimit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
             });
         }
     };
-    let pea = PeaProcess::try_start_with("passthrough", &["--name", "limited"], limit).unwrap_or_else(|log| panic!("{log}"));
+    let pea = PeaProcess::try_start_with("passthrough", &["--name", "limited"], limit)
+        .unwrap_or_else(|log| panic!("{log}"));
     let mut client = client(&pea).await;
-    let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+    let good = client
+        .call(request("/echo", &[text_doc("g", "ok")]))
+        .await
+        .unwrap();
     assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
     let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
     assert_eq!(status["pool_slots"], 0, "{status}");
-    assert!(pea.log().contains("cannot reserve the instance pool"), "{}", pea.log());
+    assert!(
+        pea.log().contains("cannot reserve the instance pool"),
+        "{}",
+        pea.log()
+    );
     client.close().await;
 }
 
@@ -560,18 +966,43 @@ async fn a_pea_restarts_again_and_again_in_one_pool_slot() {
     let pea = PeaProcess::start("misbehave", &["--name", "pooled", "--pool-slots", "1"]);
     let mut client = client(&pea).await;
     for _ in 0..5 {
-        assert_eq!(error_kind(&client.call(request("/panic", &[])).await.unwrap()).1, "panic");
-        let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
-        assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"), "{}", pea.log());
+        assert_eq!(
+            error_kind(&client.call(request("/panic", &[])).await.unwrap()).1,
+            "panic"
+        );
+        let good = client
+            .call(request("/echo", &[text_doc("g", "ok")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            documents(&good)[0].text.as_deref(),
+            Some("ok"),
+            "{}",
+            pea.log()
+        );
     }
     let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
-    assert_eq!((&status["restarts"], &status["pool_slots"]), (&json!(5), &json!(1)), "{status}");
+    assert_eq!(
+        (&status["restarts"], &status["pool_slots"]),
+        (&json!(5), &json!(1)),
+        "{status}"
+    );
     client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thread() {
-    let mut pea = PeaProcess::start("misbehave", &["--name", "bg", "--timeout-request", "300ms", "--background-after", "50ms"]);
+    let mut pea = PeaProcess::start(
+        "misbehave",
+        &[
+            "--name",
+            "bg",
+            "--timeout-request",
+            "300ms",
+            "--background-after",
+            "50ms",
+        ],
+    );
     let mut client = client(&pea).await;
     let before = executor_threads(pea.pid());
     for round in 0..3 {
@@ -589,10 +1020,25 @@ async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thre
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        assert_eq!(error_kind(&client.call(request("/loop", &[text_doc("x", "y")])).await.unwrap()).1, "timeout");
+        assert_eq!(
+            error_kind(
+                &client
+                    .call(request("/loop", &[text_doc("x", "y")]))
+                    .await
+                    .unwrap()
+            )
+            .1,
+            "timeout"
+        );
         let during = during.join().unwrap();
-        assert!(during.iter().any(|(_, nice)| *nice == 19), "round {round}: no executor thread at nice 19 during the call: {during:?}");
-        let good = client.call(request("/echo", &[text_doc("g", "ok")])).await.unwrap();
+        assert!(
+            during.iter().any(|(_, nice)| *nice == 19),
+            "round {round}: no executor thread at nice 19 during the call: {during:?}"
+        );
+        let good = client
+            .call(request("/echo", &[text_doc("g", "ok")]))
+            .await
+            .unwrap();
         assert_eq!(documents(&good)[0].text.as_deref(), Some("ok"));
     }
     // The executor's thread now runs at normal priority again: a fresh one
@@ -604,11 +1050,19 @@ async fn long_calls_continue_in_the_background_and_the_pea_moves_to_a_fresh_thre
         threads = executor_threads(pea.pid());
     }
     assert_eq!(threads.len(), 1, "retired threads ended: {threads:?}");
-    assert_ne!(threads[0].0, before[0].0, "the executor moved to a new thread");
+    assert_ne!(
+        threads[0].0, before[0].0,
+        "the executor moved to a new thread"
+    );
     assert_eq!(threads[0].1, 0, "nice 0, not 19: {threads:?}");
     client.close().await;
     control(&pea.addr("ctrl"), "TERMINATE").await.unwrap();
-    assert!(pea.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", pea.log());
+    assert!(
+        pea.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pea.log()
+    );
 }
 
 /// Polls the STATUS at `ctrl` until `done` holds, for 10 s at most (what
@@ -621,7 +1075,10 @@ pub async fn status_until(ctrl: &str, what: &str, done: impl Fn(&Value) -> bool)
         if done(&status) {
             return status;
         }
-        assert!(Instant::now() < until, "not within 10 s: {what}; last STATUS: {status}");
+        assert!(
+            Instant::now() < until,
+            "not within 10 s: {what}; last STATUS: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -631,12 +1088,20 @@ fn executor_threads(pid: u32) -> Vec<(String, i32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
-        .filter(|task| std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().starts_with("executor"))
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .unwrap_or_default()
+                .starts_with("executor")
+        })
         .map(|task| {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
             // Field 19 (nice), counted after the `(comm)` field, which may hold spaces.
             let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let nice = after.split(' ').nth(16).and_then(|p| p.parse().ok()).unwrap_or(99);
+            let nice = after
+                .split(' ')
+                .nth(16)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(99);
             (task.file_name().to_string_lossy().into_owned(), nice)
         })
         .collect()

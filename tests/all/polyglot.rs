@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 use crate::util::{start, text_doc, try_start};
 
 /// The Rust example and its ports, the Rust one first (the reference).
-pub const SEGMENTERS: [&str; 3] = ["sentence-segmenter", "py-sentence-segmenter", "js-sentence-segmenter"];
+pub const SEGMENTERS: [&str; 3] = [
+    "sentence-segmenter",
+    "py-sentence-segmenter",
+    "js-sentence-segmenter",
+];
 
 /// Inputs where a port could drift from Rust: byte offsets of non-ASCII text
 /// (2-, 3- and 4-byte characters), Unicode whitespace Python's `isspace` or
@@ -21,7 +25,14 @@ pub const SEGMENTERS: [&str; 3] = ["sentence-segmenter", "py-sentence-segmenter"
 /// must come back untouched.
 fn inputs() -> Vec<Document> {
     let mut scores = BTreeMap::new();
-    scores.insert("cosine".to_string(), NamedScore { value: 0.5, op_name: Some("cos".into()), description: None });
+    scores.insert(
+        "cosine".to_string(),
+        NamedScore {
+            value: 0.5,
+            op_name: Some("cos".into()),
+            description: None,
+        },
+    );
     let full = Document {
         id: "tree".into(),
         text: Some("Keep me. And the rest!".into()),
@@ -29,18 +40,37 @@ fn inputs() -> Vec<Document> {
         uri: Some("file:///x".into()),
         mime_type: Some("text/plain".into()),
         embedding: Some(vec![0.25, -1.5]),
-        tags: json!({"k": [1, "two", null], "nested": {"f": 1.5}}).as_object().unwrap().clone(),
+        tags: json!({"k": [1, "two", null], "nested": {"f": 1.5}})
+            .as_object()
+            .unwrap()
+            .clone(),
         scores: scores.clone(),
         chunks: vec![text_doc("tree-old", "An existing chunk. Not split again.")].into(),
-        matches: vec![Document { scores, ..text_doc("m", "A match. Left alone.") }].into(),
+        matches: vec![Document {
+            scores,
+            ..text_doc("m", "A match. Left alone.")
+        }]
+        .into(),
     };
     vec![
         text_doc("plain", "Hello world. How are you? Fine!\nNext line"),
-        text_doc("numbers", "Pi is 3.14! Wait... what?!Really?Yes\n\n  trailing  "),
-        text_doc("unicode", "Héllo wörld. Ça va? 日本語の文。 Emoji 😀 ok! fin"),
-        text_doc("spaces", "\u{3000}Ideographic space.\u{3000}Next.\u{1c}Not a space. \u{feff}BOM is no space.\u{a0}"),
+        text_doc(
+            "numbers",
+            "Pi is 3.14! Wait... what?!Really?Yes\n\n  trailing  ",
+        ),
+        text_doc(
+            "unicode",
+            "Héllo wörld. Ça va? 日本語の文。 Emoji 😀 ok! fin",
+        ),
+        text_doc(
+            "spaces",
+            "\u{3000}Ideographic space.\u{3000}Next.\u{1c}Not a space. \u{feff}BOM is no space.\u{a0}",
+        ),
         text_doc("empty", ""),
-        Document { id: "no-text".into(), ..Default::default() },
+        Document {
+            id: "no-text".into(),
+            ..Default::default()
+        },
         full,
     ]
 }
@@ -51,16 +81,29 @@ fn ports_give_the_rust_segmenters_output_for_the_same_input() {
         let mut rust = start(SEGMENTERS[0], config.clone(), Sandbox::default());
         let expected = rust.handle("/index", &inputs(), &json!({"p": 1})).unwrap();
         // The reference does split (so equality below is not vacuous).
-        assert_eq!(expected[0].chunks.len(), if config.is_null() { 4 } else { 3 });
+        assert_eq!(
+            expected[0].chunks.len(),
+            if config.is_null() { 4 } else { 3 }
+        );
         for port in &SEGMENTERS[1..] {
             let mut executor = start(port, config.clone(), Sandbox::default());
-            let out = executor.handle("/index", &inputs(), &json!({"p": 1})).unwrap();
+            let out = executor
+                .handle("/index", &inputs(), &json!({"p": 1}))
+                .unwrap();
             for (want, got) in expected.iter().zip(&out) {
-                assert_eq!(got, want, "{port} with {config} differs on document {:?}", want.id);
+                assert_eq!(
+                    got, want,
+                    "{port} with {config} differs on document {:?}",
+                    want.id
+                );
             }
             assert_eq!(out.len(), expected.len(), "{port}");
             // And again on the same instance: no state leaks between requests.
-            assert_eq!(executor.handle("/search", &inputs(), &Value::Null).unwrap(), expected, "{port}, second call");
+            assert_eq!(
+                executor.handle("/search", &inputs(), &Value::Null).unwrap(),
+                expected,
+                "{port}, second call"
+            );
         }
     }
 }
@@ -69,14 +112,21 @@ fn ports_give_the_rust_segmenters_output_for_the_same_input() {
 fn ports_reject_a_bad_configuration_like_rust() {
     for config in [json!({"min_len": "long"}), json!({"min_len": -1})] {
         for name in SEGMENTERS {
-            let error = try_start(name, config.clone(), Sandbox::default()).err().unwrap_or_else(|| panic!("{name} accepted {config}"));
+            let error = try_start(name, config.clone(), Sandbox::default())
+                .err()
+                .unwrap_or_else(|| panic!("{name} accepted {config}"));
             assert_eq!(error.kind, ErrorKind::BadConfig, "{name}: {error}");
-            assert!(error.to_string().contains("min_len"), "{name}: the message names the parameter: {error}");
+            assert!(
+                error.to_string().contains("min_len"),
+                "{name}: the message names the parameter: {error}"
+            );
         }
     }
     // Jina's style: `with:` keys are constructor arguments; an unknown one is named.
     for name in &SEGMENTERS[1..] {
-        let error = try_start(name, json!({"min_lenght": 3}), Sandbox::default()).err().unwrap();
+        let error = try_start(name, json!({"min_lenght": 3}), Sandbox::default())
+            .err()
+            .unwrap();
         assert_eq!(error.kind, ErrorKind::BadConfig, "{name}: {error}");
         assert!(error.to_string().contains("min_lenght"), "{name}: {error}");
     }
@@ -84,8 +134,15 @@ fn ports_reject_a_bad_configuration_like_rust() {
 
 /// The documents of one JSON-lines output.
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 const TEXT: &str = "{\"id\": \"a\", \"text\": \"Héllo wörld. Ça va? Oui!\"}\n{\"id\": \"b\", \"text\": \"One. Two.\\nThree\"}\n";
@@ -96,7 +153,20 @@ fn ports_serve_in_a_pea_like_rust() {
     for name in SEGMENTERS {
         let pea = crate::pea::PeaProcess::start(name, &["--name", name]);
         let (input, output) = (pea.addr("in"), pea.addr("out"));
-        let out = crate::cli::jina(&["client", "--in", &input, "--out", &output, "--timeout", "60s", "--request-size", "1"], TEXT);
+        let out = crate::cli::jina(
+            &[
+                "client",
+                "--in",
+                &input,
+                "--out",
+                &output,
+                "--timeout",
+                "60s",
+                "--request-size",
+                "1",
+            ],
+            TEXT,
+        );
         answers.push((name, json_lines(&out)));
     }
     let (_, rust) = &answers[0];
@@ -117,11 +187,19 @@ fn ports_run_in_a_flow_beside_rust_executors() {
             name.replace('-', "_")
         ));
         let port = flow.port().to_string();
-        let indexed = json_lines(&crate::cli::jina(&["client", "--port", &port, "--endpoint", "/index"], TEXT));
+        let indexed = json_lines(&crate::cli::jina(
+            &["client", "--port", &port, "--endpoint", "/index"],
+            TEXT,
+        ));
         assert_eq!(indexed.len(), 2, "{name}: {indexed:?}");
         let chunks = indexed[1]["chunks"].as_array().unwrap();
         assert_eq!(chunks.len(), 3, "{name}: {indexed:?}");
-        assert!(chunks.iter().all(|c| c["embedding"].as_array().is_some_and(|e| e.len() == 256)), "{name}: chunks encoded by Rust");
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["embedding"].as_array().is_some_and(|e| e.len() == 256)),
+            "{name}: chunks encoded by Rust"
+        );
         answers.push((name, indexed));
     }
     for (name, answer) in &answers[1..] {
@@ -131,8 +209,19 @@ fn ports_run_in_a_flow_beside_rust_executors() {
 
 /// Runs a scaffold's build command in its folder; panics with its output.
 fn build(dir: &std::path::Path, program: &str, args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) {
-    let out = std::process::Command::new(program).args(args).current_dir(dir).envs(envs.iter().copied()).output().unwrap();
-    assert!(out.status.success(), "{program} {args:?} in {}:\n{}{}", dir.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {}:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `jina-wasm new NAME --lang LANG`, built by `build_it`, then run as the
@@ -140,26 +229,72 @@ fn build(dir: &std::path::Path, program: &str, args: &[&str], envs: &[(&str, &st
 fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::path::Path)) {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("greeter");
-    let out = crate::cli::jina(&["new", "greeter", "--lang", lang, "--dir", dir.to_str().unwrap()], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::cli::jina(
+        &[
+            "new",
+            "greeter",
+            "--lang",
+            lang,
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(readme.contains(&format!("--uses {wasm}")), "the README says how to run it:\n{readme}");
+    assert!(
+        readme.contains(&format!("--uses {wasm}")),
+        "the README says how to run it:\n{readme}"
+    );
     build_it(&dir);
     let uses = dir.join(wasm);
-    let out = crate::cli::jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/upper", "--uses-with", "{suffix: '!'}"], "hello\nworld\n");
-    let texts: Vec<Value> = json_lines(&out).into_iter().map(|d| d["text"].clone()).collect();
+    let out = crate::cli::jina(
+        &[
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--endpoint",
+            "/upper",
+            "--uses-with",
+            "{suffix: '!'}",
+        ],
+        "hello\nworld\n",
+    );
+    let texts: Vec<Value> = json_lines(&out)
+        .into_iter()
+        .map(|d| d["text"].clone())
+        .collect();
     assert_eq!(texts, [json!("HELLO!"), json!("WORLD!")], "{lang}");
     // Other endpoints pass the documents through.
-    let out = crate::cli::jina(&["run", "--uses", uses.to_str().unwrap(), "--endpoint", "/index"], "hello\n");
+    let out = crate::cli::jina(
+        &[
+            "run",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--endpoint",
+            "/index",
+        ],
+        "hello\n",
+    );
     assert_eq!(json_lines(&out)[0]["text"], "hello", "{lang}");
 }
 
 #[test]
 fn new_python_scaffold_builds_and_runs() {
-    let python = crate::util::python_venv("componentize-py-venv", "guest-sdk/python/requirements.txt");
+    let python =
+        crate::util::python_venv("componentize-py-venv", "guest-sdk/python/requirements.txt");
     let componentize = python.with_file_name("componentize-py");
     scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
-        build(dir, "sh", &["build.sh"], &[("COMPONENTIZE_PY", componentize.as_os_str())]);
+        build(
+            dir,
+            "sh",
+            &["build.sh"],
+            &[("COMPONENTIZE_PY", componentize.as_os_str())],
+        );
     });
 }
 
@@ -168,7 +303,11 @@ fn new_js_scaffold_builds_and_runs() {
     // The scaffold's pinned packages are the SDK's, which `make guests`
     // installed once: link them instead of a second `npm ci`.
     let modules = crate::util::target_dir().join("js-tools/node_modules");
-    assert!(modules.exists(), "{} is missing: run `make guests` first", modules.display());
+    assert!(
+        modules.exists(),
+        "{} is missing: run `make guests` first",
+        modules.display()
+    );
     scaffold_builds_and_runs("js", "greeter.wasm", |dir| {
         std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
         build(dir, "npm", &["run", "build", "--silent"], &[]);
@@ -181,7 +320,12 @@ fn new_rust_scaffold_builds_and_runs() {
     // compiled once, not per test run.
     let target = crate::util::target_dir().join("scaffold-target");
     scaffold_builds_and_runs("rust", "target/wasm32-wasip2/release/greeter.wasm", |dir| {
-        build(dir, "cargo", &["build", "--release", "--quiet"], &[("CARGO_TARGET_DIR", target.as_os_str())]);
+        build(
+            dir,
+            "cargo",
+            &["build", "--release", "--quiet"],
+            &[("CARGO_TARGET_DIR", target.as_os_str())],
+        );
         let built = target.join("wasm32-wasip2/release/greeter.wasm");
         std::fs::create_dir_all(dir.join("target/wasm32-wasip2/release")).unwrap();
         std::fs::copy(built, dir.join("target/wasm32-wasip2/release/greeter.wasm")).unwrap();
@@ -194,15 +338,43 @@ fn new_refuses_bad_names_folders_and_sdks() {
     let dir = parent.path().to_str().unwrap();
     std::fs::write(parent.path().join("taken"), "").unwrap();
     for (args, expected) in [
-        (vec!["new", "Greeter", "--lang", "js", "--dir", dir], "executor name \"Greeter\": use lower-case letters"),
-        (vec!["new", "greeter", "--lang", "python", "--dir", dir], "the folder exists and is not empty"),
-        (vec!["new", "greeter", "--lang", "rust", "--dir", &format!("{dir}/x"), "--sdk", dir], "not the jina-guest-sdk crate"),
-        (vec!["new", "greeter", "--lang", "go"], "invalid value 'go' for '--lang <LANG>'"),
+        (
+            vec!["new", "Greeter", "--lang", "js", "--dir", dir],
+            "executor name \"Greeter\": use lower-case letters",
+        ),
+        (
+            vec!["new", "greeter", "--lang", "python", "--dir", dir],
+            "the folder exists and is not empty",
+        ),
+        (
+            vec![
+                "new",
+                "greeter",
+                "--lang",
+                "rust",
+                "--dir",
+                &format!("{dir}/x"),
+                "--sdk",
+                dir,
+            ],
+            "not the jina-guest-sdk crate",
+        ),
+        (
+            vec!["new", "greeter", "--lang", "go"],
+            "invalid value 'go' for '--lang <LANG>'",
+        ),
     ] {
         let out = crate::cli::jina(&args, "");
-        assert_eq!(out.status.code(), Some(if args.contains(&"go") { 2 } else { 1 }), "{args:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(if args.contains(&"go") { 2 } else { 1 }),
+            "{args:?}"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    assert!(!parent.path().join("x").exists(), "nothing written on failure");
+    assert!(
+        !parent.path().join("x").exists(),
+        "nothing written on failure"
+    );
 }

@@ -26,11 +26,17 @@ fn stored_ids(dir: &Path) -> BTreeSet<String> {
 }
 
 fn export_ids(dir: &Path) -> BTreeSet<String> {
-    let sandbox = Sandbox { workspace: Some(dir.to_path_buf()), read_only: true, ..Sandbox::default() };
+    let sandbox = Sandbox {
+        workspace: Some(dir.to_path_buf()),
+        read_only: true,
+        ..Sandbox::default()
+    };
     let mut ix = util::start("vector-indexer", json!({}), sandbox);
     let mut ids = BTreeSet::new();
     loop {
-        let page = ix.handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000})).unwrap();
+        let page = ix
+            .handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000}))
+            .unwrap();
         let n = page.len();
         ids.extend(page.into_iter().map(|d| d.id));
         if n < 1000 {
@@ -40,11 +46,16 @@ fn export_ids(dir: &Path) -> BTreeSet<String> {
 }
 
 fn shard_ids(workspace: &Path, pod: &str, shards: usize) -> Vec<BTreeSet<String>> {
-    (0..shards).map(|i| stored_ids(&workspace.join(format!("{pod}/shard-{i}")))).collect()
+    (0..shards)
+        .map(|i| stored_ids(&workspace.join(format!("{pod}/shard-{i}"))))
+        .collect()
 }
 
 fn kill_9(pid: u32) {
-    assert!(crate::util::signal(pid, rustix::process::Signal::KILL), "kill -9 {pid}");
+    assert!(
+        crate::util::signal(pid, rustix::process::Signal::KILL),
+        "kill -9 {pid}"
+    );
 }
 
 /// `n` documents with `dim`-dimensional embeddings, ids from `first`.
@@ -52,7 +63,11 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
     (first..first + n)
         .map(|i| Document {
             id: format!("v-{i}"),
-            embedding: Some((0..dim).map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5).collect()),
+            embedding: Some(
+                (0..dim)
+                    .map(|j| ((i * 31 + j * 7) % 101) as f32 / 101.0 - 0.5)
+                    .collect(),
+            ),
             ..Default::default()
         })
         .collect()
@@ -60,13 +75,22 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
 
 /// Indexes `docs` into a Pod, searches `queries`, then stops it with
 /// TERMINATE (so its shards dump); returns the matches' ids.
-async fn index_search_and_stop(mut pod: PeaProcess, docs: &[Document], queries: &[Document]) -> Vec<Vec<String>> {
+async fn index_search_and_stop(
+    mut pod: PeaProcess,
+    docs: &[Document],
+    queries: &[Document],
+) -> Vec<Vec<String>> {
     let mut c = client(&pod).await;
     index(&mut c, docs).await;
     let found = search(&mut c, queries).await;
     c.close().await;
     control(&pod.addr("ctrl"), "TERMINATE").await.unwrap();
-    assert!(pod.wait_exit(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", pod.log());
+    assert!(
+        pod.wait_exit(Duration::from_secs(30))
+            .is_some_and(|s| s.success()),
+        "{}",
+        pod.log()
+    );
     found
 }
 
@@ -93,15 +117,35 @@ async fn index_until_killed(client: &mut Client, dim: usize) -> BTreeSet<String>
 async fn ten_thousand_documents_survive_a_pod_restart() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let args = ["--name", "idx", "--shards", "2", "--workspace", ws, "--polling", "/index:any,/search:all"];
+    let args = [
+        "--name",
+        "idx",
+        "--shards",
+        "2",
+        "--workspace",
+        ws,
+        "--polling",
+        "/index:any,/search:all",
+    ];
     let docs = corpus(10_000);
-    let queries: Vec<Document> = docs.iter().step_by(251).map(|d| Document { id: format!("q-{}", d.id), ..d.clone() }).collect();
+    let queries: Vec<Document> = docs
+        .iter()
+        .step_by(251)
+        .map(|d| Document {
+            id: format!("q-{}", d.id),
+            ..d.clone()
+        })
+        .collect();
 
     let before = index_search_and_stop(pod("vector-indexer", &args), &docs, &queries).await;
 
     let second = pod("vector-indexer", &args);
     let mut c = client(&second).await;
-    assert_eq!(search(&mut c, &queries).await, before, "the restarted Pod answers differently");
+    assert_eq!(
+        search(&mut c, &queries).await,
+        before,
+        "the restarted Pod answers differently"
+    );
     c.close().await;
     drop(second);
     let shards = shard_ids(workspace.path(), "idx", 2);
@@ -112,7 +156,18 @@ async fn ten_thousand_documents_survive_a_pod_restart() {
 async fn durable_mode_loses_no_acknowledged_write_to_kill_9() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let args = ["--name", "idx", "--shards", "2", "--workspace", ws, "--dump-interval", "0", "--polling", "/index:any,/search:all"];
+    let args = [
+        "--name",
+        "idx",
+        "--shards",
+        "2",
+        "--workspace",
+        ws,
+        "--dump-interval",
+        "0",
+        "--polling",
+        "/index:any,/search:all",
+    ];
     let pod = pod("vector-indexer", &args);
     let pid = pod.pid();
     let mut c = client(&pod).await;
@@ -125,19 +180,38 @@ async fn durable_mode_loses_no_acknowledged_write_to_kill_9() {
     let acknowledged = index_until_killed(&mut c, 16).await;
     killer.join().unwrap();
     drop(pod);
-    assert!(!acknowledged.is_empty(), "nothing was acknowledged before the kill");
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was acknowledged before the kill"
+    );
 
     // What a restart serves: the shards' workspaces as they are on disk.
-    let stored: BTreeSet<String> = shard_ids(workspace.path(), "idx", 2).into_iter().flatten().collect();
+    let stored: BTreeSet<String> = shard_ids(workspace.path(), "idx", 2)
+        .into_iter()
+        .flatten()
+        .collect();
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    eprintln!("durable mode: {} acknowledged, {} stored, {} lost", acknowledged.len(), stored.len(), lost.len());
-    assert!(lost.is_empty(), "{} acknowledged documents are gone, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    eprintln!(
+        "durable mode: {} acknowledged, {} stored, {} lost",
+        acknowledged.len(),
+        stored.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged documents are gone, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 
     // And the restarted Pod serves them.
     let again = crate::pod::pod("vector-indexer", &args);
     let mut c = client(&again).await;
     let probe = vectors(0, 1, 16);
-    let reply = c.call(message("/search", json!({"top_k": 1}), &probe)).await.unwrap();
+    let reply = c
+        .call(message("/search", json!({"top_k": 1}), &probe))
+        .await
+        .unwrap();
     assert_eq!(documents(&reply)[0].matches[0].id, "v-0");
     c.close().await;
 }
@@ -146,13 +220,24 @@ async fn durable_mode_loses_no_acknowledged_write_to_kill_9() {
 async fn interval_mode_loses_only_what_came_after_the_last_dump() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let pea = PeaProcess::start("vector-indexer", &["--name", "idx", "--workspace", ws, "--dump-interval", "1s"]);
+    let pea = PeaProcess::start(
+        "vector-indexer",
+        &["--name", "idx", "--workspace", ws, "--dump-interval", "1s"],
+    );
     let ctrl = pea.addr("ctrl");
     let mut c = client(&pea).await;
     // One document per request: request k holds v-(k-1).
-    let batch = |from: usize| -> Vec<_> { vectors(from, 50, 8).chunks(1).map(|d| message("/index", json!({}), d)).collect() };
+    let batch = |from: usize| -> Vec<_> {
+        vectors(from, 50, 8)
+            .chunks(1)
+            .map(|d| message("/index", json!({}), d))
+            .collect()
+    };
     c.stream(batch(0), |_| Ok(())).await.unwrap();
-    status_until(&ctrl, "a periodic dump of the first 50 requests", |s| s["dumped_through"] == json!(50)).await;
+    status_until(&ctrl, "a periodic dump of the first 50 requests", |s| {
+        s["dumped_through"] == json!(50)
+    })
+    .await;
     c.stream(batch(50), |_| Ok(())).await.unwrap();
     let status = control(&ctrl, "STATUS").await.unwrap();
     kill_9(pea.pid());
@@ -166,8 +251,15 @@ async fn interval_mode_loses_only_what_came_after_the_last_dump() {
     let stored = stored_ids(workspace.path());
     let expected: BTreeSet<String> = (0..stored.len()).map(|i| format!("v-{i}")).collect();
     assert_eq!(stored, expected, "not the state after some request");
-    assert!(stored.len() >= through, "{} stored, but STATUS said {through} were dumped", stored.len());
-    eprintln!("interval mode: 100 acknowledged, {} lost (after the last dump)", 100 - stored.len());
+    assert!(
+        stored.len() >= through,
+        "{} stored, but STATUS said {through} were dumped",
+        stored.len()
+    );
+    eprintln!(
+        "interval mode: 100 acknowledged, {} lost (after the last dump)",
+        100 - stored.len()
+    );
     c.close().await;
 }
 
@@ -175,7 +267,14 @@ async fn interval_mode_loses_only_what_came_after_the_last_dump() {
 async fn a_crash_during_a_dump_leaves_the_previous_state() {
     let workspace = tempfile::tempdir().unwrap();
     let ws = workspace.path().to_str().unwrap();
-    let args = ["--name", "idx", "--workspace", ws, "--dump-interval", "never"];
+    let args = [
+        "--name",
+        "idx",
+        "--workspace",
+        ws,
+        "--dump-interval",
+        "never",
+    ];
     // A large index, so a dump takes long enough to be interrupted.
     let mut pea = PeaProcess::start("vector-indexer", &args);
     let mut c = client(&pea).await;
@@ -204,7 +303,11 @@ async fn a_crash_during_a_dump_leaves_the_previous_state() {
         interrupted += usize::from(torn);
 
         let found = stored_ids(workspace.path()).len();
-        assert!(found == count || found == count + 1, "round {round}: {found} documents after the crash, expected {count} or {}", count + 1);
+        assert!(
+            found == count || found == count + 1,
+            "round {round}: {found} documents after the crash, expected {count} or {}",
+            count + 1
+        );
         count = found;
         pea = PeaProcess::start("vector-indexer", &args);
     }
@@ -217,7 +320,10 @@ async fn a_read_only_replica_refuses_writes() {
     let ws = workspace.path().to_str().unwrap();
     let reader = PeaProcess::start("vector-indexer", &["--workspace", ws, "--read-only"]);
     let mut c = client(&reader).await;
-    let reply = c.call(message("/index", json!({}), &vectors(0, 1, 8))).await.unwrap();
+    let reply = c
+        .call(message("/index", json!({}), &vectors(0, 1, 8)))
+        .await
+        .unwrap();
     match &reply.envelope.status {
         Status::Error { kind, message, .. } => {
             assert_eq!(kind, "read-only");
@@ -226,7 +332,13 @@ async fn a_read_only_replica_refuses_writes() {
         other => panic!("a read-only replica indexed: {other:?}"),
     }
     c.close().await;
-    assert!(std::fs::read_dir(workspace.path()).unwrap().next().is_none(), "the read-only replica wrote");
+    assert!(
+        std::fs::read_dir(workspace.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "the read-only replica wrote"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,32 +347,112 @@ async fn reshard_moves_two_shards_to_three_with_the_same_answers() {
     let ws = workspace.path().to_str().unwrap();
     let polling = "/index:any,/search:all";
     let docs = corpus(3000);
-    let queries: Vec<Document> = docs.iter().step_by(149).map(|d| Document { id: format!("q-{}", d.id), ..d.clone() }).collect();
-    let two = pod("vector-indexer", &["--name", "idx", "--shards", "2", "--workspace", ws, "--polling", polling]);
+    let queries: Vec<Document> = docs
+        .iter()
+        .step_by(149)
+        .map(|d| Document {
+            id: format!("q-{}", d.id),
+            ..d.clone()
+        })
+        .collect();
+    let two = pod(
+        "vector-indexer",
+        &[
+            "--name",
+            "idx",
+            "--shards",
+            "2",
+            "--workspace",
+            ws,
+            "--polling",
+            polling,
+        ],
+    );
     let before = index_search_and_stop(two, &docs, &queries).await;
 
-    let three = ["--name", "idx", "--shards", "3", "--workspace", ws, "--polling", polling];
-    let refused = try_pod("vector-indexer", &three).err().expect("a Pod started on another shard count's data");
+    let three = [
+        "--name",
+        "idx",
+        "--shards",
+        "3",
+        "--workspace",
+        ws,
+        "--polling",
+        polling,
+    ];
+    let refused = try_pod("vector-indexer", &three)
+        .err()
+        .expect("a Pod started on another shard count's data");
     assert!(refused.contains("jina-wasm reshard"), "{refused}");
 
     let uses = util::wasm("vector-indexer");
-    let out = crate::cli::jina(&["reshard", "--uses", uses.to_str().unwrap(), "--name", "idx", "--workspace", ws, "--shards", "3"], "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::cli::jina(
+        &[
+            "reshard",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--name",
+            "idx",
+            "--workspace",
+            ws,
+            "--shards",
+            "3",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["from"].clone(), report["to"].clone(), report["documents"].clone()), (json!(2), json!(3), json!(3000)));
-    assert!(workspace.path().join("idx.2-shards/shard-1").is_dir(), "the old shards are kept");
+    assert_eq!(
+        (
+            report["from"].clone(),
+            report["to"].clone(),
+            report["documents"].clone()
+        ),
+        (json!(2), json!(3), json!(3000))
+    );
+    assert!(
+        workspace.path().join("idx.2-shards/shard-1").is_dir(),
+        "the old shards are kept"
+    );
 
-    for (shard, ids) in shard_ids(workspace.path(), "idx", 3).into_iter().enumerate() {
+    for (shard, ids) in shard_ids(workspace.path(), "idx", 3)
+        .into_iter()
+        .enumerate()
+    {
         assert!(!ids.is_empty());
-        assert!(ids.iter().all(|id| shard_of(id, 3) == shard), "shard {shard} holds another shard's ids");
+        assert!(
+            ids.iter().all(|id| shard_of(id, 3) == shard),
+            "shard {shard} holds another shard's ids"
+        );
     }
     let three = pod("vector-indexer", &three);
     let mut c = client(&three).await;
-    assert_eq!(search(&mut c, &queries).await, before, "re-sharding changed the answers");
+    assert_eq!(
+        search(&mut c, &queries).await,
+        before,
+        "re-sharding changed the answers"
+    );
     c.close().await;
 
     // Nothing to move to: the same count again is refused, and the workspace stays.
-    let out = crate::cli::jina(&["reshard", "--uses", uses.to_str().unwrap(), "--name", "idx", "--workspace", ws, "--shards", "3"], "");
+    let out = crate::cli::jina(
+        &[
+            "reshard",
+            "--uses",
+            uses.to_str().unwrap(),
+            "--name",
+            "idx",
+            "--workspace",
+            ws,
+            "--shards",
+            "3",
+        ],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already has 3 shards"));
 }
@@ -271,22 +463,42 @@ async fn in_durable_mode_a_failed_dump_is_not_acknowledged_and_not_served() {
     // The executor keeps changes in memory (`durable: false`) and its dump
     // writes where nothing can be written: every dump fails.
     let with = r#"{"workspace": "/nowhere", "durable": false}"#;
-    let pea = PeaProcess::start("vector-indexer", &["--workspace", workspace.path().to_str().unwrap(), "--dump-interval", "0", "--uses-with", with]);
+    let pea = PeaProcess::start(
+        "vector-indexer",
+        &[
+            "--workspace",
+            workspace.path().to_str().unwrap(),
+            "--dump-interval",
+            "0",
+            "--uses-with",
+            with,
+        ],
+    );
     let mut c = client(&pea).await;
     let doc = vectors(0, 1, 8);
     let reply = c.call(message("/index", json!({}), &doc)).await.unwrap();
     match &reply.envelope.status {
         Status::Error { kind, message, .. } => {
             assert_eq!(kind, "dump");
-            assert!(message.contains("not acknowledged") && message.contains("vector-index.snapshot"), "{message}");
+            assert!(
+                message.contains("not acknowledged") && message.contains("vector-index.snapshot"),
+                "{message}"
+            );
         }
         other => panic!("an unsaved write was acknowledged: {other:?}"),
     }
     // The instance that held the unsaved document is gone: it is not served.
     let reply = c.call(message("/search", json!({}), &doc)).await.unwrap();
     assert_eq!(reply.envelope.status, Status::Success);
-    assert!(documents(&reply)[0].matches.is_empty(), "an unsaved document is served");
+    assert!(
+        documents(&reply)[0].matches.is_empty(),
+        "an unsaved document is served"
+    );
     let status = control(&pea.addr("ctrl"), "STATUS").await.unwrap();
-    assert_eq!((status["healthy"].clone(), status["restarts"].clone()), (json!(true), json!(1)), "{status}");
+    assert_eq!(
+        (status["healthy"].clone(), status["restarts"].clone()),
+        (json!(true), json!(1)),
+        "{status}"
+    );
     c.close().await;
 }

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use jina_wasm::executor::{Executor, ExecutorSpec, LoadedComponent, Runtime, RuntimeOptions, Sandbox};
 use jina_wasm::Document;
+use jina_wasm::executor::{
+    Executor, ExecutorSpec, LoadedComponent, Runtime, RuntimeOptions, Sandbox,
+};
 use serde_json::Value;
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else `./target`.
@@ -19,7 +21,11 @@ pub fn wasm(crate_name: &str) -> PathBuf {
     let path = target_dir()
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.exists(), "{} is missing: run `make guests` (or `make test`) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guests` (or `make test`) first",
+        path.display()
+    );
     path
 }
 
@@ -45,12 +51,20 @@ pub fn cache_dir() -> &'static std::path::Path {
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME
-        .get_or_init(|| Runtime::new(RuntimeOptions { cache_dir: Some(cache_dir().to_path_buf()), ..Default::default() }).unwrap())
+        .get_or_init(|| {
+            Runtime::new(RuntimeOptions {
+                cache_dir: Some(cache_dir().to_path_buf()),
+                ..Default::default()
+            })
+            .unwrap()
+        })
         .clone()
 }
 
 pub fn load(crate_name: &str) -> Arc<LoadedComponent> {
-    runtime().load(&wasm(crate_name)).unwrap_or_else(|e| panic!("{e}"))
+    runtime()
+        .load(&wasm(crate_name))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Starts a guest with a config and a sandbox.
@@ -58,13 +72,25 @@ pub fn start(crate_name: &str, config: Value, sandbox: Sandbox) -> Executor {
     try_start(crate_name, config, sandbox).unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn try_start(crate_name: &str, config: Value, sandbox: Sandbox) -> Result<Executor, jina_wasm::ExecutorError> {
-    let spec = ExecutorSpec { name: crate_name.to_string(), config, sandbox };
+pub fn try_start(
+    crate_name: &str,
+    config: Value,
+    sandbox: Sandbox,
+) -> Result<Executor, jina_wasm::ExecutorError> {
+    let spec = ExecutorSpec {
+        name: crate_name.to_string(),
+        config,
+        sandbox,
+    };
     Executor::start(runtime(), load(crate_name), spec)
 }
 
 pub fn text_doc(id: &str, text: &str) -> Document {
-    Document { id: id.into(), text: Some(text.into()), ..Default::default() }
+    Document {
+        id: id.into(),
+        text: Some(text.into()),
+        ..Default::default()
+    }
 }
 
 /// A Python virtualenv under the target directory with `requirements`
@@ -78,10 +104,22 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     let marker = venv.join(".installed");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        let ok = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
+        let ok = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "python3 -m venv {} failed", venv.display());
         let ok = std::process::Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements)
             .status()
             .unwrap()
@@ -109,6 +147,9 @@ pub fn http() -> &'static reqwest::blocking::Client {
 
 /// Sends `signal` to process `pid` (rustix: no `unsafe`); false if it is gone.
 pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
-    let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a child's pid");
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a child's pid");
     rustix::process::kill_process(pid, signal).is_ok()
 }

@@ -17,14 +17,20 @@ use serde_json::Value;
 
 /// Every YAML document of every file in `dir`, by file name.
 pub fn manifests(dir: &Path) -> Vec<(String, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut docs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value: Value = serde::Deserialize::deserialize(doc).unwrap();
-            docs.push((file.file_name().unwrap().to_string_lossy().into_owned(), value));
+            docs.push((
+                file.file_name().unwrap().to_string_lossy().into_owned(),
+                value,
+            ));
         }
     }
     docs
@@ -42,13 +48,22 @@ struct Pod {
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The pods of Kubernetes manifests, and the Flow file from the ConfigMap.
 fn from_kubernetes(dir: &Path) -> (Vec<Pod>, String) {
     let docs = manifests(dir);
-    let config_map = docs.iter().map(|(_, d)| d).find(|d| d["kind"] == "ConfigMap").unwrap();
+    let config_map = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"] == "ConfigMap")
+        .unwrap();
     let mut pods = Vec::new();
     for (_, doc) in &docs {
         let kind = doc["kind"].as_str().unwrap();
@@ -59,15 +74,37 @@ fn from_kubernetes(dir: &Path) -> (Vec<Pod>, String) {
         let container = &doc["spec"]["template"]["spec"]["containers"][0];
         let mut command = strings(&container["command"]);
         command.extend(strings(&container["args"]));
-        let env: Vec<(String, String)> =
-            container["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string())).collect();
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
         for i in 0..doc["spec"]["replicas"].as_u64().unwrap() {
-            let hostname = if kind == "StatefulSet" { format!("{name}-{i}") } else { format!("{name}-5d8f{i}") };
+            let hostname = if kind == "StatefulSet" {
+                format!("{name}-{i}")
+            } else {
+                format!("{name}-5d8f{i}")
+            };
             let readiness = strings(&container["readinessProbe"]["exec"]["command"]);
-            pods.push(Pod { service: name.clone(), hostname, command: command.clone(), env: env.clone(), readiness });
+            pods.push(Pod {
+                service: name.clone(),
+                hostname,
+                command: command.clone(),
+                env: env.clone(),
+                readiness,
+            });
         }
     }
-    (pods, config_map["data"]["flow.yml"].as_str().unwrap().to_string())
+    (
+        pods,
+        config_map["data"]["flow.yml"].as_str().unwrap().to_string(),
+    )
 }
 
 /// The pods of a Compose file (the one-shot `executors` copy aside: the
@@ -81,18 +118,44 @@ fn from_compose(file: &Path) -> (Vec<Pod>, String) {
         if name == "executors" {
             continue;
         }
-        let mut command: Vec<String> = strings(&service["entrypoint"]).into_iter().map(literal).collect();
+        let mut command: Vec<String> = strings(&service["entrypoint"])
+            .into_iter()
+            .map(literal)
+            .collect();
         command.extend(strings(&service["command"]).into_iter().map(literal));
-        let env: Vec<(String, String)> =
-            service["environment"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), literal(v.as_str().unwrap().to_string()))).collect();
-        let readiness: Vec<String> = strings(&service["healthcheck"]["test"]).into_iter().skip(1).collect();
+        let env: Vec<(String, String)> = service["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), literal(v.as_str().unwrap().to_string())))
+            .collect();
+        let readiness: Vec<String> = strings(&service["healthcheck"]["test"])
+            .into_iter()
+            .skip(1)
+            .collect();
         let replicas = service["deploy"]["replicas"].as_u64().unwrap_or(1);
         for i in 0..replicas {
-            let hostname = service["hostname"].as_str().map_or_else(|| format!("{name}-c0ffee{i}"), str::to_string);
-            pods.push(Pod { service: name.clone(), hostname, command: command.clone(), env: env.clone(), readiness: readiness.clone() });
+            let hostname = service["hostname"]
+                .as_str()
+                .map_or_else(|| format!("{name}-c0ffee{i}"), str::to_string);
+            pods.push(Pod {
+                service: name.clone(),
+                hostname,
+                command: command.clone(),
+                env: env.clone(),
+                readiness: readiness.clone(),
+            });
         }
     }
-    (pods, literal(compose["configs"]["flow"]["content"].as_str().unwrap().to_string()))
+    (
+        pods,
+        literal(
+            compose["configs"]["flow"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
+    )
 }
 
 /// A pod's process and how to start it again.
@@ -148,16 +211,25 @@ impl LocalCluster {
         // A /16 of loopback addresses of our own, so concurrent runs don't collide.
         let pid = std::process::id();
         let prefix = format!("127.{}.{}", 10 + pid % 200, (pid / 200) % 250);
-        let addresses: Vec<String> = (0..pods.len()).map(|i| format!("{prefix}.{}", i + 2)).collect();
+        let addresses: Vec<String> = (0..pods.len())
+            .map(|i| format!("{prefix}.{}", i + 2))
+            .collect();
         // A Service of several pods resolves to each in turn; nothing here
         // connects to one of those (Peas connect out to their head).
         let mut hosts: BTreeMap<String, String> = BTreeMap::new();
         for (pod, address) in pods.iter().zip(&addresses) {
-            hosts.entry(pod.service.clone()).or_insert_with(|| address.clone());
+            hosts
+                .entry(pod.service.clone())
+                .or_insert_with(|| address.clone());
         }
         // `flag` is the argument before `arg`: host names are values of host flags.
         let rewrite = |flag: &str, arg: &str, own: &str, hostname: &str| -> String {
-            let service = |host: &str| hosts.get(host).unwrap_or_else(|| panic!("no Service `{host}`")).clone();
+            let service = |host: &str| {
+                hosts
+                    .get(host)
+                    .unwrap_or_else(|| panic!("no Service `{host}`"))
+                    .clone()
+            };
             match arg {
                 "0.0.0.0" => own.to_string(),
                 "/flow/flow.yml" => flow_file.display().to_string(),
@@ -166,10 +238,17 @@ impl LocalCluster {
                 _ if flag == "--host-in" || flag == "--host-out" => service(arg),
                 _ if flag == "--pod-address" => {
                     let (pod, pair) = arg.split_once('=').unwrap();
-                    let mapped: Vec<String> = pair.split(',').map(|a| a.rsplit_once(':').unwrap()).map(|(h, p)| format!("{}:{p}", service(h))).collect();
+                    let mapped: Vec<String> = pair
+                        .split(',')
+                        .map(|a| a.rsplit_once(':').unwrap())
+                        .map(|(h, p)| format!("{}:{p}", service(h)))
+                        .collect();
                     format!("{pod}={}", mapped.join(","))
                 }
-                _ => match (arg.strip_prefix("/executors/"), arg.strip_prefix("127.0.0.1:")) {
+                _ => match (
+                    arg.strip_prefix("/executors/"),
+                    arg.strip_prefix("127.0.0.1:"),
+                ) {
                     (Some(file), _) => guests.join(file).display().to_string(),
                     (_, Some(port)) => format!("{own}:{port}"),
                     _ => arg.to_string(),
@@ -177,12 +256,36 @@ impl LocalCluster {
             }
         };
         let args = |items: &[String], own: &str, hostname: &str| -> Vec<String> {
-            (0..items.len()).map(|i| rewrite(if i == 0 { "" } else { &items[i - 1] }, &items[i], own, hostname)).collect()
+            (0..items.len())
+                .map(|i| {
+                    rewrite(
+                        if i == 0 { "" } else { &items[i - 1] },
+                        &items[i],
+                        own,
+                        hostname,
+                    )
+                })
+                .collect()
         };
-        let mut cluster = LocalCluster { children: Vec::new(), started: Vec::new(), bin: bin.to_path_buf(), dir: work, hosts: hosts.clone() };
+        let mut cluster = LocalCluster {
+            children: Vec::new(),
+            started: Vec::new(),
+            bin: bin.to_path_buf(),
+            dir: work,
+            hosts: hosts.clone(),
+        };
         for (pod, own) in pods.iter().zip(&addresses) {
-            let env = pod.env.iter().map(|(k, v)| (k.clone(), rewrite("", v, own, &pod.hostname))).collect();
-            let started = Started { hostname: pod.hostname.clone(), command: args(&pod.command, own, &pod.hostname), env, probe: args(&pod.readiness, own, &pod.hostname) };
+            let env = pod
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), rewrite("", v, own, &pod.hostname)))
+                .collect();
+            let started = Started {
+                hostname: pod.hostname.clone(),
+                command: args(&pod.command, own, &pod.hostname),
+                env,
+                probe: args(&pod.readiness, own, &pod.hostname),
+            };
             let child = cluster.spawn(&started);
             cluster.children.push((pod.hostname.clone(), child));
             cluster.started.push(started);
@@ -194,7 +297,11 @@ impl LocalCluster {
     }
 
     fn program(&self, name: &str) -> PathBuf {
-        if name == "jina-wasm" { self.bin.clone() } else { PathBuf::from(name) }
+        if name == "jina-wasm" {
+            self.bin.clone()
+        } else {
+            PathBuf::from(name)
+        }
     }
 
     fn spawn(&self, pod: &Started) -> Child {
@@ -216,14 +323,22 @@ impl LocalCluster {
         let deadline = Instant::now() + Duration::from_secs(180);
         let probe = &self.started[i].probe;
         loop {
-            let answer = Command::new(self.program(&probe[0])).args(&probe[1..]).output().unwrap();
+            let answer = Command::new(self.program(&probe[0]))
+                .args(&probe[1..])
+                .output()
+                .unwrap();
             if answer.status.success() {
                 return;
             }
             for (name, child) in &mut self.children {
                 assert!(child.try_wait().unwrap().is_none(), "{name} exited");
             }
-            assert!(Instant::now() < deadline, "{} not ready: {}", self.started[i].hostname, String::from_utf8_lossy(&answer.stdout));
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready: {}",
+                self.started[i].hostname,
+                String::from_utf8_lossy(&answer.stdout)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -233,7 +348,11 @@ impl LocalCluster {
     /// resolve to its new one); returns once it is ready again.
     #[allow(dead_code)]
     pub fn restart(&mut self, prefix: &str) {
-        let i = self.started.iter().position(|p| p.hostname.starts_with(prefix)).unwrap_or_else(|| panic!("no pod {prefix}*"));
+        let i = self
+            .started
+            .iter()
+            .position(|p| p.hostname.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no pod {prefix}*"));
         let child = &mut self.children[i].1;
         child.kill().unwrap();
         child.wait().unwrap();

@@ -364,7 +364,11 @@ impl VectorIndexer {
 
     fn delete(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
         self.writable()?;
-        let ops = self.targets(&docs, params)?.into_iter().map(|d| Op::Delete(d.id.clone())).collect();
+        let ops = self
+            .targets(&docs, params)?
+            .into_iter()
+            .map(|d| Op::Delete(d.id.clone()))
+            .collect();
         self.commit(ops, params)?;
         Ok(docs)
     }
@@ -432,7 +436,9 @@ impl Traversal {
         match name.as_str() {
             "roots" | "r" => Ok(Traversal::Roots),
             "chunks" | "c" => Ok(Traversal::Chunks),
-            other => Err(format!("traversal {other:?} is neither \"roots\" nor \"chunks\"")),
+            other => Err(format!(
+                "traversal {other:?} is neither \"roots\" nor \"chunks\""
+            )),
         }
     }
 }
@@ -554,7 +560,8 @@ mod tests {
         assert_eq!(AppendLog::replay(dir.join(LOG_FILE)).unwrap().len(), 4);
         // A change kept in memory: dump folds everything into the snapshot and
         // empties the log.
-        ix.delete(vec![Document::new("x")], &Params::default()).unwrap();
+        ix.delete(vec![Document::new("x")], &Params::default())
+            .unwrap();
         ix.dump().unwrap();
         assert!(AppendLog::replay(dir.join(LOG_FILE)).unwrap().is_empty());
         assert_eq!(start(&dir, json!({})).index.len(), 1);
@@ -565,7 +572,9 @@ mod tests {
     fn export_pages_through_everything_and_import_takes_it_back() {
         let dir = workspace("export");
         let mut ix = start(&dir, json!({"traversal": "chunks"}));
-        let parent = docs().into_iter().fold(Document::new("p"), Document::with_chunk);
+        let parent = docs()
+            .into_iter()
+            .fold(Document::new("p"), Document::with_chunk);
         ix.index(vec![parent], &Params::default()).unwrap();
         let page = |ix: &mut VectorIndexer, offset: usize| {
             let params = Params::parse(&json!({"offset": offset, "limit": 2}).to_string()).unwrap();
@@ -575,7 +584,10 @@ mod tests {
         assert_eq!(all.len(), 2);
         all.extend(page(&mut ix, 2));
         assert!(page(&mut ix, 3).is_empty());
-        assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["x", "y", "xy"]);
+        assert_eq!(
+            all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["x", "y", "xy"]
+        );
         assert_eq!(all[0].tags["n"], json!(1));
 
         // `/import` stores the exported documents themselves, not their chunks.
@@ -608,7 +620,10 @@ mod tests {
         let mut ix = start(&dir, json!({"jina": {"durable": true}}));
         ix.index(docs(), &Params::default()).unwrap();
         ix.dump().unwrap();
-        assert!(!dir.join(SNAPSHOT_FILE).exists(), "a small log is not folded");
+        assert!(
+            !dir.join(SNAPSHOT_FILE).exists(),
+            "a small log is not folded"
+        );
         drop(ix); // a crash
         assert_eq!(start(&dir, json!({})).index.len(), 3);
         std::fs::remove_dir_all(dir).unwrap();

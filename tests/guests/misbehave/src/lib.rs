@@ -82,7 +82,9 @@ impl Executor for Misbehave {
         if let Some(path) = config.get::<String>("fail_init_if_exists")?
             && std::path::Path::new(&path).exists()
         {
-            return Err(Error::io(format!("misbehave: {path} exists, refusing to start")));
+            return Err(Error::io(format!(
+                "misbehave: {path} exists, refusing to start"
+            )));
         }
         if let Some(ms) = config.get::<u64>("slow_init_ms")? {
             let until = Instant::now() + Duration::from_millis(ms);
@@ -265,10 +267,12 @@ impl Misbehave {
     fn fill(&mut self, docs: Vec<Document>, params: &Params) -> Result<Vec<Document>> {
         let path = param(params, "path")?;
         let mib: usize = params.get_or("mib", 1)?;
-        let mut file = std::fs::File::create(&path).map_err(|e| io_error(&format!("create {path}"), e))?;
+        let mut file =
+            std::fs::File::create(&path).map_err(|e| io_error(&format!("create {path}"), e))?;
         let block = vec![0x5a; 1 << 20];
         for _ in 0..mib {
-            file.write_all(&block).map_err(|e| io_error(&format!("write {path}"), e))?;
+            file.write_all(&block)
+                .map_err(|e| io_error(&format!("write {path}"), e))?;
         }
         Ok(docs)
     }
@@ -366,15 +370,18 @@ impl Misbehave {
         let path = |levels: usize| format!("{dir}{}", "/d".repeat(levels));
         std::fs::create_dir_all(path(depth)).map_err(|e| io_error(&format!("mkdir {dir}"), e))?;
         let file_path = format!("{}/f", path(depth));
-        let mut file = std::fs::File::create(&file_path).map_err(|e| io_error("create the deep file", e))?;
+        let mut file =
+            std::fs::File::create(&file_path).map_err(|e| io_error("create the deep file", e))?;
         let long = "L".repeat(name_len);
         for level in (1..=depth).rev() {
             let to = format!("{}/{long}", path(level - 1));
-            std::fs::rename(path(level), &to).map_err(|e| io_error(&format!("rename level {level}"), e))?;
+            std::fs::rename(path(level), &to)
+                .map_err(|e| io_error(&format!("rename level {level}"), e))?;
         }
         let block = vec![0x5a; 1 << 20];
         for _ in 0..mib {
-            file.write_all(&block).map_err(|e| io_error("write the deep file", e))?;
+            file.write_all(&block)
+                .map_err(|e| io_error("write the deep file", e))?;
         }
         Ok(docs)
     }
@@ -416,7 +423,9 @@ impl Misbehave {
         }
         // The SDK turns the tree into columns without recursion, taking it
         // apart as it goes: nothing here drops a deep tree.
-        Ok(vec![Document::new("deep").with_text("deep").with_chunk(doc)])
+        Ok(vec![
+            Document::new("deep").with_text("deep").with_chunk(doc),
+        ])
     }
 }
 
