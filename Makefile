@@ -67,7 +67,9 @@ $(foreach e,$(JS_EXAMPLES),$(eval $(call js_guest,$(e))))
 build: guests
 	$(CARGO) build
 
+# rustfmt first: a formatting slip fails in a second, before the long build.
 test: guests models
+	$(CARGO) fmt --all --check
 	$(CARGO) test -p jina-wasm -p jina-guest-sdk
 
 demo: build models
