@@ -2183,33 +2183,6 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
         sandbox,
     };
 
-    // Start: compile (uncached) or load the cached artifact, instantiate, init
-    // (which reads the 87 MiB of weights and the tokenizer).
-    let cold_start = Instant::now();
-    drop(
-        Executor::start(
-            uncached.clone(),
-            uncached.load(&path).unwrap(),
-            spec.clone(),
-        )
-        .unwrap(),
-    );
-    let cold = cold_start.elapsed();
-    cached.load(&path).unwrap();
-    let warm = median(5, || {
-        drop(Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap())
-    });
-    rows.push(Row {
-        name: "minilm-encoder start from the cache (load, instantiate, init with the model)".into(),
-        value: fmt_time(warm),
-        baseline: format!("cold compile + start {}", fmt_time(cold)),
-        ratio: cold.as_secs_f64() / warm.as_secs_f64(),
-        ratio_label: "x faster",
-        target: format!("(component {})", mib(size)),
-        met: true,
-    });
-
-    // Throughput, batches of 32: wasm vs the same handler native.
     let texts = minilm_sentences();
     let docs: Vec<Document> = texts
         .iter()
@@ -2220,56 +2193,93 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
             ..Default::default()
         })
         .collect();
-    let mut encoder =
-        Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap();
-    let wasm_time = median(3, || {
-        for batch in docs.chunks(32) {
-            encoder.handle("/encode", batch, &Value::Null).unwrap();
-        }
-    });
-    let config =
-        jina_guest_sdk::Config::parse(&serde_json::json!({"model_dir": model}).to_string())
-            .unwrap();
-    let mut native = minilm_encoder::MinilmEncoder::init(config).unwrap();
-    let handler = minilm_encoder::MinilmEncoder::routes()
-        .find("/encode")
-        .unwrap();
-    let no_params = jina_guest_sdk::Params::parse("{}").unwrap();
-    let sdk_docs: Vec<jina_guest_sdk::Document> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone()))
-        .collect();
-    let native_time = median(3, || {
-        for batch in sdk_docs.chunks(32) {
-            std::hint::black_box(handler(&mut native, batch.to_vec(), &no_params).unwrap());
-        }
-    });
-    let wasm_rate = texts.len() as f64 / wasm_time.as_secs_f64();
-    let native_rate = texts.len() as f64 / native_time.as_secs_f64();
-    rows.push(Row {
-        name: "minilm-encoder (wasm, batches of 32) vs the same crate native, 1 thread".into(),
-        value: format!("{wasm_rate:.0} sentences/s"),
-        baseline: format!("native {native_rate:.0} sentences/s"),
-        ratio: wasm_rate / native_rate,
-        ratio_label: "x native",
-        target: ">= 0.5x native".into(),
-        met: wasm_rate / native_rate >= 0.5,
-    });
-    match minilm_python_rate(&texts) {
-        Some(python_rate) => rows.push(Row {
-            name: "minilm-encoder (wasm) vs the NumPy reference (float32, 1 BLAS thread)".into(),
-            value: format!("{wasm_rate:.0} sentences/s"),
-            baseline: format!("NumPy {python_rate:.0} sentences/s"),
-            ratio: wasm_rate / python_rate,
-            ratio_label: "x NumPy",
-            target: "(comparison)".into(),
+    // Executors are driven synchronously (they block on their own calls):
+    // off the async reactor, as the Pea does.
+    tokio::task::block_in_place(|| {
+        // Start: compile (uncached) or load the cached artifact, instantiate, init
+        // (which reads the 87 MiB of weights and the tokenizer).
+        let cold_start = Instant::now();
+        drop(
+            Executor::start(
+                uncached.clone(),
+                uncached.load(&path).unwrap(),
+                spec.clone(),
+            )
+            .unwrap(),
+        );
+        let cold = cold_start.elapsed();
+        cached.load(&path).unwrap();
+        let warm = median(5, || {
+            drop(
+                Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap(),
+            )
+        });
+        rows.push(Row {
+            name: "minilm-encoder start from the cache (load, instantiate, init with the model)"
+                .into(),
+            value: fmt_time(warm),
+            baseline: format!("cold compile + start {}", fmt_time(cold)),
+            ratio: cold.as_secs_f64() / warm.as_secs_f64(),
+            ratio_label: "x faster",
+            target: format!("(component {})", mib(size)),
             met: true,
-        }),
-        None => eprintln!("minilm: the NumPy reference could not run (no python3 venv or PyPI)"),
-    }
-    drop(encoder);
-    drop(native);
+        });
+
+        // Throughput, batches of 32: wasm vs the same handler native.
+        let mut encoder =
+            Executor::start(cached.clone(), cached.load(&path).unwrap(), spec.clone()).unwrap();
+        let wasm_time = median(3, || {
+            for batch in docs.chunks(32) {
+                encoder.handle("/encode", batch, &Value::Null).unwrap();
+            }
+        });
+        let config =
+            jina_guest_sdk::Config::parse(&serde_json::json!({"model_dir": model}).to_string())
+                .unwrap();
+        let mut native = minilm_encoder::MinilmEncoder::init(config).unwrap();
+        let handler = minilm_encoder::MinilmEncoder::routes()
+            .find("/encode")
+            .unwrap();
+        let no_params = jina_guest_sdk::Params::parse("{}").unwrap();
+        let sdk_docs: Vec<jina_guest_sdk::Document> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| jina_guest_sdk::Document::new(i.to_string()).with_text(t.clone()))
+            .collect();
+        let native_time = median(3, || {
+            for batch in sdk_docs.chunks(32) {
+                std::hint::black_box(handler(&mut native, batch.to_vec(), &no_params).unwrap());
+            }
+        });
+        let wasm_rate = texts.len() as f64 / wasm_time.as_secs_f64();
+        let native_rate = texts.len() as f64 / native_time.as_secs_f64();
+        rows.push(Row {
+            name: "minilm-encoder (wasm, batches of 32) vs the same crate native, 1 thread".into(),
+            value: format!("{wasm_rate:.0} sentences/s"),
+            baseline: format!("native {native_rate:.0} sentences/s"),
+            ratio: wasm_rate / native_rate,
+            ratio_label: "x native",
+            target: ">= 0.5x native".into(),
+            met: wasm_rate / native_rate >= 0.5,
+        });
+        match minilm_python_rate(&texts) {
+            Some(python_rate) => rows.push(Row {
+                name: "minilm-encoder (wasm) vs the NumPy reference (float32, 1 BLAS thread)"
+                    .into(),
+                value: format!("{wasm_rate:.0} sentences/s"),
+                baseline: format!("NumPy {python_rate:.0} sentences/s"),
+                ratio: wasm_rate / python_rate,
+                ratio_label: "x NumPy",
+                target: "(comparison)".into(),
+                met: true,
+            }),
+            None => {
+                eprintln!("minilm: the NumPy reference could not run (no python3 venv or PyPI)")
+            }
+        }
+        drop(encoder);
+        drop(native);
+    });
 
     // Replicas: one Pod process with 1, then 2 replicas; 32 sentences a
     // request. Resident memory after serving, per replica by difference.
