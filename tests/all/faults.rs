@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use jina_wasm::Document;
 use jina_wasm::cli::control;
-use jina_wasm::executor::Sandbox;
 use jina_wasm::wire::{Message, Status};
 use serde_json::{Value, json};
 
@@ -41,28 +40,7 @@ fn vectors(first: usize, n: usize, dim: usize) -> Vec<Document> {
 
 /// Every id stored in the vector-indexer workspace `dir` (what a restart serves).
 fn stored_ids(dir: &Path) -> BTreeSet<String> {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let sandbox = Sandbox {
-            workspace: Some(dir),
-            read_only: true,
-            ..Sandbox::default()
-        };
-        let mut ix = util::start("vector-indexer", json!({}), sandbox);
-        let mut ids = BTreeSet::new();
-        loop {
-            let page = ix
-                .handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000}))
-                .unwrap();
-            let n = page.len();
-            ids.extend(page.into_iter().map(|d| d.id));
-            if n < 1000 {
-                return ids;
-            }
-        }
-    })
-    .join()
-    .unwrap()
+    util::stored_ids("vector-indexer", json!({}), dir)
 }
 
 fn write(path: &str) -> Message {

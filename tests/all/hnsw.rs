@@ -10,7 +10,6 @@ use std::time::Duration;
 use jina_wasm::Document;
 use jina_wasm::cli::control;
 use jina_wasm::client::Client;
-use jina_wasm::executor::Sandbox;
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::Status;
 use serde_json::{Value, json};
@@ -131,30 +130,7 @@ fn ids(hits: &[Vec<(String, f64)>]) -> Vec<Vec<String>> {
 /// Every id in an hnsw-indexer workspace, read through a read-only
 /// instance's `/export`: what a restart would serve.
 fn stored_ids(dir: &Path, with: Value) -> BTreeSet<String> {
-    // The executor API blocks: off the test's async runtime.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let sandbox = Sandbox {
-                workspace: Some(dir.to_path_buf()),
-                read_only: true,
-                ..Sandbox::default()
-            };
-            let mut ix = util::start(GUEST, with, sandbox);
-            let mut ids = BTreeSet::new();
-            loop {
-                let page = ix
-                    .handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000}))
-                    .unwrap();
-                let n = page.len();
-                ids.extend(page.into_iter().map(|d| d.id));
-                if n < 1000 {
-                    return ids;
-                }
-            }
-        })
-        .join()
-        .unwrap()
-    })
+    util::stored_ids(GUEST, with, dir)
 }
 
 async fn stop(mut p: PeaProcess) {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jina_wasm::client::Client;
-use jina_wasm::executor::Sandbox;
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::Status;
 use jina_wasm::{Document, cli::control};
@@ -20,29 +19,7 @@ use crate::util;
 /// Every id stored in the vector-indexer workspace `dir`, read through a
 /// read-only instance's `/export`: what a restart would serve.
 fn stored_ids(dir: &Path) -> BTreeSet<String> {
-    // The executor API blocks (wasmtime-wasi runs its own runtime): off the
-    // test's async runtime.
-    std::thread::scope(|s| s.spawn(|| export_ids(dir)).join().unwrap())
-}
-
-fn export_ids(dir: &Path) -> BTreeSet<String> {
-    let sandbox = Sandbox {
-        workspace: Some(dir.to_path_buf()),
-        read_only: true,
-        ..Sandbox::default()
-    };
-    let mut ix = util::start("vector-indexer", json!({}), sandbox);
-    let mut ids = BTreeSet::new();
-    loop {
-        let page = ix
-            .handle("/export", &[], &json!({"offset": ids.len(), "limit": 1000}))
-            .unwrap();
-        let n = page.len();
-        ids.extend(page.into_iter().map(|d| d.id));
-        if n < 1000 {
-            return ids;
-        }
-    }
+    util::stored_ids("vector-indexer", json!({}), dir)
 }
 
 fn shard_ids(workspace: &Path, pod: &str, shards: usize) -> Vec<BTreeSet<String>> {

@@ -1,7 +1,8 @@
 //! Shared helpers: where the guests are, a runtime per test binary, executors
 //! with a given sandbox, documents.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use jina_wasm::Document;
@@ -152,4 +153,38 @@ pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
         .and_then(rustix::process::Pid::from_raw)
         .expect("a child's pid");
     rustix::process::kill_process(pid, signal).is_ok()
+}
+
+/// Every id stored in the workspace `dir` of the indexer `crate_name` (started
+/// with `config`), read through a read-only instance's `/export` in pages:
+/// what a restart would serve. The executor API blocks (wasmtime-wasi runs its
+/// own runtime), so this runs on a thread of its own, off any async runtime.
+pub fn stored_ids(crate_name: &str, config: Value, dir: &Path) -> BTreeSet<String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let sandbox = Sandbox {
+                workspace: Some(dir.to_path_buf()),
+                read_only: true,
+                ..Sandbox::default()
+            };
+            let mut ix = start(crate_name, config, sandbox);
+            let mut ids = BTreeSet::new();
+            loop {
+                let page = ix
+                    .handle(
+                        "/export",
+                        &[],
+                        &serde_json::json!({"offset": ids.len(), "limit": 1000}),
+                    )
+                    .unwrap();
+                let n = page.len();
+                ids.extend(page.into_iter().map(|d| d.id));
+                if n < 1000 {
+                    return ids;
+                }
+            }
+        })
+        .join()
+        .unwrap()
+    })
 }
