@@ -22,6 +22,7 @@
 //! writes are refused with `state-lost` until ACCEPT-LOSS or RELOAD; while
 //! dumps fail, writes are refused with `dump` and the dump is retried.
 
+mod ledger;
 pub(crate) mod worker;
 
 use std::collections::VecDeque;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::{ExecutorSpec, Runtime};
 use crate::transport::{Link, SocketSpec, SocketType};
 use crate::wire::{AfterError, Envelope, Kind, Message, Outcome, Route, Status, now_us};
+use ledger::Ledger;
 pub use worker::Failure;
 use worker::{Job, Worker};
 
@@ -280,6 +282,21 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         port_out: output.port(),
         port_ctrl: ctrl.port(),
     };
+    // A killed predecessor's unsaved writes (interval and `never` modes).
+    let mut ledger = match &config.executor.sandbox.workspace {
+        Some(workspace) if tracks_loss(&config) => Ledger::open(&name, workspace),
+        _ => None,
+    };
+    let state_lost = ledger.as_mut().and_then(Ledger::recover);
+    if let Some(lost) = &state_lost {
+        tracing::error!(
+            pea = %name,
+            "STATE LOST: {} ({}); this process serves the state of the last good dump, and writes are refused until \
+             ACCEPT-LOSS or RELOAD",
+            lost.window.describe(),
+            lost.reason
+        );
+    }
     let stop = CancellationToken::new();
     let pea = Pea {
         config,
@@ -300,7 +317,8 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         terminate_by: None,
         dumped_at: 0,
         unsaved: Unsaved::default(),
-        state_lost: None,
+        state_lost,
+        ledger,
         dump_failure: None,
         retry_dump_at: None,
         revive_at: None,
@@ -330,6 +348,14 @@ struct Counters {
     /// `requests` when the last successful dump started: every request up to
     /// there is on disk; later ones are lost if the process dies now.
     dumped_through: u64,
+}
+
+/// Interval and `never` modes with a writable workspace: the state since the
+/// last good dump lives only in the instance, so its loss is tracked.
+fn tracks_loss(config: &PeaConfig) -> bool {
+    !matches!(config.dump, DumpPolicy::Durable)
+        && !config.executor.sandbox.read_only
+        && config.executor.sandbox.workspace.is_some()
 }
 
 /// Durable mode commits at most this many requests with one `dump`.
@@ -535,6 +561,9 @@ struct Pea {
     unsaved: Unsaved,
     /// Writes lost with a discarded instance, until an operator accepts it.
     state_lost: Option<StateLost>,
+    /// The record beside the workspace that tells the next process about
+    /// writes this one has not saved (when loss is tracked).
+    ledger: Option<Ledger>,
     /// Dumps are failing: writes are refused until one succeeds.
     dump_failure: Option<DumpFailure>,
     /// When the failing dump is tried again.
@@ -670,7 +699,7 @@ impl Pea {
     }
 
     /// Dumps and closes the executor, withdraws credit, closes every socket.
-    async fn shutdown(self) -> anyhow::Result<()> {
+    async fn shutdown(mut self) -> anyhow::Result<()> {
         let name = self.config.name.clone();
         let grace = self.config.timeout_ctrl;
         if self.config.socket_in.kind == SocketType::Dealer {
@@ -683,8 +712,22 @@ impl Pea {
         } else {
             let (tx, rx) = oneshot::channel();
             self.worker.submit(Job::Close { reply: tx }).await;
-            let closed = rx.await.unwrap_or(Ok(()));
+            // No answer: the thread is gone, and so is whatever it held.
+            let (closed, dumped) = match rx.await {
+                Ok(result) => {
+                    let dumped = result.is_ok();
+                    (result, dumped)
+                }
+                Err(_) => (Ok(()), false),
+            };
             self.worker.join();
+            // The final dump holds every acknowledged write.
+            if dumped
+                && self.state_lost.is_none()
+                && let Some(ledger) = &mut self.ledger
+            {
+                ledger.clear();
+            }
             closed
         };
         tokio::join!(
@@ -826,9 +869,7 @@ impl Pea {
     /// Interval and `never` modes with a writable workspace: the state since
     /// the last good dump lives only in the instance, so its loss is tracked.
     fn tracks_loss(&self) -> bool {
-        !matches!(self.config.dump, DumpPolicy::Durable)
-            && !self.config.executor.sandbox.read_only
-            && self.config.executor.sandbox.workspace.is_some()
+        tracks_loss(&self.config)
     }
 
     /// Why a write cannot be taken now: lost state not yet accepted, or
@@ -910,6 +951,9 @@ impl Pea {
                 at_ms,
             },
         });
+        if let (Some(ledger), Some(lost)) = (&mut self.ledger, &self.state_lost) {
+            ledger.lost(lost);
+        }
     }
 
     /// Arms the revival at the end of the crash-loop backoff, if one is in force.
@@ -976,6 +1020,10 @@ impl Pea {
                     .is_some_and(|r| r.outcome == Outcome::Handled)
             {
                 self.unsaved.add(number);
+                // Recorded before the acknowledgement leaves.
+                if let Some(ledger) = &mut self.ledger {
+                    ledger.note(self.unsaved, self.counters.dumped_through);
+                }
             }
             self.outbox.push_back(message.frames().to_vec());
             return;
@@ -1135,6 +1183,11 @@ impl Pea {
             "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
             "ACCEPT-LOSS" => {
                 let accepted = self.state_lost.take();
+                if let Some(ledger) = &mut self.ledger
+                    && self.unsaved.writes == 0
+                {
+                    ledger.clear();
+                }
                 if let Some(lost) = &accepted {
                     tracing::warn!(pea = %self.config.name, "the loss of {} was accepted: writes are taken again", lost.window.describe());
                 }
@@ -1241,6 +1294,14 @@ impl Pea {
             && let Some(lost) = self.state_lost.take()
         {
             tracing::warn!(pea = %self.config.name, "reloaded from its dump: the loss of {} is cleared", lost.window.describe());
+        }
+        // Every acknowledged write is saved and no loss is pending.
+        if result.is_ok()
+            && self.unsaved.writes == 0
+            && self.state_lost.is_none()
+            && let Some(ledger) = &mut self.ledger
+        {
+            ledger.clear();
         }
         let key = if job.request.endpoint == "DUMP" {
             "dumped"

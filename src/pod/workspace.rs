@@ -262,8 +262,14 @@ fn write_identity(
     shown: &Path,
     identity: &ShardIdentity,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let text = serde_json::to_string_pretty(identity)? + "\n";
+    write_host_file(dir, name, shown, text.as_bytes())
+}
+
+/// Replaces the host-owned file `name` in `dir` atomically (a synced
+/// temporary renamed over it), never following a link.
+pub fn write_host_file(dir: &Dir, name: &str, shown: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let tmp = format!(".{name}.tmp");
     let write = || -> std::io::Result<()> {
         let mut options = OpenOptions::new();
@@ -273,7 +279,7 @@ fn write_identity(
             .truncate(true)
             .follow(FollowSymlinks::No);
         let mut file = dir.open_with(&tmp, &options)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         dir.rename(&tmp, dir, name)
     };

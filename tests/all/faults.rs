@@ -443,6 +443,147 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
     );
 }
 
+/// PROCESS backend, interval mode: `kill -9` of a shard's process takes the
+/// writes acknowledged since its last dump with it. The restarted shard says
+/// so (STATUS `state_lost`, from the record its predecessor kept beside the
+/// workspace), refuses writes with `state-lost` naming itself, and serves
+/// reads; ACCEPT-LOSS lets writes in again, and a graceful stop (its final
+/// dump saves everything) leaves no record behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shard_in_interval_mode_reports_the_writes_it_lost() {
+    let workspace = tempfile::tempdir().unwrap();
+    let ws = workspace.path().to_str().unwrap();
+    let args = [
+        "--name",
+        "idx",
+        "--shards",
+        "2",
+        "--workspace",
+        ws,
+        "--dump-interval",
+        "1h",
+        "--polling",
+        "all",
+        "--runtime-backend",
+        "PROCESS",
+    ];
+    let mut pod = pod("vector-indexer", &args);
+    let ctrl = pod.addr("ctrl");
+    let mut c = client(&pod).await;
+    c.timeout = Duration::from_secs(10);
+    for k in 0..5 {
+        let reply = c
+            .call(message("/index", json!({}), &vectors(k * 20, 20, 8)))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.envelope.status,
+            Status::Success,
+            "{:?}",
+            reply.envelope.status
+        );
+    }
+    let record = workspace.path().join("idx/shard-1.unsaved.json");
+    assert!(
+        record.is_file(),
+        "no record of unsaved writes at {}",
+        record.display()
+    );
+    let status = control(&ctrl, "STATUS").await.unwrap();
+    assert_eq!(status["peas"][1]["unsaved_writes"], json!(5), "{status}");
+    let victim = status["peas"][1]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+
+    let status = status_until(&ctrl, "the restarted shard reporting its loss", |s| {
+        s["peas"][1]["pid"]
+            .as_u64()
+            .is_some_and(|p| p != victim as u64)
+            && s["peas"][1]["state_lost"].is_object()
+    })
+    .await;
+    let lost = &status["peas"][1]["state_lost"];
+    let writes = lost["writes"].as_u64().unwrap();
+    assert!((1..=5).contains(&writes), "{lost}");
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {victim}")),
+        "{lost}"
+    );
+    assert_eq!(status["healthy"], json!(false), "{status}");
+
+    // Writes are refused, naming the shard; reads are served.
+    let reply = c
+        .call(message("/index", json!({}), &vectors(500, 5, 8)))
+        .await
+        .unwrap();
+    let (kind, text) = failure(&reply);
+    assert_eq!(kind, "state-lost", "{text}");
+    assert!(text.contains("shard-1"), "{text}");
+    let reply = c
+        .call(message("/search", json!({"top_k": 1}), &vectors(0, 2, 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
+
+    // A second restart before anyone accepted it still reports the loss.
+    let again = status["peas"][1]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(again, libc::SIGKILL) }, 0);
+    let status = status_until(&ctrl, "the shard restarted a second time", |s| {
+        s["peas"][1]["pid"]
+            .as_u64()
+            .is_some_and(|p| p != again as u64)
+            && s["peas"][1]["state_lost"].is_object()
+    })
+    .await;
+    assert_eq!(
+        status["peas"][1]["state_lost"]["writes"],
+        json!(writes),
+        "{status}"
+    );
+
+    let shard_ctrl = status["peas"][1]["ctrl"].as_str().unwrap().to_string();
+    let accepted = control(&shard_ctrl, "ACCEPT-LOSS").await.unwrap();
+    assert_eq!(accepted["accepted"]["writes"], json!(writes), "{accepted}");
+    assert!(!record.exists(), "the record outlived ACCEPT-LOSS");
+    status_until(&ctrl, "the Pod healthy again", |s| {
+        s["healthy"] == json!(true)
+    })
+    .await;
+    let reply = c
+        .call(message("/index", json!({}), &vectors(600, 5, 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.envelope.status,
+        Status::Success,
+        "{:?}",
+        reply.envelope.status
+    );
+    assert!(record.is_file(), "the next unsaved write is recorded again");
+    c.close().await;
+
+    control(&ctrl, "TERMINATE").await.unwrap();
+    let exit = pod
+        .wait_exit(Duration::from_secs(30))
+        .expect("the Pod did not stop");
+    assert!(exit.success(), "{}", pod.log());
+    let left: Vec<_> = std::fs::read_dir(workspace.path().join("idx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".unsaved.json"))
+        .collect();
+    assert!(left.is_empty(), "records left after a clean stop: {left:?}");
+}
+
 /// The daemon's API (the same server loop as the gateway's) closes
 /// slow-loris and silent connections after `--http-header-timeout`, and
 /// still answers a real request.
