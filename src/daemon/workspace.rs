@@ -30,6 +30,9 @@ use std::path::{Component, Path, PathBuf};
 use cap_std::fs::Dir;
 use sha2::Digest as _;
 
+/// What an error about a link on the way says.
+const LINK_REFUSED: &str = "is a symbolic link";
+
 /// A manifest is at most this long (10,000 files of 255-byte names take
 /// about 4 MiB); a longer one is not read.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
@@ -237,8 +240,14 @@ impl TenantDirs {
                 }
             }
             dir = dir.open_dir_nofollow(part).map_err(|e| {
-                if dir.symlink_metadata(part).is_ok_and(|m| m.file_type().is_symlink()) {
-                    format!("`{}` is a symbolic link: refusing to follow it out of the tenant's directory", at.display())
+                if dir
+                    .symlink_metadata(part)
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    format!(
+                        "`{}` {LINK_REFUSED}: refusing to follow it out of the tenant's directory",
+                        at.display()
+                    )
                 } else {
                     format!("cannot open `{}`: {e}", at.display())
                 }
@@ -336,21 +345,21 @@ impl TenantDirs {
         use cap_std::fs::OpenOptionsExt as _;
         let relative = safe_relative(name)?;
         let missing = || format!("workspace `{id}` has no file `{name}`: upload it first");
-        if !self
-            .manifest(id)
-            .contains_key(relative.to_string_lossy().as_ref())
-        {
-            return Err(missing());
-        }
         let (Some(folder), Some(leaf)) = (relative.parent(), relative.file_name()) else {
             return Err(missing());
         };
-        let holder = self
-            .open_beneath(
-                &Path::new("workspaces").join(id).join("files").join(folder),
-                false,
-            )
-            .map_err(|e| format!("`{name}`: {e}"))?;
+        let known = self
+            .manifest(id)
+            .contains_key(relative.to_string_lossy().as_ref());
+        // A link on the way is named as one, uploaded name or not.
+        let holder = match self.open_beneath(
+            &Path::new("workspaces").join(id).join("files").join(folder),
+            false,
+        ) {
+            Ok(holder) if known => holder,
+            Err(e) if known || e.contains(LINK_REFUSED) => return Err(format!("`{name}`: {e}")),
+            _ => return Err(missing()),
+        };
         let mut options = cap_std::fs::OpenOptions::new();
         options
             .read(true)
