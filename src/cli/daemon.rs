@@ -51,6 +51,11 @@ pub struct DaemonCommand {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256MiB")]
     pub max_upload: u64,
 
+    /// Each Pea's, Pod's or Flow's log is rotated past this size (one older
+    /// part kept), counted in its tenant's disk.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "8MiB")]
+    pub max_log: u64,
+
     #[command(flatten)]
     pub http: crate::http_server::HttpLimits,
 }
@@ -73,6 +78,7 @@ impl DaemonCommand {
                 .map(super::absolute)
                 .unwrap_or_else(|| data_dir.join("cache")),
             max_upload: self.max_upload,
+            max_log: self.max_log.max(1),
             exe: std::env::current_exe().context("cannot find the jina-wasm executable")?,
             http: self.http.clone(),
         };

@@ -260,6 +260,7 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
     let used = dirs.disk_usage();
     let (limit, quota) = (d.config.max_upload, tenant.quota.disk);
     let mut received = 0u64;
+    let mut files = dirs.file_count();
     let mut stored = Vec::new();
     loop {
         let field = multipart.next_field().await.map_err(|e| {
@@ -274,7 +275,19 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
                 "a part has neither a file name nor a field name",
             ));
         };
-        safe_relative(&name).map_err(ApiError::bad)?;
+        let relative = safe_relative(&name).map_err(ApiError::bad)?;
+        let new = !dirs
+            .manifest(&ws)
+            .contains_key(relative.to_string_lossy().as_ref());
+        if new && files >= tenant.quota.files {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "file quota: tenant `{}` has {files} of {} files; `{name}` does not fit",
+                    tenant.name, tenant.quota.files
+                ),
+            ));
+        }
         let mut file = Receiving::new(&dirs.tmp())
             .map_err(|e| ApiError::internal(format!("cannot receive `{name}`: {e}")))?;
         let too_large = |why: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, why);
@@ -317,6 +330,7 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
             let _ = std::fs::remove_file(&tmp);
             ApiError::bad(e)
         })?;
+        files += u64::from(new);
         stored.push(json!({"name": name, "sha256": entry.sha256, "size": entry.size}));
     }
     if stored.is_empty() {
@@ -336,8 +350,11 @@ async fn download(
 ) -> Answer<Vec<u8>> {
     let tenant = caller(&d, &headers)?;
     let dirs = existing_workspace(&d, &tenant, &ws)?;
-    let path = dirs.file(&ws, &name).map_err(ApiError::not_found)?;
-    std::fs::read(&path).map_err(|e| ApiError::internal(format!("cannot read `{name}`: {e}")))
+    let mut file = dirs.open_file(&ws, &name).map_err(ApiError::not_found)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| ApiError::internal(format!("cannot read `{name}`: {e}")))?;
+    Ok(bytes)
 }
 
 fn unknown(kind: Kind, id: &str) -> ApiError {
@@ -456,6 +473,19 @@ async fn create(
             (plan, args)
         }
     };
+    // A Flow's Pods keep their state under `state/<flow name>/` (flows.rs): a
+    // named state like any other, so it too has one live user at a time (not
+    // a second Flow of that name, nor a Pea or Pod given that state).
+    let state = match kind {
+        Kind::Flow => Some((
+            std::path::Path::new("workspaces")
+                .join(ws)
+                .join("state")
+                .join(&plan.name),
+            false,
+        )),
+        Kind::Pea | Kind::Pod => state,
+    };
     let quota = &tenant.quota;
     let refuse = |m: String| {
         ApiError(
@@ -537,6 +567,7 @@ async fn create(
         plan.timeout_ready,
         live,
         stop.clone(),
+        d.config.max_log,
     )
     .await
     {
@@ -724,6 +755,9 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// The longest `data:` a log stream sends; a longer line goes in pieces.
+const STREAM_LINE_BYTES: usize = 64 << 10;
+
 /// A log file being followed.
 struct Follow {
     daemon: Arc<Daemon>,
@@ -770,6 +804,11 @@ impl Follow {
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             self.queue.push_back(line_event(&line[..end]));
+        }
+        // A log without line ends is sent in pieces, never held whole.
+        while self.partial.len() >= STREAM_LINE_BYTES {
+            let piece: Vec<u8> = self.partial.drain(..STREAM_LINE_BYTES).collect();
+            self.queue.push_back(line_event(&piece));
         }
         true
     }

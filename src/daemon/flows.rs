@@ -64,7 +64,7 @@ pub fn prepare(
     }
     let fail = |m: String| format!("`{}`: {m}", request.uses);
     let mut flow: Value = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-    let state = dirs.workspace(ws).join("state").join(&name);
+    let state = Path::new("workspaces").join(ws).join("state").join(&name);
 
     // The gateway: the daemon's host, a port the OS picks.
     let root = flow
@@ -167,8 +167,8 @@ pub fn prepare(
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    std::fs::create_dir_all(&state)
-        .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    // Checked beneath the tenant's root now, as the Flow is about to get it.
+    dirs.beneath(&state).map_err(|e| format!("state: {e}"))?;
     std::fs::write(out, rewritten).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(Plan {
         name,

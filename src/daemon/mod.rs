@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     pub cache_dir: PathBuf,
     /// The largest single uploaded file.
     pub max_upload: u64,
+    /// Each object's log is rotated past this many bytes (one older part kept).
+    pub max_log: u64,
     /// The `jina-wasm` executable the children run.
     pub exe: PathBuf,
     /// The API's header-read and idle timeouts and connection cap.

@@ -24,9 +24,9 @@ pub enum StateRequest {
     Named(String),
 }
 
-/// An object's log is rotated past this many bytes (the previous part kept as
-/// `<id>.log.1`), so one object holds at most twice this on disk; it counts
-/// in the tenant's `disk`.
+/// An object's log is rotated past this many bytes by default (`daemon
+/// --max-log`; the previous part kept as `<id>.log.1`), so one object holds
+/// at most twice this on disk; it counts in the tenant's `disk`.
 pub const MAX_LOG_BYTES: u64 = 8 << 20;
 
 /// What was asked for: a Pea (one executor) or a Pod (shards or replicas).
@@ -453,6 +453,7 @@ pub async fn spawn(
     timeout_ready: Duration,
     live: Arc<Mutex<Live>>,
     stop: CancellationToken,
+    max_log: u64,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::io::AsyncBufReadExt as _;
     let mut command = tokio::process::Command::new(exe);
@@ -472,7 +473,7 @@ pub async fn spawn(
     let mut copier = tokio::spawn(copy_log(
         child.stderr.take().expect("piped"),
         log.to_path_buf(),
-        MAX_LOG_BYTES,
+        max_log,
     ));
     live.lock().expect("live").pid = child.id();
     let stdout = child.stdout.take().expect("piped");

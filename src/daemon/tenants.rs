@@ -9,6 +9,7 @@
 //!       memory_per_pea: 512MiB # the largest memory_hwm one Pea may ask for
 //!       total_memory: 2GiB     # the sum of memory_hwm over every live Pea
 //!       disk: 1GiB             # uploads (stored once per content) + executor state
+//!       files: 10000           # uploaded file names, over all its workspaces
 //! ```
 
 use std::path::Path;
@@ -42,6 +43,7 @@ struct QuotaEntry {
     memory_per_pea: Option<String>,
     total_memory: Option<String>,
     disk: Option<String>,
+    files: Option<u64>,
 }
 
 /// What one tenant may use at once.
@@ -51,16 +53,21 @@ pub struct Quota {
     pub memory_per_pea: u64,
     pub total_memory: u64,
     pub disk: u64,
+    /// Uploaded file names over all the tenant's workspaces: empty files cost
+    /// no `disk` but still a name, folders and a manifest entry each.
+    pub files: u64,
 }
 
 impl Default for Quota {
-    /// 16 Peas, 1 GiB each (the sandbox's default memory_hwm), 4 GiB in all, 1 GiB of disk.
+    /// 16 Peas, 1 GiB each (the sandbox's default memory_hwm), 4 GiB in all,
+    /// 1 GiB of disk, 10,000 uploaded files.
     fn default() -> Self {
         Quota {
             max_peas: 16,
             memory_per_pea: 1 << 30,
             total_memory: 4 << 30,
             disk: 1 << 30,
+            files: 10_000,
         }
     }
 }
@@ -130,6 +137,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Tenant>> {
                 defaults.total_memory,
             )?,
             disk: size("disk", &entry.quota.disk, defaults.disk)?,
+            files: entry.quota.files.unwrap_or(defaults.files),
         };
         tenants.push(Tenant {
             name: entry.name,

@@ -15,17 +15,27 @@
 //!
 //! Names come from tenants, so every one is checked: ids are plain names, file
 //! names are relative paths of plain components (no `..`, no absolute path, no
-//! backslash, no NUL), and no existing component on the way may be a symbolic
-//! link (the daemon never makes one, and guests cannot: docs/sandbox.md).
-//! Directories executors write in (state) are reached through handles that
-//! cannot leave the tenant's root ([`TenantDirs::beneath`]), checked when an
-//! object starts; they are measured and removed through handles too
-//! (`executor::quota`), whatever a guest left in them.
+//! backslash, no NUL, at most 255 bytes). Every tenant-named path is then
+//! reached through directory handles from the tenant's root, one component at
+//! a time, none followed if it is a symbolic link ([`TenantDirs::open_beneath`]),
+//! at the moment of use: uploads are stored and linked, downloads read, state
+//! directories checked when an object starts. Links cannot be made by guests
+//! (docs/sandbox.md) nor by the daemon; one an operator made is refused, never
+//! followed. What executors leave is measured and removed through handles too
+//! (`executor::quota`), whatever its names or depth.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use cap_std::fs::Dir;
 use sha2::Digest as _;
+
+/// What an error about a link on the way says.
+const LINK_REFUSED: &str = "is a symbolic link";
+
+/// A manifest is at most this long (10,000 files of 255-byte names take
+/// about 4 MiB); a longer one is not read.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// A workspace id, tenant name or object name: 1-64 of `A-Za-z0-9._-`, not starting with `.`.
 pub fn is_safe_id(id: &str) -> bool {
@@ -72,36 +82,6 @@ pub fn safe_relative(name: &str) -> Result<PathBuf, String> {
         return refuse("it names no file");
     }
     Ok(clean)
-}
-
-/// `root/relative`, refusing it if any existing component below `root` is a
-/// symbolic link (or `root` itself is).
-///
-/// # Errors
-/// Why, naming the link.
-pub fn resolve_inside(root: &Path, relative: &Path) -> Result<PathBuf, String> {
-    let mut at = root.to_path_buf();
-    let mut parts = vec![at.clone()];
-    for part in relative.components() {
-        at.push(part);
-        parts.push(at.clone());
-    }
-    for path in parts {
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let shown = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                return Err(format!(
-                    "`{shown}` is a symbolic link: links out of a workspace are refused"
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(at)
 }
 
 /// One file of a workspace, as listed.
@@ -153,22 +133,49 @@ impl TenantDirs {
         ids
     }
 
+    /// The files of workspace `id` (empty when it has none, or its manifest
+    /// cannot be read: through handles, not through a link, at most
+    /// [`MAX_MANIFEST_BYTES`]).
     pub fn manifest(&self, id: &str) -> BTreeMap<String, FileEntry> {
-        std::fs::read(self.workspace(id).join("manifest.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
+        use cap_std::fs::OpenOptionsExt as _;
+        use std::io::Read as _;
+        let Ok(dir) = self.open_beneath(&Path::new("workspaces").join(id), false) else {
+            return BTreeMap::new();
+        };
+        let mut options = cap_std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags(libc::O_NONBLOCK);
+        let mut bytes = Vec::new();
+        match dir.open_with("manifest.json", &options) {
+            Ok(file) if file.metadata().is_ok_and(|m| m.is_file()) => {
+                let _ = file.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes);
+            }
+            _ => return BTreeMap::new(),
+        }
+        serde_json::from_slice(&bytes).unwrap_or_default()
     }
 
     fn write_manifest(
         &self,
         id: &str,
         manifest: &BTreeMap<String, FileEntry>,
-    ) -> std::io::Result<()> {
-        let path = self.workspace(id).join("manifest.json");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(manifest)?)?;
-        std::fs::rename(tmp, path)
+    ) -> Result<(), String> {
+        let dir = self.open_beneath(&Path::new("workspaces").join(id), false)?;
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| e.to_string())?;
+        dir.write("manifest.json.tmp", bytes)
+            .and_then(|()| dir.rename("manifest.json.tmp", &dir, "manifest.json"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Uploaded file names over all the tenant's workspaces (the `files` quota).
+    pub fn file_count(&self) -> u64 {
+        self.workspace_ids()
+            .iter()
+            .map(|id| self.manifest(id).len() as u64)
+            .sum()
     }
 
     /// The own state directory of object `object` in workspace `id`.
@@ -197,10 +204,24 @@ impl TenantDirs {
     /// # Errors
     /// Why, naming the component.
     pub fn beneath(&self, relative: &Path) -> Result<PathBuf, String> {
+        self.open_beneath(relative, true)?;
+        Ok(self.root.join(relative))
+    }
+
+    /// A handle on the directory `root/relative` (made if missing and
+    /// `create`), reached one component at a time from the tenant's root, none
+    /// of them followed if it is a link: whatever is later done through the
+    /// handle stays beneath the tenant's root.
+    ///
+    /// # Errors
+    /// Why, naming the component (`NotFound` text when absent and not `create`).
+    pub fn open_beneath(&self, relative: &Path, create: bool) -> Result<Dir, String> {
         use cap_fs_ext::DirExt as _;
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| format!("cannot create the tenant's directory: {e}"))?;
-        let mut dir = cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())
+        if create {
+            std::fs::create_dir_all(&self.root)
+                .map_err(|e| format!("cannot create the tenant's directory: {e}"))?;
+        }
+        let mut dir = Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())
             .map_err(|e| format!("cannot open the tenant's directory: {e}"))?;
         let mut at = PathBuf::new();
         for part in relative.components() {
@@ -211,20 +232,28 @@ impl TenantDirs {
                 ));
             };
             at.push(part);
-            match dir.create_dir(part) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create `{}`: {e}", at.display())),
+            if create {
+                match dir.create_dir(part) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(format!("cannot create `{}`: {e}", at.display())),
+                }
             }
             dir = dir.open_dir_nofollow(part).map_err(|e| {
-                if dir.symlink_metadata(part).is_ok_and(|m| m.file_type().is_symlink()) {
-                    format!("`{}` is a symbolic link: refusing to follow it out of the tenant's directory", at.display())
+                if dir
+                    .symlink_metadata(part)
+                    .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    format!(
+                        "`{}` {LINK_REFUSED}: refusing to follow it out of the tenant's directory",
+                        at.display()
+                    )
                 } else {
                     format!("cannot open `{}`: {e}", at.display())
                 }
             })?;
         }
-        Ok(self.root.join(relative))
+        Ok(dir)
     }
 
     /// Removes the tree at `relative` (made by executors: through handles,
@@ -247,11 +276,16 @@ impl TenantDirs {
         }
     }
 
-    /// Moves a received upload (`tmp`, with its digest and size) into the blob
-    /// store and links it into workspace `id` as `name`.
+    /// Moves a received upload (`tmp`, a file [`Receiving`] made in
+    /// [`TenantDirs::tmp`], with its digest and size) into the blob store and
+    /// links it into workspace `id` as `name`. Every step goes through
+    /// directory handles reached from the tenant's root without following a
+    /// link ([`TenantDirs::open_beneath`]): the folders of `name` are made one
+    /// at a time, and a name already there is replaced, never written through.
     ///
     /// # Errors
-    /// A name that escapes, or a filesystem failure.
+    /// A name that escapes, a folder of it that is a link or a file, or a
+    /// filesystem failure.
     pub fn commit(
         &self,
         id: &str,
@@ -261,26 +295,31 @@ impl TenantDirs {
         size: u64,
     ) -> Result<FileEntry, String> {
         let relative = safe_relative(name)?;
-        let files = self.workspace(id).join("files");
-        std::fs::create_dir_all(&files)
-            .map_err(|e| format!("cannot create workspace `{id}`: {e}"))?;
-        std::fs::create_dir_all(self.blobs())
-            .map_err(|e| format!("cannot create the blob store: {e}"))?;
-        let target = resolve_inside(&files, &relative)?;
-        let blob = self.blobs().join(sha256);
-        if blob.exists() {
+        let (Some(folder), Some(leaf)) = (relative.parent(), relative.file_name()) else {
+            return Err(format!("file name `{}` names no file", name.escape_debug()));
+        };
+        let workspace = Path::new("workspaces").join(id);
+        let blobs = self.open_beneath(Path::new("blobs"), true)?;
+        let holder = self
+            .open_beneath(&workspace.join("files").join(folder), true)
+            .map_err(|e| format!("cannot store `{name}`: {e}"))?;
+        if blobs.symlink_metadata(sha256).is_ok() {
             let _ = std::fs::remove_file(tmp);
         } else {
-            std::fs::rename(tmp, &blob).map_err(|e| format!("cannot store `{name}`: {e}"))?;
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create the folder of `{name}`: {e}"))?;
+            let received = tmp
+                .file_name()
+                .ok_or_else(|| format!("cannot store `{name}`: no upload"))?;
+            let incoming = self.open_beneath(Path::new("tmp"), false)?;
+            incoming
+                .rename(received, &blobs, sha256)
+                .map_err(|e| format!("cannot store `{name}`: {e}"))?;
         }
         // Replace, never write through: the old name may be a link to a blob
-        // another workspace shares.
-        let _ = std::fs::remove_file(&target);
-        std::fs::hard_link(&blob, &target)
+        // another workspace shares (a link or a folder there is not followed:
+        // removing a link removes the link; a folder stays and fails below).
+        let _ = holder.remove_file(leaf);
+        blobs
+            .hard_link(sha256, &holder, leaf)
             .map_err(|e| format!("cannot link `{name}` into workspace `{id}`: {e}"))?;
         let entry = FileEntry {
             sha256: sha256.to_string(),
@@ -295,23 +334,66 @@ impl TenantDirs {
         Ok(entry)
     }
 
-    /// The path of file `name` in workspace `id`, if the tenant uploaded it.
+    /// File `name` of workspace `id`, if the tenant uploaded it: opened
+    /// through handles from the tenant's root, no link followed on the way or
+    /// at the end, and only if it is a regular file.
     ///
     /// # Errors
-    /// A name that escapes, or a file that is not there.
-    pub fn file(&self, id: &str, name: &str) -> Result<PathBuf, String> {
+    /// A name that escapes, a link, or a file that is not there.
+    pub fn open_file(&self, id: &str, name: &str) -> Result<cap_std::fs::File, String> {
+        use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt as _};
+        use cap_std::fs::OpenOptionsExt as _;
         let relative = safe_relative(name)?;
-        let path = resolve_inside(&self.workspace(id).join("files"), &relative)?;
-        if !self
+        let missing = || format!("workspace `{id}` has no file `{name}`: upload it first");
+        let (Some(folder), Some(leaf)) = (relative.parent(), relative.file_name()) else {
+            return Err(missing());
+        };
+        let known = self
             .manifest(id)
-            .contains_key(relative.to_string_lossy().as_ref())
-            || !path.is_file()
-        {
-            return Err(format!(
-                "workspace `{id}` has no file `{name}`: upload it first"
-            ));
+            .contains_key(relative.to_string_lossy().as_ref());
+        // A link on the way is named as one, uploaded name or not.
+        let holder = match self.open_beneath(
+            &Path::new("workspaces").join(id).join("files").join(folder),
+            false,
+        ) {
+            Ok(holder) if known => holder,
+            Err(e) if known || e.contains(LINK_REFUSED) => return Err(format!("`{name}`: {e}")),
+            _ => return Err(missing()),
+        };
+        let mut options = cap_std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags(libc::O_NONBLOCK);
+        let file = holder.open_with(leaf, &options).map_err(|e| {
+            if holder
+                .symlink_metadata(leaf)
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                format!("`{name}` is a symbolic link: links out of a workspace are refused")
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                missing()
+            } else {
+                format!("cannot open `{name}`: {e}")
+            }
+        })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(missing());
         }
-        Ok(path)
+        Ok(file)
+    }
+
+    /// The path of file `name` in workspace `id`, if the tenant uploaded it,
+    /// checked as [`TenantDirs::open_file`] does, for a child process's
+    /// `--uses`. Only the daemon writes a workspace's `files/` (no object is
+    /// given it), so what is checked here is what the child opens.
+    ///
+    /// # Errors
+    /// A name that escapes, a link, or a file that is not there.
+    pub fn file(&self, id: &str, name: &str) -> Result<PathBuf, String> {
+        self.open_file(id, name)?;
+        let relative = safe_relative(name)?;
+        Ok(self.workspace(id).join("files").join(relative))
     }
 
     /// Removes workspace `id` and the blobs no other workspace links to.

@@ -242,11 +242,15 @@ impl Flow {
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut polling = Vec::new();
         for (i, pod) in file.pods.iter().enumerate() {
-            let at = |m: String| fail(format!("pods[{i}] (`{}`): {m}", pod.name));
-            if pod.name.is_empty() || pod.name == GATEWAY || pod.name.contains(['/', ' ']) {
-                return Err(at(
-                    "a Pod's name must be non-empty, not `gateway`, without `/` or spaces".into(),
-                ));
+            let at = |m: String| fail(format!("pods[{i}] (`{}`): {m}", pod.name.escape_debug()));
+            // The name is a directory of the Pod's workspace (`<name>/shard-<i>`).
+            if pod.name.is_empty()
+                || pod.name.len() > 255
+                || [GATEWAY, ".", ".."].contains(&pod.name.as_str())
+                || pod.name.contains(['/', '\\', ' '])
+                || pod.name.chars().any(char::is_control)
+            {
+                return Err(at("a Pod's name must be 1 to 255 bytes, not `gateway`, `.` or `..`, without `/`, `\\`, spaces or control characters".into()));
             }
             if index.insert(&pod.name, i).is_some() {
                 return Err(at("another Pod has the same name".into()));

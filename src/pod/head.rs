@@ -11,6 +11,11 @@
 //!
 //! Before sending, the Head tells the Tail which Peas will answer the request
 //! (an [`Expect`]), and pushes the number of parts on the envelope's `parts`.
+//!
+//! Inside the Pod a request travels under an id the Head mints (a prefix drawn
+//! when the Head starts, and a counter): whoever sends to the Pod's input may
+//! reuse an id, or send another sender's, and the Tail must still give each
+//! request its own parts. The Tail puts the sender's id back on the answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +93,10 @@ impl Head {
         let mut peers = vec![Peer::default(); members.read().expect("members").len()];
         let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
         let mut next = 0usize;
+        // A new prefix each start: a part a Pea answers after a restart of the
+        // Head matches no request of the new one.
+        let prefix = uuid::Uuid::new_v4().simple().to_string();
+        let mut minted = 0u64;
         let grace = Duration::from_secs(1);
         loop {
             let any_credit = match balance {
@@ -138,16 +147,23 @@ impl Head {
                             continue;
                         }
                     }
-                    let sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
+                    let client_id = message.envelope.request_id.clone();
+                    let mut sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
                         Ok(sends) => sends,
                         Err(failed) => {
                             let _ = tail.send(TailInput::Forward(failed)).await;
                             continue;
                         }
                     };
+                    minted += 1;
+                    let internal = format!("{}-{minted}", &prefix[..12]);
+                    for (_, message) in &mut sends {
+                        message.envelope.request_id.clone_from(&internal);
+                    }
                     let first = &sends[0].1.envelope;
                     let expect = Expect {
-                        request_id: first.request_id.clone(),
+                        request_id: internal,
+                        client_id,
                         targets: sends.iter().map(|(i, _)| *i).collect(),
                         down: sends.iter().filter(|(i, _)| !peers[*i].alive).map(|(i, _)| *i).collect(),
                         deadline: tokio::time::Instant::now() + deadline_of(first, timeout),

@@ -146,7 +146,11 @@ impl FromStr for Polling {
 /// What the Head tells the Tail about a request before sending its parts.
 #[derive(Debug, Clone)]
 pub struct Expect {
+    /// The id the Head minted for the request: the Tail's key.
     pub request_id: String,
+    /// The id the request came in with, put back on the answer. Two senders
+    /// may use the same one, so it never keys anything (docs/sandbox.md).
+    pub client_id: String,
     /// Member indices that will each send one part.
     pub targets: Vec<usize>,
     /// Of those, the ones the Head knows are gone.

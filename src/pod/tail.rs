@@ -1,5 +1,6 @@
 //! The Tail: collects the parts of each request from the Pod's Peas, keyed by
-//! request id, and sends one merged message on the Pod's output.
+//! the id the Head minted for it, and sends one merged message on the Pod's
+//! output, under the id the request came in with.
 //!
 //! It knows what to expect from the Head ([`Expect`]): which Peas answer each
 //! request and by when. A part that does not come in time, or a Pea that is
@@ -178,10 +179,12 @@ impl Tail {
         remember(finished, id);
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         let started = now_us();
+        let client_id = p.expect.client_id.clone();
         let mut merged = match self.reduce(p).await {
             Ok(message) => message,
             Err(message) => message,
         };
+        merged.envelope.request_id = client_id;
         self.route(&mut merged, started);
         self.send(merged).await;
     }
@@ -282,17 +285,14 @@ impl Tail {
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
             Some(part) => part.envelope.clone(),
-            None => {
-                let mut e = crate::wire::Envelope::request("", "");
-                e.request_id = p.expect.request_id.clone();
-                e
-            }
+            None => crate::wire::Envelope::request("", ""),
         };
+        envelope.request_id.clone_from(&p.expect.client_id);
         envelope.parts.pop();
         envelope.fail(&culprit, kind, reason);
         envelope.after_error = AfterError::Abort;
         remember(finished, p.expect.request_id.clone());
-        tracing::warn!(pea = %self.name, request = %p.expect.request_id, "{reason}");
+        tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");
         let mut message = Message::new(envelope, Bytes::new());
         self.route(&mut message, now_us());
         self.send(message).await;

@@ -394,3 +394,30 @@ async fn daemon_objects_get_their_own_state_and_their_output_is_bounded() {
             .is_dir()
     );
 }
+
+/// A Pod's name is a directory of its workspace (`<name>/shard-<i>`): a Flow
+/// file naming a Pod `.`, `..`, with a backslash, a control character or
+/// past 255 bytes is refused by name when the file is read, before anything
+/// starts or is created (a `..` used to reach the workspace's parent, a `.`
+/// its root).
+#[test]
+fn flow_pod_names_that_are_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "n".repeat(256);
+    for name in [".", "..", "a\\\\b", "a\\0b", "a\\tb", long.as_str()] {
+        let file = dir.path().join("f.yml");
+        std::fs::write(
+            &file,
+            format!("pods:\n  - name: \"{name}\"\n    uses: missing.wasm\n    workspace: ws\n"),
+        )
+        .unwrap();
+        let out = crate::cli::jina(&["flow", "--uses", file.to_str().unwrap()], "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains("a Pod's name must be 1 to 255 bytes, not `gateway`, `.` or `..`"),
+            "{name}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("ws").exists(), "nothing was created");
+}

@@ -8,7 +8,8 @@
 //!   at `MAX_DEPTH` (served), one level past it and 5,000 levels deep
 //!   (refused, no crash) through `run`, a Pea, a Pod with `polling: all`, a
 //!   Flow's gateway and `client`;
-//! - request ids: clients that send the same id get their own documents;
+//! - request ids: clients that send the same id get their own documents,
+//!   through a Flow's gateway and straight to a Pod's sockets;
 //! - numbers: durations past the cap are clean errors, never a panic;
 //! - Flow size: a Flow over `--max-peas` starts nothing;
 //! - result size: `--max-result-bytes` is the limit a result meets, not
@@ -336,6 +337,76 @@ fn clients_with_the_same_request_id_get_their_own_documents() {
             [format!("secret of client {i}")],
             "client {i} got another client's documents"
         );
+    }
+}
+
+/// Senders talking ZeroMQ to a Pod directly (no gateway to mint ids) reuse
+/// one request id for requests in flight at once, in a sharded Pod and one
+/// with `polling: all`: each request gets its own answer with its own
+/// documents and the id it was sent with; the Head keys its bookkeeping by
+/// ids it mints, never the sender's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_reusing_a_request_id_at_a_pod_get_their_own_answers() {
+    use jina_wasm::transport::Link;
+    for polling in ["any", "all"] {
+        let pod = crate::pod::pod(
+            "misbehave",
+            &["--name", "same", "--shards", "2", "--polling", polling],
+        );
+        // Raw sockets: a `Client` matches answers by id, which is the point here.
+        let target = jina_wasm::client::Target::pea(&pod.addr("in"), &pod.addr("out"));
+        let mut output = Link::open(target.socket_out, &target.output, "receiver")
+            .await
+            .unwrap();
+        let input = Link::open(target.socket_in, &target.input, "sender")
+            .await
+            .unwrap();
+        let senders = ["a", "b", "c"];
+        for who in senders {
+            let docs: Vec<Document> = (0..4)
+                .map(|i| text_doc(&format!("{who}{i}"), &format!("secret of {who}")))
+                .collect();
+            let mut envelope = Envelope::request("/sleep", json!({"ms": 150}).to_string());
+            envelope.request_id = "same".into();
+            let message = Message::data(envelope, &Body::from_documents(&docs));
+            input.send(message.frames().to_vec()).await.unwrap();
+        }
+        let mut answers = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answers.len() < senders.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(frames)) = tokio::time::timeout(left, output.recv()).await else {
+                panic!(
+                    "{polling}: {} of {} answers: {answers:?}\n{}",
+                    answers.len(),
+                    senders.len(),
+                    pod.log()
+                );
+            };
+            let reply = Message::from_frames(&frames).unwrap();
+            assert_eq!(reply.envelope.status, Status::Success, "{polling}");
+            assert_eq!(
+                reply.envelope.request_id, "same",
+                "{polling}: the sender's id"
+            );
+            let mut texts: Vec<String> = documents(&reply)
+                .into_iter()
+                .map(|d| d.text.unwrap_or_default())
+                .collect();
+            texts.dedup();
+            answers.push(texts);
+        }
+        answers.sort();
+        let expected: Vec<Vec<String>> = senders
+            .iter()
+            .map(|who| vec![format!("secret of {who}")])
+            .collect();
+        assert_eq!(
+            answers, expected,
+            "{polling}: each answer holds one sender's documents"
+        );
+        input.close(Duration::from_millis(100)).await;
+        output.close(Duration::from_millis(100)).await;
     }
 }
 

@@ -33,6 +33,9 @@
 //!   refused and never followed, quotas walked through handles and rolled
 //!   back, shard identities out of reach, volumes bound to one shard, the
 //!   daemon's per-object state and bounded logs.
+//! - `hostile_daemon`: what a tenant names at the daemon: links on the way
+//!   refused, names that collide, look-alike names, the `files` quota, logs
+//!   rotated at `--max-log` and streamed.
 //! - `hostile_input`: what a client claims and what a guest returns: trees
 //!   past the depth limit, shared request ids, huge durations, Flows over
 //!   `--max-peas`, results past wasmtime's copy limit.
@@ -53,6 +56,7 @@ mod export;
 mod faults;
 mod flow;
 mod hnsw;
+mod hostile_daemon;
 mod hostile_fs;
 mod hostile_input;
 mod load;
