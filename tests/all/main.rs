@@ -41,6 +41,9 @@
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
+//! - `runtime_args`: the host's facts (shard, replica, read-only, durable)
+//!   reach Python and JavaScript executors apart from their parameters: both
+//!   run as shards, replicas, read-only and durable, in a Pod and in a Flow.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -61,6 +64,7 @@ mod minilm;
 mod pea;
 mod pod;
 mod polyglot;
+mod runtime_args;
 mod sandbox;
 mod stateful;
 mod util;

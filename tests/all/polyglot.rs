@@ -225,8 +225,13 @@ fn build(dir: &std::path::Path, program: &str, args: &[&str], envs: &[(&str, &st
 }
 
 /// `jina-wasm new NAME --lang LANG`, built by `build_it`, then run as the
-/// scaffold's README says: `/upper` with a `suffix`.
-fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::path::Path)) {
+/// scaffold's README says: `/upper` with a `suffix`. Returns the folder and
+/// the component.
+fn scaffold_builds_and_runs(
+    lang: &str,
+    wasm: &str,
+    build_it: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("greeter");
     let out = crate::cli::jina(
@@ -281,6 +286,30 @@ fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::
         "hello\n",
     );
     assert_eq!(json_lines(&out)[0]["text"], "hello", "{lang}");
+    (parent, uses)
+}
+
+/// Sends `docs` to `endpoint` of a Pea or Pod; the answer sorted by id.
+fn call(p: &crate::pea::PeaProcess, endpoint: &str, docs: &str) -> Vec<Value> {
+    let out = crate::cli::jina(
+        &[
+            "client",
+            "--in",
+            &p.addr("in"),
+            "--out",
+            &p.addr("out"),
+            "--endpoint",
+            endpoint,
+            "--timeout",
+            "60s",
+            "--request-size",
+            "1",
+        ],
+        docs,
+    );
+    let mut answer = json_lines(&out);
+    answer.sort_by_key(|d| d["id"].as_str().unwrap_or_default().to_string());
+    answer
 }
 
 #[test]
@@ -288,7 +317,18 @@ fn new_python_scaffold_builds_and_runs() {
     let python =
         crate::util::python_venv("componentize-py-venv", "guest-sdk/python/requirements.txt");
     let componentize = python.with_file_name("componentize-py");
-    scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
+    let (_dir, uses) = scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
+        // The scaffold as made, plus one handler that reports the instance's
+        // runtime_args (one build for both: a Python build takes a minute).
+        let file = dir.join("executor.py");
+        let mut code = std::fs::read_to_string(&file).unwrap();
+        code.push_str(
+            "\n    @requests(on=\"/where\")\n    def where(self, docs, parameters, **kwargs):\n        \
+             args = self.runtime_args\n        for doc in docs:\n            \
+             doc.tags.update(shard_id=args.shard_id, shards=args.shards, replica_id=args.replica_id, \
+             read_only=args.read_only, durable=args.durable, suffix=self.suffix)\n",
+        );
+        std::fs::write(&file, code).unwrap();
         build(
             dir,
             "sh",
@@ -296,6 +336,64 @@ fn new_python_scaffold_builds_and_runs() {
             &[("COMPONENTIZE_PY", componentize.as_os_str())],
         );
     });
+
+    // As two shards (the host adds its facts to `with:`; the scaffold's
+    // constructor refuses unknown parameters): `/upper` as in a Pea, and each
+    // document was handled by the shard its id belongs to.
+    let docs: String = (0..8)
+        .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"doc {i}\"}}\n"))
+        .collect();
+    let start = |args: &[&str]| {
+        let mut all = vec!["--pod", "--name", "greeter", "--uses-with", "{suffix: '!'}"];
+        all.extend_from_slice(args);
+        crate::pea::PeaProcess::try_start_uses(&uses, &all, |_| {})
+            .unwrap_or_else(|log| panic!("the scaffold as {args:?} did not start:\n{log}"))
+    };
+    let shards = start(&["--shards", "2"]);
+    let upper = call(&shards, "/upper", &docs);
+    assert_eq!(upper.len(), 8, "{upper:?}");
+    assert!(
+        upper
+            .iter()
+            .all(|d| d["text"].as_str().unwrap().ends_with('!')),
+        "{upper:?}"
+    );
+    let tags: Vec<Value> = call(&shards, "/where", &docs)
+        .into_iter()
+        .map(|d| d["tags"].clone())
+        .collect();
+    let shard_ids: std::collections::BTreeSet<u64> = tags
+        .iter()
+        .map(|t| t["shard_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shard_ids, [0, 1].into(), "both shards answered: {tags:?}");
+    assert!(
+        tags.iter()
+            .all(|t| t["shards"] == 2 && t["suffix"] == "!" && t["replica_id"].is_null()),
+        "{tags:?}"
+    );
+    drop(shards);
+
+    // As two read-only, durable-free replicas: a replica id each, read_only.
+    let workspace = tempfile::tempdir().unwrap();
+    let replicas = start(&[
+        "--parallel",
+        "2",
+        "--workspace",
+        workspace.path().to_str().unwrap(),
+        "--read-only",
+    ]);
+    let tags: Vec<Value> = call(&replicas, "/where", &docs)
+        .into_iter()
+        .map(|d| d["tags"].clone())
+        .collect();
+    assert!(
+        tags.iter().all(|t| t["read_only"] == true
+            && t["durable"] == false
+            && t["shard_id"].is_null()
+            && t["replica_id"].is_string()),
+        "{tags:?}"
+    );
 }
 
 #[test]
