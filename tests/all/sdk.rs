@@ -5,6 +5,9 @@
 //! read-only and durable, in a Pod and in a Flow, with the Rust executor's
 //! exact output. (The fresh Python scaffold reading its `runtime_args` is in
 //! `polyglot::new_python_scaffold_builds_and_runs`.)
+//!
+//! And the real Jina client's `parameters={'top_k': 3}` (a double on the
+//! wire) searches the Rust indexers; `3.5` is refused by name.
 
 use serde_json::Value;
 
@@ -124,5 +127,32 @@ fn python_and_js_executors_run_as_shards_replicas_read_only_and_durable_in_a_flo
             second.replace('-', "_"),
         ));
         assert_eq!(answer(&flow), reference, "{first} then {second} in a Flow");
+    }
+}
+
+#[test]
+fn the_jina_clients_top_k_is_a_whole_number_for_both_indexers() {
+    let python = crate::util::python_venv(
+        "jina-client-venv",
+        "tests/interop/jina_client/requirements.txt",
+    );
+    for indexer in ["vector_indexer", "hnsw_indexer"] {
+        let dir = tempfile::tempdir().unwrap();
+        let flow = crate::flow::FlowProcess::start(&format!(
+            "pods:\n  - name: index\n    uses: {{W}}/{indexer}.wasm\n    workspace: {}\n",
+            dir.path().display()
+        ));
+        let out = std::process::Command::new(&python)
+            .arg("tests/interop/jina_client/jina_search_top_k.py")
+            .args(["--port", &flow.port().to_string()])
+            .env("JINA_OPTOUT_TELEMETRY", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("jina top_k ok"),
+            "{indexer}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
