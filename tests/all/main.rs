@@ -65,7 +65,7 @@ mod minilm;
 mod pea;
 mod pod;
 mod polyglot;
-mod sdk;
 mod sandbox;
+mod sdk;
 mod stateful;
 mod util;
