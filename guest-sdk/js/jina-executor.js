@@ -18,6 +18,10 @@
 //   requests(Upper.prototype.upper, { on: '/upper' });
 //   export const executor = serve(Upper);
 //
+// The host's facts about the instance (shard, replica, read-only, durable,
+// memory limit) are `this.runtimeArgs` (a `RuntimeArgs`), as Jina's
+// `runtime_args`; they never appear among the `with:` parameters.
+//
 // The columnar batch of the contract (guest-sdk/src/wire.rs specifies it;
 // this is the same reader and writer) is converted at one seam, `fromBatch`
 // / `toBatch`; handlers only see `Document` trees.
@@ -83,8 +87,73 @@ export function requests(method, { on } = {}) {
   return method;
 }
 
-/** Base class of every JavaScript executor. */
+/**
+ * `value` as an integer when it is a whole number (`3` and `3.0` are one
+ * number in JavaScript, so a whole double from Jina's Python client passes);
+ * `undefined` and `null` stay `undefined`. Anything else (`3.5`, `'3'`)
+ * throws an `ExecutorError` of `kind` naming `name` (`with.min_len`).
+ */
+export function wholeNumber(value, name, kind = 'bad-config') {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'number' && Number.isInteger(value)) return value;
+  throw new ExecutorError(kind, `${name} = ${JSON.stringify(value)}: expected a whole number`);
+}
+
+/**
+ * A request's parameters: the JSON object the client sent, with one typed
+ * getter that is not an own enumerable key (so `Object.keys`, spreading and
+ * `JSON.stringify` see only the client's keys).
+ */
+function withGetters(parameters) {
+  Object.defineProperty(parameters, 'getInt', {
+    enumerable: false,
+    value(key, fallback = undefined) {
+      const value = wholeNumber(this[key], `parameters.${key}`, 'bad-request');
+      return value === undefined ? fallback : value;
+    },
+  });
+  return parameters;
+}
+
+/**
+ * What the host says about this instance (Jina's `runtime_args`):
+ * `shardId`/`shards` for a shard of a Pod, `replicaId` (a string)/`replicas`
+ * for a replica, `readOnly` (the workspace is read-only, `dump` is never
+ * called), `durable` (`dump` runs after every request), `memoryLimit` (bytes,
+ * or `undefined`). They inform the executor; the host enforces what matters
+ * itself (a read-only mount, one workspace per shard, a memory limit that
+ * traps), so a wrong value harms only the executor that trusts it.
+ */
+export class RuntimeArgs {
+  constructor(facts = {}) {
+    const f = facts !== null && typeof facts === 'object' && !Array.isArray(facts) ? facts : {};
+    const count = (key) => (Number.isInteger(f[key]) && f[key] >= 0 ? f[key] : undefined);
+    this.shardId = count('shard_id');
+    this.shards = count('shards');
+    const replica = f.replica_id;
+    this.replicaId = typeof replica === 'string' || typeof replica === 'number' ? String(replica) : undefined;
+    this.replicas = count('replicas');
+    this.readOnly = f.read_only === true;
+    this.durable = f.durable === true;
+    this.memoryLimit = count('memory_limit');
+    Object.freeze(this);
+  }
+}
+
+// The facts of the instance being built: set by `serve`'s `init` around the
+// constructor call, read by the `Executor` constructor.
+let buildingRuntimeArgs;
+
+/**
+ * Base class of every JavaScript executor. `this.runtimeArgs` (a
+ * `RuntimeArgs`) is set by this constructor, so a subclass can read it right
+ * after `super()`.
+ */
 export class Executor {
+  constructor() {
+    this.runtimeArgs = buildingRuntimeArgs ?? new RuntimeArgs();
+  }
+
   /** Persists state into `/workspace`; nothing to do by default. */
   dump() {}
   /** Called once before the instance is dropped. */
@@ -144,14 +213,23 @@ export function serve(Class) {
   };
   return {
     init(config) {
-      guard(() => { instance = new Class(jsonObject(config, 'with', 'bad-config')); });
+      guard(() => {
+        const { jina, ...user } = jsonObject(config, 'with', 'bad-config');
+        // The host's facts travel under `jina` (docs/wit-contract.md).
+        buildingRuntimeArgs = new RuntimeArgs(jina);
+        try {
+          instance = new Class(user);
+        } finally {
+          buildingRuntimeArgs = undefined;
+        }
+      });
     },
     handle(endpoint, batch, parameters) {
       const name = routes.get(endpoint) ?? routes.get(null);
       if (name === undefined) return batch;
       return guard(() => {
         const docs = fromBatch(batch);
-        const result = instance[name](docs, jsonObject(parameters, 'parameters', 'bad-request'));
+        const result = instance[name](docs, withGetters(jsonObject(parameters, 'parameters', 'bad-request')));
         return toBatch(result === undefined ? docs : result);
       });
     },

@@ -1,5 +1,6 @@
-//! The [`Executor`] trait, its [`Routes`], and the two JSON objects it reads:
-//! [`Config`] (the `with:` block) and [`Params`] (a request's parameters).
+//! The [`Executor`] trait, its [`Routes`], the two JSON objects it reads:
+//! [`Config`] (the `with:` block) and [`Params`] (a request's parameters), and
+//! the host's facts about the instance, [`RuntimeArgs`].
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -114,12 +115,31 @@ impl Object {
         kind: ErrorKind,
         what: &str,
     ) -> Result<Option<T>> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => T::deserialize(value)
-                .map(Some)
-                .map_err(|err| Error::new(kind, format!("{what}.{key} = {value}: {err}"))),
+        let value = match self.map.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(value) => value,
+        };
+        let err = match T::deserialize(value) {
+            Ok(v) => return Ok(Some(v)),
+            Err(err) => err,
+        };
+        // Jina's Python client sends every number as a double (`top_k: 3.0`):
+        // a whole double is the integer it stands for. Only tried after the
+        // value as it is failed, so `f64` targets still get `3.0` unchanged.
+        if let Some(f) = value.as_f64().filter(|_| value.is_f64()) {
+            if let Some(whole) = whole_number(f)
+                && let Ok(v) = T::deserialize(&whole)
+            {
+                return Ok(Some(v));
+            }
+            if f.fract() != 0.0 && T::deserialize(&Value::from(f.trunc() as i64)).is_ok() {
+                return Err(Error::new(
+                    kind,
+                    format!("{what}.{key} = {value}: expected a whole number"),
+                ));
+            }
         }
+        Err(Error::new(kind, format!("{what}.{key} = {value}: {err}")))
     }
 
     fn count(&self, key: &str, kind: ErrorKind, what: &str) -> Result<Option<usize>> {
@@ -153,6 +173,19 @@ impl Object {
     }
 }
 
+/// `f` as a JSON integer when it is a whole number within `i64`/`u64`.
+fn whole_number(f: f64) -> Option<Value> {
+    if !f.is_finite() || f.fract() != 0.0 {
+        None
+    } else if f >= 0.0 && f <= u64::MAX as f64 {
+        Some(Value::from(f as u64))
+    } else if f < 0.0 && f >= i64::MIN as f64 {
+        Some(Value::from(f as i64))
+    } else {
+        None
+    }
+}
+
 macro_rules! json_object {
     ($name:ident, $kind:expr, $what:literal) => {
         impl $name {
@@ -162,19 +195,22 @@ macro_rules! json_object {
             ///
             /// Text that is not a JSON object.
             pub fn parse(text: &str) -> Result<Self> {
-                Object::parse(text, $kind, $what).map($name)
+                Object::parse(text, $kind, $what).map($name::wrap)
             }
 
             /// Wrap an existing object.
             pub fn from_map(map: Map<String, Value>) -> Self {
-                $name(Object { map })
+                $name::wrap(Object { map })
             }
 
-            /// `key` as `T`; `None` when absent or `null`.
+            /// `key` as `T`; `None` when absent or `null`. Where `T` is an
+            /// integer, a whole double (`3.0`, as Jina's Python client sends
+            /// every number) is accepted as that integer.
             ///
             /// # Errors
             ///
-            /// The value does not deserialize as `T`; the message names the key.
+            /// The value does not deserialize as `T` (`3.5` for an integer:
+            /// "expected a whole number"); the message names the key.
             pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
                 self.0.get(key, $kind, $what)
             }
@@ -232,13 +268,101 @@ macro_rules! json_object {
 
 /// The executor's `with:` configuration, a JSON object (`{}` when absent).
 /// Getter errors are [`ErrorKind::BadConfig`] and name the key (`with.dim`).
+///
+/// The host's facts about the instance travel in the same object under the
+/// key `jina` (docs/wit-contract.md); they are taken out when the config is
+/// parsed, so the getters and [`deserialize`](Config::deserialize) see only
+/// the user's parameters, and [`runtime_args`](Config::runtime_args) holds
+/// the facts.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Config(Object);
+pub struct Config(Object, RuntimeArgs);
 
 /// A request's parameters, a JSON object (`{}` when absent). Getter errors are
 /// [`ErrorKind::BadRequest`] and name the key (`parameters.top_k`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Params(Object);
+
+impl Params {
+    fn wrap(object: Object) -> Self {
+        Params(object)
+    }
+}
+
+impl Config {
+    /// Splits the host's `jina` key off the user's parameters.
+    fn wrap(mut object: Object) -> Self {
+        let runtime = match object.map.remove(RuntimeArgs::KEY) {
+            Some(Value::Object(facts)) => RuntimeArgs::from_map(&facts),
+            _ => RuntimeArgs::default(),
+        };
+        Config(object, runtime)
+    }
+
+    /// What the host says about this instance (Jina's `runtime_args`): its
+    /// shard or replica, read-only and durable modes, memory limit.
+    pub fn runtime_args(&self) -> &RuntimeArgs {
+        &self.1
+    }
+}
+
+/// The host's facts about one executor instance, as Jina's `runtime_args`.
+///
+/// Every field has a default for a host that does not say (a Pea alone, not
+/// read-only, not durable). They inform the executor; the host enforces what
+/// matters on its own side (a read-only workspace is mounted read-only, each
+/// shard gets its own workspace, the memory limit traps), so an executor that
+/// trusts a wrong value harms only itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeArgs {
+    /// This instance's shard (0-based) when it is a shard of a Pod.
+    pub shard_id: Option<usize>,
+    /// How many shards the Pod has (with `shard_id`).
+    pub shards: Option<usize>,
+    /// This instance's replica id when it is a replica of a Pod (a number
+    /// as text, or a name given with `jina-wasm pea --replica-id`).
+    pub replica_id: Option<String>,
+    /// How many replicas the Pod has, when known.
+    pub replicas: Option<usize>,
+    /// The workspace is read-only and `dump` is never called: refuse writes
+    /// with [`ErrorKind::ReadOnly`].
+    pub read_only: bool,
+    /// `dump` runs after every request before it is answered: make it cheap.
+    pub durable: bool,
+    /// The instance's memory limit in bytes (given to executors with a
+    /// workspace): past it the instance traps and loses its memory.
+    pub memory_limit: Option<u64>,
+}
+
+impl RuntimeArgs {
+    /// The key of `with:` the host's facts travel under.
+    pub const KEY: &'static str = "jina";
+
+    /// Reads the facts leniently: an unknown key (a newer host's) or a value
+    /// of another type is ignored, so no fact can make `init` fail.
+    pub fn from_map(facts: &Map<String, Value>) -> Self {
+        let count = |key: &str| {
+            facts.get(key).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_f64().and_then(whole_number)?.as_u64())
+            })
+        };
+        let flag = |key: &str| facts.get(key).and_then(Value::as_bool).unwrap_or(false);
+        RuntimeArgs {
+            shard_id: count("shard_id").and_then(|n| usize::try_from(n).ok()),
+            shards: count("shards").and_then(|n| usize::try_from(n).ok()),
+            replica_id: facts.get("replica_id").and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+            replicas: count("replicas").and_then(|n| usize::try_from(n).ok()),
+            read_only: flag("read_only"),
+            durable: flag("durable"),
+            memory_limit: count("memory_limit"),
+        }
+    }
+}
 
 json_object!(Config, ErrorKind::BadConfig, "with");
 json_object!(Params, ErrorKind::BadRequest, "parameters");
@@ -309,6 +433,52 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    #[test]
+    fn getters_take_whole_doubles_as_integers_and_refuse_fractions() {
+        let params = Params::parse(r#"{"k": 3.0, "half": 3.5, "neg": -2.0, "f": 1.0}"#).unwrap();
+        assert_eq!(params.get::<usize>("k").unwrap(), Some(3));
+        assert_eq!(params.get::<u32>("k").unwrap(), Some(3));
+        assert_eq!(params.get::<i64>("neg").unwrap(), Some(-2));
+        assert_eq!(params.get::<f64>("f").unwrap(), Some(1.0));
+        let err = params.get::<usize>("half").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(
+            err.message
+                .contains("parameters.half = 3.5: expected a whole number"),
+            "{}",
+            err.message
+        );
+        assert!(params.get::<u32>("neg").is_err());
+    }
+
+    #[test]
+    fn the_hosts_facts_are_runtime_args_not_parameters() {
+        let config = Config::parse(
+            r#"{"dim": 4, "jina": {"shard_id": 1, "shards": 2, "read_only": true,
+                "durable": true, "memory_limit": 1024, "replica_id": 3, "future": 1}}"#,
+        )
+        .unwrap();
+        assert!(!config.contains("jina"));
+        assert_eq!(config.as_map().len(), 1);
+        let args = config.runtime_args();
+        assert_eq!((args.shard_id, args.shards), (Some(1), Some(2)));
+        assert_eq!(args.replica_id.as_deref(), Some("3"));
+        assert!(args.read_only && args.durable);
+        assert_eq!(args.memory_limit, Some(1024));
+
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            dim: usize,
+        }
+        assert!(config.deserialize::<Strict>().is_ok());
+        // No facts: the defaults of a Pea alone.
+        let alone = Config::parse(r#"{"jina": "not an object"}"#).unwrap();
+        assert_eq!(alone.runtime_args(), &RuntimeArgs::default());
+        assert!(alone.as_map().is_empty());
     }
 
     #[test]

@@ -31,8 +31,10 @@
 //! # Modules
 //!
 //! - [`document`]: [`Document`] and [`NamedScore`], the tree a handler sees.
-//! - [`executor`]: the [`Executor`] trait, [`Routes`], and the JSON objects
-//!   [`Config`] (`with:`) and [`Params`] (request parameters).
+//! - [`executor`]: the [`Executor`] trait, [`Routes`], the JSON objects
+//!   [`Config`] (`with:`) and [`Params`] (request parameters), and
+//!   [`RuntimeArgs`], the host's facts (shard, replica, read-only, durable,
+//!   memory limit; `config.runtime_args()`).
 //! - [`error`]: [`Error`] and [`ErrorKind`], the failure the host receives.
 //! - [`log`]: structured logs into the host's tracing output.
 //! - [`embedding`]: vector helpers and the `feature_hash` text embedding contract.
@@ -61,13 +63,14 @@ pub mod __rt;
 
 pub use document::{Document, NamedScore, Traversal};
 pub use error::{Error, ErrorKind, Result};
-pub use executor::{Config, Executor, Handler, Params, Routes};
+pub use executor::{Config, Executor, Handler, Params, Routes, RuntimeArgs};
 
 /// The common imports for writing an executor: `use jina_guest_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::export_executor;
     pub use crate::{
         Config, Document, Error, ErrorKind, Executor, NamedScore, Params, Result, Routes,
+        RuntimeArgs,
     };
     pub use serde_json::{Map, Value, json};
 }

@@ -343,7 +343,7 @@ pub type Loaded = (Option<Vec<u8>>, Vec<Vec<u8>>);
 ///
 /// - [`record`](Self::record) takes a request's changes, already encoded.
 ///   Durable ones are appended (one write) and fsynced before it returns,
-///   unless the host runs in durable mode (`with.jina.durable`): then `dump`,
+///   unless the host runs in durable mode (`RuntimeArgs::durable`): then `dump`,
 ///   which the host calls before answering, makes one fsync for every request
 ///   it commits. Other changes only mark the snapshot stale.
 /// - [`dump`](Self::dump) syncs the log, then writes a new snapshot and empties
@@ -376,7 +376,7 @@ pub struct Journal {
 impl Journal {
     /// A journal of `snapshot_file` and `log_file` in `workspace`, configured
     /// from `with:`: `durable` (default: the host's durable mode,
-    /// `jina.durable`) and `compact_log_bytes` (default `default_compact`).
+    /// `config.runtime_args().durable`) and `compact_log_bytes` (default `default_compact`).
     ///
     /// # Errors
     ///
@@ -388,10 +388,7 @@ impl Journal {
         config: &crate::Config,
         default_compact: u64,
     ) -> Result<Self> {
-        let host_durable = config
-            .get::<serde_json::Value>("jina")?
-            .and_then(|jina| jina.get("durable").and_then(serde_json::Value::as_bool))
-            .unwrap_or(false);
+        let host_durable = config.runtime_args().durable;
         Ok(Journal {
             snapshot_path: workspace.join(snapshot_file),
             log_path: workspace.join(log_file),

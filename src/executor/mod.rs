@@ -276,8 +276,9 @@ fn ticks(limit: Duration) -> u64 {
 
 /// Sets `with.jina.<key>`: what the host tells an executor about how it runs
 /// (as Jina's `runtime_args`): `shard_id`/`shards`, `replica_id`/`replicas`,
-/// `read_only`, `durable`, `memory_limit`. docs/wit-contract.md lists them. A `with` that is
-/// not a map is left alone (`start` refuses it).
+/// `read_only`, `durable`, `memory_limit`. docs/wit-contract.md lists them,
+/// and which the host always decides itself. A `with` that is not a map is
+/// left alone (`start` refuses it).
 pub fn set_runtime_arg(config: &mut Value, key: &str, value: Value) {
     if config.is_null() {
         *config = Value::Object(serde_json::Map::new());
@@ -288,6 +289,19 @@ pub fn set_runtime_arg(config: &mut Value, key: &str, value: Value) {
         .or_insert_with(|| Value::Object(serde_json::Map::new()));
     if let Value::Object(jina) = jina {
         jina.insert(key.to_string(), value);
+    }
+}
+
+/// Removes `with.jina.<key>` (and `jina` when nothing is left in it): for a
+/// fact the host decides itself, so a value the user wrote under `jina` is
+/// not taken for the host's.
+pub fn unset_runtime_arg(config: &mut Value, key: &str) {
+    let Value::Object(with) = config else { return };
+    if let Some(Value::Object(jina)) = with.get_mut("jina") {
+        jina.remove(key);
+        if jina.is_empty() {
+            with.remove("jina");
+        }
     }
 }
 
@@ -379,18 +393,25 @@ impl Executor {
         component: Arc<LoadedComponent>,
         mut spec: ExecutorSpec,
     ) -> Result<Executor, ExecutorError> {
+        // `read_only` and `memory_limit` are the sandbox's, whatever `with:`
+        // says under `jina`.
         if spec.sandbox.read_only {
             set_runtime_arg(&mut spec.config, "read_only", Value::Bool(true));
+        } else {
+            unset_runtime_arg(&mut spec.config, "read_only");
         }
         // So a stateful executor (one with a workspace) can refuse work before
         // it runs out of memory, which would trap and lose its unsaved state.
-        // Not for others: some refuse a `with` key they do not know.
+        // Not for others: executors built before the SDKs took `jina` out of
+        // the parameters refuse a `with` key they do not know.
         if spec.sandbox.workspace.is_some() && (spec.config.is_null() || spec.config.is_object()) {
             set_runtime_arg(
                 &mut spec.config,
                 "memory_limit",
                 Value::from(spec.sandbox.memory_limit),
             );
+        } else {
+            unset_runtime_arg(&mut spec.config, "memory_limit");
         }
         let config = match &spec.config {
             Value::Null => "{}".to_string(),

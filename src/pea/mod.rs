@@ -221,9 +221,12 @@ impl PeaHandle {
 /// A socket that cannot be opened, or an executor that does not load or init.
 pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Result<PeaHandle> {
     let name = config.name.clone();
-    // The executor may persist incrementally when every request is dumped.
+    // The executor may persist incrementally when every request is dumped;
+    // the Pea's policy decides, not a `durable` the user wrote under `jina`.
     if config.dump == DumpPolicy::Durable {
         crate::executor::set_runtime_arg(&mut config.executor.config, "durable", json!(true));
+    } else {
+        crate::executor::unset_runtime_arg(&mut config.executor.config, "durable");
     }
     let grace = config.timeout_ctrl;
     let ctrl = Link::open(

@@ -44,6 +44,10 @@
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
+//! - `sdk`: what every SDK gives an executor: the host's facts (shard,
+//!   replica, read-only, durable) apart from its parameters, so the Python and
+//!   JavaScript executors run as shards, replicas, read-only and durable, in a
+//!   Pod and in a Flow; Jina's client's `top_k: 3` (a double) taken as 3.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -66,5 +70,6 @@ mod pea;
 mod pod;
 mod polyglot;
 mod sandbox;
+mod sdk;
 mod stateful;
 mod util;

@@ -39,8 +39,16 @@ impl PeaProcess {
         args: &[&str],
         setup: impl FnOnce(&mut Command),
     ) -> Result<PeaProcess, String> {
+        PeaProcess::try_start_uses(&wasm(guest), args, setup)
+    }
+
+    /// Starts a Pea (or with `--pod` first, a Pod) of the component at `uses`.
+    pub fn try_start_uses(
+        uses: &std::path::Path,
+        args: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Result<PeaProcess, String> {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let uses = wasm(guest);
         // `--pod` first: the same harness runs `jina-wasm pod`.
         let (command_name, args) = match args.split_first() {
             Some((&"--pod", rest)) => ("pod", rest),
@@ -50,7 +58,7 @@ impl PeaProcess {
         command
             .arg(command_name)
             .arg("--uses")
-            .arg(&uses)
+            .arg(uses)
             .args(args)
             .env("JINA_WASM_CACHE_DIR", cache_dir())
             .env(

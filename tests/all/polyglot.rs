@@ -225,8 +225,13 @@ fn build(dir: &std::path::Path, program: &str, args: &[&str], envs: &[(&str, &st
 }
 
 /// `jina-wasm new NAME --lang LANG`, built by `build_it`, then run as the
-/// scaffold's README says: `/upper` with a `suffix`.
-fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::path::Path)) {
+/// scaffold's README says: `/upper` with a `suffix`. Returns the folder and
+/// the component.
+fn scaffold_builds_and_runs(
+    lang: &str,
+    wasm: &str,
+    build_it: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("greeter");
     let out = crate::cli::jina(
@@ -281,6 +286,119 @@ fn scaffold_builds_and_runs(lang: &str, wasm: &str, build_it: impl FnOnce(&std::
         "hello\n",
     );
     assert_eq!(json_lines(&out)[0]["text"], "hello", "{lang}");
+    (parent, uses)
+}
+
+/// Sends `docs` to `endpoint` of a Pea or Pod; the answer sorted by id.
+fn call(p: &crate::pea::PeaProcess, endpoint: &str, docs: &str) -> Vec<Value> {
+    let out = crate::cli::jina(
+        &[
+            "client",
+            "--in",
+            &p.addr("in"),
+            "--out",
+            &p.addr("out"),
+            "--endpoint",
+            endpoint,
+            "--timeout",
+            "60s",
+            "--request-size",
+            "1",
+        ],
+        docs,
+    );
+    let mut answer = json_lines(&out);
+    answer.sort_by_key(|d| d["id"].as_str().unwrap_or_default().to_string());
+    answer
+}
+
+/// Runs a scaffold built with a `/where` handler (added by the test) that
+/// tags each document with its instance's runtime args and the request's
+/// `top_k` as the SDK's integer getter reads it: as two shards, `/upper`
+/// answers as in a Pea (the host's facts do not reach the constructor, which
+/// refuses unknown parameters) and each shard reports its id; as two
+/// read-only replicas, each reports a replica id and read-only.
+fn scaffold_reads_its_runtime_args(lang: &str, uses: &std::path::Path) {
+    let docs: String = (0..8)
+        .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"doc {i}\"}}\n"))
+        .collect();
+    let start = |args: &[&str]| {
+        let mut all = vec!["--pod", "--name", "greeter", "--uses-with", "{suffix: '!'}"];
+        all.extend_from_slice(args);
+        crate::pea::PeaProcess::try_start_uses(uses, &all, |_| {})
+            .unwrap_or_else(|log| panic!("the {lang} scaffold as {args:?} did not start:\n{log}"))
+    };
+    // Jina's Python client sends `top_k: 3` as 3.0: the getter reads 3.
+    let tags_of = |p: &crate::pea::PeaProcess| -> Vec<Value> {
+        let out = crate::cli::jina(
+            &[
+                "client",
+                "--in",
+                &p.addr("in"),
+                "--out",
+                &p.addr("out"),
+                "--endpoint",
+                "/where",
+                "--parameters",
+                r#"{"top_k": 3.0}"#,
+                "--timeout",
+                "60s",
+                "--request-size",
+                "1",
+            ],
+            &docs,
+        );
+        json_lines(&out)
+            .into_iter()
+            .map(|d| d["tags"].clone())
+            .collect()
+    };
+
+    let shards = start(&["--shards", "2"]);
+    let upper = call(&shards, "/upper", &docs);
+    assert_eq!(upper.len(), 8, "{lang}: {upper:?}");
+    assert!(
+        upper
+            .iter()
+            .all(|d| d["text"].as_str().unwrap().ends_with('!')),
+        "{lang}: {upper:?}"
+    );
+    let tags = tags_of(&shards);
+    assert_eq!(tags.len(), 8, "{lang}: {tags:?}");
+    let shard_ids: std::collections::BTreeSet<u64> =
+        tags.iter().filter_map(|t| t["shard_id"].as_u64()).collect();
+    assert_eq!(
+        shard_ids,
+        [0, 1].into(),
+        "{lang}: both shards answered: {tags:?}"
+    );
+    assert!(
+        tags.iter().all(|t| t["shards"] == 2
+            && t["suffix"] == "!"
+            && t["replica_id"].is_null()
+            && t["read_only"] == false
+            && t["top_k"] == 3),
+        "{lang}: {tags:?}"
+    );
+    drop(shards);
+
+    let workspace = tempfile::tempdir().unwrap();
+    let replicas = start(&[
+        "--parallel",
+        "2",
+        "--workspace",
+        workspace.path().to_str().unwrap(),
+        "--read-only",
+    ]);
+    let tags = tags_of(&replicas);
+    assert_eq!(tags.len(), 8, "{lang}: {tags:?}");
+    assert!(
+        tags.iter().all(|t| t["read_only"] == true
+            && t["durable"] == false
+            && t["shard_id"].is_null()
+            && t["replica_id"].is_string()),
+        "{lang}: {tags:?}"
+    );
 }
 
 #[test]
@@ -288,7 +406,19 @@ fn new_python_scaffold_builds_and_runs() {
     let python =
         crate::util::python_venv("componentize-py-venv", "guest-sdk/python/requirements.txt");
     let componentize = python.with_file_name("componentize-py");
-    scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
+    let (_dir, uses) = scaffold_builds_and_runs("python", "greeter.wasm", |dir| {
+        // The scaffold as made, plus the `/where` handler (one build for
+        // both: a Python build takes a minute).
+        let file = dir.join("executor.py");
+        let mut code = std::fs::read_to_string(&file).unwrap();
+        code.push_str(
+            "\n    @requests(on=\"/where\")\n    def where(self, docs, parameters, **kwargs):\n        \
+             args = self.runtime_args\n        for doc in docs:\n            \
+             doc.tags.update(shard_id=args.shard_id, shards=args.shards, replica_id=args.replica_id, \
+             read_only=args.read_only, durable=args.durable, suffix=self.suffix, \
+             top_k=parameters.get_int(\"top_k\"))\n",
+        );
+        std::fs::write(&file, code).unwrap();
         build(
             dir,
             "sh",
@@ -296,6 +426,7 @@ fn new_python_scaffold_builds_and_runs() {
             &[("COMPONENTIZE_PY", componentize.as_os_str())],
         );
     });
+    scaffold_reads_its_runtime_args("python", &uses);
 }
 
 #[test]
@@ -308,10 +439,29 @@ fn new_js_scaffold_builds_and_runs() {
         "{} is missing: run `make guests` first",
         modules.display()
     );
-    scaffold_builds_and_runs("js", "greeter.wasm", |dir| {
+    let (_dir, uses) = scaffold_builds_and_runs("js", "greeter.wasm", |dir| {
         std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+        // The scaffold as made, plus the `/where` handler.
+        let file = dir.join("executor.js");
+        let code = std::fs::read_to_string(&file).unwrap();
+        let class = code
+            .split("class ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let handler = format!(
+            "{class}.prototype.where = function (docs, parameters) {{\n  \
+             const a = this.runtimeArgs;\n  \
+             for (const doc of docs) Object.assign(doc.tags, {{ shard_id: a.shardId ?? null, \
+             shards: a.shards ?? null, replica_id: a.replicaId ?? null, read_only: a.readOnly, \
+             durable: a.durable, suffix: this.suffix, top_k: parameters.getInt('top_k') }});\n}};\n\
+             requests({class}.prototype.where, {{ on: '/where' }});\n\nexport const executor"
+        );
+        std::fs::write(&file, code.replacen("export const executor", &handler, 1)).unwrap();
         build(dir, "npm", &["run", "build", "--silent"], &[]);
     });
+    scaffold_reads_its_runtime_args("js", &uses);
 }
 
 #[test]

@@ -15,7 +15,7 @@ the end of the text, and at every newline. Whitespace is Rust's
 which also counts U+001C..U+001F: the two would trim differently.
 """
 
-from jina_executor import Document, Executor, ExecutorError, requests
+from jina_executor import Document, Executor, ExecutorError, requests, whole_number
 
 # Unicode White_Space, the set Rust's `char::is_whitespace` and `str::trim` use.
 WHITESPACE = frozenset(
@@ -51,7 +51,9 @@ def split_sentences(text):
 class SentenceSegmenter(Executor):
     def __init__(self, min_len=1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(min_len, bool) or not isinstance(min_len, int) or min_len < 0:
+        # A whole double (`3.0`) is the integer it stands for, as in Rust.
+        min_len = whole_number(min_len, "with.min_len")
+        if min_len < 0:
             raise ExecutorError.bad_config(f"with.min_len = {min_len!r}: expected a non-negative integer")
         self.min_len = min_len
 

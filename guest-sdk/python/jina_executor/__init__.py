@@ -16,6 +16,10 @@ arguments; methods marked with :func:`requests` handle endpoints::
                 if doc.text is not None:
                     doc.text = doc.text.upper() + self.suffix
 
+The host's facts about the instance (shard, replica, read-only, durable,
+memory limit) are ``self.runtime_args`` (:class:`RuntimeArgs`), as in Jina;
+they never appear among the ``with:`` parameters.
+
 ``componentize-py`` compiles it, this SDK and a CPython interpreter into one
 component for the ``jina:executor/executor-world@0.1.0`` world
 (docs/python-executors.md). Everything generated from WIT stays in the
@@ -25,7 +29,8 @@ none of it appears in this API.
 
 import traceback as _traceback
 
-__all__ = ["Document", "NamedScore", "Executor", "ExecutorError", "requests"]
+__all__ = ["Document", "NamedScore", "Executor", "ExecutorError", "Parameters", "RuntimeArgs",
+           "requests", "whole_number"]
 
 
 class NamedScore:
@@ -105,6 +110,84 @@ class ExecutorError(Exception):
         return cls("bad-config", message)
 
 
+def whole_number(value, name, kind="bad-config"):
+    """``value`` as an ``int`` when it is a whole number, also written as a
+    double (``3.0``: Jina's Python client sends every number so); ``None``
+    stays ``None``. Anything else (``3.5``, ``"3"``, ``True``) raises an
+    :class:`ExecutorError` of ``kind`` naming ``name`` (``with.min_len``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ExecutorError(kind, f"{name} = {value!r}: expected a whole number")
+
+
+class Parameters(dict):
+    """A request's parameters: a ``dict`` (the JSON object the client sent)
+    with typed getters whose errors are ``bad-request`` naming the key."""
+
+    def get_int(self, key, default=None):
+        """``self[key]`` as an ``int`` (a whole double such as ``3.0`` is
+        accepted), or ``default`` when absent or null; ``3.5`` is refused."""
+        value = self.get(key)
+        if value is None:
+            return default
+        return whole_number(value, f"parameters.{key}", "bad-request")
+
+
+class RuntimeArgs:
+    """What the host says about this instance (Jina's ``runtime_args``).
+
+    - ``shard_id``, ``shards``: this shard (0-based) and the Pod's count, or None
+    - ``replica_id``, ``replicas``: this replica (a string) and the count, or None
+    - ``read_only``: the workspace is read-only and ``dump`` is never called
+    - ``durable``: ``dump`` runs after every request before it is answered
+    - ``memory_limit``: the instance's memory limit in bytes, or None
+
+    They inform the executor; the host enforces what matters itself (a
+    read-only workspace is mounted read-only, each shard has its own
+    workspace, the memory limit traps), so a wrong value harms only the
+    executor that trusts it.
+    """
+
+    __slots__ = ("shard_id", "shards", "replica_id", "replicas", "read_only", "durable", "memory_limit")
+
+    def __init__(self, facts=None):
+        facts = facts if isinstance(facts, dict) else {}
+
+        def count(key):
+            value = facts.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            return int(value) if float(value).is_integer() and value >= 0 else None
+
+        replica = facts.get("replica_id")
+        self.shard_id = count("shard_id")
+        self.shards = count("shards")
+        self.replica_id = None if replica is None or isinstance(replica, (bool, dict, list)) else str(replica)
+        self.replicas = count("replicas")
+        self.read_only = facts.get("read_only") is True
+        self.durable = facts.get("durable") is True
+        self.memory_limit = count("memory_limit")
+
+    def __eq__(self, other):
+        return isinstance(other, RuntimeArgs) and all(
+            getattr(self, f) == getattr(other, f) for f in RuntimeArgs.__slots__)
+
+    def __repr__(self):
+        return "RuntimeArgs(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in RuntimeArgs.__slots__) + ")"
+
+
+# The facts of the instance being built: set by the component's `init` around
+# the constructor call, read by `Executor.__new__`.
+_building_runtime_args = None
+
+
 def requests(func=None, *, on=None):
     """Marks a method as the handler of ``on`` (an endpoint such as
     ``'/index'``, or a list of them), or of every endpoint no other handler
@@ -138,7 +221,15 @@ class Executor:
     :func:`requests` marked. Override :meth:`dump` to persist state into
     ``/workspace`` and :meth:`close` to release anything at shutdown.
     Endpoints without a handler pass the documents on unchanged.
+
+    ``self.runtime_args`` (:class:`RuntimeArgs`) is set before the
+    subclass's ``__init__`` runs, so the constructor can read it.
     """
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self.runtime_args = _building_runtime_args or RuntimeArgs()
+        return self
 
     def __init__(self, **kwargs):
         if kwargs:

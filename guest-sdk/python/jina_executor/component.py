@@ -67,13 +67,20 @@ class Executor(exports.Executor):
         global _instance
         try:
             config = _json_object(config, "with", "bad-config")
+            # The host's facts travel under `jina` (docs/wit-contract.md):
+            # runtime_args, never a constructor argument.
+            runtime_args = jina_executor.RuntimeArgs(config.pop("jina", None))
             try:
                 inspect.signature(_CLASS).bind(**config)
             except TypeError as e:
                 # Jina's style: `with:` keys are constructor arguments, so a
                 # wrong one is a configuration error, named.
                 raise jina_executor.ExecutorError.bad_config(f"{_CLASS.__name__}: {e}") from None
-            _instance = _CLASS(**config)
+            jina_executor._building_runtime_args = runtime_args
+            try:
+                _instance = _CLASS(**config)
+            finally:
+                jina_executor._building_runtime_args = None
         except Exception as e:
             raise _fail(e)
 
@@ -83,7 +90,7 @@ class Executor(exports.Executor):
             return docs  # no handler: the documents pass on unchanged, untouched
         try:
             documents = wire.from_batch(docs)
-            params = _json_object(parameters, "parameters", "bad-request")
+            params = jina_executor.Parameters(_json_object(parameters, "parameters", "bad-request"))
             result = getattr(_instance, name)(documents, params)
             return wire.to_batch(documents if result is None else result)
         except Exception as e:

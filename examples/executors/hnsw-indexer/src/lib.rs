@@ -162,11 +162,7 @@ impl Executor for HnswIndexer {
         let top_k = config.get_count_or("top_k", 10)?;
         let traversal = Traversal::parse(&config.get_or("traversal", "roots".to_string())?)
             .map_err(|e| Error::bad_config(format!("with.traversal: {e}")))?;
-        let runtime: Value = config.get_or("jina", json!({}))?;
-        let read_only = runtime
-            .get("read_only")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let read_only = config.runtime_args().read_only;
         let journal = Journal::new(
             &workspace,
             SNAPSHOT_FILE,

@@ -3,7 +3,7 @@
 //! - `with:`
 //!   - `workspace` (default `"/workspace"`): where the state files live.
 //!   - `top_k` (default 10): matches per query when the request does not say.
-//!   - `durable` (default: the host's durable mode, `jina.durable`): log every
+//!   - `durable` (default: the host's durable mode, `RuntimeArgs::durable`): log every
 //!     change durably before answering.
 //!   - `compact_log_bytes` (default 64 MiB): `dump` folds the log into a new
 //!     snapshot once it is larger than this (0: at every dump, which makes
@@ -33,10 +33,10 @@
 //!     returned goes back in as it was.
 //!   - `/index` and `/import` are refused (`bad-request`, a message starting
 //!     `capacity:` that names the limit) when the index would pass 40% of
-//!     the host's memory limit (`jina.memory_limit`; its vectors counted
+//!     the host's memory limit (`RuntimeArgs::memory_limit`; its vectors counted
 //!     twice), before anything changes: past the limit the instance would
 //!     trap and lose its memory.
-//!   - A read-only executor (`jina.read_only`, set by the host for
+//!   - A read-only executor (`RuntimeArgs::read_only`, set by the host for
 //!     `--read-only`) answers `/index`, `/delete` and `/import` with a
 //!     `read-only` error instead of changing its memory.
 //!   - anything else (`/status`, ...): the documents pass through.
@@ -67,7 +67,7 @@
 //!   `dim u32` and `dim x f32`; for `2` (delete), `id_len u32, id`. In durable
 //!   mode `/index` and `/delete` append their changes and fsync before applying
 //!   and answering; other changes live in memory until `dump`. Under the host's
-//!   durable mode (`jina.durable`) they append without the fsync, and `dump`,
+//!   durable mode (`RuntimeArgs::durable`) they append without the fsync, and `dump`,
 //!   which the host calls before answering, makes one fsync for every request
 //!   it commits.
 //!
@@ -142,10 +142,9 @@ impl Executor for VectorIndexer {
     fn init(config: Config) -> Result<Self> {
         let workspace = PathBuf::from(config.get_or("workspace", "/workspace".to_string())?);
         let top_k = config.get_or("top_k", 10)?;
-        let runtime: Value = config.get_or("jina", json!({}))?;
-        let flag = |key: &str| runtime.get(key).and_then(Value::as_bool).unwrap_or(false);
-        let durable = config.get_or("durable", flag("durable"))?;
-        let read_only = flag("read_only");
+        let runtime = config.runtime_args().clone();
+        let durable = config.get_or("durable", runtime.durable)?;
+        let read_only = runtime.read_only;
         let compact_log_bytes = config.get_or("compact_log_bytes", COMPACT_LOG_BYTES)?;
         let traversal = Traversal::parse(config.get_or("traversal", "roots".to_string())?)
             .map_err(Error::bad_config)?;
@@ -189,10 +188,10 @@ impl Executor for VectorIndexer {
             index,
             log: None,
             unlogged: false,
-            sync_in_dump: flag("durable"),
+            sync_in_dump: runtime.durable,
             unsynced: false,
             compact_log_bytes,
-            memory_limit: runtime.get("memory_limit").and_then(Value::as_u64),
+            memory_limit: runtime.memory_limit,
         })
     }
 

@@ -69,7 +69,7 @@ use jina_guest_sdk::log::{self, Level};
 use jina_guest_sdk::prelude::*;
 
 struct Misbehave {
-    /// `shard-<i>` or `replica-<i>` inside a Pod (from the `jina` config the
+    /// `shard-<i>` or `replica-<i>` inside a Pod (from the runtime args the
     /// Pod adds), else empty.
     place: String,
 }
@@ -92,11 +92,11 @@ impl Executor for Misbehave {
                 black_box(());
             }
         }
-        let jina: Option<serde_json::Value> = config.get("jina")?;
-        let place = match jina {
-            Some(j) if j.get("shard_id").is_some() => format!("shard-{}", j["shard_id"]),
-            Some(j) if j.get("replica_id").is_some() => format!("replica-{}", j["replica_id"]),
-            _ => String::new(),
+        let args = config.runtime_args();
+        let place = match (args.shard_id, &args.replica_id) {
+            (Some(shard), _) => format!("shard-{shard}"),
+            (None, Some(replica)) => format!("replica-{replica}"),
+            (None, None) => String::new(),
         };
         Ok(Misbehave { place })
     }
