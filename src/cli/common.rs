@@ -277,8 +277,11 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub request_size: u32,
 
-    /// How to print result documents: `jsonl` (one JSON document per line, for
-    /// piping into the next command) or `pretty` (text and ranked matches, for people).
+    /// How to print result documents: `jsonl` or `json` (one JSON document
+    /// per line, for piping into the next command), `pretty` (text, tags and
+    /// ranked matches, for people), `summary` (no documents: `client` prints
+    /// only its summary line on stderr, for bulk indexing) or `none` (nothing
+    /// but errors).
     #[arg(long, value_enum, ignore_case = true, default_value = "jsonl")]
     pub output: OutputFormat,
 }
@@ -344,9 +347,15 @@ impl Iterator for DocumentBatches {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum OutputFormat {
     /// One JSON document per line, for piping into the next command.
+    #[value(alias = "json")]
     Jsonl,
-    /// Text and ranked matches, for people.
+    /// Text, tags and ranked matches, for people.
     Pretty,
+    /// No documents; `client` ends with its summary line on stderr.
+    Summary,
+    /// No documents and no summary: only errors are printed.
+    #[value(name = "none")]
+    Nothing,
 }
 
 pub fn write_document(
@@ -359,8 +368,16 @@ pub fn write_document(
             serde_json::to_writer(&mut *out, doc)?;
             out.write_all(b"\n")
         }
+        OutputFormat::Summary | OutputFormat::Nothing => Ok(()),
         OutputFormat::Pretty => {
             writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
+            if !doc.tags.is_empty() {
+                writeln!(
+                    out,
+                    "  tags: {}",
+                    serde_json::Value::Object(doc.tags.clone())
+                )?;
+            }
             for m in &doc.matches {
                 let score = m
                     .scores

@@ -439,6 +439,172 @@ fn gateway_edges_answer_json_with_the_reason() {
     assert_eq!(response.status().as_u16(), 200);
 }
 
+/// Issue 16: `jina-wasm client` takes the ready line's URL as `--host`,
+/// prints a summary only (or nothing) for bulk work, keeps tags in `pretty`,
+/// names a dead address or a ZeroMQ port within seconds, and still prints its
+/// summary when interrupted with Ctrl-C.
+#[test]
+fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
+    use std::time::{Duration, Instant};
+    let flow = FlowProcess::start(
+        "pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n  - name: slow\n    uses: {W}/misbehave.wasm\n",
+    );
+    let url = flow.ready["gateway"].as_str().unwrap().to_string();
+    let input: String = (0..5)
+        .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"t{i}\", \"tags\": {{\"k\": {i}}}}}\n"))
+        .collect();
+    let run = |args: &[&str]| crate::cli::jina(args, &input);
+    let out = run(&[
+        "client",
+        "--host",
+        &url,
+        "--endpoint",
+        "/echo",
+        "--output",
+        "summary",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("5 documents in 1 requests, 0 errors"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "client",
+        "--host",
+        &url,
+        "--endpoint",
+        "/echo",
+        "--output",
+        "none",
+    ]);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{out:?}"
+    );
+    let out = run(&[
+        "client",
+        "--host",
+        &format!("{url}/"),
+        "--endpoint",
+        "/echo",
+        "--output",
+        "pretty",
+    ]);
+    let pretty = String::from_utf8_lossy(&out.stdout);
+    assert!(pretty.contains("d3: t3\n  tags: {\"k\":3}"), "{pretty}");
+    // Nothing listens: said within the connect deadline, naming the address.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = run(&["client", "--port", &dead.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("nothing answers at http://127.0.0.1:{dead}")),
+        "{stderr}"
+    );
+    let out = run(&[
+        "client",
+        "--in",
+        &format!("127.0.0.1:{dead}"),
+        "--out",
+        &format!("127.0.0.1:{dead}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nothing listens there"),
+        "{stderr}"
+    );
+    // A Pod's ZeroMQ input given as the gateway.
+    let zmq = flow.ready["pods"][0]["in"]
+        .as_str()
+        .unwrap()
+        .replace("tcp://", "http://");
+    let out = run(&["client", "--host", &zmq]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("did not answer HTTP")
+            && stderr.contains("--in/--out"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Ctrl-C while requests are in flight (the executor sleeps): the summary
+    // still comes, and the exit code says interrupted.
+    let mut child = std::process::Command::new(crate::util::bin())
+        .args([
+            "client",
+            "--host",
+            &url,
+            "--endpoint",
+            "/sleep",
+            "--parameters",
+            r#"{"ms": 20000}"#,
+            "--request-size",
+            "1",
+        ])
+        .env("JINA_WASM_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    // Interrupt once the client catches SIGINT (its handler is in place:
+    // bit 2 of SigCgt in /proc), whatever it is doing then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0);
+        if caught {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never caught SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("0 documents in 0 requests, 0 errors")
+            && stderr.contains("interrupted, 5 requests in flight not counted"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();
