@@ -368,3 +368,188 @@ fn jina_flags_are_accepted() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Issue 16: the README's "A Pea by hand" block, run as printed: every
+/// command and flag comes from the README itself; only the ports are swapped
+/// for free ones, `$W` for the guests' directory and `target/debug/jina-wasm`
+/// for the binary under test.
+#[test]
+fn readme_a_pea_by_hand_runs_as_printed() {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let section = readme
+        .split("### A Pea by hand")
+        .nth(1)
+        .expect("the README has `A Pea by hand`");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let ports = [("40101", free()), ("40102", free()), ("40103", free())];
+    let guests = wasm("text_encoder").parent().unwrap().to_path_buf();
+    let mut pea: Option<Kill> = None;
+    let mut ran = Vec::new();
+    for line in block.lines() {
+        let line = line.split("  #").next().unwrap().trim();
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with("make ")
+            || line.starts_with("W=")
+        {
+            continue;
+        }
+        let mut line = line.replace("$W", guests.to_str().unwrap());
+        for (printed, mine) in &ports {
+            line = line.replace(printed, mine);
+        }
+        if line == "kill %1" {
+            let mut child = pea.take().expect("a Pea in the background to kill");
+            assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+            let status = child.0.wait().unwrap();
+            assert!(status.success(), "the Pea after SIGTERM: {status}");
+            ran.push(line);
+            continue;
+        }
+        let (stdin, command) = match line.split_once(" | ") {
+            Some((echo, command)) => (
+                format!("{}\n", echo.trim_start_matches("echo ").trim_matches('"')),
+                command.to_string(),
+            ),
+            None => (String::new(), line.clone()),
+        };
+        let (command, background) = match command.strip_suffix('&') {
+            Some(c) => (c.trim().to_string(), true),
+            None => (command, false),
+        };
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("target/debug/jina-wasm"), "{line}");
+        let args: Vec<&str> = words.collect();
+        if background {
+            use std::io::BufRead;
+            let mut child = Kill(
+                Command::new(bin())
+                    .args(&args)
+                    .env("JINA_WASM_CACHE_DIR", cache_dir())
+                    .env("JINA_WASM_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let mut ready = String::new();
+            std::io::BufReader::new(child.0.stdout.take().unwrap())
+                .read_line(&mut ready)
+                .unwrap();
+            let ready: serde_json::Value =
+                serde_json::from_str(&ready).unwrap_or_else(|e| panic!("{line}: {e}: {ready}"));
+            assert_eq!(
+                ready["in"],
+                format!("tcp://127.0.0.1:{}", ports[0].1),
+                "{ready}"
+            );
+            pea = Some(child);
+        } else {
+            let out = jina(&args, &stdin);
+            assert!(out.status.success(), "{line}: {}", stderr(&out));
+            if !stdin.is_empty() {
+                let docs = lines(&out);
+                assert_eq!(docs[0]["text"], "hello world", "{line}");
+                assert!(
+                    docs[0]["embedding"]
+                        .as_array()
+                        .is_some_and(|e| !e.is_empty()),
+                    "{line}"
+                );
+            }
+        }
+        ran.push(line);
+    }
+    assert_eq!(ran.len(), 4, "{ran:?}");
+}
+
+/// Issue 16: compiling says so in the log (name, size, "cached afterwards");
+/// a load from the cache does not; the cache is listed, trimmed to its cap
+/// least recently used first (a load counts as a use), and pruned.
+#[test]
+fn the_component_cache_logs_compiles_and_keeps_the_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap();
+    let run = |guest: &str, max: &str| {
+        let out = Command::new(bin())
+            .args(["run", "--uses", wasm(guest).to_str().unwrap()])
+            .env("JINA_WASM_CACHE_DIR", cache)
+            .env("JINA_WASM_CACHE_MAX", max)
+            .env("JINA_WASM_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{guest}: {}", stderr(&out));
+        stderr(&out)
+    };
+    let listed = || {
+        let out = jina(&["cache", "ls", "--cache-dir", cache], "");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let log = run("passthrough", "1GiB");
+    assert!(
+        log.contains("compiling ")
+            && log.contains("passthrough.wasm (")
+            && log.contains("cached afterwards in"),
+        "{log}"
+    );
+    assert!(
+        !run("passthrough", "1GiB").contains("compiling "),
+        "a second start compiled again"
+    );
+    run("sentence_segmenter", "1GiB");
+    assert!(listed().contains("2 compiled components"), "{}", listed());
+    // passthrough used again: now the most recent; a cap of 1 byte on the
+    // next store keeps only what was just stored.
+    run("passthrough", "1GiB");
+    let log = run("text_encoder", "1B");
+    assert!(log.contains("removed the 2 least recently used"), "{log}");
+    assert!(listed().contains("1 compiled components"), "{}", listed());
+    // prune: least recently used first.
+    run("passthrough", "1GiB");
+    let entries = listed();
+    let newest = entries.lines().next().unwrap().to_string();
+    // The newest artifact's exact size, from the directory itself.
+    let newest_bytes = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .max_by_key(|m| m.modified().unwrap())
+        .unwrap()
+        .len();
+    let max = format!("{newest_bytes}B");
+    let out = jina(&["cache", "prune", "--cache-dir", cache, "--max", &max], "");
+    assert!(
+        stdout(&out).contains("removed 1 compiled components"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(listed().lines().next().unwrap(), newest);
+    let out = jina(&["cache", "prune", "--cache-dir", cache, "--all"], "");
+    assert!(
+        stdout(&out).contains("removed 1 compiled components"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(listed().contains("0 compiled components"));
+}
