@@ -664,13 +664,18 @@ pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Resul
 mod tests {
     use super::*;
 
-    fn dump_of(value: &str) -> anyhow::Result<DumpPolicy> {
+    /// The policy, or the error: from reading the file (a value not of its
+    /// kind, with its line) or from resolving it.
+    fn dump_of(value: &str) -> Result<DumpPolicy, String> {
         let yaml = format!(
             "version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n"
         );
-        let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None).unwrap();
+        let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None)
+            .map_err(|e| e.to_string())?;
         let options = RunOptions::default();
-        pod_config(&flow, 0, &options).map(|config| config.pea.dump)
+        pod_config(&flow, 0, &options)
+            .map(|config| config.pea.dump)
+            .map_err(|e| format!("{e:#}"))
     }
 
     #[test]
@@ -686,11 +691,10 @@ mod tests {
             dump_of("30").unwrap(),
             DumpPolicy::Every(Duration::from_secs(30))
         );
+        let error = dump_of("soon").unwrap_err();
         assert!(
-            dump_of("soon")
-                .unwrap_err()
-                .to_string()
-                .starts_with("dump_interval: ")
+            error.starts_with("flow.yml: line 5 column 20: executors[0].dump_interval: `soon`"),
+            "{error}"
         );
     }
 }
