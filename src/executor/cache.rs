@@ -85,7 +85,7 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
             last_used: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
         });
     }
-    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
     Ok(entries)
 }
 

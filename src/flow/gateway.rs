@@ -288,7 +288,7 @@ async fn no_route(method: Method, uri: Uri) -> Response {
     {
         response
             .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(*allowed));
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
     }
     response
 }

@@ -348,9 +348,31 @@ fn jina_flags_are_accepted() {
         "{}",
         stderr(&out)
     );
+    // The executor sees both values given after one --env.
+    let misbehave = wasm("misbehave");
+    let out = jina(
+        &[
+            "run",
+            "--uses",
+            misbehave.to_str().unwrap(),
+            "--endpoint",
+            "/env",
+            "--env",
+            "A=1",
+            "B=2",
+        ],
+        "x\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env = &lines(&out)[0]["tags"]["env"];
+    assert_eq!(
+        (env["A"].as_str(), env["B"].as_str()),
+        (Some("1"), Some("2")),
+        "{env}"
+    );
     let help = stdout(&jina(&["flow", "--help"], ""));
     assert!(
-        help.contains("--port-expose") || help.contains("port-expose"),
+        help.contains("--port <PORT>") && help.contains("port-expose"),
         "{help}"
     );
     let out = jina(
