@@ -1,4 +1,4 @@
-//! `jina-wasm run` and `jina-wasm inspect` as a user runs them.
+//! `jina-wasm run`, `inspect`, `flow check`, `cache` and Jina's flags as a user runs them, and the README's commands as printed.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
