@@ -17,9 +17,22 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
+/// How long the client waits for a TCP connection to the gateway (or to a
+/// Pea, `client --in/--out`) before it says that nothing answers there.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One pool of keep-alive connections for the process: requests in flight
-/// (`--prefetch`) reuse idle connections instead of opening one each.
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(crate::daemon::client::plain_http_client);
+/// (`--prefetch`) reuse idle connections instead of opening one each. A
+/// connect deadline, so a dead address is reported in seconds, not after the
+/// request's whole `timeout`.
+static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        // Building fails only on TLS or proxy settings, and this client has neither.
+        .expect("a plain-HTTP client builds")
+});
 
 /// The body of `POST /post` (Jina's request shape).
 #[derive(Serialize)]
@@ -57,15 +70,22 @@ pub async fn post(
     };
     let (status, bytes) = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => anyhow::bail!("no answer from the gateway within {timeout:?}"),
+        Ok(Err(e)) if e.is_connect() || e.is_timeout() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "nothing answers at http://{host}:{port}: is the Flow running there? (its ready line's `gateway` is the URL to give --host)"
+            )));
+        }
+        // Connected, but what came back is not HTTP: a ZeroMQ socket answers
+        // a connection with its own greeting.
         Ok(Err(e)) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("cannot reach the gateway at {host}:{port}"))
-            );
+            return Err(anyhow::Error::new(e).context(format!(
+                "http://{host}:{port} did not answer HTTP: if it is a Pea's or Pod's ZeroMQ port (`in`/`out` of its ready line), use --in/--out; the Flow's gateway is the `gateway` of the Flow's ready line"
+            )));
         }
         Ok(Ok(answer)) => answer,
     };
     let mut answer: Value = serde_json::from_slice(&bytes).with_context(|| {
-        format!("the gateway answered {status} with something that is not JSON")
+        format!("http://{host}:{port} answered {status} with something that is not JSON: is it a jina-wasm gateway?")
     })?;
     let documents = match answer.get_mut("data").map(Value::take) {
         Some(Value::Array(items)) => items

@@ -89,6 +89,62 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     }
 }
 
+/// Jina's "no limit": `-1` where a time limit or a size limit is asked.
+pub const NO_LIMIT: &str = "-1";
+
+/// [`parse_duration`] for a time limit, where `-1` (Jina's "no limit") is
+/// the longest duration accepted, [`MAX_DURATION`].
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn parse_limit_duration(input: &str) -> Result<Duration, String> {
+    if input.trim() == NO_LIMIT {
+        return Ok(MAX_DURATION);
+    }
+    parse_duration(input)
+}
+
+/// [`parse_size`] for a size limit, where `-1` (Jina's "no limit") is the
+/// largest size accepted, [`MAX_SIZE`].
+///
+/// # Errors
+/// As [`parse_size`].
+pub fn parse_limit_size(input: &str) -> Result<u64, String> {
+    if input.trim() == NO_LIMIT {
+        return Ok(MAX_SIZE);
+    }
+    parse_size(input)
+}
+
+/// A bare number of 1000 or more given where a duration in seconds is read:
+/// Jina read bare numbers of its timeouts as milliseconds (`timeout_ready:
+/// 60000` was a minute, here it is almost 17 hours). The warning to print, or
+/// `None`. `what` names the flag or key.
+pub fn millisecond_warning(what: &str, input: &str) -> Option<String> {
+    let input = input.trim();
+    let seconds: f64 = input.parse().ok()?;
+    (seconds >= 1000.0).then(|| {
+        format!(
+            "{what} `{input}` is read as {input} seconds ({}); Jina read bare numbers as milliseconds: write `{input}ms` if that is what you meant",
+            humantime::format_duration(Duration::from_secs_f64(seconds.min(MAX_DURATION.as_secs_f64())))
+        )
+    })
+}
+
+/// A clap value parser for a time limit flag: [`parse_limit_duration`], with
+/// [`millisecond_warning`] printed on stderr (clap runs before the log is set
+/// up, so not through `tracing`).
+///
+/// # Errors
+/// As [`parse_duration`].
+pub fn limit_duration_flag(input: &str) -> Result<Duration, String> {
+    let duration = parse_limit_duration(input)?;
+    if let Some(warning) = millisecond_warning("a time limit", input) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(duration)
+}
+
 /// Formats a byte count for people: `64 MiB`, `1.5 GiB`, `2 TiB`, `512 B`.
 pub fn format_size(bytes: u64) -> String {
     let b = bytes as f64;
@@ -181,6 +237,23 @@ mod tests {
                 .checked_add(MAX_DURATION)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn minus_one_is_no_limit_and_bare_milliseconds_are_noticed() {
+        assert_eq!(parse_limit_duration("-1"), Ok(MAX_DURATION));
+        assert_eq!(parse_limit_size(" -1 "), Ok(MAX_SIZE));
+        assert_eq!(parse_limit_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_limit_duration("-2").is_err());
+        let warning = millisecond_warning("timeout_ready", "60000").unwrap();
+        assert!(
+            warning.contains("16h 40m") && warning.contains("`60000ms`"),
+            "{warning}"
+        );
+        assert_eq!(millisecond_warning("t", "999"), None);
+        assert_eq!(millisecond_warning("t", "60000ms"), None);
+        assert_eq!(millisecond_warning("t", "-1"), None);
     }
 
     #[test]

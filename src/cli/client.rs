@@ -19,20 +19,27 @@ use crate::wire::{Body, Envelope, Message, Status};
 /// Send documents (JSON lines or plain text lines) and print the result
 /// documents as JSON lines, in input order.
 ///
-/// To a Flow: `--host H --port P`, its HTTP gateway. Straight to a Pea or Pod:
+/// To a Flow: `--host http://HOST:PORT` (the `gateway` URL of the Flow's ready
+/// line) or `--host H --port P`, its HTTP gateway. Straight to a Pea or Pod:
 /// `--in ADDR --out ADDR`, its input and output sockets. Requests of
 /// --request-size documents, --prefetch of them in flight. On a terminal a
 /// progress line is shown on stderr; a summary (documents, requests, errors,
-/// documents/s) ends the run. A request that an executor failed on is reported
-/// on stderr with the executor's name and reason; exits 1 if any request failed.
+/// documents/s) ends the run, also when it is interrupted with Ctrl-C (exit
+/// 130). A request that an executor failed on is reported on stderr with the
+/// executor's name and reason; exits 1 if any request failed. An address
+/// where nothing listens is reported within 5 s (the connect deadline), and
+/// a ZeroMQ port given where the gateway's HTTP port is expected is named as
+/// such.
 #[derive(Debug, Args)]
 pub struct ClientCommand {
-    /// The Flow gateway's host.
-    #[arg(long, default_value = "127.0.0.1", conflicts_with_all = ["input_address", "output_address"])]
+    /// The Flow gateway: its URL as the Flow's ready line prints it
+    /// (`http://127.0.0.1:PORT`), or a host name or address with --port.
+    #[arg(long, value_name = "URL|HOST", default_value = "127.0.0.1", conflicts_with_all = ["input_address", "output_address"])]
     pub host: String,
 
-    /// The Flow gateway's port (the `port` in the Flow's ready line).
-    #[arg(long, required_unless_present_all = ["input_address", "output_address"], conflicts_with_all = ["input_address", "output_address"])]
+    /// The Flow gateway's port (the `port` in the Flow's ready line); not
+    /// needed when --host is a URL with a port.
+    #[arg(long, conflicts_with_all = ["input_address", "output_address"])]
     pub port: Option<u16>,
 
     /// A Pea's or Pod's input address (`in` in its ready line): HOST:PORT or tcp://HOST:PORT.
@@ -79,6 +86,16 @@ impl ClientCommand {
         let (Some(input), Some(output)) = (&self.input_address, &self.output_address) else {
             return self.run_http().await;
         };
+        // ZeroMQ connects in the background and waits for a peer forever: see
+        // first that something listens where we connect.
+        for (flag, address, spec) in [
+            ("--in", input, self.socket_in),
+            ("--out", output, self.socket_out),
+        ] {
+            if !spec.bind {
+                listening(flag, &endpoint(address)).await?;
+            }
+        }
         let target = Target {
             input: endpoint(input),
             socket_in: self.socket_in,
@@ -146,7 +163,7 @@ impl ClientCommand {
     /// printed in input order.
     async fn run_http(&self) -> anyhow::Result<ExitCode> {
         use futures::StreamExt;
-        let port = self.port.expect("clap requires --port without --in/--out");
+        let (host, port) = gateway_address(&self.host, self.port)?;
         let request = &self.request;
         let parameters = request
             .parameters
@@ -158,12 +175,18 @@ impl ClientCommand {
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut progress = Progress::new();
         let mut read_error = None;
+        // Registered now (not on first poll), so Ctrl-C while the input is
+        // read is caught too.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot catch Ctrl-C")?;
+        let mut interrupted = false;
         loop {
             while in_flight.len() < self.prefetch as usize && read_error.is_none() {
                 match batches.next() {
                     Some(Ok(docs)) => {
                         let (host, endpoint, parameters, timeout) = (
-                            self.host.clone(),
+                            host.clone(),
                             request.endpoint.clone(),
                             parameters.clone(),
                             self.timeout,
@@ -188,7 +211,14 @@ impl ClientCommand {
                     None => break,
                 }
             }
-            let Some((sent, answer)) = in_flight.next().await else {
+            let next = tokio::select! {
+                next = in_flight.next() => next,
+                _ = interrupt.recv() => {
+                    interrupted = true;
+                    break;
+                }
+            };
+            let Some((sent, answer)) = next else {
                 break;
             };
             let answer = answer?;
@@ -201,7 +231,12 @@ impl ClientCommand {
             progress.add(sent, answer.error.is_some());
         }
         out.flush().context("cannot write output")?;
-        progress.finish();
+        if !matches!(request.output, super::common::OutputFormat::Nothing) || interrupted {
+            progress.finish(interrupted.then_some(in_flight.len()));
+        }
+        if interrupted {
+            return Ok(ExitCode::from(130));
+        }
         if let Some(e) = read_error {
             return Err(e);
         }
@@ -253,17 +288,132 @@ impl Progress {
         self.documents as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
-    fn finish(&self) {
+    /// The summary line; `interrupted`: how many requests were still in
+    /// flight when Ctrl-C came (their answers are not counted).
+    fn finish(&self, interrupted: Option<usize>) {
         if self.terminal {
             eprint!("\r");
         }
+        let end = interrupted.map_or_else(String::new, |left| {
+            format!("; interrupted, {left} requests in flight not counted")
+        });
         eprintln!(
-            "{} documents in {} requests, {} errors, {:.0} docs/s ({:.1} s)",
+            "{} documents in {} requests, {} errors, {:.0} docs/s ({:.1} s){end}",
             self.documents,
             self.requests,
             self.errors,
             self.rate(),
             self.started.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// The gateway's host and port from `--host` (a URL as the Flow's ready line
+/// prints it, `http://HOST:PORT[/]`, or a bare host) and `--port`.
+///
+/// # Errors
+/// No port anywhere, two different ones, or a URL that is not a plain-HTTP
+/// gateway address.
+fn gateway_address(host: &str, port: Option<u16>) -> anyhow::Result<(String, u16)> {
+    let rest = match host.split_once("://") {
+        None => host,
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => {
+            anyhow::bail!("--host {host}: the gateway speaks plain HTTP (no TLS): use http://")
+        }
+        Some((scheme, _)) => anyhow::bail!(
+            "--host {host}: `{scheme}://` is not the gateway's; give its URL (http://HOST:PORT) or --in/--out for a Pea's ZeroMQ sockets"
+        ),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        anyhow::bail!(
+            "--host {host}: give the gateway's address (http://HOST:PORT), without a path"
+        );
+    }
+    // `HOST:PORT`, `[V6]:PORT`, or a host alone (a bare IPv6 address too).
+    let split = if rest.starts_with('[') {
+        rest.split_once("]:")
+            .map(|(name, p)| (&rest[..=name.len()], p))
+    } else if rest.matches(':').count() == 1 {
+        rest.split_once(':')
+    } else {
+        None
+    };
+    let (name, in_url) = match split {
+        Some((name, p)) => {
+            let p: u16 = p
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--host {host}: `{p}` is not a port"))?;
+            (name, Some(p))
+        }
+        None => (rest, None),
+    };
+    if name.is_empty() {
+        anyhow::bail!("--host {host}: no host name");
+    }
+    let port = match (in_url, port) {
+        (Some(a), Some(b)) if a != b => {
+            anyhow::bail!("--host {host} says port {a} and --port says {b}: give one")
+        }
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => anyhow::bail!(
+            "give the gateway's port: --host http://HOST:PORT (the `gateway` of the Flow's ready line) or --port PORT"
+        ),
+    };
+    Ok((name.to_string(), port))
+}
+
+/// Fails at once, naming `flag` and `address`, when nothing accepts a TCP
+/// connection at `address` (`tcp://HOST:PORT`) within
+/// [`crate::client_http::CONNECT_TIMEOUT`].
+async fn listening(flag: &str, address: &str) -> anyhow::Result<()> {
+    let Some(target) = address.strip_prefix("tcp://") else {
+        return Ok(());
+    };
+    match tokio::time::timeout(
+        crate::client_http::CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => anyhow::bail!(
+            "{flag} {address}: nothing listens there ({e}): is the Pea or Pod running? its ready line gives its `in` and `out`"
+        ),
+        Err(_) => anyhow::bail!(
+            "{flag} {address}: no connection within {:?}: is the address right and reachable?",
+            crate::client_http::CONNECT_TIMEOUT
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gateway_address;
+
+    #[test]
+    fn the_ready_lines_url_is_a_host() {
+        let ok = |host: &str, port: Option<u16>| gateway_address(host, port).unwrap();
+        assert_eq!(
+            ok("http://127.0.0.1:8080", None),
+            ("127.0.0.1".into(), 8080)
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080/", Some(8080)),
+            ("127.0.0.1".into(), 8080)
+        );
+        assert_eq!(ok("localhost", Some(1)), ("localhost".into(), 1));
+        assert_eq!(ok("localhost:9", None), ("localhost".into(), 9));
+        assert_eq!(ok("http://[::1]:7", None), ("[::1]".into(), 7));
+        assert_eq!(ok("::1", Some(7)), ("::1".into(), 7));
+        let error =
+            |host: &str, port: Option<u16>| gateway_address(host, port).unwrap_err().to_string();
+        assert!(error("127.0.0.1", None).contains("give the gateway's port"));
+        assert!(error("http://h:1", Some(2)).contains("port 1 and --port says 2"));
+        assert!(error("https://h:1", None).contains("plain HTTP"));
+        assert!(error("tcp://h:1", None).contains("--in/--out"));
+        assert!(error("http://h:1/post", None).contains("without a path"));
+        assert!(error("http://h:x", None).contains("`x` is not a port"));
     }
 }

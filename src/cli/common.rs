@@ -14,7 +14,7 @@ use crate::executor::sandbox::{self, Quota};
 use crate::executor::{
     ComponentCache, ExecutorSpec, Runtime, RuntimeOptions, Sandbox, TenantSpec, Volume,
 };
-use crate::units::{parse_duration, parse_size};
+use crate::units::{limit_duration_flag, parse_duration, parse_limit_size, parse_size};
 
 /// Pool slots of a process that runs one executor: its instance, the one
 /// that replaces it after a trap or a reload, and room for an instance whose
@@ -100,28 +100,31 @@ pub struct ExecutorArgs {
     #[arg(long = "volumes", value_name = "HOST:GUEST[:ro]")]
     pub volumes: Vec<Volume>,
 
-    /// Environment variables the executor sees, as KEY=VALUE (repeatable).
-    /// Nothing else of the host's environment is visible.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    /// Environment variables the executor sees, as KEY=VALUE (repeatable, or
+    /// several after one flag as in Jina: `--env A=1 B=2`). Nothing else of
+    /// the host's environment is visible.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env, num_args = 1..)]
     pub env: Vec<(String, String)>,
 
     /// Memory limit per executor instance: a size such as 64MiB or 1GiB; a bare
-    /// number means GiB, as in Jina.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1GiB")]
+    /// number means GiB, as in Jina; -1: no limit (wasm32's 4 GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size, allow_negative_numbers = true, default_value = "1GiB")]
     pub memory_hwm: u64,
 
-    /// Time limit for one request (`handle`), a `dump` or `close`: 500ms, 2s, 1m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    /// Time limit for one request (`handle`), a `dump` or `close`: 500ms, 2s, 1m
+    /// (a bare number is seconds); -1: no limit (365 days).
+    #[arg(long, value_name = "DURATION", value_parser = limit_duration_flag, allow_negative_numbers = true, default_value = "30s")]
     pub timeout_request: Duration,
 
-    /// Time limit for the executor's `init` (loading its state).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "120s")]
+    /// Time limit for the executor's `init` (loading its state); -1: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = limit_duration_flag, allow_negative_numbers = true, default_value = "120s")]
     pub timeout_init: Duration,
 
     /// Disk quota of a writable workspace: the total length of its files
     /// (64MiB, 4GiB). A call that grows the workspace past it fails with
-    /// `disk-quota`; checked every 100ms during a call and after it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4GiB")]
+    /// `disk-quota`; checked every 100ms during a call and after it. -1: no
+    /// limit (1 PiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size, allow_negative_numbers = true, default_value = "4GiB")]
     pub disk_quota: u64,
 
     /// Most entries (files, directories, symlinks) a writable workspace may
@@ -274,9 +277,12 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub request_size: u32,
 
-    /// How to print result documents: `jsonl` (one JSON document per line, for
-    /// piping into the next command) or `pretty` (text and ranked matches, for people).
-    #[arg(long, value_enum, default_value = "jsonl")]
+    /// How to print result documents: `jsonl` or `json` (one JSON document
+    /// per line, for piping into the next command), `pretty` (text, tags and
+    /// ranked matches, for people), `summary` (no documents: `client` prints
+    /// only its summary line on stderr, for bulk indexing) or `none` (nothing
+    /// but errors).
+    #[arg(long, value_enum, ignore_case = true, default_value = "jsonl")]
     pub output: OutputFormat,
 }
 
@@ -341,9 +347,15 @@ impl Iterator for DocumentBatches {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum OutputFormat {
     /// One JSON document per line, for piping into the next command.
+    #[value(alias = "json")]
     Jsonl,
-    /// Text and ranked matches, for people.
+    /// Text, tags and ranked matches, for people.
     Pretty,
+    /// No documents; `client` ends with its summary line on stderr.
+    Summary,
+    /// No documents and no summary: only errors are printed.
+    #[value(name = "none")]
+    Nothing,
 }
 
 pub fn write_document(
@@ -356,8 +368,16 @@ pub fn write_document(
             serde_json::to_writer(&mut *out, doc)?;
             out.write_all(b"\n")
         }
+        OutputFormat::Summary | OutputFormat::Nothing => Ok(()),
         OutputFormat::Pretty => {
             writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
+            if !doc.tags.is_empty() {
+                writeln!(
+                    out,
+                    "  tags: {}",
+                    serde_json::Value::Object(doc.tags.clone())
+                )?;
+            }
             for m in &doc.matches {
                 let score = m
                     .scores

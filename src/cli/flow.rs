@@ -30,7 +30,8 @@ pub struct FlowCommand {
     pub uses: Option<PathBuf>,
 
     /// The gateway's port (overrides the file's `with.port`; 0: the OS picks).
-    #[arg(long)]
+    /// `--port-expose` is Jina's name for it.
+    #[arg(long, visible_alias = "port-expose")]
     pub port: Option<u16>,
 
     /// The interface the gateway binds (overrides `with.host`).
@@ -38,7 +39,7 @@ pub struct FlowCommand {
     pub host: Option<String>,
 
     /// Where the Pods' Peas run: THREAD (this process) or PROCESS (a process each).
-    #[arg(long, value_enum, default_value = "THREAD")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "THREAD")]
     pub runtime_backend: crate::pod::Backend,
 
     /// Don't print the logs of remote Pods (Pods with `host:`) on stderr.
@@ -72,8 +73,10 @@ pub struct FlowCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum FlowAction {
-    /// Check a Flow file (fields, paths, the `needs` graph) and print its Pods
-    /// in start order; exit 1 with the file, line and key of the first problem.
+    /// Check a Flow file as `flow` would before starting anything (fields and
+    /// their values, the `needs` graph, each `uses` a component, the Peas
+    /// against `--max-peas`) and print its Pods in start order; exit 1 with
+    /// the file, line and key of the first problem.
     Check { file: PathBuf },
     /// Print the Flow's topology as a Mermaid flowchart, as Jina's `plot`.
     Plot { file: PathBuf },
@@ -84,7 +87,8 @@ impl FlowCommand {
         match &self.action {
             Some(FlowAction::Check { file }) => {
                 let flow = Flow::load(file)?;
-                flow.check_peas(self.max_peas)?;
+                // The same resolution `flow` does before it starts anything.
+                crate::flow::run::resolve(&flow, &self.run_options())?;
                 for &i in &flow.order {
                     println!("{}", describe(&flow, i));
                 }
@@ -111,21 +115,12 @@ impl FlowCommand {
 
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
-        // Before the runtime (and its compile cache, pool) exists.
-        flow.check_peas(self.max_peas)?;
+        let options = self.run_options();
+        // Every Pod's settings, before the runtime (and its compile cache,
+        // pool) exists and before any Pod starts.
+        let configs = crate::flow::run::resolve(&flow, &options)?;
         let runtime = self.runtime.runtime(0)?;
-        let remote = RemoteOptions {
-            quiet_logs: self.quiet_remote_logs,
-            workspace_id: self.workspace_id.clone(),
-            lease: self.remote_lease,
-        };
-        let options = RunOptions {
-            backend: self.runtime_backend,
-            child_args: self.runtime.child_args(),
-            remote,
-            max_peas: self.max_peas,
-        };
-        let running = crate::flow::run::start(runtime, &flow, &options).await?;
+        let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
         let host = self
             .host
             .clone()
@@ -174,6 +169,21 @@ impl FlowCommand {
             .await
             .with_context(|| format!("{}", file.display()))?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl FlowCommand {
+    fn run_options(&self) -> RunOptions {
+        RunOptions {
+            backend: self.runtime_backend,
+            child_args: self.runtime.child_args(),
+            remote: RemoteOptions {
+                quiet_logs: self.quiet_remote_logs,
+                workspace_id: self.workspace_id.clone(),
+                lease: self.remote_lease,
+            },
+            max_peas: self.max_peas,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `jina-wasm` command line: one file per command, each a clap struct with an
 //! `execute` method. Flags shared by several commands live in `common.rs`.
 
+mod cache;
 mod client;
 mod common;
 mod daemon;
@@ -61,6 +62,7 @@ pub enum Command {
     Reshard(reshard::ReshardCommand),
     Inspect(inspect::InspectCommand),
     New(new::NewCommand),
+    Cache(cache::CacheCommand),
 }
 
 impl Cli {
@@ -104,6 +106,7 @@ impl Cli {
             Command::Reshard(cmd) => cmd.execute(),
             Command::Inspect(cmd) => cmd.execute(),
             Command::New(cmd) => cmd.execute(),
+            Command::Cache(cmd) => cmd.execute(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct NewCommand {
     pub name: String,
 
     /// The language to write the executor in.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     pub lang: Lang,
 
     /// The folder to create (must not exist, or be empty). Default: ./NAME.

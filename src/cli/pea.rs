@@ -38,7 +38,7 @@ pub struct PeaCommand {
     /// executors run), SKIP_EXECUTOR (later executors are skipped),
     /// SKIP_HANDLE (later Peas pass it on untouched), THROW_EARLY (end it now,
     /// forwarding only the failure). The client always sees the failure.
-    #[arg(long, value_enum, default_value = "IGNORE")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "IGNORE")]
     pub on_error_strategy: OnError,
 
     /// When the executor's state is saved (docs/stateful.md). A duration
@@ -67,8 +67,8 @@ pub struct PeaCommand {
     pub load_interval: Duration,
 
     /// How long to wait for the executor's start (load, compile, init) before
-    /// giving up.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "600s")]
+    /// giving up (a bare number is seconds; -1: no limit).
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::limit_duration_flag, allow_negative_numbers = true, default_value = "600s")]
     pub timeout_ready: Duration,
 
     /// No log output at all.
@@ -81,7 +81,7 @@ pub struct PeaCommand {
 
     /// How a Pod runs its Peas: THREAD (tasks of one process) or PROCESS (a
     /// process each). A standalone Pea is one process either way.
-    #[arg(long, value_enum, default_value = "THREAD")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "THREAD")]
     pub runtime_backend: crate::pod::Backend,
 
     /// This Pea is shard ID of a Pod whose head runs elsewhere (`pod --role

@@ -42,7 +42,7 @@ pub struct PodCommand {
 
     /// How the head picks a replica for `any`: `credit` (only a replica that has
     /// asked for work; a busy one gets nothing new) or `round-robin`.
-    #[arg(long, value_enum, default_value = "credit")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "credit")]
     pub load_balancing: Balance,
 
     /// An executor the head runs on every request before fanning it out.
@@ -63,7 +63,7 @@ pub struct PodCommand {
     /// export, docs/kubernetes.md). A head answers at once; its STATUS is
     /// healthy once every shard (or one replica) is connected. --uses is not
     /// loaded by a head; it names the executor in workspace checks only.
-    #[arg(long, value_enum, default_value = "pod")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "pod")]
     pub role: Role,
 
     /// With --role head: the interface the head's and tail's sockets for the

@@ -107,8 +107,11 @@ pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, Lo
     let digest = digest(&bytes);
     let engine = runtime.engine();
     let (component, cache) = match runtime.cache() {
-        Some(cache) => cache.load_or_compile(engine, &bytes, &digest),
-        None => Component::new(engine, &bytes).map(|c| (c, CacheOutcome::CompiledUncached)),
+        Some(cache) => cache.load_or_compile(engine, &bytes, &digest, path),
+        None => {
+            super::cache::log_compiling(path, bytes.len(), None);
+            Component::new(engine, &bytes).map(|c| (c, CacheOutcome::CompiledUncached))
+        }
     }
     .map_err(|e| LoadError::Invalid {
         path: path.to_owned(),

@@ -3,6 +3,9 @@
 //! - `POST /post` with `{"data": [documents], "exec_endpoint": "/index",
 //!   "parameters": {...}}`, and `POST /<endpoint>` (the endpoint from the path).
 //! - `GET /dry_run`: is the Flow up. `GET /status`: the Flow's Pods.
+//! - Anything else: a JSON error answer (404 for a route that does not exist,
+//!   405 for a route used with the wrong method, 422 for a body that is not a
+//!   JSON request), in the same failure shape as an executor's error.
 //!
 //! docs/gateway.md gives the shapes. At most `prefetch` requests are in the
 //! Flow at once; more wait for a slot (backpressure, not a queue that grows).
@@ -11,10 +14,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -27,6 +31,17 @@ use crate::wire::{Body, Envelope, Message, Status};
 
 /// Jina's status code for a failed request (SUCCESS is 0).
 const ERROR: u8 = 1;
+
+/// The longest reason an error answer carries (bytes; longer ones are cut at
+/// a character boundary, saying how much was cut). An executor's message and a
+/// JSON parser's (which may quote the input) are not bounded otherwise, and
+/// Jina's client puts the whole body into the exception it raises.
+pub const MAX_REASON: usize = 1024;
+
+/// The routes with a fixed method: these answer 405 (with `Allow`) to another
+/// method; any other path answers 404 to anything but `POST /<endpoint>`.
+const FIXED_ROUTES: [(&str, &str); 3] =
+    [("/post", "POST"), ("/dry_run", "GET"), ("/status", "GET")];
 
 #[derive(Clone)]
 struct Shared {
@@ -69,7 +84,13 @@ impl Gateway {
             .route("/post", post(post_body))
             .route("/dry_run", get(dry_run))
             .route("/status", get(status))
-            .route("/{*endpoint}", post(post_endpoint))
+            // `any`: another method on an endpoint's path is a 404 of ours,
+            // not axum's 405 (which would add `Allow: POST`).
+            .route("/{*endpoint}", any(post_endpoint))
+            // Keep these two last: the 405 handler applies to the routes
+            // registered before it.
+            .fallback(no_route)
+            .method_not_allowed_fallback(no_route)
             .with_state(shared);
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -149,16 +170,127 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
     })
 }
 
-async fn post_body(State(shared): State<Shared>, body: Bytes) -> Response {
-    answer(shared, None, &body).await
+async fn post_body(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match readable(&headers, body) {
+        Ok(body) => answer(shared, None, &body).await,
+        Err(refused) => refused.into_answer("/"),
+    }
 }
 
 async fn post_endpoint(
     State(shared): State<Shared>,
     Path(endpoint): Path<String>,
-    body: Bytes,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(shared, Some(format!("/{endpoint}")), &body).await
+    if method != Method::POST {
+        return no_route(method, uri).await;
+    }
+    let endpoint = format!("/{endpoint}");
+    match readable(&headers, body) {
+        Ok(body) => answer(shared, Some(endpoint), &body).await,
+        Err(refused) => refused.into_answer(&endpoint),
+    }
+}
+
+/// Why a request was refused before its body was read as JSON.
+struct Refused {
+    code: StatusCode,
+    message: String,
+}
+
+impl Refused {
+    fn into_answer(self, endpoint: &str) -> Response {
+        error(
+            self.code,
+            endpoint,
+            None,
+            "gateway",
+            "bad-request",
+            &self.message,
+        )
+    }
+}
+
+/// The body of a request whose `Content-Type` says JSON (`application/json`,
+/// or `application/NAME+json`, with any parameters); else 422, as a body that
+/// is not JSON (docs/gateway.md). A body that could not be read (too large,
+/// cut off) keeps axum's status, with its reason in the JSON error shape.
+fn readable(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Refused> {
+    let unprocessable = |message: String| Refused {
+        code: StatusCode::UNPROCESSABLE_ENTITY,
+        message,
+    };
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => {
+            return Err(unprocessable(
+                "the request has no Content-Type: send the JSON body with `Content-Type: application/json`".into(),
+            ));
+        }
+        Some(Ok(value)) if is_json(value) => {}
+        Some(value) => {
+            let shown = value.map_or_else(|_| "(not text)".to_string(), |v| format!("`{v}`"));
+            return Err(unprocessable(format!(
+                "Content-Type {shown} is not JSON: send the JSON body with `Content-Type: application/json`"
+            )));
+        }
+    }
+    body.map_err(|rejection| Refused {
+        code: rejection.status(),
+        message: format!("the body could not be read: {}", rejection.body_text()),
+    })
+}
+
+/// `application/json` or `application/NAME+json`, parameters (`; charset=utf-8`) aside.
+fn is_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json"
+        || media
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+/// Every request no route takes: 405 (with `Allow`) for a fixed route used
+/// with another method, else 404; both in the JSON error shape.
+async fn no_route(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let (code, message) = match FIXED_ROUTES.iter().find(|(route, _)| *route == path) {
+        Some((route, allowed)) => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} {route} is not served: use {allowed} {route}"),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route {method} {path}: requests are POST /post or POST /<endpoint>; GET /dry_run and GET /status describe the Flow"
+            ),
+        ),
+    };
+    let kind = if code == StatusCode::NOT_FOUND {
+        "not-found"
+    } else {
+        "method-not-allowed"
+    };
+    let mut response = error(code, path, None, "gateway", kind, &message);
+    if let Some((_, allowed)) = FIXED_ROUTES.iter().find(|(route, _)| *route == path)
+        && code == StatusCode::METHOD_NOT_ALLOWED
+    {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    }
+    response
 }
 
 /// `GET /dry_run`'s answer, as Jina's.
@@ -325,23 +457,27 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
             },
         })
         .collect();
-    let (code, status) = match &reply.envelope.status {
-        Status::Success => (
-            StatusCode::OK,
-            StatusJson {
-                code: 0,
-                description: "success".into(),
-                exception: None,
-            },
-        ),
+    let status = match &reply.envelope.status {
+        Status::Success => StatusJson {
+            code: 0,
+            description: "success".into(),
+            exception: None,
+        },
+        // A failure answers with its reason and routes, not the documents:
+        // clients print the body of an error (Jina's raises it whole).
         Status::Error {
             executor,
             kind,
             message,
-        } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            failure(executor, kind, message),
-        ),
+        } => {
+            return failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &endpoint,
+                Some(&id),
+                (executor, kind, message),
+                Some(routes),
+            );
+        }
     };
     let answer = Answer {
         header: Header {
@@ -353,7 +489,7 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
         routes: Some(routes),
         data: &docs,
     };
-    (code, Json(answer)).into_response()
+    (StatusCode::OK, Json(answer)).into_response()
 }
 
 /// The request's documents (its `data`): a list, or `{"docs": [...]}`.
@@ -399,17 +535,57 @@ fn error(
     kind: &str,
     message: &str,
 ) -> Response {
-    let answer = Answer {
+    failed(code, endpoint, request_id, (executor, kind, message), None)
+}
+
+/// A failed request's answer (docs/gateway.md, "Errors"): Jina's status
+/// (`code`, `description`) first, then the header with the full status and
+/// the routes; never the documents, and a reason of at most [`MAX_REASON`]
+/// bytes, so any client that prints the body prints the reason first.
+#[derive(Serialize)]
+struct FailureAnswer<'a> {
+    code: u8,
+    description: &'a str,
+    header: Header<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routes: Option<Vec<RouteJson<'a>>>,
+}
+
+/// Answers `code` with a [`FailureAnswer`] for `(executor, kind, message)`.
+fn failed(
+    code: StatusCode,
+    endpoint: &str,
+    request_id: Option<&str>,
+    (executor, kind, message): (&str, &str, &str),
+    routes: Option<Vec<RouteJson<'_>>>,
+) -> Response {
+    let message = cap(message);
+    let status = failure(executor, kind, &message);
+    let description = status.description.clone();
+    let answer = FailureAnswer {
+        code: ERROR,
+        description: &description,
         header: Header {
             request_id,
             exec_endpoint: endpoint,
-            status: failure(executor, kind, message),
+            status,
         },
-        parameters: None,
-        routes: None,
-        data: &[],
+        routes,
     };
     (code, Json(answer)).into_response()
+}
+
+/// `text` cut to at most [`MAX_REASON`] bytes at a character boundary, saying
+/// how many bytes were cut.
+fn cap(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_REASON {
+        return text.into();
+    }
+    let mut end = MAX_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-24T21:00:00.000100Z`).
@@ -541,6 +717,59 @@ mod tests {
             dry,
             serde_json::json!({"code": 0, "description": "ready", "exception": null})
         );
+    }
+
+    /// Status and reason come first, the header keeps Jina's full status,
+    /// and a long reason is cut.
+    #[test]
+    fn failures_lead_with_the_reason_and_stay_short() {
+        let long = "é".repeat(MAX_REASON);
+        let reason = cap(&long);
+        assert!(reason.len() < MAX_REASON + 40, "{}", reason.len());
+        assert!(reason.ends_with(&format!(
+            "… ({} more bytes cut)",
+            2 * MAX_REASON - MAX_REASON
+        )));
+        assert_eq!(cap("short"), "short");
+        let status = failure("enc", "panic", "boom");
+        let answer = FailureAnswer {
+            code: ERROR,
+            description: &status.description.clone(),
+            header: Header {
+                request_id: Some("r"),
+                exec_endpoint: "/x",
+                status,
+            },
+            routes: None,
+        };
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"code":1,"description":"executor `enc` failed (panic): boom","header":{"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("\"data\""), "{text}");
+    }
+
+    #[test]
+    fn json_content_types() {
+        for yes in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "text/plain",
+            "application/jsonl",
+            "multipart/form-data; boundary=x",
+            "json",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
     }
 
     #[test]

@@ -86,25 +86,34 @@ async fn stop_pods(pods: Vec<(String, PodHandle)>) -> anyhow::Result<()> {
     }
 }
 
-/// Starts the Pods in dependency order and the router. On any failure every
-/// Pod already started is stopped, and the error names the Pod. A Flow with
-/// more Peas than `options.max_peas` starts nothing.
+/// Starts the Pods in dependency order and the router. `configs` are the
+/// Pods' settings from [`resolve`] (file order): every one is known before
+/// the first Pod starts. On any failure every Pod already started is stopped,
+/// and the error names the Pod.
 ///
 /// # Errors
-/// Too many Peas, or a Pod whose settings are invalid or that does not start.
+/// A Pod that does not start.
+///
+/// # Panics
+/// When `configs` does not hold one config per Pod (a caller's bug).
 pub async fn start(
     runtime: Arc<Runtime>,
     flow: &Flow,
+    configs: Vec<PodConfig>,
     options: &RunOptions,
 ) -> anyhow::Result<Running> {
-    flow.check_peas(options.max_peas)?;
+    assert_eq!(configs.len(), flow.pods.len(), "one config per Pod");
+    let mut configs: Vec<Option<PodConfig>> = configs.into_iter().map(Some).collect();
     let mut started: Vec<(String, PodHandle)> = Vec::new();
     for &i in &flow.order {
         let spec = &flow.pods[i];
-        let result = match pod_config(flow, i, options) {
-            Ok(_) if spec.host.is_some() => super::remote::start(flow, i, &options.remote).await,
-            Ok(config) => crate::pod::start(runtime.clone(), config).await,
-            Err(e) => Err(e),
+        let config = configs[i]
+            .take()
+            .expect("one config per Pod, each started once");
+        let result = if spec.host.is_some() {
+            super::remote::start(flow, i, &options.remote).await
+        } else {
+            crate::pod::start(runtime.clone(), config).await
         };
         match result {
             Ok(pod) => started.push((spec.name.clone(), pod)),
@@ -204,6 +213,109 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
     })
 }
 
+/// Resolves the whole Flow into the typed settings of its Pods (file order),
+/// before anything starts: what `flow` runs and what `flow check` checks, so
+/// a file that `flow check` passes is one `flow` does not refuse for its
+/// settings. Checks, beyond what [`Flow::load`] read (each value is already
+/// of its kind there, with its line): the Peas against `max_peas`; each
+/// `uses` (and `uses_before`/`uses_after`) is a file holding a WebAssembly
+/// component (its header only: compiling is for start); shards and replicas
+/// together; every value turned into its setting. Logs a warning for each
+/// bare number of 1000 or more given as seconds (Jina read milliseconds).
+///
+/// # Errors
+/// The first problem, naming the file, the line and the key.
+pub fn resolve(flow: &Flow, options: &RunOptions) -> anyhow::Result<Vec<PodConfig>> {
+    flow.check_peas(options.max_peas)?;
+    flow.timeout().map_err(|e| super::spec::FlowError {
+        file: flow.file.display().to_string(),
+        message: format!("with.timeout: {e}"),
+    })?;
+    if let Some(warning) = flow
+        .with
+        .timeout
+        .as_deref()
+        .and_then(|t| crate::units::millisecond_warning("with.timeout", t))
+    {
+        tracing::warn!("{}: {warning}", flow.file.display());
+    }
+    let mut configs = Vec::with_capacity(flow.pods.len());
+    for (i, spec) in flow.pods.iter().enumerate() {
+        let files = [
+            ("uses", Some(&spec.uses)),
+            ("uses_before", spec.uses_before.as_ref()),
+            ("uses_after", spec.uses_after.as_ref()),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path {
+                component_file(path).map_err(|e| flow.pod_error(i, key, &e))?;
+            }
+        }
+        if spec.shards.unwrap_or(1) > 1 && spec.parallel.unwrap_or(1) > 1 {
+            let key = if flow.line_of(Some(i), "replicas").is_some() {
+                "replicas"
+            } else {
+                "parallel"
+            };
+            return Err(flow
+                .pod_error(
+                    i,
+                    key,
+                    "shards and replicas together are not supported yet: use one or the other",
+                )
+                .into());
+        }
+        for (key, value) in [
+            ("timeout_ready", &spec.timeout_ready),
+            ("timeout_request", &spec.timeout_request),
+            ("timeout_init", &spec.timeout_init),
+        ] {
+            if let Some(warning) = value
+                .as_deref()
+                .and_then(|v| crate::units::millisecond_warning(key, v))
+            {
+                tracing::warn!("{}: pod `{}`: {warning}", flow.file.display(), spec.name);
+            }
+        }
+        let config = pod_config(flow, i, options).map_err(|e| {
+            let text = format!("{e:#}");
+            match text.split_once(": ") {
+                Some((key, reason)) if flow.line_of(Some(i), key).is_some() => {
+                    anyhow::Error::from(flow.pod_error(i, key, reason))
+                }
+                _ => anyhow::Error::from(flow.pod_error(i, "", &text)),
+            }
+        })?;
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// `path` exists and starts as a WebAssembly component does (the header
+/// check of the executor loader, on the first 8 bytes).
+fn component_file(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Read as _;
+    let mut header = Vec::with_capacity(8);
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            if file.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(format!(
+                    "{} is a directory, not a component",
+                    path.display()
+                ));
+            }
+            file.take(8)
+                .read_to_end(&mut header)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    crate::executor::check_header(path, &header).map_err(|e| e.to_string())
+}
+
 /// The PodConfig of Flow Pod `i`: what `flow` starts, and what `export`
 /// turns into containers (one source of truth for both).
 ///
@@ -214,21 +326,23 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
     let duration =
         |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
             value.as_deref().map_or(Ok(default), |v| {
-                crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}"))
+                crate::units::parse_limit_duration(v).map_err(|e| anyhow::anyhow!("{field}: {e}"))
             })
         };
-    let size =
-        |field: &str, value: &Option<serde_json::Value>, default: u64| -> anyhow::Result<u64> {
-            match value {
-                None => Ok(default),
-                Some(serde_json::Value::Number(n)) => crate::units::parse_size(&n.to_string())
-                    .map_err(|e| anyhow::anyhow!("{field}: {e}")),
-                Some(serde_json::Value::String(s)) => {
-                    crate::units::parse_size(s).map_err(|e| anyhow::anyhow!("{field}: {e}"))
-                }
-                Some(other) => anyhow::bail!("{field}: `{other}` is not a size"),
+    let size = |field: &str,
+                value: &Option<serde_json::Value>,
+                default: u64|
+     -> anyhow::Result<u64> {
+        match value {
+            None => Ok(default),
+            Some(serde_json::Value::Number(n)) => crate::units::parse_limit_size(&n.to_string())
+                .map_err(|e| anyhow::anyhow!("{field}: {e}")),
+            Some(serde_json::Value::String(s)) => {
+                crate::units::parse_limit_size(s).map_err(|e| anyhow::anyhow!("{field}: {e}"))
             }
-        };
+            Some(other) => anyhow::bail!("{field}: `{other}` is not a size"),
+        }
+    };
     use crate::executor::sandbox as limits;
     let memory_limit = size("memory_hwm", &spec.memory_hwm, limits::DEFAULT_MEMORY_LIMIT)?;
     let quota = limits::Quota {
@@ -550,13 +664,18 @@ pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Resul
 mod tests {
     use super::*;
 
-    fn dump_of(value: &str) -> anyhow::Result<DumpPolicy> {
+    /// The policy, or the error: from reading the file (a value not of its
+    /// kind, with its line) or from resolving it.
+    fn dump_of(value: &str) -> Result<DumpPolicy, String> {
         let yaml = format!(
             "version: 1\nexecutors:\n  - name: idx\n    uses: idx.wasm\n    dump_interval: {value}\n"
         );
-        let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None).unwrap();
+        let flow = Flow::parse(&yaml, std::path::Path::new("flow.yml"), |_| None)
+            .map_err(|e| e.to_string())?;
         let options = RunOptions::default();
-        pod_config(&flow, 0, &options).map(|config| config.pea.dump)
+        pod_config(&flow, 0, &options)
+            .map(|config| config.pea.dump)
+            .map_err(|e| format!("{e:#}"))
     }
 
     #[test]
@@ -572,11 +691,10 @@ mod tests {
             dump_of("30").unwrap(),
             DumpPolicy::Every(Duration::from_secs(30))
         );
+        let error = dump_of("soon").unwrap_err();
         assert!(
-            dump_of("soon")
-                .unwrap_err()
-                .to_string()
-                .starts_with("dump_interval: ")
+            error.starts_with("flow.yml: line 5 column 20: executors[0].dump_interval: `soon`"),
+            "{error}"
         );
     }
 }

@@ -45,7 +45,8 @@ pub struct FlowWith {
     pub host: Option<String>,
     /// Requests the gateway keeps in flight at most.
     pub prefetch: Option<usize>,
-    /// How long a request may take end to end (default 60s).
+    /// How long a request may take end to end (default 60s; `-1`: no limit).
+    #[serde(default, deserialize_with = "checked::limit_duration")]
     pub timeout: Option<String>,
     /// Defaults for every Pod's `env`.
     #[serde(default)]
@@ -79,7 +80,8 @@ pub struct PodSpec {
     pub name: String,
     /// A `.wasm` path, relative to the YAML file.
     pub uses: PathBuf,
-    #[serde(default)]
+    /// The executor's configuration (`uses_with` is Jina's name for it).
+    #[serde(default, alias = "uses_with")]
     pub with: Option<Value>,
     #[serde(default)]
     pub shards: Option<usize>,
@@ -100,20 +102,22 @@ pub struct PodSpec {
     #[serde(default)]
     pub read_only: bool,
     /// `240s`, `5m` (interval mode); `0` (durable mode); `never`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked::dump_interval")]
     pub dump_interval: Option<Value>,
-    /// `64MiB`, `1GiB`, or a bare number of GiB.
-    #[serde(default)]
+    /// `64MiB`, `1GiB`, or a bare number of GiB; `-1`: no limit.
+    #[serde(default, deserialize_with = "checked::limit_size")]
     pub memory_hwm: Option<Value>,
-    #[serde(default)]
+    /// A duration; `-1`: no limit.
+    #[serde(default, deserialize_with = "checked::limit_duration")]
     pub timeout_ready: Option<String>,
-    #[serde(default)]
+    /// A duration; `-1`: no limit.
+    #[serde(default, deserialize_with = "checked::limit_duration")]
     pub timeout_request: Option<String>,
-    /// Time limit for `init` (`120s`).
-    #[serde(default)]
+    /// Time limit for `init` (`120s`; `-1`: no limit).
+    #[serde(default, deserialize_with = "checked::limit_duration")]
     pub timeout_init: Option<String>,
-    /// Workspace disk quota: a size (`4GiB`) or a bare number of GiB.
-    #[serde(default)]
+    /// Workspace disk quota: a size (`4GiB`) or a bare number of GiB; `-1`: no limit.
+    #[serde(default, deserialize_with = "checked::limit_size")]
     pub disk_quota: Option<Value>,
     /// Most entries in the workspace.
     #[serde(default)]
@@ -121,8 +125,8 @@ pub struct PodSpec {
     /// Most documents one call may return.
     #[serde(default)]
     pub max_result_docs: Option<usize>,
-    /// Most bytes of documents one call may return: a size.
-    #[serde(default)]
+    /// Most bytes of documents one call may return: a size; `-1`: no limit.
+    #[serde(default, deserialize_with = "checked::limit_size")]
     pub max_result_bytes: Option<Value>,
     /// Output lines per second per instance that reach the log.
     #[serde(default)]
@@ -135,7 +139,8 @@ pub struct PodSpec {
     /// A `jina-wasm daemon` to run this Pod on (`host:port`): docs/daemon.md.
     #[serde(default)]
     pub host: Option<String>,
-    #[serde(default)]
+    /// `IGNORE`, `SKIP_EXECUTOR`, `SKIP_HANDLE`, `THROW_EARLY` (any case).
+    #[serde(default, deserialize_with = "checked::on_error_strategy")]
     pub on_error_strategy: Option<String>,
 }
 
@@ -175,6 +180,9 @@ pub struct Flow {
     /// Pod indices in an order where each comes after everything it needs.
     pub order: Vec<usize>,
     pub polling: Vec<Polling>,
+    /// The file's text after `${{ ENV.X }}` substitution: what
+    /// [`Flow::line_of`] finds keys in.
+    pub source: String,
 }
 
 /// Why a Flow file is not a Flow.
@@ -327,7 +335,44 @@ impl Flow {
             leaves,
             order,
             polling,
+            source: text,
         })
+    }
+
+    /// The line (1-based) of the value of Pod `pod`'s `key` in the file
+    /// (`pod: None`: the key under the Flow's `with:`), for messages about
+    /// values that are checked after parsing (`uses`, shards with replicas).
+    pub fn line_of(&self, pod: Option<usize>, key: &str) -> Option<usize> {
+        let names = [key];
+        let path = match pod {
+            Some(i) => vec![
+                Step::Key(&["pods", "executors"]),
+                Step::Index(i),
+                Step::Key(&names),
+            ],
+            None => vec![Step::Key(&["with"]), Step::Key(&names)],
+        };
+        locate(&self.source, &path)
+    }
+
+    /// An error about Pod `pod`'s `key` in the shape of the parser's own:
+    /// `FILE: line L: pods[I].KEY (`NAME`): MESSAGE` (no line when the key is
+    /// absent, as for a missing `uses:` default).
+    pub fn pod_error(&self, pod: usize, key: &str, message: &str) -> FlowError {
+        let line = self
+            .line_of(Some(pod), key)
+            .map_or_else(String::new, |l| format!("line {l}: "));
+        FlowError {
+            file: self.file.display().to_string(),
+            message: if key.is_empty() {
+                format!("pods[{pod}] (`{}`): {message}", self.pods[pod].name)
+            } else {
+                format!(
+                    "{line}pods[{pod}].{key} (`{}`): {message}",
+                    self.pods[pod].name
+                )
+            },
+        }
     }
 
     /// The Peas (executor instances) this Flow starts: each Pod's shards or
@@ -373,10 +418,10 @@ impl Flow {
     /// # Errors
     /// A `with.timeout` that is not a duration.
     pub fn timeout(&self) -> Result<Duration, String> {
-        self.with
-            .timeout
-            .as_deref()
-            .map_or(Ok(Duration::from_secs(60)), crate::units::parse_duration)
+        self.with.timeout.as_deref().map_or(
+            Ok(Duration::from_secs(60)),
+            crate::units::parse_limit_duration,
+        )
     }
 
     /// The topology as a Mermaid flowchart (Jina's `plot`).
@@ -410,6 +455,217 @@ impl Flow {
         }
         out
     }
+}
+
+/// Values checked as they are read, so a bad one fails the parse with
+/// serde_yaml's line, column and key path (`line 5 column 22:
+/// pods[0].timeout_request: ...`), in `flow check` as in `flow`. The checks
+/// run inside the value's own visitor: that is where serde_yaml marks the
+/// error with the value's position. The field keeps its text (or number);
+/// `run::resolve` turns it into the typed setting.
+mod checked {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+    use serde_json::Value;
+
+    /// A scalar (text or number; `null` is absent) checked by `check`.
+    struct Scalar {
+        expecting: &'static str,
+        check: fn(&str) -> Result<(), String>,
+    }
+
+    impl<'de> Visitor<'de> for Scalar {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            (self.check)(v).map_err(E::custom)?;
+            Ok(Some(Value::String(v.to_string())))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            (self.check)(&v.to_string()).map_err(E::custom)?;
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            (self.check)(&v.to_string()).map_err(E::custom)?;
+            Ok(Some(Value::from(v)))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            (self.check)(&v.to_string()).map_err(E::custom)?;
+            Ok(Some(Value::from(v)))
+        }
+    }
+
+    fn text(value: Option<Value>) -> Option<String> {
+        value.map(|v| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    }
+
+    pub fn limit_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Scalar {
+            expecting: "a duration (`30s`, `500ms`, a bare number of seconds; `-1`: no limit)",
+            check: |v| crate::units::parse_limit_duration(v).map(drop),
+        })
+        .map(text)
+    }
+
+    pub fn limit_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_any(Scalar {
+            expecting: "a size (`64MiB`, `1GiB`, a bare number of GiB; `-1`: no limit)",
+            check: |v| crate::units::parse_limit_size(v).map(drop),
+        })
+    }
+
+    pub fn dump_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_any(Scalar {
+            expecting: "a duration, `0` (durable) or `never`",
+            check: |v| v.parse::<crate::pea::DumpPolicy>().map(drop),
+        })
+    }
+
+    pub fn on_error_strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Scalar {
+            expecting: "an error strategy",
+            check: |v| {
+                <crate::pea::OnError as clap::ValueEnum>::from_str(v, true)
+                    .map(drop)
+                    .map_err(|_| {
+                        format!("`{v}` is not an error strategy: use IGNORE, SKIP_EXECUTOR, SKIP_HANDLE or THROW_EARLY (any case)")
+                    })
+            },
+        })
+        .map(text)
+    }
+}
+
+/// One step of a path into a Flow file: a key (any of several spellings) or
+/// a list index.
+enum Step<'a> {
+    Key(&'a [&'a str]),
+    Index(usize),
+}
+
+/// The line of the value at `path` in YAML `text`, or `None` when there is
+/// none. serde_yaml keeps no positions, but puts one on every error: the
+/// text is read again by a reader that walks `path` and fails on the value
+/// it leads to.
+fn locate(text: &str, path: &[Step]) -> Option<usize> {
+    use serde::de::{
+        DeserializeSeed, Deserializer, Error, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    const HERE: &str = "jina-wasm: the value looked for";
+
+    struct Seek<'p, 'a>(&'p [Step<'a>]);
+
+    impl<'de> DeserializeSeed<'de> for Seek<'_, '_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            let path = self.0;
+            match path.first() {
+                None => d.deserialize_any(Fail),
+                Some(Step::Key(_)) => d.deserialize_map(self),
+                Some(Step::Index(_)) => d.deserialize_seq(self),
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seek<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map or a list")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let Some(Step::Key(names)) = self.0.first() else {
+                return Ok(());
+            };
+            while let Some(key) = map.next_key::<String>()? {
+                if names.contains(&key.as_str()) {
+                    return map.next_value_seed(Seek(&self.0[1..]));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let Some(&Step::Index(at)) = self.0.first() else {
+                return Ok(());
+            };
+            for _ in 0..at {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+            }
+            seq.next_element_seed(Seek(&self.0[1..])).map(drop)
+        }
+    }
+
+    /// Fails on whatever value it is given, inside that value's own
+    /// deserialization (where serde_yaml marks the error with its position).
+    struct Fail;
+
+    impl<'de> Visitor<'de> for Fail {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(HERE)
+        }
+
+        fn visit_bool<E: Error>(self, _: bool) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_unit<E: Error>(self) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(A::Error::custom(HERE))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(A::Error::custom(HERE))
+        }
+    }
+
+    let error = Seek(path)
+        .deserialize(serde_yaml::Deserializer::from_str(text))
+        .err()?;
+    if !error.to_string().contains(HERE) {
+        return None;
+    }
+    error.location().map(|at| at.line())
 }
 
 /// Replaces `${{ ENV.NAME }}` (Jina's syntax) with the variable's value.

@@ -321,6 +321,290 @@ fn a_real_jina_client_posts_to_the_gateway() {
     );
 }
 
+/// Issue 16: Jina's client raises `ValueError(<the error body>)`. With 20
+/// documents of 1,000 characters and a failing executor, what it raises
+/// starts with the status and the reason, and stays short (it was the whole
+/// 29 KB body, the reason at character 27,851).
+#[test]
+fn a_real_jina_client_reads_a_failure_from_its_first_characters() {
+    let python = crate::util::python_venv(
+        "jina-client-venv",
+        "tests/interop/jina_client/requirements.txt",
+    );
+    let flow = FlowProcess::start("pods:\n  - name: bad\n    uses: {W}/misbehave.wasm\n");
+    let out = std::process::Command::new(python)
+        .arg("tests/interop/jina_client/jina_http_errors.py")
+        .args(["--port", &flow.port().to_string(), "--docs", "20"])
+        .env("JINA_OPTOUT_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(result["raised"], "builtins.ValueError", "{result}");
+    let text = result["text"].as_str().unwrap();
+    // Python's repr quotes the description with `"` when it holds a `'`.
+    assert!(
+        text.starts_with("{'code': 1, 'description': ")
+            && text
+                .chars()
+                .take(80)
+                .collect::<String>()
+                .contains("executor `bad` failed (panic): "),
+        "{text}"
+    );
+    assert!(text.len() < 2000, "{} characters: {text}", text.len());
+    assert!(!text.contains("xxxxxxxxxx"), "a document is echoed: {text}");
+}
+
+/// Issue 16: the gateway's edges, each a JSON error answer in the failure
+/// shape (docs/gateway.md, "Errors"): 404 for a route that does not exist,
+/// 405 (with `Allow`) for a route with the wrong method, 422 for a body that
+/// is not JSON or a missing or wrong Content-Type; and it keeps serving.
+#[test]
+fn gateway_edges_answer_json_with_the_reason() {
+    let flow = FlowProcess::start("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", flow.port());
+    let http = crate::util::http();
+    let read = |response: reqwest::blocking::Response| {
+        let code = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let kind = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: serde_json::Value = response.json().unwrap_or(serde_json::Value::Null);
+        assert_eq!(kind.as_deref(), Some("application/json"), "{code} {body}");
+        assert_eq!(body["code"], 1, "{body}");
+        assert_eq!(
+            body["description"], body["header"]["status"]["description"],
+            "{body}"
+        );
+        (
+            code,
+            allow,
+            body["description"].as_str().unwrap().to_string(),
+        )
+    };
+    let (code, allow, reason) = read(http.get(url("/no/such/route")).send().unwrap());
+    assert_eq!((code, allow), (404, None), "{reason}");
+    assert!(reason.contains("no route GET /no/such/route"), "{reason}");
+    let (code, _, reason) = read(http.delete(url("/")).send().unwrap());
+    assert_eq!(code, 404, "{reason}");
+    let (code, allow, reason) = read(
+        http.post(url("/dry_run"))
+            .json(&serde_json::json!({}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((code, allow.as_deref()), (405, Some("GET")), "{reason}");
+    assert!(reason.contains("use GET /dry_run"), "{reason}");
+    let (code, allow, _) = read(http.get(url("/post")).send().unwrap());
+    assert_eq!((code, allow.as_deref()), (405, Some("POST")));
+    let body = r#"{"data": [{"id": "a"}]}"#;
+    let (code, _, reason) = read(http.post(url("/post")).body(body).send().unwrap());
+    assert_eq!(code, 422, "{reason}");
+    assert!(reason.contains("no Content-Type"), "{reason}");
+    let (code, _, reason) = read(
+        http.post(url("/index"))
+            .header("content-type", "text/plain")
+            .body(body)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 422, "{reason}");
+    assert!(
+        reason.contains("Content-Type `text/plain` is not JSON"),
+        "{reason}"
+    );
+    let (code, _, reason) = read(
+        http.post(url("/post"))
+            .header("content-type", "application/json; charset=utf-8")
+            .body("{\"data\": [")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 422, "{reason}");
+    assert!(reason.contains("the body is not JSON"), "{reason}");
+    // The same body with its Content-Type is a request, answered.
+    let response = http
+        .post(url("/post"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+/// Issue 16: `jina-wasm client` takes the ready line's URL as `--host`,
+/// prints a summary only (or nothing) for bulk work, keeps tags in `pretty`,
+/// names a dead address or a ZeroMQ port within seconds, and still prints its
+/// summary when interrupted with Ctrl-C.
+#[test]
+fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
+    use std::time::{Duration, Instant};
+    let flow = FlowProcess::start(
+        "pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n  - name: slow\n    uses: {W}/misbehave.wasm\n",
+    );
+    let url = flow.ready["gateway"].as_str().unwrap().to_string();
+    let input: String = (0..5)
+        .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"t{i}\", \"tags\": {{\"k\": {i}}}}}\n"))
+        .collect();
+    let run = |args: &[&str]| crate::cli::jina(args, &input);
+    let out = run(&[
+        "client",
+        "--host",
+        &url,
+        "--endpoint",
+        "/echo",
+        "--output",
+        "summary",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("5 documents in 1 requests, 0 errors"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "client",
+        "--host",
+        &url,
+        "--endpoint",
+        "/echo",
+        "--output",
+        "none",
+    ]);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{out:?}"
+    );
+    let out = run(&[
+        "client",
+        "--host",
+        &format!("{url}/"),
+        "--endpoint",
+        "/echo",
+        "--output",
+        "pretty",
+    ]);
+    let pretty = String::from_utf8_lossy(&out.stdout);
+    assert!(pretty.contains("d3: t3\n  tags: {\"k\":3}"), "{pretty}");
+    // Nothing listens: said within the connect deadline, naming the address.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = run(&["client", "--port", &dead.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("nothing answers at http://127.0.0.1:{dead}")),
+        "{stderr}"
+    );
+    let out = run(&[
+        "client",
+        "--in",
+        &format!("127.0.0.1:{dead}"),
+        "--out",
+        &format!("127.0.0.1:{dead}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nothing listens there"),
+        "{stderr}"
+    );
+    // A Pod's ZeroMQ input given as the gateway.
+    let zmq = flow.ready["pods"][0]["in"]
+        .as_str()
+        .unwrap()
+        .replace("tcp://", "http://");
+    let out = run(&["client", "--host", &zmq]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("did not answer HTTP")
+            && stderr.contains("--in/--out"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Ctrl-C while requests are in flight (the executor sleeps): the summary
+    // still comes, and the exit code says interrupted.
+    let mut child = std::process::Command::new(crate::util::bin())
+        .args([
+            "client",
+            "--host",
+            &url,
+            "--endpoint",
+            "/sleep",
+            "--parameters",
+            r#"{"ms": 20000}"#,
+            "--request-size",
+            "1",
+        ])
+        .env("JINA_WASM_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    // Interrupt once the client catches SIGINT (its handler is in place:
+    // bit 2 of SigCgt in /proc), whatever it is doing then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0);
+        if caught {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never caught SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("0 documents in 0 requests, 0 errors")
+            && stderr.contains("interrupted, 5 requests in flight not counted"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();

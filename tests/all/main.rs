@@ -12,7 +12,8 @@
 //!   same executor then serves a good request; every limit obeyed and violated.
 //! - `load`: each way a file can fail to be an executor has its own message;
 //!   the compiled-component cache is used.
-//! - `cli`: `jina-wasm run` and `inspect` as a user runs them.
+//! - `cli`: `jina-wasm run`, `inspect`, `flow check`, `cache` and Jina's flags as
+//!   a user runs them; the README's "A Pea by hand" run as printed.
 //! - `pea`: `jina-wasm pea` processes over real ZeroMQ sockets: socket pairings,
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `malformed`: truncated frames, wrong frame counts, unknown versions, huge
