@@ -41,6 +41,9 @@
 //! - `polyglot`: the Python and JavaScript ports of an example give its exact
 //!   output, through the host API, in a Pea and in a Flow beside Rust executors;
 //!   `jina-wasm new` scaffolds build and run in each language.
+//! - `grpc`: the gateway's gRPC side with the real Jina 3.34 client on its
+//!   default protocol: index and search, parameters, callbacks, errors,
+//!   10,000 documents streamed, asyncio, deadlines, garbage.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -52,6 +55,7 @@ mod examples;
 mod export;
 mod faults;
 mod flow;
+mod grpc;
 mod hnsw;
 mod hostile_fs;
 mod hostile_input;
