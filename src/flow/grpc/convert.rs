@@ -59,33 +59,17 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
             return Err(format!("{path}: {}", too_deep()));
         }
         let index = u32::try_from(body.len()).map_err(|_| "too many documents".to_string())?;
-        let field = |name: &str| doc.data.get(name).and_then(|n| n.content.as_ref());
-        let text_of = |names: &[&str]| -> Result<Option<&str>, String> {
-            for name in names {
-                match field(name) {
-                    None => {}
-                    Some(Content::Text(text)) => return Ok(Some(text)),
-                    Some(other) => {
-                        return Err(format!(
-                            "{path}.{name} must be text, not {}",
-                            kind(other)
-                        ));
-                    }
-                }
-            }
-            Ok(None)
-        };
-        let id = text_of(&["id"])?.map_or_else(new_id, str::to_owned);
+        let id = text_of(doc, &path, &["id"])?.map_or_else(new_id, str::to_owned);
         body.ids.data.push_str(&id);
         body.ids.ends.push(end(body.ids.data.len())?);
         body.parents.push(parent);
         body.relations.push(relation);
-        body.texts.push(text_of(&["text"])?);
-        body.uris.push(text_of(&["uri", "url"])?);
-        body.mime_types.push(text_of(&["mime_type"])?);
+        body.texts.push(text_of(doc, &path, &["text"])?);
+        body.uris.push(text_of(doc, &path, &["uri", "url"])?);
+        body.mime_types.push(text_of(doc, &path, &["mime_type"])?);
         let mut blob = None;
         for name in ["blob", "bytes_", "buffer"] {
-            match field(name) {
+            match field(doc, name) {
                 None => {}
                 Some(Content::Blob(bytes)) => {
                     blob = Some(bytes.as_slice());
@@ -97,7 +81,7 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
             }
         }
         body.blobs.push(blob);
-        let tags = match field("tags") {
+        let tags = match field(doc, "tags") {
             None => None,
             Some(Content::Dict(dict)) if dict.data.is_empty() => None,
             Some(Content::Dict(dict)) => {
@@ -111,7 +95,7 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         };
         body.tags.push(tags.as_deref());
         let before = body.embeddings.len();
-        match field("embedding") {
+        match field(doc, "embedding") {
             None => {}
             Some(Content::Ndarray(array)) => ndarray_f32(array, &mut body.embeddings)
                 .map_err(|e| format!("{path}.embedding: {e}"))?,
@@ -134,7 +118,7 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         let dim = u32::try_from(body.embeddings.len() - before)
             .map_err(|_| format!("{path}.embedding is too long"))?;
         body.embedding_dims.push(dim);
-        match field("scores") {
+        match field(doc, "scores") {
             None => {}
             Some(Content::Dict(dict)) => {
                 for (name, node) in &dict.data {
@@ -150,7 +134,7 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         // Children go on the stack in reverse so that chunks come out first,
         // in order, then matches.
         for (name, relation) in [("matches", Relation::Match), ("chunks", Relation::Chunk)] {
-            match field(name) {
+            match field(doc, name) {
                 None => {}
                 Some(Content::DocArray(list)) => stack.extend(
                     list.docs
@@ -173,6 +157,23 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
     }
     end(body.blobs.data.len())?;
     Ok(body)
+}
+
+/// What a document's field `name` holds (`None`: absent or empty).
+fn field<'a>(doc: &'a DocProto, name: &str) -> Option<&'a Content> {
+    doc.data.get(name).and_then(|n| n.content.as_ref())
+}
+
+/// The first of `names` the document has, which must be text.
+fn text_of<'a>(doc: &'a DocProto, path: &str, names: &[&str]) -> Result<Option<&'a str>, String> {
+    for name in names {
+        match field(doc, name) {
+            None => {}
+            Some(Content::Text(text)) => return Ok(Some(text)),
+            Some(other) => return Err(format!("{path}.{name} must be text, not {}", kind(other))),
+        }
+    }
+    Ok(None)
 }
 
 /// An offset into a column: columns are addressed with 32 bits.

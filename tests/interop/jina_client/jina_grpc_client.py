@@ -21,7 +21,7 @@ check, in order, and prints one `ok:` line each:
              all 10,000 come back with their ids, texts and embeddings
   async      the asyncio client (AsyncClient) streams 6 documents in 3
              requests back
-  deadline   /sleep 10 s with timeout=1: the client gives up (ConnectionError,
+  deadline   /sleep 3 s with timeout=1: the client gives up (ConnectionError,
              DEADLINE_EXCEEDED) in under 5 s
   garbage    raw bytes that are not a DataRequestProto, and a 5 MiB message:
              gRPC errors (INTERNAL / RESOURCE_EXHAUSTED or OUT_OF_RANGE)
@@ -187,14 +187,14 @@ def asyncio_client(port: int) -> None:
 def deadline(client: Client) -> None:
     started = time.monotonic()
     try:
-        client.post("/sleep", inputs=echo_docs(1, "d"), parameters={"ms": 10_000}, timeout=1)
+        client.post("/sleep", inputs=echo_docs(1, "d"), parameters={"ms": 3_000}, timeout=1)
     except ConnectionError as e:
         took = time.monotonic() - started
         check("DEADLINE_EXCEEDED" in str(e), f"/sleep: the client raised {e}")
         check(took < 5, f"/sleep with timeout=1 took {took:.1f} s")
         ok("deadline", f"DEADLINE_EXCEEDED after {took:.1f} s")
         return
-    raise Failure("/sleep 10 s with timeout=1: no error")
+    raise Failure("/sleep 3 s with timeout=1: no error")
 
 
 def garbage(port: int) -> None:
