@@ -22,7 +22,7 @@
 pub mod convert;
 
 /// The messages and services generated from proto/ by build.rs.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
+#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
 pub mod pb {
     pub mod docarray {
         tonic::include_proto!("docarray");
