@@ -19,10 +19,11 @@ check, in order, and prints one `ok:` line each:
              executor `bad` and the kind `panic`
   stream     10,000 documents to /echo with request_size=100 and prefetch=4:
              all 10,000 come back with their ids, texts and embeddings
-  async      the asyncio client (AsyncClient) streams 6 documents in 3
+  async      the asyncio client (Client(asyncio=True)) streams 6 documents in 3
              requests back
-  deadline   /sleep 3 s with timeout=1: the client gives up (ConnectionError,
-             DEADLINE_EXCEEDED) in under 5 s
+  deadline   /sleep 3 s with timeout=1: the deadline reaches the executor,
+             stopped at it (BadServer `timeout`), or the client gives up first
+             (ConnectionError, DEADLINE_EXCEEDED): under 2.5 s either way
   garbage    raw bytes that are not a DataRequestProto, and a 5 MiB message:
              gRPC errors (INTERNAL / RESOURCE_EXHAUSTED or OUT_OF_RANGE)
   still      after all that, /echo still answers
@@ -49,7 +50,7 @@ try:
     import numpy as np
     from docarray import BaseDoc, DocList
     from docarray.typing import NdArray
-    from jina import AsyncClient, Client
+    from jina import Client
     from jina.excepts import BadServer
 except ImportError as e:
     sys.exit(f"jina grpc client FAILED: {e} (pip install -r tests/interop/jina_client/requirements.txt)")
@@ -173,26 +174,33 @@ def stream(client: Client) -> None:
 
 def asyncio_client(port: int) -> None:
     async def run() -> int:
-        client = AsyncClient(host="127.0.0.1", port=port)
+        client = Client(host="127.0.0.1", port=port, asyncio=True)
         n = 0
         async for docs in client.post("/echo", inputs=echo_docs(6, "a"), request_size=2, return_type=DocList[Doc]):
             n += len(docs)
         return n
 
     n = asyncio.run(run())
-    check(n == 6, f"AsyncClient /echo: {n} documents back, sent 6")
+    check(n == 6, f"asyncio Client /echo: {n} documents back, sent 6")
     ok("async", f"{n} documents")
 
 
 def deadline(client: Client) -> None:
+    """The client's deadline reaches the Flow: the executor is stopped at it
+    and the answer (BadServer, kind `timeout`) races the client's own
+    DEADLINE_EXCEEDED (ConnectionError); either way well before 3 s."""
     started = time.monotonic()
     try:
         client.post("/sleep", inputs=echo_docs(1, "d"), parameters={"ms": 3_000}, timeout=1)
-    except ConnectionError as e:
+    except (ConnectionError, BadServer) as e:
         took = time.monotonic() - started
-        check("DEADLINE_EXCEEDED" in str(e), f"/sleep: the client raised {e}")
-        check(took < 5, f"/sleep with timeout=1 took {took:.1f} s")
-        ok("deadline", f"DEADLINE_EXCEEDED after {took:.1f} s")
+        text = " ".join(str(e).split())
+        check(
+            "DEADLINE_EXCEEDED" in text or ("timeout" in text and "bad" in text),
+            f"/sleep: the client raised {text}",
+        )
+        check(took < 2.5, f"/sleep with timeout=1 took {took:.1f} s")
+        ok("deadline", f"{type(e).__name__} after {took:.1f} s: {text[:120]}")
         return
     raise Failure("/sleep 3 s with timeout=1: no error")
 
