@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The compiled descriptors, for checking them against the wheels'
     // (proto/README.md).
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("protos.fds"), prost::Message::encode_to_vec(&files))?;
+    std::fs::write(
+        out.join("protos.fds"),
+        prost::Message::encode_to_vec(&files),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

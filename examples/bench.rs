@@ -2352,7 +2352,9 @@ fn grpc_request(docs: &[Document]) -> jina_wasm::flow::grpc::pb::jina::DataReque
             ..Default::default()
         }),
         data: Some(data_request_proto::DataContentProto {
-            documents: Some(data_request_proto::data_content_proto::Documents::Docs(list)),
+            documents: Some(data_request_proto::data_content_proto::Documents::Docs(
+                list,
+            )),
         }),
         ..Default::default()
     }
@@ -2449,7 +2451,9 @@ async fn grpc_rows() -> Vec<Row> {
     let (grpc_p50, grpc_p99) = grpc_latency(grpc, one, 500).await;
     let (http_p50, http_p99) = http_latency("127.0.0.1", http, "/", one, 500).await;
     rows.push(Row {
-        name: "gateway -> passthrough, 1-doc requests: requests/s (8 in flight), sequential p50/p99".into(),
+        name:
+            "gateway -> passthrough, 1-doc requests: requests/s (8 in flight), sequential p50/p99"
+                .into(),
         value: format!(
             "gRPC {grpc_rps:.0} req/s, p50 {} / p99 {}",
             fmt_time(grpc_p50),

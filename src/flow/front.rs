@@ -97,7 +97,11 @@ pub fn listeners(
             "{} ports ({ports:?}) for {} protocols ({}): give one port per protocol, in the same order",
             ports.len(),
             protocols.len(),
-            protocols.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+            protocols
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -234,6 +238,9 @@ mod tests {
         let error = serde_yaml::from_str::<FlowWith>("{protocol: [http, websocket]}")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("[1]: unknown variant `websocket`"), "{error}");
+        assert!(
+            error.contains("[1]: unknown variant `websocket`"),
+            "{error}"
+        );
     }
 }

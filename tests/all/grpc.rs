@@ -38,8 +38,14 @@ fn the_jina_client_speaks_grpc_to_the_gateway() {
     for flow in [&demo, &echo] {
         let gateways = &flow.ready["gateways"];
         assert!(
-            gateways["http"].as_str().unwrap().starts_with("http://127.0.0.1:")
-                && gateways["grpc"].as_str().unwrap().starts_with("grpc://127.0.0.1:"),
+            gateways["http"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:")
+                && gateways["grpc"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("grpc://127.0.0.1:"),
             "{}",
             flow.ready
         );
@@ -60,10 +66,21 @@ fn the_jina_client_speaks_grpc_to_the_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     for check in [
-        "ready", "index", "search", "callbacks", "error", "stream", "async", "deadline", "garbage",
+        "ready",
+        "index",
+        "search",
+        "callbacks",
+        "error",
+        "stream",
+        "async",
+        "deadline",
+        "garbage",
         "still",
     ] {
-        assert!(stdout.contains(&format!("ok: {check}:")), "{check}: {stdout}");
+        assert!(
+            stdout.contains(&format!("ok: {check}:")),
+            "{check}: {stdout}"
+        );
     }
     // HTTP on the same Flow sees what gRPC indexed.
     let (code, answer) = post(
@@ -72,7 +89,10 @@ fn the_jina_client_speaks_grpc_to_the_gateway() {
         &serde_json::json!({"data": [{"text": "what makes writes survive a crash"}], "parameters": {"top_k": 1}}),
     );
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(answer["data"][0]["matches"][0]["id"], "databases-2", "{answer}");
+    assert_eq!(
+        answer["data"][0]["matches"][0]["id"], "databases-2",
+        "{answer}"
+    );
 }
 
 #[test]

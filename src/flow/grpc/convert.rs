@@ -122,9 +122,10 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
             None => {}
             Some(Content::Dict(dict)) => {
                 for (name, node) in &dict.data {
-                    body.scores.push(score(index, name, node).map_err(|e| {
-                        format!("{path}.scores[{name:?}]: {e}")
-                    })?);
+                    body.scores.push(
+                        score(index, name, node)
+                            .map_err(|e| format!("{path}.scores[{name:?}]: {e}"))?,
+                    );
                 }
             }
             Some(other) => {
@@ -136,13 +137,17 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         for (name, relation) in [("matches", Relation::Match), ("chunks", Relation::Chunk)] {
             match field(doc, name) {
                 None => {}
-                Some(Content::DocArray(list)) => stack.extend(
-                    list.docs
-                        .iter()
-                        .enumerate()
-                        .rev()
-                        .map(|(i, d)| (d, Some(index), relation, level + 1, format!("{path}.{name}[{i}]"))),
-                ),
+                Some(Content::DocArray(list)) => {
+                    stack.extend(list.docs.iter().enumerate().rev().map(|(i, d)| {
+                        (
+                            d,
+                            Some(index),
+                            relation,
+                            level + 1,
+                            format!("{path}.{name}[{i}]"),
+                        )
+                    }))
+                }
                 Some(other) => {
                     return Err(format!(
                         "{path}.{name} must be a DocList, not {}",
@@ -152,7 +157,12 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
             }
         }
     }
-    for column in [&body.texts.data, &body.uris.data, &body.mime_types.data, &body.tags.data] {
+    for column in [
+        &body.texts.data,
+        &body.uris.data,
+        &body.mime_types.data,
+        &body.tags.data,
+    ] {
         end(column.len())?;
     }
     end(body.blobs.data.len())?;
@@ -291,7 +301,11 @@ fn json_str(text: &str, out: &mut String) {
 /// A JSON number, or `null` for NaN and the infinities (as serde_json writes them).
 fn json_f64(value: f64, out: &mut String) {
     if value.is_finite() {
-        let _ = write!(out, "{}", serde_json::Number::from_f64(value).expect("finite"));
+        let _ = write!(
+            out,
+            "{}",
+            serde_json::Number::from_f64(value).expect("finite")
+        );
     } else {
         out.push_str("null");
     }
@@ -338,9 +352,10 @@ fn node_json(node: &NodeProto, out: &mut String) {
         }
         Some(Content::Float(v)) => json_f64(*v, out),
         Some(Content::Boolean(v)) => out.push_str(if *v { "true" } else { "false" }),
-        Some(Content::Blob(bytes)) => {
-            json_str(&base64::engine::general_purpose::STANDARD.encode(bytes), out)
-        }
+        Some(Content::Blob(bytes)) => json_str(
+            &base64::engine::general_purpose::STANDARD.encode(bytes),
+            out,
+        ),
         Some(Content::Ndarray(array)) => {
             let mut values = Vec::new();
             if ndarray_f32(array, &mut values).is_ok() {
@@ -426,7 +441,10 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, String> {
             fields.insert("description".into(), node(Content::Text(d.clone())));
         }
         if let Some(map) = scores.get_mut(s.doc as usize) {
-            map.insert(s.name.clone(), node(Content::Dict(DictOfAnyProto { data: fields })));
+            map.insert(
+                s.name.clone(),
+                node(Content::Dict(DictOfAnyProto { data: fields })),
+            );
         }
     }
     let mut flat: Vec<DocProto> = Vec::with_capacity(n);
@@ -462,7 +480,10 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, String> {
                 }),
                 parameters: None,
             };
-            data.insert("embedding".into(), typed(Content::Ndarray(array), "ndarray"));
+            data.insert(
+                "embedding".into(),
+                typed(Content::Ndarray(array), "ndarray"),
+            );
         }
         offset += dim;
         let tags = body.tags_of(i)?;
@@ -470,12 +491,18 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, String> {
             data.insert(
                 "tags".into(),
                 node(Content::Dict(DictOfAnyProto {
-                    data: tags.iter().map(|(k, v)| (k.clone(), json_node(v))).collect(),
+                    data: tags
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_node(v)))
+                        .collect(),
                 })),
             );
         }
         if !scores.is_empty() {
-            data.insert("scores".into(), node(Content::Dict(DictOfAnyProto { data: scores })));
+            data.insert(
+                "scores".into(),
+                node(Content::Dict(DictOfAnyProto { data: scores })),
+            );
         }
         flat.push(DocProto { data });
     }
@@ -587,7 +614,11 @@ mod tests {
         // As docarray 0.41 writes DocList[Doc] (see the probe in docs/grpc.md).
         let embedding = NdArrayProto {
             dense: Some(DenseNdArrayProto {
-                buffer: [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+                buffer: [1.5f32, -2.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()
+                    .into(),
                 shape: vec![2],
                 dtype: "<f4".into(),
             }),
@@ -597,7 +628,12 @@ mod tests {
             data: HashMap::from([
                 ("n".to_owned(), node(Content::Integer(1))),
                 ("f".to_owned(), node(Content::Float(1.5))),
-                ("l".to_owned(), node(Content::List(ListOfAnyProto { data: vec![text("x"), NodeProto::default()] }))),
+                (
+                    "l".to_owned(),
+                    node(Content::List(ListOfAnyProto {
+                        data: vec![text("x"), NodeProto::default()],
+                    })),
+                ),
             ]),
         };
         let doc = DocProto {
@@ -605,12 +641,18 @@ mod tests {
                 ("id".to_owned(), typed(Content::Text("a".into()), "id")),
                 ("text".to_owned(), text("hi")),
                 ("tags".to_owned(), node(Content::Dict(tags))),
-                ("embedding".to_owned(), typed(Content::Ndarray(embedding), "ndarray")),
+                (
+                    "embedding".to_owned(),
+                    typed(Content::Ndarray(embedding), "ndarray"),
+                ),
                 ("url".to_owned(), NodeProto::default()),
                 ("unknown".to_owned(), text("ignored")),
             ]),
         };
-        let body = body_from_docs(&DocListProto { docs: vec![doc, DocProto::default()] }).unwrap();
+        let body = body_from_docs(&DocListProto {
+            docs: vec![doc, DocProto::default()],
+        })
+        .unwrap();
         body.validate().unwrap();
         body.check_tags().unwrap();
         let docs: Vec<Document> = body.into_documents().unwrap();
@@ -625,12 +667,21 @@ mod tests {
     #[test]
     fn bad_documents_are_named() {
         let doc = |k: &str, v: NodeProto| DocListProto {
-            docs: vec![DocProto { data: HashMap::from([(k.to_owned(), v)]) }],
+            docs: vec![DocProto {
+                data: HashMap::from([(k.to_owned(), v)]),
+            }],
         };
         let error = |list: DocListProto| body_from_docs(&list).unwrap_err();
-        assert_eq!(error(doc("text", node(Content::Integer(1)))), "docs[0].text must be text, not an integer");
+        assert_eq!(
+            error(doc("text", node(Content::Integer(1)))),
+            "docs[0].text must be text, not an integer"
+        );
         let bad = NdArrayProto {
-            dense: Some(DenseNdArrayProto { buffer: vec![0; 6].into(), shape: vec![2], dtype: "<f4".into() }),
+            dense: Some(DenseNdArrayProto {
+                buffer: vec![0; 6].into(),
+                shape: vec![2],
+                dtype: "<f4".into(),
+            }),
             parameters: None,
         };
         assert_eq!(
@@ -638,21 +689,37 @@ mod tests {
             "docs[0].embedding: shape [2] of <f4 needs 8 bytes, the buffer has 6"
         );
         let f2 = NdArrayProto {
-            dense: Some(DenseNdArrayProto { buffer: vec![0; 2].into(), shape: vec![1], dtype: "<f2".into() }),
+            dense: Some(DenseNdArrayProto {
+                buffer: vec![0; 2].into(),
+                shape: vec![1],
+                dtype: "<f2".into(),
+            }),
             parameters: None,
         };
-        assert!(error(doc("embedding", node(Content::Ndarray(f2)))).contains("dtype `<f2` is not supported"));
+        assert!(
+            error(doc("embedding", node(Content::Ndarray(f2))))
+                .contains("dtype `<f2` is not supported")
+        );
         // Past MAX_DEPTH, by chunks.
         let mut deep = DocProto::default();
         for _ in 0..MAX_DEPTH {
             deep = DocProto {
-                data: HashMap::from([("chunks".to_owned(), node(Content::DocArray(DocListProto { docs: vec![deep] })))]),
+                data: HashMap::from([(
+                    "chunks".to_owned(),
+                    node(Content::DocArray(DocListProto { docs: vec![deep] })),
+                )]),
             };
         }
-        let at = body_from_docs(&DocListProto { docs: vec![deep.clone()] }).unwrap();
+        let at = body_from_docs(&DocListProto {
+            docs: vec![deep.clone()],
+        })
+        .unwrap();
         assert_eq!(at.len(), MAX_DEPTH + 1);
         let past = DocProto {
-            data: HashMap::from([("matches".to_owned(), node(Content::DocArray(DocListProto { docs: vec![deep] })))]),
+            data: HashMap::from([(
+                "matches".to_owned(),
+                node(Content::DocArray(DocListProto { docs: vec![deep] })),
+            )]),
         };
         assert!(error(DocListProto { docs: vec![past] }).contains("more than 32 levels"));
     }
@@ -662,14 +729,32 @@ mod tests {
         use prost_types::{Struct, Value, value::Kind};
         let s = Struct {
             fields: [
-                ("top_k".to_owned(), Value { kind: Some(Kind::NumberValue(3.0)) }),
-                ("p".to_owned(), Value { kind: Some(Kind::NumberValue(0.5)) }),
-                ("name".to_owned(), Value { kind: Some(Kind::StringValue("q\"".into())) }),
+                (
+                    "top_k".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(3.0)),
+                    },
+                ),
+                (
+                    "p".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(0.5)),
+                    },
+                ),
+                (
+                    "name".to_owned(),
+                    Value {
+                        kind: Some(Kind::StringValue("q\"".into())),
+                    },
+                ),
                 ("none".to_owned(), Value { kind: None }),
             ]
             .into(),
         };
-        assert_eq!(struct_json(Some(&s)), r#"{"name":"q\"","none":null,"p":0.5,"top_k":3}"#);
+        assert_eq!(
+            struct_json(Some(&s)),
+            r#"{"name":"q\"","none":null,"p":0.5,"top_k":3}"#
+        );
         assert_eq!(struct_json(None), "{}");
     }
 }

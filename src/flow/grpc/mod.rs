@@ -48,11 +48,15 @@ use pb::docarray::DocListProto;
 use pb::jina::{
     DataRequestProto, EndpointsProto, HeaderProto, JinaInfoProto, RouteProto, StatusProto,
     data_request_proto::{DataContentProto, data_content_proto::Documents},
-    jina_discover_endpoints_rpc_server::{JinaDiscoverEndpointsRpc, JinaDiscoverEndpointsRpcServer},
+    jina_discover_endpoints_rpc_server::{
+        JinaDiscoverEndpointsRpc, JinaDiscoverEndpointsRpcServer,
+    },
     jina_gateway_dry_run_rpc_server::{JinaGatewayDryRunRpc, JinaGatewayDryRunRpcServer},
     jina_info_rpc_server::{JinaInfoRpc, JinaInfoRpcServer},
     jina_rpc_server::{JinaRpc, JinaRpcServer},
-    jina_single_data_request_rpc_server::{JinaSingleDataRequestRpc, JinaSingleDataRequestRpcServer},
+    jina_single_data_request_rpc_server::{
+        JinaSingleDataRequestRpc, JinaSingleDataRequestRpcServer,
+    },
     status_proto::{ExceptionProto, StatusCode},
 };
 
@@ -110,9 +114,7 @@ impl GrpcGateway {
             // A peer that stops answering pings is dropped.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(
-                JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE),
-            )
+            .add_service(JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE))
             .add_service(
                 JinaSingleDataRequestRpcServer::new(service.clone())
                     .max_decoding_message_size(MAX_MESSAGE),
@@ -122,9 +124,13 @@ impl GrpcGateway {
             .add_service(JinaInfoRpcServer::new(service));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
                 tracing::error!("the gRPC gateway stopped: {e}");
             }
         });
@@ -186,7 +192,11 @@ fn timestamp(us: u64) -> prost_types::Timestamp {
 impl Shared {
     /// Runs one request through the Flow; every failure is an answer with an
     /// error status, never a dropped call.
-    async fn process(&self, request: DataRequestProto, timeout: Option<Duration>) -> DataRequestProto {
+    async fn process(
+        &self,
+        request: DataRequestProto,
+        timeout: Option<Duration>,
+    ) -> DataRequestProto {
         let DataRequestProto {
             header,
             parameters,
@@ -230,13 +240,17 @@ impl Shared {
                 return answer(status, parameters, Vec::new(), DocListProto::default());
             }
         };
-        let mut envelope = Envelope::request(endpoint.clone(), convert::struct_json(parameters.as_ref()));
+        let mut envelope =
+            Envelope::request(endpoint.clone(), convert::struct_json(parameters.as_ref()));
         // The client's deadline (and Jina's per-request `header.timeout`, in
         // milliseconds), whichever ends first.
-        let timeout = [timeout, header.timeout.map(|ms| Duration::from_millis(ms.into()))]
-            .into_iter()
-            .flatten()
-            .min();
+        let timeout = [
+            timeout,
+            header.timeout.map(|ms| Duration::from_millis(ms.into())),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(timeout) = timeout {
             let now_ms = crate::wire::now_us() / 1000;
             envelope.deadline_ms = now_ms.saturating_add(timeout.as_millis() as u64).max(1);
