@@ -172,6 +172,10 @@ fn main() {
     if section("minilm") {
         rows.extend(tokio.block_on(minilm_rows(&cached, &uncached)));
     }
+    // 16. The gRPC gateway against the HTTP one (docs/grpc.md).
+    if section("grpc") {
+        rows.extend(tokio.block_on(grpc_rows()));
+    }
     print_table(&rows);
 }
 
@@ -2315,5 +2319,157 @@ async fn minilm_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row>
         target: "(each replica holds its own copy)".into(),
         met: true,
     });
+    rows
+}
+
+/// A Flow serving HTTP and gRPC; returns it with its (HTTP, gRPC) ports.
+fn grpc_flow(yaml: &str) -> (std::process::Child, u16, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = wasm("passthrough").parent().unwrap().to_path_buf();
+    let file = dir.path().join("flow.yml");
+    std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
+    let mut child = std::process::Command::new(jina_bin())
+        .args(["flow", "--protocol", "http,grpc", "--uses"])
+        .arg(&file)
+        .env("JINA_WASM_CACHE_DIR", dir.path().join("cache"))
+        .env("JINA_WASM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = ready_line(&mut child);
+    let port = |p: &str| ready["ports"][p].as_u64().unwrap() as u16;
+    (child, port("http"), port("grpc"), dir)
+}
+
+/// One gRPC request (a `DataRequestProto`) carrying `docs` to `/`.
+fn grpc_request(docs: &[Document]) -> jina_wasm::flow::grpc::pb::jina::DataRequestProto {
+    use jina_wasm::flow::grpc::pb::jina::{HeaderProto, data_request_proto};
+    let list = jina_wasm::flow::grpc::convert::docs_from_body(&Body::from_documents(docs)).unwrap();
+    jina_wasm::flow::grpc::pb::jina::DataRequestProto {
+        header: Some(HeaderProto {
+            request_id: "bench".into(),
+            exec_endpoint: Some("/".into()),
+            ..Default::default()
+        }),
+        data: Some(data_request_proto::DataContentProto {
+            documents: Some(data_request_proto::data_content_proto::Documents::Docs(
+                list,
+            )),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn grpc_client(
+    port: u16,
+) -> jina_wasm::flow::grpc::pb::jina::jina_rpc_client::JinaRpcClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap();
+    jina_wasm::flow::grpc::pb::jina::jina_rpc_client::JinaRpcClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+}
+
+/// Documents per second through one `Call` stream (as Jina's client sends),
+/// the gateway keeping its `prefetch` (8) requests in flight.
+async fn grpc_rate(port: u16, docs: &[Document], requests: usize) -> f64 {
+    use futures::StreamExt;
+    let mut client = grpc_client(port).await;
+    let request = grpc_request(docs);
+    let start = Instant::now();
+    let outgoing = futures::stream::iter((0..requests).map(move |_| request.clone()));
+    let mut replies = client.call(outgoing).await.unwrap().into_inner();
+    let mut n = 0;
+    while let Some(reply) = replies.next().await {
+        let reply = reply.unwrap();
+        let status = reply.header.unwrap().status.unwrap();
+        assert_eq!(status.code, 0, "{status:?}");
+        n += 1;
+    }
+    assert_eq!(n, requests);
+    (requests * docs.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sequential one-request streams' worth of latency: unary
+/// `process_single_data` calls, one after another: (p50, p99).
+async fn grpc_latency(port: u16, docs: &[Document], n: usize) -> (Duration, Duration) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut client =
+        jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient::new(channel);
+    let request = grpc_request(docs);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let start = Instant::now();
+        let reply = client
+            .process_single_data(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.header.unwrap().status.unwrap().code, 0);
+        if i >= 50 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// 16. The gRPC gateway against the HTTP one, on the same Flow (a
+/// passthrough Pod) in one run: 100-doc requests with 128-d embeddings
+/// (packed float32 over gRPC, JSON numbers over HTTP), and 1-doc requests.
+async fn grpc_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    let (mut child, http, grpc, _dir) =
+        grpc_flow("pods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n");
+    let docs: Vec<Document> = (0..100).map(workload_doc).collect();
+    // Warm both paths (compiled guest, connections).
+    let _ = grpc_rate(grpc, &docs, 20).await;
+    let _ = http_rate(http, "/", &docs, 20).await;
+    let grpc_docs = grpc_rate(grpc, &docs, 300).await;
+    let http_docs = http_rate(http, "/", &docs, 300).await;
+    let ratio = grpc_docs / http_docs;
+    rows.push(Row {
+        name: "gateway -> passthrough, 100-doc requests (128-d embeddings): gRPC stream vs HTTP JSON, 8 in flight".into(),
+        value: format!("gRPC {grpc_docs:.0} docs/s"),
+        baseline: format!("HTTP {http_docs:.0} docs/s"),
+        ratio,
+        ratio_label: "gRPC/HTTP",
+        target: ">= 3x".into(),
+        met: ratio >= 3.0,
+    });
+    let one = &docs[..1];
+    let grpc_rps = grpc_rate(grpc, one, 3000).await;
+    let http_rps = http_rate(http, "/", one, 3000).await;
+    let (grpc_p50, grpc_p99) = grpc_latency(grpc, one, 500).await;
+    let (http_p50, http_p99) = http_latency("127.0.0.1", http, "/", one, 500).await;
+    rows.push(Row {
+        name:
+            "gateway -> passthrough, 1-doc requests: requests/s (8 in flight), sequential p50/p99"
+                .into(),
+        value: format!(
+            "gRPC {grpc_rps:.0} req/s, p50 {} / p99 {}",
+            fmt_time(grpc_p50),
+            fmt_time(grpc_p99)
+        ),
+        baseline: format!(
+            "HTTP {http_rps:.0} req/s, p50 {} / p99 {}",
+            fmt_time(http_p50),
+            fmt_time(http_p99)
+        ),
+        ratio: grpc_rps / http_rps,
+        ratio_label: "gRPC/HTTP",
+        target: "-".into(),
+        met: true,
+    });
+    let _ = child.kill();
+    let _ = child.wait();
     rows
 }

@@ -9,15 +9,15 @@ use serde_json::json;
 
 use super::common::RuntimeArgs;
 use crate::flow::Flow;
-use crate::flow::gateway::Gateway;
+use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
 use crate::flow::run::RunOptions;
 
-/// Run a Flow: its Pods, in dependency order, behind an HTTP gateway.
+/// Run a Flow: its Pods, in dependency order, behind an HTTP and/or gRPC gateway.
 ///
 /// `jina-wasm flow --uses flow.yml` starts every Pod (stopping them all again if
 /// one fails), prints the topology and then one JSON line with the gateway's
-/// address, and serves until Ctrl-C or SIGTERM. `flow check` and `flow plot`
+/// address(es), and serves until Ctrl-C or SIGTERM. `flow check` and `flow plot`
 /// read a file without running it.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -29,10 +29,17 @@ pub struct FlowCommand {
     #[arg(long, value_name = "FLOW.yml")]
     pub uses: Option<PathBuf>,
 
-    /// The gateway's port (overrides the file's `with.port`; 0: the OS picks).
+    /// The gateway's port, or one per protocol in --protocol's order
+    /// (`8080,8081`; overrides the file's `with.port`; 0: the OS picks).
     /// `--port-expose` is Jina's name for it.
-    #[arg(long, visible_alias = "port-expose")]
-    pub port: Option<u16>,
+    #[arg(long, visible_alias = "port-expose", value_delimiter = ',', num_args = 1..)]
+    pub port: Vec<u16>,
+
+    /// The protocols the gateway serves, each on its own port: `http`,
+    /// `grpc` (Jina's client's default), or both (`http,grpc`). Overrides the
+    /// file's `with.protocol`; default http.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1..)]
+    pub protocol: Vec<crate::flow::front::Protocol>,
 
     /// The interface the gateway binds (overrides `with.host`).
     #[arg(long)]
@@ -89,6 +96,8 @@ impl FlowCommand {
                 let flow = Flow::load(file)?;
                 // The same resolution `flow` does before it starts anything.
                 crate::flow::run::resolve(&flow, &self.run_options())?;
+                listeners(&flow.with, &self.protocol, &self.port)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 for &i in &flow.order {
                     println!("{}", describe(&flow, i));
                 }
@@ -116,9 +125,12 @@ impl FlowCommand {
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
         let options = self.run_options();
-        // Every Pod's settings, before the runtime (and its compile cache,
-        // pool) exists and before any Pod starts.
+        // Every Pod's settings and the gateway's listeners, before the
+        // runtime (and its compile cache, pool) exists and before any Pod
+        // starts.
         let configs = crate::flow::run::resolve(&flow, &options)?;
+        let listeners = listeners(&flow.with, &self.protocol, &self.port)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
         let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
         let host = self
@@ -126,24 +138,19 @@ impl FlowCommand {
             .clone()
             .or_else(|| flow.with.host.clone())
             .unwrap_or_else(|| "127.0.0.1".into());
-        let port = self
-            .port
-            .or(flow.with.port)
-            .or(flow.with.port_expose)
-            .unwrap_or(0);
         let pods: Vec<_> = running
             .pods
             .iter()
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
             .collect();
         let info = json!({"flow": file.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(
+        let gateway = match Gateways::start(
             &host,
-            port,
-            running.calls.clone(),
+            &listeners,
+            &running.calls,
             flow.with.prefetch.unwrap_or(8),
-            info.clone(),
-            self.http.clone(),
+            &info,
+            &self.http,
         )
         .await
         {
@@ -156,10 +163,8 @@ impl FlowCommand {
         for &i in &flow.order {
             eprintln!("  {}", describe(&flow, i));
         }
-        let address = gateway.address;
         let mut ready = info;
-        ready["gateway"] = format!("http://{address}").into();
-        ready["port"] = address.port().into();
+        gateway.describe(&mut ready);
         println!("{ready}");
         super::pea::shutdown_signal().await;
         tracing::info!("stopping the Flow");

@@ -1,4 +1,4 @@
-//! `jina-wasm gateway`: a Flow's HTTP gateway and router alone, for Pods that
+//! `jina-wasm gateway`: a Flow's HTTP and/or gRPC gateway and router alone, for Pods that
 //! run elsewhere (the gateway unit of a Kubernetes or Compose export).
 
 use std::path::PathBuf;
@@ -11,12 +11,12 @@ use clap::Args;
 use serde_json::json;
 
 use crate::flow::Flow;
-use crate::flow::gateway::Gateway;
+use crate::flow::front::{Gateways, listeners};
 use crate::pea::{ControlInput, control_reply, read_control};
 use crate::transport::{Link, SocketSpec};
 use crate::wire::Status;
 
-/// Run a Flow's HTTP gateway, and the router that carries requests along its
+/// Run a Flow's gateway (HTTP, gRPC or both), and the router that carries requests along its
 /// `needs` graph, for Pods that are already running elsewhere.
 ///
 /// `jina-wasm flow` starts the Pods itself; this command only connects to them:
@@ -37,11 +37,17 @@ pub struct GatewayCommand {
     #[arg(long = "pod-address", value_name = "NAME=IN,OUT")]
     pub pod_addresses: Vec<PodAddress>,
 
-    /// The HTTP port (overrides the file's `with.port`; 0: the OS picks).
-    #[arg(long)]
-    pub port: Option<u16>,
+    /// The gateway's port, or one per protocol in --protocol's order
+    /// (`8080,8081`; overrides the file's `with.port`; 0: the OS picks).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub port: Vec<u16>,
 
-    /// The interface the HTTP port binds (overrides `with.host`; 0.0.0.0 in a
+    /// The protocols served, each on its own port: `http`, `grpc` or both
+    /// (`http,grpc`). Overrides the file's `with.protocol`; default http.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1..)]
+    pub protocol: Vec<crate::flow::front::Protocol>,
+
+    /// The interface the gateway's ports bind (overrides `with.host`; 0.0.0.0 in a
     /// container).
     #[arg(long)]
     pub host: Option<String>,
@@ -149,17 +155,14 @@ impl GatewayCommand {
             "gateway control socket",
         )
         .await?;
+        let listeners = listeners(&flow.with, &self.protocol, &self.port)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.uses.display()))?;
         let running = crate::flow::run::route(&flow, &addresses).await?;
         let host = self
             .host
             .clone()
             .or_else(|| flow.with.host.clone())
             .unwrap_or_else(|| "127.0.0.1".into());
-        let port = self
-            .port
-            .or(flow.with.port)
-            .or(flow.with.port_expose)
-            .unwrap_or(0);
         let pods: Vec<_> = flow
             .pods
             .iter()
@@ -167,13 +170,13 @@ impl GatewayCommand {
             .map(|(p, (i, o))| json!({"pod": p.name, "in": i, "out": o}))
             .collect();
         let info = json!({"flow": self.uses.display().to_string(), "pods": pods});
-        let gateway = match Gateway::start(
+        let gateway = match Gateways::start(
             &host,
-            port,
-            running.calls.clone(),
+            &listeners,
+            &running.calls,
             flow.with.prefetch.unwrap_or(8),
-            info.clone(),
-            self.http.clone(),
+            &info,
+            &self.http,
         )
         .await
         {
@@ -187,8 +190,7 @@ impl GatewayCommand {
             }
         };
         let mut ready = info.clone();
-        ready["gateway"] = format!("http://{}", gateway.address).into();
-        ready["port"] = gateway.address.port().into();
+        gateway.describe(&mut ready);
         ready["ctrl"] = ctrl.endpoint.clone().into();
         println!("{ready}");
         tokio::select! {

@@ -1,5 +1,5 @@
 //! A Docker Compose file for a [`Plan`]: one service per unit (per shard, so
-//! each has its own host name and named volume), only the gateway's HTTP port
+//! each has its own host name and named volume), only the gateway's ports (HTTP, gRPC)
 //! published, a health check with `jina-wasm ping` everywhere.
 //!
 //! The executors reach the containers through a named volume that a one-shot
@@ -117,14 +117,15 @@ fn service(unit: &Unit, options: &Options, name: &str, volumes: &mut Map<String,
         service["volumes"] = mounts.into();
     }
     if unit.kind == Kind::Gateway {
-        let http = unit
+        // Every protocol's port (not the control socket). The long syntax:
+        // no `HOST:CONTAINER` string for YAML to misread.
+        let ports: Vec<Value> = unit
             .ports
             .iter()
-            .find(|(n, _)| *n == "http")
-            .map_or(super::PORT_HTTP, |(_, p)| *p);
-        // The long syntax: no `HOST:CONTAINER` string for YAML to misread.
-        service["ports"] =
-            json!([{"target": http, "published": http.to_string(), "protocol": "tcp"}]);
+            .filter(|(n, _)| *n != "ctrl")
+            .map(|(_, p)| json!({"target": p, "published": p.to_string(), "protocol": "tcp"}))
+            .collect();
+        service["ports"] = ports.into();
         service["configs"] = json!([{"source": "flow", "target": FLOW_FILE}]);
     }
     if let Some(limit) = unit.memory_limit {

@@ -12,7 +12,7 @@
 //!
 //! | Flow part | unit | runs |
 //! |---|---|---|
-//! | the gateway | `gateway` | `jina-wasm gateway`: HTTP + the router |
+//! | the gateway | `gateway` | `jina-wasm gateway`: HTTP and/or gRPC + the router |
 //! | a singleton Pod `p` | `p` | `jina-wasm pea`, binding its input and output |
 //! | a Pod `p` with shards, replicas or `uses_before`/`uses_after` | `p-head` | `jina-wasm pod --role head`: head and tail |
 //! | its shards | `p` ×N | `jina-wasm pea --shard-id auto --shard-count N` (a StatefulSet) |
@@ -32,12 +32,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::flow::Flow;
+use crate::flow::front::{Protocol, listeners};
 use crate::flow::run::{RunOptions, pod_config};
 use crate::pea::PeaConfig;
 use crate::transport::SocketSpec;
 
 /// The gateway's HTTP port, unless the Flow sets `with.port`.
 pub const PORT_HTTP: u16 = 8080;
+/// The gateway's gRPC port (with `protocol: grpc`), unless the Flow sets one.
+pub const PORT_GRPC: u16 = 8086;
 /// A Pod's input (PULL, bound by its head or singleton Pea).
 pub const PORT_IN: u16 = 8081;
 /// A Pod's output (PUSH).
@@ -107,7 +110,9 @@ pub struct Plan {
     pub units: Vec<Unit>,
     /// Every executor file: name in the container, path on this machine.
     pub executors: BTreeMap<String, PathBuf>,
-    pub http_port: u16,
+    /// The gateway's protocols and their ports (`with.protocol`, `with.port`;
+    /// [`PORT_HTTP`], [`PORT_GRPC`] where the Flow leaves them to the OS).
+    pub listeners: Vec<(Protocol, u16)>,
 }
 
 impl Plan {
@@ -136,12 +141,15 @@ impl Plan {
             flow_text,
             units: Vec::new(),
             executors: BTreeMap::new(),
-            http_port: flow
-                .with
-                .port
-                .or(flow.with.port_expose)
-                .filter(|&p| p != 0)
-                .unwrap_or(PORT_HTTP),
+            listeners: listeners(&flow.with, &[], &[])
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .into_iter()
+                .map(|(protocol, port)| match (protocol, port) {
+                    (Protocol::Http, 0) => (protocol, PORT_HTTP),
+                    (Protocol::Grpc, 0) => (protocol, PORT_GRPC),
+                    _ => (protocol, port),
+                })
+                .collect(),
         };
         let mut pod_addresses = Vec::new();
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
@@ -166,7 +174,10 @@ impl Plan {
                     "`gateway` is the gateway's unit name: rename the Pod"
                 )));
             }
-            let memory_limit = Some(config.pea.executor.sandbox.memory_limit + MEMORY_HEADROOM);
+            // `memory_hwm: -1` (no limit) gives the container none either.
+            let hwm = config.pea.executor.sandbox.memory_limit;
+            let memory_limit =
+                (hwm < crate::units::MAX_SIZE).then(|| hwm.saturating_add(MEMORY_HEADROOM));
             let uses = plan.executor(&config.pea.uses).map_err(at)?;
             let workspace = config.pea.executor.sandbox.workspace.is_some();
             let mut base = config.pea.clone();
@@ -287,9 +298,14 @@ impl Plan {
             "--host".into(),
             "0.0.0.0".into(),
         ];
+        if plan.listeners.iter().any(|(p, _)| *p != Protocol::Http) {
+            let names: Vec<&str> = plan.listeners.iter().map(|(p, _)| p.name()).collect();
+            args.extend(["--protocol".into(), names.join(",")]);
+        }
+        let ports: Vec<String> = plan.listeners.iter().map(|(_, p)| p.to_string()).collect();
         args.extend([
             "--port".into(),
-            plan.http_port.to_string(),
+            ports.join(","),
             "--host-ctrl".into(),
             "0.0.0.0".into(),
             "--port-ctrl".into(),
@@ -309,7 +325,12 @@ impl Plan {
                 pod: None,
                 count: 1,
                 args,
-                ports: vec![("http", plan.http_port), ("ctrl", PORT_CTRL)],
+                ports: plan
+                    .listeners
+                    .iter()
+                    .map(|(p, port)| (p.name(), *port))
+                    .chain([("ctrl", PORT_CTRL)])
+                    .collect(),
                 executors: Vec::new(),
                 workspace: false,
                 memory_limit: None,

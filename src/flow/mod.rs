@@ -5,9 +5,13 @@
 //! - [`run`] starts the Pods in dependency order and routes each request along
 //!   the graph, joining branches;
 //! - [`gateway`] is the HTTP front (Jina's HTTP interface);
+//! - [`grpc`] is the gRPC front (Jina's gRPC services, its client's default);
+//! - [`front`] reads which protocols (ports) a gateway serves and runs them;
 //! - [`remote`] runs a Pod with `host:` on a `jina-wasm daemon`.
 
+pub mod front;
 pub mod gateway;
+pub mod grpc;
 pub mod remote;
 pub mod run;
 pub mod spec;

@@ -35,12 +35,13 @@ pub struct FlowFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowWith {
-    /// The gateway's port (0 or absent: the OS picks; `--port` overrides).
-    pub port: Option<u16>,
-    /// Jina's name for the same.
+    /// The gateway's port, or one per protocol (`[8080, 8081]`; 0 or absent:
+    /// the OS picks; `--port` overrides).
+    pub port: Option<super::front::OneOrMany<u16>>,
+    /// Jina's name for a single port.
     pub port_expose: Option<u16>,
-    /// Only `http`.
-    pub protocol: Option<String>,
+    /// `http` (the default), `grpc`, or a list (`[http, grpc]`): docs/grpc.md.
+    pub protocol: Option<super::front::OneOrMany<super::front::Protocol>>,
     /// The interface the gateway binds (default 127.0.0.1).
     pub host: Option<String>,
     /// Requests the gateway keeps in flight at most.
@@ -229,13 +230,8 @@ impl Flow {
                 "version {version} is not supported (this build reads version 1)"
             )));
         }
-        if let Some(protocol) = &file.with.protocol
-            && !protocol.eq_ignore_ascii_case("http")
-        {
-            return Err(fail(format!(
-                "with.protocol `{protocol}` is not supported: the gateway speaks `http`"
-            )));
-        }
+        super::front::listeners(&file.with, &[], &[])
+            .map_err(|e| fail(format!("with.protocol/with.port: {e}")))?;
         if let Some(id) = &file.with.workspace_id
             && !crate::daemon::workspace::is_safe_id(id)
         {

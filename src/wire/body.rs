@@ -81,7 +81,7 @@ impl<T: AsRef<[u8]>> Column<T> {
 }
 
 impl StrColumn {
-    fn push(&mut self, value: Option<&str>) {
+    pub(crate) fn push(&mut self, value: Option<&str>) {
         self.present.push(value.is_some());
         self.data.push_str(value.unwrap_or(""));
         self.ends.push(self.data.len() as u32);
@@ -107,7 +107,7 @@ impl StrColumn {
 }
 
 impl BytesColumn {
-    fn push(&mut self, value: Option<&[u8]>) {
+    pub(crate) fn push(&mut self, value: Option<&[u8]>) {
         self.present.push(value.is_some());
         self.data.extend_from_slice(value.unwrap_or(&[]));
         self.ends.push(self.data.len() as u32);
@@ -341,7 +341,7 @@ impl Body {
         (0..self.len()).try_for_each(|i| self.tags_of(i).map(drop))
     }
 
-    fn tags_of(&self, i: usize) -> Result<Map<String, Value>, String> {
+    pub(crate) fn tags_of(&self, i: usize) -> Result<Map<String, Value>, String> {
         match self.tags.get(i) {
             None => Ok(Map::new()),
             Some(text) => match serde_json::from_str::<Value>(text) {
@@ -639,7 +639,7 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn tree() -> Vec<Document> {

@@ -163,7 +163,7 @@ fn the_manifests_map_each_part_to_its_kind() {
 }
 
 /// A Flow with the parts the demo does not have.
-const OTHER_FLOW: &str = "pods:\n  - name: Store_1\n    uses: store.wasm\n    workspace: ws\n    memory_hwm: 256MiB\n  - name: rank\n    uses: rank.wasm\n    parallel: 3\n    uses_before: before.wasm\n    polling: all\n    env: {A: '1'}\n";
+const OTHER_FLOW: &str = "pods:\n  - name: Store_1\n    uses: store.wasm\n    workspace: ws\n    memory_hwm: 256MiB\n  - name: rank\n    uses: rank.wasm\n    parallel: 3\n    uses_before: before.wasm\n    polling: all\n    env: {A: '1'}\n    memory_hwm: -1\n";
 
 #[test]
 fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
@@ -212,6 +212,11 @@ fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
     );
     let rank = find("Deployment", "rank");
     assert_eq!(rank["spec"]["replicas"], 3);
+    // `memory_hwm: -1` (Jina's "no limit"): no container limit either.
+    assert!(
+        rank["spec"]["template"]["spec"]["containers"][0]["resources"].is_null(),
+        "{rank}"
+    );
     assert!(
         rank["spec"]["template"]["spec"]["containers"][0]["args"]
             .to_string()

@@ -49,6 +49,9 @@
 //!   replica, read-only, durable) apart from its parameters, so the Python and
 //!   JavaScript executors run as shards, replicas, read-only and durable, in a
 //!   Pod and in a Flow; Jina's client's `top_k: 3` (a double) taken as 3.
+//! - `grpc`: the gateway's gRPC side with the real Jina 3.34 client on its
+//!   default protocol: index and search, parameters, callbacks, errors,
+//!   10,000 documents streamed, asyncio, deadlines, garbage.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -60,6 +63,7 @@ mod examples;
 mod export;
 mod faults;
 mod flow;
+mod grpc;
 mod hnsw;
 mod hostile_daemon;
 mod hostile_fs;

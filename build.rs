@@ -1,0 +1,21 @@
+//! Generates the gateway's gRPC messages and services from proto/ (Jina 3's
+//! `jina.proto` and docarray's `docarray.proto`; proto/README.md says where
+//! they come from). protox compiles them in Rust, so no `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = protox::compile(["jina.proto", "docarray.proto"], ["proto"])?;
+    // The compiled descriptors, for checking them against the wheels'
+    // (proto/README.md).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("protos.fds"),
+        prost::Message::encode_to_vec(&files),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .compile_fds(files)?;
+    Ok(())
+}

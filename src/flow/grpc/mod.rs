@@ -1,0 +1,446 @@
+//! The gateway's gRPC side: Jina 3's services for Jina's own client, whose
+//! default protocol this is (docs/grpc.md).
+//!
+//! - `jina.JinaRPC/Call`: a bidirectional stream of `DataRequestProto`; each
+//!   request runs through the Flow and its answer comes back on the stream,
+//!   in completion order (in request order when the client asks with
+//!   `results_in_order`). At most `prefetch` requests of one stream are in
+//!   the Flow at once (the client's `prefetch`, capped at the Flow's); the
+//!   stream is not read further meanwhile, so HTTP/2 flow control holds the
+//!   client back.
+//! - `jina.JinaSingleDataRequestRPC/process_single_data`: one request, one answer.
+//! - `jina.JinaDiscoverEndpointsRPC/endpoint_discovery`,
+//!   `jina.JinaGatewayDryRunRPC/dry_run` (what `is_flow_ready` calls),
+//!   `jina.JinaInfoRPC/_status`.
+//!
+//! Documents are docarray v2's `DocListProto` ([`convert`]). A failed request
+//! is answered as Jina's gateway answers it: a `DataRequestProto` whose
+//! `header.status` is `ERROR` with the executor, the kind and the reason (the
+//! client raises `BadServer` or calls `on_error`). A client deadline
+//! (`grpc-timeout`) becomes the request's deadline inside the Flow.
+
+pub mod convert;
+
+/// The messages and services generated from proto/ by build.rs.
+#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
+pub mod pb {
+    pub mod docarray {
+        tonic::include_proto!("docarray");
+    }
+    pub mod jina {
+        tonic::include_proto!("jina");
+    }
+}
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt as _};
+use prost::Message as _;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status as GrpcStatus, Streaming};
+
+use pb::docarray::DocListProto;
+use pb::jina::{
+    DataRequestProto, EndpointsProto, HeaderProto, JinaInfoProto, RouteProto, StatusProto,
+    data_request_proto::{DataContentProto, data_content_proto::Documents},
+    jina_discover_endpoints_rpc_server::{
+        JinaDiscoverEndpointsRpc, JinaDiscoverEndpointsRpcServer,
+    },
+    jina_gateway_dry_run_rpc_server::{JinaGatewayDryRunRpc, JinaGatewayDryRunRpcServer},
+    jina_info_rpc_server::{JinaInfoRpc, JinaInfoRpcServer},
+    jina_rpc_server::{JinaRpc, JinaRpcServer},
+    jina_single_data_request_rpc_server::{
+        JinaSingleDataRequestRpc, JinaSingleDataRequestRpcServer,
+    },
+    status_proto::{ExceptionProto, StatusCode},
+};
+
+use super::run::{Call, call};
+use crate::wire::{Body, Envelope, Message, Outcome, Status};
+
+/// The largest request message the server reads: gRPC's customary default
+/// (grpc-core's and tonic's receive limit). Past it the call ends with
+/// `OUT_OF_RANGE` naming both sizes, and the gateway serves on.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// What every service shares.
+#[derive(Clone)]
+struct Shared {
+    calls: mpsc::Sender<Call>,
+    /// Requests in the Flow from this gateway at once (the Flow's `prefetch`).
+    slots: Arc<Semaphore>,
+    prefetch: usize,
+    /// What `_status` reports (the Flow's Pods).
+    info: Arc<Value>,
+}
+
+/// A gRPC gateway serving on its address until stopped.
+pub struct GrpcGateway {
+    pub address: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcGateway {
+    /// Binds `host:port` (0: the OS picks) and serves Jina's services.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn start(
+        host: &str,
+        port: u16,
+        calls: mpsc::Sender<Call>,
+        prefetch: usize,
+        info: Value,
+    ) -> anyhow::Result<GrpcGateway> {
+        let listener = tokio::net::TcpListener::bind((host, port))
+            .await
+            .map_err(|e| anyhow::anyhow!("the gRPC gateway cannot bind {host}:{port}: {e}"))?;
+        let address = listener.local_addr()?;
+        let shared = Shared {
+            calls,
+            slots: Arc::new(Semaphore::new(prefetch.max(1))),
+            prefetch: prefetch.max(1),
+            info: Arc::new(info),
+        };
+        let service = Service(shared);
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            // A peer that stops answering pings is dropped.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE))
+            .add_service(
+                JinaSingleDataRequestRpcServer::new(service.clone())
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(JinaDiscoverEndpointsRpcServer::new(service.clone()))
+            .add_service(JinaGatewayDryRunRpcServer::new(service.clone()))
+            .add_service(JinaInfoRpcServer::new(service));
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let task = tokio::spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!("the gRPC gateway stopped: {e}");
+            }
+        });
+        Ok(GrpcGateway {
+            address,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting, finishes the requests being answered.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Clone)]
+struct Service(Shared);
+
+/// The client's deadline from `grpc-timeout` (`30S`, `100m`...): how long
+/// from now.
+fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A failed request's status, as Jina's gateway writes it.
+fn failure(executor: &str, kind: &str, message: &str) -> StatusProto {
+    StatusProto {
+        code: StatusCode::Error as i32,
+        description: format!("executor `{executor}` failed ({kind}): {message}"),
+        exception: Some(ExceptionProto {
+            name: kind.to_owned(),
+            args: vec![message.to_owned()],
+            stacks: Vec::new(),
+            executor: executor.to_owned(),
+        }),
+    }
+}
+
+fn timestamp(us: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (us / 1_000_000) as i64,
+        nanos: ((us % 1_000_000) * 1000) as i32,
+    }
+}
+
+impl Shared {
+    /// Runs one request through the Flow; every failure is an answer with an
+    /// error status, never a dropped call.
+    async fn process(
+        &self,
+        request: DataRequestProto,
+        timeout: Option<Duration>,
+    ) -> DataRequestProto {
+        let DataRequestProto {
+            header,
+            parameters,
+            data,
+            ..
+        } = request;
+        let header = header.unwrap_or_default();
+        let endpoint = header
+            .exec_endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let answer = |status: StatusProto,
+                      parameters: Option<prost_types::Struct>,
+                      routes: Vec<RouteProto>,
+                      docs: DocListProto| DataRequestProto {
+            header: Some(HeaderProto {
+                request_id: header.request_id.clone(),
+                status: Some(status),
+                exec_endpoint: Some(endpoint.clone()),
+                target_executor: header.target_executor.clone(),
+                timeout: header.timeout,
+            }),
+            parameters,
+            routes,
+            data: Some(DataContentProto {
+                documents: Some(Documents::Docs(docs)),
+            }),
+        };
+        let body = match data.and_then(|d| d.documents) {
+            None => Ok(Body::default()),
+            Some(Documents::Docs(docs)) => convert::body_from_docs(&docs),
+            Some(Documents::DocsBytes(bytes)) => DocListProto::decode(bytes.as_slice())
+                .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
+                .and_then(|docs| convert::body_from_docs(&docs)),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(message) => {
+                let status = failure("gateway", "bad-request", &message);
+                return answer(status, parameters, Vec::new(), DocListProto::default());
+            }
+        };
+        let mut envelope =
+            Envelope::request(endpoint.clone(), convert::struct_json(parameters.as_ref()));
+        // The client's deadline (and Jina's per-request `header.timeout`, in
+        // milliseconds), whichever ends first.
+        let timeout = [
+            timeout,
+            header.timeout.map(|ms| Duration::from_millis(ms.into())),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(timeout) = timeout {
+            let now_ms = crate::wire::now_us() / 1000;
+            envelope.deadline_ms = now_ms.saturating_add(timeout.as_millis() as u64).max(1);
+        }
+        let message = Message::data(envelope, &body);
+        drop(body);
+        let Ok(_slot) = self.slots.acquire().await else {
+            let status = failure("gateway", "unavailable", "the gateway is stopping");
+            return answer(status, parameters, Vec::new(), DocListProto::default());
+        };
+        let reply = match call(&self.calls, message).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let status = failure("gateway", "unavailable", &format!("{e:#}"));
+                return answer(status, parameters, Vec::new(), DocListProto::default());
+            }
+        };
+        let routes = reply
+            .envelope
+            .routes
+            .iter()
+            .map(|r| RouteProto {
+                executor: r.pea.clone(),
+                start_time: Some(timestamp(r.start_us)),
+                end_time: Some(timestamp(r.end_us)),
+                status: Some(StatusProto {
+                    code: if r.outcome == Outcome::Failed {
+                        StatusCode::Error as i32
+                    } else {
+                        StatusCode::Success as i32
+                    },
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        let docs = reply
+            .decode_body()
+            .map_err(|e| e.to_string())
+            .and_then(|body| convert::docs_from_body(&body));
+        let docs = match docs {
+            Ok(docs) => docs,
+            Err(e) => {
+                let status = failure("gateway", "malformed", &e);
+                return answer(status, parameters, routes, DocListProto::default());
+            }
+        };
+        let status = match &reply.envelope.status {
+            Status::Success => StatusProto {
+                code: StatusCode::Success as i32,
+                description: String::new(),
+                exception: None,
+            },
+            Status::Error {
+                executor,
+                kind,
+                message,
+            } => failure(executor, kind, message),
+        };
+        answer(status, parameters, routes, docs)
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<DataRequestProto, GrpcStatus>> + Send>>;
+
+#[tonic::async_trait]
+impl JinaRpc for Service {
+    type CallStream = ReplyStream;
+
+    async fn call(
+        &self,
+        request: Request<Streaming<DataRequestProto>>,
+    ) -> Result<Response<ReplyStream>, GrpcStatus> {
+        let metadata = request.metadata();
+        let timeout = client_timeout(metadata);
+        // Jina's client sends its `prefetch` and `results_in_order` as metadata.
+        let window = metadata
+            .get("__prefetch__")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .map_or(self.0.prefetch, |n| n.min(self.0.prefetch));
+        let in_order = metadata
+            .get("__results_in_order__")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let shared = self.0.clone();
+        let requests = request.into_inner().map(move |item| {
+            let shared = shared.clone();
+            async move {
+                match item {
+                    Ok(request) => Ok(shared.process(request, timeout).await),
+                    // The stream broke (a message over MAX_MESSAGE, bytes that
+                    // are not a DataRequestProto): the call ends with its status.
+                    Err(status) => Err(status),
+                }
+            }
+        });
+        // `buffered`/`buffer_unordered` read the next request only while fewer
+        // than `window` are being answered: the stream's backpressure.
+        let replies: ReplyStream = if in_order {
+            Box::pin(requests.buffered(window))
+        } else {
+            Box::pin(requests.buffer_unordered(window))
+        };
+        Ok(Response::new(replies))
+    }
+}
+
+#[tonic::async_trait]
+impl JinaSingleDataRequestRpc for Service {
+    async fn process_single_data(
+        &self,
+        request: Request<DataRequestProto>,
+    ) -> Result<Response<DataRequestProto>, GrpcStatus> {
+        let timeout = client_timeout(request.metadata());
+        Ok(Response::new(
+            self.0.process(request.into_inner(), timeout).await,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl JinaGatewayDryRunRpc for Service {
+    async fn dry_run(&self, _: Request<()>) -> Result<Response<StatusProto>, GrpcStatus> {
+        Ok(Response::new(if self.0.calls.is_closed() {
+            failure("gateway", "unavailable", "the Flow is stopping")
+        } else {
+            StatusProto {
+                code: StatusCode::Success as i32,
+                description: "ready".into(),
+                exception: None,
+            }
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl JinaDiscoverEndpointsRpc for Service {
+    /// Executors here take every endpoint (what Jina calls a `__default__`
+    /// handler); which ones change state is each Pea's `--read-endpoints`.
+    async fn endpoint_discovery(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<EndpointsProto>, GrpcStatus> {
+        Ok(Response::new(EndpointsProto {
+            endpoints: vec!["__default__".into()],
+            write_endpoints: Vec::new(),
+            schemas: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl JinaInfoRpc for Service {
+    async fn status(&self, _: Request<()>) -> Result<Response<JinaInfoProto>, GrpcStatus> {
+        let mut jina = std::collections::HashMap::from([
+            ("jina-wasm".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ("protocol".to_owned(), "grpc".to_owned()),
+        ]);
+        if let Value::Object(info) = &*self.0.info {
+            for (key, value) in info {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                jina.insert(key.clone(), text);
+            }
+        }
+        Ok(Response::new(JinaInfoProto {
+            jina,
+            envs: Default::default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_read() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (text, want) in [
+            ("30S", Some(Duration::from_secs(30))),
+            ("100m", Some(Duration::from_millis(100))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("5x", None),
+            ("S", None),
+        ] {
+            m.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(client_timeout(&m), want, "{text}");
+        }
+    }
+}

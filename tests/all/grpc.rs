@@ -1,0 +1,129 @@
+//! The gateway's gRPC side (docs/grpc.md) with the real Jina 3.34 client on
+//! its default protocol: one Python process runs every check against two
+//! Flows that serve HTTP and gRPC side by side (see
+//! tests/interop/jina_client/jina_grpc_client.py for what each check does).
+
+use crate::flow::{FlowProcess, post};
+
+/// The hashing demo Flow with `protocol: [http, grpc]`, its workspace in the
+/// Flow's temporary directory.
+fn demo_flow() -> FlowProcess {
+    let yaml = std::fs::read_to_string("examples/flows/text-search-hashing.yml")
+        .unwrap()
+        .replace("../../target/wasm32-wasip2/release", "{W}")
+        .replace("../../target/demo-workspace", "workspace")
+        .replace(
+            "with:\n  timeout: 60s\n",
+            "with:\n  timeout: 60s\n  protocol: [http, grpc]\n  port: [0, 0]\n",
+        );
+    assert!(yaml.contains("protocol: [http, grpc]"), "{yaml}");
+    FlowProcess::start(&yaml)
+}
+
+fn grpc_port(flow: &FlowProcess) -> u16 {
+    flow.ready["ports"]["grpc"].as_u64().unwrap() as u16
+}
+
+#[test]
+fn the_jina_client_speaks_grpc_to_the_gateway() {
+    let python = crate::util::python_venv(
+        "jina-client-venv",
+        "tests/interop/jina_client/requirements.txt",
+    );
+    let demo = demo_flow();
+    let echo = FlowProcess::start(
+        "with:\n  protocol: [grpc, http]\npods:\n  - name: bad\n    uses: {W}/misbehave.wasm\n",
+    );
+    // The ready line names both protocols; the first listed is `gateway`.
+    for flow in [&demo, &echo] {
+        let gateways = &flow.ready["gateways"];
+        assert!(
+            gateways["http"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://127.0.0.1:")
+                && gateways["grpc"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("grpc://127.0.0.1:"),
+            "{}",
+            flow.ready
+        );
+    }
+    assert_eq!(echo.ready["gateway"], echo.ready["gateways"]["grpc"]);
+    assert_eq!(demo.ready["gateway"], demo.ready["gateways"]["http"]);
+    let out = std::process::Command::new(python)
+        .arg("tests/interop/jina_client/jina_grpc_client.py")
+        .args(["--demo-port", &grpc_port(&demo).to_string()])
+        .args(["--echo-port", &grpc_port(&echo).to_string()])
+        .env("JINA_OPTOUT_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("jina grpc client ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for check in [
+        "ready",
+        "index",
+        "search",
+        "callbacks",
+        "error",
+        "stream",
+        "async",
+        "deadline",
+        "garbage",
+        "still",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok: {check}:")),
+            "{check}: {stdout}"
+        );
+    }
+    // HTTP on the same Flow sees what gRPC indexed.
+    let (code, answer) = post(
+        demo.ready["ports"]["http"].as_u64().unwrap() as u16,
+        "/search",
+        &serde_json::json!({"data": [{"text": "what makes writes survive a crash"}], "parameters": {"top_k": 1}}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["data"][0]["matches"][0]["id"], "databases-2",
+        "{answer}"
+    );
+}
+
+#[test]
+fn protocols_and_ports_are_checked_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yml");
+    for (with, error) in [
+        (
+            "protocol: [http, grpc]\n  port: 8080",
+            "1 ports ([8080]) for 2 protocols (http, grpc): give one port per protocol",
+        ),
+        ("protocol: [grpc, grpc]", "protocol `grpc` is listed twice"),
+        ("protocol: websocket", "unknown variant `websocket`"),
+    ] {
+        std::fs::write(
+            &file,
+            format!(
+                "with:\n  {with}\npods:\n  - name: p\n    uses: {}\n",
+                crate::util::wasm("passthrough").display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(crate::util::bin())
+            .args(["flow", "check"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(1) && stderr.contains(error),
+            "{with}: {stderr}"
+        );
+    }
+}
