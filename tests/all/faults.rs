@@ -374,8 +374,7 @@ async fn a_killed_shard_is_restarted_and_keeps_every_acknowledged_write() {
     }
     let status = control(&ctrl, "STATUS").await.unwrap();
     let victim = status["peas"][1]["pid"].as_u64().unwrap() as i32;
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    util::kill_9(victim as u32);
 
     let killed = Instant::now();
     let status = status_until(&ctrl, "the Pod healthy again after a restart", |s| {
@@ -492,8 +491,7 @@ async fn a_killed_shard_in_interval_mode_reports_the_writes_it_lost() {
     let status = control(&ctrl, "STATUS").await.unwrap();
     assert_eq!(status["peas"][1]["unsaved_writes"], json!(5), "{status}");
     let victim = status["peas"][1]["pid"].as_u64().unwrap() as i32;
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    util::kill_9(victim as u32);
 
     let status = status_until(&ctrl, "the restarted shard reporting its loss", |s| {
         s["peas"][1]["pid"]
@@ -535,8 +533,7 @@ async fn a_killed_shard_in_interval_mode_reports_the_writes_it_lost() {
 
     // A second restart before anyone accepted it still reports the loss.
     let again = status["peas"][1]["pid"].as_u64().unwrap() as i32;
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(again, libc::SIGKILL) }, 0);
+    util::kill_9(again as u32);
     let status = status_until(&ctrl, "the shard restarted a second time", |s| {
         s["peas"][1]["pid"]
             .as_u64()

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::pea::PeaProcess;
 use crate::pod::{client, documents, message, pod, try_pod};
-use crate::util;
+use crate::util::{self, kill_9};
 
 const GUEST: &str = "hnsw-indexer";
 const POLLING: &str = "/index:any,/search:all,/update:any,/delete:any";
@@ -212,11 +212,6 @@ async fn recall_through_a_two_shard_pod_matches_exact_search() {
     }
     c.close().await;
     stop(p).await;
-}
-
-fn kill_9(pid: u32) {
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::pea::{PeaProcess, status_until};
 use crate::pod::{client, corpus, documents, index, message, pod, search, try_pod};
-use crate::util;
+use crate::util::{self, kill_9};
 
 /// Every id stored in the vector-indexer workspace `dir`, read through a
 /// read-only instance's `/export`: what a restart would serve.
@@ -26,13 +26,6 @@ fn shard_ids(workspace: &Path, pod: &str, shards: usize) -> Vec<BTreeSet<String>
     (0..shards)
         .map(|i| stored_ids(&workspace.join(format!("{pod}/shard-{i}"))))
         .collect()
-}
-
-fn kill_9(pid: u32) {
-    assert!(
-        crate::util::signal(pid, rustix::process::Signal::KILL),
-        "kill -9 {pid}"
-    );
 }
 
 /// `n` documents with `dim`-dimensional embeddings, ids from `first`.

@@ -147,6 +147,11 @@ pub fn http() -> &'static reqwest::blocking::Client {
 }
 
 /// Sends `signal` to process `pid` (rustix: no `unsafe`); false if it is gone.
+/// `kill -9 pid`, asserting it was sent.
+pub fn kill_9(pid: u32) {
+    assert!(signal(pid, rustix::process::Signal::KILL), "kill -9 {pid}");
+}
+
 pub fn signal(pid: u32, signal: rustix::process::Signal) -> bool {
     let pid = i32::try_from(pid)
         .ok()
