@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::pod::Polling;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_limit_duration, parse_limit_size};
 
 /// The `state` of a request: `true`/`false`, or the name of a named state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +70,8 @@ pub struct CreateRequest {
     /// The Pod's name in logs and errors [default: the file's stem].
     #[serde(default)]
     pub name: Option<String>,
-    /// The executor's `with:` parameters.
-    #[serde(default)]
+    /// The executor's `with:` parameters (`uses_with` is Jina's name for it).
+    #[serde(default, alias = "uses_with")]
     pub with: Option<Value>,
     #[serde(default)]
     pub shards: Option<usize>,
@@ -84,7 +84,8 @@ pub struct CreateRequest {
     pub uses_before: Option<String>,
     #[serde(default)]
     pub uses_after: Option<String>,
-    /// Memory per Pea [default: the tenant's `memory_per_pea`].
+    /// Memory per Pea [default: the tenant's `memory_per_pea`]; `-1`: no
+    /// limit (wasm32's 4 GiB, which is what it counts against the quota).
     #[serde(default)]
     pub memory_hwm: Option<String>,
     #[serde(default)]
@@ -158,20 +159,32 @@ impl CreateRequest {
                 .map_err(|e| format!("polling: {e}"))?;
         }
         let memory_per_pea = match &self.memory_hwm {
-            Some(size) => parse_size(size).map_err(|e| format!("memory_hwm: {e}"))?,
+            // Past wasm32's 4 GiB an instance cannot grow: that is what `-1`
+            // (or anything larger) counts against the tenant's quota.
+            Some(size) => parse_limit_size(size)
+                .map_err(|e| format!("memory_hwm: {e}"))?
+                .min(crate::executor::WASM32_MAX_MEMORY),
             None => default_memory,
         };
-        let duration = |field: &str, value: &Option<String>| -> Result<Option<Duration>, String> {
+        // Time limits take Jina's `-1` (no limit); a lease is ours and has none.
+        let duration = |field: &str,
+                        value: &Option<String>,
+                        parse: fn(&str) -> Result<Duration, String>|
+         -> Result<Option<Duration>, String> {
             value
                 .as_deref()
-                .map(parse_duration)
+                .map(parse)
                 .transpose()
                 .map_err(|e| format!("{field}: {e}"))
         };
-        duration("timeout_request", &self.timeout_request)?;
-        let timeout_ready =
-            duration("timeout_ready", &self.timeout_ready)?.unwrap_or(Duration::from_secs(120));
-        let lease = duration("lease", &self.lease)?;
+        duration(
+            "timeout_request",
+            &self.timeout_request,
+            parse_limit_duration,
+        )?;
+        let timeout_ready = duration("timeout_ready", &self.timeout_ready, parse_limit_duration)?
+            .unwrap_or(Duration::from_secs(120));
+        let lease = duration("lease", &self.lease, parse_duration)?;
         if lease.is_some_and(|l| l < Duration::from_millis(500)) {
             return Err("lease: at least 500ms".into());
         }
@@ -320,9 +333,11 @@ impl CreateRequest {
             ),
             ("--workspace", state_dir.map(|p| p.display().to_string())),
         ];
+        // `--flag=value`: a value may be Jina's `-1`, which clap would
+        // otherwise take for a flag.
         for (flag, value) in optional {
             if let Some(value) = value {
-                args.extend([flag.to_string(), value]);
+                args.push(format!("{flag}={value}"));
             }
         }
         if self.read_only {
@@ -666,6 +681,31 @@ mod tests {
             request(json!({"workspace": "w", "uses": "a.wasm", "state": null})).state,
             None
         );
+    }
+
+    #[test]
+    fn jina_habits_are_taken_as_a_flow_file_takes_them() {
+        let r = request(json!({
+            "workspace": "w", "uses": "a.wasm", "uses_with": {"dim": 3},
+            "memory_hwm": "-1", "timeout_request": "-1", "timeout_ready": "-1",
+            "polling": "ALL", "on_error_strategy": "SKIP_HANDLE",
+        }));
+        assert_eq!(r.with, Some(json!({"dim": 3})));
+        let plan = r.plan(Kind::Pod, 64).unwrap();
+        assert_eq!(plan.memory_per_pea, crate::executor::WASM32_MAX_MEMORY);
+        assert_eq!(plan.timeout_ready, crate::units::MAX_DURATION);
+        let files = Files {
+            uses: "a.wasm".into(),
+            uses_before: None,
+            uses_after: None,
+        };
+        let args = r.args(Kind::Pod, &plan, "127.0.0.1", &files, None, Path::new("c"));
+        assert!(args.contains(&"--timeout-request=-1".into()), "{args:?}");
+        // The child's own parser takes what the daemon passes it.
+        let argv = std::iter::once("jina-wasm".to_string()).chain(args);
+        if let Err(e) = <crate::cli::Cli as clap::Parser>::try_parse_from(argv) {
+            panic!("{e}");
+        }
     }
 
     #[test]

@@ -103,6 +103,10 @@ const SLOT_TABLES: u32 = 8;
 /// but a bigger guest should not fail on it).
 const SLOT_METADATA: usize = 4 << 20;
 
+/// The most memory a wasm32 instance can address: what a `memory_hwm` of
+/// `-1` (no limit) amounts to.
+pub const WASM32_MAX_MEMORY: u64 = 1 << 32;
+
 /// The pooling allocator's configuration for `slots` executor instances.
 ///
 /// Why pool: an instance then takes memories and tables from slots mapped
@@ -127,7 +131,7 @@ fn pooling(slots: u32) -> wasmtime::PoolingAllocationConfig {
         .max_memories_per_module(SLOT_MEMORIES)
         .max_tables_per_module(SLOT_TABLES)
         .table_elements(sandbox::MAX_TABLE_ELEMENTS)
-        .max_memory_size(1 << 32)
+        .max_memory_size(WASM32_MAX_MEMORY as usize)
         .max_component_instance_size(SLOT_METADATA)
         .max_core_instance_size(SLOT_METADATA);
     pool
