@@ -1,6 +1,7 @@
 //! `jina-wasm client`: send documents to a Flow's gateway (HTTP) or straight to
 //! a Pea or Pod (ZeroMQ), and print what comes back.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -112,11 +113,19 @@ impl ClientCommand {
             .map(Value::to_string)
             .unwrap_or_default();
         let mut read_error = None;
+        // Documents sent per request id, for the summary (an executor may
+        // answer with more or fewer than it was sent).
+        let sent = std::cell::RefCell::new(HashMap::new());
         let messages = request.batches()?.map_while(|batch| match batch {
-            Ok(docs) => Some(Message::data(
-                Envelope::request(&request.endpoint, &parameters),
-                &Body::from_documents(&docs),
-            )),
+            Ok(docs) => {
+                let message = Message::data(
+                    Envelope::request(&request.endpoint, &parameters),
+                    &Body::from_documents(&docs),
+                );
+                sent.borrow_mut()
+                    .insert(message.envelope.request_id.clone(), docs.len());
+                Some(message)
+            }
             Err(e) => {
                 read_error = Some(e);
                 None
@@ -124,38 +133,57 @@ impl ClientCommand {
         });
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        let mut failed = 0usize;
-        let result = client
-            .stream(messages, |reply| {
-                if let Status::Error { .. } = &reply.envelope.status {
-                    failed += 1;
-                    eprintln!(
-                        "request {}: {}",
-                        reply.envelope.request_id, reply.envelope.status
-                    );
-                }
-                let docs = reply
-                    .decode_body()?
-                    .into_documents()
-                    .map_err(anyhow::Error::msg)?;
-                for doc in &docs {
-                    write_document(&mut out, request.output, doc).context("cannot write output")?;
-                }
-                Ok(())
-            })
-            .await;
+        let mut progress = Progress::new();
+        let mut interrupt = interrupt()?;
+        let streamed = client.stream(messages, |reply| {
+            let failed = matches!(&reply.envelope.status, Status::Error { .. });
+            if failed {
+                eprintln!(
+                    "\rrequest {}: {}",
+                    reply.envelope.request_id, reply.envelope.status
+                );
+            }
+            let docs = reply
+                .decode_body()?
+                .into_documents()
+                .map_err(anyhow::Error::msg)?;
+            for doc in &docs {
+                write_document(&mut out, request.output, doc).context("cannot write output")?;
+            }
+            let count = sent.borrow_mut().remove(&reply.envelope.request_id);
+            progress.add(count.unwrap_or(docs.len()), failed);
+            Ok(())
+        });
+        let result = tokio::select! {
+            result = streamed => Some(result),
+            _ = interrupt.recv() => None,
+        };
         client.close().await;
-        result?;
         out.flush().context("cannot write output")?;
+        let interrupted = result.is_none();
+        if !matches!(request.output, super::common::OutputFormat::Nothing) || interrupted {
+            progress.finish(interrupted.then(|| sent.borrow().len()));
+        }
+        let Some(result) = result else {
+            return Ok(ExitCode::from(130));
+        };
+        result?;
         if let Some(e) = read_error {
             return Err(e);
         }
-        Ok(if failed > 0 {
+        Ok(if progress.errors > 0 {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// Ctrl-C, caught from now on (not from the first poll), so an interrupt while
+/// the input is still being read is caught too.
+fn interrupt() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot catch Ctrl-C")
 }
 
 impl ClientCommand {
@@ -175,11 +203,7 @@ impl ClientCommand {
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut progress = Progress::new();
         let mut read_error = None;
-        // Registered now (not on first poll), so Ctrl-C while the input is
-        // read is caught too.
-        let mut interrupt =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("cannot catch Ctrl-C")?;
+        let mut interrupt = interrupt()?;
         let mut interrupted = false;
         loop {
             while in_flight.len() < self.prefetch as usize && read_error.is_none() {

@@ -543,19 +543,32 @@ fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
         started.elapsed()
     );
     // Ctrl-C while requests are in flight (the executor sleeps): the summary
-    // still comes, and the exit code says interrupted.
+    // still comes, and the exit code says interrupted; through the gateway,
+    // and straight to a Pea over ZeroMQ.
+    let sleep = [
+        "--endpoint",
+        "/sleep",
+        "--parameters",
+        r#"{"ms": 20000}"#,
+        "--request-size",
+        "1",
+    ];
+    interrupt_client(&[&["client", "--host", &url][..], &sleep].concat(), &input);
+    let pea = crate::pea::PeaProcess::start("misbehave", &[]);
+    let (pea_in, pea_out) = (pea.addr("in"), pea.addr("out"));
+    interrupt_client(
+        &[&["client", "--in", &pea_in, "--out", &pea_out][..], &sleep].concat(),
+        &input,
+    );
+}
+
+/// Runs `jina-wasm ARGS` on `input`, sends it SIGINT once it catches it, and
+/// checks that it stops with the interrupted summary (no answer counted, the 5
+/// requests in flight named) and exit code 130.
+fn interrupt_client(args: &[&str], input: &str) {
+    use std::time::{Duration, Instant};
     let mut child = std::process::Command::new(crate::util::bin())
-        .args([
-            "client",
-            "--host",
-            &url,
-            "--endpoint",
-            "/sleep",
-            "--parameters",
-            r#"{"ms": 20000}"#,
-            "--request-size",
-            "1",
-        ])
+        .args(args)
         .env("JINA_WASM_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
