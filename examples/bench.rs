@@ -176,7 +176,19 @@ fn main() {
     if section("grpc") {
         rows.extend(tokio.block_on(grpc_rows()));
     }
+    // 17. The soak of issue 22, only when named (about ten minutes).
+    if named("soak") {
+        rows.extend(tokio.block_on(soak::soak_rows()));
+    }
     print_table(&rows);
+}
+
+#[path = "bench/soak.rs"]
+mod soak;
+
+/// Sections too long for every `make bench`: only `BENCH_SECTIONS=NAME`.
+fn named(name: &str) -> bool {
+    std::env::var("BENCH_SECTIONS").is_ok_and(|s| s.split(',').any(|x| x.trim() == name))
 }
 
 /// `n` documents with 128-dim embeddings, ids from `first`.
@@ -312,7 +324,8 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 }
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
-/// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm); the default is all of them.
+/// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
+/// grpc); the default is all of them but `soak` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }

@@ -137,8 +137,8 @@ fn the_manifests_map_each_part_to_its_kind() {
             .any(|m| m["name"] == "workspace" && m["mountPath"] == "/workspace")
     );
     assert_eq!(find("Service", "index")["spec"]["clusterIP"], "None");
-    // memory_hwm (the default 1 GiB here) plus the host's headroom.
-    assert_eq!(container["resources"]["limits"]["memory"], "1280Mi");
+    // memory_hwm (the demo's 3 GiB for its index) plus the host's headroom.
+    assert_eq!(container["resources"]["limits"]["memory"], "3328Mi");
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(container[probe]["exec"]["command"][1], "ping", "{probe}");
     }
