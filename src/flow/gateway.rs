@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{Call, call};
+use super::run::{Call, call_targeted};
 use crate::document::Document;
 use crate::wire::{Body, Envelope, Message, Status};
 
@@ -126,6 +126,8 @@ pub struct Request {
     /// gateway mints (the envelope's), so two clients that send the same id
     /// never meet in a router or a tail.
     pub client_id: Option<String>,
+    /// Jina's `target_executor`: only the Pods it matches run.
+    pub target: Option<super::run::TargetExecutor>,
 }
 
 /// Reads a request body (docs/gateway.md, "Request"). `endpoint` is the path's
@@ -161,12 +163,18 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
         .and_then(|h| h.get("request_id").or_else(|| h.get("requestId")))
         .and_then(Value::as_str)
         .map(str::to_string);
+    let target = match request.get("target_executor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(pattern)) => super::run::TargetExecutor::parse(pattern)?,
+        Some(other) => return Err(format!("`target_executor` must be a string, not {other}")),
+    };
     let docs = documents(request.remove("data").unwrap_or(Value::Null))?;
     Ok(Request {
         endpoint,
         docs,
         parameters,
         client_id,
+        target,
     })
 }
 
@@ -395,6 +403,7 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
         docs,
         parameters,
         client_id,
+        target,
     } = request;
     let Ok(_slot) = shared.slots.acquire().await else {
         return error(
@@ -414,7 +423,7 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
     );
     drop(docs);
     let id = client_id.unwrap_or_else(|| message.envelope.request_id.clone());
-    let reply = match call(&shared.calls, message).await {
+    let reply = match call_targeted(&shared.calls, message, target).await {
         Ok(reply) => reply,
         Err(e) => {
             return error(

@@ -49,6 +49,47 @@ pub struct RunOptions {
 pub struct Call {
     pub message: Message,
     pub reply: oneshot::Sender<Message>,
+    /// Jina's `target_executor`: only the Pods it names handle the request.
+    pub target: Option<TargetExecutor>,
+}
+
+/// Jina's `target_executor`: a regular expression matched, as Python's
+/// `re.match` does, at the start of each Pod's name. Pods it does not match
+/// pass the request on as they received it (Jina's gateway does the same), so
+/// a client can send `/dump` or `/search` to one Pod of a Flow.
+#[derive(Debug, Clone)]
+pub struct TargetExecutor(regex::Regex);
+
+impl TargetExecutor {
+    /// The largest compiled pattern a client may send: the regex crate's
+    /// matching is linear in the input, and this bounds what compiling one
+    /// pattern may cost.
+    const SIZE_LIMIT: usize = 256 << 10;
+
+    /// Reads a client's pattern; empty means every Pod.
+    ///
+    /// # Errors
+    /// A pattern that is not a regular expression, or too large, named.
+    pub fn parse(pattern: &str) -> Result<Option<TargetExecutor>, String> {
+        if pattern.is_empty() {
+            return Ok(None);
+        }
+        regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+            .size_limit(Self::SIZE_LIMIT)
+            .dfa_size_limit(Self::SIZE_LIMIT)
+            .build()
+            .map(|r| Some(TargetExecutor(r)))
+            .map_err(|e| {
+                let reason = e.to_string();
+                let reason = reason.lines().last().unwrap_or_default().trim();
+                format!("`target_executor` is not a regular expression: {reason}")
+            })
+    }
+
+    /// Whether the Pod called `name` handles the request.
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.is_match(name)
+    }
 }
 
 /// The running Pods and the router between them.
@@ -450,6 +491,8 @@ struct InFlight {
     leaves: Vec<Option<Message>>,
     /// Pods that have answered.
     answered: Vec<bool>,
+    /// Pods the request's `target_executor` leaves out.
+    skipped: Vec<bool>,
 }
 
 struct Router {
@@ -492,7 +535,11 @@ impl Router {
     }
 
     async fn on_call(&mut self, call: Call) {
-        let Call { mut message, reply } = call;
+        let Call {
+            mut message,
+            reply,
+            target,
+        } = call;
         let now = now_us();
         let mut deadline = Instant::now() + self.timeout;
         if message.envelope.deadline_ms == 0 {
@@ -532,14 +579,16 @@ impl Router {
             joins,
             leaves: vec![None; self.leaves.len()],
             answered: vec![false; self.names.len()],
+            skipped: self
+                .names
+                .iter()
+                .map(|name| target.as_ref().is_some_and(|t| !t.matches(name)))
+                .collect(),
         };
+        let roots = (0..self.names.len()).filter(|&j| self.needs[j].is_empty());
+        let sends = roots.map(|j| (j, message.clone())).collect();
         self.requests.insert(id, request);
-        let frames = message.frames().to_vec();
-        for j in 0..self.names.len() {
-            if self.needs[j].is_empty() {
-                let _ = self.to_pods[j].send(frames.clone()).await;
-            }
-        }
+        self.send(sends).await;
     }
 
     async fn on_output(&mut self, pod: usize, frames: Vec<Bytes>) {
@@ -547,16 +596,39 @@ impl Router {
             tracing::warn!(pod = %self.names[pod], "the flow router dropped a malformed message");
             return;
         };
+        let sends = self.advance(pod, message);
+        self.send(sends).await;
+    }
+
+    /// Sends each message to its Pod; a Pod the request's `target_executor`
+    /// leaves out answers at once with what it was sent.
+    async fn send(&mut self, mut sends: Vec<(usize, Message)>) {
+        while let Some((j, message)) = sends.pop() {
+            let skipped = self
+                .requests
+                .get(&message.envelope.request_id)
+                .is_some_and(|r| r.skipped[j]);
+            if skipped {
+                sends.extend(self.advance(j, message));
+            } else {
+                let _ = self.to_pods[j].send(message.frames().to_vec()).await;
+            }
+        }
+    }
+
+    /// Takes Pod `pod`'s answer on: the messages for the Pods that need it,
+    /// and the reply to the client once every leaf has answered.
+    fn advance(&mut self, pod: usize, message: Message) -> Vec<(usize, Message)> {
         let id = message.envelope.request_id.clone();
         let Some(request) = self.requests.get_mut(&id) else {
             tracing::debug!(pod = %self.names[pod], request = %id, "a late answer to a request that already ended");
-            return;
+            return Vec::new();
         };
         request.answered[pod] = true;
         if message.envelope.is_error() && message.envelope.after_error == AfterError::Abort {
             let request = self.requests.remove(&id).expect("present");
             let _ = request.reply.send(message);
-            return;
+            return Vec::new();
         }
         let mut sends = Vec::new();
         for j in 0..self.names.len() {
@@ -590,9 +662,7 @@ impl Router {
                 let _ = request.reply.send(answer);
             }
         }
-        for (j, message) in sends {
-            let _ = self.to_pods[j].send(message.frames().to_vec()).await;
-        }
+        sends
     }
 
     /// Ends requests past their deadline, naming a Pod that has not answered.
@@ -652,9 +722,25 @@ fn join(parts: Vec<Message>) -> Message {
 /// # Errors
 /// The Flow stopped before answering.
 pub async fn call(calls: &mpsc::Sender<Call>, message: Message) -> anyhow::Result<Message> {
+    call_targeted(calls, message, None).await
+}
+
+/// [`call`], with Jina's `target_executor`: only the Pods it matches run.
+///
+/// # Errors
+/// The Flow stopped before answering.
+pub async fn call_targeted(
+    calls: &mpsc::Sender<Call>,
+    message: Message,
+    target: Option<TargetExecutor>,
+) -> anyhow::Result<Message> {
     let (reply, rx) = oneshot::channel();
     calls
-        .send(Call { message, reply })
+        .send(Call {
+            message,
+            reply,
+            target,
+        })
         .await
         .map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
     rx.await.context("the Flow stopped before answering")

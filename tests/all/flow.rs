@@ -166,6 +166,43 @@ fn two_branches_and_a_join_answer_once_with_both() {
         .collect();
     assert_eq!(route, ["gateway", "tag", "encode", "join", "gateway"]);
     assert_eq!(answer["parameters"]["k"], 1);
+    // Jina's `target_executor`: only the Pods whose names it matches (at the
+    // start, as Python's re.match) run; the others pass the request on.
+    let targeted = |pattern: &str| {
+        post(
+            flow.port(),
+            "/post",
+            &serde_json::json!({"data": docs, "target_executor": pattern}),
+        )
+    };
+    let route_of = |answer: &serde_json::Value| -> Vec<String> {
+        answer["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["executor"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (code, answer) = targeted("tag|join");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(route_of(&answer), ["gateway", "tag", "join", "gateway"]);
+    assert!(
+        answer["data"].as_array().unwrap().len() == 3
+            && answer["data"][0].get("embedding").is_none(),
+        "encode did not run: {answer}"
+    );
+    let (code, answer) = targeted("enc");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(route_of(&answer), ["gateway", "encode", "gateway"]);
+    assert!(answer["data"][0]["embedding"].is_array(), "{answer}");
+    let (code, answer) = targeted("(unclosed");
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer["header"]["status"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("`target_executor` is not a regular expression")),
+        "{answer}"
+    );
     // POST /<endpoint> works too.
     let (code, _) = post(
         flow.port(),

@@ -60,7 +60,7 @@ use pb::jina::{
     status_proto::{ExceptionProto, StatusCode},
 };
 
-use super::run::{Call, call};
+use super::run::{Call, TargetExecutor, call_targeted};
 use crate::wire::{Body, Envelope, Message, Outcome, Status};
 
 /// The largest request message the server reads: gRPC's customary default
@@ -233,9 +233,10 @@ impl Shared {
                 .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
                 .and_then(|docs| convert::body_from_docs(&docs)),
         };
-        let body = match body {
-            Ok(body) => body,
-            Err(message) => {
+        let target = TargetExecutor::parse(header.target_executor.as_deref().unwrap_or_default());
+        let (body, target) = match (body, target) {
+            (Ok(body), Ok(target)) => (body, target),
+            (Err(message), _) | (_, Err(message)) => {
                 let status = failure("gateway", "bad-request", &message);
                 return answer(status, parameters, Vec::new(), DocListProto::default());
             }
@@ -261,7 +262,7 @@ impl Shared {
             let status = failure("gateway", "unavailable", "the gateway is stopping");
             return answer(status, parameters, Vec::new(), DocListProto::default());
         };
-        let reply = match call(&self.calls, message).await {
+        let reply = match call_targeted(&self.calls, message, target).await {
             Ok(reply) => reply,
             Err(e) => {
                 let status = failure("gateway", "unavailable", &format!("{e:#}"));

@@ -13,6 +13,10 @@ check, in order, and prints one `ok:` line each:
              return_responses=True: 3 responses, all successful, 12 documents
   search     /search with parameters {"top_k": 3}: 3 matches, the best the
              expected one; the answer's parameters carry 3 as a double (3.0)
+  target     /search with target_executor='segment': only the segment Pod
+             runs (the answer's routes name no encode or index Pea), so the
+             query comes back without an embedding or matches; a pattern that
+             is not a regular expression is an error naming `target_executor`
   callbacks  on_done for each of 3 responses of /echo; on_error with the
              executor's name and `panic` for /panic; no exception raised
   error      /panic without on_error: the client raises BadServer naming the
@@ -124,6 +128,27 @@ def search(client: Client) -> None:
     check(matches[0].id == "databases-2", f"/search: best match {matches[0].id}, expected databases-2")
     check(all(m.scores for m in matches), f"/search: matches without scores: {[m.scores for m in matches]}")
     ok("search", f"matches {[m.id for m in matches]}, top_k back as {top_k!r}")
+
+
+def target(client: Client) -> None:
+    query = DocList[Doc]([Doc(text="what makes writes survive a crash")])
+    responses = client.post(
+        "/search", inputs=query, target_executor="segment", return_responses=True, return_type=DocList[Doc]
+    )
+    r = responses[0]
+    ran = [route.executor for route in r.routes]
+    check(
+        any(e.startswith("segment") for e in ran) and not any(e.startswith(("encode", "index")) for e in ran),
+        f"target_executor='segment': routes {ran}",
+    )
+    doc = r.docs[0]
+    check(doc.embedding is None and not doc.matches, f"target_executor='segment': the query came back as {doc}")
+    try:
+        client.post("/search", inputs=query, target_executor="(unclosed", return_type=DocList[Doc])
+        raise Failure("target_executor='(unclosed' did not fail")
+    except BadServer as e:
+        check("target_executor" in str(e), f"a bad target_executor: {e}")
+    ok("target", f"routes {ran}")
 
 
 def echo_docs(n: int, prefix: str) -> DocList[Doc]:
@@ -247,6 +272,7 @@ def main() -> int:
         ready(args.demo_port)
         index(demo, corpus(args.corpus))
         search(demo)
+        target(demo)
         callbacks(echo)
         error(echo)
         stream(echo)
