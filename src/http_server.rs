@@ -10,6 +10,10 @@
 //! - **Idle timeout**: while a request's body is read or an answer written,
 //!   no byte moving for this long closes the connection. The time a request
 //!   spends being answered (a Flow call) is not idle.
+//! - **Body rate floor**: a body still arriving after the idle timeout must
+//!   have come at [`MIN_BODY_RATE`] on average, so a client that dribbles a
+//!   byte now and then (never idle for long) cannot hold its connection for
+//!   the days a whole body would take.
 //! - **Connection cap**: past it the server stops accepting until a
 //!   connection closes; the kernel's listen backlog holds the rest.
 //!
@@ -35,6 +39,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+
+/// The slowest average a request body may arrive at, once it has taken
+/// longer than the idle timeout: 16 KiB/s (a 2 MiB gateway request in two
+/// minutes; a 256 MiB upload in four and a half hours).
+pub const MIN_BODY_RATE: u64 = 16 << 10;
 
 /// The limits of an HTTP server (`--http-*` on `flow`, `gateway` and `daemon`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -93,6 +102,8 @@ pub async fn serve(
                     inner: body,
                     idle,
                     stall: None,
+                    started: tokio::time::Instant::now(),
+                    received: 0,
                 })
             })
         },
@@ -227,11 +238,14 @@ impl AsyncWrite for IdleIo {
     }
 }
 
-/// A request body that fails once no byte of it has arrived for `idle`.
+/// A request body that fails once no byte of it has arrived for `idle`, or
+/// when, past `idle`, it has come slower than [`MIN_BODY_RATE`].
 struct IdleBody {
     inner: Body,
     idle: Duration,
     stall: Option<Pin<Box<Sleep>>>,
+    started: tokio::time::Instant,
+    received: u64,
 }
 
 impl hyper::body::Body for IdleBody {
@@ -253,6 +267,23 @@ impl hyper::body::Body for IdleBody {
             },
             ready => {
                 this.stall = None;
+                if let Poll::Ready(Some(Ok(frame))) = &ready
+                    && let Some(data) = frame.data_ref()
+                {
+                    this.received += data.len() as u64;
+                    let elapsed = this.started.elapsed();
+                    if elapsed > this.idle
+                        && (this.received as f64) < MIN_BODY_RATE as f64 * elapsed.as_secs_f64()
+                    {
+                        return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "the request body came at {:.0} bytes/s over {elapsed:.0?}, under the {MIN_BODY_RATE} bytes/s every body must average",
+                                this.received as f64 / elapsed.as_secs_f64()
+                            ),
+                        )))));
+                    }
+                }
                 ready
             }
         }

@@ -270,6 +270,20 @@ async fn receive(d: &Daemon, headers: &HeaderMap, ws: &str, multipart: &mut Mult
             )
         })?;
         let Some(mut field) = field else { break };
+        // A file name given but not read (not UTF-8, or RFC 5987's
+        // `filename*=`) must not fall back to the field's name: the client
+        // would be told its file is stored under a name it did not give.
+        let disposition = field
+            .headers()
+            .get(axum::http::header::CONTENT_DISPOSITION)
+            .map(|v| v.as_bytes().to_ascii_lowercase());
+        if field.file_name().is_none()
+            && disposition.is_some_and(|d| d.windows(8).any(|w| w == b"filename"))
+        {
+            return Err(ApiError::bad(
+                "a part's file name is not plain UTF-8 text in `filename=\"...\"` (`filename*=` is not read): name the file in UTF-8",
+            ));
+        }
         let Some(name) = field.file_name().or(field.name()).map(str::to_string) else {
             return Err(ApiError::bad(
                 "a part has neither a file name nor a field name",

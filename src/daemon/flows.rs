@@ -17,7 +17,7 @@ use serde_yaml::Value;
 use super::objects::{CreateRequest, Plan};
 use super::tenants::Tenant;
 use super::workspace::{TenantDirs, safe_relative};
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 
 /// Checks a `POST /flows` request, writes the rewritten Flow file to `out`,
 /// and returns the plan (every Pea of every Pod, with its memory).
@@ -42,7 +42,7 @@ pub fn prepare(
     let timeout_ready = request
         .timeout_ready
         .as_deref()
-        .map(parse_duration)
+        .map(crate::units::parse_limit_duration)
         .transpose()
         .map_err(|e| format!("timeout_ready: {e}"))?;
     let lease = request
@@ -141,12 +141,10 @@ pub fn prepare(
                 );
                 tenant.quota.memory_per_pea
             }
-            Some(Value::Number(n)) => {
-                parse_size(&n.to_string()).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?
-            }
-            Some(Value::String(s)) => {
-                parse_size(s).map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?
-            }
+            Some(Value::Number(n)) => crate::executor::memory_limit(&n.to_string())
+                .map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?,
+            Some(Value::String(s)) => crate::executor::memory_limit(s)
+                .map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?,
             Some(_) => return Err(fail(format!("{label}: memory_hwm is not a size"))),
         };
         let count = |field: &str| pod.get(field).and_then(Value::as_u64).unwrap_or(1) as usize;

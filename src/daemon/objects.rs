@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::pod::Polling;
-use crate::units::{parse_duration, parse_limit_duration, parse_limit_size};
+use crate::units::{parse_duration, parse_limit_duration};
 
 /// The `state` of a request: `true`/`false`, or the name of a named state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,11 +159,9 @@ impl CreateRequest {
                 .map_err(|e| format!("polling: {e}"))?;
         }
         let memory_per_pea = match &self.memory_hwm {
-            // Past wasm32's 4 GiB an instance cannot grow: that is what `-1`
-            // (or anything larger) counts against the tenant's quota.
-            Some(size) => parse_limit_size(size)
-                .map_err(|e| format!("memory_hwm: {e}"))?
-                .min(crate::executor::WASM32_MAX_MEMORY),
+            Some(size) => {
+                crate::executor::memory_limit(size).map_err(|e| format!("memory_hwm: {e}"))?
+            }
             None => default_memory,
         };
         // Time limits take Jina's `-1` (no limit); a lease is ours and has none.

@@ -107,6 +107,16 @@ const SLOT_METADATA: usize = 4 << 20;
 /// `-1` (no limit) amounts to.
 pub const WASM32_MAX_MEMORY: u64 = 1 << 32;
 
+/// A `memory_hwm` as a tenant's quota counts it: a size, or `-1` (Jina's "no
+/// limit"); past wasm32's 4 GiB an instance cannot grow, so that is the most
+/// it counts.
+///
+/// # Errors
+/// Not a size, named as [`crate::units::parse_size`] does.
+pub fn memory_limit(input: &str) -> Result<u64, String> {
+    crate::units::parse_limit_size(input).map(|n| n.min(WASM32_MAX_MEMORY))
+}
+
 /// The pooling allocator's configuration for `slots` executor instances.
 ///
 /// Why pool: an instance then takes memories and tables from slots mapped

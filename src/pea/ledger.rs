@@ -174,6 +174,12 @@ impl Ledger {
         self.write(window, dumped_through, None);
     }
 
+    /// Brings the record up to date now, whenever it was last written (a
+    /// graceful stop, before its final dump).
+    pub(super) fn refresh(&mut self, window: Unsaved, dumped_through: u64) {
+        self.write(window, dumped_through, None);
+    }
+
     /// A loss was reported in this process: keep it for the next one.
     pub(super) fn lost(&mut self, lost: &StateLost) {
         self.write(Unsaved::default(), lost.dumped_through, Some(lost.clone()));

@@ -710,6 +710,14 @@ impl Pea {
         }
         // A request abandoned after --timeout-ctrl still holds the executor's
         // thread: closing would wait for it, so the process leaves it behind.
+        // The record of unsaved writes, up to date before the final dump: a
+        // kill during it (SIGTERM, then SIGKILL) is then reported with every
+        // write it lost, not the count of up to a second before.
+        if self.unsaved.writes > 0
+            && let Some(ledger) = &mut self.ledger
+        {
+            ledger.refresh(self.unsaved, self.counters.dumped_through);
+        }
         let closed = if self.busy.is_some() {
             Ok(())
         } else {

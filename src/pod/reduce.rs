@@ -107,11 +107,14 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
     if repeated {
         for (doc, widest) in merged.iter_mut().zip(widest) {
             doc.matches.sort_by(|a, b| {
+                // No score, or NaN (not a score), ranks last.
                 let score = |d: &Document| {
                     d.scores
                         .values()
                         .next()
-                        .map_or(f64::NEG_INFINITY, |s| s.value)
+                        .map(|s| s.value)
+                        .filter(|v| !v.is_nan())
+                        .unwrap_or(f64::NEG_INFINITY)
                 };
                 score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id))
             });
@@ -237,6 +240,16 @@ mod tests {
             .unwrap();
         let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, vec!["a1", "b1", "a2"]);
+        // A NaN is not a score: it ranks last, not first (a hostile test
+        // pushed a NaN vector to the top of every search).
+        let a = Body::from_documents(&[q(vec![hit("nan", f64::NAN), hit("a2", 0.5)])]);
+        let b = Body::from_documents(&[q(vec![hit("b1", 0.7)])]);
+        let merged = merge(vec![a, b], None)
+            .unwrap()
+            .into_documents()
+            .unwrap();
+        let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, vec!["b1", "a2"]);
     }
 
     #[test]

@@ -573,6 +573,34 @@ fn tenants_see_only_their_own_and_quotas_and_names_are_enforced() {
         403,
         "memory_per_pea 256 MiB",
     );
+    // Jina's `-1` (no limit) counts as wasm32's 4 GiB, for a Pod and for a
+    // Pod of an uploaded Flow alike (found by a hostile test: the Flow's
+    // check said `-1` was not a number).
+    refuse(
+        json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "-1"}),
+        403,
+        "memory_per_pea 256 MiB",
+    );
+    let (code, up) = d.upload(
+        alice,
+        "w",
+        &[(
+            "unlimited.yml",
+            b"pods:\n  - name: p\n    uses: passthrough.wasm\n    memory_hwm: -1\n".to_vec(),
+        )],
+    );
+    assert_eq!(code, 200, "{up}");
+    let (code, answer) = d.json(
+        "POST",
+        "/flows",
+        alice,
+        &json!({"workspace": "w", "uses": "unlimited.yml"}),
+    );
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        code == 403 && message.contains("memory_per_pea 256 MiB"),
+        "{code} {answer}"
+    );
     refuse(
         json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2, "memory_hwm": "64MiB"}),
         403,

@@ -1074,6 +1074,41 @@ mod http {
         task.await.unwrap().unwrap();
     }
 
+    /// A body dribbled a byte at a time, never idle for the idle timeout, is
+    /// cut once it has taken longer than that at under the rate floor (the
+    /// hostile test held 1,030 such connections for good).
+    #[tokio::test]
+    async fn a_dribbled_request_body_is_cut_under_the_rate_floor() {
+        let (address, stop, task) = start(limits(10_000, 400, 64)).await;
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .unwrap();
+        let (mut reader, mut writer) = client.into_split();
+        let dribble = tokio::spawn(async move {
+            for _ in 0..100 {
+                if writer.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(8), reader.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("a dribbled body kept its connection for 8 s"),
+            }
+        };
+        assert!(closed >= Duration::from_millis(350), "{closed:?}");
+        dribble.abort();
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn connections_past_the_cap_wait_to_be_accepted() {
         let (address, stop, task) = start(limits(400, 10_000, 1)).await;

@@ -127,3 +127,81 @@ fn protocols_and_ports_are_checked_before_anything_starts() {
         );
     }
 }
+
+/// One `DataRequestProto` to `/` carrying `docs`.
+fn grpc_request(docs: &[jina_wasm::Document]) -> jina_wasm::flow::grpc::pb::jina::DataRequestProto {
+    use jina_wasm::flow::grpc::pb::jina::{DataRequestProto, HeaderProto, data_request_proto};
+    let list = jina_wasm::flow::grpc::convert::docs_from_body(
+        &jina_wasm::wire::Body::from_documents(docs),
+    )
+    .unwrap();
+    DataRequestProto {
+        header: Some(HeaderProto {
+            request_id: "r".into(),
+            exec_endpoint: Some("/".into()),
+            ..Default::default()
+        }),
+        data: Some(data_request_proto::DataContentProto {
+            documents: Some(data_request_proto::data_content_proto::Documents::Docs(
+                list,
+            )),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Found by a hostile test: three `Call` streams whose clients never read
+/// their (large) answers held every one of the gateway's slots into the
+/// Flow, so every other gRPC client timed out. Each request now runs in a task
+/// of its own and gives its slot back when the Flow answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_do_not_starve_the_others() {
+    use jina_wasm::flow::grpc::pb::jina::jina_rpc_client::JinaRpcClient;
+    use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+    let flow = FlowProcess::start(
+        "with:\n  protocol: grpc\npods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n",
+    );
+    let port = grpc_port(&flow);
+    let channel = || async move {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    // About 1 MB an answer: a few fill the client's HTTP/2 window.
+    let big = grpc_request(&[jina_wasm::Document {
+        id: "big".into(),
+        embedding: Some(vec![0.5; 250_000]),
+        ..Default::default()
+    }]);
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut client = JinaRpcClient::new(channel().await).max_decoding_message_size(64 << 20);
+        let requests = futures::stream::iter(std::iter::repeat_n(big.clone(), 40));
+        // The answers' stream is kept, and never read.
+        stalled.push(client.call(requests).await.unwrap().into_inner());
+    }
+    let mut good = JinaSingleDataRequestRpcClient::new(channel().await);
+    let small = grpc_request(&[jina_wasm::Document {
+        id: "small".into(),
+        text: Some("hello".into()),
+        ..Default::default()
+    }]);
+    for _ in 0..3 {
+        let mut request = tonic::Request::new(small.clone());
+        request.set_timeout(std::time::Duration::from_secs(10));
+        let answer = good
+            .process_single_data(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.header.unwrap().status.unwrap().code,
+            0,
+            "a well-behaved client beside three that do not read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    drop(stalled);
+}

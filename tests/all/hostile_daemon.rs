@@ -125,6 +125,19 @@ fn upload_names_stay_beneath_the_tenant() {
     let (code, answer) = d.upload(ALICE, "w", &[(&"n".repeat(256), b"x".to_vec())]);
     assert_eq!(code, 400, "{answer}");
     assert!(error(&answer).contains("1 to 255 bytes"), "{answer}");
+    // A file name that is not UTF-8 is refused, not stored under the part's
+    // field name (found by a hostile test).
+    let body = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\xff\xfeb\"\r\n\r\nbytes\r\n--x--\r\n".to_vec();
+    let (code, answer) = d.call(
+        "POST",
+        "/workspaces/w/files",
+        Some(ALICE),
+        "multipart/form-data; boundary=x",
+        &body,
+    );
+    assert_eq!(code, 400, "{answer}");
+    assert!(error(&answer).contains("not plain UTF-8"), "{answer}");
+    assert_eq!(download(&d, ALICE, "w", "file").0, 404);
 
     // Two tenants, the same workspace and file names: each its own bytes.
     assert_eq!(d.upload(BOB, "w", &[("a.bin", b"bob".to_vec())]).0, 200);

@@ -569,3 +569,42 @@ fn max_result_bytes_is_the_real_limit() {
         "{error}"
     );
 }
+
+/// Found by a hostile test: a NaN in an embedding (JSON `null` reads as NaN)
+/// was stored by vector-indexer and then ranked first for every query. Now
+/// `/index` and `/search` refuse a non-finite vector, naming the document.
+#[test]
+fn non_finite_embeddings_are_refused_by_the_indexer() {
+    let ws = tempfile::tempdir().unwrap();
+    let indexer = crate::util::wasm("vector-indexer");
+    let run = |endpoint: &str, input: &str| {
+        crate::cli::jina(
+            &[
+                "run",
+                "--uses",
+                indexer.to_str().unwrap(),
+                "--workspace",
+                ws.path().to_str().unwrap(),
+                "--endpoint",
+                endpoint,
+            ],
+            input,
+        )
+    };
+    let out = run(
+        "/index",
+        "{\"id\": \"a1\", \"embedding\": [1, 2, 3, 4]}\n{\"id\": \"c3\", \"embedding\": [null, 1, 2, 3]}\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("doc \"c3\" has a non-finite value at position 0 of its embedding"),
+        "{stderr}"
+    );
+    let out = run("/search", "{\"id\": \"q\", \"embedding\": [1, null, 3, 4]}\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("query \"q\" has a non-finite value at position 1"),
+        "{stderr}"
+    );
+}

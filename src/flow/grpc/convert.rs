@@ -261,12 +261,19 @@ fn ndarray_f32(array: &NdArrayProto, out: &mut Vec<f32>) -> Result<(), String> {
         }
     };
     let buffer = &dense.buffer;
-    let count: u64 = dense.shape.iter().map(|&d| u64::from(d)).product();
-    if buffer.len() % size != 0 || (buffer.len() / size) as u64 != count {
+    // A client's shape: its product may not fit in 64 bits (no buffer is
+    // that large, so such a shape never matches one).
+    let count = dense
+        .shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(u64::from(d)));
+    if buffer.len() % size != 0 || count != Some((buffer.len() / size) as u64) {
+        let needs = count
+            .and_then(|c| c.checked_mul(size as u64))
+            .map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
         return Err(format!(
-            "shape {:?} of {dtype} needs {} bytes, the buffer has {}",
+            "shape {:?} of {dtype} needs {needs} bytes, the buffer has {}",
             dense.shape,
-            count.saturating_mul(size as u64),
             buffer.len()
         ));
     }

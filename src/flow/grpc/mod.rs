@@ -341,7 +341,16 @@ impl JinaRpc for Service {
             let shared = shared.clone();
             async move {
                 match item {
-                    Ok(request) => Ok(shared.process(request, timeout).await),
+                    // A task of its own, so that the request goes through the
+                    // Flow, and gives its slot back, whether or not the client
+                    // reads its answers: one that stops reading holds at most
+                    // `window` answers of its own, never a slot the gateway's
+                    // other clients need.
+                    Ok(request) => {
+                        tokio::spawn(async move { shared.process(request, timeout).await })
+                            .await
+                            .map_err(|e| GrpcStatus::internal(format!("the request failed: {e}")))
+                    }
                     // The stream broke (a message over MAX_MESSAGE, bytes that
                     // are not a DataRequestProto): the call ends with its status.
                     Err(status) => Err(status),

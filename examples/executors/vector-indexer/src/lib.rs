@@ -270,6 +270,7 @@ impl VectorIndexer {
                 }
                 _ => dim = Some(embedding.len()),
             }
+            finite(&format!("doc {:?}", doc.id), embedding)?;
             ops.push(Op::Upsert(Entry {
                 id: doc.id.clone(),
                 text: doc.text.clone(),
@@ -348,6 +349,7 @@ impl VectorIndexer {
                     query.len()
                 )));
             }
+            finite(&format!("query {:?}", doc.id), query)?;
             let hits = self.index.search(query, top_k);
             doc.matches = hits
                 .into_iter()
@@ -439,6 +441,17 @@ impl Traversal {
                 "traversal {other:?} is neither \"roots\" nor \"chunks\""
             )),
         }
+    }
+}
+
+/// Refuses an embedding with a NaN or an infinity: its cosine with anything
+/// is NaN, which would rank it anywhere (first, in a descending sort).
+fn finite(what: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(bad) => Err(Error::bad_request(format!(
+            "{what} has a non-finite value at position {bad} of its embedding"
+        ))),
+        None => Ok(()),
     }
 }
 
