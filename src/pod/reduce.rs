@@ -244,10 +244,7 @@ mod tests {
         // pushed a NaN vector to the top of every search).
         let a = Body::from_documents(&[q(vec![hit("nan", f64::NAN), hit("a2", 0.5)])]);
         let b = Body::from_documents(&[q(vec![hit("b1", 0.7)])]);
-        let merged = merge(vec![a, b], None)
-            .unwrap()
-            .into_documents()
-            .unwrap();
+        let merged = merge(vec![a, b], None).unwrap().into_documents().unwrap();
         let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, vec!["b1", "a2"]);
     }

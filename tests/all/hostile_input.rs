@@ -601,10 +601,14 @@ fn non_finite_embeddings_are_refused_by_the_indexer() {
             && stderr.contains("doc \"c3\" has a non-finite value at position 0 of its embedding"),
         "{stderr}"
     );
-    let out = run("/search", "{\"id\": \"q\", \"embedding\": [1, null, 3, 4]}\n");
+    let out = run(
+        "/search",
+        "{\"id\": \"q\", \"embedding\": [1, null, 3, 4]}\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("query \"q\" has a non-finite value at position 1"),
+        !out.status.success()
+            && stderr.contains("query \"q\" has a non-finite value at position 1"),
         "{stderr}"
     );
 }
