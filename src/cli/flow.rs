@@ -76,7 +76,12 @@ pub struct FlowCommand {
     /// `flow update`) requires as `Authorization: Bearer TOKEN`, from any
     /// client. Without one, the admin route answers only clients on this
     /// machine (a loopback address).
-    #[arg(long, value_name = "TOKEN", env = "JINA_WASM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "JINA_WASM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     #[command(flatten)]
@@ -142,7 +147,12 @@ pub struct UpdateArgs {
     pub drain_timeout: String,
 
     /// The Flow's --admin-token, if it has one.
-    #[arg(long, value_name = "TOKEN", env = "JINA_WASM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "JINA_WASM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 
     /// How long to wait for the update to finish.
@@ -322,7 +332,10 @@ impl UpdateArgs {
             .get("error")
             .and_then(serde_json::Value::as_str)
             .map_or_else(|| parsed.to_string(), str::to_string);
-        anyhow::bail!("the update of pod `{}` failed (HTTP {code}): {reason}", self.pod)
+        anyhow::bail!(
+            "the update of pod `{}` failed (HTTP {code}): {reason}",
+            self.pod
+        )
     }
 }
 

@@ -301,8 +301,9 @@ fn check(body: &UpdateBody) -> Result<(Change, Duration), Response> {
     }
     let drain = match &body.drain_timeout {
         None => DEFAULT_DRAIN,
-        Some(text) => crate::units::parse_duration(text)
-            .map_err(|e| bad(format!("`drain_timeout`: {e}")))?,
+        Some(text) => {
+            crate::units::parse_duration(text).map_err(|e| bad(format!("`drain_timeout`: {e}")))?
+        }
     };
     Ok((
         Change {

@@ -75,8 +75,12 @@ pub enum HeadCommand {
     },
     /// Take no request from the Pod's input (they wait upstream, held, not
     /// failed) until `Resume`.
-    Pause { reply: oneshot::Sender<()> },
-    Resume { reply: oneshot::Sender<()> },
+    Pause {
+        reply: oneshot::Sender<()>,
+    },
+    Resume {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Counters for STATUS.
@@ -145,15 +149,12 @@ impl Head {
         let mut commands_open = true;
         loop {
             let any_credit = match balance {
-                Balance::Credit => peers
-                    .iter()
-                    .any(|p| p.alive && p.credit > 0 && !p.retired),
+                Balance::Credit => peers.iter().any(|p| p.alive && p.credit > 0 && !p.retired),
                 Balance::RoundRobin => peers.iter().any(|p| p.alive && !p.retired),
             };
             // Replicas with `any` wait for a Pea that can take the request;
             // everything else is sent at once (a missing shard is the Tail's to report).
-            let ready =
-                !paused && (layout == Layout::Shards || any_credit || polling.always_all());
+            let ready = !paused && (layout == Layout::Shards || any_credit || polling.always_all());
             tokio::select! {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };

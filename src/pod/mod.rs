@@ -838,7 +838,10 @@ async fn start_member(
     info: MemberInfo,
 ) -> anyhow::Result<Member> {
     let slot = |ctrl: String| Slot {
-        info: MemberInfo { ctrl, ..info.clone() },
+        info: MemberInfo {
+            ctrl,
+            ..info.clone()
+        },
         restarts: 0,
         running: true,
         retired: false,

@@ -252,7 +252,12 @@ impl ReplicaSet {
                 Ok(left) => {
                     abandoned += left;
                     done.push(place);
-                    replaced.push(self.roster.read().expect("roster")[self.active[place]].info.pea.clone());
+                    replaced.push(
+                        self.roster.read().expect("roster")[self.active[place]]
+                            .info
+                            .pea
+                            .clone(),
+                    );
                 }
                 Err(failure) => {
                     if stop.is_cancelled() {
@@ -313,7 +318,10 @@ impl ReplicaSet {
     ) -> Result<usize, Failure> {
         match self.layout {
             Layout::Replicas => self.replace_replica(place, config, drain, stop).await,
-            Layout::Shards => self.replace_shard(place, config, drain, stop).await.map(|()| 0),
+            Layout::Shards => self
+                .replace_shard(place, config, drain, stop)
+                .await
+                .map(|()| 0),
         }
     }
 
@@ -376,11 +384,15 @@ impl ReplicaSet {
         let head = self.head.clone();
         let timer = tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;
-            tracing::warn!("a shard's requests were held for the whole drain timeout; taking requests again");
+            tracing::warn!(
+                "a shard's requests were held for the whole drain timeout; taking requests again"
+            );
             let (reply, _) = oneshot::channel();
             let _ = head.send(HeadCommand::Resume { reply }).await;
         });
-        let result = self.swap_shard(place, index, config, pea, deadline, stop).await;
+        let result = self
+            .swap_shard(place, index, config, pea, deadline, stop)
+            .await;
         timer.abort();
         let _ = self.command(|reply| HeadCommand::Resume { reply }).await;
         result
@@ -419,13 +431,21 @@ impl ReplicaSet {
             }
         }
         self.stop_member(index).await;
-        let _ = self.command(|reply| HeadCommand::Reset { index, reply }).await;
-        let role = super::Place::Shard { id: place, shards: 0 }.role();
+        let _ = self
+            .command(|reply| HeadCommand::Reset { index, reply })
+            .await;
+        let role = super::Place::Shard {
+            id: place,
+            shards: 0,
+        }
+        .role();
         match self.start(index, config, pea, role.clone(), stop).await {
             Ok(()) => Ok(()),
             Err(reason) => {
                 self.stop_member(index).await;
-                let _ = self.command(|reply| HeadCommand::Reset { index, reply }).await;
+                let _ = self
+                    .command(|reply| HeadCommand::Reset { index, reply })
+                    .await;
                 if stop.is_cancelled() {
                     return Err(Failure::Down(reason));
                 }
@@ -563,7 +583,8 @@ impl ReplicaSet {
             .send(make(reply))
             .await
             .map_err(|_| "the Pod's Head has stopped".to_string())?;
-        rx.await.map_err(|_| "the Pod's Head has stopped".to_string())
+        rx.await
+            .map_err(|_| "the Pod's Head has stopped".to_string())
     }
 }
 

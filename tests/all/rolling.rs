@@ -153,7 +153,8 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
 
     let load = Load::start(port, "/", encode_body);
     load.let_run(4);
-    let (ok, stdout, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);
+    let (ok, stdout, stderr) =
+        flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);
     assert!(ok, "flow update failed: {stderr}");
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["pod"], "encode", "{report}");
@@ -166,10 +167,18 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
     );
     load.let_run(4);
     let tally = load.finish();
-    assert!(tally.failures.is_empty(), "failed requests during the update: {:?}", tally.failures);
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests during the update: {:?}",
+        tally.failures
+    );
     assert!(tally.ok > 0);
     // Old answers, then new ones (during the swap, both), never anything else.
-    assert!(tally.dims.iter().all(|&d| d == 8 || d == 16), "{:?}", tally.dims);
+    assert!(
+        tally.dims.iter().all(|&d| d == 8 || d == 16),
+        "{:?}",
+        tally.dims
+    );
     assert_eq!(tally.dims.first(), Some(&8));
     assert_eq!(dim_now(port), 16);
     // Both replicas serve the new settings: every answer from now on.
@@ -185,7 +194,14 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
     let passthrough = crate::util::wasm("passthrough");
     let (ok, stdout, stderr) = flow_update(
         port,
-        &["--pod", "encode", "--uses", passthrough.to_str().unwrap(), "--uses-with", "{}"],
+        &[
+            "--pod",
+            "encode",
+            "--uses",
+            passthrough.to_str().unwrap(),
+            "--uses-with",
+            "{}",
+        ],
     );
     assert!(ok, "flow update failed: {stderr}");
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -208,7 +224,10 @@ fn a_broken_replacement_rolls_back_and_serving_never_stops() {
     let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 0}"#]);
     assert!(!ok, "a replica with dim 0 was accepted");
     assert!(stderr.contains("HTTP 422"), "{stderr}");
-    assert!(stderr.contains("pea `encode/replica-0` did not start"), "{stderr}");
+    assert!(
+        stderr.contains("pea `encode/replica-0` did not start"),
+        "{stderr}"
+    );
     assert!(stderr.contains("with.dim = 0"), "{stderr}");
     assert!(stderr.contains("rolled back"), "{stderr}");
 
@@ -232,11 +251,18 @@ fn a_broken_replacement_rolls_back_and_serving_never_stops() {
         &json!({"pod": "encode", "uses": misbehave, "uses_with": {"panic_in_init": true}}),
     );
     assert_eq!(code, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("rolled back"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("rolled back"),
+        "{answer}"
+    );
 
     load.let_run(4);
     let tally = load.finish();
-    assert!(tally.failures.is_empty(), "failed requests: {:?}", tally.failures);
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests: {:?}",
+        tally.failures
+    );
     assert!(tally.dims.iter().all(|&d| d == 8), "{:?}", tally.dims);
     assert_eq!(component(port, "encode"), before);
     for _ in 0..4 {
@@ -254,26 +280,45 @@ fn refusals_name_the_reason() {
 
     let (code, answer) = admin(json!({"pod": "nope", "uses_with": {}}));
     assert_eq!(code, 404, "{answer}");
-    assert_eq!(answer["error"], "no pod `nope` in this Flow (its Pods: slow, one)");
+    assert_eq!(
+        answer["error"],
+        "no pod `nope` in this Flow (its Pods: slow, one)"
+    );
 
     let (code, answer) = admin(json!({"pod": "one", "uses_with": {}}));
     assert_eq!(code, 501, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("single Pea"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("single Pea"),
+        "{answer}"
+    );
 
     let (code, answer) = admin(json!({"pod": "slow"}));
     assert_eq!(code, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("nothing to update"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to update"),
+        "{answer}"
+    );
 
     let (code, answer) = admin(json!({"pod": "slow", "uses_with": [1]}));
     assert_eq!(code, 400, "{answer}");
 
     let (code, answer) = admin(json!({"pod": "slow", "uses": "/no/such.wasm"}));
     assert_eq!(code, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("does not exist"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("does not exist"),
+        "{answer}"
+    );
 
     // One update at a time: a second one while the first (slow `init`s) runs.
     let first = std::thread::spawn(move || {
-        post(port, "/admin/update", &json!({"pod": "slow", "uses_with": {"slow_init_ms": 1500}}))
+        post(
+            port,
+            "/admin/update",
+            &json!({"pod": "slow", "uses_with": {"slow_init_ms": 1500}}),
+        )
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     let conflict = loop {
@@ -285,7 +330,10 @@ fn refusals_name_the_reason() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
-        conflict["error"].as_str().unwrap().contains("an update of pod `slow` is in progress"),
+        conflict["error"]
+            .as_str()
+            .unwrap()
+            .contains("an update of pod `slow` is in progress"),
         "{conflict}"
     );
     let (code, answer) = first.join().unwrap();
@@ -302,16 +350,37 @@ fn refusals_name_the_reason() {
 
 #[test]
 fn a_token_guards_the_admin_route() {
-    let flow = FlowProcess::start_with(
-        REPLICAS,
-        &[("JINA_WASM_ADMIN_TOKEN", "s3cret")],
-    );
+    let flow = FlowProcess::start_with(REPLICAS, &[("JINA_WASM_ADMIN_TOKEN", "s3cret")]);
     let port = flow.port();
-    let (code, answer) = post(port, "/admin/update", &json!({"pod": "encode", "uses_with": {"dim": 4}}));
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses_with": {"dim": 4}}),
+    );
     assert_eq!(code, 401, "{answer}");
-    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 4}"#, "--token", "wrong"]);
+    let (ok, _, stderr) = flow_update(
+        port,
+        &[
+            "--pod",
+            "encode",
+            "--uses-with",
+            r#"{"dim": 4}"#,
+            "--token",
+            "wrong",
+        ],
+    );
     assert!(!ok && stderr.contains("HTTP 401"), "{stderr}");
-    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 4}"#, "--token", "s3cret"]);
+    let (ok, _, stderr) = flow_update(
+        port,
+        &[
+            "--pod",
+            "encode",
+            "--uses-with",
+            r#"{"dim": 4}"#,
+            "--token",
+            "s3cret",
+        ],
+    );
     assert!(ok, "{stderr}");
     assert_eq!(dim_now(port), 4);
 }
@@ -328,31 +397,54 @@ fn a_shard_update_holds_requests_and_keeps_every_document() {
     let (code, answer) = post(port, "/index", &json!({"data": docs}));
     assert_eq!(code, 200, "{answer}");
     let count = |port: u16| {
-        let (code, answer) = post(port, "/export", &json!({"data": [], "parameters": {"limit": 1000}}));
+        let (code, answer) = post(
+            port,
+            "/export",
+            &json!({"data": [], "parameters": {"limit": 1000}}),
+        );
         assert_eq!(code, 200, "{answer}");
         answer["data"].as_array().unwrap().len()
     };
     assert_eq!(count(port), 40);
     let matches = |port: u16| {
-        let (code, answer) = post(port, "/search", &json!({"data": [{"text": "document number 3"}]}));
+        let (code, answer) = post(
+            port,
+            "/search",
+            &json!({"data": [{"text": "document number 3"}]}),
+        );
         assert_eq!(code, 200, "{answer}");
         answer["data"][0]["matches"].as_array().unwrap().len()
     };
     assert_eq!(matches(port), 10, "the default top_k");
 
     // Writes during the update: held while a shard is swapped, never lost.
-    let load = Load::start(port, "/index", |i| {
-        json!({"data": [{"id": format!("live-{i}"), "text": format!("live {i}")}]})
-    });
+    let load = Load::start(
+        port,
+        "/index",
+        |i| json!({"data": [{"id": format!("live-{i}"), "text": format!("live {i}")}]}),
+    );
     load.let_run(4);
-    let (ok, stdout, stderr) = flow_update(port, &["--pod", "index", "--uses-with", r#"{"top_k": 3}"#]);
+    let (ok, stdout, stderr) =
+        flow_update(port, &["--pod", "index", "--uses-with", r#"{"top_k": 3}"#]);
     assert!(ok, "flow update failed: {stderr}");
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(report["replaced"], json!(["index/shard-0", "index/shard-1"]), "{report}");
+    assert_eq!(
+        report["replaced"],
+        json!(["index/shard-0", "index/shard-1"]),
+        "{report}"
+    );
     load.let_run(4);
     let tally = load.finish();
-    assert!(tally.failures.is_empty(), "failed requests: {:?}", tally.failures);
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests: {:?}",
+        tally.failures
+    );
     assert!(tally.ok > 0);
-    assert_eq!(count(port), 40 + tally.ok, "every document indexed before and during the update");
+    assert_eq!(
+        count(port),
+        40 + tally.ok,
+        "every document indexed before and during the update"
+    );
     assert_eq!(matches(port), 3, "the new top_k");
 }
