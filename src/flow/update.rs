@@ -217,6 +217,21 @@ async fn update(State(admin): State<Arc<Admin>>, request: Request) -> Response {
             );
         }
     };
+    // One update at a time per Flow (checked first: a request for an
+    // unknown Pod meanwhile is also told to wait).
+    let busy = {
+        let mut busy = admin.busy.lock().expect("busy");
+        if let Some(other) = busy.as_ref() {
+            return refusal(
+                StatusCode::CONFLICT,
+                &format!(
+                    "an update of pod `{other}` is in progress: try again once it has finished"
+                ),
+            );
+        }
+        *busy = Some(body.pod.clone());
+        Busy(admin.clone())
+    };
     let (change, drain) = match check(&body) {
         Ok(checked) => checked,
         Err(refused) => return refused,
@@ -236,19 +251,6 @@ async fn update(State(admin): State<Arc<Admin>>, request: Request) -> Response {
                 names.join(", ")
             ),
         );
-    };
-    let busy = {
-        let mut busy = admin.busy.lock().expect("busy");
-        if let Some(other) = busy.as_ref() {
-            return refusal(
-                StatusCode::CONFLICT,
-                &format!(
-                    "an update of pod `{other}` is in progress: try again once it has finished"
-                ),
-            );
-        }
-        *busy = Some(body.pod.clone());
-        Busy(admin.clone())
     };
     // On its own task: a client that goes away does not cut an update short,
     // and the Flow stays busy until it has finished.

@@ -119,7 +119,7 @@ fn flow_update(port: u16, args: &[&str]) -> (bool, String, String) {
 
 /// The embedding length of one answer now.
 fn dim_now(port: u16) -> usize {
-    let (code, answer) = post(port, "/", &encode_body(0));
+    let (code, answer) = post(port, "/post", &encode_body(0));
     assert_eq!(code, 200, "{answer}");
     answer["data"][0]["embedding"].as_array().unwrap().len()
 }
@@ -151,7 +151,7 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
     assert_eq!(before["with"]["dim"], 8, "{before}");
     assert_eq!(before["sha256"].as_str().unwrap().len(), 64, "{before}");
 
-    let load = Load::start(port, "/", encode_body);
+    let load = Load::start(port, "/post", encode_body);
     load.let_run(4);
     let (ok, stdout, stderr) =
         flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);
@@ -207,7 +207,7 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["component"]["generation"], 2, "{report}");
     assert_ne!(report["component"]["sha256"], before["sha256"], "{report}");
-    let (code, answer) = post(port, "/", &encode_body(1));
+    let (code, answer) = post(port, "/post", &encode_body(1));
     assert_eq!(code, 200, "{answer}");
     assert!(answer["data"][0]["embedding"].is_null(), "{answer}");
 }
@@ -217,7 +217,7 @@ fn a_broken_replacement_rolls_back_and_serving_never_stops() {
     let flow = FlowProcess::start(REPLICAS);
     let port = flow.port();
     let before = component(port, "encode");
-    let load = Load::start(port, "/", encode_body);
+    let load = Load::start(port, "/post", encode_body);
     load.let_run(4);
 
     // A bad `with:` (init refuses dim 0): the first new replica does not start.
@@ -321,12 +321,19 @@ fn refusals_name_the_reason() {
         )
     });
     let deadline = Instant::now() + Duration::from_secs(10);
+    // Probed with an unknown Pod: 404 while nothing runs, 409 while it does
+    // (so the probe itself never starts an update).
     let conflict = loop {
-        let (code, answer) = admin(json!({"pod": "slow", "uses_with": {}}));
+        let (code, answer) = admin(json!({"pod": "nope", "uses_with": {}}));
         if code == 409 {
             break answer;
         }
-        assert!(Instant::now() < deadline, "never 409: {code} {answer}");
+        assert_eq!(code, 404, "{answer}");
+        assert!(Instant::now() < deadline, "never 409");
+        assert!(
+            !first.is_finished(),
+            "the slow update ended before a 409 was seen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(
