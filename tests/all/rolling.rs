@@ -180,6 +180,8 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
         tally.dims
     );
     assert_eq!(tally.dims.first(), Some(&8));
+    // The load ran through the update: its last answers are the new ones.
+    assert_eq!(tally.dims.last(), Some(&16), "{:?}", tally.dims);
     assert_eq!(dim_now(port), 16);
     // Both replicas serve the new settings: every answer from now on.
     for _ in 0..6 {
