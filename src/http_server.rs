@@ -114,9 +114,9 @@ pub async fn serve(
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and the like: wait for descriptors to be freed.
                     tracing::warn!("HTTP: cannot accept a connection: {e}");
@@ -145,7 +145,18 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(io, TowerToHyperService::new(app));
+            // Handlers can see who connected (the gateway's admin route
+            // answers loopback peers only, unless it has a token).
+            let service = TowerToHyperService::new(app);
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    hyper::service::Service::call(&service, request)
+                },
+            );
+            let connection = builder.serve_connection(io, service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 served = connection.as_mut() => {

@@ -18,7 +18,8 @@ use crate::flow::run::RunOptions;
 /// `jina-wasm flow --uses flow.yml` starts every Pod (stopping them all again if
 /// one fails), prints the topology and then one JSON line with the gateway's
 /// address(es), and serves until Ctrl-C or SIGTERM. `flow check` and `flow plot`
-/// read a file without running it.
+/// read a file without running it; `flow update` replaces a running Flow's Pod
+/// while it serves (a rolling update).
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct FlowCommand {
@@ -71,6 +72,18 @@ pub struct FlowCommand {
     #[arg(long, value_name = "N")]
     pub max_peas: Option<usize>,
 
+    /// The token the gateway's admin route (`POST /admin/update`, used by
+    /// `flow update`) requires as `Authorization: Bearer TOKEN`, from any
+    /// client. Without one, the admin route answers only clients on this
+    /// machine (a loopback address).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "JINA_WASM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
@@ -87,6 +100,64 @@ pub enum FlowAction {
     Check { file: PathBuf },
     /// Print the Flow's topology as a Mermaid flowchart, as Jina's `plot`.
     Plot { file: PathBuf },
+    /// Replace a running Flow's Pod with a new component and/or new `with:`
+    /// settings, one Pea at a time, while the Flow serves (a rolling update;
+    /// docs/operations.md).
+    ///
+    /// Replicas (`parallel: N`): each new one starts and connects before the
+    /// old one gets no more work, finishes what it holds (up to
+    /// --drain-timeout) and stops. Shards: one at a time, their requests held
+    /// (not failed, up to --drain-timeout) while the shard dumps its state,
+    /// stops, and its replacement starts on the same workspace. A replacement
+    /// that does not start rolls everything back; the command then exits 1
+    /// with the reason, and the Pod serves its previous settings. Prints the
+    /// gateway's JSON answer: the component that serves now (path, SHA-256,
+    /// `with`, generation). A Pod of one Pea, and Pods on a daemon (`host:`),
+    /// cannot be updated (restart the Flow).
+    ///
+    /// It talks to the gateway's admin route, which answers clients on the
+    /// Flow's machine only, unless the Flow was started with --admin-token
+    /// (then give the same token here).
+    Update(UpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The running Flow's HTTP gateway (its ready line's `gateway`).
+    #[arg(long, value_name = "http://HOST:PORT")]
+    pub gateway: String,
+
+    /// The Pod to update (its `name:` in the Flow file).
+    #[arg(long, value_name = "NAME")]
+    pub pod: String,
+
+    /// The new component (a path the Flow's process can read; made absolute
+    /// here when it exists here). Default: the Pod's current one.
+    #[arg(long, value_name = "NEW.wasm")]
+    pub uses: Option<PathBuf>,
+
+    /// The new `with:` settings as a JSON object; they replace the Pod's
+    /// whole `with:`. Default: the current ones.
+    #[arg(long, value_name = "JSON")]
+    pub uses_with: Option<String>,
+
+    /// How long a replica may take to finish the requests it holds before it
+    /// is stopped, and how long a shard's requests may be held.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub drain_timeout: String,
+
+    /// The Flow's --admin-token, if it has one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "JINA_WASM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// How long to wait for the update to finish.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "10m")]
+    pub timeout: std::time::Duration,
 }
 
 impl FlowCommand {
@@ -107,6 +178,7 @@ impl FlowCommand {
                 print!("{}", Flow::load(file)?.mermaid());
                 Ok(ExitCode::SUCCESS)
             }
+            Some(FlowAction::Update(args)) => args.execute(),
             None => {
                 let Some(file) = self.uses.clone() else {
                     anyhow::bail!(
@@ -141,9 +213,10 @@ impl FlowCommand {
         let pods: Vec<_> = running
             .pods
             .iter()
-            .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
+            .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members, "component": pod.updater.component()}))
             .collect();
         let info = json!({"flow": file.display().to_string(), "pods": pods});
+        let admin = crate::flow::update::Admin::new(&running, self.admin_token.clone());
         let gateway = match Gateways::start(
             &host,
             &listeners,
@@ -151,6 +224,7 @@ impl FlowCommand {
             flow.with.prefetch.unwrap_or(8),
             &info,
             &self.http,
+            Some(admin),
         )
         .await
         {
@@ -189,6 +263,79 @@ impl FlowCommand {
             },
             max_peas: self.max_peas,
         }
+    }
+}
+
+impl UpdateArgs {
+    fn execute(&self) -> anyhow::Result<ExitCode> {
+        let uses_with = match &self.uses_with {
+            None => None,
+            Some(text) => {
+                let value: serde_json::Value = serde_json::from_str(text)
+                    .with_context(|| format!("--uses-with `{text}` is not JSON"))?;
+                anyhow::ensure!(
+                    value.is_object(),
+                    "--uses-with must be a JSON object (the Pod's `with:`), not {value}"
+                );
+                Some(value)
+            }
+        };
+        anyhow::ensure!(
+            self.uses.is_some() || uses_with.is_some(),
+            "nothing to update: give --uses NEW.wasm and/or --uses-with JSON"
+        );
+        crate::units::parse_duration(&self.drain_timeout)
+            .map_err(|e| anyhow::anyhow!("--drain-timeout: {e}"))?;
+        let uses = self
+            .uses
+            .as_ref()
+            .map(|u| std::fs::canonicalize(u).unwrap_or_else(|_| u.clone()));
+        let body = json!({
+            "pod": self.pod,
+            "uses": uses,
+            "uses_with": uses_with,
+            "drain_timeout": self.drain_timeout,
+        });
+        let url = format!(
+            "{}{}",
+            self.gateway.trim_end_matches('/'),
+            crate::flow::update::UPDATE_ROUTE
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (code, answer) = rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(crate::client_http::CONNECT_TIMEOUT)
+                .timeout(self.timeout)
+                .build()?;
+            let mut request = client.post(&url).json(&body);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the gateway's admin route at {url}"))?;
+            let code = response.status();
+            let text = response.text().await?;
+            anyhow::Ok((code, text))
+        })?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or(serde_json::Value::String(answer));
+        if code.is_success() {
+            println!("{parsed}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let reason = parsed
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| parsed.to_string(), str::to_string);
+        anyhow::bail!(
+            "the update of pod `{}` failed (HTTP {code}): {reason}",
+            self.pod
+        )
     }
 }
 

@@ -177,6 +177,7 @@ impl GatewayCommand {
             flow.with.prefetch.unwrap_or(8),
             &info,
             &self.http,
+            Some(crate::flow::update::Admin::elsewhere()),
         )
         .await
         {

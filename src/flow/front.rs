@@ -127,6 +127,7 @@ impl Gateways {
         prefetch: usize,
         info: &Value,
         limits: &crate::http_server::HttpLimits,
+        admin: Option<std::sync::Arc<super::update::Admin>>,
     ) -> anyhow::Result<Gateways> {
         let mut gateways = Gateways {
             http: None,
@@ -142,6 +143,7 @@ impl Gateways {
                     prefetch,
                     info.clone(),
                     limits.clone(),
+                    admin.clone(),
                 )
                 .await
                 .map(|g| gateways.http = Some(g)),

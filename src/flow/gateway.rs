@@ -49,6 +49,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// What `GET /status` reports.
     info: Arc<Value>,
+    /// The admin route's Pods (rolling updates), when this gateway runs them.
+    admin: Option<Arc<super::update::Admin>>,
 }
 
 /// A gateway serving on its address until stopped.
@@ -70,6 +72,7 @@ impl Gateway {
         prefetch: usize,
         info: Value,
         limits: crate::http_server::HttpLimits,
+        admin: Option<Arc<super::update::Admin>>,
     ) -> anyhow::Result<Gateway> {
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
@@ -79,6 +82,7 @@ impl Gateway {
             calls,
             slots: Arc::new(Semaphore::new(prefetch.max(1))),
             info: Arc::new(info),
+            admin: admin.clone(),
         };
         let app = Router::new()
             .route("/post", post(post_body))
@@ -92,6 +96,11 @@ impl Gateway {
             .fallback(no_route)
             .method_not_allowed_fallback(no_route)
             .with_state(shared);
+        // `POST /admin/update` (src/flow/update.rs).
+        let app = match &admin {
+            Some(admin) => app.merge(admin.router()),
+            None => app,
+        };
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
         let task = tokio::spawn(async move {
@@ -326,7 +335,11 @@ async fn dry_run(State(shared): State<Shared>) -> Response {
 }
 
 async fn status(State(shared): State<Shared>) -> Response {
-    Json((*shared.info).clone()).into_response()
+    let mut info = (*shared.info).clone();
+    if let Some(admin) = &shared.admin {
+        admin.refresh(&mut info);
+    }
+    Json(info).into_response()
 }
 
 /// An answer in Jina's shape: only these four keys (the Python `jina` client

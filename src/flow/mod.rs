@@ -7,7 +7,8 @@
 //! - [`gateway`] is the HTTP front (Jina's HTTP interface);
 //! - [`grpc`] is the gRPC front (Jina's gRPC services, its client's default);
 //! - [`front`] reads which protocols (ports) a gateway serves and runs them;
-//! - [`remote`] runs a Pod with `host:` on a `jina-wasm daemon`.
+//! - [`remote`] runs a Pod with `host:` on a `jina-wasm daemon`;
+//! - [`update`] is the gateway's admin route: rolling updates of its Pods.
 
 pub mod front;
 pub mod gateway;
@@ -15,5 +16,6 @@ pub mod grpc;
 pub mod remote;
 pub mod run;
 pub mod spec;
+pub mod update;
 
 pub use spec::{Flow, FlowError, GATEWAY};

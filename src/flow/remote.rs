@@ -227,12 +227,29 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         stop.clone(),
         logs,
     ));
+    // The component is on the daemon: named by its path here, not hashed.
+    let current = crate::pod::update::component_of(
+        std::path::Path::new(""),
+        spec.with.as_ref().unwrap_or(&serde_json::Value::Null),
+    )
+    .await;
+    current.write().expect("current").uses = spec.uses.display().to_string();
+    let updater = crate::pod::update::Updater::unsupported(
+        current,
+        format!(
+            "pod `{}` runs on the daemon at {} (`host:`): rolling updates of remote Pods are not supported; \
+             restart the Flow to change it",
+            spec.name,
+            spec.host.as_deref().unwrap_or("?")
+        ),
+    );
     Ok(PodHandle::from_task(
         spec.name.clone(),
         addresses,
         members,
         stop,
         task,
+        updater,
     ))
 }
 

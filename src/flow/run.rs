@@ -334,7 +334,7 @@ pub fn resolve(flow: &Flow, options: &RunOptions) -> anyhow::Result<Vec<PodConfi
 
 /// `path` exists and starts as a WebAssembly component does (the header
 /// check of the executor loader, on the first 8 bytes).
-fn component_file(path: &std::path::Path) -> Result<(), String> {
+pub(crate) fn component_file(path: &std::path::Path) -> Result<(), String> {
     use std::io::Read as _;
     let mut header = Vec::with_capacity(8);
     match std::fs::File::open(path) {

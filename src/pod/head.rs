@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Balance, Expect, Layout, Polling, TailInput};
@@ -37,6 +37,50 @@ struct Peer {
     identity: Option<Bytes>,
     credit: u32,
     alive: bool,
+    /// A replica added by a rolling update that has not registered yet: not
+    /// part of the Pod's fan-out (`polling all`) until it has.
+    joining: bool,
+    /// Replaced by a rolling update: gets no new work, finishes what it holds.
+    retired: bool,
+}
+
+impl Peer {
+    /// Takes part in the Pod's fan-out (not joining, not retired).
+    fn serving(&self) -> bool {
+        !self.joining && !self.retired
+    }
+}
+
+/// What a rolling update ([`super::update`]) asks of a running Head; each
+/// command is answered once the Head has applied it, so every request the
+/// Head sent before is already announced to the Tail.
+#[derive(Debug)]
+pub enum HeadCommand {
+    /// A new member named `name` will connect: its index, with no work until
+    /// it registers (sends IDLE).
+    Add {
+        name: String,
+        reply: oneshot::Sender<usize>,
+    },
+    /// No new work for member `index`.
+    Retire {
+        index: usize,
+        reply: oneshot::Sender<()>,
+    },
+    /// Member `index` is being replaced in place (a shard): forget its
+    /// connection; the next Pea of that name that registers takes the slot.
+    Reset {
+        index: usize,
+        reply: oneshot::Sender<()>,
+    },
+    /// Take no request from the Pod's input (they wait upstream, held, not
+    /// failed) until `Resume`.
+    Pause {
+        reply: oneshot::Sender<()>,
+    },
+    Resume {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Counters for STATUS.
@@ -68,6 +112,8 @@ pub struct Head {
     /// `--uses-before`: runs on each request before it is fanned out.
     pub before: Option<super::Reducer>,
     pub on_error: crate::pea::OnError,
+    /// Rolling updates' commands ([`HeadCommand`]).
+    pub commands: mpsc::Receiver<HeadCommand>,
 }
 
 impl Head {
@@ -89,6 +135,7 @@ impl Head {
             stats,
             before,
             on_error,
+            mut commands,
         } = self;
         let mut peers = vec![Peer::default(); members.read().expect("members").len()];
         let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
@@ -98,29 +145,58 @@ impl Head {
         let prefix = uuid::Uuid::new_v4().simple().to_string();
         let mut minted = 0u64;
         let grace = Duration::from_secs(1);
+        let mut paused = false;
+        let mut commands_open = true;
         loop {
             let any_credit = match balance {
-                Balance::Credit => peers.iter().any(|p| p.alive && p.credit > 0),
-                Balance::RoundRobin => peers.iter().any(|p| p.alive),
+                Balance::Credit => peers.iter().any(|p| p.alive && p.credit > 0 && !p.retired),
+                Balance::RoundRobin => peers.iter().any(|p| p.alive && !p.retired),
             };
             // Replicas with `any` wait for a Pea that can take the request;
             // everything else is sent at once (a missing shard is the Tail's to report).
-            let ready = layout == Layout::Shards || any_credit || polling.always_all();
+            let ready = !paused && (layout == Layout::Shards || any_credit || polling.always_all());
             tokio::select! {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };
                     on_peer(&name, &members, open, &mut peers, &mut by_identity, frames);
                     // Credit comes with every request; registration changes rarely.
-                    registered.send_if_modified(|seen| {
-                        let mut changed = seen.len() != peers.len();
-                        seen.resize(peers.len(), false);
-                        for (seen, peer) in seen.iter_mut().zip(&peers) {
-                            let now = peer.identity.is_some() && peer.alive;
-                            changed |= *seen != now;
-                            *seen = now;
+                    publish(&registered, &peers);
+                }
+                command = commands.recv(), if commands_open => {
+                    let Some(command) = command else {
+                        commands_open = false;
+                        continue;
+                    };
+                    match command {
+                        HeadCommand::Add { name: member, reply } => {
+                            let mut names = members.write().expect("members");
+                            names.push(member);
+                            peers.push(Peer { joining: true, ..Peer::default() });
+                            let _ = reply.send(names.len() - 1);
                         }
-                        changed
-                    });
+                        HeadCommand::Retire { index, reply } => {
+                            if let Some(peer) = peers.get_mut(index) {
+                                peer.retired = true;
+                            }
+                            let _ = reply.send(());
+                        }
+                        HeadCommand::Reset { index, reply } => {
+                            by_identity.retain(|_, i| *i != index);
+                            if let Some(peer) = peers.get_mut(index) {
+                                *peer = Peer::default();
+                            }
+                            let _ = reply.send(());
+                        }
+                        HeadCommand::Pause { reply } => {
+                            paused = true;
+                            let _ = reply.send(());
+                        }
+                        HeadCommand::Resume { reply } => {
+                            paused = false;
+                            let _ = reply.send(());
+                        }
+                    }
+                    publish(&registered, &peers);
                 }
                 frames = input.recv(), if ready => {
                     let Some(frames) = frames else { break };
@@ -188,6 +264,20 @@ impl Head {
         input.close(grace).await;
         fanout
     }
+}
+
+/// Publishes which members are connected (registered, not gone since).
+fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
+    registered.send_if_modified(|seen| {
+        let mut changed = seen.len() != peers.len();
+        seen.resize(peers.len(), false);
+        for (seen, peer) in seen.iter_mut().zip(peers) {
+            let now = peer.identity.is_some() && peer.alive;
+            changed |= *seen != now;
+            *seen = now;
+        }
+        changed
+    });
 }
 
 /// Runs the Head's executor on a request; a failure is recorded as a Pea's
@@ -260,11 +350,15 @@ fn on_peer(
     let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
     let index = by_identity.get(identity).copied().or_else(|| {
         let pea = body.get("pea").and_then(Value::as_str)?;
-        let known = members
-            .read()
-            .expect("members")
-            .iter()
-            .position(|m| m == pea);
+        // A rolling update gives a new replica the name of the one it
+        // replaces: the live member of that name not yet connected comes first.
+        let known = {
+            let names = members.read().expect("members");
+            (0..names.len().min(peers.len()))
+                .filter(|&i| names[i] == pea && !peers[i].retired)
+                .min_by_key(|&i| peers[i].identity.is_some())
+                .or_else(|| names.iter().position(|m| m == pea))
+        };
         let i = match known {
             Some(i) => i,
             // Only this Pod's replicas (`<pod>/...`), not a stray Pea of another.
@@ -293,6 +387,7 @@ fn on_peer(
         "IDLE" => {
             peer.identity = Some(identity.clone());
             peer.alive = true;
+            peer.joining = false;
             let credit = body
                 .get("credit")
                 .and_then(Value::as_u64)
@@ -345,7 +440,7 @@ fn plan(
         // Open replicas: the ones connected now are the Pod (a departed
         // replica of a scaled-down Deployment is not missing).
         let parts: Vec<(usize, Bytes)> = (0..n)
-            .filter(|&i| peers[i].alive)
+            .filter(|&i| peers[i].alive && peers[i].serving())
             .map(|i| (i, message.body.clone()))
             .collect();
         if parts.is_empty() {
@@ -354,7 +449,13 @@ fn plan(
         return Ok(split(parts, &message));
     }
     if all || (*layout == Layout::Shards && message.body.len() <= 8) {
-        let parts = (0..n).map(|i| (i, message.body.clone())).collect();
+        let parts: Vec<(usize, Bytes)> = (0..n)
+            .filter(|&i| peers[i].serving())
+            .map(|i| (i, message.body.clone()))
+            .collect();
+        if parts.is_empty() {
+            return Err(unavailable(message));
+        }
         return Ok(split(parts, &message));
     }
     match layout {
@@ -363,9 +464,11 @@ fn plan(
                 // Most credit first; ties go round the ring from `next`.
                 Balance::Credit => (0..n)
                     .map(|k| (*next + k) % n)
-                    .filter(|&i| peers[i].alive && peers[i].credit > 0)
+                    .filter(|&i| peers[i].alive && peers[i].credit > 0 && !peers[i].retired)
                     .max_by_key(|&i| (peers[i].credit, std::cmp::Reverse((i + n - *next) % n))),
-                Balance::RoundRobin => (0..n).map(|k| (*next + k) % n).find(|&i| peers[i].alive),
+                Balance::RoundRobin => (0..n)
+                    .map(|k| (*next + k) % n)
+                    .find(|&i| peers[i].alive && !peers[i].retired),
             };
             let Some(i) = chosen else {
                 return Err(unavailable(message));

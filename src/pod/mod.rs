@@ -16,6 +16,7 @@ mod head;
 pub mod reduce;
 pub mod reshard;
 mod tail;
+pub mod update;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -164,6 +165,12 @@ pub enum TailInput {
     /// A request the Head does not fan out (skipped after an error, or failed
     /// in the Head): straight to the output.
     Forward(Message),
+    /// How many requests in flight still wait for a part from `member` (a
+    /// rolling update drains a replica before stopping it).
+    Outstanding {
+        member: usize,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// Everything a Pod needs to start.
@@ -252,9 +259,10 @@ pub struct MemberInfo {
     pub ctrl: String,
 }
 
-/// A Pod's members as they are now, by index: a restarted child process has
-/// a new control address. Shared by the Pod's control task and the
-/// supervisors of its child processes.
+/// A Pod's members as they are now, by member index (the Head's): a
+/// restarted child process has a new control address, a rolling update adds
+/// members and retires the ones they replace. Shared by the Pod's control
+/// task, the supervisors of its child processes and its updater.
 type Roster = Arc<std::sync::RwLock<Vec<Slot>>>;
 
 #[derive(Debug, Clone)]
@@ -264,6 +272,25 @@ struct Slot {
     restarts: u64,
     /// False from the moment its process died until it runs again.
     running: bool,
+    /// Replaced by a rolling update (or a replacement that did not start):
+    /// not part of the Pod any more.
+    retired: bool,
+}
+
+/// Sets the roster's slot `index`, padding with retired slots up to it.
+fn set_slot(roster: &Roster, index: usize, slot: Slot) {
+    let mut roster = roster.write().expect("roster");
+    while roster.len() < index {
+        let mut pad = slot.clone();
+        pad.retired = true;
+        pad.running = false;
+        roster.push(pad);
+    }
+    if index < roster.len() {
+        roster[index] = slot;
+    } else {
+        roster.push(slot);
+    }
 }
 
 enum Member {
@@ -398,6 +425,8 @@ pub struct PodHandle {
     pub members: Vec<MemberInfo>,
     /// A head-only Pod's sockets for its Peas, as bound.
     pub external: Option<ExternalPeas>,
+    /// Rolling updates of the Pod, and the component it serves.
+    pub updater: update::Updater,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -411,12 +440,14 @@ impl PodHandle {
         members: Vec<MemberInfo>,
         stop: CancellationToken,
         task: tokio::task::JoinHandle<anyhow::Result<()>>,
+        updater: update::Updater,
     ) -> PodHandle {
         PodHandle {
             name,
             addresses,
             members,
             external: None,
+            updater,
             stop,
             task,
         }
@@ -453,6 +484,14 @@ pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<P
         );
     }
     if config.is_singleton() {
+        let current = update::component_of(&config.pea.uses, &config.pea.executor.config).await;
+        let updater = update::Updater::unsupported(
+            current,
+            format!(
+                "pod `{name}` is a single Pea with no Head, so nothing could serve while it is replaced: \
+                 give it `parallel: 2` (or shards) to update it while it runs, or restart the Flow"
+            ),
+        );
         let pea = crate::pea::start(runtime, config.pea).await?;
         let members = vec![MemberInfo {
             pea: name.clone(),
@@ -467,6 +506,7 @@ pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<P
             addresses,
             members,
             external: None,
+            updater,
             stop,
             task,
         });
@@ -625,44 +665,12 @@ async fn assemble(
         let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
         tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
         opened.starting = Some(names[i].clone());
-        let slot = |ctrl: String| Slot {
-            info: MemberInfo {
-                pea: names[i].clone(),
-                role: role(i),
-                ctrl,
-            },
-            restarts: 0,
-            running: true,
+        let info = MemberInfo {
+            pea: names[i].clone(),
+            role: role(i),
+            ctrl: String::new(),
         };
-        let started = match config.backend {
-            Backend::Thread => {
-                let pea = crate::pea::start(runtime.clone(), member).await?;
-                roster
-                    .write()
-                    .expect("roster")
-                    .push(slot(pea.addresses.ctrl.clone()));
-                Member::Thread(pea)
-            }
-            Backend::Process => {
-                let (child, ctrl) = spawn_child(&member, &config.child_args).await?;
-                // In the roster before its supervisor can look for it there.
-                roster.write().expect("roster").push(slot(ctrl));
-                let stop = CancellationToken::new();
-                let supervision = Supervision {
-                    config: member,
-                    extra: config.child_args.clone(),
-                    roster: roster.clone(),
-                    index: i,
-                    grace: pod.timeout_ctrl,
-                    timeout_ready: config.timeout_ready,
-                    stop: stop.clone(),
-                };
-                Member::Process {
-                    stop,
-                    supervisor: tokio::spawn(supervise(supervision, child)),
-                }
-            }
-        };
+        let started = start_member(&runtime, config, member, &roster, i, info).await?;
         opened.members.push(started);
     }
     let infos: Vec<MemberInfo> = roster
@@ -671,6 +679,7 @@ async fn assemble(
         .iter()
         .map(|s| s.info.clone())
         .collect();
+    let current = update::component_of(&pod.uses, &pod.executor.config).await;
 
     // Executors of the Head and the Tail.
     let before = match &config.uses_before {
@@ -701,6 +710,8 @@ async fn assemble(
     };
     opened.links.push(ctrl);
     let (tail_tx, tail_rx) = mpsc::channel(1024);
+    let to_tail = tail_tx.clone();
+    let (head_commands, head_commands_rx) = mpsc::channel(8);
     let tail_stats = Arc::new(tail::TailStats::default());
     let tail_stop = CancellationToken::new();
     let members: Members = Arc::new(std::sync::RwLock::new(names.clone()));
@@ -736,6 +747,7 @@ async fn assemble(
             stats: head_stats.clone(),
             before,
             on_error: pod.on_error,
+            commands: head_commands_rx,
         }
         .run(head_stop.clone()),
     );
@@ -752,6 +764,37 @@ async fn assemble(
             .context("the Head stopped")?;
     }
 
+    // The Peas started here go to the updater, which hands them back when
+    // the Pod stops; Peas that run elsewhere are not this Pod's to replace.
+    let (updater, replica_set) = if config.external.is_some() {
+        let why = format!(
+            "pod `{name}` runs only its Head and Tail here (its Peas run elsewhere): update its Peas where they run"
+        );
+        (update::Updater::unsupported(current.clone(), why), None)
+    } else {
+        let (updater, requests) = update::ReplicaSet::channel(current.clone());
+        let set = update::ReplicaSet {
+            runtime: runtime.clone(),
+            config: config.clone(),
+            layout,
+            fanout_at: fanout_at.clone(),
+            parts_at: parts_at.clone(),
+            head: head_commands,
+            tail: to_tail,
+            registered: registered_rx.clone(),
+            roster: roster.clone(),
+            members: std::mem::take(&mut opened.members)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            active: (0..n).collect(),
+            current: current.clone(),
+        };
+        let set_stop = CancellationToken::new();
+        let task = tokio::spawn(set.run(requests, set_stop.clone()));
+        (updater, Some((set_stop, task)))
+    };
+
     let stop = CancellationToken::new();
     let ctrl = opened.links.pop().expect("the control socket");
     let pod_task = PodTask {
@@ -764,6 +807,8 @@ async fn assemble(
         tail_stats,
         grace: pod.timeout_ctrl,
         connected: (registered_rx, members, expected),
+        replica_set,
+        current,
     };
     let task = tokio::spawn(pod_task.run(stop.clone()));
     tracing::info!(pod = %name, input = %addresses.input, output = %addresses.output, ctrl = %addresses.ctrl, peas = n, "ready");
@@ -776,8 +821,56 @@ async fn assemble(
         addresses,
         members: infos,
         external,
+        updater,
         stop,
         task,
+    })
+}
+
+/// Starts one member of a Pod (a Pea thread, or a supervised child process)
+/// and puts it in the roster at `index`.
+async fn start_member(
+    runtime: &Arc<Runtime>,
+    config: &PodConfig,
+    member: PeaConfig,
+    roster: &Roster,
+    index: usize,
+    info: MemberInfo,
+) -> anyhow::Result<Member> {
+    let slot = |ctrl: String| Slot {
+        info: MemberInfo {
+            ctrl,
+            ..info.clone()
+        },
+        restarts: 0,
+        running: true,
+        retired: false,
+    };
+    Ok(match config.backend {
+        Backend::Thread => {
+            let pea = crate::pea::start(runtime.clone(), member).await?;
+            set_slot(roster, index, slot(pea.addresses.ctrl.clone()));
+            Member::Thread(pea)
+        }
+        Backend::Process => {
+            let (child, ctrl) = spawn_child(&member, &config.child_args).await?;
+            // In the roster before its supervisor can look for it there.
+            set_slot(roster, index, slot(ctrl));
+            let stop = CancellationToken::new();
+            let supervision = Supervision {
+                config: member,
+                extra: config.child_args.clone(),
+                roster: roster.clone(),
+                index,
+                grace: config.pea.timeout_ctrl,
+                timeout_ready: config.timeout_ready,
+                stop: stop.clone(),
+            };
+            Member::Process {
+                stop,
+                supervisor: tokio::spawn(supervise(supervision, child)),
+            }
+        }
     })
 }
 
@@ -1088,6 +1181,10 @@ struct PodTask {
     /// Which members have connected to the Head, their names, and how many
     /// make the Pod healthy (every one; for open replicas, one).
     connected: (watch::Receiver<Vec<bool>>, Members, usize),
+    /// The task that owns the Peas for rolling updates; it hands them back.
+    replica_set: Option<(CancellationToken, tokio::task::JoinHandle<Vec<Member>>)>,
+    /// The component the Pod serves.
+    current: update::Current,
 }
 
 impl PodTask {
@@ -1105,6 +1202,13 @@ impl PodTask {
             }
         }
         tracing::info!(pod = %self.name, "stopping: the head takes no more work, in-flight requests finish");
+        if let Some((stop, task)) = self.replica_set.take() {
+            stop.cancel();
+            match task.await {
+                Ok(members) => self.rest.members.extend(members),
+                Err(e) => tracing::error!(pod = %self.name, "the Pod's updater panicked: {e}"),
+            }
+        }
         let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
         self.ctrl.close(self.grace).await;
         tracing::info!(pod = %self.name, "stopped");
@@ -1198,13 +1302,21 @@ impl PodTask {
             .read()
             .expect("roster")
             .iter()
+            .filter(|s| !s.retired)
             .map(|s| s.info.clone())
             .collect()
     }
 
     /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
     async fn status(&self, started: std::time::Instant) -> Value {
-        let slots: Vec<Slot> = self.roster.read().expect("roster").clone();
+        let slots: Vec<Slot> = self
+            .roster
+            .read()
+            .expect("roster")
+            .iter()
+            .filter(|s| !s.retired)
+            .cloned()
+            .collect();
         let asks = slots.iter().map(|s| async move {
             if !s.running {
                 return Ok(Err(anyhow::anyhow!(
@@ -1267,6 +1379,7 @@ impl PodTask {
             "peas": peas,
             "connected": connected,
             "expected": expected,
+            "component": self.current.read().expect("current").clone(),
         })
     }
 

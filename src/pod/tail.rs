@@ -116,6 +116,19 @@ impl Tail {
                 self.route(&mut message, now_us());
                 self.send(message).await;
             }
+            TailInput::Outstanding { member, reply } => {
+                let holding = pending
+                    .values()
+                    .filter(|p| {
+                        p.expect
+                            .targets
+                            .iter()
+                            .zip(&p.received)
+                            .any(|(&t, got)| t == member && got.is_none())
+                    })
+                    .count();
+                let _ = reply.send(holding);
+            }
             TailInput::Expect(expect) => {
                 let id = expect.request_id.clone();
                 let slots = expect.targets.len();
@@ -157,15 +170,17 @@ impl Tail {
             }
             return;
         };
-        let from = message.envelope.routes.last().and_then(|r| {
-            self.members
-                .read()
-                .expect("members")
+        // By name among this request's targets: during a rolling update a
+        // replica and the one replacing it share a name.
+        let slot = message.envelope.routes.last().and_then(|r| {
+            let names = self.members.read().expect("members");
+            p.expect
+                .targets
                 .iter()
-                .position(|m| *m == r.pea)
+                .zip(&p.received)
+                .position(|(&t, got)| got.is_none() && names.get(t) == Some(&r.pea))
         });
-        let slot = from.and_then(|m| p.expect.targets.iter().position(|&t| t == m));
-        let Some(slot) = slot.filter(|&s| p.received[s].is_none()) else {
+        let Some(slot) = slot else {
             tracing::warn!(pea = %self.name, request = %id, "dropped a part from an unexpected Pea");
             return;
         };

@@ -77,6 +77,11 @@ pub struct FlowProcess {
 impl FlowProcess {
     /// Writes `yaml` (with `{W}` replaced by the guests' directory) and runs it.
     pub fn start(yaml: &str) -> FlowProcess {
+        FlowProcess::start_with(yaml, &[])
+    }
+
+    /// As [`FlowProcess::start`], with environment variables for the Flow.
+    pub fn start_with(yaml: &str, envs: &[(&str, &str)]) -> FlowProcess {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let guests = crate::util::wasm("passthrough")
@@ -90,6 +95,7 @@ impl FlowProcess {
             .arg(&file)
             .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
             .env("JINA_WASM_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

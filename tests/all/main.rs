@@ -52,6 +52,9 @@
 //! - `grpc`: the gateway's gRPC side with the real Jina 3.34 client on its
 //!   default protocol: index and search, parameters, callbacks, errors,
 //!   10,000 documents streamed, asyncio, deadlines, garbage.
+//! - `rolling`: rolling updates of a running Flow's Pod under continuous
+//!   load: replicas and shards replaced with no failed request, a broken
+//!   replacement rolled back, refusals that say why.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -74,6 +77,7 @@ mod minilm;
 mod pea;
 mod pod;
 mod polyglot;
+mod rolling;
 mod sandbox;
 mod sdk;
 mod stateful;

@@ -1,0 +1,611 @@
+//! Rolling updates of a running Pod: a new component (`uses`) and/or new
+//! `with:` settings, put in place one Pea at a time while the Pod serves
+//! (`jina-wasm flow update`, docs/operations.md).
+//!
+//! - **Replicas**: for each one, start its replacement (same name, same
+//!   place), wait until it has connected to the Head, tell the Head to send
+//!   the old one no more work, wait until the Tail has every part the old one
+//!   holds (at most the drain timeout), then stop it. Requests never wait.
+//! - **Shards**: for each one, the Head takes no new request from the Pod's
+//!   input (they wait upstream: held, not failed, for at most the drain
+//!   timeout); once the Tail has the shard's every part, the shard dumps its
+//!   state, stops, and its replacement starts on the same workspace (the state
+//!   carries over), connects, and the Head takes requests again.
+//!
+//! The new component is compiled (and checked against the contract) before
+//! anything stops. A replacement that does not start (a bad `with:`, an
+//! `init` error, not connected within `timeout_ready`) is stopped and every
+//! Pea this update already replaced gets its previous settings back: the Pod
+//! ends up as it was, and the error says why. The Pod's STATUS (and the
+//! Flow's `GET /status`) names the component that serves: its path, its
+//! SHA-256 and the update's generation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::head::HeadCommand;
+use super::{Layout, Member, MemberInfo, PodConfig, Roster, TailInput};
+use crate::executor::Runtime;
+
+/// What a rolling update changes; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The new component file.
+    pub uses: Option<PathBuf>,
+    /// The new `with:` (replaces the whole map).
+    pub with: Option<Value>,
+}
+
+/// The component a Pod serves, as STATUS and `GET /status` show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Component {
+    /// The component file.
+    pub uses: String,
+    /// Hex SHA-256 of the file when it was loaded.
+    pub sha256: String,
+    /// The `with:` settings.
+    pub with: Value,
+    /// Rolling updates applied since the Pod started.
+    pub generation: u64,
+}
+
+/// The component of a Pod, shared by its updater and its STATUS.
+pub type Current = Arc<std::sync::RwLock<Component>>;
+
+/// Why an update did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// This Pod cannot be updated in place (a single Pea, remote Peas).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The new settings did not start; the Pod serves its previous ones.
+    #[error("{0}")]
+    Failed(String),
+    /// The new settings did not start and the previous ones could not be
+    /// restored everywhere: some Pea of the Pod is down.
+    #[error("{0}")]
+    Degraded(String),
+    /// The Pod stopped during the update.
+    #[error("the Pod is stopping")]
+    Stopping,
+}
+
+/// What a successful update did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pod: String,
+    /// What serves now.
+    pub component: Component,
+    /// The Peas replaced, in order.
+    pub replaced: Vec<String>,
+    /// Requests a replica still held when its drain timeout ended (they may
+    /// have failed); 0 when every replica drained in time.
+    pub abandoned: usize,
+    pub took_ms: u64,
+}
+
+pub(super) struct Request {
+    change: Change,
+    drain: Duration,
+    reply: oneshot::Sender<Result<Report, UpdateError>>,
+}
+
+/// A handle to a Pod's updater (cloneable; held by the Flow's admin route).
+#[derive(Clone)]
+pub struct Updater {
+    requests: Result<mpsc::Sender<Request>, String>,
+    current: Current,
+}
+
+impl Updater {
+    /// A Pod that cannot be updated in place, and why.
+    pub fn unsupported(current: Current, why: String) -> Updater {
+        Updater {
+            requests: Err(why),
+            current,
+        }
+    }
+
+    /// What the Pod serves now.
+    pub fn component(&self) -> Component {
+        self.current.read().expect("current").clone()
+    }
+
+    /// Runs a rolling update to `change`, each replica (or held shard) given
+    /// at most `drain` to finish what it holds.
+    ///
+    /// # Errors
+    /// See [`UpdateError`].
+    pub async fn update(&self, change: Change, drain: Duration) -> Result<Report, UpdateError> {
+        let requests = self
+            .requests
+            .as_ref()
+            .map_err(|why| UpdateError::Unsupported(why.clone()))?;
+        let (reply, rx) = oneshot::channel();
+        requests
+            .send(Request {
+                change,
+                drain,
+                reply,
+            })
+            .await
+            .map_err(|_| UpdateError::Stopping)?;
+        rx.await.map_err(|_| UpdateError::Stopping)?
+    }
+}
+
+/// The component at `path` as first started: its digest read from the file.
+pub async fn component_of(path: &std::path::Path, with: &Value) -> Current {
+    let sha256 = tokio::fs::read(path)
+        .await
+        .map_or_else(|_| String::new(), |b| crate::executor::cache::digest(&b));
+    Arc::new(std::sync::RwLock::new(Component {
+        uses: path.display().to_string(),
+        sha256,
+        with: with.clone(),
+        generation: 0,
+    }))
+}
+
+/// The Peas of a running Pod and what changes them: owned by one task, which
+/// takes update requests one at a time and hands the Peas back to the Pod
+/// when it stops.
+pub(super) struct ReplicaSet {
+    pub(super) runtime: Arc<Runtime>,
+    /// The settings the Pod serves now.
+    pub(super) config: PodConfig,
+    pub(super) layout: Layout,
+    /// The Head's ROUTER and the Tail's PULL, which every Pea connects to.
+    pub(super) fanout_at: String,
+    pub(super) parts_at: String,
+    pub(super) head: mpsc::Sender<HeadCommand>,
+    pub(super) tail: mpsc::Sender<TailInput>,
+    /// Which members are connected to the Head, by member index.
+    pub(super) registered: watch::Receiver<Vec<bool>>,
+    /// By member index (the Head's), as `members`.
+    pub(super) roster: Roster,
+    /// Every Pea started, by member index: a replaced one is `None`.
+    pub(super) members: Vec<Option<Member>>,
+    /// Per place (replica or shard number), the member index serving it.
+    pub(super) active: Vec<usize>,
+    pub(super) current: Current,
+}
+
+impl ReplicaSet {
+    /// Serves update requests until `stop`; returns the Peas that run.
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        stop: CancellationToken,
+    ) -> Vec<Member> {
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    let result = self.update(request.change, request.drain, &stop).await;
+                    let _ = request.reply.send(result);
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        self.members.into_iter().flatten().collect()
+    }
+
+    /// The channel the Pod's updater handle sends to, and the handle.
+    pub(super) fn channel(current: Current) -> (Updater, mpsc::Receiver<Request>) {
+        let (tx, rx) = mpsc::channel(1);
+        (
+            Updater {
+                requests: Ok(tx),
+                current,
+            },
+            rx,
+        )
+    }
+
+    async fn update(
+        &mut self,
+        change: Change,
+        drain: Duration,
+        stop: &CancellationToken,
+    ) -> Result<Report, UpdateError> {
+        let started = Instant::now();
+        let name = self.config.pea.name.clone();
+        let mut next = self.config.clone();
+        if let Some(uses) = change.uses {
+            next.pea.uses = uses;
+        }
+        if let Some(with) = change.with {
+            next.pea.executor.config = with;
+        }
+        // Compiled and checked before anything stops (cached for the Peas).
+        let runtime = self.runtime.clone();
+        let path = next.pea.uses.clone();
+        let sha256 = match tokio::task::spawn_blocking(move || runtime.load(&path)).await {
+            Ok(Ok(component)) => component.digest.clone(),
+            Ok(Err(e)) => {
+                return Err(UpdateError::Failed(format!(
+                    "pod `{name}`: the new component does not load: {e}; nothing was changed"
+                )));
+            }
+            Err(e) => {
+                return Err(UpdateError::Failed(format!(
+                    "pod `{name}`: loading the new component failed: {e}; nothing was changed"
+                )));
+            }
+        };
+        tracing::info!(pod = %name, uses = %next.pea.uses.display(), %sha256, "rolling update: starting");
+        let previous = self.config.clone();
+        let mut done: Vec<usize> = Vec::new();
+        let mut replaced = Vec::new();
+        let mut abandoned = 0;
+        for place in 0..self.active.len() {
+            let result = self.replace(place, &next, drain, stop).await;
+            match result {
+                Ok(left) => {
+                    abandoned += left;
+                    done.push(place);
+                    replaced.push(
+                        self.roster.read().expect("roster")[self.active[place]]
+                            .info
+                            .pea
+                            .clone(),
+                    );
+                }
+                Err(failure) => {
+                    if stop.is_cancelled() {
+                        return Err(UpdateError::Stopping);
+                    }
+                    let mut reason = format!("pod `{name}`: {}", failure.reason());
+                    let mut down = failure.down();
+                    // Every Pea already replaced goes back to what it was.
+                    for &place in done.iter().rev() {
+                        if let Err(back) = self.replace(place, &previous, drain, stop).await {
+                            down = true;
+                            reason.push_str(&format!(
+                                "; putting back the previous settings failed too: {}",
+                                back.reason()
+                            ));
+                        }
+                    }
+                    tracing::error!(pod = %name, "rolling update failed: {reason}");
+                    return Err(if down {
+                        UpdateError::Degraded(reason)
+                    } else {
+                        UpdateError::Failed(format!(
+                            "{reason}; rolled back: the Pod serves its previous settings"
+                        ))
+                    });
+                }
+            }
+        }
+        let component = {
+            let mut current = self.current.write().expect("current");
+            *current = Component {
+                uses: next.pea.uses.display().to_string(),
+                sha256,
+                with: next.pea.executor.config.clone(),
+                generation: current.generation + 1,
+            };
+            current.clone()
+        };
+        self.config = next;
+        tracing::info!(pod = %name, generation = component.generation, "rolling update: done");
+        Ok(Report {
+            pod: name,
+            component,
+            replaced,
+            abandoned,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Puts `config` in place for one place (replica or shard); the number
+    /// of requests abandoned after the drain timeout.
+    async fn replace(
+        &mut self,
+        place: usize,
+        config: &PodConfig,
+        drain: Duration,
+        stop: &CancellationToken,
+    ) -> Result<usize, Failure> {
+        match self.layout {
+            Layout::Replicas => self.replace_replica(place, config, drain, stop).await,
+            Layout::Shards => self
+                .replace_shard(place, config, drain, stop)
+                .await
+                .map(|()| 0),
+        }
+    }
+
+    /// A replica: the new one joins, then the old one leaves.
+    async fn replace_replica(
+        &mut self,
+        place: usize,
+        config: &PodConfig,
+        drain: Duration,
+        stop: &CancellationToken,
+    ) -> Result<usize, Failure> {
+        let old = self.active[place];
+        let pea = super::member_config(config, self.layout, place, &self.fanout_at, &self.parts_at)
+            .map_err(|e| Failure::Unchanged(format!("{e:#}")))?;
+        let name = pea.name.clone();
+        let role = super::Place::Replica {
+            id: place.to_string(),
+            replicas: None,
+        }
+        .role();
+        let index = self
+            .command(|reply| HeadCommand::Add {
+                name: name.clone(),
+                reply,
+            })
+            .await
+            .map_err(Failure::Unchanged)?;
+        if let Err(e) = self.start(index, config, pea, role, stop).await {
+            self.retire(index).await;
+            return Err(Failure::Unchanged(format!("replacing {name}: {e}")));
+        }
+        // The old one: no new work, then whatever it holds, then stop.
+        self.retire(old).await;
+        let left = self.drain(old, Instant::now() + drain, stop).await;
+        if left > 0 {
+            tracing::warn!(pea = %name, "still held {left} requests after the drain timeout ({drain:?}); stopping it anyway");
+        }
+        self.stop_member(old).await;
+        self.active[place] = index;
+        Ok(left)
+    }
+
+    /// A shard: its requests held while it is swapped on its workspace.
+    async fn replace_shard(
+        &mut self,
+        place: usize,
+        config: &PodConfig,
+        drain: Duration,
+        stop: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let index = self.active[place];
+        let pea = super::member_config(config, self.layout, place, &self.fanout_at, &self.parts_at)
+            .map_err(|e| Failure::Unchanged(format!("{e:#}")))?;
+        self.command(|reply| HeadCommand::Pause { reply })
+            .await
+            .map_err(Failure::Unchanged)?;
+        // Held for at most `drain`: then the Head takes requests again,
+        // whatever state the swap is in (a shard still down fails its part).
+        let deadline = Instant::now() + drain;
+        let head = self.head.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            tracing::warn!(
+                "a shard's requests were held for the whole drain timeout; taking requests again"
+            );
+            let (reply, _) = oneshot::channel();
+            let _ = head.send(HeadCommand::Resume { reply }).await;
+        });
+        let result = self
+            .swap_shard(place, index, config, pea, deadline, stop)
+            .await;
+        timer.abort();
+        let _ = self.command(|reply| HeadCommand::Resume { reply }).await;
+        result
+    }
+
+    async fn swap_shard(
+        &mut self,
+        place: usize,
+        index: usize,
+        config: &PodConfig,
+        pea: crate::pea::PeaConfig,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let name = pea.name.clone();
+        let left = self.drain(index, deadline, stop).await;
+        if left > 0 {
+            return Err(Failure::Unchanged(format!(
+                "{name} still held {left} requests at the end of the drain timeout; it was left as it was"
+            )));
+        }
+        // Its state on disk before it stops (the stop dumps again: a no-op
+        // with nothing new).
+        let ctrl = self.roster.read().expect("roster")[index].info.ctrl.clone();
+        match tokio::time::timeout_at(deadline, crate::cli::control(&ctrl, "DUMP")).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Failure::Unchanged(format!(
+                    "{name} could not dump its state ({e:#}); it was left as it was"
+                )));
+            }
+            Err(_) => {
+                return Err(Failure::Unchanged(format!(
+                    "{name} did not dump its state within the drain timeout; it was left as it was"
+                )));
+            }
+        }
+        self.stop_member(index).await;
+        let _ = self
+            .command(|reply| HeadCommand::Reset { index, reply })
+            .await;
+        let role = super::Place::Shard {
+            id: place,
+            shards: 0,
+        }
+        .role();
+        match self.start(index, config, pea, role.clone(), stop).await {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                self.stop_member(index).await;
+                let _ = self
+                    .command(|reply| HeadCommand::Reset { index, reply })
+                    .await;
+                if stop.is_cancelled() {
+                    return Err(Failure::Down(reason));
+                }
+                // The settings it ran with, on the same workspace.
+                let previous = self.config.clone();
+                let back = super::member_config(
+                    &previous,
+                    self.layout,
+                    place,
+                    &self.fanout_at,
+                    &self.parts_at,
+                )
+                .map_err(|e| format!("{e:#}"));
+                match back {
+                    Ok(back) => match self.start(index, &previous, back, role, stop).await {
+                        Ok(()) => Err(Failure::RolledBack(format!("replacing {name}: {reason}"))),
+                        Err(e) => Err(Failure::Down(format!(
+                            "replacing {name}: {reason}; restarting it with its previous settings failed too ({e}): it is DOWN"
+                        ))),
+                    },
+                    Err(e) => Err(Failure::Down(format!(
+                        "replacing {name}: {reason}; its previous settings cannot be restored ({e}): it is DOWN"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Starts member `index` and waits until it has connected to the Head.
+    async fn start(
+        &mut self,
+        index: usize,
+        config: &PodConfig,
+        pea: crate::pea::PeaConfig,
+        role: String,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let info = MemberInfo {
+            pea: pea.name.clone(),
+            role,
+            ctrl: String::new(),
+        };
+        let placeholder = super::Slot {
+            info: info.clone(),
+            restarts: 0,
+            running: false,
+            retired: true,
+        };
+        let started = tokio::select! {
+            started = super::start_member(&self.runtime, config, pea, &self.roster, index, info) => {
+                started.map_err(|e| format!("{e:#}"))
+            }
+            () = stop.cancelled() => Err("the Pod is stopping".into()),
+        };
+        let member = match started {
+            Ok(member) => member,
+            Err(e) => {
+                // The roster keeps one slot per member index.
+                super::set_slot(&self.roster, index, placeholder);
+                return Err(e);
+            }
+        };
+        if self.members.len() <= index {
+            self.members.resize_with(index + 1, || None);
+        }
+        self.members[index] = Some(member);
+        let mut registered = self.registered.clone();
+        let wait = registered.wait_for(|r| r.get(index).copied() == Some(true));
+        let connected = tokio::select! {
+            r = tokio::time::timeout(config.timeout_ready, wait) => match r {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err("the Head stopped".to_string()),
+                Err(_) => Err(format!("not connected to the Head within {:?} (timeout_ready)", config.timeout_ready)),
+            },
+            () = stop.cancelled() => Err("the Pod is stopping".into()),
+        };
+        if connected.is_err() {
+            self.stop_member(index).await;
+        }
+        connected
+    }
+
+    /// Stops member `index` (if it runs) and marks it replaced.
+    async fn stop_member(&mut self, index: usize) {
+        let grace = self.config.pea.timeout_ctrl;
+        if let Some(member) = self.members.get_mut(index).and_then(Option::take)
+            && let Err(e) = member.stop(grace).await
+        {
+            tracing::warn!(pod = %self.config.pea.name, "a replaced Pea did not stop cleanly: {e:#}");
+        }
+        if let Some(slot) = self.roster.write().expect("roster").get_mut(index) {
+            slot.retired = true;
+            slot.running = false;
+        }
+    }
+
+    /// Member `index` gets no more work (and no longer counts in STATUS).
+    async fn retire(&mut self, index: usize) {
+        let _ = self
+            .command(|reply| HeadCommand::Retire { index, reply })
+            .await;
+    }
+
+    /// Waits until the Tail has every part member `index` owes, or
+    /// `deadline`; the number still owed.
+    async fn drain(&self, index: usize, deadline: Instant, stop: &CancellationToken) -> usize {
+        loop {
+            let (reply, rx) = oneshot::channel();
+            if self
+                .tail
+                .send(TailInput::Outstanding {
+                    member: index,
+                    reply,
+                })
+                .await
+                .is_err()
+            {
+                return 0;
+            }
+            let left = rx.await.unwrap_or(0);
+            if left == 0 || Instant::now() >= deadline || stop.is_cancelled() {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends a command to the Head and waits until it has applied it.
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> HeadCommand,
+    ) -> Result<T, String> {
+        let (reply, rx) = oneshot::channel();
+        self.head
+            .send(make(reply))
+            .await
+            .map_err(|_| "the Pod's Head has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the Pod's Head has stopped".to_string())
+    }
+}
+
+/// How one place's replacement failed.
+enum Failure {
+    /// Nothing changed for it (the old Pea still serves).
+    Unchanged(String),
+    /// The new one did not start; the old settings run again.
+    RolledBack(String),
+    /// Neither runs: the place is down.
+    Down(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Unchanged(r) | Failure::RolledBack(r) | Failure::Down(r) => r,
+        }
+    }
+
+    fn down(&self) -> bool {
+        matches!(self, Failure::Down(_))
+    }
+}

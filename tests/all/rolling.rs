@@ -1,0 +1,459 @@
+//! Rolling updates of a running Flow (`jina-wasm flow update`, the gateway's
+//! `POST /admin/update`): under continuous load (a bounded HTTP loop on a
+//! thread, counting failures), replicas are replaced with no failed request
+//! and answers show the new settings; a broken replacement rolls back while
+//! serving goes on; a shard update keeps every document; refusals say why.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::flow::{FlowProcess, post};
+
+/// A Pod of two text-encoder replicas (`dim` 8) behind the gateway.
+const REPLICAS: &str = "pods:\n  - name: encode\n    uses: {W}/text_encoder.wasm\n    with: {dim: 8}\n    parallel: 2\n";
+
+/// Requests sent in a loop until stopped (or 60 s, or 20,000 requests).
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// Requests answered so far (successes and failures).
+    answered: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Tally>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    failures: Vec<String>,
+    /// The embedding length of each answer, in order.
+    dims: Vec<usize>,
+}
+
+impl Load {
+    fn start(port: u16, endpoint: &'static str, body: fn(usize) -> Value) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), answered.clone());
+        let thread = std::thread::spawn(move || {
+            let mut tally = Tally::default();
+            let started = Instant::now();
+            for i in 0..20_000 {
+                if flag.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(60) {
+                    break;
+                }
+                let response = crate::util::http()
+                    .post(format!("http://127.0.0.1:{port}{endpoint}"))
+                    .json(&body(i))
+                    .send();
+                let answer = response.map_err(|e| e.to_string()).and_then(|r| {
+                    let code = r.status().as_u16();
+                    let answer: Value = r.json().map_err(|e| e.to_string())?;
+                    if code == 200 && answer["header"]["status"]["code"] == 0 {
+                        Ok(answer)
+                    } else {
+                        Err(format!("HTTP {code}: {answer}"))
+                    }
+                });
+                match answer {
+                    Ok(answer) => {
+                        tally.ok += 1;
+                        let dim = answer["data"][0]["embedding"]
+                            .as_array()
+                            .map_or(0, Vec::len);
+                        tally.dims.push(dim);
+                    }
+                    Err(e) => tally.failures.push(e),
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            tally
+        });
+        Load {
+            stop,
+            answered,
+            thread,
+        }
+    }
+
+    /// Waits until `n` more requests were answered.
+    fn let_run(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline && !self.thread.is_finished(),
+                "the load stopped answering"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn encode_body(i: usize) -> Value {
+    json!({"data": [{"id": format!("q{i}"), "text": format!("hello {i}")}]})
+}
+
+/// `flow update` as a user runs it: exit status, stdout, stderr.
+fn flow_update(port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["flow", "update", "--gateway"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(args)
+        .env("JINA_WASM_LOG", "warn")
+        .env_remove("JINA_WASM_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The embedding length of one answer now.
+fn dim_now(port: u16) -> usize {
+    let (code, answer) = post(port, "/post", &encode_body(0));
+    assert_eq!(code, 200, "{answer}");
+    answer["data"][0]["embedding"].as_array().unwrap().len()
+}
+
+/// `GET /status`'s component of pod `pod`.
+fn component(port: u16, pod: &str) -> Value {
+    let status: Value = crate::util::http()
+        .get(format!("http://127.0.0.1:{port}/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pod"] == pod)
+        .unwrap_or_else(|| panic!("no pod {pod}: {status}"))["component"]
+        .clone()
+}
+
+#[test]
+fn replicas_take_new_settings_under_load_with_no_failed_request() {
+    let flow = FlowProcess::start(REPLICAS);
+    let port = flow.port();
+    assert_eq!(dim_now(port), 8);
+    let before = component(port, "encode");
+    assert_eq!(before["generation"], 0, "{before}");
+    assert_eq!(before["with"]["dim"], 8, "{before}");
+    assert_eq!(before["sha256"].as_str().unwrap().len(), 64, "{before}");
+
+    let load = Load::start(port, "/post", encode_body);
+    load.let_run(4);
+    let (ok, stdout, stderr) =
+        flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);
+    assert!(ok, "flow update failed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["pod"], "encode", "{report}");
+    assert_eq!(report["component"]["with"]["dim"], 16, "{report}");
+    assert_eq!(report["component"]["generation"], 1, "{report}");
+    assert_eq!(
+        report["replaced"],
+        json!(["encode/replica-0", "encode/replica-1"]),
+        "{report}"
+    );
+    load.let_run(4);
+    let tally = load.finish();
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests during the update: {:?}",
+        tally.failures
+    );
+    assert!(tally.ok > 0);
+    // Old answers, then new ones (during the swap, both), never anything else.
+    assert!(
+        tally.dims.iter().all(|&d| d == 8 || d == 16),
+        "{:?}",
+        tally.dims
+    );
+    assert_eq!(tally.dims.first(), Some(&8));
+    // The load ran through the update: its last answers are the new ones.
+    assert_eq!(tally.dims.last(), Some(&16), "{:?}", tally.dims);
+    assert_eq!(dim_now(port), 16);
+    // Both replicas serve the new settings: every answer from now on.
+    for _ in 0..6 {
+        assert_eq!(dim_now(port), 16);
+    }
+    let after = component(port, "encode");
+    assert_eq!(after["generation"], 1, "{after}");
+    assert_eq!(after["with"]["dim"], 16, "{after}");
+    assert_eq!(after["sha256"], before["sha256"], "same component file");
+
+    // A new component file (passthrough: no embedding at all).
+    let passthrough = crate::util::wasm("passthrough");
+    let (ok, stdout, stderr) = flow_update(
+        port,
+        &[
+            "--pod",
+            "encode",
+            "--uses",
+            passthrough.to_str().unwrap(),
+            "--uses-with",
+            "{}",
+        ],
+    );
+    assert!(ok, "flow update failed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["component"]["generation"], 2, "{report}");
+    assert_ne!(report["component"]["sha256"], before["sha256"], "{report}");
+    let (code, answer) = post(port, "/post", &encode_body(1));
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer["data"][0]["embedding"].is_null(), "{answer}");
+}
+
+#[test]
+fn a_broken_replacement_rolls_back_and_serving_never_stops() {
+    let flow = FlowProcess::start(REPLICAS);
+    let port = flow.port();
+    let before = component(port, "encode");
+    let load = Load::start(port, "/post", encode_body);
+    load.let_run(4);
+
+    // A bad `with:` (init refuses dim 0): the first new replica does not start.
+    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 0}"#]);
+    assert!(!ok, "a replica with dim 0 was accepted");
+    assert!(stderr.contains("HTTP 422"), "{stderr}");
+    assert!(
+        stderr.contains("pea `encode/replica-0` did not start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("with.dim = 0"), "{stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+
+    // A component of another world: refused before anything stops.
+    let wrong = crate::util::wasm("wrong-world");
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses": wrong}),
+    );
+    assert_eq!(code, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("does not load"), "{error}");
+    assert!(error.contains("nothing was changed"), "{error}");
+
+    // An executor that traps in `init`.
+    let misbehave = crate::util::wasm("misbehave");
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses": misbehave, "uses_with": {"panic_in_init": true}}),
+    );
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("rolled back"),
+        "{answer}"
+    );
+
+    load.let_run(4);
+    let tally = load.finish();
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests: {:?}",
+        tally.failures
+    );
+    assert!(tally.dims.iter().all(|&d| d == 8), "{:?}", tally.dims);
+    assert_eq!(component(port, "encode"), before);
+    for _ in 0..4 {
+        assert_eq!(dim_now(port), 8);
+    }
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    let flow = FlowProcess::start(
+        "pods:\n  - name: slow\n    uses: {W}/misbehave.wasm\n    parallel: 2\n  - name: one\n    uses: {W}/passthrough.wasm\n",
+    );
+    let port = flow.port();
+    let admin = |body: Value| post(port, "/admin/update", &body);
+
+    let (code, answer) = admin(json!({"pod": "nope", "uses_with": {}}));
+    assert_eq!(code, 404, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "no pod `nope` in this Flow (its Pods: slow, one)"
+    );
+
+    let (code, answer) = admin(json!({"pod": "one", "uses_with": {}}));
+    assert_eq!(code, 501, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("single Pea"),
+        "{answer}"
+    );
+
+    let (code, answer) = admin(json!({"pod": "slow"}));
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to update"),
+        "{answer}"
+    );
+
+    let (code, answer) = admin(json!({"pod": "slow", "uses_with": [1]}));
+    assert_eq!(code, 400, "{answer}");
+
+    let (code, answer) = admin(json!({"pod": "slow", "uses": "/no/such.wasm"}));
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("does not exist"),
+        "{answer}"
+    );
+
+    // One update at a time: a second one while the first (slow `init`s) runs.
+    let first = std::thread::spawn(move || {
+        post(
+            port,
+            "/admin/update",
+            &json!({"pod": "slow", "uses_with": {"slow_init_ms": 1500}}),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Probed with an unknown Pod: 404 while nothing runs, 409 while it does
+    // (so the probe itself never starts an update).
+    let conflict = loop {
+        let (code, answer) = admin(json!({"pod": "nope", "uses_with": {}}));
+        if code == 409 {
+            break answer;
+        }
+        assert_eq!(code, 404, "{answer}");
+        assert!(Instant::now() < deadline, "never 409");
+        assert!(
+            !first.is_finished(),
+            "the slow update ended before a 409 was seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        conflict["error"]
+            .as_str()
+            .unwrap()
+            .contains("an update of pod `slow` is in progress"),
+        "{conflict}"
+    );
+    let (code, answer) = first.join().unwrap();
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["component"]["generation"], 1, "{answer}");
+
+    // Only POST.
+    let response = crate::util::http()
+        .get(format!("http://127.0.0.1:{port}/admin/update"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+}
+
+#[test]
+fn a_token_guards_the_admin_route() {
+    let flow = FlowProcess::start_with(REPLICAS, &[("JINA_WASM_ADMIN_TOKEN", "s3cret")]);
+    let port = flow.port();
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses_with": {"dim": 4}}),
+    );
+    assert_eq!(code, 401, "{answer}");
+    let (ok, _, stderr) = flow_update(
+        port,
+        &[
+            "--pod",
+            "encode",
+            "--uses-with",
+            r#"{"dim": 4}"#,
+            "--token",
+            "wrong",
+        ],
+    );
+    assert!(!ok && stderr.contains("HTTP 401"), "{stderr}");
+    let (ok, _, stderr) = flow_update(
+        port,
+        &[
+            "--pod",
+            "encode",
+            "--uses-with",
+            r#"{"dim": 4}"#,
+            "--token",
+            "s3cret",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(dim_now(port), 4);
+}
+
+#[test]
+fn a_shard_update_holds_requests_and_keeps_every_document() {
+    let flow = FlowProcess::start(
+        "pods:\n  - name: encode\n    uses: {W}/text_encoder.wasm\n    with: {dim: 8}\n  - name: index\n    uses: {W}/vector_indexer.wasm\n    shards: 2\n    polling:\n      /index: any\n      /search: all\n      /export: all\n    workspace: workspace\n",
+    );
+    let port = flow.port();
+    let docs: Vec<Value> = (0..40)
+        .map(|i| json!({"id": format!("doc-{i}"), "text": format!("document number {i}")}))
+        .collect();
+    let (code, answer) = post(port, "/index", &json!({"data": docs}));
+    assert_eq!(code, 200, "{answer}");
+    let count = |port: u16| {
+        let (code, answer) = post(
+            port,
+            "/export",
+            &json!({"data": [], "parameters": {"limit": 1000}}),
+        );
+        assert_eq!(code, 200, "{answer}");
+        answer["data"].as_array().unwrap().len()
+    };
+    assert_eq!(count(port), 40);
+    let matches = |port: u16| {
+        let (code, answer) = post(
+            port,
+            "/search",
+            &json!({"data": [{"text": "document number 3"}]}),
+        );
+        assert_eq!(code, 200, "{answer}");
+        answer["data"][0]["matches"].as_array().unwrap().len()
+    };
+    assert_eq!(matches(port), 10, "the default top_k");
+
+    // Writes during the update: held while a shard is swapped, never lost.
+    let load = Load::start(
+        port,
+        "/index",
+        |i| json!({"data": [{"id": format!("live-{i}"), "text": format!("live {i}")}]}),
+    );
+    load.let_run(4);
+    let (ok, stdout, stderr) =
+        flow_update(port, &["--pod", "index", "--uses-with", r#"{"top_k": 3}"#]);
+    assert!(ok, "flow update failed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        report["replaced"],
+        json!(["index/shard-0", "index/shard-1"]),
+        "{report}"
+    );
+    load.let_run(4);
+    let tally = load.finish();
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests: {:?}",
+        tally.failures
+    );
+    assert!(tally.ok > 0);
+    assert_eq!(
+        count(port),
+        40 + tally.ok,
+        "every document indexed before and during the update"
+    );
+    assert_eq!(matches(port), 3, "the new top_k");
+}
