@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::RuntimeArgs;
+use super::common::{MonitoringArgs, RuntimeArgs};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
@@ -76,6 +76,9 @@ pub struct FlowCommand {
 
     #[command(flatten)]
     pub http: crate::http_server::HttpLimits,
+
+    #[command(flatten)]
+    pub monitoring: MonitoringArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +127,7 @@ impl FlowCommand {
 
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
-        let options = self.run_options();
+        let mut options = self.run_options();
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
@@ -132,6 +135,20 @@ impl FlowCommand {
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
+        // Metrics on before any Pod starts, so each records into them.
+        let served = tokio_util::sync::CancellationToken::new();
+        let (metrics, monitoring) = self
+            .monitoring
+            .start(
+                flow.with.monitoring.unwrap_or(false),
+                flow.with.port_monitoring,
+                served.clone(),
+            )
+            .await?;
+        let _served = served.drop_guard();
+        if metrics {
+            options.child_args.extend(self.monitoring.child_args());
+        }
         let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
         let host = self
             .host
@@ -165,6 +182,9 @@ impl FlowCommand {
         }
         let mut ready = info;
         gateway.describe(&mut ready);
+        if let Some(url) = monitoring {
+            ready["monitoring"] = url.into();
+        }
         println!("{ready}");
         super::pea::shutdown_signal().await;
         tracing::info!("stopping the Flow");

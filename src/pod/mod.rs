@@ -12,10 +12,10 @@
 //! this process or as child processes (`--runtime-backend`). docs/pods.md
 //! describes the behaviour; the wire protocol is docs/protocol.md.
 
-mod head;
+pub(crate) mod head;
 pub mod reduce;
 pub mod reshard;
-mod tail;
+pub(crate) mod tail;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -754,7 +754,16 @@ async fn assemble(
 
     let stop = CancellationToken::new();
     let ctrl = opened.links.pop().expect("the control socket");
+    // The head's and tail's counters on /metrics, read at scrape time.
+    let metrics = crate::metrics::watch_pod(crate::metrics::PodSource {
+        pod: name.clone(),
+        head: head_stats.clone(),
+        tail: tail_stats.clone(),
+        connected: registered_rx.clone(),
+        expected,
+    });
     let pod_task = PodTask {
+        _metrics: metrics,
         name: name.clone(),
         description: pod.description.clone(),
         ctrl,
@@ -1088,6 +1097,8 @@ struct PodTask {
     /// Which members have connected to the Head, their names, and how many
     /// make the Pod healthy (every one; for open replicas, one).
     connected: (watch::Receiver<Vec<bool>>, Members, usize),
+    /// Keeps the Pod on /metrics while it runs.
+    _metrics: Option<Arc<crate::metrics::PodSource>>,
 }
 
 impl PodTask {

@@ -52,6 +52,10 @@
 //! - `grpc`: the gateway's gRPC side with the real Jina 3.34 client on its
 //!   default protocol: index and search, parameters, callbacks, errors,
 //!   10,000 documents streamed, asyncio, deadlines, garbage.
+//! - `metrics`: a Flow's `/metrics` parsed strictly as Prometheus text, its
+//!   counters moving with traffic and errors by kind; a standalone Pea's
+//!   `--port-monitoring`; an export's Prometheus annotations (golden files);
+//!   `--log-format json` and the gateway's access line.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -70,6 +74,7 @@ mod hostile_fs;
 mod hostile_input;
 mod load;
 mod malformed;
+mod metrics;
 mod minilm;
 mod pea;
 mod pod;
