@@ -397,3 +397,50 @@ fn json_logs_parse_and_the_access_line_has_its_fields() {
     assert_eq!(access["protocol"], "http", "{access}");
     assert!(access["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{access}");
 }
+
+/// A daemon's `GET /metrics`: the caller's tenant's usage beside its quota,
+/// moving when it starts a Pea; another tenant's token sees only its own.
+#[test]
+fn a_daemon_reports_each_tenants_usage_to_that_tenant() {
+    let tenants = "tenants:\n  - name: alice\n    token: alice-token\n    quota: {max_peas: 2, total_memory: 300MiB}\n  - name: bob\n    token: bob-token-x\n";
+    let d = crate::daemon::DaemonProcess::start("127.0.0.1", tenants, &[]);
+    let scrape_as = |token: Option<&str>| {
+        let mut request = http().get(format!("http://{}/metrics", d.address()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        let code = response.status().as_u16();
+        (code, response.text().unwrap())
+    };
+    assert_eq!(scrape_as(None).0, 401);
+    let (code, text) = scrape_as(Some("alice-token"));
+    assert_eq!(code, 200, "{text}");
+    let before = parse(&text);
+    let alice = [("tenant", "alice")];
+    assert_eq!(sample(&before, "jina_daemon_tenant_peas", &alice), 0.0);
+    assert_eq!(sample(&before, "jina_daemon_tenant_peas_quota", &alice), 2.0);
+    assert_eq!(
+        sample(&before, "jina_daemon_tenant_memory_quota_bytes", &alice),
+        (300u64 << 20) as f64
+    );
+
+    let (code, up) = d.upload("alice-token", "w", &[("passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap())]);
+    assert_eq!(code, 200, "{up}");
+    let (code, pea) = d.json(
+        "POST",
+        "/peas",
+        "alice-token",
+        &json!({"workspace": "w", "uses": "passthrough.wasm", "memory_hwm": "128MiB"}),
+    );
+    assert_eq!(code, 201, "{pea}");
+    let after = parse(&scrape_as(Some("alice-token")).1);
+    assert_eq!(sample(&after, "jina_daemon_tenant_peas", &alice), 1.0);
+    assert_eq!(sample(&after, "jina_daemon_tenant_memory_bytes", &alice), (128u64 << 20) as f64);
+    assert!(sample(&after, "jina_daemon_tenant_disk_bytes", &alice) > 0.0);
+    // Bob's scrape: his own tenant, nothing of Alice's.
+    let (code, text) = scrape_as(Some("bob-token-x"));
+    assert_eq!(code, 200, "{text}");
+    assert!(!text.contains("alice"), "{text}");
+    assert_eq!(sample(&parse(&text), "jina_daemon_tenant_peas", &[("tenant", "bob")]), 0.0);
+}
