@@ -209,10 +209,9 @@ fn labels(pairs: &[(&'static str, &str)]) -> Labels {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::default();
-        let histograms = |f: fn() -> Histogram| Histograms::new_with_constructor(f);
         let gateway = GatewayFamilies {
             requests: Counters::default(),
-            duration: histograms(request_buckets),
+            duration: Histograms::new_with_constructor(request_buckets),
             documents: Counters::default(),
             in_flight: Gauges::default(),
             received: Counters::default(),
@@ -221,14 +220,14 @@ impl Metrics {
         let pea = PeaFamilies {
             requests: Counters::default(),
             errors: Counters::default(),
-            handle: histograms(request_buckets),
+            handle: Histograms::new_with_constructor(request_buckets),
             pending: Gauges::default(),
             restarts: Counters::default(),
             traps: Counters::default(),
             memory: Gauges::default(),
             memory_limit: Gauges::default(),
             dumps: Counters::default(),
-            dump_seconds: histograms(dump_buckets),
+            dump_seconds: Histograms::new_with_constructor(dump_buckets),
             last_dump: Gauges::default(),
             state_lost: Gauges::default(),
             unsaved: Gauges::default(),
@@ -650,15 +649,15 @@ impl PeaMetrics {
     pub fn executor(&mut self, stats: &crate::executor::ExecutorStats) {
         self.restarts
             .inc_by(stats.restarts.saturating_sub(self.seen_restarts));
-        self.traps.inc_by(stats.traps.saturating_sub(self.seen_traps));
+        self.traps
+            .inc_by(stats.traps.saturating_sub(self.seen_traps));
         // A RELOAD's fresh executor counts from zero again.
         self.seen_restarts = stats.restarts;
         self.seen_traps = stats.traps;
         self.memory
             .set(i64::try_from(stats.memory_bytes).unwrap_or(i64::MAX));
         if let Some(bytes) = stats.workspace_bytes {
-            self.workspace
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            self.workspace.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 }

@@ -177,8 +177,15 @@ impl FlowCommand {
                 return Err(e.context(format!("{}: the gateway did not start", file.display())));
             }
         };
+        // The topology, for people; with --log-format json, as log lines, so
+        // that every line of stderr is JSON.
+        let json = std::env::var("JINA_WASM_LOG_FORMAT").is_ok_and(|f| f == "json");
         for &i in &flow.order {
-            eprintln!("  {}", describe(&flow, i));
+            if json {
+                tracing::info!(pod = %flow.pods[i].name, "{}", describe(&flow, i));
+            } else {
+                eprintln!("  {}", describe(&flow, i));
+            }
         }
         let mut ready = info;
         gateway.describe(&mut ready);

@@ -49,7 +49,13 @@ pub struct Cli {
     /// object a line, for a log collector). A level alone (`info`, `debug`)
     /// leaves the libraries' own debug logs (hyper, h2, tonic, wasmtime,
     /// cranelift...) at `warn`; a filter that names them decides for itself.
-    #[arg(long, global = true, env = "JINA_WASM_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "JINA_WASM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -63,8 +69,19 @@ pub enum LogFormat {
 /// Libraries whose debug and info logs say nothing to an operator: kept at
 /// `warn` unless the filter names them.
 const QUIET_LIBRARIES: &[&str] = &[
-    "hyper", "h2", "tonic", "tower", "want", "mio", "reqwest", "wasmtime", "cranelift",
-    "regalloc2", "wasmparser", "zeromq", "axum",
+    "hyper",
+    "h2",
+    "tonic",
+    "tower",
+    "want",
+    "mio",
+    "reqwest",
+    "wasmtime",
+    "cranelift",
+    "regalloc2",
+    "wasmparser",
+    "zeromq",
+    "axum",
 ];
 
 /// The tracing filter for `--log-level`: a bare level more verbose than

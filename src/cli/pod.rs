@@ -112,7 +112,11 @@ impl PodCommand {
             child_args.push("--quiet".to_string());
         }
         let served = tokio_util::sync::CancellationToken::new();
-        let (metrics, monitoring) = self.pea.monitoring.start(false, None, served.clone()).await?;
+        let (metrics, monitoring) = self
+            .pea
+            .monitoring
+            .start(false, None, served.clone())
+            .await?;
         let _served = served.drop_guard();
         if metrics {
             child_args.extend(self.pea.monitoring.child_args());

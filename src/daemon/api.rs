@@ -156,13 +156,41 @@ async fn metrics(State(d): Shared, headers: HeaderMap) -> Result<Response, ApiEr
     let text = crate::metrics::render_gauges(
         &[("tenant", tenant.name.as_str())],
         &[
-            ("jina_daemon_tenant_peas", "Peas the tenant's Peas, Pods and Flows hold", peas as u64),
-            ("jina_daemon_tenant_peas_quota", "The tenant's quota of Peas (max_peas)", q.max_peas as u64),
-            ("jina_daemon_tenant_memory_bytes", "Memory the tenant's objects reserve (each Pea's memory_hwm)", memory),
-            ("jina_daemon_tenant_memory_quota_bytes", "The tenant's memory quota (total_memory)", q.total_memory),
-            ("jina_daemon_tenant_rss_bytes", "Resident memory of the tenant's running processes", rss),
-            ("jina_daemon_tenant_disk_bytes", "Bytes of the tenant's uploads, logs and state", disk),
-            ("jina_daemon_tenant_disk_quota_bytes", "The tenant's disk quota", q.disk),
+            (
+                "jina_daemon_tenant_peas",
+                "Peas the tenant's Peas, Pods and Flows hold",
+                peas as u64,
+            ),
+            (
+                "jina_daemon_tenant_peas_quota",
+                "The tenant's quota of Peas (max_peas)",
+                q.max_peas as u64,
+            ),
+            (
+                "jina_daemon_tenant_memory_bytes",
+                "Memory the tenant's objects reserve (each Pea's memory_hwm)",
+                memory,
+            ),
+            (
+                "jina_daemon_tenant_memory_quota_bytes",
+                "The tenant's memory quota (total_memory)",
+                q.total_memory,
+            ),
+            (
+                "jina_daemon_tenant_rss_bytes",
+                "Resident memory of the tenant's running processes",
+                rss,
+            ),
+            (
+                "jina_daemon_tenant_disk_bytes",
+                "Bytes of the tenant's uploads, logs and state",
+                disk,
+            ),
+            (
+                "jina_daemon_tenant_disk_quota_bytes",
+                "The tenant's disk quota",
+                q.disk,
+            ),
         ],
     );
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())

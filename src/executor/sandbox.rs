@@ -383,9 +383,7 @@ impl wasmtime::ResourceLimiter for Limiter {
             }
             self.reserved += more;
         }
-        self.memory = self
-            .memory
-            .saturating_add(desired.saturating_sub(current));
+        self.memory = self.memory.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

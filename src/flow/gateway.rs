@@ -101,7 +101,10 @@ impl Gateway {
             .method_not_allowed_fallback(no_route)
             // The access log and the request metrics, for every answer that
             // carries an [`Answered`].
-            .layer(axum::middleware::from_fn_with_state(shared.clone(), observe))
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                observe,
+            ))
             .with_state(shared);
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -396,7 +399,12 @@ struct Answered {
     status: String,
 }
 
-fn answered(mut response: Response, endpoint: &str, request_id: Option<&str>, status: &str) -> Response {
+fn answered(
+    mut response: Response,
+    endpoint: &str,
+    request_id: Option<&str>,
+    status: &str,
+) -> Response {
     response.extensions_mut().insert(Answered {
         request_id: request_id.map(str::to_string),
         endpoint: endpoint.to_string(),
@@ -655,7 +663,12 @@ fn failed(
         },
         routes,
     };
-    answered((code, Json(answer)).into_response(), endpoint, request_id, kind)
+    answered(
+        (code, Json(answer)).into_response(),
+        endpoint,
+        request_id,
+        kind,
+    )
 }
 
 /// `text` cut to at most [`MAX_REASON`] bytes at a character boundary, saying

@@ -991,7 +991,13 @@ impl Pea {
     /// Hands the executor's counts (restarts, traps, memory) to the metrics.
     fn observe_executor(&mut self) {
         if let Some(m) = &mut self.metrics {
-            let stats = self.worker.health.lock().expect("health lock").stats.clone();
+            let stats = self
+                .worker
+                .health
+                .lock()
+                .expect("health lock")
+                .stats
+                .clone();
             m.executor(&stats);
         }
     }

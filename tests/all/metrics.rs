@@ -82,14 +82,25 @@ fn parse(text: &str) -> Samples {
                     rest = &inner[i + 1..];
                     break;
                 }
-                let start = chars.peek().map(|(i, _)| *i).expect("an unclosed label set");
-                let eq = inner[start..].find('=').map(|e| start + e).expect("a label without =");
+                let start = chars
+                    .peek()
+                    .map(|(i, _)| *i)
+                    .expect("an unclosed label set");
+                let eq = inner[start..]
+                    .find('=')
+                    .map(|e| start + e)
+                    .expect("a label without =");
                 let key = &inner[start..eq];
                 assert!(is_name(key, false), "{}", at("a bad label name"));
                 while chars.peek().is_some_and(|(i, _)| *i <= eq) {
                     chars.next();
                 }
-                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{}", at("an unquoted label value"));
+                assert_eq!(
+                    chars.next().map(|(_, c)| c),
+                    Some('"'),
+                    "{}",
+                    at("an unquoted label value")
+                );
                 let mut value = String::new();
                 loop {
                     match chars.next().map(|(_, c)| c) {
@@ -126,7 +137,11 @@ fn parse(text: &str) -> Samples {
         };
         labels.sort();
         let key = key(name, &labels);
-        assert!(samples.insert(key, value).is_none(), "{}", at("a sample twice"));
+        assert!(
+            samples.insert(key, value).is_none(),
+            "{}",
+            at("a sample twice")
+        );
     }
     samples
 }
@@ -150,8 +165,14 @@ fn sample(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 fn scrape(url: &str) -> Samples {
     let response = http().get(url).send().unwrap();
     assert_eq!(response.status(), 200, "GET {url}");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     parse(&response.text().unwrap())
 }
 
@@ -163,10 +184,19 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
     let port = flow.port();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let before = scrape(&url);
-    assert_eq!(sample(&before, "jina_pod_peas_connected", &[("pod", "idx")]), 2.0);
-    assert_eq!(sample(&before, "jina_pod_peas_expected", &[("pod", "idx")]), 2.0);
+    assert_eq!(
+        sample(&before, "jina_pod_peas_connected", &[("pod", "idx")]),
+        2.0
+    );
+    assert_eq!(
+        sample(&before, "jina_pod_peas_expected", &[("pod", "idx")]),
+        2.0
+    );
     let bad = [("pod", "bad"), ("pea", "bad")];
-    assert_eq!(sample(&before, "jina_pea_memory_limit_bytes", &bad), (1u64 << 30) as f64);
+    assert_eq!(
+        sample(&before, "jina_pea_memory_limit_bytes", &bad),
+        (1u64 << 30) as f64
+    );
 
     let docs = json!({"data": [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "c", "text": "z"}]});
     for _ in 0..2 {
@@ -175,7 +205,10 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
     }
     let (code, answer) = post(port, "/panic", &docs);
     assert_eq!(code, 500, "{answer}");
-    let kind = answer["header"]["status"]["exception"]["name"].as_str().unwrap().to_string();
+    let kind = answer["header"]["status"]["exception"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let refused = http()
         .post(format!("http://127.0.0.1:{port}/echo"))
         .header("content-type", "application/json")
@@ -189,7 +222,11 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
         sample(
             &after,
             "jina_gateway_requests_total",
-            &[("protocol", "http"), ("endpoint", endpoint), ("status", status)],
+            &[
+                ("protocol", "http"),
+                ("endpoint", endpoint),
+                ("status", status),
+            ],
         )
     };
     assert_eq!(gateway("/echo", "success"), 2.0);
@@ -197,21 +234,62 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
     assert_eq!(gateway("/echo", "bad-request"), 1.0);
     let echo = [("protocol", "http"), ("endpoint", "/echo")];
     assert_eq!(sample(&after, "jina_gateway_documents_total", &echo), 6.0);
-    assert_eq!(sample(&after, "jina_gateway_request_duration_seconds_count", &echo), 3.0);
+    assert_eq!(
+        sample(&after, "jina_gateway_request_duration_seconds_count", &echo),
+        3.0
+    );
     // The scrape itself is the one request in flight.
-    assert_eq!(sample(&after, "jina_gateway_requests_in_flight", &[("protocol", "http")]), 1.0);
-    assert!(sample(&after, "jina_gateway_received_bytes_total", &[("protocol", "http")]) > 0.0);
-    assert!(sample(&after, "jina_gateway_sent_bytes_total", &[("protocol", "http")]) > 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            "jina_gateway_requests_in_flight",
+            &[("protocol", "http")]
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &after,
+            "jina_gateway_received_bytes_total",
+            &[("protocol", "http")]
+        ) > 0.0
+    );
+    assert!(
+        sample(
+            &after,
+            "jina_gateway_sent_bytes_total",
+            &[("protocol", "http")]
+        ) > 0.0
+    );
 
     // The Pea that panicked: its requests, the error by kind, the trap and
     // the replacement instance, its handle() times and memory.
     let with = |endpoint: &'static str| [bad[0], bad[1], ("endpoint", endpoint)];
-    assert_eq!(sample(&after, "jina_pea_requests_total", &with("/echo")), 2.0);
-    assert_eq!(sample(&after, "jina_pea_requests_total", &with("/panic")), 1.0);
-    assert_eq!(sample(&after, "jina_pea_errors_total", &[bad[0], bad[1], ("kind", &kind)]), 1.0);
+    assert_eq!(
+        sample(&after, "jina_pea_requests_total", &with("/echo")),
+        2.0
+    );
+    assert_eq!(
+        sample(&after, "jina_pea_requests_total", &with("/panic")),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "jina_pea_errors_total",
+            &[bad[0], bad[1], ("kind", &kind)]
+        ),
+        1.0
+    );
     assert_eq!(sample(&after, "jina_pea_traps_total", &bad), 1.0);
-    assert_eq!(sample(&after, "jina_pea_instance_restarts_total", &bad), 1.0);
-    assert_eq!(sample(&after, "jina_pea_handle_seconds_count", &with("/echo")), 2.0);
+    assert_eq!(
+        sample(&after, "jina_pea_instance_restarts_total", &bad),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "jina_pea_handle_seconds_count", &with("/echo")),
+        2.0
+    );
     assert!(sample(&after, "jina_pea_memory_bytes", &bad) > 0.0);
     assert_eq!(sample(&after, "jina_pea_state_lost", &bad), 0.0);
 
@@ -240,10 +318,8 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
 
     // The Grafana dashboard asks only for metrics the Flow serves.
     let dashboard = std::fs::read_to_string("examples/grafana/jina-wasm.json").unwrap();
-    let families: std::collections::BTreeSet<&str> = after
-        .keys()
-        .map(|k| k.split('{').next().unwrap())
-        .collect();
+    let families: std::collections::BTreeSet<&str> =
+        after.keys().map(|k| k.split('{').next().unwrap()).collect();
     let mut asked = 0;
     for (i, _) in dashboard.match_indices("jina_") {
         let name: String = dashboard[i..]
@@ -254,7 +330,10 @@ fn a_flows_metrics_parse_and_move_with_traffic() {
             continue;
         }
         asked += 1;
-        assert!(families.contains(name.as_str()), "the dashboard asks for {name}, not served");
+        assert!(
+            families.contains(name.as_str()),
+            "the dashboard asks for {name}, not served"
+        );
     }
     assert!(asked > 20, "{asked}");
 }
@@ -270,17 +349,32 @@ async fn a_standalone_pea_serves_its_own_metrics() {
         .unwrap();
     assert_eq!(reply.envelope.status, jina_wasm::wire::Status::Success);
     client.close().await;
-    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS").await.unwrap();
+    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS")
+        .await
+        .unwrap();
     assert_eq!(status["monitoring"].as_str(), Some(url.as_str()));
-    let samples = tokio::task::spawn_blocking(move || scrape(&url)).await.unwrap();
+    let samples = tokio::task::spawn_blocking(move || scrape(&url))
+        .await
+        .unwrap();
     let solo = [("pod", "solo"), ("pea", "solo")];
     assert_eq!(
-        sample(&samples, "jina_pea_requests_total", &[solo[0], solo[1], ("endpoint", "/index")]),
+        sample(
+            &samples,
+            "jina_pea_requests_total",
+            &[solo[0], solo[1], ("endpoint", "/index")]
+        ),
         1.0
     );
-    assert_eq!(sample(&samples, "jina_pea_memory_limit_bytes", &solo), (1u64 << 30) as f64);
+    assert_eq!(
+        sample(&samples, "jina_pea_memory_limit_bytes", &solo),
+        (1u64 << 30) as f64
+    );
     // Only the Pea: this process has no gateway.
-    assert!(samples.keys().all(|k| !k.starts_with("jina_gateway_requests_total{")));
+    assert!(
+        samples
+            .keys()
+            .all(|k| !k.starts_with("jina_gateway_requests_total{"))
+    );
 }
 
 /// `jina-wasm export` of a Flow with `monitoring: true`: the golden files of
@@ -297,7 +391,11 @@ fn an_export_annotates_every_unit_for_prometheus() {
             .env("JINA_WASM_LOG", "warn")
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let golden = Path::new("tests/exports/monitoring");
     let mut names: Vec<String> = std::fs::read_dir(&k8s)
@@ -308,15 +406,27 @@ fn an_export_annotates_every_unit_for_prometheus() {
     for name in &names {
         let text = std::fs::read_to_string(k8s.join(name)).unwrap();
         if name != "00-namespace.yml" {
-            assert!(text.contains("prometheus.io/scrape: 'true'"), "{name}:\n{text}");
-            assert!(text.contains("prometheus.io/port: '9090'"), "{name}:\n{text}");
+            assert!(
+                text.contains("prometheus.io/scrape: 'true'"),
+                "{name}:\n{text}"
+            );
+            assert!(
+                text.contains("prometheus.io/port: '9090'"),
+                "{name}:\n{text}"
+            );
             assert!(text.contains("- --port-monitoring\n"), "{name}:\n{text}");
         }
         check(&golden.join("kubernetes").join(name), &text);
     }
-    assert_eq!(names.len(), 5, "{names:?}");
+    // The gateway, a singleton Pea, a head, its shards (no --namespace).
+    assert_eq!(names.len(), 4, "{names:?}");
     let text = std::fs::read_to_string(&compose).unwrap();
-    assert_eq!(text.matches("prometheus.io/scrape: 'true'").count(), 5, "{text}");
+    // The gateway, `encode`, `index-head`, `index-0`, `index-1`.
+    assert_eq!(
+        text.matches("prometheus.io/scrape: 'true'").count(),
+        5,
+        "{text}"
+    );
     check(&golden.join("docker-compose.yml"), &text);
 }
 
@@ -327,7 +437,12 @@ fn check(golden: &Path, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(golden).unwrap_or_default();
-    assert_eq!(actual, expected, "{} differs (JINA_WASM_BLESS=1 rewrites it)", golden.display());
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (JINA_WASM_BLESS=1 rewrites it)",
+        golden.display()
+    );
 }
 
 /// A Flow child whose stderr goes to a file, killed on drop.
@@ -348,7 +463,10 @@ fn json_logs_parse_and_the_access_line_has_its_fields() {
     let file = dir.path().join("flow.yml");
     std::fs::write(
         &file,
-        format!("pods:\n  - name: p\n    uses: {}\n", wasm("passthrough").display()),
+        format!(
+            "pods:\n  - name: p\n    uses: {}\n",
+            wasm("passthrough").display()
+        ),
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
@@ -395,7 +513,10 @@ fn json_logs_parse_and_the_access_line_has_its_fields() {
     assert_eq!(access["docs"], 2, "{access}");
     assert_eq!(access["status"], "success", "{access}");
     assert_eq!(access["protocol"], "http", "{access}");
-    assert!(access["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{access}");
+    assert!(
+        access["duration_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{access}"
+    );
 }
 
 /// A daemon's `GET /metrics`: the caller's tenant's usage beside its quota,
@@ -419,13 +540,23 @@ fn a_daemon_reports_each_tenants_usage_to_that_tenant() {
     let before = parse(&text);
     let alice = [("tenant", "alice")];
     assert_eq!(sample(&before, "jina_daemon_tenant_peas", &alice), 0.0);
-    assert_eq!(sample(&before, "jina_daemon_tenant_peas_quota", &alice), 2.0);
+    assert_eq!(
+        sample(&before, "jina_daemon_tenant_peas_quota", &alice),
+        2.0
+    );
     assert_eq!(
         sample(&before, "jina_daemon_tenant_memory_quota_bytes", &alice),
         (300u64 << 20) as f64
     );
 
-    let (code, up) = d.upload("alice-token", "w", &[("passthrough.wasm", std::fs::read(wasm("passthrough")).unwrap())]);
+    let (code, up) = d.upload(
+        "alice-token",
+        "w",
+        &[(
+            "passthrough.wasm",
+            std::fs::read(wasm("passthrough")).unwrap(),
+        )],
+    );
     assert_eq!(code, 200, "{up}");
     let (code, pea) = d.json(
         "POST",
@@ -436,11 +567,21 @@ fn a_daemon_reports_each_tenants_usage_to_that_tenant() {
     assert_eq!(code, 201, "{pea}");
     let after = parse(&scrape_as(Some("alice-token")).1);
     assert_eq!(sample(&after, "jina_daemon_tenant_peas", &alice), 1.0);
-    assert_eq!(sample(&after, "jina_daemon_tenant_memory_bytes", &alice), (128u64 << 20) as f64);
+    assert_eq!(
+        sample(&after, "jina_daemon_tenant_memory_bytes", &alice),
+        (128u64 << 20) as f64
+    );
     assert!(sample(&after, "jina_daemon_tenant_disk_bytes", &alice) > 0.0);
     // Bob's scrape: his own tenant, nothing of Alice's.
     let (code, text) = scrape_as(Some("bob-token-x"));
     assert_eq!(code, 200, "{text}");
     assert!(!text.contains("alice"), "{text}");
-    assert_eq!(sample(&parse(&text), "jina_daemon_tenant_peas", &[("tenant", "bob")]), 0.0);
+    assert_eq!(
+        sample(
+            &parse(&text),
+            "jina_daemon_tenant_peas",
+            &[("tenant", "bob")]
+        ),
+        0.0
+    );
 }
