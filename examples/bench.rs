@@ -180,6 +180,10 @@ fn main() {
     if named("soak") {
         rows.extend(tokio.block_on(soak::soak_rows()));
     }
+    // 18. What Prometheus metrics cost a request (docs/operations.md).
+    if section("metrics") {
+        rows.extend(tokio.block_on(metrics_rows()));
+    }
     print_table(&rows);
 }
 
@@ -325,7 +329,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
 /// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
-/// grpc); the default is all of them but `soak` (`named`).
+/// grpc, metrics); the default is all of them but `soak` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -2485,4 +2489,48 @@ async fn grpc_rows() -> Vec<Row> {
     let _ = child.kill();
     let _ = child.wait();
     rows
+}
+
+/// Section 17: requests per second through the same Flow (a Pod of two
+/// shards, then a singleton Pea) with metrics off and on, both running, in
+/// six rounds, each side first in every other; each side's median round.
+/// The ratio is on/off.
+async fn metrics_rows() -> Vec<Row> {
+    let pods = "pods:\n  - name: shards\n    uses: {W}/passthrough.wasm\n    shards: 2\n  - name: one\n    uses: {W}/passthrough.wasm\n";
+    let on = FlowProcess::start(&format!("with:\n  monitoring: true\n{pods}"));
+    let off = FlowProcess::start(pods);
+    let docs: Vec<Document> = (0..1).map(workload_doc).collect();
+    let requests = 1500;
+    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
+    // Warm both (connections, first-seen endpoints), then measure.
+    http_rate(off.1, "/", &docs, 200).await;
+    http_rate(on.1, "/", &docs, 200).await;
+    // Each side first in every other round: whatever the first of a pair
+    // pays (or gains) falls on both.
+    for round in 0..6 {
+        if round % 2 == 0 {
+            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
+            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
+        } else {
+            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
+            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (rate_off, rate_on) = (median(rates_off), median(rates_on));
+    let ratio = rate_on / rate_off;
+    vec![Row {
+        name:
+            "metrics on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight)"
+                .into(),
+        value: format!("{rate_on:.0} req/s on"),
+        baseline: format!("{rate_off:.0} req/s off"),
+        ratio,
+        ratio_label: "on/off",
+        target: ">= 0.95".into(),
+        met: ratio >= 0.95,
+    }]
 }

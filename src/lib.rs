@@ -15,6 +15,8 @@
 //!   unit one `jina-wasm` command line (docs/kubernetes.md).
 //! - [`daemon`]: `jina-wasm daemon`, remote and multi-tenant hosting of Peas
 //!   and Pods over an HTTP API, and its client (for a Flow's remote Pods).
+//! - [`metrics`]: Prometheus metrics of the gateway, the Peas and the Pods'
+//!   heads and tails, and the gateway's access log (docs/operations.md).
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
 //!
@@ -30,6 +32,7 @@ pub mod executor;
 pub mod export;
 pub mod flow;
 pub mod http_server;
+pub mod metrics;
 pub mod pea;
 pub mod pod;
 pub mod transport;

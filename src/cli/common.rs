@@ -69,6 +69,66 @@ impl RuntimeArgs {
     }
 }
 
+/// Prometheus metrics (docs/operations.md).
+#[derive(Debug, Clone, Args)]
+pub struct MonitoringArgs {
+    /// Count requests, errors, latencies, dumps and the Pods' parts, and serve
+    /// them as Prometheus text: on the gateway's `GET /metrics` (`flow`,
+    /// `gateway`; a Flow's `with: {monitoring: true}` too) and on
+    /// --port-monitoring. Off, nothing is counted.
+    #[arg(long)]
+    pub monitoring: bool,
+
+    /// Serve the metrics on `GET /metrics` of this port (0: the OS picks;
+    /// implies --monitoring). A Pod's Peas in processes of their own
+    /// (--runtime-backend PROCESS) each serve theirs on a port the OS picks,
+    /// shown in their STATUS (`monitoring`).
+    #[arg(long, value_name = "PORT")]
+    pub port_monitoring: Option<u16>,
+
+    /// The interface --port-monitoring binds (0.0.0.0 in a container).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host_monitoring: String,
+}
+
+impl MonitoringArgs {
+    /// Turns metrics on when asked here or by a Flow file (`on`, `port`:
+    /// its `with.monitoring`, `with.port_monitoring`), before anything that
+    /// records them starts, and serves the monitoring port if one is given.
+    /// Returns whether metrics are on and the port's URL.
+    ///
+    /// # Errors
+    /// The monitoring port cannot be bound.
+    pub async fn start(
+        &self,
+        on: bool,
+        port: Option<u16>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<(bool, Option<String>)> {
+        let port = self.port_monitoring.or(port);
+        if !(self.monitoring || on || port.is_some()) {
+            return Ok((false, None));
+        }
+        crate::metrics::enable();
+        let Some(port) = port else {
+            return Ok((true, None));
+        };
+        let address = crate::metrics::serve(&self.host_monitoring, port, stop).await?;
+        Ok((true, Some(format!("http://{address}/metrics"))))
+    }
+
+    /// The `jina-wasm pea` arguments of a child process when metrics are on:
+    /// its own port, picked by the OS.
+    pub fn child_args(&self) -> Vec<String> {
+        vec![
+            "--port-monitoring".into(),
+            "0".into(),
+            "--host-monitoring".into(),
+            self.host_monitoring.clone(),
+        ]
+    }
+}
+
 /// Which executor to run, with which parameters, inside which sandbox.
 #[derive(Debug, Clone, Args)]
 pub struct ExecutorArgs {

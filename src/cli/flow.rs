@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::RuntimeArgs;
+use super::common::{MonitoringArgs, RuntimeArgs};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
@@ -89,6 +89,9 @@ pub struct FlowCommand {
 
     #[command(flatten)]
     pub http: crate::http_server::HttpLimits,
+
+    #[command(flatten)]
+    pub monitoring: MonitoringArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,7 +199,7 @@ impl FlowCommand {
 
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
-        let options = self.run_options();
+        let mut options = self.run_options();
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
@@ -204,6 +207,20 @@ impl FlowCommand {
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
+        // Metrics on before any Pod starts, so each records into them.
+        let served = tokio_util::sync::CancellationToken::new();
+        let (metrics, monitoring) = self
+            .monitoring
+            .start(
+                flow.with.monitoring.unwrap_or(false),
+                flow.with.port_monitoring,
+                served.clone(),
+            )
+            .await?;
+        let _served = served.drop_guard();
+        if metrics {
+            options.child_args.extend(self.monitoring.child_args());
+        }
         let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
         let host = self
             .host
@@ -234,11 +251,21 @@ impl FlowCommand {
                 return Err(e.context(format!("{}: the gateway did not start", file.display())));
             }
         };
+        // The topology, for people; with --log-format json, as log lines, so
+        // that every line of stderr is JSON.
+        let json = std::env::var("JINA_WASM_LOG_FORMAT").is_ok_and(|f| f == "json");
         for &i in &flow.order {
-            eprintln!("  {}", describe(&flow, i));
+            if json {
+                tracing::info!(pod = %flow.pods[i].name, "{}", describe(&flow, i));
+            } else {
+                eprintln!("  {}", describe(&flow, i));
+            }
         }
         let mut ready = info;
         gateway.describe(&mut ready);
+        if let Some(url) = monitoring {
+            ready["monitoring"] = url.into();
+        }
         println!("{ready}");
         super::pea::shutdown_signal().await;
         tracing::info!("stopping the Flow");

@@ -62,6 +62,9 @@ pub struct GatewayCommand {
 
     #[command(flatten)]
     pub http: crate::http_server::HttpLimits,
+
+    #[command(flatten)]
+    pub monitoring: super::common::MonitoringArgs,
 }
 
 /// `NAME=HOST:PORT,HOST:PORT`.
@@ -157,6 +160,16 @@ impl GatewayCommand {
         .await?;
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.uses.display()))?;
+        let served = tokio_util::sync::CancellationToken::new();
+        let (_, monitoring) = self
+            .monitoring
+            .start(
+                flow.with.monitoring.unwrap_or(false),
+                flow.with.port_monitoring,
+                served.clone(),
+            )
+            .await?;
+        let _served = served.drop_guard();
         let running = crate::flow::run::route(&flow, &addresses).await?;
         let host = self
             .host
@@ -193,6 +206,9 @@ impl GatewayCommand {
         let mut ready = info.clone();
         gateway.describe(&mut ready);
         ready["ctrl"] = ctrl.endpoint.clone().into();
+        if let Some(url) = monitoring {
+            ready["monitoring"] = url.into();
+        }
         println!("{ready}");
         tokio::select! {
             () = super::pea::shutdown_signal() => {}

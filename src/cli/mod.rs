@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use common::{ExecutorArgs, POOL_SLOTS, RuntimeArgs};
+pub use common::{ExecutorArgs, MonitoringArgs, POOL_SLOTS, RuntimeArgs};
 pub use ping::control;
 
 /// Run Jina-style executors as sandboxed WebAssembly components.
@@ -44,6 +44,61 @@ pub struct Cli {
     /// `debug`, `trace`, or a tracing filter such as `jina_wasm=debug,guest=warn`).
     #[arg(long, global = true, env = "JINA_WASM_LOG", default_value = "info")]
     pub log_level: String,
+
+    /// How log lines are written: `text` (for people) or `json` (one JSON
+    /// object a line, for a log collector). A level alone (`info`, `debug`)
+    /// leaves the libraries' own debug logs (hyper, h2, tonic, wasmtime,
+    /// cranelift...) at `warn`; a filter that names them decides for itself.
+    #[arg(
+        long,
+        global = true,
+        env = "JINA_WASM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Libraries whose debug and info logs say nothing to an operator: kept at
+/// `warn` unless the filter names them.
+const QUIET_LIBRARIES: &[&str] = &[
+    "hyper",
+    "h2",
+    "tonic",
+    "tower",
+    "want",
+    "mio",
+    "reqwest",
+    "wasmtime",
+    "cranelift",
+    "regalloc2",
+    "wasmparser",
+    "zeromq",
+    "axum",
+];
+
+/// The tracing filter for `--log-level`: a bare level more verbose than
+/// `warn` gets [`QUIET_LIBRARIES`] at `warn`.
+pub fn log_filter(level: &str) -> String {
+    let verbose = matches!(
+        level.trim().to_ascii_lowercase().as_str(),
+        "info" | "debug" | "trace"
+    );
+    if !verbose {
+        return level.to_string();
+    }
+    let mut filter = level.trim().to_string();
+    for library in QUIET_LIBRARIES {
+        filter.push_str(&format!(",{library}=warn"));
+    }
+    filter
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,14 +128,20 @@ impl Cli {
             Command::Pod(pod) if pod.pea.quiet => "off",
             _ => &self.log_level,
         };
-        let filter = tracing_subscriber::EnvFilter::try_new(level)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
+        let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter("info")));
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_target(false)
-            .try_init();
+            .with_writer(std::io::stderr);
+        let _ = match self.log_format {
+            // Fields at the top level beside `level` and `target` (`access`
+            // for the gateway's access log), as collectors expect.
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .try_init(),
+        };
     }
 
     /// Runs the command.
@@ -92,6 +153,10 @@ impl Cli {
         // the level this one was given, whether by flag or by environment.
         // SAFETY: called from `main` before any thread is started.
         unsafe { std::env::set_var("JINA_WASM_LOG", &self.log_level) };
+        if self.log_format == LogFormat::Json {
+            // SAFETY: as above.
+            unsafe { std::env::set_var("JINA_WASM_LOG_FORMAT", "json") };
+        }
         match self.command {
             Command::Run(cmd) => cmd.execute(),
             Command::Pea(cmd) => cmd.execute(),
@@ -134,5 +199,14 @@ mod tests {
     #[test]
     fn verify_cli() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_levels_quiet_the_libraries() {
+        assert_eq!(super::log_filter("warn"), "warn");
+        assert_eq!(super::log_filter("jina_wasm=debug"), "jina_wasm=debug");
+        let debug = super::log_filter("debug");
+        assert!(debug.starts_with("debug,hyper=warn,"), "{debug}");
+        assert!(debug.contains(",wasmtime=warn,cranelift=warn,"), "{debug}");
     }
 }

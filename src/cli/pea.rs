@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::common::{ExecutorArgs, RuntimeArgs};
+use super::common::{ExecutorArgs, MonitoringArgs, RuntimeArgs};
 use crate::pea::{OnError, PeaConfig};
 use crate::pod::Place;
 use crate::transport::SocketSpec;
@@ -111,6 +111,9 @@ pub struct PeaCommand {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub monitoring: MonitoringArgs,
 }
 
 /// The socket flags of a Pea (and, later, of the Peas of a Pod).
@@ -286,6 +289,9 @@ impl PeaCommand {
         let config = self.config()?;
         let name = config.name.clone();
         let runtime = self.runtime.runtime(super::common::POOL_SLOTS)?;
+        let served = tokio_util::sync::CancellationToken::new();
+        let (_, monitoring) = self.monitoring.start(false, None, served.clone()).await?;
+        let _served = served.drop_guard();
         let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
             .await
             .map_err(|_| {
@@ -299,6 +305,9 @@ impl PeaCommand {
             .as_object_mut()
             .expect("an object")
             .insert("pea".into(), name.clone().into());
+        if let Some(url) = monitoring {
+            ready["monitoring"] = url.into();
+        }
         println!("{ready}");
         stop_on_signal(pea.stop_token());
         pea.wait().await.with_context(|| format!("pea `{name}`"))?;

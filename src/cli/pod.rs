@@ -111,6 +111,16 @@ impl PodCommand {
         if self.pea.quiet {
             child_args.push("--quiet".to_string());
         }
+        let served = tokio_util::sync::CancellationToken::new();
+        let (metrics, monitoring) = self
+            .pea
+            .monitoring
+            .start(false, None, served.clone())
+            .await?;
+        let _served = served.drop_guard();
+        if metrics {
+            child_args.extend(self.pea.monitoring.child_args());
+        }
         // The tail waits for a request's parts as long as one call may take, and
         // a little more for the way there and back.
         let timeout_parts = pea.executor.sandbox.call_timeout + std::time::Duration::from_secs(5);
@@ -139,6 +149,9 @@ impl PodCommand {
         if let Some(external) = &pod.external {
             object.insert("fanout".into(), external.fanout.clone().into());
             object.insert("parts".into(), external.parts.clone().into());
+        }
+        if let Some(url) = monitoring {
+            object.insert("monitoring".into(), url.into());
         }
         println!("{ready}");
         stop_on_signal(pod.stop_token());

@@ -65,6 +65,7 @@ type Answer<T = Json<Value>> = Result<T, ApiError>;
 pub fn router(daemon: Arc<Daemon>) -> axum::Router {
     let mut router = axum::Router::new()
         .route("/tenant", get(tenant))
+        .route("/metrics", get(metrics))
         .route("/workspaces", get(list_workspaces))
         .route(
             "/workspaces/{ws}",
@@ -138,8 +139,67 @@ fn check_workspace_id(ws: &str) -> Answer<()> {
 /// `GET /tenant`: who the token is, its quota and what it uses.
 async fn tenant(State(d): Shared, headers: HeaderMap) -> Answer {
     let tenant = caller(&d, &headers)?;
-    let dirs = d.dirs(&tenant);
-    let ((peas, memory), rss) = d.with_objects(&tenant, |objects| {
+    let (peas, memory, disk, rss) = usage(&d, &tenant);
+    Ok(Json(json!({
+        "tenant": tenant.name,
+        "quota": tenant.quota,
+        "usage": {"peas": peas, "memory": memory, "disk": disk, "rss_bytes": rss},
+    })))
+}
+
+/// `GET /metrics`: the caller's tenant's usage beside its quota, as
+/// Prometheus text (docs/operations.md). A token sees its own tenant only.
+async fn metrics(State(d): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = caller(&d, &headers)?;
+    let (peas, memory, disk, rss) = usage(&d, &tenant);
+    let q = &tenant.quota;
+    let text = crate::metrics::render_gauges(
+        &[("tenant", tenant.name.as_str())],
+        &[
+            (
+                "jina_daemon_tenant_peas",
+                "Peas the tenant's Peas, Pods and Flows hold",
+                peas as u64,
+            ),
+            (
+                "jina_daemon_tenant_peas_quota",
+                "The tenant's quota of Peas (max_peas)",
+                q.max_peas as u64,
+            ),
+            (
+                "jina_daemon_tenant_memory_bytes",
+                "Memory the tenant's objects reserve (each Pea's memory_hwm)",
+                memory,
+            ),
+            (
+                "jina_daemon_tenant_memory_quota_bytes",
+                "The tenant's memory quota (total_memory)",
+                q.total_memory,
+            ),
+            (
+                "jina_daemon_tenant_rss_bytes",
+                "Resident memory of the tenant's running processes",
+                rss,
+            ),
+            (
+                "jina_daemon_tenant_disk_bytes",
+                "Bytes of the tenant's uploads, logs and state",
+                disk,
+            ),
+            (
+                "jina_daemon_tenant_disk_quota_bytes",
+                "The tenant's disk quota",
+                q.disk,
+            ),
+        ],
+    );
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// A tenant's Peas, reserved memory, disk bytes and resident memory.
+fn usage(d: &Daemon, tenant: &Tenant) -> (usize, u64, u64, u64) {
+    let dirs = d.dirs(tenant);
+    let ((peas, memory), rss) = d.with_objects(tenant, |objects| {
         let rss: u64 = objects
             .values()
             .filter_map(|o| {
@@ -151,11 +211,7 @@ async fn tenant(State(d): Shared, headers: HeaderMap) -> Answer {
             .sum();
         (Daemon::usage(objects), rss)
     });
-    Ok(Json(json!({
-        "tenant": tenant.name,
-        "quota": tenant.quota,
-        "usage": {"peas": peas, "memory": memory, "disk": dirs.disk_usage(), "rss_bytes": rss},
-    })))
+    (peas, memory, dirs.disk_usage(), rss)
 }
 
 /// `GET /workspaces`.

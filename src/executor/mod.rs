@@ -340,6 +340,12 @@ pub struct ExecutorStats {
     pub traps: u64,
     /// Instances created after the first.
     pub restarts: u64,
+    /// The instance's linear memory after its last call (every memory of the
+    /// component), for metrics.
+    pub memory_bytes: u64,
+    /// The workspace's file bytes measured before the last call, when a
+    /// disk quota is watched.
+    pub workspace_bytes: Option<u64>,
 }
 
 /// One live instance.
@@ -708,6 +714,11 @@ impl Executor {
         if over_quota.is_some() {
             self.roll_back(&live);
         }
+        let state = live.store.data();
+        self.stats.memory_bytes = state.limiter.memory as u64;
+        if let Some((_, _, before)) = &state.watch.quota {
+            self.stats.workspace_bytes = Some(before.usage.bytes);
+        }
         self.live = Some(live);
         if let Some(message) = over_quota {
             self.stats.errors += 1;
@@ -881,6 +892,7 @@ impl Executor {
             memory_refused: None,
             tenant: self.tenant.clone(),
             reserved: 0,
+            memory: 0,
         };
         let state = ExecutorState {
             wasi,

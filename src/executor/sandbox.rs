@@ -360,6 +360,8 @@ pub(super) struct Limiter {
     pub tenant: Option<std::sync::Arc<super::tenant::Tenant>>,
     /// Bytes taken from the tenant's budget.
     pub reserved: u64,
+    /// The instance's linear memory now (every memory), for metrics.
+    pub memory: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -381,6 +383,7 @@ impl wasmtime::ResourceLimiter for Limiter {
             }
             self.reserved += more;
         }
+        self.memory = self.memory.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 

@@ -122,11 +122,20 @@ fn service(unit: &Unit, options: &Options, name: &str, volumes: &mut Map<String,
         let ports: Vec<Value> = unit
             .ports
             .iter()
-            .filter(|(n, _)| *n != "ctrl")
+            .filter(|(n, _)| *n != "ctrl" && *n != "monitoring")
             .map(|(_, p)| json!({"target": p, "published": p.to_string(), "protocol": "tcp"}))
             .collect();
         service["ports"] = ports.into();
         service["configs"] = json!([{"source": "flow", "target": FLOW_FILE}]);
+    }
+    // For a Prometheus with Docker discovery (docs/operations.md); the port
+    // is reached on the Compose network, not published.
+    if let Some((_, port)) = unit.ports.iter().find(|(n, _)| *n == "monitoring") {
+        service["labels"] = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": port.to_string(),
+            "prometheus.io/path": "/metrics",
+        });
     }
     if let Some(limit) = unit.memory_limit {
         service["mem_limit"] = mebibytes(limit).replace("Mi", "m").into();

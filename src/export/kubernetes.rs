@@ -106,8 +106,16 @@ fn metadata(plan: &Plan, unit: &Unit, name: &str, options: &Options) -> Value {
 fn objects(plan: &Plan, unit: &Unit, options: &Options) -> Vec<Value> {
     let selector =
         json!({"app.kubernetes.io/name": unit.name, "app.kubernetes.io/part-of": plan.name});
-    let template =
+    let mut template =
         json!({"metadata": {"labels": labels(plan, unit)}, "spec": pod_spec(plan, unit, options)});
+    // Prometheus' Kubernetes discovery reads these (docs/operations.md).
+    if let Some((_, port)) = unit.ports.iter().find(|(n, _)| *n == "monitoring") {
+        template["metadata"]["annotations"] = json!({
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": port.to_string(),
+            "prometheus.io/path": "/metrics",
+        });
+    }
     let stateful = matches!(unit.kind, Kind::Shards) || (unit.kind == Kind::Pea && unit.workspace);
     let mut out = Vec::new();
     if unit.kind == Kind::Gateway {

@@ -51,6 +51,9 @@ pub const PORT_CTRL: u16 = 8083;
 pub const PORT_FANOUT: u16 = 8084;
 /// A tail's PULL, which its Peas' PUSH outputs connect to.
 pub const PORT_PARTS: u16 = 8085;
+/// Every unit's metrics (`GET /metrics`), when the Flow has `monitoring: true`
+/// (or sets `port_monitoring`, which this replaces where it is 0).
+pub const PORT_MONITORING: u16 = 9090;
 
 /// Where things are inside a container.
 pub const EXECUTORS_DIR: &str = "/executors";
@@ -336,6 +339,24 @@ impl Plan {
                 memory_limit: None,
             },
         );
+        // Every unit serves its own metrics on one fixed port, which the
+        // manifests annotate for Prometheus (docs/operations.md).
+        if flow.with.monitoring.unwrap_or(false) || flow.with.port_monitoring.is_some() {
+            let port = flow
+                .with
+                .port_monitoring
+                .filter(|&p| p != 0)
+                .unwrap_or(PORT_MONITORING);
+            for unit in &mut plan.units {
+                unit.args.extend([
+                    "--port-monitoring".into(),
+                    port.to_string(),
+                    "--host-monitoring".into(),
+                    "0.0.0.0".into(),
+                ]);
+                unit.ports.push(("monitoring", port));
+            }
+        }
         Ok(plan)
     }
 

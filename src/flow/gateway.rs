@@ -3,6 +3,7 @@
 //! - `POST /post` with `{"data": [documents], "exec_endpoint": "/index",
 //!   "parameters": {...}}`, and `POST /<endpoint>` (the endpoint from the path).
 //! - `GET /dry_run`: is the Flow up. `GET /status`: the Flow's Pods.
+//! - `GET /metrics`: Prometheus metrics, when on (docs/operations.md).
 //! - Anything else: a JSON error answer (404 for a route that does not exist,
 //!   405 for a route used with the wrong method, 422 for a body that is not a
 //!   JSON request), in the same failure shape as an executor's error.
@@ -51,6 +52,8 @@ struct Shared {
     info: Arc<Value>,
     /// The admin route's Pods (rolling updates), when this gateway runs them.
     admin: Option<Arc<super::update::Admin>>,
+    /// Prometheus metrics, when on.
+    metrics: Option<Arc<crate::metrics::GatewayMetrics>>,
 }
 
 /// A gateway serving on its address until stopped.
@@ -83,8 +86,13 @@ impl Gateway {
             slots: Arc::new(Semaphore::new(prefetch.max(1))),
             info: Arc::new(info),
             admin: admin.clone(),
+            metrics: crate::metrics::GatewayMetrics::new("http"),
         };
-        let app = Router::new()
+        let mut app = Router::new();
+        if shared.metrics.is_some() {
+            app = app.route("/metrics", get(|| async { crate::metrics::response() }));
+        }
+        let app = app
             .route("/post", post(post_body))
             .route("/dry_run", get(dry_run))
             .route("/status", get(status))
@@ -95,6 +103,12 @@ impl Gateway {
             // registered before it.
             .fallback(no_route)
             .method_not_allowed_fallback(no_route)
+            // The access log and the request metrics, for every answer that
+            // carries an [`Answered`].
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                observe,
+            ))
             .with_state(shared);
         // `POST /admin/update` (src/flow/update.rs).
         let app = match &admin {
@@ -395,8 +409,83 @@ struct RouteStatus {
     code: u8,
 }
 
+/// What an answer tells [`observe`] about its request (a response extension).
+#[derive(Clone)]
+struct Answered {
+    request_id: Option<String>,
+    endpoint: String,
+    /// Documents in the request.
+    docs: usize,
+    /// `success`, or the error kind.
+    status: String,
+}
+
+fn answered(
+    mut response: Response,
+    endpoint: &str,
+    request_id: Option<&str>,
+    status: &str,
+) -> Response {
+    response.extensions_mut().insert(Answered {
+        request_id: request_id.map(str::to_string),
+        endpoint: endpoint.to_string(),
+        docs: 0,
+        status: status.to_string(),
+    });
+    response
+}
+
+/// Around every route: counts the request in flight and, when the answer is
+/// a request's (it carries an [`Answered`]), writes the access log line and
+/// records the request's metrics.
+async fn observe(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let _in_flight = shared.metrics.as_ref().map(|m| m.in_flight());
+    let received = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let response = next.run(request).await;
+    if let Some(a) = response.extensions().get::<Answered>() {
+        let sent = axum::body::HttpBody::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        let served = crate::metrics::Served {
+            request_id: a.request_id.as_deref().unwrap_or("-"),
+            endpoint: &a.endpoint,
+            docs: a.docs,
+            status: &a.status,
+            elapsed: started.elapsed(),
+            received,
+            sent,
+        };
+        crate::metrics::served(shared.metrics.as_deref(), "http", &served);
+    }
+    response
+}
+
 /// Runs one request through the Flow and answers in Jina's shape.
 async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> Response {
+    let mut docs = 0;
+    let mut response = respond(shared, path_endpoint, body, &mut docs).await;
+    if let Some(a) = response.extensions_mut().get_mut::<Answered>() {
+        a.docs = docs;
+    }
+    response
+}
+
+/// [`answer`]'s work; `docs_in`: the request's documents, once read.
+async fn respond(
+    shared: Shared,
+    path_endpoint: Option<String>,
+    body: &[u8],
+    docs_in: &mut usize,
+) -> Response {
     let fallback = path_endpoint.clone().unwrap_or_else(|| "/".into());
     let request = match parse_request(body, path_endpoint) {
         Ok(request) => request,
@@ -418,6 +507,7 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
         client_id,
         target,
     } = request;
+    *docs_in = docs.len();
     let Ok(_slot) = shared.slots.acquire().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -511,7 +601,8 @@ async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> R
         routes: Some(routes),
         data: &docs,
     };
-    (StatusCode::OK, Json(answer)).into_response()
+    let response = (StatusCode::OK, Json(answer)).into_response();
+    answered(response, &endpoint, Some(&id), "success")
 }
 
 /// The request's documents (its `data`): a list, or `{"docs": [...]}`.
@@ -594,7 +685,12 @@ fn failed(
         },
         routes,
     };
-    (code, Json(answer)).into_response()
+    answered(
+        (code, Json(answer)).into_response(),
+        endpoint,
+        request_id,
+        kind,
+    )
 }
 
 /// `text` cut to at most [`MAX_REASON`] bytes at a character boundary, saying

@@ -64,6 +64,14 @@ pub struct FlowWith {
     /// `--max-peas` overrides).
     #[serde(default)]
     pub max_peas: Option<usize>,
+    /// Prometheus metrics on the gateway's `GET /metrics` (Jina 3's
+    /// `monitoring`; `--monitoring` too): docs/operations.md.
+    #[serde(default)]
+    pub monitoring: Option<bool>,
+    /// Serve the metrics on this port as well (implies `monitoring`;
+    /// `--port-monitoring` overrides).
+    #[serde(default)]
+    pub port_monitoring: Option<u16>,
 }
 
 /// Default cap on the Peas one Flow starts (`--max-peas`, `with.max_peas`).

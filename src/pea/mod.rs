@@ -300,8 +300,16 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
             lost.reason
         );
     }
+    let sandbox = &config.executor.sandbox;
+    let metrics = crate::metrics::PeaMetrics::new(
+        &name,
+        sandbox.memory_limit,
+        (sandbox.workspace.is_some() && !sandbox.read_only).then_some(sandbox.quota.bytes),
+    );
     let stop = CancellationToken::new();
     let pea = Pea {
+        metrics,
+        job_started: Instant::now(),
         config,
         input,
         output,
@@ -495,6 +503,9 @@ pub struct PeaStatus {
     pub busy_for_ms: u64,
     pub uptime_ms: u64,
     pub pid: u32,
+    /// Where this process serves its metrics (`--port-monitoring`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<String>,
 }
 
 /// What the executor is doing.
@@ -577,6 +588,10 @@ struct Pea {
     reviving: Option<oneshot::Receiver<()>>,
     /// The last write failed with `io` (its message), until one succeeds.
     write_error: Option<String>,
+    /// Prometheus metrics, when on (src/metrics.rs).
+    metrics: Option<crate::metrics::PeaMetrics>,
+    /// When the running control job or commit started (a dump's duration).
+    job_started: Instant,
 }
 
 impl Pea {
@@ -599,6 +614,14 @@ impl Pea {
         let mut reconnects = self.input.reconnects();
         let mut announce = self.config.socket_in.kind == SocketType::Dealer;
         loop {
+            if let Some(m) = &self.metrics {
+                let running = usize::from(matches!(self.busy, Some(Busy::Request { .. })));
+                m.state(
+                    running + self.held.len() + self.outbox.len(),
+                    self.state_lost.is_some(),
+                    self.unsaved.writes,
+                );
+            }
             let idle = self.busy.is_none() && self.outbox.is_empty();
             if idle && !self.held.is_empty() {
                 // Group commit: requests already waiting join this dump.
@@ -814,6 +837,9 @@ impl Pea {
             return;
         }
         self.counters.requests += 1;
+        if let Some(m) = &mut self.metrics {
+            m.request(&message.envelope.endpoint);
+        }
         let received = now_us();
         let envelope = &mut message.envelope;
         if envelope.is_error() {
@@ -838,6 +864,9 @@ impl Pea {
             );
             envelope.after_error = AfterError::Abort;
             message.body = Bytes::new();
+            if let Some(m) = &mut self.metrics {
+                m.error("deadline");
+            }
             self.route(&mut message, received, Outcome::Failed);
             self.outbox.push_back(message.frames().to_vec());
             return;
@@ -967,6 +996,20 @@ impl Pea {
         }
     }
 
+    /// Hands the executor's counts (restarts, traps, memory) to the metrics.
+    fn observe_executor(&mut self) {
+        if let Some(m) = &mut self.metrics {
+            let stats = self
+                .worker
+                .health
+                .lock()
+                .expect("health lock")
+                .stats
+                .clone();
+            m.executor(&stats);
+        }
+    }
+
     /// Arms the revival at the end of the crash-loop backoff, if one is in force.
     fn schedule_revival(&mut self) {
         let until = self
@@ -997,6 +1040,11 @@ impl Pea {
             unreachable!("a request's result comes while the request is in flight")
         };
         let instance_lost = self.instance_lost();
+        if let Some(m) = &mut self.metrics {
+            let elapsed = Duration::from_micros(now_us().saturating_sub(started));
+            m.handled(&message.envelope.endpoint, elapsed);
+        }
+        self.observe_executor();
         if write && !self.config.executor.sandbox.read_only {
             // Storage trouble (a full disk) makes the Pea unhealthy until a
             // write succeeds again.
@@ -1055,6 +1103,7 @@ impl Pea {
 
     /// Starts durable mode's dump for the `held` requests.
     async fn start_commit(&mut self) {
+        self.job_started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.worker.submit(Job::Commit { reply }).await;
         self.busy = Some(Busy::Commit {
@@ -1067,6 +1116,9 @@ impl Pea {
         let Some(Busy::Commit { through, .. }) = self.busy.take() else {
             unreachable!("a commit's result comes while it runs")
         };
+        if let Some(m) = &self.metrics {
+            m.dumped(result.is_ok(), self.job_started.elapsed());
+        }
         match &result {
             Ok(()) => {
                 self.counters.dumps += 1;
@@ -1109,6 +1161,9 @@ impl Pea {
     /// Records a failure of this Pea's executor on `message`.
     fn fail(&mut self, message: &mut Message, started: u64, failure: &Failure) {
         self.counters.failed += 1;
+        if let Some(m) = &mut self.metrics {
+            m.error(&failure.kind);
+        }
         let name = &self.config.name;
         if self.config.quiet_error {
             tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed");
@@ -1239,6 +1294,7 @@ impl Pea {
                 )
                 .await;
         }
+        self.job_started = Instant::now();
         let (reply, rx) = oneshot::channel();
         let work = if job.request.endpoint == "DUMP" {
             Job::Dump { reply }
@@ -1259,6 +1315,15 @@ impl Pea {
         let Some(Busy::Control { job, through, .. }) = self.busy.take() else {
             unreachable!("a control job's result comes while it runs")
         };
+        if let Some(m) = &mut self.metrics {
+            // A RELOAD dumps first: its success is a dump's.
+            if !self.config.executor.sandbox.read_only
+                && (job.request.endpoint == "DUMP" || result.is_ok())
+            {
+                m.dumped(result.is_ok(), self.job_started.elapsed());
+            }
+        }
+        self.observe_executor();
         if result.is_ok() && !self.config.executor.sandbox.read_only {
             self.counters.dumps += 1;
             self.counters.dumped_through = through;
@@ -1419,6 +1484,7 @@ impl Pea {
                 .map_or(0, |t| t.elapsed().as_millis() as u64),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             pid: std::process::id(),
+            monitoring: crate::metrics::serving(),
         }
     }
 }

@@ -88,6 +88,10 @@ pub enum HeadCommand {
 pub struct HeadStats {
     pub requests: AtomicU64,
     pub dropped: AtomicU64,
+    /// Parts sent to the Pod's Peas.
+    pub parts: AtomicU64,
+    /// Requests failed `unavailable` here (no Pea connected).
+    pub unavailable: AtomicU64,
 }
 
 pub struct Head {
@@ -227,6 +231,9 @@ impl Head {
                     let mut sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
                         Ok(sends) => sends,
                         Err(failed) => {
+                            if matches!(&failed.envelope.status, crate::wire::Status::Error { kind, .. } if kind == "unavailable") {
+                                stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
                             let _ = tail.send(TailInput::Forward(failed)).await;
                             continue;
                         }
@@ -251,6 +258,7 @@ impl Head {
                     for (i, message) in sends {
                         let Some(identity) = peers[i].identity.clone().filter(|_| peers[i].alive) else { continue };
                         peers[i].credit = peers[i].credit.saturating_sub(1);
+                        stats.parts.fetch_add(1, Ordering::Relaxed);
                         let mut frames = vec![identity];
                         frames.extend(message.frames());
                         if fanout.send(frames).await.is_err() {

@@ -12,10 +12,10 @@
 //! this process or as child processes (`--runtime-backend`). docs/pods.md
 //! describes the behaviour; the wire protocol is docs/protocol.md.
 
-mod head;
+pub(crate) mod head;
 pub mod reduce;
 pub mod reshard;
-mod tail;
+pub(crate) mod tail;
 pub mod update;
 pub mod workspace;
 
@@ -797,7 +797,16 @@ async fn assemble(
 
     let stop = CancellationToken::new();
     let ctrl = opened.links.pop().expect("the control socket");
+    // The head's and tail's counters on /metrics, read at scrape time.
+    let metrics = crate::metrics::watch_pod(crate::metrics::PodSource {
+        pod: name.clone(),
+        head: head_stats.clone(),
+        tail: tail_stats.clone(),
+        connected: registered_rx.clone(),
+        expected,
+    });
     let pod_task = PodTask {
+        _metrics: metrics,
         name: name.clone(),
         description: pod.description.clone(),
         ctrl,
@@ -1185,6 +1194,8 @@ struct PodTask {
     replica_set: Option<(CancellationToken, tokio::task::JoinHandle<Vec<Member>>)>,
     /// The component the Pod serves.
     current: update::Current,
+    /// Keeps the Pod on /metrics while it runs.
+    _metrics: Option<Arc<crate::metrics::PodSource>>,
 }
 
 impl PodTask {

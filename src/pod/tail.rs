@@ -33,6 +33,10 @@ pub struct TailStats {
     pub completed: AtomicU64,
     pub timed_out: AtomicU64,
     pub late: AtomicU64,
+    /// Parts received from the Pod's Peas.
+    pub parts: AtomicU64,
+    /// Requests failed `unavailable` (a Pea they needed is not connected).
+    pub unavailable: AtomicU64,
 }
 
 /// A reducer executor (`--uses-after`): the merged documents go through it.
@@ -143,6 +147,7 @@ impl Tail {
                         down.join(", "),
                         if down.len() == 1 { "is" } else { "are" }
                     );
+                    self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                     return self.fail(p, &reason, "unavailable", finished).await;
                 }
                 pending.insert(id, p);
@@ -160,6 +165,7 @@ impl Tail {
             tracing::warn!(pea = %self.name, "dropped a part that is not a jina-wasm message");
             return;
         };
+        self.stats.parts.fetch_add(1, Ordering::Relaxed);
         let id = message.envelope.request_id.clone();
         let Some(p) = pending.get_mut(&id) else {
             if finished.1.contains(&id) {

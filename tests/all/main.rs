@@ -55,6 +55,10 @@
 //! - `rolling`: rolling updates of a running Flow's Pod under continuous
 //!   load: replicas and shards replaced with no failed request, a broken
 //!   replacement rolled back, refusals that say why.
+//! - `metrics`: a Flow's `/metrics` parsed strictly as Prometheus text, its
+//!   counters moving with traffic and errors by kind; a standalone Pea's
+//!   `--port-monitoring`; an export's Prometheus annotations (golden files);
+//!   `--log-format json` and the gateway's access line.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -73,6 +77,7 @@ mod hostile_fs;
 mod hostile_input;
 mod load;
 mod malformed;
+mod metrics;
 mod minilm;
 mod pea;
 mod pod;

@@ -77,6 +77,8 @@ struct Shared {
     prefetch: usize,
     /// What `_status` reports (the Flow's Pods).
     info: Arc<Value>,
+    /// Prometheus metrics, when on.
+    metrics: Option<Arc<crate::metrics::GatewayMetrics>>,
 }
 
 /// A gRPC gateway serving on its address until stopped.
@@ -107,6 +109,7 @@ impl GrpcGateway {
             slots: Arc::new(Semaphore::new(prefetch.max(1))),
             prefetch: prefetch.max(1),
             info: Arc::new(info),
+            metrics: crate::metrics::GatewayMetrics::new("grpc"),
         };
         let service = Service(shared);
         let router = tonic::transport::Server::builder()
@@ -190,9 +193,44 @@ fn timestamp(us: u64) -> prost_types::Timestamp {
 }
 
 impl Shared {
+    /// Runs one request through the Flow ([`Shared::answer`]), with its
+    /// access log line and metrics.
+    async fn process(
+        &self,
+        request: DataRequestProto,
+        timeout: Option<Duration>,
+    ) -> DataRequestProto {
+        let started = std::time::Instant::now();
+        let _in_flight = self.metrics.as_ref().map(|m| m.in_flight());
+        let received = self.metrics.as_ref().map_or(0, |_| request.encoded_len());
+        let docs = match request.data.as_ref().and_then(|d| d.documents.as_ref()) {
+            Some(Documents::Docs(docs)) => docs.docs.len(),
+            _ => 0,
+        };
+        let reply = self.answer(request, timeout).await;
+        let header = reply.header.as_ref();
+        let status = header
+            .and_then(|h| h.status.as_ref())
+            .and_then(|s| s.exception.as_ref())
+            .map_or("success", |e| e.name.as_str());
+        let served = crate::metrics::Served {
+            request_id: header.map_or("-", |h| h.request_id.as_str()),
+            endpoint: header
+                .and_then(|h| h.exec_endpoint.as_deref())
+                .unwrap_or("/"),
+            docs,
+            status,
+            elapsed: started.elapsed(),
+            received: received as u64,
+            sent: self.metrics.as_ref().map_or(0, |_| reply.encoded_len()) as u64,
+        };
+        crate::metrics::served(self.metrics.as_deref(), "grpc", &served);
+        reply
+    }
+
     /// Runs one request through the Flow; every failure is an answer with an
     /// error status, never a dropped call.
-    async fn process(
+    async fn answer(
         &self,
         request: DataRequestProto,
         timeout: Option<Duration>,
