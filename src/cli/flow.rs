@@ -132,7 +132,9 @@ impl FlowCommand {
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
-        let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
+        let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
+        // What the executors declare, for /openapi.json and gRPC discovery.
+        let endpoints = crate::flow::endpoints::discover(runtime, &flow).await;
         let host = self
             .host
             .clone()
@@ -143,7 +145,7 @@ impl FlowCommand {
             .iter()
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
             .collect();
-        let info = json!({"flow": file.display().to_string(), "pods": pods});
+        let info = json!({"flow": file.display().to_string(), "pods": pods, "endpoints": endpoints});
         let gateway = match Gateways::start(
             &host,
             &listeners,
