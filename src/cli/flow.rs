@@ -145,7 +145,8 @@ impl FlowCommand {
             .iter()
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members}))
             .collect();
-        let info = json!({"flow": file.display().to_string(), "pods": pods, "endpoints": endpoints});
+        let info =
+            json!({"flow": file.display().to_string(), "pods": pods, "endpoints": endpoints});
         let gateway = match Gateways::start(
             &host,
             &listeners,

@@ -53,8 +53,7 @@ impl InspectCommand {
             .file
             .file_stem()
             .map_or_else(|| "executor".into(), |s| s.to_string_lossy().into_owned());
-        let endpoints = match Executor::declared_endpoints(runtime.clone(), loaded.clone(), &name)
-        {
+        let endpoints = match Executor::declared_endpoints(runtime.clone(), loaded.clone(), &name) {
             Ok(endpoints) => endpoints,
             Err(e) => return Ok(refuse(&e)),
         };

@@ -47,8 +47,8 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use component::{
-    CONTRACT_VERSION, CONTRACT_VERSIONS, EXECUTOR_EXPORT, LoadError, LoadedComponent,
-    check_header, supported_versions,
+    CONTRACT_VERSION, CONTRACT_VERSIONS, EXECUTOR_EXPORT, LoadError, LoadedComponent, check_header,
+    supported_versions,
 };
 pub use error::{ErrorKind, ExecutorError, Phase};
 pub use sandbox::{GUEST_WORKSPACE, Sandbox, Volume};

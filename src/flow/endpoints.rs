@@ -193,9 +193,7 @@ fn operation_id(endpoint: &str) -> String {
 }
 
 fn request_operation(summary: &str, description: &str, id: &str) -> Value {
-    let failure = |what: &str| {
-        json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}}})
-    };
+    let failure = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Failure"}}}});
     json!({
         "summary": summary,
         "description": description,
@@ -319,7 +317,14 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["/dry_run", "/index", "/openapi.json", "/post", "/search", "/status"]
+            [
+                "/dry_run",
+                "/index",
+                "/openapi.json",
+                "/post",
+                "/search",
+                "/status"
+            ]
         );
         assert_eq!(paths["/index"]["post"]["summary"], "Split");
         assert_eq!(paths["/index"]["post"]["operationId"], "post_index");

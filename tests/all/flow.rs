@@ -662,12 +662,17 @@ fn openapi_lists_the_flows_declared_endpoints() {
     posts.sort_unstable();
     assert_eq!(
         posts,
-        ["/delete", "/export", "/import", "/index", "/post", "/search"],
+        [
+            "/delete", "/export", "/import", "/index", "/post", "/search"
+        ],
         "{doc}"
     );
     let index = &paths["/index"]["post"];
     assert!(
-        index["summary"].as_str().unwrap().starts_with("Store the documents"),
+        index["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Store the documents"),
         "{index}"
     );
     assert!(index["description"].as_str().unwrap().contains("idx"));

@@ -156,7 +156,14 @@ fn endpoint_discovery_lists_the_declared_endpoints() {
         .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(
         result["grpc"],
-        serde_json::json!(["/index", "/search", "/delete", "/export", "/import", "__default__"]),
+        serde_json::json!([
+            "/index",
+            "/search",
+            "/delete",
+            "/export",
+            "/import",
+            "__default__"
+        ]),
         "{result}"
     );
     assert_eq!(
