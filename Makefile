@@ -6,7 +6,7 @@
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 EXAMPLES := passthrough text-encoder sentence-segmenter vector-indexer match-merger hnsw-indexer minilm-encoder
-FIXTURES := misbehave wrong-world future-contract
+FIXTURES := misbehave wrong-world future-contract old-contract
 
 # Executors in other languages (docs/python-executors.md, docs/javascript-executors.md):
 # examples/executors/<name>/executor.py or executor.js, built into the same directory.

@@ -97,9 +97,16 @@ pub async fn post(
     let header_status = &answer["header"]["status"];
     let failed = !status.is_success() || header_status["code"].as_u64().is_some_and(|c| c != 0);
     let error = failed.then(|| {
-        header_status["description"]
+        let mut error = header_status["description"]
             .as_str()
-            .map_or_else(|| format!("the gateway answered {status}"), str::to_string)
+            .map_or_else(|| format!("the gateway answered {status}"), str::to_string);
+        if header_status["exception"]["name"] == "capacity" {
+            error.push_str(
+                " [the executor is full (HTTP 507): the same request fails until capacity is added, \
+                 e.g. more shards or a larger memory_hwm]",
+            );
+        }
+        error
     });
     Ok(Answer { documents, error })
 }

@@ -56,11 +56,13 @@ export class Document {
   }
 }
 
-const KINDS = ['bad-request', 'bad-config', 'read-only', 'io', 'internal'];
+const KINDS = ['bad-request', 'bad-config', 'read-only', 'io', 'internal', 'capacity'];
 
 /**
  * A failure the host receives with its kind: `bad-request`, `bad-config`,
- * `read-only`, `io` or `internal`. Anything else a handler throws reaches the
+ * `read-only`, `io`, `internal` or `capacity` (the executor is full: the
+ * request would pass a limit it was given, such as `this.runtimeArgs.memoryLimit`;
+ * apply none of it). Anything else a handler throws reaches the
  * host as `internal` with its name and message.
  */
 export class ExecutorError extends Error {
@@ -71,6 +73,7 @@ export class ExecutorError extends Error {
   }
   static badRequest(message) { return new ExecutorError('bad-request', message); }
   static badConfig(message) { return new ExecutorError('bad-config', message); }
+  static capacity(message) { return new ExecutorError('capacity', message); }
 }
 
 /**
@@ -78,12 +81,15 @@ export class ExecutorError extends Error {
  * an array of them), or of every endpoint no other handler names when `on`
  * is omitted. A handler is called as `handler(docs, parameters)` and returns
  * the documents to pass on, or `undefined` when it changed `docs` in place.
+ * `doc`, one line, describes the endpoint(s) to the host (`jina-wasm
+ * inspect`, the gateway's `/openapi.json`).
  */
-export function requests(method, { on } = {}) {
+export function requests(method, { on, doc } = {}) {
   if (typeof method !== 'function') throw new TypeError('requests(method, { on }): method must be a function');
   const list = method.jinaRequestsOn ?? (method.jinaRequestsOn = []);
   if (on === undefined) list.push(null);
   else list.push(...(Array.isArray(on) ? on : [on]));
+  if (doc !== undefined) method.jinaDoc = String(doc);
   return method;
 }
 
@@ -160,6 +166,26 @@ export class Executor {
   close() {}
 }
 
+/** One printable line of at most 1024 UTF-8 bytes (what the host accepts as a doc). */
+function oneLine(text) {
+  let line = String(text ?? '').split('\n')[0].replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  while (utf8Length(line) > 1024) line = line.slice(0, -1);
+  return line;
+}
+
+/**
+ * What `Class` declares to the host (contract 0.2.0's `endpoints`): each
+ * endpoint a marked method names (`__default__` for one without `on`), with
+ * that method's `doc`.
+ */
+function declaredOf(Class, routes) {
+  const out = [];
+  for (const [endpoint, name] of routes) {
+    out.push({ name: endpoint ?? '__default__', doc: oneLine(Class.prototype[name]?.jinaDoc) });
+  }
+  return out;
+}
+
 /** `Map(endpoint or null -> method name)` over the class chain, subclasses winning. */
 function routesOf(Class) {
   const chain = [];
@@ -211,7 +237,12 @@ export function serve(Class) {
       throw describe(e);
     }
   };
+  const declared = declaredOf(Class, routes);
   return {
+    endpoints() {
+      // May come before `init`: from the class alone.
+      return declared;
+    },
     init(config) {
       guard(() => {
         const { jina, ...user } = jsonObject(config, 'with', 'bad-config');

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::__bindings::jina::executor::types as wit;
 use crate::{Config, Error, Executor, Params, Result, Routes, wire};
 
-pub use wit::Batch;
+pub use wit::{Batch, EndpointInfo};
 
 /// The result type of the generated `Guest` methods.
 pub type WireResult<T> = std::result::Result<T, wit::Error>;
@@ -39,6 +39,16 @@ fn with_instance<E: Executor, T>(
             None => Err(Error::internal(format!("{call} called before init"))),
         }
     })
+}
+
+/// What `E` declares (contract 0.2.0's `endpoints`): its routes, built
+/// without an instance (the host may ask before `init`).
+pub fn endpoints<E: Executor>() -> Vec<wit::EndpointInfo> {
+    E::routes()
+        .declared()
+        .into_iter()
+        .map(|(name, doc)| wit::EndpointInfo { name, doc })
+        .collect()
 }
 
 pub fn init<E: Executor>(config: String) -> WireResult<()> {

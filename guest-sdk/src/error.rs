@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Io,
     /// Anything else: a bug or an unexpected state inside the executor.
     Internal,
+    /// The executor is full: taking the request would pass a limit it was
+    /// given (its memory limit). Refuse before applying any of the request.
+    Capacity,
 }
 
 impl ErrorKind {
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read-only",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
+            ErrorKind::Capacity => "capacity",
         }
     }
 }
@@ -84,6 +88,13 @@ impl Error {
     /// A bug or an unexpected state.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    /// The executor is full: the request would pass a limit it was given.
+    /// Name the limit and what would pass it (`2 GiB memory limit: 300000
+    /// documents of 512 dims would need 2.3 GiB`); apply none of the request.
+    pub fn capacity(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Capacity, message)
     }
 
     /// Prefix the message with context: `"loading snapshot: " + message`.

@@ -44,6 +44,10 @@ pub type Handler<E> = fn(&mut E, Vec<Document>, &Params) -> Result<Vec<Document>
 pub struct Routes<E> {
     endpoints: Vec<(String, Handler<E>)>,
     default: Option<Handler<E>>,
+    /// One line per endpoint (and `None` for the default), from [`Routes::doc`].
+    docs: Vec<(Option<String>, String)>,
+    /// What the last `on` or `default` named, for `doc`.
+    last: Option<Option<String>>,
 }
 
 impl<E> Routes<E> {
@@ -54,6 +58,8 @@ impl<E> Routes<E> {
         Routes {
             endpoints: Vec::new(),
             default: None,
+            docs: Vec::new(),
+            last: None,
         }
     }
 
@@ -62,15 +68,71 @@ impl<E> Routes<E> {
     pub fn on(mut self, endpoint: impl Into<String>, handler: Handler<E>) -> Self {
         let endpoint = endpoint.into();
         self.endpoints.retain(|(e, _)| *e != endpoint);
-        self.endpoints.push((endpoint, handler));
+        self.endpoints.push((endpoint.clone(), handler));
+        self.last = Some(Some(endpoint));
         self
     }
 
     /// Handle every endpoint without its own handler.
     pub fn default(mut self, handler: Handler<E>) -> Self {
         self.default = Some(handler);
+        self.last = Some(None);
         self
     }
+
+    /// Describe the endpoint the last [`on`](Self::on) (or
+    /// [`default`](Self::default)) named, in one line: `jina-wasm inspect`
+    /// and the gateway's `/openapi.json` show it.
+    ///
+    /// ```ignore
+    /// Routes::new().on("/index", Self::index).doc("Add documents to the index")
+    /// ```
+    /// Only the first line is kept, without control characters, cut to
+    /// 1024 bytes (what the host accepts).
+    pub fn doc(mut self, line: impl Into<String>) -> Self {
+        let text: String = line.into();
+        let mut line: String = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let mut end = line.len().min(1024);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        if let Some(last) = self.last.clone() {
+            self.docs.retain(|(e, _)| *e != last);
+            self.docs.push((last, line.trim().to_string()));
+        }
+        self
+    }
+
+    /// What the executor declares to the host (contract 0.2.0's
+    /// `endpoints`): each endpoint with its doc, in registration order, then
+    /// `__default__` when there is a default handler.
+    pub fn declared(&self) -> Vec<(String, String)> {
+        let doc = |key: Option<&str>| {
+            self.docs
+                .iter()
+                .find(|(e, _)| e.as_deref() == key)
+                .map_or_else(String::new, |(_, d)| d.clone())
+        };
+        let mut out: Vec<(String, String)> = self
+            .endpoints
+            .iter()
+            .map(|(e, _)| (e.clone(), doc(Some(e))))
+            .collect();
+        if self.default.is_some() {
+            out.push((Self::DEFAULT.to_string(), doc(None)));
+        }
+        out
+    }
+
+    /// The name [`declared`](Self::declared) gives the default handler.
+    pub const DEFAULT: &'static str = "__default__";
 
     /// The handler for `endpoint`, if any.
     pub fn find(&self, endpoint: &str) -> Option<Handler<E>> {
@@ -396,6 +458,26 @@ mod tests {
         assert_eq!((out, c.0), (docs.clone(), 1));
         let out = routes.find("/x").unwrap()(&mut c, docs, &Params::default()).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn routes_declare_their_endpoints_with_docs() {
+        let routes = Routes::<Counter>::new()
+            .on("/count", Counter::count)
+            .doc("Count the request")
+            .on("/other", Counter::other);
+        assert_eq!(
+            routes.declared(),
+            [
+                ("/count".to_string(), "Count the request".to_string()),
+                ("/other".to_string(), String::new())
+            ]
+        );
+        let routes = routes.default(Counter::other).doc("Anything else");
+        assert_eq!(
+            routes.declared().last().unwrap(),
+            &("__default__".to_string(), "Anything else".to_string())
+        );
     }
 
     #[test]

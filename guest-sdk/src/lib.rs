@@ -3,7 +3,8 @@
 //! An executor is a type that implements [`Executor`]: it is built once from its
 //! `with:` configuration, names a handler per endpoint, and may persist its state in
 //! `dump`. [`export_executor!`] turns it into a WebAssembly component for the
-//! `jina:executor/executor-world@0.1.0` world (`wit/executor.wit`).
+//! `jina:executor/executor-world@0.2.0` world (`wit/executor.wit`), which
+//! declares the routes' endpoints to the host (see [`Routes::doc`]).
 //!
 //! ```no_run
 //! use jina_guest_sdk::prelude::*;
@@ -123,6 +124,10 @@ macro_rules! export_executor {
             impl $crate::__bindings::exports::jina::executor::executor::Guest
                 for __JinaExecutorExport
             {
+                fn endpoints() -> ::std::vec::Vec<$crate::__rt::EndpointInfo> {
+                    $crate::__rt::endpoints::<$ty>()
+                }
+
                 fn init(config: ::std::string::String) -> $crate::__rt::WireResult<()> {
                     $crate::__rt::init::<$ty>(config)
                 }

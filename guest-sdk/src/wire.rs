@@ -610,6 +610,7 @@ impl From<Error> for wit::Error {
             K::ReadOnly => wit::ErrorKind::ReadOnly,
             K::Io => wit::ErrorKind::Io,
             K::Internal => wit::ErrorKind::Internal,
+            K::Capacity => wit::ErrorKind::Capacity,
         };
         wit::Error {
             kind,

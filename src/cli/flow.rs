@@ -221,7 +221,9 @@ impl FlowCommand {
         if metrics {
             options.child_args.extend(self.monitoring.child_args());
         }
-        let running = crate::flow::run::start(runtime, &flow, configs, &options).await?;
+        let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
+        // What the executors declare, for /openapi.json and gRPC discovery.
+        let endpoints = crate::flow::endpoints::discover(runtime, &flow).await;
         let host = self
             .host
             .clone()
@@ -232,7 +234,8 @@ impl FlowCommand {
             .iter()
             .map(|(name, pod)| json!({"pod": name, "in": pod.addresses.input, "out": pod.addresses.output, "ctrl": pod.addresses.ctrl, "peas": pod.members, "component": pod.updater.component()}))
             .collect();
-        let info = json!({"flow": file.display().to_string(), "pods": pods});
+        let info =
+            json!({"flow": file.display().to_string(), "pods": pods, "endpoints": endpoints});
         let admin = crate::flow::update::Admin::new(&running, self.admin_token.clone());
         let gateway = match Gateways::start(
             &host,

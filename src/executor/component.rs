@@ -7,15 +7,23 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 
 use super::Runtime;
-use super::bindings::ExecutorWorldPre;
+use super::bindings::{v1, v2};
 use super::cache::{CacheOutcome, digest};
 use super::state::ExecutorState;
 
-/// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
-/// The export every executor must have.
-pub const EXECUTOR_EXPORT: &str = "jina:executor/executor@0.1.0";
+/// The contract version this host implements (what `jina-wasm new` and the
+/// SDKs build).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+/// Every contract version this host runs, newest first.
+pub const CONTRACT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+/// The export every executor must have (at one of [`CONTRACT_VERSIONS`]).
+pub const EXECUTOR_EXPORT: &str = "jina:executor/executor@0.2.0";
 const EXPORT_PREFIX: &str = "jina:executor/executor@";
+
+/// The versions this host runs, for messages: `0.2.0 and 0.1.0`.
+pub fn supported_versions() -> String {
+    CONTRACT_VERSIONS.join(" and ")
+}
 
 /// Why a file cannot be used as an executor. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +45,15 @@ pub enum LoadError {
     #[error("{path} is not a valid WebAssembly component: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error(
-        "{path} implements executor contract {found}, but this host implements {CONTRACT_VERSION}: \
-         rebuild it against jina-guest-sdk for contract {CONTRACT_VERSION}"
+        "{path} implements executor contract {found}, but this host implements {}: \
+         rebuild it against jina-guest-sdk for contract {CONTRACT_VERSION}",
+        supported_versions()
     )]
     WrongVersion { path: PathBuf, found: String },
     #[error(
-        "{path} is not a jina-wasm executor: it does not export {EXECUTOR_EXPORT} (it exports: {exports})"
+        "{path} is not a jina-wasm executor: it does not export {EXECUTOR_EXPORT} (or an older \
+         jina:executor/executor@{}) (it exports: {exports})",
+        CONTRACT_VERSIONS[1..].join(", @")
     )]
     MissingExport { path: PathBuf, exports: String },
     #[error("{path} cannot run on this host: {reason}")]
@@ -60,7 +71,7 @@ pub struct LoadedComponent {
     /// Interfaces it imports (WASI and ours), sorted.
     pub imports: Vec<String>,
     pub exports: Vec<String>,
-    pub(super) pre: ExecutorWorldPre<ExecutorState>,
+    pub(super) pre: Pre,
     /// How it was obtained, and how long that took.
     pub cache: CacheOutcome,
     pub load_time: Duration,
@@ -73,6 +84,12 @@ impl std::fmt::Debug for LoadedComponent {
             .field("contract", &self.contract)
             .finish()
     }
+}
+
+/// A linked component of either contract version, ready to instantiate.
+pub(super) enum Pre {
+    V2(v2::ExecutorWorldPre<ExecutorState>),
+    V1(v1::ExecutorWorldPre<ExecutorState>),
 }
 
 /// Checks the bytes before compiling, so each mistake has its own message.
@@ -131,7 +148,7 @@ pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, Lo
     imports.sort();
 
     let contract = match exports.iter().find_map(|e| e.strip_prefix(EXPORT_PREFIX)) {
-        Some(version) if version == CONTRACT_VERSION => version.to_string(),
+        Some(version) if CONTRACT_VERSIONS.contains(&version) => version.to_string(),
         Some(version) => {
             return Err(LoadError::WrongVersion {
                 path: path.to_owned(),
@@ -159,7 +176,11 @@ pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, Lo
         .linker()
         .instantiate_pre(&component)
         .map_err(unlinkable)?;
-    let pre = ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?;
+    let pre = if contract == "0.1.0" {
+        Pre::V1(v1::ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?)
+    } else {
+        Pre::V2(v2::ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?)
+    };
     Ok(LoadedComponent {
         path: path.to_owned(),
         digest,

@@ -4,159 +4,176 @@
 //! document trees are built, whatever the batch's size. docs/wit-contract.md has
 //! the flattening rule and an example.
 
-use super::bindings::types::{
-    BatchParam, BatchResult, NamedScoreParam, OptionalBytesColumnParam, OptionalBytesColumnResult,
-    OptionalStringColumnParam, OptionalStringColumnResult, Relation as WitRelation,
-    StringColumnParam, StringColumnResult,
-};
-use crate::wire::body::{Column, StrColumn};
-use crate::wire::{Body, Relation, Score};
+/// The seam, written once and expanded per contract version (the two
+/// versions' batches are the same record under different generated types).
+macro_rules! seam {
+    () => {
+        use crate::wire::body::{Column, StrColumn};
+        use crate::wire::{Body, Relation, Score};
 
-/// A body lent to one call: the columns whose types differ (relations and
-/// scores) converted, everything else borrowed.
-pub struct BatchView<'a> {
-    body: &'a Body,
-    relations: Vec<WitRelation>,
-    scores: Vec<NamedScoreParam<'a>>,
+        /// A body lent to one call: the columns whose types differ (relations and
+        /// scores) converted, everything else borrowed.
+        pub struct BatchView<'a> {
+            body: &'a Body,
+            relations: Vec<wit::Relation>,
+            scores: Vec<wit::NamedScoreParam<'a>>,
+        }
+
+        impl<'a> BatchView<'a> {
+            pub fn new(body: &'a Body) -> Self {
+                let relations = body
+                    .relations
+                    .iter()
+                    .map(|r| match r {
+                        Relation::Root => wit::Relation::Root,
+                        Relation::Chunk => wit::Relation::Chunk,
+                        Relation::Match => wit::Relation::Match,
+                    })
+                    .collect();
+                let scores = body
+                    .scores
+                    .iter()
+                    .map(|s| wit::NamedScoreParam {
+                        doc: s.doc,
+                        name: &s.name,
+                        value: s.value,
+                        op_name: s.op_name.as_deref(),
+                        description: s.description.as_deref(),
+                    })
+                    .collect();
+                BatchView {
+                    body,
+                    relations,
+                    scores,
+                }
+            }
+
+            /// The batch as the generated bindings take it.
+            pub fn param(&self) -> wit::BatchParam<'_> {
+                let b = self.body;
+                let optional = |c: &'a StrColumn| wit::OptionalStringColumnParam {
+                    present: &c.present,
+                    data: &c.data,
+                    ends: &c.ends,
+                };
+                wit::BatchParam {
+                    ids: wit::StringColumnParam {
+                        data: &b.ids.data,
+                        ends: &b.ids.ends,
+                    },
+                    parents: &b.parents,
+                    relations: &self.relations,
+                    texts: optional(&b.texts),
+                    blobs: wit::OptionalBytesColumnParam {
+                        present: &b.blobs.present,
+                        data: &b.blobs.data,
+                        ends: &b.blobs.ends,
+                    },
+                    uris: optional(&b.uris),
+                    mime_types: optional(&b.mime_types),
+                    tags: optional(&b.tags),
+                    embedding_dims: &b.embedding_dims,
+                    embeddings: &b.embeddings,
+                    scores: &self.scores,
+                }
+            }
+        }
+
+        /// Takes the batch a guest returned as a body. The guest is not trusted: every
+        /// column length, offset, index, relation and tag is checked.
+        ///
+        /// # Errors
+        /// A message naming the column and the document index.
+        pub fn from_batch(batch: wit::BatchResult) -> Result<Body, String> {
+            let wit::BatchResult {
+                ids,
+                parents,
+                relations,
+                texts,
+                blobs,
+                uris,
+                mime_types,
+                tags,
+                embedding_dims,
+                embeddings,
+                scores,
+            } = batch;
+            let wit::StringColumnResult { data, ends } = ids;
+            let optional = |c: wit::OptionalStringColumnResult| Column {
+                present: c.present,
+                data: c.data,
+                ends: c.ends,
+            };
+            let wit::OptionalBytesColumnResult {
+                present,
+                data: blob_data,
+                ends: blob_ends,
+            } = blobs;
+            let body = Body {
+                ids: Column {
+                    present: Vec::new(),
+                    data,
+                    ends,
+                },
+                parents,
+                relations: relations
+                    .into_iter()
+                    .map(|r| match r {
+                        wit::Relation::Root => Relation::Root,
+                        wit::Relation::Chunk => Relation::Chunk,
+                        wit::Relation::Match => Relation::Match,
+                    })
+                    .collect(),
+                texts: optional(texts),
+                blobs: Column {
+                    present,
+                    data: blob_data,
+                    ends: blob_ends,
+                },
+                uris: optional(uris),
+                mime_types: optional(mime_types),
+                tags: optional(tags),
+                embedding_dims,
+                embeddings,
+                scores: scores
+                    .into_iter()
+                    .map(|s| Score {
+                        doc: s.doc,
+                        name: s.name,
+                        value: s.value,
+                        op_name: s.op_name,
+                        description: s.description,
+                    })
+                    .collect(),
+            };
+            body.validate()?;
+            body.check_tags()?;
+            Ok(body)
+        }
+    };
 }
 
-impl<'a> BatchView<'a> {
-    pub fn new(body: &'a Body) -> Self {
-        let relations = body
-            .relations
-            .iter()
-            .map(|r| match r {
-                Relation::Root => WitRelation::Root,
-                Relation::Chunk => WitRelation::Chunk,
-                Relation::Match => WitRelation::Match,
-            })
-            .collect();
-        let scores = body
-            .scores
-            .iter()
-            .map(|s| NamedScoreParam {
-                doc: s.doc,
-                name: &s.name,
-                value: s.value,
-                op_name: s.op_name.as_deref(),
-                description: s.description.as_deref(),
-            })
-            .collect();
-        BatchView {
-            body,
-            relations,
-            scores,
-        }
-    }
-
-    /// The batch as the generated bindings take it.
-    pub fn param(&self) -> BatchParam<'_> {
-        let b = self.body;
-        let optional = |c: &'a StrColumn| OptionalStringColumnParam {
-            present: &c.present,
-            data: &c.data,
-            ends: &c.ends,
-        };
-        BatchParam {
-            ids: StringColumnParam {
-                data: &b.ids.data,
-                ends: &b.ids.ends,
-            },
-            parents: &b.parents,
-            relations: &self.relations,
-            texts: optional(&b.texts),
-            blobs: OptionalBytesColumnParam {
-                present: &b.blobs.present,
-                data: &b.blobs.data,
-                ends: &b.blobs.ends,
-            },
-            uris: optional(&b.uris),
-            mime_types: optional(&b.mime_types),
-            tags: optional(&b.tags),
-            embedding_dims: &b.embedding_dims,
-            embeddings: &b.embeddings,
-            scores: &self.scores,
-        }
-    }
+/// For `jina:executor@0.2.0` components.
+pub mod v2 {
+    use crate::executor::bindings::v2::types as wit;
+    seam!();
 }
 
-/// Takes the batch a guest returned as a body. The guest is not trusted: every
-/// column length, offset, index, relation and tag is checked.
-///
-/// # Errors
-/// A message naming the column and the document index.
-pub fn from_batch(batch: BatchResult) -> Result<Body, String> {
-    let BatchResult {
-        ids,
-        parents,
-        relations,
-        texts,
-        blobs,
-        uris,
-        mime_types,
-        tags,
-        embedding_dims,
-        embeddings,
-        scores,
-    } = batch;
-    let StringColumnResult { data, ends } = ids;
-    let optional = |c: OptionalStringColumnResult| Column {
-        present: c.present,
-        data: c.data,
-        ends: c.ends,
-    };
-    let OptionalBytesColumnResult {
-        present,
-        data: blob_data,
-        ends: blob_ends,
-    } = blobs;
-    let body = Body {
-        ids: Column {
-            present: Vec::new(),
-            data,
-            ends,
-        },
-        parents,
-        relations: relations
-            .into_iter()
-            .map(|r| match r {
-                WitRelation::Root => Relation::Root,
-                WitRelation::Chunk => Relation::Chunk,
-                WitRelation::Match => Relation::Match,
-            })
-            .collect(),
-        texts: optional(texts),
-        blobs: Column {
-            present,
-            data: blob_data,
-            ends: blob_ends,
-        },
-        uris: optional(uris),
-        mime_types: optional(mime_types),
-        tags: optional(tags),
-        embedding_dims,
-        embeddings,
-        scores: scores
-            .into_iter()
-            .map(|s| Score {
-                doc: s.doc,
-                name: s.name,
-                value: s.value,
-                op_name: s.op_name,
-                description: s.description,
-            })
-            .collect(),
-    };
-    body.validate()?;
-    body.check_tags()?;
-    Ok(body)
+/// For `jina:executor@0.1.0` components.
+pub mod v1 {
+    use crate::executor::bindings::v1::types as wit;
+    seam!();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::v2::*;
     use crate::Document;
-    use crate::executor::bindings::types::NamedScoreResult;
+    use crate::executor::bindings::v2::types::{
+        BatchResult, NamedScoreResult, OptionalBytesColumnResult, OptionalStringColumnParam,
+        OptionalStringColumnResult, StringColumnResult,
+    };
+    use crate::wire::Body;
 
     /// What a guest would hand back if it returned the batch unchanged.
     fn echo(view: &BatchView<'_>) -> BatchResult {

@@ -11,6 +11,8 @@ pub enum Phase {
     Handle,
     Dump,
     Close,
+    /// `endpoints` (contract 0.2.0): what the component declares it handles.
+    Endpoints,
 }
 
 impl fmt::Display for Phase {
@@ -21,13 +23,14 @@ impl fmt::Display for Phase {
             Phase::Handle => "handle",
             Phase::Dump => "dump",
             Phase::Close => "close",
+            Phase::Endpoints => "endpoints",
         })
     }
 }
 
-/// Why a call failed. The first five come from the executor itself (the
-/// contract's `error-kind`); the rest are the host's verdict on a guest that
-/// trapped or misbehaved. After any of the host's kinds the instance is
+/// Why a call failed. The first six come from the executor itself (the
+/// contract's `error-kind`; `capacity` from 0.2.0 on); the rest are the
+/// host's verdict on a guest that trapped or misbehaved. After any of the host's kinds the instance is
 /// discarded and the next call gets a fresh, re-initialised one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -36,6 +39,10 @@ pub enum ErrorKind {
     ReadOnly,
     Io,
     Internal,
+    /// The executor is full: taking the request would pass a limit it was
+    /// given (its memory limit). Nothing of the request was applied; the
+    /// instance stays. Contract 0.2.0's `capacity`.
+    Capacity,
     /// The call ran past its time limit.
     Timeout,
     /// The guest asked for more memory than its limit and could not go on.
@@ -69,6 +76,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read-only",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
+            ErrorKind::Capacity => "capacity",
             ErrorKind::Timeout => "timeout",
             ErrorKind::MemoryLimit => "memory-limit",
             ErrorKind::StackOverflow => "stack-overflow",
@@ -95,6 +103,7 @@ impl ErrorKind {
                 | ErrorKind::ReadOnly
                 | ErrorKind::Io
                 | ErrorKind::Internal
+                | ErrorKind::Capacity
                 | ErrorKind::DiskQuota
                 | ErrorKind::ResultTooLarge
                 | ErrorKind::Unavailable

@@ -46,14 +46,18 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 
 pub use cache::{CacheOutcome, ComponentCache};
-pub use component::{CONTRACT_VERSION, EXECUTOR_EXPORT, LoadError, LoadedComponent, check_header};
+pub use component::{
+    CONTRACT_VERSION, CONTRACT_VERSIONS, EXECUTOR_EXPORT, LoadError, LoadedComponent, check_header,
+    supported_versions,
+};
 pub use error::{ErrorKind, ExecutorError, Phase};
 pub use sandbox::{GUEST_WORKSPACE, Sandbox, Volume};
 pub use tenant::{Tenant, TenantSpec, Tenants};
 
 use crate::document::Document;
 use crate::wire::Body;
-use bindings::{ExecutorWorld, types};
+use bindings::{GuestError, v1, v2};
+use component::Pre;
 use output::GuestOutput;
 use quota::{Snapshot, Usage};
 use sandbox::{Limiter, Refused};
@@ -194,7 +198,14 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(
+        // Both contract versions' imports: their names differ by version
+        // (`jina:executor/log@0.2.0`, `@0.1.0`), so each component finds its own.
+        v2::ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)?;
+        v1::ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(
             &mut linker,
             |state| state,
         )
@@ -319,6 +330,65 @@ pub fn unset_runtime_arg(config: &mut Value, key: &str) {
     }
 }
 
+/// One endpoint a component declares (contract 0.2.0's `endpoint-info`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointInfo {
+    /// As requests name it (`/index`), or [`DEFAULT_ENDPOINT`].
+    pub name: String,
+    /// One line for people; may be empty.
+    pub doc: String,
+}
+
+/// The declared name of "every endpoint without its own entry" (Jina's
+/// default handler, `@requests` without `on`).
+pub const DEFAULT_ENDPOINT: &str = "__default__";
+/// The most endpoints a component may declare.
+pub const MAX_ENDPOINTS: usize = 256;
+/// The longest endpoint name, in bytes.
+pub const MAX_ENDPOINT_NAME: usize = 256;
+/// The longest endpoint doc, in bytes.
+pub const MAX_ENDPOINT_DOC: usize = 1024;
+
+/// Checks what a guest declared (untrusted): at most [`MAX_ENDPOINTS`], each
+/// name non-empty, at most [`MAX_ENDPOINT_NAME`] bytes, without whitespace or
+/// control characters; each doc one line of at most [`MAX_ENDPOINT_DOC`]
+/// bytes. A name given twice keeps its first entry.
+///
+/// # Errors
+/// A message naming the entry and what is wrong with it.
+pub fn check_endpoints(declared: Vec<(String, String)>) -> Result<Vec<EndpointInfo>, String> {
+    if declared.len() > MAX_ENDPOINTS {
+        return Err(format!(
+            "declared {} endpoints, over the limit of {MAX_ENDPOINTS}",
+            declared.len()
+        ));
+    }
+    let mut out: Vec<EndpointInfo> = Vec::with_capacity(declared.len());
+    for (i, (name, doc)) in declared.into_iter().enumerate() {
+        let shown: String = name.chars().take(40).collect();
+        if name.is_empty() || name.len() > MAX_ENDPOINT_NAME {
+            return Err(format!(
+                "endpoints[{i}] ({shown:?}): a name must have 1 to {MAX_ENDPOINT_NAME} bytes, not {}",
+                name.len()
+            ));
+        }
+        if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "endpoints[{i}] ({shown:?}): a name must not contain whitespace or control characters"
+            ));
+        }
+        if doc.len() > MAX_ENDPOINT_DOC || doc.chars().any(char::is_control) {
+            return Err(format!(
+                "endpoints[{i}] ({shown:?}): the doc must be one line of at most {MAX_ENDPOINT_DOC} bytes"
+            ));
+        }
+        if !out.iter().any(|e| e.name == name) {
+            out.push(EndpointInfo { name, doc });
+        }
+    }
+    Ok(out)
+}
+
 /// What to run and how: everything but the component itself.
 #[derive(Debug, Clone)]
 pub struct ExecutorSpec {
@@ -351,7 +421,87 @@ pub struct ExecutorStats {
 /// One live instance.
 struct Live {
     store: Store<ExecutorState>,
-    bindings: ExecutorWorld,
+    bindings: Bindings,
+}
+
+/// An instance's exports, of the contract version it implements.
+enum Bindings {
+    V2(v2::ExecutorWorld),
+    V1(v1::ExecutorWorld),
+}
+
+/// What one guest call returns: a trap (outer), or the guest's own answer.
+type GuestResult<T> = wasmtime::Result<Result<T, GuestError>>;
+
+impl Live {
+    fn init(&mut self, config: &str) -> GuestResult<()> {
+        match &self.bindings {
+            Bindings::V2(b) => b
+                .jina_executor_executor()
+                .call_init(&mut self.store, config)
+                .map(|r| r.map_err(Into::into)),
+            Bindings::V1(b) => b
+                .jina_executor_executor()
+                .call_init(&mut self.store, config)
+                .map(|r| r.map_err(Into::into)),
+        }
+    }
+
+    /// `handle`, with the returned batch taken as a body (`Err(message)`: the
+    /// guest's output is malformed).
+    fn handle(
+        &mut self,
+        endpoint: &str,
+        body: &Body,
+        parameters: &str,
+    ) -> GuestResult<Result<Body, String>> {
+        match &self.bindings {
+            Bindings::V2(b) => {
+                let view = convert::v2::BatchView::new(body);
+                b.jina_executor_executor()
+                    .call_handle(&mut self.store, endpoint, view.param(), parameters)
+                    .map(|r| r.map(convert::v2::from_batch).map_err(Into::into))
+            }
+            Bindings::V1(b) => {
+                let view = convert::v1::BatchView::new(body);
+                b.jina_executor_executor()
+                    .call_handle(&mut self.store, endpoint, view.param(), parameters)
+                    .map(|r| r.map(convert::v1::from_batch).map_err(Into::into))
+            }
+        }
+    }
+
+    fn dump(&mut self) -> GuestResult<()> {
+        match &self.bindings {
+            Bindings::V2(b) => b
+                .jina_executor_executor()
+                .call_dump(&mut self.store)
+                .map(|r| r.map_err(Into::into)),
+            Bindings::V1(b) => b
+                .jina_executor_executor()
+                .call_dump(&mut self.store)
+                .map(|r| r.map_err(Into::into)),
+        }
+    }
+
+    fn close(&mut self) -> wasmtime::Result<()> {
+        match &self.bindings {
+            Bindings::V2(b) => b.jina_executor_executor().call_close(&mut self.store),
+            Bindings::V1(b) => b.jina_executor_executor().call_close(&mut self.store),
+        }
+    }
+
+    /// The endpoints the component declares; `None` for a 0.1.0 component,
+    /// which cannot say.
+    fn endpoints(&mut self) -> wasmtime::Result<Option<Vec<(String, String)>>> {
+        match &self.bindings {
+            Bindings::V2(b) => b
+                .jina_executor_executor()
+                .call_endpoints(&mut self.store)
+                .map(|list| Some(list.into_iter().map(|e| (e.name, e.doc)).collect())),
+            Bindings::V1(_) => Ok(None),
+        }
+    }
 }
 
 /// One running executor: a component, its config and sandbox, and (between a
@@ -474,6 +624,48 @@ impl Executor {
         Ok(executor)
     }
 
+    /// The endpoints `component` declares (contract 0.2.0's `endpoints`),
+    /// asked of a fresh instance in a sandbox with nothing granted, without
+    /// `init` (so without any configuration); the instance is dropped after.
+    /// `None` for a 0.1.0 component, which cannot declare any: it may take
+    /// every endpoint.
+    ///
+    /// # Errors
+    /// The instance cannot be created, the call traps or runs past the init
+    /// time limit (`phase` is `endpoints`), or the answer is malformed
+    /// (`invalid-output`, naming the entry).
+    pub fn declared_endpoints(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        name: &str,
+    ) -> Result<Option<Vec<EndpointInfo>>, ExecutorError> {
+        let sandbox = Sandbox::default();
+        let executor = Executor {
+            name: name.into(),
+            component,
+            runtime,
+            config: "{}".into(),
+            limit: sandbox.init_timeout,
+            sandbox,
+            live: None,
+            stats: ExecutorStats::default(),
+            tenant: None,
+            demoted: false,
+            backoff: None,
+        };
+        let mut live = executor
+            .instantiate()
+            .map_err(|e| executor.error(Phase::Endpoints, ErrorKind::Host, format!("{e:#}")))?;
+        executor.arm(&mut live, executor.sandbox.init_timeout);
+        match live.endpoints() {
+            Ok(None) => Ok(None),
+            Ok(Some(declared)) => check_endpoints(declared).map(Some).map_err(|message| {
+                executor.error(Phase::Endpoints, ErrorKind::InvalidOutput, message)
+            }),
+            Err(trap) => Err(executor.classify(Phase::Endpoints, trap, &live)),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -542,20 +734,13 @@ impl Executor {
         } else {
             parameters
         };
-        let view = convert::BatchView::new(body);
-        let batch = view.param();
         let limit = timeout.map_or(self.sandbox.call_timeout, |t| {
             t.min(self.sandbox.call_timeout)
         });
         let result = self.call(Phase::Handle, limit, |live| {
-            live.bindings.jina_executor_executor().call_handle(
-                &mut live.store,
-                endpoint,
-                batch,
-                params,
-            )
+            live.handle(endpoint, body, params)
         })?;
-        let body = convert::from_batch(result).map_err(|message| {
+        let body = result.map_err(|message| {
             self.stats.errors += 1;
             self.error(Phase::Handle, ErrorKind::InvalidOutput, message)
         })?;
@@ -601,11 +786,7 @@ impl Executor {
     pub fn dump(&mut self) -> Result<(), ExecutorError> {
         self.ensure_live()?;
         let timeout = self.sandbox.call_timeout;
-        self.call(Phase::Dump, timeout, |live| {
-            live.bindings
-                .jina_executor_executor()
-                .call_dump(&mut live.store)
-        })
+        self.call(Phase::Dump, timeout, Live::dump)
     }
 
     /// Calls `close` (if an instance is live) and drops the instance.
@@ -619,10 +800,7 @@ impl Executor {
         self.limit = self.sandbox.call_timeout;
         self.arm(&mut live, self.sandbox.call_timeout);
         let cpu = self.cpu_now();
-        let result = live
-            .bindings
-            .jina_executor_executor()
-            .call_close(&mut live.store);
+        let result = live.close();
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
@@ -697,7 +875,7 @@ impl Executor {
         &mut self,
         phase: Phase,
         timeout: Duration,
-        f: impl FnOnce(&mut Live) -> wasmtime::Result<Result<T, types::Error>>,
+        f: impl FnOnce(&mut Live) -> GuestResult<T>,
     ) -> Result<T, ExecutorError> {
         let mut live = self.live.take().expect("ensure_live was called");
         live.store.data().output.clear_recent();
@@ -729,7 +907,7 @@ impl Executor {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(guest)) => {
                 self.stats.errors += 1;
-                let kind = guest_kind(guest.kind);
+                let kind = guest.kind;
                 let mut message = guest.message;
                 if kind == ErrorKind::Io
                     && let Some(full) = self.full_workspace()
@@ -857,10 +1035,7 @@ impl Executor {
             .map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         self.arm(&mut live, self.sandbox.init_timeout);
         let cpu = self.cpu_now();
-        let outcome = live
-            .bindings
-            .jina_executor_executor()
-            .call_init(&mut live.store, &self.config);
+        let outcome = live.init(&self.config);
         self.account(cpu);
         self.demoted |= live.store.data().watch.demoted;
         if outcome.is_ok()
@@ -872,7 +1047,7 @@ impl Executor {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(guest)) => {
-                return Err(self.error(Phase::Init, guest_kind(guest.kind), guest.message));
+                return Err(self.error(Phase::Init, guest.kind, guest.message));
             }
             Err(trap) => return Err(self.classify(Phase::Init, trap, &live)),
         }
@@ -910,7 +1085,11 @@ impl Executor {
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
         store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
-        let bindings = self.component.pre.instantiate(&mut store).map_err(|e| {
+        let instantiated = match &self.component.pre {
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
+        };
+        let bindings = instantiated.map_err(|e| {
             let pool_full = e
                 .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some();
@@ -1063,15 +1242,5 @@ fn last_words(output: &GuestOutput) -> String {
     match lines.last() {
         Some(line) if !line.trim().is_empty() => format!(" (last stderr: {})", line.trim()),
         _ => String::new(),
-    }
-}
-
-fn guest_kind(kind: types::ErrorKind) -> ErrorKind {
-    match kind {
-        types::ErrorKind::BadRequest => ErrorKind::BadRequest,
-        types::ErrorKind::BadConfig => ErrorKind::BadConfig,
-        types::ErrorKind::ReadOnly => ErrorKind::ReadOnly,
-        types::ErrorKind::Io => ErrorKind::Io,
-        types::ErrorKind::Internal => ErrorKind::Internal,
     }
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use super::bindings::LogLevel;
+use super::bindings::v2::LogLevel;
 
 /// Longest line kept from guest output; longer lines are cut.
 pub const MAX_LINE_BYTES: usize = 4096;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{LogLevel, jina};
+use super::bindings::{v1, v2};
 use super::clocks::Monotonic;
 use super::output::GuestOutput;
 use super::quota::{Quota, Snapshot};
@@ -82,14 +82,30 @@ impl WasiView for ExecutorState {
     }
 }
 
-impl jina::executor::types::Host for ExecutorState {}
+impl v2::jina::executor::types::Host for ExecutorState {}
+impl v1::jina::executor::types::Host for ExecutorState {}
 
-impl jina::executor::log::Host for ExecutorState {
-    fn log(&mut self, level: LogLevel, message: String, fields: Vec<(String, String)>) {
+impl v2::jina::executor::log::Host for ExecutorState {
+    fn log(&mut self, level: v2::LogLevel, message: String, fields: Vec<(String, String)>) {
         let fields: Vec<(&str, &str)> = fields
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         self.output.log(level, &message, &fields);
+    }
+}
+
+/// A 0.1.0 guest's log: the same levels, so the same output.
+impl v1::jina::executor::log::Host for ExecutorState {
+    fn log(&mut self, level: v1::LogLevel, message: String, fields: Vec<(String, String)>) {
+        use v1::LogLevel as L;
+        let level = match level {
+            L::Trace => v2::LogLevel::Trace,
+            L::Debug => v2::LogLevel::Debug,
+            L::Info => v2::LogLevel::Info,
+            L::Warn => v2::LogLevel::Warn,
+            L::Error => v2::LogLevel::Error,
+        };
+        v2::jina::executor::log::Host::log(self, level, message, fields);
     }
 }

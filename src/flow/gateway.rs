@@ -4,6 +4,8 @@
 //!   "parameters": {...}}`, and `POST /<endpoint>` (the endpoint from the path).
 //! - `GET /dry_run`: is the Flow up. `GET /status`: the Flow's Pods.
 //! - `GET /metrics`: Prometheus metrics, when on (docs/operations.md).
+//!   `GET /openapi.json`: an OpenAPI 3 document listing the endpoints the
+//!   Flow's executors declare (what Jina's client reads first).
 //! - Anything else: a JSON error answer (404 for a route that does not exist,
 //!   405 for a route used with the wrong method, 422 for a body that is not a
 //!   JSON request), in the same failure shape as an executor's error.
@@ -41,8 +43,12 @@ pub const MAX_REASON: usize = 1024;
 
 /// The routes with a fixed method: these answer 405 (with `Allow`) to another
 /// method; any other path answers 404 to anything but `POST /<endpoint>`.
-const FIXED_ROUTES: [(&str, &str); 3] =
-    [("/post", "POST"), ("/dry_run", "GET"), ("/status", "GET")];
+const FIXED_ROUTES: [(&str, &str); 4] = [
+    ("/post", "POST"),
+    ("/dry_run", "GET"),
+    ("/status", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 #[derive(Clone)]
 struct Shared {
@@ -96,6 +102,7 @@ impl Gateway {
             .route("/post", post(post_body))
             .route("/dry_run", get(dry_run))
             .route("/status", get(status))
+            .route("/openapi.json", get(openapi))
             // `any`: another method on an endpoint's path is a 404 of ours,
             // not axum's 405 (which would add `Allow: POST`).
             .route("/{*endpoint}", any(post_endpoint))
@@ -304,7 +311,7 @@ async fn no_route(method: Method, uri: Uri) -> Response {
         None => (
             StatusCode::NOT_FOUND,
             format!(
-                "no route {method} {path}: requests are POST /post or POST /<endpoint>; GET /dry_run and GET /status describe the Flow"
+                "no route {method} {path}: requests are POST /post or POST /<endpoint>; GET /dry_run, GET /status and GET /openapi.json describe the Flow"
             ),
         ),
     };
@@ -354,6 +361,16 @@ async fn status(State(shared): State<Shared>) -> Response {
         admin.refresh(&mut info);
     }
     Json(info).into_response()
+}
+
+/// `GET /openapi.json`: the Flow's declared endpoints as OpenAPI 3
+/// (src/flow/endpoints.rs).
+async fn openapi(State(shared): State<Shared>) -> Response {
+    let title = format!(
+        "jina-wasm gateway: {}",
+        shared.info["flow"].as_str().unwrap_or("Flow")
+    );
+    Json(super::endpoints::FlowEndpoints::from_info(&shared.info).openapi(&title)).into_response()
 }
 
 /// An answer in Jina's shape: only these four keys (the Python `jina` client
@@ -583,7 +600,7 @@ async fn respond(
             message,
         } => {
             return failed(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                executor_error_status(kind),
                 &endpoint,
                 Some(&id),
                 (executor, kind, message),
@@ -603,6 +620,17 @@ async fn respond(
     };
     let response = (StatusCode::OK, Json(answer)).into_response();
     answered(response, &endpoint, Some(&id), "success")
+}
+
+/// The HTTP status of a request an executor failed: 507 Insufficient Storage
+/// for `capacity` (the executor is full: the same request fails until
+/// capacity is added; 503 would invite a retry), 500 for every other kind.
+fn executor_error_status(kind: &str) -> StatusCode {
+    if kind == "capacity" {
+        StatusCode::INSUFFICIENT_STORAGE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
 }
 
 /// The request's documents (its `data`): a list, or `{"docs": [...]}`.

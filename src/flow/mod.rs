@@ -7,9 +7,12 @@
 //! - [`gateway`] is the HTTP front (Jina's HTTP interface);
 //! - [`grpc`] is the gRPC front (Jina's gRPC services, its client's default);
 //! - [`front`] reads which protocols (ports) a gateway serves and runs them;
+//! - [`endpoints`] collects the endpoints the executors declare (for
+//!   `/openapi.json` and gRPC endpoint discovery);
 //! - [`remote`] runs a Pod with `host:` on a `jina-wasm daemon`;
 //! - [`update`] is the gateway's admin route: rolling updates of its Pods.
 
+pub mod endpoints;
 pub mod front;
 pub mod gateway;
 pub mod grpc;

@@ -282,8 +282,8 @@ async fn output_floods_are_rate_limited_and_the_pea_keeps_serving() {
 #[test]
 fn contract_violations_fail_the_start_by_name() {
     let cases: [(&str, &[&str], &[&str]); 4] = [
-        ("wrong-world", &[], &["jina:executor/executor@0.1.0"]),
-        ("future-contract", &[], &["0.2.0"]),
+        ("wrong-world", &[], &["jina:executor/executor@0.2.0"]),
+        ("future-contract", &[], &["0.3.0", "0.2.0 and 0.1.0"]),
         (
             "misbehave",
             &["--uses-with", "panic_in_init: true"],

@@ -185,7 +185,7 @@ fn inspect_reports_contract_and_rejects_other_worlds() {
     let out = jina(&["inspect", wasm("passthrough").to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("contract:  jina:executor@0.1.0"),
+        stdout(&out).contains("contract:  jina:executor@0.2.0 (this host: 0.2.0 and 0.1.0)"),
         "{}",
         stdout(&out)
     );
@@ -202,7 +202,11 @@ fn inspect_reports_contract_and_rejects_other_worlds() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["runnable"], false);
-    assert!(report["error"].as_str().unwrap().contains("0.2.0"));
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("contract 0.3.0") && error.contains("this host implements 0.2.0 and 0.1.0"),
+        "{error}"
+    );
 }
 
 /// Issue 16: `flow check` refuses everything `flow` refuses before starting
@@ -579,4 +583,49 @@ fn the_component_cache_logs_compiles_and_keeps_the_recently_used() {
         stdout(&out)
     );
     assert!(listed().contains("0 compiled components"));
+}
+
+/// `inspect` lists the endpoints a component declares, from each SDK's own
+/// routing: the Rust SDK's `Routes` (with `.doc`), Python's `@requests`
+/// (with the docstring's first line), JavaScript's `requests(.., {doc})`;
+/// a 0.1.0 component declares none and takes any.
+#[test]
+fn inspect_lists_the_declared_endpoints_of_each_sdk() {
+    let out = jina(&["inspect", wasm("vector-indexer").to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "endpoints:",
+        "  /index   Store the documents' embeddings",
+        "  /search  Add each document's `top_k` nearest",
+        "  /import  Store documents that /export returned",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    for guest in ["py-sentence-segmenter", "js-sentence-segmenter"] {
+        let out = jina(&["inspect", "--json", wasm(guest).to_str().unwrap()], "");
+        assert!(out.status.success(), "{guest}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["contract"], "jina:executor@0.2.0", "{report}");
+        // Python's doc is its docstring's first line, period included.
+        let endpoints = report["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 1, "{guest}: {report}");
+        assert_eq!(endpoints[0]["name"], "__default__", "{guest}: {report}");
+        assert!(
+            endpoints[0]["doc"]
+                .as_str()
+                .unwrap()
+                .starts_with("Append one chunk per sentence to each document with text"),
+            "{guest}: {report}"
+        );
+    }
+    let out = jina(&["inspect", wasm("old-contract").to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "contract:  jina:executor@0.1.0 (this host: 0.2.0 and 0.1.0) - runnable\nendpoints: none declared (contract 0.1.0 cannot): takes any endpoint"
+        ),
+        "{}",
+        stdout(&out)
+    );
 }

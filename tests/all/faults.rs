@@ -849,7 +849,7 @@ async fn interval_mode_on_a_full_disk_stops_acknowledging_and_recovers() {
 }
 
 /// The host tells the executor its memory limit; vector-indexer refuses
-/// `/index` with a `capacity:` error naming it before it runs out, instead
+/// `/index` with a `capacity` error naming it before it runs out, instead
 /// of trapping and losing its index. At the refusal it still dumps and
 /// searches within the limit, and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -885,9 +885,9 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
         }
     }
     let (kind, text) = refusal.expect("never refused");
-    assert_eq!(kind, "bad-request", "{text}");
+    assert_eq!(kind, "capacity", "{text}");
     assert!(
-        text.starts_with("capacity:") && text.contains("48 MiB (--memory-hwm)"),
+        text.starts_with("the index holds") && text.contains("48 MiB (--memory-hwm)"),
         "{text}"
     );
     eprintln!("{} documents of 128 dims fit in 48 MiB", acknowledged.len());

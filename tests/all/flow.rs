@@ -692,3 +692,71 @@ fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
         "{stderr}"
     );
 }
+
+/// `GET /openapi.json` is an OpenAPI 3 document listing the endpoints the
+/// Flow's executors declare (vector-indexer's five), never `/default`; a
+/// 0.1.0 component in the Flow takes any endpoint (`/status` says which Pod
+/// declared what), and an undeclared endpoint still runs through the Flow.
+#[test]
+fn openapi_lists_the_flows_declared_endpoints() {
+    let flow = FlowProcess::start(
+        "pods:\n  - name: seg\n    uses: {W}/sentence_segmenter.wasm\n  - name: idx\n    uses: {W}/vector_indexer.wasm\n    workspace: ws\n  - name: old\n    uses: {W}/old_contract.wasm\n",
+    );
+    let response = crate::util::http()
+        .get(format!("http://127.0.0.1:{}/openapi.json", flow.port()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let doc: serde_json::Value = response.json().unwrap();
+    assert_eq!(doc["openapi"], "3.0.3", "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut posts: Vec<&str> = paths
+        .iter()
+        .filter(|(_, ops)| ops.get("post").is_some())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    posts.sort_unstable();
+    assert_eq!(
+        posts,
+        [
+            "/delete", "/export", "/import", "/index", "/post", "/search"
+        ],
+        "{doc}"
+    );
+    let index = &paths["/index"]["post"];
+    assert!(
+        index["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Store the documents"),
+        "{index}"
+    );
+    assert!(index["description"].as_str().unwrap().contains("idx"));
+    assert_eq!(
+        index["responses"]["507"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Failure"
+    );
+    assert!(doc["components"]["schemas"]["Document"].is_object());
+    // `/status` shows each Pod's declaration: null for the 0.1.0 one.
+    let status: serde_json::Value = crate::util::http()
+        .get(format!("http://127.0.0.1:{}/status", flow.port()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let pods = status["endpoints"].as_array().unwrap();
+    assert_eq!(pods[0]["endpoints"][0]["name"], "__default__", "{status}");
+    assert_eq!(pods[1]["endpoints"].as_array().unwrap().len(), 5);
+    assert!(pods[2]["endpoints"].is_null(), "{status}");
+    // Undeclared by all but the 0.1.0 Pod: it still runs through the Flow.
+    let (code, answer) = post(
+        flow.port(),
+        "/upper",
+        &serde_json::json!({"data": [{"id": "a", "text": "x."}]}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["data"][0]["text"], "X.", "{answer}");
+    // The route is GET only.
+    let (code, _) = post(flow.port(), "/openapi.json", &serde_json::json!({}));
+    assert_eq!(code, 405);
+}

@@ -205,3 +205,49 @@ async fn clients_that_stop_reading_do_not_starve_the_others() {
     }
     drop(stalled);
 }
+
+/// The real Jina client discovers the Flow's endpoints both ways: gRPC
+/// `endpoint_discovery` answers the union of what the executors declare
+/// (with `__default__`: the segmenter and encoder take any endpoint), and the
+/// HTTP client reads `/openapi.json` and posts `/index` and `/search` on
+/// their own paths.
+#[test]
+fn endpoint_discovery_lists_the_declared_endpoints() {
+    let python = crate::util::python_venv(
+        "jina-client-venv",
+        "tests/interop/jina_client/requirements.txt",
+    );
+    let flow = demo_flow();
+    let out = std::process::Command::new(python)
+        .arg("tests/interop/jina_client/jina_endpoints.py")
+        .args([
+            "--http-port",
+            &flow.ready["ports"]["http"].to_string(),
+            "--grpc-port",
+            &grpc_port(&flow).to_string(),
+        ])
+        .env("JINA_OPTOUT_TELEMETRY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        result["grpc"],
+        serde_json::json!([
+            "/index",
+            "/search",
+            "/delete",
+            "/export",
+            "/import",
+            "__default__"
+        ]),
+        "{result}"
+    );
+    assert_eq!(
+        result["http"],
+        serde_json::json!(["delete", "export", "import", "index", "post", "search"]),
+        "{result}"
+    );
+    assert_eq!(result["searched"], 1, "{result}");
+}

@@ -1,12 +1,13 @@
 //! Each way a file can fail to be an executor has its own clear message naming
 //! the file; the compiled-component cache turns a compile into a quick load.
 
+use jina_wasm::Document;
 use jina_wasm::executor::{
-    CacheOutcome, Executor, ExecutorSpec, LoadError, Runtime, RuntimeOptions, Sandbox,
+    CacheOutcome, ErrorKind, Executor, ExecutorSpec, LoadError, Runtime, RuntimeOptions, Sandbox,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::util::{cache_dir, runtime, text_doc, wasm};
+use crate::util::{cache_dir, load, runtime, start, text_doc, wasm};
 
 fn load_error(path: &std::path::Path) -> LoadError {
     runtime().load(path).err().expect("load should fail")
@@ -58,7 +59,9 @@ fn component_of_another_world() {
     assert!(matches!(error, LoadError::MissingExport { .. }), "{error}");
     let message = error.to_string();
     assert!(
-        message.contains("jina:executor/executor@0.1.0") && message.contains("wasi:cli/run"),
+        message.contains("jina:executor/executor@0.2.0")
+            && message.contains("jina:executor/executor@0.1.0")
+            && message.contains("wasi:cli/run"),
         "{message}"
     );
 }
@@ -67,9 +70,55 @@ fn component_of_another_world() {
 fn component_of_a_newer_contract() {
     let error = load_error(&wasm("future-contract"));
     assert!(
-        matches!(&error, LoadError::WrongVersion { found, .. } if found == "0.2.0"),
+        matches!(&error, LoadError::WrongVersion { found, .. } if found == "0.3.0"),
         "{error}"
     );
+    assert!(
+        error
+            .to_string()
+            .contains("this host implements 0.2.0 and 0.1.0"),
+        "{error}"
+    );
+}
+
+/// A component built against the published 0.1.0 contract still loads and
+/// runs (its own bindings: handle, errors, logs), declares no endpoints, and
+/// runs inside a Pea too (`pea::an_old_contract_component_runs_in_a_pea`).
+#[test]
+fn a_component_of_contract_0_1_0_still_runs() {
+    let loaded = load("old-contract");
+    assert_eq!(loaded.contract, "0.1.0");
+    let endpoints =
+        Executor::declared_endpoints(runtime(), loaded.clone(), "old-contract").unwrap();
+    assert_eq!(endpoints, None, "0.1.0 cannot declare endpoints");
+    let mut executor = start("old-contract", json!({}), Sandbox::default());
+    let docs = vec![Document::from_text("hello")];
+    let out = executor.handle("/upper", &docs, &json!({})).unwrap();
+    assert_eq!(out[0].text.as_deref(), Some("HELLO"));
+    let out = executor.handle("/anything", &docs, &json!({})).unwrap();
+    assert_eq!(out, docs);
+    let error = executor.handle("/fail", &docs, &json!({})).unwrap_err();
+    assert_eq!(
+        (error.kind, error.message.as_str()),
+        (ErrorKind::BadRequest, "refused by a 0.1.0 executor")
+    );
+    executor.close().unwrap();
+}
+
+/// A 0.2.0 component declares its endpoints, from the SDK's routes, with
+/// their docs; without `init`.
+#[test]
+fn a_component_of_contract_0_2_0_declares_its_endpoints() {
+    let loaded = load("vector-indexer");
+    let endpoints = Executor::declared_endpoints(runtime(), loaded, "idx")
+        .unwrap()
+        .expect("0.2.0 declares");
+    let names: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["/index", "/search", "/delete", "/export", "/import"]
+    );
+    assert!(endpoints[0].doc.contains("capacity"), "{endpoints:?}");
 }
 
 #[test]
@@ -84,7 +133,7 @@ fn every_example_loads_and_names_its_contract() {
         let loaded = runtime()
             .load(&wasm(name))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(loaded.contract, "0.1.0");
+        assert_eq!(loaded.contract, "0.2.0");
         assert!(
             loaded
                 .imports

@@ -1114,3 +1114,29 @@ fn executor_threads(pid: u32) -> Vec<(String, i32)> {
         })
         .collect()
 }
+
+/// A component built against the published 0.1.0 contract (the
+/// `old-contract` fixture) runs inside a Pea beside 0.2.0 ones: its answer,
+/// its own error and its log line all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_contract_component_runs_in_a_pea() {
+    let pea = PeaProcess::start("old-contract", &["--name", "old"]);
+    let mut client = client(&pea).await;
+    let reply = client
+        .call(request("/upper", &[text_doc("a", "hello")]))
+        .await
+        .unwrap();
+    assert_eq!(reply.envelope.status, Status::Success);
+    assert_eq!(documents(&reply)[0].text.as_deref(), Some("HELLO"));
+    let reply = client
+        .call(request("/fail", &[text_doc("a", "x")]))
+        .await
+        .unwrap();
+    assert_eq!(error_kind(&reply), ("old".into(), "bad-request".into()));
+    client.close().await;
+    assert!(
+        pea.log().contains("a 0.1.0 executor started"),
+        "{}",
+        pea.log()
+    );
+}

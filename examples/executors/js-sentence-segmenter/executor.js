@@ -78,6 +78,6 @@ class SentenceSegmenter extends Executor {
     }
   }
 }
-requests(SentenceSegmenter.prototype.segment);
+requests(SentenceSegmenter.prototype.segment, { doc: 'Append one chunk per sentence to each document with text' });
 
 export const executor = serve(SentenceSegmenter);

@@ -59,6 +59,10 @@ class SentenceSegmenter(Executor):
 
     @requests
     def segment(self, docs, parameters, **kwargs):
+        """Append one chunk per sentence to each document with text.
+
+        The first line above is what the executor declares to the host.
+        """
         for doc in docs:
             text = doc.text
             if text is None:

@@ -16,17 +16,22 @@ arguments; methods marked with :func:`requests` handle endpoints::
                 if doc.text is not None:
                     doc.text = doc.text.upper() + self.suffix
 
+The endpoints the :func:`requests` decorators name are declared to the host
+(``jina-wasm inspect``, the gateway's ``/openapi.json``), each with the first
+line of its method's docstring.
+
 The host's facts about the instance (shard, replica, read-only, durable,
 memory limit) are ``self.runtime_args`` (:class:`RuntimeArgs`), as in Jina;
 they never appear among the ``with:`` parameters.
 
 ``componentize-py`` compiles it, this SDK and a CPython interpreter into one
-component for the ``jina:executor/executor-world@0.1.0`` world
+component for the ``jina:executor/executor-world@0.2.0`` world
 (docs/python-executors.md). Everything generated from WIT stays in the
 ``jina_executor.component`` module and the codec in ``jina_executor.wire``;
 none of it appears in this API.
 """
 
+import inspect as _inspect
 import traceback as _traceback
 
 __all__ = ["Document", "NamedScore", "Executor", "ExecutorError", "Parameters", "RuntimeArgs",
@@ -86,13 +91,15 @@ class Document:
 
 class ExecutorError(Exception):
     """A failure the host receives with its kind: ``bad-request``,
-    ``bad-config``, ``read-only``, ``io`` or ``internal``.
+    ``bad-config``, ``read-only``, ``io``, ``internal`` or ``capacity`` (the
+    executor is full: the request would pass a limit it was given, such as
+    ``self.runtime_args.memory_limit``; apply none of it).
 
     Any other exception a handler raises reaches the host as ``internal``
     with its type, message and the last line of its traceback.
     """
 
-    KINDS = ("bad-request", "bad-config", "read-only", "io", "internal")
+    KINDS = ("bad-request", "bad-config", "read-only", "io", "internal", "capacity")
 
     def __init__(self, kind, message):
         if kind not in ExecutorError.KINDS:
@@ -108,6 +115,11 @@ class ExecutorError(Exception):
     @classmethod
     def bad_config(cls, message):
         return cls("bad-config", message)
+
+    @classmethod
+    def capacity(cls, message):
+        """The executor is full; name the limit in ``message``."""
+        return cls("capacity", message)
 
 
 def whole_number(value, name, kind="bad-config"):
@@ -252,6 +264,21 @@ class Executor:
                 for endpoint in getattr(value, "_jina_requests_on", ()):
                     routes[endpoint] = name
         return routes
+
+    @classmethod
+    def _declared(cls):
+        """``[(endpoint, doc)]`` for the host (contract 0.2.0's
+        ``endpoints``): each endpoint a handler names, ``__default__`` for a
+        handler without ``on``; the doc is the first line of the handler's
+        docstring (at most 1024 bytes)."""
+        declared = []
+        for endpoint, name in cls._routes().items():
+            doc = (_inspect.getdoc(getattr(cls, name)) or "").strip()
+            line = doc.splitlines()[0] if doc else ""
+            line = "".join(c for c in line if c.isprintable())
+            line = line.encode()[:1024].decode(errors="ignore")
+            declared.append(("__default__" if endpoint is None else endpoint, line))
+        return declared
 
 
 def describe(error):

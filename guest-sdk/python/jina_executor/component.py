@@ -27,6 +27,7 @@ _KINDS = {
     "read-only": wit.ErrorKind.READ_ONLY,
     "io": wit.ErrorKind.IO,
     "internal": wit.ErrorKind.INTERNAL,
+    "capacity": wit.ErrorKind.CAPACITY,
 }
 
 
@@ -63,6 +64,10 @@ def _json_object(text, what, kind):
 
 
 class Executor(exports.Executor):
+    def endpoints(self):
+        # May come before `init` (docs/wit-contract.md): from the class alone.
+        return [wit.EndpointInfo(name, doc) for name, doc in _CLASS._declared()]
+
     def init(self, config):
         global _instance
         try:

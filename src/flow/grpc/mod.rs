@@ -436,14 +436,16 @@ impl JinaGatewayDryRunRpc for Service {
 
 #[tonic::async_trait]
 impl JinaDiscoverEndpointsRpc for Service {
-    /// Executors here take every endpoint (what Jina calls a `__default__`
-    /// handler); which ones change state is each Pea's `--read-endpoints`.
+    /// The union of the endpoints the Flow's executors declare, and
+    /// `__default__` when one of them takes every endpoint (or cannot say:
+    /// src/flow/endpoints.rs). Which ones change state is each Pea's
+    /// `--read-endpoints`.
     async fn endpoint_discovery(
         &self,
         _: Request<()>,
     ) -> Result<Response<EndpointsProto>, GrpcStatus> {
         Ok(Response::new(EndpointsProto {
-            endpoints: vec!["__default__".into()],
+            endpoints: super::endpoints::FlowEndpoints::from_info(&self.0.info).discovery(),
             write_endpoints: Vec::new(),
             schemas: None,
         }))

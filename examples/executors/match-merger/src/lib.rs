@@ -37,7 +37,9 @@ impl Executor for MatchMerger {
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().default(Self::merge)
+        Routes::new()
+            .default(Self::merge)
+            .doc("Merge each document's matches from every shard, keeping the best `top_k`")
     }
 }
 

@@ -27,7 +27,9 @@ impl Executor for SentenceSegmenter {
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().default(Self::segment)
+        Routes::new()
+            .default(Self::segment)
+            .doc("Append one chunk per sentence to each document with text")
     }
 }
 

@@ -48,7 +48,9 @@ impl Executor for TextEncoder {
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().default(Self::encode)
+        Routes::new()
+            .default(Self::encode)
+            .doc("Embed the text of every document and chunk (feature hashing)")
     }
 }
 

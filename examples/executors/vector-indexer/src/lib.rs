@@ -31,8 +31,8 @@
 //!   - `/import`: store the request's documents as `/index` does with
 //!     `traversal: roots`, whatever the configured traversal: what `/export`
 //!     returned goes back in as it was.
-//!   - `/index` and `/import` are refused (`bad-request`, a message starting
-//!     `capacity:` that names the limit) when the index would pass 40% of
+//!   - `/index` and `/import` are refused (the `capacity` error kind, a
+//!     message that names the limit) when the index would pass 40% of
 //!     the host's memory limit (`RuntimeArgs::memory_limit`; its vectors counted
 //!     twice), before anything changes: past the limit the instance would
 //!     trap and lose its memory.
@@ -198,10 +198,15 @@ impl Executor for VectorIndexer {
     fn routes() -> Routes<Self> {
         Routes::new()
             .on("/index", Self::index)
+            .doc("Store the documents' embeddings (replacing same ids); refused with `capacity` when full")
             .on("/search", Self::search)
+            .doc("Add each document's `top_k` nearest stored documents as matches (cosine)")
             .on("/delete", Self::delete)
+            .doc("Remove the documents with these ids")
             .on("/export", Self::export)
+            .doc("Return `limit` stored documents from row `offset` (for re-sharding)")
             .on("/import", Self::import)
+            .doc("Store documents that /export returned, as they were")
     }
 
     fn dump(&mut self) -> Result<()> {
@@ -302,8 +307,8 @@ impl VectorIndexer {
             return Ok(());
         }
         let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
-        Err(Error::bad_request(format!(
-            "capacity: the index holds {} documents ({:.1} MiB); these {} would take it past {:.1} MiB, the {}% of \
+        Err(Error::capacity(format!(
+            "the index holds {} documents ({:.1} MiB); these {} would take it past {:.1} MiB, the {}% of \
              its memory limit of {:.0} MiB (--memory-hwm) an index may fill (the rest is for requests, growth and \
              dumps); nothing was stored. Add shards, raise --memory-hwm, or delete documents",
             self.index.len(),

@@ -15,6 +15,6 @@ class {{class}} extends Executor {
     }
   }
 }
-requests({{class}}.prototype.upper, { on: '/upper' });
+requests({{class}}.prototype.upper, { on: '/upper', doc: "Upper-case each document's text and append the suffix" });
 
 export const executor = serve({{class}});

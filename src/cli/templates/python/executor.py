@@ -11,6 +11,7 @@ class {{class}}(Executor):
 
     @requests(on="/upper")
     def upper(self, docs, parameters, **kwargs):
+        """Upper-case each document's text and append the suffix."""
         for doc in docs:
             if doc.text is not None:
                 doc.text = doc.text.upper() + self.suffix

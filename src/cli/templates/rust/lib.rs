@@ -15,7 +15,9 @@ impl Executor for {{class}} {
     }
 
     fn routes() -> Routes<Self> {
-        Routes::new().on("/upper", Self::upper)
+        Routes::new()
+            .on("/upper", Self::upper)
+            .doc("Upper-case each document's text and append the suffix")
     }
 }
 

@@ -1,8 +1,8 @@
-//! `future-contract`: an executor for `jina:executor@0.2.0`, a contract version
-//! this host does not know (its WIT is a copy of 0.1.0 under the new version).
+//! `future-contract`: an executor for `jina:executor@0.3.0`, a contract version
+//! this host does not know (its WIT is a copy of 0.1.0 under a version no host has published).
 //! The host must refuse it with an "unsupported contract version" error.
 //!
-//! Built with wit-bindgen directly: the SDK only speaks 0.1.0.
+//! Built with wit-bindgen directly: the SDK speaks only the current contract.
 
 mod bindings {
     wit_bindgen::generate!({
