@@ -180,7 +180,10 @@ mod simd {
         // SAFETY: as the caller promises.
         unsafe {
             let d = |k: usize| {
-                f32x4_sub(v128_load(a.add(4 * k).cast()), v128_load(b.add(4 * k).cast()))
+                f32x4_sub(
+                    v128_load(a.add(4 * k).cast()),
+                    v128_load(b.add(4 * k).cast()),
+                )
             };
             let (d0, d1) = (d(0), d(1));
             let mut s0 = f32x4_mul(d0, d0);
