@@ -126,38 +126,116 @@ mod simd {
             + f32x4_extract_lane::<3>(v)
     }
 
+    /// `a · b + c`: one fused multiply-add on an FMA CPU (wasmtime's default
+    /// for relaxed SIMD), else a multiply and an add.
+    #[inline(always)]
+    fn madd(a: v128, b: v128, c: v128) -> v128 {
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            f32x4_relaxed_madd(a, b, c)
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            f32x4_add(f32x4_mul(a, b), c)
+        }
+    }
+
+    // Why 32 floats per step, straight-line: the engine checks for
+    // interruption at every loop header, and that check's (cold) call
+    // clobbers every vector register, so Cranelift keeps any vector carried
+    // around a loop on the stack, stored and reloaded on every iteration
+    // (docs/hnsw.md). Here one partial sum goes around the loop per 32
+    // floats, not two per 8; inside a step the products chain in registers.
+
+    /// `Σ a[i] · b[i]` over 32 floats, as four lanes.
+    ///
+    /// # Safety
+    ///
+    /// `a` and `b` each have 32 readable floats.
+    #[inline(always)]
+    unsafe fn dot32(a: *const f32, b: *const f32) -> v128 {
+        // SAFETY: as the caller promises; v128_load has no alignment
+        // requirement.
+        unsafe {
+            let l = |p: *const f32, k: usize| v128_load(p.add(4 * k).cast());
+            let mut s0 = f32x4_mul(l(a, 0), l(b, 0));
+            let mut s1 = f32x4_mul(l(a, 1), l(b, 1));
+            s0 = madd(l(a, 2), l(b, 2), s0);
+            s1 = madd(l(a, 3), l(b, 3), s1);
+            s0 = madd(l(a, 4), l(b, 4), s0);
+            s1 = madd(l(a, 5), l(b, 5), s1);
+            s0 = madd(l(a, 6), l(b, 6), s0);
+            s1 = madd(l(a, 7), l(b, 7), s1);
+            f32x4_add(s0, s1)
+        }
+    }
+
+    /// `Σ (a[i] - b[i])²` over 32 floats, as four lanes.
+    ///
+    /// # Safety
+    ///
+    /// As [`dot32`].
+    #[inline(always)]
+    unsafe fn l2_32(a: *const f32, b: *const f32) -> v128 {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let d = |k: usize| {
+                f32x4_sub(
+                    v128_load(a.add(4 * k).cast()),
+                    v128_load(b.add(4 * k).cast()),
+                )
+            };
+            let (d0, d1) = (d(0), d(1));
+            let mut s0 = f32x4_mul(d0, d0);
+            let mut s1 = f32x4_mul(d1, d1);
+            for k in (2..8).step_by(2) {
+                let (e0, e1) = (d(k), d(k + 1));
+                s0 = madd(e0, e0, s0);
+                s1 = madd(e1, e1, s1);
+            }
+            f32x4_add(s0, s1)
+        }
+    }
+
     #[target_feature(enable = "simd128")]
     pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut acc = f32x4_splat(0.0);
         let mut i = 0;
-        while i + 8 <= n {
-            acc0 = f32x4_add(acc0, f32x4_mul(load(a, i), load(b, i)));
-            acc1 = f32x4_add(acc1, f32x4_mul(load(a, i + 4), load(b, i + 4)));
-            i += 8;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n, the length of both.
+            acc = f32x4_add(acc, unsafe { dot32(a.as_ptr().add(i), b.as_ptr().add(i)) });
+            i += 32;
+        }
+        while i + 4 <= n {
+            acc = madd(load(a, i), load(b, i), acc);
+            i += 4;
         }
         let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
-        sum(f32x4_add(acc0, acc1)) + tail
+        sum(acc) + tail
     }
 
     #[target_feature(enable = "simd128")]
     pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (mut acc0, mut acc1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut acc = f32x4_splat(0.0);
         let mut i = 0;
-        while i + 8 <= n {
-            let d0 = f32x4_sub(load(a, i), load(b, i));
-            let d1 = f32x4_sub(load(a, i + 4), load(b, i + 4));
-            acc0 = f32x4_add(acc0, f32x4_mul(d0, d0));
-            acc1 = f32x4_add(acc1, f32x4_mul(d1, d1));
-            i += 8;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n, the length of both.
+            acc = f32x4_add(acc, unsafe { l2_32(a.as_ptr().add(i), b.as_ptr().add(i)) });
+            i += 32;
+        }
+        while i + 4 <= n {
+            let d = f32x4_sub(load(a, i), load(b, i));
+            acc = madd(d, d, acc);
+            i += 4;
         }
         let tail: f32 = a[i..n]
             .iter()
             .zip(&b[i..n])
             .map(|(x, y)| (x - y) * (x - y))
             .sum();
-        sum(f32x4_add(acc0, acc1)) + tail
+        sum(acc) + tail
     }
 }
 
