@@ -4,7 +4,7 @@
 //!   "parameters": {...}}`, and `POST /<endpoint>` (the endpoint from the path).
 //! - `GET /dry_run`: is the Flow up. `GET /status`: the Flow's Pods.
 //! - `GET /metrics`: Prometheus metrics, when on (docs/operations.md).
-//!   `GET /openapi.json`: an OpenAPI 3 document listing the endpoints the
+//! - `GET /openapi.json`: an OpenAPI 3 document listing the endpoints the
 //!   Flow's executors declare (what Jina's client reads first).
 //! - Anything else: a JSON error answer (404 for a route that does not exist,
 //!   405 for a route used with the wrong method, 422 for a body that is not a
