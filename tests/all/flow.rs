@@ -201,6 +201,19 @@ fn two_branches_and_a_join_answer_once_with_both() {
     assert_eq!(code, 200, "{answer}");
     assert_eq!(route_of(&answer), ["gateway", "encode", "gateway"]);
     assert!(answer["data"][0]["embedding"].is_array(), "{answer}");
+    // More documents than a request may carry: refused before the Flow.
+    let (code, answer) = post(
+        flow.port(),
+        "/post",
+        &serde_json::json!({"data": vec![serde_json::json!({}); 100_001]}),
+    );
+    assert_eq!(code, 422, "{answer}");
+    assert!(
+        answer["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("100001 documents")),
+        "{answer}"
+    );
     let (code, answer) = targeted("(unclosed");
     assert_eq!(code, 422, "{answer}");
     assert!(

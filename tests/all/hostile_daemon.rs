@@ -318,6 +318,32 @@ fn a_flows_state_has_one_live_user() {
         assert_eq!(code, 409, "{path}: {answer}");
         assert!(error(&answer).contains("one live user"), "{answer}");
     }
+    // A Flow file of more Pods than the tenant may run, or larger than a
+    // Flow file is, is refused at once (found by a hostile test: 300,000
+    // Pods kept the daemon busy for minutes), and the daemon serves on.
+    let many: String = std::iter::once("pods:\n".to_string())
+        .chain((0..20_000).map(|i| format!("  - name: p{i}\n    uses: m.wasm\n")))
+        .collect();
+    let huge = format!("# {}\n{flow}", "x".repeat(2 << 20));
+    let parts = [
+        ("many.yml", many.into_bytes()),
+        ("huge.yml", huge.into_bytes()),
+    ];
+    assert_eq!(d.upload(ALICE, "w", &parts).0, 200);
+    let started = Instant::now();
+    for (file, words) in [
+        ("many.yml", "max_peas"),
+        ("huge.yml", "at most 1048576 bytes"),
+    ] {
+        let (code, answer) = create("/flows", json!({"workspace": "w", "uses": file}));
+        assert_eq!(code, 400, "{file}: {answer}");
+        assert!(error(&answer).contains(words), "{file}: {answer}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let id = first["id"].as_str().unwrap();
     assert_eq!(
         d.json("DELETE", &format!("/flows/{id}"), ALICE, &Value::Null)

@@ -45,6 +45,7 @@ use node_proto::Content;
 /// # Errors
 /// A message naming the document (`docs[3].chunks[0]`) and what is wrong.
 pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
+    crate::flow::gateway::check_request_docs(docs.docs.len())?;
     let mut body = Body::default();
     // (document, parent index, relation, level, path for messages)
     let mut stack: Vec<(&DocProto, Option<u32>, Relation, usize, String)> = docs
@@ -679,6 +680,10 @@ mod tests {
             }],
         };
         let error = |list: DocListProto| body_from_docs(&list).unwrap_err();
+        let many = DocListProto {
+            docs: vec![DocProto::default(); 100_001],
+        };
+        assert!(error(many).starts_with("the request has 100001 documents, more than the 100000"));
         assert_eq!(
             error(doc("text", node(Content::Integer(1)))),
             "docs[0].text must be text, not an integer"
