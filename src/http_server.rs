@@ -57,12 +57,13 @@ pub struct HttpLimits {
 
     /// HTTP: while a request's body is read or its answer written, how long
     /// no byte may move before the connection is closed (the time spent
-    /// answering is not idle).
+    /// answering is not idle). gRPC: how long a connection may send nothing
+    /// (live clients are pinged every third of it).
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "30s")]
     pub http_idle_timeout: Duration,
 
-    /// HTTP: connections served at once; past it, new ones wait to be
-    /// accepted until one closes.
+    /// HTTP and gRPC: connections served at once (each port its own count);
+    /// past it, new ones wait to be accepted until one closes.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_connections: u32,
 }

@@ -1,4 +1,4 @@
-//! 17. The soak of issue 22 (run only when named: `BENCH_SECTIONS=soak make
+//! Section 17, the soak of issue 22 (run only when named: `BENCH_SECTIONS=soak make
 //! bench`; about ten minutes): a million short texts through the demo Flow
 //! as shipped, in one `jina-wasm flow` process, with its resident memory
 //! sampled; a graceful stop; a restart on the same workspace, whose shards
@@ -170,7 +170,7 @@ pub async fn soak_rows() -> Vec<Row> {
             match answer {
                 Ok(a) if a.error.is_none() => {
                     let total = acked.fetch_add(n, Ordering::Relaxed) + n;
-                    if total % 100_000 == 0 {
+                    if total.is_multiple_of(100_000) {
                         eprintln!(
                             "soak: {total} acknowledged, {:.0} s, RSS {}",
                             started.elapsed().as_secs_f64(),

@@ -148,7 +148,7 @@ impl Gateways {
                 .await
                 .map(|g| gateways.http = Some(g)),
                 Protocol::Grpc => {
-                    GrpcGateway::start(host, port, calls.clone(), prefetch, info.clone())
+                    GrpcGateway::start(host, port, calls.clone(), prefetch, info.clone(), limits)
                         .await
                         .map(|g| gateways.grpc = Some(g))
                 }

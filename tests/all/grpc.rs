@@ -251,3 +251,92 @@ fn endpoint_discovery_lists_the_declared_endpoints() {
     );
     assert_eq!(result["searched"], 1, "{result}");
 }
+
+/// Found by a hostile test: the gRPC port kept every connection that never
+/// spoke (20,000 of them ran the process out of descriptors). It now closes a
+/// connection silent for `--http-idle-timeout` and serves live clients on.
+#[test]
+fn silent_connections_to_the_grpc_port_are_closed() {
+    use std::io::{BufRead, Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "with:\n  protocol: grpc\npods:\n  - name: echo\n    uses: {}\n",
+            crate::util::wasm("passthrough").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(crate::util::bin())
+        .args(["flow", "--http-idle-timeout", "1s", "--uses"])
+        .arg(&file)
+        .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
+        .env("JINA_WASM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    /// Kills the Flow however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let flow = Killed(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port = ready["ports"]["grpc"].as_u64().unwrap() as u16;
+    // Half a preface, and nothing at all: both closed after about a second.
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let started = Instant::now();
+    for mut stream in [half, silent] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "still open after {took:?}");
+    // A live client is served, also after more than the timeout of its own silence.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = JinaSingleDataRequestRpcClient::new(channel);
+        let small = grpc_request(&[jina_wasm::Document {
+            id: "small".into(),
+            text: Some("hello".into()),
+            ..Default::default()
+        }]);
+        for pause in [0, 2500] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let answer = client
+                .process_single_data(small.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
+        }
+    });
+    drop(flow);
+}

@@ -20,6 +20,7 @@
 //! (`grpc-timeout`) becomes the request's deadline inside the Flow.
 
 pub mod convert;
+mod listener;
 
 /// The messages and services generated from proto/ by build.rs.
 #[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
@@ -99,6 +100,7 @@ impl GrpcGateway {
         calls: mpsc::Sender<Call>,
         prefetch: usize,
         info: Value,
+        limits: &crate::http_server::HttpLimits,
     ) -> anyhow::Result<GrpcGateway> {
         let listener = tokio::net::TcpListener::bind((host, port))
             .await
@@ -114,8 +116,11 @@ impl GrpcGateway {
         let service = Service(shared);
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            // A peer that stops answering pings is dropped.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // A peer that stops answering pings is dropped; a live one is
+            // pinged often enough never to look silent (listener.rs).
+            .http2_keepalive_interval(Some(
+                (limits.http_idle_timeout / 3).max(Duration::from_millis(100)),
+            ))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE))
             .add_service(
@@ -127,8 +132,11 @@ impl GrpcGateway {
             .add_service(JinaInfoRpcServer::new(service));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = listener::capped(
+            listener,
+            limits.http_max_connections as usize,
+            limits.http_idle_timeout,
+        );
         let task = tokio::spawn(async move {
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, shutdown)
