@@ -2358,24 +2358,9 @@ fn grpc_flow(yaml: &str) -> (std::process::Child, u16, u16, tempfile::TempDir) {
     (child, port("http"), port("grpc"), dir)
 }
 
-/// One gRPC request (a `DataRequestProto`) carrying `docs` to `/`.
-fn grpc_request(docs: &[Document]) -> jina_wasm::flow::grpc::pb::jina::DataRequestProto {
-    use jina_wasm::flow::grpc::pb::jina::{HeaderProto, data_request_proto};
-    let list = jina_wasm::flow::grpc::convert::docs_from_body(&Body::from_documents(docs)).unwrap();
-    jina_wasm::flow::grpc::pb::jina::DataRequestProto {
-        header: Some(HeaderProto {
-            request_id: "bench".into(),
-            exec_endpoint: Some("/".into()),
-            ..Default::default()
-        }),
-        data: Some(data_request_proto::DataContentProto {
-            documents: Some(data_request_proto::data_content_proto::Documents::Docs(
-                list,
-            )),
-        }),
-        ..Default::default()
-    }
-}
+#[path = "../tests/support/grpc_request.rs"]
+mod grpc_request;
+use grpc_request::grpc_request;
 
 async fn grpc_client(
     port: u16,
@@ -2395,7 +2380,7 @@ async fn grpc_client(
 async fn grpc_rate(port: u16, docs: &[Document], requests: usize) -> f64 {
     use futures::StreamExt;
     let mut client = grpc_client(port).await;
-    let request = grpc_request(docs);
+    let request = grpc_request("bench", docs);
     let start = Instant::now();
     let outgoing = futures::stream::iter((0..requests).map(move |_| request.clone()));
     let mut replies = client.call(outgoing).await.unwrap().into_inner();
@@ -2421,7 +2406,7 @@ async fn grpc_latency(port: u16, docs: &[Document], n: usize) -> (Duration, Dura
         .unwrap();
     let mut client =
         jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient::new(channel);
-    let request = grpc_request(docs);
+    let request = grpc_request("bench", docs);
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let start = Instant::now();

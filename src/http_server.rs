@@ -180,14 +180,18 @@ pub async fn serve(
 
 /// `Some(deadline)` while an operation is stalled; `Ready(())` once it has
 /// stalled for `idle` (armed at the first `Pending`, cleared by progress).
-fn stalled(stall: &mut Option<Pin<Box<Sleep>>>, idle: Duration, cx: &mut Context<'_>) -> Poll<()> {
+pub(crate) fn stalled(
+    stall: &mut Option<Pin<Box<Sleep>>>,
+    idle: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     stall
         .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)))
         .as_mut()
         .poll(cx)
 }
 
-fn idle_error(idle: Duration, what: &str) -> std::io::Error {
+pub(crate) fn idle_error(idle: Duration, what: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("no byte {what} for {idle:?} (--http-idle-timeout)"),

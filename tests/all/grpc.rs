@@ -128,27 +128,9 @@ fn protocols_and_ports_are_checked_before_anything_starts() {
     }
 }
 
-/// One `DataRequestProto` to `/` carrying `docs`.
-fn grpc_request(docs: &[jina_wasm::Document]) -> jina_wasm::flow::grpc::pb::jina::DataRequestProto {
-    use jina_wasm::flow::grpc::pb::jina::{DataRequestProto, HeaderProto, data_request_proto};
-    let list = jina_wasm::flow::grpc::convert::docs_from_body(
-        &jina_wasm::wire::Body::from_documents(docs),
-    )
-    .unwrap();
-    DataRequestProto {
-        header: Some(HeaderProto {
-            request_id: "r".into(),
-            exec_endpoint: Some("/".into()),
-            ..Default::default()
-        }),
-        data: Some(data_request_proto::DataContentProto {
-            documents: Some(data_request_proto::data_content_proto::Documents::Docs(
-                list,
-            )),
-        }),
-        ..Default::default()
-    }
-}
+#[path = "../support/grpc_request.rs"]
+mod grpc_request;
+use grpc_request::grpc_request;
 
 /// Found by a hostile test: three `Call` streams whose clients never read
 /// their (large) answers held every one of the gateway's slots into the
@@ -170,11 +152,14 @@ async fn clients_that_stop_reading_do_not_starve_the_others() {
             .unwrap()
     };
     // About 1 MB an answer: a few fill the client's HTTP/2 window.
-    let big = grpc_request(&[jina_wasm::Document {
-        id: "big".into(),
-        embedding: Some(vec![0.5; 250_000]),
-        ..Default::default()
-    }]);
+    let big = grpc_request(
+        "r",
+        &[jina_wasm::Document {
+            id: "big".into(),
+            embedding: Some(vec![0.5; 250_000]),
+            ..Default::default()
+        }],
+    );
     let mut stalled = Vec::new();
     for _ in 0..3 {
         let mut client = JinaRpcClient::new(channel().await).max_decoding_message_size(64 << 20);
@@ -183,11 +168,14 @@ async fn clients_that_stop_reading_do_not_starve_the_others() {
         stalled.push(client.call(requests).await.unwrap().into_inner());
     }
     let mut good = JinaSingleDataRequestRpcClient::new(channel().await);
-    let small = grpc_request(&[jina_wasm::Document {
-        id: "small".into(),
-        text: Some("hello".into()),
-        ..Default::default()
-    }]);
+    let small = grpc_request(
+        "r",
+        &[jina_wasm::Document {
+            id: "small".into(),
+            text: Some("hello".into()),
+            ..Default::default()
+        }],
+    );
     for _ in 0..3 {
         let mut request = tonic::Request::new(small.clone());
         request.set_timeout(std::time::Duration::from_secs(10));
@@ -323,7 +311,7 @@ fn silent_connections_to_the_grpc_port_are_closed() {
             .await
             .unwrap();
         let mut client = JinaSingleDataRequestRpcClient::new(channel);
-        let small = grpc_request(&[jina_wasm::Document {
+        let small = grpc_request("r", &[jina_wasm::Document {
             id: "small".into(),
             text: Some("hello".into()),
             ..Default::default()

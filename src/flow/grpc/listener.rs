@@ -23,6 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::http_server::{idle_error, stalled};
+
 /// Accepted connections, each holding one of `max` slots until it closes.
 pub fn capped(
     listener: TcpListener,
@@ -83,19 +85,11 @@ impl AsyncRead for Capped {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending => {
-                let silence = this.silence;
-                let quiet = this
-                    .quiet
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(silence)));
-                match quiet.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no byte arrived for {silence:?} (--http-idle-timeout)"),
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            // The HTTP side's stall timer and error (src/http_server.rs).
+            Poll::Pending => match stalled(&mut this.quiet, this.silence, cx) {
+                Poll::Ready(()) => Poll::Ready(Err(idle_error(this.silence, "arrived"))),
+                Poll::Pending => Poll::Pending,
+            },
             ready => {
                 this.quiet = None;
                 ready
