@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jina_wasm::Document;
 use jina_wasm::executor::{
@@ -101,10 +101,20 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     let venv = target_dir().join(name);
     let python = venv.join("bin/python");
     let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(requirements);
-    // Reinstall when the requirements change.
+    // Tests run in parallel and several share one virtualenv: on a clean
+    // machine two pip installs into the same folder race and fail (pip's
+    // `assert os.path.exists(pyc_path)`), so one test at a time makes or
+    // checks a virtualenv; the rest wait and reuse it.
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Reinstall, from an empty folder, when the requirements change or an
+    // earlier install stopped half-way (no marker).
     let marker = venv.join(".installed");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let _ = std::fs::remove_dir_all(&venv);
         let ok = std::process::Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
