@@ -63,6 +63,14 @@ pub struct DaemonCommand {
 impl DaemonCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let tenants = crate::daemon::tenants::load(&self.tenants)?;
+        let open: usize = tenants.iter().map(|t| t.quota.requests).sum();
+        if open >= self.http.http_max_connections as usize {
+            tracing::warn!(
+                "the tenants' quota.requests add up to {open}, not under --http-max-connections ({}): \
+                 tenants with all their calls open could leave none for the others",
+                self.http.http_max_connections
+            );
+        }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create the data dir {}", self.data_dir.display()))?;
         let data_dir = std::fs::canonicalize(&self.data_dir)

@@ -21,9 +21,10 @@ pub struct ReshardCommand {
     #[command(flatten)]
     pub executor: ExecutorArgs,
 
-    /// The new number of shards.
-    #[arg(long)]
-    pub shards: usize,
+    /// The new number of shards: 1 to 256, as `pod --shards` takes (a Pod
+    /// of more could never start, so they are not built).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -40,8 +41,13 @@ impl ReshardCommand {
             "--read-only makes no sense here: the new shards are written"
         );
         let runtime = self.runtime.runtime(0)?;
-        let report =
-            crate::pod::reshard::reshard(&runtime, &self.executor.uses, &spec, &root, self.shards)?;
+        let report = crate::pod::reshard::reshard(
+            &runtime,
+            &self.executor.uses,
+            &spec,
+            &root,
+            self.shards as usize,
+        )?;
         println!("{}", serde_json::to_string(&report)?);
         Ok(ExitCode::SUCCESS)
     }

@@ -105,7 +105,72 @@ pub fn router(daemon: Arc<Daemon>) -> axum::Router {
     }
     router
         .fallback(|| async { ApiError::not_found("no such route (docs/daemon.md lists them)") })
+        .layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            hold_a_call,
+        ))
         .with_state(daemon)
+}
+
+/// Counts each call against its tenant's `quota.requests`, from its headers
+/// to the last byte of its answer (a log stream holds its call until it
+/// ends): one tenant's open calls cannot take the whole connection cap from
+/// the others. A call without a known token passes: its handler answers 401.
+async fn hold_a_call(
+    State(d): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(tenant) = caller(&d, request.headers()).ok() else {
+        return next.run(request).await;
+    };
+    let Some(calls) = d.open_calls.get(&tenant.name) else {
+        return next.run(request).await;
+    };
+    let Ok(permit) = calls.clone().try_acquire_owned() else {
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant `{}` has {} calls open, its quota (quota.requests): wait for one to end \
+                 (each log stream holds one until it ends)",
+                tenant.name, tenant.quota.requests
+            ),
+        )
+        .into_response();
+    };
+    next.run(request).await.map(|body| {
+        axum::body::Body::new(Held {
+            body,
+            _permit: permit,
+        })
+    })
+}
+
+/// An answer's body with the permit of its call, given back when the body
+/// is dropped (sent, or the client went away).
+struct Held {
+    body: axum::body::Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl axum::body::HttpBody for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The tenant whose bearer token the request carries.

@@ -60,6 +60,8 @@ pub struct Daemon {
     objects: Mutex<HashMap<String, BTreeMap<String, Object>>>,
     /// Per tenant name: held while an upload is checked against the disk quota.
     upload_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Per tenant name: one permit per call it may have open (`quota.requests`).
+    pub(crate) open_calls: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 impl Daemon {
@@ -76,10 +78,22 @@ impl Daemon {
             .iter()
             .map(|t| (t.name.clone(), Arc::default()))
             .collect();
+        let open_calls = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let permits = t.quota.requests.min(tokio::sync::Semaphore::MAX_PERMITS);
+                (
+                    t.name.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(permits)),
+                )
+            })
+            .collect();
         Arc::new(Daemon {
             config,
             objects,
             upload_locks,
+            open_calls,
         })
     }
 

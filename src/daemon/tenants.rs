@@ -10,6 +10,7 @@
 //!       total_memory: 2GiB     # the sum of memory_hwm over every live Pea
 //!       disk: 1GiB             # uploads (stored once per content) + executor state
 //!       files: 10000           # uploaded file names, over all its workspaces
+//!       requests: 32           # calls open at once (a log stream holds one)
 //! ```
 
 use std::path::Path;
@@ -44,6 +45,7 @@ struct QuotaEntry {
     total_memory: Option<String>,
     disk: Option<String>,
     files: Option<u64>,
+    requests: Option<usize>,
 }
 
 /// What one tenant may use at once.
@@ -56,11 +58,16 @@ pub struct Quota {
     /// Uploaded file names over all the tenant's workspaces: empty files cost
     /// no `disk` but still a name, folders and a manifest entry each.
     pub files: u64,
+    /// Calls open at once: a call holds one from its headers to the last byte
+    /// of its answer (a log stream until it ends). One tenant's long-lived
+    /// calls then cannot take the daemon's whole connection cap
+    /// (`--http-max-connections`) from the others.
+    pub requests: usize,
 }
 
 impl Default for Quota {
     /// 16 Peas, 1 GiB each (the sandbox's default memory_hwm), 4 GiB in all,
-    /// 1 GiB of disk, 10,000 uploaded files.
+    /// 1 GiB of disk, 10,000 uploaded files, 32 calls open at once.
     fn default() -> Self {
         Quota {
             max_peas: 16,
@@ -68,6 +75,7 @@ impl Default for Quota {
             total_memory: 4 << 30,
             disk: 1 << 30,
             files: 10_000,
+            requests: 32,
         }
     }
 }
@@ -138,7 +146,13 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Tenant>> {
             )?,
             disk: size("disk", &entry.quota.disk, defaults.disk)?,
             files: entry.quota.files.unwrap_or(defaults.files),
+            requests: entry.quota.requests.unwrap_or(defaults.requests),
         };
+        if quota.requests == 0 {
+            return Err(fail(
+                "quota.requests is 0: the tenant could make no call at all; give 1 or more".into(),
+            ));
+        }
         tenants.push(Tenant {
             name: entry.name,
             token,

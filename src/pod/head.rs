@@ -227,6 +227,19 @@ impl Head {
                             continue;
                         }
                     }
+                    // The Tail's merge keeps `top_k` matches: one it cannot
+                    // read fails here, named, rather than being merged to
+                    // some other number.
+                    let top_k = match top_k(&message.envelope.parameters) {
+                        Ok(top_k) => top_k,
+                        Err(reason) => {
+                            message.envelope.fail(&name, "bad-request", &reason);
+                            message.envelope.after_error = crate::wire::AfterError::Abort;
+                            message.body = Bytes::new();
+                            let _ = tail.send(TailInput::Forward(message)).await;
+                            continue;
+                        }
+                    };
                     let client_id = message.envelope.request_id.clone();
                     let mut sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
                         Ok(sends) => sends,
@@ -250,7 +263,7 @@ impl Head {
                         targets: sends.iter().map(|(i, _)| *i).collect(),
                         down: sends.iter().filter(|(i, _)| !peers[*i].alive).map(|(i, _)| *i).collect(),
                         deadline: tokio::time::Instant::now() + deadline_of(first, timeout),
-                        top_k: top_k(&first.parameters),
+                        top_k,
                     };
                     if tail.send(TailInput::Expect(expect)).await.is_err() {
                         break;
@@ -524,7 +537,58 @@ fn deadline_of(envelope: &Envelope, timeout: Duration) -> Duration {
     Duration::from_millis(envelope.deadline_ms.saturating_sub(now_us() / 1000)).min(timeout)
 }
 
-fn top_k(parameters: &str) -> Option<usize> {
-    let value: Value = serde_json::from_str(parameters).ok()?;
-    value.get("top_k")?.as_u64().map(|k| k as usize)
+/// The request's `top_k` parameter: none, or a whole number of 0 or more
+/// (Jina's client sends `3` as `3.0`, accepted; `null` is none). Anything
+/// else is refused, naming the value.
+fn top_k(parameters: &str) -> Result<Option<usize>, String> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(parameters) else {
+        return Ok(None);
+    };
+    let Some(value) = map.get("top_k") else {
+        return Ok(None);
+    };
+    let whole = match value {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    };
+    whole
+        .and_then(|k| usize::try_from(k).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            let mut shown = value.to_string();
+            if shown.len() > 64 {
+                shown.truncate(shown.floor_char_boundary(64));
+                shown.push('…');
+            }
+            format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_k;
+
+    #[test]
+    fn top_k_is_a_whole_number_or_refused_by_name() {
+        assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
+        assert_eq!(top_k(r#"{"top_k":3.0}"#), Ok(Some(3)));
+        assert_eq!(top_k(r#"{"top_k":null}"#), Ok(None));
+        assert_eq!(top_k(r#"{"other":1}"#), Ok(None));
+        assert_eq!(top_k(""), Ok(None));
+        for bad in ["-1", "\"x\"", "1e300", "2.5", "true", "[1]", "{}", "-0.5"] {
+            let e = top_k(&format!(r#"{{"top_k":{bad}}}"#)).unwrap_err();
+            let shown: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert_eq!(
+                e,
+                format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
+            );
+        }
+        let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
+        assert!(e.len() < 160, "{e}");
+    }
 }

@@ -10,7 +10,9 @@
 //!   its own whatever the names;
 //! - counts: empty files cost no `disk` but are held by the `files` quota;
 //! - logs: a chatty object's log rotates at `--max-log`, both parts count in
-//!   the tenant's `disk`, and `GET .../logs` streams them back.
+//!   the tenant's `disk`, and `GET .../logs` streams them back;
+//! - calls: a tenant's open calls (log streams) are capped by its own
+//!   `requests` quota, so they cannot take the daemon from the others.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,7 @@ tenants:
     token: bob-token-hd
   - name: carol
     token: carol-token-hd
-    quota: {files: 3}
+    quota: {files: 3, requests: 3}
 ";
 const ALICE: &str = "alice-token-hd";
 const BOB: &str = "bob-token-hd";
@@ -355,4 +357,59 @@ fn a_flows_state_has_one_live_user() {
         json!({"workspace": "w", "uses": "m.wasm", "state": "f", "memory_hwm": "256MiB"}),
     );
     assert_eq!(code, 201, "the state is free again: {pea}");
+}
+
+/// A tenant's log streams (calls that stay open while its object runs) count
+/// against its own `requests` quota: past it that tenant gets 429 naming the
+/// quota while the others are served; a stream that ends gives its call back.
+#[test]
+fn a_tenants_open_streams_leave_the_daemon_to_the_others() {
+    let d = DaemonProcess::start("127.0.0.1", TENANTS, &[]);
+    let misbehave = std::fs::read(wasm("misbehave")).unwrap();
+    assert_eq!(d.upload(CAROL, "w", &[("m.wasm", misbehave)]).0, 200);
+    let (code, pea) = d.json(
+        "POST",
+        "/peas",
+        CAROL,
+        &json!({"workspace": "w", "uses": "m.wasm", "memory_hwm": "256MiB"}),
+    );
+    assert_eq!(code, 201, "{pea}");
+    let id = pea["id"].as_str().unwrap().to_string();
+    let stream = || {
+        let response = crate::util::http()
+            .get(format!("http://{}/peas/{id}/logs/stream", d.address()))
+            .bearer_auth(CAROL)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response
+    };
+    let mut streams: Vec<_> = (0..3).map(|_| stream()).collect();
+    let (code, answer) = d.json("GET", "/tenant", CAROL, &Value::Null);
+    assert_eq!(code, 429, "{answer}");
+    assert!(
+        error(&answer).contains("tenant `carol` has 3 calls open, its quota (quota.requests)"),
+        "{answer}"
+    );
+    for token in [ALICE, BOB] {
+        let (code, answer) = d.json("GET", "/tenant", token, &Value::Null);
+        assert_eq!(code, 200, "another tenant is served: {answer}");
+    }
+    // A stream the client closes gives its call back.
+    streams.pop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, answer) = d.json("GET", "/tenant", CAROL, &Value::Null);
+        if code == 200 {
+            assert_eq!(answer["quota"]["requests"], 3, "{answer}");
+            break;
+        }
+        assert_eq!(code, 429, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's call was never given back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(streams);
 }
