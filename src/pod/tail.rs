@@ -201,10 +201,16 @@ impl Tail {
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         let started = now_us();
         let client_id = p.expect.client_id.clone();
+        let applied = self.applied(&p);
         let mut merged = match self.reduce(p).await {
             Ok(message) => message,
             Err(message) => message,
         };
+        if let (Some(applied), crate::wire::Status::Error { message, .. }) =
+            (applied, &mut merged.envelope.status)
+        {
+            message.push_str(&applied);
+        }
         merged.envelope.request_id = client_id;
         self.route(&mut merged, started);
         self.send(merged).await;
@@ -228,6 +234,32 @@ impl Tail {
             .filter(|(_, r)| r.is_none())
             .map(|(&t, _)| t)
             .collect()
+    }
+
+    /// For a request that fails after it was split: which of its parts
+    /// succeeded, so whoever sent a write knows part of it was applied (a
+    /// failed `/index` on one shard of two has stored the other shard's
+    /// documents). `None` for a request that went to one Pea, or of which
+    /// no part succeeded.
+    fn applied(&self, p: &Pending) -> Option<String> {
+        let done: Vec<String> = p
+            .expect
+            .targets
+            .iter()
+            .zip(&p.received)
+            .filter(|(_, got)| got.as_ref().is_some_and(|m| !m.envelope.is_error()))
+            .map(|(&t, _)| self.member(t))
+            .collect();
+        if p.expect.targets.len() < 2 || done.is_empty() {
+            return None;
+        }
+        Some(format!(
+            " ({} of {} parts of this request succeeded, on {}: what they wrote is stored; \
+             resending the whole request is safe where the executor writes by id, as vector-indexer does)",
+            done.len(),
+            p.expect.targets.len(),
+            done.join(", ")
+        ))
     }
 
     /// Merges the received parts (all of them, or an aborting one).
@@ -303,6 +335,7 @@ impl Tail {
             .copied()
             .or_else(|| Tail::missing(&p).first().copied());
         let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.member(i));
+        let reason = format!("{reason}{}", self.applied(&p).unwrap_or_default());
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
             Some(part) => part.envelope.clone(),
@@ -310,7 +343,7 @@ impl Tail {
         };
         envelope.request_id.clone_from(&p.expect.client_id);
         envelope.parts.pop();
-        envelope.fail(&culprit, kind, reason);
+        envelope.fail(&culprit, kind, &reason);
         envelope.after_error = AfterError::Abort;
         remember(finished, p.expect.request_id.clone());
         tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");

@@ -314,6 +314,17 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             ("sh/shard-1".into(), "panic".into()),
             "{backend}"
         );
+        // The part that succeeded is named: whoever sent a write knows it is
+        // partly applied (docs/stateful.md).
+        let why = |reply: &Message| match &reply.envelope.status {
+            Status::Error { message, .. } => message.clone(),
+            Status::Success => String::new(),
+        };
+        assert!(
+            why(&reply).contains("(1 of 2 parts of this request succeeded, on sh/shard-0:"),
+            "{backend}: {}",
+            why(&reply)
+        );
         // A shard slower than its time limit.
         let reply = c
             .call(message(
@@ -327,6 +338,11 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             failed(&reply),
             ("sh/shard-0".into(), "timeout".into()),
             "{backend}"
+        );
+        assert!(
+            why(&reply).contains("(1 of 2 parts of this request succeeded, on sh/shard-1:"),
+            "{backend}: {}",
+            why(&reply)
         );
         // Still serving, both shards answering.
         let reply = c
