@@ -168,7 +168,7 @@ pub struct ExecutorArgs {
 
     /// Memory limit per executor instance: a size such as 64MiB or 1GiB; a bare
     /// number means GiB, as in Jina; -1: no limit (wasm32's 4 GiB).
-    #[arg(long, value_name = "SIZE", value_parser = parse_limit_size, allow_negative_numbers = true, default_value = "1GiB")]
+    #[arg(long, value_name = "SIZE", value_parser = crate::executor::parse_memory_hwm, allow_negative_numbers = true, default_value = "1GiB")]
     pub memory_hwm: u64,
 
     /// Time limit for one request (`handle`), a `dump` or `close`: 500ms, 2s, 1m

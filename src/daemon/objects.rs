@@ -725,6 +725,13 @@ mod tests {
             .plan(Kind::Pod, 64)
             .unwrap_err();
         assert!(e.starts_with("memory_hwm: "), "{e}");
+        let e = request(json!({"workspace": "w", "uses": "a.wasm", "memory_hwm": "0"}))
+            .plan(Kind::Pod, 64)
+            .unwrap_err();
+        assert!(
+            e.starts_with("memory_hwm: `0` is 0 B, less than the 1 MiB"),
+            "{e}"
+        );
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "name": "../up"}))
             .plan(Kind::Pod, 64)
             .unwrap_err();

@@ -118,7 +118,38 @@ pub const WASM32_MAX_MEMORY: u64 = 1 << 32;
 /// # Errors
 /// Not a size, named as [`crate::units::parse_size`] does.
 pub fn memory_limit(input: &str) -> Result<u64, String> {
-    crate::units::parse_limit_size(input).map(|n| n.min(WASM32_MAX_MEMORY))
+    parse_memory_hwm(input).map(|n| n.min(WASM32_MAX_MEMORY))
+}
+
+/// The least `memory_hwm` taken: below it no executor (not even an empty
+/// Rust one) can start, so a smaller one is refused as a bad setting rather
+/// than a process that dies.
+pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
+
+/// A `memory_hwm` as given: a size, or `-1` (no limit), of at least
+/// [`MIN_MEMORY_LIMIT`].
+///
+/// # Errors
+/// Not a size, or too small, named.
+pub fn parse_memory_hwm(input: &str) -> Result<u64, String> {
+    let bytes = crate::units::parse_limit_size(input)?;
+    check_memory_hwm(bytes)
+        .map_err(|e| format!("`{}` {e}", input.trim()))
+        .map(|()| bytes)
+}
+
+/// Refuses a memory limit below [`MIN_MEMORY_LIMIT`].
+///
+/// # Errors
+/// How much it is and why that is too little.
+pub fn check_memory_hwm(bytes: u64) -> Result<(), String> {
+    if bytes < MIN_MEMORY_LIMIT {
+        return Err(format!(
+            "is {}, less than the 1 MiB any executor needs to start (a bare number is GiB, as in Jina)",
+            crate::units::format_size(bytes)
+        ));
+    }
+    Ok(())
 }
 
 /// The pooling allocator's configuration for `slots` executor instances.

@@ -178,21 +178,38 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
     let endpoint = match (endpoint, request.get("exec_endpoint")) {
         (Some(endpoint), _) => endpoint,
         (None, None | Some(Value::Null)) => "/".to_string(),
+        // As over gRPC: an empty endpoint is the default one.
+        (None, Some(Value::String(e))) if e.is_empty() => "/".to_string(),
         (None, Some(Value::String(e))) => e.clone(),
         (None, Some(other)) => {
             return Err(format!("`exec_endpoint` must be a string, not {other}"));
         }
     };
+    check_endpoint(&endpoint)?;
     let parameters = match request.remove("parameters") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
         Some(other) => return Err(format!("`parameters` must be an object, not {other}")),
     };
-    let client_id = request
-        .get("header")
-        .and_then(|h| h.get("request_id").or_else(|| h.get("requestId")))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let client_id = match request.get("header") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(header)) => {
+            match header.get("request_id").or_else(|| header.get("requestId")) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) if id.len() <= MAX_NAME_BYTES => Some(id.clone()),
+                Some(Value::String(id)) => {
+                    return Err(format!(
+                        "`header.request_id` is {} bytes, more than {MAX_NAME_BYTES}",
+                        id.len()
+                    ));
+                }
+                Some(other) => {
+                    return Err(format!("`header.request_id` must be a string, not {other}"));
+                }
+            }
+        }
+        Some(other) => return Err(format!("`header` must be an object, not {other}")),
+    };
     let target = match request.get("target_executor") {
         None | Some(Value::Null) => None,
         Some(Value::String(pattern)) => super::run::TargetExecutor::parse(pattern)?,
@@ -641,6 +658,32 @@ fn executor_error_status(kind: &str) -> StatusCode {
 /// by default) a request.
 pub const MAX_REQUEST_DOCS: usize = 100_000;
 
+/// The longest endpoint or client request id a gateway takes (both are
+/// echoed in answers and logged on every request).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Refuses an endpoint no executor could declare: one that does not start
+/// with `/`, is longer than [`MAX_NAME_BYTES`], or holds control characters
+/// (it is logged and echoed). Both gateways check it before anything is sent.
+///
+/// # Errors
+/// What is wrong with it, for the client.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if endpoint.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the endpoint is {} bytes, more than {MAX_NAME_BYTES}",
+            endpoint.len()
+        ));
+    }
+    if !endpoint.starts_with('/') || endpoint.chars().any(char::is_control) {
+        return Err(format!(
+            "the endpoint {:?} is not one: it starts with `/` and has no control characters",
+            endpoint
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a request of more than [`MAX_REQUEST_DOCS`] documents.
 ///
 /// # Errors
@@ -822,6 +865,18 @@ mod tests {
         assert!(error(b"[1]").contains("must be a JSON object"));
         assert!(error(br#"{"parameters": 1}"#).contains("`parameters` must be an object"));
         assert!(error(br#"{"exec_endpoint": 1}"#).contains("`exec_endpoint` must be a string"));
+        assert_eq!(
+            parse_request(br#"{"exec_endpoint": ""}"#, None)
+                .unwrap()
+                .endpoint,
+            "/"
+        );
+        assert!(error(br#"{"exec_endpoint": "index"}"#).contains("starts with `/`"));
+        assert!(error(br#"{"exec_endpoint": "/a\u0000b"}"#).contains("no control characters"));
+        let long = format!(r#"{{"exec_endpoint": "/{}"}}"#, "x".repeat(300));
+        assert!(error(long.as_bytes()).contains("301 bytes, more than 256"));
+        assert!(error(br#"{"header": "x"}"#).contains("`header` must be an object"));
+        assert!(error(br#"{"header": {"request_id": 7}}"#).contains("must be a string, not 7"));
         assert!(error(br#"{"data": 1}"#).contains("`data` must be a list"));
         assert!(
             error(br#"{"data": [{"embedding": "x"}]}"#).starts_with("data[0] is not a document")

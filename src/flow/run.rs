@@ -386,6 +386,8 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
     };
     use crate::executor::sandbox as limits;
     let memory_limit = size("memory_hwm", &spec.memory_hwm, limits::DEFAULT_MEMORY_LIMIT)?;
+    crate::executor::check_memory_hwm(memory_limit)
+        .map_err(|e| anyhow::anyhow!("memory_hwm {e}"))?;
     let quota = limits::Quota {
         bytes: size("disk_quota", &spec.disk_quota, limits::DEFAULT_DISK_QUOTA)?,
         files: spec.max_files.unwrap_or(limits::DEFAULT_MAX_FILES),

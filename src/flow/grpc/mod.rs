@@ -279,7 +279,9 @@ impl Shared {
                 .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
                 .and_then(|docs| convert::body_from_docs(&docs)),
         };
-        let target = TargetExecutor::parse(header.target_executor.as_deref().unwrap_or_default());
+        let target = crate::flow::gateway::check_endpoint(&endpoint).and_then(|()| {
+            TargetExecutor::parse(header.target_executor.as_deref().unwrap_or_default())
+        });
         let (body, target) = match (body, target) {
             (Ok(body), Ok(target)) => (body, target),
             (Err(message), _) | (_, Err(message)) => {
