@@ -148,11 +148,6 @@ impl CreateRequest {
                 return Err(format!("`{field}` is {n}: use 1 to 256"));
             }
         }
-        if shards > 1 && parallel > 1 {
-            return Err(
-                "shards and parallel together are not supported: use one or the other".into(),
-            );
-        }
         if let Some(polling) = &self.polling {
             polling
                 .parse::<Polling>()
@@ -216,7 +211,7 @@ impl CreateRequest {
         // Head and tail executors run with the Pod's memory limit too.
         let sides =
             usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
-        let peas = shards.max(parallel) + sides;
+        let peas = shards * parallel + sides;
         Ok(Plan {
             name,
             peas,
