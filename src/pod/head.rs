@@ -185,7 +185,9 @@ impl Head {
             let ready = !paused
                 && match layout {
                     // Each shard's part waits for a replica of that shard that can take it.
-                    Layout::ShardReplicas { .. } => balance == Balance::RoundRobin || every_shard_has_credit(&peers),
+                    Layout::ShardReplicas { .. } => {
+                        balance == Balance::RoundRobin || every_shard_has_credit(&peers)
+                    }
                     _ => layout == Layout::Shards || any_credit || polling.always_all(),
                 };
             tokio::select! {
@@ -412,7 +414,9 @@ fn on_peer(
                 }) =>
             {
                 let pod = name.strip_suffix("/head").unwrap_or(name);
-                let shard = layout.shard_of_member(pod, 0, pea).filter(|&s| s < shards)?;
+                let shard = layout
+                    .shard_of_member(pod, 0, pea)
+                    .filter(|&s| s < shards)?;
                 let mut members = members.write().expect("members");
                 members.push(pea.to_string());
                 peers.push(Peer {
@@ -652,10 +656,7 @@ fn plan_grid(
         }
     }
     if let Some(first) = down.first() {
-        let reason = format!(
-            "no replica of {} is connected to the Pod",
-            down.join(", ")
-        );
+        let reason = format!("no replica of {} is connected to the Pod", down.join(", "));
         let executor = first.trim_matches('`').to_string();
         return Err(fail(message, &executor, "unavailable", &reason));
     }
@@ -711,7 +712,10 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        Message::data(Envelope::request(endpoint, "{}"), &Body::from_documents(&docs))
+        Message::data(
+            Envelope::request(endpoint, "{}"),
+            &Body::from_documents(&docs),
+        )
     }
 
     /// Ids that land in shard 0 and shard 1 of two.
@@ -811,7 +815,10 @@ mod tests {
         );
         assert_eq!(targets(&planned)[1], 3, "the live replica of shard 1");
         peers[3].alive = false;
-        assert!(every_shard_has_credit(&peers), "a dead shard holds nothing up");
+        assert!(
+            every_shard_has_credit(&peers),
+            "a dead shard holds nothing up"
+        );
         let failed = plan_grid(
             "idx",
             2,
@@ -828,7 +835,10 @@ mod tests {
                 kind,
                 message,
             } => {
-                assert_eq!((executor.as_str(), kind.as_str()), ("idx/shard-1", "unavailable"));
+                assert_eq!(
+                    (executor.as_str(), kind.as_str()),
+                    ("idx/shard-1", "unavailable")
+                );
                 assert!(message.contains("`idx/shard-1`"), "{message}");
             }
             Status::Success => panic!("a shard with no replica served"),

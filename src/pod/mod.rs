@@ -50,7 +50,9 @@ pub enum Layout {
     Replicas,
     /// Shards, each a set of replicas (Jina 3's shards × replicas): member
     /// `i` is replica `i % replicas` of shard `i / replicas`.
-    ShardReplicas { replicas: usize },
+    ShardReplicas {
+        replicas: usize,
+    },
 }
 
 impl Layout {

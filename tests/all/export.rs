@@ -245,13 +245,18 @@ fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
         let spec = &deployment["spec"]["template"]["spec"];
         let args = spec["containers"][0]["args"].to_string();
         assert!(
-            args.contains(&format!(r#""--shard-id","{shard}","--shard-count","2","--replica-id","auto""#))
-                && args.contains(r#""--workspace","/workspace""#),
+            args.contains(&format!(
+                r#""--shard-id","{shard}","--shard-count","2","--replica-id","auto""#
+            )) && args.contains(r#""--workspace","/workspace""#),
             "{args}"
         );
         let claim = format!("{unit}-workspace");
         assert!(
-            spec["volumes"].as_array().unwrap().iter().any(|v| v["persistentVolumeClaim"]["claimName"] == claim.as_str()),
+            spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["persistentVolumeClaim"]["claimName"] == claim.as_str()),
             "{spec}"
         );
         let pvc = find("PersistentVolumeClaim", &claim);
@@ -701,8 +706,17 @@ async fn a_head_of_shards_times_replicas_takes_the_replicas_of_each_shard() {
     let guest = guest.to_str().unwrap();
     let head = Unit::start(
         &[
-            "pod", "--role", "head", "--uses", guest, "--name", "grid", "--shards", "2",
-            "--parallel", "2",
+            "pod",
+            "--role",
+            "head",
+            "--uses",
+            guest,
+            "--name",
+            "grid",
+            "--shards",
+            "2",
+            "--parallel",
+            "2",
         ],
         "head",
     );
@@ -765,7 +779,9 @@ async fn a_head_of_shards_times_replicas_takes_the_replicas_of_each_shard() {
         "{status}"
     );
     let _c = pea("1", "web-c");
-    status_until("healthy with a replica of each shard", &|s| s["healthy"] == true);
+    status_until("healthy with a replica of each shard", &|s| {
+        s["healthy"] == true
+    });
 
     let mut client = jina_wasm::client::Client::open(&jina_wasm::client::Target::pea(
         head.1["in"].as_str().unwrap(),
@@ -779,20 +795,32 @@ async fn a_head_of_shards_times_replicas_takes_the_replicas_of_each_shard() {
             .map(|i| crate::util::text_doc(&format!("h{k}-{i}"), "x"))
             .collect();
         let reply = client
-            .call(crate::pod::message("/only", json!({"who": "nobody"}), &docs))
+            .call(crate::pod::message(
+                "/only",
+                json!({"who": "nobody"}),
+                &docs,
+            ))
             .await
             .unwrap();
         assert_eq!(reply.envelope.status, jina_wasm::wire::Status::Success);
         for d in crate::pod::documents(&reply) {
             let place = d.tags["place"].as_str().unwrap().to_string();
             let shard = jina_wasm::pod::shard_of(&d.id, 2);
-            assert!(place.starts_with(&format!("shard-{shard}/replica-web-")), "{}: {place}", d.id);
+            assert!(
+                place.starts_with(&format!("shard-{shard}/replica-web-")),
+                "{}: {place}",
+                d.id
+            );
             places.insert(place);
         }
     }
     assert_eq!(
         places.into_iter().collect::<Vec<_>>(),
-        ["shard-0/replica-web-a", "shard-0/replica-web-b", "shard-1/replica-web-c"]
+        [
+            "shard-0/replica-web-a",
+            "shard-0/replica-web-b",
+            "shard-1/replica-web-c"
+        ]
     );
     client.close().await;
 }

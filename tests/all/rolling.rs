@@ -224,9 +224,11 @@ fn shards_times_replicas_are_replaced_one_replica_at_a_time_with_no_failed_reque
     let port = flow.port();
     assert_eq!(dim_now(port), 8);
     // Two documents a request, so most requests need both shards.
-    let load = Load::start(port, "/post", |i| {
-        json!({"data": [{"id": format!("a{i}"), "text": "hello"}, {"id": format!("b{i}"), "text": "world"}]})
-    });
+    let load = Load::start(
+        port,
+        "/post",
+        |i| json!({"data": [{"id": format!("a{i}"), "text": "hello"}, {"id": format!("b{i}"), "text": "world"}]}),
+    );
     load.let_run(4);
     let (ok, stdout, stderr) =
         flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);

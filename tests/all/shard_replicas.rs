@@ -265,7 +265,11 @@ async fn search_each(
     let mut replicas = BTreeSet::new();
     for q in queries {
         let reply = c
-            .call(message("/search", json!({"top_k": 5}), std::slice::from_ref(q)))
+            .call(message(
+                "/search",
+                json!({"top_k": 5}),
+                std::slice::from_ref(q),
+            ))
             .await
             .unwrap();
         assert_success(&reply);
