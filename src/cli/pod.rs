@@ -1,4 +1,4 @@
-//! `jina-wasm pod`: one executor as shards or replicas behind a head and a tail.
+//! `jina-wasm pod`: one executor as shards, replicas or both behind a head and a tail.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -604,6 +604,8 @@ fn pick(peers: &[Peer], shard: usize, balance: Balance, cursor: &mut usize) -> O
 /// documents), and each shard's part sent to one replica of that shard
 /// ([`pick`]). A shard with no live replica fails the request `unavailable`,
 /// naming the shard; one live replica of several is enough.
+// A request that cannot be sent is handed back whole, failed, as by `plan`.
+#[allow(clippy::result_large_err)]
 fn plan_grid(
     pod: &str,
     shards: usize,
