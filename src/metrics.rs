@@ -803,7 +803,7 @@ impl Collector for PodCollector {
             ),
             (
                 "jina_pod_peas_connected",
-                "The Pod's Peas (shards or replicas) connected to the head now",
+                "The Pod's Peas (shards, replicas) connected to the head now",
                 |p| p.connected.borrow().iter().filter(|c| **c).count() as u64,
             ),
             (

@@ -66,7 +66,7 @@ pub struct FlowCommand {
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, default_value = "10s")]
     pub remote_lease: std::time::Duration,
 
-    /// The most Peas the Flow may start (each Pod's shards or replicas, plus
+    /// The most Peas the Flow may start (each Pod's shards times replicas, plus
     /// its uses_before/uses_after); a larger Flow is refused before anything
     /// starts. Overrides the file's `with.max_peas`. [default: 64]
     #[arg(long, value_name = "N")]

@@ -90,13 +90,10 @@ pub struct PeaCommand {
     /// which is that pod name. The Pea is named `<name>/shard-ID`, its
     /// executor gets `with.jina.shard_id`, and its workspace is
     /// `<workspace>/<name>/shard-ID/`, checked as a Pod's own shard's is.
-    /// Needs --shard-count.
-    #[arg(
-        long,
-        value_name = "ID",
-        requires = "shard_count",
-        conflicts_with = "replica_id"
-    )]
+    /// Needs --shard-count. With --replica-id too, the Pea is one replica of
+    /// that shard (`<name>/shard-ID/replica-RID`), sharing the shard's
+    /// workspace with its other replicas.
+    #[arg(long, value_name = "ID", requires = "shard_count")]
     pub shard_id: Option<String>,
 
     /// With --shard-id: how many shards the Pod has.
@@ -106,6 +103,7 @@ pub struct PeaCommand {
     /// This Pea is a replica of a Pod whose head runs elsewhere, under a name
     /// unique in the Pod (`auto`: the host name, a Kubernetes pod's name): it
     /// is named `<name>/replica-ID` and its executor gets `with.jina.replica_id`.
+    /// With --shard-id, a replica of that shard (unique in the shard).
     #[arg(long, value_name = "ID")]
     pub replica_id: Option<String>,
 
@@ -257,6 +255,16 @@ impl PeaCommand {
     /// # Errors
     /// A shard id that is not a number (nor ends in one) or not below --shards.
     pub fn place(&self) -> anyhow::Result<Option<Place>> {
+        let replica = match &self.replica_id {
+            Some(id) => {
+                let id = auto(id)?;
+                if id.is_empty() || id.contains(['/', ' ']) {
+                    anyhow::bail!("--replica-id `{id}`: must be non-empty, without `/` or spaces");
+                }
+                Some(id)
+            }
+            None => None,
+        };
         if let Some(text) = &self.shard_id {
             let text = &auto(text)?;
             let shards = self.shard_count.unwrap_or(1) as usize;
@@ -270,17 +278,18 @@ impl PeaCommand {
                     shards - 1
                 );
             }
-            return Ok(Some(Place::Shard { id, shards }));
-        }
-        if let Some(id) = &self.replica_id {
-            let id = &auto(id)?;
-            if id.is_empty() || id.contains(['/', ' ']) {
-                anyhow::bail!("--replica-id `{id}`: must be non-empty, without `/` or spaces");
-            }
-            return Ok(Some(Place::Replica {
-                id: id.clone(),
-                replicas: None,
+            return Ok(Some(match replica {
+                Some(replica) => Place::ShardReplica {
+                    shard: id,
+                    shards,
+                    replica,
+                    replicas: None,
+                },
+                None => Place::Shard { id, shards },
             }));
+        }
+        if let Some(id) = replica {
+            return Ok(Some(Place::Replica { id, replicas: None }));
         }
         Ok(None)
     }

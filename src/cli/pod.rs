@@ -1,4 +1,4 @@
-//! `jina-wasm pod`: one executor as shards or replicas behind a head and a tail.
+//! `jina-wasm pod`: one executor as shards, replicas or both behind a head and a tail.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +10,10 @@ use super::pea::{PeaCommand, stop_on_signal};
 use crate::pod::{Balance, PodConfig, Polling};
 
 /// Run an executor as a Pod: --shards N stateful partitions (each with its own
-/// workspace directory, <workspace>/<name>/shard-<i>/) or --parallel N
-/// stateless replicas, behind a head that fans requests out and a tail that
-/// collects and merges the results (docs/pods.md).
+/// workspace directory, <workspace>/<name>/shard-<i>/), --parallel N
+/// replicas, or both (each shard a set of replicas), behind a head that fans
+/// requests out and a tail that collects and merges the results
+/// (docs/pods.md).
 ///
 /// With one Pea and no --uses-before/--uses-after the Pod is a singleton: a
 /// plain Pea. Takes every `jina-wasm pea` option; the sockets and ports are the
@@ -26,17 +27,20 @@ pub struct PodCommand {
     pub pea: PeaCommand,
 
     /// Stateful partitions: documents are spread by id (a stable hash), each
-    /// shard keeps its own workspace.
+    /// shard keeps its own workspace. With --parallel, each shard is that
+    /// many replicas sharing the shard's workspace.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub shards: u32,
 
-    /// Stateless replicas, load-balanced (Jina 3 calls them replicas).
+    /// Replicas, load-balanced (Jina 3 calls them replicas). With --shards,
+    /// the replicas of each shard: a shard's part goes to one of them.
     #[arg(long, visible_alias = "replicas", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
 
     /// `any` (replicas: one replica per request; shards: each shard gets the
-    /// documents whose ids it owns), `all` (every Pea gets the request), or per
-    /// endpoint: `/index:any,/search:all,*:any`.
+    /// documents whose ids it owns), `all` (every Pea gets the request; with
+    /// shards and replicas, one replica of every shard), or per endpoint:
+    /// `/index:any,/search:all,*:any`.
     #[arg(long, default_value = "any")]
     pub polling: Polling,
 

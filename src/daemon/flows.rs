@@ -173,9 +173,9 @@ pub fn prepare(
         let sides = usize::from(pod.contains_key("uses_before"))
             + usize::from(pod.contains_key("uses_after"));
         let n = count("shards")
-            .max(count("parallel"))
-            .max(count("replicas"))
-            + sides;
+            .max(1)
+            .saturating_mul(count("parallel").max(count("replicas")).max(1))
+            .saturating_add(sides);
         peas += n;
         memory += n as u64 * per_pea;
         largest = largest.max(per_pea);

@@ -29,7 +29,7 @@ pub enum StateRequest {
 /// at most twice this on disk; it counts in the tenant's `disk`.
 pub const MAX_LOG_BYTES: u64 = 8 << 20;
 
-/// What was asked for: a Pea (one executor) or a Pod (shards or replicas).
+/// What was asked for: a Pea (one executor) or a Pod (shards, replicas or both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -148,11 +148,6 @@ impl CreateRequest {
                 return Err(format!("`{field}` is {n}: use 1 to 256"));
             }
         }
-        if shards > 1 && parallel > 1 {
-            return Err(
-                "shards and parallel together are not supported: use one or the other".into(),
-            );
-        }
         if let Some(polling) = &self.polling {
             polling
                 .parse::<Polling>()
@@ -216,7 +211,7 @@ impl CreateRequest {
         // Head and tail executors run with the Pod's memory limit too.
         let sides =
             usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
-        let peas = shards.max(parallel) + sides;
+        let peas = shards * parallel + sides;
         Ok(Plan {
             name,
             peas,
@@ -717,6 +712,12 @@ mod tests {
             (plan.name.as_str(), plan.peas, plan.memory_per_pea),
             ("idx", 4, 64)
         );
+        // Shards × replicas: every replica of every shard is a Pea.
+        let plan =
+            request(json!({"workspace": "w", "uses": "idx.wasm", "shards": 2, "parallel": 3}))
+                .plan(Kind::Pod, 64)
+                .unwrap();
+        assert_eq!((plan.peas, plan.memory), (6, 6 * 64));
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "shards": 2}))
             .plan(Kind::Pea, 64)
             .unwrap_err();

@@ -1,6 +1,8 @@
 //! A Docker Compose file for a [`Plan`]: one service per unit (per shard, so
-//! each has its own host name and named volume), only the gateway's ports (HTTP, gRPC)
-//! published, a health check with `jina-wasm ping` everywhere.
+//! each has its own host name and named volume; for shards × replicas, one
+//! per shard with `deploy.replicas`, its replicas sharing its volume), only
+//! the gateway's ports (HTTP, gRPC) published, a health check with
+//! `jina-wasm ping` everywhere.
 //!
 //! The executors reach the containers through a named volume that a one-shot
 //! `executors` service fills from the executors image; the other services

@@ -7,6 +7,7 @@
 //! | head | Deployment of 1, `Recreate` (never two heads) | ClusterIP, `publishNotReadyAddresses` |
 //! | shards | StatefulSet, `serviceName`, `volumeClaimTemplates` for a workspace | headless |
 //! | replicas | Deployment | headless |
+//! | the replicas of one shard (shards × replicas) | Deployment, + a ReadWriteMany PersistentVolumeClaim for a workspace, which they share | headless |
 //!
 //! A head Service publishes not-ready addresses because a head is ready only
 //! once its Peas have connected, through that very Service. Each object has
@@ -90,6 +91,7 @@ fn labels(plan: &Plan, unit: &Unit) -> Value {
         Kind::Head => "head",
         Kind::Shards => "shard",
         Kind::Replicas => "replica",
+        Kind::ShardReplicas => "shard-replica",
     };
     json!({"app.kubernetes.io/name": unit.name, "app.kubernetes.io/part-of": plan.name, "app.kubernetes.io/component": component})
 }
@@ -118,6 +120,20 @@ fn objects(plan: &Plan, unit: &Unit, options: &Options) -> Vec<Value> {
     }
     let stateful = matches!(unit.kind, Kind::Shards) || (unit.kind == Kind::Pea && unit.workspace);
     let mut out = Vec::new();
+    if unit.kind == Kind::ShardReplicas && unit.workspace {
+        // One volume per shard that all its replicas mount: ReadWriteMany, as
+        // they may run on different nodes.
+        let mut claim = json!({"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": options.volume_size}}});
+        if let Some(class) = &options.storage_class {
+            claim["storageClassName"] = class.clone().into();
+        }
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": metadata(plan, unit, &workspace_claim(unit), options),
+            "spec": claim,
+        }));
+    }
     if unit.kind == Kind::Gateway {
         out.push(json!({
             "apiVersion": "v1",
@@ -159,7 +175,9 @@ fn objects(plan: &Plan, unit: &Unit, options: &Options) -> Vec<Value> {
         // The Peas reach their head before it is ready (it is ready once they have).
         Kind::Head => service["publishNotReadyAddresses"] = true.into(),
         // Peas: every copy its own DNS record, looked up again on each reconnect.
-        Kind::Pea | Kind::Shards | Kind::Replicas => service["clusterIP"] = "None".into(),
+        Kind::Pea | Kind::Shards | Kind::Replicas | Kind::ShardReplicas => {
+            service["clusterIP"] = "None".into();
+        }
     }
     out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata(plan, unit, &unit.name, options), "spec": service}));
     out
@@ -210,8 +228,11 @@ fn pod_spec(plan: &Plan, unit: &Unit, options: &Options) -> Value {
         volumes.push(json!({"name": "flow", "configMap": {"name": config_map_name(plan)}}));
     }
     if unit.workspace {
-        // From the StatefulSet's volumeClaimTemplates.
+        // From the StatefulSet's volumeClaimTemplates, or the shard's claim.
         mounts.push(json!({"name": "workspace", "mountPath": WORKSPACE_DIR}));
+        if unit.kind == Kind::ShardReplicas {
+            volumes.push(json!({"name": "workspace", "persistentVolumeClaim": {"claimName": workspace_claim(unit)}}));
+        }
     }
     let ports: Vec<Value> = unit
         .ports
@@ -246,6 +267,11 @@ fn pod_spec(plan: &Plan, unit: &Unit, options: &Options) -> Value {
         spec["initContainers"] = init.into();
     }
     spec
+}
+
+/// The PersistentVolumeClaim the replicas of one shard share.
+fn workspace_claim(unit: &Unit) -> String {
+    format!("{}-workspace", unit.name)
 }
 
 fn dict_with(mut value: Value, fields: &[(&str, u64)]) -> Value {

@@ -17,6 +17,7 @@
 //! | a Pod `p` with shards, replicas or `uses_before`/`uses_after` | `p-head` | `jina-wasm pod --role head`: head and tail |
 //! | its shards | `p` ×N | `jina-wasm pea --shard-id auto --shard-count N` (a StatefulSet) |
 //! | its replicas | `p` ×N | `jina-wasm pea --replica-id auto` (a Deployment) |
+//! | shards × replicas: shard `i` | `p-i` ×R | `jina-wasm pea --shard-id i --shard-count S --replica-id auto` (a Deployment per shard) |
 //!
 //! The head and the tail stay one unit: the head tells the tail which parts
 //! to expect for each request in process (an [`crate::pod::Expect`]), and
@@ -79,6 +80,9 @@ pub enum Kind {
     Shards,
     /// The replicas of a Pod: interchangeable.
     Replicas,
+    /// The replicas of one shard of a Pod (shards × replicas): they share
+    /// the shard's workspace, one volume.
+    ShardReplicas,
 }
 
 /// One `jina-wasm` command line of the exported Flow, and what it needs.
@@ -224,10 +228,12 @@ impl Plan {
             ]);
             args.extend(["--polling".into(), config.polling.to_string()]);
             let shards = config.shards > 1;
+            let replicas = config.replicas.max(1);
             if shards {
                 args.extend(["--shards".into(), config.shards.to_string()]);
-            } else {
-                args.extend(["--parallel".into(), config.replicas.max(1).to_string()]);
+            }
+            if !shards || replicas > 1 {
+                args.extend(["--parallel".into(), replicas.to_string()]);
             }
             let mut head_executors = Vec::new();
             for (flag, file) in [
@@ -263,6 +269,41 @@ impl Plan {
             pea.address_in = format!("tcp://{head_name}:{PORT_FANOUT}");
             pea.socket_out = SocketSpec::PUSH_CONNECT;
             pea.address_out = format!("tcp://{head_name}:{PORT_PARTS}");
+            if shards && replicas > 1 {
+                // Shards × replicas: one unit per shard, its replicas
+                // interchangeable (named by host name) and sharing its volume.
+                for i in 0..config.shards {
+                    let unit = format!("{host}-{i}");
+                    if let Some(other) = taken.insert(unit.clone(), spec.name.clone()) {
+                        anyhow::bail!(
+                            "{}: pods `{other}` and `{}` both become `{unit}`: rename one",
+                            path.display(),
+                            spec.name
+                        );
+                    }
+                    let place = [
+                        "--shard-id".to_string(),
+                        i.to_string(),
+                        "--shard-count".into(),
+                        config.shards.to_string(),
+                        "--replica-id".into(),
+                        "auto".into(),
+                    ];
+                    plan.units.push(Unit {
+                        name: unit,
+                        kind: Kind::ShardReplicas,
+                        pod: Some(spec.name.clone()),
+                        count: replicas,
+                        args: pea_command(&pea, &place),
+                        ports: vec![("ctrl", PORT_CTRL)],
+                        executors: vec![uses.clone()],
+                        workspace,
+                        memory_limit,
+                    });
+                }
+                pod_addresses.push((spec.name.clone(), head_name));
+                continue;
+            }
             let (kind, count, place) = if shards {
                 (
                     Kind::Shards,

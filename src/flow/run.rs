@@ -260,8 +260,8 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
 /// settings. Checks, beyond what [`Flow::load`] read (each value is already
 /// of its kind there, with its line): the Peas against `max_peas`; each
 /// `uses` (and `uses_before`/`uses_after`) is a file holding a WebAssembly
-/// component (its header only: compiling is for start); shards and replicas
-/// together; every value turned into its setting. Logs a warning for each
+/// component (its header only: compiling is for start); every value turned
+/// into its setting. Logs a warning for each
 /// bare number of 1000 or more given as seconds (Jina read milliseconds).
 ///
 /// # Errors
@@ -291,20 +291,6 @@ pub fn resolve(flow: &Flow, options: &RunOptions) -> anyhow::Result<Vec<PodConfi
             if let Some(path) = path {
                 component_file(path).map_err(|e| flow.pod_error(i, key, &e))?;
             }
-        }
-        if spec.shards.unwrap_or(1) > 1 && spec.parallel.unwrap_or(1) > 1 {
-            let key = if flow.line_of(Some(i), "replicas").is_some() {
-                "replicas"
-            } else {
-                "parallel"
-            };
-            return Err(flow
-                .pod_error(
-                    i,
-                    key,
-                    "shards and replicas together are not supported yet: use one or the other",
-                )
-                .into());
         }
         for (key, value) in [
             ("timeout_ready", &spec.timeout_ready),

@@ -345,7 +345,7 @@ impl Flow {
 
     /// The line (1-based) of the value of Pod `pod`'s `key` in the file
     /// (`pod: None`: the key under the Flow's `with:`), for messages about
-    /// values that are checked after parsing (`uses`, shards with replicas).
+    /// values that are checked after parsing (`uses`, `max_peas`).
     pub fn line_of(&self, pod: Option<usize>, key: &str) -> Option<usize> {
         let names = [key];
         let path = match pod {
@@ -379,8 +379,8 @@ impl Flow {
         }
     }
 
-    /// The Peas (executor instances) this Flow starts: each Pod's shards or
-    /// replicas (at least one), and one each for `uses_before` and
+    /// The Peas (executor instances) this Flow starts: each Pod's shards
+    /// times its replicas (at least one), and one each for `uses_before` and
     /// `uses_after`. Remote Pods count too (their daemon runs them, and the
     /// Flow holds sockets to each).
     pub fn pea_count(&self) -> usize {
@@ -391,8 +391,8 @@ impl Flow {
                     usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
                 pod.shards
                     .unwrap_or(1)
-                    .max(pod.parallel.unwrap_or(1))
                     .max(1)
+                    .saturating_mul(pod.parallel.unwrap_or(1).max(1))
                     .saturating_add(sides)
             })
             .fold(0, usize::saturating_add)

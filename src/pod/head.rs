@@ -8,6 +8,10 @@
 //!   ([`super::reduce::shard_of`]); each shard gets its part (a request without
 //!   documents goes to every shard).
 //! - `polling all`: every Pea gets the request.
+//! - Shards × replicas: the request is split (or broadcast, for `polling
+//!   all` or a request without documents) over the shards as for shards, and
+//!   each shard's part goes to one replica of that shard, picked as `polling
+//!   any` picks a replica ([`plan_grid`]).
 //!
 //! Before sending, the Head tells the Tail which Peas will answer the request
 //! (an [`Expect`]), and pushes the number of parts on the envelope's `parts`.
@@ -42,6 +46,8 @@ struct Peer {
     joining: bool,
     /// Replaced by a rolling update: gets no new work, finishes what it holds.
     retired: bool,
+    /// The shard it serves (0 for a replica of an unsharded Pod).
+    shard: usize,
 }
 
 impl Peer {
@@ -60,6 +66,8 @@ pub enum HeadCommand {
     /// it registers (sends IDLE).
     Add {
         name: String,
+        /// The shard it serves (0 for a replica of an unsharded Pod).
+        shard: usize,
         reply: oneshot::Sender<usize>,
     },
     /// No new work for member `index`.
@@ -97,6 +105,8 @@ pub struct HeadStats {
 pub struct Head {
     pub name: String,
     pub layout: Layout,
+    /// How many shards the Pod has (1 for replicas).
+    pub shards: usize,
     pub polling: Polling,
     pub balance: Balance,
     /// Member names, by index, shared with the Tail. Grows when `open`.
@@ -127,6 +137,7 @@ impl Head {
         let Head {
             name,
             layout,
+            shards,
             polling,
             balance,
             members,
@@ -141,7 +152,20 @@ impl Head {
             on_error,
             mut commands,
         } = self;
-        let mut peers = vec![Peer::default(); members.read().expect("members").len()];
+        let pod = name.strip_suffix("/head").unwrap_or(&name).to_string();
+        let mut peers: Vec<Peer> = {
+            let names = members.read().expect("members");
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, member)| Peer {
+                    shard: layout.shard_of_member(&pod, i, member).unwrap_or(0),
+                    ..Peer::default()
+                })
+                .collect()
+        };
+        // Shards × replicas: where each shard's round of its replicas is.
+        let mut cursors = vec![0usize; shards.max(1)];
         let mut by_identity: HashMap<Bytes, usize> = HashMap::new();
         let mut next = 0usize;
         // A new prefix each start: a part a Pea answers after a restart of the
@@ -158,11 +182,18 @@ impl Head {
             };
             // Replicas with `any` wait for a Pea that can take the request;
             // everything else is sent at once (a missing shard is the Tail's to report).
-            let ready = !paused && (layout == Layout::Shards || any_credit || polling.always_all());
+            let ready = !paused
+                && match layout {
+                    // Each shard's part waits for a replica of that shard that can take it.
+                    Layout::ShardReplicas { .. } => {
+                        balance == Balance::RoundRobin || every_shard_has_credit(&peers)
+                    }
+                    _ => layout == Layout::Shards || any_credit || polling.always_all(),
+                };
             tokio::select! {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };
-                    on_peer(&name, &members, open, &mut peers, &mut by_identity, frames);
+                    on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
                     // Credit comes with every request; registration changes rarely.
                     publish(&registered, &peers);
                 }
@@ -172,10 +203,10 @@ impl Head {
                         continue;
                     };
                     match command {
-                        HeadCommand::Add { name: member, reply } => {
+                        HeadCommand::Add { name: member, shard, reply } => {
                             let mut names = members.write().expect("members");
                             names.push(member);
-                            peers.push(Peer { joining: true, ..Peer::default() });
+                            peers.push(Peer { joining: true, shard, ..Peer::default() });
                             let _ = reply.send(names.len() - 1);
                         }
                         HeadCommand::Retire { index, reply } => {
@@ -241,7 +272,11 @@ impl Head {
                         }
                     };
                     let client_id = message.envelope.request_id.clone();
-                    let mut sends = match plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message) {
+                    let planned = match layout {
+                        Layout::ShardReplicas { .. } => plan_grid(&pod, shards, &polling, balance, &mut peers, &mut cursors, message),
+                        _ => plan(&name, &layout, &polling, balance, open, &mut peers, &mut next, message),
+                    };
+                    let mut sends = match planned {
                         Ok(sends) => sends,
                         Err(failed) => {
                             if matches!(&failed.envelope.status, crate::wire::Status::Error { kind, .. } if kind == "unavailable") {
@@ -344,11 +379,14 @@ async fn run_before(
     message
 }
 
-/// Registers credit, withdrawals and departures from the Pod's Peas.
+/// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
+/// whether unknown replicas of the Pod may join, the layout and the number of
+/// shards they join (a replica of shards × replicas joins the shard its name
+/// says).
 fn on_peer(
     name: &str,
     members: &super::Members,
-    open: bool,
+    (open, layout, shards): (bool, Layout, usize),
     peers: &mut Vec<Peer>,
     by_identity: &mut HashMap<Bytes, usize>,
     frames: Vec<Bytes>,
@@ -388,9 +426,16 @@ fn on_peer(
                     pea.strip_prefix(pod).is_some_and(|r| r.starts_with('/'))
                 }) =>
             {
+                let pod = name.strip_suffix("/head").unwrap_or(name);
+                let shard = layout
+                    .shard_of_member(pod, 0, pea)
+                    .filter(|&s| s < shards)?;
                 let mut members = members.write().expect("members");
                 members.push(pea.to_string());
-                peers.push(Peer::default());
+                peers.push(Peer {
+                    shard,
+                    ..Peer::default()
+                });
                 tracing::info!(pea = %name, member = %pea, "a new replica joined the Pod");
                 members.len() - 1
             }
@@ -497,7 +542,8 @@ fn plan(
             *next = (i + 1) % n;
             Ok(split(vec![(i, message.body.clone())], &message))
         }
-        Layout::Shards => {
+        // (Shards × replicas are planned by `plan_grid`.)
+        Layout::Shards | Layout::ShardReplicas { .. } => {
             let body = match message
                 .decode_body()
                 .map_err(|e| e.to_string())
@@ -526,6 +572,118 @@ fn plan(
             Ok(split(parts, &message))
         }
     }
+}
+
+/// Shards × replicas: each shard that has a live replica has one with credit
+/// (a shard with none fails the request at once, so it holds nothing up).
+fn every_shard_has_credit(peers: &[Peer]) -> bool {
+    let mut live: Vec<(bool, bool)> = Vec::new();
+    for peer in peers.iter().filter(|p| p.alive && !p.retired) {
+        if live.len() <= peer.shard {
+            live.resize(peer.shard + 1, (false, false));
+        }
+        let shard = &mut live[peer.shard];
+        shard.0 = true;
+        shard.1 |= peer.credit > 0;
+    }
+    live.iter().all(|&(alive, credit)| !alive || credit)
+}
+
+/// One live replica of `shard`, as `polling any` picks a replica: with
+/// `credit`, the one with the most (ties round the shard's ring from
+/// `cursor`), else (none has asked yet) the next live one; with
+/// `round-robin`, the next live one. None when no replica of it is live.
+fn pick(peers: &[Peer], shard: usize, balance: Balance, cursor: &mut usize) -> Option<usize> {
+    let n = peers.len();
+    let start = *cursor;
+    let live = || {
+        (0..n)
+            .map(move |k| (start + k) % n)
+            .filter(|&i| peers[i].shard == shard && peers[i].alive && !peers[i].retired)
+    };
+    let credited = match balance {
+        Balance::Credit => live()
+            .filter(|&i| peers[i].credit > 0)
+            .max_by_key(|&i| (peers[i].credit, std::cmp::Reverse((i + n - start) % n))),
+        Balance::RoundRobin => None,
+    };
+    let i = credited.or_else(|| live().next())?;
+    *cursor = (i + 1) % n;
+    Some(i)
+}
+
+/// Shards × replicas: the request split over the shards by document id as
+/// for shards (every shard gets it whole with `polling all` or without
+/// documents), and each shard's part sent to one replica of that shard
+/// ([`pick`]). A shard with no live replica fails the request `unavailable`,
+/// naming the shard; one live replica of several is enough.
+// A request that cannot be sent is handed back whole, failed, as by `plan`.
+#[allow(clippy::result_large_err)]
+fn plan_grid(
+    pod: &str,
+    shards: usize,
+    polling: &Polling,
+    balance: Balance,
+    peers: &mut [Peer],
+    cursors: &mut Vec<usize>,
+    message: Message,
+) -> Result<Vec<(usize, Message)>, Message> {
+    let fail = |mut failed: Message, executor: &str, kind: &str, reason: &str| {
+        failed.envelope.fail(executor, kind, reason);
+        failed.envelope.after_error = crate::wire::AfterError::Abort;
+        failed.body = Bytes::new();
+        failed
+    };
+    let all = polling.is_all(&message.envelope.endpoint);
+    let parts: Vec<(usize, Bytes)> = if all || message.body.len() <= 8 {
+        (0..shards).map(|s| (s, message.body.clone())).collect()
+    } else {
+        match message
+            .decode_body()
+            .map_err(|e| e.to_string())
+            .and_then(|b| super::reduce::partition(b, shards))
+        {
+            Ok(parts) => parts
+                .into_iter()
+                .enumerate()
+                .filter_map(|(s, part)| {
+                    part.map(|b: Body| {
+                        let mut bytes = Vec::new();
+                        b.encode(&mut bytes);
+                        (s, Bytes::from(bytes))
+                    })
+                })
+                .collect(),
+            Err(reason) => {
+                return Err(fail(message, &format!("{pod}/head"), "malformed", &reason));
+            }
+        }
+    };
+    let mut sends = Vec::with_capacity(parts.len());
+    let mut down = Vec::new();
+    for (s, body) in parts {
+        if cursors.len() <= s {
+            cursors.resize(s + 1, 0);
+        }
+        match pick(peers, s, balance, &mut cursors[s]) {
+            Some(i) => sends.push((i, body)),
+            None => down.push(format!("`{pod}/shard-{s}`")),
+        }
+    }
+    if let Some(first) = down.first() {
+        let reason = format!("no replica of {} is connected to the Pod", down.join(", "));
+        let executor = first.trim_matches('`').to_string();
+        return Err(fail(message, &executor, "unavailable", &reason));
+    }
+    let count = sends.len() as u32;
+    Ok(sends
+        .into_iter()
+        .map(|(i, body)| {
+            let mut envelope = message.envelope.clone();
+            envelope.parts.push(count);
+            (i, Message::new(envelope, body))
+        })
+        .collect())
 }
 
 /// How long the Tail waits: the request's own deadline if it has one, else the
@@ -590,5 +748,177 @@ mod tests {
         }
         let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
         assert!(e.len() < 160, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Document;
+    use crate::wire::Status;
+
+    /// Two shards of two replicas, every replica connected with one credit.
+    fn grid() -> Vec<Peer> {
+        (0..4)
+            .map(|i| Peer {
+                identity: Some(Bytes::from(vec![i as u8])),
+                credit: 1,
+                alive: true,
+                shard: i / 2,
+                ..Peer::default()
+            })
+            .collect()
+    }
+
+    fn request(endpoint: &str, ids: &[&str]) -> Message {
+        let docs: Vec<Document> = ids
+            .iter()
+            .map(|id| Document {
+                id: (*id).to_string(),
+                ..Default::default()
+            })
+            .collect();
+        Message::data(
+            Envelope::request(endpoint, "{}"),
+            &Body::from_documents(&docs),
+        )
+    }
+
+    /// Ids that land in shard 0 and shard 1 of two.
+    fn one_each() -> [&'static str; 2] {
+        let ids = ["a", "b", "c", "d", "e", "f"];
+        let zero = ids.iter().find(|id| super::super::shard_of(id, 2) == 0);
+        let one = ids.iter().find(|id| super::super::shard_of(id, 2) == 1);
+        [zero.unwrap(), one.unwrap()]
+    }
+
+    fn targets(planned: &Result<Vec<(usize, Message)>, Message>) -> Vec<usize> {
+        planned.as_ref().unwrap().iter().map(|(i, _)| *i).collect()
+    }
+
+    #[test]
+    fn each_shard_gets_one_replica_taking_turns_by_credit() {
+        let mut peers = grid();
+        let mut cursors = vec![0; 2];
+        let ids = one_each();
+        let any = Polling::ANY;
+        let mut picked = Vec::new();
+        for _ in 0..4 {
+            let planned = plan_grid(
+                "idx",
+                2,
+                &any,
+                Balance::Credit,
+                &mut peers,
+                &mut cursors,
+                request("/index", &ids),
+            );
+            let t = targets(&planned);
+            assert_eq!(t.len(), 2, "one part per shard");
+            assert!(t[0] < 2 && t[1] >= 2, "{t:?}");
+            picked.extend(t);
+        }
+        // Equal credit: the replicas of each shard take turns.
+        assert_eq!(picked, [0, 2, 1, 3, 0, 2, 1, 3]);
+        // Only a replica with credit, while another has some.
+        peers[0].credit = 0;
+        peers[1].credit = 0;
+        peers[2].credit = 0;
+        assert!(!every_shard_has_credit(&peers));
+        peers[1].credit = 2;
+        assert!(every_shard_has_credit(&peers));
+        let planned = plan_grid(
+            "idx",
+            2,
+            &any,
+            Balance::Credit,
+            &mut peers,
+            &mut cursors,
+            request("/index", &ids),
+        );
+        assert_eq!(targets(&planned), [1, 3]);
+    }
+
+    #[test]
+    fn polling_all_and_no_documents_reach_one_replica_of_every_shard() {
+        let mut peers = grid();
+        let mut cursors = vec![0; 2];
+        let all: Polling = "/search:all".parse().unwrap();
+        let [zero, _] = one_each();
+        for message in [request("/search", &[zero]), request("/index", &[])] {
+            let planned = plan_grid(
+                "idx",
+                2,
+                &all,
+                Balance::RoundRobin,
+                &mut peers,
+                &mut cursors,
+                message,
+            );
+            let t = targets(&planned);
+            assert_eq!(t.len(), 2, "{t:?}");
+            assert!(t[0] < 2 && t[1] >= 2, "{t:?}");
+            for (_, part) in planned.unwrap() {
+                assert_eq!(part.envelope.parts, [2]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_shard_with_no_live_replica_fails_naming_it_and_one_live_replica_serves() {
+        let mut peers = grid();
+        let mut cursors = vec![0; 2];
+        let ids = one_each();
+        peers[2].alive = false;
+        let planned = plan_grid(
+            "idx",
+            2,
+            &Polling::ANY,
+            Balance::Credit,
+            &mut peers,
+            &mut cursors,
+            request("/index", &ids),
+        );
+        assert_eq!(targets(&planned)[1], 3, "the live replica of shard 1");
+        peers[3].alive = false;
+        assert!(
+            every_shard_has_credit(&peers),
+            "a dead shard holds nothing up"
+        );
+        let failed = plan_grid(
+            "idx",
+            2,
+            &Polling::ANY,
+            Balance::Credit,
+            &mut peers,
+            &mut cursors,
+            request("/index", &ids),
+        )
+        .unwrap_err();
+        match &failed.envelope.status {
+            Status::Error {
+                executor,
+                kind,
+                message,
+            } => {
+                assert_eq!(
+                    (executor.as_str(), kind.as_str()),
+                    ("idx/shard-1", "unavailable")
+                );
+                assert!(message.contains("`idx/shard-1`"), "{message}");
+            }
+            Status::Success => panic!("a shard with no replica served"),
+        }
+        // A request only for shard 0 is still served.
+        let planned = plan_grid(
+            "idx",
+            2,
+            &Polling::ANY,
+            Balance::Credit,
+            &mut peers,
+            &mut cursors,
+            request("/index", &ids[..1]),
+        );
+        assert_eq!(targets(&planned).len(), 1);
     }
 }

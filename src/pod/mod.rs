@@ -48,6 +48,32 @@ pub type Members = Arc<std::sync::RwLock<Vec<String>>>;
 pub enum Layout {
     Shards,
     Replicas,
+    /// Shards, each a set of replicas (Jina 3's shards × replicas): member
+    /// `i` is replica `i % replicas` of shard `i / replicas`.
+    ShardReplicas {
+        replicas: usize,
+    },
+}
+
+impl Layout {
+    /// The shard member `index` (named `name`) of a Pod named `pod` serves:
+    /// its own index for shards, 0 for replicas; for shards × replicas, the
+    /// shard its name says (`<pod>/shard-<i>/replica-<j>`), so a replica that
+    /// joins a head-only Pod or replaces another in a rolling update lands in
+    /// its shard whatever its index.
+    pub fn shard_of_member(self, pod: &str, index: usize, name: &str) -> Option<usize> {
+        match self {
+            Layout::Shards => Some(index),
+            Layout::Replicas => Some(0),
+            Layout::ShardReplicas { .. } => name
+                .strip_prefix(pod)?
+                .strip_prefix("/shard-")?
+                .split_once('/')?
+                .0
+                .parse()
+                .ok(),
+        }
+    }
 }
 
 /// How a Head picks a replica for `polling any`.
@@ -219,6 +245,14 @@ pub enum Place {
         id: String,
         replicas: Option<usize>,
     },
+    /// Replica `replica` of shard `shard`: the shard's workspace, shared
+    /// with the shard's other replicas.
+    ShardReplica {
+        shard: usize,
+        shards: usize,
+        replica: String,
+        replicas: Option<usize>,
+    },
 }
 
 impl Place {
@@ -226,21 +260,36 @@ impl Place {
         match self {
             Place::Shard { id, .. } => format!("shard-{id}"),
             Place::Replica { id, .. } => format!("replica-{id}"),
+            Place::ShardReplica { shard, replica, .. } => {
+                format!("shard-{shard}/replica-{replica}")
+            }
+        }
+    }
+
+    /// The shard this place serves (0 for a replica of an unsharded Pod).
+    pub fn shard(&self) -> usize {
+        match self {
+            Place::Shard { id, .. } => *id,
+            Place::Replica { .. } => 0,
+            Place::ShardReplica { shard, .. } => *shard,
         }
     }
 }
 
 impl PodConfig {
     fn layout(&self) -> Layout {
-        if self.shards > 1 {
-            Layout::Shards
-        } else {
-            Layout::Replicas
+        match (self.shards > 1, self.replicas > 1) {
+            (true, true) => Layout::ShardReplicas {
+                replicas: self.replicas,
+            },
+            (true, false) => Layout::Shards,
+            _ => Layout::Replicas,
         }
     }
 
+    /// The Peas: shards × replicas.
     fn count(&self) -> usize {
-        self.shards.max(self.replicas).max(1)
+        self.shards.max(1) * self.replicas.max(1)
     }
 
     pub fn is_singleton(&self) -> bool {
@@ -478,11 +527,6 @@ impl PodHandle {
 /// A socket, an executor, a shard workspace or a Pea that does not come up.
 pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<PodHandle> {
     let name = config.pea.name.clone();
-    if config.shards > 1 && config.replicas > 1 {
-        anyhow::bail!(
-            "pod `{name}`: shards and replicas together are not supported yet: use one or the other"
-        );
-    }
     if config.is_singleton() {
         let current = update::component_of(&config.pea.uses, &config.pea.executor.config).await;
         let updater = update::Updater::unsupported(
@@ -646,14 +690,11 @@ async fn assemble(
     let (fanout_at, parts_at) = (at(3), at(4));
 
     // The Peas: started here, or (head-only) expected to connect: every shard
-    // by name, replicas as they come.
+    // by name, replicas (of the Pod, or of each shard) as they come.
     let layout = config.layout();
     let n = config.count();
-    let open = config.external.is_some() && layout == Layout::Replicas;
-    let role = |i: usize| match layout {
-        Layout::Shards => format!("shard-{i}"),
-        Layout::Replicas => format!("replica-{i}"),
-    };
+    let open = config.external.is_some() && layout != Layout::Shards;
+    let role = |i: usize| place_of(config, layout, i).role();
     let names: Vec<String> = if open {
         Vec::new()
     } else {
@@ -735,6 +776,7 @@ async fn assemble(
         head::Head {
             name: format!("{name}/head"),
             layout,
+            shards: config.shards.max(1),
             polling: config.polling.clone(),
             balance: config.balance,
             members: members.clone(),
@@ -754,8 +796,9 @@ async fn assemble(
     opened.head = Some((head_stop, head_task));
     opened.registered = Some((registered_rx.clone(), names.clone()));
     // A head-only Pod serves at once: its Peas come and go on their own, and
-    // its STATUS says how many are connected (readiness waits for that).
-    let expected = if open { 1 } else { n };
+    // its STATUS says how many are connected (readiness waits for that): one
+    // replica, or one of each shard.
+    let expected = if open { config.shards.max(1) } else { n };
     if config.external.is_none() {
         let mut registered = registered_rx.clone();
         registered
@@ -816,6 +859,8 @@ async fn assemble(
         tail_stats,
         grace: pod.timeout_ctrl,
         connected: (registered_rx, members, expected),
+        layout,
+        open,
         replica_set,
         current,
     };
@@ -883,6 +928,26 @@ async fn start_member(
     })
 }
 
+/// The place of member `i` of a Pod started here.
+fn place_of(config: &PodConfig, layout: Layout, i: usize) -> Place {
+    match layout {
+        Layout::Shards => Place::Shard {
+            id: i,
+            shards: config.shards,
+        },
+        Layout::Replicas => Place::Replica {
+            id: i.to_string(),
+            replicas: Some(config.count()),
+        },
+        Layout::ShardReplicas { replicas } => Place::ShardReplica {
+            shard: i / replicas,
+            shards: config.shards,
+            replica: (i % replicas).to_string(),
+            replicas: Some(replicas),
+        },
+    }
+}
+
 /// The PeaConfig of member `i`: its place, a DEALER input to the Head, a PUSH
 /// output to the Tail.
 fn member_config(
@@ -892,16 +957,7 @@ fn member_config(
     head: &str,
     tail: &str,
 ) -> anyhow::Result<PeaConfig> {
-    let place = match layout {
-        Layout::Shards => Place::Shard {
-            id: i,
-            shards: config.shards,
-        },
-        Layout::Replicas => Place::Replica {
-            id: i.to_string(),
-            replicas: Some(config.count()),
-        },
-    };
+    let place = place_of(config, layout, i);
     let mut pea = placed(&config.pea, &place, workspace::Scope::Pod)?;
     pea.socket_in = SocketSpec::DEALER_CONNECT;
     pea.address_in = head.to_string();
@@ -913,7 +969,8 @@ fn member_config(
 
 /// The Pod's Pea config made into one of its members: named `<pod>/<role>`,
 /// its place in the executor's `with.jina`, and for a shard its own workspace
-/// (`<workspace>/<pod>/shard-<i>/`, claimed). Sockets are left as they are:
+/// (`<workspace>/<pod>/shard-<i>/`, claimed; each replica of a shard claims
+/// the same one, which its identity accepts). Sockets are left as they are:
 /// the Pod's own members get theirs from `member_config`, a remote Pea
 /// (`jina-wasm pea --shard-id`) from its flags.
 ///
@@ -935,14 +992,25 @@ pub fn placed(
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
     };
+    let replica_args = |id: &String, replicas: &Option<usize>| {
+        let id = id
+            .parse::<u64>()
+            .map_or_else(|_| Value::from(id.clone()), Value::from);
+        let mut args = vec![("replica_id", id)];
+        args.extend(replicas.map(|n| ("replicas", json!(n))));
+        args
+    };
     let runtime_args: Vec<(&str, Value)> = match place {
         Place::Shard { id, shards } => vec![("shard_id", json!(id)), ("shards", json!(shards))],
-        Place::Replica { id, replicas } => {
-            let id = id
-                .parse::<u64>()
-                .map_or_else(|_| Value::from(id.clone()), Value::from);
-            let mut args = vec![("replica_id", id)];
-            args.extend(replicas.map(|n| ("replicas", json!(n))));
+        Place::Replica { id, replicas } => replica_args(id, replicas),
+        Place::ShardReplica {
+            shard,
+            shards,
+            replica,
+            replicas,
+        } => {
+            let mut args = vec![("shard_id", json!(shard)), ("shards", json!(shards))];
+            args.extend(replica_args(replica, replicas));
             args
         }
     };
@@ -951,13 +1019,18 @@ pub fn placed(
     for (key, value) in runtime_args {
         crate::executor::set_runtime_arg(&mut executor.config, key, value);
     }
-    if let Place::Shard { id, shards } = place
+    let shard = match place {
+        Place::Shard { id, shards } => Some((*id, *shards)),
+        Place::ShardReplica { shard, shards, .. } => Some((*shard, *shards)),
+        Place::Replica { .. } => None,
+    };
+    if let Some((id, shards)) = shard
         && let Some(root) = &pod.executor.sandbox.workspace
     {
         let identity = workspace::ShardIdentity {
             pod: pod.name.clone(),
-            shard: *id,
-            shards: *shards,
+            shard: id,
+            shards,
             executor: pod.executor.name.clone(),
         };
         executor.sandbox.workspace = Some(
@@ -1188,8 +1261,12 @@ struct PodTask {
     tail_stats: Arc<tail::TailStats>,
     grace: Duration,
     /// Which members have connected to the Head, their names, and how many
-    /// make the Pod healthy (every one; for open replicas, one).
+    /// make the Pod healthy (every one; for open replicas, one; for open
+    /// shards × replicas, one of each shard).
     connected: (watch::Receiver<Vec<bool>>, Members, usize),
+    layout: Layout,
+    /// Its Peas run elsewhere and join as they come.
+    open: bool,
     /// The task that owns the Peas for rolling updates; it hands them back.
     replica_set: Option<(CancellationToken, tokio::task::JoinHandle<Vec<Member>>)>,
     /// The component the Pod serves.
@@ -1371,7 +1448,16 @@ impl PodTask {
                 .map(|(_, n)| n.clone())
                 .collect()
         };
-        healthy &= connected.len() >= *expected;
+        // An open Pod of shards × replicas needs one replica of each shard.
+        let covered = match self.layout {
+            Layout::ShardReplicas { .. } if self.open => connected
+                .iter()
+                .filter_map(|n| self.layout.shard_of_member(&self.name, 0, n))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            _ => connected.len(),
+        };
+        healthy &= covered >= *expected;
         json!({
             "pea": self.name,
             "pod": self.name,

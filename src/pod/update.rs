@@ -6,6 +6,9 @@
 //!   place), wait until it has connected to the Head, tell the Head to send
 //!   the old one no more work, wait until the Tail has every part the old one
 //!   holds (at most the drain timeout), then stop it. Requests never wait.
+//! - **Shards × replicas**: every replica of every shard in turn, as for
+//!   replicas (shard 0's first): each shard keeps a replica serving, and its
+//!   requests never wait.
 //! - **Shards**: for each one, the Head takes no new request from the Pod's
 //!   input (they wait upstream: held, not failed, for at most the drain
 //!   timeout); once the Tail has the shard's every part, the shard dumps its
@@ -317,7 +320,11 @@ impl ReplicaSet {
         stop: &CancellationToken,
     ) -> Result<usize, Failure> {
         match self.layout {
-            Layout::Replicas => self.replace_replica(place, config, drain, stop).await,
+            // Shards × replicas: each replica in turn, as for replicas, so
+            // every shard keeps a replica serving throughout.
+            Layout::Replicas | Layout::ShardReplicas { .. } => {
+                self.replace_replica(place, config, drain, stop).await
+            }
             Layout::Shards => self
                 .replace_shard(place, config, drain, stop)
                 .await
@@ -337,14 +344,12 @@ impl ReplicaSet {
         let pea = super::member_config(config, self.layout, place, &self.fanout_at, &self.parts_at)
             .map_err(|e| Failure::Unchanged(format!("{e:#}")))?;
         let name = pea.name.clone();
-        let role = super::Place::Replica {
-            id: place.to_string(),
-            replicas: None,
-        }
-        .role();
+        let spot = super::place_of(config, self.layout, place);
+        let (role, shard) = (spot.role(), spot.shard());
         let index = self
             .command(|reply| HeadCommand::Add {
                 name: name.clone(),
+                shard,
                 reply,
             })
             .await

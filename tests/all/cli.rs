@@ -242,9 +242,10 @@ fn flow_check_refuses_what_flow_refuses_with_file_line_and_key() {
             "line 6 column 24: pods[1].on_error_strategy: `PANIC` is not an error strategy",
         ),
         (
-            "shards",
-            pod("    shards: 2\n    replicas: 2\n"),
-            "line 7: pods[1].replicas (`b`): shards and replicas together are not supported yet",
+            // Shards × replicas count as shards times replicas.
+            "peas",
+            pod("    shards: 8\n    replicas: 8\n"),
+            "the Flow would start 65 Peas, over its limit of 64",
         ),
         (
             "missing",
@@ -308,11 +309,11 @@ fn flow_check_refuses_what_flow_refuses_with_file_line_and_key() {
         ))
         .contains("is not a WebAssembly file")
     );
-    // Jina's spellings pass.
+    // Jina's spellings pass, and shards × replicas.
     let file = dir.path().join("jina.yml");
     std::fs::write(
         &file,
-        pod("    uses_with: {k: 1}\n    timeout_ready: -1\n    memory_hwm: -1\n    on_error_strategy: throw_early\n    polling: ALL\n    timeout_request: 60000\n"),
+        pod("    shards: 2\n    replicas: 2\n    uses_with: {k: 1}\n    timeout_ready: -1\n    memory_hwm: -1\n    on_error_strategy: throw_early\n    polling: ALL\n    timeout_request: 60000\n"),
     )
     .unwrap();
     let check = jina(&["flow", "check", file.to_str().unwrap()], "");

@@ -827,9 +827,16 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
         "POST",
         "/pods",
         FLOW_TOKEN,
-        &json!({"workspace": "w", "uses": "passthrough.wasm", "parallel": 2}),
+        &json!({"workspace": "w", "uses": "passthrough.wasm", "shards": 2, "parallel": 2}),
     );
     assert_eq!(code, 201, "{pod}");
+    // Shards × replicas: two replicas of each shard, counted as four Peas.
+    assert_eq!(
+        pod["peas"][3]["pea"], "passthrough/shard-1/replica-1",
+        "{pod}"
+    );
+    let (_, tenant) = d.json("GET", "/tenant", FLOW_TOKEN, &Value::Null);
+    assert_eq!(tenant["usage"]["peas"], 4, "{tenant}");
     let pid = pod["pid"].as_u64().unwrap();
     assert!(d.terminate().success());
     assert!(!running(pid), "the daemon's Pod survived it");

@@ -163,7 +163,7 @@ fn the_manifests_map_each_part_to_its_kind() {
 }
 
 /// A Flow with the parts the demo does not have.
-const OTHER_FLOW: &str = "pods:\n  - name: Store_1\n    uses: store.wasm\n    workspace: ws\n    memory_hwm: 256MiB\n  - name: rank\n    uses: rank.wasm\n    parallel: 3\n    uses_before: before.wasm\n    polling: all\n    env: {A: '1'}\n    memory_hwm: -1\n";
+const OTHER_FLOW: &str = "pods:\n  - name: Store_1\n    uses: store.wasm\n    workspace: ws\n    memory_hwm: 256MiB\n  - name: rank\n    uses: rank.wasm\n    parallel: 3\n    uses_before: before.wasm\n    polling: all\n    env: {A: '1'}\n    memory_hwm: -1\n  - name: grid\n    uses: store.wasm\n    shards: 2\n    replicas: 2\n    workspace: ws\n";
 
 #[test]
 fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
@@ -230,6 +230,39 @@ fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
             && gateway.contains("rank=rank-head:8081,rank-head:8082"),
         "{gateway}"
     );
+    // Shards × replicas: a Deployment of 2 per shard, sharing the shard's
+    // volume; the head knows both counts.
+    let head = find("Deployment", "grid-head");
+    let args = head["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains(r#""--shards","2""#) && args.contains(r#""--parallel","2""#),
+        "{args}"
+    );
+    for shard in 0..2 {
+        let unit = format!("grid-{shard}");
+        let deployment = find("Deployment", &unit);
+        assert_eq!(deployment["spec"]["replicas"], 2, "{deployment}");
+        let spec = &deployment["spec"]["template"]["spec"];
+        let args = spec["containers"][0]["args"].to_string();
+        assert!(
+            args.contains(&format!(
+                r#""--shard-id","{shard}","--shard-count","2","--replica-id","auto""#
+            )) && args.contains(r#""--workspace","/workspace""#),
+            "{args}"
+        );
+        let claim = format!("{unit}-workspace");
+        assert!(
+            spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["persistentVolumeClaim"]["claimName"] == claim.as_str()),
+            "{spec}"
+        );
+        let pvc = find("PersistentVolumeClaim", &claim);
+        assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteMany"]));
+        find("Service", &unit);
+    }
     let out = Command::new(bin())
         .args([
             "export",
@@ -661,6 +694,135 @@ impl Drop for Unit {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A head-only Pod of shards × replicas (as exported): replicas join the
+/// shard their `--shard-id` names, under their host names; the head is
+/// healthy once every shard has one, and each shard's part goes to one of
+/// its replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_of_shards_times_replicas_takes_the_replicas_of_each_shard() {
+    let guest = wasm("misbehave");
+    let guest = guest.to_str().unwrap();
+    let head = Unit::start(
+        &[
+            "pod",
+            "--role",
+            "head",
+            "--uses",
+            guest,
+            "--name",
+            "grid",
+            "--shards",
+            "2",
+            "--parallel",
+            "2",
+        ],
+        "head",
+    );
+    let ctrl = head.1["ctrl"].as_str().unwrap().to_string();
+    let port = |key: &str| {
+        head.1[key]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (fanout, parts) = (port("fanout"), port("parts"));
+    let pea = |shard: &str, hostname: &str| {
+        let args = [
+            "pea",
+            "--uses",
+            guest,
+            "--name",
+            "grid",
+            "--socket-in",
+            "DEALER_CONNECT",
+            "--port-in",
+            &fanout,
+            "--socket-out",
+            "PUSH_CONNECT",
+            "--port-out",
+            &parts,
+            "--shard-id",
+            shard,
+            "--shard-count",
+            "2",
+            "--replica-id",
+            "auto",
+        ];
+        Unit::start(&args, hostname)
+    };
+    let status_until = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = crate::cli::jina(&["ping", ctrl.trim_start_matches("tcp://"), "--json"], "");
+            let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if done(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let _a = pea("0", "web-a");
+    let _b = pea("0", "web-b");
+    let status = status_until("both replicas of shard 0", &|s| {
+        s["connected"].as_array().is_some_and(|c| c.len() == 2)
+    });
+    assert_eq!(status["healthy"], false, "shard 1 has no replica: {status}");
+    assert_eq!(
+        status["connected"],
+        json!(["grid/shard-0/replica-web-a", "grid/shard-0/replica-web-b"]),
+        "{status}"
+    );
+    let _c = pea("1", "web-c");
+    status_until("healthy with a replica of each shard", &|s| {
+        s["healthy"] == true
+    });
+
+    let mut client = jina_wasm::client::Client::open(&jina_wasm::client::Target::pea(
+        head.1["in"].as_str().unwrap(),
+        head.1["out"].as_str().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut places = std::collections::BTreeSet::new();
+    for k in 0..10 {
+        let docs: Vec<jina_wasm::Document> = (0..6)
+            .map(|i| crate::util::text_doc(&format!("h{k}-{i}"), "x"))
+            .collect();
+        let reply = client
+            .call(crate::pod::message(
+                "/only",
+                json!({"who": "nobody"}),
+                &docs,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(reply.envelope.status, jina_wasm::wire::Status::Success);
+        for d in crate::pod::documents(&reply) {
+            let place = d.tags["place"].as_str().unwrap().to_string();
+            let shard = jina_wasm::pod::shard_of(&d.id, 2);
+            assert!(
+                place.starts_with(&format!("shard-{shard}/replica-web-")),
+                "{}: {place}",
+                d.id
+            );
+            places.insert(place);
+        }
+    }
+    assert_eq!(
+        places.into_iter().collect::<Vec<_>>(),
+        [
+            "shard-0/replica-web-a",
+            "shard-0/replica-web-b",
+            "shard-1/replica-web-c"
+        ]
+    );
+    client.close().await;
 }
 
 #[test]

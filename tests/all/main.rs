@@ -59,6 +59,10 @@
 //!   counters moving with traffic and errors by kind; a standalone Pea's
 //!   `--port-monitoring`; an export's Prometheus annotations (golden files);
 //!   `--log-format json` and the gateway's access line.
+//! - `shard_replicas`: shards × replicas in one Pod: documents split by id,
+//!   each shard's part to one of its replicas, every replica taking work, a
+//!   shard serving on through one replica while a killed one restarts,
+//!   read-only replicas of a writer's shards before and after a reshard.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -85,5 +89,6 @@ mod polyglot;
 mod rolling;
 mod sandbox;
 mod sdk;
+mod shard_replicas;
 mod stateful;
 mod util;

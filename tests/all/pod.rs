@@ -626,13 +626,13 @@ fn pod_flags_are_checked() {
             "--shards",
             "2",
             "--replicas",
-            "2",
+            "257",
         ])
         .env("JINA_WASM_CACHE_DIR", cache_dir())
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("shards and replicas together"),
+        String::from_utf8_lossy(&out.stderr).contains("257 is not in 1..=256"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -317,7 +317,8 @@ fn call(p: &crate::pea::PeaProcess, endpoint: &str, docs: &str) -> Vec<Value> {
 /// `top_k` as the SDK's integer getter reads it: as two shards, `/upper`
 /// answers as in a Pea (the host's facts do not reach the constructor, which
 /// refuses unknown parameters) and each shard reports its id; as two
-/// read-only replicas, each reports a replica id and read-only.
+/// read-only replicas, each reports a replica id and read-only; as two
+/// shards of two replicas, each reports both.
 fn scaffold_reads_its_runtime_args(lang: &str, uses: &std::path::Path) {
     let docs: String = (0..8)
         .map(|i| format!("{{\"id\": \"d{i}\", \"text\": \"doc {i}\"}}\n"))
@@ -382,6 +383,22 @@ fn scaffold_reads_its_runtime_args(lang: &str, uses: &std::path::Path) {
     );
     drop(shards);
 
+    // Shards × replicas: each instance knows its shard and its replica.
+    let grid = start(&["--shards", "2", "--parallel", "2"]);
+    let tags = tags_of(&grid);
+    assert_eq!(tags.len(), 8, "{lang}: {tags:?}");
+    let shard_ids: std::collections::BTreeSet<u64> =
+        tags.iter().filter_map(|t| t["shard_id"].as_u64()).collect();
+    assert_eq!(shard_ids, [0, 1].into(), "{lang}: {tags:?}");
+    assert!(
+        tags.iter().all(|t| t["shards"] == 2
+            && t["replicas"] == 2
+            && (t["replica_id"] == "0" || t["replica_id"] == "1")
+            && t["suffix"] == "!"),
+        "{lang}: {tags:?}"
+    );
+    drop(grid);
+
     let workspace = tempfile::tempdir().unwrap();
     let replicas = start(&[
         "--parallel",
@@ -415,7 +432,7 @@ fn new_python_scaffold_builds_and_runs() {
             "\n    @requests(on=\"/where\")\n    def where(self, docs, parameters, **kwargs):\n        \
              args = self.runtime_args\n        for doc in docs:\n            \
              doc.tags.update(shard_id=args.shard_id, shards=args.shards, replica_id=args.replica_id, \
-             read_only=args.read_only, durable=args.durable, suffix=self.suffix, \
+             replicas=args.replicas, read_only=args.read_only, durable=args.durable, suffix=self.suffix, \
              top_k=parameters.get_int(\"top_k\"))\n",
         );
         std::fs::write(&file, code).unwrap();
@@ -454,7 +471,7 @@ fn new_js_scaffold_builds_and_runs() {
             "{class}.prototype.where = function (docs, parameters) {{\n  \
              const a = this.runtimeArgs;\n  \
              for (const doc of docs) Object.assign(doc.tags, {{ shard_id: a.shardId ?? null, \
-             shards: a.shards ?? null, replica_id: a.replicaId ?? null, read_only: a.readOnly, \
+             shards: a.shards ?? null, replica_id: a.replicaId ?? null, replicas: a.replicas ?? null, read_only: a.readOnly, \
              durable: a.durable, suffix: this.suffix, top_k: parameters.getInt('top_k') }});\n}};\n\
              requests({class}.prototype.where, {{ on: '/where' }});\n\nexport const executor"
         );

@@ -214,6 +214,49 @@ fn replicas_take_new_settings_under_load_with_no_failed_request() {
     assert!(answer["data"][0]["embedding"].is_null(), "{answer}");
 }
 
+/// Shards × replicas: every replica of every shard replaced in turn under
+/// load, each shard keeping a replica serving: no failed request.
+#[test]
+fn shards_times_replicas_are_replaced_one_replica_at_a_time_with_no_failed_request() {
+    let flow = FlowProcess::start(
+        "pods:\n  - name: encode\n    uses: {W}/text_encoder.wasm\n    with: {dim: 8}\n    shards: 2\n    parallel: 2\n",
+    );
+    let port = flow.port();
+    assert_eq!(dim_now(port), 8);
+    // Two documents a request, so most requests need both shards.
+    let load = Load::start(
+        port,
+        "/post",
+        |i| json!({"data": [{"id": format!("a{i}"), "text": "hello"}, {"id": format!("b{i}"), "text": "world"}]}),
+    );
+    load.let_run(4);
+    let (ok, stdout, stderr) =
+        flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 16}"#]);
+    assert!(ok, "flow update failed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        report["replaced"],
+        json!([
+            "encode/shard-0/replica-0",
+            "encode/shard-0/replica-1",
+            "encode/shard-1/replica-0",
+            "encode/shard-1/replica-1"
+        ]),
+        "{report}"
+    );
+    load.let_run(4);
+    let tally = load.finish();
+    assert!(
+        tally.failures.is_empty(),
+        "failed requests during the update: {:?}",
+        tally.failures
+    );
+    assert_eq!(tally.dims.last(), Some(&16), "{:?}", tally.dims);
+    for _ in 0..6 {
+        assert_eq!(dim_now(port), 16);
+    }
+}
+
 #[test]
 fn a_broken_replacement_rolls_back_and_serving_never_stops() {
     let flow = FlowProcess::start(REPLICAS);

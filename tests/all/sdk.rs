@@ -64,6 +64,10 @@ fn python_and_js_executors_run_as_shards_replicas_read_only_and_durable_in_a_pod
             ("shards", vec!["--shards", "2"]),
             ("replicas", vec!["--parallel", "2"]),
             (
+                "shards × replicas",
+                vec!["--shards", "2", "--parallel", "2"],
+            ),
+            (
                 "durable shards",
                 vec![
                     "--shards",

@@ -50,7 +50,7 @@
 //!   - `/log-fields` [`n`, `size`]: one `log` line with `n` fields of `size`
 //!     bytes each; returns the documents.
 //!   - `/only`: in the Pod Pea named by `parameters.who` (`shard-1`,
-//!     `replica-0`), spin `parameters.ms` milliseconds or panic
+//!     `replica-0`, `shard-1/replica-0`), spin `parameters.ms` milliseconds or panic
 //!     (`parameters.panic`); elsewhere echo. Tags each document with its place.
 //!   - `/deep` [`levels`, default 5000]: one document `deep` with a chain of
 //!     `levels` chunks below it (`deep-1` the deepest): a valid tree, far
@@ -69,8 +69,8 @@ use jina_guest_sdk::log::{self, Level};
 use jina_guest_sdk::prelude::*;
 
 struct Misbehave {
-    /// `shard-<i>` or `replica-<i>` inside a Pod (from the runtime args the
-    /// Pod adds), else empty.
+    /// `shard-<i>`, `replica-<i>` or `shard-<i>/replica-<j>` inside a Pod
+    /// (from the runtime args the Pod adds), else empty.
     place: String,
 }
 
@@ -94,7 +94,8 @@ impl Executor for Misbehave {
         }
         let args = config.runtime_args();
         let place = match (args.shard_id, &args.replica_id) {
-            (Some(shard), _) => format!("shard-{shard}"),
+            (Some(shard), Some(replica)) => format!("shard-{shard}/replica-{replica}"),
+            (Some(shard), None) => format!("shard-{shard}"),
             (None, Some(replica)) => format!("replica-{replica}"),
             (None, None) => String::new(),
         };
