@@ -729,30 +729,6 @@ fn top_k(parameters: &str) -> Result<Option<usize>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::top_k;
-
-    #[test]
-    fn top_k_is_a_whole_number_or_refused_by_name() {
-        assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
-        assert_eq!(top_k(r#"{"top_k":3.0}"#), Ok(Some(3)));
-        assert_eq!(top_k(r#"{"top_k":null}"#), Ok(None));
-        assert_eq!(top_k(r#"{"other":1}"#), Ok(None));
-        assert_eq!(top_k(""), Ok(None));
-        for bad in ["-1", "\"x\"", "1e300", "2.5", "true", "[1]", "{}", "-0.5"] {
-            let e = top_k(&format!(r#"{{"top_k":{bad}}}"#)).unwrap_err();
-            let shown: serde_json::Value = serde_json::from_str(bad).unwrap();
-            assert_eq!(
-                e,
-                format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
-            );
-        }
-        let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
-        assert!(e.len() < 160, "{e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
     use super::*;
     use crate::Document;
     use crate::wire::Status;
@@ -920,5 +896,24 @@ mod tests {
             request("/index", &ids[..1]),
         );
         assert_eq!(targets(&planned).len(), 1);
+    }
+
+    #[test]
+    fn top_k_is_a_whole_number_or_refused_by_name() {
+        assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
+        assert_eq!(top_k(r#"{"top_k":3.0}"#), Ok(Some(3)));
+        assert_eq!(top_k(r#"{"top_k":null}"#), Ok(None));
+        assert_eq!(top_k(r#"{"other":1}"#), Ok(None));
+        assert_eq!(top_k(""), Ok(None));
+        for bad in ["-1", "\"x\"", "1e300", "2.5", "true", "[1]", "{}", "-0.5"] {
+            let e = top_k(&format!(r#"{{"top_k":{bad}}}"#)).unwrap_err();
+            let shown: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert_eq!(
+                e,
+                format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
+            );
+        }
+        let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
+        assert!(e.len() < 160, "{e}");
     }
 }
