@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::{MonitoringArgs, RuntimeArgs};
+use super::common::{MonitoringArgs, RuntimeArgs, TracingArgs};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
@@ -92,6 +92,9 @@ pub struct FlowCommand {
 
     #[command(flatten)]
     pub monitoring: MonitoringArgs,
+
+    #[command(flatten)]
+    pub tracing: TracingArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +223,13 @@ impl FlowCommand {
         let _served = served.drop_guard();
         if metrics {
             options.child_args.extend(self.monitoring.child_args());
+        }
+        // Traces on before any Pod starts; the last spans are flushed once
+        // everything has stopped (the guard is dropped last).
+        let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
+        let (traces, _flush) = self.tracing.start(from_file, "jina-wasm")?;
+        if let Some(endpoint) = &traces {
+            options.child_args.extend(TracingArgs::child_args(endpoint));
         }
         let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
         // What the executors declare, for /openapi.json and gRPC discovery.

@@ -357,6 +357,14 @@ impl Plan {
                 unit.ports.push(("monitoring", port));
             }
         }
+        // Every unit exports its own spans to the Flow's collector (a
+        // `localhost` one is each container's own: give a service name).
+        if let Some(endpoint) = flow.with.traces_endpoint().map_err(anyhow::Error::msg)? {
+            for unit in &mut plan.units {
+                unit.args
+                    .extend(["--traces-endpoint".into(), endpoint.clone()]);
+            }
+        }
         Ok(plan)
     }
 

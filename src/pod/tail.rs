@@ -201,12 +201,29 @@ impl Tail {
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         let started = now_us();
         let client_id = p.expect.client_id.clone();
+        let upstream = p.expect.trace;
+        // The parts came under the Head's span: the merge is its child.
+        let head = p.received.iter().flatten().find_map(|m| m.envelope.trace);
+        let parts = p.received.iter().flatten().count() as i64;
         let mut merged = match self.reduce(p).await {
             Ok(message) => message,
             Err(message) => message,
         };
         merged.envelope.request_id = client_id;
         self.route(&mut merged, started);
+        let envelope = &mut merged.envelope;
+        // Failed here (the merge, the reducer), not upstream.
+        let error = match &envelope.status {
+            crate::wire::Status::Error { executor, kind, message } if *executor == self.name => Some((kind.as_str(), message.as_str())),
+            _ => None,
+        };
+        crate::trace::record("tail", head.as_ref(), (started, now_us()), error, |span| {
+            span.set("pod", self.name.clone());
+            span.set("endpoint", envelope.endpoint.clone());
+            span.set("request.id", envelope.request_id.clone());
+            span.set("parts", parts);
+        });
+        envelope.trace = upstream;
         self.send(merged).await;
     }
 
@@ -311,6 +328,7 @@ impl Tail {
         envelope.request_id.clone_from(&p.expect.client_id);
         envelope.parts.pop();
         envelope.fail(&culprit, kind, reason);
+        envelope.trace = p.expect.trace;
         envelope.after_error = AfterError::Abort;
         remember(finished, p.expect.request_id.clone());
         tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");
