@@ -89,9 +89,7 @@ pub fn traces_url(endpoint: &str) -> Result<String, String> {
     let rest = endpoint
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
-        .ok_or_else(|| {
-            format!("traces endpoint `{endpoint}` is not an http:// or https:// URL")
-        })?;
+        .ok_or_else(|| format!("traces endpoint `{endpoint}` is not an http:// or https:// URL"))?;
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
         return Err(format!("traces endpoint `{endpoint}` has no host"));
@@ -391,8 +389,9 @@ pub fn from_traceparent(value: Option<&str>) -> Option<TraceContext> {
 /// The number of documents of an encoded body (its first field), without
 /// decoding it; 0 for an empty or short body.
 pub fn documents(body: &[u8]) -> i64 {
-    body.get(..4)
-        .map_or(0, |b| i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    body.get(..4).map_or(0, |b| {
+        i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    })
 }
 
 /// Microseconds since the Unix epoch of `time`.
@@ -445,7 +444,11 @@ mod tests {
             traces_url("https://otel.example/custom/path").unwrap(),
             "https://otel.example/custom/path"
         );
-        assert!(traces_url("localhost:4318").unwrap_err().contains("http://"));
+        assert!(
+            traces_url("localhost:4318")
+                .unwrap_err()
+                .contains("http://")
+        );
         assert!(traces_url("http:///v1").unwrap_err().contains("no host"));
     }
 

@@ -159,8 +159,8 @@ impl TracingArgs {
         let Some(endpoint) = self.traces_endpoint.clone().or(from_file) else {
             return Ok((None, None));
         };
-        let flush = crate::trace::enable(&endpoint, service)
-            .map_err(|e| e.context("--traces-endpoint"))?;
+        let flush =
+            crate::trace::enable(&endpoint, service).map_err(|e| e.context("--traces-endpoint"))?;
         Ok((Some(endpoint.clone()), Some(flush)))
     }
 

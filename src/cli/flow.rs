@@ -203,6 +203,14 @@ impl FlowCommand {
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
         let mut options = self.run_options();
+        // Traces on before any Pod is resolved (a Pea process's arguments
+        // include the endpoint) or started; the last spans are flushed once
+        // everything has stopped (the guard is dropped last).
+        let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
+        let (traces, _flush) = self.tracing.start(from_file, "jina-wasm")?;
+        if let Some(endpoint) = &traces {
+            options.child_args.extend(TracingArgs::child_args(endpoint));
+        }
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
@@ -223,13 +231,6 @@ impl FlowCommand {
         let _served = served.drop_guard();
         if metrics {
             options.child_args.extend(self.monitoring.child_args());
-        }
-        // Traces on before any Pod starts; the last spans are flushed once
-        // everything has stopped (the guard is dropped last).
-        let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
-        let (traces, _flush) = self.tracing.start(from_file, "jina-wasm")?;
-        if let Some(endpoint) = &traces {
-            options.child_args.extend(TracingArgs::child_args(endpoint));
         }
         let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
         // What the executors declare, for /openapi.json and gRPC discovery.

@@ -504,12 +504,7 @@ async fn answer(
     parent: Option<crate::trace::TraceContext>,
 ) -> Response {
     let mut docs = 0;
-    let span = crate::trace::start(
-        "gateway",
-        crate::trace::Kind::Server,
-        parent.as_ref(),
-        None,
-    );
+    let span = crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
     // A client's trace that is not sampled travels on unrecorded.
     let trace = span.as_ref().map(crate::trace::Span::context).or(parent);
     let mut response = respond(shared, path_endpoint, body, &mut docs, trace).await;

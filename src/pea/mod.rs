@@ -1084,7 +1084,10 @@ impl Pea {
                 span.set("request.id", message.envelope.request_id.clone());
                 span.set("documents", docs_in);
                 span.set("documents.out", crate::trace::documents(&message.body));
-                span.set("outcome", if error.is_some() { "failed" } else { "handled" });
+                span.set(
+                    "outcome",
+                    if error.is_some() { "failed" } else { "handled" },
+                );
             });
         }
         if !self.durable() {

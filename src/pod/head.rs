@@ -220,7 +220,7 @@ impl Head {
                     let upstream = message.envelope.trace;
                     let mut span = upstream.as_ref().and_then(|t| crate::trace::start("head", crate::trace::Kind::Internal, Some(t), Some(received)));
                     if let Some(span) = &mut span {
-                        span.set("pod", name.clone());
+                        span.set("pea", name.clone());
                         span.set("endpoint", message.envelope.endpoint.clone());
                         span.set("request.id", message.envelope.request_id.clone());
                     }

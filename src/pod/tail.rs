@@ -214,11 +214,15 @@ impl Tail {
         let envelope = &mut merged.envelope;
         // Failed here (the merge, the reducer), not upstream.
         let error = match &envelope.status {
-            crate::wire::Status::Error { executor, kind, message } if *executor == self.name => Some((kind.as_str(), message.as_str())),
+            crate::wire::Status::Error {
+                executor,
+                kind,
+                message,
+            } if *executor == self.name => Some((kind.as_str(), message.as_str())),
             _ => None,
         };
         crate::trace::record("tail", head.as_ref(), (started, now_us()), error, |span| {
-            span.set("pod", self.name.clone());
+            span.set("pea", self.name.clone());
             span.set("endpoint", envelope.endpoint.clone());
             span.set("request.id", envelope.request_id.clone());
             span.set("parts", parts);

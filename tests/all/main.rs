@@ -59,6 +59,10 @@
 //!   counters moving with traffic and errors by kind; a standalone Pea's
 //!   `--port-monitoring`; an export's Prometheus annotations (golden files);
 //!   `--log-format json` and the gateway's access line.
+//! - `traces`: OpenTelemetry traces into an in-process OTLP receiver: one
+//!   request through a 2-shard Pod is one tree of spans (THREAD and PROCESS
+//!   backends), a client's `traceparent` continued, a silent collector
+//!   slowing nothing.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -86,4 +90,5 @@ mod rolling;
 mod sandbox;
 mod sdk;
 mod stateful;
+mod traces;
 mod util;

@@ -218,12 +218,8 @@ impl Shared {
         timeout: Option<Duration>,
         parent: Option<crate::trace::TraceContext>,
     ) -> DataRequestProto {
-        let span = crate::trace::start(
-            "gateway",
-            crate::trace::Kind::Server,
-            parent.as_ref(),
-            None,
-        );
+        let span =
+            crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
         // A client's trace that is not sampled travels on unrecorded.
         let trace = span.as_ref().map(crate::trace::Span::context).or(parent);
         let started = std::time::Instant::now();
