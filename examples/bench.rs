@@ -2552,6 +2552,10 @@ async fn tracing_rows() -> Vec<Row> {
     let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
     http_rate(off.1, "/", &docs, 200).await;
     http_rate(on.1, "/", &docs, 200).await;
+    // The Flow processes' CPU time over the measured rounds: what a request
+    // costs each, whatever else the machine runs meanwhile (throughput on a
+    // shared machine swings more than traces cost).
+    let (cpu_off, cpu_on) = (process_cpu(off.0.id()), process_cpu(on.0.id()));
     for round in 0..6 {
         if round % 2 == 0 {
             rates_off.push(http_rate(off.1, "/", &docs, requests).await);
@@ -2561,6 +2565,13 @@ async fn tracing_rows() -> Vec<Row> {
             rates_off.push(http_rate(off.1, "/", &docs, requests).await);
         }
     }
+    let per_request = |before: Duration, pid: u32| {
+        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (6 * requests) as f64
+    };
+    let (cpu_off, cpu_on) = (
+        per_request(cpu_off, off.0.id()),
+        per_request(cpu_on, on.0.id()),
+    );
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -2569,6 +2580,14 @@ async fn tracing_rows() -> Vec<Row> {
     let ratio = rate_on / rate_off;
     let exports = exports.load(Ordering::Relaxed);
     vec![Row {
+        name: "traces on vs off: CPU time of the Flow's process per 1-doc request (same runs)".into(),
+        value: format!("{cpu_on:.0} µs on"),
+        baseline: format!("{cpu_off:.0} µs off"),
+        ratio: cpu_on / cpu_off,
+        ratio_label: "on/off",
+        target: "<= 1.2".into(),
+        met: cpu_on / cpu_off <= 1.2,
+    }, Row {
         name: "traces on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight; on: 5 spans a request to an OTLP/HTTP sink)".into(),
         value: format!("{rate_on:.0} req/s on ({exports} exports received)"),
         baseline: format!("{rate_off:.0} req/s off"),
@@ -2577,4 +2596,20 @@ async fn tracing_rows() -> Vec<Row> {
         target: ">= 0.85".into(),
         met: ratio >= 0.85 && exports > 0,
     }]
+}
+
+/// User and system CPU time of process `pid` so far (Linux /proc).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
