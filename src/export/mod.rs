@@ -433,6 +433,26 @@ pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A Flow with traces: every exported unit exports its own spans.
+    #[test]
+    fn every_unit_gets_the_traces_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.yml");
+        std::fs::write(&file, "with:\n  traces_endpoint: http://otel:4318\npods:\n  - name: a\n    uses: a.wasm\n    shards: 2\n").unwrap();
+        let plan = Plan::new(&file).unwrap();
+        assert!(plan.units.len() >= 3);
+        for unit in &plan.units {
+            let at = unit.args.iter().position(|a| a == "--traces-endpoint");
+            assert_eq!(
+                at.map(|i| unit.args[i + 1].as_str()),
+                Some("http://otel:4318"),
+                "{}: {:?}",
+                unit.name,
+                unit.args
+            );
+        }
+    }
+
     #[test]
     fn names_become_dns_labels() {
         assert_eq!(dns_label("Encode_Text").as_deref(), Some("encode-text"));

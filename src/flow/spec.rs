@@ -816,6 +816,57 @@ fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, Str
 /// The Flow YAML loader never panics: on any text, and on YAML shaped like a
 /// Flow (its own keys, random values, `${{ ENV.X }}` fragments, cycles in `needs`).
 #[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    fn with(yaml: &str) -> Result<Option<String>, String> {
+        serde_yaml::from_str::<FlowWith>(yaml)
+            .unwrap()
+            .traces_endpoint()
+    }
+
+    /// `with.tracing` and its endpoint, in our names and Jina's.
+    #[test]
+    fn traces_endpoints_resolve_or_say_what_is_missing() {
+        assert_eq!(with("{}"), Ok(None));
+        assert_eq!(
+            with("traces_endpoint: http://c:4318"),
+            Ok(Some("http://c:4318".into()))
+        );
+        assert_eq!(
+            with("{tracing: true, traces_exporter_host: otel}"),
+            Ok(Some("http://otel:4318".into()))
+        );
+        assert_eq!(
+            with("{traces_exporter_host: otel, traces_exporter_port: 9999}"),
+            Ok(Some("http://otel:9999".into()))
+        );
+        assert_eq!(
+            with("{tracing: false, traces_endpoint: http://c:4318}"),
+            Ok(None)
+        );
+        assert!(
+            with("tracing: true")
+                .unwrap_err()
+                .contains("traces_endpoint")
+        );
+        assert!(
+            with("traces_endpoint: c:4318")
+                .unwrap_err()
+                .contains("not an http:// or https:// URL")
+        );
+        let error = Flow::parse(
+            "with:\n  tracing: true\npods:\n  - name: a\n    uses: a.wasm\n",
+            Path::new("f.yml"),
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("with.tracing"), "{error}");
+    }
+}
+
+#[cfg(test)]
 mod proptests {
     use proptest::prelude::*;
     use serde_json::Value;
