@@ -5,7 +5,8 @@
 //! one trace whose spans form the expected tree (gateway; head; one Pea call
 //! per shard; tail; the singleton's Pea call), with the THREAD backend and
 //! with the PROCESS one (the context crosses ZeroMQ into child processes,
-//! which export their own spans); a client's `traceparent` is continued; a
+//! which export their own spans); a client's `traceparent` (HTTP header or
+//! gRPC metadata) is continued; a
 //! collector that never answers neither fails nor stalls requests, nor the
 //! Flow's stop.
 
@@ -175,6 +176,7 @@ fn received(request: ExportTraceServiceRequest) -> Vec<Got> {
 struct Flow {
     child: Child,
     port: u16,
+    ready: Value,
     _dir: tempfile::TempDir,
 }
 
@@ -203,6 +205,7 @@ impl Flow {
         Flow {
             child,
             port: ready["port"].as_u64().unwrap() as u16,
+            ready,
             _dir: dir,
         }
     }
@@ -345,6 +348,59 @@ fn the_trace_crosses_into_pea_processes() {
         assert_eq!(pea.service, pea.attributes["pea"], "{pea:#?}");
     }
     assert_eq!(gateway.service, "jina-wasm");
+}
+
+#[path = "../support/grpc_request.rs"]
+mod grpc_request;
+
+/// The gRPC gateway continues a client's `traceparent` metadata too.
+#[test]
+fn a_grpc_clients_traceparent_is_continued() {
+    use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+    let collector = Collector::start();
+    let yaml = flow_yaml(&collector.endpoint()).replace(
+        "with:\n",
+        "with:\n  protocol: [http, grpc]\n  port: [0, 0]\n",
+    );
+    let flow = Flow::start(&yaml, &[]);
+    let port = flow.ready["ports"]["grpc"].as_u64().unwrap();
+    let docs: Vec<jina_wasm::Document> = (0..8)
+        .map(|i| jina_wasm::Document {
+            id: format!("d{i}"),
+            text: Some("x".into()),
+            ..Default::default()
+        })
+        .collect();
+    let mut request = grpc_request::grpc_request("grpc-1", &docs);
+    request.header.as_mut().unwrap().exec_endpoint = Some("/index".into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert(
+            "traceparent",
+            "00-6bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        JinaSingleDataRequestRpcClient::new(channel)
+            .process_single_data(request)
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
+    let gateway = check_tree(&collector, "grpc-1");
+    assert_eq!(gateway.trace, "6bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(gateway.parent, "10f067aa0ba902b7");
+    assert_eq!(gateway.attributes["rpc.system"], "grpc");
 }
 
 /// A collector that takes connections and never answers: every request is
