@@ -266,6 +266,7 @@ impl Head {
                         deadline: tokio::time::Instant::now() + deadline_of(first, timeout),
                         top_k: top_k(&first.parameters),
                         trace: upstream,
+                        head_span: span.as_ref().map(crate::trace::Span::context),
                     };
                     if tail.send(TailInput::Expect(expect)).await.is_err() {
                         break;

@@ -202,8 +202,8 @@ impl Tail {
         let started = now_us();
         let client_id = p.expect.client_id.clone();
         let upstream = p.expect.trace;
-        // The parts came under the Head's span: the merge is its child.
-        let head = p.received.iter().flatten().find_map(|m| m.envelope.trace);
+        // A child of the Head's span, beside the Pea calls it fanned out to.
+        let head = p.expect.head_span;
         let parts = p.received.iter().flatten().count() as i64;
         let mut merged = match self.reduce(p).await {
             Ok(message) => message,
@@ -333,6 +333,19 @@ impl Tail {
         envelope.parts.pop();
         envelope.fail(&culprit, kind, reason);
         envelope.trace = p.expect.trace;
+        let now = now_us();
+        crate::trace::record(
+            "tail",
+            p.expect.head_span.as_ref(),
+            (now, now),
+            Some((kind, reason)),
+            |span| {
+                span.set("pea", self.name.clone());
+                span.set("endpoint", envelope.endpoint.clone());
+                span.set("request.id", p.expect.client_id.clone());
+                span.set("parts", received.len() as i64);
+            },
+        );
         envelope.after_error = AfterError::Abort;
         remember(finished, p.expect.request_id.clone());
         tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");
