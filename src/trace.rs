@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
@@ -392,12 +392,6 @@ pub fn documents(body: &[u8]) -> i64 {
     body.get(..4).map_or(0, |b| {
         i64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     })
-}
-
-/// Microseconds since the Unix epoch of `time`.
-pub fn micros(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]
