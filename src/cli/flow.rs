@@ -214,7 +214,7 @@ impl FlowCommand {
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
-        let configs = crate::flow::run::resolve(&flow, &options)?;
+        let mut configs = crate::flow::run::resolve(&flow, &options)?;
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
@@ -231,6 +231,11 @@ impl FlowCommand {
         let _served = served.drop_guard();
         if metrics {
             options.child_args.extend(self.monitoring.child_args());
+            // The Pods were resolved before: their Pea processes
+            // (--runtime-backend PROCESS) serve metrics of their own too.
+            for config in &mut configs {
+                config.child_args.clone_from(&options.child_args);
+            }
         }
         let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
         // What the executors declare, for /openapi.json and gRPC discovery.
