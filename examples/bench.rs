@@ -184,6 +184,10 @@ fn main() {
     if section("metrics") {
         rows.extend(tokio.block_on(metrics_rows()));
     }
+    // 19. What OpenTelemetry traces cost a request (docs/operations.md).
+    if section("tracing") {
+        rows.extend(tokio.block_on(tracing_rows()));
+    }
     print_table(&rows);
 }
 
@@ -329,7 +333,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
 /// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
-/// grpc, metrics); the default is all of them but `soak` (`named`).
+/// grpc, metrics, tracing); the default is all of them but `soak` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
@@ -2518,4 +2522,94 @@ async fn metrics_rows() -> Vec<Row> {
         target: ">= 0.95".into(),
         met: ratio >= 0.95,
     }]
+}
+
+/// Section 19: requests per second through the same Flow as section 18 with
+/// traces off and on (exporting every span over OTLP/HTTP to a sink in this
+/// process that reads each export and answers 200), in six rounds, each side
+/// first in every other; each side's median round. The ratio is on/off.
+async fn tracing_rows() -> Vec<Row> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let exports = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = exports.clone();
+    let sink = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move { (axum::http::StatusCode::OK, body.len().to_string()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, sink).await });
+    let pods = "pods:\n  - name: shards\n    uses: {W}/passthrough.wasm\n    shards: 2\n  - name: one\n    uses: {W}/passthrough.wasm\n";
+    let on = FlowProcess::start(&format!(
+        "with:\n  tracing: true\n  traces_endpoint: http://127.0.0.1:{sink_port}\n{pods}"
+    ));
+    let off = FlowProcess::start(pods);
+    let docs: Vec<Document> = (0..1).map(workload_doc).collect();
+    let requests = 1500;
+    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
+    http_rate(off.1, "/", &docs, 200).await;
+    http_rate(on.1, "/", &docs, 200).await;
+    // The Flow processes' CPU time over the measured rounds: what a request
+    // costs each, whatever else the machine runs meanwhile (throughput on a
+    // shared machine swings more than traces cost).
+    let (cpu_off, cpu_on) = (process_cpu(off.0.id()), process_cpu(on.0.id()));
+    for round in 0..6 {
+        if round % 2 == 0 {
+            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
+            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
+        } else {
+            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
+            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
+        }
+    }
+    let per_request = |before: Duration, pid: u32| {
+        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (6 * requests) as f64
+    };
+    let (cpu_off, cpu_on) = (
+        per_request(cpu_off, off.0.id()),
+        per_request(cpu_on, on.0.id()),
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (rate_off, rate_on) = (median(rates_off), median(rates_on));
+    let ratio = rate_on / rate_off;
+    let exports = exports.load(Ordering::Relaxed);
+    vec![Row {
+        name: "traces on vs off: CPU time of the Flow's process per 1-doc request (same runs)".into(),
+        value: format!("{cpu_on:.0} µs on"),
+        baseline: format!("{cpu_off:.0} µs off"),
+        ratio: cpu_on / cpu_off,
+        ratio_label: "on/off",
+        target: "<= 1.2".into(),
+        met: cpu_on / cpu_off <= 1.2,
+    }, Row {
+        name: "traces on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight; on: 5 spans a request to an OTLP/HTTP sink)".into(),
+        value: format!("{rate_on:.0} req/s on ({exports} exports received)"),
+        baseline: format!("{rate_off:.0} req/s off"),
+        ratio,
+        ratio_label: "on/off",
+        target: ">= 0.85".into(),
+        met: ratio >= 0.85 && exports > 0,
+    }]
+}
+
+/// User and system CPU time of process `pid` so far (Linux /proc).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }

@@ -17,6 +17,8 @@
 //!   and Pods over an HTTP API, and its client (for a Flow's remote Pods).
 //! - [`metrics`]: Prometheus metrics of the gateway, the Peas and the Pods'
 //!   heads and tails, and the gateway's access log (docs/operations.md).
+//! - [`trace`]: OpenTelemetry traces, one per request across Pods and processes,
+//!   exported over OTLP when configured (docs/operations.md).
 //! - [`cli`]: the `jina-wasm` commands, one file each; no logic of its own beyond
 //!   turning flags into the types above.
 //!
@@ -35,6 +37,7 @@ pub mod http_server;
 pub mod metrics;
 pub mod pea;
 pub mod pod;
+pub mod trace;
 pub mod transport;
 pub mod units;
 pub mod wire;

@@ -129,6 +129,48 @@ impl MonitoringArgs {
     }
 }
 
+/// OpenTelemetry traces (docs/operations.md, "Traces").
+#[derive(Debug, Clone, Args)]
+pub struct TracingArgs {
+    /// Record one trace per request (a span for the gateway, each Pod's head
+    /// and tail, and each executor call) and send the spans over OTLP/HTTP to
+    /// this collector: `http://HOST:4318` (Jaeger, the OpenTelemetry
+    /// collector), or a URL with its path. A Flow's `with: {tracing: true,
+    /// traces_endpoint: ...}` does the same; this overrides it. A client's W3C
+    /// `traceparent` header is continued. Spans the collector does not take
+    /// in time are dropped (never waited for); a Pod's Peas in processes of
+    /// their own export theirs too. Off when not given: no span is built.
+    #[arg(long, value_name = "URL")]
+    pub traces_endpoint: Option<String>,
+}
+
+impl TracingArgs {
+    /// Starts the exporter for this flag or, without it, `from_file` (a Flow
+    /// file's `with:`), as service `service`; the guard flushes on drop.
+    /// Returns the endpoint, for child processes.
+    ///
+    /// # Errors
+    /// An endpoint that is not a URL.
+    pub fn start(
+        &self,
+        from_file: Option<String>,
+        service: &str,
+    ) -> anyhow::Result<(Option<String>, Option<crate::trace::Flush>)> {
+        let Some(endpoint) = self.traces_endpoint.clone().or(from_file) else {
+            return Ok((None, None));
+        };
+        let flush =
+            crate::trace::enable(&endpoint, service).map_err(|e| e.context("--traces-endpoint"))?;
+        Ok((Some(endpoint.clone()), Some(flush)))
+    }
+
+    /// The `jina-wasm pea` arguments of a child process that exports to
+    /// `endpoint`.
+    pub fn child_args(endpoint: &str) -> Vec<String> {
+        vec!["--traces-endpoint".into(), endpoint.into()]
+    }
+}
+
 /// Which executor to run, with which parameters, inside which sandbox.
 #[derive(Debug, Clone, Args)]
 pub struct ExecutorArgs {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::common::{MonitoringArgs, RuntimeArgs};
+use super::common::{MonitoringArgs, RuntimeArgs, TracingArgs};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
@@ -92,6 +92,9 @@ pub struct FlowCommand {
 
     #[command(flatten)]
     pub monitoring: MonitoringArgs,
+
+    #[command(flatten)]
+    pub tracing: TracingArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,10 +203,18 @@ impl FlowCommand {
     async fn run(self, file: PathBuf) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&file)?;
         let mut options = self.run_options();
+        // Traces on before any Pod is resolved (a Pea process's arguments
+        // include the endpoint) or started; the last spans are flushed once
+        // everything has stopped (the guard is dropped last).
+        let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
+        let (traces, _flush) = self.tracing.start(from_file, "jina-wasm")?;
+        if let Some(endpoint) = &traces {
+            options.child_args.extend(TracingArgs::child_args(endpoint));
+        }
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
-        let configs = crate::flow::run::resolve(&flow, &options)?;
+        let mut configs = crate::flow::run::resolve(&flow, &options)?;
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;
@@ -220,6 +231,11 @@ impl FlowCommand {
         let _served = served.drop_guard();
         if metrics {
             options.child_args.extend(self.monitoring.child_args());
+            // The Pods were resolved before: their Pea processes
+            // (--runtime-backend PROCESS) serve metrics of their own too.
+            for config in &mut configs {
+                config.child_args.clone_from(&options.child_args);
+            }
         }
         let running = crate::flow::run::start(runtime.clone(), &flow, configs, &options).await?;
         // What the executors declare, for /openapi.json and gRPC discovery.

@@ -65,6 +65,9 @@ pub struct GatewayCommand {
 
     #[command(flatten)]
     pub monitoring: super::common::MonitoringArgs,
+
+    #[command(flatten)]
+    pub tracing: super::common::TracingArgs,
 }
 
 /// `NAME=HOST:PORT,HOST:PORT`.
@@ -170,6 +173,8 @@ impl GatewayCommand {
             )
             .await?;
         let _served = served.drop_guard();
+        let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
+        let (_, _flush) = self.tracing.start(from_file, "jina-wasm")?;
         let running = crate::flow::run::route(&flow, &addresses).await?;
         let host = self
             .host

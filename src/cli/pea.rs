@@ -112,6 +112,9 @@ pub struct PeaCommand {
 
     #[command(flatten)]
     pub monitoring: MonitoringArgs,
+
+    #[command(flatten)]
+    pub tracing: super::common::TracingArgs,
 }
 
 /// The socket flags of a Pea (and, later, of the Peas of a Pod).
@@ -301,6 +304,8 @@ impl PeaCommand {
         let served = tokio_util::sync::CancellationToken::new();
         let (_, monitoring) = self.monitoring.start(false, None, served.clone()).await?;
         let _served = served.drop_guard();
+        // Flushes the last spans once the Pea has stopped.
+        let (_, _flush) = self.tracing.start(None, &name)?;
         let pea = tokio::time::timeout(self.timeout_ready, crate::pea::start(runtime, config))
             .await
             .map_err(|_| {

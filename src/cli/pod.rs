@@ -125,6 +125,12 @@ impl PodCommand {
         if metrics {
             child_args.extend(self.pea.monitoring.child_args());
         }
+        // Flushes the last spans once the Pod has stopped; the Pod's Peas in
+        // processes of their own export theirs.
+        let (traces, _flush) = self.pea.tracing.start(None, &name)?;
+        if let Some(endpoint) = &traces {
+            child_args.extend(super::common::TracingArgs::child_args(endpoint));
+        }
         // The tail waits for a request's parts as long as one call may take, and
         // a little more for the way there and back.
         let timeout_parts = pea.executor.sandbox.call_timeout + std::time::Duration::from_secs(5);

@@ -398,6 +398,14 @@ impl Plan {
                 unit.ports.push(("monitoring", port));
             }
         }
+        // Every unit exports its own spans to the Flow's collector (a
+        // `localhost` one is each container's own: give a service name).
+        if let Some(endpoint) = flow.with.traces_endpoint().map_err(anyhow::Error::msg)? {
+            for unit in &mut plan.units {
+                unit.args
+                    .extend(["--traces-endpoint".into(), endpoint.clone()]);
+            }
+        }
         Ok(plan)
     }
 
@@ -465,6 +473,26 @@ pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Flow with traces: every exported unit exports its own spans.
+    #[test]
+    fn every_unit_gets_the_traces_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flow.yml");
+        std::fs::write(&file, "with:\n  traces_endpoint: http://otel:4318\npods:\n  - name: a\n    uses: a.wasm\n    shards: 2\n").unwrap();
+        let plan = Plan::new(&file).unwrap();
+        assert!(plan.units.len() >= 3);
+        for unit in &plan.units {
+            let at = unit.args.iter().position(|a| a == "--traces-endpoint");
+            assert_eq!(
+                at.map(|i| unit.args[i + 1].as_str()),
+                Some("http://otel:4318"),
+                "{}: {:?}",
+                unit.name,
+                unit.args
+            );
+        }
+    }
 
     #[test]
     fn names_become_dns_labels() {

@@ -231,7 +231,7 @@ async fn post_body(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match readable(&headers, body) {
-        Ok(body) => answer(shared, None, &body).await,
+        Ok(body) => answer(shared, None, &body, traceparent(&headers)).await,
         Err(refused) => refused.into_answer("/"),
     }
 }
@@ -249,7 +249,7 @@ async fn post_endpoint(
     }
     let endpoint = format!("/{endpoint}");
     match readable(&headers, body) {
-        Ok(body) => answer(shared, Some(endpoint), &body).await,
+        Ok(body) => answer(shared, Some(endpoint), &body, traceparent(&headers)).await,
         Err(refused) => refused.into_answer(&endpoint),
     }
 }
@@ -503,14 +503,55 @@ async fn observe(
     response
 }
 
-/// Runs one request through the Flow and answers in Jina's shape.
-async fn answer(shared: Shared, path_endpoint: Option<String>, body: &[u8]) -> Response {
+/// The client's W3C `traceparent`, when traces are on (off, the header is
+/// not even read).
+fn traceparent(headers: &HeaderMap) -> Option<crate::trace::TraceContext> {
+    if !crate::trace::enabled() {
+        return None;
+    }
+    crate::trace::from_traceparent(headers.get("traceparent").and_then(|v| v.to_str().ok()))
+}
+
+/// Runs one request through the Flow and answers in Jina's shape; with
+/// traces on, under a `gateway` span (a child of the client's `parent`).
+async fn answer(
+    shared: Shared,
+    path_endpoint: Option<String>,
+    body: &[u8],
+    parent: Option<crate::trace::TraceContext>,
+) -> Response {
     let mut docs = 0;
-    let mut response = respond(shared, path_endpoint, body, &mut docs).await;
+    let span = crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
+    // A client's trace that is not sampled travels on unrecorded.
+    let trace = span.as_ref().map(crate::trace::Span::context).or(parent);
+    let mut response = respond(shared, path_endpoint, body, &mut docs, trace).await;
     if let Some(a) = response.extensions_mut().get_mut::<Answered>() {
         a.docs = docs;
     }
+    if let Some(mut span) = span {
+        span.set("rpc.system", "http");
+        if let Some(a) = response.extensions().get::<Answered>() {
+            gateway_span(&mut span, a, response.status().as_u16());
+        }
+        span.end();
+    }
     response
+}
+
+/// The attributes of an HTTP gateway span.
+fn gateway_span(span: &mut crate::trace::Span, a: &Answered, code: u16) {
+    span.set("endpoint", a.endpoint.clone());
+    span.set("documents", a.docs as i64);
+    if let Some(id) = &a.request_id {
+        span.set("request.id", id.clone());
+    }
+    span.set("status", a.status.clone());
+    if code != 0 {
+        span.set("http.response.status_code", i64::from(code));
+    }
+    if a.status != "success" {
+        span.fail(&a.status, &format!("the request failed: {}", a.status));
+    }
 }
 
 /// [`answer`]'s work; `docs_in`: the request's documents, once read.
@@ -519,6 +560,7 @@ async fn respond(
     path_endpoint: Option<String>,
     body: &[u8],
     docs_in: &mut usize,
+    trace: Option<crate::trace::TraceContext>,
 ) -> Response {
     let fallback = path_endpoint.clone().unwrap_or_else(|| "/".into());
     let request = match parse_request(body, path_endpoint) {
@@ -554,10 +596,9 @@ async fn respond(
     };
     let parameter_text = Value::Object(parameters.clone()).to_string();
     // The envelope keeps the id it was minted with: the Flow's own.
-    let message = Message::data(
-        Envelope::request(endpoint.clone(), parameter_text),
-        &Body::from_documents(&docs),
-    );
+    let mut envelope = Envelope::request(endpoint.clone(), parameter_text);
+    envelope.trace = trace;
+    let message = Message::data(envelope, &Body::from_documents(&docs));
     drop(docs);
     let id = client_id.unwrap_or_else(|| message.envelope.request_id.clone());
     let reply = match call_targeted(&shared.calls, message, target).await {

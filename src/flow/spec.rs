@@ -72,6 +72,53 @@ pub struct FlowWith {
     /// `--port-monitoring` overrides).
     #[serde(default)]
     pub port_monitoring: Option<u16>,
+    /// OpenTelemetry traces, one per request (Jina 3's `tracing`;
+    /// docs/operations.md, "Traces"): needs `traces_endpoint` (or Jina's
+    /// `traces_exporter_host`/`traces_exporter_port`). `false` turns them
+    /// off even with an endpoint.
+    #[serde(default)]
+    pub tracing: Option<bool>,
+    /// The OTLP/HTTP collector the spans go to (`http://localhost:4318`, or a
+    /// URL with its path); implies `tracing`. `--traces-endpoint` overrides.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// Jina's name for the collector's host (with `traces_exporter_port`:
+    /// `http://HOST:PORT`). The spans go over OTLP/HTTP: the collector's
+    /// port for that (4318), not its gRPC one (4317).
+    #[serde(default)]
+    pub traces_exporter_host: Option<String>,
+    /// Jina's name for the collector's port (default 4318).
+    #[serde(default)]
+    pub traces_exporter_port: Option<u16>,
+}
+
+impl FlowWith {
+    /// Where this Flow's spans go, if anywhere: `traces_endpoint`, else
+    /// Jina's host and port; `None` when `tracing: false` or nothing is set.
+    ///
+    /// # Errors
+    /// `tracing: true` with no collector, or an endpoint that is not a URL.
+    pub fn traces_endpoint(&self) -> Result<Option<String>, String> {
+        let endpoint = match (&self.traces_endpoint, &self.traces_exporter_host) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(host)) => {
+                let host = host.trim_start_matches("http://");
+                let port = self.traces_exporter_port.unwrap_or(4318);
+                Some(format!("http://{host}:{port}"))
+            }
+            (None, None) => None,
+        };
+        if let Some(url) = &endpoint {
+            crate::trace::traces_url(url)?;
+        }
+        match (self.tracing, endpoint) {
+            (Some(false), _) => Ok(None),
+            (Some(true), None) => Err(
+                "`tracing: true` needs `traces_endpoint` (an OTLP/HTTP collector, such as http://localhost:4318)".into(),
+            ),
+            (_, endpoint) => Ok(endpoint),
+        }
+    }
 }
 
 /// Default cap on the Peas one Flow starts (`--max-peas`, `with.max_peas`).
@@ -247,6 +294,9 @@ impl Flow {
                 "with.workspace_id `{id}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
             )));
         }
+        file.with
+            .traces_endpoint()
+            .map_err(|e| fail(format!("with.tracing: {e}")))?;
         if file.pods.is_empty() {
             return Err(fail("a Flow needs at least one Pod under `pods:`".into()));
         }
@@ -765,6 +815,57 @@ fn topological(pods: &[PodSpec], needs: &[Vec<usize>]) -> Result<Vec<usize>, Str
 
 /// The Flow YAML loader never panics: on any text, and on YAML shaped like a
 /// Flow (its own keys, random values, `${{ ENV.X }}` fragments, cycles in `needs`).
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    fn with(yaml: &str) -> Result<Option<String>, String> {
+        serde_yaml::from_str::<FlowWith>(yaml)
+            .unwrap()
+            .traces_endpoint()
+    }
+
+    /// `with.tracing` and its endpoint, in our names and Jina's.
+    #[test]
+    fn traces_endpoints_resolve_or_say_what_is_missing() {
+        assert_eq!(with("{}"), Ok(None));
+        assert_eq!(
+            with("traces_endpoint: http://c:4318"),
+            Ok(Some("http://c:4318".into()))
+        );
+        assert_eq!(
+            with("{tracing: true, traces_exporter_host: otel}"),
+            Ok(Some("http://otel:4318".into()))
+        );
+        assert_eq!(
+            with("{traces_exporter_host: otel, traces_exporter_port: 9999}"),
+            Ok(Some("http://otel:9999".into()))
+        );
+        assert_eq!(
+            with("{tracing: false, traces_endpoint: http://c:4318}"),
+            Ok(None)
+        );
+        assert!(
+            with("tracing: true")
+                .unwrap_err()
+                .contains("traces_endpoint")
+        );
+        assert!(
+            with("traces_endpoint: c:4318")
+                .unwrap_err()
+                .contains("not an http:// or https:// URL")
+        );
+        let error = Flow::parse(
+            "with:\n  tracing: true\npods:\n  - name: a\n    uses: a.wasm\n",
+            Path::new("f.yml"),
+            |_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("with.tracing"), "{error}");
+    }
+}
+
 #[cfg(test)]
 mod proptests {
     use proptest::prelude::*;

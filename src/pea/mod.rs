@@ -1054,6 +1054,13 @@ impl Pea {
                 Err(_) => self.write_error.take(),
             };
         }
+        // The executor call's span (traces on, a traced request): the
+        // request's documents before the call, its outcome after.
+        let traced = message.envelope.trace.filter(|_| crate::trace::enabled());
+        let docs_in = traced.map_or(0, |_| crate::trace::documents(&message.body));
+        let error = traced
+            .and(result.as_ref().err())
+            .map(|f| (f.kind.clone(), f.message.clone()));
         match result {
             Ok(body) => {
                 message.body = body;
@@ -1068,6 +1075,20 @@ impl Pea {
                 }
                 self.fail(&mut message, started, &failure);
             }
+        }
+        if traced.is_some() {
+            let error = error.as_ref().map(|(k, m)| (k.as_str(), m.as_str()));
+            crate::trace::record("pea", traced.as_ref(), (started, now_us()), error, |span| {
+                span.set("pea", self.config.name.clone());
+                span.set("endpoint", message.envelope.endpoint.clone());
+                span.set("request.id", message.envelope.request_id.clone());
+                span.set("documents", docs_in);
+                span.set("documents.out", crate::trace::documents(&message.body));
+                span.set(
+                    "outcome",
+                    if error.is_some() { "failed" } else { "handled" },
+                );
+            });
         }
         if !self.durable() {
             if write

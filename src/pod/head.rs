@@ -246,6 +246,15 @@ impl Head {
                     stats.requests.fetch_add(1, Ordering::Relaxed);
                     let received = now_us();
                     message.envelope.routes.push(Route { pea: name.clone(), start_us: received, end_us: received, outcome: Outcome::Routed });
+                    // The fan-out's span (traces on, a traced request): the
+                    // parts go out under it; it ends with this iteration.
+                    let upstream = message.envelope.trace;
+                    let mut span = upstream.as_ref().and_then(|t| crate::trace::start("head", crate::trace::Kind::Internal, Some(t), Some(received)));
+                    if let Some(span) = &mut span {
+                        span.set("pea", name.clone());
+                        span.set("endpoint", message.envelope.endpoint.clone());
+                        span.set("request.id", message.envelope.request_id.clone());
+                    }
                     if message.envelope.is_error() && message.envelope.after_error != crate::wire::AfterError::Continue {
                         // An earlier failure says skip: straight through to the Tail.
                         let _ = tail.send(TailInput::Forward(message)).await;
@@ -288,8 +297,13 @@ impl Head {
                     };
                     minted += 1;
                     let internal = format!("{}-{minted}", &prefix[..12]);
+                    let hop = span.as_ref().map(crate::trace::Span::context).or(upstream);
+                    if let Some(span) = &mut span {
+                        span.set("parts", sends.len() as i64);
+                    }
                     for (_, message) in &mut sends {
                         message.envelope.request_id.clone_from(&internal);
+                        message.envelope.trace = hop;
                     }
                     let first = &sends[0].1.envelope;
                     let expect = Expect {
@@ -299,6 +313,8 @@ impl Head {
                         down: sends.iter().filter(|(i, _)| !peers[*i].alive).map(|(i, _)| *i).collect(),
                         deadline: tokio::time::Instant::now() + deadline_of(first, timeout),
                         top_k,
+                        trace: upstream,
+                        head_span: span.as_ref().map(crate::trace::Span::context),
                     };
                     if tail.send(TailInput::Expect(expect)).await.is_err() {
                         break;

@@ -184,6 +184,13 @@ pub struct Expect {
     pub down: Vec<usize>,
     pub deadline: tokio::time::Instant,
     pub top_k: Option<usize>,
+    /// The trace context the request came in with (src/trace.rs): the Tail
+    /// puts it back on the merged answer, so the next Pod's spans hang
+    /// under the same parent as this Pod's Head.
+    pub trace: Option<crate::wire::TraceContext>,
+    /// The Head's span for the request, when recorded: the Tail's span (the
+    /// merge, or the failure) is its child.
+    pub head_span: Option<crate::wire::TraceContext>,
 }
 
 pub enum TailInput {

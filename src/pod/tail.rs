@@ -202,6 +202,10 @@ impl Tail {
         let started = now_us();
         let client_id = p.expect.client_id.clone();
         let applied = self.applied(&p);
+        let upstream = p.expect.trace;
+        // A child of the Head's span, beside the Pea calls it fanned out to.
+        let head = p.expect.head_span;
+        let parts = p.received.iter().flatten().count() as i64;
         let mut merged = match self.reduce(p).await {
             Ok(message) => message,
             Err(message) => message,
@@ -213,6 +217,23 @@ impl Tail {
         }
         merged.envelope.request_id = client_id;
         self.route(&mut merged, started);
+        let envelope = &mut merged.envelope;
+        // Failed here (the merge, the reducer), not upstream.
+        let error = match &envelope.status {
+            crate::wire::Status::Error {
+                executor,
+                kind,
+                message,
+            } if *executor == self.name => Some((kind.as_str(), message.as_str())),
+            _ => None,
+        };
+        crate::trace::record("tail", head.as_ref(), (started, now_us()), error, |span| {
+            span.set("pea", self.name.clone());
+            span.set("endpoint", envelope.endpoint.clone());
+            span.set("request.id", envelope.request_id.clone());
+            span.set("parts", parts);
+        });
+        envelope.trace = upstream;
         self.send(merged).await;
     }
 
@@ -344,6 +365,20 @@ impl Tail {
         envelope.request_id.clone_from(&p.expect.client_id);
         envelope.parts.pop();
         envelope.fail(&culprit, kind, &reason);
+        envelope.trace = p.expect.trace;
+        let now = now_us();
+        crate::trace::record(
+            "tail",
+            p.expect.head_span.as_ref(),
+            (now, now),
+            Some((kind, reason.as_str())),
+            |span| {
+                span.set("pea", self.name.clone());
+                span.set("endpoint", envelope.endpoint.clone());
+                span.set("request.id", p.expect.client_id.clone());
+                span.set("parts", received.len() as i64);
+            },
+        );
         envelope.after_error = AfterError::Abort;
         remember(finished, p.expect.request_id.clone());
         tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");

@@ -120,7 +120,28 @@ pub struct Envelope {
     /// sent; the matching Tail pops it once it has them all.
     pub parts: Vec<u32>,
     pub routes: Vec<Route>,
+    /// The trace this request belongs to and the span to hang the next one
+    /// under (src/trace.rs), when tracing is on; `None` costs nothing and
+    /// encodes as nothing, so a message without one is byte for byte what
+    /// this version always sent.
+    pub trace: Option<TraceContext>,
 }
+
+/// A W3C trace context (`traceparent`): the request's trace, the span that
+/// the next hop's span is a child of, and whether the trace is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16 bytes, never all zero.
+    pub trace_id: [u8; 16],
+    /// 8 bytes, never all zero.
+    pub parent_id: [u8; 8],
+    /// Bit 0 of the W3C trace flags: a trace that is not sampled travels
+    /// on (so downstream does not start one of its own) but records nothing.
+    pub sampled: bool,
+}
+
+/// The tag of the optional trace field after the routes.
+const TRACE_TAG: u8 = 1;
 
 impl Envelope {
     /// A data request with a fresh id, no deadline and no route.
@@ -154,6 +175,7 @@ impl Envelope {
             status: Status::Success,
             parts: Vec::new(),
             routes: Vec::new(),
+            trace: None,
         }
     }
 
@@ -229,6 +251,12 @@ impl Envelope {
             out.extend_from_slice(&route.start_us.to_le_bytes());
             out.extend_from_slice(&route.end_us.to_le_bytes());
             out.push(route.outcome as u8);
+        }
+        if let Some(trace) = &self.trace {
+            out.push(TRACE_TAG);
+            out.extend_from_slice(&trace.trace_id);
+            out.extend_from_slice(&trace.parent_id);
+            out.push(u8::from(trace.sampled));
         }
         out
     }
@@ -307,6 +335,14 @@ impl Envelope {
                 outcome,
             });
         }
+        // Optional, and last: a message of a build without traces ends here.
+        let trace = match r.remaining() {
+            0 => None,
+            extra => match r.u8("trace tag")? {
+                TRACE_TAG => Some(r.trace()?),
+                _ => return Err(r.error(format!("{extra} bytes left over after the last field"))),
+            },
+        };
         r.finish()?;
         Ok(Envelope {
             kind,
@@ -318,6 +354,7 @@ impl Envelope {
             status,
             parts,
             routes,
+            trace,
         })
     }
 }
@@ -529,6 +566,28 @@ impl<'a> Reader<'a> {
             1 => self.str(what).map(Some),
             other => Err(self.error(format!("{what}: option flag {other} is neither 0 nor 1"))),
         }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    /// A trace context: 16 bytes of trace id, 8 of parent span id, the flags.
+    fn trace(&mut self) -> Result<TraceContext, WireError> {
+        let mut trace_id = [0; 16];
+        trace_id.copy_from_slice(self.take(16, "trace id")?);
+        let mut parent_id = [0; 8];
+        parent_id.copy_from_slice(self.take(8, "trace parent id")?);
+        let flags = self.u8("trace flags")?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return Err(self.error("trace: an all-zero trace or parent id is invalid".into()));
+        }
+        Ok(TraceContext {
+            trace_id,
+            parent_id,
+            sampled: flags & 1 == 1,
+        })
     }
 
     /// Fails if bytes are left over.

@@ -147,6 +147,41 @@ fn unknown_versions_and_garbage_are_errors() {
     );
 }
 
+/// The trace field is optional and last: an envelope without one is the
+/// same bytes as before it existed (the vectors above), one with it decodes
+/// to it, and a trace field that is cut, zero or unknown is an error.
+#[test]
+fn trace_contexts_are_optional_and_checked() {
+    let plain = vector("envelope-control");
+    let mut traced = Envelope::decode(&plain).unwrap();
+    assert_eq!(traced.trace, None);
+    traced.trace = Some(TraceContext {
+        trace_id: [7; 16],
+        parent_id: [9; 8],
+        sampled: true,
+    });
+    let bytes = traced.encode();
+    assert_eq!(&bytes[..plain.len()], &plain[..]);
+    assert_eq!(bytes.len(), plain.len() + 26);
+    assert_eq!(Envelope::decode(&bytes).unwrap(), traced);
+    for cut in plain.len() + 1..bytes.len() {
+        let error = Envelope::decode(&bytes[..cut]).unwrap_err().to_string();
+        assert!(error.contains("trace"), "{error}");
+    }
+    let mut zero = bytes.clone();
+    zero[plain.len() + 1..plain.len() + 17].fill(0);
+    let error = Envelope::decode(&zero).unwrap_err().to_string();
+    assert!(error.contains("all-zero"), "{error}");
+    let mut unknown = bytes.clone();
+    unknown[plain.len()] = 2;
+    let error = Envelope::decode(&unknown).unwrap_err().to_string();
+    assert!(error.contains("26 bytes left over"), "{error}");
+    let mut long = bytes;
+    long.push(0);
+    let error = Envelope::decode(&long).unwrap_err().to_string();
+    assert!(error.contains("left over"), "{error}");
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-z✓ ]{0,6}"
 }
@@ -210,9 +245,10 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of((text(), text(), text())),
         proptest::collection::vec(any::<u32>(), 0..4),
         proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4),
+        proptest::option::of((1u128.., 1u64.., any::<bool>())),
     )
         .prop_map(
-            |(id, endpoint, parameters, deadline_ms, error, parts, routes)| {
+            |(id, endpoint, parameters, deadline_ms, error, parts, routes, trace)| {
                 let mut e = Envelope::request(endpoint, parameters);
                 e.request_id = id;
                 e.deadline_ms = deadline_ms;
@@ -230,6 +266,11 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                         outcome: Outcome::Skipped,
                     })
                     .collect();
+                e.trace = trace.map(|(t, p, sampled)| TraceContext {
+                    trace_id: t.to_be_bytes(),
+                    parent_id: p.to_be_bytes(),
+                    sampled,
+                });
                 e
             },
         )

@@ -63,6 +63,10 @@
 //!   each shard's part to one of its replicas, every replica taking work, a
 //!   shard serving on through one replica while a killed one restarts,
 //!   read-only replicas of a writer's shards before and after a reshard.
+//! - `traces`: OpenTelemetry traces into an in-process OTLP receiver: one
+//!   request through a 2-shard Pod is one tree of spans (THREAD and PROCESS
+//!   backends), a client's `traceparent` continued, a silent collector
+//!   slowing nothing.
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
@@ -91,4 +95,5 @@ mod sandbox;
 mod sdk;
 mod shard_replicas;
 mod stateful;
+mod traces;
 mod util;

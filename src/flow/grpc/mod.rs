@@ -180,6 +180,15 @@ fn client_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 }
 
 /// A failed request's status, as Jina's gateway writes it.
+/// The client's W3C `traceparent` metadata, when traces are on (off, it is
+/// not even read).
+fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<crate::trace::TraceContext> {
+    if !crate::trace::enabled() {
+        return None;
+    }
+    crate::trace::from_traceparent(metadata.get("traceparent").and_then(|v| v.to_str().ok()))
+}
+
 fn failure(executor: &str, kind: &str, message: &str) -> StatusProto {
     StatusProto {
         code: StatusCode::Error as i32,
@@ -207,7 +216,12 @@ impl Shared {
         &self,
         request: DataRequestProto,
         timeout: Option<Duration>,
+        parent: Option<crate::trace::TraceContext>,
     ) -> DataRequestProto {
+        let span =
+            crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
+        // A client's trace that is not sampled travels on unrecorded.
+        let trace = span.as_ref().map(crate::trace::Span::context).or(parent);
         let started = std::time::Instant::now();
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight());
         let received = self.metrics.as_ref().map_or(0, |_| request.encoded_len());
@@ -215,12 +229,30 @@ impl Shared {
             Some(Documents::Docs(docs)) => docs.docs.len(),
             _ => 0,
         };
-        let reply = self.answer(request, timeout).await;
+        let reply = self.answer(request, timeout, trace).await;
         let header = reply.header.as_ref();
         let status = header
             .and_then(|h| h.status.as_ref())
             .and_then(|s| s.exception.as_ref())
             .map_or("success", |e| e.name.as_str());
+        if let Some(mut span) = span {
+            span.set("rpc.system", "grpc");
+            span.set(
+                "endpoint",
+                header
+                    .and_then(|h| h.exec_endpoint.clone())
+                    .unwrap_or_else(|| "/".into()),
+            );
+            span.set("documents", docs as i64);
+            if let Some(h) = header {
+                span.set("request.id", h.request_id.clone());
+            }
+            span.set("status", status.to_string());
+            if status != "success" {
+                span.fail(status, &format!("the request failed: {status}"));
+            }
+            span.end();
+        }
         let served = crate::metrics::Served {
             request_id: header.map_or("-", |h| h.request_id.as_str()),
             endpoint: header
@@ -242,6 +274,7 @@ impl Shared {
         &self,
         request: DataRequestProto,
         timeout: Option<Duration>,
+        trace: Option<crate::trace::TraceContext>,
     ) -> DataRequestProto {
         let DataRequestProto {
             header,
@@ -291,6 +324,7 @@ impl Shared {
         };
         let mut envelope =
             Envelope::request(endpoint.clone(), convert::struct_json(parameters.as_ref()));
+        envelope.trace = trace;
         // The client's deadline (and Jina's per-request `header.timeout`, in
         // milliseconds), whichever ends first.
         let timeout = [
@@ -374,6 +408,8 @@ impl JinaRpc for Service {
     ) -> Result<Response<ReplyStream>, GrpcStatus> {
         let metadata = request.metadata();
         let timeout = client_timeout(metadata);
+        // Every request of the stream continues the client's trace.
+        let parent = traceparent(metadata);
         // Jina's client sends its `prefetch` and `results_in_order` as metadata.
         let window = metadata
             .get("__prefetch__")
@@ -395,7 +431,7 @@ impl JinaRpc for Service {
                     // `window` answers of its own, never a slot the gateway's
                     // other clients need.
                     Ok(request) => {
-                        tokio::spawn(async move { shared.process(request, timeout).await })
+                        tokio::spawn(async move { shared.process(request, timeout, parent).await })
                             .await
                             .map_err(|e| GrpcStatus::internal(format!("the request failed: {e}")))
                     }
@@ -423,8 +459,9 @@ impl JinaSingleDataRequestRpc for Service {
         request: Request<DataRequestProto>,
     ) -> Result<Response<DataRequestProto>, GrpcStatus> {
         let timeout = client_timeout(request.metadata());
+        let parent = traceparent(request.metadata());
         Ok(Response::new(
-            self.0.process(request.into_inner(), timeout).await,
+            self.0.process(request.into_inner(), timeout, parent).await,
         ))
     }
 }
