@@ -67,9 +67,12 @@ $(foreach e,$(JS_EXAMPLES),$(eval $(call js_guest,$(e))))
 build: guests
 	$(CARGO) build
 
-# rustfmt first: a formatting slip fails in a second, before the long build.
+# rustfmt first: a formatting slip fails in a second, before the long build;
+# then clippy on every target of both crates (and the example crates they
+# build natively), warnings as errors.
 test: guests models
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy -p jina-wasm -p jina-guest-sdk --all-targets -- -D warnings
 	$(CARGO) test -p jina-wasm -p jina-guest-sdk
 
 demo: build models

@@ -381,7 +381,7 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
     // has no handler, so the guest returns the batch as received: the host and the
     // boundary, nothing else. `/roundtrip` adds the SDK decoding the batch into
     // Document trees and encoding it back, as any real handler does.
-    let mut executor = start(&cached, "passthrough", Value::Null);
+    let mut executor = start(cached, "passthrough", Value::Null);
     for (endpoint, n) in [("/", 1usize), ("/", 100), ("/roundtrip", 100)] {
         let docs: Vec<Document> = (0..n).map(workload_doc).collect();
         let call = median(2000, || {
@@ -418,7 +418,7 @@ fn executor_rows(cached: &Arc<Runtime>, uncached: &Arc<Runtime>) -> Vec<Row> {
             ..Default::default()
         })
         .collect();
-    let mut encoder = start(&cached, "text-encoder", Value::Null);
+    let mut encoder = start(cached, "text-encoder", Value::Null);
     let wasm_time = median(20, || {
         for batch in docs.chunks(100) {
             encoder.handle("/", batch, &Value::Null).unwrap();
@@ -1290,7 +1290,7 @@ async fn demo_workload(host: &str, port: u16) -> (f64, Duration, Duration) {
 #[path = "../tests/support/local_cluster.rs"]
 mod local_cluster;
 
-/// 11. The demo Flow exported to Kubernetes, every unit its own process on its
+/// Section 11: The demo Flow exported to Kubernetes, every unit its own process on its
 /// own loopback address (as tests/all/export.rs runs it), beside the same
 /// Flow in one `jina-wasm flow` process: what the extra process hops cost.
 async fn export_rows() -> Vec<Row> {
@@ -2183,7 +2183,7 @@ fn minilm_python_rate(texts: &[String]) -> Option<f64> {
     serde_json::from_slice::<Value>(&out.stdout).ok()?["sentences_per_s"].as_f64()
 }
 
-/// 15. all-MiniLM-L6-v2 in the sandbox: sentences per second of the wasm
+/// Section 15: all-MiniLM-L6-v2 in the sandbox: sentences per second of the wasm
 /// encoder in batches of 32 against the same crate built natively (one
 /// thread, as the guest) and the NumPy reference; replicas on two cores;
 /// start time from the compiled-component cache; component size; resident
@@ -2428,7 +2428,7 @@ async fn grpc_latency(port: u16, docs: &[Document], n: usize) -> (Duration, Dura
     (times[n / 2], times[n * 99 / 100])
 }
 
-/// 16. The gRPC gateway against the HTTP one, on the same Flow (a
+/// Section 16: The gRPC gateway against the HTTP one, on the same Flow (a
 /// passthrough Pod) in one run: 100-doc requests with 128-d embeddings
 /// (packed float32 over gRPC, JSON numbers over HTTP), and 1-doc requests.
 async fn grpc_rows() -> Vec<Row> {

@@ -59,11 +59,12 @@ impl RunCommand {
         // Persist what was handled, unless the instance was lost to a trap (a
         // fresh instance would only dump the state it loaded) or it is read-only.
         let instance_lost = matches!(&outcome, Err(Failure::Executor(e)) if e.kind.is_trap());
-        if !read_only && !instance_lost {
-            if let Err(e) = executor.dump() {
-                report(&Failure::Executor(e));
-                failed = true;
-            }
+        if !read_only
+            && !instance_lost
+            && let Err(e) = executor.dump()
+        {
+            report(&Failure::Executor(e));
+            failed = true;
         }
         if let Err(e) = executor.close() {
             tracing::warn!("{e}");

@@ -211,6 +211,9 @@ struct Thread {
 /// tokio worker (normal priority), and this one waits until it has been.
 /// Costs one thread start (~50 µs) after a call of 100 ms or more. `Err`
 /// gives the state back when no thread can be started: work goes on here.
+// The state goes back by value (once per call of 100 ms or more): boxing
+// it would cost an allocation on every such call for a lint's sake.
+#[allow(clippy::result_large_err)]
 fn retire(thread: Thread) -> Result<(), Thread> {
     let name = std::thread::current()
         .name()

@@ -486,7 +486,9 @@ fn on_peer(
 }
 
 /// Which Pea gets which message. Errors are requests that cannot be sent
-/// (a body to partition that does not decode), returned failed.
+/// (a body to partition that does not decode), returned failed (the
+/// message itself, by value, as the Tail takes it).
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
 fn plan(
     name: &str,
     layout: &Layout,

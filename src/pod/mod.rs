@@ -709,12 +709,13 @@ async fn assemble(
     };
     let local = if config.external.is_some() { 0 } else { n };
     let roster: Roster = Arc::default();
-    for i in 0..local {
+    // An open Pod has no names: its Peas are elsewhere (`local` is 0).
+    for (i, pea_name) in names.iter().enumerate().take(local) {
         let member = member_config(config, layout, i, &fanout_at, &parts_at)?;
-        tracing::info!(pod = %name, pea = %names[i], role = %role(i), "starting");
-        opened.starting = Some(names[i].clone());
+        tracing::info!(pod = %name, pea = %pea_name, role = %role(i), "starting");
+        opened.starting = Some(pea_name.clone());
         let info = MemberInfo {
-            pea: names[i].clone(),
+            pea: pea_name.clone(),
             role: role(i),
             ctrl: String::new(),
         };

@@ -128,9 +128,7 @@ fn protocols_and_ports_are_checked_before_anything_starts() {
     }
 }
 
-#[path = "../support/grpc_request.rs"]
-mod grpc_request;
-use grpc_request::grpc_request;
+use crate::grpc_request::grpc_request;
 
 /// Found by a hostile test: three `Call` streams whose clients never read
 /// their (large) answers held every one of the gateway's slots into the

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::util::{cache_dir, load, runtime, start, text_doc, wasm};
 
 fn load_error(path: &std::path::Path) -> LoadError {
-    runtime().load(path).err().expect("load should fail")
+    runtime().load(path).expect_err("load should fail")
 }
 
 #[test]

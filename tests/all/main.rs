@@ -94,6 +94,9 @@ mod rolling;
 mod sandbox;
 mod sdk;
 mod shard_replicas;
+// The gRPC request the gRPC tests and the bench build (examples/bench.rs).
+#[path = "../support/grpc_request.rs"]
+mod grpc_request;
 mod stateful;
 mod traces;
 mod util;

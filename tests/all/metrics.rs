@@ -66,7 +66,7 @@ fn parse(text: &str) -> Samples {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
         assert!(is_name(name, true), "{}", at("a bad sample name"));
-        let declared = types.get(name).is_some()
+        let declared = types.contains_key(name)
             || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
                 name.strip_suffix(suffix)
                     .and_then(|family| types.get(family))

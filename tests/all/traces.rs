@@ -350,9 +350,6 @@ fn the_trace_crosses_into_pea_processes() {
     assert_eq!(gateway.service, "jina-wasm");
 }
 
-#[path = "../support/grpc_request.rs"]
-mod grpc_request;
-
 /// The gRPC gateway continues a client's `traceparent` metadata too.
 #[test]
 fn a_grpc_clients_traceparent_is_continued() {
@@ -371,7 +368,7 @@ fn a_grpc_clients_traceparent_is_continued() {
             ..Default::default()
         })
         .collect();
-    let mut request = grpc_request::grpc_request("grpc-1", &docs);
+    let mut request = crate::grpc_request::grpc_request("grpc-1", &docs);
     request.header.as_mut().unwrap().exec_endpoint = Some("/index".into());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

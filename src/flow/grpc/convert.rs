@@ -482,7 +482,7 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, String> {
             }
             let array = NdArrayProto {
                 dense: Some(DenseNdArrayProto {
-                    buffer: buffer.into(),
+                    buffer,
                     shape: vec![dim as u32],
                     dtype: "<f4".into(),
                 }),
@@ -625,8 +625,7 @@ mod tests {
                 buffer: [1.5f32, -2.0]
                     .iter()
                     .flat_map(|v| v.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into(),
+                    .collect::<Vec<u8>>(),
                 shape: vec![2],
                 dtype: "<f4".into(),
             }),
@@ -690,7 +689,7 @@ mod tests {
         );
         let bad = NdArrayProto {
             dense: Some(DenseNdArrayProto {
-                buffer: vec![0; 6].into(),
+                buffer: vec![0; 6],
                 shape: vec![2],
                 dtype: "<f4".into(),
             }),
@@ -702,7 +701,7 @@ mod tests {
         );
         let f2 = NdArrayProto {
             dense: Some(DenseNdArrayProto {
-                buffer: vec![0; 2].into(),
+                buffer: vec![0; 2],
                 shape: vec![1],
                 dtype: "<f2".into(),
             }),

@@ -104,7 +104,7 @@ impl Model {
         let c = &config;
         if c.hidden_size == 0
             || c.num_attention_heads == 0
-            || c.hidden_size % c.num_attention_heads != 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
             || c.num_hidden_layers == 0
             || c.num_hidden_layers > 64
             || c.hidden_size > 8192
@@ -155,7 +155,7 @@ impl Model {
             }
             let data = view.data();
             let offset = data.as_ptr() as usize - base;
-            Ok(if offset % 4 == 0 {
+            Ok(if offset.is_multiple_of(4) {
                 Slot::InFile(offset / 4..offset / 4 + data.len() / 4)
             } else {
                 Slot::Copied(
