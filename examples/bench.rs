@@ -2480,23 +2480,26 @@ async fn grpc_rows() -> Vec<Row> {
     rows
 }
 
-/// Section 17: requests per second through the same Flow (a Pod of two
-/// shards, then a singleton Pea) with metrics off and on, both running, in
-/// six rounds, each side first in every other; each side's median round.
-/// The ratio is on/off.
-async fn metrics_rows() -> Vec<Row> {
+/// One Flow (a Pod of two passthrough shards, then a singleton Pea) run
+/// twice side by side, without and with `with_on` (a feature's `with:` keys),
+/// driven by 1-doc requests, 8 in flight, in six rounds of 1,500, each side
+/// first in every other round (whatever the first of a pair pays or gains
+/// falls on both). Returns each side's median round (requests/s) and its
+/// process's CPU time per request over the six rounds: what a request costs
+/// the Flow whatever else the machine runs meanwhile (requests/s on a shared
+/// machine swing by more than a feature costs).
+async fn on_off(with_on: &str) -> OnOff {
     let pods = "pods:\n  - name: shards\n    uses: {W}/passthrough.wasm\n    shards: 2\n  - name: one\n    uses: {W}/passthrough.wasm\n";
-    let on = FlowProcess::start(&format!("with:\n  monitoring: true\n{pods}"));
+    let on = FlowProcess::start(&format!("with:\n{with_on}{pods}"));
     let off = FlowProcess::start(pods);
     let docs: Vec<Document> = (0..1).map(workload_doc).collect();
-    let requests = 1500;
+    let (rounds, requests) = (6, 1500);
     let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
     // Warm both (connections, first-seen endpoints), then measure.
     http_rate(off.1, "/", &docs, 200).await;
     http_rate(on.1, "/", &docs, 200).await;
-    // Each side first in every other round: whatever the first of a pair
-    // pays (or gains) falls on both.
-    for round in 0..6 {
+    let (cpu_off, cpu_on) = (process_cpu(off.0.id()), process_cpu(on.0.id()));
+    for round in 0..rounds {
         if round % 2 == 0 {
             rates_off.push(http_rate(off.1, "/", &docs, requests).await);
             rates_on.push(http_rate(on.1, "/", &docs, requests).await);
@@ -2505,29 +2508,71 @@ async fn metrics_rows() -> Vec<Row> {
             rates_off.push(http_rate(off.1, "/", &docs, requests).await);
         }
     }
+    let per_request = |before: Duration, pid: u32| {
+        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (rounds * requests) as f64
+    };
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (rate_off, rate_on) = (median(rates_off), median(rates_on));
-    let ratio = rate_on / rate_off;
-    vec![Row {
-        name:
-            "metrics on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight)"
-                .into(),
-        value: format!("{rate_on:.0} req/s on"),
-        baseline: format!("{rate_off:.0} req/s off"),
-        ratio,
-        ratio_label: "on/off",
-        target: ">= 0.95".into(),
-        met: ratio >= 0.95,
-    }]
+    OnOff {
+        rate_on: median(rates_on),
+        rate_off: median(rates_off),
+        cpu_on: per_request(cpu_on, on.0.id()),
+        cpu_off: per_request(cpu_off, off.0.id()),
+    }
 }
 
-/// Section 19: requests per second through the same Flow as section 18 with
-/// traces off and on (exporting every span over OTLP/HTTP to a sink in this
-/// process that reads each export and answers 200), in six rounds, each side
-/// first in every other; each side's median round. The ratio is on/off.
+struct OnOff {
+    rate_on: f64,
+    rate_off: f64,
+    /// CPU time of the Flow's process per request, µs.
+    cpu_on: f64,
+    cpu_off: f64,
+}
+
+impl OnOff {
+    /// The CPU row (the one to compare on a shared machine) and the
+    /// requests/s row, `what` naming the feature.
+    fn rows(&self, what: &str, detail: &str, cpu_target: f64, rate_target: f64) -> Vec<Row> {
+        let (cpu, rate) = (self.cpu_on / self.cpu_off, self.rate_on / self.rate_off);
+        vec![
+            Row {
+                name: format!(
+                    "{what} on vs off: CPU time of the Flow's process per 1-doc request (same runs)"
+                ),
+                value: format!("{:.0} µs on", self.cpu_on),
+                baseline: format!("{:.0} µs off", self.cpu_off),
+                ratio: cpu,
+                ratio_label: "on/off",
+                target: format!("<= {cpu_target}"),
+                met: cpu <= cpu_target,
+            },
+            Row {
+                name: format!(
+                    "{what} on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight{detail})"
+                ),
+                value: format!("{:.0} req/s on", self.rate_on),
+                baseline: format!("{:.0} req/s off", self.rate_off),
+                ratio: rate,
+                ratio_label: "on/off",
+                target: format!(">= {rate_target}"),
+                met: rate >= rate_target,
+            },
+        ]
+    }
+}
+
+/// Section 18: what metrics cost ([`on_off`], `monitoring: true`).
+async fn metrics_rows() -> Vec<Row> {
+    on_off("  monitoring: true\n")
+        .await
+        .rows("metrics", "", 1.05, 0.95)
+}
+
+/// Section 19: what traces cost ([`on_off`], every span exported over
+/// OTLP/HTTP to a sink in this process that reads each export and answers
+/// 200).
 async fn tracing_rows() -> Vec<Row> {
     use std::sync::atomic::{AtomicU64, Ordering};
     let exports = std::sync::Arc::new(AtomicU64::new(0));
@@ -2542,60 +2587,20 @@ async fn tracing_rows() -> Vec<Row> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, sink).await });
-    let pods = "pods:\n  - name: shards\n    uses: {W}/passthrough.wasm\n    shards: 2\n  - name: one\n    uses: {W}/passthrough.wasm\n";
-    let on = FlowProcess::start(&format!(
-        "with:\n  tracing: true\n  traces_endpoint: http://127.0.0.1:{sink_port}\n{pods}"
-    ));
-    let off = FlowProcess::start(pods);
-    let docs: Vec<Document> = (0..1).map(workload_doc).collect();
-    let requests = 1500;
-    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
-    http_rate(off.1, "/", &docs, 200).await;
-    http_rate(on.1, "/", &docs, 200).await;
-    // The Flow processes' CPU time over the measured rounds: what a request
-    // costs each, whatever else the machine runs meanwhile (throughput on a
-    // shared machine swings more than traces cost).
-    let (cpu_off, cpu_on) = (process_cpu(off.0.id()), process_cpu(on.0.id()));
-    for round in 0..6 {
-        if round % 2 == 0 {
-            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
-            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
-        } else {
-            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
-            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
-        }
-    }
-    let per_request = |before: Duration, pid: u32| {
-        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (6 * requests) as f64
-    };
-    let (cpu_off, cpu_on) = (
-        per_request(cpu_off, off.0.id()),
-        per_request(cpu_on, on.0.id()),
-    );
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (rate_off, rate_on) = (median(rates_off), median(rates_on));
-    let ratio = rate_on / rate_off;
+    let measured = on_off(&format!(
+        "  tracing: true\n  traces_endpoint: http://127.0.0.1:{sink_port}\n"
+    ))
+    .await;
     let exports = exports.load(Ordering::Relaxed);
-    vec![Row {
-        name: "traces on vs off: CPU time of the Flow's process per 1-doc request (same runs)".into(),
-        value: format!("{cpu_on:.0} µs on"),
-        baseline: format!("{cpu_off:.0} µs off"),
-        ratio: cpu_on / cpu_off,
-        ratio_label: "on/off",
-        target: "<= 1.2".into(),
-        met: cpu_on / cpu_off <= 1.2,
-    }, Row {
-        name: "traces on vs off: 1-doc requests/s through a Flow (2 shards, then 1 Pea; 8 in flight; on: 5 spans a request to an OTLP/HTTP sink)".into(),
-        value: format!("{rate_on:.0} req/s on ({exports} exports received)"),
-        baseline: format!("{rate_off:.0} req/s off"),
-        ratio,
-        ratio_label: "on/off",
-        target: ">= 0.85".into(),
-        met: ratio >= 0.85 && exports > 0,
-    }]
+    let mut rows = measured.rows(
+        "traces",
+        &format!("; on: 5 spans a request to an OTLP/HTTP sink, {exports} exports received"),
+        1.2,
+        0.85,
+    );
+    // Spans that never reached the sink would make "on" look free.
+    rows[1].met &= exports > 0;
+    rows
 }
 
 /// User and system CPU time of process `pid` so far (Linux /proc).
