@@ -661,13 +661,13 @@ async fn create(
             ));
         }
         let (peas, memory) = Daemon::usage(objects);
-        if peas + plan.peas > quota.max_peas {
+        if peas.saturating_add(plan.peas) > quota.max_peas {
             return Err(refuse(format!(
                 "{what} `{}` needs {} Peas; {peas} of max_peas {} are running",
                 plan.name, plan.peas, quota.max_peas
             )));
         }
-        if memory + plan.memory > quota.total_memory {
+        if memory.saturating_add(plan.memory) > quota.total_memory {
             return Err(refuse(format!(
                 "{what} `{}` needs {} for {} Peas; {} of total_memory {} is taken",
                 plan.name,

@@ -176,8 +176,10 @@ pub fn prepare(
             .max(1)
             .saturating_mul(count("parallel").max(count("replicas")).max(1))
             .saturating_add(sides);
-        peas += n;
-        memory += n as u64 * per_pea;
+        // Saturating: the counts are the tenant's (`shards: 1e18`), checked
+        // against the quota (and Flow::parse's caps) only after this.
+        peas = peas.saturating_add(n);
+        memory = memory.saturating_add((n as u64).saturating_mul(per_pea));
         largest = largest.max(per_pea);
     }
     let rewritten = serde_yaml::to_string(&flow).map_err(|e| fail(e.to_string()))?;

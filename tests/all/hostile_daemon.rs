@@ -327,9 +327,12 @@ fn a_flows_state_has_one_live_user() {
         .chain((0..20_000).map(|i| format!("  - name: p{i}\n    uses: m.wasm\n")))
         .collect();
     let huge = format!("# {}\n{flow}", "x".repeat(2 << 20));
+    // Counts that overflow when multiplied (shards × parallel × memory_hwm).
+    let vast = "pods:\n  - name: p\n    uses: m.wasm\n    shards: 18446744073709551615\n    parallel: 18446744073709551615\n";
     let parts = [
         ("many.yml", many.into_bytes()),
         ("huge.yml", huge.into_bytes()),
+        ("vast.yml", vast.as_bytes().to_vec()),
     ];
     assert_eq!(d.upload(ALICE, "w", &parts).0, 200);
     let started = Instant::now();
@@ -341,6 +344,13 @@ fn a_flows_state_has_one_live_user() {
         assert_eq!(code, 400, "{file}: {answer}");
         assert!(error(&answer).contains(words), "{file}: {answer}");
     }
+    // Counted without overflow, and refused by the quota.
+    let (code, answer) = create("/flows", json!({"workspace": "w", "uses": "vast.yml"}));
+    assert_eq!(code, 403, "{answer}");
+    assert!(
+        error(&answer).contains("needs 18446744073709551615 Peas"),
+        "{answer}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
