@@ -411,11 +411,18 @@ fn on_peer(
         return;
     };
     if rest.is_empty() {
-        if let Some(&i) = by_identity.get(identity) {
+        if let Some(i) = by_identity.remove(identity) {
             let member = members.read().expect("members")[i].clone();
-            tracing::warn!(pea = %name, member = %member, "a Pea of the Pod disconnected");
-            peers[i].alive = false;
-            peers[i].credit = 0;
+            let reason = "disconnected";
+            connection_gone(
+                name,
+                &member,
+                &mut peers[i],
+                by_identity,
+                identity,
+                i,
+                reason,
+            );
         }
         return;
     }
@@ -467,6 +474,16 @@ fn on_peer(
     let peer = &mut peers[i];
     match message.envelope.endpoint.as_str() {
         "IDLE" => {
+            if let Some(held) = &peer.identity
+                && held != identity
+                && by_identity.contains_key(held)
+            {
+                let member = members.read().expect("members")[i].clone();
+                tracing::warn!(
+                    pea = %name, member = %member,
+                    "two Peas of the Pod connected under one name: the newer takes the work, the other stands by (two replicas need two replica ids)"
+                );
+            }
             peer.identity = Some(identity.clone());
             peer.alive = true;
             peer.joining = false;
@@ -478,11 +495,43 @@ fn on_peer(
             peer.credit = peer.credit.saturating_add(credit);
         }
         "CANCEL" => {
-            peer.alive = false;
-            peer.credit = 0;
+            by_identity.remove(identity);
+            let member = members.read().expect("members")[i].clone();
+            connection_gone(name, &member, peer, by_identity, identity, i, "stopped");
         }
         _ => {}
     }
+}
+
+/// A connection of member `index` closed or withdrew (`identity`, already
+/// out of `by_identity`). If it was not the one the member is served
+/// through (an older Pea of the same name, replaced while it hung), nothing
+/// changes. If it was, and another Pea of that name is still connected (a
+/// second Pea started with the same name), that one serves on: it asked for
+/// work when it registered, so it gets one credit. Otherwise the member is
+/// down.
+fn connection_gone(
+    name: &str,
+    member: &str,
+    peer: &mut Peer,
+    by_identity: &HashMap<Bytes, usize>,
+    identity: &Bytes,
+    index: usize,
+    reason: &str,
+) {
+    if peer.identity.as_ref() != Some(identity) {
+        tracing::info!(pea = %name, member = %member, "an older connection of a Pea of the Pod {reason}; the newer one serves on");
+        return;
+    }
+    if let Some((other, _)) = by_identity.iter().find(|&(_, &i)| i == index) {
+        tracing::warn!(pea = %name, member = %member, "a Pea of the Pod {reason}; another Pea of that name, still connected, takes its place");
+        peer.identity = Some(other.clone());
+        peer.credit = 1;
+        return;
+    }
+    tracing::warn!(pea = %name, member = %member, "a Pea of the Pod {reason}");
+    peer.alive = false;
+    peer.credit = 0;
 }
 
 /// Which Pea gets which message. Errors are requests that cannot be sent

@@ -822,6 +822,47 @@ async fn a_head_of_shards_times_replicas_takes_the_replicas_of_each_shard() {
             "shard-1/replica-web-c"
         ]
     );
+
+    // A second Pea under web-c's name (a replacement started while the
+    // first still hung, or a copy-paste of its id) takes the work; when it
+    // goes, the first, still connected, serves on: the shard is not lost.
+    let twin = pea("1", "web-c");
+    let twin_ctrl = twin.1["ctrl"].as_str().unwrap().to_string();
+    let twin_requests = || {
+        let out = crate::cli::jina(
+            &["ping", twin_ctrl.trim_start_matches("tcp://"), "--json"],
+            "",
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)["requests"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let call = |k: usize| {
+        let docs: Vec<jina_wasm::Document> = (0..6)
+            .map(|i| crate::util::text_doc(&format!("t{k}-{i}"), "x"))
+            .collect();
+        crate::pod::message("/only", json!({"who": "nobody"}), &docs)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 0;
+    while twin_requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second Pea of web-c's name never took work"
+        );
+        let reply = client.call(call(k)).await.unwrap();
+        assert_eq!(reply.envelope.status, jina_wasm::wire::Status::Success);
+        k += 1;
+    }
+    drop(twin);
+    for k in 100..110 {
+        let reply = client.call(call(k)).await.unwrap();
+        assert_eq!(
+            reply.envelope.status,
+            jina_wasm::wire::Status::Success,
+            "the first Pea of web-c's name serves on"
+        );
+    }
     client.close().await;
 }
 

@@ -326,3 +326,58 @@ fn silent_connections_to_the_grpc_port_are_closed() {
     });
     drop(flow);
 }
+
+/// The gRPC gateway checks what the HTTP one checks, before anything enters
+/// the Flow: an endpoint no executor could declare, and a request id too long
+/// to echo or log (it is neither), each answered `bad-request` naming it; a
+/// good request on the same connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_endpoints_are_checked_as_over_http() {
+    use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+    let flow = FlowProcess::start(
+        "with:\n  protocol: grpc\npods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n",
+    );
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", grpc_port(&flow)))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = JinaSingleDataRequestRpcClient::new(channel);
+    let docs = [jina_wasm::Document {
+        id: "a".into(),
+        text: Some("hello".into()),
+        ..Default::default()
+    }];
+    let long_id = grpc_request(&"x".repeat(3000), &docs);
+    let mut bad_endpoint = grpc_request("r", &docs);
+    bad_endpoint.header.as_mut().unwrap().exec_endpoint = Some("index\n".into());
+    for (request, says) in [
+        (long_id, "`header.request_id` is 3000 bytes, more than 256"),
+        (
+            bad_endpoint,
+            "it starts with `/` and has no control characters",
+        ),
+    ] {
+        let answer = client
+            .process_single_data(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let header = answer.header.unwrap();
+        let status = header.status.unwrap();
+        let exception = status.exception.clone().unwrap();
+        assert_eq!(exception.name, "bad-request", "{exception:?}");
+        assert!(
+            status.description.contains(says) || exception.args.iter().any(|a| a.contains(says)),
+            "{status:?}"
+        );
+        assert!(header.request_id.len() <= 256, "not echoed");
+    }
+    let answer = client
+        .process_single_data(grpc_request("r", &docs))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
+}

@@ -282,7 +282,19 @@ impl Shared {
             data,
             ..
         } = request;
-        let header = header.unwrap_or_default();
+        let mut header = header.unwrap_or_default();
+        // As the HTTP gateway: an id is echoed and logged, so a long one is
+        // refused, and neither echoed nor logged.
+        let long_id = (header.request_id.len() > crate::flow::gateway::MAX_NAME_BYTES).then(|| {
+            format!(
+                "`header.request_id` is {} bytes, more than {}",
+                header.request_id.len(),
+                crate::flow::gateway::MAX_NAME_BYTES
+            )
+        });
+        if long_id.is_some() {
+            header.request_id.clear();
+        }
         let endpoint = header
             .exec_endpoint
             .clone()
@@ -312,9 +324,11 @@ impl Shared {
                 .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
                 .and_then(|docs| convert::body_from_docs(&docs)),
         };
-        let target = crate::flow::gateway::check_endpoint(&endpoint).and_then(|()| {
-            TargetExecutor::parse(header.target_executor.as_deref().unwrap_or_default())
-        });
+        let target = crate::flow::gateway::check_endpoint(&endpoint)
+            .and_then(|()| long_id.map_or(Ok(()), Err))
+            .and_then(|()| {
+                TargetExecutor::parse(header.target_executor.as_deref().unwrap_or_default())
+            });
         let (body, target) = match (body, target) {
             (Ok(body), Ok(target)) => (body, target),
             (Err(message), _) | (_, Err(message)) => {
