@@ -157,7 +157,7 @@ impl Ledger {
             window: record.window,
             dumped_through: record.dumped_through,
             reason: format!(
-                "the previous process (pid {}) ended without saving them (killed, out of memory, or a crash); \
+                "the previous process (pid {}) ended without saving them (killed, out of memory, or a crash; or another writable replica shares this workspace); \
                  at least this many, numbered as it counted, as of {} ms since the epoch",
                 record.pid, record.updated_ms
             ),

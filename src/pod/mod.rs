@@ -534,6 +534,19 @@ impl PodHandle {
 /// A socket, an executor, a shard workspace or a Pea that does not come up.
 pub async fn start(runtime: Arc<Runtime>, config: PodConfig) -> anyhow::Result<PodHandle> {
     let name = config.pea.name.clone();
+    let sandbox = &config.pea.executor.sandbox;
+    if config.replicas > 1 && sandbox.workspace.is_some() && !sandbox.read_only {
+        // Not refused: a stateless executor may be given a workspace it
+        // never writes. But a stateful one loses writes here, so say it
+        // before the first one.
+        tracing::warn!(
+            pod = %name,
+            "{} writable replicas share each workspace: each keeps its own state and dumps it over the others', \
+             so writes one replica acknowledged can be gone after a restart; give query replicas --read-only \
+             (docs/stateful.md, \"Read-only replicas\")",
+            config.replicas
+        );
+    }
     if config.is_singleton() {
         let current = update::component_of(&config.pea.uses, &config.pea.executor.config).await;
         let updater = update::Updater::unsupported(
