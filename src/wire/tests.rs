@@ -64,6 +64,18 @@ fn envelope_vectors() {
     let mut control = Envelope::control("STATUS");
     control.request_id = "c1".into();
     check_envelope("envelope-control", &control);
+
+    let mut traced = Envelope::request("/search", "");
+    traced.request_id = "r3".into();
+    traced.trace = Some(crate::wire::TraceContext {
+        trace_id: hex::decode("4bf92f3577b34da6a3ce929d0e0e4736")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        parent_id: hex::decode("00f067aa0ba902b7").unwrap().try_into().unwrap(),
+        sampled: true,
+    });
+    check_envelope("envelope-traced", &traced);
 }
 
 #[test]

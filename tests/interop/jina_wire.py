@@ -45,6 +45,7 @@ __all__ = [
 MAGIC = b"JW"
 VERSION = 1
 MAX_ENVELOPE = 1 << 20  # "Receivers refuse an envelope over 1 MiB."
+TRACE_TAG = 1  # the optional trace field after the routes
 NO_PARENT = 0xFFFF_FFFF  # the parent of a root
 
 KIND_DATA, KIND_CONTROL_REQUEST, KIND_CONTROL_REPLY = 0, 1, 2
@@ -213,6 +214,18 @@ def decode_envelope(frame: bytes) -> dict:
         }
         for i in range(route_count)
     ]
+    # Optional, last: present only on a traced request (docs/protocol.md).
+    if r.left():
+        tag = r.u8("trace tag")
+        if tag != TRACE_TAG:
+            raise r.fail(f"trace tag is {tag}, not {TRACE_TAG}")
+        trace_id = r.take(16, "trace id")
+        parent_id = r.take(8, "trace parent id")
+        flags = r.u8("trace flags")
+        if trace_id == bytes(16) or parent_id == bytes(8):
+            raise r.fail("trace id or parent id is all zeros")
+        # W3C trace flags: bit 0 is "sampled"; the others are kept as sent.
+        env["trace"] = {"trace_id": trace_id.hex(), "parent_id": parent_id.hex(), "flags": flags}
     r.finish()
     return env
 
@@ -466,6 +479,16 @@ def _write_envelope(w: _Writer, env: dict) -> None:
         w.u64(f"routes[{i}].end {route['end']}", route["end"])
         outcome = _check_enum(route["outcome"], OUTCOMES, f"routes[{i}].outcome")
         w.u8(f"routes[{i}].outcome {outcome} ({OUTCOMES[outcome]})", outcome)
+    trace = env.get("trace")
+    if trace is not None:
+        trace_id, parent_id = bytes.fromhex(trace["trace_id"]), bytes.fromhex(trace["parent_id"])
+        if len(trace_id) != 16 or len(parent_id) != 8 or trace_id == bytes(16) or parent_id == bytes(8):
+            raise ValueError("a trace id is 16 bytes and a parent id 8, neither all zeros")
+        w.u8(f"trace tag {TRACE_TAG}", TRACE_TAG)
+        w.put(f"trace id {trace['trace_id']}", trace_id)
+        w.put(f"trace parent id {trace['parent_id']}", parent_id)
+        flags = trace["flags"]
+        w.u8(f"trace flags {flags} ({'sampled' if flags & 1 else 'not sampled'})", flags)
 
 
 def annotate_envelope(env: dict) -> list[tuple[str, bytes]]:

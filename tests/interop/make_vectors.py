@@ -65,6 +65,25 @@ VECTORS = [
         },
     ),
     (
+        "envelope-traced",
+        "envelope",
+        "A data request `r3` for `/search`, no parameters, no deadline, successful so far, no parts "
+        "and no routes, in trace `4bf92f3577b34da6a3ce929d0e0e4736` whose next span is a child of span "
+        "`00f067aa0ba902b7`, sampled: the optional trace field after the routes.",
+        {
+            "kind": 0,
+            "after_error": 0,
+            "request_id": "r3",
+            "endpoint": "/search",
+            "parameters": "",
+            "deadline": 0,
+            "status": None,
+            "parts": [],
+            "routes": [],
+            "trace": {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "parent_id": "00f067aa0ba902b7", "flags": 1},
+        },
+    ),
+    (
         "envelope-control",
         "envelope",
         "A `STATUS` control request (kind 1) with id `c1`, no parameters, no deadline, "

@@ -168,8 +168,14 @@ class Malformed(unittest.TestCase):
         self.assertMalformed(jw.decode_envelope, control[:-6] + b"\x02" + control[-5:], "status code")
 
     def test_envelope_leftover_bytes(self):
+        # After the routes, a byte is the optional trace field's tag.
         for name in ("envelope-data", "envelope-error", "envelope-control"):
-            self.assertMalformed(jw.decode_envelope, VECTORS[name] + b"\x00", "left over")
+            self.assertMalformed(jw.decode_envelope, VECTORS[name] + b"\x00", "trace tag is 0")
+        traced = VECTORS["envelope-traced"]
+        self.assertMalformed(jw.decode_envelope, traced + b"\x00", "left over")
+        self.assertMalformed(jw.decode_envelope, traced[:-3], "trace")
+        zero_id = traced[:-25] + bytes(16) + traced[-9:]
+        self.assertMalformed(jw.decode_envelope, zero_id, "all zeros")
 
     def test_envelope_over_1_mib(self):
         big = {**VALUES["envelope-control"][1], "parameters": "x" * (1 << 20)}
