@@ -468,7 +468,24 @@ fn on_peer(
         Some(i)
     });
     let Some(i) = index else {
-        tracing::warn!(pea = %name, "ignored credit from a Pea that is not a member of this Pod");
+        let pea = body
+            .get("pea")
+            .and_then(Value::as_str)
+            .unwrap_or("(no name)");
+        let members = members.read().expect("members");
+        let shown: Vec<&str> = members.iter().take(4).map(String::as_str).collect();
+        tracing::warn!(
+            pea = %name, member = %pea,
+            "ignored Pea `{pea}`: it is no member of this Pod ({} members: {}{}); check its --name{} and --replica-id",
+            members.len(),
+            shown.join(", "),
+            if members.len() > shown.len() { ", ..." } else { "" },
+            if shards > 1 {
+                format!(", --shard-id (below {shards}), --shard-count ({shards})")
+            } else {
+                String::new()
+            },
+        );
         return;
     };
     let peer = &mut peers[i];
