@@ -610,20 +610,12 @@ fn plan(
     }
     match layout {
         Layout::Replicas => {
-            let chosen = match balance {
-                // Most credit first; ties go round the ring from `next`.
-                Balance::Credit => (0..n)
-                    .map(|k| (*next + k) % n)
-                    .filter(|&i| peers[i].alive && peers[i].credit > 0 && !peers[i].retired)
-                    .max_by_key(|&i| (peers[i].credit, std::cmp::Reverse((i + n - *next) % n))),
-                Balance::RoundRobin => (0..n)
-                    .map(|k| (*next + k) % n)
-                    .find(|&i| peers[i].alive && !peers[i].retired),
-            };
-            let Some(i) = chosen else {
+            // One shard (0) of replicas: the same choice as for each shard
+            // of a shards × replicas Pod. With credit balancing the Head
+            // reads a request only while some replica has credit.
+            let Some(i) = pick(peers, 0, balance, next) else {
                 return Err(unavailable(message));
             };
-            *next = (i + 1) % n;
             Ok(split(vec![(i, message.body.clone())], &message))
         }
         // (Shards × replicas are planned by `plan_grid`.)
