@@ -188,9 +188,15 @@ fn main() {
     if section("tracing") {
         rows.extend(tokio.block_on(tracing_rows()));
     }
+    // 20. The Flow's HTTP path against a bare JSON echo server (issue 17).
+    if section("floor") {
+        rows.extend(tokio.block_on(floor::floor_rows()));
+    }
     print_table(&rows);
 }
 
+#[path = "bench/floor.rs"]
+mod floor;
 #[path = "bench/soak.rs"]
 mod soak;
 
@@ -333,7 +339,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
 /// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
-/// grpc, metrics, tracing); the default is all of them but `soak` (`named`).
+/// grpc, metrics, tracing, floor); the default is all of them but `soak` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }
