@@ -106,6 +106,9 @@ const SENTENCES: [&str; 4] = [
 ];
 
 fn main() {
+    if std::env::var_os("BENCH_FLOOR_SERVER").is_some() {
+        return floor::serve();
+    }
     let cache = tempfile::tempdir().unwrap();
     let cached = Runtime::new(RuntimeOptions {
         cache_dir: Some(cache.path().into()),

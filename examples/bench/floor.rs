@@ -1,19 +1,18 @@
 //! Section 20, the floor (issue 17): what the Flow's HTTP path serves against
 //! the least an HTTP server can do with the same request. The floor is an axum
-//! server, on its own Tokio runtime (two workers, as the Flow process has),
-//! that parses the request's JSON body into a `serde_json::Value` and writes
+//! server in its own process (this binary again; two Tokio workers, as the
+//! Flow process has) that parses the request's JSON body into a `serde_json::Value` and writes
 //! it back; the Flow is `jina-wasm flow` in its own process with one
 //! passthrough Pea (and, for the last rows, a Pod of two passthrough shards
 //! with `polling: all`). One client drives both the same way: the same
 //! request bytes, made once, 8 requests in flight over kept-alive
 //! connections, the answer read whole and its status checked. The two are
 //! measured in alternating rounds (each first in every other round) and the
-//! median round of each is compared.
+//! median round of each is compared; beside it, each process's CPU time per
+//! request over all rounds, which holds steady when the machine is loaded.
 //!
 //! Every answer is checked once before timing: the Flow's must carry the
 //! documents sent, the floor's must be the request.
-
-use std::net::SocketAddr;
 
 use axum::body::Bytes;
 
@@ -34,40 +33,65 @@ fn text_doc(i: usize) -> Document {
     }
 }
 
-/// The floor server: parse the JSON, write it back. Runs until the process
-/// ends (the bench is short-lived); returns its address.
-fn floor_server() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/post",
-                axum::routing::post(|body: Bytes| async move {
-                    match serde_json::from_slice::<Value>(&body) {
-                        Ok(v) => (
-                            axum::http::StatusCode::OK,
-                            [("content-type", "application/json")],
-                            serde_json::to_vec(&v).unwrap(),
-                        ),
-                        Err(e) => (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            [("content-type", "text/plain")],
-                            e.to_string().into_bytes(),
-                        ),
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+/// The floor server, run as its own process (the bench binary again, with
+/// `BENCH_FLOOR_SERVER` set) so that its CPU time is its own, as the Flow's
+/// is: parse the JSON, write it back. Prints its port, then serves until
+/// killed.
+pub fn serve() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/post",
+            axum::routing::post(|body: Bytes| async move {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(v) => (
+                        axum::http::StatusCode::OK,
+                        [("content-type", "application/json")],
+                        serde_json::to_vec(&v).unwrap(),
+                    ),
+                    Err(e) => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [("content-type", "text/plain")],
+                        e.to_string().into_bytes(),
+                    ),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        axum::serve(listener, app).await.unwrap();
     });
-    rx.recv().unwrap()
+}
+
+/// The floor server's process, killed on drop.
+struct Floor(std::process::Child, u16);
+
+impl Floor {
+    fn start() -> Floor {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_FLOOR_SERVER", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap();
+        Floor(child, port)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The request body both servers get, as Jina's HTTP client sends it.
@@ -107,12 +131,20 @@ async fn rate(client: &reqwest::Client, url: &str, body: &Bytes, docs: usize, n:
     (n * docs) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Each side's median documents/s over the rounds, and its process's CPU
+/// time per request (µs) over all of them: the steadier figure on a shared
+/// machine, where rates swing with whatever else runs.
+struct Side {
+    rate: f64,
+    cpu: f64,
+}
+
 /// Checks once that both answer as they should, then times them in
-/// alternating rounds; returns the median documents/s of (flow, floor).
-async fn flow_and_floor(flow: &FlowProcess, floor: SocketAddr, docs: &[Document]) -> (f64, f64) {
+/// alternating rounds; returns (flow, floor).
+async fn flow_and_floor(flow: &FlowProcess, floor: &Floor, docs: &[Document]) -> (Side, Side) {
     let client = reqwest::Client::new();
     let flow_url = format!("http://127.0.0.1:{}/post", flow.1);
-    let floor_url = format!("http://{floor}/post");
+    let floor_url = format!("http://127.0.0.1:{}/post", floor.1);
     let body = body(docs);
 
     let answer = jina_wasm::client_http::post(
@@ -151,6 +183,7 @@ async fn flow_and_floor(flow: &FlowProcess, floor: SocketAddr, docs: &[Document]
     rate(&client, &flow_url, &body, docs.len(), n / 10).await;
     rate(&client, &floor_url, &body, docs.len(), n / 10).await;
     let (mut flows, mut floors) = (Vec::new(), Vec::new());
+    let (flow_cpu, floor_cpu) = (process_cpu(flow.0.id()), process_cpu(floor.0.id()));
     for round in 0..ROUNDS {
         if round % 2 == 0 {
             flows.push(rate(&client, &flow_url, &body, docs.len(), n).await);
@@ -164,11 +197,23 @@ async fn flow_and_floor(flow: &FlowProcess, floor: SocketAddr, docs: &[Document]
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    (median(flows), median(floors))
+    let per_request = |before: Duration, pid: u32| {
+        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (ROUNDS * n) as f64
+    };
+    (
+        Side {
+            rate: median(flows),
+            cpu: per_request(flow_cpu, flow.0.id()),
+        },
+        Side {
+            rate: median(floors),
+            cpu: per_request(floor_cpu, floor.0.id()),
+        },
+    )
 }
 
 pub async fn floor_rows() -> Vec<Row> {
-    let floor = floor_server();
+    let floor = Floor::start();
     let mut rows = Vec::new();
     let cases: [(&str, &str, Vec<Document>, Option<f64>); 5] = [
         ("one passthrough Pea", "1-doc", vec![text_doc(0)], Some(0.5)),
@@ -211,13 +256,21 @@ pub async fn floor_rows() -> Vec<Row> {
             drop(flow.take()); // stop the last Flow before the next one starts
             flow = Some((yaml, FlowProcess::start(yaml)));
         }
-        let (flow_rate, floor_rate) = flow_and_floor(&flow.as_ref().unwrap().1, floor, &docs).await;
-        let ratio = flow_rate / floor_rate;
+        let (flow, floor) = flow_and_floor(&flow.as_ref().unwrap().1, &floor, &docs).await;
+        let ratio = flow.rate / floor.rate;
         let unit = if docs.len() == 1 { "req/s" } else { "docs/s" };
         rows.push(Row {
             name: format!("floor: gateway -> {path} -> gateway, {size} requests, 8 in flight"),
-            value: format!("{flow_rate:.0} {unit}"),
-            baseline: format!("bare axum JSON echo {floor_rate:.0} {unit}"),
+            value: format!(
+                "{:.0} {unit}; CPU {:.0} µs per request",
+                flow.rate, flow.cpu
+            ),
+            baseline: format!(
+                "bare axum JSON echo {:.0} {unit}; CPU {:.0} µs per request ({:.2}x the Flow's)",
+                floor.rate,
+                floor.cpu,
+                floor.cpu / flow.cpu
+            ),
             ratio,
             ratio_label: "x floor",
             target: target.map_or("reported".into(), |t| format!(">= {t}x")),

@@ -148,9 +148,17 @@ pub async fn start(
     let mut started: Vec<(String, PodHandle)> = Vec::new();
     for &i in &flow.order {
         let spec = &flow.pods[i];
-        let config = configs[i]
+        let mut config = configs[i]
             .take()
             .expect("one config per Pod, each started once");
+        // A Pod whose Peas are threads of this process is reached by the
+        // router in-process, not over loopback TCP (the ready line shows its
+        // `inproc://` input and output; its control socket stays on TCP).
+        if config.backend == crate::pod::Backend::Thread {
+            let name = &spec.name;
+            config.pea.address_in = crate::transport::inproc::address(&format!("{name}-in"));
+            config.pea.address_out = crate::transport::inproc::address(&format!("{name}-out"));
+        }
         let result = if spec.host.is_some() {
             super::remote::start(flow, i, &options.remote).await
         } else {

@@ -677,9 +677,16 @@ async fn assemble(
     let name = pod.name.clone();
     // Every socket first, so a taken port fails before any Pea starts. They
     // stay in `opened` (closed again on failure) until the Head and Tail take them.
+    // The Head's and the Tail's links to the Peas: in-process when every Pea
+    // is a thread of this process (no loopback TCP on the request path), TCP
+    // for child processes, the given addresses for Peas elsewhere.
+    let internal = |what: &str| match config.backend {
+        Backend::Thread => crate::transport::inproc::address(&format!("{name}-{what}")),
+        Backend::Process => "tcp://127.0.0.1:0".to_string(),
+    };
     let (fanout_bind, parts_bind) = match &config.external {
-        Some(external) => (external.fanout.as_str(), external.parts.as_str()),
-        None => ("tcp://127.0.0.1:0", "tcp://127.0.0.1:0"),
+        Some(external) => (external.fanout.clone(), external.parts.clone()),
+        None => (internal("fanout"), internal("parts")),
     };
     let sockets = [
         (
@@ -689,8 +696,12 @@ async fn assemble(
         ),
         (pod.socket_in, pod.address_in.as_str(), "input socket"),
         (pod.socket_out, pod.address_out.as_str(), "output socket"),
-        (SocketSpec::ROUTER_BIND, fanout_bind, "head (--port-fanout)"),
-        (SocketSpec::PULL_BIND, parts_bind, "tail (--port-parts)"),
+        (
+            SocketSpec::ROUTER_BIND,
+            &fanout_bind,
+            "head (--port-fanout)",
+        ),
+        (SocketSpec::PULL_BIND, &parts_bind, "tail (--port-parts)"),
     ];
     for (spec, address, what) in sockets {
         opened

@@ -580,8 +580,9 @@ fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
         !out.status.success() && stderr.contains("nothing listens there"),
         "{stderr}"
     );
-    // A Pod's ZeroMQ input given as the gateway.
-    let zmq = flow.ready["pods"][0]["in"]
+    // A Pod's ZeroMQ socket (its control socket: the Pod's input and output
+    // are in-process, `inproc://`) given as the gateway.
+    let zmq = flow.ready["pods"][0]["ctrl"]
         .as_str()
         .unwrap()
         .replace("tcp://", "http://");

@@ -19,7 +19,11 @@
 //! - **No PAIR socket**: refused with an explanation when parsed.
 //!
 //! [`Transport`] is the seam: another ZeroMQ implementation (libzmq bindings)
-//! fits behind it without touching the Pea.
+//! fits behind it without touching the Pea. Behind it today: the `zeromq`
+//! crate for `tcp://` and `ipc://`, and [`inproc`] for `inproc://` (sockets
+//! whose peers are threads of the same process).
+
+pub mod inproc;
 
 use std::fmt;
 use std::str::FromStr;
@@ -151,6 +155,7 @@ pub enum TransportError {
 }
 
 /// A failed send.
+#[derive(Debug)]
 pub enum SendFailure {
     /// No peer to send to: the frames come back to retry later.
     NoPeer(Vec<Bytes>),
@@ -341,13 +346,12 @@ impl Link {
         endpoint: &str,
         owner: &str,
     ) -> Result<Link, TransportError> {
-        Link::open_with(
-            Box::new(ZmqTransport::new(spec.kind)),
-            spec,
-            endpoint,
-            owner,
-        )
-        .await
+        let transport: Box<dyn Transport> = if endpoint.starts_with(inproc::SCHEME) {
+            Box::new(inproc::InprocTransport::new(spec.kind))
+        } else {
+            Box::new(ZmqTransport::new(spec.kind))
+        };
+        Link::open_with(transport, spec, endpoint, owner).await
     }
 
     /// [`Link::open`] over any [`Transport`].
