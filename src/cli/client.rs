@@ -392,6 +392,11 @@ fn gateway_address(host: &str, port: Option<u16>) -> anyhow::Result<(String, u16
 /// connection at `address` (`tcp://HOST:PORT`) within
 /// [`crate::client_http::CONNECT_TIMEOUT`].
 async fn listening(flag: &str, address: &str) -> anyhow::Result<()> {
+    if address.starts_with(crate::transport::inproc::SCHEME) {
+        anyhow::bail!(
+            "{flag} {address}: an in-process address (a Flow's Pod whose Peas are threads of the Flow's process) is reachable only inside that process: send through the Flow's gateway (--host), or run the Pod with `jina-wasm pod` or the Flow with `--runtime-backend PROCESS` for TCP ports"
+        );
+    }
     let Some(target) = address.strip_prefix("tcp://") else {
         return Ok(());
     };

@@ -580,6 +580,20 @@ fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
         !out.status.success() && stderr.contains("nothing listens there"),
         "{stderr}"
     );
+    // A Pod's in-process input and output, from another process.
+    let pod = &flow.ready["pods"][0];
+    let out = run(&[
+        "client",
+        "--in",
+        pod["in"].as_str().unwrap(),
+        "--out",
+        pod["out"].as_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("reachable only inside that process"),
+        "{stderr}"
+    );
     // A Pod's ZeroMQ socket (its control socket: the Pod's input and output
     // are in-process, `inproc://`) given as the gateway.
     let zmq = flow.ready["pods"][0]["ctrl"]
