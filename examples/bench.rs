@@ -188,11 +188,18 @@ fn main() {
     if section("tracing") {
         rows.extend(tokio.block_on(tracing_rows()));
     }
+    // 20. hnsw-indexer at a million 384-d vectors across shards, only when named.
+    if named("hnsw1m") {
+        rows.extend(hnsw1m::hnsw1m_rows(&cached));
+    }
     print_table(&rows);
 }
 
 #[path = "bench/soak.rs"]
 mod soak;
+
+#[path = "bench/hnsw1m.rs"]
+mod hnsw1m;
 
 /// Sections too long for every `make bench`: only `BENCH_SECTIONS=NAME`.
 fn named(name: &str) -> bool {
