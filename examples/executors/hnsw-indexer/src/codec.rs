@@ -34,8 +34,8 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
             12 + row.id.len() + row.text.map_or(0, str::len) + row.tags.map_or(0, str::len)
         })
         .sum();
-    let links = parts.links0.len() + parts.upper.iter().map(Vec::len).sum::<usize>();
-    let mut buf = Vec::with_capacity(HEADER + meta + n + (parts.vectors.len() + links) * 4 + 4);
+    let links = n * (2 * graph.shape().m + 1) + parts.upper.iter().map(Vec::len).sum::<usize>();
+    let mut buf = Vec::with_capacity(HEADER + meta + n + (n * parts.dim + links) * 4 + 4);
     buf.extend_from_slice(MAGIC);
     put_u32(&mut buf, VERSION);
     let shape = graph.shape();
@@ -49,8 +49,14 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
         put_meta(&mut buf, row.id, row.text, row.tags);
     }
     buf.extend_from_slice(parts.levels);
-    put_f32s(&mut buf, parts.vectors);
-    put_u32s(&mut buf, parts.links0);
+    // The node blocks hold vectors and level-0 links side by side; the file
+    // keeps them apart, as it did before (version 1 is unchanged).
+    for s in 0..n as u32 {
+        put_f32s(&mut buf, graph.vector(s));
+    }
+    for s in 0..n as u32 {
+        put_u32s(&mut buf, graph.links0_block(s));
+    }
     for upper in parts.upper {
         put_u32s(&mut buf, upper);
     }
@@ -111,11 +117,15 @@ pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
         metas.push(r_meta(&mut r)?);
     }
     let levels = r.take(n)?.to_vec();
-    let vectors = r.f32s(
+    let vectors = r.take(
         n.checked_mul(dim)
+            .and_then(|x| x.checked_mul(4))
             .ok_or_else(|| corrupt("dimension overflow"))?,
     )?;
-    let links0 = r.u32s(n * (2 * m + 1))?;
+    let links0 = r.take(
+        n.checked_mul((2 * m + 1) * 4)
+            .ok_or_else(|| corrupt("link count overflow"))?,
+    )?;
     let mut upper = Vec::with_capacity(n);
     for &level in &levels {
         upper.push(r.u32s(usize::from(level) * (m + 1))?);
