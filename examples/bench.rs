@@ -1779,8 +1779,13 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             ..Default::default()
         })
         .collect();
+    // `HNSW_GUEST`: another hnsw_indexer.wasm (say, an older build) to compare.
+    let guest = |name: &str| match std::env::var_os("HNSW_GUEST") {
+        Some(path) if name == "hnsw-indexer" => PathBuf::from(path),
+        _ => wasm(name),
+    };
     let start_in = |name: &str, dir: &std::path::Path, config: Value| {
-        let component = runtime.load(&wasm(name)).unwrap();
+        let component = runtime.load(&guest(name)).unwrap();
         let sandbox = Sandbox {
             workspace: Some(dir.to_path_buf()),
             ..Sandbox::default()

@@ -1,6 +1,6 @@
 //! The snapshot file and the log records, byte by byte (see the crate docs).
 
-use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32, put_u32s};
+use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32};
 use jina_guest_sdk::state::crc32;
 use jina_guest_sdk::{Error, Result};
 
@@ -52,17 +52,33 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
     // The node blocks hold vectors and level-0 links side by side; the file
     // keeps them apart, as it did before (version 1 is unchanged).
     for s in 0..n as u32 {
-        put_f32s(&mut buf, graph.vector(s));
+        put_le(&mut buf, graph.vector_bits(s));
     }
     for s in 0..n as u32 {
-        put_u32s(&mut buf, graph.links0_block(s));
+        put_le(&mut buf, graph.links0_block(s));
     }
     for upper in parts.upper {
-        put_u32s(&mut buf, upper);
+        put_le(&mut buf, upper);
     }
     let crc = crc32(&buf);
     put_u32(&mut buf, crc);
     buf
+}
+
+/// Appends `words` as little-endian u32s: one copy of their bytes on a
+/// little-endian machine (wasm32 is one), where `put_u32s` goes word by word
+/// (a snapshot is mostly vectors and links: this is most of `dump`).
+fn put_le(buf: &mut Vec<u8>, words: &[u32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: the bytes of initialised u32s, which u8 (alignment 1) may
+        // view; on a little-endian machine they are in the file's order.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4) };
+        buf.extend_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    jina_guest_sdk::bytes::put_u32s(buf, words);
 }
 
 /// Rebuild a store from [`encode_snapshot`]'s bytes. `shape` is the

@@ -347,6 +347,24 @@ fn as_f32s(bits: &[u32]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(bits.as_ptr().cast::<f32>(), bits.len()) }
 }
 
+/// Fills `words` from `bytes` (four little-endian bytes each, as many):
+/// one copy on a little-endian machine.
+fn fill_le(words: &mut [u32], bytes: &[u8]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the
+        // view covers exactly `words`.
+        let view = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4)
+        };
+        view.copy_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
 /// The graph and the vectors it links. Document fields (id, text, tags) live
 /// beside it in the executor's `Store`, by the same slot numbers.
 ///
@@ -421,6 +439,12 @@ impl Graph {
     pub fn vector(&self, slot: u32) -> &[f32] {
         let b = self.block(slot);
         as_f32s(&self.nodes[b..b + self.dim])
+    }
+
+    /// `slot`'s vector as the bits of its floats.
+    pub fn vector_bits(&self, slot: u32) -> &[u32] {
+        let b = self.block(slot);
+        &self.nodes[b..b + self.dim]
     }
 
     /// `1 / |vector|` of `slot` (cosine; 0 for the other metrics).
@@ -878,17 +902,16 @@ impl Graph {
             Ok(())
         };
         let stride = dim + 3 + m0;
-        let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let mut nodes = Vec::with_capacity(n * stride);
         for (slot, &level) in levels.iter().enumerate() {
             if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
                 return Err(format!("node {slot}: bad level {level}"));
             }
             let at = nodes.len();
-            nodes.extend(
-                vectors[slot * dim * 4..(slot + 1) * dim * 4]
-                    .chunks_exact(4)
-                    .map(word),
+            nodes.resize(at + dim, 0);
+            fill_le(
+                &mut nodes[at..],
+                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
             );
             let inverse = match shape.metric {
                 Metric::Cosine => inverse_norm(as_f32s(&nodes[at..])),
@@ -897,10 +920,10 @@ impl Graph {
             nodes.push(inverse.to_bits());
             nodes.push(0);
             let at = nodes.len();
-            nodes.extend(
-                links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4]
-                    .chunks_exact(4)
-                    .map(word),
+            nodes.resize(at + m0 + 1, 0);
+            fill_le(
+                &mut nodes[at..],
+                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
             );
             check(&nodes[at..], m0)?;
             for chunk in upper[slot].chunks_exact(m + 1) {
