@@ -9,9 +9,9 @@ thread (one batch call, as the wasm side's batched figure) and prints one JSON
 line: build seconds, and per ef the recall@10 and queries per second.
 
 Then it serves rounds, so the bench can interleave it with the wasm side
-(ours, hnswlib, ours, ... in the same minutes): each line on stdin is an EF,
-answered by one JSON line with the queries per second of one more pass over
-every query at that EF. It ends at end of input.
+(ours, hnswlib, ours, ... in the same minutes): each line on stdin is
+"EF PASSES", answered by one JSON line with the queries per second of PASSES
+more passes over every query at that EF. It ends at end of input.
 """
 
 import json
@@ -49,11 +49,13 @@ def main():
     print(json.dumps({"hnswlib": hnswlib.__version__ if hasattr(hnswlib, "__version__") else "0.8.0",
                       "build_s": build, "curve": curve}), flush=True)
     for line in sys.stdin:
-        index.set_ef(max(int(line), k))
+        ef, passes = (line.split() + ["1"])[:2]
+        index.set_ef(max(int(ef), k))
         started = time.perf_counter()
-        index.knn_query(queries, k=k, num_threads=1)
+        for _ in range(int(passes)):
+            index.knn_query(queries, k=k, num_threads=1)
         took = time.perf_counter() - started
-        print(json.dumps({"qps": len(queries) / took}), flush=True)
+        print(json.dumps({"qps": int(passes) * len(queries) / took}), flush=True)
 
 
 if __name__ == "__main__":
