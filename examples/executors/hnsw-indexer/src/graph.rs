@@ -19,6 +19,9 @@ use std::collections::BinaryHeap;
 
 use jina_guest_sdk::embedding::norm;
 
+/// Nodes per page of blocks: 1,024 (at 384-d with `m` 16, 1.7 MB a page).
+const PAGE: usize = 1024;
+
 /// Levels above this are never drawn (one in `m^16` nodes would reach it).
 pub const MAX_LEVEL: u8 = 16;
 
@@ -374,6 +377,12 @@ fn fill_le(words: &mut [u32], bytes: &[u8]) {
 /// search computes a distance for every neighbour it visits and then reads
 /// that neighbour's tombstone flag and, later, its links: all in one block,
 /// where separate arrays cost a cache miss each.
+///
+/// The blocks are kept in pages of [`PAGE`] nodes, each allocated once at its
+/// full size: one growing buffer would be copied into one twice its size as
+/// it grows, and at a quarter of a million 384-d nodes that copy (both
+/// buffers live at once, the old one left free in linear memory, which never
+/// shrinks) doubled a shard's memory high-water mark (docs/hnsw.md).
 #[derive(Debug)]
 pub struct Graph {
     shape: Shape,
@@ -381,8 +390,8 @@ pub struct Graph {
     dim: usize,
     /// `dim + 3 + 2m` once `dim` is known.
     stride: usize,
-    /// `slots * stride` values: the node blocks.
-    nodes: Vec<u32>,
+    /// The node blocks, [`PAGE`] to a page (the last one filling up).
+    pages: Vec<Vec<u32>>,
     /// Per slot, its top level.
     levels: Vec<u8>,
     /// Slots marked deleted.
@@ -400,7 +409,7 @@ impl Graph {
             shape,
             dim: 0,
             stride: 0,
-            nodes: Vec::new(),
+            pages: Vec::new(),
             levels: Vec::new(),
             tombstones: 0,
             upper: Vec::new(),
@@ -427,48 +436,67 @@ impl Graph {
         self.tombstones
     }
 
-    /// Where `slot`'s block starts in `nodes`.
-    fn block(&self, slot: u32) -> usize {
-        slot as usize * self.stride
+    /// `slot`'s block.
+    fn node(&self, slot: u32) -> &[u32] {
+        let s = slot as usize;
+        let at = (s % PAGE) * self.stride;
+        &self.pages[s / PAGE][at..at + self.stride]
+    }
+
+    fn node_mut(&mut self, slot: u32) -> &mut [u32] {
+        let s = slot as usize;
+        let at = (s % PAGE) * self.stride;
+        &mut self.pages[s / PAGE][at..at + self.stride]
+    }
+
+    /// Appends a whole block (`stride` values) for the next slot; the caller
+    /// pushes its level.
+    fn push_block(&mut self, block: &[u32]) {
+        debug_assert_eq!(block.len(), self.stride);
+        let full = PAGE * self.stride;
+        if self.pages.last().is_none_or(|p| p.len() >= full) {
+            self.pages.push(Vec::with_capacity(full));
+        }
+        if let Some(page) = self.pages.last_mut() {
+            page.extend_from_slice(block);
+        }
     }
 
     pub fn is_deleted(&self, slot: u32) -> bool {
-        self.nodes[self.block(slot) + self.dim + 1] != 0
+        self.node(slot)[self.dim + 1] != 0
     }
 
     pub fn vector(&self, slot: u32) -> &[f32] {
-        let b = self.block(slot);
-        as_f32s(&self.nodes[b..b + self.dim])
+        as_f32s(self.vector_bits(slot))
     }
 
     /// `slot`'s vector as the bits of its floats.
     pub fn vector_bits(&self, slot: u32) -> &[u32] {
-        let b = self.block(slot);
-        &self.nodes[b..b + self.dim]
+        &self.node(slot)[..self.dim]
     }
 
     /// `1 / |vector|` of `slot` (cosine; 0 for the other metrics).
     fn inverse_norm_of(&self, slot: u32) -> f32 {
-        f32::from_bits(self.nodes[self.block(slot) + self.dim])
+        f32::from_bits(self.node(slot)[self.dim])
     }
 
     /// `slot`'s level-0 link count and its `2m` link places, as the snapshot
     /// stores them.
     pub fn links0_block(&self, slot: u32) -> &[u32] {
-        let b = self.block(slot) + self.dim + 2;
-        &self.nodes[b..b + 1 + self.m0()]
+        &self.node(slot)[self.dim + 2..]
     }
 
     /// Appends a node block (no links, not deleted) and its level.
     fn push_node(&mut self, vector: &[f32], level: u8) {
-        self.nodes.extend(vector.iter().map(|x| x.to_bits()));
         let inverse = match self.shape.metric {
             Metric::Cosine => inverse_norm(vector),
             _ => 0.0,
         };
-        self.nodes.push(inverse.to_bits());
-        self.nodes.push(0);
-        self.nodes.extend(std::iter::repeat_n(0, self.m0() + 1));
+        let mut block = Vec::with_capacity(self.stride);
+        block.extend(vector.iter().map(|x| x.to_bits()));
+        block.extend([inverse.to_bits(), 0]);
+        block.resize(self.stride, 0);
+        self.push_block(&block);
         self.levels.push(level);
     }
 
@@ -485,9 +513,9 @@ impl Graph {
     pub fn links(&self, slot: u32, level: usize) -> &[u32] {
         let s = slot as usize;
         if level == 0 {
-            let base = self.block(slot) + self.dim + 2;
-            let n = self.nodes[base] as usize;
-            &self.nodes[base + 1..base + 1 + n]
+            let block = &self.node(slot)[self.dim + 2..];
+            let n = block[0] as usize;
+            &block[1..1 + n]
         } else {
             let list = &self.upper[s];
             let base = (level - 1) * (self.shape.m + 1);
@@ -499,11 +527,11 @@ impl Graph {
     fn set_links(&mut self, slot: u32, level: usize, links: &[u32]) {
         let s = slot as usize;
         let (list, base, cap) = if level == 0 {
-            let base = s * self.stride + self.dim + 2;
-            (&mut self.nodes, base, 2 * self.shape.m)
+            let (dim, cap) = (self.dim, 2 * self.shape.m);
+            (self.node_mut(slot), dim + 2, cap)
         } else {
             let cap = self.shape.m;
-            (&mut self.upper[s], (level - 1) * (cap + 1), cap)
+            (&mut self.upper[s][..], (level - 1) * (cap + 1), cap)
         };
         debug_assert!(links.len() <= cap);
         list[base] = links.len() as u32;
@@ -521,9 +549,8 @@ impl Graph {
     }
 
     fn distance(&self, q: &Query<'_>, slot: u32) -> f32 {
-        let b = self.block(slot);
         // The vector and its inverse norm, side by side.
-        let block = &self.nodes[b..=b + self.dim];
+        let block = self.node(slot);
         let v = as_f32s(&block[..self.dim]);
         match self.shape.metric {
             Metric::Cosine => {
@@ -731,8 +758,8 @@ impl Graph {
 
     /// Marks `slot` deleted. Its vector stays for navigation until `compact`.
     pub fn delete(&mut self, slot: u32) {
-        let flag = self.block(slot) + self.dim + 1;
-        if std::mem::replace(&mut self.nodes[flag], 1) == 0 {
+        let flag = self.dim + 1;
+        if std::mem::replace(&mut self.node_mut(slot)[flag], 1) == 0 {
             self.tombstones += 1;
         }
     }
@@ -817,14 +844,15 @@ impl Graph {
         let mut out = Graph::new(self.shape);
         (out.dim, out.stride) = (self.dim, self.stride);
         let (m0, m) = (self.m0(), self.shape.m);
+        let mut block = Vec::with_capacity(self.stride);
         for slot in 0..slots {
             if self.is_deleted(slot as u32) {
                 continue;
             }
             // The vector and its inverse norm as they are; live.
-            let b = self.block(slot as u32);
-            out.nodes.extend_from_slice(&self.nodes[b..=b + self.dim]);
-            out.nodes.push(0);
+            block.clear();
+            block.extend_from_slice(&self.node(slot as u32)[..=self.dim]);
+            block.push(0);
             out.levels.push(self.levels[slot]);
             let remap = |links: &[u32], cap: usize, into: &mut Vec<u32>| {
                 let kept: Vec<u32> = links
@@ -836,7 +864,8 @@ impl Graph {
                 into.extend_from_slice(&kept);
                 into.extend(std::iter::repeat_n(0, cap - kept.len()));
             };
-            remap(self.links(slot as u32, 0), m0, &mut out.nodes);
+            remap(self.links(slot as u32, 0), m0, &mut block);
+            out.push_block(&block);
             let mut upper = Vec::with_capacity(self.upper[slot].len());
             for level in 1..=usize::from(self.levels[slot]) {
                 remap(self.links(slot as u32, level), m, &mut upper);
@@ -901,57 +930,53 @@ impl Graph {
             }
             Ok(())
         };
-        let stride = dim + 3 + m0;
-        let mut nodes = Vec::with_capacity(n * stride);
-        for (slot, &level) in levels.iter().enumerate() {
-            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
-                return Err(format!("node {slot}: bad level {level}"));
-            }
-            let at = nodes.len();
-            nodes.resize(at + dim, 0);
-            fill_le(
-                &mut nodes[at..],
-                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
-            );
-            let inverse = match shape.metric {
-                Metric::Cosine => inverse_norm(as_f32s(&nodes[at..])),
-                _ => 0.0,
-            };
-            nodes.push(inverse.to_bits());
-            nodes.push(0);
-            let at = nodes.len();
-            nodes.resize(at + m0 + 1, 0);
-            fill_le(
-                &mut nodes[at..],
-                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
-            );
-            check(&nodes[at..], m0)?;
-            for chunk in upper[slot].chunks_exact(m + 1) {
-                check(chunk, m)?;
-            }
-        }
         if let Some(e) = entry
             && levels.iter().any(|&l| l > levels[e as usize])
         {
             return Err("the entry point is not on the top level".into());
         }
-        Ok(Graph {
-            shape,
-            dim,
-            stride: if dim == 0 { 0 } else { stride },
-            nodes,
-            tombstones: 0,
-            levels,
-            upper,
-            entry,
-            visited: RefCell::default(),
-        })
+        let mut graph = Graph::new(shape);
+        graph.dim = dim;
+        graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
+        graph.pages.reserve(n.div_ceil(PAGE));
+        let mut block = vec![0u32; graph.stride];
+        for (slot, &level) in levels.iter().enumerate() {
+            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
+                return Err(format!("node {slot}: bad level {level}"));
+            }
+            fill_le(
+                &mut block[..dim],
+                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
+            );
+            let inverse = match shape.metric {
+                Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
+                _ => 0.0,
+            };
+            block[dim] = inverse.to_bits();
+            block[dim + 1] = 0;
+            fill_le(
+                &mut block[dim + 2..],
+                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
+            );
+            check(&block[dim + 2..], m0)?;
+            for chunk in upper[slot].chunks_exact(m + 1) {
+                check(chunk, m)?;
+            }
+            graph.push_block(&block);
+        }
+        graph.levels = levels;
+        graph.upper = upper;
+        graph.entry = entry;
+        Ok(graph)
     }
 
     /// Bytes held per node (vectors, links, bookkeeping), for `/status`-like
     /// reporting and the benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * 4
+        self.pages
+            .iter()
+            .map(|p| 24 + p.capacity() * 4)
+            .sum::<usize>()
             + self.levels.capacity()
             + self
                 .upper
@@ -1118,7 +1143,7 @@ mod tests {
 
     #[test]
     fn parts_round_trip_and_damage_is_refused() {
-        let data = points(300, 8, 11);
+        let data = points(2100, 8, 11);
         let g = build(Metric::Cosine, &data);
         let p = g.parts();
         let slots = 0..g.slots() as u32;
@@ -1143,7 +1168,7 @@ mod tests {
         assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
 
         let mut links0 = links0;
-        links0[4..8].copy_from_slice(&300u32.to_le_bytes());
+        links0[4..8].copy_from_slice(&100_000u32.to_le_bytes());
         let err = Graph::from_parts(
             g.shape(),
             p.dim,
