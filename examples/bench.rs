@@ -340,7 +340,7 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
 /// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
-/// grpc, metrics, tracing); the default is all of them but `soak` (`named`).
+/// grpc, metrics, tracing); the default is all of them but `soak` and `hnsw1m` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
 }

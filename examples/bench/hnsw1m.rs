@@ -1,5 +1,5 @@
 //! Section `hnsw1m` (issue 19; only when named: `BENCH_SECTIONS=hnsw1m make
-//! bench`; about an hour on two cores): hnsw-indexer at a million 384-d
+//! bench`; 22-24 minutes on two shared cores): hnsw-indexer at a million 384-d
 //! vectors (MiniLM's size) across shards, against vector-indexer (exact,
 //! brute force) on the same data and the same shards.
 //!

@@ -449,17 +449,22 @@ impl Graph {
         &mut self.pages[s / PAGE][at..at + self.stride]
     }
 
-    /// Appends a whole block (`stride` values) for the next slot; the caller
-    /// pushes its level.
-    fn push_block(&mut self, block: &[u32]) {
-        debug_assert_eq!(block.len(), self.stride);
-        let full = PAGE * self.stride;
+    /// Appends a zeroed block for the next slot and returns it to be
+    /// filled; the caller pushes its level.
+    fn push_zeroed(&mut self) -> &mut [u32] {
+        let (stride, full) = (self.stride, PAGE * self.stride);
         if self.pages.last().is_none_or(|p| p.len() >= full) {
             self.pages.push(Vec::with_capacity(full));
         }
-        if let Some(page) = self.pages.last_mut() {
-            page.extend_from_slice(block);
-        }
+        let page = self.pages.last_mut().expect("a page was just ensured");
+        let at = page.len();
+        page.resize(at + stride, 0);
+        &mut page[at..]
+    }
+
+    /// Appends a whole block (`stride` values) for the next slot.
+    fn push_block(&mut self, block: &[u32]) {
+        self.push_zeroed().copy_from_slice(block);
     }
 
     pub fn is_deleted(&self, slot: u32) -> bool {
@@ -939,11 +944,12 @@ impl Graph {
         graph.dim = dim;
         graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
         graph.pages.reserve(n.div_ceil(PAGE));
-        let mut block = vec![0u32; graph.stride];
         for (slot, &level) in levels.iter().enumerate() {
             if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
                 return Err(format!("node {slot}: bad level {level}"));
             }
+            // Read straight into the page: no copy in between.
+            let block = graph.push_zeroed();
             fill_le(
                 &mut block[..dim],
                 &vectors[slot * dim * 4..(slot + 1) * dim * 4],
@@ -962,7 +968,6 @@ impl Graph {
             for chunk in upper[slot].chunks_exact(m + 1) {
                 check(chunk, m)?;
             }
-            graph.push_block(&block);
         }
         graph.levels = levels;
         graph.upper = upper;
