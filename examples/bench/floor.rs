@@ -1,4 +1,4 @@
-//! Section 20, the floor (issue 17): what the Flow's HTTP path serves against
+//! Section 21, the floor (issue 17): what the Flow's HTTP path serves against
 //! the least an HTTP server can do with the same request. The floor is an axum
 //! server in its own process (this binary again; two Tokio workers, as the
 //! Flow process has) that parses the request's JSON body into a `serde_json::Value` and writes

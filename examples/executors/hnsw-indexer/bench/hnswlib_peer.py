@@ -6,7 +6,12 @@ DIR holds data.f32 (n x DIM), queries.f32 (q x DIM) and truth.u32 (q x 10,
 the exact top 10 of each query as row numbers of data), little-endian. Builds
 a cosine index on one thread, then for each EF searches every query on one
 thread (one batch call, as the wasm side's batched figure) and prints one JSON
-object: build seconds, and per ef the recall@10 and queries per second.
+line: build seconds, and per ef the recall@10 and queries per second.
+
+Then it serves rounds, so the bench can interleave it with the wasm side
+(ours, hnswlib, ours, ... in the same minutes): each line on stdin is
+"EF PASSES", answered by one JSON line with the queries per second of PASSES
+more passes over every query at that EF. It ends at end of input.
 """
 
 import json
@@ -42,7 +47,15 @@ def main():
         hits = sum(len(set(labels[i]) & set(truth[i])) for i in range(len(queries)))
         curve.append({"ef": ef, "recall": hits / truth.size, "qps": len(queries) / took})
     print(json.dumps({"hnswlib": hnswlib.__version__ if hasattr(hnswlib, "__version__") else "0.8.0",
-                      "build_s": build, "curve": curve}))
+                      "build_s": build, "curve": curve}), flush=True)
+    for line in sys.stdin:
+        ef, passes = (line.split() + ["1"])[:2]
+        index.set_ef(max(int(ef), k))
+        started = time.perf_counter()
+        for _ in range(int(passes)):
+            index.knn_query(queries, k=k, num_threads=1)
+        took = time.perf_counter() - started
+        print(json.dumps({"qps": int(passes) * len(queries) / took}), flush=True)
 
 
 if __name__ == "__main__":

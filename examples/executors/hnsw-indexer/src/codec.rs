@@ -1,6 +1,6 @@
 //! The snapshot file and the log records, byte by byte (see the crate docs).
 
-use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32, put_u32s};
+use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32};
 use jina_guest_sdk::state::crc32;
 use jina_guest_sdk::{Error, Result};
 
@@ -34,8 +34,8 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
             12 + row.id.len() + row.text.map_or(0, str::len) + row.tags.map_or(0, str::len)
         })
         .sum();
-    let links = parts.links0.len() + parts.upper.iter().map(Vec::len).sum::<usize>();
-    let mut buf = Vec::with_capacity(HEADER + meta + n + (parts.vectors.len() + links) * 4 + 4);
+    let links = n * (2 * graph.shape().m + 1) + parts.upper.iter().map(Vec::len).sum::<usize>();
+    let mut buf = Vec::with_capacity(HEADER + meta + n + (n * parts.dim + links) * 4 + 4);
     buf.extend_from_slice(MAGIC);
     put_u32(&mut buf, VERSION);
     let shape = graph.shape();
@@ -49,14 +49,36 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
         put_meta(&mut buf, row.id, row.text, row.tags);
     }
     buf.extend_from_slice(parts.levels);
-    put_f32s(&mut buf, parts.vectors);
-    put_u32s(&mut buf, parts.links0);
+    // The node blocks hold vectors and level-0 links side by side; the file
+    // keeps them apart, as it did before (version 1 is unchanged).
+    for s in 0..n as u32 {
+        put_le(&mut buf, graph.vector_bits(s));
+    }
+    for s in 0..n as u32 {
+        put_le(&mut buf, graph.links0_block(s));
+    }
     for upper in parts.upper {
-        put_u32s(&mut buf, upper);
+        put_le(&mut buf, upper);
     }
     let crc = crc32(&buf);
     put_u32(&mut buf, crc);
     buf
+}
+
+/// Appends `words` as little-endian u32s: one copy of their bytes on a
+/// little-endian machine (wasm32 is one), where `put_u32s` goes word by word
+/// (a snapshot is mostly vectors and links: this is most of `dump`).
+fn put_le(buf: &mut Vec<u8>, words: &[u32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: the bytes of initialised u32s, which u8 (alignment 1) may
+        // view; on a little-endian machine they are in the file's order.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4) };
+        buf.extend_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    jina_guest_sdk::bytes::put_u32s(buf, words);
 }
 
 /// Rebuild a store from [`encode_snapshot`]'s bytes. `shape` is the
@@ -111,11 +133,15 @@ pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
         metas.push(r_meta(&mut r)?);
     }
     let levels = r.take(n)?.to_vec();
-    let vectors = r.f32s(
+    let vectors = r.take(
         n.checked_mul(dim)
+            .and_then(|x| x.checked_mul(4))
             .ok_or_else(|| corrupt("dimension overflow"))?,
     )?;
-    let links0 = r.u32s(n * (2 * m + 1))?;
+    let links0 = r.take(
+        n.checked_mul((2 * m + 1) * 4)
+            .ok_or_else(|| corrupt("link count overflow"))?,
+    )?;
     let mut upper = Vec::with_capacity(n);
     for &level in &levels {
         upper.push(r.u32s(usize::from(level) * (m + 1))?);

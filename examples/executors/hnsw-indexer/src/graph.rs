@@ -4,8 +4,10 @@
 //! beam search per layer, tombstones for deletes and a compaction that repairs
 //! the links around them.
 //!
-//! Nodes live in slots `0..slots()`: vectors in one contiguous buffer, level-0
-//! links in one fixed-stride buffer, upper-level links per node. A delete only
+//! Nodes live in slots `0..slots()`, each one fixed-size block in one buffer
+//! (its vector, `1 / |vector|`, its tombstone flag and its level-0 links side
+//! by side, as hnswlib lays out its level 0), so the search's visit of a node
+//! is one run of memory, not four arrays; upper-level links per node. A delete only
 //! marks its slot (searches pass through it, never return it); [`compact`]
 //! reconnects its neighbours and drops it, renumbering the slots.
 //!
@@ -16,6 +18,9 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use jina_guest_sdk::embedding::norm;
+
+/// Nodes per page of blocks: 1,024 (at 384-d with `m` 16, 1.7 MB a page).
+const PAGE: usize = 1024;
 
 /// Levels above this are never drawn (one in `m^16` nodes would reach it).
 pub const MAX_LEVEL: u8 = 16;
@@ -337,25 +342,60 @@ struct Query<'a> {
     inverse_norm: f32,
 }
 
+/// `u32`s seen as the `f32`s whose bits they hold (the node blocks keep
+/// vectors that way).
+fn as_f32s(bits: &[u32]) -> &[f32] {
+    // SAFETY: f32 and u32 have the same size and alignment, and every bit
+    // pattern is a valid f32.
+    unsafe { std::slice::from_raw_parts(bits.as_ptr().cast::<f32>(), bits.len()) }
+}
+
+/// Fills `words` from `bytes` (four little-endian bytes each, as many):
+/// one copy on a little-endian machine.
+fn fill_le(words: &mut [u32], bytes: &[u8]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the
+        // view covers exactly `words`.
+        let view = unsafe {
+            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4)
+        };
+        view.copy_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
+        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
 /// The graph and the vectors it links. Document fields (id, text, tags) live
 /// beside it in the executor's `Store`, by the same slot numbers.
+///
+/// Node block (`stride` u32s per slot, at `slot * stride`): `dim` floats of
+/// the vector (as bits), `1 / |vector|` (cosine; 0 otherwise), the tombstone
+/// flag (0 or 1), the level-0 link count, then `2m` level-0 links. A beam
+/// search computes a distance for every neighbour it visits and then reads
+/// that neighbour's tombstone flag and, later, its links: all in one block,
+/// where separate arrays cost a cache miss each.
+///
+/// The blocks are kept in pages of [`PAGE`] nodes, each allocated once at its
+/// full size: one growing buffer would be copied into one twice its size as
+/// it grows, and at a quarter of a million 384-d nodes that copy (both
+/// buffers live at once, the old one left free in linear memory, which never
+/// shrinks) doubled a shard's memory high-water mark (docs/hnsw.md).
 #[derive(Debug)]
 pub struct Graph {
     shape: Shape,
     /// Floats per vector; 0 until the first insert.
     dim: usize,
-    /// `slots * dim` values.
-    vectors: Vec<f32>,
-    /// Per slot, `1 / |vector|` (cosine only; empty otherwise).
-    inverse_norms: Vec<f32>,
+    /// `dim + 3 + 2m` once `dim` is known.
+    stride: usize,
+    /// The node blocks, [`PAGE`] to a page (the last one filling up).
+    pages: Vec<Vec<u32>>,
     /// Per slot, its top level.
     levels: Vec<u8>,
-    /// Per slot, a delete marked it; it is still linked until `compact`.
-    deleted: Vec<bool>,
     /// Slots marked deleted.
     tombstones: usize,
-    /// Per slot `1 + 2m` values: the count, then the level-0 links.
-    links0: Vec<u32>,
     /// Per slot, for each level `1..=level`, `1 + m` values: count, links.
     upper: Vec<Vec<u32>>,
     /// The node searches start from: one of the highest level.
@@ -368,12 +408,10 @@ impl Graph {
         Graph {
             shape,
             dim: 0,
-            vectors: Vec::new(),
-            inverse_norms: Vec::new(),
+            stride: 0,
+            pages: Vec::new(),
             levels: Vec::new(),
-            deleted: Vec::new(),
             tombstones: 0,
-            links0: Vec::new(),
             upper: Vec::new(),
             entry: None,
             visited: RefCell::default(),
@@ -398,13 +436,73 @@ impl Graph {
         self.tombstones
     }
 
+    /// `slot`'s block.
+    fn node(&self, slot: u32) -> &[u32] {
+        let s = slot as usize;
+        let at = (s % PAGE) * self.stride;
+        &self.pages[s / PAGE][at..at + self.stride]
+    }
+
+    fn node_mut(&mut self, slot: u32) -> &mut [u32] {
+        let s = slot as usize;
+        let at = (s % PAGE) * self.stride;
+        &mut self.pages[s / PAGE][at..at + self.stride]
+    }
+
+    /// Appends a zeroed block for the next slot and returns it to be
+    /// filled; the caller pushes its level.
+    fn push_zeroed(&mut self) -> &mut [u32] {
+        let (stride, full) = (self.stride, PAGE * self.stride);
+        if self.pages.last().is_none_or(|p| p.len() >= full) {
+            self.pages.push(Vec::with_capacity(full));
+        }
+        let page = self.pages.last_mut().expect("a page was just ensured");
+        let at = page.len();
+        page.resize(at + stride, 0);
+        &mut page[at..]
+    }
+
+    /// Appends a whole block (`stride` values) for the next slot.
+    fn push_block(&mut self, block: &[u32]) {
+        self.push_zeroed().copy_from_slice(block);
+    }
+
     pub fn is_deleted(&self, slot: u32) -> bool {
-        self.deleted[slot as usize]
+        self.node(slot)[self.dim + 1] != 0
     }
 
     pub fn vector(&self, slot: u32) -> &[f32] {
-        let s = slot as usize;
-        &self.vectors[s * self.dim..(s + 1) * self.dim]
+        as_f32s(self.vector_bits(slot))
+    }
+
+    /// `slot`'s vector as the bits of its floats.
+    pub fn vector_bits(&self, slot: u32) -> &[u32] {
+        &self.node(slot)[..self.dim]
+    }
+
+    /// `1 / |vector|` of `slot` (cosine; 0 for the other metrics).
+    fn inverse_norm_of(&self, slot: u32) -> f32 {
+        f32::from_bits(self.node(slot)[self.dim])
+    }
+
+    /// `slot`'s level-0 link count and its `2m` link places, as the snapshot
+    /// stores them.
+    pub fn links0_block(&self, slot: u32) -> &[u32] {
+        &self.node(slot)[self.dim + 2..]
+    }
+
+    /// Appends a node block (no links, not deleted) and its level.
+    fn push_node(&mut self, vector: &[f32], level: u8) {
+        let inverse = match self.shape.metric {
+            Metric::Cosine => inverse_norm(vector),
+            _ => 0.0,
+        };
+        let mut block = Vec::with_capacity(self.stride);
+        block.extend(vector.iter().map(|x| x.to_bits()));
+        block.extend([inverse.to_bits(), 0]);
+        block.resize(self.stride, 0);
+        self.push_block(&block);
+        self.levels.push(level);
     }
 
     #[cfg(test)]
@@ -420,9 +518,9 @@ impl Graph {
     pub fn links(&self, slot: u32, level: usize) -> &[u32] {
         let s = slot as usize;
         if level == 0 {
-            let base = s * (self.m0() + 1);
-            let n = self.links0[base] as usize;
-            &self.links0[base + 1..base + 1 + n]
+            let block = &self.node(slot)[self.dim + 2..];
+            let n = block[0] as usize;
+            &block[1..1 + n]
         } else {
             let list = &self.upper[s];
             let base = (level - 1) * (self.shape.m + 1);
@@ -434,11 +532,11 @@ impl Graph {
     fn set_links(&mut self, slot: u32, level: usize, links: &[u32]) {
         let s = slot as usize;
         let (list, base, cap) = if level == 0 {
-            let cap = self.m0();
-            (&mut self.links0, s * (cap + 1), cap)
+            let (dim, cap) = (self.dim, 2 * self.shape.m);
+            (self.node_mut(slot), dim + 2, cap)
         } else {
             let cap = self.shape.m;
-            (&mut self.upper[s], (level - 1) * (cap + 1), cap)
+            (&mut self.upper[s][..], (level - 1) * (cap + 1), cap)
         };
         debug_assert!(links.len() <= cap);
         list[base] = links.len() as u32;
@@ -456,10 +554,12 @@ impl Graph {
     }
 
     fn distance(&self, q: &Query<'_>, slot: u32) -> f32 {
-        let v = self.vector(slot);
+        // The vector and its inverse norm, side by side.
+        let block = self.node(slot);
+        let v = as_f32s(&block[..self.dim]);
         match self.shape.metric {
             Metric::Cosine => {
-                1.0 - dot(q.vector, v) * q.inverse_norm * self.inverse_norms[slot as usize]
+                1.0 - dot(q.vector, v) * q.inverse_norm * f32::from_bits(block[self.dim])
             }
             Metric::Dot => -dot(q.vector, v),
             Metric::L2 => l2_squared(q.vector, v),
@@ -469,7 +569,7 @@ impl Graph {
     fn between(&self, a: u32, b: u32) -> f32 {
         let q = Query {
             vector: self.vector(a),
-            inverse_norm: self.inverse_norms.get(a as usize).copied().unwrap_or(0.0),
+            inverse_norm: self.inverse_norm_of(a),
         };
         self.distance(&q, b)
     }
@@ -481,18 +581,15 @@ impl Graph {
             self.dim == 0 || vector.len() == self.dim,
             "dimension checked by the caller"
         );
-        self.dim = vector.len();
-        let slot = self.slots() as u32;
-        self.vectors.extend_from_slice(vector);
-        if self.shape.metric == Metric::Cosine {
-            self.inverse_norms.push(inverse_norm(vector));
+        if self.stride == 0 {
+            self.dim = vector.len();
+            self.stride = self.dim + 3 + self.m0();
         }
+        let slot = self.slots() as u32;
         let level = level.min(MAX_LEVEL);
-        self.levels.push(level);
-        self.deleted.push(false);
-        let (m0, m) = (self.m0(), self.shape.m);
-        self.links0.extend(std::iter::repeat_n(0, m0 + 1));
-        self.upper.push(vec![0; usize::from(level) * (m + 1)]);
+        self.push_node(vector, level);
+        self.upper
+            .push(vec![0; usize::from(level) * (self.shape.m + 1)]);
 
         let Some(entry) = self.entry else {
             self.entry = Some(slot);
@@ -593,7 +690,7 @@ impl Graph {
         for &e in entry {
             if visited.insert(e.slot) {
                 candidates.push(Reverse(e));
-                if !self.deleted[e.slot as usize] {
+                if !self.is_deleted(e.slot) {
                     results.push(e);
                 }
             }
@@ -617,7 +714,7 @@ impl Graph {
                 if dist < bound || results.len() < ef {
                     let near = Near { dist, slot: next };
                     candidates.push(Reverse(near));
-                    if !self.deleted[next as usize] {
+                    if !self.is_deleted(next) {
                         results.push(near);
                         if results.len() > ef {
                             results.pop();
@@ -666,7 +763,8 @@ impl Graph {
 
     /// Marks `slot` deleted. Its vector stays for navigation until `compact`.
     pub fn delete(&mut self, slot: u32) {
-        if !std::mem::replace(&mut self.deleted[slot as usize], true) {
+        let flag = self.dim + 1;
+        if std::mem::replace(&mut self.node_mut(slot)[flag], 1) == 0 {
             self.tombstones += 1;
         }
     }
@@ -682,12 +780,12 @@ impl Graph {
             return (0..slots as u32).collect();
         }
         for slot in 0..slots as u32 {
-            if self.deleted[slot as usize] {
+            if self.is_deleted(slot) {
                 continue;
             }
             for level in 0..=usize::from(self.levels[slot as usize]) {
                 let links = self.links(slot, level);
-                if links.iter().all(|&l| !self.deleted[l as usize]) {
+                if links.iter().all(|&l| !self.is_deleted(l)) {
                     continue;
                 }
                 // The live links, and the live nodes reachable through
@@ -695,7 +793,7 @@ impl Graph {
                 let mut pool: Vec<u32> = Vec::new();
                 let mut through: Vec<u32> = Vec::new();
                 for &l in links {
-                    if self.deleted[l as usize] {
+                    if self.is_deleted(l) {
                         through.push(l);
                     } else {
                         pool.push(l);
@@ -707,7 +805,7 @@ impl Graph {
                         if n == slot || seen.contains(&n) {
                             continue;
                         }
-                        if !self.deleted[n as usize] {
+                        if !self.is_deleted(n) {
                             pool.push(n);
                         } else if seen.len() < 64 {
                             seen.push(n);
@@ -740,27 +838,27 @@ impl Graph {
         let mut renumber = vec![u32::MAX; slots];
         let mut next = 0u32;
         for (slot, new) in renumber.iter_mut().enumerate() {
-            if !self.deleted[slot] {
+            if !self.is_deleted(slot as u32) {
                 *new = next;
                 next += 1;
             }
         }
         let entry = (0..slots)
-            .filter(|&s| !self.deleted[s])
+            .filter(|&s| !self.is_deleted(s as u32))
             .max_by(|&a, &b| self.levels[a].cmp(&self.levels[b]).then(b.cmp(&a)));
         let mut out = Graph::new(self.shape);
-        out.dim = self.dim;
+        (out.dim, out.stride) = (self.dim, self.stride);
         let (m0, m) = (self.m0(), self.shape.m);
+        let mut block = Vec::with_capacity(self.stride);
         for slot in 0..slots {
-            if self.deleted[slot] {
+            if self.is_deleted(slot as u32) {
                 continue;
             }
-            out.vectors.extend_from_slice(self.vector(slot as u32));
-            if let Some(&n) = self.inverse_norms.get(slot) {
-                out.inverse_norms.push(n);
-            }
+            // The vector and its inverse norm as they are; live.
+            block.clear();
+            block.extend_from_slice(&self.node(slot as u32)[..=self.dim]);
+            block.push(0);
             out.levels.push(self.levels[slot]);
-            out.deleted.push(false);
             let remap = |links: &[u32], cap: usize, into: &mut Vec<u32>| {
                 let kept: Vec<u32> = links
                     .iter()
@@ -771,7 +869,8 @@ impl Graph {
                 into.extend_from_slice(&kept);
                 into.extend(std::iter::repeat_n(0, cap - kept.len()));
             };
-            remap(self.links(slot as u32, 0), m0, &mut out.links0);
+            remap(self.links(slot as u32, 0), m0, &mut block);
+            out.push_block(&block);
             let mut upper = Vec::with_capacity(self.upper[slot].len());
             for level in 1..=usize::from(self.levels[slot]) {
                 remap(self.links(slot as u32, level), m, &mut upper);
@@ -783,20 +882,24 @@ impl Graph {
         renumber
     }
 
-    /// Every part, for the snapshot (which is written compacted).
+    /// Every part, for the snapshot (which is written compacted): the
+    /// vectors and level-0 links per slot through [`Graph::vector`] and
+    /// [`Graph::links0_block`].
     pub fn parts(&self) -> Parts<'_> {
         assert_eq!(self.tombstones, 0, "a snapshot is written compacted");
         Parts {
             dim: self.dim,
             entry: self.entry,
             levels: &self.levels,
-            vectors: &self.vectors,
-            links0: &self.links0,
             upper: &self.upper,
         }
     }
 
-    /// Rebuilds a graph from a snapshot's parts, checking every link.
+    /// Rebuilds a graph from a snapshot's parts, checking every link:
+    /// `vectors` is the slots' vectors as little-endian f32s, one after the
+    /// other, and `links0` their level-0 blocks (count, then `2m` places) as
+    /// little-endian u32s, as the snapshot file holds them; they are read
+    /// straight into the node blocks, with no copy of either in between.
     ///
     /// # Errors
     ///
@@ -806,13 +909,17 @@ impl Graph {
         dim: usize,
         entry: Option<u32>,
         levels: Vec<u8>,
-        vectors: Vec<f32>,
-        links0: Vec<u32>,
+        vectors: &[u8],
+        links0: &[u8],
         upper: Vec<Vec<u32>>,
     ) -> Result<Self, String> {
         let n = levels.len();
         let (m0, m) = (2 * shape.m, shape.m);
-        if vectors.len() != n * dim || links0.len() != n * (m0 + 1) || upper.len() != n {
+        let sizes = n
+            .checked_mul(dim)
+            .and_then(|x| x.checked_mul(4))
+            .zip(n.checked_mul((m0 + 1) * 4));
+        if sizes != Some((vectors.len(), links0.len())) || upper.len() != n {
             return Err("sizes do not match the node count".into());
         }
         if n > 0 && dim == 0 {
@@ -828,47 +935,54 @@ impl Graph {
             }
             Ok(())
         };
-        for (slot, &level) in levels.iter().enumerate() {
-            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
-                return Err(format!("node {slot}: bad level {level}"));
-            }
-            check(&links0[slot * (m0 + 1)..(slot + 1) * (m0 + 1)], m0)?;
-            for chunk in upper[slot].chunks_exact(m + 1) {
-                check(chunk, m)?;
-            }
-        }
         if let Some(e) = entry
             && levels.iter().any(|&l| l > levels[e as usize])
         {
             return Err("the entry point is not on the top level".into());
         }
-        let inverse_norms = match shape.metric {
-            Metric::Cosine => vectors.chunks_exact(dim.max(1)).map(inverse_norm).collect(),
-            _ => Vec::new(),
-        };
-        Ok(Graph {
-            shape,
-            dim,
-            vectors,
-            inverse_norms,
-            deleted: vec![false; n],
-            tombstones: 0,
-            levels,
-            links0,
-            upper,
-            entry,
-            visited: RefCell::default(),
-        })
+        let mut graph = Graph::new(shape);
+        graph.dim = dim;
+        graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
+        graph.pages.reserve(n.div_ceil(PAGE));
+        for (slot, &level) in levels.iter().enumerate() {
+            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
+                return Err(format!("node {slot}: bad level {level}"));
+            }
+            // Read straight into the page: no copy in between.
+            let block = graph.push_zeroed();
+            fill_le(
+                &mut block[..dim],
+                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
+            );
+            let inverse = match shape.metric {
+                Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
+                _ => 0.0,
+            };
+            block[dim] = inverse.to_bits();
+            block[dim + 1] = 0;
+            fill_le(
+                &mut block[dim + 2..],
+                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
+            );
+            check(&block[dim + 2..], m0)?;
+            for chunk in upper[slot].chunks_exact(m + 1) {
+                check(chunk, m)?;
+            }
+        }
+        graph.levels = levels;
+        graph.upper = upper;
+        graph.entry = entry;
+        Ok(graph)
     }
 
     /// Bytes held per node (vectors, links, bookkeeping), for `/status`-like
     /// reporting and the benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.vectors.capacity() * 4
-            + self.inverse_norms.capacity() * 4
+        self.pages
+            .iter()
+            .map(|p| 24 + p.capacity() * 4)
+            .sum::<usize>()
             + self.levels.capacity()
-            + self.deleted.capacity()
-            + self.links0.capacity() * 4
             + self
                 .upper
                 .iter()
@@ -883,8 +997,6 @@ pub struct Parts<'a> {
     pub dim: usize,
     pub entry: Option<u32>,
     pub levels: &'a [u8],
-    pub vectors: &'a [f32],
-    pub links0: &'a [u32],
     pub upper: &'a [Vec<u32>],
 }
 
@@ -1036,31 +1148,39 @@ mod tests {
 
     #[test]
     fn parts_round_trip_and_damage_is_refused() {
-        let data = points(300, 8, 11);
+        let data = points(2100, 8, 11);
         let g = build(Metric::Cosine, &data);
         let p = g.parts();
+        let slots = 0..g.slots() as u32;
+        let vectors: Vec<u8> = slots
+            .clone()
+            .flat_map(|s| g.vector(s).iter().flat_map(|x| x.to_le_bytes()))
+            .collect();
+        let links0: Vec<u8> = slots
+            .flat_map(|s| g.links0_block(s).iter().flat_map(|x| x.to_le_bytes()))
+            .collect();
         let back = Graph::from_parts(
             g.shape(),
             p.dim,
             p.entry,
             p.levels.to_vec(),
-            p.vectors.to_vec(),
-            p.links0.to_vec(),
+            &vectors,
+            &links0,
             p.upper.to_vec(),
         )
         .unwrap();
         assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
         assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
 
-        let mut links0 = p.links0.to_vec();
-        links0[1] = 300;
+        let mut links0 = links0;
+        links0[4..8].copy_from_slice(&100_000u32.to_le_bytes());
         let err = Graph::from_parts(
             g.shape(),
             p.dim,
             p.entry,
             p.levels.to_vec(),
-            p.vectors.to_vec(),
-            links0,
+            &vectors,
+            &links0,
             p.upper.to_vec(),
         )
         .unwrap_err();

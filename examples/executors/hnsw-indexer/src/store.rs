@@ -59,6 +59,10 @@ impl Store {
         }
         let mut store = Store::new(graph.shape());
         store.graph = graph;
+        store.slots.reserve(metas.len());
+        store.ids.reserve(metas.len());
+        store.texts.reserve(metas.len());
+        store.tags.reserve(metas.len());
         for (slot, (id, text, tags)) in metas.into_iter().enumerate() {
             if store.slots.insert(id.clone(), slot as u32).is_some() {
                 return Err(format!("id {id:?} is stored twice"));
