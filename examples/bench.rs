@@ -2432,9 +2432,8 @@ async fn grpc_costs(
 ) -> (f64, f64, f64) {
     let (flow, client) = (process_cpu(pid), process_cpu(std::process::id()));
     let rate = rate.await;
-    let per_doc = |before: Duration, after: Duration| {
-        (after - before).as_secs_f64() * 1e6 / docs as f64
-    };
+    let per_doc =
+        |before: Duration, after: Duration| (after - before).as_secs_f64() * 1e6 / docs as f64;
     (
         rate,
         per_doc(flow, process_cpu(pid)),

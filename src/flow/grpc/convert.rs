@@ -298,7 +298,7 @@ fn dense_f32(
         "f8" | "float64" | "i8" | "int64" => 8,
         _ => return Err(DenseError::Dtype),
     };
-    if buffer.len() % size != 0 || count != Some((buffer.len() / size) as u64) {
+    if !buffer.len().is_multiple_of(size) || count != Some((buffer.len() / size) as u64) {
         return Err(DenseError::Shape(size));
     }
     out.reserve(buffer.len() / size);
