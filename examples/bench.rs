@@ -2381,20 +2381,21 @@ async fn grpc_channel(port: u16) -> tonic::transport::Channel {
 fn grpc_lean_request(docs: &[Document]) -> jina_wasm::flow::grpc::lean::DataRequest {
     use prost::Message;
     let request = grpc_request("bench", docs);
-    jina_wasm::flow::grpc::lean::DataRequest {
-        header: request.header,
-        data: Some(request.data.unwrap().encode_to_vec().into()),
-        ..Default::default()
-    }
+    jina_wasm::flow::grpc::lean::DataRequest::new(
+        request.header,
+        None,
+        Vec::new(),
+        Some(request.data.unwrap().encode_to_vec().into()),
+    )
 }
 
 /// Checks an answer: success, and `sent` documents back (each answer's
 /// documents are read into a body, as the gateway reads a request's).
-fn grpc_check(reply: &jina_wasm::flow::grpc::lean::DataRequest, sent: usize) {
+fn grpc_check(mut reply: jina_wasm::flow::grpc::lean::DataRequest, sent: usize) {
     let status = reply.header.as_ref().unwrap().status.as_ref().unwrap();
     assert_eq!(status.code, 0, "{status:?}");
-    let body = reply.docs.as_ref().unwrap().as_ref().unwrap();
-    assert_eq!((reply.count, body.len()), (sent, sent));
+    let (body, count) = reply.take_docs();
+    assert_eq!((count, body.unwrap().len()), (sent, sent));
 }
 
 /// Documents per second through one `Call` stream (as Jina's client sends),
@@ -2407,16 +2408,17 @@ async fn grpc_rate(port: u16, docs: &[Document], requests: usize) -> f64 {
     let request = grpc_lean_request(docs);
     let start = Instant::now();
     let outgoing = futures::stream::iter((0..requests).map(move |_| {
-        jina_wasm::flow::grpc::lean::DataRequest {
-            header: request.header.clone(),
-            data: request.data.clone(),
-            ..Default::default()
-        }
+        jina_wasm::flow::grpc::lean::DataRequest::new(
+            request.header.clone(),
+            None,
+            Vec::new(),
+            request.data.clone(),
+        )
     }));
     let mut replies = client.call(outgoing).await.unwrap().into_inner();
     let mut n = 0;
     while let Some(reply) = replies.next().await {
-        grpc_check(&reply.unwrap(), docs.len());
+        grpc_check(reply.unwrap(), docs.len());
         n += 1;
     }
     assert_eq!(n, requests);
@@ -2451,15 +2453,16 @@ async fn grpc_latency(port: u16, docs: &[Document], n: usize) -> (Duration, Dura
     for i in 0..n + 50 {
         let start = Instant::now();
         let reply = client
-            .process_single_data(jina_wasm::flow::grpc::lean::DataRequest {
-                header: request.header.clone(),
-                data: request.data.clone(),
-                ..Default::default()
-            })
+            .process_single_data(jina_wasm::flow::grpc::lean::DataRequest::new(
+                request.header.clone(),
+                None,
+                Vec::new(),
+                request.data.clone(),
+            ))
             .await
             .unwrap()
             .into_inner();
-        grpc_check(&reply, docs.len());
+        grpc_check(reply, docs.len());
         if i >= 50 {
             times.push(start.elapsed());
         }

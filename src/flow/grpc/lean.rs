@@ -26,52 +26,110 @@ pub struct DataRequest {
     pub header: Option<HeaderProto>,
     pub parameters: Option<prost_types::Struct>,
     pub routes: Vec<RouteProto>,
-    /// The `data` field (an encoded `DataContentProto`), as received or to
-    /// send; `None`: absent.
+    /// The `data` field (an encoded `DataContentProto`), to send, or as
+    /// received when it came once; `None`: absent.
     pub data: Option<Bytes>,
-    /// What a received `data` holds: its documents as a body, or why they
-    /// cannot be one (a request answered with that reason). `None`: no
-    /// `data` field, or a message built to send.
-    pub docs: Option<Result<Body, String>>,
-    /// Top-level documents of a received `data.docs` (0 for `docs_bytes`).
-    pub count: usize,
+    /// What a received `data` holds ([`DataRequest::take_docs`]).
+    docs: Received,
+}
+
+/// A received `data` field's documents.
+#[derive(Debug, Default)]
+enum Received {
+    #[default]
+    None,
+    /// Flat documents, read straight into a body.
+    Body(Body),
+    /// Any other, read by prost (each `data` field merged into it, as prost
+    /// merges a message field sent more than once); converted when taken.
+    Content(DataContentProto),
 }
 
 /// `data` of a request or answer without documents: `docs`, empty.
 pub const NO_DOCS: &[u8] = &[0x0a, 0x00];
 
 impl DataRequest {
-    /// Reads `data`'s documents into `self.docs`: flat ones straight into a
-    /// body, any other through prost's messages as before (`ctx` carries
-    /// the decoding's recursion limit).
-    fn read_docs(&mut self, data: &Bytes, ctx: DecodeContext) -> Result<(), DecodeError> {
-        if let Some(body) = convert::fast_body(data) {
-            self.count = body.len();
-            self.docs = Some(Ok(body));
-            return Ok(());
+    /// A message to send: `data` is an encoded `DataContentProto`.
+    pub fn new(
+        header: Option<HeaderProto>,
+        parameters: Option<prost_types::Struct>,
+        routes: Vec<RouteProto>,
+        data: Option<Bytes>,
+    ) -> DataRequest {
+        DataRequest {
+            header,
+            parameters,
+            routes,
+            data,
+            docs: Received::None,
         }
-        let mut content = DataContentProto::default();
-        let mut framed = Vec::with_capacity(data.len() + 10);
-        encoding::encode_varint(data.len() as u64, &mut framed);
-        framed.extend_from_slice(data);
-        encoding::message::merge(
-            WireType::LengthDelimited,
-            &mut content,
-            &mut framed.as_slice(),
-            ctx,
-        )?;
-        let (docs, count) = match content.documents {
-            None => (Ok(Body::default()), 0),
-            Some(Documents::Docs(docs)) => (convert::body_from_docs(&docs), docs.docs.len()),
-            Some(Documents::DocsBytes(bytes)) => (
-                DocListProto::decode(bytes.as_slice())
-                    .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
-                    .and_then(|docs| convert::body_from_docs(&docs)),
-                0,
-            ),
+    }
+
+    /// The received documents as a body, or why they cannot be one (a
+    /// request answered with that reason), and the number of top-level
+    /// documents in `data.docs` (0 for `docs_bytes`). Taken once: the
+    /// message holds none afterwards.
+    pub fn take_docs(&mut self) -> (Result<Body, String>, usize) {
+        match std::mem::take(&mut self.docs) {
+            Received::None => (Ok(Body::default()), 0),
+            Received::Body(body) => {
+                let count = body.len();
+                (Ok(body), count)
+            }
+            Received::Content(content) => match content.documents {
+                None => (Ok(Body::default()), 0),
+                Some(Documents::Docs(docs)) => (convert::body_from_docs(&docs), docs.docs.len()),
+                Some(Documents::DocsBytes(bytes)) => (
+                    DocListProto::decode(bytes.as_slice())
+                        .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
+                        .and_then(|docs| convert::body_from_docs(&docs)),
+                    0,
+                ),
+            },
+        }
+    }
+
+    /// Reads one `data` field's bytes: flat documents (the field's first
+    /// time) straight into a body, any other through prost's messages as
+    /// before (`ctx` carries the decoding's recursion limit). Linear in the
+    /// bytes however often the field comes.
+    fn read_data(&mut self, data: Bytes, ctx: DecodeContext) -> Result<(), DecodeError> {
+        let merge = |content: &mut DataContentProto, bytes: &[u8], ctx: DecodeContext| {
+            let mut framed = Vec::with_capacity(bytes.len() + 10);
+            encoding::encode_varint(bytes.len() as u64, &mut framed);
+            framed.extend_from_slice(bytes);
+            encoding::message::merge(
+                WireType::LengthDelimited,
+                content,
+                &mut framed.as_slice(),
+                ctx,
+            )
         };
-        self.docs = Some(docs);
-        self.count = count;
+        match std::mem::take(&mut self.docs) {
+            Received::None => {
+                if let Some(body) = convert::fast_body(&data) {
+                    self.docs = Received::Body(body);
+                    self.data = Some(data);
+                    return Ok(());
+                }
+                let mut content = DataContentProto::default();
+                merge(&mut content, &data, ctx)?;
+                self.docs = Received::Content(content);
+            }
+            // The field again: what came first, read by prost, then this.
+            Received::Body(_) => {
+                let mut content = DataContentProto::default();
+                let first = self.data.take().unwrap_or_default();
+                merge(&mut content, &first, ctx.clone())?;
+                merge(&mut content, &data, ctx)?;
+                self.docs = Received::Content(content);
+            }
+            Received::Content(mut content) => {
+                merge(&mut content, &data, ctx)?;
+                self.docs = Received::Content(content);
+            }
+        }
+        self.data = None;
         Ok(())
     }
 }
@@ -124,13 +182,7 @@ impl prost::Message for DataRequest {
                 let mut data = Bytes::new();
                 encoding::bytes::merge(wire_type, &mut data, buf, ctx.clone())
                     .map_err(named("data"))?;
-                // A message field sent twice is merged: its bytes, joined.
-                if let Some(before) = self.data.take() {
-                    data = [before, data].concat().into();
-                }
-                self.read_docs(&data, ctx).map_err(named("data"))?;
-                self.data = Some(data);
-                Ok(())
+                self.read_data(data, ctx).map_err(named("data"))
             }
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
@@ -145,10 +197,11 @@ impl prost::Message for DataRequest {
                 .as_ref()
                 .map_or(0, |p| encoding::message::encoded_len(2, p))
             + encoding::message::encoded_len_repeated(3, &self.routes)
-            + self
-                .data
-                .as_ref()
-                .map_or(0, |d| encoding::bytes::encoded_len(4, d))
+            + match (&self.data, &self.docs) {
+                (Some(data), _) => encoding::bytes::encoded_len(4, data),
+                (None, Received::Content(content)) => encoding::message::encoded_len(4, content),
+                (None, _) => 0,
+            }
     }
 
     fn clear(&mut self) {
@@ -204,11 +257,10 @@ mod tests {
         assert_eq!(fast_body, body);
         // And through the message, as tonic decodes it.
         let bytes = request(list).encode_to_vec();
-        let decoded = DataRequest::decode(bytes.as_slice()).unwrap();
-        assert_eq!(decoded.count, 5);
-        assert_eq!(decoded.docs, Some(Ok(body)));
-        assert_eq!(decoded.header.as_ref().unwrap().request_id, "r");
+        let mut decoded = DataRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded.encoded_len(), bytes.len());
+        assert_eq!(decoded.take_docs(), (Ok(body), 5));
+        assert_eq!(decoded.header.as_ref().unwrap().request_id, "r");
     }
 
     #[test]
@@ -219,13 +271,12 @@ mod tests {
         let list = convert::docs_from_body(&body).unwrap();
         let content = convert::content_from_body(&body).unwrap();
         assert!(convert::fast_body(&content).is_none());
-        let decoded =
+        let mut decoded =
             DataRequest::decode(request(list.clone()).encode_to_vec().as_slice()).unwrap();
+        let (docs, count) = decoded.take_docs();
+        assert_eq!(count, list.docs.len());
         // (Compared as documents: tags are JSON text written in map order.)
-        let documents =
-            |docs: Option<Result<Body, String>>| docs.unwrap().unwrap().into_documents();
-        assert_eq!(documents(decoded.docs), Ok(tree));
-        assert_eq!(decoded.count, list.docs.len());
+        assert_eq!(docs.unwrap().into_documents(), Ok(tree));
         // A bad document: the same reason as the general way gives.
         let bad = DocListProto {
             docs: vec![crate::flow::grpc::pb::docarray::DocProto {
@@ -241,10 +292,10 @@ mod tests {
                 .into(),
             }],
         };
-        let decoded = DataRequest::decode(request(bad).encode_to_vec().as_slice()).unwrap();
+        let mut decoded = DataRequest::decode(request(bad).encode_to_vec().as_slice()).unwrap();
         assert_eq!(
-            decoded.docs,
-            Some(Err("docs[0].text must be text, not an integer".into()))
+            decoded.take_docs().0,
+            Err("docs[0].text must be text, not an integer".into())
         );
         // Bytes that are no DocListProto fail the decoding, as before.
         let mut broken = request(DocListProto::default()).encode_to_vec();
@@ -259,7 +310,16 @@ mod tests {
             request(convert::docs_from_body(&Body::from_documents(&flat()[2..])).unwrap())
                 .encode_to_vec(),
         );
-        let decoded = DataRequest::decode(twice.as_slice()).unwrap();
-        assert_eq!(decoded.docs, Some(Ok(Body::from_documents(&flat()))));
+        let mut decoded = DataRequest::decode(twice.as_slice()).unwrap();
+        assert_eq!(decoded.take_docs(), (Ok(Body::from_documents(&flat())), 5));
+        // Many times: merged as it comes, in linear time (a hostile client's
+        // 4 MiB of empty `data` fields).
+        let mut many = Vec::new();
+        for _ in 0..50_000 {
+            many.extend_from_slice(&[0x22, 0x04, 0x0a, 0x02, 0x0a, 0x00]);
+        }
+        let mut decoded = DataRequest::decode(many.as_slice()).unwrap();
+        let (docs, count) = decoded.take_docs();
+        assert_eq!((docs.unwrap().len(), count), (50_000, 50_000));
     }
 }

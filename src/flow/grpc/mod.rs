@@ -225,7 +225,7 @@ impl Shared {
     /// access log line and metrics.
     async fn process(
         &self,
-        request: DataRequest,
+        mut request: DataRequest,
         timeout: Option<Duration>,
         parent: Option<crate::trace::TraceContext>,
     ) -> DataRequest {
@@ -236,8 +236,9 @@ impl Shared {
         let started = std::time::Instant::now();
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight());
         let received = self.metrics.as_ref().map_or(0, |_| request.encoded_len());
-        let docs = request.count;
-        let reply = self.answer(request, timeout, trace).await;
+        // Read while the request was decoded (lean.rs).
+        let (body, docs) = request.take_docs();
+        let reply = self.answer(request, body, timeout, trace).await;
         let header = reply.header.as_ref();
         let status = header
             .and_then(|h| h.status.as_ref())
@@ -281,14 +282,12 @@ impl Shared {
     async fn answer(
         &self,
         request: DataRequest,
+        body: Result<Body, String>,
         timeout: Option<Duration>,
         trace: Option<crate::trace::TraceContext>,
     ) -> DataRequest {
         let DataRequest {
-            header,
-            parameters,
-            docs,
-            ..
+            header, parameters, ..
         } = request;
         let mut header = header.unwrap_or_default();
         // As the HTTP gateway: an id is echoed and logged, so a long one is
@@ -312,22 +311,21 @@ impl Shared {
         let answer = |status: StatusProto,
                       parameters: Option<prost_types::Struct>,
                       routes: Vec<RouteProto>,
-                      docs: Bytes| DataRequest {
-            header: Some(HeaderProto {
-                request_id: header.request_id.clone(),
-                status: Some(status),
-                exec_endpoint: Some(endpoint.clone()),
-                target_executor: header.target_executor.clone(),
-                timeout: header.timeout,
-            }),
-            parameters,
-            routes,
-            data: Some(docs),
-            ..Default::default()
+                      docs: Bytes| {
+            DataRequest::new(
+                Some(HeaderProto {
+                    request_id: header.request_id.clone(),
+                    status: Some(status),
+                    exec_endpoint: Some(endpoint.clone()),
+                    target_executor: header.target_executor.clone(),
+                    timeout: header.timeout,
+                }),
+                parameters,
+                routes,
+                Some(docs),
+            )
         };
         let no_docs = || Bytes::from_static(lean::NO_DOCS);
-        // Read while the request was decoded (lean.rs).
-        let body = docs.unwrap_or_else(|| Ok(Body::default()));
         let target = crate::flow::gateway::check_endpoint(&endpoint)
             .and_then(|()| long_id.map_or(Ok(()), Err))
             .and_then(|()| {
