@@ -38,8 +38,9 @@ pub struct DataRequest {
 enum Received {
     #[default]
     None,
-    /// Flat documents, read straight into a body.
-    Body(Body),
+    /// Flat documents, read straight into a body (boxed: a body's columns
+    /// are most of the message's size).
+    Body(Box<Body>),
     /// Any other, read by prost (each `data` field merged into it, as prost
     /// merges a message field sent more than once); converted when taken.
     Content(DataContentProto),
@@ -74,7 +75,7 @@ impl DataRequest {
             Received::None => (Ok(Body::default()), 0),
             Received::Body(body) => {
                 let count = body.len();
-                (Ok(body), count)
+                (Ok(*body), count)
             }
             Received::Content(content) => match content.documents {
                 None => (Ok(Body::default()), 0),
@@ -108,7 +109,7 @@ impl DataRequest {
         match std::mem::take(&mut self.docs) {
             Received::None => {
                 if let Some(body) = convert::fast_body(&data) {
-                    self.docs = Received::Body(body);
+                    self.docs = Received::Body(Box::new(body));
                     self.data = Some(data);
                     return Ok(());
                 }
