@@ -16,6 +16,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(false)
+        .compile_fds(files.clone())?;
+    // The same services again, in OUT_DIR/lean, with `jina.DataRequestProto`
+    // replaced by the gateway's own message (src/flow/grpc/lean.rs), which
+    // reads documents straight into the columnar body and writes answers
+    // straight from it; every other message is the one generated above.
+    let lean = out.join("lean");
+    std::fs::create_dir_all(&lean)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .out_dir(&lean)
+        .extern_path(".docarray", "crate::flow::grpc::pb::docarray")
+        .extern_path(".jina", "crate::flow::grpc::pb::jina")
+        .extern_path(
+            ".jina.DataRequestProto",
+            "crate::flow::grpc::lean::DataRequest",
+        )
         .compile_fds(files)?;
     Ok(())
 }

@@ -2426,60 +2426,103 @@ fn grpc_flow(yaml: &str) -> (std::process::Child, u16, u16, tempfile::TempDir) {
 mod grpc_request;
 use grpc_request::grpc_request;
 
-async fn grpc_client(
-    port: u16,
-) -> jina_wasm::flow::grpc::pb::jina::jina_rpc_client::JinaRpcClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+async fn grpc_channel(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .tcp_nodelay(true)
         .connect()
         .await
-        .unwrap();
-    jina_wasm::flow::grpc::pb::jina::jina_rpc_client::JinaRpcClient::new(channel)
-        .max_decoding_message_size(64 << 20)
+        .unwrap()
+}
+
+/// The request of [`grpc_request`] with its documents encoded once, as a
+/// load generator (or Jina's client, which serializes each request once)
+/// sends the same request again: cloning it clones a reference.
+fn grpc_lean_request(docs: &[Document]) -> jina_wasm::flow::grpc::lean::DataRequest {
+    use prost::Message;
+    let request = grpc_request("bench", docs);
+    jina_wasm::flow::grpc::lean::DataRequest::new(
+        request.header,
+        None,
+        Vec::new(),
+        Some(request.data.unwrap().encode_to_vec().into()),
+    )
+}
+
+/// Checks an answer: success, and `sent` documents back (each answer's
+/// documents are read into a body, as the gateway reads a request's).
+fn grpc_check(mut reply: jina_wasm::flow::grpc::lean::DataRequest, sent: usize) {
+    let status = reply.header.as_ref().unwrap().status.as_ref().unwrap();
+    assert_eq!(status.code, 0, "{status:?}");
+    let (body, count) = reply.take_docs();
+    assert_eq!((count, body.unwrap().len()), (sent, sent));
 }
 
 /// Documents per second through one `Call` stream (as Jina's client sends),
 /// the gateway keeping its `prefetch` (8) requests in flight.
 async fn grpc_rate(port: u16, docs: &[Document], requests: usize) -> f64 {
     use futures::StreamExt;
-    let mut client = grpc_client(port).await;
-    let request = grpc_request("bench", docs);
+    use jina_wasm::flow::grpc::lean_pb::jina_rpc_client::JinaRpcClient;
+    let mut client =
+        JinaRpcClient::new(grpc_channel(port).await).max_decoding_message_size(64 << 20);
+    let request = grpc_lean_request(docs);
     let start = Instant::now();
-    let outgoing = futures::stream::iter((0..requests).map(move |_| request.clone()));
+    let outgoing = futures::stream::iter((0..requests).map(move |_| {
+        jina_wasm::flow::grpc::lean::DataRequest::new(
+            request.header.clone(),
+            None,
+            Vec::new(),
+            request.data.clone(),
+        )
+    }));
     let mut replies = client.call(outgoing).await.unwrap().into_inner();
     let mut n = 0;
     while let Some(reply) = replies.next().await {
-        let reply = reply.unwrap();
-        let status = reply.header.unwrap().status.unwrap();
-        assert_eq!(status.code, 0, "{status:?}");
+        grpc_check(reply.unwrap(), docs.len());
         n += 1;
     }
     assert_eq!(n, requests);
     (requests * docs.len()) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `rate`'s result with the CPU time per document it cost the Flow's
+/// process (`pid`) and this one (the client): (docs/s, Flow µs, client µs).
+async fn grpc_costs(
+    pid: u32,
+    docs: usize,
+    rate: impl std::future::Future<Output = f64>,
+) -> (f64, f64, f64) {
+    let (flow, client) = (process_cpu(pid), process_cpu(std::process::id()));
+    let rate = rate.await;
+    let per_doc =
+        |before: Duration, after: Duration| (after - before).as_secs_f64() * 1e6 / docs as f64;
+    (
+        rate,
+        per_doc(flow, process_cpu(pid)),
+        per_doc(client, process_cpu(std::process::id())),
+    )
+}
+
 /// Sequential one-request streams' worth of latency: unary
 /// `process_single_data` calls, one after another: (p50, p99).
 async fn grpc_latency(port: u16, docs: &[Document], n: usize) -> (Duration, Duration) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .unwrap();
     let mut client =
-        jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient::new(channel);
-    let request = grpc_request("bench", docs);
+        jina_wasm::flow::grpc::lean_pb::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient::new(grpc_channel(port).await);
+    let request = grpc_lean_request(docs);
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let start = Instant::now();
         let reply = client
-            .process_single_data(request.clone())
+            .process_single_data(jina_wasm::flow::grpc::lean::DataRequest::new(
+                request.header.clone(),
+                None,
+                Vec::new(),
+                request.data.clone(),
+            ))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(reply.header.unwrap().status.unwrap().code, 0);
+        grpc_check(reply, docs.len());
         if i >= 50 {
             times.push(start.elapsed());
         }
@@ -2499,8 +2542,11 @@ async fn grpc_rows() -> Vec<Row> {
     // Warm both paths (compiled guest, connections).
     let _ = grpc_rate(grpc, &docs, 20).await;
     let _ = http_rate(http, "/", &docs, 20).await;
-    let grpc_docs = grpc_rate(grpc, &docs, 300).await;
-    let http_docs = http_rate(http, "/", &docs, 300).await;
+    let pid = child.id();
+    let (grpc_docs, grpc_flow_us, grpc_client_us) =
+        grpc_costs(pid, 30_000, grpc_rate(grpc, &docs, 300)).await;
+    let (http_docs, http_flow_us, http_client_us) =
+        grpc_costs(pid, 30_000, http_rate(http, "/", &docs, 300)).await;
     let ratio = grpc_docs / http_docs;
     rows.push(Row {
         name: "gateway -> passthrough, 100-doc requests (128-d embeddings): gRPC stream vs HTTP JSON, 8 in flight".into(),
@@ -2510,6 +2556,17 @@ async fn grpc_rows() -> Vec<Row> {
         ratio_label: "gRPC/HTTP",
         target: ">= 3x".into(),
         met: ratio >= 3.0,
+    });
+    // What each document cost, whatever else the machine ran meanwhile: the
+    // Flow's process (gateway, Pea, executor) and the client's (this one).
+    rows.push(Row {
+        name: "the same, CPU per document: Flow process (client process)".into(),
+        value: format!("gRPC {grpc_flow_us:.1} µs ({grpc_client_us:.1} µs)"),
+        baseline: format!("HTTP {http_flow_us:.1} µs ({http_client_us:.1} µs)"),
+        ratio: http_flow_us / grpc_flow_us,
+        ratio_label: "x less Flow CPU over gRPC",
+        target: "-".into(),
+        met: true,
     });
     let one = &docs[..1];
     let grpc_rps = grpc_rate(grpc, one, 3000).await;

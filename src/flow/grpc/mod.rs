@@ -20,6 +20,7 @@
 //! (`grpc-timeout`) becomes the request's deadline inside the Flow.
 
 pub mod convert;
+pub mod lean;
 mod listener;
 
 /// The messages and services generated from proto/ by build.rs.
@@ -33,11 +34,20 @@ pub mod pb {
     }
 }
 
+/// Jina's services again, over [`lean::DataRequest`] in place of
+/// `DataRequestProto` (build.rs): the gateway serves the data services from
+/// here, and a client may call them with pre-encoded documents.
+#[allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
+pub mod lean_pb {
+    include!(concat!(env!("OUT_DIR"), "/lean/jina.rs"));
+}
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use serde_json::Value;
@@ -45,19 +55,20 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
-use pb::docarray::DocListProto;
+use lean::DataRequest;
+use lean_pb::{
+    jina_rpc_server::{JinaRpc, JinaRpcServer},
+    jina_single_data_request_rpc_server::{
+        JinaSingleDataRequestRpc, JinaSingleDataRequestRpcServer,
+    },
+};
 use pb::jina::{
-    DataRequestProto, EndpointsProto, HeaderProto, JinaInfoProto, RouteProto, StatusProto,
-    data_request_proto::{DataContentProto, data_content_proto::Documents},
+    EndpointsProto, HeaderProto, JinaInfoProto, RouteProto, StatusProto,
     jina_discover_endpoints_rpc_server::{
         JinaDiscoverEndpointsRpc, JinaDiscoverEndpointsRpcServer,
     },
     jina_gateway_dry_run_rpc_server::{JinaGatewayDryRunRpc, JinaGatewayDryRunRpcServer},
     jina_info_rpc_server::{JinaInfoRpc, JinaInfoRpcServer},
-    jina_rpc_server::{JinaRpc, JinaRpcServer},
-    jina_single_data_request_rpc_server::{
-        JinaSingleDataRequestRpc, JinaSingleDataRequestRpcServer,
-    },
     status_proto::{ExceptionProto, StatusCode},
 };
 
@@ -214,10 +225,10 @@ impl Shared {
     /// access log line and metrics.
     async fn process(
         &self,
-        request: DataRequestProto,
+        mut request: DataRequest,
         timeout: Option<Duration>,
         parent: Option<crate::trace::TraceContext>,
-    ) -> DataRequestProto {
+    ) -> DataRequest {
         let span =
             crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
         // A client's trace that is not sampled travels on unrecorded.
@@ -225,11 +236,9 @@ impl Shared {
         let started = std::time::Instant::now();
         let _in_flight = self.metrics.as_ref().map(|m| m.in_flight());
         let received = self.metrics.as_ref().map_or(0, |_| request.encoded_len());
-        let docs = match request.data.as_ref().and_then(|d| d.documents.as_ref()) {
-            Some(Documents::Docs(docs)) => docs.docs.len(),
-            _ => 0,
-        };
-        let reply = self.answer(request, timeout, trace).await;
+        // Read while the request was decoded (lean.rs).
+        let (body, docs) = request.take_docs();
+        let reply = self.answer(request, body, timeout, trace).await;
         let header = reply.header.as_ref();
         let status = header
             .and_then(|h| h.status.as_ref())
@@ -272,15 +281,13 @@ impl Shared {
     /// error status, never a dropped call.
     async fn answer(
         &self,
-        request: DataRequestProto,
+        request: DataRequest,
+        body: Result<Body, String>,
         timeout: Option<Duration>,
         trace: Option<crate::trace::TraceContext>,
-    ) -> DataRequestProto {
-        let DataRequestProto {
-            header,
-            parameters,
-            data,
-            ..
+    ) -> DataRequest {
+        let DataRequest {
+            header, parameters, ..
         } = request;
         let mut header = header.unwrap_or_default();
         // As the HTTP gateway: an id is echoed and logged, so a long one is
@@ -300,30 +307,25 @@ impl Shared {
             .clone()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| "/".into());
+        // `docs`: the answer's documents, as an encoded `DataContentProto`.
         let answer = |status: StatusProto,
                       parameters: Option<prost_types::Struct>,
                       routes: Vec<RouteProto>,
-                      docs: DocListProto| DataRequestProto {
-            header: Some(HeaderProto {
-                request_id: header.request_id.clone(),
-                status: Some(status),
-                exec_endpoint: Some(endpoint.clone()),
-                target_executor: header.target_executor.clone(),
-                timeout: header.timeout,
-            }),
-            parameters,
-            routes,
-            data: Some(DataContentProto {
-                documents: Some(Documents::Docs(docs)),
-            }),
+                      docs: Bytes| {
+            DataRequest::new(
+                Some(HeaderProto {
+                    request_id: header.request_id.clone(),
+                    status: Some(status),
+                    exec_endpoint: Some(endpoint.clone()),
+                    target_executor: header.target_executor.clone(),
+                    timeout: header.timeout,
+                }),
+                parameters,
+                routes,
+                Some(docs),
+            )
         };
-        let body = match data.and_then(|d| d.documents) {
-            None => Ok(Body::default()),
-            Some(Documents::Docs(docs)) => convert::body_from_docs(&docs),
-            Some(Documents::DocsBytes(bytes)) => DocListProto::decode(bytes.as_slice())
-                .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
-                .and_then(|docs| convert::body_from_docs(&docs)),
-        };
+        let no_docs = || Bytes::from_static(lean::NO_DOCS);
         let target = crate::flow::gateway::check_endpoint(&endpoint)
             .and_then(|()| long_id.map_or(Ok(()), Err))
             .and_then(|()| {
@@ -333,7 +335,7 @@ impl Shared {
             (Ok(body), Ok(target)) => (body, target),
             (Err(message), _) | (_, Err(message)) => {
                 let status = failure("gateway", "bad-request", &message);
-                return answer(status, parameters, Vec::new(), DocListProto::default());
+                return answer(status, parameters, Vec::new(), no_docs());
             }
         };
         let mut envelope =
@@ -356,13 +358,13 @@ impl Shared {
         drop(body);
         let Ok(_slot) = self.slots.acquire().await else {
             let status = failure("gateway", "unavailable", "the gateway is stopping");
-            return answer(status, parameters, Vec::new(), DocListProto::default());
+            return answer(status, parameters, Vec::new(), no_docs());
         };
         let reply = match call_targeted(&self.calls, message, target).await {
             Ok(reply) => reply,
             Err(e) => {
                 let status = failure("gateway", "unavailable", &format!("{e:#}"));
-                return answer(status, parameters, Vec::new(), DocListProto::default());
+                return answer(status, parameters, Vec::new(), no_docs());
             }
         };
         let routes = reply
@@ -386,12 +388,12 @@ impl Shared {
         let docs = reply
             .decode_body()
             .map_err(|e| e.to_string())
-            .and_then(|body| convert::docs_from_body(&body));
+            .and_then(|body| convert::content_from_body(&body));
         let docs = match docs {
-            Ok(docs) => docs,
+            Ok(docs) => Bytes::from(docs),
             Err(e) => {
                 let status = failure("gateway", "malformed", &e);
-                return answer(status, parameters, routes, DocListProto::default());
+                return answer(status, parameters, routes, no_docs());
             }
         };
         let status = match &reply.envelope.status {
@@ -410,7 +412,7 @@ impl Shared {
     }
 }
 
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<DataRequestProto, GrpcStatus>> + Send>>;
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<DataRequest, GrpcStatus>> + Send>>;
 
 #[tonic::async_trait]
 impl JinaRpc for Service {
@@ -418,7 +420,7 @@ impl JinaRpc for Service {
 
     async fn call(
         &self,
-        request: Request<Streaming<DataRequestProto>>,
+        request: Request<Streaming<DataRequest>>,
     ) -> Result<Response<ReplyStream>, GrpcStatus> {
         let metadata = request.metadata();
         let timeout = client_timeout(metadata);
@@ -470,8 +472,8 @@ impl JinaRpc for Service {
 impl JinaSingleDataRequestRpc for Service {
     async fn process_single_data(
         &self,
-        request: Request<DataRequestProto>,
-    ) -> Result<Response<DataRequestProto>, GrpcStatus> {
+        request: Request<DataRequest>,
+    ) -> Result<Response<DataRequest>, GrpcStatus> {
         let timeout = client_timeout(request.metadata());
         let parent = traceparent(request.metadata());
         Ok(Response::new(
