@@ -40,7 +40,8 @@ pub struct PodCommand {
     /// `any` (replicas: one replica per request; shards: each shard gets the
     /// documents whose ids it owns), `all` (every Pea gets the request; with
     /// shards and replicas, one replica of every shard), or per endpoint:
-    /// `/index:any,/search:all,*:any`.
+    /// `/index:any,/search:all,*:any`, or as Jina 3 writes it,
+    /// `'{"/index": "ANY", "/search": "ALL", "*": "ANY"}'`.
     #[arg(long, default_value = "any")]
     pub polling: Polling,
 

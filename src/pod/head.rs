@@ -809,6 +809,28 @@ mod tests {
     use crate::Document;
     use crate::wire::Status;
 
+    #[test]
+    fn polling_reads_jinas_json_form_and_names_what_is_wrong() {
+        use crate::pod::Polling;
+        let polling: Polling = r#"{"/search": "ALL", "/index": "any", "*": "all"}"#
+            .parse()
+            .unwrap();
+        assert!(polling.is_all("/search") && !polling.is_all("/index") && polling.is_all("/x"));
+        // What the Pod passes on to its Peas' processes reads back the same.
+        assert_eq!(polling.to_string().parse::<Polling>().unwrap(), polling);
+        for (text, says) in [
+            (r#"{"/search": 1}"#, "polling of `/search`: `1` is not"),
+            (
+                r#"{"/search": "some"}"#,
+                "polling of `/search`: polling `some`",
+            ),
+            (r#"{"/search": "all""#, "is not a JSON object"),
+        ] {
+            let e = text.parse::<Polling>().unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
     /// Two shards of two replicas, every replica connected with one credit.
     fn grid() -> Vec<Peer> {
         (0..4)

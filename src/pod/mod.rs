@@ -150,6 +150,25 @@ impl FromStr for Polling {
             "all" => Ok(true),
             other => Err(format!("polling `{other}` is neither `any` nor `all`")),
         };
+        // Jina 3's form: a JSON object of endpoint to `ANY`/`ALL`, `*` the rest.
+        if text.trim_start().starts_with('{') {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+                .map_err(|e| {
+                    format!("`{text}` is not a JSON object of ENDPOINT to \"any\" or \"all\" ({e}); or write /index:any,/search:all,*:any")
+                })?;
+            let mut polling = Polling::ANY;
+            for (endpoint, m) in map {
+                let m = m.as_str().ok_or_else(|| {
+                    format!("polling of `{endpoint}`: `{m}` is not \"any\" or \"all\"")
+                })?;
+                let all = mode(m).map_err(|e| format!("polling of `{endpoint}`: {e}"))?;
+                match endpoint.as_str() {
+                    "*" => polling.default_all = all,
+                    _ => polling.endpoints.push((endpoint, all)),
+                }
+            }
+            return Ok(polling);
+        }
         if !text.contains(':') {
             return Ok(Polling {
                 default_all: mode(text)?,
