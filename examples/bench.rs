@@ -2610,34 +2610,57 @@ async fn on_off(with_on: &str) -> OnOff {
     let on = FlowProcess::start(&format!("with:\n{with_on}{pods}"));
     let off = FlowProcess::start(pods);
     let docs: Vec<Document> = (0..1).map(workload_doc).collect();
-    let (rounds, requests) = (6, 1500);
-    let (mut rates_off, mut rates_on) = (Vec::new(), Vec::new());
     // Warm both (connections, first-seen endpoints), then measure.
     http_rate(off.1, "/", &docs, 200).await;
     http_rate(on.1, "/", &docs, 200).await;
-    let (cpu_off, cpu_on) = (process_cpu(off.0.id()), process_cpu(on.0.id()));
+    let ports = [off.1, on.1];
+    let [without, with] = alternate([off.0.id(), on.0.id()], 6, 1500, |side, n| {
+        http_rate(ports[side], "/", &docs, n)
+    })
+    .await;
+    OnOff {
+        rate_on: with.rate,
+        rate_off: without.rate,
+        cpu_on: with.cpu,
+        cpu_off: without.cpu,
+    }
+}
+
+/// One side of [`alternate`]: its median round (what `measure` returned:
+/// requests or documents per second) and its process's CPU time per request
+/// (µs) over all rounds, the steadier figure on a shared machine.
+struct Side {
+    rate: f64,
+    cpu: f64,
+}
+
+/// Two processes (`pids`) under the same load in `rounds` rounds of
+/// `requests`: `measure(side, requests)` drives side 0 or 1 and returns its
+/// rate. Each side goes first in every other round, so whatever the first of
+/// a pair pays or gains falls on both.
+async fn alternate<F: std::future::Future<Output = f64>>(
+    pids: [u32; 2],
+    rounds: usize,
+    requests: usize,
+    mut measure: impl FnMut(usize, usize) -> F,
+) -> [Side; 2] {
+    let before = pids.map(process_cpu);
+    let mut rates = [Vec::new(), Vec::new()];
     for round in 0..rounds {
-        if round % 2 == 0 {
-            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
-            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
-        } else {
-            rates_on.push(http_rate(on.1, "/", &docs, requests).await);
-            rates_off.push(http_rate(off.1, "/", &docs, requests).await);
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            rates[side].push(measure(side, requests).await);
         }
     }
-    let per_request = |before: Duration, pid: u32| {
-        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (rounds * requests) as f64
-    };
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    OnOff {
-        rate_on: median(rates_on),
-        rate_off: median(rates_off),
-        cpu_on: per_request(cpu_on, on.0.id()),
-        cpu_off: per_request(cpu_off, off.0.id()),
-    }
+    std::array::from_fn(|i| {
+        let mut r = std::mem::take(&mut rates[i]);
+        r.sort_by(f64::total_cmp);
+        Side {
+            rate: r[r.len() / 2],
+            cpu: (process_cpu(pids[i]) - before[i]).as_secs_f64() * 1e6
+                / (rounds * requests) as f64,
+        }
+    })
 }
 
 struct OnOff {

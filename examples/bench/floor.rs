@@ -131,17 +131,9 @@ async fn rate(client: &reqwest::Client, url: &str, body: &Bytes, docs: usize, n:
     (n * docs) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Each side's median documents/s over the rounds, and its process's CPU
-/// time per request (µs) over all of them: the steadier figure on a shared
-/// machine, where rates swing with whatever else runs.
-struct Side {
-    rate: f64,
-    cpu: f64,
-}
-
 /// Checks once that both answer as they should, then times them in
-/// alternating rounds; returns (flow, floor).
-async fn flow_and_floor(flow: &FlowProcess, floor: &Floor, docs: &[Document]) -> (Side, Side) {
+/// alternating rounds; returns [flow, floor].
+async fn flow_and_floor(flow: &FlowProcess, floor: &Floor, docs: &[Document]) -> [Side; 2] {
     let client = reqwest::Client::new();
     let flow_url = format!("http://127.0.0.1:{}/post", flow.1);
     let floor_url = format!("http://127.0.0.1:{}/post", floor.1);
@@ -182,34 +174,11 @@ async fn flow_and_floor(flow: &FlowProcess, floor: &Floor, docs: &[Document]) ->
     // Warm both (connections, the Flow's first-seen endpoint).
     rate(&client, &flow_url, &body, docs.len(), n / 10).await;
     rate(&client, &floor_url, &body, docs.len(), n / 10).await;
-    let (mut flows, mut floors) = (Vec::new(), Vec::new());
-    let (flow_cpu, floor_cpu) = (process_cpu(flow.0.id()), process_cpu(floor.0.id()));
-    for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            flows.push(rate(&client, &flow_url, &body, docs.len(), n).await);
-            floors.push(rate(&client, &floor_url, &body, docs.len(), n).await);
-        } else {
-            floors.push(rate(&client, &floor_url, &body, docs.len(), n).await);
-            flows.push(rate(&client, &flow_url, &body, docs.len(), n).await);
-        }
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let per_request = |before: Duration, pid: u32| {
-        (process_cpu(pid) - before).as_secs_f64() * 1e6 / (ROUNDS * n) as f64
-    };
-    (
-        Side {
-            rate: median(flows),
-            cpu: per_request(flow_cpu, flow.0.id()),
-        },
-        Side {
-            rate: median(floors),
-            cpu: per_request(floor_cpu, floor.0.id()),
-        },
-    )
+    let urls = [&flow_url, &floor_url];
+    alternate([flow.0.id(), floor.0.id()], ROUNDS, n, |side, n| {
+        rate(&client, urls[side], &body, docs.len(), n)
+    })
+    .await
 }
 
 pub async fn floor_rows() -> Vec<Row> {
@@ -256,7 +225,7 @@ pub async fn floor_rows() -> Vec<Row> {
             drop(flow.take()); // stop the last Flow before the next one starts
             flow = Some((yaml, FlowProcess::start(yaml)));
         }
-        let (flow, floor) = flow_and_floor(&flow.as_ref().unwrap().1, &floor, &docs).await;
+        let [flow, floor] = flow_and_floor(&flow.as_ref().unwrap().1, &floor, &docs).await;
         let ratio = flow.rate / floor.rate;
         let unit = if docs.len() == 1 { "req/s" } else { "docs/s" };
         rows.push(Row {
