@@ -304,7 +304,9 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     preload(&pea.addresses, &vectors(0, 100_000)).await;
     let ctrl = pea.addresses.ctrl.clone();
     let started = Instant::now();
-    jina_wasm::cli::control(&ctrl, "DUMP").await.unwrap();
+    jina_wasm::control::ask(&ctrl, jina_wasm::control::Command::Dump)
+        .await
+        .unwrap();
     let dump = started.elapsed();
     pea.terminate();
     pea.wait().await.unwrap();
@@ -1423,7 +1425,7 @@ impl Drop for DaemonProcess {
 
 /// Upload (into a fresh workspace) plus create, until the Pod is ready; then delete it.
 async fn remote_pod_start(
-    client: &jina_wasm::daemon::client::DaemonClient,
+    client: &jina_wasm::client_daemon::DaemonClient,
     workspace: &str,
 ) -> Duration {
     use hyper::Method;
@@ -1459,7 +1461,7 @@ async fn remote_pod_start(
 async fn daemon_rows() -> Vec<Row> {
     let mut rows = Vec::new();
     let daemon = DaemonProcess::start();
-    let client = jina_wasm::daemon::client::DaemonClient::new(&daemon.1, "bench-token-1");
+    let client = jina_wasm::client_daemon::DaemonClient::new(&daemon.1, "bench-token-1");
     // The first start compiles the component into the daemon's (empty) cache.
     let cold = remote_pod_start(&client, "cold").await;
     let mut warm: Vec<Duration> = Vec::new();

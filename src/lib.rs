@@ -5,6 +5,8 @@
 //! meant to use only those above it in this list:
 //!
 //! - [`units`]: sizes (`64MiB`) and durations (`500ms`) as users type them.
+//! - [`host_file`]: small files the host keeps where a guest could interfere
+//!   (identities, records of unsaved writes): no links, capped, atomic.
 //! - [`document`]: documents as the host sees them and their Jina-compatible JSON.
 //! - [`wire`]: the message format between Peas (envelope and columnar body),
 //!   specified in docs/protocol.md.
@@ -14,6 +16,10 @@
 //!   ([`executor::Executor`]) with memory and time limits and trap recovery.
 //! - [`transport`]: sockets as bounded queues of frames ([`transport::Link`]):
 //!   ZeroMQ over TCP and IPC between processes, `inproc://` between threads.
+//! - [`http_server`]: the HTTP server loop, with its limits, of the gateway,
+//!   the daemon and the metrics endpoint.
+//! - [`control`]: the control plane: the commands on a Pea's, Pod's or
+//!   gateway's control socket, reading one, the reply's frames, the client.
 //! - [`metrics`], [`trace`]: Prometheus metrics and OpenTelemetry traces of the
 //!   gateway, the Peas and the Pods' heads and tails (docs/operations.md).
 //! - [`pea`]: one executor behind an input, an output and a control socket:
@@ -21,33 +27,33 @@
 //! - [`pod`]: Peas that share one executor behind a head (split, credit) and a
 //!   tail (merge): shards, replicas, their workspaces, rolling updates.
 //! - [`client`]: requests into a Pea's or Pod's input, answers from its output.
-//! - [`http_server`]: the HTTP server loop, with its limits, of the gateway and
-//!   the daemon.
+//! - [`client_daemon`]: the daemon API's client (a Flow's remote Pods, the
+//!   tests) and what both sides accept (names, a file's listing entry).
 //! - [`flow`]: a DAG of Pods from YAML, its router, and the gateway (Jina's HTTP
 //!   and gRPC interfaces) in front; [`client_http`] is the gateway's client.
 //! - [`daemon`]: `jina-wasm daemon`, remote and multi-tenant hosting of Peas
-//!   and Pods over an HTTP API, and its client (for a Flow's remote Pods).
+//!   and Pods over an HTTP API.
 //! - [`export`]: a Flow as Kubernetes manifests or a Docker Compose file, each
 //!   unit one `jina-wasm` command line (docs/kubernetes.md).
 //! - [`cli`]: the `jina-wasm` commands, one file each.
 //!
-//! Imports that still go against this order (issue 17): `document` and `wire`
-//! use each other, `metrics` uses `pod` (a Pod's gauges), `pea` uses `pod`
-//! (workspaces and places), `pod` and `daemon` use `cli` (the control client
-//! in `cli/ping.rs`, argument renderers), and `daemon` and `flow` use each
-//! other.
+//! No module imports one listed after it, and none imports [`cli`]; a test may
+//! (tests/all/daemon.rs checks the daemon's argv with the CLI's parser).
 //!
 //! The executor contract lives in `wit/executor.wit`; the guest side of it in the
 //! `jina-guest-sdk` crate (`guest-sdk/`). docs/ explains both.
 
 pub mod cli;
 pub mod client;
+pub mod client_daemon;
 pub mod client_http;
+pub mod control;
 pub mod daemon;
 pub mod document;
 pub mod executor;
 pub mod export;
 pub mod flow;
+pub mod host_file;
 pub mod http_server;
 pub mod metrics;
 pub mod pea;

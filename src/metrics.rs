@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::wire::ErrorKind;
 
 /// The `Content-Type` of a scrape's answer.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -500,7 +502,7 @@ pub struct PeaMetrics {
     metrics: &'static Metrics,
     base: Labels,
     endpoints: HashMap<String, PeaEndpoint>,
-    errors: HashMap<String, Counter>,
+    errors: HashMap<ErrorKind, Counter>,
     pending: Gauge,
     restarts: Counter,
     traps: Counter,
@@ -607,20 +609,17 @@ impl PeaMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A request failed here with `kind`.
-    pub fn error(&mut self, kind: &str) {
-        if let Some(counter) = self.errors.get(kind) {
+    /// A request failed here with `kind` (a closed list: one label each).
+    pub fn error(&mut self, kind: ErrorKind) {
+        if let Some(counter) = self.errors.get(&kind) {
             counter.inc();
             return;
         }
-        let label = self.metrics.kind(kind);
         let mut labels = self.base.clone();
-        labels.push(("kind", label));
+        labels.push(("kind", kind.as_str().to_string()));
         let counter = self.metrics.pea.errors.get_or_create_owned(&labels);
         counter.inc();
-        if self.errors.len() < MAX_LABEL_VALUES {
-            self.errors.insert(kind.to_string(), counter);
-        }
+        self.errors.insert(kind, counter);
     }
 
     /// The Pea's state, each turn of its loop (a few atomic stores).
@@ -680,7 +679,7 @@ impl Drop for PeaMetrics {
         }
         for kind in self.errors.keys() {
             let mut labels = self.base.clone();
-            labels.push(("kind", kind.clone()));
+            labels.push(("kind", kind.as_str().to_string()));
             p.errors.remove(&labels);
         }
         for result in ["ok", "failed"] {
@@ -709,12 +708,36 @@ impl Drop for PeaMetrics {
 
 // ---------------------------------------------------------------- pod
 
+/// A Pod head's counters, for STATUS and the metrics.
+#[derive(Debug, Default)]
+pub struct HeadStats {
+    pub requests: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Parts sent to the Pod's Peas.
+    pub parts: AtomicU64,
+    /// Requests failed `unavailable` here (no Pea connected).
+    pub unavailable: AtomicU64,
+}
+
+/// A Pod tail's counters, for STATUS and the metrics.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    pub pending: AtomicU64,
+    pub completed: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub late: AtomicU64,
+    /// Parts received from the Pod's Peas.
+    pub parts: AtomicU64,
+    /// Requests failed `unavailable` (a Pea they needed is not connected).
+    pub unavailable: AtomicU64,
+}
+
 /// What a Pod's head and tail count, read at scrape time.
 #[derive(Debug)]
 pub struct PodSource {
     pub pod: String,
-    pub head: Arc<crate::pod::head::HeadStats>,
-    pub tail: Arc<crate::pod::tail::TailStats>,
+    pub head: Arc<HeadStats>,
+    pub tail: Arc<TailStats>,
     /// Which Peas are connected to the head now.
     pub connected: tokio::sync::watch::Receiver<Vec<bool>>,
     /// How many make the Pod healthy.

@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
+use crate::control::{self, Command, Incoming};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
-use crate::pea::{ControlInput, control_reply, read_control};
 use crate::transport::{Link, SocketSpec};
 use crate::wire::Status;
 
@@ -234,49 +234,46 @@ impl GatewayCommand {
 async fn serve_control(mut ctrl: Link, info: serde_json::Value) {
     let started = std::time::Instant::now();
     while let Some(frames) = ctrl.recv().await {
-        let (prefix, request) = match read_control(frames) {
-            ControlInput::Gone => continue,
-            ControlInput::Bad {
-                prefix,
-                reply_to,
-                failure,
-            } => {
-                let status = Status::Error {
-                    executor: "gateway".into(),
-                    kind: failure.kind,
-                    message: failure.message,
-                };
-                let _ = ctrl
-                    .send(control_reply(prefix, &reply_to, status, &json!({})))
-                    .await;
-                continue;
-            }
-            ControlInput::Request { prefix, request } => (prefix, request),
-        };
-        let (status, body, stop) = match request.endpoint.as_str() {
-            "STATUS" => {
-                let mut body = info.clone();
-                body["pea"] = "gateway".into();
-                body["state"] = "ready".into();
-                body["healthy"] = true.into();
-                body["uptime_ms"] = (started.elapsed().as_millis() as u64).into();
-                (Status::Success, body, false)
-            }
-            "TERMINATE" => (Status::Success, json!({"state": "terminating"}), true),
-            other => (
-                Status::Error {
-                    executor: "gateway".into(),
-                    kind: "unsupported".into(),
-                    message: format!(
-                        "unknown command `{other}`: the gateway answers STATUS and TERMINATE"
-                    ),
-                },
-                json!({}),
-                false,
-            ),
-        };
+        let (prefix, reply_to, status, body, stop) =
+            match control::read(frames, &[Command::Status, Command::Terminate]) {
+                Incoming::Gone => continue,
+                Incoming::Refused {
+                    prefix,
+                    reply_to,
+                    kind,
+                    message,
+                } => {
+                    let status = Status::Error {
+                        executor: "gateway".into(),
+                        kind,
+                        message,
+                    };
+                    (prefix, reply_to, status, json!({}), false)
+                }
+                Incoming::Command {
+                    prefix,
+                    request,
+                    command: Command::Status,
+                } => {
+                    let mut body = info.clone();
+                    body["pea"] = "gateway".into();
+                    body["state"] = "ready".into();
+                    body["healthy"] = true.into();
+                    body["uptime_ms"] = (started.elapsed().as_millis() as u64).into();
+                    (prefix, request, Status::Success, body, false)
+                }
+                Incoming::Command {
+                    prefix, request, ..
+                } => (
+                    prefix,
+                    request,
+                    Status::Success,
+                    json!({"state": "terminating"}),
+                    true,
+                ),
+            };
         let _ = ctrl
-            .send(control_reply(prefix, &request, status, &body))
+            .send(control::reply(prefix, &reply_to, status, &body))
             .await;
         if stop {
             break;

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use common::{ExecutorArgs, MonitoringArgs, POOL_SLOTS, RuntimeArgs};
-pub use ping::control;
 
 /// Run Jina-style executors as sandboxed WebAssembly components.
 ///

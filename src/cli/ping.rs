@@ -6,9 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
-use crate::transport::{Link, SocketSpec};
+use crate::control::{self, Command};
 use crate::units::parse_duration;
-use crate::wire::{Message, Status};
 
 /// Send STATUS to a Pea's control address and print its answer.
 ///
@@ -38,7 +37,7 @@ pub struct PingCommand {
 impl PingCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let address = endpoint(&self.address);
-        let status = match ask(&address, "STATUS", self.timeout)? {
+        let status = match ask(&address, Command::Status, self.timeout)? {
             Ok(status) => status,
             Err(code) => return Ok(code),
         };
@@ -65,12 +64,17 @@ impl PingCommand {
 
 /// Sends one control request and waits up to `timeout`; a failure or no
 /// answer is printed on stderr and becomes exit code 1.
-fn ask(address: &str, command: &str, timeout: Duration) -> anyhow::Result<Result<Value, ExitCode>> {
+fn ask(
+    address: &str,
+    command: Command,
+    timeout: Duration,
+) -> anyhow::Result<Result<Value, ExitCode>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     Ok(
-        match rt.block_on(async { tokio::time::timeout(timeout, control(address, command)).await })
+        match rt
+            .block_on(async { tokio::time::timeout(timeout, control::ask(address, command)).await })
         {
             Err(_) => {
                 eprintln!("no answer from {address} within {timeout:?}");
@@ -109,7 +113,10 @@ pub struct ControlCommand {
 impl ControlCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let address = endpoint(&self.address);
-        match ask(&address, &self.command.to_ascii_uppercase(), self.timeout)? {
+        let name = self.command.to_ascii_uppercase();
+        let command = Command::parse(&name)
+            .ok_or_else(|| anyhow::anyhow!("unknown control command `{name}`"))?;
+        match ask(&address, command, self.timeout)? {
             Ok(answer) => {
                 println!("{answer}");
                 Ok(ExitCode::SUCCESS)
@@ -126,25 +133,4 @@ pub(crate) fn endpoint(address: &str) -> String {
     } else {
         format!("tcp://{address}")
     }
-}
-
-/// Sends one control request and returns the reply's JSON body.
-///
-/// # Errors
-/// An error status or a malformed reply.
-pub async fn control(address: &str, command: &str) -> anyhow::Result<Value> {
-    let mut link = Link::open(SocketSpec::DEALER_CONNECT, address, "control client").await?;
-    link.send(crate::pea::control_frames(command, serde_json::json!({})))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let frames = link
-        .recv()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the socket closed"))?;
-    link.close(Duration::from_millis(100)).await;
-    let reply = Message::from_frames(&frames)?;
-    if let Status::Error { kind, message, .. } = &reply.envelope.status {
-        anyhow::bail!("{command} failed ({kind}): {message}");
-    }
-    Ok(serde_json::from_slice(&reply.body)?)
 }

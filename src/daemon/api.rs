@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::objects::{CreateRequest, Files, Kind, Live, Object, State as LiveState, StateRequest};
 use super::tenants::Tenant;
-use super::workspace::{Receiving, is_safe_id, safe_relative};
+use super::workspace::{Receiving, safe_relative};
 use super::{Daemon, random_id};
+use crate::client_daemon::is_safe_id;
 use crate::units::format_size;
 
 type Shared = State<Arc<Daemon>>;
@@ -753,7 +754,7 @@ async fn show(kind: Kind, State(d): Shared, headers: HeaderMap, Path(id): Path<S
     if let Some(ctrl) = ctrl {
         described["status"] = match tokio::time::timeout(
             Duration::from_secs(2),
-            crate::cli::control(&ctrl, "STATUS"),
+            crate::control::ask(&ctrl, crate::control::Command::Status),
         )
         .await
         {

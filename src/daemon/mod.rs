@@ -18,7 +18,6 @@
 //! - [`client`]: the client side, for Flows, tests and the benchmark.
 
 pub mod api;
-pub mod client;
 pub mod flows;
 pub mod objects;
 pub mod tenants;

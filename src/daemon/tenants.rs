@@ -103,7 +103,7 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Tenant>> {
     for (i, entry) in file.tenants.into_iter().enumerate() {
         let fail =
             |m: String| anyhow::anyhow!("tenants file {at}: tenants[{i}] (`{}`): {m}", entry.name);
-        if !super::workspace::is_safe_id(&entry.name) {
+        if !crate::client_daemon::is_safe_id(&entry.name) {
             return Err(fail(
                 "a name is 1-64 of A-Z a-z 0-9 . _ - and does not start with `.`".into(),
             ));

@@ -30,21 +30,14 @@ use std::path::{Component, Path, PathBuf};
 use cap_std::fs::Dir;
 use sha2::Digest as _;
 
+use crate::client_daemon::{FileEntry, is_safe_id};
+
 /// What an error about a link on the way says.
 const LINK_REFUSED: &str = "is a symbolic link";
 
 /// A manifest is at most this long (10,000 files of 255-byte names take
 /// about 4 MiB); a longer one is not read.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
-
-/// A workspace id, tenant name or object name: 1-64 of `A-Za-z0-9._-`, not starting with `.`.
-pub fn is_safe_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// Checks a file name a tenant gave and returns it as a relative path.
 ///
@@ -82,13 +75,6 @@ pub fn safe_relative(name: &str) -> Result<PathBuf, String> {
         return refuse("it names no file");
     }
     Ok(clean)
-}
-
-/// One file of a workspace, as listed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct FileEntry {
-    pub sha256: String,
-    pub size: u64,
 }
 
 /// The directories of one tenant.
@@ -456,15 +442,6 @@ impl Receiving {
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// The sha256 of a file, in hex (the Flow checks what a daemon already has).
-///
-/// # Errors
-/// The file cannot be read.
-pub fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// Bytes of every regular file under `dir`, measured by the quota's walker

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{Call, call_targeted};
 use crate::document::Document;
-use crate::wire::{Body, Envelope, Message, Status};
+use crate::wire::{Body, Envelope, ErrorKind, Message, Status};
 
 /// Jina's status code for a failed request (SUCCESS is 0).
 const ERROR: u8 = 1;
@@ -267,7 +267,7 @@ impl Refused {
             endpoint,
             None,
             "gateway",
-            "bad-request",
+            ErrorKind::BadRequest,
             &self.message,
         )
     }
@@ -333,9 +333,9 @@ async fn no_route(method: Method, uri: Uri) -> Response {
         ),
     };
     let kind = if code == StatusCode::NOT_FOUND {
-        "not-found"
+        ErrorKind::NotFound
     } else {
-        "method-not-allowed"
+        ErrorKind::MethodNotAllowed
     };
     let mut response = error(code, path, None, "gateway", kind, &message);
     if let Some((_, allowed)) = FIXED_ROUTES.iter().find(|(route, _)| *route == path)
@@ -571,7 +571,7 @@ async fn respond(
                 &fallback,
                 None,
                 "gateway",
-                "bad-request",
+                ErrorKind::BadRequest,
                 &message,
             );
         }
@@ -590,7 +590,7 @@ async fn respond(
             &endpoint,
             client_id.as_deref(),
             "gateway",
-            "unavailable",
+            ErrorKind::Unavailable,
             "the gateway is stopping",
         );
     };
@@ -609,7 +609,7 @@ async fn respond(
                 &endpoint,
                 Some(&id),
                 "gateway",
-                "unavailable",
+                ErrorKind::Unavailable,
                 &format!("{e:#}"),
             );
         }
@@ -626,7 +626,7 @@ async fn respond(
                 &endpoint,
                 Some(&id),
                 "gateway",
-                "malformed",
+                ErrorKind::Malformed,
                 &e,
             );
         }
@@ -658,10 +658,10 @@ async fn respond(
             message,
         } => {
             return failed(
-                executor_error_status(kind),
+                executor_error_status(*kind),
                 &endpoint,
                 Some(&id),
-                (executor, kind, message),
+                (executor, *kind, message),
                 Some(routes),
             );
         }
@@ -683,8 +683,8 @@ async fn respond(
 /// The HTTP status of a request an executor failed: 507 Insufficient Storage
 /// for `capacity` (the executor is full: the same request fails until
 /// capacity is added; 503 would invite a retry), 500 for every other kind.
-fn executor_error_status(kind: &str) -> StatusCode {
-    if kind == "capacity" {
+fn executor_error_status(kind: ErrorKind) -> StatusCode {
+    if kind == ErrorKind::Capacity {
         StatusCode::INSUFFICIENT_STORAGE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -761,12 +761,12 @@ fn documents(data: Value) -> Result<Vec<Document>, String> {
 }
 
 /// Jina's status of a failed request: which executor, what kind, why.
-fn failure<'a>(executor: &'a str, kind: &'a str, message: &'a str) -> StatusJson<'a> {
+fn failure<'a>(executor: &'a str, kind: ErrorKind, message: &'a str) -> StatusJson<'a> {
     StatusJson {
         code: ERROR,
         description: format!("executor `{executor}` failed ({kind}): {message}"),
         exception: Some(Exception {
-            name: kind,
+            name: kind.as_str(),
             args: [message],
             executor,
         }),
@@ -778,7 +778,7 @@ fn error(
     endpoint: &str,
     request_id: Option<&str>,
     executor: &str,
-    kind: &str,
+    kind: ErrorKind,
     message: &str,
 ) -> Response {
     failed(code, endpoint, request_id, (executor, kind, message), None)
@@ -802,7 +802,7 @@ fn failed(
     code: StatusCode,
     endpoint: &str,
     request_id: Option<&str>,
-    (executor, kind, message): (&str, &str, &str),
+    (executor, kind, message): (&str, ErrorKind, &str),
     routes: Option<Vec<RouteJson<'_>>>,
 ) -> Response {
     let message = cap(message);
@@ -822,7 +822,7 @@ fn failed(
         (code, Json(answer)).into_response(),
         endpoint,
         request_id,
-        kind,
+        kind.as_str(),
     )
 }
 
@@ -944,7 +944,7 @@ mod tests {
 
     #[test]
     fn answers_have_jinas_shape() {
-        let status = failure("enc", "panic", "boom");
+        let status = failure("enc", ErrorKind::Panic, "boom");
         let answer = Answer {
             header: Header {
                 request_id: Some("r"),
@@ -994,7 +994,7 @@ mod tests {
             2 * MAX_REASON - MAX_REASON
         )));
         assert_eq!(cap("short"), "short");
-        let status = failure("enc", "panic", "boom");
+        let status = failure("enc", ErrorKind::Panic, "boom");
         let answer = FailureAnswer {
             code: ERROR,
             description: &status.description.clone(),

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::spec::{Flow, PollingSpec};
-use crate::daemon::client::DaemonClient;
+use crate::client_daemon::DaemonClient;
 use crate::pea::Addresses;
 use crate::pod::{MemberInfo, PodHandle};
 
@@ -103,7 +103,7 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
                 .files
         }
         Err(e)
-            if e.downcast_ref::<crate::daemon::client::Refused>()
+            if e.downcast_ref::<crate::client_daemon::Refused>()
                 .is_some_and(|r| r.status == hyper::StatusCode::NOT_FOUND) =>
         {
             BTreeMap::new()
@@ -112,7 +112,7 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
     };
     let mut missing = Vec::new();
     for (name, path) in &files {
-        let sha = crate::daemon::workspace::sha256_of(path)
+        let sha = crate::client_daemon::sha256_of(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if held.get(name).map(|f| f.sha256.as_str()) != Some(sha.as_str()) {
             missing.push((name.clone(), *path));
@@ -322,7 +322,7 @@ fn default_workspace(file: &Path) -> String {
         })
         .take(64)
         .collect();
-    if crate::daemon::workspace::is_safe_id(&id) {
+    if crate::client_daemon::is_safe_id(&id) {
         id
     } else {
         "flow".into()
@@ -394,5 +394,5 @@ struct StartedPea {
 struct Workspace {
     /// File name to its digest and size.
     #[serde(default)]
-    files: BTreeMap<String, crate::daemon::workspace::FileEntry>,
+    files: BTreeMap<String, crate::client_daemon::FileEntry>,
 }

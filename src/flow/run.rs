@@ -30,7 +30,7 @@ use crate::executor::{ExecutorSpec, Runtime, Sandbox};
 use crate::pea::{DumpPolicy, OnError, PeaConfig};
 use crate::pod::{Backend, Balance, PodConfig, PodHandle};
 use crate::transport::{Link, SocketSpec};
-use crate::wire::{AfterError, Body, Message, Outcome, Route, now_us};
+use crate::wire::{AfterError, Body, ErrorKind, Message, Outcome, Route, now_us};
 
 /// How the Flow's Pods run.
 #[derive(Debug, Clone, Default)]
@@ -558,7 +558,7 @@ impl Router {
             let mut envelope = message.envelope;
             envelope.fail(
                 "gateway",
-                "bad-request",
+                ErrorKind::BadRequest,
                 &format!("request id `{id}` is already in the Flow"),
             );
             envelope.after_error = AfterError::Abort;
@@ -682,7 +682,7 @@ impl Router {
             envelope.request_id = id;
             envelope.fail(
                 &stuck,
-                "timeout",
+                ErrorKind::Timeout,
                 &format!("pod `{stuck}` did not answer before the request's deadline"),
             );
             envelope.after_error = AfterError::Abort;
@@ -707,7 +707,7 @@ fn join(parts: Vec<Message>) -> Message {
     match bodies.and_then(|b| crate::pod::reduce::merge(b, None)) {
         Ok(body) => Message::data(envelope, &body),
         Err(reason) => {
-            envelope.fail("gateway", "malformed", &reason);
+            envelope.fail("gateway", ErrorKind::Malformed, &reason);
             Message::new(envelope, Bytes::new())
         }
     }

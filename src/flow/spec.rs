@@ -288,7 +288,7 @@ impl Flow {
         super::front::listeners(&file.with, &[], &[])
             .map_err(|e| fail(format!("with.protocol/with.port: {e}")))?;
         if let Some(id) = &file.with.workspace_id
-            && !crate::daemon::workspace::is_safe_id(id)
+            && !crate::client_daemon::is_safe_id(id)
         {
             return Err(fail(format!(
                 "with.workspace_id `{id}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"

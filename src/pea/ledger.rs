@@ -25,7 +25,10 @@ use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 
 use super::{StateLost, Unsaved};
-use crate::pod::workspace::{read_host_file, write_host_file};
+use crate::host_file;
+
+/// A record is a few lines of JSON; a larger file is not one (and is read as a loss).
+const MAX_RECORD_BYTES: u64 = 64 << 10;
 
 /// How often the record's count is brought up to date while writes come in.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -119,7 +122,7 @@ impl Ledger {
 
     /// What an earlier process left: the loss it stands for, if any.
     pub(super) fn recover(&mut self) -> Option<StateLost> {
-        let bytes = match read_host_file(&self.dir, &self.name, &self.shown) {
+        let bytes = match host_file::read(&self.dir, &self.name, &self.shown, MAX_RECORD_BYTES) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 self.present = false;
@@ -194,7 +197,7 @@ impl Ledger {
             lost,
         };
         let text = serde_json::to_vec_pretty(&record).expect("a record serialises");
-        match write_host_file(&self.dir, &self.name, &self.shown, &text) {
+        match host_file::replace(&self.dir, &self.name, &self.shown, &text) {
             Ok(()) => {
                 self.present = true;
                 self.written_at = Some(Instant::now());

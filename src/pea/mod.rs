@@ -37,9 +37,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::{self, Command, Incoming};
 use crate::executor::{ExecutorSpec, Runtime};
 use crate::transport::{Link, SocketSpec, SocketType};
-use crate::wire::{AfterError, Envelope, Kind, Message, Outcome, Route, Status, now_us};
+use crate::wire::{AfterError, Envelope, ErrorKind, Kind, Message, Outcome, Route, Status, now_us};
 use ledger::Ledger;
 pub use worker::Failure;
 use worker::{Job, Worker};
@@ -434,7 +435,7 @@ pub struct DumpFailure {
     /// Failed attempts in a row.
     pub failures: u32,
     /// The last failure's kind and message.
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
     /// Milliseconds until the next attempt (0 while one runs).
     pub retry_in_ms: u64,
@@ -448,7 +449,7 @@ pub struct BackoffStatus {
     /// Milliseconds until the next attempt.
     pub retry_in_ms: u64,
     /// The last `init` failure: its kind and message.
-    pub kind: String,
+    pub kind: ErrorKind,
     pub last_error: String,
 }
 
@@ -539,8 +540,21 @@ enum Done {
 
 /// A control request waiting for the executor.
 struct ControlJob {
+    /// Empty for a job the Pea's own timers started: no one to answer.
     prefix: Vec<Bytes>,
     request: Envelope,
+    command: Command,
+}
+
+impl ControlJob {
+    /// A job of the Pea's own (the dump and reload timers).
+    fn own(command: Command) -> ControlJob {
+        ControlJob {
+            prefix: Vec::new(),
+            request: Envelope::control(command.as_str()),
+            command,
+        }
+    }
 }
 
 struct Pea {
@@ -690,12 +704,12 @@ impl Pea {
                 // Pea does not rewrite its state for nothing.
                 _ = dump_timer.tick(), if self.counters.requests > self.dumped_at => {
                     self.dumped_at = self.counters.requests;
-                    self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") });
+                    self.control_jobs.push_back(ControlJob::own(Command::Dump));
                 },
-                _ = load_timer.tick() => self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("RELOAD") }),
+                _ = load_timer.tick() => self.control_jobs.push_back(ControlJob::own(Command::Reload)),
                 () = sleep_until(self.retry_dump_at), if self.retry_dump_at.is_some() => {
                     self.retry_dump_at = None;
-                    self.control_jobs.push_back(ControlJob { prefix: Vec::new(), request: Envelope::control("DUMP") });
+                    self.control_jobs.push_back(ControlJob::own(Command::Dump));
                 },
                 () = sleep_until(self.revive_at), if self.revive_at.is_some() && self.reviving.is_none() && !self.terminating => {
                     self.revive_at = None;
@@ -729,7 +743,7 @@ impl Pea {
         let name = self.config.name.clone();
         let grace = self.config.timeout_ctrl;
         if self.config.socket_in.kind == SocketType::Dealer {
-            let _ = self.input.send(control_frames("CANCEL", json!({}))).await;
+            let _ = self.input.send(control::frames("CANCEL", json!({}))).await;
         }
         // A request abandoned after --timeout-ctrl still holds the executor's
         // thread: closing would wait for it, so the process leaves it behind.
@@ -800,7 +814,7 @@ impl Pea {
     async fn grant_credit(&self, command: &str) {
         let _ = self
             .input
-            .send(control_frames(
+            .send(control::frames(
                 command,
                 json!({"credit": 1, "pea": self.config.name}),
             ))
@@ -859,13 +873,13 @@ impl Pea {
         if envelope.expired() {
             envelope.fail(
                 &self.config.name,
-                "deadline",
+                ErrorKind::Deadline,
                 "the request's deadline passed before the executor could run it",
             );
             envelope.after_error = AfterError::Abort;
             message.body = Bytes::new();
             if let Some(m) = &mut self.metrics {
-                m.error("deadline");
+                m.error(ErrorKind::Deadline);
             }
             self.route(&mut message, received, Outcome::Failed);
             self.outbox.push_back(message.frames().to_vec());
@@ -918,7 +932,7 @@ impl Pea {
         let name = &self.config.name;
         if let Some(lost) = &self.state_lost {
             return Some(Failure {
-                kind: "state-lost".into(),
+                kind: ErrorKind::StateLost,
                 message: format!(
                     "pea `{name}` lost {} when its instance was discarded ({}); it serves the state of its last good \
                      dump (through request {}). Writes are refused until an operator accepts the loss (`jina-wasm \
@@ -934,7 +948,7 @@ impl Pea {
             && self.tracks_loss()
         {
             return Some(Failure {
-                kind: "dump".into(),
+                kind: ErrorKind::Dump,
                 message: format!(
                     "pea `{name}` refuses writes: its last dump failed ({}: {}), so a write acknowledged now could not \
                      be saved; the dump is tried again (next in {} ms, or send DUMP) and writes resume once one succeeds",
@@ -1050,7 +1064,7 @@ impl Pea {
             // write succeeds again.
             self.write_error = match &result {
                 Ok(_) => None,
-                Err(f) if f.kind == "io" => Some(f.message.clone()),
+                Err(f) if f.kind == ErrorKind::Io => Some(f.message.clone()),
                 Err(_) => self.write_error.take(),
             };
         }
@@ -1060,7 +1074,7 @@ impl Pea {
         let docs_in = traced.map_or(0, |_| crate::trace::documents(&message.body));
         let error = traced
             .and(result.as_ref().err())
-            .map(|f| (f.kind.clone(), f.message.clone()));
+            .map(|f| (f.kind, f.message.clone()));
         match result {
             Ok(body) => {
                 message.body = body;
@@ -1112,7 +1126,7 @@ impl Pea {
         // still waiting for their commit: they are lost, so not acknowledged.
         if instance_lost {
             let lost = Failure {
-                kind: "dump".into(),
+                kind: ErrorKind::Dump,
                 message: "the request was handled, but the executor trapped on a later request before its changes \
                           were saved, so it is not acknowledged (durable mode)"
                     .into(),
@@ -1154,7 +1168,7 @@ impl Pea {
                 let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
                 self.dump_failure = Some(DumpFailure {
                     failures,
-                    kind: f.kind.clone(),
+                    kind: f.kind,
                     message: f.message.clone(),
                     retry_in_ms: 0,
                 });
@@ -1183,7 +1197,7 @@ impl Pea {
     fn fail(&mut self, message: &mut Message, started: u64, failure: &Failure) {
         self.counters.failed += 1;
         if let Some(m) = &mut self.metrics {
-            m.error(&failure.kind);
+            m.error(failure.kind);
         }
         let name = &self.config.name;
         if self.config.quiet_error {
@@ -1192,9 +1206,9 @@ impl Pea {
             tracing::warn!(pea = %name, request = %message.envelope.request_id, kind = %failure.kind, "request failed: {}", failure.message);
         }
         let envelope = &mut message.envelope;
-        envelope.fail(name, &failure.kind, &failure.message);
+        envelope.fail(name, failure.kind, &failure.message);
         // A body that did not decode cannot go on; otherwise the strategy decides.
-        let strategy = if failure.kind == "malformed" {
+        let strategy = if failure.kind == ErrorKind::Malformed {
             OnError::ThrowEarly
         } else {
             self.config.on_error
@@ -1247,28 +1261,41 @@ impl Pea {
     }
 
     async fn on_control(&mut self, frames: Vec<Bytes>) {
-        let (prefix, request) = match read_control(frames) {
-            ControlInput::Gone => return,
-            ControlInput::Bad {
+        let (prefix, request, command) = match control::read(frames, &Command::ALL) {
+            Incoming::Gone => return,
+            Incoming::Refused {
                 prefix,
                 reply_to,
-                failure,
-            } => return self.reply(prefix, &reply_to, Err(failure)).await,
-            ControlInput::Request { prefix, request } => (prefix, request),
+                kind,
+                message,
+            } => {
+                return self
+                    .reply(prefix, &reply_to, Err(Failure { kind, message }))
+                    .await;
+            }
+            Incoming::Command {
+                prefix,
+                request,
+                command,
+            } => (prefix, request, command),
         };
-        match request.endpoint.as_str() {
-            "STATUS" => {
+        match command {
+            Command::Status => {
                 let status = self.status();
                 self.reply(prefix, &request, Ok(status)).await;
             }
-            "TERMINATE" => {
+            Command::Terminate => {
                 tracing::info!(pea = %self.config.name, "TERMINATE received");
                 self.terminate();
                 self.reply(prefix, &request, Ok(json!({"state": "terminating"})))
                     .await;
             }
-            "DUMP" | "RELOAD" => self.control_jobs.push_back(ControlJob { prefix, request }),
-            "ACCEPT-LOSS" => {
+            Command::Dump | Command::Reload => self.control_jobs.push_back(ControlJob {
+                prefix,
+                request,
+                command,
+            }),
+            Command::AcceptLoss => {
                 let accepted = self.state_lost.take();
                 if let Some(ledger) = &mut self.ledger
                     && self.unsaved.writes == 0
@@ -1281,32 +1308,13 @@ impl Pea {
                 self.reply(prefix, &request, Ok(json!({"accepted": accepted})))
                     .await;
             }
-            other => {
-                let message = match other {
-                    "IDLE" | "CANCEL" => format!(
-                        "{other} is sent on a data link to a ROUTER, not to a control socket"
-                    ),
-                    _ => format!(
-                        "unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"
-                    ),
-                };
-                self.reply(
-                    prefix,
-                    &request,
-                    Err(Failure {
-                        kind: "unsupported".into(),
-                        message,
-                    }),
-                )
-                .await;
-            }
         }
     }
 
     /// Hands `DUMP` or `RELOAD` to the executor; the answer comes to
     /// [`Pea::on_control_done`], and control requests are answered meanwhile.
     async fn start_control_job(&mut self, job: ControlJob) {
-        if job.request.endpoint == "DUMP" && self.config.executor.sandbox.read_only {
+        if job.command == Command::Dump && self.config.executor.sandbox.read_only {
             return self
                 .reply(
                     job.prefix,
@@ -1317,7 +1325,7 @@ impl Pea {
         }
         self.job_started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        let work = if job.request.endpoint == "DUMP" {
+        let work = if job.command == Command::Dump {
             Job::Dump { reply }
         } else {
             Job::Reload { reply }
@@ -1339,7 +1347,7 @@ impl Pea {
         if let Some(m) = &mut self.metrics {
             // A RELOAD dumps first: its success is a dump's.
             if !self.config.executor.sandbox.read_only
-                && (job.request.endpoint == "DUMP" || result.is_ok())
+                && (job.command == Command::Dump || result.is_ok())
             {
                 m.dumped(result.is_ok(), self.job_started.elapsed());
             }
@@ -1357,12 +1365,9 @@ impl Pea {
         }
         if let Err(f) = &result {
             if self.instance_lost() {
-                self.on_instance_lost(format!(
-                    "{} failed: {}: {}",
-                    job.request.endpoint, f.kind, f.message
-                ));
+                self.on_instance_lost(format!("{} failed: {}: {}", job.command, f.kind, f.message));
             }
-            if self.tracks_loss() && job.request.endpoint == "DUMP" {
+            if self.tracks_loss() && job.command == Command::Dump {
                 let failures = self.dump_failure.as_ref().map_or(0, |d| d.failures) + 1;
                 let every = self
                     .config
@@ -1379,7 +1384,7 @@ impl Pea {
                 );
                 self.dump_failure = Some(DumpFailure {
                     failures,
-                    kind: f.kind.clone(),
+                    kind: f.kind,
                     message: f.message.clone(),
                     retry_in_ms: wait.as_millis() as u64,
                 });
@@ -1387,7 +1392,7 @@ impl Pea {
             }
         }
         if result.is_ok()
-            && job.request.endpoint == "RELOAD"
+            && job.command == Command::Reload
             && let Some(lost) = self.state_lost.take()
         {
             tracing::warn!(pea = %self.config.name, "reloaded from its dump: the loss of {} is cleared", lost.window.describe());
@@ -1400,13 +1405,13 @@ impl Pea {
         {
             ledger.clear();
         }
-        let key = if job.request.endpoint == "DUMP" {
+        let key = if job.command == Command::Dump {
             "dumped"
         } else {
             "reloaded"
         };
         if let Err(f) = &result {
-            tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.request.endpoint, f.kind, f.message);
+            tracing::warn!(pea = %self.config.name, "{} failed ({}): {}", job.command, f.kind, f.message);
         }
         // Timer-driven jobs have no one to answer.
         if !job.prefix.is_empty() {
@@ -1433,7 +1438,7 @@ impl Pea {
         };
         let _ = self
             .ctrl
-            .send(control_reply(prefix, request, status, &body))
+            .send(control::reply(prefix, request, status, &body))
             .await;
     }
 
@@ -1470,7 +1475,7 @@ impl Pea {
                 .until
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64,
-            kind: b.last_error.kind.to_string(),
+            kind: b.last_error.kind,
             last_error: b.last_error.message.clone(),
         });
         PeaStatus {
@@ -1510,88 +1515,9 @@ impl Pea {
     }
 }
 
-/// What arrived on a control socket (a ROUTER).
-pub(crate) enum ControlInput {
-    /// Only an identity: the client went away. Nothing to answer.
-    Gone,
-    /// `prefix`: the identity (and a REQ peer's empty delimiter), for the reply.
-    Request {
-        prefix: Vec<Bytes>,
-        request: Envelope,
-    },
-    /// Not a control request: answer `reply_to` with the failure.
-    Bad {
-        prefix: Vec<Bytes>,
-        reply_to: Envelope,
-        failure: Failure,
-    },
-}
-
-/// Reads one message of a control socket (docs/protocol.md, "Control requests").
-pub(crate) fn read_control(mut frames: Vec<Bytes>) -> ControlInput {
-    if frames.len() < 2 {
-        return ControlInput::Gone;
-    }
-    let split = if frames[1].is_empty() { 2 } else { 1 };
-    let rest = frames.split_off(split.min(frames.len()));
-    let prefix = frames;
-    match Message::from_frames(&rest) {
-        Ok(message) if message.envelope.kind == Kind::Control => ControlInput::Request {
-            prefix,
-            request: message.envelope,
-        },
-        Ok(message) => ControlInput::Bad {
-            prefix,
-            reply_to: message.envelope,
-            failure: Failure {
-                kind: "unsupported".into(),
-                message: "the control socket takes control requests only".into(),
-            },
-        },
-        Err(e) => {
-            let kind = if matches!(e, crate::wire::WireError::Version(_)) {
-                "version"
-            } else {
-                "malformed"
-            };
-            let mut reply_to = Envelope::control("");
-            reply_to.request_id.clear();
-            ControlInput::Bad {
-                prefix,
-                reply_to,
-                failure: Failure {
-                    kind: kind.into(),
-                    message: e.to_string(),
-                },
-            }
-        }
-    }
-}
-
-/// The frames answering a control request.
-pub(crate) fn control_reply(
-    prefix: Vec<Bytes>,
-    request: &Envelope,
-    status: Status,
-    body: &Value,
-) -> Vec<Bytes> {
-    let mut frames = prefix;
-    frames.push(request.reply(status).encode().into());
-    frames.push(body.to_string().into());
-    frames
-}
-
-/// The frames of a control message with a JSON body.
-pub fn control_frames(command: &str, body: Value) -> Vec<Bytes> {
-    vec![
-        Envelope::control(command).encode().into(),
-        body.to_string().into(),
-    ]
-}
-
 async fn wait_busy(busy: &mut Option<Busy>) -> Done {
     let gone = || Failure {
-        kind: "host".into(),
+        kind: ErrorKind::Host,
         message: "the executor thread ended".into(),
     };
     match busy {

@@ -26,7 +26,7 @@ const SPIN: Duration = Duration::from_micros(200);
 /// Why a job failed: a status kind and a message for the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
@@ -37,7 +37,7 @@ impl From<ExecutorError> for Failure {
             phase => format!("in {phase}: {}", e.message),
         };
         Failure {
-            kind: e.kind.as_str().to_string(),
+            kind: e.kind,
             message,
         }
     }
@@ -328,7 +328,7 @@ fn run(thread: Thread) {
             Job::Reload { reply } => {
                 let result = dump(&mut executor).and_then(|()| {
                     let component = runtime.load(&uses).map_err(|e| Failure {
-                        kind: "host".into(),
+                        kind: ErrorKind::Host,
                         message: e.to_string(),
                     })?;
                     Executor::start(runtime.clone(), component, spec.clone()).map_err(Failure::from)
@@ -420,7 +420,7 @@ fn handle(
         Body::decode(body)
     };
     let docs = docs.map_err(|e| Failure {
-        kind: "malformed".into(),
+        kind: ErrorKind::Malformed,
         message: e.to_string(),
     })?;
     let result = executor.handle_body(endpoint, &docs, parameters, timeout)?;
@@ -451,7 +451,7 @@ fn commit(executor: &mut Executor) -> Result<(), Failure> {
         // so the next request sees exactly what is on disk.
         executor.discard();
         Failure {
-            kind: "dump".into(),
+            kind: ErrorKind::Dump,
             message: format!(
                 "the request was handled but its changes could not be saved, so it is not acknowledged (durable \
                  mode); the executor restarts from its workspace: {} ({})",

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,8 +32,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Balance, Expect, Layout, Polling, TailInput};
+use crate::metrics::HeadStats;
 use crate::transport::Link;
-use crate::wire::{Body, Envelope, Kind, Message, Outcome, Route, now_us};
+use crate::wire::{Body, Envelope, ErrorKind, Kind, Message, Outcome, Route, now_us};
 
 /// A Pea of the Pod as the Head sees it.
 #[derive(Debug, Clone, Default)]
@@ -89,17 +90,6 @@ pub enum HeadCommand {
     Resume {
         reply: oneshot::Sender<()>,
     },
-}
-
-/// Counters for STATUS.
-#[derive(Debug, Default)]
-pub struct HeadStats {
-    pub requests: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Parts sent to the Pod's Peas.
-    pub parts: AtomicU64,
-    /// Requests failed `unavailable` here (no Pea connected).
-    pub unavailable: AtomicU64,
 }
 
 pub struct Head {
@@ -273,7 +263,7 @@ impl Head {
                     let top_k = match top_k(&message.envelope.parameters) {
                         Ok(top_k) => top_k,
                         Err(reason) => {
-                            message.envelope.fail(&name, "bad-request", &reason);
+                            message.envelope.fail(&name, ErrorKind::BadRequest, &reason);
                             message.envelope.after_error = crate::wire::AfterError::Abort;
                             message.body = Bytes::new();
                             let _ = tail.send(TailInput::Forward(message)).await;
@@ -288,7 +278,7 @@ impl Head {
                     let mut sends = match planned {
                         Ok(sends) => sends,
                         Err(failed) => {
-                            if matches!(&failed.envelope.status, crate::wire::Status::Error { kind, .. } if kind == "unavailable") {
+                            if matches!(&failed.envelope.status, crate::wire::Status::Error { kind: crate::wire::ErrorKind::Unavailable, .. }) {
                                 stats.unavailable.fetch_add(1, Ordering::Relaxed);
                             }
                             let _ = tail.send(TailInput::Forward(failed)).await;
@@ -370,12 +360,12 @@ async fn run_before(
     let result = match before.send(job).await {
         Ok(()) => rx.await.unwrap_or_else(|_| {
             Err(crate::pea::Failure {
-                kind: "host".into(),
+                kind: ErrorKind::Host,
                 message: "the executor thread ended".into(),
             })
         }),
         Err(_) => Err(crate::pea::Failure {
-            kind: "host".into(),
+            kind: ErrorKind::Host,
             message: "the executor thread ended".into(),
         }),
     };
@@ -383,7 +373,7 @@ async fn run_before(
         Ok(body) => message.body = body,
         Err(failure) => {
             tracing::warn!(pea = %name, kind = %failure.kind, "uses-before failed: {}", failure.message);
-            message.envelope.fail(name, &failure.kind, &failure.message);
+            message.envelope.fail(name, failure.kind, &failure.message);
             if message.envelope.after_error == crate::wire::AfterError::Continue {
                 message.envelope.after_error = on_error.after_error();
             }
@@ -568,9 +558,11 @@ fn plan(
     let n = peers.len();
     let all = polling.is_all(&message.envelope.endpoint);
     let unavailable = |mut failed: Message| {
-        failed
-            .envelope
-            .fail(name, "unavailable", "no Pea of the Pod is connected");
+        failed.envelope.fail(
+            name,
+            ErrorKind::Unavailable,
+            "no Pea of the Pod is connected",
+        );
         failed.envelope.after_error = crate::wire::AfterError::Abort;
         failed.body = Bytes::new();
         failed
@@ -628,7 +620,7 @@ fn plan(
                 Ok(parts) => parts,
                 Err(reason) => {
                     let mut failed = message;
-                    failed.envelope.fail(name, "malformed", &reason);
+                    failed.envelope.fail(name, ErrorKind::Malformed, &reason);
                     failed.envelope.after_error = crate::wire::AfterError::Abort;
                     failed.body = Bytes::new();
                     return Err(failed);
@@ -704,7 +696,7 @@ fn plan_grid(
     cursors: &mut Vec<usize>,
     message: Message,
 ) -> Result<Vec<(usize, Message)>, Message> {
-    let fail = |mut failed: Message, executor: &str, kind: &str, reason: &str| {
+    let fail = |mut failed: Message, executor: &str, kind: ErrorKind, reason: &str| {
         failed.envelope.fail(executor, kind, reason);
         failed.envelope.after_error = crate::wire::AfterError::Abort;
         failed.body = Bytes::new();
@@ -731,7 +723,12 @@ fn plan_grid(
                 })
                 .collect(),
             Err(reason) => {
-                return Err(fail(message, &format!("{pod}/head"), "malformed", &reason));
+                return Err(fail(
+                    message,
+                    &format!("{pod}/head"),
+                    ErrorKind::Malformed,
+                    &reason,
+                ));
             }
         }
     };
@@ -749,7 +746,7 @@ fn plan_grid(
     if let Some(first) = down.first() {
         let reason = format!("no replica of {} is connected to the Pod", down.join(", "));
         let executor = first.trim_matches('`').to_string();
-        return Err(fail(message, &executor, "unavailable", &reason));
+        return Err(fail(message, &executor, ErrorKind::Unavailable, &reason));
     }
     let count = sends.len() as u32;
     Ok(sends

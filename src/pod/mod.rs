@@ -31,11 +31,13 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::{self, Command, Incoming};
 use crate::executor::{ExecutorSpec, Runtime, Sandbox};
+use crate::metrics::{HeadStats, TailStats};
 use crate::pea::worker::{Job, Worker};
-use crate::pea::{Addresses, ControlInput, PeaConfig, PeaHandle, control_reply, read_control};
+use crate::pea::{Addresses, PeaConfig, PeaHandle};
 use crate::transport::{Link, SocketSpec};
-use crate::wire::{Envelope, Message, Status};
+use crate::wire::{Envelope, ErrorKind, Message, Status};
 pub use reduce::shard_of;
 pub use tail::Reducer;
 
@@ -479,7 +481,7 @@ async fn stop_child(
 ) -> anyhow::Result<()> {
     let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
     let grace = s.grace;
-    let _ = tokio::time::timeout(grace, crate::cli::control(&ctrl, "TERMINATE")).await;
+    let _ = tokio::time::timeout(grace, control::ask(&ctrl, Command::Terminate)).await;
     match tokio::time::timeout(grace * 2, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
@@ -804,7 +806,7 @@ async fn assemble(
     let (tail_tx, tail_rx) = mpsc::channel(1024);
     let to_tail = tail_tx.clone();
     let (head_commands, head_commands_rx) = mpsc::channel(8);
-    let tail_stats = Arc::new(tail::TailStats::default());
+    let tail_stats = Arc::new(TailStats::default());
     let tail_stop = CancellationToken::new();
     let members: Members = Arc::new(std::sync::RwLock::new(names.clone()));
     let tail_task = tokio::spawn(
@@ -821,7 +823,7 @@ async fn assemble(
     );
     opened.tail = Some((tail_stop, tail_task));
     let (registered_tx, registered_rx) = watch::channel(vec![false; names.len()]);
-    let head_stats = Arc::new(head::HeadStats::default());
+    let head_stats = Arc::new(HeadStats::default());
     let head_stop = CancellationToken::new();
     let head_task = tokio::spawn(
         head::Head {
@@ -1308,8 +1310,8 @@ struct PodTask {
     roster: Roster,
     /// The Peas, the Head, the Tail and their sockets.
     rest: Opened,
-    head_stats: Arc<head::HeadStats>,
-    tail_stats: Arc<tail::TailStats>,
+    head_stats: Arc<HeadStats>,
+    tail_stats: Arc<TailStats>,
     grace: Duration,
     /// Which members have connected to the Head, their names, and how many
     /// make the Pod healthy (every one; for open replicas, one; for open
@@ -1360,32 +1362,36 @@ impl PodTask {
 
     /// Answers one control request; true when the Pod should stop.
     async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
-        let (prefix, request) = match read_control(frames) {
-            ControlInput::Gone => return false,
-            ControlInput::Bad {
+        let (prefix, request, command) = match control::read(frames, &Command::ALL) {
+            Incoming::Gone => return false,
+            Incoming::Refused {
                 prefix,
                 reply_to,
-                failure,
+                kind,
+                message,
             } => {
                 let status = Status::Error {
                     executor: self.name.clone(),
-                    kind: failure.kind,
-                    message: failure.message,
+                    kind,
+                    message,
                 };
                 self.reply(&prefix, &reply_to, status, json!({})).await;
                 return false;
             }
-            ControlInput::Request { prefix, request } => (prefix, request),
+            Incoming::Command {
+                prefix,
+                request,
+                command,
+            } => (prefix, request, command),
         };
         let prefix = prefix.as_slice();
-        let command = request.endpoint.clone();
-        match command.as_str() {
-            "STATUS" => {
+        match command {
+            Command::Status => {
                 let status = self.status(started).await;
                 self.reply(prefix, &request, Status::Success, status).await;
                 false
             }
-            "TERMINATE" => {
+            Command::Terminate => {
                 self.reply(
                     prefix,
                     &request,
@@ -1395,9 +1401,9 @@ impl PodTask {
                 .await;
                 true
             }
-            "DUMP" | "RELOAD" | "ACCEPT-LOSS" => {
+            Command::Dump | Command::Reload | Command::AcceptLoss => {
                 let infos = self.infos();
-                let asks = infos.iter().map(|m| crate::cli::control(&m.ctrl, &command));
+                let asks = infos.iter().map(|m| control::ask(&m.ctrl, command));
                 let results = futures::future::join_all(asks).await;
                 let errors: Vec<String> = results
                     .iter()
@@ -1409,7 +1415,7 @@ impl PodTask {
                 } else {
                     Status::Error {
                         executor: self.name.clone(),
-                        kind: "host".into(),
+                        kind: ErrorKind::Host,
                         message: errors.join("; "),
                     }
                 };
@@ -1419,17 +1425,6 @@ impl PodTask {
                     .collect();
                 self.reply(prefix, &request, status, json!({"peas": answers}))
                     .await;
-                false
-            }
-            other => {
-                let status = Status::Error {
-                    executor: self.name.clone(),
-                    kind: "unsupported".into(),
-                    message: format!(
-                        "unknown command `{other}`: use STATUS, TERMINATE, DUMP, RELOAD or ACCEPT-LOSS"
-                    ),
-                };
-                self.reply(prefix, &request, status, json!({})).await;
                 false
             }
         }
@@ -1464,7 +1459,7 @@ impl PodTask {
             }
             tokio::time::timeout(
                 Duration::from_secs(2),
-                crate::cli::control(&s.info.ctrl, "STATUS"),
+                control::ask(&s.info.ctrl, Command::Status),
             )
             .await
         });
@@ -1534,7 +1529,7 @@ impl PodTask {
     async fn reply(&self, prefix: &[Bytes], request: &Envelope, status: Status, body: Value) {
         let _ = self
             .ctrl
-            .send(control_reply(prefix.to_vec(), request, status, &body))
+            .send(control::reply(prefix.to_vec(), request, status, &body))
             .await;
     }
 }

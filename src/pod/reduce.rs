@@ -34,7 +34,7 @@ pub fn merge_envelopes(parts: &[Message]) -> Envelope {
             message,
         } = &part.envelope.status
         {
-            envelope.fail(executor, kind, message);
+            envelope.fail(executor, *kind, message);
         }
         envelope.after_error = envelope.after_error.max(part.envelope.after_error);
     }

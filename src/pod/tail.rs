@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,25 +19,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Expect, TailInput};
+use crate::metrics::TailStats;
 use crate::pea::Failure;
 use crate::transport::Link;
-use crate::wire::{AfterError, Body, Message, Outcome, Route, now_us};
+use crate::wire::{AfterError, Body, ErrorKind, Message, Outcome, Route, now_us};
 
 /// Finished request ids remembered, to tell a late part from an unknown one.
 const REMEMBERED: usize = 4096;
-
-/// Counters for STATUS.
-#[derive(Debug, Default)]
-pub struct TailStats {
-    pub pending: AtomicU64,
-    pub completed: AtomicU64,
-    pub timed_out: AtomicU64,
-    pub late: AtomicU64,
-    /// Parts received from the Pod's Peas.
-    pub parts: AtomicU64,
-    /// Requests failed `unavailable` (a Pea they needed is not connected).
-    pub unavailable: AtomicU64,
-}
 
 /// A reducer executor (`--uses-after`): the merged documents go through it.
 pub type Reducer = mpsc::Sender<(
@@ -94,7 +82,7 @@ impl Tail {
                         self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                         let missing: Vec<String> = Tail::missing(&p).iter().map(|&i| format!("`{}`", self.member(i))).collect();
                         let reason = format!("no answer within the Pod's time limit from {}", missing.join(", "));
-                        self.fail(p, &reason, "timeout", &mut finished).await;
+                        self.fail(p, &reason, ErrorKind::Timeout, &mut finished).await;
                     }
                 }
                 () = stop.cancelled(), if !stopping => stopping = true,
@@ -148,7 +136,9 @@ impl Tail {
                         if down.len() == 1 { "is" } else { "are" }
                     );
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-                    return self.fail(p, &reason, "unavailable", finished).await;
+                    return self
+                        .fail(p, &reason, ErrorKind::Unavailable, finished)
+                        .await;
                 }
                 pending.insert(id, p);
             }
@@ -308,7 +298,7 @@ impl Tail {
         let body = match body {
             Ok(body) => body,
             Err(reason) => {
-                envelope.fail(&self.name, "malformed", &reason);
+                envelope.fail(&self.name, ErrorKind::Malformed, &reason);
                 envelope.after_error = AfterError::Abort;
                 return Err(Message::new(envelope, Bytes::new()));
             }
@@ -330,11 +320,11 @@ impl Tail {
         match rx.await {
             Ok(Ok(reduced)) => Ok(Message::new(envelope, reduced)),
             Ok(Err(failure)) => {
-                envelope.fail(&self.name, &failure.kind, &failure.message);
+                envelope.fail(&self.name, failure.kind, &failure.message);
                 Err(Message::new(envelope, bytes.into()))
             }
             Err(_) => {
-                envelope.fail(&self.name, "host", "the reducer's thread ended");
+                envelope.fail(&self.name, ErrorKind::Host, "the reducer's thread ended");
                 Err(Message::new(envelope, bytes.into()))
             }
         }
@@ -346,7 +336,7 @@ impl Tail {
         &mut self,
         p: Pending,
         reason: &str,
-        kind: &str,
+        kind: ErrorKind,
         finished: &mut (VecDeque<String>, HashSet<String>),
     ) {
         let culprit = p
@@ -371,7 +361,7 @@ impl Tail {
             "tail",
             p.expect.head_span.as_ref(),
             (now, now),
-            Some((kind, reason.as_str())),
+            Some((kind.as_str(), reason.as_str())),
             |span| {
                 span.set("pea", self.name.clone());
                 span.set("endpoint", envelope.endpoint.clone());

@@ -422,7 +422,12 @@ impl ReplicaSet {
         // Its state on disk before it stops (the stop dumps again: a no-op
         // with nothing new).
         let ctrl = self.roster.read().expect("roster")[index].info.ctrl.clone();
-        match tokio::time::timeout_at(deadline, crate::cli::control(&ctrl, "DUMP")).await {
+        match tokio::time::timeout_at(
+            deadline,
+            crate::control::ask(&ctrl, crate::control::Command::Dump),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 return Err(Failure::Unchanged(format!(

@@ -15,12 +15,13 @@
 //! the shard directory by earlier versions ([`LEGACY_IDENTITY_FILE`]) are
 //! checked the same way and moved out on first use.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use cap_fs_ext::{DirExt as _, FollowSymlinks, OpenOptionsFollowExt as _};
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
+use cap_fs_ext::DirExt as _;
+use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
+
+use crate::host_file;
 
 /// Where earlier versions kept a shard's identity: inside its directory, where
 /// its guest could rewrite it.
@@ -198,55 +199,12 @@ fn open_or_create_dir(parent: &Dir, name: &str, shown: &Path) -> anyhow::Result<
     })
 }
 
-/// Reads a small host-owned file: never through a link, never more than
-/// [`MAX_IDENTITY_BYTES`], never blocking on a FIFO. `None` when it is absent.
+/// Reads and parses an identity file (see [`host_file::read`]).
 ///
 /// # Errors
-/// A link, a non-regular file, a larger one, or a read error; each names `shown`.
-pub fn read_host_file(dir: &Dir, name: &str, shown: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .follow(FollowSymlinks::No)
-        .custom_flags(libc::O_NONBLOCK);
-    let file = match dir.open_with(name, &options) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            if dir
-                .symlink_metadata(name)
-                .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                anyhow::bail!(
-                    "{} is a symbolic link: refusing to follow it",
-                    shown.display()
-                );
-            }
-            anyhow::bail!("cannot open {}: {e}", shown.display());
-        }
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", shown.display()))?;
-    anyhow::ensure!(meta.is_file(), "{} is not a regular file", shown.display());
-    let mut bytes = Vec::new();
-    file.take(MAX_IDENTITY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", shown.display()))?;
-    anyhow::ensure!(
-        bytes.len() as u64 <= MAX_IDENTITY_BYTES,
-        "{} is larger than {MAX_IDENTITY_BYTES} bytes: not an identity file",
-        shown.display()
-    );
-    Ok(Some(bytes))
-}
-
-/// Reads and parses an identity file (see [`read_host_file`]).
-///
-/// # Errors
-/// As [`read_host_file`], or a file that is not an identity.
+/// As [`host_file::read`], or a file that is not an identity.
 pub fn read_identity(dir: &Dir, name: &str, shown: &Path) -> anyhow::Result<Option<ShardIdentity>> {
-    let Some(bytes) = read_host_file(dir, name, shown)? else {
+    let Some(bytes) = host_file::read(dir, name, shown, MAX_IDENTITY_BYTES)? else {
         return Ok(None);
     };
     let found = serde_json::from_slice(&bytes)
@@ -263,27 +221,7 @@ fn write_identity(
     identity: &ShardIdentity,
 ) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(identity)? + "\n";
-    write_host_file(dir, name, shown, text.as_bytes())
-}
-
-/// Replaces the host-owned file `name` in `dir` atomically (a synced
-/// temporary renamed over it), never following a link.
-pub fn write_host_file(dir: &Dir, name: &str, shown: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let tmp = format!(".{name}.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut options = OpenOptions::new();
-        options
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .follow(FollowSymlinks::No);
-        let mut file = dir.open_with(&tmp, &options)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        dir.rename(&tmp, dir, name)
-    };
-    write().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown.display()))
+    host_file::replace(dir, name, shown, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! the bytes actually present (property tests in `tests`).
 
 pub mod body;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use body::{Body, Relation, Score};
+pub use status::{ErrorKind, UnknownKind};
 
 /// The two bytes every envelope starts with: `JW`.
 pub const MAGIC: [u8; 2] = *b"JW";
@@ -71,7 +73,7 @@ pub enum Status {
     /// (`timeout`, `panic`, `bad-request`...; see docs/protocol.md) and why.
     Error {
         executor: String,
-        kind: String,
+        kind: ErrorKind,
         message: String,
     },
 }
@@ -197,11 +199,11 @@ impl Envelope {
     }
 
     /// Records the first failure; later ones only show on the route.
-    pub fn fail(&mut self, executor: &str, kind: &str, message: &str) {
+    pub fn fail(&mut self, executor: &str, kind: ErrorKind, message: &str) {
         if !self.is_error() {
             self.status = Status::Error {
                 executor: executor.into(),
-                kind: kind.into(),
+                kind,
                 message: message.into(),
             };
         }
@@ -237,7 +239,7 @@ impl Envelope {
             } => {
                 out.push(1);
                 put_bytes(&mut out, executor.as_bytes());
-                put_bytes(&mut out, kind.as_bytes());
+                put_bytes(&mut out, kind.as_str().as_bytes());
                 put_bytes(&mut out, message.as_bytes());
             }
         }
@@ -306,7 +308,11 @@ impl Envelope {
             0 => Status::Success,
             1 => Status::Error {
                 executor: r.str("status executor")?,
-                kind: r.str("status kind")?,
+                kind: {
+                    let kind = r.str("status kind")?;
+                    kind.parse()
+                        .map_err(|e: UnknownKind| r.error(e.to_string()))?
+                },
                 message: r.str("status message")?,
             },
             other => return Err(r.error(format!("unknown status code {other}"))),

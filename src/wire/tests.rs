@@ -58,7 +58,11 @@ fn envelope_vectors() {
     let mut error = Envelope::request("/search", "");
     error.request_id = "r2".into();
     error.after_error = AfterError::Abort;
-    error.fail("indexer", "timeout", "ran past its time limit of 30s");
+    error.fail(
+        "indexer",
+        ErrorKind::Timeout,
+        "ran past its time limit of 30s",
+    );
     check_envelope("envelope-error", &error);
 
     let mut control = Envelope::control("STATUS");
@@ -254,7 +258,11 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         text(),
         text(),
         any::<u64>(),
-        proptest::option::of((text(), text(), text())),
+        proptest::option::of((
+            text(),
+            proptest::sample::select(ErrorKind::ALL.to_vec()),
+            text(),
+        )),
         proptest::collection::vec(any::<u32>(), 0..4),
         proptest::collection::vec((text(), any::<u64>(), any::<u64>()), 0..4),
         proptest::option::of((1u128.., 1u64.., any::<bool>())),
@@ -265,7 +273,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 e.request_id = id;
                 e.deadline_ms = deadline_ms;
                 if let Some((x, k, m)) = error {
-                    e.fail(&x, &k, &m);
+                    e.fail(&x, k, &m);
                     e.after_error = AfterError::SkipExecutor;
                 }
                 e.parts = parts;
@@ -299,6 +307,16 @@ proptest! {
         let back = Body::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &body);
         prop_assert_eq!(back.into_documents().unwrap(), docs);
+    }
+
+    #[test]
+    fn any_document_read_from_json_goes_into_a_body(value in crate::document::proptests::json()) {
+        if let Ok(doc) = Document::from_json_line(&value.to_string()) {
+            let body = Body::from_documents(std::slice::from_ref(&doc));
+            let mut bytes = Vec::new();
+            body.encode(&mut bytes);
+            prop_assert!(Body::decode(&bytes).is_ok());
+        }
     }
 
     #[test]

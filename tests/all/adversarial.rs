@@ -345,7 +345,7 @@ async fn a_tenants_accounts_are_in_status() {
         client.call(busy).await.unwrap().envelope.status,
         Status::Success
     );
-    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS")
+    let status = crate::util::control(&pea.addr("ctrl"), "STATUS")
         .await
         .unwrap();
     let tenant = &status["tenant"];
@@ -359,7 +359,7 @@ async fn a_tenants_accounts_are_in_status() {
     let Status::Error { kind, message, .. } = &bomb.envelope.status else {
         panic!("the bomb succeeded")
     };
-    assert_eq!(kind, "memory-limit");
+    assert_eq!(kind.as_str(), "memory-limit");
     assert!(message.contains("tenant `acme`"), "{message}");
     client.close().await;
 }

@@ -979,3 +979,28 @@ fn a_tenant_runs_a_whole_flow_on_the_daemon_inside_its_workspace() {
     let (_, log) = d.json("GET", "/flows", token, &Value::Null);
     assert_eq!(log, json!([]));
 }
+
+/// The argv the daemon renders for a Pod (shards, a reducer, Jina's habits
+/// and limits) is one the child's own parser takes.
+#[test]
+fn the_argv_the_daemon_renders_parses_as_the_cli() {
+    use jina_wasm::daemon::objects::{CreateRequest, Files, Kind};
+    let request: CreateRequest = serde_json::from_value(json!({
+        "workspace": "w", "uses": "a.wasm", "uses_with": {"dim": 3}, "shards": 2,
+        "memory_hwm": "-1", "timeout_request": "-1", "timeout_ready": "-1",
+        "polling": "ALL", "on_error_strategy": "SKIP_HANDLE", "uses_after": "m.wasm",
+    }))
+    .unwrap();
+    let files = Files {
+        uses: "a.wasm".into(),
+        uses_before: None,
+        uses_after: Some("m.wasm".into()),
+    };
+    let plan = request.plan(Kind::Pod, 64 << 20).unwrap();
+    let args = request.args(Kind::Pod, &plan, "127.0.0.1", &files, None, Path::new("c"));
+    assert!(args.contains(&"--timeout-request=-1".into()), "{args:?}");
+    let argv = std::iter::once("jina-wasm".to_string()).chain(args.clone());
+    if let Err(e) = <jina_wasm::cli::Cli as clap::Parser>::try_parse_from(argv) {
+        panic!("{args:?}: {e}");
+    }
+}

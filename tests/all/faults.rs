@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::util::control;
 use jina_wasm::Document;
-use jina_wasm::cli::control;
 use jina_wasm::wire::{Message, Status};
 use serde_json::{Value, json};
 
@@ -18,7 +18,7 @@ use crate::util::{self, text_doc};
 /// The error (kind, message) of a reply, or a panic naming the success.
 fn failure(reply: &Message) -> (String, String) {
     match &reply.envelope.status {
-        Status::Error { kind, message, .. } => (kind.clone(), message.clone()),
+        Status::Error { kind, message, .. } => (kind.to_string(), message.clone()),
         Status::Success => panic!("expected an error, got success"),
     }
 }
@@ -707,7 +707,7 @@ async fn durable_mode_on_a_full_disk_names_it_and_recovers_when_space_returns() 
         match &reply.envelope.status {
             Status::Success => acknowledged.extend(docs.into_iter().map(|d| d.id)),
             Status::Error { kind, message, .. } => {
-                full = Some((kind.clone(), message.clone()));
+                full = Some((kind.to_string(), message.clone()));
                 break;
             }
         }
@@ -797,7 +797,7 @@ async fn interval_mode_on_a_full_disk_stops_acknowledging_and_recovers() {
         match &reply.envelope.status {
             Status::Success => acknowledged.extend(docs.into_iter().map(|d| d.id)),
             Status::Error { kind, message, .. } => {
-                refused = Some((kind.clone(), message.clone()));
+                refused = Some((kind.to_string(), message.clone()));
                 break;
             }
         }
@@ -879,7 +879,7 @@ async fn an_indexer_at_its_memory_limit_refuses_with_capacity_and_loses_nothing(
         match &reply.envelope.status {
             Status::Success => acknowledged.extend(docs.into_iter().map(|d| d.id)),
             Status::Error { kind, message, .. } => {
-                refusal = Some((kind.clone(), message.clone()));
+                refusal = Some((kind.to_string(), message.clone()));
                 break;
             }
         }

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::util::control;
 use jina_wasm::Document;
-use jina_wasm::cli::control;
 use jina_wasm::client::Client;
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::Status;
@@ -205,7 +205,7 @@ async fn recall_through_a_two_shard_pod_matches_exact_search() {
         .unwrap();
     match reply.envelope.status {
         Status::Error { kind, message, .. } => assert!(
-            kind == "bad-request" && message.contains("parameters.ef"),
+            kind.as_str() == "bad-request" && message.contains("parameters.ef"),
             "{message}"
         ),
         other => panic!("a negative ef was accepted: {other:?}"),

@@ -166,7 +166,7 @@ async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() 
             .expect(what);
         let reply = Message::from_frames(&reply).unwrap_or_else(|e| panic!("{what}: {e}"));
         match &reply.envelope.status {
-            Status::Error { kind: got, .. } => assert_eq!(got, kind, "{what}"),
+            Status::Error { kind: got, .. } => assert_eq!(got.as_str(), kind, "{what}"),
             Status::Success => panic!("{what}: answered with success"),
         }
     }

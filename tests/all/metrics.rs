@@ -349,7 +349,7 @@ async fn a_standalone_pea_serves_its_own_metrics() {
         .unwrap();
     assert_eq!(reply.envelope.status, jina_wasm::wire::Status::Success);
     client.close().await;
-    let status = jina_wasm::cli::control(&pea.addr("ctrl"), "STATUS")
+    let status = crate::util::control(&pea.addr("ctrl"), "STATUS")
         .await
         .unwrap();
     assert_eq!(status["monitoring"].as_str(), Some(url.as_str()));

@@ -6,11 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::control;
 use bytes::Bytes;
+use jina_wasm::Document;
 use jina_wasm::client::{Client, Target};
 use jina_wasm::transport::{Link, SocketSpec};
 use jina_wasm::wire::{AfterError, Body, Envelope, Kind, Message, Outcome, Status};
-use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
 use crate::util::{bin, cache_dir, text_doc, wasm};
@@ -156,7 +157,7 @@ pub fn documents(reply: &Message) -> Vec<Document> {
 
 pub fn error_kind(reply: &Message) -> (String, String) {
     match &reply.envelope.status {
-        Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
+        Status::Error { executor, kind, .. } => (executor.clone(), kind.to_string()),
         Status::Success => panic!("expected an error status, got success"),
     }
 }
@@ -450,7 +451,7 @@ async fn a_router_output_sends_only_to_peers_with_credit() {
             .is_err()
     );
     dealer
-        .send(jina_wasm::pea::control_frames("IDLE", json!({"credit": 1})))
+        .send(jina_wasm::control::frames("IDLE", json!({"credit": 1})))
         .await
         .unwrap();
     let frames = tokio::time::timeout(Duration::from_secs(10), dealer.recv())

@@ -5,10 +5,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::util::control;
+use jina_wasm::Document;
 use jina_wasm::client::{Client, Target};
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::{Body, Envelope, Message, Status};
-use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
 use crate::pea::{PeaProcess, status_until};
@@ -293,7 +294,7 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
             ..Default::default()
         }];
         let failed = |reply: &Message| match &reply.envelope.status {
-            Status::Error { executor, kind, .. } => (executor.clone(), kind.clone()),
+            Status::Error { executor, kind, .. } => (executor.clone(), kind.to_string()),
             Status::Success => panic!(
                 "{backend}: expected a failure, got success: {:?}\n{}",
                 reply.envelope,

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::util::control;
 use jina_wasm::Document;
-use jina_wasm::cli::control;
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::{Message, Status};
 use serde_json::{Value, json};
@@ -391,7 +391,7 @@ async fn read_only_replicas_of_each_shard_serve_a_writers_index_and_after_a_resh
             .await
             .unwrap();
         assert!(
-            matches!(&reply.envelope.status, Status::Error { kind, .. } if kind == "read-only"),
+            matches!(&reply.envelope.status, Status::Error { kind, .. } if kind.as_str() == "read-only"),
             "{:?}",
             reply.envelope.status
         );

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::util::control;
+use jina_wasm::Document;
 use jina_wasm::client::Client;
 use jina_wasm::pod::shard_of;
 use jina_wasm::wire::Status;
-use jina_wasm::{Document, cli::control};
 use serde_json::{Value, json};
 
 use crate::pea::{PeaProcess, status_until};
@@ -312,7 +313,7 @@ async fn a_read_only_replica_refuses_writes() {
         .unwrap();
     match &reply.envelope.status {
         Status::Error { kind, message, .. } => {
-            assert_eq!(kind, "read-only");
+            assert_eq!(kind.as_str(), "read-only");
             assert!(message.contains("--read-only"), "{message}");
         }
         other => panic!("a read-only replica indexed: {other:?}"),
@@ -465,7 +466,7 @@ async fn in_durable_mode_a_failed_dump_is_not_acknowledged_and_not_served() {
     let reply = c.call(message("/index", json!({}), &doc)).await.unwrap();
     match &reply.envelope.status {
         Status::Error { kind, message, .. } => {
-            assert_eq!(kind, "dump");
+            assert_eq!(kind.as_str(), "dump");
             assert!(
                 message.contains("not acknowledged") && message.contains("vector-index.snapshot"),
                 "{message}"

@@ -203,3 +203,13 @@ pub fn stored_ids(crate_name: &str, config: Value, dir: &Path) -> BTreeSet<Strin
         .unwrap()
     })
 }
+
+/// Sends the control command `name` to `address` and returns the answer's
+/// JSON; a name outside the command list is sent as it is (to test the refusal).
+pub async fn control(address: &str, name: &str) -> anyhow::Result<Value> {
+    use jina_wasm::control::{self, Command};
+    match Command::parse(name) {
+        Some(command) => control::ask(address, command).await,
+        None => control::ask_named(address, name).await,
+    }
+}

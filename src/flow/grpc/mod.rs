@@ -73,7 +73,7 @@ use pb::jina::{
 };
 
 use super::run::{Call, TargetExecutor, call_targeted};
-use crate::wire::{Body, Envelope, Message, Outcome, Status};
+use crate::wire::{Body, Envelope, ErrorKind, Message, Outcome, Status};
 
 /// The largest request message the server reads: gRPC's customary default
 /// (grpc-core's and tonic's receive limit). Past it the call ends with
@@ -200,12 +200,12 @@ fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<crate::trace::
     crate::trace::from_traceparent(metadata.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
-fn failure(executor: &str, kind: &str, message: &str) -> StatusProto {
+fn failure(executor: &str, kind: ErrorKind, message: &str) -> StatusProto {
     StatusProto {
         code: StatusCode::Error as i32,
         description: format!("executor `{executor}` failed ({kind}): {message}"),
         exception: Some(ExceptionProto {
-            name: kind.to_owned(),
+            name: kind.as_str().to_owned(),
             args: vec![message.to_owned()],
             stacks: Vec::new(),
             executor: executor.to_owned(),
@@ -334,7 +334,7 @@ impl Shared {
         let (body, target) = match (body, target) {
             (Ok(body), Ok(target)) => (body, target),
             (Err(message), _) | (_, Err(message)) => {
-                let status = failure("gateway", "bad-request", &message);
+                let status = failure("gateway", ErrorKind::BadRequest, &message);
                 return answer(status, parameters, Vec::new(), no_docs());
             }
         };
@@ -357,13 +357,13 @@ impl Shared {
         let message = Message::data(envelope, &body);
         drop(body);
         let Ok(_slot) = self.slots.acquire().await else {
-            let status = failure("gateway", "unavailable", "the gateway is stopping");
+            let status = failure("gateway", ErrorKind::Unavailable, "the gateway is stopping");
             return answer(status, parameters, Vec::new(), no_docs());
         };
         let reply = match call_targeted(&self.calls, message, target).await {
             Ok(reply) => reply,
             Err(e) => {
-                let status = failure("gateway", "unavailable", &format!("{e:#}"));
+                let status = failure("gateway", ErrorKind::Unavailable, &format!("{e:#}"));
                 return answer(status, parameters, Vec::new(), no_docs());
             }
         };
@@ -392,7 +392,7 @@ impl Shared {
         let docs = match docs {
             Ok(docs) => Bytes::from(docs),
             Err(e) => {
-                let status = failure("gateway", "malformed", &e);
+                let status = failure("gateway", ErrorKind::Malformed, &e);
                 return answer(status, parameters, routes, no_docs());
             }
         };
@@ -406,7 +406,7 @@ impl Shared {
                 executor,
                 kind,
                 message,
-            } => failure(executor, kind, message),
+            } => failure(executor, *kind, message),
         };
         answer(status, parameters, routes, docs)
     }
@@ -486,7 +486,7 @@ impl JinaSingleDataRequestRpc for Service {
 impl JinaGatewayDryRunRpc for Service {
     async fn dry_run(&self, _: Request<()>) -> Result<Response<StatusProto>, GrpcStatus> {
         Ok(Response::new(if self.0.calls.is_closed() {
-            failure("gateway", "unavailable", "the Flow is stopping")
+            failure("gateway", ErrorKind::Unavailable, "the Flow is stopping")
         } else {
             StatusProto {
                 code: StatusCode::Success as i32,

@@ -1,5 +1,6 @@
 //! A client of the daemon's API: what a Flow uses to run a remote Pod, and what
-//! the tests and the benchmark drive the daemon with.
+//! the tests and the benchmark drive the daemon with; and what both sides of
+//! that API agree on (the names the daemon takes, a file's listing entry).
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
+use sha2::Digest as _;
 
 /// One daemon (`host:port`) and the bearer token of a tenant.
 #[derive(Debug, Clone)]
@@ -202,4 +204,29 @@ impl DaemonClient {
         }
         Ok(None)
     }
+}
+
+/// A workspace id, tenant name or object name: 1-64 of `A-Za-z0-9._-`, not starting with `.`.
+pub fn is_safe_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// One file of a workspace, as listed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The sha256 of a file, in hex (the Flow checks what a daemon already has).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
 }

@@ -1,0 +1,269 @@
+//! The control plane (docs/protocol.md, "Control requests"): the commands a
+//! Pea, a Pod and the gateway take on their control sockets, reading one
+//! request off such a socket, the frames of its reply, and the one client that
+//! sends a command and reads the answer.
+//!
+//! Each server keeps its own answers (a Pea dumps its executor, a Pod asks
+//! its Peas, the gateway only reports); what they share is here, so an
+//! unknown command, a malformed message or one of another protocol version
+//! gets the same reply from all three.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::transport::{Link, SocketSpec};
+use crate::wire::{Envelope, ErrorKind, Kind, Message, Status, WireError};
+
+/// A command on a control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Health and counters, as JSON.
+    Status,
+    /// Stop: answer, then shut down.
+    Terminate,
+    /// Write the executor's state to its workspace now.
+    Dump,
+    /// Dump, then replace the instance with one made from the workspace.
+    Reload,
+    /// Clear a Pea's `state_lost`, so it takes writes again (docs/stateful.md).
+    AcceptLoss,
+}
+
+impl Command {
+    /// Every command, in the order `--help` lists them.
+    pub const ALL: [Command; 5] = [
+        Command::Status,
+        Command::Terminate,
+        Command::Dump,
+        Command::Reload,
+        Command::AcceptLoss,
+    ];
+
+    /// The name on the wire (the envelope's endpoint).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Status => "STATUS",
+            Command::Terminate => "TERMINATE",
+            Command::Dump => "DUMP",
+            Command::Reload => "RELOAD",
+            Command::AcceptLoss => "ACCEPT-LOSS",
+        }
+    }
+
+    /// The command named `name` (as sent: upper case).
+    pub fn parse(name: &str) -> Option<Command> {
+        Command::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One message read off a control socket (a ROUTER).
+pub enum Incoming {
+    /// Only an identity: the client went away. Nothing to answer.
+    Gone,
+    /// A command this server takes. `prefix`: the identity (and a REQ peer's
+    /// empty delimiter), for the reply.
+    Command {
+        prefix: Vec<Bytes>,
+        request: Envelope,
+        command: Command,
+    },
+    /// Anything else: answer `reply_to` with this failure.
+    Refused {
+        prefix: Vec<Bytes>,
+        reply_to: Envelope,
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// Reads one message of a control socket whose server takes `takes`: a data
+/// message, a malformed one, one of another protocol version and a command
+/// outside `takes` become [`Incoming::Refused`] with the reason.
+pub fn read(mut frames: Vec<Bytes>, takes: &[Command]) -> Incoming {
+    if frames.len() < 2 {
+        return Incoming::Gone;
+    }
+    let split = if frames[1].is_empty() { 2 } else { 1 };
+    let rest = frames.split_off(split.min(frames.len()));
+    let prefix = frames;
+    let request = match Message::from_frames(&rest) {
+        Ok(message) => message.envelope,
+        Err(e) => {
+            let kind = if matches!(e, WireError::Version(_)) {
+                ErrorKind::Version
+            } else {
+                ErrorKind::Malformed
+            };
+            let mut reply_to = Envelope::control("");
+            reply_to.request_id.clear();
+            return Incoming::Refused {
+                prefix,
+                reply_to,
+                kind,
+                message: e.to_string(),
+            };
+        }
+    };
+    if request.kind != Kind::Control {
+        return Incoming::Refused {
+            prefix,
+            reply_to: request,
+            kind: ErrorKind::Unsupported,
+            message: "the control socket takes control requests only".into(),
+        };
+    }
+    match Command::parse(&request.endpoint).filter(|c| takes.contains(c)) {
+        Some(command) => Incoming::Command {
+            prefix,
+            request,
+            command,
+        },
+        None => {
+            let other = request.endpoint.as_str();
+            let message = match other {
+                "IDLE" | "CANCEL" => {
+                    format!("{other} is sent on a data link to a ROUTER, not to a control socket")
+                }
+                _ => {
+                    let names: Vec<&str> = takes.iter().map(|c| c.as_str()).collect();
+                    format!(
+                        "unknown command `{}`: this socket takes {}",
+                        other.escape_debug(),
+                        names.join(", ")
+                    )
+                }
+            };
+            Incoming::Refused {
+                prefix,
+                reply_to: request,
+                kind: ErrorKind::Unsupported,
+                message,
+            }
+        }
+    }
+}
+
+/// The frames answering a control request.
+pub fn reply(prefix: Vec<Bytes>, request: &Envelope, status: Status, body: &Value) -> Vec<Bytes> {
+    let mut frames = prefix;
+    frames.push(request.reply(status).encode().into());
+    frames.push(body.to_string().into());
+    frames
+}
+
+/// The frames of a control message `command` with a JSON body: a command for
+/// a control socket, or `IDLE` / `CANCEL` on a data link.
+pub fn frames(command: &str, body: Value) -> Vec<Bytes> {
+    vec![
+        Envelope::control(command).encode().into(),
+        body.to_string().into(),
+    ]
+}
+
+/// Sends `command` to the control socket at `address` and returns the
+/// answer's JSON body.
+///
+/// # Errors
+/// The socket cannot be opened, it closes first, the reply is malformed, or
+/// it carries an error status (named in the error).
+pub async fn ask(address: &str, command: Command) -> anyhow::Result<Value> {
+    ask_named(address, command.as_str()).await
+}
+
+/// [`ask`] with any name, as a client of another build might send it: a
+/// server answers a name it does not take with `unsupported` (the tests and
+/// probes of that answer use this).
+///
+/// # Errors
+/// As [`ask`].
+pub async fn ask_named(address: &str, command: &str) -> anyhow::Result<Value> {
+    let mut link = Link::open(SocketSpec::DEALER_CONNECT, address, "control client").await?;
+    link.send(frames(command, serde_json::json!({})))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let answer = link
+        .recv()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the socket closed"));
+    link.close(Duration::from_millis(100)).await;
+    let reply = Message::from_frames(&answer?)?;
+    if let Status::Error { kind, message, .. } = &reply.envelope.status {
+        anyhow::bail!("{command} failed ({kind}): {message}");
+    }
+    Ok(serde_json::from_slice(&reply.body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Command, Incoming, frames, read};
+    use crate::wire::ErrorKind;
+    use bytes::Bytes;
+
+    fn from(identity: &str, message: Vec<Bytes>) -> Vec<Bytes> {
+        let mut all = vec![Bytes::from(identity.to_string())];
+        all.extend(message);
+        all
+    }
+
+    #[test]
+    fn a_command_is_taken_only_where_it_is_served() {
+        let takes = [Command::Status, Command::Terminate];
+        let status = read(from("a", frames("STATUS", serde_json::json!({}))), &takes);
+        assert!(matches!(
+            status,
+            Incoming::Command { command: Command::Status, ref prefix, .. } if prefix.len() == 1
+        ));
+        for (name, says) in [
+            (
+                "DUMP",
+                "unknown command `DUMP`: this socket takes STATUS, TERMINATE",
+            ),
+            ("IDLE", "IDLE is sent on a data link"),
+            ("status", "unknown command `status`"),
+        ] {
+            match read(from("a", frames(name, serde_json::json!({}))), &takes) {
+                Incoming::Refused { kind, message, .. } => {
+                    assert_eq!(kind, ErrorKind::Unsupported);
+                    assert!(message.starts_with(says), "{message}");
+                }
+                _ => panic!("{name} was taken"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_does_not_decode_is_refused_with_its_reason() {
+        let takes = Command::ALL;
+        assert!(matches!(
+            read(vec![Bytes::from("a")], &takes),
+            Incoming::Gone
+        ));
+        let garbage = from("a", vec![Bytes::from_static(b"\x01junk"), Bytes::new()]);
+        assert!(matches!(
+            read(garbage, &takes),
+            Incoming::Refused {
+                kind: ErrorKind::Malformed,
+                ..
+            }
+        ));
+        let mut data = crate::wire::Envelope::request("/index", "");
+        data.request_id = "r".into();
+        let message = vec![Bytes::from(data.encode()), Bytes::from_static(b"")];
+        assert!(matches!(
+            read(from("a", message), &takes),
+            Incoming::Refused { kind: ErrorKind::Unsupported, ref reply_to, .. } if reply_to.request_id == "r"
+        ));
+        for command in Command::ALL {
+            assert_eq!(Command::parse(command.as_str()), Some(command));
+        }
+    }
+}
