@@ -18,11 +18,46 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Expect, TailInput};
 use crate::metrics::TailStats;
 use crate::pea::Failure;
 use crate::transport::Link;
 use crate::wire::{AfterError, Body, ErrorKind, Message, Outcome, Route, now_us};
+
+/// What the Head tells the Tail about a request before sending its parts.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// The id the Head minted for the request: the Tail's key.
+    pub request_id: String,
+    /// The id the request came in with, put back on the answer. Two senders
+    /// may use the same one, so it never keys anything (docs/sandbox.md).
+    pub client_id: String,
+    /// Member indices that will each send one part.
+    pub targets: Vec<usize>,
+    /// Of those, the ones the Head knows are gone.
+    pub down: Vec<usize>,
+    pub deadline: tokio::time::Instant,
+    pub top_k: Option<usize>,
+    /// The trace context the request came in with (src/trace.rs): the Tail
+    /// puts it back on the merged answer, so the next Pod's spans hang
+    /// under the same parent as this Pod's Head.
+    pub trace: Option<crate::wire::TraceContext>,
+    /// The Head's span for the request, when recorded: the Tail's span (the
+    /// merge, or the failure) is its child.
+    pub head_span: Option<crate::wire::TraceContext>,
+}
+
+pub enum TailInput {
+    Expect(Expect),
+    /// A request the Head does not fan out (skipped after an error, or failed
+    /// in the Head): straight to the output.
+    Forward(Message),
+    /// How many requests in flight still wait for a part from `member` (a
+    /// rolling update drains a replica before stopping it).
+    Outstanding {
+        member: usize,
+        reply: oneshot::Sender<usize>,
+    },
+}
 
 /// Finished request ids remembered, to tell a late part from an unknown one.
 const REMEMBERED: usize = 4096;

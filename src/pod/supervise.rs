@@ -1,0 +1,292 @@
+//! A Pod's Peas as child processes (`--runtime-backend process`): the argv
+//! that starts one, the supervisor that restarts one that dies (with a
+//! backoff), and the stop that asks first and kills after the grace.
+
+use super::*;
+
+pub(super) enum Member {
+    Thread(PeaHandle),
+    /// A child process, watched by its supervisor task, which restarts it
+    /// when it dies and stops it when `stop` is cancelled.
+    Process {
+        stop: CancellationToken,
+        supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+}
+
+impl Member {
+    /// Stops the Pea as TERMINATE does and waits for it (a child process is
+    /// killed if it has not exited within `grace`).
+    pub(super) async fn stop(self, _grace: Duration) -> anyhow::Result<()> {
+        match self {
+            Member::Thread(pea) => {
+                pea.terminate();
+                pea.wait().await
+            }
+            Member::Process { stop, supervisor } => {
+                stop.cancel();
+                supervisor.await.context("a Pea's supervisor panicked")?
+            }
+        }
+    }
+}
+
+/// The first wait before restarting a Pea whose process died; it doubles
+/// with every death that follows within [`STABLE_AFTER`], up to
+/// [`RESTART_BACKOFF_MAX`].
+pub const RESTART_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A process that ran this long before dying starts the backoff over.
+pub(super) const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// What a supervisor needs to restart its child.
+pub(super) struct Supervision {
+    pub(super) config: PeaConfig,
+    pub(super) extra: Vec<String>,
+    pub(super) roster: Roster,
+    pub(super) index: usize,
+    pub(super) grace: Duration,
+    /// How long a restarted child may take to print its ready line.
+    pub(super) timeout_ready: Duration,
+    pub(super) stop: CancellationToken,
+}
+
+/// Watches one child Pea: reaps it when it dies and starts it again (same
+/// arguments, so a shard on its own workspace) after a capped exponential
+/// backoff; stops it gracefully when `stop` is cancelled. Meanwhile the Head
+/// sees the member gone and requests that need it fail fast (`unavailable`).
+pub(super) async fn supervise(
+    s: Supervision,
+    mut child: tokio::process::Child,
+) -> anyhow::Result<()> {
+    let name = s.config.name.clone();
+    let mut failures = 0u32;
+    let mut started = tokio::time::Instant::now();
+    loop {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = s.stop.cancelled() => return stop_child(&name, &s, child).await,
+        };
+        // Reaped: the process is gone. Start it again, after the backoff.
+        s.roster.write().expect("roster")[s.index].running = false;
+        let status =
+            status.map_or_else(|e| format!("an unknown status ({e})"), |st| st.to_string());
+        if started.elapsed() >= STABLE_AFTER {
+            failures = 0;
+        }
+        loop {
+            failures += 1;
+            let wait = RESTART_BACKOFF_FIRST
+                .saturating_mul(1 << failures.saturating_sub(1).min(16))
+                .min(RESTART_BACKOFF_MAX);
+            tracing::error!(pea = %name, "its process exited with {status}; restarting it in {wait:?} (restart backoff)");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = s.stop.cancelled() => return Err(anyhow::anyhow!("pea `{name}` had exited with {status} and was not running when the Pod stopped")),
+            }
+            let spawned = tokio::select! {
+                spawned = tokio::time::timeout(s.timeout_ready, spawn_child(&s.config, &s.extra)) => spawned,
+                () = s.stop.cancelled() => return Err(anyhow::anyhow!("pea `{name}` was restarting when the Pod stopped")),
+            };
+            match spawned {
+                Ok(Ok((new, ctrl))) => {
+                    child = new;
+                    started = tokio::time::Instant::now();
+                    let mut roster = s.roster.write().expect("roster");
+                    let slot = &mut roster[s.index];
+                    slot.info.ctrl = ctrl;
+                    slot.restarts += 1;
+                    slot.running = true;
+                    tracing::info!(pea = %name, restarts = slot.restarts, ctrl = %slot.info.ctrl, "restarted");
+                    break;
+                }
+                Ok(Err(e)) => tracing::error!(pea = %name, "restart failed: {e:#}"),
+                Err(_) => {
+                    tracing::error!(pea = %name, "restart failed: not ready within {:?}", s.timeout_ready)
+                }
+            }
+        }
+    }
+}
+
+/// Stops a child as TERMINATE does; kills it if it has not exited within
+/// three times `grace`.
+pub(super) async fn stop_child(
+    name: &str,
+    s: &Supervision,
+    mut child: tokio::process::Child,
+) -> anyhow::Result<()> {
+    let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
+    let grace = s.grace;
+    let _ = tokio::time::timeout(grace, control::ask(&ctrl, Command::Terminate)).await;
+    match tokio::time::timeout(grace * 2, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
+        _ => {
+            let _ = child.kill().await;
+            Err(anyhow::anyhow!(
+                "pea `{name}` did not stop within {:?} and was killed",
+                grace * 3
+            ))
+        }
+    }
+}
+
+/// Starts a member as `jina-wasm pea` in a child process and reads its ready
+/// line; returns the child and its control address.
+pub(super) async fn spawn_child(
+    config: &PeaConfig,
+    extra: &[String],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("pea")
+        .args(pea_args(config))
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
+    let stdout = child.stdout.take().expect("piped");
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await?;
+    let ready: Value = match line.as_deref().map(serde_json::from_str) {
+        Some(Ok(ready)) => ready,
+        _ => {
+            let status = child.wait().await?;
+            anyhow::bail!(
+                "pea `{}` did not start (its process exited with {status}; its log is above)",
+                config.name
+            );
+        }
+    };
+    let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
+    Ok((child, ctrl))
+}
+
+/// If the parent process dies without stopping the child (SIGKILL), the kernel
+/// kills the child too: no orphan Peas (used by Pods and by the daemon).
+pub fn die_with_parent(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The `jina-wasm pea` arguments that reproduce `config` (its control socket
+/// excepted: a child's is picked by the OS, an exported one is fixed).
+pub fn pea_args(c: &PeaConfig) -> Vec<String> {
+    let (host_in, port_in) = host_port(&c.address_in);
+    let (host_out, port_out) = host_port(&c.address_out);
+    let secs = |d: Option<Duration>| format!("{}ms", d.map_or(0, |d| d.as_millis()));
+    let sandbox = &c.executor.sandbox;
+    let mut args: Vec<String> = vec![
+        "--uses".into(),
+        c.uses.display().to_string(),
+        "--name".into(),
+        c.name.clone(),
+        "--socket-in".into(),
+        c.socket_in.to_string(),
+        "--host-in".into(),
+        host_in,
+        "--port-in".into(),
+        port_in,
+        "--socket-out".into(),
+        c.socket_out.to_string(),
+        "--host-out".into(),
+        host_out,
+        "--port-out".into(),
+        port_out,
+        "--on-error-strategy".into(),
+        clap::ValueEnum::to_possible_value(&c.on_error)
+            .expect("no skipped variants")
+            .get_name()
+            .to_string(),
+        "--dump-interval".into(),
+        c.dump.to_string(),
+        "--load-interval".into(),
+        secs(c.load_interval),
+        "--timeout-ctrl".into(),
+        secs(Some(c.timeout_ctrl)),
+        "--memory-hwm".into(),
+        format!("{}B", sandbox.memory_limit),
+        "--timeout-request".into(),
+        secs(Some(sandbox.call_timeout)),
+        "--timeout-init".into(),
+        secs(Some(sandbox.init_timeout)),
+        "--disk-quota".into(),
+        format!("{}B", sandbox.quota.bytes),
+        "--max-files".into(),
+        sandbox.quota.files.to_string(),
+        "--max-result-docs".into(),
+        sandbox.max_result_docs.to_string(),
+        "--max-result-bytes".into(),
+        format!("{}B", sandbox.max_result_bytes),
+        "--log-rate".into(),
+        sandbox.log_rate.to_string(),
+        "--background-after".into(),
+        secs(sandbox.background_after),
+    ];
+    if !c.executor.config.is_null() {
+        args.extend(["--uses-with".into(), c.executor.config.to_string()]);
+    }
+    if sandbox.deterministic {
+        args.push("--deterministic".into());
+    }
+    if let Some(tenant) = &sandbox.tenant {
+        args.extend(["--tenant".into(), tenant.name.clone()]);
+        if tenant.memory != u64::MAX {
+            args.extend(["--tenant-memory".into(), format!("{}B", tenant.memory)]);
+        }
+    }
+    if let Some(dir) = &sandbox.workspace {
+        args.extend(["--workspace".into(), dir.display().to_string()]);
+    }
+    if sandbox.read_only {
+        args.push("--read-only".into());
+    }
+    if c.quiet_error {
+        args.push("--quiet-error".into());
+    }
+    if c.read_endpoints != crate::pea::default_read_endpoints() {
+        args.extend(["--read-endpoints".into(), c.read_endpoints.join(",")]);
+    }
+    for v in &sandbox.volumes {
+        args.extend([
+            "--volumes".into(),
+            format!(
+                "{}:{}{}",
+                v.host.display(),
+                v.guest,
+                if v.read_only { ":ro" } else { "" }
+            ),
+        ]);
+    }
+    for (k, v) in &sandbox.env {
+        args.extend(["--env".into(), format!("{k}={v}")]);
+    }
+    args
+}
+
+pub(super) fn host_port(address: &str) -> (String, String) {
+    let rest = address.trim_start_matches("tcp://");
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.to_string()),
+        None => (rest.to_string(), "0".into()),
+    }
+}

@@ -1,0 +1,243 @@
+//! A running Pod's own loop: its control socket (STATUS gathers every Pea's;
+//! DUMP, RELOAD and ACCEPT-LOSS go to every Pea) and its stop.
+
+use super::*;
+
+/// The Pod's control socket and its ordered shutdown.
+pub(super) struct PodTask {
+    pub(super) name: String,
+    pub(super) description: String,
+    pub(super) ctrl: Link,
+    /// The Peas as they are now (a restarted child has a new control address).
+    pub(super) roster: Roster,
+    /// The Peas, the Head, the Tail and their sockets.
+    pub(super) rest: Opened,
+    pub(super) head_stats: Arc<HeadStats>,
+    pub(super) tail_stats: Arc<TailStats>,
+    pub(super) grace: Duration,
+    /// Which members have connected to the Head, their names, and how many
+    /// make the Pod healthy (every one; for open replicas, one; for open
+    /// shards × replicas, one of each shard).
+    pub(super) connected: (watch::Receiver<Vec<bool>>, Members, usize),
+    pub(super) layout: Layout,
+    /// Its Peas run elsewhere and join as they come.
+    pub(super) open: bool,
+    /// The task that owns the Peas for rolling updates; it hands them back.
+    pub(super) replica_set: Option<(CancellationToken, tokio::task::JoinHandle<Vec<Member>>)>,
+    /// The component the Pod serves.
+    pub(super) current: update::Current,
+    /// Keeps the Pod on /metrics while it runs.
+    pub(super) _metrics: Option<Arc<crate::metrics::PodSource>>,
+}
+
+impl PodTask {
+    pub(super) async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                frames = self.ctrl.recv() => {
+                    let Some(frames) = frames else { break };
+                    if self.on_control(frames, started).await {
+                        break;
+                    }
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        tracing::info!(pod = %self.name, "stopping: the head takes no more work, in-flight requests finish");
+        if let Some((stop, task)) = self.replica_set.take() {
+            stop.cancel();
+            match task.await {
+                Ok(members) => self.rest.members.extend(members),
+                Err(e) => tracing::error!(pod = %self.name, "the Pod's updater panicked: {e}"),
+            }
+        }
+        let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
+        self.ctrl.close(self.grace).await;
+        tracing::info!(pod = %self.name, "stopped");
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(failures.join("; ")))
+        }
+    }
+
+    /// Answers one control request; true when the Pod should stop.
+    pub(super) async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
+        let (prefix, request, command) = match control::read(frames, &Command::ALL) {
+            Incoming::Gone => return false,
+            Incoming::Refused {
+                prefix,
+                reply_to,
+                kind,
+                message,
+            } => {
+                let status = Status::Error {
+                    executor: self.name.clone(),
+                    kind,
+                    message,
+                };
+                self.reply(&prefix, &reply_to, status, json!({})).await;
+                return false;
+            }
+            Incoming::Command {
+                prefix,
+                request,
+                command,
+            } => (prefix, request, command),
+        };
+        let prefix = prefix.as_slice();
+        match command {
+            Command::Status => {
+                let status = self.status(started).await;
+                self.reply(prefix, &request, Status::Success, status).await;
+                false
+            }
+            Command::Terminate => {
+                self.reply(
+                    prefix,
+                    &request,
+                    Status::Success,
+                    json!({"state": "terminating"}),
+                )
+                .await;
+                true
+            }
+            Command::Dump | Command::Reload | Command::AcceptLoss => {
+                let infos = self.infos();
+                let asks = infos.iter().map(|m| control::ask(&m.ctrl, command));
+                let results = futures::future::join_all(asks).await;
+                let errors: Vec<String> = results
+                    .iter()
+                    .zip(&infos)
+                    .filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea)))
+                    .collect();
+                let status = if errors.is_empty() {
+                    Status::Success
+                } else {
+                    Status::Error {
+                        executor: self.name.clone(),
+                        kind: ErrorKind::Host,
+                        message: errors.join("; "),
+                    }
+                };
+                let answers: Vec<Value> = results
+                    .into_iter()
+                    .map(|r| r.unwrap_or(Value::Null))
+                    .collect();
+                self.reply(prefix, &request, status, json!({"peas": answers}))
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// The Peas' names, roles and control addresses as they are now.
+    pub(super) fn infos(&self) -> Vec<MemberInfo> {
+        self.roster
+            .read()
+            .expect("roster")
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| s.info.clone())
+            .collect()
+    }
+
+    /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
+    pub(super) async fn status(&self, started: std::time::Instant) -> Value {
+        let slots: Vec<Slot> = self
+            .roster
+            .read()
+            .expect("roster")
+            .iter()
+            .filter(|s| !s.retired)
+            .cloned()
+            .collect();
+        let asks = slots.iter().map(|s| async move {
+            if !s.running {
+                return Ok(Err(anyhow::anyhow!(
+                    "its process died; the Pod is restarting it"
+                )));
+            }
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                control::ask(&s.info.ctrl, Command::Status),
+            )
+            .await
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut healthy = true;
+        let restarts: u64 = slots.iter().map(|s| s.restarts).sum();
+        let peas: Vec<Value> = answers
+            .into_iter()
+            .zip(&slots)
+            .map(|(answer, slot)| {
+                let mut status = match answer {
+                    Ok(Ok(status)) => status,
+                    Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
+                    Err(_) => json!({"healthy": false, "error": "no answer within 2s"}),
+                };
+                healthy &= status["healthy"].as_bool() == Some(true);
+                status["role"] = slot.info.role.clone().into();
+                status["pea"] = slot.info.pea.clone().into();
+                status["ctrl"] = slot.info.ctrl.clone().into();
+                status["process_restarts"] = slot.restarts.into();
+                status
+            })
+            .collect();
+        let (registered, members, expected) = &self.connected;
+        let connected: Vec<String> = {
+            let names = members.read().expect("members");
+            registered
+                .borrow()
+                .iter()
+                .zip(names.iter())
+                .filter(|(r, _)| **r)
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
+        // An open Pod of shards × replicas needs one replica of each shard.
+        let covered = match self.layout {
+            Layout::ShardReplicas { .. } if self.open => connected
+                .iter()
+                .filter_map(|n| self.layout.shard_of_member(&self.name, 0, n))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            _ => connected.len(),
+        };
+        healthy &= covered >= *expected;
+        json!({
+            "pea": self.name,
+            "pod": self.name,
+            "description": self.description,
+            "state": "ready",
+            "healthy": healthy,
+            "requests": self.head_stats.requests.load(Ordering::Relaxed),
+            "dropped": self.head_stats.dropped.load(Ordering::Relaxed),
+            "failed": self.tail_stats.timed_out.load(Ordering::Relaxed),
+            "pending": self.tail_stats.pending.load(Ordering::Relaxed),
+            "completed": self.tail_stats.completed.load(Ordering::Relaxed),
+            "timed_out": self.tail_stats.timed_out.load(Ordering::Relaxed),
+            "late_parts": self.tail_stats.late.load(Ordering::Relaxed),
+            "uptime_ms": started.elapsed().as_millis() as u64,
+            "process_restarts": restarts,
+            "peas": peas,
+            "connected": connected,
+            "expected": expected,
+            "component": self.current.read().expect("current").clone(),
+        })
+    }
+
+    pub(super) async fn reply(
+        &self,
+        prefix: &[Bytes],
+        request: &Envelope,
+        status: Status,
+        body: Value,
+    ) {
+        let _ = self
+            .ctrl
+            .send(control::reply(prefix.to_vec(), request, status, &body))
+            .await;
+    }
+}
