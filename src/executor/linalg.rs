@@ -33,8 +33,8 @@ use super::state::ExecutorState;
 pub const INTERFACE: &str = "jina:linalg/linalg@0.1.0";
 /// The most bytes of each operand and of the result of one call (16,777,216 f32).
 pub const MAX_BYTES: u64 = 64 << 20;
-/// The most multiply-adds (`m * k * n`) of one call: about a tenth of a second
-/// on one core with AVX2/FMA.
+/// The most multiply-adds (`m * k * n`) of one call: well under a second of
+/// one core with AVX2/FMA (tens of GFLOP/s; not timed separately).
 pub const MAX_MULTIPLY_ADDS: u64 = 1 << 31;
 /// An upper bound of the packing buffers `matrixmultiply`'s sgemm allocates
 /// for one call (its blocks are at most 64 × 256 of `a` and 256 × 1024 of `b`
@@ -78,7 +78,7 @@ pub(super) fn check(m: u32, k: u32, n: u32, a_len: usize, b_len: usize) -> Resul
             return Err(format!(
                 "jina:linalg matmul: {name} is {} MiB, over the {} MiB one call takes \
                  (split the rows of a into blocks)",
-                values * 4 >> 20,
+                (values * 4) >> 20,
                 MAX_BYTES >> 20
             ));
         }
