@@ -55,6 +55,7 @@ pub mod document;
 pub mod embedding;
 pub mod error;
 pub mod executor;
+pub mod linalg;
 pub mod log;
 pub mod state;
 mod wire;
@@ -80,7 +81,8 @@ pub mod prelude {
 // executors need not pin a matching version.
 pub use serde_json;
 
-/// The only `generate!` of the SDK: every option spelled out.
+/// The executor contract's `generate!` (the SDK has one more, for `jina:linalg`):
+/// every option spelled out.
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __bindings {
@@ -97,6 +99,20 @@ pub mod __bindings {
         default_bindings_module: "jina_guest_sdk::__bindings",
         runtime_path: "jina_guest_sdk::__bindings::wit_bindgen_rt",
         ownership: Owning,
+        generate_unused_types: false,
+    });
+}
+
+/// The bindings of `jina:linalg` (`wit/linalg`), a package of its own beside
+/// the executor contract: the SDK's second and last `generate!`. A component
+/// imports it only if it calls [`linalg::matmul`].
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __linalg_bindings {
+    wit_bindgen::generate!({
+        path: "../wit/linalg",
+        world: "linalg-user",
+        runtime_path: "jina_guest_sdk::__bindings::wit_bindgen_rt",
         generate_unused_types: false,
     });
 }

@@ -29,6 +29,7 @@ mod clocks;
 mod component;
 mod convert;
 mod error;
+mod linalg;
 pub mod output;
 pub mod quota;
 pub mod sandbox;
@@ -244,6 +245,11 @@ impl Runtime {
         clocks::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot replace the guest's sleep")?;
+        // The host's matrix product (`jina:linalg`), for every executor; only
+        // components that call it import it.
+        linalg::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot add jina:linalg")?;
         sandbox::refuse_symlinks(&mut linker)
             .map_err(anyhow::Error::from)
             .context("cannot refuse the guest's symlinks")?;

@@ -162,17 +162,22 @@ fn embeddings_match_an_independent_numpy_reference() {
         .enumerate()
         .map(|(i, t)| text_doc(&format!("s{i}"), t))
         .collect();
-    // The defaults (max_length 256, batches of 32), and a short max_length
-    // with small batches, so that many texts are cut and batches split.
+    // The defaults (max_length 256, batches of 32, the host's sgemm through
+    // jina:linalg), a short max_length with small batches, so that many texts
+    // are cut and batches split, and the component's own simd128 sgemm.
+    let mut references = std::collections::HashMap::new();
     for (config, max_length) in [
         (json!({}), 256),
         (json!({"max_length": 12, "batch_size": 5}), 12),
+        (json!({"max_length": 12, "kernel": "wasm"}), 12),
     ] {
         let mut encoder = start(GUEST, config.clone(), mounted(model_dir()));
         let out = encoder.handle("/encode", &docs, &Value::Null).unwrap();
-        let expected = reference(&texts, max_length);
+        let expected = references
+            .entry(max_length)
+            .or_insert_with(|| reference(&texts, max_length));
         assert_eq!((out.len(), expected.len()), (texts.len(), texts.len()));
-        for (i, (doc, want)) in out.iter().zip(&expected).enumerate() {
+        for (i, (doc, want)) in out.iter().zip(expected.iter()).enumerate() {
             let got = doc
                 .embedding
                 .as_ref()
@@ -278,6 +283,11 @@ fn a_missing_or_corrupt_model_is_a_bad_config_naming_the_file() {
         json!({"traversal": "up"}),
         mounted(model_dir()),
         "with.traversal",
+    );
+    bad(
+        json!({"kernel": "gpu"}),
+        mounted(model_dir()),
+        "with.kernel = \"gpu\"",
     );
 
     // A copy of the model with one file broken at a time. The directory is in
@@ -466,4 +476,31 @@ fn minilm_retrieves_better_than_the_hashing_encoder() {
         minilm >= 0.8 && minilm > hashing + 0.2,
         "recall@1: hashing {hashing:.3}, MiniLM {minilm:.3}"
     );
+}
+
+/// The encoder imports the host's matrix product; a component that never
+/// calls it (built with the same SDK) does not, so it runs on any host that
+/// implements the executor contract, as before.
+#[test]
+fn only_the_components_that_call_jina_linalg_import_it() {
+    let runtime = crate::util::runtime();
+    let imports = |guest: &str| {
+        runtime
+            .load(&crate::util::wasm(guest))
+            .unwrap()
+            .imports
+            .clone()
+    };
+    let encoder = imports(GUEST);
+    assert!(
+        encoder.iter().any(|i| i == "jina:linalg/linalg@0.1.0"),
+        "{encoder:?}"
+    );
+    for guest in ["passthrough", "text-encoder", "vector-indexer"] {
+        let imports = imports(guest);
+        assert!(
+            !imports.iter().any(|i| i.starts_with("jina:linalg")),
+            "{guest}: {imports:?}"
+        );
+    }
 }

@@ -13,6 +13,9 @@
 //!   - `max_length` (default 256, the model's `max_seq_length`; 2..=512):
 //!     tokens per text, `[CLS]` and `[SEP]` included; longer texts are cut.
 //!   - `normalize` (default `true`): L2-normalise each embedding.
+//!   - `kernel` (default `"host"`): the sgemm of the dense layers: `"host"`
+//!     the host's native one through `jina:linalg` (several times faster),
+//!     `"wasm"` the component's own simd128 one (no host import called).
 //!   - `traversal` (default `"r"`): which documents to embed, Jina's
 //!     traversal paths: `"r"` the request's documents, `"c"` their chunks,
 //!     `"cc"` the chunks' chunks, `"m"` matches; several comma-separated
@@ -29,7 +32,7 @@ use std::path::{Path, PathBuf};
 use jina_guest_sdk::prelude::*;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
-use model::Model;
+use model::{Kernel, Model};
 
 /// Most texts in one forward pass.
 const MAX_BATCH: usize = 256;
@@ -46,6 +49,7 @@ pub struct MinilmEncoder {
     batch_size: usize,
     normalize: bool,
     traversal: Vec<String>,
+    kernel: Kernel,
 }
 
 impl Executor for MinilmEncoder {
@@ -59,6 +63,17 @@ impl Executor for MinilmEncoder {
         }
         let max_length: usize = config.get_or("max_length", 256)?;
         let normalize: bool = config.get_or("normalize", true)?;
+        let kernel: String = config.get_or("kernel", "host".to_string())?;
+        let kernel = match kernel.as_str() {
+            "host" => Kernel::Host,
+            "wasm" => Kernel::Wasm,
+            other => {
+                return Err(Error::bad_config(format!(
+                    "with.kernel = {other:?}: must be \"host\" (the host's sgemm, jina:linalg) \
+                     or \"wasm\" (the component's own)"
+                )));
+            }
+        };
         let traversal = traversal(config.get("traversal")?.as_ref(), "with.traversal")
             .map_err(Error::bad_config)?;
 
@@ -87,6 +102,7 @@ impl Executor for MinilmEncoder {
             batch_size,
             normalize,
             traversal,
+            kernel,
         })
     }
 
@@ -149,7 +165,16 @@ impl MinilmEncoder {
                 end += 1;
             }
             let batch: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
-            for mut embedding in self.model.forward(&batch) {
+            let embeddings = self.model.forward(&batch, self.kernel).map_err(|e| {
+                // The host refuses a product only for memory (the encoder keeps
+                // every other limit): the executor is full, not broken.
+                if e.contains("memory") {
+                    Error::capacity(e)
+                } else {
+                    Error::internal(e)
+                }
+            })?;
+            for mut embedding in embeddings {
                 if self.normalize {
                     let norm = embedding
                         .iter()

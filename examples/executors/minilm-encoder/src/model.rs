@@ -59,6 +59,17 @@ fn default_act() -> String {
     "gelu".into()
 }
 
+/// Which sgemm the dense layers (Q, K, V, attention output, MLP) run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The host's native sgemm through `jina:linalg` (docs/minilm.md). In a
+    /// native build of this crate there is no host: the crate's own sgemm,
+    /// which is the same `matrixmultiply` code the host runs.
+    Host,
+    /// `matrixmultiply`'s sgemm compiled into the component (wasm simd128).
+    Wasm,
+}
+
 /// Where one tensor's f32 values are: a range of the file's storage, or (for a
 /// tensor the file does not align to 4 bytes) a copy of its own.
 enum Slot {
@@ -229,11 +240,16 @@ impl Model {
     /// Mean-pooled (not normalised) embeddings of `sequences` (token ids with
     /// the special tokens, each 1..=`max_tokens()` long), in order.
     ///
+    /// # Errors
+    ///
+    /// The host's refusal of a matrix product (with [`Kernel::Host`]): its
+    /// message, e.g. the call's memory over the executor's limit.
+    ///
     /// # Panics
     ///
     /// An empty or too long sequence, or an id outside the vocabulary: the
     /// caller (the tokenizer path) rules those out.
-    pub fn forward(&self, sequences: &[&[u32]]) -> Vec<Vec<f32>> {
+    pub fn forward(&self, sequences: &[&[u32]], kernel: Kernel) -> Result<Vec<Vec<f32>>, String> {
         let c = &self.config;
         let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
         let dh = h / heads;
@@ -294,6 +310,7 @@ impl Model {
                 .enumerate()
             {
                 linear(
+                    kernel,
                     &x,
                     rows,
                     h,
@@ -303,7 +320,7 @@ impl Model {
                     3 * h,
                     h,
                     false,
-                );
+                )?;
             }
             // Attention per sequence and head: softmax(Q Kᵀ / √d) V.
             for span in &spans {
@@ -347,7 +364,18 @@ impl Model {
             }
             // x = LayerNorm(x + ctx Woᵀ + bo)
             let (w, b) = &layer.attn_out;
-            linear(&ctx, rows, h, self.t(w), self.t(b), &mut x, h, h, true);
+            linear(
+                kernel,
+                &ctx,
+                rows,
+                h,
+                self.t(w),
+                self.t(b),
+                &mut x,
+                h,
+                h,
+                true,
+            )?;
             layer_norm(
                 &mut x,
                 h,
@@ -358,6 +386,7 @@ impl Model {
             // x = LayerNorm(x + GELU(x Wiᵀ + bi) Woᵀ + bo)
             let (w, b) = &layer.inter;
             linear(
+                kernel,
                 &x,
                 rows,
                 h,
@@ -367,12 +396,23 @@ impl Model {
                 inter,
                 inter,
                 false,
-            );
+            )?;
             for v in &mut mid {
                 *v = gelu(*v);
             }
             let (w, b) = &layer.out;
-            linear(&mid, rows, inter, self.t(w), self.t(b), &mut x, h, h, true);
+            linear(
+                kernel,
+                &mid,
+                rows,
+                inter,
+                self.t(w),
+                self.t(b),
+                &mut x,
+                h,
+                h,
+                true,
+            )?;
             layer_norm(
                 &mut x,
                 h,
@@ -384,7 +424,7 @@ impl Model {
 
         // Mean over each sequence's tokens (all of them are attended: the
         // attention mask of an unpadded sequence is all ones).
-        spans
+        Ok(spans
             .iter()
             .map(|span| {
                 let mut sum = vec![0f32; h];
@@ -397,7 +437,7 @@ impl Model {
                 sum.iter_mut().for_each(|s| *s /= n);
                 sum
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -479,8 +519,12 @@ fn gemm(
 /// A PyTorch `Linear` over `rows` rows: `out[r, ..n] = x[r, ..k] · wᵀ + b`
 /// (`w` is `[n, k]`), or with `residual`, `out += x · wᵀ + b` (the residual is
 /// what `out` held). `out` rows are `ldo` apart.
+///
+/// With [`Kernel::Host`] inside a component, `x · wᵀ` is the host's, in
+/// blocks of rows that keep each call within `jina:linalg`'s limits.
 #[allow(clippy::too_many_arguments)]
 fn linear(
+    kernel: Kernel,
     x: &[f32],
     rows: usize,
     k: usize,
@@ -490,7 +534,41 @@ fn linear(
     ldo: usize,
     n: usize,
     residual: bool,
-) {
+) -> Result<(), String> {
+    if kernel == Kernel::Host && cfg!(target_arch = "wasm32") {
+        use jina_guest_sdk::linalg::{MAX_BYTES, MAX_MULTIPLY_ADDS, matmul};
+        let (k64, n64) = (k as u64, n as u64);
+        let block = (MAX_MULTIPLY_ADDS / (k64 * n64))
+            .min(MAX_BYTES / 4 / k64)
+            .min(MAX_BYTES / 4 / n64)
+            .max(1) as usize;
+        let mut start = 0;
+        while start < rows {
+            let len = block.min(rows - start);
+            let c = matmul(
+                len as u32,
+                k as u32,
+                n as u32,
+                &x[start * k..(start + len) * k],
+                &w[..n * k],
+                true,
+            )?;
+            for (r, c) in c.chunks_exact(n).enumerate() {
+                let row = &mut out[(start + r) * ldo..][..n];
+                if residual {
+                    for ((o, c), b) in row.iter_mut().zip(c).zip(b) {
+                        *o += c + b;
+                    }
+                } else {
+                    for ((o, c), b) in row.iter_mut().zip(c).zip(b) {
+                        *o = c + b;
+                    }
+                }
+            }
+            start += len;
+        }
+        return Ok(());
+    }
     for r in 0..rows {
         let row = &mut out[r * ldo..][..n];
         if residual {
@@ -501,6 +579,7 @@ fn linear(
     }
     // Wᵀ as a [k, n] matrix: element (p, j) is w[j * k + p].
     gemm(rows, k, n, 1.0, x, (k, 1), w, (1, k), 1.0, out, (ldo, 1));
+    Ok(())
 }
 
 fn layer_norm(x: &mut [f32], h: usize, gamma: &[f32], beta: &[f32], eps: f32) {
