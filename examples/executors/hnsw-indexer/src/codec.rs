@@ -1,5 +1,7 @@
 //! The snapshot file and the log records, byte by byte (see the crate docs).
 
+use std::io::Read;
+
 use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32};
 use jina_guest_sdk::state::crc32;
 use jina_guest_sdk::{Error, Result};
@@ -81,37 +83,209 @@ fn put_le(buf: &mut Vec<u8>, words: &[u32]) {
     jina_guest_sdk::bytes::put_u32s(buf, words);
 }
 
-/// Rebuild a store from [`encode_snapshot`]'s bytes. `shape` is the
-/// configured one: its metric and `m` must be the snapshot's (its
-/// `ef_construction` applies to later inserts).
-pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
-    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
-    let (body, crc) = match bytes.len().checked_sub(4) {
-        Some(at) if at >= HEADER => {
-            let mut tail = Reader::new(&bytes[at..]);
-            (&bytes[..at], tail.u32()?)
+/// Bytes pulled from the file per read: large enough that the calls through
+/// WASI cost nothing next to copying the bytes, small enough not to count
+/// in the shard's memory high-water mark (the whole file did, before).
+const CHUNK: usize = 8 << 20;
+
+/// A snapshot file read front to back in [`CHUNK`]s, every byte of its body
+/// checksummed as it comes in. Nothing is sized from the file's counts
+/// before they are checked against the bytes left.
+struct Stream<R> {
+    src: R,
+    buf: Vec<u8>,
+    /// Next unread byte of `buf`.
+    at: usize,
+    /// Body bytes (the file less its checksum) not yet in `buf`.
+    left: u64,
+    /// The file offset of `buf[0]`, for messages.
+    base: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Stream<R> {
+    fn new(src: R, len: u64) -> Self {
+        Stream {
+            src,
+            buf: Vec::new(),
+            at: 0,
+            left: len.saturating_sub(4),
+            base: 0,
+            crc: crc32fast::Hasher::new(),
         }
-        _ => return Err(corrupt("shorter than its header")),
-    };
-    if &body[..4] != MAGIC {
+    }
+
+    /// Body bytes not yet read.
+    fn remaining(&self) -> u64 {
+        self.left + (self.buf.len() - self.at) as u64
+    }
+
+    fn offset(&self) -> u64 {
+        self.base + self.at as u64
+    }
+
+    /// The next chunk into `buf` (the unread rest of `buf` must be empty).
+    fn refill(&mut self) -> Result<()> {
+        let next = self.left.min(CHUNK as u64) as usize;
+        self.base += self.buf.len() as u64;
+        self.buf.resize(next, 0);
+        self.at = 0;
+        self.src
+            .read_exact(&mut self.buf)
+            .map_err(|e| Error::io(format!("cannot read at offset {}: {e}", self.base)))?;
+        self.left -= next as u64;
+        self.crc.update(&self.buf);
+        Ok(())
+    }
+
+    /// Fills `out` from the stream.
+    fn read_into(&mut self, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 > self.remaining() {
+            return Err(Error::io(format!(
+                "truncated: wanted {} bytes at offset {}",
+                out.len(),
+                self.offset()
+            )));
+        }
+        let mut done = 0;
+        while done < out.len() {
+            if self.at == self.buf.len() {
+                self.refill()?;
+            }
+            let n = (out.len() - done).min(self.buf.len() - self.at);
+            out[done..done + n].copy_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let mut b = [0; 4];
+        self.read_into(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// `len` bytes of UTF-8.
+    fn str_of(&mut self, len: usize) -> Result<String> {
+        if len as u64 > self.remaining() {
+            return Err(Error::io(format!(
+                "truncated: wanted {len} bytes at offset {}",
+                self.offset()
+            )));
+        }
+        let mut bytes = vec![0; len];
+        self.read_into(&mut bytes)?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::io(format!("invalid UTF-8 before offset {}", self.offset())))
+    }
+
+    /// `len: u32`, then [`str_of`](Self::str_of).
+    fn string(&mut self) -> Result<String> {
+        let len = self.u32()? as usize;
+        self.str_of(len)
+    }
+
+    /// Every byte of the body was read and the checksum after it matches.
+    fn finish(mut self) -> Result<()> {
+        if self.remaining() != 0 {
+            return Err(Error::io(format!("{} trailing bytes", self.remaining())));
+        }
+        self.checksum_matches()?
+            .then_some(())
+            .ok_or_else(|| Error::io("checksum mismatch"))
+    }
+
+    /// Hashes whatever of the body is left unread, then compares with the
+    /// checksum stored after it.
+    fn checksum_matches(&mut self) -> Result<bool> {
+        self.at = self.buf.len();
+        while self.left > 0 {
+            self.refill()?;
+        }
+        let mut stored = [0; 4];
+        self.src
+            .read_exact(&mut stored)
+            .map_err(|e| Error::io(format!("cannot read the checksum: {e}")))?;
+        Ok(self.crc.clone().finalize() == u32::from_le_bytes(stored))
+    }
+}
+
+/// `words` seen as their bytes, to be read into; the caller turns them from
+/// little-endian after ([`from_le`]).
+fn bytes_of(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the view
+    // covers exactly `words`, which it borrows mutably.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
+}
+
+/// Little-endian words as read from a file, to native ones in place (nothing
+/// to do on a little-endian machine, where the loop compiles away).
+fn from_le(words: &mut [u32]) {
+    for w in words {
+        *w = u32::from_le(*w);
+    }
+}
+
+/// Rebuild a store from [`encode_snapshot`]'s bytes (see [`read_snapshot`]).
+#[cfg(test)]
+pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
+    read_snapshot(bytes, bytes.len() as u64, shape)
+}
+
+/// Rebuild a store from a snapshot file of `len` bytes, read once front to
+/// back: the node blocks go straight from each chunk into the graph's pages
+/// (no copy of the whole file in memory), checksummed on the way. `shape`
+/// is the configured one: its metric and `m` must be the snapshot's (its
+/// `ef_construction` applies to later inserts).
+///
+/// # Errors
+///
+/// A damaged file: a checksum mismatch when the bytes differ from those
+/// written (checked over the whole file whatever else is wrong), else what
+/// is inconsistent; another metric or `m` (`bad-config`); a version this
+/// build does not read.
+pub fn read_snapshot(src: impl Read, len: u64, shape: Shape) -> Result<Store> {
+    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
+    if len < (HEADER + 4) as u64 {
+        return Err(corrupt("shorter than its header"));
+    }
+    let mut s = Stream::new(src, len);
+    let mut magic = [0; 4];
+    s.read_into(&mut magic)?;
+    if &magic != MAGIC {
         return Err(corrupt("bad magic (not an hnsw-indexer snapshot)"));
     }
-    let mut r = Reader::new(&body[4..]);
-    let version = r.u32()?;
+    let version = s.u32()?;
     if version != VERSION {
         return Err(Error::io(format!(
             "snapshot version {version} is not supported (this build reads version {VERSION})"
         )));
     }
-    if crc32(body) != crc {
-        return Err(corrupt("checksum mismatch"));
+    match read_body(&mut s, shape) {
+        Ok(store) => {
+            s.finish().map_err(|e| corrupt(&e.message))?;
+            Ok(store)
+        }
+        // Damage shows as whatever it breaks first: say it is damage when
+        // the checksum says so.
+        Err(e) if !s.checksum_matches().unwrap_or(false) => Err(corrupt(&format!(
+            "checksum mismatch (the file is damaged: {})",
+            e.message
+        ))),
+        Err(e) => Err(e),
     }
-    let metric = u8::try_from(r.u32()?)
+}
+
+/// Everything between the version and the checksum.
+fn read_body(s: &mut Stream<impl Read>, shape: Shape) -> Result<Store> {
+    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
+    let metric = u8::try_from(s.u32()?)
         .ok()
         .and_then(Metric::from_code)
         .ok_or_else(|| corrupt("unknown metric"))?;
-    let dim = r.u32()? as usize;
-    let m = r.u32()? as usize;
+    let dim = s.u32()? as usize;
+    let m = s.u32()? as usize;
     if (metric, m) != (shape.metric, shape.m) {
         return Err(Error::bad_config(format!(
             "the index in the workspace was built with metric {} and m {m}; with: says metric {} and m {}: \
@@ -121,34 +295,31 @@ pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
             shape.m
         )));
     }
-    let n = r.u32()? as usize;
-    let entry = Some(r.u32()?).filter(|&e| e != NONE);
+    let n = s.u32()? as usize;
+    let entry = Some(s.u32()?).filter(|&e| e != NONE);
     // Each node takes at least 13 bytes of meta plus its links: a count
     // larger than the file allows is corruption, not an allocation.
-    if n > body.len() / 13 {
+    if n as u64 > s.remaining() / 13 {
         return Err(corrupt("node count larger than the file"));
     }
     let mut metas = Vec::with_capacity(n);
     for _ in 0..n {
-        metas.push(r_meta(&mut r)?);
+        let id = s.string()?;
+        let text = match s.u32()? {
+            NONE => None,
+            len => Some(s.str_of(len as usize)?),
+        };
+        let tags = Some(s.string()?).filter(|t| !t.is_empty());
+        metas.push((id, text, tags));
     }
-    let levels = r.take(n)?.to_vec();
-    let vectors = r.take(
-        n.checked_mul(dim)
-            .and_then(|x| x.checked_mul(4))
-            .ok_or_else(|| corrupt("dimension overflow"))?,
-    )?;
-    let links0 = r.take(
-        n.checked_mul((2 * m + 1) * 4)
-            .ok_or_else(|| corrupt("link count overflow"))?,
-    )?;
-    let mut upper = Vec::with_capacity(n);
-    for &level in &levels {
-        upper.push(r.u32s(usize::from(level) * (m + 1))?);
-    }
-    r.finish()?;
-    let graph = Graph::from_parts(shape, dim, entry, levels, vectors, links0, upper)
-        .map_err(|e| corrupt(&e))?;
+    let mut levels = vec![0; n];
+    s.read_into(&mut levels)?;
+    let graph = Graph::read(shape, dim, entry, levels, &mut |words: &mut [u32]| {
+        s.read_into(bytes_of(words)).map_err(|e| e.message)?;
+        from_le(words);
+        Ok(())
+    })
+    .map_err(|e| corrupt(&e))?;
     Store::from_parts(graph, metas).map_err(|e| corrupt(&e))
 }
 

@@ -335,6 +335,16 @@ impl Visited {
     }
 }
 
+/// What a beam search works in, kept from one search to the next so a
+/// query allocates nothing once the heaps have grown to `ef`: the visited
+/// stamps, the candidates (closest first) and the results (worst first).
+#[derive(Debug, Default)]
+struct Scratch {
+    visited: Visited,
+    candidates: BinaryHeap<Reverse<Near>>,
+    results: BinaryHeap<Near>,
+}
+
 /// A query prepared for one metric.
 struct Query<'a> {
     vector: &'a [f32],
@@ -348,24 +358,6 @@ fn as_f32s(bits: &[u32]) -> &[f32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit
     // pattern is a valid f32.
     unsafe { std::slice::from_raw_parts(bits.as_ptr().cast::<f32>(), bits.len()) }
-}
-
-/// Fills `words` from `bytes` (four little-endian bytes each, as many):
-/// one copy on a little-endian machine.
-fn fill_le(words: &mut [u32], bytes: &[u8]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the
-        // view covers exactly `words`.
-        let view = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4)
-        };
-        view.copy_from_slice(bytes);
-    }
-    #[cfg(not(target_endian = "little"))]
-    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
 }
 
 /// The graph and the vectors it links. Document fields (id, text, tags) live
@@ -400,7 +392,8 @@ pub struct Graph {
     upper: Vec<Vec<u32>>,
     /// The node searches start from: one of the highest level.
     entry: Option<u32>,
-    visited: RefCell<Visited>,
+    /// A search's working set, kept between searches (see [`Scratch`]).
+    scratch: RefCell<Scratch>,
 }
 
 impl Graph {
@@ -414,7 +407,7 @@ impl Graph {
             tombstones: 0,
             upper: Vec::new(),
             entry: None,
-            visited: RefCell::default(),
+            scratch: RefCell::default(),
         }
     }
 
@@ -554,8 +547,12 @@ impl Graph {
     }
 
     fn distance(&self, q: &Query<'_>, slot: u32) -> f32 {
+        self.distance_to(q, self.node(slot))
+    }
+
+    /// The distance to the node whose block this is.
+    fn distance_to(&self, q: &Query<'_>, block: &[u32]) -> f32 {
         // The vector and its inverse norm, side by side.
-        let block = self.node(slot);
         let v = as_f32s(&block[..self.dim]);
         match self.shape.metric {
             Metric::Cosine => {
@@ -601,17 +598,19 @@ impl Graph {
             dist: self.distance(&q, entry),
             slot: entry,
         }];
+        let mut found = Vec::new();
         for l in (usize::from(level) + 1..=top).rev() {
-            let found = self.search_layer(&q, &nearest, 1, l, slot);
+            self.search_layer(&q, &nearest, 1, l, slot, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
         }
         let mut connections = Vec::new();
         for l in (0..=usize::from(level).min(top)).rev() {
-            let found = self.search_layer(&q, &nearest, self.shape.ef_construction, l, slot);
+            let ef = self.shape.ef_construction;
+            self.search_layer(&q, &nearest, ef, l, slot, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
             self.select(&nearest, self.shape.m, &mut connections);
             self.set_links(slot, l, &connections);
@@ -669,9 +668,9 @@ impl Graph {
         }
     }
 
-    /// Beam search of width `ef` on `level` from `entry`, closest first.
-    /// Deleted nodes are walked through but not returned; `skip` (the node
-    /// being inserted) neither.
+    /// Beam search of width `ef` on `level` from `entry`: into `out`, closest
+    /// first. Deleted nodes are walked through but not returned; `skip` (the
+    /// node being inserted) neither.
     fn search_layer(
         &self,
         q: &Query<'_>,
@@ -679,14 +678,20 @@ impl Graph {
         ef: usize,
         level: usize,
         skip: u32,
-    ) -> Vec<Near> {
-        let mut visited = self.visited.borrow_mut();
+        out: &mut Vec<Near>,
+    ) {
+        let mut scratch = self.scratch.borrow_mut();
+        let Scratch {
+            visited,
+            candidates,
+            results,
+        } = &mut *scratch;
         visited.reset(self.slots());
+        candidates.clear();
+        results.clear();
         if (skip as usize) < self.slots() {
             visited.insert(skip);
         }
-        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::new();
-        let mut results: BinaryHeap<Near> = BinaryHeap::new();
         for &e in entry {
             if visited.insert(e.slot) {
                 candidates.push(Reverse(e));
@@ -702,6 +707,7 @@ impl Graph {
             Some(worst) if results.len() >= ef => worst.dist,
             _ => f32::INFINITY,
         };
+        let flag = self.dim + 1;
         while let Some(Reverse(current)) = candidates.pop() {
             if current.dist > bound {
                 break;
@@ -710,11 +716,13 @@ impl Graph {
                 if !visited.insert(next) {
                     continue;
                 }
-                let dist = self.distance(q, next);
+                // One look-up of the block for the distance and the flag.
+                let block = self.node(next);
+                let dist = self.distance_to(q, block);
                 if dist < bound || results.len() < ef {
                     let near = Near { dist, slot: next };
                     candidates.push(Reverse(near));
-                    if !self.is_deleted(next) {
+                    if block[flag] == 0 {
                         results.push(near);
                         if results.len() > ef {
                             results.pop();
@@ -726,7 +734,9 @@ impl Graph {
                 }
             }
         }
-        results.into_sorted_vec()
+        out.clear();
+        out.extend(results.drain());
+        out.sort_unstable();
     }
 
     /// The live nodes nearest to `vector` (of length `dim`) that a beam of
@@ -749,15 +759,16 @@ impl Graph {
         }];
         // A nonexistent slot: nothing to skip.
         let none = u32::MAX;
+        let mut found = Vec::with_capacity(ef);
         for l in (1..=usize::from(self.levels[entry as usize])).rev() {
             // Greedy descent walks through deleted nodes too: start from the
             // best seen, deleted or not.
-            let found = self.search_layer(&q, &nearest, 1, l, none);
+            self.search_layer(&q, &nearest, 1, l, none, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
         }
-        let found = self.search_layer(&q, &nearest, ef, 0, none);
+        self.search_layer(&q, &nearest, ef, 0, none, &mut found);
         found.into_iter().map(|n| (n.slot, n.dist)).collect()
     }
 
@@ -895,38 +906,39 @@ impl Graph {
         }
     }
 
-    /// Rebuilds a graph from a snapshot's parts, checking every link:
-    /// `vectors` is the slots' vectors as little-endian f32s, one after the
-    /// other, and `links0` their level-0 blocks (count, then `2m` places) as
-    /// little-endian u32s, as the snapshot file holds them; they are read
-    /// straight into the node blocks, with no copy of either in between.
+    /// Reads a graph of `levels.len()` nodes from a snapshot, in its order:
+    /// every vector (`dim` words), then every level-0 list (count, then `2m`
+    /// places), then each node's upper-level lists (`level x (1 + m)` words).
+    /// `read` fills a run of words from the file (little-endian decoded);
+    /// vectors and level-0 lists go straight into their node blocks, and
+    /// every link is checked.
     ///
     /// # Errors
     ///
-    /// What is inconsistent (a link past the end, a level too high, wrong sizes).
-    pub fn from_parts(
+    /// `read`'s, or what is inconsistent (a link past the end, a level too
+    /// high, an entry point that is not a top node).
+    pub fn read(
         shape: Shape,
         dim: usize,
         entry: Option<u32>,
         levels: Vec<u8>,
-        vectors: &[u8],
-        links0: &[u8],
-        upper: Vec<Vec<u32>>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
     ) -> Result<Self, String> {
         let n = levels.len();
         let (m0, m) = (2 * shape.m, shape.m);
-        let sizes = n
-            .checked_mul(dim)
-            .and_then(|x| x.checked_mul(4))
-            .zip(n.checked_mul((m0 + 1) * 4));
-        if sizes != Some((vectors.len(), links0.len())) || upper.len() != n {
-            return Err("sizes do not match the node count".into());
-        }
         if n > 0 && dim == 0 {
             return Err("dimension 0 with nodes".into());
         }
         if entry.is_some_and(|e| e as usize >= n) || entry.is_none() != (n == 0) {
             return Err("entry point out of range".into());
+        }
+        if let Some(e) = entry
+            && levels.iter().any(|&l| l > levels[e as usize])
+        {
+            return Err("the entry point is not on the top level".into());
+        }
+        if let Some(slot) = levels.iter().position(|&l| l > MAX_LEVEL) {
+            return Err(format!("node {slot}: bad level {}", levels[slot]));
         }
         let check = |list: &[u32], cap: usize| -> Result<(), String> {
             let count = list[0] as usize;
@@ -935,42 +947,34 @@ impl Graph {
             }
             Ok(())
         };
-        if let Some(e) = entry
-            && levels.iter().any(|&l| l > levels[e as usize])
-        {
-            return Err("the entry point is not on the top level".into());
-        }
         let mut graph = Graph::new(shape);
         graph.dim = dim;
         graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
         graph.pages.reserve(n.div_ceil(PAGE));
-        for (slot, &level) in levels.iter().enumerate() {
-            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
-                return Err(format!("node {slot}: bad level {level}"));
-            }
-            // Read straight into the page: no copy in between.
+        for _ in 0..n {
             let block = graph.push_zeroed();
-            fill_le(
-                &mut block[..dim],
-                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
-            );
+            read(&mut block[..dim])?;
             let inverse = match shape.metric {
                 Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
                 _ => 0.0,
             };
             block[dim] = inverse.to_bits();
-            block[dim + 1] = 0;
-            fill_le(
-                &mut block[dim + 2..],
-                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
-            );
-            check(&block[dim + 2..], m0)?;
-            for chunk in upper[slot].chunks_exact(m + 1) {
+        }
+        for slot in 0..n as u32 {
+            let links = &mut graph.node_mut(slot)[dim + 2..];
+            read(links)?;
+            check(links, m0)?;
+        }
+        graph.upper.reserve_exact(n);
+        for &level in &levels {
+            let mut upper = vec![0; usize::from(level) * (m + 1)];
+            read(&mut upper)?;
+            for chunk in upper.chunks_exact(m + 1) {
                 check(chunk, m)?;
             }
+            graph.upper.push(upper);
         }
         graph.levels = levels;
-        graph.upper = upper;
         graph.entry = entry;
         Ok(graph)
     }
@@ -988,7 +992,7 @@ impl Graph {
                 .iter()
                 .map(|u| 24 + u.capacity() * 4)
                 .sum::<usize>()
-            + self.visited.borrow().stamps.capacity() * 4
+            + self.scratch.borrow().visited.stamps.capacity() * 4
     }
 }
 
@@ -1147,44 +1151,37 @@ mod tests {
     }
 
     #[test]
-    fn parts_round_trip_and_damage_is_refused() {
+    fn read_round_trip_and_damage_is_refused() {
         let data = points(2100, 8, 11);
         let g = build(Metric::Cosine, &data);
         let p = g.parts();
+        // The words in the snapshot's order: vectors, level-0 lists, upper.
         let slots = 0..g.slots() as u32;
-        let vectors: Vec<u8> = slots
+        let mut words: Vec<u32> = slots
             .clone()
-            .flat_map(|s| g.vector(s).iter().flat_map(|x| x.to_le_bytes()))
+            .flat_map(|s| g.vector_bits(s).to_vec())
             .collect();
-        let links0: Vec<u8> = slots
-            .flat_map(|s| g.links0_block(s).iter().flat_map(|x| x.to_le_bytes()))
-            .collect();
-        let back = Graph::from_parts(
-            g.shape(),
-            p.dim,
-            p.entry,
-            p.levels.to_vec(),
-            &vectors,
-            &links0,
-            p.upper.to_vec(),
-        )
-        .unwrap();
+        words.extend(slots.flat_map(|s| g.links0_block(s).to_vec()));
+        words.extend(p.upper.iter().flatten());
+        let read_from = |words: Vec<u32>| {
+            let mut at = 0;
+            Graph::read(g.shape(), p.dim, p.entry, p.levels.to_vec(), &mut |out| {
+                let next = words.get(at..at + out.len()).ok_or("truncated")?;
+                out.copy_from_slice(next);
+                at += out.len();
+                Ok(())
+            })
+        };
+        let back = read_from(words.clone()).unwrap();
         assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
         assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
 
-        let mut links0 = links0;
-        links0[4..8].copy_from_slice(&100_000u32.to_le_bytes());
-        let err = Graph::from_parts(
-            g.shape(),
-            p.dim,
-            p.entry,
-            p.levels.to_vec(),
-            &vectors,
-            &links0,
-            p.upper.to_vec(),
-        )
-        .unwrap_err();
+        let mut damaged = words.clone();
+        damaged[2100 * 8 + 1] = 100_000;
+        let err = read_from(damaged).unwrap_err();
         assert!(err.contains("past the end"), "{err}");
+        let err = read_from(words[..words.len() - 1].to_vec()).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ use std::path::PathBuf;
 use jina_guest_sdk::Traversal;
 use jina_guest_sdk::log;
 use jina_guest_sdk::prelude::*;
-use jina_guest_sdk::state::Journal;
+use jina_guest_sdk::state::{AppendLog, Journal};
 
 use codec::Op;
 use graph::{Metric, Shape};
@@ -179,11 +179,22 @@ impl Executor for HnswIndexer {
         let mut store = Store::new(shape);
         let mut replayed = 0;
         if workspace.is_dir() {
-            let (snapshot, records) = journal.load()?;
-            if let Some(bytes) = snapshot {
-                let path = journal.snapshot_path().display().to_string();
-                store = codec::decode_snapshot(&bytes, shape).map_err(|e| e.context(path))?;
+            // The snapshot is read as a stream, not through `Journal::load`,
+            // which would hold the whole file in memory beside the index.
+            let path = journal.snapshot_path();
+            let context = |e: Error| e.context(path.display().to_string());
+            match std::fs::File::open(path) {
+                Ok(file) => {
+                    let len = file
+                        .metadata()
+                        .map_err(|e| context(Error::io(format!("cannot read its size: {e}"))))?
+                        .len();
+                    store = codec::read_snapshot(file, len, shape).map_err(context)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(context(Error::io(format!("cannot open: {e}")))),
             }
+            let records = AppendLog::replay(journal.log_path())?;
             if let (Some(want), Some(have)) = (dim, store.dim())
                 && want != have
             {
