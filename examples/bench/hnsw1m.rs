@@ -311,17 +311,12 @@ pub fn hnsw1m_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     let mut rows = Vec::new();
     let started = Instant::now();
     let generator = Generator::new();
-    let data = Arc::new(generator.many(0, n));
     let query_docs: Vec<Arc<Document>> = generator
         .many(1 << 40, queries)
         .chunks(DIM)
         .enumerate()
         .map(|(i, v)| Arc::new(document(format!("q{i}"), v)))
         .collect();
-    eprintln!(
-        "hnsw1m: {tag_line}: data made in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
     let keep = std::env::var_os("HNSW1M_KEEP").map(PathBuf::from);
     let config = serde_json::json!({"dim": DIM, "m": M, "ef_construction": ef_construction, "ef_search": DEFAULT_EF});
     if let Some(root) = &keep
@@ -338,6 +333,11 @@ pub fn hnsw1m_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             &tag_line,
         );
     }
+    let data = Arc::new(generator.many(0, n));
+    eprintln!(
+        "hnsw1m: {tag_line}: data made in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let temp = tempfile::tempdir().unwrap();
     let root = keep.clone().unwrap_or_else(|| temp.path().to_path_buf());
     let dirs = |name: &str| -> Vec<PathBuf> {
@@ -594,37 +594,68 @@ fn restart_rows(
     let copies = kept["copies_of"]
         .as_str()
         .map_or(String::new(), |c| format!(", each shard a copy of {c}"));
-    let dirs: Vec<PathBuf> = (0..shard_count)
-        .map(|i| root.join(format!("hnsw-{i}")))
-        .collect();
-    let snapshot: u64 = dirs
-        .iter()
-        .map(|d| std::fs::metadata(d.join("hnsw-index.snapshot")).map_or(0, |m| m.len()))
-        .sum();
     let restarts = knob("HNSW1M_RESTARTS", 3);
-    let mut guests = vec![("this guest", guest.to_path_buf())];
+    let shard_dirs = |root: &std::path::Path| -> Vec<PathBuf> {
+        (0..shard_count)
+            .map(|i| root.join(format!("hnsw-{i}")))
+            .collect()
+    };
+    let dirs = shard_dirs(root);
+    if std::env::var_os("HNSW1M_REWRITE").is_some() {
+        // Have this guest write its own snapshot format: a change (a probe
+        // document indexed and deleted, not logged) makes a snapshot due,
+        // and the dump compacts the probe away.
+        let shards = Shards::start(runtime, guest, &dirs, config.clone(), memory);
+        shards.each(|i, ex| {
+            let probe = document("rewrite-probe".into(), &[1.0 / (DIM as f32).sqrt(); DIM]);
+            let quiet = serde_json::json!({"durable": false});
+            for endpoint in ["/index", "/delete"] {
+                ex.handle(endpoint, std::slice::from_ref(&probe), &quiet)
+                    .unwrap_or_else(|e| panic!("shard {i} {endpoint}: {e:#}"));
+            }
+            ex.dump()
+                .unwrap_or_else(|e| panic!("shard {i} dump: {e:#}"));
+        });
+        shards.stop();
+        eprintln!(
+            "hnsw1m: snapshots in {} rewritten by this guest",
+            root.display()
+        );
+    }
+    let mut guests = vec![("this guest", guest.to_path_buf(), dirs.clone())];
     if let Some(base) = std::env::var_os("HNSW1M_BASELINE_GUEST") {
-        guests.insert(0, ("baseline guest", PathBuf::from(base)));
+        // The baseline's own snapshots (another format, say) may be elsewhere.
+        let base_root =
+            std::env::var_os("HNSW1M_BASELINE_KEEP").map_or(root.to_path_buf(), PathBuf::from);
+        guests.insert(
+            0,
+            (
+                "baseline guest",
+                PathBuf::from(base),
+                shard_dirs(&base_root),
+            ),
+        );
     }
     // Compiled once before the clock (the full run's restart finds the
     // guest compiled by its build too).
-    for (_, g) in &guests {
+    for (_, g, _) in &guests {
         runtime.load(g).unwrap();
     }
     let mut times = vec![Vec::new(); guests.len()];
     let mut peaks = vec![0.0f64; guests.len()];
     let mut worst_recall = vec![1.0f64; guests.len()];
     for round in 0..restarts {
-        for (g, (label, path)) in guests.iter().enumerate() {
+        for (g, (label, path, dirs)) in guests.iter().enumerate() {
             let t = Instant::now();
-            let back = Shards::start(runtime, path, &dirs, config.clone(), memory);
+            let back = Shards::start(runtime, path, dirs, config.clone(), memory);
             let load = t.elapsed();
-            let mut hits = 0;
+            let (mut hits, mut asked) = (0, 0);
             for (q, t) in query_docs.iter().zip(&truth) {
                 let found = back.search(q, &serde_json::json!({"top_k": K}));
                 hits += found.iter().filter(|id| t.contains(id)).count();
+                asked += K;
             }
-            let r = hits as f64 / (truth.len() * K) as f64;
+            let r = hits as f64 / asked.max(1) as f64;
             let linear = tag(&stats(&back), "linear_memory_bytes");
             back.stop();
             eprintln!(
@@ -644,14 +675,18 @@ fn restart_rows(
             t[t.len() / 2]
         })
         .collect();
-    for (g, (label, path)) in guests.iter().enumerate() {
+    for (g, (label, path, dirs)) in guests.iter().enumerate() {
         let t = &times[g];
+        let snapshot: u64 = dirs
+            .iter()
+            .map(|d| std::fs::metadata(d.join("hnsw-index.snapshot")).map_or(0, |m| m.len()))
+            .sum();
         let base = (guests.len() > 1 && g > 0).then(|| medians[0]);
         rows.push(Row {
             name: format!(
                 "hnsw1m: restart from kept snapshots ({}, {}{copies}), {label} {}: every shard started and its snapshot loaded at once, median of {restarts} (range {}-{}; recall after >= {:.3}; a shard's linear memory after load {})",
                 mib(snapshot),
-                root.display(),
+                dirs[0].parent().unwrap_or(root).display(),
                 path.display(),
                 fmt_time(t[0]),
                 fmt_time(t[t.len() - 1]),

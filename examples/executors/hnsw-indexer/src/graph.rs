@@ -17,8 +17,6 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use jina_guest_sdk::embedding::norm;
-
 /// Nodes per page of blocks: 1,024 (at 384-d with `m` 16, 1.7 MB a page).
 const PAGE: usize = 1024;
 
@@ -262,7 +260,7 @@ fn l2_squared_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 /// `1 / |v|`, 0 for a zero vector (which then scores cosine 0 against all).
 fn inverse_norm(v: &[f32]) -> f32 {
-    let n = norm(v);
+    let n = dot(v, v).sqrt();
     if n > 0.0 && n.is_finite() {
         1.0 / n
     } else {

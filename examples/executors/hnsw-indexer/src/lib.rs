@@ -62,7 +62,7 @@
 //!
 //!   ```text
 //!   magic   "JHNS"               4 bytes
-//!   version u32 = 1
+//!   version u32 = 2              (1: the same, but a CRC-32 at the end)
 //!   metric  u32                  0 cosine, 1 dot, 2 l2
 //!   dim     u32
 //!   m       u32
@@ -74,10 +74,15 @@
 //!   count x dim x f32            the embeddings
 //!   count x (1 + 2m) u32         level-0 links: count, then the slots
 //!   for each node, level x (1 + m) u32   its links on levels 1..=level
-//!   crc32   u32                  CRC-32 (zlib) of every byte before it
+//!   xxh3    u64                  XXH3-64 (seed 0) of every byte before it
+//!                                (version 1: crc32 u32, CRC-32 as zlib's)
 //!   ```
 //!
-//!   Loading it reads the graph as it was: no rebuild.
+//!   Loading it reads the graph as it was, front to back in 8 MiB pieces
+//!   straight into the node pages: no rebuild, and no copy of the whole
+//!   file in memory. Both versions are read; version 2 is written (so the
+//!   first dump after an upgrade rewrites a version-1 snapshot). Any other
+//!   version is refused, naming the file and the version.
 //! - `hnsw-index.log`, the changes since that snapshot: vector-indexer's
 //!   record format (`1` upsert with the document, `2` delete with the id),
 //!   replayed (re-inserted) by `init`.
