@@ -40,8 +40,9 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
             12 + row.id.len() + row.text.map_or(0, str::len) + row.tags.map_or(0, str::len)
         })
         .sum();
-    let links = n * (2 * graph.shape().m + 1) + parts.upper.iter().map(Vec::len).sum::<usize>();
-    let mut buf = Vec::with_capacity(HEADER + meta + n + (n * parts.dim + links) * 4 + 8);
+    let links: usize = parts.upper.iter().map(Vec::len).sum();
+    let blocks: usize = graph.pages().map(<[u32]>::len).sum();
+    let mut buf = Vec::with_capacity(HEADER + meta + n + (blocks + links) * 4 + 8);
     buf.extend_from_slice(MAGIC);
     put_u32(&mut buf, VERSION);
     let shape = graph.shape();
@@ -55,13 +56,10 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
         put_meta(&mut buf, row.id, row.text, row.tags);
     }
     buf.extend_from_slice(parts.levels);
-    // The node blocks hold vectors and level-0 links side by side; the file
-    // keeps them apart, as it did before (version 1 is unchanged).
-    for s in 0..n as u32 {
-        put_le(&mut buf, graph.vector_bits(s));
-    }
-    for s in 0..n as u32 {
-        put_le(&mut buf, graph.links0_block(s));
+    // Version 2: the node blocks as the graph holds them, page by page, so
+    // loading reads each page straight into place.
+    for page in graph.pages() {
+        put_le(&mut buf, page);
     }
     for upper in parts.upper {
         put_le(&mut buf, upper);
@@ -91,6 +89,8 @@ fn put_le(buf: &mut Vec<u8>, words: &[u32]) {
 /// WASI cost nothing next to copying the bytes, small enough not to count
 /// in the shard's memory high-water mark (the whole file did, before).
 const CHUNK: usize = 8 << 20;
+/// Reads at least this long go from the file straight into place.
+const DIRECT: usize = 64 << 10;
 
 /// A snapshot file read front to back in [`CHUNK`]s, every byte of its body
 /// checksummed as it comes in. Nothing is sized from the file's counts
@@ -198,6 +198,25 @@ impl<R: Read> Stream<R> {
             )));
         }
         let mut done = 0;
+        let buffered = self.buf.len() - self.at;
+        if out.len() >= DIRECT && out.len() > buffered {
+            // A large run (a page of node blocks): what is buffered, then
+            // the rest straight from the file into `out`, with no copy
+            // through `buf`.
+            done = buffered;
+            out[..done].copy_from_slice(&self.buf[self.at..]);
+            self.base += self.buf.len() as u64;
+            self.buf.clear();
+            self.at = 0;
+            let rest = &mut out[done..];
+            self.src
+                .read_exact(rest)
+                .map_err(|e| Error::io(format!("cannot read at offset {}: {e}", self.base)))?;
+            self.sum.update(rest);
+            self.left -= rest.len() as u64;
+            self.base += rest.len() as u64;
+            return Ok(());
+        }
         while done < out.len() {
             if self.at == self.buf.len() {
                 self.refill()?;
@@ -319,7 +338,7 @@ pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store
     sum.update(&head);
     let body = len - head.len() as u64 - sum.len();
     let mut s = Stream::new(src, head.len() as u64, body, sum);
-    match read_body(&mut s, shape) {
+    match read_body(&mut s, version, shape) {
         Ok(store) => {
             s.finish().map_err(|e| corrupt(&e.message))?;
             Ok(store)
@@ -335,7 +354,7 @@ pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store
 }
 
 /// Everything between the version and the checksum.
-fn read_body(s: &mut Stream<impl Read>, shape: Shape) -> Result<Store> {
+fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<Store> {
     let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
     let metric = u8::try_from(s.u32()?)
         .ok()
@@ -371,11 +390,16 @@ fn read_body(s: &mut Stream<impl Read>, shape: Shape) -> Result<Store> {
     }
     let mut levels = vec![0; n];
     s.read_into(&mut levels)?;
-    let graph = Graph::read(shape, dim, entry, levels, &mut |words: &mut [u32]| {
+    let mut read = |words: &mut [u32]| {
         s.read_into(bytes_of(words)).map_err(|e| e.message)?;
         from_le(words);
         Ok(())
-    })
+    };
+    let graph = if version == VERSION_CRC32 {
+        Graph::read_v1(shape, dim, entry, levels, &mut read)
+    } else {
+        Graph::read(shape, dim, entry, levels, &mut read)
+    }
     .map_err(|e| corrupt(&e))?;
     Store::from_parts(graph, metas).map_err(|e| corrupt(&e))
 }
@@ -495,16 +519,45 @@ mod tests {
         );
     }
 
+    /// What version 1's `encode_snapshot` wrote (main at 1395938): the
+    /// vectors, then the level-0 lists, then a CRC-32.
+    fn encode_v1(store: &Store) -> Vec<u8> {
+        let graph = store.graph();
+        let parts = graph.parts();
+        let n = graph.slots();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(MAGIC);
+        put_u32(&mut buf, 1);
+        put_u32(&mut buf, u32::from(graph.shape().metric.code()));
+        put_u32(&mut buf, parts.dim as u32);
+        put_u32(&mut buf, graph.shape().m as u32);
+        put_u32(&mut buf, n as u32);
+        put_u32(&mut buf, parts.entry.unwrap_or(NONE));
+        for s in 0..n as u32 {
+            let row = store.row(s);
+            put_meta(&mut buf, row.id, row.text, row.tags);
+        }
+        buf.extend_from_slice(parts.levels);
+        for s in 0..n as u32 {
+            put_le(&mut buf, graph.vector_bits(s));
+        }
+        for s in 0..n as u32 {
+            put_le(&mut buf, graph.links0_block(s));
+        }
+        for upper in parts.upper {
+            put_le(&mut buf, upper);
+        }
+        let crc = jina_guest_sdk::state::crc32(&buf);
+        put_u32(&mut buf, crc);
+        buf
+    }
+
     #[test]
     fn version_1_with_its_crc32_is_still_read() {
         let s = store();
+        let v1 = encode_v1(&s);
         let v2 = encode_snapshot(&s);
-        // Version 1 is the same layout with a CRC-32 where version 2 has
-        // its XXH3-64.
-        let mut v1 = v2[..v2.len() - 8].to_vec();
-        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
-        let crc = jina_guest_sdk::state::crc32(&v1);
-        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_ne!(v1.len(), v2.len());
         let back = decode_snapshot(&v1, shape(Metric::L2)).unwrap();
         assert_eq!(back.len(), 51);
         assert_eq!(
@@ -537,6 +590,33 @@ mod tests {
         assert!(decode_snapshot(b"nope", shape(Metric::L2)).is_err());
         let err = decode_snapshot(&bytes, shape(Metric::Cosine)).unwrap_err();
         assert!(err.message.contains("metric l2"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_stream_gives_every_byte_once_buffered_or_direct() {
+        let body: Vec<u8> = (0..3 * CHUNK + 1000).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = body.clone();
+        file.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+        let mut s = Stream::new(
+            &file[..],
+            0,
+            body.len() as u64,
+            Checksum::of_version(VERSION).unwrap(),
+        );
+        let mut at = 0;
+        // Small reads, a large one served from the buffer, large ones
+        // across it (direct), and what is left.
+        for len in [10, 3, DIRECT + 5, 1, 2 * CHUNK, 70, DIRECT, 5] {
+            let mut out = vec![0; len];
+            s.read_into(&mut out).unwrap();
+            assert_eq!(out, body[at..at + len], "at {at}, {len} bytes");
+            at += len;
+        }
+        let mut rest = vec![0; body.len() - at];
+        s.read_into(&mut rest).unwrap();
+        assert_eq!(rest, body[at..]);
+        assert!(s.read_into(&mut [0]).is_err());
+        s.finish().unwrap();
     }
 
     #[test]

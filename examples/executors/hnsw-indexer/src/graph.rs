@@ -478,6 +478,7 @@ impl Graph {
 
     /// `slot`'s level-0 link count and its `2m` link places, as the snapshot
     /// stores them.
+    #[cfg(test)]
     pub fn links0_block(&self, slot: u32) -> &[u32] {
         &self.node(slot)[self.dim + 2..]
     }
@@ -904,17 +905,18 @@ impl Graph {
         }
     }
 
-    /// Reads a graph of `levels.len()` nodes from a snapshot, in its order:
-    /// every vector (`dim` words), then every level-0 list (count, then `2m`
-    /// places), then each node's upper-level lists (`level x (1 + m)` words).
-    /// `read` fills a run of words from the file (little-endian decoded);
-    /// vectors and level-0 lists go straight into their node blocks, and
-    /// every link is checked.
+    /// Reads a graph of `levels.len()` nodes from a snapshot (version 2), in
+    /// its order: the node blocks as [`pages`](Self::pages) gives them, then
+    /// each node's upper-level lists (`level x (1 + m)` words). `read` fills
+    /// a run of words from the file (little-endian decoded): a whole page of
+    /// blocks at a time, straight into the page. Every link is checked, every
+    /// tombstone flag must be clear (a snapshot is compacted), and the
+    /// inverse norms are computed again, not taken from the file.
     ///
     /// # Errors
     ///
     /// `read`'s, or what is inconsistent (a link past the end, a level too
-    /// high, an entry point that is not a top node).
+    /// high, an entry point that is not a top node, a deleted node).
     pub fn read(
         shape: Shape,
         dim: usize,
@@ -922,8 +924,39 @@ impl Graph {
         levels: Vec<u8>,
         read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
     ) -> Result<Self, String> {
+        let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
+        let (n, stride, m0) = (levels.len(), graph.stride, 2 * shape.m);
+        for first in (0..n).step_by(PAGE) {
+            let mut page = Vec::with_capacity(PAGE * stride);
+            page.resize((n - first).min(PAGE) * stride, 0);
+            read(&mut page)?;
+            for block in page.chunks_exact_mut(stride) {
+                if block[dim + 1] != 0 {
+                    return Err("a deleted node in a snapshot".into());
+                }
+                check_links(&block[dim + 2..], m0, n)?;
+                let inverse = match shape.metric {
+                    Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
+                    _ => 0.0,
+                };
+                block[dim] = inverse.to_bits();
+            }
+            graph.pages.push(page);
+        }
+        graph.read_upper(levels, read)?;
+        graph.entry = entry;
+        Ok(graph)
+    }
+
+    /// A graph with no nodes yet for a snapshot's `dim`, `entry` and
+    /// `levels`, which are checked.
+    fn empty_for(
+        shape: Shape,
+        dim: usize,
+        entry: Option<u32>,
+        levels: &[u8],
+    ) -> Result<Self, String> {
         let n = levels.len();
-        let (m0, m) = (2 * shape.m, shape.m);
         if n > 0 && dim == 0 {
             return Err("dimension 0 with nodes".into());
         }
@@ -938,17 +971,59 @@ impl Graph {
         if let Some(slot) = levels.iter().position(|&l| l > MAX_LEVEL) {
             return Err(format!("node {slot}: bad level {}", levels[slot]));
         }
-        let check = |list: &[u32], cap: usize| -> Result<(), String> {
-            let count = list[0] as usize;
-            if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
-                return Err("a link list is too long or points past the end".into());
-            }
-            Ok(())
-        };
         let mut graph = Graph::new(shape);
         graph.dim = dim;
-        graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
+        graph.stride = if dim == 0 { 0 } else { dim + 3 + 2 * shape.m };
         graph.pages.reserve(n.div_ceil(PAGE));
+        Ok(graph)
+    }
+
+    /// Reads every node's upper-level lists, checked, and takes `levels`.
+    fn read_upper(
+        &mut self,
+        levels: Vec<u8>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let (n, m) = (levels.len(), self.shape.m);
+        self.upper.reserve_exact(n);
+        for &level in &levels {
+            let mut upper = vec![0; usize::from(level) * (m + 1)];
+            read(&mut upper)?;
+            for chunk in upper.chunks_exact(m + 1) {
+                check_links(chunk, m, n)?;
+            }
+            self.upper.push(upper);
+        }
+        self.levels = levels;
+        Ok(())
+    }
+
+    /// The filled part of every page of node blocks, in slot order: what a
+    /// snapshot (version 2) holds, and [`read`](Self::read) reads back.
+    pub fn pages(&self) -> impl Iterator<Item = &[u32]> {
+        self.pages.iter().map(Vec::as_slice)
+    }
+
+    /// Reads a graph of `levels.len()` nodes from a version-1 snapshot, in
+    /// its order: every vector (`dim` words), then every level-0 list
+    /// (count, then `2m` places), then each node's upper-level lists (`level
+    /// x (1 + m)` words). `read` fills a run of words from the file
+    /// (little-endian decoded); vectors and level-0 lists go into their node
+    /// blocks, and every link is checked.
+    ///
+    /// # Errors
+    ///
+    /// `read`'s, or what is inconsistent (a link past the end, a level too
+    /// high, an entry point that is not a top node).
+    pub fn read_v1(
+        shape: Shape,
+        dim: usize,
+        entry: Option<u32>,
+        levels: Vec<u8>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
+        let (n, m0) = (levels.len(), 2 * shape.m);
         for _ in 0..n {
             let block = graph.push_zeroed();
             read(&mut block[..dim])?;
@@ -961,18 +1036,9 @@ impl Graph {
         for slot in 0..n as u32 {
             let links = &mut graph.node_mut(slot)[dim + 2..];
             read(links)?;
-            check(links, m0)?;
+            check_links(links, m0, n)?;
         }
-        graph.upper.reserve_exact(n);
-        for &level in &levels {
-            let mut upper = vec![0; usize::from(level) * (m + 1)];
-            read(&mut upper)?;
-            for chunk in upper.chunks_exact(m + 1) {
-                check(chunk, m)?;
-            }
-            graph.upper.push(upper);
-        }
-        graph.levels = levels;
+        graph.read_upper(levels, read)?;
         graph.entry = entry;
         Ok(graph)
     }
@@ -992,6 +1058,16 @@ impl Graph {
                 .sum::<usize>()
             + self.scratch.borrow().visited.stamps.capacity() * 4
     }
+}
+
+/// A link list as stored (count, then `cap` places) is at most `cap` long
+/// and links only to slots below `n`.
+fn check_links(list: &[u32], cap: usize, n: usize) -> Result<(), String> {
+    let count = list[0] as usize;
+    if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
+        return Err("a link list is too long or points past the end".into());
+    }
+    Ok(())
 }
 
 /// A graph's parts, borrowed for encoding.
@@ -1153,32 +1229,49 @@ mod tests {
         let data = points(2100, 8, 11);
         let g = build(Metric::Cosine, &data);
         let p = g.parts();
-        // The words in the snapshot's order: vectors, level-0 lists, upper.
-        let slots = 0..g.slots() as u32;
-        let mut words: Vec<u32> = slots
-            .clone()
-            .flat_map(|s| g.vector_bits(s).to_vec())
-            .collect();
-        words.extend(slots.flat_map(|s| g.links0_block(s).to_vec()));
-        words.extend(p.upper.iter().flatten());
-        let read_from = |words: Vec<u32>| {
+        let read_from = |words: Vec<u32>, v1: bool| {
             let mut at = 0;
-            Graph::read(g.shape(), p.dim, p.entry, p.levels.to_vec(), &mut |out| {
+            let mut read = |out: &mut [u32]| {
                 let next = words.get(at..at + out.len()).ok_or("truncated")?;
                 out.copy_from_slice(next);
                 at += out.len();
                 Ok(())
-            })
+            };
+            let levels = p.levels.to_vec();
+            if v1 {
+                Graph::read_v1(g.shape(), p.dim, p.entry, levels, &mut read)
+            } else {
+                Graph::read(g.shape(), p.dim, p.entry, levels, &mut read)
+            }
         };
-        let back = read_from(words.clone()).unwrap();
-        assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
-        assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
+        // Version 2's order: the pages, then the upper lists.
+        let mut words: Vec<u32> = g.pages().flatten().copied().collect();
+        words.extend(p.upper.iter().flatten());
+        // Version 1's: vectors, level-0 lists, upper lists.
+        let slots = 0..g.slots() as u32;
+        let mut v1: Vec<u32> = slots
+            .clone()
+            .flat_map(|s| g.vector_bits(s).to_vec())
+            .collect();
+        v1.extend(slots.flat_map(|s| g.links0_block(s).to_vec()));
+        v1.extend(p.upper.iter().flatten());
+        for (words, v1) in [(words.clone(), false), (v1, true)] {
+            let back = read_from(words, v1).unwrap();
+            assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
+            assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
+        }
 
+        // The first node's first level-0 link, past the end.
+        let stride = 8 + 3 + 24;
         let mut damaged = words.clone();
-        damaged[2100 * 8 + 1] = 100_000;
-        let err = read_from(damaged).unwrap_err();
+        damaged[8 + 3] = 100_000;
+        let err = read_from(damaged, false).unwrap_err();
         assert!(err.contains("past the end"), "{err}");
-        let err = read_from(words[..words.len() - 1].to_vec()).unwrap_err();
+        let mut deleted = words.clone();
+        deleted[stride + 8 + 1] = 1;
+        let err = read_from(deleted, false).unwrap_err();
+        assert!(err.contains("deleted"), "{err}");
+        let err = read_from(words[..words.len() - 1].to_vec(), false).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
     }
 

@@ -62,7 +62,7 @@
 //!
 //!   ```text
 //!   magic   "JHNS"               4 bytes
-//!   version u32 = 2              (1: the same, but a CRC-32 at the end)
+//!   version u32 = 2              (version 1: below)
 //!   metric  u32                  0 cosine, 1 dot, 2 l2
 //!   dim     u32
 //!   m       u32
@@ -71,12 +71,21 @@
 //!   count x { id_len u32, id, text_len u32 (0xFFFFFFFF: none), text,
 //!             tags_len u32 (0: none), tags (JSON object text) }
 //!   count x level u8
-//!   count x dim x f32            the embeddings
-//!   count x (1 + 2m) u32         level-0 links: count, then the slots
+//!   count x node block           dim x f32 the embedding, u32 1/|embedding|
+//!                                (cosine; recomputed on load), u32 0 (the
+//!                                tombstone flag: a snapshot is compacted),
+//!                                u32 level-0 link count, 2m x u32 places
+//!                                (the first `count` are the links): the
+//!                                graph's own layout, read page by page
+//!                                straight into place
 //!   for each node, level x (1 + m) u32   its links on levels 1..=level
 //!   xxh3    u64                  XXH3-64 (seed 0) of every byte before it
-//!                                (version 1: crc32 u32, CRC-32 as zlib's)
 //!   ```
+//!
+//!   Version 1 (written before 2026-12-06's load work, still read) has, in
+//!   place of the node blocks, `count x dim x f32` (the embeddings) then
+//!   `count x (1 + 2m) u32` (the level-0 lists), and ends with a CRC-32 (as
+//!   zlib's, u32) instead of the XXH3-64.
 //!
 //!   Loading it reads the graph as it was, front to back in 8 MiB pieces
 //!   straight into the node pages: no rebuild, and no copy of the whole
