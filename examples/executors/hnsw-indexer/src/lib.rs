@@ -90,8 +90,9 @@
 //!   Loading it reads the graph as it was, front to back in 8 MiB pieces
 //!   straight into the node pages: no rebuild, and no copy of the whole
 //!   file in memory. Both versions are read; version 2 is written (so the
-//!   first dump after an upgrade rewrites a version-1 snapshot). Any other
-//!   version is refused, naming the file and the version.
+//!   first snapshot after an upgrade, once a change makes one due, replaces
+//!   a version-1 file). Any other version is refused, naming the file and
+//!   the version.
 //! - `hnsw-index.log`, the changes since that snapshot: vector-indexer's
 //!   record format (`1` upsert with the document, `2` delete with the id),
 //!   replayed (re-inserted) by `init`.
