@@ -681,7 +681,7 @@ fn restart_rows(
             .iter()
             .map(|d| std::fs::metadata(d.join("hnsw-index.snapshot")).map_or(0, |m| m.len()))
             .sum();
-        let base = (guests.len() > 1 && g > 0).then(|| medians[0]);
+        let base = (guests.len() > 1 && g > 0).then_some(medians[0]);
         rows.push(Row {
             name: format!(
                 "hnsw1m: restart from kept snapshots ({}, {}{copies}), {label} {}: every shard started and its snapshot loaded at once, median of {restarts} (range {}-{}; recall after >= {:.3}; a shard's linear memory after load {})",
