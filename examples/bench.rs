@@ -1798,8 +1798,8 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
         Some(path) if name == "hnsw-indexer" => PathBuf::from(path),
         _ => wasm(name),
     };
-    let start_in = |name: &str, dir: &std::path::Path, config: Value| {
-        let component = runtime.load(&guest(name)).unwrap();
+    let start_wasm = |wasm: &std::path::Path, name: &str, dir: &std::path::Path, config: Value| {
+        let component = runtime.load(wasm).unwrap();
         let sandbox = Sandbox {
             workspace: Some(dir.to_path_buf()),
             ..Sandbox::default()
@@ -1814,6 +1814,9 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             },
         )
         .unwrap()
+    };
+    let start_in = |name: &str, dir: &std::path::Path, config: Value| {
+        start_wasm(&guest(name), name, dir, config)
     };
     // One query per call: the latency a client sees from the executor.
     let one_by_one = |ix: &mut Executor, params: &Value| -> (Vec<Vec<String>>, Vec<Duration>) {
@@ -1857,6 +1860,21 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
     }
     let build = t.elapsed();
     let build_rate = n as f64 / build.as_secs_f64();
+    // `HNSW_BASELINE_GUEST`: another hnsw_indexer.wasm (main's, say) built on
+    // the same data, and searched in the same interleaved rounds below.
+    let base_dir = tempfile::tempdir().unwrap();
+    let mut base_ix = std::env::var_os("HNSW_BASELINE_GUEST").map(|path| {
+        let mut base = start_wasm(
+            std::path::Path::new(&path),
+            "hnsw-indexer",
+            base_dir.path(),
+            serde_json::json!({"dim": DIM}),
+        );
+        for chunk in docs.chunks(1000) {
+            base.handle("/index", chunk, &Value::Null).unwrap();
+        }
+        base
+    });
     let stats = ix
         .handle("/stats", &[], &Value::Null)
         .unwrap()
@@ -1996,14 +2014,23 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             // median of the per-round ratios.
             let params = serde_json::json!({"top_k": K, "ef": DEFAULT_EF});
             let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
+            let (mut base_qps, mut base_ratios) = (Vec::new(), Vec::new());
+            let passes = |ix: &mut Executor| {
                 let t = Instant::now();
                 for _ in 0..PASSES {
                     for batch in query_docs.chunks(100) {
                         ix.handle("/search", batch, &params).unwrap();
                     }
                 }
-                let q = (PASSES * QUERIES) as f64 / t.elapsed().as_secs_f64();
+                (PASSES * QUERIES) as f64 / t.elapsed().as_secs_f64()
+            };
+            for _ in 0..ROUNDS {
+                let q = passes(&mut ix);
+                if let Some(base) = &mut base_ix {
+                    let b = passes(base);
+                    base_qps.push(b);
+                    base_ratios.push(q / b);
+                }
                 std::io::Write::write_all(&mut to_peer, format!("{peer_ef} {PASSES}\n").as_bytes())
                     .unwrap();
                 let p = read_line()["qps"].as_f64().unwrap();
@@ -2019,6 +2046,23 @@ fn hnsw_rows(runtime: &Arc<Runtime>) -> Vec<Row> {
             };
             let (qps, peer_qps, ratio) = (mid(&mut ours), mid(&mut theirs), mid(&mut ratios));
             let spread = format!("{:.2}-{:.2}x", ratios[0], ratios[ratios.len() - 1]);
+            if !base_qps.is_empty() {
+                let (b, r) = (mid(&mut base_qps), mid(&mut base_ratios));
+                rows.push(Row {
+                    name: format!(
+                        "hnsw-indexer batched queries/s at ef {DEFAULT_EF}: this guest vs HNSW_BASELINE_GUEST on the same data, in the same {ROUNDS} rounds (baseline vs hnswlib {:.2}x; per-round ratios {:.2}-{:.2}x)",
+                        b / peer_qps,
+                        base_ratios[0],
+                        base_ratios[base_ratios.len() - 1]
+                    ),
+                    value: format!("{qps:.0} q/s"),
+                    baseline: format!("baseline guest {b:.0} q/s"),
+                    ratio: r,
+                    ratio_label: "x baseline",
+                    target: "no target".into(),
+                    met: true,
+                });
+            }
             rows.push(Row {
                 name: format!(
                     "hnsw-indexer batched queries/s, ef {DEFAULT_EF} (recall {default_recall:.3}), vs hnswlib {} native at equal recall (ef {peer_ef}, recall {peer_recall:.3}), one thread each, {ROUNDS} interleaved rounds of {PASSES} passes: medians (per-round ratios {spread})",

@@ -1,14 +1,20 @@
 //! The snapshot file and the log records, byte by byte (see the crate docs).
 
+use std::io::Read;
+
 use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32};
-use jina_guest_sdk::state::crc32;
 use jina_guest_sdk::{Error, Result};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::graph::{Graph, Metric, Shape};
 use crate::store::{Entry, Store};
 
 pub const MAGIC: &[u8; 4] = b"JHNS";
-pub const VERSION: u32 = 1;
+/// The version written: 2, whose checksum is XXH3-64. Version 1 (the same
+/// layout with a CRC-32) is still read.
+pub const VERSION: u32 = 2;
+/// The first version, with a CRC-32 after the body.
+const VERSION_CRC32: u32 = 1;
 /// `text_len` of an entry without text; `entry` of an empty graph.
 const NONE: u32 = u32::MAX;
 const OP_UPSERT: u8 = 1;
@@ -34,8 +40,9 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
             12 + row.id.len() + row.text.map_or(0, str::len) + row.tags.map_or(0, str::len)
         })
         .sum();
-    let links = n * (2 * graph.shape().m + 1) + parts.upper.iter().map(Vec::len).sum::<usize>();
-    let mut buf = Vec::with_capacity(HEADER + meta + n + (n * parts.dim + links) * 4 + 4);
+    let links: usize = parts.upper.iter().map(Vec::len).sum();
+    let blocks: usize = graph.pages().map(<[u32]>::len).sum();
+    let mut buf = Vec::with_capacity(HEADER + meta + n + (blocks + links) * 4 + 8);
     buf.extend_from_slice(MAGIC);
     put_u32(&mut buf, VERSION);
     let shape = graph.shape();
@@ -49,19 +56,16 @@ pub fn encode_snapshot(store: &Store) -> Vec<u8> {
         put_meta(&mut buf, row.id, row.text, row.tags);
     }
     buf.extend_from_slice(parts.levels);
-    // The node blocks hold vectors and level-0 links side by side; the file
-    // keeps them apart, as it did before (version 1 is unchanged).
-    for s in 0..n as u32 {
-        put_le(&mut buf, graph.vector_bits(s));
-    }
-    for s in 0..n as u32 {
-        put_le(&mut buf, graph.links0_block(s));
+    // Version 2: the node blocks as the graph holds them, page by page, so
+    // loading reads each page straight into place.
+    for page in graph.pages() {
+        put_le(&mut buf, page);
     }
     for upper in parts.upper {
         put_le(&mut buf, upper);
     }
-    let crc = crc32(&buf);
-    put_u32(&mut buf, crc);
+    let sum = xxh3_64(&buf);
+    buf.extend_from_slice(&sum.to_le_bytes());
     buf
 }
 
@@ -81,37 +85,283 @@ fn put_le(buf: &mut Vec<u8>, words: &[u32]) {
     jina_guest_sdk::bytes::put_u32s(buf, words);
 }
 
-/// Rebuild a store from [`encode_snapshot`]'s bytes. `shape` is the
-/// configured one: its metric and `m` must be the snapshot's (its
-/// `ef_construction` applies to later inserts).
-pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
-    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
-    let (body, crc) = match bytes.len().checked_sub(4) {
-        Some(at) if at >= HEADER => {
-            let mut tail = Reader::new(&bytes[at..]);
-            (&bytes[..at], tail.u32()?)
+/// Bytes pulled from the file per read: large enough that the calls through
+/// WASI cost nothing next to copying the bytes, small enough not to count
+/// in the shard's memory high-water mark (the whole file did, before).
+const CHUNK: usize = 8 << 20;
+/// Reads at least this long go from the file straight into place.
+const DIRECT: usize = 64 << 10;
+
+/// A snapshot file read front to back in [`CHUNK`]s, every byte of its body
+/// checksummed as it comes in. Nothing is sized from the file's counts
+/// before they are checked against the bytes left.
+struct Stream<R> {
+    src: R,
+    buf: Vec<u8>,
+    /// Next unread byte of `buf`.
+    at: usize,
+    /// Body bytes (the file less its checksum) not yet in `buf`.
+    left: u64,
+    /// The file offset of `buf[0]`, for messages.
+    base: u64,
+    sum: Checksum,
+}
+
+/// The checksum after a snapshot's body: a CRC-32 in version 1, XXH3-64
+/// since version 2 (the CRC, table-driven in wasm, was most of a load's
+/// time: 64% of the guest's profile at 250,000 x 384-d; XXH3 runs on wasm
+/// SIMD).
+enum Checksum {
+    Crc32(crc32fast::Hasher),
+    Xxh3(Box<Xxh3>),
+}
+
+impl Checksum {
+    /// The one a snapshot of `version` ends with; `None` for a version this
+    /// build does not read.
+    fn of_version(version: u32) -> Option<Self> {
+        match version {
+            VERSION_CRC32 => Some(Checksum::Crc32(crc32fast::Hasher::new())),
+            VERSION => Some(Checksum::Xxh3(Box::default())),
+            _ => None,
         }
-        _ => return Err(corrupt("shorter than its header")),
-    };
-    if &body[..4] != MAGIC {
+    }
+
+    /// Its bytes at the end of the file.
+    fn len(&self) -> u64 {
+        match self {
+            Checksum::Crc32(_) => 4,
+            Checksum::Xxh3(_) => 8,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Checksum::Crc32(h) => h.update(bytes),
+            Checksum::Xxh3(h) => h.update(bytes),
+        }
+    }
+
+    /// Whether `stored` (little-endian, [`len`](Self::len) bytes) is the sum.
+    fn matches(&self, stored: &[u8]) -> bool {
+        match self {
+            Checksum::Crc32(h) => h.clone().finalize().to_le_bytes()[..] == *stored,
+            Checksum::Xxh3(h) => h.digest().to_le_bytes()[..] == *stored,
+        }
+    }
+}
+
+impl<R: Read> Stream<R> {
+    /// A stream of the `body` bytes of `src` after the first `base` of the
+    /// file (already read, and already in `sum`).
+    fn new(src: R, base: u64, body: u64, sum: Checksum) -> Self {
+        Stream {
+            src,
+            buf: Vec::new(),
+            at: 0,
+            left: body,
+            base,
+            sum,
+        }
+    }
+
+    /// Body bytes not yet read.
+    fn remaining(&self) -> u64 {
+        self.left + (self.buf.len() - self.at) as u64
+    }
+
+    fn offset(&self) -> u64 {
+        self.base + self.at as u64
+    }
+
+    /// The next chunk into `buf` (the unread rest of `buf` must be empty).
+    fn refill(&mut self) -> Result<()> {
+        let next = self.left.min(CHUNK as u64) as usize;
+        self.base += self.buf.len() as u64;
+        self.buf.resize(next, 0);
+        self.at = 0;
+        self.src
+            .read_exact(&mut self.buf)
+            .map_err(|e| Error::io(format!("cannot read at offset {}: {e}", self.base)))?;
+        self.left -= next as u64;
+        self.sum.update(&self.buf);
+        Ok(())
+    }
+
+    /// Fills `out` from the stream.
+    fn read_into(&mut self, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 > self.remaining() {
+            return Err(Error::io(format!(
+                "truncated: wanted {} bytes at offset {}",
+                out.len(),
+                self.offset()
+            )));
+        }
+        let mut done = 0;
+        let buffered = self.buf.len() - self.at;
+        if out.len() >= DIRECT && out.len() > buffered {
+            // A large run (a page of node blocks): what is buffered, then
+            // the rest straight from the file into `out`, with no copy
+            // through `buf`.
+            done = buffered;
+            out[..done].copy_from_slice(&self.buf[self.at..]);
+            self.base += self.buf.len() as u64;
+            self.buf.clear();
+            self.at = 0;
+            let rest = &mut out[done..];
+            self.src
+                .read_exact(rest)
+                .map_err(|e| Error::io(format!("cannot read at offset {}: {e}", self.base)))?;
+            self.sum.update(rest);
+            self.left -= rest.len() as u64;
+            self.base += rest.len() as u64;
+            return Ok(());
+        }
+        while done < out.len() {
+            if self.at == self.buf.len() {
+                self.refill()?;
+            }
+            let n = (out.len() - done).min(self.buf.len() - self.at);
+            out[done..done + n].copy_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let mut b = [0; 4];
+        self.read_into(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// `len` bytes of UTF-8.
+    fn str_of(&mut self, len: usize) -> Result<String> {
+        if len as u64 > self.remaining() {
+            return Err(Error::io(format!(
+                "truncated: wanted {len} bytes at offset {}",
+                self.offset()
+            )));
+        }
+        let mut bytes = vec![0; len];
+        self.read_into(&mut bytes)?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::io(format!("invalid UTF-8 before offset {}", self.offset())))
+    }
+
+    /// `len: u32`, then [`str_of`](Self::str_of).
+    fn string(&mut self) -> Result<String> {
+        let len = self.u32()? as usize;
+        self.str_of(len)
+    }
+
+    /// Every byte of the body was read and the checksum after it matches.
+    fn finish(mut self) -> Result<()> {
+        if self.remaining() != 0 {
+            return Err(Error::io(format!("{} trailing bytes", self.remaining())));
+        }
+        self.checksum_matches()?
+            .then_some(())
+            .ok_or_else(|| Error::io("checksum mismatch"))
+    }
+
+    /// Hashes whatever of the body is left unread, then compares with the
+    /// checksum stored after it.
+    fn checksum_matches(&mut self) -> Result<bool> {
+        self.at = self.buf.len();
+        while self.left > 0 {
+            self.refill()?;
+        }
+        let mut stored = vec![0; self.sum.len() as usize];
+        self.src
+            .read_exact(&mut stored)
+            .map_err(|e| Error::io(format!("cannot read the checksum: {e}")))?;
+        Ok(self.sum.matches(&stored))
+    }
+}
+
+/// `words` seen as their bytes, to be read into; the caller turns them from
+/// little-endian after ([`from_le`]).
+fn bytes_of(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the view
+    // covers exactly `words`, which it borrows mutably.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
+}
+
+/// Little-endian words as read from a file, to native ones in place (nothing
+/// to do on a little-endian machine, where the loop compiles away).
+fn from_le(words: &mut [u32]) {
+    for w in words {
+        *w = u32::from_le(*w);
+    }
+}
+
+/// Rebuild a store from [`encode_snapshot`]'s bytes (see [`read_snapshot`]).
+#[cfg(test)]
+pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
+    read_snapshot(bytes, bytes.len() as u64, shape)
+}
+
+/// Rebuild a store from a snapshot file of `len` bytes, read once front to
+/// back: the node blocks go straight from each chunk into the graph's pages
+/// (no copy of the whole file in memory), checksummed on the way. `shape`
+/// is the configured one: its metric and `m` must be the snapshot's (its
+/// `ef_construction` applies to later inserts).
+///
+/// # Errors
+///
+/// A damaged file: a checksum mismatch when the bytes differ from those
+/// written (checked over the whole file whatever else is wrong), else what
+/// is inconsistent; another metric or `m` (`bad-config`); a version this
+/// build does not read.
+pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store> {
+    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
+    let mut head = [0; 8];
+    if len < HEADER as u64 {
+        return Err(corrupt("shorter than its header"));
+    }
+    src.read_exact(&mut head)
+        .map_err(|e| Error::io(format!("cannot read: {e}")))?;
+    if &head[..4] != MAGIC {
         return Err(corrupt("bad magic (not an hnsw-indexer snapshot)"));
     }
-    let mut r = Reader::new(&body[4..]);
-    let version = r.u32()?;
-    if version != VERSION {
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let Some(mut sum) = Checksum::of_version(version) else {
         return Err(Error::io(format!(
-            "snapshot version {version} is not supported (this build reads version {VERSION})"
+            "snapshot version {version} is not supported (this build reads versions \
+             {VERSION_CRC32} and {VERSION}): it was written by a newer hnsw-indexer"
         )));
+    };
+    if len < HEADER as u64 + sum.len() {
+        return Err(corrupt("shorter than its header"));
     }
-    if crc32(body) != crc {
-        return Err(corrupt("checksum mismatch"));
+    sum.update(&head);
+    let body = len - head.len() as u64 - sum.len();
+    let mut s = Stream::new(src, head.len() as u64, body, sum);
+    match read_body(&mut s, version, shape) {
+        Ok(store) => {
+            s.finish().map_err(|e| corrupt(&e.message))?;
+            Ok(store)
+        }
+        // Damage shows as whatever it breaks first: say it is damage when
+        // the checksum says so.
+        Err(e) if !s.checksum_matches().unwrap_or(false) => Err(corrupt(&format!(
+            "checksum mismatch (the file is damaged: {})",
+            e.message
+        ))),
+        Err(e) => Err(e),
     }
-    let metric = u8::try_from(r.u32()?)
+}
+
+/// Everything between the version and the checksum.
+fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<Store> {
+    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
+    let metric = u8::try_from(s.u32()?)
         .ok()
         .and_then(Metric::from_code)
         .ok_or_else(|| corrupt("unknown metric"))?;
-    let dim = r.u32()? as usize;
-    let m = r.u32()? as usize;
+    let dim = s.u32()? as usize;
+    let m = s.u32()? as usize;
     if (metric, m) != (shape.metric, shape.m) {
         return Err(Error::bad_config(format!(
             "the index in the workspace was built with metric {} and m {m}; with: says metric {} and m {}: \
@@ -121,34 +371,36 @@ pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
             shape.m
         )));
     }
-    let n = r.u32()? as usize;
-    let entry = Some(r.u32()?).filter(|&e| e != NONE);
+    let n = s.u32()? as usize;
+    let entry = Some(s.u32()?).filter(|&e| e != NONE);
     // Each node takes at least 13 bytes of meta plus its links: a count
     // larger than the file allows is corruption, not an allocation.
-    if n > body.len() / 13 {
+    if n as u64 > s.remaining() / 13 {
         return Err(corrupt("node count larger than the file"));
     }
     let mut metas = Vec::with_capacity(n);
     for _ in 0..n {
-        metas.push(r_meta(&mut r)?);
+        let id = s.string()?;
+        let text = match s.u32()? {
+            NONE => None,
+            len => Some(s.str_of(len as usize)?),
+        };
+        let tags = Some(s.string()?).filter(|t| !t.is_empty());
+        metas.push((id, text, tags));
     }
-    let levels = r.take(n)?.to_vec();
-    let vectors = r.take(
-        n.checked_mul(dim)
-            .and_then(|x| x.checked_mul(4))
-            .ok_or_else(|| corrupt("dimension overflow"))?,
-    )?;
-    let links0 = r.take(
-        n.checked_mul((2 * m + 1) * 4)
-            .ok_or_else(|| corrupt("link count overflow"))?,
-    )?;
-    let mut upper = Vec::with_capacity(n);
-    for &level in &levels {
-        upper.push(r.u32s(usize::from(level) * (m + 1))?);
+    let mut levels = vec![0; n];
+    s.read_into(&mut levels)?;
+    let mut read = |words: &mut [u32]| {
+        s.read_into(bytes_of(words)).map_err(|e| e.message)?;
+        from_le(words);
+        Ok(())
+    };
+    let graph = if version == VERSION_CRC32 {
+        Graph::read_v1(shape, dim, entry, levels, &mut read)
+    } else {
+        Graph::read(shape, dim, entry, levels, &mut read)
     }
-    r.finish()?;
-    let graph = Graph::from_parts(shape, dim, entry, levels, vectors, links0, upper)
-        .map_err(|e| corrupt(&e))?;
+    .map_err(|e| corrupt(&e))?;
     Store::from_parts(graph, metas).map_err(|e| corrupt(&e))
 }
 
@@ -267,6 +519,66 @@ mod tests {
         );
     }
 
+    /// What version 1's `encode_snapshot` wrote (main at 1395938): the
+    /// vectors, then the level-0 lists, then a CRC-32.
+    fn encode_v1(store: &Store) -> Vec<u8> {
+        let graph = store.graph();
+        let parts = graph.parts();
+        let n = graph.slots();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(MAGIC);
+        put_u32(&mut buf, 1);
+        put_u32(&mut buf, u32::from(graph.shape().metric.code()));
+        put_u32(&mut buf, parts.dim as u32);
+        put_u32(&mut buf, graph.shape().m as u32);
+        put_u32(&mut buf, n as u32);
+        put_u32(&mut buf, parts.entry.unwrap_or(NONE));
+        for s in 0..n as u32 {
+            let row = store.row(s);
+            put_meta(&mut buf, row.id, row.text, row.tags);
+        }
+        buf.extend_from_slice(parts.levels);
+        for s in 0..n as u32 {
+            put_le(&mut buf, graph.vector_bits(s));
+        }
+        for s in 0..n as u32 {
+            put_le(&mut buf, graph.links0_block(s));
+        }
+        for upper in parts.upper {
+            put_le(&mut buf, upper);
+        }
+        let crc = jina_guest_sdk::state::crc32(&buf);
+        put_u32(&mut buf, crc);
+        buf
+    }
+
+    #[test]
+    fn version_1_with_its_crc32_is_still_read() {
+        let s = store();
+        let v1 = encode_v1(&s);
+        let v2 = encode_snapshot(&s);
+        assert_ne!(v1.len(), v2.len());
+        let back = decode_snapshot(&v1, shape(Metric::L2)).unwrap();
+        assert_eq!(back.len(), 51);
+        assert_eq!(
+            back.search(&[3.0, 3.0, 1.0], 3, 20),
+            s.search(&[3.0, 3.0, 1.0], 3, 20)
+        );
+        let mut flipped = v1.clone();
+        flipped[200] ^= 1;
+        let err = decode_snapshot(&flipped, shape(Metric::L2)).unwrap_err();
+        assert!(err.message.contains("checksum"), "{}", err.message);
+        // A version from the future is refused, by number.
+        let mut v3 = v2.clone();
+        v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+        let err = decode_snapshot(&v3, shape(Metric::L2)).unwrap_err();
+        assert!(
+            err.message.contains("version 3 is not supported"),
+            "{}",
+            err.message
+        );
+    }
+
     #[test]
     fn damage_and_another_shape_are_refused() {
         let bytes = encode_snapshot(&store());
@@ -278,6 +590,33 @@ mod tests {
         assert!(decode_snapshot(b"nope", shape(Metric::L2)).is_err());
         let err = decode_snapshot(&bytes, shape(Metric::Cosine)).unwrap_err();
         assert!(err.message.contains("metric l2"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_stream_gives_every_byte_once_buffered_or_direct() {
+        let body: Vec<u8> = (0..3 * CHUNK + 1000).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = body.clone();
+        file.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+        let mut s = Stream::new(
+            &file[..],
+            0,
+            body.len() as u64,
+            Checksum::of_version(VERSION).unwrap(),
+        );
+        let mut at = 0;
+        // Small reads, a large one served from the buffer, large ones
+        // across it (direct), and what is left.
+        for len in [10, 3, DIRECT + 5, 1, 2 * CHUNK, 70, DIRECT, 5] {
+            let mut out = vec![0; len];
+            s.read_into(&mut out).unwrap();
+            assert_eq!(out, body[at..at + len], "at {at}, {len} bytes");
+            at += len;
+        }
+        let mut rest = vec![0; body.len() - at];
+        s.read_into(&mut rest).unwrap();
+        assert_eq!(rest, body[at..]);
+        assert!(s.read_into(&mut [0]).is_err());
+        s.finish().unwrap();
     }
 
     #[test]

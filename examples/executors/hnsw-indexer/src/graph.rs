@@ -17,8 +17,6 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use jina_guest_sdk::embedding::norm;
-
 /// Nodes per page of blocks: 1,024 (at 384-d with `m` 16, 1.7 MB a page).
 const PAGE: usize = 1024;
 
@@ -262,7 +260,7 @@ fn l2_squared_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 /// `1 / |v|`, 0 for a zero vector (which then scores cosine 0 against all).
 fn inverse_norm(v: &[f32]) -> f32 {
-    let n = norm(v);
+    let n = dot(v, v).sqrt();
     if n > 0.0 && n.is_finite() {
         1.0 / n
     } else {
@@ -335,6 +333,16 @@ impl Visited {
     }
 }
 
+/// What a beam search works in, kept from one search to the next so a
+/// query allocates nothing once the heaps have grown to `ef`: the visited
+/// stamps, the candidates (closest first) and the results (worst first).
+#[derive(Debug, Default)]
+struct Scratch {
+    visited: Visited,
+    candidates: BinaryHeap<Reverse<Near>>,
+    results: BinaryHeap<Near>,
+}
+
 /// A query prepared for one metric.
 struct Query<'a> {
     vector: &'a [f32],
@@ -348,24 +356,6 @@ fn as_f32s(bits: &[u32]) -> &[f32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit
     // pattern is a valid f32.
     unsafe { std::slice::from_raw_parts(bits.as_ptr().cast::<f32>(), bits.len()) }
-}
-
-/// Fills `words` from `bytes` (four little-endian bytes each, as many):
-/// one copy on a little-endian machine.
-fn fill_le(words: &mut [u32], bytes: &[u8]) {
-    #[cfg(target_endian = "little")]
-    {
-        // SAFETY: any bytes are a valid u32, u8 has alignment 1, and the
-        // view covers exactly `words`.
-        let view = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4)
-        };
-        view.copy_from_slice(bytes);
-    }
-    #[cfg(not(target_endian = "little"))]
-    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(4)) {
-        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
 }
 
 /// The graph and the vectors it links. Document fields (id, text, tags) live
@@ -400,7 +390,8 @@ pub struct Graph {
     upper: Vec<Vec<u32>>,
     /// The node searches start from: one of the highest level.
     entry: Option<u32>,
-    visited: RefCell<Visited>,
+    /// A search's working set, kept between searches (see [`Scratch`]).
+    scratch: RefCell<Scratch>,
 }
 
 impl Graph {
@@ -414,7 +405,7 @@ impl Graph {
             tombstones: 0,
             upper: Vec::new(),
             entry: None,
-            visited: RefCell::default(),
+            scratch: RefCell::default(),
         }
     }
 
@@ -487,6 +478,7 @@ impl Graph {
 
     /// `slot`'s level-0 link count and its `2m` link places, as the snapshot
     /// stores them.
+    #[cfg(test)]
     pub fn links0_block(&self, slot: u32) -> &[u32] {
         &self.node(slot)[self.dim + 2..]
     }
@@ -554,8 +546,12 @@ impl Graph {
     }
 
     fn distance(&self, q: &Query<'_>, slot: u32) -> f32 {
+        self.distance_to(q, self.node(slot))
+    }
+
+    /// The distance to the node whose block this is.
+    fn distance_to(&self, q: &Query<'_>, block: &[u32]) -> f32 {
         // The vector and its inverse norm, side by side.
-        let block = self.node(slot);
         let v = as_f32s(&block[..self.dim]);
         match self.shape.metric {
             Metric::Cosine => {
@@ -601,17 +597,19 @@ impl Graph {
             dist: self.distance(&q, entry),
             slot: entry,
         }];
+        let mut found = Vec::new();
         for l in (usize::from(level) + 1..=top).rev() {
-            let found = self.search_layer(&q, &nearest, 1, l, slot);
+            self.search_layer(&q, &nearest, 1, l, slot, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
         }
         let mut connections = Vec::new();
         for l in (0..=usize::from(level).min(top)).rev() {
-            let found = self.search_layer(&q, &nearest, self.shape.ef_construction, l, slot);
+            let ef = self.shape.ef_construction;
+            self.search_layer(&q, &nearest, ef, l, slot, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
             self.select(&nearest, self.shape.m, &mut connections);
             self.set_links(slot, l, &connections);
@@ -669,9 +667,9 @@ impl Graph {
         }
     }
 
-    /// Beam search of width `ef` on `level` from `entry`, closest first.
-    /// Deleted nodes are walked through but not returned; `skip` (the node
-    /// being inserted) neither.
+    /// Beam search of width `ef` on `level` from `entry`: into `out`, closest
+    /// first. Deleted nodes are walked through but not returned; `skip` (the
+    /// node being inserted) neither.
     fn search_layer(
         &self,
         q: &Query<'_>,
@@ -679,14 +677,20 @@ impl Graph {
         ef: usize,
         level: usize,
         skip: u32,
-    ) -> Vec<Near> {
-        let mut visited = self.visited.borrow_mut();
+        out: &mut Vec<Near>,
+    ) {
+        let mut scratch = self.scratch.borrow_mut();
+        let Scratch {
+            visited,
+            candidates,
+            results,
+        } = &mut *scratch;
         visited.reset(self.slots());
+        candidates.clear();
+        results.clear();
         if (skip as usize) < self.slots() {
             visited.insert(skip);
         }
-        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::new();
-        let mut results: BinaryHeap<Near> = BinaryHeap::new();
         for &e in entry {
             if visited.insert(e.slot) {
                 candidates.push(Reverse(e));
@@ -702,6 +706,7 @@ impl Graph {
             Some(worst) if results.len() >= ef => worst.dist,
             _ => f32::INFINITY,
         };
+        let flag = self.dim + 1;
         while let Some(Reverse(current)) = candidates.pop() {
             if current.dist > bound {
                 break;
@@ -710,11 +715,13 @@ impl Graph {
                 if !visited.insert(next) {
                     continue;
                 }
-                let dist = self.distance(q, next);
+                // One look-up of the block for the distance and the flag.
+                let block = self.node(next);
+                let dist = self.distance_to(q, block);
                 if dist < bound || results.len() < ef {
                     let near = Near { dist, slot: next };
                     candidates.push(Reverse(near));
-                    if !self.is_deleted(next) {
+                    if block[flag] == 0 {
                         results.push(near);
                         if results.len() > ef {
                             results.pop();
@@ -726,7 +733,9 @@ impl Graph {
                 }
             }
         }
-        results.into_sorted_vec()
+        out.clear();
+        out.extend(results.drain());
+        out.sort_unstable();
     }
 
     /// The live nodes nearest to `vector` (of length `dim`) that a beam of
@@ -749,15 +758,16 @@ impl Graph {
         }];
         // A nonexistent slot: nothing to skip.
         let none = u32::MAX;
+        let mut found = Vec::with_capacity(ef);
         for l in (1..=usize::from(self.levels[entry as usize])).rev() {
             // Greedy descent walks through deleted nodes too: start from the
             // best seen, deleted or not.
-            let found = self.search_layer(&q, &nearest, 1, l, none);
+            self.search_layer(&q, &nearest, 1, l, none, &mut found);
             if !found.is_empty() {
-                nearest = found;
+                std::mem::swap(&mut nearest, &mut found);
             }
         }
-        let found = self.search_layer(&q, &nearest, ef, 0, none);
+        self.search_layer(&q, &nearest, ef, 0, none, &mut found);
         found.into_iter().map(|n| (n.slot, n.dist)).collect()
     }
 
@@ -895,82 +905,140 @@ impl Graph {
         }
     }
 
-    /// Rebuilds a graph from a snapshot's parts, checking every link:
-    /// `vectors` is the slots' vectors as little-endian f32s, one after the
-    /// other, and `links0` their level-0 blocks (count, then `2m` places) as
-    /// little-endian u32s, as the snapshot file holds them; they are read
-    /// straight into the node blocks, with no copy of either in between.
+    /// Reads a graph of `levels.len()` nodes from a snapshot (version 2), in
+    /// its order: the node blocks as [`pages`](Self::pages) gives them, then
+    /// each node's upper-level lists (`level x (1 + m)` words). `read` fills
+    /// a run of words from the file (little-endian decoded): a whole page of
+    /// blocks at a time, straight into the page. Every link is checked, every
+    /// tombstone flag must be clear (a snapshot is compacted), and the
+    /// inverse norms are computed again, not taken from the file.
     ///
     /// # Errors
     ///
-    /// What is inconsistent (a link past the end, a level too high, wrong sizes).
-    pub fn from_parts(
+    /// `read`'s, or what is inconsistent (a link past the end, a level too
+    /// high, an entry point that is not a top node, a deleted node).
+    pub fn read(
         shape: Shape,
         dim: usize,
         entry: Option<u32>,
         levels: Vec<u8>,
-        vectors: &[u8],
-        links0: &[u8],
-        upper: Vec<Vec<u32>>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
+        let (n, stride, m0) = (levels.len(), graph.stride, 2 * shape.m);
+        for first in (0..n).step_by(PAGE) {
+            let mut page = Vec::with_capacity(PAGE * stride);
+            page.resize((n - first).min(PAGE) * stride, 0);
+            read(&mut page)?;
+            for block in page.chunks_exact_mut(stride) {
+                if block[dim + 1] != 0 {
+                    return Err("a deleted node in a snapshot".into());
+                }
+                check_links(&block[dim + 2..], m0, n)?;
+                let inverse = match shape.metric {
+                    Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
+                    _ => 0.0,
+                };
+                block[dim] = inverse.to_bits();
+            }
+            graph.pages.push(page);
+        }
+        graph.read_upper(levels, read)?;
+        graph.entry = entry;
+        Ok(graph)
+    }
+
+    /// A graph with no nodes yet for a snapshot's `dim`, `entry` and
+    /// `levels`, which are checked.
+    fn empty_for(
+        shape: Shape,
+        dim: usize,
+        entry: Option<u32>,
+        levels: &[u8],
     ) -> Result<Self, String> {
         let n = levels.len();
-        let (m0, m) = (2 * shape.m, shape.m);
-        let sizes = n
-            .checked_mul(dim)
-            .and_then(|x| x.checked_mul(4))
-            .zip(n.checked_mul((m0 + 1) * 4));
-        if sizes != Some((vectors.len(), links0.len())) || upper.len() != n {
-            return Err("sizes do not match the node count".into());
-        }
         if n > 0 && dim == 0 {
             return Err("dimension 0 with nodes".into());
         }
         if entry.is_some_and(|e| e as usize >= n) || entry.is_none() != (n == 0) {
             return Err("entry point out of range".into());
         }
-        let check = |list: &[u32], cap: usize| -> Result<(), String> {
-            let count = list[0] as usize;
-            if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
-                return Err("a link list is too long or points past the end".into());
-            }
-            Ok(())
-        };
         if let Some(e) = entry
             && levels.iter().any(|&l| l > levels[e as usize])
         {
             return Err("the entry point is not on the top level".into());
         }
+        if let Some(slot) = levels.iter().position(|&l| l > MAX_LEVEL) {
+            return Err(format!("node {slot}: bad level {}", levels[slot]));
+        }
         let mut graph = Graph::new(shape);
         graph.dim = dim;
-        graph.stride = if dim == 0 { 0 } else { dim + 3 + m0 };
+        graph.stride = if dim == 0 { 0 } else { dim + 3 + 2 * shape.m };
         graph.pages.reserve(n.div_ceil(PAGE));
-        for (slot, &level) in levels.iter().enumerate() {
-            if level > MAX_LEVEL || upper[slot].len() != usize::from(level) * (m + 1) {
-                return Err(format!("node {slot}: bad level {level}"));
+        Ok(graph)
+    }
+
+    /// Reads every node's upper-level lists, checked, and takes `levels`.
+    fn read_upper(
+        &mut self,
+        levels: Vec<u8>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let (n, m) = (levels.len(), self.shape.m);
+        self.upper.reserve_exact(n);
+        for &level in &levels {
+            let mut upper = vec![0; usize::from(level) * (m + 1)];
+            read(&mut upper)?;
+            for chunk in upper.chunks_exact(m + 1) {
+                check_links(chunk, m, n)?;
             }
-            // Read straight into the page: no copy in between.
+            self.upper.push(upper);
+        }
+        self.levels = levels;
+        Ok(())
+    }
+
+    /// The filled part of every page of node blocks, in slot order: what a
+    /// snapshot (version 2) holds, and [`read`](Self::read) reads back.
+    pub fn pages(&self) -> impl Iterator<Item = &[u32]> {
+        self.pages.iter().map(Vec::as_slice)
+    }
+
+    /// Reads a graph of `levels.len()` nodes from a version-1 snapshot, in
+    /// its order: every vector (`dim` words), then every level-0 list
+    /// (count, then `2m` places), then each node's upper-level lists (`level
+    /// x (1 + m)` words). `read` fills a run of words from the file
+    /// (little-endian decoded); vectors and level-0 lists go into their node
+    /// blocks, and every link is checked.
+    ///
+    /// # Errors
+    ///
+    /// `read`'s, or what is inconsistent (a link past the end, a level too
+    /// high, an entry point that is not a top node).
+    pub fn read_v1(
+        shape: Shape,
+        dim: usize,
+        entry: Option<u32>,
+        levels: Vec<u8>,
+        read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
+        let (n, m0) = (levels.len(), 2 * shape.m);
+        for _ in 0..n {
             let block = graph.push_zeroed();
-            fill_le(
-                &mut block[..dim],
-                &vectors[slot * dim * 4..(slot + 1) * dim * 4],
-            );
+            read(&mut block[..dim])?;
             let inverse = match shape.metric {
                 Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
                 _ => 0.0,
             };
             block[dim] = inverse.to_bits();
-            block[dim + 1] = 0;
-            fill_le(
-                &mut block[dim + 2..],
-                &links0[slot * (m0 + 1) * 4..(slot + 1) * (m0 + 1) * 4],
-            );
-            check(&block[dim + 2..], m0)?;
-            for chunk in upper[slot].chunks_exact(m + 1) {
-                check(chunk, m)?;
-            }
         }
-        graph.levels = levels;
-        graph.upper = upper;
+        for slot in 0..n as u32 {
+            let links = &mut graph.node_mut(slot)[dim + 2..];
+            read(links)?;
+            check_links(links, m0, n)?;
+        }
+        graph.read_upper(levels, read)?;
         graph.entry = entry;
         Ok(graph)
     }
@@ -988,8 +1056,18 @@ impl Graph {
                 .iter()
                 .map(|u| 24 + u.capacity() * 4)
                 .sum::<usize>()
-            + self.visited.borrow().stamps.capacity() * 4
+            + self.scratch.borrow().visited.stamps.capacity() * 4
     }
+}
+
+/// A link list as stored (count, then `cap` places) is at most `cap` long
+/// and links only to slots below `n`.
+fn check_links(list: &[u32], cap: usize, n: usize) -> Result<(), String> {
+    let count = list[0] as usize;
+    if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
+        return Err("a link list is too long or points past the end".into());
+    }
+    Ok(())
 }
 
 /// A graph's parts, borrowed for encoding.
@@ -1147,44 +1225,54 @@ mod tests {
     }
 
     #[test]
-    fn parts_round_trip_and_damage_is_refused() {
+    fn read_round_trip_and_damage_is_refused() {
         let data = points(2100, 8, 11);
         let g = build(Metric::Cosine, &data);
         let p = g.parts();
+        let read_from = |words: Vec<u32>, v1: bool| {
+            let mut at = 0;
+            let mut read = |out: &mut [u32]| {
+                let next = words.get(at..at + out.len()).ok_or("truncated")?;
+                out.copy_from_slice(next);
+                at += out.len();
+                Ok(())
+            };
+            let levels = p.levels.to_vec();
+            if v1 {
+                Graph::read_v1(g.shape(), p.dim, p.entry, levels, &mut read)
+            } else {
+                Graph::read(g.shape(), p.dim, p.entry, levels, &mut read)
+            }
+        };
+        // Version 2's order: the pages, then the upper lists.
+        let mut words: Vec<u32> = g.pages().flatten().copied().collect();
+        words.extend(p.upper.iter().flatten());
+        // Version 1's: vectors, level-0 lists, upper lists.
         let slots = 0..g.slots() as u32;
-        let vectors: Vec<u8> = slots
+        let mut v1: Vec<u32> = slots
             .clone()
-            .flat_map(|s| g.vector(s).iter().flat_map(|x| x.to_le_bytes()))
+            .flat_map(|s| g.vector_bits(s).to_vec())
             .collect();
-        let links0: Vec<u8> = slots
-            .flat_map(|s| g.links0_block(s).iter().flat_map(|x| x.to_le_bytes()))
-            .collect();
-        let back = Graph::from_parts(
-            g.shape(),
-            p.dim,
-            p.entry,
-            p.levels.to_vec(),
-            &vectors,
-            &links0,
-            p.upper.to_vec(),
-        )
-        .unwrap();
-        assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
-        assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
+        v1.extend(slots.flat_map(|s| g.links0_block(s).to_vec()));
+        v1.extend(p.upper.iter().flatten());
+        for (words, v1) in [(words.clone(), false), (v1, true)] {
+            let back = read_from(words, v1).unwrap();
+            assert_eq!(back.search(&data[4], 5, 40), g.search(&data[4], 5, 40));
+            assert_eq!(back.search(&data[4], 5, 40)[0].0, 4);
+        }
 
-        let mut links0 = links0;
-        links0[4..8].copy_from_slice(&100_000u32.to_le_bytes());
-        let err = Graph::from_parts(
-            g.shape(),
-            p.dim,
-            p.entry,
-            p.levels.to_vec(),
-            &vectors,
-            &links0,
-            p.upper.to_vec(),
-        )
-        .unwrap_err();
+        // The first node's first level-0 link, past the end.
+        let stride = 8 + 3 + 24;
+        let mut damaged = words.clone();
+        damaged[8 + 3] = 100_000;
+        let err = read_from(damaged, false).unwrap_err();
         assert!(err.contains("past the end"), "{err}");
+        let mut deleted = words.clone();
+        deleted[stride + 8 + 1] = 1;
+        let err = read_from(deleted, false).unwrap_err();
+        assert!(err.contains("deleted"), "{err}");
+        let err = read_from(words[..words.len() - 1].to_vec(), false).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]

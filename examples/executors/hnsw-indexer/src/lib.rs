@@ -62,7 +62,7 @@
 //!
 //!   ```text
 //!   magic   "JHNS"               4 bytes
-//!   version u32 = 1
+//!   version u32 = 2              (version 1: below)
 //!   metric  u32                  0 cosine, 1 dot, 2 l2
 //!   dim     u32
 //!   m       u32
@@ -71,13 +71,28 @@
 //!   count x { id_len u32, id, text_len u32 (0xFFFFFFFF: none), text,
 //!             tags_len u32 (0: none), tags (JSON object text) }
 //!   count x level u8
-//!   count x dim x f32            the embeddings
-//!   count x (1 + 2m) u32         level-0 links: count, then the slots
+//!   count x node block           dim x f32 the embedding, u32 1/|embedding|
+//!                                (cosine; recomputed on load), u32 0 (the
+//!                                tombstone flag: a snapshot is compacted),
+//!                                u32 level-0 link count, 2m x u32 places
+//!                                (the first `count` are the links): the
+//!                                graph's own layout, read page by page
+//!                                straight into place
 //!   for each node, level x (1 + m) u32   its links on levels 1..=level
-//!   crc32   u32                  CRC-32 (zlib) of every byte before it
+//!   xxh3    u64                  XXH3-64 (seed 0) of every byte before it
 //!   ```
 //!
-//!   Loading it reads the graph as it was: no rebuild.
+//!   Version 1 (written before 2026-12-06's load work, still read) has, in
+//!   place of the node blocks, `count x dim x f32` (the embeddings) then
+//!   `count x (1 + 2m) u32` (the level-0 lists), and ends with a CRC-32 (as
+//!   zlib's, u32) instead of the XXH3-64.
+//!
+//!   Loading it reads the graph as it was, front to back in 8 MiB pieces
+//!   straight into the node pages: no rebuild, and no copy of the whole
+//!   file in memory. Both versions are read; version 2 is written (so the
+//!   first snapshot after an upgrade, once a change makes one due, replaces
+//!   a version-1 file). Any other version is refused, naming the file and
+//!   the version.
 //! - `hnsw-index.log`, the changes since that snapshot: vector-indexer's
 //!   record format (`1` upsert with the document, `2` delete with the id),
 //!   replayed (re-inserted) by `init`.
@@ -95,7 +110,7 @@ use std::path::PathBuf;
 use jina_guest_sdk::Traversal;
 use jina_guest_sdk::log;
 use jina_guest_sdk::prelude::*;
-use jina_guest_sdk::state::Journal;
+use jina_guest_sdk::state::{AppendLog, Journal};
 
 use codec::Op;
 use graph::{Metric, Shape};
@@ -179,11 +194,22 @@ impl Executor for HnswIndexer {
         let mut store = Store::new(shape);
         let mut replayed = 0;
         if workspace.is_dir() {
-            let (snapshot, records) = journal.load()?;
-            if let Some(bytes) = snapshot {
-                let path = journal.snapshot_path().display().to_string();
-                store = codec::decode_snapshot(&bytes, shape).map_err(|e| e.context(path))?;
+            // The snapshot is read as a stream, not through `Journal::load`,
+            // which would hold the whole file in memory beside the index.
+            let path = journal.snapshot_path();
+            let context = |e: Error| e.context(path.display().to_string());
+            match std::fs::File::open(path) {
+                Ok(file) => {
+                    let len = file
+                        .metadata()
+                        .map_err(|e| context(Error::io(format!("cannot read its size: {e}"))))?
+                        .len();
+                    store = codec::read_snapshot(file, len, shape).map_err(context)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(context(Error::io(format!("cannot open: {e}")))),
             }
+            let records = AppendLog::replay(journal.log_path())?;
             if let (Some(want), Some(have)) = (dim, store.dim())
                 && want != have
             {
