@@ -1,0 +1,165 @@
+//! An answer as the HTTP gateway writes it: Jina's shape (`header`, `status`,
+//! `routes`, `data`), and a failure's (the reason first, capped, never the
+//! documents).
+
+use super::*;
+
+/// Jina's status code for a failed request (SUCCESS is 0).
+pub(super) const ERROR: u8 = 1;
+
+/// The longest reason an error answer carries (bytes; longer ones are cut at
+/// a character boundary, saying how much was cut). An executor's message and a
+/// JSON parser's (which may quote the input) are not bounded otherwise, and
+/// Jina's client puts the whole body into the exception it raises.
+pub const MAX_REASON: usize = 1024;
+
+/// An answer in Jina's shape: only these four keys (the Python `jina` client
+/// parses answers strictly into its protobuf request).
+#[derive(Serialize)]
+pub(super) struct Answer<'a> {
+    pub(super) header: Header<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) parameters: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) routes: Option<Vec<RouteJson<'a>>>,
+    pub(super) data: &'a [Document],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Header<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) request_id: Option<&'a str>,
+    pub(super) exec_endpoint: &'a str,
+    pub(super) status: StatusJson<'a>,
+}
+
+/// Jina's status: `{"code": 0, "description": "success"}`, or a failure with
+/// its exception.
+#[derive(Serialize)]
+pub(super) struct StatusJson<'a> {
+    pub(super) code: u8,
+    pub(super) description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) exception: Option<Exception<'a>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Exception<'a> {
+    pub(super) name: &'a str,
+    pub(super) args: [&'a str; 1],
+    pub(super) executor: &'a str,
+}
+
+/// Jina's RouteProto: RFC 3339 timestamps, a status code.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RouteJson<'a> {
+    pub(super) executor: &'a str,
+    pub(super) start_time: String,
+    pub(super) end_time: String,
+    pub(super) status: RouteStatus,
+}
+
+#[derive(Serialize)]
+pub(super) struct RouteStatus {
+    pub(super) code: u8,
+}
+
+/// Jina's status of a failed request: which executor, what kind, why.
+pub(super) fn failure<'a>(executor: &'a str, kind: ErrorKind, message: &'a str) -> StatusJson<'a> {
+    StatusJson {
+        code: ERROR,
+        description: format!("executor `{executor}` failed ({kind}): {message}"),
+        exception: Some(Exception {
+            name: kind.as_str(),
+            args: [message],
+            executor,
+        }),
+    }
+}
+
+pub(super) fn error(
+    code: StatusCode,
+    endpoint: &str,
+    request_id: Option<&str>,
+    executor: &str,
+    kind: ErrorKind,
+    message: &str,
+) -> Response {
+    failed(code, endpoint, request_id, (executor, kind, message), None)
+}
+
+/// A failed request's answer (docs/gateway.md, "Errors"): Jina's status
+/// (`code`, `description`) first, then the header with the full status and
+/// the routes; never the documents, and a reason of at most [`MAX_REASON`]
+/// bytes, so any client that prints the body prints the reason first.
+#[derive(Serialize)]
+pub(super) struct FailureAnswer<'a> {
+    pub(super) code: u8,
+    pub(super) description: &'a str,
+    pub(super) header: Header<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) routes: Option<Vec<RouteJson<'a>>>,
+}
+
+/// Answers `code` with a [`FailureAnswer`] for `(executor, kind, message)`.
+pub(super) fn failed(
+    code: StatusCode,
+    endpoint: &str,
+    request_id: Option<&str>,
+    (executor, kind, message): (&str, ErrorKind, &str),
+    routes: Option<Vec<RouteJson<'_>>>,
+) -> Response {
+    let message = cap(message);
+    let status = failure(executor, kind, &message);
+    let description = status.description.clone();
+    let answer = FailureAnswer {
+        code: ERROR,
+        description: &description,
+        header: Header {
+            request_id,
+            exec_endpoint: endpoint,
+            status,
+        },
+        routes,
+    };
+    answered(
+        (code, Json(answer)).into_response(),
+        endpoint,
+        request_id,
+        kind.as_str(),
+    )
+}
+
+/// `text` cut to at most [`MAX_REASON`] bytes at a character boundary, saying
+/// how many bytes were cut.
+pub(super) fn cap(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_REASON {
+        return text.into();
+    }
+    let mut end = MAX_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 UTC (`2026-11-24T21:00:00.000100Z`).
+pub(super) fn rfc3339(us: u64) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    // A route's times come off the wire; humantime refuses years past 9999.
+    if write!(
+        text,
+        "{}",
+        humantime::format_rfc3339_micros(
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(us)
+        )
+    )
+    .is_err()
+    {
+        text = "9999-12-31T23:59:59.999999Z".into();
+    }
+    text
+}
