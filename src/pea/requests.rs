@@ -6,14 +6,14 @@ use super::*;
 
 impl Pea {
     /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
+    /// With the shard count it was given (`with.jina.shards`), so a Head
+    /// refuses a shard of a Pod of another size.
     pub(super) async fn grant_credit(&self, command: &str) {
-        let _ = self
-            .input
-            .send(control::frames(
-                command,
-                json!({"credit": 1, "pea": self.config.name}),
-            ))
-            .await;
+        let mut body = json!({"credit": 1, "pea": self.config.name});
+        if let Some(shards) = self.config.executor.config.pointer("/jina/shards") {
+            body["shards"] = shards.clone();
+        }
+        let _ = self.input.send(control::frames(command, body)).await;
     }
 
     /// One message from the input socket.

@@ -423,6 +423,23 @@ fn on_peer(
         return;
     };
     let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
+    // A Pea that says the Pod has another number of shards (`--shard-count`
+    // of a Pea started on its own) would index by another modulus than this
+    // Head routes by: it is not let in, whatever its name.
+    let counted = body.get("shards").and_then(Value::as_u64);
+    if let Some(count) = counted.filter(|&n| n != shards as u64)
+        && !by_identity.contains_key(identity)
+    {
+        let pea = body
+            .get("pea")
+            .and_then(Value::as_str)
+            .unwrap_or("(no name)");
+        tracing::warn!(
+            pea = %name, member = %pea,
+            "ignored Pea `{pea}`: it was started with --shard-count {count}, and this Pod has {shards} shards"
+        );
+        return;
+    }
     let index = by_identity.get(identity).copied().or_else(|| {
         let pea = body.get("pea").and_then(Value::as_str)?;
         // A rolling update gives a new replica the name of the one it

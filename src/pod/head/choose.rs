@@ -461,6 +461,55 @@ mod tests {
         assert_eq!(targets(&planned).len(), 1);
     }
 
+    /// IDLE from `identity`, as a Pea sends it.
+    fn idle(identity: &str, body: serde_json::Value) -> Vec<Bytes> {
+        let mut frames = vec![Bytes::from(identity.to_string())];
+        frames.extend(crate::control::frames("IDLE", body));
+        frames
+    }
+
+    #[test]
+    fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
+        let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
+            "idx/shard-0".to_string(),
+            "idx/shard-1".to_string(),
+        ]));
+        let mut peers = vec![Peer::default(), Peer::default()];
+        let mut by_identity = HashMap::new();
+        let mut offer = |identity: &str, body| {
+            on_peer(
+                "idx/head",
+                &members,
+                (true, Layout::Shards, 2),
+                &mut peers,
+                &mut by_identity,
+                idle(identity, body),
+            );
+        };
+        offer(
+            "wrong",
+            serde_json::json!({"credit": 1, "pea": "idx/shard-1", "shards": 3}),
+        );
+        offer(
+            "right",
+            serde_json::json!({"credit": 1, "pea": "idx/shard-0", "shards": 2}),
+        );
+        // Without a count (a Pea of an earlier version) the name decides.
+        offer(
+            "old",
+            serde_json::json!({"credit": 1, "pea": "idx/shard-1"}),
+        );
+        assert_eq!(
+            (
+                by_identity.get(&Bytes::from("wrong")),
+                by_identity.get(&Bytes::from("right"))
+            ),
+            (None, Some(&0))
+        );
+        assert_eq!(by_identity.get(&Bytes::from("old")), Some(&1));
+        assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 1]);
+    }
+
     #[test]
     fn top_k_is_a_whole_number_or_refused_by_name() {
         assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
