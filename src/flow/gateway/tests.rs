@@ -56,6 +56,8 @@ fn bad_requests_say_what_is_wrong() {
     );
     assert!(error(br#"{"exec_endpoint": "index"}"#).contains("starts with `/`"));
     assert!(error(br#"{"exec_endpoint": "/a\u0000b"}"#).contains("no control characters"));
+    assert!(error(br#"{"exec_endpoint": "/ind\u202eex"}"#).contains("bidirectional-text"));
+    assert!(error(br#"{"exec_endpoint": "/a\u2066b"}"#).contains("bidirectional-text"));
     let long = format!(r#"{{"exec_endpoint": "/{}"}}"#, "x".repeat(300));
     assert!(error(long.as_bytes()).contains("301 bytes, more than 256"));
     assert!(error(br#"{"header": "x"}"#).contains("`header` must be an object"));

@@ -255,16 +255,20 @@ pub(super) fn top_k(parameters: &str) -> Result<Option<usize>, String> {
         }),
         _ => None,
     };
+    // Executors are wasm32: a `top_k` past u32::MAX reaches none of them.
     whole
-        .and_then(|k| usize::try_from(k).ok())
-        .map(Some)
+        .and_then(|k| u32::try_from(k).ok())
+        .map(|k| Some(k as usize))
         .ok_or_else(|| {
             let mut shown = value.to_string();
             if shown.len() > 64 {
                 shown.truncate(shown.floor_char_boundary(64));
                 shown.push('…');
             }
-            format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
+            format!(
+                "parameter `top_k` is {shown}: expected a whole number from 0 to {}",
+                u32::MAX
+            )
         })
 }
 
@@ -517,12 +521,26 @@ mod tests {
         assert_eq!(top_k(r#"{"top_k":null}"#), Ok(None));
         assert_eq!(top_k(r#"{"other":1}"#), Ok(None));
         assert_eq!(top_k(""), Ok(None));
-        for bad in ["-1", "\"x\"", "1e300", "2.5", "true", "[1]", "{}", "-0.5"] {
+        assert_eq!(top_k(r#"{"top_k":4294967295}"#), Ok(Some(4_294_967_295)));
+        for bad in [
+            "-1",
+            "\"x\"",
+            "1e300",
+            "2.5",
+            "true",
+            "[1]",
+            "{}",
+            "-0.5",
+            "4294967296",
+            "18446744073709551615",
+        ] {
             let e = top_k(&format!(r#"{{"top_k":{bad}}}"#)).unwrap_err();
             let shown: serde_json::Value = serde_json::from_str(bad).unwrap();
             assert_eq!(
                 e,
-                format!("parameter `top_k` is {shown}: expected a whole number, 0 or more")
+                format!(
+                    "parameter `top_k` is {shown}: expected a whole number from 0 to 4294967295"
+                )
             );
         }
         let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
