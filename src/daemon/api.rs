@@ -561,6 +561,13 @@ async fn create(
     };
     std::fs::create_dir_all(dirs.logs())
         .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dirs.logs().display())))?;
+    // The named states there are before this request: a refused request
+    // removes the state directory it made, never one that was there.
+    let states = std::path::Path::new("workspaces").join(ws).join("state");
+    let states_before: std::collections::HashSet<std::ffi::OsString> =
+        std::fs::read_dir(dirs.root.join(&states))
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
     let (plan, args) = match kind {
         Kind::Flow => {
             let file = dirs.root.join("flows").join(format!("{id}.yml"));
@@ -622,8 +629,29 @@ async fn create(
         )),
         Kind::Pea | Kind::Pod => state,
     };
+    // What a request refused from here on made (found by a hostile test: a
+    // Flow refused by the quota left its Flow file and an empty state tree).
+    let undo = || {
+        if kind == Kind::Flow {
+            let _ = std::fs::remove_file(dirs.root.join("flows").join(format!("{id}.yml")));
+        }
+        if let Some((relative, _)) = &state {
+            let made = match relative.strip_prefix(&states) {
+                Ok(rest) => rest
+                    .components()
+                    .next()
+                    .is_some_and(|c| !states_before.contains(c.as_os_str())),
+                // `objects/<id>`: this request's own.
+                Err(_) => true,
+            };
+            if made {
+                remove_empty_dirs(&dirs.root.join(relative));
+            }
+        }
+    };
     let quota = &tenant.quota;
     let refuse = |m: String| {
+        undo();
         ApiError(
             StatusCode::FORBIDDEN,
             format!("quota: tenant `{}`: {m}", tenant.name),
@@ -651,6 +679,7 @@ async fn create(
                 .values()
                 .find(|o| o.holds_resources() && o.state.as_ref().is_some_and(|(d, _)| d == dir))
         {
+            undo();
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!(
@@ -953,4 +982,22 @@ impl Follow {
 fn line_event(line: &[u8]) -> Event {
     let text = String::from_utf8_lossy(line).replace('\r', "");
     Event::default().data(text)
+}
+
+/// Removes `dir` and the directories under it when none of them holds
+/// anything else (a file, a link, which stay, and so do the directories above
+/// them): what a refused request made, and nothing of anyone's data.
+fn remove_empty_dirs(dir: &std::path::Path) -> bool {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return false,
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for entry in entries.flatten() {
+        empty &= remove_empty_dirs(&entry.path());
+    }
+    empty && std::fs::remove_dir(dir).is_ok()
 }

@@ -344,13 +344,28 @@ fn a_flows_state_has_one_live_user() {
         assert_eq!(code, 400, "{file}: {answer}");
         assert!(error(&answer).contains(words), "{file}: {answer}");
     }
-    // Counted without overflow, and refused by the quota.
+    // Counted without overflow, and refused by the quota, leaving nothing:
+    // neither its Flow file nor a state directory.
+    let tenant = d.dir.path().join("data/tenants/alice");
+    let listing = |dir: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(tenant.join(dir))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let before = (listing("flows"), listing("workspaces/w/state"));
     let (code, answer) = create("/flows", json!({"workspace": "w", "uses": "vast.yml"}));
     assert_eq!(code, 403, "{answer}");
     assert!(
         error(&answer).contains("needs 18446744073709551615 Peas"),
         "{answer}"
     );
+    assert_eq!((listing("flows"), listing("workspaces/w/state")), before);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
