@@ -76,13 +76,31 @@ pub enum Incoming {
         request: Envelope,
         command: Command,
     },
-    /// Anything else: answer `reply_to` with this failure.
-    Refused {
-        prefix: Vec<Bytes>,
-        reply_to: Envelope,
-        kind: ErrorKind,
-        message: String,
-    },
+    /// Anything else: answer it with [`Refusal::answer`].
+    Refused(Refusal),
+}
+
+/// A control message a server does not take, and why.
+pub struct Refusal {
+    /// The identity (and a REQ peer's empty delimiter), for the reply.
+    pub prefix: Vec<Bytes>,
+    /// What the reply answers (an empty request id when it did not decode).
+    pub reply_to: Envelope,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Refusal {
+    /// The reply's frames: an error status from `server` (a Pea's, Pod's or
+    /// the gateway's name) with the kind and reason, and an empty body.
+    pub fn answer(self, server: &str) -> Vec<Bytes> {
+        let status = Status::Error {
+            executor: server.to_string(),
+            kind: self.kind,
+            message: self.message,
+        };
+        reply(self.prefix, &self.reply_to, status, &serde_json::json!({}))
+    }
 }
 
 /// Reads one message of a control socket whose server takes `takes`: a data
@@ -105,23 +123,24 @@ pub fn read(mut frames: Vec<Bytes>, takes: &[Command]) -> Incoming {
             };
             let mut reply_to = Envelope::control("");
             reply_to.request_id.clear();
-            return Incoming::Refused {
+            return Incoming::Refused(Refusal {
                 prefix,
                 reply_to,
                 kind,
                 message: e.to_string(),
-            };
+            });
         }
     };
     if request.kind != Kind::Control {
-        return Incoming::Refused {
+        return Incoming::Refused(Refusal {
             prefix,
             reply_to: request,
             kind: ErrorKind::Unsupported,
             message: "the control socket takes control requests only".into(),
-        };
+        });
     }
-    match Command::parse(&request.endpoint).filter(|c| takes.contains(c)) {
+    let command = Command::parse(&request.endpoint);
+    match command.filter(|c| takes.contains(c)) {
         Some(command) => Incoming::Command {
             prefix,
             request,
@@ -129,25 +148,27 @@ pub fn read(mut frames: Vec<Bytes>, takes: &[Command]) -> Incoming {
         },
         None => {
             let other = request.endpoint.as_str();
-            let message = match other {
-                "IDLE" | "CANCEL" => {
+            let names: Vec<&str> = takes.iter().map(|c| c.as_str()).collect();
+            let message = match (other, command) {
+                ("IDLE" | "CANCEL", _) => {
                     format!("{other} is sent on a data link to a ROUTER, not to a control socket")
                 }
-                _ => {
-                    let names: Vec<&str> = takes.iter().map(|c| c.as_str()).collect();
-                    format!(
-                        "unknown command `{}`: this socket takes {}",
-                        other.escape_debug(),
-                        names.join(", ")
-                    )
-                }
+                (_, Some(_)) => format!(
+                    "this socket does not take {other}: it takes {}",
+                    names.join(", ")
+                ),
+                (_, None) => format!(
+                    "unknown command `{}`: this socket takes {}",
+                    other.escape_debug(),
+                    names.join(", ")
+                ),
             };
-            Incoming::Refused {
+            Incoming::Refused(Refusal {
                 prefix,
                 reply_to: request,
                 kind: ErrorKind::Unsupported,
                 message,
-            }
+            })
         }
     }
 }
@@ -179,6 +200,20 @@ pub async fn ask(address: &str, command: Command) -> anyhow::Result<Value> {
     ask_named(address, command.as_str()).await
 }
 
+/// [`ask`], the answer read as `T`: a Pea's STATUS as
+/// [`crate::pea::PeaStatus`], so a field a reader needs is there and typed.
+///
+/// # Errors
+/// As [`ask`], and an answer that is not a `T` (what is missing or wrong).
+pub async fn ask_as<T: serde::de::DeserializeOwned>(
+    address: &str,
+    command: Command,
+) -> anyhow::Result<T> {
+    let body = ask_body(address, command.as_str()).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| anyhow::anyhow!("its {command} answer is not one this version reads: {e}"))
+}
+
 /// [`ask`] with any name, as a client of another build might send it: a
 /// server answers a name it does not take with `unsupported` (the tests and
 /// probes of that answer use this).
@@ -186,6 +221,11 @@ pub async fn ask(address: &str, command: Command) -> anyhow::Result<Value> {
 /// # Errors
 /// As [`ask`].
 pub async fn ask_named(address: &str, command: &str) -> anyhow::Result<Value> {
+    Ok(serde_json::from_slice(&ask_body(address, command).await?)?)
+}
+
+/// The body of the answer to `command`, unread.
+async fn ask_body(address: &str, command: &str) -> anyhow::Result<Bytes> {
     let mut link = Link::open(SocketSpec::DEALER_CONNECT, address, "control client").await?;
     link.send(frames(command, serde_json::json!({})))
         .await
@@ -199,12 +239,12 @@ pub async fn ask_named(address: &str, command: &str) -> anyhow::Result<Value> {
     if let Status::Error { kind, message, .. } = &reply.envelope.status {
         anyhow::bail!("{command} failed ({kind}): {message}");
     }
-    Ok(serde_json::from_slice(&reply.body)?)
+    Ok(reply.body)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Command, Incoming, frames, read};
+    use super::{Command, Incoming, Refusal, frames, read};
     use crate::wire::ErrorKind;
     use bytes::Bytes;
 
@@ -225,13 +265,13 @@ mod tests {
         for (name, says) in [
             (
                 "DUMP",
-                "unknown command `DUMP`: this socket takes STATUS, TERMINATE",
+                "this socket does not take DUMP: it takes STATUS, TERMINATE",
             ),
             ("IDLE", "IDLE is sent on a data link"),
             ("status", "unknown command `status`"),
         ] {
             match read(from("a", frames(name, serde_json::json!({}))), &takes) {
-                Incoming::Refused { kind, message, .. } => {
+                Incoming::Refused(Refusal { kind, message, .. }) => {
                     assert_eq!(kind, ErrorKind::Unsupported);
                     assert!(message.starts_with(says), "{message}");
                 }
@@ -250,17 +290,17 @@ mod tests {
         let garbage = from("a", vec![Bytes::from_static(b"\x01junk"), Bytes::new()]);
         assert!(matches!(
             read(garbage, &takes),
-            Incoming::Refused {
+            Incoming::Refused(Refusal {
                 kind: ErrorKind::Malformed,
                 ..
-            }
+            })
         ));
         let mut data = crate::wire::Envelope::request("/index", "");
         data.request_id = "r".into();
         let message = vec![Bytes::from(data.encode()), Bytes::from_static(b"")];
         assert!(matches!(
             read(from("a", message), &takes),
-            Incoming::Refused { kind: ErrorKind::Unsupported, ref reply_to, .. } if reply_to.request_id == "r"
+            Incoming::Refused(Refusal { kind: ErrorKind::Unsupported, ref reply_to, .. }) if reply_to.request_id == "r"
         ));
         for command in Command::ALL {
             assert_eq!(Command::parse(command.as_str()), Some(command));

@@ -20,6 +20,8 @@
 //!   the daemon and the metrics endpoint.
 //! - [`control`]: the control plane: the commands on a Pea's, Pod's or
 //!   gateway's control socket, reading one, the reply's frames, the client.
+//! - [`child`]: child processes (a Pod's Peas, the daemon's objects): started
+//!   to die with their parent, their ready line, stopped as TERMINATE asks.
 //! - [`metrics`], [`trace`]: Prometheus metrics and OpenTelemetry traces of the
 //!   gateway, the Peas and the Pods' heads and tails (docs/operations.md).
 //! - [`pea`]: one executor behind an input, an output and a control socket:
@@ -43,6 +45,7 @@
 //! The executor contract lives in `wit/executor.wit`; the guest side of it in the
 //! `jina-guest-sdk` crate (`guest-sdk/`). docs/ explains both.
 
+pub mod child;
 pub mod cli;
 pub mod client;
 pub mod client_daemon;

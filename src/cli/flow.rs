@@ -11,7 +11,7 @@ use super::common::{MonitoringArgs, RuntimeArgs, TracingArgs};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
 use crate::flow::remote::RemoteOptions;
-use crate::flow::run::RunOptions;
+use crate::flow::resolve::RunOptions;
 
 /// Run a Flow: its Pods, in dependency order, behind an HTTP and/or gRPC gateway.
 ///
@@ -172,7 +172,7 @@ impl FlowCommand {
             Some(FlowAction::Check { file }) => {
                 let flow = Flow::load(file)?;
                 // The same resolution `flow` does before it starts anything.
-                crate::flow::run::resolve(&flow, &self.run_options())?;
+                crate::flow::resolve::check(&flow, &self.run_options())?;
                 listeners(&flow.with, &self.protocol, &self.port)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 for &i in &flow.order {
@@ -214,7 +214,7 @@ impl FlowCommand {
         // Every Pod's settings and the gateway's listeners, before the
         // runtime (and its compile cache, pool) exists and before any Pod
         // starts.
-        let mut configs = crate::flow::run::resolve(&flow, &options)?;
+        let mut configs = crate::flow::resolve::check(&flow, &options)?;
         let listeners = listeners(&flow.with, &self.protocol, &self.port)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let runtime = self.runtime.runtime(0)?;

@@ -175,7 +175,7 @@ impl GatewayCommand {
         let _served = served.drop_guard();
         let from_file = flow.with.traces_endpoint().map_err(anyhow::Error::msg)?;
         let (_, _flush) = self.tracing.start(from_file, "jina-wasm")?;
-        let running = crate::flow::run::route(&flow, &addresses).await?;
+        let running = crate::flow::router::route(&flow, &addresses).await?;
         let host = self
             .host
             .clone()
@@ -234,46 +234,32 @@ impl GatewayCommand {
 async fn serve_control(mut ctrl: Link, info: serde_json::Value) {
     let started = std::time::Instant::now();
     while let Some(frames) = ctrl.recv().await {
-        let (prefix, reply_to, status, body, stop) =
+        let (prefix, request, command) =
             match control::read(frames, &[Command::Status, Command::Terminate]) {
                 Incoming::Gone => continue,
-                Incoming::Refused {
-                    prefix,
-                    reply_to,
-                    kind,
-                    message,
-                } => {
-                    let status = Status::Error {
-                        executor: "gateway".into(),
-                        kind,
-                        message,
-                    };
-                    (prefix, reply_to, status, json!({}), false)
+                Incoming::Refused(refusal) => {
+                    let _ = ctrl.send(refusal.answer("gateway")).await;
+                    continue;
                 }
                 Incoming::Command {
                     prefix,
                     request,
-                    command: Command::Status,
-                } => {
-                    let mut body = info.clone();
-                    body["pea"] = "gateway".into();
-                    body["state"] = "ready".into();
-                    body["healthy"] = true.into();
-                    body["uptime_ms"] = (started.elapsed().as_millis() as u64).into();
-                    (prefix, request, Status::Success, body, false)
-                }
-                Incoming::Command {
-                    prefix, request, ..
-                } => (
-                    prefix,
-                    request,
-                    Status::Success,
-                    json!({"state": "terminating"}),
-                    true,
-                ),
+                    command,
+                } => (prefix, request, command),
             };
+        let stop = command == Command::Terminate;
+        let body = if stop {
+            json!({"state": "terminating"})
+        } else {
+            let mut body = info.clone();
+            body["pea"] = "gateway".into();
+            body["state"] = "ready".into();
+            body["healthy"] = true.into();
+            body["uptime_ms"] = (started.elapsed().as_millis() as u64).into();
+            body
+        };
         let _ = ctrl
-            .send(control::reply(prefix, &reply_to, status, &body))
+            .send(control::reply(prefix, &request, Status::Success, &body))
             .await;
         if stop {
             break;

@@ -10,14 +10,18 @@
 //!   in its own directory, so another tenant's ids are simply not found (404).
 //! - [`workspace`]: uploads, content-addressed (sha256) per tenant, linked into
 //!   named workspaces; names that escape are refused.
-//! - [`objects`]: each Pea, Pod or Flow is a child process of the daemon (killed with
-//!   it: PR_SET_PDEATHSIG), its stderr in a log file, stopped on delete, on
-//!   lease expiry and on daemon shutdown.
+//! - [`objects`]: what a tenant asks for (a Pea, Pod or Flow), checked and
+//!   planned against its quota, and the record of each one it started;
+//! - [`child`]: each one's child process of the daemon (killed with it:
+//!   PR_SET_PDEATHSIG), its stderr in a log file, stopped on delete, on lease
+//!   expiry and on daemon shutdown.
 //! - [`flows`]: a Flow YAML from a workspace, rewritten to stay inside it.
 //! - [`api`]: the routes.
-//! - [`client`]: the client side, for Flows, tests and the benchmark.
+//!
+//! The client side (for Flows, tests and the benchmark) is [`crate::client_daemon`].
 
 pub mod api;
+pub mod child;
 pub mod flows;
 pub mod objects;
 pub mod tenants;
@@ -176,7 +180,7 @@ impl Daemon {
                 relative.display()
             );
         }
-        for file in [objects::rotated(log), log.to_path_buf()] {
+        for file in [child::rotated(log), log.to_path_buf()] {
             let _ = std::fs::remove_file(file);
         }
     }

@@ -3,7 +3,7 @@
 //! units become Kubernetes objects ([`kubernetes`]) or Docker Compose services
 //! ([`compose`]). docs/kubernetes.md describes the result.
 //!
-//! The units come from the same [`crate::flow::run::pod_config`] that
+//! The units come from the same [`crate::flow::resolve::resolve`] that
 //! `jina-wasm flow` starts Pods from, and the Peas' arguments from the same
 //! [`crate::pod::pea_args`] a Pod uses for its child processes: one source of
 //! truth for limits, timeouts, strategies and executor parameters. What the
@@ -34,7 +34,7 @@ use anyhow::Context as _;
 
 use crate::flow::Flow;
 use crate::flow::front::{Protocol, listeners};
-use crate::flow::run::{RunOptions, pod_config};
+use crate::flow::resolve::{RunOptions, resolve};
 use crate::pea::PeaConfig;
 use crate::transport::SocketSpec;
 
@@ -160,10 +160,11 @@ impl Plan {
         };
         let mut pod_addresses = Vec::new();
         let mut taken: BTreeMap<String, String> = BTreeMap::new();
-        for (i, spec) in flow.pods.iter().enumerate() {
+        // The same resolved settings `flow` runs and `flow check` checks.
+        let configs = resolve(&flow, &RunOptions::default())?;
+        for (spec, config) in flow.pods.iter().zip(configs) {
             let at =
                 |e: anyhow::Error| e.context(format!("{}: pod `{}`", path.display(), spec.name));
-            let config = pod_config(&flow, i, &RunOptions::default()).map_err(at)?;
             let host = dns_label(&spec.name)
                 .filter(|h| h.len() <= 58)
                 .ok_or_else(|| at(anyhow::anyhow!("its name does not make a Kubernetes name (letters, digits, `-`; at most 58)")))?;

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::gateway::Gateway;
 use super::grpc::GrpcGateway;
-use super::run::Call;
+use super::router::Call;
 use super::spec::FlowWith;
 
 /// A protocol the gateway speaks.

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{Call, call_targeted};
+use super::router::{Call, call_targeted};
 use crate::document::Document;
 use crate::wire::{Body, Envelope, ErrorKind, Message, Status};
 pub use answer::MAX_REASON;

@@ -2,8 +2,10 @@
 //!
 //! - [`spec`] reads and checks the YAML (docs/flow-yaml.md) and builds the
 //!   `needs` graph;
-//! - [`run`] starts the Pods in dependency order and routes each request along
-//!   the graph, joining branches;
+//! - [`resolve`] turns it into the typed settings of every Pod before anything
+//!   starts (what `flow`, `flow check` and `export` share);
+//! - [`run`] starts the Pods in dependency order;
+//! - [`router`] carries each request along the graph, joining branches;
 //! - [`gateway`] is the HTTP front (Jina's HTTP interface);
 //! - [`grpc`] is the gRPC front (Jina's gRPC services, its client's default);
 //! - [`front`] reads which protocols (ports) a gateway serves and runs them;
@@ -17,6 +19,8 @@ pub mod front;
 pub mod gateway;
 pub mod grpc;
 pub mod remote;
+pub mod resolve;
+pub mod router;
 pub mod run;
 pub mod spec;
 pub mod update;

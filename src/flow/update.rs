@@ -294,7 +294,7 @@ fn check(body: &UpdateBody) -> Result<(Change, Duration), Response> {
         )));
     }
     if let Some(uses) = &body.uses {
-        super::run::component_file(uses).map_err(|e| {
+        super::resolve::component_file(uses).map_err(|e| {
             refusal(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &format!("`uses`: {e}; nothing was changed"),

@@ -27,15 +27,9 @@ impl Pea {
     pub(super) async fn on_control(&mut self, frames: Vec<Bytes>) {
         let (prefix, request, command) = match control::read(frames, &Command::ALL) {
             Incoming::Gone => return,
-            Incoming::Refused {
-                prefix,
-                reply_to,
-                kind,
-                message,
-            } => {
-                return self
-                    .reply(prefix, &reply_to, Err(Failure { kind, message }))
-                    .await;
+            Incoming::Refused(refusal) => {
+                let _ = self.ctrl.send(refusal.answer(&self.config.name)).await;
+                return;
             }
             Incoming::Command {
                 prefix,

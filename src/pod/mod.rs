@@ -15,14 +15,16 @@
 //! The parts: this file starts a Pod and assembles it (sockets, Head, Tail,
 //! members, undone on failure); `config.rs` is what it is given and where
 //! each Pea goes; `members.rs` starts one member; `supervise.rs` runs child
-//! processes; `task.rs` is the running Pod's control loop; [`head`] and
-//! [`tail`] split and merge; [`update`] replaces replicas one by one.
+//! processes; `task.rs` is the running Pod's control loop and `status.rs`
+//! what its STATUS reports; [`head`] and [`tail`] split and merge; [`update`]
+//! replaces replicas one by one.
 
 mod config;
 pub(crate) mod head;
 mod members;
 pub mod reduce;
 pub mod reshard;
+mod status;
 mod supervise;
 pub(crate) mod tail;
 mod task;
@@ -54,8 +56,9 @@ pub use config::{
 use config::{member_config, place_of};
 use members::{close_worker, serve, start_member, start_side_worker};
 pub use reduce::shard_of;
+pub use status::{MemberAnswer, MemberStatus, PodStatus};
 use supervise::{Member, Supervision, spawn_child, supervise};
-pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, die_with_parent, pea_args};
+pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, pea_args};
 pub use tail::{Expect, Reducer, TailInput};
 use task::PodTask;
 

@@ -3,6 +3,7 @@
 //! backoff), and the stop that asks first and kills after the grace.
 
 use super::*;
+use crate::child::Ended;
 
 pub(super) enum Member {
     Thread(PeaHandle),
@@ -116,21 +117,16 @@ pub(super) async fn supervise(
 pub(super) async fn stop_child(
     name: &str,
     s: &Supervision,
-    mut child: tokio::process::Child,
+    child: tokio::process::Child,
 ) -> anyhow::Result<()> {
     let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
-    let grace = s.grace;
-    let _ = tokio::time::timeout(grace, control::ask(&ctrl, Command::Terminate)).await;
-    match tokio::time::timeout(grace * 2, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
-        _ => {
-            let _ = child.kill().await;
-            Err(anyhow::anyhow!(
-                "pea `{name}` did not stop within {:?} and was killed",
-                grace * 3
-            ))
-        }
+    match crate::child::stop(child, &ctrl, s.grace).await {
+        Ended::Exited(status) if status.success() => Ok(()),
+        Ended::Exited(status) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
+        Ended::Killed => Err(anyhow::anyhow!(
+            "pea `{name}` did not stop within {:?} and was killed",
+            s.grace * 3
+        )),
     }
 }
 
@@ -140,7 +136,6 @@ pub(super) async fn spawn_child(
     config: &PeaConfig,
     extra: &[String],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -150,42 +145,18 @@ pub(super) async fn spawn_child(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    die_with_parent(&mut command);
+    crate::child::die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
-    let stdout = child.stdout.take().expect("piped");
-    let line = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await?;
-    let ready: Value = match line.as_deref().map(serde_json::from_str) {
-        Some(Ok(ready)) => ready,
-        _ => {
-            let status = child.wait().await?;
-            anyhow::bail!(
-                "pea `{}` did not start (its process exited with {status}; its log is above)",
-                config.name
-            );
-        }
+    let Some(ready) = crate::child::ready_line(&mut child).await? else {
+        let status = child.wait().await?;
+        anyhow::bail!(
+            "pea `{}` did not start (its process exited with {status}; its log is above)",
+            config.name
+        );
     };
-    let ctrl = ready["ctrl"].as_str().unwrap_or_default().to_string();
-    Ok((child, ctrl))
-}
-
-/// If the parent process dies without stopping the child (SIGKILL), the kernel
-/// kills the child too: no orphan Peas (used by Pods and by the daemon).
-pub fn die_with_parent(command: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    Ok((child, crate::child::ctrl_of(&ready)))
 }
 
 /// The `jina-wasm pea` arguments that reproduce `config` (its control socket

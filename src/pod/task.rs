@@ -1,7 +1,9 @@
 //! A running Pod's own loop: its control socket (STATUS gathers every Pea's;
 //! DUMP, RELOAD and ACCEPT-LOSS go to every Pea) and its stop.
 
+use super::status::{MemberAnswer, MemberStatus, PodStatus};
 use super::*;
+use crate::pea::PeaStatus;
 
 /// The Pod's control socket and its ordered shutdown.
 pub(super) struct PodTask {
@@ -66,18 +68,8 @@ impl PodTask {
     pub(super) async fn on_control(&self, frames: Vec<Bytes>, started: std::time::Instant) -> bool {
         let (prefix, request, command) = match control::read(frames, &Command::ALL) {
             Incoming::Gone => return false,
-            Incoming::Refused {
-                prefix,
-                reply_to,
-                kind,
-                message,
-            } => {
-                let status = Status::Error {
-                    executor: self.name.clone(),
-                    kind,
-                    message,
-                };
-                self.reply(&prefix, &reply_to, status, json!({})).await;
+            Incoming::Refused(refusal) => {
+                let _ = self.ctrl.send(refusal.answer(&self.name)).await;
                 return false;
             }
             Incoming::Command {
@@ -90,6 +82,7 @@ impl PodTask {
         match command {
             Command::Status => {
                 let status = self.status(started).await;
+                let status = serde_json::to_value(status).expect("a STATUS serialises");
                 self.reply(prefix, &request, Status::Success, status).await;
                 false
             }
@@ -144,7 +137,7 @@ impl PodTask {
     }
 
     /// The Pod's health: every Pea's STATUS, plus the Head's and Tail's counters.
-    pub(super) async fn status(&self, started: std::time::Instant) -> Value {
+    pub(super) async fn status(&self, started: std::time::Instant) -> PodStatus {
         let slots: Vec<Slot> = self
             .roster
             .read()
@@ -155,34 +148,38 @@ impl PodTask {
             .collect();
         let asks = slots.iter().map(|s| async move {
             if !s.running {
-                return Ok(Err(anyhow::anyhow!(
-                    "its process died; the Pod is restarting it"
-                )));
+                return Err("its process died; the Pod is restarting it".to_string());
             }
-            tokio::time::timeout(
+            match tokio::time::timeout(
                 Duration::from_secs(2),
-                control::ask(&s.info.ctrl, Command::Status),
+                control::ask_as::<PeaStatus>(&s.info.ctrl, Command::Status),
             )
             .await
+            {
+                Ok(Ok(status)) => Ok(status),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("no answer within 2s".to_string()),
+            }
         });
         let answers = futures::future::join_all(asks).await;
-        let mut healthy = true;
-        let restarts: u64 = slots.iter().map(|s| s.restarts).sum();
-        let peas: Vec<Value> = answers
+        let peas: Vec<MemberStatus> = answers
             .into_iter()
             .zip(&slots)
-            .map(|(answer, slot)| {
-                let mut status = match answer {
-                    Ok(Ok(status)) => status,
-                    Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
-                    Err(_) => json!({"healthy": false, "error": "no answer within 2s"}),
-                };
-                healthy &= status["healthy"].as_bool() == Some(true);
-                status["role"] = slot.info.role.clone().into();
-                status["pea"] = slot.info.pea.clone().into();
-                status["ctrl"] = slot.info.ctrl.clone().into();
-                status["process_restarts"] = slot.restarts.into();
-                status
+            .map(|(answer, slot)| MemberStatus {
+                role: slot.info.role.clone(),
+                ctrl: slot.info.ctrl.clone(),
+                process_restarts: slot.restarts,
+                answer: match answer {
+                    Ok(mut status) => {
+                        status.pea.clone_from(&slot.info.pea);
+                        MemberAnswer::Status(Box::new(status))
+                    }
+                    Err(error) => MemberAnswer::Missing {
+                        pea: slot.info.pea.clone(),
+                        healthy: false,
+                        error,
+                    },
+                },
             })
             .collect();
         let (registered, members, expected) = &self.connected;
@@ -205,27 +202,28 @@ impl PodTask {
                 .len(),
             _ => connected.len(),
         };
-        healthy &= covered >= *expected;
-        json!({
-            "pea": self.name,
-            "pod": self.name,
-            "description": self.description,
-            "state": "ready",
-            "healthy": healthy,
-            "requests": self.head_stats.requests.load(Ordering::Relaxed),
-            "dropped": self.head_stats.dropped.load(Ordering::Relaxed),
-            "failed": self.tail_stats.timed_out.load(Ordering::Relaxed),
-            "pending": self.tail_stats.pending.load(Ordering::Relaxed),
-            "completed": self.tail_stats.completed.load(Ordering::Relaxed),
-            "timed_out": self.tail_stats.timed_out.load(Ordering::Relaxed),
-            "late_parts": self.tail_stats.late.load(Ordering::Relaxed),
-            "uptime_ms": started.elapsed().as_millis() as u64,
-            "process_restarts": restarts,
-            "peas": peas,
-            "connected": connected,
-            "expected": expected,
-            "component": self.current.read().expect("current").clone(),
-        })
+        let healthy = peas.iter().all(MemberStatus::healthy) && covered >= *expected;
+        let count = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        PodStatus {
+            pea: self.name.clone(),
+            pod: self.name.clone(),
+            description: self.description.clone(),
+            state: "ready".into(),
+            healthy,
+            requests: count(&self.head_stats.requests),
+            dropped: count(&self.head_stats.dropped),
+            failed: count(&self.tail_stats.timed_out),
+            pending: count(&self.tail_stats.pending),
+            completed: count(&self.tail_stats.completed),
+            timed_out: count(&self.tail_stats.timed_out),
+            late_parts: count(&self.tail_stats.late),
+            uptime_ms: started.elapsed().as_millis() as u64,
+            process_restarts: slots.iter().map(|s| s.restarts).sum(),
+            peas,
+            connected,
+            expected: *expected,
+            component: self.current.read().expect("current").clone(),
+        }
     }
 
     pub(super) async fn reply(

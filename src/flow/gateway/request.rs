@@ -18,7 +18,7 @@ pub struct Request {
     /// never meet in a router or a tail.
     pub client_id: Option<String>,
     /// Jina's `target_executor`: only the Pods it matches run.
-    pub target: Option<crate::flow::run::TargetExecutor>,
+    pub target: Option<crate::flow::router::TargetExecutor>,
 }
 
 /// Reads a request body (docs/gateway.md, "Request"). `endpoint` is the path's
@@ -73,7 +73,7 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
     };
     let target = match request.get("target_executor") {
         None | Some(Value::Null) => None,
-        Some(Value::String(pattern)) => crate::flow::run::TargetExecutor::parse(pattern)?,
+        Some(Value::String(pattern)) => crate::flow::router::TargetExecutor::parse(pattern)?,
         Some(other) => return Err(format!("`target_executor` must be a string, not {other}")),
     };
     let docs = documents(request.remove("data").unwrap_or(Value::Null))?;

@@ -72,7 +72,7 @@ use pb::jina::{
     status_proto::{ExceptionProto, StatusCode},
 };
 
-use super::run::{Call, TargetExecutor, call_targeted};
+use super::router::{Call, TargetExecutor, call_targeted};
 use crate::wire::{Body, Envelope, ErrorKind, Message, Outcome, Status};
 
 /// The largest request message the server reads: gRPC's customary default
