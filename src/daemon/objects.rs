@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::pod::Polling;
+use crate::flow::spec::PodSpec;
+use crate::pod::{PodConfig, Polling};
 use crate::units::{parse_duration, parse_limit_duration};
 
 /// The `state` of a request: `true`/`false`, or the name of a named state.
@@ -271,74 +272,72 @@ impl CreateRequest {
             .collect()
     }
 
-    /// The `jina-wasm pea|pod` arguments; `files` resolves workspace file names.
-    pub fn args(
+    /// The settings of the Pea or Pod to start, resolved as a Flow's Pod is
+    /// ([`crate::flow::resolve::pod_settings`]: one parser for both): `files`
+    /// are the workspace's files the request names, `state_dir` its
+    /// workspace. Its input and output bind on `host` (so a Flow on another
+    /// host can connect); its control socket stays on loopback: only the
+    /// daemon, and so only through its API, controls it.
+    ///
+    /// # Errors
+    /// A field that is not valid, named (for a 400 answer).
+    pub fn pod_config(
         &self,
-        kind: Kind,
         plan: &Plan,
         host: &str,
         files: &Files,
         state_dir: Option<&Path>,
-        cache_dir: &Path,
-    ) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            kind.command().into(),
-            "--uses".into(),
-            files.uses.display().to_string(),
-            "--name".into(),
-            plan.name.clone(),
-        ];
-        let with = self
-            .with
-            .clone()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        args.extend(["--uses-with".into(), with.to_string()]);
-        // Inputs and outputs on the daemon's address, so a Flow on another host
-        // can connect; the control socket stays on loopback: only the daemon
-        // (and so only through its API) controls the Pea.
-        args.extend([
-            "--host-in".into(),
-            host.into(),
-            "--host-out".into(),
-            host.into(),
-        ]);
-        args.extend(["--memory-hwm".into(), format!("{}B", plan.memory_per_pea)]);
-        args.extend([
-            "--timeout-ready".into(),
-            format!("{}ms", plan.timeout_ready.as_millis()),
-        ]);
+    ) -> Result<PodConfig, String> {
+        let spec = PodSpec {
+            name: plan.name.clone(),
+            uses: files.uses.clone(),
+            with: self.with.clone().filter(Value::is_object),
+            shards: self.shards,
+            parallel: self.parallel,
+            uses_before: files.uses_before.clone(),
+            uses_after: files.uses_after.clone(),
+            workspace: state_dir.map(Path::to_path_buf),
+            read_only: self.read_only,
+            dump_interval: self.dump_interval.clone().map(Value::String),
+            memory_hwm: Some(Value::String(format!("{}B", plan.memory_per_pea))),
+            timeout_ready: Some(format!("{}ms", plan.timeout_ready.as_millis())),
+            timeout_request: self.timeout_request.clone(),
+            on_error_strategy: self.on_error_strategy.clone(),
+            env: self.env.clone(),
+            ..PodSpec::default()
+        };
+        let polling = match &self.polling {
+            Some(polling) => polling.parse().map_err(|e| format!("polling: {e}"))?,
+            None => Polling::ANY,
+        };
+        let mut config = crate::flow::resolve::pod_settings(
+            &spec,
+            Vec::new(),
+            polling,
+            &crate::flow::resolve::RunOptions::default(),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        config.pea.address_in = format!("tcp://{host}:0");
+        config.pea.address_out = format!("tcp://{host}:0");
+        Ok(config)
+    }
+
+    /// The `jina-wasm pea|pod` arguments of `config` (from [`Self::pod_config`]):
+    /// rendered by the same [`crate::pod::pea_args`] and
+    /// [`crate::pod::pod_args`] a Pod uses for its child Peas and `export`
+    /// for its units.
+    pub fn args(kind: Kind, config: &PodConfig, cache_dir: &Path) -> Vec<String> {
+        let mut args = vec![kind.command().to_string()];
+        if kind == Kind::Pod {
+            args.extend(crate::pod::pod_args(config));
+        } else {
+            args.extend(crate::pod::pea_args(&config.pea));
+            args.extend([
+                "--timeout-ready".into(),
+                format!("{}ms", config.timeout_ready.as_millis()),
+            ]);
+        }
         args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
-        let optional = [
-            ("--shards", self.shards.map(|n| n.to_string())),
-            ("--parallel", self.parallel.map(|n| n.to_string())),
-            ("--polling", self.polling.clone()),
-            ("--timeout-request", self.timeout_request.clone()),
-            ("--dump-interval", self.dump_interval.clone()),
-            ("--on-error-strategy", self.on_error_strategy.clone()),
-            (
-                "--uses-before",
-                files.uses_before.as_ref().map(|p| p.display().to_string()),
-            ),
-            (
-                "--uses-after",
-                files.uses_after.as_ref().map(|p| p.display().to_string()),
-            ),
-            ("--workspace", state_dir.map(|p| p.display().to_string())),
-        ];
-        // `--flag=value`: a value may be Jina's `-1`, which clap would
-        // otherwise take for a flag.
-        for (flag, value) in optional {
-            if let Some(value) = value {
-                args.push(format!("{flag}={value}"));
-            }
-        }
-        if self.read_only {
-            args.push("--read-only".into());
-        }
-        for (k, v) in &self.env {
-            args.extend(["--env".into(), format!("{k}={v}")]);
-        }
         args
     }
 }
@@ -480,8 +479,16 @@ mod tests {
             uses_before: None,
             uses_after: None,
         };
-        let args = r.args(Kind::Pod, &plan, "127.0.0.1", &files, None, Path::new("c"));
-        assert!(args.contains(&"--timeout-request=-1".into()), "{args:?}");
+        let config = r.pod_config(&plan, "127.0.0.1", &files, None).unwrap();
+        assert_eq!(
+            config.pea.executor.sandbox.call_timeout,
+            crate::units::MAX_DURATION
+        );
+        let args = CreateRequest::args(Kind::Pod, &config, Path::new("c"));
+        let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(after("--on-error-strategy"), "SKIP_HANDLE", "{args:?}");
+        assert_eq!(after("--polling"), "all", "{args:?}");
+        assert_eq!(after("--host-in"), "127.0.0.1", "{args:?}");
         // That the child's own parser takes these: tests/all/daemon.rs
         // (`the_argv_the_daemon_renders_parses_as_the_cli`), which may import
         // the CLI; the daemon does not.

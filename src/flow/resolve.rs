@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::spec::{Flow, PodSpec};
 use crate::executor::{ExecutorSpec, Sandbox};
 use crate::pea::{DumpPolicy, OnError, PeaConfig};
-use crate::pod::{Backend, Balance, PodConfig};
+use crate::pod::{Backend, Balance, PodConfig, Polling};
 use crate::transport::SocketSpec;
 
 /// How the Flow's Pods run.
@@ -128,7 +128,28 @@ pub(crate) fn component_file(path: &std::path::Path) -> Result<(), String> {
 /// # Errors
 /// A field whose value is not valid (a duration, a size, a strategy).
 pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result<PodConfig> {
-    let spec: &PodSpec = &flow.pods[i];
+    let env: Vec<(String, String)> = flow
+        .with
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    pod_settings(&flow.pods[i], env, flow.polling[i].clone(), options)
+}
+
+/// The typed settings of one Pod described as a Flow file does: a Flow's
+/// Pod, and a Pea or Pod a daemon starts for a tenant (its request, made a
+/// [`PodSpec`]): one parser of durations, sizes, strategies and limits.
+/// `env` comes before the Pod's own (a Flow's `with.env`); `polling` is read.
+///
+/// # Errors
+/// A field whose value is not valid, named.
+pub fn pod_settings(
+    spec: &PodSpec,
+    mut env: Vec<(String, String)>,
+    polling: Polling,
+    options: &RunOptions,
+) -> anyhow::Result<PodConfig> {
     let duration =
         |field: &str, value: &Option<String>, default: Duration| -> anyhow::Result<Duration> {
             value.as_deref().map_or(Ok(default), |v| {
@@ -167,12 +188,6 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         &spec.timeout_request,
         crate::executor::sandbox::DEFAULT_CALL_TIMEOUT,
     )?;
-    let mut env: Vec<(String, String)> = flow
-        .with
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let sandbox = Sandbox {
         workspace: spec.workspace.clone(),
@@ -232,7 +247,7 @@ pub fn pod_config(flow: &Flow, i: usize, options: &RunOptions) -> anyhow::Result
         pea,
         shards: spec.shards.unwrap_or(1),
         replicas: spec.parallel.unwrap_or(1),
-        polling: flow.polling[i].clone(),
+        polling,
         balance: Balance::Credit,
         uses_before: spec.uses_before.clone(),
         uses_after: spec.uses_after.clone(),

@@ -315,7 +315,7 @@ struct Pea {
     reviving: Option<oneshot::Receiver<()>>,
     /// The last write failed with `io` (its message), until one succeeds.
     write_error: Option<String>,
-    /// Prometheus metrics, when on (src/metrics.rs).
+    /// Prometheus metrics, when on (src/metrics/).
     metrics: Option<crate::metrics::PeaMetrics>,
     /// When the running control job or commit started (a dump's duration).
     job_started: Instant,

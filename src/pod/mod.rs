@@ -58,7 +58,7 @@ use members::{close_worker, serve, start_member, start_side_worker};
 pub use reduce::shard_of;
 pub use status::{MemberAnswer, MemberStatus, PodStatus};
 use supervise::{Member, Supervision, spawn_child, supervise};
-pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, pea_args};
+pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, pea_args, pod_args};
 pub use tail::{Expect, Reducer, TailInput};
 use task::PodTask;
 

@@ -254,6 +254,32 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
     args
 }
 
+/// The `jina-wasm pod` arguments that reproduce `config`: its Peas' as
+/// [`pea_args`] renders them, then the Pod's own (shards, replicas, polling,
+/// the head's and tail's executors, how long it may take to be ready).
+pub fn pod_args(config: &PodConfig) -> Vec<String> {
+    let mut args = pea_args(&config.pea);
+    args.extend([
+        "--shards".into(),
+        config.shards.to_string(),
+        "--parallel".into(),
+        config.replicas.to_string(),
+        "--polling".into(),
+        config.polling.to_string(),
+        "--timeout-ready".into(),
+        format!("{}ms", config.timeout_ready.as_millis()),
+    ]);
+    for (flag, file) in [
+        ("--uses-before", &config.uses_before),
+        ("--uses-after", &config.uses_after),
+    ] {
+        if let Some(file) = file {
+            args.extend([flag.to_string(), file.display().to_string()]);
+        }
+    }
+    args
+}
+
 pub(super) fn host_port(address: &str) -> (String, String) {
     let rest = address.trim_start_matches("tcp://");
     match rest.rsplit_once(':') {

@@ -997,8 +997,10 @@ fn the_argv_the_daemon_renders_parses_as_the_cli() {
         uses_after: Some("m.wasm".into()),
     };
     let plan = request.plan(Kind::Pod, 64 << 20).unwrap();
-    let args = request.args(Kind::Pod, &plan, "127.0.0.1", &files, None, Path::new("c"));
-    assert!(args.contains(&"--timeout-request=-1".into()), "{args:?}");
+    let config = request
+        .pod_config(&plan, "127.0.0.1", &files, None)
+        .unwrap();
+    let args = CreateRequest::args(Kind::Pod, &config, Path::new("c"));
     let argv = std::iter::once("jina-wasm".to_string()).chain(args.clone());
     if let Err(e) = <jina_wasm::cli::Cli as clap::Parser>::try_parse_from(argv) {
         panic!("{args:?}: {e}");

@@ -115,15 +115,13 @@ pub(super) async fn create(
                 ),
                 None => None,
             };
-            let args = request.args(
-                kind,
-                &plan,
-                &d.config.host,
-                &files,
-                state_dir.as_deref(),
-                &d.config.cache_dir,
-            );
-            (plan, args)
+            let config = request
+                .pod_config(&plan, &d.config.host, &files, state_dir.as_deref())
+                .map_err(ApiError::bad)?;
+            (
+                plan,
+                CreateRequest::args(kind, &config, &d.config.cache_dir),
+            )
         }
     };
     // A Flow's Pods keep their state under `state/<flow name>/` (flows.rs): a

@@ -137,7 +137,7 @@ impl FlowWith {
 pub const DEFAULT_MAX_PEAS: usize = 64;
 
 /// One Pod of a Flow.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodSpec {
     pub name: String,
