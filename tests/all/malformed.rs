@@ -196,3 +196,98 @@ async fn malformed_messages_are_answered_or_dropped_and_the_pea_keeps_serving() 
     ctrl.close(Duration::from_secs(1)).await;
     client.close().await;
 }
+
+/// A ZMTP 3.0 peer's greeting (NULL mechanism) and READY command, as a
+/// DEALER: what any socket accepts before the first frame.
+fn zmtp_handshake() -> Vec<u8> {
+    let mut bytes = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0];
+    let mut mechanism = b"NULL".to_vec();
+    mechanism.resize(20, 0);
+    bytes.extend(mechanism);
+    bytes.push(0); // as-server
+    bytes.extend([0u8; 31]);
+    let mut ready = b"\x05READY\x0bSocket-Type".to_vec();
+    ready.extend(6u32.to_be_bytes());
+    ready.extend(b"DEALER");
+    bytes.extend([0x04, ready.len() as u8]);
+    bytes.extend(ready);
+    bytes
+}
+
+/// Frame headers that lie about their size, on every socket a peer can reach
+/// (the data input and the control socket): 2^50 bytes (upstream reserved it
+/// before a byte arrived, and the process aborted), a frame past the 1 GiB
+/// message cap, and a message of too many frames. Each connection is dropped;
+/// the process keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_headers_that_lie_about_their_size_drop_the_connection_not_the_pea() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let pea = PeaProcess::start("passthrough", &["--name", "target"]);
+    let mut too_many_frames = Vec::new();
+    for _ in 0..300 {
+        too_many_frames.extend([0x01, 0x00]);
+    }
+    let lies: [(&str, Vec<u8>); 3] = [
+        (
+            "2^50 bytes",
+            [&[0x02][..], &(1u64 << 50).to_be_bytes()].concat(),
+        ),
+        (
+            "1 GiB + 1",
+            [&[0x02][..], &((1u64 << 30) + 1).to_be_bytes()].concat(),
+        ),
+        ("300 frames", too_many_frames),
+    ];
+    // The handshake is one the Pea takes: a STATUS after it is answered.
+    let ctrl = pea.addr("ctrl");
+    let mut stream = tokio::net::TcpStream::connect(ctrl.trim_start_matches("tcp://"))
+        .await
+        .unwrap();
+    stream.write_all(&zmtp_handshake()).await.unwrap();
+    let envelope = jina_wasm::wire::Envelope::control("STATUS").encode();
+    let mut status = vec![0x03];
+    status.extend((envelope.len() as u64).to_be_bytes());
+    status.extend(&envelope);
+    status.extend([0x00, 2, b'{', b'}']);
+    stream.write_all(&status).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"healthy\"") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a STATUS answer")
+            .unwrap();
+        assert!(n > 0, "the handshake was refused");
+        answer.extend(&buf[..n]);
+    }
+    for port in ["in", "ctrl"] {
+        let address = pea.addr(port);
+        let host_port = address.trim_start_matches("tcp://");
+        for (what, lie) in &lies {
+            let mut stream = tokio::net::TcpStream::connect(host_port).await.unwrap();
+            stream.write_all(&zmtp_handshake()).await.unwrap();
+            // The lie, then some bytes of the frame it announces.
+            stream.write_all(lie).await.unwrap();
+            let _ = stream.write_all(&[0u8; 4096]).await;
+            // The Pea drops the connection (after its own greeting and READY).
+            let mut buf = [0u8; 4096];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => break,
+                    Ok(Ok(_)) => {}
+                    Err(_) => panic!("{port}: {what}: the connection was not dropped"),
+                }
+            }
+            // Still alive and answering, on the socket it was sent to too.
+            let status = status_until(&pea.addr("ctrl"), what, |s| s["healthy"] == true).await;
+            assert_eq!(status["pea"], "target", "{port}: {what}");
+        }
+    }
+    let mut client = client(&pea).await;
+    let good = client
+        .call(request("/echo", &[text_doc("g", "good")]))
+        .await
+        .unwrap();
+    assert_eq!(documents(&good)[0].text.as_deref(), Some("good"));
+    client.close().await;
+}

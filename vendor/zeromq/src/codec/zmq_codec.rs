@@ -9,6 +9,23 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use std::convert::TryFrom;
 
+/// jina-wasm patch: the largest message (all its frames together) a peer may
+/// send, 1 GiB. Upstream took any length up to `isize::MAX` and reserved it
+/// before a byte of the frame had arrived, so a 9-byte frame header declaring
+/// 2^50 bytes aborted the process (allocation failure). A frame or message
+/// past this is a decode error: the socket drops that peer and serves on.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+
+/// jina-wasm patch: the most frames one message may have (jina-wasm sends at
+/// most four). Each frame costs a `Bytes` handle however small it is, so a
+/// message of millions of empty frames would cost far more memory than the
+/// bytes that carry it.
+pub const MAX_MESSAGE_FRAMES: usize = 256;
+
+/// jina-wasm patch: the largest command frame (READY, SUBSCRIBE...) a peer may
+/// send, 1 MiB.
+pub const MAX_COMMAND_SIZE: usize = 1 << 20;
+
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     command: bool,
@@ -32,6 +49,8 @@ pub struct ZmqCodec {
     // This allows to encapsulate its processing inside codec and not expose
     // internal details to higher levels
     buffered_message: Option<ZmqMessage>,
+    /// Bytes of the frames in `buffered_message` (jina-wasm patch).
+    buffered_bytes: usize,
     max_read_chunk_size: usize,
 }
 
@@ -45,6 +64,7 @@ impl ZmqCodec {
             state: DecoderState::Greeting,
             waiting_for: 64, // len of the greeting frame
             buffered_message: None,
+            buffered_bytes: 0,
             max_read_chunk_size: options.read_buffer_max_size,
         }
     }
@@ -82,7 +102,11 @@ impl Decoder for ZmqCodec {
                 } else {
                     self.waiting_for
                 };
-                src.reserve(reserve_to - src.len());
+                // jina-wasm patch: never more than one read chunk past what has
+                // arrived, so a declared length costs memory only as its bytes
+                // come (BytesMut grows by doubling, so this stays amortized).
+                let reserve_to = reserve_to.min(src.len() + 2 * self.max_read_chunk_size);
+                src.reserve(reserve_to.saturating_sub(src.len()));
                 return Ok(None);
             }
             match self.state {
@@ -123,6 +147,25 @@ impl Decoder for ZmqCodec {
                     } else {
                         usize::from(src.get_u8())
                     };
+                    // jina-wasm patch: the message's size and frame count are
+                    // bounded before anything is reserved for it.
+                    if !frame.command {
+                        let frames = self.buffered_message.as_ref().map_or(0, ZmqMessage::len);
+                        if frames >= MAX_MESSAGE_FRAMES {
+                            return Err(CodecError::Decode(
+                                "message has more frames than a peer may send (256)",
+                            ));
+                        }
+                        if frame_len > MAX_MESSAGE_SIZE - self.buffered_bytes {
+                            return Err(CodecError::Decode(
+                                "message is larger than a peer may send (1 GiB)",
+                            ));
+                        }
+                    } else if frame_len > MAX_COMMAND_SIZE {
+                        return Err(CodecError::Decode(
+                            "command is larger than a peer may send (1 MiB)",
+                        ));
+                    }
                     self.state = DecoderState::Frame(frame);
                     self.waiting_for = frame_len;
                 }
@@ -135,6 +178,7 @@ impl Decoder for ZmqCodec {
                     }
 
                     // process incoming message frame
+                    self.buffered_bytes += data.len();
                     match &mut self.buffered_message {
                         Some(v) => v.push_back(data.freeze()),
                         None => self.buffered_message = Some(ZmqMessage::from(data.freeze())),
@@ -142,6 +186,7 @@ impl Decoder for ZmqCodec {
 
                     if !frame.more {
                         // Quoth the Raven “Nevermore.”
+                        self.buffered_bytes = 0;
                         return Ok(Some(Message::Message(
                             self.buffered_message
                                 .take()
