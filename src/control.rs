@@ -93,7 +93,12 @@ pub struct Refusal {
 impl Refusal {
     /// The reply's frames: an error status from `server` (a Pea's, Pod's or
     /// the gateway's name) with the kind and reason, and an empty body.
-    pub fn answer(self, server: &str) -> Vec<Bytes> {
+    pub fn answer(mut self, server: &str) -> Vec<Bytes> {
+        // The reply echoes the request's endpoint: not a client's megabyte.
+        if self.reply_to.endpoint.len() > SHOWN {
+            let end = self.reply_to.endpoint.floor_char_boundary(SHOWN);
+            self.reply_to.endpoint.truncate(end);
+        }
         let status = Status::Error {
             executor: server.to_string(),
             kind: self.kind,
@@ -101,6 +106,21 @@ impl Refusal {
         };
         reply(self.prefix, &self.reply_to, status, &serde_json::json!({}))
     }
+}
+
+/// How much of a name a client sent a refusal quotes.
+const SHOWN: usize = 64;
+
+/// A client's name for a message: escaped, and its first [`SHOWN`]
+/// characters only, with its length when it is longer.
+fn shown(name: &str) -> String {
+    let mut quoted: String = name.chars().take(SHOWN).collect::<String>();
+    let cut = quoted.len() < name.len();
+    quoted = quoted.escape_debug().to_string();
+    if cut {
+        quoted.push_str(&format!("… ({} bytes)", name.len()));
+    }
+    quoted
 }
 
 /// Reads one message of a control socket whose server takes `takes`: a data
@@ -159,7 +179,7 @@ pub fn read(mut frames: Vec<Bytes>, takes: &[Command]) -> Incoming {
                 ),
                 (_, None) => format!(
                     "unknown command `{}`: this socket takes {}",
-                    other.escape_debug(),
+                    shown(other),
                     names.join(", ")
                 ),
             };
@@ -269,11 +289,16 @@ mod tests {
             ),
             ("IDLE", "IDLE is sent on a data link"),
             ("status", "unknown command `status`"),
+            (&"\u{1}".repeat(100_000), "unknown command `\\u{1}\\u{1}"),
         ] {
             match read(from("a", frames(name, serde_json::json!({}))), &takes) {
-                Incoming::Refused(Refusal { kind, message, .. }) => {
-                    assert_eq!(kind, ErrorKind::Unsupported);
-                    assert!(message.starts_with(says), "{message}");
+                Incoming::Refused(refusal) => {
+                    assert_eq!(refusal.kind, ErrorKind::Unsupported);
+                    assert!(refusal.message.starts_with(says), "{}", refusal.message);
+                    // A hostile name is quoted short, and not echoed whole.
+                    assert!(refusal.message.len() < 600, "{}", refusal.message.len());
+                    let answer = refusal.answer("pea");
+                    assert!(answer.iter().map(Bytes::len).sum::<usize>() < 2000);
                 }
                 _ => panic!("{name} was taken"),
             }

@@ -12,6 +12,10 @@ pub(super) struct ControlJob {
     command: Command,
 }
 
+/// The most DUMP and RELOAD commands a Pea keeps waiting; past it one is
+/// answered `unavailable` at once (a hostile client queued a million).
+pub(super) const MAX_CONTROL_JOBS: usize = 64;
+
 impl ControlJob {
     /// A job of the Pea's own (the dump and reload timers).
     pub(super) fn own(command: Command) -> ControlJob {
@@ -47,6 +51,19 @@ impl Pea {
                 self.terminate();
                 self.reply(prefix, &request, Ok(json!({"state": "terminating"})))
                     .await;
+            }
+            // Queued behind the request in flight; a client that floods them
+            // is told to wait rather than grow the queue without end.
+            Command::Dump | Command::Reload if self.control_jobs.len() >= MAX_CONTROL_JOBS => {
+                let message = format!(
+                    "{} DUMP and RELOAD commands are already waiting: send this one when they are done",
+                    self.control_jobs.len()
+                );
+                let failure = Failure {
+                    kind: ErrorKind::Unavailable,
+                    message,
+                };
+                self.reply(prefix, &request, Err(failure)).await;
             }
             Command::Dump | Command::Reload => self.control_jobs.push_back(ControlJob {
                 prefix,

@@ -509,6 +509,9 @@ async fn assemble(
         head_stats,
         tail_stats,
         grace: pod.timeout_ctrl,
+        // A Pea's DUMP waits behind its request in flight, then runs as a
+        // call: two call timeouts and the margin, at most.
+        ask_timeout: config.timeout_parts * 2,
         connected: (registered_rx, members, expected),
         layout,
         open,

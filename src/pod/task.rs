@@ -17,6 +17,8 @@ pub(super) struct PodTask {
     pub(super) head_stats: Arc<HeadStats>,
     pub(super) tail_stats: Arc<TailStats>,
     pub(super) grace: Duration,
+    /// How long DUMP, RELOAD and ACCEPT-LOSS wait for each Pea's answer.
+    pub(super) ask_timeout: Duration,
     /// Which members have connected to the Head, their names, and how many
     /// make the Pod healthy (every one; for open replicas, one; for open
     /// shards × replicas, one of each shard).
@@ -97,29 +99,22 @@ impl PodTask {
                 true
             }
             Command::Dump | Command::Reload | Command::AcceptLoss => {
+                // Off the control loop: STATUS and TERMINATE are answered
+                // while the Peas dump, and one Pea that never answers (stopped,
+                // or its control socket flooded) fails only this command.
                 let infos = self.infos();
-                let asks = infos.iter().map(|m| control::ask(&m.ctrl, command));
-                let results = futures::future::join_all(asks).await;
-                let errors: Vec<String> = results
-                    .iter()
-                    .zip(&infos)
-                    .filter_map(|(r, m)| r.as_ref().err().map(|e| format!("{}: {e:#}", m.pea)))
-                    .collect();
-                let status = if errors.is_empty() {
-                    Status::Success
-                } else {
-                    Status::Error {
-                        executor: self.name.clone(),
-                        kind: ErrorKind::Host,
-                        message: errors.join("; "),
-                    }
-                };
-                let answers: Vec<Value> = results
-                    .into_iter()
-                    .map(|r| r.unwrap_or(Value::Null))
-                    .collect();
-                self.reply(prefix, &request, status, json!({"peas": answers}))
-                    .await;
+                let (name, wait) = (self.name.clone(), self.ask_timeout);
+                let (ctrl, prefix) = (self.ctrl.sender(), prefix.to_vec());
+                tokio::spawn(async move {
+                    let body = fan_out(&name, &infos, command, wait).await;
+                    let (status, body) = match body {
+                        Ok(body) => (Status::Success, body),
+                        Err((status, body)) => (status, body),
+                    };
+                    let _ = ctrl
+                        .send(control::reply(prefix, &request, status, &body))
+                        .await;
+                });
                 false
             }
         }
@@ -237,5 +232,42 @@ impl PodTask {
             .ctrl
             .send(control::reply(prefix.to_vec(), request, status, &body))
             .await;
+    }
+}
+
+/// Sends `command` to every Pea, each answer awaited at most `wait`: the
+/// answers in order (`null` for a Pea that failed), or an error status naming
+/// each Pea that failed or did not answer, with the same body.
+async fn fan_out(
+    pod: &str,
+    peas: &[MemberInfo],
+    command: Command,
+    wait: Duration,
+) -> Result<Value, (Status, Value)> {
+    let asks = peas.iter().map(|m| async move {
+        match tokio::time::timeout(wait, control::ask(&m.ctrl, command)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(format!("{}: {e:#}", m.pea)),
+            Err(_) => Err(format!("{}: no answer to {command} within {wait:?}", m.pea)),
+        }
+    });
+    let results = futures::future::join_all(asks).await;
+    let errors: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(String::as_str))
+        .collect();
+    let status = (!errors.is_empty()).then(|| Status::Error {
+        executor: pod.to_string(),
+        kind: ErrorKind::Host,
+        message: errors.join("; "),
+    });
+    let answers: Vec<Value> = results
+        .into_iter()
+        .map(|r| r.unwrap_or(Value::Null))
+        .collect();
+    let body = json!({"peas": answers});
+    match status {
+        None => Ok(body),
+        Some(status) => Err((status, body)),
     }
 }

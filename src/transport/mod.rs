@@ -562,9 +562,11 @@ impl SocketTask {
             match self.transport.send(frames).await {
                 Ok(()) => return,
                 // A ROUTER's peer that left before its answer (a control client
-                // that timed out) is routine; anything else is worth a warning.
+                // that timed out), or whose queue is full because it does not
+                // read (dropped, as libzmq's ROUTER does), is routine; anything
+                // else is worth a warning.
                 Err(SendFailure::Lost(reason)) if self.spec.kind == SocketType::Router => {
-                    tracing::debug!(socket = %self.owner, "a message for a peer that left was dropped: {reason}");
+                    tracing::debug!(socket = %self.owner, "a message for a peer that left or does not read was dropped: {reason}");
                     return;
                 }
                 Err(SendFailure::Lost(reason)) => {

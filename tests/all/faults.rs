@@ -1137,3 +1137,112 @@ mod http {
         task.await.unwrap().unwrap();
     }
 }
+
+/// A control client that sends and never reads its replies (hostile pass 3,
+/// H3-4): its replies are dropped once its queue is full, as libzmq's ROUTER
+/// drops them, and every other client's STATUS is still answered. Before, the
+/// control loop waited on that one client and answered nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_client_that_never_reads_does_not_deafen_the_pea() {
+    use jina_wasm::transport::{Link, SocketSpec};
+    let pea = PeaProcess::start("passthrough", &["--name", "target"]);
+    let ctrl = pea.addr("ctrl");
+    let deaf = Link::open(
+        SocketSpec::DEALER_CONNECT,
+        &ctrl,
+        "a client that never reads",
+    )
+    .await
+    .unwrap();
+    // STATUS after STATUS, replies of ~1 KiB never read, until the test ends:
+    // within a second more than the socket buffers, the Pea's queue for the
+    // peer and the Link's together hold.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                let frames = jina_wasm::control::frames("STATUS", json!({}));
+                tokio::select! {
+                    _ = deaf.send(frames) => sent += 1,
+                    () = stop.cancelled() => {}
+                }
+            }
+            deaf.close(Duration::from_millis(100)).await;
+            sent
+        }
+    });
+    // Everyone else is answered, all along, within a STATUS's usual time.
+    let started = Instant::now();
+    let mut probes = 0;
+    while started.elapsed() < Duration::from_secs(4) || probes < 10 {
+        let answer = tokio::time::timeout(Duration::from_secs(5), control(&ctrl, "STATUS")).await;
+        let Ok(status) = answer else {
+            panic!(
+                "STATUS not answered after {probes} probes, {:?}",
+                started.elapsed()
+            );
+        };
+        assert_eq!(status.unwrap()["pea"], "target");
+        probes += 1;
+    }
+    stop.cancel();
+    let sent = flood.await.unwrap();
+    eprintln!("{probes} STATUS answered while the deaf client sent {sent}");
+    assert!(
+        sent > 20_000,
+        "the flood was too small to fill the queues: {sent}"
+    );
+}
+
+/// A Pod's DUMP waits for every Pea, but only so long, and off the control
+/// loop (hostile pass 3, H3-5): with one Pea stopped (SIGSTOP), STATUS and
+/// the DUMP's own answer still come, the answer naming the Pea that did not
+/// answer. Before, the Pod answered nothing, TERMINATE included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pea_fails_the_pods_dump_and_not_its_control_socket() {
+    let pod = pod(
+        "passthrough",
+        &[
+            "--name",
+            "p",
+            "--shards",
+            "2",
+            "--runtime-backend",
+            "PROCESS",
+            "--timeout-request",
+            "1s",
+        ],
+    );
+    let ctrl = pod.addr("ctrl");
+    let status = status_until(&ctrl, "the Pod healthy", |s| s["healthy"] == json!(true)).await;
+    let stopped = status["peas"][1]["pid"].as_u64().unwrap() as u32;
+    let stopped_name = status["peas"][1]["pea"].as_str().unwrap().to_string();
+    assert!(util::signal(stopped, rustix::process::Signal::STOP));
+    let dump = tokio::spawn({
+        let ctrl = ctrl.clone();
+        async move { control(&ctrl, "DUMP").await }
+    });
+    // STATUS is answered while the DUMP waits, naming the silent Pea.
+    let status = tokio::time::timeout(Duration::from_secs(10), control(&ctrl, "STATUS"))
+        .await
+        .expect("STATUS answered while a DUMP waits for a stopped Pea")
+        .unwrap();
+    assert_eq!(status["healthy"], json!(false), "{status}");
+    // The DUMP ends (two call timeouts and the 5 s margin: 12 s) with an error naming it.
+    let answer = tokio::time::timeout(Duration::from_secs(30), dump)
+        .await
+        .expect("the DUMP answered")
+        .unwrap();
+    let error = format!("{:#}", answer.unwrap_err());
+    assert!(
+        error.contains(&stopped_name) && error.contains("no answer to DUMP"),
+        "{error}"
+    );
+    assert!(util::signal(stopped, rustix::process::Signal::CONT));
+    status_until(&ctrl, "the Pod healthy again", |s| {
+        s["healthy"] == json!(true)
+    })
+    .await;
+}

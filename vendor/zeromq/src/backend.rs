@@ -25,6 +25,10 @@ pub(crate) type DisconnectNotifier = mpsc::Sender<PeerIdentity>;
 // (the code below already awaits a full queue), which is backpressure.
 const PEER_SEND_QUEUE_CAPACITY: usize = 64;
 
+/// jina-wasm patch: what a ROUTER's send returns when the peer's queue is
+/// full and the message was dropped.
+pub(crate) const PEER_QUEUE_FULL: &str = "the peer's queue is full (it does not read): the message was dropped";
+
 pub(crate) struct Peer {
     pub(crate) send_queue: mpsc::Sender<Message>,
 }
@@ -136,10 +140,14 @@ impl GenericSocketBackend {
                     }
                 },
             };
-            let send_result = match self.peers.get_async(&next_peer_id).await {
-                Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
-                None => continue,
+            // jina-wasm patch: the peer's queue is taken out of the map before
+            // the send waits on it. Upstream held the map's bucket lock across
+            // that wait, and `peer_disconnected` (synchronous, on a runtime
+            // worker) blocked on it: a worker thread stuck until the peer read.
+            let Some(mut send_queue) = self.peer_queue(&next_peer_id) else {
+                continue;
             };
+            let send_result = send_to_peer_queue(&mut send_queue, message).await;
             return match send_result {
                 Ok(()) => {
                     self.round_robin.push(next_peer_id);
@@ -158,17 +166,25 @@ impl GenericSocketBackend {
         peer_id: &PeerIdentity,
         message: Message,
     ) -> ZmqResult<()> {
-        let message = match self
-            .finish_cached_send(self.try_send_cached_single_peer(message, Some(peer_id)))
-            .await?
-        {
-            SendResolution::Sent => return Ok(()),
-            SendResolution::Miss(message) => message,
+        // jina-wasm patch: a ROUTER drops a message for a peer whose queue is
+        // full (libzmq's ROUTER at its high-water mark) instead of waiting
+        // for it: one peer that does not read must not stop the socket, and
+        // so every other peer's answers, behind it.
+        let message = match self.try_send_cached_single_peer(message, Some(peer_id)) {
+            CachedSend::Full { .. } => return Err(ZmqError::Other(PEER_QUEUE_FULL)),
+            cached => match self.finish_cached_send(cached).await? {
+                SendResolution::Sent => return Ok(()),
+                SendResolution::Miss(message) => message,
+            },
         };
 
-        let send_result = match self.peers.get_async(peer_id).await {
-            Some(mut peer) => send_to_peer_queue(&mut peer.send_queue, message).await,
-            None => return Err(ZmqError::Other("Destination client not found by identity")),
+        let Some(mut send_queue) = self.peer_queue(peer_id) else {
+            return Err(ZmqError::Other("Destination client not found by identity"));
+        };
+        let send_result = match send_queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_full() => return Err(ZmqError::Other(PEER_QUEUE_FULL)),
+            Err(error) => Err(error.into_send_error()),
         };
         match send_result {
             Ok(()) => Ok(()),
@@ -177,6 +193,16 @@ impl GenericSocketBackend {
                 Err(e.into())
             }
         }
+    }
+
+    /// jina-wasm patch: a peer's send queue, with the map's lock held only
+    /// while it is cloned (never across an await: see `send_round_robin`).
+    /// Synchronous, so no task is ever granted the lock and then left
+    /// unpolled behind a worker that waits for it in `peer_disconnected`.
+    fn peer_queue(&self, peer_id: &PeerIdentity) -> Option<mpsc::Sender<Message>> {
+        self.peers
+            .get_sync(peer_id)
+            .map(|peer| peer.send_queue.clone())
     }
 
     fn try_send_cached_single_peer(
@@ -292,14 +318,14 @@ impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
         let (recv_queue, send_queue) = io.into_parts();
         let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
-        self.peers
-            .upsert_async(
-                peer_id.clone(),
-                Peer {
-                    send_queue: queue_sender,
-                },
-            )
-            .await;
+        // jina-wasm patch: synchronous, as every other access of the map
+        // (see `peer_queue`).
+        self.peers.upsert_sync(
+            peer_id.clone(),
+            Peer {
+                send_queue: queue_sender,
+            },
+        );
         self.refresh_single_peer_cache();
         let writer_backend = self.clone();
         let writer_peer_id = peer_id.clone();
