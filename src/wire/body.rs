@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::document::{Document, MAX_DEPTH, NamedScore, too_deep};
-pub use column::{BytesColumn, Column, StrColumn};
+pub use column::{BytesColumn, Column, Packed, StrColumn};
 pub use ranges::Indexed;
 
 /// How a document hangs off its parent.
