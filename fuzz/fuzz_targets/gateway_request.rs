@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = parse_request(data, None) else { return };
-    let body = Body::from_documents(&request.docs);
+    let body = request.body;
     body.validate().expect("a request the gateway read is a valid body");
     let mut bytes = Vec::new();
     body.encode(&mut bytes);

@@ -14,7 +14,9 @@
 //! Flow at once; more wait for a slot (backpressure, not a queue that grows).
 
 mod answer;
+mod read;
 mod request;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::router::{Call, call_targeted};
 use crate::document::Document;
+use crate::wire::body::Indexed;
 use crate::wire::{Body, Envelope, ErrorKind, Message, Status};
 pub use answer::MAX_REASON;
 use answer::{Answer, ERROR, Header, RouteJson, RouteStatus, StatusJson, error, failed, rfc3339};
@@ -381,12 +384,13 @@ async fn respond(
     };
     let Request {
         endpoint,
+        body,
         docs,
         parameters,
         client_id,
         target,
     } = request;
-    *docs_in = docs.len();
+    *docs_in = docs;
     let Ok(_slot) = shared.slots.acquire().await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -401,8 +405,8 @@ async fn respond(
     // The envelope keeps the id it was minted with: the Flow's own.
     let mut envelope = Envelope::request(endpoint.clone(), parameter_text);
     envelope.trace = trace;
-    let message = Message::data(envelope, &Body::from_documents(&docs));
-    drop(docs);
+    let message = Message::data(envelope, &body);
+    drop(body);
     let id = client_id.unwrap_or_else(|| message.envelope.request_id.clone());
     let reply = match call_targeted(&shared.calls, message, target).await {
         Ok(reply) => reply,
@@ -417,22 +421,29 @@ async fn respond(
             );
         }
     };
+    let malformed = |e: &str| {
+        error(
+            StatusCode::BAD_GATEWAY,
+            &endpoint,
+            Some(&id),
+            "gateway",
+            ErrorKind::Malformed,
+            e,
+        )
+    };
+    // Tags are checked before the status, as for an answer written: a
+    // reply whose documents could not be written is the gateway's error.
     let docs = match reply
         .decode_body()
         .map_err(|e| e.to_string())
-        .and_then(Body::into_documents)
-    {
+        .and_then(|body| {
+            if reply.envelope.is_error() {
+                body.check_tags()?;
+            }
+            Indexed::trusting_tags(body)
+        }) {
         Ok(docs) => docs,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                &endpoint,
-                Some(&id),
-                "gateway",
-                ErrorKind::Malformed,
-                &e,
-            );
-        }
+        Err(e) => return malformed(&e),
     };
     let routes = reply
         .envelope
@@ -477,9 +488,18 @@ async fn respond(
         },
         parameters: Some(&parameters),
         routes: Some(routes),
-        data: &docs,
+        data: write::Docs(&docs),
     };
-    let response = (StatusCode::OK, Json(answer)).into_response();
+    let bytes = match serde_json::to_vec(&answer) {
+        Ok(bytes) => bytes,
+        Err(e) => return malformed(&e.to_string()),
+    };
+    let response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response();
     answered(response, &endpoint, Some(&id), "success")
 }
 

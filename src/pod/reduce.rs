@@ -1,10 +1,14 @@
 //! What a Head and a Tail do to documents: split a request across shards by
-//! document id, and merge the parts that come back.
+//! document id, and merge the parts that come back. Both copy ranges of
+//! columns (a document's subtree is one range of a body in pre-order), and
+//! give what splitting and merging document trees gave (`tests` keeps the
+//! tree versions and compares the two on random bodies).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
-use crate::document::Document;
-use crate::wire::{Body, Envelope, Message, Status};
+use crate::wire::body::Indexed;
+use crate::wire::{Body, Envelope, Message, Relation, Score, Status};
 
 /// The envelope of several parts of one request merged: the route they share
 /// once, then each part's own entries in order; the first failure of any part
@@ -54,28 +58,36 @@ pub fn shard_of(id: &str, shards: usize) -> usize {
 }
 
 /// Splits the top-level documents (each with its chunks and matches) by shard.
-/// Entry `i` is shard `i`'s part, `None` when no document belongs to it.
+/// Entry `i` is shard `i`'s part, `None` when no document belongs to it. Each
+/// document's subtree is a range of the body's columns, copied whole.
 ///
 /// # Errors
 /// Tags that are not JSON objects.
 pub fn partition(body: Body, shards: usize) -> Result<Vec<Option<Body>>, String> {
-    let mut groups: Vec<Vec<Document>> = vec![Vec::new(); shards];
-    for doc in body.into_documents()? {
-        groups[shard_of(&doc.id, shards)].push(doc);
+    let body = Indexed::new(body)?;
+    let mut parts: Vec<Option<Body>> = vec![None; shards];
+    for root in body.roots() {
+        let id = body.body.ids.get(root).unwrap_or_default();
+        parts[shard_of(id, shards)]
+            .get_or_insert_default()
+            .extend_from(&body, body.subtree(root), None);
     }
-    Ok(groups
-        .into_iter()
-        .map(|docs| (!docs.is_empty()).then(|| Body::from_documents(&docs)))
-        .collect())
+    Ok(parts)
 }
 
 /// Merges the parts of one request, in the order given (shard order):
 /// top-level documents are concatenated, except that a document that comes
 /// back from several parts (a query broadcast to every shard) appears once,
-/// with what later copies add that the first lacks ([`fill`]), and the
-/// `matches` of all parts merged: sorted by their first score, best
+/// with what later copies add that the first lacks (each field from the first
+/// copy that has it: text, blob, uri, mime type, embedding, chunks; tags and
+/// scores by key), and the `matches` of all parts merged: sorted by their first score (by name), best
 /// (highest) first, equal scores in id order, and cut to `top_k` (else to the
-/// most matches any one part returned for it).
+/// most matches any one part returned for it). Once one document repeats,
+/// every document's matches are sorted and cut so.
+///
+/// Works on column ranges (src/wire/body/ranges.rs); the result is what
+/// merging document trees gives, tags' text aside (kept as it came, where
+/// a tree would write it again).
 ///
 /// # Errors
 /// Tags that are not JSON objects.
@@ -83,79 +95,146 @@ pub fn merge(parts: Vec<Body>, top_k: Option<usize>) -> Result<Body, String> {
     if parts.len() == 1 {
         return Ok(parts.into_iter().next().expect("one part"));
     }
-    let mut merged: Vec<Document> = Vec::new();
-    let mut position: HashMap<String, usize> = HashMap::new();
-    // Per merged document, the most matches one part brought.
-    let mut widest: Vec<usize> = Vec::new();
-    let mut repeated = false;
-    for part in parts {
-        for doc in part.into_documents()? {
-            match position.get(&doc.id) {
-                Some(&at) => {
-                    repeated = true;
-                    widest[at] = widest[at].max(doc.matches.len());
-                    fill(&mut merged[at], doc);
-                }
-                None => {
-                    position.insert(doc.id.clone(), merged.len());
-                    widest.push(doc.matches.len());
-                    merged.push(doc);
+    let parts = parts
+        .into_iter()
+        .map(Indexed::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each merged document's first copy (part, index), and the later copies
+    // (merged document, part, index).
+    let mut first: Vec<(usize, usize)> = Vec::new();
+    let mut later: Vec<(usize, usize, usize)> = Vec::new();
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    for (k, part) in parts.iter().enumerate() {
+        for root in part.roots() {
+            let id = part.body.ids.get(root).unwrap_or_default();
+            match position.entry(id) {
+                Entry::Occupied(at) => later.push((*at.get(), k, root)),
+                Entry::Vacant(slot) => {
+                    slot.insert(first.len());
+                    first.push((k, root));
                 }
             }
         }
     }
-    if repeated {
-        for (doc, widest) in merged.iter_mut().zip(widest) {
-            doc.matches.sort_by(|a, b| {
-                // No score, or NaN (not a score), ranks last.
-                let score = |d: &Document| {
-                    d.scores
-                        .values()
-                        .next()
-                        .map(|s| s.value)
-                        .filter(|v| !v.is_nan())
-                        .unwrap_or(f64::NEG_INFINITY)
-                };
-                score(b).total_cmp(&score(a)).then_with(|| a.id.cmp(&b.id))
-            });
-            doc.matches.truncate(top_k.unwrap_or(widest));
-        }
+    if later.is_empty() {
+        return Ok(concat_indexed(&parts));
     }
-    Ok(Body::from_documents(&merged))
+    later.sort_by_key(|&(at, _, _)| at);
+    let mut merged = Body::default();
+    let mut copies = Vec::new();
+    let mut rest = later.as_slice();
+    for (at, &copy) in first.iter().enumerate() {
+        let n = rest.iter().take_while(|&&(r, _, _)| r == at).count();
+        copies.clear();
+        copies.push(copy);
+        copies.extend(rest[..n].iter().map(|&(_, k, i)| (k, i)));
+        rest = &rest[n..];
+        merge_one(&mut merged, &parts, &copies, top_k)?;
+    }
+    Ok(merged)
 }
 
-/// Adds `other` (another part's copy of the same document) to `base`: its
-/// matches, and whatever `base` lacks (text, blob, uri, mime type, embedding,
-/// chunks, tags and scores by key). So a join of two branches, one that added
-/// embeddings and one that added tags, has both.
-fn fill(base: &mut Document, other: Document) {
-    let Document {
-        text,
-        blob,
-        uri,
-        mime_type,
-        embedding,
-        tags,
-        scores,
-        chunks,
-        matches,
-        ..
-    } = other;
-    base.matches.extend(matches);
-    base.text = base.text.take().or(text);
-    base.blob = base.blob.take().or(blob);
-    base.uri = base.uri.take().or(uri);
-    base.mime_type = base.mime_type.take().or(mime_type);
-    base.embedding = base.embedding.take().or(embedding);
-    if base.chunks.is_empty() {
-        base.chunks = chunks;
+/// Appends one merged top-level document made of `copies` (part, index), the
+/// first the base: each field from the first copy that has it, tags and
+/// scores by key (the first copy's value of a key wins), the chunks of the
+/// first copy that has some, and the matches of all, sorted and cut.
+fn merge_one(
+    merged: &mut Body,
+    parts: &[Indexed],
+    copies: &[(usize, usize)],
+    top_k: Option<usize>,
+) -> Result<(), String> {
+    let at = merged.len() as u32;
+    let (k, i) = copies[0];
+    merged.ids.extend_range(&parts[k].body.ids, i..i + 1);
+    merged.parents.push(None);
+    merged.relations.push(Relation::Root);
+    macro_rules! first_present {
+        ($column:ident) => {
+            match copies
+                .iter()
+                .find(|&&(k, i)| parts[k].body.$column.present[i])
+            {
+                Some(&(k, i)) => merged
+                    .$column
+                    .extend_range(&parts[k].body.$column, i..i + 1),
+                None => merged.$column.push(None),
+            }
+        };
     }
-    for (k, v) in tags {
-        base.tags.entry(k).or_insert(v);
+    first_present!(texts);
+    first_present!(blobs);
+    first_present!(uris);
+    first_present!(mime_types);
+    let tagged: Vec<(usize, usize)> = copies
+        .iter()
+        .copied()
+        .filter(|&(k, i)| parts[k].body.tags.present[i])
+        .collect();
+    match tagged.as_slice() {
+        [] => merged.tags.push(None),
+        &[(k, i)] => merged.tags.extend_range(&parts[k].body.tags, i..i + 1),
+        several => {
+            let mut tags = serde_json::Map::new();
+            for &(k, i) in several {
+                for (key, value) in parts[k].body.tags_of(i)? {
+                    tags.entry(key).or_insert(value);
+                }
+            }
+            let text = (!tags.is_empty()).then(|| serde_json::Value::Object(tags).to_string());
+            merged.tags.push(text.as_deref());
+        }
     }
-    for (k, v) in scores {
-        base.scores.entry(k).or_insert(v);
+    let embedding = copies
+        .iter()
+        .map(|&(k, i)| parts[k].embedding_of(i))
+        .find(|e| !e.is_empty())
+        .unwrap_or_default();
+    merged.embedding_dims.push(embedding.len() as u32);
+    merged.embeddings.extend_from_slice(embedding);
+    let mut scores: Vec<&Score> = Vec::new();
+    for &(k, i) in copies {
+        for score in parts[k].scores_of(i) {
+            if !scores.iter().any(|s| s.name == score.name) {
+                scores.push(score);
+            }
+        }
     }
+    scores.sort_by(|a, b| a.name.cmp(&b.name));
+    merged.scores.extend(scores.into_iter().map(|s| Score {
+        doc: at,
+        ..s.clone()
+    }));
+    let chunks = copies
+        .iter()
+        .map(|&(k, i)| (k, parts[k].children(i).0))
+        .find(|(_, chunks)| !chunks.is_empty());
+    if let Some((k, chunks)) = chunks {
+        merged.extend_from(&parts[k], chunks, Some(at));
+    }
+    let mut matches: Vec<(usize, usize)> = Vec::new();
+    let mut widest = 0;
+    for &(k, i) in copies {
+        let before = matches.len();
+        matches.extend(parts[k].children(i).1.map(|m| (k, m)));
+        widest = widest.max(matches.len() - before);
+    }
+    // No score, or NaN (not a score), ranks last.
+    let score = |&(k, m): &(usize, usize)| {
+        parts[k]
+            .scores_of(m)
+            .first()
+            .map(|s| s.value)
+            .filter(|v| !v.is_nan())
+            .unwrap_or(f64::NEG_INFINITY)
+    };
+    let id = |&(k, m): &(usize, usize)| parts[k].body.ids.get(m).unwrap_or_default();
+    matches.sort_by(|a, b| score(b).total_cmp(&score(a)).then_with(|| id(a).cmp(id(b))));
+    matches.truncate(top_k.unwrap_or(widest));
+    for (k, m) in matches {
+        merged.extend_from(&parts[k], parts[k].subtree(m), Some(at));
+    }
+    Ok(())
 }
 
 /// Every part's top-level documents, one after another (for a `--uses-after`
@@ -164,108 +243,20 @@ fn fill(base: &mut Document, other: Document) {
 /// # Errors
 /// Tags that are not JSON objects.
 pub fn concat(parts: Vec<Body>) -> Result<Body, String> {
-    let mut docs = Vec::new();
+    let parts = parts
+        .into_iter()
+        .map(Indexed::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(concat_indexed(&parts))
+}
+
+fn concat_indexed(parts: &[Indexed]) -> Body {
+    let mut body = Body::default();
     for part in parts {
-        docs.extend(part.into_documents()?);
+        body.extend_from(part, 0..part.body.len(), None);
     }
-    Ok(Body::from_documents(&docs))
+    body
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::document::NamedScore;
-
-    fn hit(id: &str, score: f64) -> Document {
-        let mut d = Document {
-            id: id.into(),
-            ..Default::default()
-        };
-        d.scores.insert(
-            "cosine".into(),
-            NamedScore {
-                value: score,
-                op_name: None,
-                description: None,
-            },
-        );
-        d
-    }
-
-    #[test]
-    fn ids_land_in_a_stable_shard() {
-        // Pinned values: changing the hash would move every stored document.
-        assert_eq!(shard_of("", 2), 1);
-        assert_eq!(
-            [
-                shard_of("doc-1", 3),
-                shard_of("doc-2", 3),
-                shard_of("doc-3", 3)
-            ],
-            [2, 0, 1]
-        );
-        let docs: Vec<Document> = (0..1000)
-            .map(|i| Document {
-                id: format!("doc-{i}"),
-                ..Default::default()
-            })
-            .collect();
-        let parts = partition(Body::from_documents(&docs), 2).unwrap();
-        let sizes: Vec<usize> = parts
-            .iter()
-            .map(|p| p.as_ref().map_or(0, Body::roots))
-            .collect();
-        assert_eq!(sizes.iter().sum::<usize>(), 1000);
-        assert!(sizes.iter().all(|&s| s > 400), "{sizes:?}");
-    }
-
-    #[test]
-    fn broadcast_answers_merge_their_matches() {
-        let q = |matches: Vec<Document>| Document {
-            id: "q".into(),
-            matches: matches.into(),
-            ..Default::default()
-        };
-        let a = Body::from_documents(&[q(vec![hit("a1", 0.9), hit("a2", 0.5)])]);
-        let b = Body::from_documents(&[q(vec![hit("b1", 0.7), hit("b2", 0.5)])]);
-        let merged = merge(vec![a.clone(), b.clone()], None)
-            .unwrap()
-            .into_documents()
-            .unwrap();
-        let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!((merged.len(), ids), (1, vec!["a1", "b1"]));
-        let merged = merge(vec![a, b], Some(3))
-            .unwrap()
-            .into_documents()
-            .unwrap();
-        let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, vec!["a1", "b1", "a2"]);
-        // A NaN is not a score: it ranks last, not first (a hostile test
-        // pushed a NaN vector to the top of every search).
-        let a = Body::from_documents(&[q(vec![hit("nan", f64::NAN), hit("a2", 0.5)])]);
-        let b = Body::from_documents(&[q(vec![hit("b1", 0.7)])]);
-        let merged = merge(vec![a, b], None).unwrap().into_documents().unwrap();
-        let ids: Vec<&str> = merged[0].matches.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, vec!["b1", "a2"]);
-    }
-
-    #[test]
-    fn distinct_documents_are_concatenated() {
-        let one = Body::from_documents(&[Document {
-            id: "x".into(),
-            ..Default::default()
-        }]);
-        let two = Body::from_documents(&[Document {
-            id: "y".into(),
-            ..Default::default()
-        }]);
-        let merged = merge(vec![one, two], None)
-            .unwrap()
-            .into_documents()
-            .unwrap();
-        assert_eq!(
-            merged.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-            vec!["x", "y"]
-        );
-    }
-}
+mod tests;

@@ -435,3 +435,6 @@ fn remember(finished: &mut (VecDeque<String>, HashSet<String>), id: String) {
     finished.1.insert(id.clone());
     finished.0.push_back(id);
 }
+
+#[cfg(test)]
+mod tests;

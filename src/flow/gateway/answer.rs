@@ -16,13 +16,14 @@ pub const MAX_REASON: usize = 1024;
 /// An answer in Jina's shape: only these four keys (the Python `jina` client
 /// parses answers strictly into its protobuf request).
 #[derive(Serialize)]
-pub(super) struct Answer<'a> {
+pub(super) struct Answer<'a, D> {
     pub(super) header: Header<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) parameters: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) routes: Option<Vec<RouteJson<'a>>>,
-    pub(super) data: &'a [Document],
+    /// The documents: a list of them, as JSON.
+    pub(super) data: D,
 }
 
 #[derive(Serialize)]

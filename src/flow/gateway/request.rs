@@ -9,7 +9,10 @@ use super::*;
 pub struct Request {
     /// `exec_endpoint` (for `POST /post`; default `/`) or the path's endpoint.
     pub endpoint: String,
-    pub docs: Vec<Document>,
+    /// The documents, as columns.
+    pub body: Body,
+    /// How many top-level documents.
+    pub docs: usize,
     /// The `parameters` object (empty when absent or null).
     pub parameters: Map<String, Value>,
     /// The client's own `header.request_id` (or `requestId`): only echoed back
@@ -29,6 +32,25 @@ pub struct Request {
 /// # Errors
 /// A message for the client (the gateway answers it with HTTP 422).
 pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, String> {
+    let Some(read) = super::read::read(bytes) else {
+        return reference(bytes, endpoint);
+    };
+    let mut fields = read.fields;
+    let (endpoint, parameters, client_id, target) = fields_of(&mut fields, endpoint)?;
+    Ok(Request {
+        endpoint,
+        body: read.body,
+        docs: read.roots,
+        parameters,
+        client_id,
+        target,
+    })
+}
+
+/// The reference reader: the body as a `serde_json::Value`, its documents as
+/// [`Document`] trees. [`parse_request`] falls back on it for anything its
+/// columnar reader does not take, so its errors are the gateway's.
+pub(super) fn reference(bytes: &[u8], endpoint: Option<String>) -> Result<Request, String> {
     let request: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the body is not JSON: {e}"))?;
     let Value::Object(mut request) = request else {
@@ -36,6 +58,28 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
             "the body must be a JSON object with `data`, `exec_endpoint` and `parameters`".into(),
         );
     };
+    let (endpoint, parameters, client_id, target) = fields_of(&mut request, endpoint)?;
+    let docs = documents(request.remove("data").unwrap_or(Value::Null))?;
+    Ok(Request {
+        endpoint,
+        body: Body::from_documents(&docs),
+        docs: docs.len(),
+        parameters,
+        client_id,
+        target,
+    })
+}
+
+/// The endpoint, parameters, client id and target of a request object, in
+/// that order checked.
+type Fields = (
+    String,
+    Map<String, Value>,
+    Option<String>,
+    Option<crate::flow::router::TargetExecutor>,
+);
+
+fn fields_of(request: &mut Map<String, Value>, endpoint: Option<String>) -> Result<Fields, String> {
     let endpoint = match (endpoint, request.get("exec_endpoint")) {
         (Some(endpoint), _) => endpoint,
         (None, None | Some(Value::Null)) => "/".to_string(),
@@ -76,14 +120,7 @@ pub fn parse_request(bytes: &[u8], endpoint: Option<String>) -> Result<Request, 
         Some(Value::String(pattern)) => crate::flow::router::TargetExecutor::parse(pattern)?,
         Some(other) => return Err(format!("`target_executor` must be a string, not {other}")),
     };
-    let docs = documents(request.remove("data").unwrap_or(Value::Null))?;
-    Ok(Request {
-        endpoint,
-        docs,
-        parameters,
-        client_id,
-        target,
-    })
+    Ok((endpoint, parameters, client_id, target))
 }
 
 /// Why a request was refused before its body was read as JSON.

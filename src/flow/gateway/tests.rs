@@ -21,13 +21,13 @@ fn requests_are_read_with_the_client_id_kept_apart() {
     assert_eq!(
         (
             request.endpoint.as_str(),
-            request.docs.len(),
+            request.docs,
             request.client_id.as_deref()
         ),
         ("/index", 2, Some("mine"))
     );
     assert_eq!(request.parameters["top_k"], 3);
-    assert_eq!(request.docs[1].text.as_deref(), Some("plain"));
+    assert_eq!(request.body.texts.get(1), Some("plain"));
     // The path's endpoint wins; `{"docs": [...]}` and `requestId` too.
     let request = parse_request(
         br#"{"data": {"docs": []}, "exec_endpoint": "/x", "header": {"requestId": "j"}}"#,
@@ -72,8 +72,8 @@ fn bad_requests_say_what_is_wrong() {
 fn documents_past_the_depth_limit_are_refused() {
     let at = format!(r#"{{"data": [{}]}}"#, nested(MAX_DEPTH));
     let request = parse_request(at.as_bytes(), None).unwrap();
-    assert_eq!(request.docs[0].depth(), MAX_DEPTH);
-    Body::from_documents(&request.docs).validate().unwrap();
+    request.body.validate().unwrap();
+    assert_eq!(request.body.into_documents().unwrap()[0].depth(), MAX_DEPTH);
     let past = format!(r#"{{"data": [{}]}}"#, nested(MAX_DEPTH + 1));
     let error = parse_request(past.as_bytes(), None).unwrap_err();
     assert!(
@@ -100,7 +100,7 @@ fn answers_have_jinas_shape() {
             end_time: rfc3339(0),
             status: RouteStatus { code: 0 },
         }]),
-        data: &[],
+        data: &[] as &[Document],
     };
     let json = serde_json::to_value(&answer).unwrap();
     assert_eq!(
@@ -205,8 +205,142 @@ mod proptests {
         #[test]
         fn any_json_ish_body_reads_or_fails(body in r#"\{("data"|"parameters"|"exec_endpoint"|"header"|"docs"|"chunks"|"id"|"request_id"|[\[\]{}:,"0-9a-z ])*\}"#) {
             if let Ok(request) = super::parse_request(body.as_bytes(), None) {
-                prop_assert!(crate::wire::Body::from_documents(&request.docs).validate().is_ok());
+                prop_assert!(request.body.validate().is_ok());
             }
         }
+    }
+}
+
+/// The columnar reader and writer against the reference ones (documents
+/// through `serde_json::Value` and [`Document`] trees).
+mod columns {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::super::{read, request, write};
+    use crate::document::Document;
+    use crate::wire::Body;
+    use crate::wire::body::Indexed;
+
+    /// The body's bytes, with each id the reader made up (32 hex digits
+    /// not in the request) replaced by one mark.
+    fn bytes(mut body: Body, request: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(request);
+        let ids: Vec<String> = (0..body.len())
+            .map(|i| {
+                let id = body.ids.get(i).unwrap();
+                let made = id.len() == 32
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    && !text.contains(id);
+                if made { "<made>".into() } else { id.into() }
+            })
+            .collect();
+        body.ids = Default::default();
+        for id in &ids {
+            body.ids.push_required(id);
+        }
+        let mut out = Vec::new();
+        body.encode(&mut out);
+        out
+    }
+
+    fn request_json() -> impl Strategy<Value = Value> {
+        let doc = prop_oneof![
+            crate::document::proptests::json(),
+            ".{0,8}".prop_map(Value::from),
+            (
+                "[a-z]{1,4}",
+                proptest::option::of("[a-z✓\"\\\\]{0,8}"),
+                proptest::option::of(proptest::collection::vec(-2.0f64..2.0, 0..3)),
+                proptest::option::of(("[a-c]{1,2}", -1.0f64..1.0)),
+                proptest::collection::vec(("[a-c]{1,2}", ".{0,3}"), 0..3),
+            )
+                .prop_map(|(id, text, embedding, score, tags)| {
+                    let mut d =
+                        serde_json::json!({ "id": id, "text": text, "embedding": embedding });
+                    if let Some((name, value)) = score {
+                        d["scores"] =
+                            serde_json::json!({ name: { "value": value, "op_name": "o" } });
+                    }
+                    let tags: serde_json::Map<String, Value> =
+                        tags.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+                    d["tags"] = Value::Object(tags);
+                    d
+                }),
+        ];
+        let tree = doc.prop_recursive(3, 24, 4, |inner| {
+            (
+                inner.clone(),
+                proptest::collection::vec(inner.clone(), 0..3),
+                proptest::collection::vec(inner, 0..3),
+                any::<bool>(),
+            )
+                .prop_map(|(mut d, chunks, matches, matches_first)| {
+                    if let Value::Object(map) = &mut d {
+                        if matches_first {
+                            map.insert("matches".into(), Value::Array(matches));
+                            map.insert("chunks".into(), Value::Array(chunks));
+                        } else {
+                            map.insert("chunks".into(), Value::Array(chunks));
+                            map.insert("matches".into(), Value::Array(matches));
+                        }
+                    }
+                    d
+                })
+        });
+        (proptest::collection::vec(tree, 0..4), any::<bool>()).prop_map(|(docs, endpoint)| {
+            let mut r = serde_json::json!({ "data": docs, "parameters": {"k": 1} });
+            if endpoint {
+                r["exec_endpoint"] = "/x".into();
+            }
+            r
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// What the columnar reader takes, the reference reads the same;
+        /// what it does not, the reference answers (so errors are its own).
+        #[test]
+        fn the_columnar_reader_reads_as_the_reference(value in request_json()) {
+            let text = value.to_string();
+            if let Some(read) = read::read(text.as_bytes()) {
+                let reference = request::reference(text.as_bytes(), None);
+                prop_assert!(reference.is_ok(), "{text}: {:?}", reference.err());
+                let reference = reference.unwrap();
+                prop_assert_eq!(read.roots, reference.docs);
+                prop_assert_eq!(bytes(read.body, text.as_bytes()), bytes(reference.body, text.as_bytes()), "{}", text);
+            }
+        }
+
+        /// The answer's documents written from columns are the bytes the
+        /// documents write.
+        #[test]
+        fn the_columnar_writer_writes_as_documents(values in proptest::collection::vec(crate::document::proptests::json(), 0..4)) {
+            let docs: Vec<Document> = values
+                .iter()
+                .filter_map(|v| Document::from_json_line(&v.to_string()).ok())
+                .collect();
+            let indexed = Indexed::trusting_tags(Body::from_documents(&docs)).unwrap();
+            prop_assert_eq!(
+                serde_json::to_string(&write::Docs(&indexed)).unwrap(),
+                serde_json::to_string(&docs).unwrap()
+            );
+        }
+    }
+
+    /// The usual request (Jina's client: ids, texts, in order) is read by
+    /// the columnar reader, not the reference.
+    #[test]
+    fn jinas_requests_take_the_columnar_path() {
+        let body = br#"{"data": [{"id": "a", "text": "x", "tags": {"k": [1]}}, {"id": "b", "embedding": [0.5, null],
+            "chunks": [{"id": "b-0"}], "matches": [{"id": "m", "scores": {"s": {"value": 1}}}]}],
+            "execEndpoint": "/", "parameters": {}}"#;
+        let read = read::read(body).expect("read by columns");
+        assert_eq!((read.roots, read.body.len()), (2, 4));
+        assert!(read.body.is_preorder());
+        assert!(read::read(br#"{"data": {"docs": []}}"#).is_none());
+        assert!(read::read(br#"{"data": [{"id": "a", "id": "b"}]}"#).is_none());
     }
 }
