@@ -802,6 +802,32 @@ mod tests {
     }
 
     #[test]
+    fn a_non_finite_vector_is_refused_under_cosine_too() {
+        // Cosine checks through the squared norm it computes anyway.
+        let mut s = Store::new(shape(Metric::Cosine));
+        for i in 0..20 {
+            s.upsert(entry(&format!("c{i}"), None, None, &[1.0, i as f32, 2.0]));
+        }
+        let bytes = encode_snapshot(&s);
+        let l = layout(&bytes);
+        let node = (l.dim + 3 + 8) * 4;
+        for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut bad = bytes.clone();
+            set(&mut bad, l.blocks + 5 * node + 8, value.to_bits());
+            let err = decode_snapshot(&reseal(bad), shape(Metric::Cosine)).unwrap_err();
+            assert_eq!(
+                err.message,
+                "snapshot is corrupt: node 5 has a non-finite value"
+            );
+        }
+        // A square that overflows is no reason to refuse a finite vector.
+        let mut big = bytes.clone();
+        set(&mut big, l.blocks + 5 * node, f32::MAX.to_bits());
+        let back = decode_snapshot(&reseal(big), shape(Metric::Cosine)).unwrap();
+        assert_eq!(back.len(), 20);
+    }
+
+    #[test]
     fn a_dimension_or_count_the_file_cannot_hold_is_refused_before_allocating() {
         // H3-8: 1.2 GB pages, a capacity overflow, a 32-bit wrap, and a
         // dimension past MAX_DIM, all from the header.

@@ -946,13 +946,8 @@ impl Graph {
                 if block[dim + 1] != 0 {
                     return Err(format!("node {slot} is marked deleted"));
                 }
-                check_finite(slot, &block[..dim])?;
                 check_links(slot, 0, &block[dim + 2..], m0, n)?;
-                let inverse = match shape.metric {
-                    Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
-                    _ => 0.0,
-                };
-                block[dim] = inverse.to_bits();
+                block[dim] = loaded_inverse_norm(shape.metric, slot, &block[..dim])?.to_bits();
             }
             graph.pages.push(page);
         }
@@ -1056,12 +1051,7 @@ impl Graph {
         for slot in 0..n {
             let block = graph.node_mut(slot as u32);
             read(&mut block[..dim])?;
-            check_finite(slot, &block[..dim])?;
-            let inverse = match shape.metric {
-                Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
-                _ => 0.0,
-            };
-            block[dim] = inverse.to_bits();
+            block[dim] = loaded_inverse_norm(shape.metric, slot, &block[..dim])?.to_bits();
         }
         for slot in 0..n {
             let links = &mut graph.node_mut(slot as u32)[dim + 2..];
@@ -1112,6 +1102,28 @@ fn check_links(
         ));
     }
     Ok(links)
+}
+
+/// What a loaded node's block keeps after its vector (`1 / |vector|` for
+/// cosine, else 0), once the vector (as the bits of its floats) is known to
+/// be finite. Its squared norm (cosine's anyway) is finite only when every
+/// value is (NaN and infinities carry through a sum of squares): one SIMD
+/// pass, where the exact scan of [`check_finite`] costs more (measured:
+/// docs/hnsw.md), run only when the square is not finite (a NaN, an
+/// infinity, or finite values too large to square).
+fn loaded_inverse_norm(metric: Metric, slot: usize, bits: &[u32]) -> Result<f32, String> {
+    let squared = {
+        let v = as_f32s(bits);
+        dot(v, v)
+    };
+    if !squared.is_finite() {
+        check_finite(slot, bits)?;
+    }
+    // As `inverse_norm`: 0 for a zero vector or an overflowing square.
+    Ok(match metric {
+        Metric::Cosine if squared.is_finite() && squared > 0.0 => 1.0 / squared.sqrt(),
+        _ => 0.0,
+    })
 }
 
 /// `slot`'s vector (as the bits of its floats) holds no NaN or infinity: a
