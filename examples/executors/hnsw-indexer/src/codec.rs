@@ -6,7 +6,7 @@ use jina_guest_sdk::bytes::{Reader, put_f32s, put_str, put_u32};
 use jina_guest_sdk::{Error, Result};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
-use crate::graph::{Graph, Metric, Shape};
+use crate::graph::{Graph, MAX_DIM, Metric, Shape};
 use crate::store::{Entry, Store};
 
 pub const MAGIC: &[u8; 4] = b"JHNS";
@@ -21,6 +21,13 @@ const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// magic, version, metric, dim, m, count, entry.
 const HEADER: usize = 28;
+/// What every refusal of a file's content starts with.
+const CORRUPT: &str = "snapshot is corrupt: ";
+
+/// A snapshot whose content is inconsistent (see [`CORRUPT`]).
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::io(format!("{CORRUPT}{what}"))
+}
 
 /// One replayable change.
 #[derive(Debug, PartialEq)]
@@ -191,7 +198,7 @@ impl<R: Read> Stream<R> {
     /// Fills `out` from the stream.
     fn read_into(&mut self, out: &mut [u8]) -> Result<()> {
         if out.len() as u64 > self.remaining() {
-            return Err(Error::io(format!(
+            return Err(corrupt(format_args!(
                 "truncated: wanted {} bytes at offset {}",
                 out.len(),
                 self.offset()
@@ -238,15 +245,19 @@ impl<R: Read> Stream<R> {
     /// `len` bytes of UTF-8.
     fn str_of(&mut self, len: usize) -> Result<String> {
         if len as u64 > self.remaining() {
-            return Err(Error::io(format!(
+            return Err(corrupt(format_args!(
                 "truncated: wanted {len} bytes at offset {}",
                 self.offset()
             )));
         }
         let mut bytes = vec![0; len];
         self.read_into(&mut bytes)?;
-        String::from_utf8(bytes)
-            .map_err(|_| Error::io(format!("invalid UTF-8 before offset {}", self.offset())))
+        String::from_utf8(bytes).map_err(|_| {
+            corrupt(format_args!(
+                "invalid UTF-8 before offset {}",
+                self.offset()
+            ))
+        })
     }
 
     /// `len: u32`, then [`str_of`](Self::str_of).
@@ -258,11 +269,11 @@ impl<R: Read> Stream<R> {
     /// Every byte of the body was read and the checksum after it matches.
     fn finish(mut self) -> Result<()> {
         if self.remaining() != 0 {
-            return Err(Error::io(format!("{} trailing bytes", self.remaining())));
+            return Err(corrupt(format_args!("{} trailing bytes", self.remaining())));
         }
         self.checksum_matches()?
             .then_some(())
-            .ok_or_else(|| Error::io("checksum mismatch"))
+            .ok_or_else(|| corrupt("checksum mismatch"))
     }
 
     /// Hashes whatever of the body is left unread, then compares with the
@@ -312,10 +323,10 @@ pub fn decode_snapshot(bytes: &[u8], shape: Shape) -> Result<Store> {
 ///
 /// A damaged file: a checksum mismatch when the bytes differ from those
 /// written (checked over the whole file whatever else is wrong), else what
-/// is inconsistent; another metric or `m` (`bad-config`); a version this
-/// build does not read.
+/// is inconsistent (`snapshot is corrupt: ...`: every count, index and value
+/// read from the file is checked before it sizes, indexes or is served);
+/// another metric or `m` (`bad-config`); a version this build does not read.
 pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store> {
-    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
     let mut head = [0; 8];
     if len < HEADER as u64 {
         return Err(corrupt("shorter than its header"));
@@ -340,14 +351,14 @@ pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store
     let mut s = Stream::new(src, head.len() as u64, body, sum);
     match read_body(&mut s, version, shape) {
         Ok(store) => {
-            s.finish().map_err(|e| corrupt(&e.message))?;
+            s.finish()?;
             Ok(store)
         }
         // Damage shows as whatever it breaks first: say it is damage when
         // the checksum says so.
-        Err(e) if !s.checksum_matches().unwrap_or(false) => Err(corrupt(&format!(
+        Err(e) if !s.checksum_matches().unwrap_or(false) => Err(corrupt(format_args!(
             "checksum mismatch (the file is damaged: {})",
-            e.message
+            e.message.strip_prefix(CORRUPT).unwrap_or(&e.message)
         ))),
         Err(e) => Err(e),
     }
@@ -355,7 +366,6 @@ pub fn read_snapshot(mut src: impl Read, len: u64, shape: Shape) -> Result<Store
 
 /// Everything between the version and the checksum.
 fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<Store> {
-    let corrupt = |what: &str| Error::io(format!("snapshot is corrupt: {what}"));
     let metric = u8::try_from(s.u32()?)
         .ok()
         .and_then(Metric::from_code)
@@ -373,10 +383,28 @@ fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<St
     }
     let n = s.u32()? as usize;
     let entry = Some(s.u32()?).filter(|&e| e != NONE);
-    // Each node takes at least 13 bytes of meta plus its links: a count
-    // larger than the file allows is corruption, not an allocation.
-    if n as u64 > s.remaining() / 13 {
-        return Err(corrupt("node count larger than the file"));
+    // `dim` sizes every node: bounded before any arithmetic with it (which
+    // is 32-bit in wasm32).
+    if dim > MAX_DIM || (n > 0 && dim == 0) {
+        return Err(corrupt(format_args!(
+            "dimension {dim} is not between 1 and {MAX_DIM}"
+        )));
+    }
+    // Each node takes at least 12 bytes of lengths, its level and its words
+    // (version 2: its block; version 1: its vector and level-0 list): a
+    // count larger than the file holds is corruption, not an allocation.
+    let words = if version == VERSION_CRC32 {
+        dim + 1
+    } else {
+        dim + 3
+    } + 2 * m;
+    let need = (n as u64).checked_mul(13 + 4 * words as u64);
+    if need.is_none_or(|need| need > s.remaining()) {
+        return Err(corrupt(format_args!(
+            "{n} nodes of {dim} dimensions need {} bytes or more, and {} are left",
+            need.map_or("2^64".to_string(), |b| b.to_string()),
+            s.remaining()
+        )));
     }
     let mut metas = Vec::with_capacity(n);
     for _ in 0..n {
@@ -390,8 +418,14 @@ fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<St
     }
     let mut levels = vec![0; n];
     s.read_into(&mut levels)?;
+    // A read's own error is returned as it is; the graph's are corruption.
+    let mut failed = None;
     let mut read = |words: &mut [u32]| {
-        s.read_into(bytes_of(words)).map_err(|e| e.message)?;
+        s.read_into(bytes_of(words)).map_err(|e| {
+            let message = e.message.clone();
+            failed = Some(e);
+            message
+        })?;
         from_le(words);
         Ok(())
     };
@@ -399,9 +433,9 @@ fn read_body(s: &mut Stream<impl Read>, version: u32, shape: Shape) -> Result<St
         Graph::read_v1(shape, dim, entry, levels, &mut read)
     } else {
         Graph::read(shape, dim, entry, levels, &mut read)
-    }
-    .map_err(|e| corrupt(&e))?;
-    Store::from_parts(graph, metas).map_err(|e| corrupt(&e))
+    };
+    let graph = graph.map_err(|e| failed.take().unwrap_or_else(|| corrupt(e)))?;
+    Store::from_parts(graph, metas).map_err(corrupt)
 }
 
 /// One log record's payload (the same records as vector-indexer's log).
@@ -630,5 +664,264 @@ mod tests {
         }
         assert!(decode_op(&[]).is_err());
         assert!(decode_op(&[9]).is_err());
+    }
+
+    /// Where the parts of a snapshot of `store()`'s shape (`m` 4) start:
+    /// the levels, the node blocks (version 1: the vectors), and the upper
+    /// lists; and `n`, `dim`.
+    struct Layout {
+        n: usize,
+        dim: usize,
+        levels: usize,
+        blocks: usize,
+        upper: usize,
+    }
+
+    fn layout(bytes: &[u8]) -> Layout {
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let (version, dim, m, n) = (
+            word(4),
+            word(12) as usize,
+            word(16) as usize,
+            word(20) as usize,
+        );
+        let mut at = HEADER;
+        for _ in 0..n {
+            for _ in 0..3 {
+                let len = word(at);
+                at += 4 + if len == NONE { 0 } else { len as usize };
+            }
+        }
+        let (levels, blocks) = (at, at + n);
+        let words = if version == 1 {
+            dim + 1 + 2 * m
+        } else {
+            dim + 3 + 2 * m
+        };
+        Layout {
+            n,
+            dim,
+            levels,
+            blocks,
+            upper: blocks + n * words * 4,
+        }
+    }
+
+    fn set(bytes: &mut [u8], at: usize, word: u32) {
+        bytes[at..at + 4].copy_from_slice(&word.to_le_bytes());
+    }
+
+    /// `bytes` with the checksum its version ends with made valid again: a
+    /// crafted file, not a damaged one.
+    fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+        if bytes[4] == 1 {
+            let body = bytes.len() - 4;
+            let crc = jina_guest_sdk::state::crc32(&bytes[..body]);
+            bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        } else {
+            let body = bytes.len() - 8;
+            let sum = xxh3_64(&bytes[..body]);
+            bytes[body..].copy_from_slice(&sum.to_le_bytes());
+        }
+        bytes
+    }
+
+    fn refused(bytes: Vec<u8>) -> String {
+        let err = decode_snapshot(&reseal(bytes), shape(Metric::L2)).unwrap_err();
+        assert!(
+            err.message.starts_with(CORRUPT),
+            "not said to be corrupt: {}",
+            err.message
+        );
+        err.message
+    }
+
+    /// Both versions of `store()`'s snapshot.
+    fn both() -> [Vec<u8>; 2] {
+        let s = store();
+        [encode_snapshot(&s), encode_v1(&s)]
+    }
+
+    #[test]
+    fn an_upper_link_to_a_node_without_that_level_is_refused() {
+        // H3-6: every search and insert through such a link indexed past
+        // the lower node's lists.
+        let s = store();
+        let levels = s.graph().parts().levels.to_vec();
+        let high = levels.iter().position(|&l| l >= 1).unwrap();
+        let low = levels.iter().position(|&l| l == 0).unwrap();
+        let upper_of_high: usize = levels[..high].iter().map(|&l| usize::from(l) * 5 * 4).sum();
+        for bytes in both() {
+            let at = layout(&bytes).upper + upper_of_high;
+            let mut bad = bytes.clone();
+            set(&mut bad, at, 1);
+            set(&mut bad, at + 4, low as u32);
+            assert_eq!(
+                refused(bad),
+                format!(
+                    "snapshot is corrupt: node {high} links at level 1 to node {low}, whose level is 0"
+                )
+            );
+            // A link to a node that has the level is fine.
+            let other = (0..levels.len())
+                .find(|&o| o != high && levels[o] >= 1)
+                .unwrap();
+            let mut fine = bytes.clone();
+            set(&mut fine, at, 1);
+            set(&mut fine, at + 4, other as u32);
+            decode_snapshot(&reseal(fine), shape(Metric::L2)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_non_finite_vector_is_refused() {
+        // H3-7: a NaN distance was served as a perfect match.
+        for bytes in both() {
+            let l = layout(&bytes);
+            let version_1 = bytes[4] == 1;
+            for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut bad = bytes.clone();
+                // Node 7's second float.
+                let node = if version_1 {
+                    l.dim * 4
+                } else {
+                    (l.dim + 3 + 8) * 4
+                };
+                set(&mut bad, l.blocks + 7 * node + 4, value.to_bits());
+                assert_eq!(
+                    refused(bad),
+                    "snapshot is corrupt: node 7 has a non-finite value"
+                );
+            }
+            // The largest finite values load.
+            let mut big = bytes.clone();
+            set(&mut big, l.blocks + 4, f32::MAX.to_bits());
+            set(&mut big, l.blocks + 8, f32::MIN.to_bits());
+            decode_snapshot(&reseal(big), shape(Metric::L2)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_non_finite_vector_is_refused_under_cosine_too() {
+        // Cosine checks through the squared norm it computes anyway.
+        let mut s = Store::new(shape(Metric::Cosine));
+        for i in 0..20 {
+            s.upsert(entry(&format!("c{i}"), None, None, &[1.0, i as f32, 2.0]));
+        }
+        let bytes = encode_snapshot(&s);
+        let l = layout(&bytes);
+        let node = (l.dim + 3 + 8) * 4;
+        for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut bad = bytes.clone();
+            set(&mut bad, l.blocks + 5 * node + 8, value.to_bits());
+            let err = decode_snapshot(&reseal(bad), shape(Metric::Cosine)).unwrap_err();
+            assert_eq!(
+                err.message,
+                "snapshot is corrupt: node 5 has a non-finite value"
+            );
+        }
+        // A square that overflows is no reason to refuse a finite vector.
+        let mut big = bytes.clone();
+        set(&mut big, l.blocks + 5 * node, f32::MAX.to_bits());
+        let back = decode_snapshot(&reseal(big), shape(Metric::Cosine)).unwrap();
+        assert_eq!(back.len(), 20);
+    }
+
+    #[test]
+    fn a_dimension_or_count_the_file_cannot_hold_is_refused_before_allocating() {
+        // H3-8: 1.2 GB pages, a capacity overflow, a 32-bit wrap, and a
+        // dimension past MAX_DIM, all from the header.
+        for bytes in both() {
+            for dim in [0, 70_000, 300_000, 1 << 20, u32::MAX] {
+                let mut bad = bytes.clone();
+                set(&mut bad, 12, dim);
+                assert_eq!(
+                    refused(bad),
+                    format!("snapshot is corrupt: dimension {dim} is not between 1 and 65536")
+                );
+            }
+            // In range, but more than the file holds.
+            let mut bad = bytes.clone();
+            set(&mut bad, 12, 65_536);
+            let err = refused(bad);
+            assert!(
+                err.contains("51 nodes of 65536 dimensions need ") && err.contains("are left"),
+                "{err}"
+            );
+            let mut bad = bytes.clone();
+            set(&mut bad, 20, u32::MAX);
+            let err = refused(bad);
+            assert!(err.contains("4294967295 nodes of 3 dimensions"), "{err}");
+            // An id's text length past the file: said to be corrupt too.
+            let mut bad = bytes.clone();
+            let id_len = u32::from_le_bytes(bad[28..32].try_into().unwrap()) as usize;
+            set(&mut bad, 32 + id_len, 0x7fff_fff0);
+            let err = refused(bad);
+            assert!(err.contains("truncated: wanted 2147483632 bytes"), "{err}");
+        }
+        // An empty index keeps its dimension (a graph emptied by deletes).
+        let mut empty = encode_snapshot(&Store::new(shape(Metric::L2)));
+        set(&mut empty, 12, 384);
+        let back = decode_snapshot(&reseal(empty.clone()), shape(Metric::L2)).unwrap();
+        assert_eq!(back.dim(), Some(384));
+        set(&mut empty, 12, 65_537);
+        assert!(refused(empty).contains("dimension 65537"));
+    }
+
+    #[test]
+    fn a_loaded_index_takes_inserts_past_its_last_page() {
+        // The last page is read at its nodes' size and grows once.
+        let mut back = decode_snapshot(&encode_snapshot(&store()), shape(Metric::L2)).unwrap();
+        for i in 0..1100 {
+            let v = [i as f32 / 10.0, 5.0, 2.0];
+            back.upsert(entry(&format!("n{i}"), None, None, &v));
+        }
+        assert_eq!(back.len(), 1151);
+        let hits = back.search(&[50.0, 5.0, 2.0], 1, 20);
+        assert_eq!(back.row(hits[0].0).id, "n500");
+        assert_eq!(back.search(&[3.0, 3.0, 1.0], 1, 20)[0].1, -0.0);
+    }
+
+    /// Every byte of both versions' snapshot set to a few values, and
+    /// words to edge values, each resealed: never a panic, neither while
+    /// loading nor in a search, an insert and a snapshot of what loaded.
+    #[test]
+    fn no_crafted_snapshot_panics_in_the_load_or_after() {
+        let mut loaded = 0;
+        for bytes in both() {
+            let l = layout(&bytes);
+            let body = bytes.len() - if bytes[4] == 1 { 4 } else { 8 };
+            let mut cases = Vec::new();
+            for at in 8..body {
+                for value in [0, 1, 0x7f, 0x80, 0xff] {
+                    let mut b = bytes.clone();
+                    b[at] = value;
+                    cases.push(b);
+                }
+            }
+            for at in (8..body - 3).step_by(4) {
+                for word in [u32::MAX, 0x7fc0_0000, l.n as u32, l.n as u32 - 1, 1 << 16] {
+                    let mut b = bytes.clone();
+                    set(&mut b, at, word);
+                    cases.push(b);
+                }
+            }
+            assert!(l.levels < l.upper);
+            for case in cases {
+                let Ok(mut store) = decode_snapshot(&reseal(case), shape(Metric::L2)) else {
+                    continue;
+                };
+                loaded += 1;
+                let dim = store.dim().unwrap_or(3);
+                let q: Vec<f32> = (0..dim).map(|i| i as f32).collect();
+                store.search(&q, 5, 20);
+                store.upsert(entry("d1", None, None, &q));
+                store.upsert(entry("new", None, None, &q));
+                store.search(&q, 5, 20);
+                store.compact();
+                decode_snapshot(&encode_snapshot(&store), shape(Metric::L2)).unwrap();
+            }
+        }
+        assert!(loaded > 100, "{loaded}");
     }
 }

@@ -23,6 +23,9 @@ const PAGE: usize = 1024;
 /// Levels above this are never drawn (one in `m^16` nodes would reach it).
 pub const MAX_LEVEL: u8 = 16;
 
+/// The longest vector stored (a request's, or a snapshot's `dim`).
+pub const MAX_DIM: usize = 65_536;
+
 /// How two vectors are compared. Internally every metric is a distance
 /// (smaller is closer); [`Metric::score`] turns it back into a score where
 /// higher is better, as the Pod's merge sorts.
@@ -448,6 +451,9 @@ impl Graph {
             self.pages.push(Vec::with_capacity(full));
         }
         let page = self.pages.last_mut().expect("a page was just ensured");
+        // A loaded snapshot's last page holds only its nodes: it grows to a
+        // whole page once, at the first insert after the load.
+        page.reserve_exact(full - page.len());
         let at = page.len();
         page.resize(at + stride, 0);
         &mut page[at..]
@@ -909,14 +915,20 @@ impl Graph {
     /// its order: the node blocks as [`pages`](Self::pages) gives them, then
     /// each node's upper-level lists (`level x (1 + m)` words). `read` fills
     /// a run of words from the file (little-endian decoded): a whole page of
-    /// blocks at a time, straight into the page. Every link is checked, every
+    /// blocks at a time, straight into the page (each page as long as its
+    /// nodes: the caller has checked that the file holds them). Every vector
+    /// must be finite, every link is checked (see [`read_upper`]), every
     /// tombstone flag must be clear (a snapshot is compacted), and the
     /// inverse norms are computed again, not taken from the file.
     ///
     /// # Errors
     ///
-    /// `read`'s, or what is inconsistent (a link past the end, a level too
-    /// high, an entry point that is not a top node, a deleted node).
+    /// `read`'s, or what is inconsistent (a dimension out of range, a
+    /// non-finite value, a link past the end or to a node without the
+    /// link's level, a level too high, an entry point that is not a top
+    /// node, a deleted node).
+    ///
+    /// [`read_upper`]: Self::read_upper
     pub fn read(
         shape: Shape,
         dim: usize,
@@ -927,19 +939,15 @@ impl Graph {
         let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
         let (n, stride, m0) = (levels.len(), graph.stride, 2 * shape.m);
         for first in (0..n).step_by(PAGE) {
-            let mut page = Vec::with_capacity(PAGE * stride);
-            page.resize((n - first).min(PAGE) * stride, 0);
+            let mut page = vec![0; (n - first).min(PAGE) * stride];
             read(&mut page)?;
-            for block in page.chunks_exact_mut(stride) {
+            for (i, block) in page.chunks_exact_mut(stride).enumerate() {
+                let slot = first + i;
                 if block[dim + 1] != 0 {
-                    return Err("a deleted node in a snapshot".into());
+                    return Err(format!("node {slot} is marked deleted"));
                 }
-                check_links(&block[dim + 2..], m0, n)?;
-                let inverse = match shape.metric {
-                    Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
-                    _ => 0.0,
-                };
-                block[dim] = inverse.to_bits();
+                check_links(slot, 0, &block[dim + 2..], m0, n)?;
+                block[dim] = loaded_inverse_norm(shape.metric, slot, &block[..dim])?.to_bits();
             }
             graph.pages.push(page);
         }
@@ -957,8 +965,8 @@ impl Graph {
         levels: &[u8],
     ) -> Result<Self, String> {
         let n = levels.len();
-        if n > 0 && dim == 0 {
-            return Err("dimension 0 with nodes".into());
+        if dim > MAX_DIM || (n > 0 && dim == 0) {
+            return Err(format!("dimension {dim} is not between 1 and {MAX_DIM}"));
         }
         if entry.is_some_and(|e| e as usize >= n) || entry.is_none() != (n == 0) {
             return Err("entry point out of range".into());
@@ -979,6 +987,9 @@ impl Graph {
     }
 
     /// Reads every node's upper-level lists, checked, and takes `levels`.
+    /// A link on level `L` must be to a node that has level `L` (a search
+    /// on `L` reads that node's list for `L`): one comparison a link, on
+    /// about one node in `m`.
     fn read_upper(
         &mut self,
         levels: Vec<u8>,
@@ -986,11 +997,21 @@ impl Graph {
     ) -> Result<(), String> {
         let (n, m) = (levels.len(), self.shape.m);
         self.upper.reserve_exact(n);
-        for &level in &levels {
+        for (slot, &level) in levels.iter().enumerate() {
             let mut upper = vec![0; usize::from(level) * (m + 1)];
             read(&mut upper)?;
-            for chunk in upper.chunks_exact(m + 1) {
-                check_links(chunk, m, n)?;
+            for (below, chunk) in upper.chunks_exact(m + 1).enumerate() {
+                let level = below + 1;
+                let links = check_links(slot, level, chunk, m, n)?;
+                if let Some(&to) = links
+                    .iter()
+                    .find(|&&to| usize::from(levels[to as usize]) < level)
+                {
+                    return Err(format!(
+                        "node {slot} links at level {level} to node {to}, whose level is {}",
+                        levels[to as usize]
+                    ));
+                }
             }
             self.upper.push(upper);
         }
@@ -1009,12 +1030,12 @@ impl Graph {
     /// (count, then `2m` places), then each node's upper-level lists (`level
     /// x (1 + m)` words). `read` fills a run of words from the file
     /// (little-endian decoded); vectors and level-0 lists go into their node
-    /// blocks, and every link is checked.
+    /// blocks (pages as long as their nodes, as [`read`](Self::read)), and
+    /// every vector and link is checked as there.
     ///
     /// # Errors
     ///
-    /// `read`'s, or what is inconsistent (a link past the end, a level too
-    /// high, an entry point that is not a top node).
+    /// As [`read`](Self::read).
     pub fn read_v1(
         shape: Shape,
         dim: usize,
@@ -1023,20 +1044,19 @@ impl Graph {
         read: &mut dyn FnMut(&mut [u32]) -> Result<(), String>,
     ) -> Result<Self, String> {
         let mut graph = Graph::empty_for(shape, dim, entry, &levels)?;
-        let (n, m0) = (levels.len(), 2 * shape.m);
-        for _ in 0..n {
-            let block = graph.push_zeroed();
-            read(&mut block[..dim])?;
-            let inverse = match shape.metric {
-                Metric::Cosine => inverse_norm(as_f32s(&block[..dim])),
-                _ => 0.0,
-            };
-            block[dim] = inverse.to_bits();
+        let (n, stride, m0) = (levels.len(), graph.stride, 2 * shape.m);
+        for first in (0..n).step_by(PAGE) {
+            graph.pages.push(vec![0; (n - first).min(PAGE) * stride]);
         }
-        for slot in 0..n as u32 {
-            let links = &mut graph.node_mut(slot)[dim + 2..];
+        for slot in 0..n {
+            let block = graph.node_mut(slot as u32);
+            read(&mut block[..dim])?;
+            block[dim] = loaded_inverse_norm(shape.metric, slot, &block[..dim])?.to_bits();
+        }
+        for slot in 0..n {
+            let links = &mut graph.node_mut(slot as u32)[dim + 2..];
             read(links)?;
-            check_links(links, m0, n)?;
+            check_links(slot, 0, links, m0, n)?;
         }
         graph.read_upper(levels, read)?;
         graph.entry = entry;
@@ -1060,12 +1080,60 @@ impl Graph {
     }
 }
 
-/// A link list as stored (count, then `cap` places) is at most `cap` long
-/// and links only to slots below `n`.
-fn check_links(list: &[u32], cap: usize, n: usize) -> Result<(), String> {
+/// `slot`'s link list on `level` as stored (count, then `cap` places) is at
+/// most `cap` long and links only to slots below `n`: its links.
+fn check_links(
+    slot: usize,
+    level: usize,
+    list: &[u32],
+    cap: usize,
+    n: usize,
+) -> Result<&[u32], String> {
     let count = list[0] as usize;
-    if count > cap || list[1..=count].iter().any(|&l| l as usize >= n) {
-        return Err("a link list is too long or points past the end".into());
+    if count > cap {
+        return Err(format!(
+            "node {slot} has {count} links at level {level}, at most {cap} fit"
+        ));
+    }
+    let links = &list[1..=count];
+    if let Some(&to) = links.iter().find(|&&to| to as usize >= n) {
+        return Err(format!(
+            "node {slot} links at level {level} to node {to}, past the end ({n} nodes)"
+        ));
+    }
+    Ok(links)
+}
+
+/// What a loaded node's block keeps after its vector (`1 / |vector|` for
+/// cosine, else 0), once the vector (as the bits of its floats) is known to
+/// be finite. Its squared norm (cosine's anyway) is finite only when every
+/// value is (NaN and infinities carry through a sum of squares): one SIMD
+/// pass, where the exact scan of [`check_finite`] costs more (measured:
+/// docs/hnsw.md), run only when the square is not finite (a NaN, an
+/// infinity, or finite values too large to square).
+fn loaded_inverse_norm(metric: Metric, slot: usize, bits: &[u32]) -> Result<f32, String> {
+    let squared = {
+        let v = as_f32s(bits);
+        dot(v, v)
+    };
+    if !squared.is_finite() {
+        check_finite(slot, bits)?;
+    }
+    // As `inverse_norm`: 0 for a zero vector or an overflowing square.
+    Ok(match metric {
+        Metric::Cosine if squared.is_finite() && squared > 0.0 => 1.0 / squared.sqrt(),
+        _ => 0.0,
+    })
+}
+
+/// `slot`'s vector (as the bits of its floats) holds no NaN or infinity: a
+/// NaN distance compares as the nearest of all. One pass of a maximum over
+/// the magnitudes' bits, which vectorises; a float is finite when its
+/// exponent is not all ones.
+fn check_finite(slot: usize, bits: &[u32]) -> Result<(), String> {
+    let largest = bits.iter().fold(0, |max, &b| max.max(b & 0x7fff_ffff));
+    if largest >= 0x7f80_0000 {
+        return Err(format!("node {slot} has a non-finite value"));
     }
     Ok(())
 }

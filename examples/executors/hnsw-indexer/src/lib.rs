@@ -113,7 +113,7 @@ use jina_guest_sdk::prelude::*;
 use jina_guest_sdk::state::{AppendLog, Journal};
 
 use codec::Op;
-use graph::{Metric, Shape};
+use graph::{MAX_DIM, Metric, Shape};
 use store::{Entry, Store};
 
 const SNAPSHOT_FILE: &str = "hnsw-index.snapshot";
@@ -126,9 +126,9 @@ const EXPORT_PAGE: usize = 1000;
 const M: usize = 16;
 const EF_CONSTRUCTION: usize = 200;
 const EF_SEARCH: usize = 64;
-/// Bounds that keep a configuration from exhausting memory per node.
+/// Bounds that keep a configuration from exhausting memory per node (and
+/// `graph::MAX_DIM`).
 const MAX_M: usize = 128;
-const MAX_DIM: usize = 65_536;
 
 struct HnswIndexer {
     /// Matches per query unless a request says otherwise.
@@ -220,6 +220,12 @@ impl Executor for HnswIndexer {
             for (i, record) in records.iter().enumerate() {
                 let context = || format!("{} record {i}", journal.log_path().display());
                 let op = codec::decode_op(record).map_err(|e| e.context(context()))?;
+                // A log's vector is checked as a request's was (a NaN one
+                // would be served as the nearest of all).
+                if let Op::Upsert(entry) = &op {
+                    check_vector(&entry.id, &entry.embedding, &mut dim.or(store.dim()))
+                        .map_err(|e| Error::io(e.message).context(context()))?;
+                }
                 apply(&mut store, dim, op).map_err(|e| Error::io(e.message).context(context()))?;
                 replayed += 1;
             }
@@ -644,6 +650,41 @@ mod tests {
             "d8"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_log_record_with_a_vector_no_request_could_store_is_refused() {
+        // The log is read back as the snapshot is: a NaN vector would be
+        // served as the nearest of all, a 70,000-dim one past MAX_DIM.
+        for (embedding, says) in [
+            (vec![1.0, f32::NAN], "non-finite value at position 1"),
+            (
+                vec![0.5; 70_000],
+                "70000-dim embedding: between 1 and 65536",
+            ),
+        ] {
+            let dir = workspace("badlog");
+            let mut log = AppendLog::open(dir.join(LOG_FILE)).unwrap();
+            let op = Op::Upsert(Entry {
+                id: "x".into(),
+                text: None,
+                tags: None,
+                embedding,
+            });
+            log.append(&codec::encode_op(&op)).unwrap();
+            drop(log);
+            let config = json!({ "workspace": dir });
+            let err = HnswIndexer::init(Config::parse(&config.to_string()).unwrap())
+                .err()
+                .unwrap();
+            assert!(err.message.contains(says), "{}", err.message);
+            assert!(
+                err.message.contains("hnsw-index.log record 0"),
+                "{}",
+                err.message
+            );
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]
