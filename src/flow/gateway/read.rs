@@ -271,6 +271,11 @@ struct Doc<'r> {
 impl<'de> DeserializeSeed<'de> for Doc<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        // Past the limit (chunks and matches count), the reference reader
+        // says so by name.
+        if self.rows.parents.len() >= MAX_REQUEST_DOCS {
+            return Err(D::Error::custom("too many documents"));
+        }
         if self.level > MAX_DEPTH {
             return Err(D::Error::custom("too deep"));
         }

@@ -189,7 +189,8 @@ pub(super) fn is_json(content_type: &str) -> bool {
 }
 
 /// The request's documents (its `data`): a list, or `{"docs": [...]}`.
-/// The most top-level documents one request may carry, at either gateway.
+/// The most documents one request may carry (at every level: chunks and
+/// matches count), at either gateway.
 /// Every document is work for every Pod (a minted id, a segmenter's pass...),
 /// so a request of a million empty documents, a 2 MB message, cost a Flow
 /// ~3 GB (found by a hostile test). Jina's clients send `request_size` (100
@@ -230,17 +231,38 @@ fn is_bidi(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Refuses a request of more than [`MAX_REQUEST_DOCS`] documents.
+/// Refuses a request of more than [`MAX_REQUEST_DOCS`] documents (at every
+/// level: chunks and matches count).
 ///
 /// # Errors
 /// The count and the limit, for the client.
 pub fn check_request_docs(n: usize) -> Result<(), String> {
     if n > MAX_REQUEST_DOCS {
         return Err(format!(
-            "the request has {n} documents, more than the {MAX_REQUEST_DOCS} a request may carry: send them in smaller requests (`request_size`)"
+            "the request has {n} documents, more than the {MAX_REQUEST_DOCS} a request may carry (chunks and matches count): send them in smaller requests (`request_size`)"
         ));
     }
     Ok(())
+}
+
+/// Every document of `items`, at every level (their `chunks` and `matches`
+/// too), counted before any is read: the limit is on the work a request
+/// carries, and a request of one document with a million empty chunks is as
+/// much work as a million documents (found by a hostile test).
+fn count_documents(items: &[Value]) -> usize {
+    let mut count = 0usize;
+    let mut stack: Vec<&Value> = items.iter().collect();
+    while let Some(item) = stack.pop() {
+        count += 1;
+        if let Value::Object(doc) = item {
+            for key in ["chunks", "matches"] {
+                if let Some(Value::Array(children)) = doc.get(key) {
+                    stack.extend(children);
+                }
+            }
+        }
+    }
+    count
 }
 
 pub(super) fn documents(data: Value) -> Result<Vec<Document>, String> {
@@ -253,7 +275,7 @@ pub(super) fn documents(data: Value) -> Result<Vec<Document>, String> {
         },
         _ => return Err("`data` must be a list of documents".into()),
     };
-    check_request_docs(items.len())?;
+    check_request_docs(count_documents(&items))?;
     items
         .into_iter()
         .enumerate()

@@ -192,7 +192,6 @@ fn timestamps_are_rfc3339() {
 }
 
 /// The request reader never panics, whatever the bytes.
-/// Property tests of the request reader.
 mod proptests {
     use proptest::prelude::*;
 
@@ -343,4 +342,27 @@ mod columns {
         assert!(read::read(br#"{"data": {"docs": []}}"#).is_none());
         assert!(read::read(br#"{"data": [{"id": "a", "id": "b"}]}"#).is_none());
     }
+}
+
+/// The document limit counts chunks and matches: one document with
+/// 100,000 empty chunks is refused as 100,001 documents would be (a
+/// hostile test sent 600,000 chunks in 1.8 MB), by either reader.
+#[test]
+fn chunks_and_matches_count_against_the_document_limit() {
+    let chunks = vec!["{}"; MAX_REQUEST_DOCS].join(",");
+    let nested = format!(r#"{{"data": [{{"id": "root", "chunks": [{chunks}]}}]}}"#);
+    let error = parse_request(nested.as_bytes(), None).unwrap_err();
+    assert!(
+        error.starts_with("the request has 100001 documents, more than the 100000"),
+        "{error}"
+    );
+    let matches = vec!["{}"; MAX_REQUEST_DOCS / 2].join(",");
+    let split = format!(
+        r#"{{"data": [{{"chunks": [{matches}]}}, {{"matches": [{matches}]}}]}}"#
+    );
+    assert!(parse_request(split.as_bytes(), None).is_err());
+    // At the limit, taken.
+    let chunks = vec!["{}"; MAX_REQUEST_DOCS - 1].join(",");
+    let full = format!(r#"{{"data": [{{"chunks": [{chunks}]}}]}}"#);
+    assert_eq!(parse_request(full.as_bytes(), None).unwrap().body.len(), MAX_REQUEST_DOCS);
 }
