@@ -90,8 +90,7 @@ impl TargetExecutor {
 pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Result<Running> {
     assert_eq!(addresses.len(), flow.pods.len(), "one address pair per Pod");
     let mut to_pods = Vec::new();
-    let (out_tx, out_rx) = mpsc::channel::<(usize, Vec<Bytes>)>(64);
-    let mut readers = Vec::new();
+    let mut from_pods = Vec::new();
     for (i, (input, output)) in addresses.iter().enumerate() {
         let name = &flow.pods[i].name;
         to_pods.push(
@@ -102,21 +101,14 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
             )
             .await?,
         );
-        let mut from = Link::open(
-            SocketSpec::PULL_CONNECT,
-            output,
-            &format!("flow router from `{name}`"),
-        )
-        .await?;
-        let tx = out_tx.clone();
-        readers.push(tokio::spawn(async move {
-            while let Some(frames) = from.recv().await {
-                if tx.send((i, frames)).await.is_err() {
-                    break;
-                }
-            }
-            from.close(Duration::from_millis(200)).await;
-        }));
+        from_pods.push(
+            Link::open(
+                SocketSpec::PULL_CONNECT,
+                output,
+                &format!("flow router from `{name}`"),
+            )
+            .await?,
+        );
     }
     let (calls, calls_rx) = mpsc::channel(flow.with.prefetch.unwrap_or(8).max(1));
     let stop = CancellationToken::new();
@@ -126,16 +118,10 @@ pub async fn route(flow: &Flow, addresses: &[(String, String)]) -> anyhow::Resul
         leaves: flow.leaves.clone(),
         timeout: flow.timeout().map_err(anyhow::Error::msg)?,
         to_pods,
+        from_pods,
         requests: HashMap::new(),
     };
-    drop(out_tx);
-    let token = stop.clone();
-    let router = tokio::spawn(async move {
-        router.run(calls_rx, out_rx, token).await;
-        for reader in readers {
-            reader.abort();
-        }
-    });
+    let router = tokio::spawn(router.run(calls_rx, stop.clone()));
     Ok(Running {
         pods: Vec::new(),
         calls,
@@ -164,26 +150,28 @@ struct Router {
     leaves: Vec<usize>,
     timeout: Duration,
     to_pods: Vec<Link>,
+    /// Each Pod's output, read by the router itself (no task in between).
+    from_pods: Vec<Link>,
     requests: HashMap<String, InFlight>,
 }
 
 impl Router {
-    async fn run(
-        mut self,
-        mut calls: mpsc::Receiver<Call>,
-        mut outputs: mpsc::Receiver<(usize, Vec<Bytes>)>,
-        stop: CancellationToken,
-    ) {
+    async fn run(mut self, mut calls: mpsc::Receiver<Call>, stop: CancellationToken) {
         let mut check = tokio::time::interval(Duration::from_millis(50));
+        // The Pod output read first next time (each in turn, so none starves).
+        let mut first = 0;
         loop {
             tokio::select! {
                 call = calls.recv() => match call {
                     Some(call) => self.on_call(call).await,
                     None => break,
                 },
-                output = outputs.recv() => match output {
-                    Some((pod, frames)) => self.on_output(pod, frames).await,
-                    None => break,
+                (pod, frames) = next_output(&mut self.from_pods, &mut first) => match frames {
+                    Some(frames) => self.on_output(pod, frames).await,
+                    None => {
+                        tracing::warn!(pod = %self.names[pod], "the flow router's link from the pod closed; stopping");
+                        break;
+                    }
                 },
                 _ = check.tick() => self.expire(),
                 () = stop.cancelled() => break,
@@ -194,6 +182,9 @@ impl Router {
         }
         for link in self.to_pods {
             link.close(Duration::from_millis(500)).await;
+        }
+        for link in self.from_pods {
+            link.close(Duration::from_millis(200)).await;
         }
     }
 
@@ -359,6 +350,23 @@ impl Router {
     }
 }
 
+/// The next message from any Pod's output, with the Pod's index; the Pods
+/// are tried in turn from `first`.
+async fn next_output(links: &mut [Link], first: &mut usize) -> (usize, Option<Vec<Bytes>>) {
+    std::future::poll_fn(|cx| {
+        let n = links.len();
+        for k in 0..n {
+            let i = (*first + k) % n;
+            if let std::task::Poll::Ready(frames) = links[i].poll_recv(cx) {
+                *first = (i + 1) % n;
+                return std::task::Poll::Ready((i, frames));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// Joins the branches of one request: documents merged as a Pod's tail merges
 /// shards (one copy per id, matches merged by score), the route and status of
 /// every branch kept.
@@ -408,3 +416,6 @@ pub async fn call_targeted(
         .map_err(|_| anyhow::anyhow!("the Flow is stopping"))?;
     rx.await.context("the Flow stopped before answering")
 }
+
+#[cfg(test)]
+mod tests;

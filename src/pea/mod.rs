@@ -392,7 +392,8 @@ impl Pea {
                 frames = self.output.recv(), if out_is_router => {
                     if let Some(frames) = frames { self.on_downstream(frames); }
                 },
-                permit = out_tx.reserve(), if !self.outbox.is_empty() && (!out_is_router || !self.credits.is_empty()) => {
+                // Room for the next answer (a ROUTER's: at the DEALER whose credit it uses).
+                permit = out_tx.reserve(self.credits.front()), if !self.outbox.is_empty() && (!out_is_router || !self.credits.is_empty()) => {
                     let Ok(permit) = permit else { break };
                     let mut frames = self.outbox.pop_front().expect("guarded");
                     if out_is_router {

@@ -20,9 +20,6 @@ use crate::wire::Body;
 /// pages touched count towards RSS.
 const STACK: usize = 8 << 20;
 
-/// How long the executor's thread polls for the next job before it parks.
-const SPIN: Duration = Duration::from_micros(200);
-
 /// Why a job failed: a status kind and a message for the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -272,10 +269,6 @@ fn run(thread: Thread) {
         h.busy_since = busy;
         h.backoff = executor.backoff().cloned();
     };
-    let mut arrivals = Arrivals {
-        last_done: None,
-        close: false,
-    };
     loop {
         if executor.take_demoted() {
             let thread = Thread {
@@ -293,7 +286,10 @@ fn run(thread: Thread) {
                 Err(thread) => return run(thread),
             }
         }
-        let Some(job) = arrivals.next(&mut jobs) else {
+        // The thread parks at once between jobs. Polling for the next one for
+        // 200 µs first (as it once did) cost more CPU than the wake-up it
+        // saved on two shared cores: docs/benchmarks.md, "The floor".
+        let Some(job) = jobs.blocking_recv() else {
             break;
         };
         match job {
@@ -312,7 +308,6 @@ fn run(thread: Thread) {
                 publish(&executor, None);
                 health.lock().expect("health lock").healthy = healthy;
                 let _ = reply.send(result);
-                arrivals.done();
             }
             Job::Dump { reply } => {
                 let _ = reply.send(dump(&mut executor));
@@ -367,43 +362,6 @@ fn run(thread: Thread) {
     // The Pea went away without `Close`: still close the instance.
     if let Err(e) = executor.close() {
         tracing::warn!("{e}");
-    }
-}
-
-/// Waits for the next job. Waking a parked thread costs tens of microseconds
-/// on a VM, a large part of a Pea's round trip; so while requests follow each
-/// other closely (the last one came within [`SPIN`] of the one before), poll
-/// for up to [`SPIN`] before parking. An idle Pea, or one whose requests are
-/// far apart, parks at once and costs nothing (polling there measurably took
-/// CPU from sibling shards running in parallel).
-struct Arrivals {
-    last_done: Option<Instant>,
-    close: bool,
-}
-
-impl Arrivals {
-    fn next(&mut self, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
-        let job = if self.close {
-            let until = Instant::now() + SPIN;
-            loop {
-                match jobs.try_recv() {
-                    Ok(job) => break Some(job),
-                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
-                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() < until => {
-                        std::thread::yield_now()
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break jobs.blocking_recv(),
-                }
-            }
-        } else {
-            jobs.blocking_recv()
-        };
-        self.close = self.last_done.is_some_and(|done| done.elapsed() < SPIN);
-        job
-    }
-
-    fn done(&mut self) {
-        self.last_done = Some(Instant::now());
     }
 }
 

@@ -1,6 +1,13 @@
-//! ZeroMQ sockets behind a small interface: [`Link`] is one socket, owned by
-//! its own task, reached through bounded queues of frames. Nothing here knows
-//! about executors or the message format.
+//! Sockets behind a small interface: [`Link`] is one socket, reached through
+//! bounded queues of frames. Nothing here knows about executors or the
+//! message format.
+//!
+//! Two kinds of socket sit behind a Link. Between processes (`tcp://`,
+//! `ipc://`), a ZeroMQ socket owned by its own task ([`zmq`]), which the
+//! Link's queues reach. Between threads of one process (`inproc://`), an
+//! in-process socket ([`inproc`]) with no task on the way: a send puts the
+//! frames straight into the receiving socket's queue, and a receive reads the
+//! Link's own.
 //!
 //! The `zeromq` crate (0.7) is pure Rust and speaks ZMTP 3 with libzmq peers,
 //! but has gaps this module works around (docs/protocol.md, "Flow control"):
@@ -20,22 +27,24 @@
 //!
 //! [`Transport`] is the seam: another ZeroMQ implementation (libzmq bindings)
 //! fits behind it without touching the Pea. Behind it today: the `zeromq`
-//! crate for `tcp://` and `ipc://`, and [`inproc`] for `inproc://` (sockets
-//! whose peers are threads of the same process).
+//! crate for `tcp://` and `ipc://`.
 
 pub mod inproc;
+mod zmq;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zeromq::{Socket, SocketEvent, SocketRecv, SocketSend, ZmqError, ZmqMessage};
+
+pub use zmq::ZmqTransport;
 
 /// Capacity of each Link's inbound and outbound queue, in messages.
 pub const QUEUE: usize = 16;
@@ -186,152 +195,99 @@ pub trait Transport: Send + 'static {
     async fn close(self: Box<Self>);
 }
 
-enum Zmq {
-    Pull(zeromq::PullSocket),
-    Push(zeromq::PushSocket),
-    Sub(zeromq::SubSocket),
-    Pub(zeromq::PubSocket),
-    Router(zeromq::RouterSocket),
-    Dealer(zeromq::DealerSocket),
-}
-
-/// [`Transport`] over the `zeromq` crate.
-pub struct ZmqTransport {
-    socket: Zmq,
-    events: futures::channel::mpsc::Receiver<SocketEvent>,
-}
-
-macro_rules! each {
-    ($socket:expr, $s:ident => $body:expr) => {
-        match $socket {
-            Zmq::Pull($s) => $body,
-            Zmq::Push($s) => $body,
-            Zmq::Sub($s) => $body,
-            Zmq::Pub($s) => $body,
-            Zmq::Router($s) => $body,
-            Zmq::Dealer($s) => $body,
-        }
-    };
-}
-
-impl ZmqTransport {
-    pub fn new(kind: SocketType) -> ZmqTransport {
-        let mut socket = match kind {
-            SocketType::Pull => Zmq::Pull(zeromq::PullSocket::new()),
-            SocketType::Push => Zmq::Push(zeromq::PushSocket::new()),
-            SocketType::Sub => Zmq::Sub(zeromq::SubSocket::new()),
-            SocketType::Pub => Zmq::Pub(zeromq::PubSocket::new()),
-            SocketType::Router => Zmq::Router(zeromq::RouterSocket::new()),
-            SocketType::Dealer => Zmq::Dealer(zeromq::DealerSocket::new()),
-        };
-        let events = each!(&mut socket, s => s.monitor());
-        ZmqTransport { socket, events }
-    }
-}
-
-#[async_trait]
-impl Transport for ZmqTransport {
-    async fn bind(&mut self, endpoint: &str) -> Result<String, String> {
-        let bound =
-            each!(&mut self.socket, s => s.bind(endpoint).await).map_err(|e| describe(&e))?;
-        if let Zmq::Sub(s) = &mut self.socket {
-            s.subscribe("").await.map_err(|e| describe(&e))?;
-        }
-        Ok(bound.to_string())
-    }
-
-    async fn connect(&mut self, endpoint: &str) -> Result<(), String> {
-        each!(&mut self.socket, s => s.connect(endpoint).await).map_err(|e| describe(&e))?;
-        if let Zmq::Sub(s) = &mut self.socket {
-            s.subscribe("").await.map_err(|e| describe(&e))?;
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), SendFailure> {
-        let message = ZmqMessage::try_from(frames)
-            .map_err(|_| SendFailure::Lost("an empty message".into()))?;
-        let result = match &mut self.socket {
-            Zmq::Push(s) => s.send(message).await,
-            Zmq::Pub(s) => s.send(message).await,
-            Zmq::Router(s) => s.send(message).await,
-            Zmq::Dealer(s) => s.send(message).await,
-            Zmq::Pull(_) | Zmq::Sub(_) => {
-                return Err(SendFailure::Lost("this socket type cannot send".into()));
-            }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(ZmqError::ReturnToSender { message, .. }) => {
-                Err(SendFailure::NoPeer(message.into_vec()))
-            }
-            Err(e) => Err(SendFailure::Lost(describe(&e))),
-        }
-    }
-
-    async fn next(&mut self, read: bool) -> Inbound {
-        let events = &mut self.events;
-        let disconnected = async {
-            while let Some(event) = events.next().await {
-                if let SocketEvent::Disconnected(peer) = event {
-                    return Bytes::from(peer);
-                }
-            }
-            std::future::pending::<Bytes>().await
-        };
-        let socket = &mut self.socket;
-        let recv = async {
-            if !read {
-                return std::future::pending().await;
-            }
-            match socket {
-                Zmq::Pull(s) => s.recv().await,
-                Zmq::Sub(s) => s.recv().await,
-                Zmq::Router(s) => s.recv().await,
-                Zmq::Dealer(s) => s.recv().await,
-                Zmq::Push(_) | Zmq::Pub(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            peer = disconnected => Inbound::Disconnected(Some(peer)),
-            result = recv => match result {
-                Ok(message) => Inbound::Message(message.into_vec()),
-                Err(e) => Inbound::Failed(describe(&e)),
-            },
-        }
-    }
-
-    async fn close(self: Box<Self>) {
-        let errors = each!(self.socket, s => s.close().await);
-        for error in errors {
-            tracing::debug!("closing a socket: {error}");
-        }
-    }
-}
-
-fn describe(error: &ZmqError) -> String {
-    match error {
-        ZmqError::Network(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            "the port is taken (address in use)".into()
-        }
-        other => other.to_string(),
-    }
-}
-
-/// One socket, run by its own task. Inbound messages wait in a bounded queue
-/// (the socket is read only when it has room); outbound ones too (senders wait
-/// when it is full).
+/// One socket. Inbound messages wait in a bounded queue (the socket is read
+/// only when it has room); outbound ones wait for room in the next queue on
+/// their way (senders wait when it is full).
 pub struct Link {
     /// What the socket is bound or connected to (with the real port).
     pub endpoint: String,
     pub spec: SocketSpec,
     /// How many times a connecting socket has connected again after its peer
     /// went away (a restarted peer knows nothing of this one).
-    reconnects: tokio::sync::watch::Receiver<u64>,
-    incoming: mpsc::Receiver<Vec<Bytes>>,
-    outgoing: mpsc::Sender<Vec<Bytes>>,
+    reconnects: watch::Receiver<u64>,
+    inbox: Inbox,
+    sender: Sender,
     stop: CancellationToken,
+    /// The socket's task: a ZeroMQ socket's, or an in-process socket's keeper
+    /// (none for one that only binds and receives).
     task: Option<JoinHandle<()>>,
+}
+
+enum Inbox {
+    /// What the socket's task read.
+    Queue(mpsc::Receiver<Vec<Bytes>>),
+    Inproc(inproc::Inbox, Arc<inproc::Core>),
+}
+
+/// A handle that sends on a [`Link`] from elsewhere (a clone of its sending side).
+#[derive(Clone)]
+pub struct Sender {
+    endpoint: Arc<str>,
+    router: bool,
+    to: SenderTo,
+}
+
+#[derive(Clone)]
+enum SenderTo {
+    /// The socket's task's outbound queue.
+    Queue(mpsc::Sender<Vec<Bytes>>),
+    /// An in-process socket: its peers' queues.
+    Inproc(Arc<inproc::Core>),
+}
+
+/// Room for one message on a [`Sender`], taken before the message is made.
+pub enum Permit<'a> {
+    Queue(mpsc::Permit<'a, Vec<Bytes>>),
+    Inproc(inproc::Permit),
+}
+
+impl Permit<'_> {
+    /// Sends `frames` (a ROUTER's start with the peer's identity).
+    pub fn send(self, frames: Vec<Bytes>) {
+        match self {
+            Permit::Queue(permit) => permit.send(frames),
+            Permit::Inproc(permit) => permit.send(frames),
+        }
+    }
+}
+
+impl Sender {
+    /// Room for one message, waiting while there is none; `to` is the peer's
+    /// identity on a ROUTER (the first frame of what will be sent).
+    ///
+    /// # Errors
+    /// When the socket is closed.
+    pub async fn reserve(&self, to: Option<&Bytes>) -> Result<Permit<'_>, String> {
+        let result = match &self.to {
+            SenderTo::Queue(tx) => tx
+                .reserve()
+                .await
+                .map(Permit::Queue)
+                .map_err(|_| "is closed"),
+            SenderTo::Inproc(core) => core.reserve(to).await.map(Permit::Inproc),
+        };
+        result.map_err(|why| format!("the socket {} {why}", self.endpoint))
+    }
+
+    /// Sends a message, waiting while there is no room for it.
+    ///
+    /// # Errors
+    /// When the socket is closed.
+    pub async fn send(&self, frames: Vec<Bytes>) -> Result<(), String> {
+        if let SenderTo::Queue(tx) = &self.to {
+            return tx
+                .send(frames)
+                .await
+                .map_err(|_| format!("the socket {} is closed", self.endpoint));
+        }
+        let to = if self.router {
+            frames.first().cloned()
+        } else {
+            None
+        };
+        self.reserve(to.as_ref()).await?.send(frames);
+        Ok(())
+    }
 }
 
 impl Link {
@@ -346,12 +302,53 @@ impl Link {
         endpoint: &str,
         owner: &str,
     ) -> Result<Link, TransportError> {
-        let transport: Box<dyn Transport> = if endpoint.starts_with(inproc::SCHEME) {
-            Box::new(inproc::InprocTransport::new(spec.kind))
-        } else {
-            Box::new(ZmqTransport::new(spec.kind))
-        };
-        Link::open_with(transport, spec, endpoint, owner).await
+        if endpoint.starts_with(inproc::SCHEME) {
+            return Link::open_inproc(spec, endpoint, owner);
+        }
+        Link::open_with(
+            Box::new(ZmqTransport::new(spec.kind)),
+            spec,
+            endpoint,
+            owner,
+        )
+        .await
+    }
+
+    fn open_inproc(spec: SocketSpec, endpoint: &str, owner: &str) -> Result<Link, TransportError> {
+        let socket = format!("{owner} ({spec})");
+        let (reconnected, reconnects) = watch::channel(0);
+        let opened = inproc::Socket::open(spec.kind, spec.bind, endpoint, &socket, reconnected)
+            .map_err(|reason| {
+                if spec.bind {
+                    TransportError::Bind {
+                        socket: socket.clone(),
+                        endpoint: endpoint.to_string(),
+                        reason,
+                    }
+                } else {
+                    TransportError::Address {
+                        socket: socket.clone(),
+                        reason,
+                    }
+                }
+            })?;
+        let stop = CancellationToken::new();
+        let task = opened
+            .keeper
+            .map(|keeper| tokio::spawn(keeper.run(stop.clone())));
+        Ok(Link {
+            endpoint: endpoint.to_string(),
+            spec,
+            reconnects,
+            inbox: Inbox::Inproc(opened.inbox, opened.core.clone()),
+            sender: Sender {
+                endpoint: endpoint.into(),
+                router: spec.kind == SocketType::Router,
+                to: SenderTo::Inproc(opened.core),
+            },
+            stop,
+            task,
+        })
     }
 
     /// [`Link::open`] over any [`Transport`].
@@ -386,8 +383,8 @@ impl Link {
         let (in_tx, incoming) = mpsc::channel(QUEUE);
         let (outgoing, out_rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
-        let (reconnected, reconnects) = tokio::sync::watch::channel(0);
-        let task = SocketTask {
+        let (reconnected, reconnects) = watch::channel(0);
+        let task = zmq::SocketTask {
             transport,
             spec,
             endpoint: endpoint.clone(),
@@ -399,11 +396,15 @@ impl Link {
         };
         let task = tokio::spawn(task.run());
         Ok(Link {
+            sender: Sender {
+                endpoint: endpoint.as_str().into(),
+                router: spec.kind == SocketType::Router,
+                to: SenderTo::Queue(outgoing),
+            },
             endpoint,
             spec,
             reconnects,
-            incoming,
-            outgoing,
+            inbox: Inbox::Queue(incoming),
             stop,
             task: Some(task),
         })
@@ -421,44 +422,58 @@ impl Link {
     /// The next inbound message; `None` once the Link is closed. On a bound
     /// ROUTER, a message of one frame (an identity) means that peer went away.
     pub async fn recv(&mut self) -> Option<Vec<Bytes>> {
-        self.incoming.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Link::recv`] as a poll, for a reader of several Links.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<Bytes>>> {
+        match &mut self.inbox {
+            Inbox::Queue(rx) => rx.poll_recv(cx),
+            Inbox::Inproc(inbox, _) => inbox.poll_recv(cx),
+        }
     }
 
     /// The next inbound message if one is already waiting.
     pub fn try_recv(&mut self) -> Option<Vec<Bytes>> {
-        self.incoming.try_recv().ok()
+        match &mut self.inbox {
+            Inbox::Queue(rx) => rx.try_recv().ok(),
+            Inbox::Inproc(inbox, _) => inbox.try_recv(),
+        }
     }
 
-    /// Queues a message, waiting while the queue is full.
+    /// Sends a message, waiting while there is no room for it.
     ///
     /// # Errors
-    /// When the socket's task has ended.
+    /// When the socket is closed.
     pub async fn send(&self, frames: Vec<Bytes>) -> Result<(), String> {
-        self.outgoing
-            .send(frames)
-            .await
-            .map_err(|_| format!("the socket {} is closed", self.endpoint))
+        self.sender.send(frames).await
     }
 
     /// Changes each time a connecting socket has connected again after its
     /// peer went away: a DEALER announces itself again to a restarted ROUTER.
-    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn reconnects(&self) -> watch::Receiver<u64> {
         self.reconnects.clone()
     }
 
-    /// A handle that queues messages on this Link from elsewhere.
-    pub fn sender(&self) -> mpsc::Sender<Vec<Bytes>> {
-        self.outgoing.clone()
+    /// A handle that sends on this Link from elsewhere.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// Sends what is queued (for up to `grace`), then closes the socket and
     /// waits until its port is released.
     pub async fn close(mut self, grace: Duration) {
         self.stop.cancel();
-        if let Some(task) = self.task.take()
-            && tokio::time::timeout(grace, task).await.is_err()
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(grace, &mut task).await.is_err()
         {
             tracing::debug!(endpoint = %self.endpoint, "a socket did not close within {grace:?}");
+            if matches!(self.inbox, Inbox::Inproc(..)) {
+                task.abort();
+            }
+        }
+        if let Inbox::Inproc(_, core) = &self.inbox {
+            core.leave();
         }
     }
 }
@@ -468,125 +483,8 @@ impl Drop for Link {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-struct SocketTask {
-    transport: Box<dyn Transport>,
-    spec: SocketSpec,
-    endpoint: String,
-    owner: String,
-    in_tx: mpsc::Sender<Vec<Bytes>>,
-    out_rx: mpsc::Receiver<Vec<Bytes>>,
-    stop: CancellationToken,
-    reconnected: tokio::sync::watch::Sender<u64>,
-}
-
-impl SocketTask {
-    async fn run(mut self) {
-        if !self.spec.bind && !self.connect().await {
-            self.transport.close().await;
-            return;
-        }
-        let can_recv = self.spec.kind.can_recv();
-        // A connecting socket other than SUB does not reconnect by itself.
-        let reconnect = !self.spec.bind && self.spec.kind != SocketType::Sub;
-        // A bound ROUTER tells its owner which peer left: one frame, the identity.
-        let report = self.spec.bind && self.spec.kind == SocketType::Router;
-        let watch = reconnect || report;
-        let mut permit = None;
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                frames = self.out_rx.recv() => match frames {
-                    Some(frames) => self.send(frames).await,
-                    None => break,
-                },
-                p = self.in_tx.clone().reserve_owned(), if can_recv && permit.is_none() && !draining => match p {
-                    Ok(p) => permit = Some(p),
-                    // Nobody reads any more: only send until closed.
-                    Err(_) => draining = true,
-                },
-                event = self.transport.next(permit.is_some()), if permit.is_some() || watch => match event {
-                    Inbound::Message(frames) => {
-                        permit.take().expect("read only with a permit").send(frames);
-                    }
-                    Inbound::Disconnected(_) if reconnect => {
-                        tracing::info!(socket = %self.owner, endpoint = %self.endpoint, "peer went away; reconnecting");
-                        if !self.connect().await {
-                            break;
-                        }
-                        self.reconnected.send_modify(|n| *n += 1);
-                    }
-                    Inbound::Disconnected(Some(peer)) if report => {
-                        let _ = self.in_tx.send(vec![peer]).await;
-                    }
-                    Inbound::Disconnected(_) => {}
-                    Inbound::Failed(e) => tracing::debug!(socket = %self.owner, "receive failed: {e}"),
-                },
-                () = self.stop.cancelled(), if !draining => draining = true,
-            }
-            // Closing: whatever was queued before the close has been sent.
-            if draining && self.out_rx.is_empty() {
-                break;
-            }
-        }
-        self.transport.close().await;
-    }
-
-    /// Connects, retrying until it works or the Link is closed. Returns false
-    /// when closed first.
-    async fn connect(&mut self) -> bool {
-        let mut delay = Duration::from_millis(50);
-        loop {
-            tokio::select! {
-                result = self.transport.connect(&self.endpoint) => match result {
-                    Ok(()) => {
-                        tracing::debug!(socket = %self.owner, endpoint = %self.endpoint, "connected");
-                        return true;
-                    }
-                    Err(e) => tracing::debug!(socket = %self.owner, endpoint = %self.endpoint, "connect failed: {e}; retrying"),
-                },
-                () = self.stop.cancelled() => return false,
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    /// Sends, keeping the message while no peer is connected (the crate fails
-    /// such sends at once instead of queueing them).
-    async fn send(&mut self, mut frames: Vec<Bytes>) {
-        let mut delay = Duration::from_millis(5);
-        loop {
-            match self.transport.send(frames).await {
-                Ok(()) => return,
-                // A ROUTER's peer that left before its answer (a control client
-                // that timed out), or whose queue is full because it does not
-                // read (dropped, as libzmq's ROUTER does), is routine; anything
-                // else is worth a warning.
-                Err(SendFailure::Lost(reason)) if self.spec.kind == SocketType::Router => {
-                    tracing::debug!(socket = %self.owner, "a message for a peer that left or does not read was dropped: {reason}");
-                    return;
-                }
-                Err(SendFailure::Lost(reason)) => {
-                    tracing::warn!(socket = %self.owner, "a message was lost: {reason}");
-                    return;
-                }
-                Err(SendFailure::NoPeer(back)) => frames = back,
-            }
-            if self.spec.kind == SocketType::Pub {
-                // PUB drops what nobody subscribed to, as ZeroMQ does.
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = self.stop.cancelled() => {
-                    tracing::warn!(socket = %self.owner, "closed with a message no peer ever took");
-                    return;
-                }
-            }
-            delay = (delay * 2).min(Duration::from_millis(500));
+        if let Inbox::Inproc(_, core) = &self.inbox {
+            core.leave();
         }
     }
 }

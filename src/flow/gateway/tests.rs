@@ -357,12 +357,13 @@ fn chunks_and_matches_count_against_the_document_limit() {
         "{error}"
     );
     let matches = vec!["{}"; MAX_REQUEST_DOCS / 2].join(",");
-    let split = format!(
-        r#"{{"data": [{{"chunks": [{matches}]}}, {{"matches": [{matches}]}}]}}"#
-    );
+    let split = format!(r#"{{"data": [{{"chunks": [{matches}]}}, {{"matches": [{matches}]}}]}}"#);
     assert!(parse_request(split.as_bytes(), None).is_err());
     // At the limit, taken.
     let chunks = vec!["{}"; MAX_REQUEST_DOCS - 1].join(",");
     let full = format!(r#"{{"data": [{{"chunks": [{chunks}]}}]}}"#);
-    assert_eq!(parse_request(full.as_bytes(), None).unwrap().body.len(), MAX_REQUEST_DOCS);
+    assert_eq!(
+        parse_request(full.as_bytes(), None).unwrap().body.len(),
+        MAX_REQUEST_DOCS
+    );
 }
