@@ -387,12 +387,14 @@ impl Shared {
             .collect();
         let docs = reply
             .decode_body()
-            .map_err(|e| e.to_string())
-            .and_then(|body| convert::content_from_body(&body));
+            .map_err(|e| (ErrorKind::Malformed, e.to_string()))
+            .and_then(|body| {
+                convert::content_from_body(&body).map_err(convert::AnswerError::kind_and_message)
+            });
         let docs = match docs {
             Ok(docs) => Bytes::from(docs),
-            Err(e) => {
-                let status = failure("gateway", ErrorKind::Malformed, &e);
+            Err((kind, e)) => {
+                let status = failure("gateway", kind, &e);
                 return answer(status, parameters, routes, no_docs());
             }
         };
