@@ -303,7 +303,8 @@ mod tests {
         let mut decoded =
             DataRequest::decode(request(list.clone()).encode_to_vec().as_slice()).unwrap();
         let (docs, count) = decoded.take_docs();
-        assert_eq!(count, list.docs.len());
+        // Counted at every level (chunks and matches too).
+        assert_eq!(count, body.len());
         // (Compared as documents: tags are JSON text written in map order.)
         assert_eq!(docs.unwrap().into_documents(), Ok(tree));
         // A bad document: the same reason as the general way gives.
@@ -350,5 +351,43 @@ mod tests {
         let mut decoded = DataRequest::decode(many.as_slice()).unwrap();
         let (docs, count) = decoded.take_docs();
         assert_eq!((docs.unwrap().len(), count), (50_000, 50_000));
+    }
+
+    #[test]
+    fn nested_documents_past_the_limit_are_refused_before_prost_reads_them() {
+        // A root and 100,000 empty chunks in 200 KB (hostile pass 3, H3-2:
+        // a million of them took a Flow to 1.7 GiB).
+        use crate::flow::grpc::pb::docarray::{DocProto, NodeProto, node_proto::Content};
+        let root = |n: usize| DocProto {
+            data: [(
+                "chunks".to_owned(),
+                NodeProto {
+                    content: Some(Content::DocArray(DocListProto {
+                        docs: vec![DocProto::default(); n],
+                    })),
+                    docarray_type: None,
+                },
+            )]
+            .into(),
+        };
+        let bytes = request(DocListProto {
+            docs: vec![root(100_000)],
+        })
+        .encode_to_vec();
+        let mut decoded = DataRequest::decode(bytes.as_slice()).unwrap();
+        assert!(matches!(decoded.docs, Received::Refused(_)));
+        let (docs, count) = decoded.take_docs();
+        assert_eq!(count, 100_001);
+        assert!(
+            docs.unwrap_err()
+                .starts_with("the request has 100001 documents, more than the 100000")
+        );
+        // Within it: read, and counted at every level.
+        let bytes = request(DocListProto {
+            docs: vec![root(10), root(5)],
+        })
+        .encode_to_vec();
+        let (docs, count) = DataRequest::decode(bytes.as_slice()).unwrap().take_docs();
+        assert_eq!((docs.unwrap().len(), count), (17, 17));
     }
 }

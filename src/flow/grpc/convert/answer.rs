@@ -166,7 +166,8 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, AnswerError> {
             Some(at + 2),
             (dim > 0).then_some(at + 4),
             (!scores.is_empty()).then_some(at + 8),
-            (!tags.is_empty()).then(|| at + 2 + 3 + tags.values().map(json_depth).max().unwrap_or(0)),
+            (!tags.is_empty())
+                .then(|| at + 2 + 3 + tags.values().map(json_depth).max().unwrap_or(0)),
         ]
         .into_iter()
         .flatten()

@@ -409,8 +409,8 @@ fn json_str(text: &str, out: &mut String) {
 /// used to become `null` unsaid: the error is the rest of a message
 /// (` = NaN is not a finite number`).
 fn json_f64(value: f64, out: &mut String) -> Result<(), String> {
-    let number = serde_json::Number::from_f64(value)
-        .ok_or_else(|| format!(" = {}", value_error(value)))?;
+    let number =
+        serde_json::Number::from_f64(value).ok_or_else(|| format!(" = {}", value_error(value)))?;
     let _ = write!(out, "{number}");
     Ok(())
 }
