@@ -381,3 +381,109 @@ async fn request_ids_and_endpoints_are_checked_as_over_http() {
         .into_inner();
     assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
 }
+
+/// Hostile pass 3: an answer nested past what protobuf clients decode (H3-9)
+/// comes back as an error status the client reads, and a root with 100,000
+/// chunks (H3-2) and a float64 embedding past f32 (H3-10) are refused by
+/// name, with a real (prost) client.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_and_requests_past_the_grpc_limits_are_refused_by_name() {
+    use jina_wasm::flow::grpc::pb::docarray::{
+        DenseNdArrayProto, DocListProto, DocProto, NdArrayProto, NodeProto, node_proto::Content,
+    };
+    use jina_wasm::flow::grpc::pb::jina::data_request_proto::{
+        DataContentProto, data_content_proto::Documents,
+    };
+    use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+    let flow = FlowProcess::start(
+        "with:\n  protocol: grpc\npods:\n  - name: deep\n    uses: {W}/misbehave.wasm\n",
+    );
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", grpc_port(&flow)))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = JinaSingleDataRequestRpcClient::new(channel);
+    let node = |content| NodeProto {
+        content: Some(content),
+        docarray_type: None,
+    };
+    let with_docs = |endpoint: &str, docs: Vec<DocProto>, levels: Option<f64>| {
+        let mut request = grpc_request("r", &[]);
+        request.header.as_mut().unwrap().exec_endpoint = Some(endpoint.into());
+        request.data = Some(DataContentProto {
+            documents: Some(Documents::Docs(DocListProto { docs })),
+        });
+        request.parameters = levels.map(|n| prost_types::Struct {
+            fields: [(
+                "levels".to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::NumberValue(n)),
+                },
+            )]
+            .into(),
+        });
+        request
+    };
+    let root = DocProto {
+        data: [(
+            "chunks".to_owned(),
+            node(Content::DocArray(DocListProto {
+                docs: vec![DocProto::default(); 100_000],
+            })),
+        )]
+        .into(),
+    };
+    let embedding = DocProto {
+        data: [(
+            "embedding".to_owned(),
+            node(Content::Ndarray(NdArrayProto {
+                dense: Some(DenseNdArrayProto {
+                    buffer: 1e300f64.to_le_bytes().to_vec(),
+                    shape: vec![1],
+                    dtype: "<f8".into(),
+                }),
+                parameters: None,
+            })),
+        )]
+        .into(),
+    };
+    for (request, kind, says) in [
+        (
+            with_docs("/deep", Vec::new(), Some(24.0)),
+            "invalid-output",
+            "nests protobuf messages 102 deep, more than the 100 a protobuf client reads",
+        ),
+        (
+            with_docs("/", vec![root], None),
+            "bad-request",
+            "the request has 100001 documents",
+        ),
+        (
+            with_docs("/", vec![embedding], None),
+            "bad-request",
+            "docs[0].embedding[0] = 1e300 does not fit a 32-bit float",
+        ),
+    ] {
+        let answer = client
+            .process_single_data(request)
+            .await
+            .expect("a readable answer")
+            .into_inner();
+        let status = answer.header.unwrap().status.unwrap();
+        let exception = status.exception.clone().unwrap();
+        assert_eq!(exception.name, kind, "{exception:?}");
+        assert!(
+            exception.args.iter().any(|a| a.contains(says)),
+            "{status:?}"
+        );
+    }
+    // 23 levels still come back.
+    let answer = client
+        .process_single_data(with_docs("/deep", Vec::new(), Some(23.0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
+}

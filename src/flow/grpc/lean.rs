@@ -31,6 +31,9 @@ pub struct DataRequest {
     pub data: Option<Bytes>,
     /// What a received `data` holds ([`DataRequest::take_docs`]).
     docs: Received,
+    /// Documents in the `data` fields received, at every level
+    /// ([`convert::count_docs`]).
+    counted: usize,
 }
 
 /// A received `data` field's documents.
@@ -44,6 +47,9 @@ enum Received {
     /// Any other, read by prost (each `data` field merged into it, as prost
     /// merges a message field sent more than once); converted when taken.
     Content(DataContentProto),
+    /// Refused before prost read it: why (more than `MAX_REQUEST_DOCS`
+    /// documents). Further `data` fields are skipped.
+    Refused(String),
 }
 
 /// `data` of a request or answer without documents: `docs`, empty.
@@ -63,31 +69,37 @@ impl DataRequest {
             routes,
             data,
             docs: Received::None,
+            counted: 0,
         }
     }
 
     /// The received documents as a body, or why they cannot be one (a
-    /// request answered with that reason), and the number of top-level
-    /// documents in `data.docs` (0 for `docs_bytes`). Taken once: the
-    /// message holds none afterwards.
+    /// request answered with that reason), and the number of documents
+    /// (at every level, as counted on the bytes). Taken once: the message
+    /// holds none afterwards.
     pub fn take_docs(&mut self) -> (Result<Body, String>, usize) {
-        match std::mem::take(&mut self.docs) {
-            Received::None => (Ok(Body::default()), 0),
-            Received::Body(body) => {
-                let count = body.len();
-                (Ok(*body), count)
-            }
+        let count = self.counted;
+        let body = match std::mem::take(&mut self.docs) {
+            Received::None => Ok(Body::default()),
+            Received::Body(body) => Ok(*body),
+            Received::Refused(why) => Err(why),
             Received::Content(content) => match content.documents {
-                None => (Ok(Body::default()), 0),
-                Some(Documents::Docs(docs)) => (convert::body_from_docs(&docs), docs.docs.len()),
-                Some(Documents::DocsBytes(bytes)) => (
-                    DocListProto::decode(bytes.as_slice())
-                        .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
-                        .and_then(|docs| convert::body_from_docs(&docs)),
-                    0,
-                ),
+                None => Ok(Body::default()),
+                Some(Documents::Docs(docs)) => convert::body_from_docs(&docs),
+                Some(Documents::DocsBytes(bytes)) => DocListProto::decode(bytes.as_slice())
+                    .map_err(|e| format!("`docs_bytes` is not a DocListProto: {e}"))
+                    .and_then(|docs| convert::body_from_docs(&docs)),
             },
-        }
+        };
+        (body, count)
+    }
+
+    /// Counts `data`'s documents at every level, and refuses the request
+    /// (before prost decodes a byte of it) once they are more than
+    /// `MAX_REQUEST_DOCS`.
+    fn count(&mut self, data: &[u8]) -> Result<(), String> {
+        self.counted = self.counted.saturating_add(convert::count_docs(data));
+        crate::flow::gateway::check_request_docs(self.counted)
     }
 
     /// Reads one `data` field's bytes: flat documents (the field's first
@@ -106,13 +118,29 @@ impl DataRequest {
                 ctx,
             )
         };
-        match std::mem::take(&mut self.docs) {
+        let docs = std::mem::take(&mut self.docs);
+        if let Received::Refused(_) = docs {
+            self.docs = docs;
+            return Ok(());
+        }
+        // Flat documents have no chunks: the fast path's count is the count.
+        if let Received::None = docs
+            && let Some(body) = convert::fast_body(&data)
+        {
+            self.counted = body.len();
+            self.docs = Received::Body(Box::new(body));
+            self.data = Some(data);
+            return Ok(());
+        }
+        if let Err(why) = self.count(&data) {
+            self.docs = Received::Refused(why);
+            self.data = None;
+            return Ok(());
+        }
+        match docs {
+            // (Returned above; kept as it was.)
+            Received::Refused(why) => self.docs = Received::Refused(why),
             Received::None => {
-                if let Some(body) = convert::fast_body(&data) {
-                    self.docs = Received::Body(Box::new(body));
-                    self.data = Some(data);
-                    return Ok(());
-                }
                 let mut content = DataContentProto::default();
                 merge(&mut content, &data, ctx)?;
                 self.docs = Received::Content(content);
@@ -275,7 +303,8 @@ mod tests {
         let mut decoded =
             DataRequest::decode(request(list.clone()).encode_to_vec().as_slice()).unwrap();
         let (docs, count) = decoded.take_docs();
-        assert_eq!(count, list.docs.len());
+        // Counted at every level (chunks and matches too).
+        assert_eq!(count, body.len());
         // (Compared as documents: tags are JSON text written in map order.)
         assert_eq!(docs.unwrap().into_documents(), Ok(tree));
         // A bad document: the same reason as the general way gives.
@@ -322,5 +351,43 @@ mod tests {
         let mut decoded = DataRequest::decode(many.as_slice()).unwrap();
         let (docs, count) = decoded.take_docs();
         assert_eq!((docs.unwrap().len(), count), (50_000, 50_000));
+    }
+
+    #[test]
+    fn nested_documents_past_the_limit_are_refused_before_prost_reads_them() {
+        // A root and 100,000 empty chunks in 200 KB (hostile pass 3, H3-2:
+        // a million of them took a Flow to 1.7 GiB).
+        use crate::flow::grpc::pb::docarray::{DocProto, NodeProto, node_proto::Content};
+        let root = |n: usize| DocProto {
+            data: [(
+                "chunks".to_owned(),
+                NodeProto {
+                    content: Some(Content::DocArray(DocListProto {
+                        docs: vec![DocProto::default(); n],
+                    })),
+                    docarray_type: None,
+                },
+            )]
+            .into(),
+        };
+        let bytes = request(DocListProto {
+            docs: vec![root(100_000)],
+        })
+        .encode_to_vec();
+        let mut decoded = DataRequest::decode(bytes.as_slice()).unwrap();
+        assert!(matches!(decoded.docs, Received::Refused(_)));
+        let (docs, count) = decoded.take_docs();
+        assert_eq!(count, 100_001);
+        assert!(
+            docs.unwrap_err()
+                .starts_with("the request has 100001 documents, more than the 100000")
+        );
+        // Within it: read, and counted at every level.
+        let bytes = request(DocListProto {
+            docs: vec![root(10), root(5)],
+        })
+        .encode_to_vec();
+        let (docs, count) = DataRequest::decode(bytes.as_slice()).unwrap().take_docs();
+        assert_eq!((docs.unwrap().len(), count), (17, 17));
     }
 }

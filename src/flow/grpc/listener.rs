@@ -10,6 +10,9 @@
 //!   that long: the server pings it every third of the timeout (the
 //!   keepalive set in `mod.rs`) and its acknowledgement is a read; a client
 //!   that sent half a preface, or nothing, gets no ping and is closed.
+//! - **Kill switch**: each connection's [`Connection`] (its `ConnectInfo`,
+//!   in every request's extensions) closes it when cancelled: guard.rs does
+//!   it to a connection whose message comes too slowly.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,10 +20,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::http_server::{idle_error, stalled};
@@ -42,11 +47,14 @@ pub fn capped(
             match listener.accept().await {
                 Ok((inner, _)) => {
                     let _ = inner.set_nodelay(true);
+                    let kill = CancellationToken::new();
                     let capped = Capped {
                         inner,
                         _slot: permit,
                         silence,
                         quiet: None,
+                        killed: Box::pin(kill.clone().cancelled_owned()),
+                        kill,
                     };
                     return Some((Ok(capped), (listener, slots)));
                 }
@@ -67,13 +75,26 @@ pub struct Capped {
     _slot: OwnedSemaphorePermit,
     silence: Duration,
     quiet: Option<Pin<Box<Sleep>>>,
+    kill: CancellationToken,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// What a request knows of its connection.
+#[derive(Clone)]
+pub struct Connection {
+    pub tcp: TcpConnectInfo,
+    /// Cancelled: the connection's reads fail, so it closes.
+    pub kill: CancellationToken,
 }
 
 impl Connected for Capped {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = Connection;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
+    fn connect_info(&self) -> Connection {
+        Connection {
+            tcp: self.inner.connect_info(),
+            kill: self.kill.clone(),
+        }
     }
 }
 
@@ -84,6 +105,12 @@ impl AsyncRead for Capped {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.killed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "closed: a request message came too slowly",
+            )));
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             // The HTTP side's stall timer and error (src/http_server.rs).
             Poll::Pending => match stalled(&mut this.quiet, this.silence, cx) {

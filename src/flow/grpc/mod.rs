@@ -20,6 +20,7 @@
 //! (`grpc-timeout`) becomes the request's deadline inside the Flow.
 
 pub mod convert;
+mod guard;
 pub mod lean;
 mod listener;
 
@@ -51,7 +52,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
@@ -125,22 +126,47 @@ impl GrpcGateway {
             metrics: crate::metrics::GatewayMetrics::new("grpc"),
         };
         let service = Service(shared);
+        // What requests not yet in the Flow may hold, all calls together
+        // (guard.rs): every service's bodies are read under it.
+        let budget = Arc::new(Semaphore::new(guard::MAX_PENDING_BYTES));
+        let idle = limits.http_idle_timeout;
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .max_concurrent_streams(guard::MAX_STREAMS)
+            .initial_stream_window_size(guard::STREAM_WINDOW)
+            .initial_connection_window_size(guard::CONNECTION_WINDOW)
             // A peer that stops answering pings is dropped; a live one is
             // pinged often enough never to look silent (listener.rs).
             .http2_keepalive_interval(Some(
                 (limits.http_idle_timeout / 3).max(Duration::from_millis(100)),
             ))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE))
-            .add_service(
+            .add_service(guard::Guarded::new(
+                JinaRpcServer::new(service.clone()).max_decoding_message_size(MAX_MESSAGE),
+                &budget,
+                idle,
+            ))
+            .add_service(guard::Guarded::new(
                 JinaSingleDataRequestRpcServer::new(service.clone())
                     .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(JinaDiscoverEndpointsRpcServer::new(service.clone()))
-            .add_service(JinaGatewayDryRunRpcServer::new(service.clone()))
-            .add_service(JinaInfoRpcServer::new(service));
+                &budget,
+                idle,
+            ))
+            .add_service(guard::Guarded::new(
+                JinaDiscoverEndpointsRpcServer::new(service.clone()),
+                &budget,
+                idle,
+            ))
+            .add_service(guard::Guarded::new(
+                JinaGatewayDryRunRpcServer::new(service.clone()),
+                &budget,
+                idle,
+            ))
+            .add_service(guard::Guarded::new(
+                JinaInfoRpcServer::new(service),
+                &budget,
+                idle,
+            ));
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
         let incoming = listener::capped(
@@ -223,11 +249,14 @@ fn timestamp(us: u64) -> prost_types::Timestamp {
 impl Shared {
     /// Runs one request through the Flow ([`Shared::answer`]), with its
     /// access log line and metrics.
+    /// `admission`: the request's share of the gateway's pending bytes
+    /// (guard.rs), given back once the Flow takes it.
     async fn process(
         &self,
         mut request: DataRequest,
         timeout: Option<Duration>,
         parent: Option<crate::trace::TraceContext>,
+        admission: Option<OwnedSemaphorePermit>,
     ) -> DataRequest {
         let span =
             crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
@@ -238,7 +267,7 @@ impl Shared {
         let received = self.metrics.as_ref().map_or(0, |_| request.encoded_len());
         // Read while the request was decoded (lean.rs).
         let (body, docs) = request.take_docs();
-        let reply = self.answer(request, body, timeout, trace).await;
+        let reply = self.answer(request, body, timeout, trace, admission).await;
         let header = reply.header.as_ref();
         let status = header
             .and_then(|h| h.status.as_ref())
@@ -285,6 +314,7 @@ impl Shared {
         body: Result<Body, String>,
         timeout: Option<Duration>,
         trace: Option<crate::trace::TraceContext>,
+        admission: Option<OwnedSemaphorePermit>,
     ) -> DataRequest {
         let DataRequest {
             header, parameters, ..
@@ -360,6 +390,8 @@ impl Shared {
             let status = failure("gateway", ErrorKind::Unavailable, "the gateway is stopping");
             return answer(status, parameters, Vec::new(), no_docs());
         };
+        // In the Flow now: bounded by its slots.
+        drop(admission);
         let reply = match call_targeted(&self.calls, message, target).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -387,12 +419,14 @@ impl Shared {
             .collect();
         let docs = reply
             .decode_body()
-            .map_err(|e| e.to_string())
-            .and_then(|body| convert::content_from_body(&body));
+            .map_err(|e| (ErrorKind::Malformed, e.to_string()))
+            .and_then(|body| {
+                convert::content_from_body(&body).map_err(convert::AnswerError::kind_and_message)
+            });
         let docs = match docs {
             Ok(docs) => Bytes::from(docs),
-            Err(e) => {
-                let status = failure("gateway", ErrorKind::Malformed, &e);
+            Err((kind, e)) => {
+                let status = failure("gateway", kind, &e);
                 return answer(status, parameters, routes, no_docs());
             }
         };
@@ -437,8 +471,11 @@ impl JinaRpc for Service {
             .get("__results_in_order__")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let shared = self.0.clone();
+        let admissions = guard::Admissions::of(&request);
         let requests = request.into_inner().map(move |item| {
             let shared = shared.clone();
+            // Taken as tonic decodes the messages: in order.
+            let admission = admissions.next();
             async move {
                 match item {
                     // A task of its own, so that the request goes through the
@@ -446,11 +483,11 @@ impl JinaRpc for Service {
                     // reads its answers: one that stops reading holds at most
                     // `window` answers of its own, never a slot the gateway's
                     // other clients need.
-                    Ok(request) => {
-                        tokio::spawn(async move { shared.process(request, timeout, parent).await })
-                            .await
-                            .map_err(|e| GrpcStatus::internal(format!("the request failed: {e}")))
-                    }
+                    Ok(request) => tokio::spawn(async move {
+                        shared.process(request, timeout, parent, admission).await
+                    })
+                    .await
+                    .map_err(|e| GrpcStatus::internal(format!("the request failed: {e}"))),
                     // The stream broke (a message over MAX_MESSAGE, bytes that
                     // are not a DataRequestProto): the call ends with its status.
                     Err(status) => Err(status),
@@ -476,8 +513,11 @@ impl JinaSingleDataRequestRpc for Service {
     ) -> Result<Response<DataRequest>, GrpcStatus> {
         let timeout = client_timeout(request.metadata());
         let parent = traceparent(request.metadata());
+        let admission = guard::Admissions::of(&request).next();
         Ok(Response::new(
-            self.0.process(request.into_inner(), timeout, parent).await,
+            self.0
+                .process(request.into_inner(), timeout, parent, admission)
+                .await,
         ))
     }
 }

@@ -42,12 +42,17 @@ use crate::wire::{Body, Relation, Score};
 
 use node_proto::Content;
 
+mod answer;
 mod fast;
 mod params;
 #[cfg(test)]
 mod tests;
 
-pub use fast::{content_from_body, fast_body};
+pub use answer::{AnswerError, MAX_PROTO_DEPTH, docs_from_body};
+pub use fast::{content_from_body, count_docs, fast_body};
+
+#[cfg(test)]
+use answer::{node, typed};
 pub use params::struct_json;
 
 /// Flattens `docs` into a body (pre-order, without recursion), checking the
@@ -98,7 +103,7 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
             Some(Content::Dict(dict)) if dict.data.is_empty() => None,
             Some(Content::Dict(dict)) => {
                 let mut text = String::new();
-                dict_json(dict, &mut text);
+                dict_json(dict, &mut text).map_err(|e| format!("{path}.tags{e}"))?;
                 Some(text)
             }
             Some(other) => {
@@ -110,11 +115,13 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         match field(doc, "embedding") {
             None => {}
             Some(Content::Ndarray(array)) => ndarray_f32(array, &mut body.embeddings)
-                .map_err(|e| format!("{path}.embedding: {e}"))?,
+                .map_err(|e| e.naming(&format!("{path}.embedding")))?,
             Some(Content::List(list)) => {
                 for (i, node) in list.data.iter().enumerate() {
                     body.embeddings.push(match &node.content {
-                        Some(Content::Float(v)) => *v as f32,
+                        Some(Content::Float(v)) => as_f32(*v).ok_or_else(|| {
+                            ArrayError::Value(i, *v).naming(&format!("{path}.embedding"))
+                        })?,
                         Some(Content::Integer(v)) => *v as f32,
                         _ => return Err(format!("{path}.embedding[{i}] is not a number")),
                     });
@@ -158,7 +165,12 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
                             level + 1,
                             format!("{path}.{name}[{i}]"),
                         )
-                    }))
+                    }));
+                    // Chunks and matches count against MAX_REQUEST_DOCS as
+                    // top-level documents do (lean.rs counts them on the
+                    // bytes, before prost reads them; this is the second
+                    // look): those read and those known to follow.
+                    crate::flow::gateway::check_request_docs(body.len() + stack.len())?;
                 }
                 Some(other) => {
                     return Err(format!(
@@ -251,8 +263,42 @@ fn score(doc: u32, name: &str, node: &NodeProto) -> Result<Score, String> {
     }
 }
 
+/// Why an ndarray's values cannot be an embedding.
+enum ArrayError {
+    Text(String),
+    /// The value at this index is not a finite number a 32-bit float holds.
+    Value(usize, f64),
+}
+
+impl ArrayError {
+    /// The message for the client, `path` naming the array.
+    fn naming(self, path: &str) -> String {
+        match self {
+            ArrayError::Text(e) => format!("{path}: {e}"),
+            ArrayError::Value(i, v) => format!("{path}[{i}] = {}", value_error(v)),
+        }
+    }
+}
+
+/// Why `v` is refused as a 32-bit float: the HTTP gateway's rule (an
+/// embedding value beyond `f32`'s range is refused by index,
+/// src/document.rs), and NaN and the infinities, which no executor can
+/// compare, are refused too.
+fn value_error(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:e} does not fit a 32-bit float")
+    } else {
+        format!("{v} is not a finite number")
+    }
+}
+
+/// `v` as a finite f32, if it is one.
+fn as_f32(v: f64) -> Option<f32> {
+    (v.is_finite() && v.abs() <= f64::from(f32::MAX)).then_some(v as f32)
+}
+
 /// Appends a dense ndarray's values as f32.
-fn ndarray_f32(array: &NdArrayProto, out: &mut Vec<f32>) -> Result<(), String> {
+fn ndarray_f32(array: &NdArrayProto, out: &mut Vec<f32>) -> Result<(), ArrayError> {
     let Some(dense) = &array.dense else {
         return Ok(());
     };
@@ -264,19 +310,20 @@ fn ndarray_f32(array: &NdArrayProto, out: &mut Vec<f32>) -> Result<(), String> {
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(u64::from(d)));
     dense_f32(&dense.buffer, count, dtype, out).map_err(|e| match e {
-        DenseError::Dtype => {
-            format!("dtype `{dtype}` is not supported (float32, float64, int32 or int64)")
-        }
+        DenseError::Dtype => ArrayError::Text(format!(
+            "dtype `{dtype}` is not supported (float32, float64, int32 or int64)"
+        )),
         DenseError::Shape(size) => {
             let needs = count
                 .and_then(|c| c.checked_mul(size as u64))
                 .map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
-            format!(
+            ArrayError::Text(format!(
                 "shape {:?} of {dtype} needs {needs} bytes, the buffer has {}",
                 dense.shape,
                 dense.buffer.len()
-            )
+            ))
         }
+        DenseError::Value(i, v) => ArrayError::Value(i, v),
     })
 }
 
@@ -285,10 +332,13 @@ enum DenseError {
     Dtype,
     /// The shape's element count (of this many bytes each) is not the buffer's.
     Shape(usize),
+    /// The value at this index is not a finite 32-bit float ([`as_f32`]).
+    Value(usize, f64),
 }
 
 /// Appends `buffer`'s values (`count` of them, by the shape; `None` when the
-/// shape's product overflows) of `dtype` as f32.
+/// shape's product overflows) of `dtype` as f32. Floats must be finite and
+/// within `f32`'s range; on an error `out` may hold some of the values.
 fn dense_f32(
     buffer: &[u8],
     count: Option<u64>,
@@ -322,11 +372,28 @@ fn dense_f32(
             }))
         };
     }
+    let start = out.len();
     match code {
         "f4" | "float32" => read!(f32, 4),
-        "f8" | "float64" => read!(f64, 8),
+        "f8" | "float64" => {
+            for (i, b) in buffer.chunks_exact(8).enumerate() {
+                let b: [u8; 8] = b.try_into().expect("chunks_exact");
+                let v = if little {
+                    f64::from_le_bytes(b)
+                } else {
+                    f64::from_be_bytes(b)
+                };
+                out.push(as_f32(v).ok_or(DenseError::Value(i, v))?);
+            }
+        }
         "i4" | "int32" => read!(i32, 4),
+        // Every i64 is within f32's range.
         _ => read!(i64, 8),
+    }
+    if matches!(code, "f4" | "float32")
+        && let Some(i) = out[start..].iter().position(|v| !v.is_finite())
+    {
+        return Err(DenseError::Value(i, f64::from(out[start + i])));
     }
     Ok(())
 }
@@ -337,26 +404,27 @@ fn json_str(text: &str, out: &mut String) {
     out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
 
-/// A JSON number, or `null` for NaN and the infinities (as serde_json writes them).
-fn json_f64(value: f64, out: &mut String) {
-    if value.is_finite() {
-        let _ = write!(
-            out,
-            "{}",
-            serde_json::Number::from_f64(value).expect("finite")
-        );
-    } else {
-        out.push_str("null");
-    }
+/// A JSON number; NaN and the infinities, which JSON cannot hold, are
+/// refused (the HTTP gateway's JSON reader refuses them too), where they
+/// used to become `null` unsaid: the error is the rest of a message
+/// (` = NaN is not a finite number`).
+fn json_f64(value: f64, out: &mut String) -> Result<(), String> {
+    let number =
+        serde_json::Number::from_f64(value).ok_or_else(|| format!(" = {}", value_error(value)))?;
+    let _ = write!(out, "{number}");
+    Ok(())
 }
 
 /// A dict node as a JSON object. Nesting is bounded by prost's decoding
 /// recursion limit (100 levels), so this recursion is too.
-fn dict_json(dict: &DictOfAnyProto, out: &mut String) {
-    map_json(&dict.data, out);
+///
+/// # Errors
+/// Where in it a value JSON cannot hold is, and why (`["a"][2] = NaN ...`).
+fn dict_json(dict: &DictOfAnyProto, out: &mut String) -> Result<(), String> {
+    map_json(&dict.data, out)
 }
 
-fn map_json(map: &HashMap<String, NodeProto>, out: &mut String) {
+fn map_json(map: &HashMap<String, NodeProto>, out: &mut String) -> Result<(), String> {
     out.push('{');
     for (i, (key, node)) in map.iter().enumerate() {
         if i > 0 {
@@ -364,32 +432,34 @@ fn map_json(map: &HashMap<String, NodeProto>, out: &mut String) {
         }
         json_str(key, out);
         out.push(':');
-        node_json(node, out);
+        node_json(node, out).map_err(|e| format!("[{key:?}]{e}"))?;
     }
     out.push('}');
+    Ok(())
 }
 
-fn list_json(list: &ListOfAnyProto, out: &mut String) {
+fn list_json(list: &ListOfAnyProto, out: &mut String) -> Result<(), String> {
     out.push('[');
     for (i, node) in list.data.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        node_json(node, out);
+        node_json(node, out).map_err(|e| format!("[{i}]{e}"))?;
     }
     out.push(']');
+    Ok(())
 }
 
 /// A node as JSON: bytes as base64 text, an ndarray as a list of numbers
 /// (float dtypes; others `null`), a document as an object of its fields.
-fn node_json(node: &NodeProto, out: &mut String) {
+fn node_json(node: &NodeProto, out: &mut String) -> Result<(), String> {
     match &node.content {
         None => out.push_str("null"),
         Some(Content::Text(text)) => json_str(text, out),
         Some(Content::Integer(v)) => {
             let _ = write!(out, "{v}");
         }
-        Some(Content::Float(v)) => json_f64(*v, out),
+        Some(Content::Float(v)) => json_f64(*v, out)?,
         Some(Content::Boolean(v)) => out.push_str(if *v { "true" } else { "false" }),
         Some(Content::Blob(bytes)) => json_str(
             &base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -397,176 +467,36 @@ fn node_json(node: &NodeProto, out: &mut String) {
         ),
         Some(Content::Ndarray(array)) => {
             let mut values = Vec::new();
-            if ndarray_f32(array, &mut values).is_ok() {
-                out.push('[');
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
+            match ndarray_f32(array, &mut values) {
+                Ok(()) => {
+                    out.push('[');
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        json_f64(f64::from(*v), out)?;
                     }
-                    json_f64(f64::from(*v), out);
+                    out.push(']');
                 }
-                out.push(']');
-            } else {
-                out.push_str("null");
+                Err(ArrayError::Value(i, v)) => return Err(format!("[{i}] = {}", value_error(v))),
+                Err(ArrayError::Text(_)) => out.push_str("null"),
             }
         }
-        Some(Content::Doc(doc)) => map_json(&doc.data, out),
+        Some(Content::Doc(doc)) => map_json(&doc.data, out)?,
         Some(Content::DocArray(list)) => {
             out.push('[');
             for (i, doc) in list.docs.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                map_json(&doc.data, out);
+                map_json(&doc.data, out).map_err(|e| format!("[{i}]{e}"))?;
             }
             out.push(']');
         }
         Some(Content::List(list) | Content::Set(list) | Content::Tuple(list)) => {
-            list_json(list, out)
+            list_json(list, out)?
         }
-        Some(Content::Dict(dict)) => dict_json(dict, out),
+        Some(Content::Dict(dict)) => dict_json(dict, out)?,
     }
-}
-
-fn node(content: Content) -> NodeProto {
-    NodeProto {
-        content: Some(content),
-        docarray_type: None,
-    }
-}
-
-fn typed(content: Content, type_name: &str) -> NodeProto {
-    NodeProto {
-        content: Some(content),
-        docarray_type: Some(node_proto::DocarrayType::Type(type_name.to_owned())),
-    }
-}
-
-/// A JSON value as a node: integers that fit 32 bits as `integer`, other
-/// numbers as `float`, `null` as an empty node.
-fn json_node(value: &Json) -> NodeProto {
-    match value {
-        Json::Null => NodeProto::default(),
-        Json::Bool(b) => node(Content::Boolean(*b)),
-        Json::Number(n) => match n.as_i64().and_then(|v| i32::try_from(v).ok()) {
-            Some(v) => node(Content::Integer(v)),
-            None => node(Content::Float(n.as_f64().unwrap_or(f64::NAN))),
-        },
-        Json::String(s) => node(Content::Text(s.clone())),
-        Json::Array(items) => node(Content::List(ListOfAnyProto {
-            data: items.iter().map(json_node).collect(),
-        })),
-        Json::Object(map) => node(Content::Dict(DictOfAnyProto {
-            data: map.iter().map(|(k, v)| (k.clone(), json_node(v))).collect(),
-        })),
-    }
-}
-
-/// Rebuilds the documents of a (valid) body as docarray documents, without
-/// recursion: children are attached from the back, as
-/// [`Body::into_documents`] does.
-///
-/// # Errors
-/// Tags that are not a JSON object.
-pub fn docs_from_body(body: &Body) -> Result<DocListProto, String> {
-    let n = body.len();
-    let mut scores: Vec<HashMap<String, NodeProto>> = vec![HashMap::new(); n];
-    for s in &body.scores {
-        let mut fields = HashMap::from([("value".to_owned(), node(Content::Float(s.value)))]);
-        if let Some(op) = &s.op_name {
-            fields.insert("op_name".into(), node(Content::Text(op.clone())));
-        }
-        if let Some(d) = &s.description {
-            fields.insert("description".into(), node(Content::Text(d.clone())));
-        }
-        if let Some(map) = scores.get_mut(s.doc as usize) {
-            map.insert(
-                s.name.clone(),
-                node(Content::Dict(DictOfAnyProto { data: fields })),
-            );
-        }
-    }
-    let mut flat: Vec<DocProto> = Vec::with_capacity(n);
-    let mut offset = 0;
-    for (i, scores) in scores.into_iter().enumerate() {
-        let mut data = HashMap::with_capacity(4);
-        let id = body.ids.get(i).unwrap_or_default();
-        data.insert("id".to_owned(), typed(Content::Text(id.to_owned()), "id"));
-        if let Some(text) = body.texts.get(i) {
-            data.insert("text".into(), node(Content::Text(text.to_owned())));
-        }
-        if let Some(blob) = body.blobs.get(i) {
-            data.insert("blob".into(), node(Content::Blob(blob.to_vec())));
-        }
-        if let Some(uri) = body.uris.get(i) {
-            data.insert("uri".into(), node(Content::Text(uri.to_owned())));
-        }
-        if let Some(mime) = body.mime_types.get(i) {
-            data.insert("mime_type".into(), node(Content::Text(mime.to_owned())));
-        }
-        let dim = body.embedding_dims[i] as usize;
-        if dim > 0 {
-            let values = &body.embeddings[offset..offset + dim];
-            let mut buffer = Vec::with_capacity(dim * 4);
-            for v in values {
-                buffer.extend_from_slice(&v.to_le_bytes());
-            }
-            let array = NdArrayProto {
-                dense: Some(DenseNdArrayProto {
-                    buffer,
-                    shape: vec![dim as u32],
-                    dtype: "<f4".into(),
-                }),
-                parameters: None,
-            };
-            data.insert(
-                "embedding".into(),
-                typed(Content::Ndarray(array), "ndarray"),
-            );
-        }
-        offset += dim;
-        let tags = body.tags_of(i)?;
-        if !tags.is_empty() {
-            data.insert(
-                "tags".into(),
-                node(Content::Dict(DictOfAnyProto {
-                    data: tags
-                        .iter()
-                        .map(|(k, v)| (k.clone(), json_node(v)))
-                        .collect(),
-                })),
-            );
-        }
-        if !scores.is_empty() {
-            data.insert(
-                "scores".into(),
-                node(Content::Dict(DictOfAnyProto { data: scores })),
-            );
-        }
-        flat.push(DocProto { data });
-    }
-    // Children come after their parent: from the back, every document's
-    // children are complete (in reverse) when it is reached.
-    let mut children: Vec<(Vec<DocProto>, Vec<DocProto>)> = Vec::new();
-    children.resize_with(n, Default::default);
-    let mut roots = Vec::new();
-    while let Some(mut doc) = flat.pop() {
-        let i = flat.len();
-        let (mut chunks, mut matches) = std::mem::take(&mut children[i]);
-        for (name, list) in [("chunks", &mut chunks), ("matches", &mut matches)] {
-            if !list.is_empty() {
-                list.reverse();
-                let docs = std::mem::take(list);
-                doc.data
-                    .insert(name.into(), node(Content::DocArray(DocListProto { docs })));
-            }
-        }
-        match body.parents[i] {
-            None => roots.push(doc),
-            Some(p) if body.relations[i] == Relation::Chunk => children[p as usize].0.push(doc),
-            Some(p) => children[p as usize].1.push(doc),
-        }
-    }
-    roots.reverse();
-    Ok(DocListProto { docs: roots })
+    Ok(())
 }

@@ -43,7 +43,13 @@ fn value_json(value: &prost_types::Value, out: &mut String) {
         Some(Kind::NumberValue(v)) if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 => {
             let _ = write!(out, "{}", *v as i64);
         }
-        Some(Kind::NumberValue(v)) => json_f64(*v, out),
+        // Parameters keep the old rule: NaN and the infinities are `null`
+        // (as serde_json writes them; documents' tags refuse them).
+        Some(Kind::NumberValue(v)) => {
+            if json_f64(*v, out).is_err() {
+                out.push_str("null");
+            }
+        }
         Some(Kind::StringValue(s)) => json_str(s, out),
         Some(Kind::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
         Some(Kind::StructValue(s)) => struct_fields_json(s, out),
