@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::control::{self, Command, Incoming};
 use crate::flow::Flow;
 use crate::flow::front::{Gateways, listeners};
-use crate::transport::{Link, SocketSpec};
+use crate::transport::Link;
 use crate::wire::Status;
 
 /// Run a Flow's gateway (HTTP, gRPC or both), and the router that carries requests along its
@@ -155,8 +155,7 @@ impl GatewayCommand {
     async fn run(self) -> anyhow::Result<ExitCode> {
         let flow = Flow::load(&self.uses)?;
         let addresses = self.addresses(&flow)?;
-        let ctrl = Link::open(
-            SocketSpec::ROUTER_BIND,
+        let ctrl = Link::open_control(
             &format!("tcp://{}:{}", self.host_ctrl, self.port_ctrl),
             "gateway control socket",
         )

@@ -109,8 +109,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         crate::executor::unset_runtime_arg(&mut config.executor.config, "durable");
     }
     let grace = config.timeout_ctrl;
-    let ctrl = Link::open(
-        SocketSpec::ROUTER_BIND,
+    let ctrl = Link::open_control(
         &config.address_ctrl,
         &format!("pea `{name}` control socket"),
     )

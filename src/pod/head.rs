@@ -146,6 +146,8 @@ impl Head {
             mut commands,
         } = self;
         let pod = name.strip_suffix("/head").unwrap_or(&name).to_string();
+        // Sends to the Peas, while `fanout` itself keeps reading from them.
+        let sender = fanout.sender();
         let mut peers: Vec<Peer> = {
             let names = members.read().expect("members");
             names
@@ -316,10 +318,28 @@ impl Head {
                         let Some(identity) = peers[i].identity.clone().filter(|_| peers[i].alive) else { continue };
                         peers[i].credit = peers[i].credit.saturating_sub(1);
                         stats.parts.fetch_add(1, Ordering::Relaxed);
-                        let mut frames = vec![identity];
+                        let mut frames = vec![identity.clone()];
                         frames.extend(message.frames());
-                        if fanout.send(frames).await.is_err() {
-                            break;
+                        // Room on the Pea's queue, reading what the Peas send
+                        // meanwhile (their IDLE credit): a Pea waiting to send
+                        // its IDLE into a full head queue, while the head waits
+                        // for room on the Pea's, would hold both forever
+                        // (in-process links have no socket buffers between).
+                        let permit = loop {
+                            tokio::select! {
+                                permit = sender.reserve(Some(&identity)) => break permit,
+                                frames = fanout.recv() => match frames {
+                                    Some(frames) => {
+                                        on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
+                                        publish(&registered, &peers);
+                                    }
+                                    None => break Err("the fanout socket closed".to_string()),
+                                },
+                            }
+                        };
+                        match permit {
+                            Ok(permit) => permit.send(frames),
+                            Err(_) => break,
                         }
                     }
                 }

@@ -322,10 +322,15 @@ async fn assemble(
         ),
         (SocketSpec::PULL_BIND, &parts_bind, "tail (--port-parts)"),
     ];
-    for (spec, address, what) in sockets {
-        opened
-            .links
-            .push(Link::open(spec, address, &format!("pod `{name}` {what}")).await?);
+    for (i, (spec, address, what)) in sockets.into_iter().enumerate() {
+        let owner = format!("pod `{name}` {what}");
+        // The control socket drops replies to a client that never reads them.
+        let link = if i == 0 {
+            Link::open_control(address, &owner).await?
+        } else {
+            Link::open(spec, address, &owner).await?
+        };
+        opened.links.push(link);
     }
     let at = |i: usize| opened.links[i].endpoint.clone();
     let port = |i: usize| opened.links[i].port();
@@ -512,6 +517,7 @@ async fn assemble(
         // A Pea's DUMP waits behind its request in flight, then runs as a
         // call: two call timeouts and the margin, at most.
         ask_timeout: config.timeout_parts * 2,
+        fan_outs: Arc::new(tokio::sync::Semaphore::new(task::MAX_FAN_OUTS)),
         connected: (registered_rx, members, expected),
         layout,
         open,

@@ -19,6 +19,8 @@ pub(super) struct PodTask {
     pub(super) grace: Duration,
     /// How long DUMP, RELOAD and ACCEPT-LOSS wait for each Pea's answer.
     pub(super) ask_timeout: Duration,
+    /// DUMP, RELOAD and ACCEPT-LOSS waiting for the Peas ([`MAX_FAN_OUTS`]).
+    pub(super) fan_outs: Arc<tokio::sync::Semaphore>,
     /// Which members have connected to the Head, their names, and how many
     /// make the Pod healthy (every one; for open replicas, one; for open
     /// shards × replicas, one of each shard).
@@ -102,10 +104,25 @@ impl PodTask {
                 // Off the control loop: STATUS and TERMINATE are answered
                 // while the Peas dump, and one Pea that never answers (stopped,
                 // or its control socket flooded) fails only this command.
+                // A few at a time: each holds a connection to every Pea for
+                // up to `ask_timeout`, so a flood of them against a silent
+                // Pea must not pile up tasks and descriptors.
+                let Ok(running) = self.fan_outs.clone().try_acquire_owned() else {
+                    let status = Status::Error {
+                        executor: self.name.clone(),
+                        kind: ErrorKind::Unavailable,
+                        message: format!(
+                            "{MAX_FAN_OUTS} DUMP, RELOAD or ACCEPT-LOSS commands are already waiting for the Peas: send this one when they are done"
+                        ),
+                    };
+                    self.reply(prefix, &request, status, json!({})).await;
+                    return false;
+                };
                 let infos = self.infos();
                 let (name, wait) = (self.name.clone(), self.ask_timeout);
                 let (ctrl, prefix) = (self.ctrl.sender(), prefix.to_vec());
                 tokio::spawn(async move {
+                    let _running = running;
                     let body = fan_out(&name, &infos, command, wait).await;
                     let (status, body) = match body {
                         Ok(body) => (Status::Success, body),
@@ -234,6 +251,10 @@ impl PodTask {
             .await;
     }
 }
+
+/// The most DUMP, RELOAD and ACCEPT-LOSS commands a Pod keeps waiting for
+/// its Peas; past it one is answered `unavailable` at once.
+pub(super) const MAX_FAN_OUTS: usize = 4;
 
 /// Sends `command` to every Pea, each answer awaited at most `wait`: the
 /// answers in order (`null` for a Pea that failed), or an error status naming

@@ -314,6 +314,25 @@ impl Link {
         .await
     }
 
+    /// A control socket (`ROUTER_BIND`): as [`Link::open`], except that a
+    /// reply to a client that does not read its replies is dropped once its
+    /// queue is full, instead of waited for ([`ZmqTransport::control`]).
+    ///
+    /// # Errors
+    /// As [`Link::open`].
+    pub async fn open_control(endpoint: &str, owner: &str) -> Result<Link, TransportError> {
+        if endpoint.starts_with(inproc::SCHEME) {
+            return Link::open_inproc(SocketSpec::ROUTER_BIND, endpoint, owner);
+        }
+        Link::open_with(
+            Box::new(ZmqTransport::control()),
+            SocketSpec::ROUTER_BIND,
+            endpoint,
+            owner,
+        )
+        .await
+    }
+
     fn open_inproc(spec: SocketSpec, endpoint: &str, owner: &str) -> Result<Link, TransportError> {
         let socket = format!("{owner} ({spec})");
         let (reconnected, reconnects) = watch::channel(0);

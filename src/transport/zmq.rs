@@ -56,6 +56,18 @@ impl ZmqTransport {
         let events = each!(&mut socket, s => s.monitor());
         ZmqTransport { socket, events }
     }
+
+    /// A ROUTER that drops a reply to a peer whose queue is full (it does not
+    /// read) instead of waiting for room, as libzmq's ROUTER does: for a
+    /// control socket, where one such client must not stop the answers to
+    /// every other. A ROUTER that routes work ([`ZmqTransport::new`]) waits.
+    pub fn control() -> ZmqTransport {
+        let mut options = zeromq::SocketOptions::default();
+        options.drop_when_full(true);
+        let mut socket = Zmq::Router(zeromq::RouterSocket::with_options(options));
+        let events = each!(&mut socket, s => s.monitor());
+        ZmqTransport { socket, events }
+    }
 }
 
 #[async_trait]

@@ -638,3 +638,41 @@ fn pod_flags_are_checked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Hundreds of requests in flight at a Pod of in-process shards (THREAD
+/// backend): the Head, waiting for room in a busy shard's queue, keeps
+/// reading what its Peas send (their IDLE credit). Before, a shard waiting to
+/// send its IDLE into the Head's full queue while the Head waited for room in
+/// that shard's queue held both for ever (in-process links have no socket
+/// buffers between; found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_of_in_process_shards_takes_hundreds_of_requests_in_flight() {
+    let pod = pod(
+        "passthrough",
+        &["--name", "p", "--shards", "3", "--polling", "all"],
+    );
+    let mut c = client(&pod).await;
+    c.window = 400;
+    c.timeout = Duration::from_secs(30);
+    let requests: Vec<Message> = (0..1200)
+        .map(|k| {
+            let doc = crate::util::text_doc(&format!("d{k}"), "x");
+            message("/echo", json!({}), &[doc])
+        })
+        .collect();
+    let mut answered = 0;
+    c.stream(requests, |reply| {
+        assert_eq!(
+            reply.envelope.status,
+            Status::Success,
+            "{:?}",
+            reply.envelope.status
+        );
+        answered += 1;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, 1200);
+    c.close().await;
+}

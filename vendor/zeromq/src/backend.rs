@@ -166,12 +166,15 @@ impl GenericSocketBackend {
         peer_id: &PeerIdentity,
         message: Message,
     ) -> ZmqResult<()> {
-        // jina-wasm patch: a ROUTER drops a message for a peer whose queue is
-        // full (libzmq's ROUTER at its high-water mark) instead of waiting
-        // for it: one peer that does not read must not stop the socket, and
-        // so every other peer's answers, behind it.
+        // jina-wasm patch: with `drop_when_full`, a ROUTER drops a message for
+        // a peer whose queue is full (libzmq's ROUTER at its high-water mark)
+        // instead of waiting for it: one peer that does not read must not stop
+        // the socket, and so every other peer's answers, behind it.
+        let drop_when_full = self.socket_options.drop_when_full;
         let message = match self.try_send_cached_single_peer(message, Some(peer_id)) {
-            CachedSend::Full { .. } => return Err(ZmqError::Other(PEER_QUEUE_FULL)),
+            CachedSend::Full { .. } if drop_when_full => {
+                return Err(ZmqError::Other(PEER_QUEUE_FULL))
+            }
             cached => match self.finish_cached_send(cached).await? {
                 SendResolution::Sent => return Ok(()),
                 SendResolution::Miss(message) => message,
@@ -181,10 +184,14 @@ impl GenericSocketBackend {
         let Some(mut send_queue) = self.peer_queue(peer_id) else {
             return Err(ZmqError::Other("Destination client not found by identity"));
         };
-        let send_result = match send_queue.try_send(message) {
-            Ok(()) => Ok(()),
-            Err(error) if error.is_full() => return Err(ZmqError::Other(PEER_QUEUE_FULL)),
-            Err(error) => Err(error.into_send_error()),
+        let send_result = if drop_when_full {
+            match send_queue.try_send(message) {
+                Ok(()) => Ok(()),
+                Err(error) if error.is_full() => return Err(ZmqError::Other(PEER_QUEUE_FULL)),
+                Err(error) => Err(error.into_send_error()),
+            }
+        } else {
+            send_to_peer_queue(&mut send_queue, message).await
         };
         match send_result {
             Ok(()) => Ok(()),

@@ -353,6 +353,9 @@ pub struct SocketOptions {
     // Shared by read preparation and decoder reservation.
     pub(crate) read_buffer_max_size: usize,
     pub(crate) read_buffer_short_reads: usize,
+    /// jina-wasm patch: a ROUTER drops a message for a peer whose queue is
+    /// full instead of waiting (see `drop_when_full`).
+    pub(crate) drop_when_full: bool,
 }
 
 impl Default for SocketOptions {
@@ -363,6 +366,7 @@ impl Default for SocketOptions {
             read_buffer_initial_size: 128,
             read_buffer_max_size: 64 * 1024,
             read_buffer_short_reads: 2,
+            drop_when_full: false,
         }
     }
 }
@@ -416,6 +420,16 @@ impl SocketOptions {
         self.read_buffer_initial_size = initial_size;
         self.read_buffer_max_size = max_size;
         self.read_buffer_short_reads = short_reads;
+        self
+    }
+
+    /// jina-wasm patch: a ROUTER drops a message for a peer whose queue is
+    /// full (libzmq's ROUTER at its high-water mark) instead of waiting for
+    /// room: for a socket that answers many clients (a control socket), where
+    /// one client that never reads must not stop the answers to all the
+    /// others. Off by default: a ROUTER that routes work waits (backpressure).
+    pub fn drop_when_full(&mut self, drop: bool) -> &mut Self {
+        self.drop_when_full = drop;
         self
     }
 
