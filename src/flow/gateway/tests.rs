@@ -314,17 +314,20 @@ mod columns {
         }
 
         /// The answer's documents written from columns are the bytes the
-        /// documents write.
+        /// body's documents write (what the gateway wrote before: the body
+        /// carries no empty embedding, so `"embedding": []` is not written).
         #[test]
         fn the_columnar_writer_writes_as_documents(values in proptest::collection::vec(crate::document::proptests::json(), 0..4)) {
             let docs: Vec<Document> = values
                 .iter()
                 .filter_map(|v| Document::from_json_line(&v.to_string()).ok())
                 .collect();
-            let indexed = Indexed::trusting_tags(Body::from_documents(&docs)).unwrap();
+            let body = Body::from_documents(&docs);
+            let reference = body.clone().into_documents().unwrap();
+            let indexed = Indexed::trusting_tags(body).unwrap();
             prop_assert_eq!(
                 serde_json::to_string(&write::Docs(&indexed)).unwrap(),
-                serde_json::to_string(&docs).unwrap()
+                serde_json::to_string(&reference).unwrap()
             );
         }
     }
