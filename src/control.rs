@@ -234,6 +234,20 @@ pub async fn ask_as<T: serde::de::DeserializeOwned>(
         .map_err(|e| anyhow::anyhow!("its {command} answer is not one this version reads: {e}"))
 }
 
+/// [`ask_as`], waiting at most `wait` for the answer.
+///
+/// # Errors
+/// As [`ask_as`], and no answer within `wait` (named with the command).
+pub async fn ask_within<T: serde::de::DeserializeOwned>(
+    address: &str,
+    command: Command,
+    wait: Duration,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(wait, ask_as(address, command))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer to {command} within {wait:?}"))?
+}
+
 /// [`ask`] with any name, as a client of another build might send it: a
 /// server answers a name it does not take with `unsupported` (the tests and
 /// probes of that answer use this).

@@ -162,16 +162,9 @@ impl PodTask {
             if !s.running {
                 return Err("its process died; the Pod is restarting it".to_string());
             }
-            match tokio::time::timeout(
-                Duration::from_secs(2),
-                control::ask_as::<PeaStatus>(&s.info.ctrl, Command::Status),
-            )
-            .await
-            {
-                Ok(Ok(status)) => Ok(status),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(_) => Err("no answer within 2s".to_string()),
-            }
+            control::ask_within::<PeaStatus>(&s.info.ctrl, Command::Status, Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("{e:#}"))
         });
         let answers = futures::future::join_all(asks).await;
         let peas: Vec<MemberStatus> = answers
@@ -266,11 +259,9 @@ async fn fan_out(
     wait: Duration,
 ) -> Result<Value, (Status, Value)> {
     let asks = peas.iter().map(|m| async move {
-        match tokio::time::timeout(wait, control::ask(&m.ctrl, command)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(format!("{}: {e:#}", m.pea)),
-            Err(_) => Err(format!("{}: no answer to {command} within {wait:?}", m.pea)),
-        }
+        control::ask_within::<Value>(&m.ctrl, command, wait)
+            .await
+            .map_err(|e| format!("{}: {e:#}", m.pea))
     });
     let results = futures::future::join_all(asks).await;
     let errors: Vec<&str> = results

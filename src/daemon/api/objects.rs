@@ -294,16 +294,12 @@ pub(super) async fn show(
         (o.describe(), ctrl)
     })?;
     if let Some(ctrl) = ctrl {
-        described["status"] = match tokio::time::timeout(
-            Duration::from_secs(2),
-            crate::control::ask(&ctrl, crate::control::Command::Status),
-        )
-        .await
-        {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => json!({"healthy": false, "error": format!("{e:#}")}),
-            Err(_) => json!({"healthy": false, "error": "no STATUS answer within 2s"}),
-        };
+        let wait = Duration::from_secs(2);
+        described["status"] =
+            match crate::control::ask_within(&ctrl, crate::control::Command::Status, wait).await {
+                Ok(status) => status,
+                Err(e) => json!({"healthy": false, "error": format!("{e:#}")}),
+            };
     }
     Ok(Json(described))
 }
