@@ -456,7 +456,22 @@ impl Pea {
         let name = self.config.name.clone();
         let grace = self.config.timeout_ctrl;
         if self.config.socket_in.kind == SocketType::Dealer {
-            let _ = self.input.send(control::frames("CANCEL", json!({}))).await;
+            // The requests it took and will not answer (queued, or abandoned
+            // after --timeout-ctrl): named, so a Pod's Head sends them to
+            // another replica at once (docs/pods.md, Supervision).
+            let mut unanswered: Vec<String> = match &self.busy {
+                Some(Busy::Request { message, .. }) => vec![message.envelope.request_id.clone()],
+                _ => Vec::new(),
+            };
+            while let Some(frames) = self.input.try_recv() {
+                if let Ok(message) = Message::from_frames(&frames)
+                    && message.envelope.kind == Kind::Data
+                {
+                    unanswered.push(message.envelope.request_id);
+                }
+            }
+            let cancel = json!({ "unanswered": unanswered });
+            let _ = self.input.send(control::frames("CANCEL", cancel)).await;
         }
         // A request abandoned after --timeout-ctrl still holds the executor's
         // thread: closing would wait for it, so the process leaves it behind.

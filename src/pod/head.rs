@@ -15,6 +15,10 @@
 //!
 //! Before sending, the Head tells the Tail which Peas will answer the request
 //! (an [`Expect`]), and pushes the number of parts on the envelope's `parts`.
+//! When a Pea's connection goes, the Head tells the Tail
+//! ([`TailInput::Departed`]); the Tail hands back the parts that Pea had not
+//! answered ([`Resend`]) and the Head sends each to another Pea that can
+//! take it ([`choose::replacement`]), or tells the Tail none can.
 //!
 //! Inside the Pod a request travels under an id the Head mints (a prefix drawn
 //! when the Head starts, and a counter): whoever sends to the Pod's input may
@@ -22,6 +26,7 @@
 //! request its own parts. The Tail puts the sender's id back on the answer.
 
 mod choose;
+mod peers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,11 +38,12 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Balance, Expect, Layout, Polling, TailInput};
+use super::{Balance, Expect, Layout, Lost, Polling, TailInput, tail::Resend};
 use crate::metrics::HeadStats;
 use crate::transport::Link;
 use crate::wire::{Body, Envelope, ErrorKind, Kind, Message, Outcome, Route, now_us};
-use choose::{deadline_of, every_shard_has_credit, plan, plan_grid, top_k};
+use choose::{deadline_of, every_shard_has_credit, plan, plan_grid, replacement, top_k};
+use peers::{deliver, member_name, on_peer, publish};
 
 /// A Pea of the Pod as the Head sees it.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +127,8 @@ pub struct Head {
     pub on_error: crate::pea::OnError,
     /// Rolling updates' commands ([`HeadCommand`]).
     pub commands: mpsc::Receiver<HeadCommand>,
+    /// Parts the Tail hands back: their Pea left before answering.
+    pub resends: mpsc::UnboundedReceiver<Resend>,
 }
 
 impl Head {
@@ -144,6 +152,7 @@ impl Head {
             before,
             on_error,
             mut commands,
+            mut resends,
         } = self;
         let pod = name.strip_suffix("/head").unwrap_or(&name).to_string();
         // Sends to the Peas, while `fanout` itself keeps reading from them.
@@ -170,6 +179,7 @@ impl Head {
         let grace = Duration::from_secs(1);
         let mut paused = false;
         let mut commands_open = true;
+        let mut resends_open = true;
         loop {
             let any_credit = match balance {
                 Balance::Credit => peers.iter().any(|p| p.alive && p.credit > 0 && !p.retired),
@@ -188,9 +198,29 @@ impl Head {
             tokio::select! {
                 frames = fanout.recv() => {
                     let Some(frames) = frames else { break };
-                    on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
+                    let departed = on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
                     // Credit comes with every request; registration changes rarely.
                     publish(&registered, &peers);
+                    if let Some((member, lost)) = departed && tail.send(TailInput::Departed { member, lost }).await.is_err() {
+                        break;
+                    }
+                }
+                resend = resends.recv(), if resends_open => {
+                    let Some(resend) = resend else {
+                        resends_open = false;
+                        continue;
+                    };
+                    let to = replacement(&peers, resend.member, &resend.targets, balance);
+                    let rerouted = TailInput::Rerouted { request_id: resend.request_id, slot: resend.slot, to };
+                    if tail.send(rerouted).await.is_err() {
+                        break;
+                    }
+                    let Some(to) = to else { continue };
+                    tracing::info!(pea = %name, from = %member_name(&members, resend.member), to = %member_name(&members, to), "sent again a part whose Pea left before answering");
+                    let shared = (name.as_str(), &members, (open, layout, shards), &registered);
+                    if deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), to, resend.frames).await.is_err() {
+                        break;
+                    }
                 }
                 command = commands.recv(), if commands_open => {
                     let Some(command) = command else {
@@ -300,47 +330,32 @@ impl Head {
                         message.envelope.request_id.clone_from(&internal);
                         message.envelope.trace = hop;
                     }
-                    let first = &sends[0].1.envelope;
+                    let deadline = tokio::time::Instant::now() + deadline_of(&sends[0].1.envelope, timeout);
+                    let sends: Vec<(usize, [Bytes; 2])> = sends.into_iter().map(|(i, message)| (i, message.frames())).collect();
                     let expect = Expect {
                         request_id: internal,
                         client_id,
                         targets: sends.iter().map(|(i, _)| *i).collect(),
                         down: sends.iter().filter(|(i, _)| !peers[*i].alive).map(|(i, _)| *i).collect(),
-                        deadline: tokio::time::Instant::now() + deadline_of(first, timeout),
+                        deadline,
                         top_k,
                         trace: upstream,
                         head_span: span.as_ref().map(crate::trace::Span::context),
+                        sent: sends.iter().map(|(_, frames)| frames.clone()).collect(),
                     };
                     if tail.send(TailInput::Expect(expect)).await.is_err() {
                         break;
                     }
-                    for (i, message) in sends {
-                        let Some(identity) = peers[i].identity.clone().filter(|_| peers[i].alive) else { continue };
-                        peers[i].credit = peers[i].credit.saturating_sub(1);
-                        stats.parts.fetch_add(1, Ordering::Relaxed);
-                        let mut frames = vec![identity.clone()];
-                        frames.extend(message.frames());
-                        // Room on the Pea's queue, reading what the Peas send
-                        // meanwhile (their IDLE credit): a Pea waiting to send
-                        // its IDLE into a full head queue, while the head waits
-                        // for room on the Pea's, would hold both forever
-                        // (in-process links have no socket buffers between).
-                        let permit = loop {
-                            tokio::select! {
-                                permit = sender.reserve(Some(&identity)) => break permit,
-                                frames = fanout.recv() => match frames {
-                                    Some(frames) => {
-                                        on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
-                                        publish(&registered, &peers);
-                                    }
-                                    None => break Err("the fanout socket closed".to_string()),
-                                },
-                            }
-                        };
-                        match permit {
-                            Ok(permit) => permit.send(frames),
-                            Err(_) => break,
+                    let mut closed = false;
+                    for (i, frames) in sends {
+                        let shared = (name.as_str(), &members, (open, layout, shards), &registered);
+                        closed = deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), i, frames).await.is_err();
+                        if closed {
+                            break;
                         }
+                    }
+                    if closed {
+                        break;
                     }
                 }
                 () = stop.cancelled() => break,
@@ -349,20 +364,6 @@ impl Head {
         input.close(grace).await;
         fanout
     }
-}
-
-/// Publishes which members are connected (registered, not gone since).
-fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
-    registered.send_if_modified(|seen| {
-        let mut changed = seen.len() != peers.len();
-        seen.resize(peers.len(), false);
-        for (seen, peer) in seen.iter_mut().zip(peers) {
-            let now = peer.identity.is_some() && peer.alive;
-            changed |= *seen != now;
-            *seen = now;
-        }
-        changed
-    });
 }
 
 /// Runs the Head's executor on a request; a failure is recorded as a Pea's
@@ -406,177 +407,4 @@ async fn run_before(
         }
     }
     message
-}
-
-/// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
-/// whether unknown replicas of the Pod may join, the layout and the number of
-/// shards they join (a replica of shards × replicas joins the shard its name
-/// says).
-fn on_peer(
-    name: &str,
-    members: &super::Members,
-    (open, layout, shards): (bool, Layout, usize),
-    peers: &mut Vec<Peer>,
-    by_identity: &mut HashMap<Bytes, usize>,
-    frames: Vec<Bytes>,
-) {
-    let Some((identity, rest)) = frames.split_first() else {
-        return;
-    };
-    if rest.is_empty() {
-        if let Some(i) = by_identity.remove(identity) {
-            let member = members.read().expect("members")[i].clone();
-            let reason = "disconnected";
-            connection_gone(
-                name,
-                &member,
-                &mut peers[i],
-                by_identity,
-                identity,
-                i,
-                reason,
-            );
-        }
-        return;
-    }
-    let Ok(message) = Message::from_frames(rest) else {
-        return;
-    };
-    let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
-    // A Pea that says the Pod has another number of shards (`--shard-count`
-    // of a Pea started on its own) would index by another modulus than this
-    // Head routes by: it is not let in, whatever its name.
-    let counted = body.get("shards").and_then(Value::as_u64);
-    if let Some(count) = counted.filter(|&n| n != shards as u64)
-        && !by_identity.contains_key(identity)
-    {
-        let pea = body
-            .get("pea")
-            .and_then(Value::as_str)
-            .unwrap_or("(no name)");
-        tracing::warn!(
-            pea = %name, member = %pea,
-            "ignored Pea `{pea}`: it was started with --shard-count {count}, and this Pod has {shards} shards"
-        );
-        return;
-    }
-    let index = by_identity.get(identity).copied().or_else(|| {
-        let pea = body.get("pea").and_then(Value::as_str)?;
-        // A rolling update gives a new replica the name of the one it
-        // replaces: the live member of that name not yet connected comes first.
-        let known = {
-            let names = members.read().expect("members");
-            (0..names.len().min(peers.len()))
-                .filter(|&i| names[i] == pea && !peers[i].retired)
-                .min_by_key(|&i| peers[i].identity.is_some())
-                .or_else(|| names.iter().position(|m| m == pea))
-        };
-        let i = match known {
-            Some(i) => i,
-            // Only this Pod's replicas (`<pod>/...`), not a stray Pea of another.
-            None if open
-                && name.strip_suffix("/head").is_some_and(|pod| {
-                    pea.strip_prefix(pod).is_some_and(|r| r.starts_with('/'))
-                }) =>
-            {
-                let pod = name.strip_suffix("/head").unwrap_or(name);
-                let shard = layout
-                    .shard_of_member(pod, 0, pea)
-                    .filter(|&s| s < shards)?;
-                let mut members = members.write().expect("members");
-                members.push(pea.to_string());
-                peers.push(Peer {
-                    shard,
-                    ..Peer::default()
-                });
-                tracing::info!(pea = %name, member = %pea, "a new replica joined the Pod");
-                members.len() - 1
-            }
-            None => return None,
-        };
-        by_identity.insert(identity.clone(), i);
-        Some(i)
-    });
-    let Some(i) = index else {
-        let pea = body
-            .get("pea")
-            .and_then(Value::as_str)
-            .unwrap_or("(no name)");
-        let members = members.read().expect("members");
-        let shown: Vec<&str> = members.iter().take(4).map(String::as_str).collect();
-        tracing::warn!(
-            pea = %name, member = %pea,
-            "ignored Pea `{pea}`: it is no member of this Pod ({} members: {}{}); check its --name{} and --replica-id",
-            members.len(),
-            shown.join(", "),
-            if members.len() > shown.len() { ", ..." } else { "" },
-            if shards > 1 {
-                format!(", --shard-id (below {shards}), --shard-count ({shards})")
-            } else {
-                String::new()
-            },
-        );
-        return;
-    };
-    let peer = &mut peers[i];
-    match message.envelope.endpoint.as_str() {
-        "IDLE" => {
-            if let Some(held) = &peer.identity
-                && held != identity
-                && by_identity.contains_key(held)
-            {
-                let member = members.read().expect("members")[i].clone();
-                tracing::warn!(
-                    pea = %name, member = %member,
-                    "two Peas of the Pod connected under one name: the newer takes the work, the other stands by (two replicas need two replica ids)"
-                );
-            }
-            peer.identity = Some(identity.clone());
-            peer.alive = true;
-            peer.joining = false;
-            let credit = body
-                .get("credit")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .min(1024) as u32;
-            peer.credit = peer.credit.saturating_add(credit);
-        }
-        "CANCEL" => {
-            by_identity.remove(identity);
-            let member = members.read().expect("members")[i].clone();
-            connection_gone(name, &member, peer, by_identity, identity, i, "stopped");
-        }
-        _ => {}
-    }
-}
-
-/// A connection of member `index` closed or withdrew (`identity`, already
-/// out of `by_identity`). If it was not the one the member is served
-/// through (an older Pea of the same name, replaced while it hung), nothing
-/// changes. If it was, and another Pea of that name is still connected (a
-/// second Pea started with the same name), that one serves on: it asked for
-/// work when it registered, so it gets one credit. Otherwise the member is
-/// down.
-fn connection_gone(
-    name: &str,
-    member: &str,
-    peer: &mut Peer,
-    by_identity: &HashMap<Bytes, usize>,
-    identity: &Bytes,
-    index: usize,
-    reason: &str,
-) {
-    if peer.identity.as_ref() != Some(identity) {
-        tracing::info!(pea = %name, member = %member, "an older connection of a Pea of the Pod {reason}; the newer one serves on");
-        return;
-    }
-    if let Some((other, _)) = by_identity.iter().find(|&(_, &i)| i == index) {
-        tracing::warn!(pea = %name, member = %member, "a Pea of the Pod {reason}; another Pea of that name, still connected, takes its place");
-        peer.identity = Some(other.clone());
-        peer.credit = 1;
-        return;
-    }
-    tracing::warn!(pea = %name, member = %member, "a Pea of the Pod {reason}");
-    peer.alive = false;
-    peer.credit = 0;
 }

@@ -59,7 +59,7 @@ pub use reduce::shard_of;
 pub use status::{MemberAnswer, MemberStatus, PodStatus};
 use supervise::{Member, Supervision, spawn_child, supervise};
 pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, pea_args, pod_args};
-pub use tail::{Expect, Reducer, TailInput};
+pub use tail::{Expect, Lost, Reducer, TailInput};
 use task::PodTask;
 
 /// The names of a Pod's Peas by index, shared by its Head and Tail (the Head
@@ -409,6 +409,7 @@ async fn assemble(
     let (tail_tx, tail_rx) = mpsc::channel(1024);
     let to_tail = tail_tx.clone();
     let (head_commands, head_commands_rx) = mpsc::channel(8);
+    let (resend_tx, resend_rx) = mpsc::unbounded_channel();
     let tail_stats = Arc::new(TailStats::default());
     let tail_stop = CancellationToken::new();
     let members: Members = Arc::new(std::sync::RwLock::new(names.clone()));
@@ -421,6 +422,7 @@ async fn assemble(
             inbox: tail_rx,
             reducer: after,
             stats: tail_stats.clone(),
+            resend: resend_tx,
         }
         .run(tail_stop.clone()),
     );
@@ -446,6 +448,7 @@ async fn assemble(
             before,
             on_error: pod.on_error,
             commands: head_commands_rx,
+            resends: resend_rx,
         }
         .run(head_stop.clone()),
     );

@@ -7,6 +7,12 @@
 //! down, ends the request with an error naming that Pea; a part that aborts
 //! (`THROW_EARLY`) ends it at once. State of a finished request is forgotten;
 //! late parts of it are dropped with a log line.
+//!
+//! A Pea that leaves with a part in flight ([`TailInput::Departed`]) does not
+//! hold the request up until its deadline: the Tail hands the part back to the
+//! Head ([`Resend`]), which sends it to another connection of that Pea's name
+//! or another replica of its shard ([`TailInput::Rerouted`]), or, when no Pea
+//! can take it, the request fails at once, naming the Pea that left.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,6 +50,36 @@ pub struct Expect {
     /// The Head's span for the request, when recorded: the Tail's span (the
     /// merge, or the failure) is its child.
     pub head_span: Option<crate::wire::TraceContext>,
+    /// The frames each target was sent, in target order (shared bytes, not
+    /// copies): what is sent again if its Pea leaves before answering.
+    pub sent: Vec<[Bytes; 2]>,
+}
+
+/// Which parts of a Pea that left will never be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// Its connection dropped (a crash, a kill): every part it had not
+    /// answered. One it answered just before may still be on its way; the
+    /// first answer to come is taken.
+    Unanswered,
+    /// It stopped (`CANCEL`) and named the requests it took and will not
+    /// answer; the rest it answered before it stopped.
+    Only(Vec<String>),
+}
+
+/// A part the Tail hands back to the Head: the Pea it went to left before
+/// answering.
+#[derive(Debug)]
+pub struct Resend {
+    pub request_id: String,
+    /// The part's place in the request's [`Expect::targets`].
+    pub slot: usize,
+    /// The member that left.
+    pub member: usize,
+    /// The request's targets: a replacement is not one of them (with
+    /// `polling all` each replica already has its own copy).
+    pub targets: Vec<usize>,
+    pub frames: [Bytes; 2],
 }
 
 pub enum TailInput {
@@ -56,6 +92,20 @@ pub enum TailInput {
     Outstanding {
         member: usize,
         reply: oneshot::Sender<usize>,
+    },
+    /// The connection `member` was served through closed or withdrew (sent
+    /// after the [`Expect`] of every part sent through it): its parts that
+    /// are `lost` go back to the Head ([`Resend`]).
+    Departed {
+        member: usize,
+        lost: Lost,
+    },
+    /// The Head's answer to a [`Resend`]: the member the part went to
+    /// instead, or none (the request then fails at once).
+    Rerouted {
+        request_id: String,
+        slot: usize,
+        to: Option<usize>,
     },
 }
 
@@ -79,6 +129,22 @@ pub struct Tail {
     pub inbox: mpsc::Receiver<TailInput>,
     pub reducer: Option<Reducer>,
     pub stats: Arc<TailStats>,
+    /// Parts handed back to the Head to send again. Unbounded: it holds at
+    /// most one entry per part in flight, and the Head, which also sends to
+    /// the Tail, must never wait on it.
+    pub resend: mpsc::UnboundedSender<Resend>,
+}
+
+/// The requests a Tail holds.
+#[derive(Default)]
+struct Book {
+    pending: HashMap<String, Pending>,
+    /// Finished request ids, the oldest first, to tell a late part from an
+    /// unknown one ([`REMEMBERED`]).
+    finished: (VecDeque<String>, HashSet<String>),
+    /// Parts handed back to the Head and not yet rerouted (request id,
+    /// slot): a second departure does not send one twice.
+    rerouting: HashSet<(String, usize)>,
 }
 
 struct Pending {
@@ -91,60 +157,55 @@ impl Tail {
     /// Runs until `stop` and every request in flight has ended; returns its two
     /// sockets still open (the Pod closes them after its Peas have stopped).
     pub async fn run(mut self, stop: CancellationToken) -> (Link, Link) {
-        let mut pending: HashMap<String, Pending> = HashMap::new();
-        let mut finished: (VecDeque<String>, HashSet<String>) = (VecDeque::new(), HashSet::new());
+        let mut book = Book::default();
         let mut check = tokio::time::interval(Duration::from_millis(50));
         let mut stopping = false;
         loop {
             tokio::select! {
                 input = self.inbox.recv() => match input {
-                    Some(input) => self.on_input(input, &mut pending, &mut finished).await,
+                    Some(input) => self.on_input(input, &mut book).await,
                     None => stopping = true,
                 },
                 frames = self.parts.recv() => {
                     let Some(frames) = frames else { break };
                     // The Head sends expectations before parts: read them first.
                     while let Ok(input) = self.inbox.try_recv() {
-                        self.on_input(input, &mut pending, &mut finished).await;
+                        self.on_input(input, &mut book).await;
                     }
-                    self.on_part(frames, &mut pending, &mut finished).await;
+                    self.on_part(frames, &mut book).await;
                 }
                 _ = check.tick() => {
                     let now = Instant::now();
-                    let expired: Vec<String> = pending.iter().filter(|(_, p)| p.expect.deadline <= now).map(|(id, _)| id.clone()).collect();
+                    let expired: Vec<String> = book.pending.iter().filter(|(_, p)| p.expect.deadline <= now).map(|(id, _)| id.clone()).collect();
                     for id in expired {
-                        let p = pending.remove(&id).expect("listed");
+                        let p = book.pending.remove(&id).expect("listed");
                         self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                         let missing: Vec<String> = Tail::missing(&p).iter().map(|&i| format!("`{}`", self.member(i))).collect();
                         let reason = format!("no answer within the Pod's time limit from {}", missing.join(", "));
-                        self.fail(p, &reason, ErrorKind::Timeout, &mut finished).await;
+                        self.fail(p, &reason, ErrorKind::Timeout, &mut book).await;
                     }
                 }
                 () = stop.cancelled(), if !stopping => stopping = true,
             }
             self.stats
                 .pending
-                .store(pending.len() as u64, Ordering::Relaxed);
-            if stopping && pending.is_empty() {
+                .store(book.pending.len() as u64, Ordering::Relaxed);
+            if stopping && book.pending.is_empty() {
                 break;
             }
         }
         (self.parts, self.output)
     }
 
-    async fn on_input(
-        &mut self,
-        input: TailInput,
-        pending: &mut HashMap<String, Pending>,
-        finished: &mut (VecDeque<String>, HashSet<String>),
-    ) {
+    async fn on_input(&mut self, input: TailInput, book: &mut Book) {
         match input {
             TailInput::Forward(mut message) => {
                 self.route(&mut message, now_us());
                 self.send(message).await;
             }
             TailInput::Outstanding { member, reply } => {
-                let holding = pending
+                let holding = book
+                    .pending
                     .values()
                     .filter(|p| {
                         p.expect
@@ -171,29 +232,79 @@ impl Tail {
                         if down.len() == 1 { "is" } else { "are" }
                     );
                     self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
-                    return self
-                        .fail(p, &reason, ErrorKind::Unavailable, finished)
-                        .await;
+                    return self.fail(p, &reason, ErrorKind::Unavailable, book).await;
                 }
-                pending.insert(id, p);
+                book.pending.insert(id, p);
+            }
+            TailInput::Departed { member, lost } => {
+                for (id, p) in book.pending.iter() {
+                    if let Lost::Only(ids) = &lost
+                        && !ids.contains(id)
+                    {
+                        continue;
+                    }
+                    let unanswered = p.expect.targets.iter().zip(&p.received).enumerate();
+                    for (slot, _) in
+                        unanswered.filter(|(_, (t, got))| **t == member && got.is_none())
+                    {
+                        let Some(frames) = p.expect.sent.get(slot) else {
+                            continue;
+                        };
+                        if !book.rerouting.insert((id.clone(), slot)) {
+                            continue;
+                        }
+                        let _ = self.resend.send(Resend {
+                            request_id: id.clone(),
+                            slot,
+                            member,
+                            targets: p.expect.targets.clone(),
+                            frames: frames.clone(),
+                        });
+                    }
+                }
+            }
+            TailInput::Rerouted {
+                request_id,
+                slot,
+                to,
+            } => {
+                let key = (request_id, slot);
+                book.rerouting.remove(&key);
+                let (request_id, slot) = key;
+                // Ended meanwhile (an answer after all, an abort, the deadline).
+                let Some(p) = book.pending.get_mut(&request_id) else {
+                    return;
+                };
+                let Some(target) = p.expect.targets.get_mut(slot) else {
+                    return;
+                };
+                match to {
+                    Some(to) => *target = to,
+                    None => {
+                        let gone = *target;
+                        let mut p = book.pending.remove(&request_id).expect("present");
+                        p.expect.down.insert(0, gone);
+                        let reason = format!(
+                            "`{}` left the Pod before answering its part, and no other Pea of its shard is connected to take it",
+                            self.member(gone)
+                        );
+                        self.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                        self.fail(p, &reason, ErrorKind::Unavailable, book).await;
+                    }
+                }
             }
         }
     }
 
-    async fn on_part(
-        &mut self,
-        frames: Vec<Bytes>,
-        pending: &mut HashMap<String, Pending>,
-        finished: &mut (VecDeque<String>, HashSet<String>),
-    ) {
+    async fn on_part(&mut self, frames: Vec<Bytes>, book: &mut Book) {
         let Ok(message) = Message::from_frames(&frames) else {
             tracing::warn!(pea = %self.name, "dropped a part that is not a jina-wasm message");
             return;
         };
         self.stats.parts.fetch_add(1, Ordering::Relaxed);
         let id = message.envelope.request_id.clone();
-        let Some(p) = pending.get_mut(&id) else {
-            if finished.1.contains(&id) {
+        let Some(p) = book.pending.get_mut(&id) else {
+            if book.finished.1.contains(&id) {
                 self.stats.late.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(pea = %self.name, request = %id, "dropped a part of a request that already ended");
             } else {
@@ -221,8 +332,8 @@ impl Tail {
         if !aborted && p.received.iter().any(Option::is_none) {
             return;
         }
-        let p = pending.remove(&id).expect("present");
-        remember(finished, id);
+        let p = book.pending.remove(&id).expect("present");
+        remember(&mut book.finished, id);
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         let started = now_us();
         let client_id = p.expect.client_id.clone();
@@ -367,13 +478,7 @@ impl Tail {
 
     /// Ends a request with an error naming what is missing.
     /// The status names the first Pea that is down, else the first that did not answer.
-    async fn fail(
-        &mut self,
-        p: Pending,
-        reason: &str,
-        kind: ErrorKind,
-        finished: &mut (VecDeque<String>, HashSet<String>),
-    ) {
+    async fn fail(&mut self, p: Pending, reason: &str, kind: ErrorKind, book: &mut Book) {
         let culprit = p
             .expect
             .down
@@ -405,7 +510,7 @@ impl Tail {
             },
         );
         envelope.after_error = AfterError::Abort;
-        remember(finished, p.expect.request_id.clone());
+        remember(&mut book.finished, p.expect.request_id.clone());
         tracing::warn!(pea = %self.name, request = %p.expect.client_id, "{reason}");
         let mut message = Message::new(envelope, Bytes::new());
         self.route(&mut message, now_us());

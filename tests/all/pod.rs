@@ -397,9 +397,8 @@ async fn a_failing_shard_is_named_and_the_pod_keeps_serving() {
                 .status()
                 .unwrap();
             // Once the head has seen the disconnect, or the Pod has already
-            // restarted the shard (at once here; later on a busy machine): a
-            // request sent before either waits past the Pod's time limit, which
-            // is not what this test is about (docs/pods.md, "Supervision": a known gap).
+            // restarted the shard (at once here; later on a busy machine). (A
+            // part in flight at the death: shard_replicas.rs.)
             status_until(
                 &p.addr("ctrl"),
                 "the head dropped or the Pod restarted the killed shard",

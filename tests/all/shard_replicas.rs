@@ -5,7 +5,8 @@
 //! shard; a read-only set of replicas serves a writer's shards and keeps
 //! serving them after `jina-wasm reshard`; and a shard whose replica is
 //! killed (`kill -9`, PROCESS backend) keeps serving through the other while
-//! the Pod restarts it.
+//! the Pod restarts it, and a part in flight to a killed Pea is sent to
+//! another replica, or fails its request at once when none can take it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -36,6 +37,13 @@ fn answered_by(reply: &Message, pod: &str) -> Vec<String> {
         .map(|r| r.pea.clone())
         .filter(|p| p.starts_with(&format!("{pod}/shard-")))
         .collect()
+}
+
+/// The replicas of an unsharded Pod that answered, from the reply's route.
+fn answered_by_replica(reply: &Message, pod: &str) -> Vec<String> {
+    let replica = format!("{pod}/replica-");
+    let routes = reply.envelope.routes.iter().map(|r| r.pea.clone());
+    routes.filter(|p| p.starts_with(&replica)).collect()
 }
 
 fn assert_success(reply: &Message) {
@@ -210,8 +218,7 @@ async fn a_shard_whose_replica_is_killed_keeps_serving_through_its_other_replica
             .any(|n| n == victim_name)
     };
     util::kill_9(victim as u32);
-    // A request sent before the head sees the drop waits for the Pod's time
-    // limit (docs/pods.md, Supervision): the gap this test does not cover.
+    // (A request sent before the head sees the drop: the tests after this.)
     // The head's own count, on /metrics: STATUS asks every Pea, and one
     // asked as it dies takes 2 s to give up, longer than the restart takes.
     let metrics = p.addr("monitoring");
@@ -279,6 +286,126 @@ async fn a_shard_whose_replica_is_killed_keeps_serving_through_its_other_replica
     assert_eq!(restarted["process_restarts"], 1, "{status}");
     eprintln!("{served} requests served, {by_survivor} by shard 1's other replica, 0 failed");
     c.close().await;
+}
+
+/// The Pea of the Pod that is running a request (its Pea STATUS says
+/// `busy`), by name and pid, once one is.
+async fn busy_pea(ctrl: &str) -> (String, u32) {
+    let status = status_until(ctrl, "a Pea of the Pod busy", |s| {
+        s["peas"]
+            .as_array()
+            .is_some_and(|peas| peas.iter().any(|p| p["state"] == "busy"))
+    })
+    .await;
+    let peas = status["peas"].as_array().unwrap();
+    let busy = peas.iter().find(|p| p["state"] == "busy").unwrap();
+    let pid = busy["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid: {status}"));
+    (busy["pea"].as_str().unwrap().to_string(), pid as u32)
+}
+
+/// PROCESS backend: a replica killed (`kill -9`) while it runs a part of a
+/// request does not lose the request. The Head sends that part again to
+/// the other replica of its shard, and the client gets the whole answer
+/// from it, long before the Pod's time limit (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_in_flight_to_a_killed_replica_is_answered_by_another() {
+    let p = pod(
+        "misbehave",
+        &[
+            "--name",
+            "rep",
+            "--parallel",
+            "2",
+            "--runtime-backend",
+            "PROCESS",
+        ],
+    );
+    let ctrl = p.addr("ctrl");
+    let mut c = client(&p).await;
+    let docs = texts("slow", 3);
+    let asked = Instant::now();
+    let call = tokio::spawn(async move {
+        let reply = c
+            .call(message("/sleep", json!({"ms": 1500}), &docs))
+            .await
+            .unwrap();
+        c.close().await;
+        reply
+    });
+    let (victim, pid) = busy_pea(&ctrl).await;
+    util::kill_9(pid);
+    let reply = call.await.unwrap();
+    assert_success(&reply);
+    let answered = answered_by_replica(&reply, "rep");
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_ne!(
+        answered[0], victim,
+        "answered by the replica that was killed"
+    );
+    assert_eq!(documents(&reply).len(), 3);
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "waited {:?} for the answer",
+        asked.elapsed()
+    );
+}
+
+/// A part in flight to a shard that is killed, with no other replica to
+/// take it: the request fails at once, `unavailable`, naming the shard that
+/// left, instead of waiting for the Pod's time limit (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_in_flight_to_a_killed_shard_fails_the_request_at_once() {
+    let p = pod(
+        "misbehave",
+        &[
+            "--name",
+            "sh",
+            "--shards",
+            "2",
+            "--runtime-backend",
+            "PROCESS",
+        ],
+    );
+    let ctrl = p.addr("ctrl");
+    let mut c = client(&p).await;
+    let docs = texts("slow", 8);
+    let asked = Instant::now();
+    let call = tokio::spawn(async move {
+        let reply = c
+            .call(message("/sleep", json!({"ms": 20_000}), &docs))
+            .await
+            .unwrap();
+        c.close().await;
+        reply
+    });
+    let (victim, pid) = busy_pea(&ctrl).await;
+    util::kill_9(pid);
+    let reply = call.await.unwrap();
+    let Status::Error {
+        executor,
+        kind,
+        message,
+    } = &reply.envelope.status
+    else {
+        panic!("{:?}", reply.envelope.status)
+    };
+    assert_eq!(
+        (executor.as_str(), kind.as_str()),
+        (victim.as_str(), "unavailable")
+    );
+    assert!(
+        message.contains(&format!(
+            "`{victim}` left the Pod before answering its part, and no other Pea of its shard is connected to take it"
+        )),
+        "{message}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "waited {:?} for the failure",
+        asked.elapsed()
+    );
 }
 
 /// Each query alone: the ids of its top 5, and the Peas that answered.

@@ -148,6 +148,32 @@ pub(super) fn pick(
     Some(i)
 }
 
+/// Who takes a part whose Pea left before answering: the same member, if
+/// another connection of its name serves it now, else another live replica
+/// of its shard that the request has not gone to already (with `polling all`
+/// each replica has its own copy), as [`pick`] picks one. None when no Pea
+/// can take it.
+pub(super) fn replacement(
+    peers: &[Peer],
+    member: usize,
+    targets: &[usize],
+    balance: Balance,
+) -> Option<usize> {
+    let peer = peers.get(member)?;
+    if peer.alive && peer.identity.is_some() && !peer.retired {
+        return Some(member);
+    }
+    let others: Vec<Peer> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Peer {
+            alive: p.alive && !targets.contains(&i),
+            ..p.clone()
+        })
+        .collect();
+    pick(&others, peer.shard, balance, &mut 0)
+}
+
 /// Shards × replicas: the request split over the shards by document id as
 /// for shards (every shard gets it whole with `polling all` or without
 /// documents), and each shard's part sent to one replica of that shard

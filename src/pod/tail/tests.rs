@@ -1,5 +1,6 @@
 //! The Tail in process, over real `inproc://` links: parts past the
-//! deadline, a late part after the request ended, a part sent twice.
+//! deadline, a late part after the request ended, a part sent twice, a Pea
+//! that leaves with a part in flight.
 //!
 //! Real time with short deadlines, not paused time: pausing needs tokio's
 //! `test-util` feature, which would rebuild every tokio-dependent crate for
@@ -23,11 +24,15 @@ struct Rig {
     pea: Link,
     answers: Link,
     inbox: mpsc::Sender<TailInput>,
+    /// What the Tail hands back to the Head.
+    resends: mpsc::UnboundedReceiver<Resend>,
     stats: Arc<TailStats>,
     stop: CancellationToken,
 }
 
-const MEMBERS: [&str; 2] = ["p/shard-0", "p/shard-1"];
+/// Two shards, and a second replica of shard 1 (no request targets it
+/// until a part is rerouted to it).
+const MEMBERS: [&str; 3] = ["p/shard-0", "p/shard-1", "p/shard-1-b"];
 
 async fn rig() -> Rig {
     let (parts_at, output_at) = (inproc::address("tail-parts"), inproc::address("tail-out"));
@@ -44,6 +49,7 @@ async fn rig() -> Rig {
         .await
         .unwrap();
     let (inbox, rx) = mpsc::channel(16);
+    let (resend, resends) = mpsc::unbounded_channel();
     let stats = Arc::new(TailStats::default());
     let stop = CancellationToken::new();
     let tail = Tail {
@@ -56,12 +62,14 @@ async fn rig() -> Rig {
         inbox: rx,
         reducer: None,
         stats: stats.clone(),
+        resend,
     };
     tokio::spawn(tail.run(stop.clone()));
     Rig {
         pea,
         answers,
         inbox,
+        resends,
         stats,
         stop,
     }
@@ -77,6 +85,9 @@ fn expect(id: &str, deadline: Duration) -> TailInput {
         top_k: Some(3),
         trace: None,
         head_span: None,
+        sent: (0..2)
+            .map(|i| [Bytes::from(format!("envelope {i}")), Bytes::new()])
+            .collect(),
     })
 }
 
@@ -189,5 +200,130 @@ async fn a_part_sent_twice_counts_once_and_broadcast_answers_merge() {
     assert_eq!((docs.len(), ids), (1, vec!["b", "a"]));
     assert_eq!(rig.stats.parts.load(Ordering::Relaxed), 3);
     assert_eq!(rig.stats.completed.load(Ordering::Relaxed), 1);
+    rig.stop.cancel();
+}
+
+/// Waits until the Tail has read everything sent to its inbox so far (it
+/// answers `Outstanding` in order).
+async fn settled(rig: &Rig) {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let ask = TailInput::Outstanding { member: 0, reply };
+    rig.inbox.send(ask).await.unwrap();
+    rx.await.unwrap();
+}
+
+/// A Pea that leaves with a part unanswered: the Tail hands that part back
+/// to the Head once (a second notice of the same departure sends nothing;
+/// nor does a Pea that answered, or that names other requests as lost),
+/// and takes the answer of the Pea the Head rerouted it to.
+#[tokio::test]
+async fn a_part_whose_pea_left_is_handed_back_and_taken_from_its_replacement() {
+    let mut rig = rig().await;
+    rig.inbox
+        .send(expect("r1", Duration::from_secs(5)))
+        .await
+        .unwrap();
+    rig.pea.send(part("r1", 0, ("a", 0.5))).await.unwrap();
+    // Shard 0 answered (the Tail has read it): its departure hands nothing
+    // back. (A part still on the way when its Pea leaves is sent again; the
+    // first answer to come is taken, the other dropped.)
+    while rig.stats.parts.load(Ordering::Relaxed) < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Shard 1 stopping and naming another request as the one it will not
+    // answer hands nothing back either.
+    let departures = [
+        (0, Lost::Unanswered),
+        (1, Lost::Only(vec!["r9".into()])),
+        (1, Lost::Unanswered),
+        (1, Lost::Unanswered),
+    ];
+    for (member, lost) in departures {
+        rig.inbox
+            .send(TailInput::Departed { member, lost })
+            .await
+            .unwrap();
+    }
+    settled(&rig).await;
+    let resend = rig
+        .resends
+        .try_recv()
+        .expect("the part of shard 1 handed back");
+    assert_eq!(
+        (resend.request_id.as_str(), resend.slot, resend.member),
+        ("r1", 1, 1)
+    );
+    assert_eq!(resend.targets, [0, 1]);
+    assert_eq!(resend.frames[0], Bytes::from("envelope 1"));
+    assert!(rig.resends.try_recv().is_err(), "handed back twice");
+
+    let to = Some(2);
+    let rerouted = TailInput::Rerouted {
+        request_id: "r1".into(),
+        slot: 1,
+        to,
+    };
+    rig.inbox.send(rerouted).await.unwrap();
+    // A late answer of the Pea that left is not the replacement's.
+    rig.pea.send(part("r1", 1, ("gone", 0.1))).await.unwrap();
+    rig.pea.send(part("r1", 2, ("b", 0.9))).await.unwrap();
+    let merged = answer(&mut rig).await;
+    assert_eq!(merged.envelope.status, Status::Success);
+    let docs = merged.decode_body().unwrap().into_documents().unwrap();
+    let ids: Vec<&str> = docs[0].matches.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    rig.stop.cancel();
+}
+
+/// A part whose Pea left and that no other Pea can take fails the request at
+/// once (long before its deadline), `unavailable`, naming the Pea that left
+/// and what the other part applied.
+#[tokio::test]
+async fn a_part_no_pea_can_take_fails_the_request_at_once() {
+    let mut rig = rig().await;
+    rig.inbox
+        .send(expect("r1", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    rig.pea.send(part("r1", 0, ("a", 0.5))).await.unwrap();
+    rig.inbox
+        .send(TailInput::Departed {
+            member: 1,
+            lost: Lost::Only(vec!["r1".into()]),
+        })
+        .await
+        .unwrap();
+    let resend = tokio::time::timeout(Duration::from_secs(5), rig.resends.recv())
+        .await
+        .expect("handed back in time")
+        .unwrap();
+    let rerouted = TailInput::Rerouted {
+        request_id: resend.request_id,
+        slot: resend.slot,
+        to: None,
+    };
+    rig.inbox.send(rerouted).await.unwrap();
+    let failed = answer(&mut rig).await;
+    let Status::Error {
+        executor,
+        kind,
+        message,
+    } = &failed.envelope.status
+    else {
+        panic!("{:?}", failed.envelope.status)
+    };
+    assert_eq!(
+        (executor.as_str(), *kind),
+        ("p/shard-1", ErrorKind::Unavailable)
+    );
+    assert!(
+        message.contains("`p/shard-1` left the Pod before answering its part, and no other Pea of its shard is connected to take it"),
+        "{message}"
+    );
+    assert!(
+        message.contains("1 of 2 parts of this request succeeded, on p/shard-0"),
+        "{message}"
+    );
+    assert_eq!(rig.stats.unavailable.load(Ordering::Relaxed), 1);
     rig.stop.cancel();
 }
