@@ -103,14 +103,40 @@ impl PodCommand {
         rt.block_on(self.run())
     }
 
-    async fn run(self) -> anyhow::Result<ExitCode> {
+    /// The Pod these flags describe, without the arguments of its child
+    /// processes (which depend on what this process turns on).
+    ///
+    /// # Errors
+    /// Flags that do not fit together.
+    pub fn config(&self) -> anyhow::Result<PodConfig> {
         if self.pea.shard_id.is_some() || self.pea.replica_id.is_some() {
             anyhow::bail!(
                 "--shard-id and --replica-id are `jina-wasm pea` flags (a Pea of a head-only Pod), not `pod` flags"
             );
         }
         let pea = self.pea.config()?;
-        let name = pea.name.clone();
+        Ok(PodConfig {
+            timeout_parts: crate::pod::parts_timeout(pea.executor.sandbox.call_timeout),
+            pea,
+            shards: self.shards as usize,
+            replicas: self.parallel as usize,
+            polling: self.polling.clone(),
+            balance: self.load_balancing,
+            uses_before: self.uses_before.as_deref().map(super::absolute),
+            uses_after: self.uses_after.as_deref().map(super::absolute),
+            backend: self.pea.runtime_backend,
+            timeout_ready: self.pea.timeout_ready,
+            child_args: Vec::new(),
+            external: (self.role == Role::Head).then(|| crate::pod::ExternalPeas {
+                fanout: format!("tcp://{}:{}", self.host_peas, self.port_fanout),
+                parts: format!("tcp://{}:{}", self.host_peas, self.port_parts),
+            }),
+        })
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let mut config = self.config()?;
+        let name = config.pea.name.clone();
         let runtime = self.pea.runtime.runtime(0)?;
         let mut child_args = self.pea.runtime.child_args();
         if self.pea.quiet {
@@ -132,26 +158,7 @@ impl PodCommand {
         if let Some(endpoint) = &traces {
             child_args.extend(super::common::TracingArgs::child_args(endpoint));
         }
-        // The tail waits for a request's parts as long as one call may take, and
-        // a little more for the way there and back.
-        let timeout_parts = pea.executor.sandbox.call_timeout + std::time::Duration::from_secs(5);
-        let config = PodConfig {
-            pea,
-            shards: self.shards as usize,
-            replicas: self.parallel as usize,
-            polling: self.polling,
-            balance: self.load_balancing,
-            uses_before: self.uses_before.as_deref().map(super::absolute),
-            uses_after: self.uses_after.as_deref().map(super::absolute),
-            backend: self.pea.runtime_backend,
-            timeout_ready: self.pea.timeout_ready,
-            timeout_parts,
-            child_args,
-            external: (self.role == Role::Head).then(|| crate::pod::ExternalPeas {
-                fanout: format!("tcp://{}:{}", self.host_peas, self.port_fanout),
-                parts: format!("tcp://{}:{}", self.host_peas, self.port_parts),
-            }),
-        };
+        config.child_args = child_args;
         let pod = crate::pod::start(runtime, config).await?;
         let mut ready = serde_json::to_value(&pod.addresses)?;
         let object = ready.as_object_mut().expect("an object");

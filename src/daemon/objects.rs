@@ -4,7 +4,6 @@
 //! stops it, TERMINATE then SIGKILL after the grace, and records how it
 //! ended), with an optional lease after which the daemon deletes it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::flow::spec::PodSpec;
+use crate::flow::spec::{FLOW_ONLY, POD_ONLY, PodSpec};
 use crate::pod::{PodConfig, Polling};
 use crate::units::{parse_duration, parse_limit_duration};
 
@@ -58,59 +57,42 @@ impl Kind {
     }
 }
 
-/// The body of `POST /pods` and `POST /peas` (docs/daemon.md). File names are
-/// names in the tenant's workspace `workspace`; nothing of the daemon's own
-/// filesystem can be named.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /pods`, `POST /peas` and `POST /flows`
+/// (docs/daemon.md): the daemon's own keys (`workspace`, `state`, `lease`)
+/// and the Pea's or Pod's, which are a Flow file's Pod's ([`PodSpec`], the
+/// one declaration of a Pod's settings) but for [`FLOW_ONLY`]. File names
+/// (`uses`, `uses_before`, `uses_after`) are names in the tenant's workspace
+/// `workspace`; nothing of the daemon's own filesystem can be named.
+/// Unknown keys are refused, named.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CreateRequest {
     /// The workspace holding the files (uploaded before).
     pub workspace: String,
-    /// The executor: a `.wasm` file name in the workspace.
-    pub uses: String,
-    /// The Pod's name in logs and errors [default: the file's stem].
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The executor's `with:` parameters (`uses_with` is Jina's name for it).
-    #[serde(default, alias = "uses_with")]
-    pub with: Option<Value>,
-    #[serde(default)]
-    pub shards: Option<usize>,
-    #[serde(default, alias = "replicas")]
-    pub parallel: Option<usize>,
-    /// As `--polling`: `any`, `all`, or `/index:any,/search:all`.
-    #[serde(default)]
-    pub polling: Option<String>,
-    #[serde(default)]
-    pub uses_before: Option<String>,
-    #[serde(default)]
-    pub uses_after: Option<String>,
-    /// Memory per Pea [default: the tenant's `memory_per_pea`]; `-1`: no
-    /// limit (wasm32's 4 GiB, which is what it counts against the quota).
-    #[serde(default)]
-    pub memory_hwm: Option<String>,
-    #[serde(default)]
-    pub timeout_request: Option<String>,
-    /// How long the Pod may take to be ready [default 120s].
-    #[serde(default)]
-    pub timeout_ready: Option<String>,
-    #[serde(default)]
-    pub dump_interval: Option<String>,
-    #[serde(default)]
-    pub on_error_strategy: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
     /// Give the executor a workspace directory: `true`, its own
     /// (`<workspace>/objects/<object id>/`, removed with the object); a name,
     /// the named state `<workspace>/state/<name>/`, kept across runs that use
     /// the same workspace id and name, used by one live object at a time.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<StateRequest>,
-    #[serde(default)]
-    pub read_only: bool,
     /// Delete the object unless the lease is renewed within this time (`10s`).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// The executor (`uses`: a `.wasm` file name in the workspace), its name
+    /// [default: the file's stem] and its settings.
+    #[serde(flatten)]
+    pub pod: PodSpec,
+}
+
+/// The keys of a request that are the daemon's own, not a Pod's.
+const OWN_KEYS: [&str; 3] = ["workspace", "state", "lease"];
+
+impl<'de> Deserialize<'de> for CreateRequest {
+    /// By hand: serde's `flatten` cannot refuse unknown keys, and loses the
+    /// name of a field whose value is refused.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, Value>::deserialize(d)?;
+        CreateRequest::from_map(map).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A checked request: everything parsed, the Peas and memory it will take.
@@ -127,61 +109,102 @@ pub struct Plan {
 }
 
 impl CreateRequest {
-    /// Checks the fields a child process would otherwise refuse late.
+    /// Every key a request takes: the daemon's own, then a Pod's.
+    pub fn keys() -> Vec<&'static str> {
+        let pod = PodSpec::keys().iter().filter(|k| !FLOW_ONLY.contains(k));
+        OWN_KEYS.iter().chain(pod).copied().collect()
+    }
+
+    /// The request in `map`: unknown keys refused, `name` the stem of `uses`
+    /// when not given, each value checked as a Flow file's is.
+    fn from_map(mut map: serde_json::Map<String, Value>) -> Result<Self, String> {
+        let keys = Self::keys();
+        if let Some(key) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+            let expected: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            let whose = if FLOW_ONLY.contains(&key.as_str()) {
+                " (a Flow file's key, not a daemon's)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "unknown field `{key}`{whose}, expected one of {}",
+                expected.join(", ")
+            ));
+        }
+        fn field<T: serde::de::DeserializeOwned>(key: &str, value: Value) -> Result<T, String> {
+            serde_json::from_value(value).map_err(|e| format!("{key}: {e}"))
+        }
+        let workspace = match map.remove("workspace") {
+            Some(value) => field("workspace", value)?,
+            None => return Err("missing field `workspace`".into()),
+        };
+        let state = field("state", map.remove("state").unwrap_or(Value::Null))?;
+        let lease = field("lease", map.remove("lease").unwrap_or(Value::Null))?;
+        if !map.contains_key("name")
+            && let Some(Value::String(uses)) = map.get("uses")
+        {
+            let stem = Path::new(uses)
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace(' ', "_"))
+                .unwrap_or_default();
+            map.insert("name".into(), Value::String(stem));
+        }
+        let pod = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "." => e.inner().to_string(),
+                path => format!("{path}: {}", e.inner()),
+            }
+        })?;
+        Ok(CreateRequest {
+            workspace,
+            state,
+            lease,
+            pod,
+        })
+    }
+
+    /// Checks the fields a child process would otherwise refuse late (each
+    /// value was checked as it was read; here: ranges and names).
     ///
     /// # Errors
     /// The field and why, for a 400 answer.
     pub fn plan(&self, kind: Kind, default_memory: u64) -> Result<Plan, String> {
         let name = self.object_name()?;
+        let pod = &self.pod;
         if kind == Kind::Pea
-            && let Some(field) = self.settings().into_iter().find(|f| {
-                ["shards", "parallel", "polling", "uses_before", "uses_after"].contains(f)
-            })
+            && let Some(field) = self
+                .settings()
+                .into_iter()
+                .find(|f| POD_ONLY.contains(&f.as_str()))
         {
             return Err(format!(
                 "`{field}` is a Pod setting: create a Pod (POST /pods) instead of a Pea"
             ));
         }
-        let shards = self.shards.unwrap_or(1);
-        let parallel = self.parallel.unwrap_or(1);
+        let shards = pod.shards.unwrap_or(1);
+        let parallel = pod.parallel.unwrap_or(1);
         for (field, n) in [("shards", shards), ("parallel", parallel)] {
             if !(1..=256).contains(&n) {
                 return Err(format!("`{field}` is {n}: use 1 to 256"));
             }
         }
-        if let Some(polling) = &self.polling {
-            polling
-                .parse::<Polling>()
-                .map_err(|e| format!("polling: {e}"))?;
+        if let Some(polling) = &pod.polling {
+            polling.polling().map_err(|e| format!("polling: {e}"))?;
         }
-        let memory_per_pea = match &self.memory_hwm {
-            Some(size) => {
-                crate::executor::memory_limit(size).map_err(|e| format!("memory_hwm: {e}"))?
-            }
+        let memory_per_pea = match &pod.memory_hwm {
+            Some(size) => crate::executor::memory_limit(&text(size))
+                .map_err(|e| format!("memory_hwm: {e}"))?,
             None => default_memory,
         };
         // Time limits take Jina's `-1` (no limit); a lease is ours and has none.
-        let duration = |field: &str,
-                        value: &Option<String>,
-                        parse: fn(&str) -> Result<Duration, String>|
-         -> Result<Option<Duration>, String> {
-            value
-                .as_deref()
-                .map(parse)
-                .transpose()
-                .map_err(|e| format!("{field}: {e}"))
-        };
-        duration(
-            "timeout_request",
-            &self.timeout_request,
-            parse_limit_duration,
-        )?;
-        let timeout_ready = duration("timeout_ready", &self.timeout_ready, parse_limit_duration)?
+        let timeout_ready = pod
+            .timeout_ready
+            .as_deref()
+            .map(parse_limit_duration)
+            .transpose()
+            .map_err(|e| format!("timeout_ready: {e}"))?
             .unwrap_or(Duration::from_secs(120));
-        let lease = duration("lease", &self.lease, parse_duration)?;
-        if lease.is_some_and(|l| l < Duration::from_millis(500)) {
-            return Err("lease: at least 500ms".into());
-        }
+        let lease = self.lease()?;
         if let Some(StateRequest::Named(state)) = &self.state
             && !crate::client_daemon::is_safe_id(state)
         {
@@ -189,29 +212,20 @@ impl CreateRequest {
                 "state `{state}`: a state's name is 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
             ));
         }
-        if let Some(dump) = &self.dump_interval {
-            dump.parse::<crate::pea::DumpPolicy>()
-                .map_err(|e| format!("dump_interval: {e}"))?;
-        }
-        if let Some(strategy) = &self.on_error_strategy {
-            <crate::pea::OnError as clap::ValueEnum>::from_str(strategy, true)
-                .map_err(|e| format!("on_error_strategy: {e}"))?;
-        }
-        if self
+        if pod
             .with
             .as_ref()
             .is_some_and(|w| !w.is_object() && !w.is_null())
         {
             return Err("with: a map of the executor's parameters".into());
         }
-        for key in self.env.keys() {
+        for key in pod.env.keys() {
             if key.is_empty() || key.contains('=') {
                 return Err(format!("env: `{key}` is not a variable name"));
             }
         }
         // Head and tail executors run with the Pod's memory limit too.
-        let sides =
-            usize::from(self.uses_before.is_some()) + usize::from(self.uses_after.is_some());
+        let sides = usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
         let peas = shards * parallel + sides;
         Ok(Plan {
             name,
@@ -223,53 +237,60 @@ impl CreateRequest {
         })
     }
 
-    /// The object's name: `name`, else the file's stem; checked.
+    /// The lease, checked.
+    ///
+    /// # Errors
+    /// Not a duration, or under 500ms.
+    pub fn lease(&self) -> Result<Option<Duration>, String> {
+        let lease = self
+            .lease
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| format!("lease: {e}"))?;
+        if lease.is_some_and(|l| l < Duration::from_millis(500)) {
+            return Err("lease: at least 500ms".into());
+        }
+        Ok(lease)
+    }
+
+    /// The object's name (`name`, else the file's stem), checked.
     ///
     /// # Errors
     /// A name that is not 1-64 of `A-Za-z0-9._-`.
     pub fn object_name(&self) -> Result<String, String> {
-        let name = match &self.name {
-            Some(name) => name.clone(),
-            None => Path::new(&self.uses)
-                .file_stem()
-                .map(|s| s.to_string_lossy().replace(' ', "_"))
-                .unwrap_or_default(),
-        };
-        if !crate::client_daemon::is_safe_id(&name) {
+        let name = &self.pod.name;
+        if !crate::client_daemon::is_safe_id(name) {
             return Err(format!(
                 "name `{name}`: 1-64 of A-Z a-z 0-9 . _ - , not starting with `.`"
             ));
         }
-        Ok(name)
+        Ok(name.clone())
     }
 
-    /// The executor and Pod settings given, by field name.
-    pub fn settings(&self) -> Vec<&'static str> {
-        let given = [
-            ("with", self.with.is_some()),
-            ("shards", self.shards.is_some()),
-            ("parallel", self.parallel.is_some()),
-            ("polling", self.polling.is_some()),
-            ("uses_before", self.uses_before.is_some()),
-            ("uses_after", self.uses_after.is_some()),
-            ("memory_hwm", self.memory_hwm.is_some()),
-            ("timeout_request", self.timeout_request.is_some()),
-            ("dump_interval", self.dump_interval.is_some()),
-            ("on_error_strategy", self.on_error_strategy.is_some()),
-            ("env", !self.env.is_empty()),
-            (
-                "state",
-                self.state
-                    .as_ref()
-                    .is_some_and(|s| *s != StateRequest::Own(false)),
-            ),
-            ("read_only", self.read_only),
-        ];
-        given
+    /// The executor (`uses`) as the file name in the workspace it is.
+    pub fn uses(&self) -> String {
+        self.pod.uses.to_string_lossy().into_owned()
+    }
+
+    /// The executor and Pod settings given, by key: every key of the Pod's
+    /// but `name`, `uses` and `timeout_ready` (which a Flow takes too), and
+    /// `state` when it asks for one.
+    pub fn settings(&self) -> Vec<String> {
+        let mut given: Vec<String> = self
+            .pod
+            .given()
             .into_iter()
-            .filter(|(_, set)| *set)
-            .map(|(field, _)| field)
-            .collect()
+            .filter(|k| !["name", "uses", "timeout_ready"].contains(&k.as_str()))
+            .collect();
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| *s != StateRequest::Own(false))
+        {
+            given.push("state".into());
+        }
+        given
     }
 
     /// The settings of the Pea or Pod to start, resolved as a Flow's Pod is
@@ -291,23 +312,18 @@ impl CreateRequest {
         let spec = PodSpec {
             name: plan.name.clone(),
             uses: files.uses.clone(),
-            with: self.with.clone().filter(Value::is_object),
-            shards: self.shards,
-            parallel: self.parallel,
+            with: self.pod.with.clone().filter(Value::is_object),
             uses_before: files.uses_before.clone(),
             uses_after: files.uses_after.clone(),
             workspace: state_dir.map(Path::to_path_buf),
-            read_only: self.read_only,
-            dump_interval: self.dump_interval.clone().map(Value::String),
             memory_hwm: Some(Value::String(format!("{}B", plan.memory_per_pea))),
             timeout_ready: Some(format!("{}ms", plan.timeout_ready.as_millis())),
-            timeout_request: self.timeout_request.clone(),
-            on_error_strategy: self.on_error_strategy.clone(),
-            env: self.env.clone(),
-            ..PodSpec::default()
+            needs: None,
+            host: None,
+            ..self.pod.clone()
         };
-        let polling = match &self.polling {
-            Some(polling) => polling.parse().map_err(|e| format!("polling: {e}"))?,
+        let polling = match &spec.polling {
+            Some(polling) => polling.polling().map_err(|e| format!("polling: {e}"))?,
             None => Polling::ANY,
         };
         let mut config = crate::flow::resolve::pod_settings(
@@ -339,6 +355,14 @@ impl CreateRequest {
         }
         args.extend(["--cache-dir".into(), cache_dir.display().to_string()]);
         args
+    }
+}
+
+/// A size or duration as written: text, or a bare number.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -470,7 +494,7 @@ mod tests {
             "memory_hwm": "-1", "timeout_request": "-1", "timeout_ready": "-1",
             "polling": "ALL", "on_error_strategy": "SKIP_HANDLE",
         }));
-        assert_eq!(r.with, Some(json!({"dim": 3})));
+        assert_eq!(r.pod.with, Some(json!({"dim": 3})));
         let plan = r.plan(Kind::Pod, 64).unwrap();
         assert_eq!(plan.memory_per_pea, crate::executor::WASM32_MAX_MEMORY);
         assert_eq!(plan.timeout_ready, crate::units::MAX_DURATION);

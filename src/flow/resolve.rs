@@ -257,7 +257,7 @@ pub fn pod_settings(
             &spec.timeout_ready,
             Duration::from_secs(600),
         )?,
-        timeout_parts: call_timeout + Duration::from_secs(5),
+        timeout_parts: crate::pod::parts_timeout(call_timeout),
         child_args: options.child_args.clone(),
         external: None,
     })
