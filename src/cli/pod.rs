@@ -177,3 +177,51 @@ impl PodCommand {
         Ok(ExitCode::SUCCESS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::spec::{Flow, PodSpec, every_setting};
+
+    #[derive(clap::Parser)]
+    struct Pod {
+        #[command(flatten)]
+        pod: PodCommand,
+    }
+
+    /// The one-declaration property on the command line: every setting of
+    /// a Flow file's Pod is a `pod` flag of the same name (`with`:
+    /// `--uses-with`), and the argv `pod_args` renders from a Flow's Pod
+    /// parses back into the same config.
+    #[test]
+    fn every_setting_of_a_pod_is_a_flag_with_the_same_meaning() {
+        let command = <PodCommand as clap::Args>::augment_args(clap::Command::new("pod"));
+        let flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(clap::Arg::get_long_and_visible_aliases)
+            .flatten()
+            .collect();
+        for key in PodSpec::keys() {
+            let flag = match *key {
+                "needs" | "host" => continue,
+                "with" => "uses-with".to_string(),
+                key => key.replace('_', "-"),
+            };
+            assert!(flags.contains(&flag.as_str()), "`{key}`: no --{flag}");
+        }
+        let mut pod = every_setting();
+        pod["name"] = "idx".into();
+        pod["uses"] = "idx.wasm".into();
+        pod["workspace"] = "ws".into();
+        let yaml = format!("version: 1\npods: [{pod}]\n");
+        let flow = Flow::parse(&yaml, std::path::Path::new("/f/flow.yml"), |_| None).unwrap();
+        let options = crate::flow::resolve::RunOptions::default();
+        let config = crate::flow::resolve::resolve(&flow, &options)
+            .unwrap()
+            .remove(0);
+        let argv = std::iter::once("pod".to_string()).chain(crate::pod::pod_args(&config));
+        let parsed = <Pod as clap::Parser>::try_parse_from(argv).unwrap();
+        let parsed = parsed.pod.config().unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{config:?}"));
+    }
+}

@@ -61,8 +61,8 @@ pub fn prepare(
             uses
         ));
     }
-    let text = std::fs::read_to_string(&source)
-        .map_err(|e| format!("`{uses}`: cannot read: {e}"))?;
+    let text =
+        std::fs::read_to_string(&source).map_err(|e| format!("`{uses}`: cannot read: {e}"))?;
     if text.contains("${{") {
         return Err(format!(
             "`{}`: `${{{{ ENV.X }}}}` is not available on a daemon: write the values into the file",

@@ -123,9 +123,7 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
     }
 
     let request = pod_request(flow, i, &workspace, options.lease)?;
-    let answer = client
-        .json(Method::POST, "/pods", &request)
-        .await?;
+    let answer = client.json(Method::POST, "/pods", &request).await?;
     let started: Started = serde_json::from_value(answer).with_context(|| {
         format!(
             "daemon {}: POST /pods: the answer is not a started Pod",

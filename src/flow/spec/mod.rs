@@ -17,6 +17,8 @@ mod pod;
 mod tests;
 
 use locate::{Step, line_of, locate, yaml_error};
+#[cfg(test)]
+pub(crate) use pod::every_setting;
 pub use pod::{FLOW_ONLY, Needs, POD_ONLY, PodSpec, PollingSpec};
 
 /// The name `needs` uses for the gateway (the Flow's entry and exit).

@@ -172,7 +172,9 @@ impl<'de> serde::Deserializer<'de> for &mut Fields {
     type Error = serde::de::value::Error;
 
     fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(serde::de::Error::custom("only a struct's field list is read"))
+        Err(serde::de::Error::custom(
+            "only a struct's field list is read",
+        ))
     }
 
     fn deserialize_struct<V: serde::de::Visitor<'de>>(
@@ -182,7 +184,9 @@ impl<'de> serde::Deserializer<'de> for &mut Fields {
         _: V,
     ) -> Result<V::Value, Self::Error> {
         self.0 = fields;
-        Err(serde::de::Error::custom("only a struct's field list is read"))
+        Err(serde::de::Error::custom(
+            "only a struct's field list is read",
+        ))
     }
 
     serde::forward_to_deserialize_any! {
@@ -229,5 +233,49 @@ impl Needs {
             Needs::One(name) => vec![name.clone()],
             Needs::Many(names) => names.clone(),
         }
+    }
+}
+
+/// Every setting a Pod takes (all keys but `name`, `uses`, [`FLOW_ONLY`]
+/// and aliases), each set to something other than its default, for the
+/// tests that pin that the daemon and the CLI take them all alike.
+#[cfg(test)]
+pub(crate) fn every_setting() -> Value {
+    serde_json::json!({
+        "with": {"dim": 3}, "shards": 2, "parallel": 3,
+        "polling": {"/search": "all", "*": "any"},
+        "uses_before": "b.wasm", "uses_after": "m.wasm", "read_only": true,
+        "dump_interval": "0", "memory_hwm": "64MiB", "timeout_ready": "7s",
+        "timeout_request": "3s", "timeout_init": "4s", "disk_quota": "2GiB",
+        "max_files": 9, "max_result_docs": 11, "max_result_bytes": "5MiB",
+        "log_rate": 13, "deterministic": true, "env": {"A": "1"},
+        "on_error_strategy": "THROW_EARLY",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new field of [`PodSpec`] fails here until [`every_setting`] sets
+    /// it, and so until the daemon's and the CLI's tests have checked it.
+    #[test]
+    fn every_setting_sets_every_setting() {
+        let mut keys: Vec<&str> = PodSpec::keys()
+            .iter()
+            .copied()
+            .filter(|k| !FLOW_ONLY.contains(k))
+            .filter(|k| !["name", "uses", "uses_with", "replicas"].contains(k))
+            .collect();
+        keys.sort_unstable();
+        let setting = every_setting();
+        let set: Vec<&str> = setting
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, set);
+        assert_eq!(PodSpec::keys()[..3], ["name", "uses", "uses_with"]);
     }
 }
