@@ -191,6 +191,6 @@ pub fn prepare(
         memory_per_pea: largest,
         memory,
         lease,
-        timeout_ready: timeout_ready.unwrap_or(std::time::Duration::from_secs(600)),
+        timeout_ready: timeout_ready.unwrap_or(crate::pod::DEFAULT_TIMEOUT_READY),
     })
 }

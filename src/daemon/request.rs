@@ -105,7 +105,7 @@ impl CreateRequest {
         };
         let state = field("state", map.remove("state").unwrap_or(Value::Null))?;
         let lease = field("lease", map.remove("lease").unwrap_or(Value::Null))?;
-        if !map.contains_key("name")
+        if map.get("name").is_none_or(Value::is_null)
             && let Some(Value::String(uses)) = map.get("uses")
         {
             let stem = Path::new(uses)
@@ -506,7 +506,7 @@ mod tests {
         let e = refused(json!({"workspace": "w", "uses": "a", "env": {"A": 1}}));
         assert!(e.starts_with("env.A: "), "{e}");
         assert_eq!(
-            request(json!({"workspace": "w", "uses": "x/my idx.wasm"}))
+            request(json!({"workspace": "w", "uses": "x/my idx.wasm", "name": null}))
                 .pod
                 .name,
             "my_idx"

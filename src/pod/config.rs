@@ -174,6 +174,10 @@ pub struct PodConfig {
     pub external: Option<ExternalPeas>,
 }
 
+/// How long a Pod (a Flow's, or `jina-wasm pea|pod`) may take to be ready
+/// unless it says otherwise (`timeout_ready`, `--timeout-ready`).
+pub const DEFAULT_TIMEOUT_READY: Duration = Duration::from_secs(600);
+
 /// How long a Tail waits for a request's parts when its Peas' calls may
 /// take `call_timeout`: that, and a little more for the way there and back.
 pub fn parts_timeout(call_timeout: Duration) -> Duration {
