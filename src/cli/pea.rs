@@ -214,6 +214,13 @@ fn tcp(host: &str, port: u16, spec: SocketSpec, flag: &str) -> anyhow::Result<St
     Ok(format!("tcp://{host}:{port}"))
 }
 
+// The defaults above are spelled out for --help; keep them equal to a Flow's.
+const _: () = assert!(crate::pod::DEFAULT_TIMEOUT_READY.as_secs() == 600);
+const _: () = assert!(matches!(
+    crate::pea::DumpPolicy::DEFAULT,
+    crate::pea::DumpPolicy::Every(d) if d.as_secs() == 240
+));
+
 impl PeaCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -103,14 +103,40 @@ impl PodCommand {
         rt.block_on(self.run())
     }
 
-    async fn run(self) -> anyhow::Result<ExitCode> {
+    /// The Pod these flags describe, without the arguments of its child
+    /// processes (which depend on what this process turns on).
+    ///
+    /// # Errors
+    /// Flags that do not fit together.
+    pub fn config(&self) -> anyhow::Result<PodConfig> {
         if self.pea.shard_id.is_some() || self.pea.replica_id.is_some() {
             anyhow::bail!(
                 "--shard-id and --replica-id are `jina-wasm pea` flags (a Pea of a head-only Pod), not `pod` flags"
             );
         }
         let pea = self.pea.config()?;
-        let name = pea.name.clone();
+        Ok(PodConfig {
+            timeout_parts: crate::pod::parts_timeout(pea.executor.sandbox.call_timeout),
+            pea,
+            shards: self.shards as usize,
+            replicas: self.parallel as usize,
+            polling: self.polling.clone(),
+            balance: self.load_balancing,
+            uses_before: self.uses_before.as_deref().map(super::absolute),
+            uses_after: self.uses_after.as_deref().map(super::absolute),
+            backend: self.pea.runtime_backend,
+            timeout_ready: self.pea.timeout_ready,
+            child_args: Vec::new(),
+            external: (self.role == Role::Head).then(|| crate::pod::ExternalPeas {
+                fanout: format!("tcp://{}:{}", self.host_peas, self.port_fanout),
+                parts: format!("tcp://{}:{}", self.host_peas, self.port_parts),
+            }),
+        })
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let mut config = self.config()?;
+        let name = config.pea.name.clone();
         let runtime = self.pea.runtime.runtime(0)?;
         let mut child_args = self.pea.runtime.child_args();
         if self.pea.quiet {
@@ -132,26 +158,7 @@ impl PodCommand {
         if let Some(endpoint) = &traces {
             child_args.extend(super::common::TracingArgs::child_args(endpoint));
         }
-        // The tail waits for a request's parts as long as one call may take, and
-        // a little more for the way there and back.
-        let timeout_parts = pea.executor.sandbox.call_timeout + std::time::Duration::from_secs(5);
-        let config = PodConfig {
-            pea,
-            shards: self.shards as usize,
-            replicas: self.parallel as usize,
-            polling: self.polling,
-            balance: self.load_balancing,
-            uses_before: self.uses_before.as_deref().map(super::absolute),
-            uses_after: self.uses_after.as_deref().map(super::absolute),
-            backend: self.pea.runtime_backend,
-            timeout_ready: self.pea.timeout_ready,
-            timeout_parts,
-            child_args,
-            external: (self.role == Role::Head).then(|| crate::pod::ExternalPeas {
-                fanout: format!("tcp://{}:{}", self.host_peas, self.port_fanout),
-                parts: format!("tcp://{}:{}", self.host_peas, self.port_parts),
-            }),
-        };
+        config.child_args = child_args;
         let pod = crate::pod::start(runtime, config).await?;
         let mut ready = serde_json::to_value(&pod.addresses)?;
         let object = ready.as_object_mut().expect("an object");
@@ -168,5 +175,53 @@ impl PodCommand {
         stop_on_signal(pod.stop_token());
         pod.wait().await.with_context(|| format!("pod `{name}`"))?;
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::spec::{Flow, PodSpec, every_setting};
+
+    #[derive(clap::Parser)]
+    struct Pod {
+        #[command(flatten)]
+        pod: PodCommand,
+    }
+
+    /// The one-declaration property on the command line: every setting of
+    /// a Flow file's Pod is a `pod` flag of the same name (`with`:
+    /// `--uses-with`), and the argv `pod_args` renders from a Flow's Pod
+    /// parses back into the same config.
+    #[test]
+    fn every_setting_of_a_pod_is_a_flag_with_the_same_meaning() {
+        let command = <PodCommand as clap::Args>::augment_args(clap::Command::new("pod"));
+        let flags: Vec<&str> = command
+            .get_arguments()
+            .filter_map(clap::Arg::get_long_and_visible_aliases)
+            .flatten()
+            .collect();
+        for key in PodSpec::keys() {
+            let flag = match *key {
+                "needs" | "host" => continue,
+                "with" => "uses-with".to_string(),
+                key => key.replace('_', "-"),
+            };
+            assert!(flags.contains(&flag.as_str()), "`{key}`: no --{flag}");
+        }
+        let mut pod = every_setting();
+        pod["name"] = "idx".into();
+        pod["uses"] = "idx.wasm".into();
+        pod["workspace"] = "ws".into();
+        let yaml = format!("version: 1\npods: [{pod}]\n");
+        let flow = Flow::parse(&yaml, std::path::Path::new("/f/flow.yml"), |_| None).unwrap();
+        let options = crate::flow::resolve::RunOptions::default();
+        let config = crate::flow::resolve::resolve(&flow, &options)
+            .unwrap()
+            .remove(0);
+        let argv = std::iter::once("pod".to_string()).chain(crate::pod::pod_args(&config));
+        let parsed = <Pod as clap::Parser>::try_parse_from(argv).unwrap();
+        let parsed = parsed.pod.config().unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{config:?}"));
     }
 }

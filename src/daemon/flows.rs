@@ -17,7 +17,6 @@ use serde_yaml::Value;
 use super::objects::{CreateRequest, Plan};
 use super::tenants::Tenant;
 use super::workspace::{TenantDirs, safe_relative};
-use crate::units::parse_duration;
 
 /// The largest Flow file a daemon reads (a Flow of hundreds of Pods is a
 /// few tens of KiB).
@@ -41,23 +40,17 @@ pub fn prepare(
         ));
     }
     let ws = &request.workspace;
-    let source = dirs.file(ws, &request.uses)?;
+    let uses = request.uses();
+    let source = dirs.file(ws, &uses)?;
     let name = request.object_name()?;
     let timeout_ready = request
+        .pod
         .timeout_ready
         .as_deref()
         .map(crate::units::parse_limit_duration)
         .transpose()
         .map_err(|e| format!("timeout_ready: {e}"))?;
-    let lease = request
-        .lease
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| format!("lease: {e}"))?;
-    if lease.is_some_and(|l| l < std::time::Duration::from_millis(500)) {
-        return Err("lease: at least 500ms".into());
-    }
+    let lease = request.lease()?;
     // Before any work per Pod (found by a hostile test: a 13 MB file of
     // 300,000 Pods kept the daemon busy for minutes): a Flow file is small,
     // and one with more Pods than the tenant may run Peas cannot start.
@@ -65,18 +58,18 @@ pub fn prepare(
     if size > MAX_FLOW_FILE {
         return Err(format!(
             "`{}` is {size} bytes: a Flow file on a daemon is at most {MAX_FLOW_FILE} bytes",
-            request.uses
+            uses
         ));
     }
-    let text = std::fs::read_to_string(&source)
-        .map_err(|e| format!("`{}`: cannot read: {e}", request.uses))?;
+    let text =
+        std::fs::read_to_string(&source).map_err(|e| format!("`{uses}`: cannot read: {e}"))?;
     if text.contains("${{") {
         return Err(format!(
             "`{}`: `${{{{ ENV.X }}}}` is not available on a daemon: write the values into the file",
-            request.uses
+            uses
         ));
     }
-    let fail = |m: String| format!("`{}`: {m}", request.uses);
+    let fail = |m: String| format!("`{uses}`: {m}");
     let mut flow: Value = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let state = Path::new("workspaces").join(ws).join("state").join(&name);
 
@@ -198,6 +191,6 @@ pub fn prepare(
         memory_per_pea: largest,
         memory,
         lease,
-        timeout_ready: timeout_ready.unwrap_or(std::time::Duration::from_secs(600)),
+        timeout_ready: timeout_ready.unwrap_or(crate::pod::DEFAULT_TIMEOUT_READY),
     })
 }

@@ -10,8 +10,9 @@
 //!   in its own directory, so another tenant's ids are simply not found (404).
 //! - [`workspace`]: uploads, content-addressed (sha256) per tenant, linked into
 //!   named workspaces; names that escape are refused.
-//! - [`objects`]: what a tenant asks for (a Pea, Pod or Flow), checked and
-//!   planned against its quota, and the record of each one it started;
+//! - [`request`]: what a tenant asks for (a Pea, Pod or Flow): a Flow file's
+//!   Pod and the daemon's own keys, checked and planned against its quota.
+//! - [`objects`]: the record of each Pea, Pod or Flow a tenant started;
 //! - [`child`]: each one's child process of the daemon (killed with it:
 //!   PR_SET_PDEATHSIG), its stderr in a log file, stopped on delete, on lease
 //!   expiry and on daemon shutdown.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod child;
 pub mod flows;
 pub mod objects;
+pub mod request;
 pub mod tenants;
 pub mod workspace;
 

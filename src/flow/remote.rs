@@ -11,7 +11,7 @@
 //! deletes the Pod when the lease runs out.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::spec::{Flow, PollingSpec};
+use super::spec::{Flow, PodSpec};
 use crate::client_daemon::DaemonClient;
 use crate::pea::Addresses;
 use crate::pod::{MemberInfo, PodHandle};
@@ -122,50 +122,8 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
         client.upload(&workspace, &missing).await?;
     }
 
-    let text = |v: &Option<Value>| {
-        v.as_ref().map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-    };
-    let polling = spec.polling.as_ref().map(|p| match p {
-        PollingSpec::One(mode) => mode.clone(),
-        PollingSpec::PerEndpoint(map) => map
-            .iter()
-            .map(|(e, m)| format!("{e}:{m}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    });
-    let mut env: BTreeMap<String, String> = flow.with.env.clone();
-    env.extend(spec.env.clone());
-    let request = PodRequest {
-        workspace: &workspace,
-        name: &spec.name,
-        uses: &files[0].0,
-        uses_before: spec
-            .uses_before
-            .as_ref()
-            .map(|p| file_name(p))
-            .transpose()?,
-        uses_after: spec.uses_after.as_ref().map(|p| file_name(p)).transpose()?,
-        with: spec.with.as_ref(),
-        shards: spec.shards,
-        parallel: spec.parallel,
-        polling,
-        memory_hwm: text(&spec.memory_hwm),
-        timeout_request: spec.timeout_request.as_deref(),
-        timeout_ready: spec.timeout_ready.as_deref(),
-        dump_interval: text(&spec.dump_interval),
-        on_error_strategy: spec.on_error_strategy.as_deref(),
-        env,
-        // A named state (the Pod's name), so a later run finds it again.
-        state: spec.workspace.as_ref().map(|_| spec.name.as_str()),
-        read_only: spec.read_only,
-        lease: format!("{}ms", options.lease.as_millis()),
-    };
-    let answer = client
-        .json(Method::POST, "/pods", &serde_json::to_value(&request)?)
-        .await?;
+    let request = pod_request(flow, i, &workspace, options.lease)?;
+    let answer = client.json(Method::POST, "/pods", &request).await?;
     let started: Started = serde_json::from_value(answer).with_context(|| {
         format!(
             "daemon {}: POST /pods: the answer is not a started Pod",
@@ -329,42 +287,59 @@ fn default_workspace(file: &Path) -> String {
     }
 }
 
-/// The body of `POST /pods` (docs/daemon.md); what is not set is left out,
-/// so the daemon applies its defaults.
+/// The body of `POST /pods` (docs/daemon.md) that starts Flow Pod `i`: its
+/// settings as the file gives them (the daemon reads them into the same
+/// [`PodSpec`]; what is not set is left out, so the daemon applies its
+/// defaults), its files by name in the daemon workspace `workspace`, the
+/// Flow's `env` under its own, a named state (the Pod's name, so a later run
+/// finds it again) when it has a workspace, and the lease.
+///
+/// # Errors
+/// A file path without a file name.
+pub fn pod_request(
+    flow: &Flow,
+    i: usize,
+    workspace: &str,
+    lease: Duration,
+) -> anyhow::Result<Value> {
+    let spec = &flow.pods[i];
+    let name = |path: &Option<PathBuf>| {
+        path.as_deref()
+            .map(|p| file_name(p).map(PathBuf::from))
+            .transpose()
+    };
+    let mut env = flow.with.env.clone();
+    env.extend(spec.env.clone());
+    let pod = PodSpec {
+        uses: file_name(&spec.uses)?.into(),
+        uses_before: name(&spec.uses_before)?,
+        uses_after: name(&spec.uses_after)?,
+        env,
+        needs: None,
+        host: None,
+        workspace: None,
+        ..spec.clone()
+    };
+    let request = PodRequest {
+        workspace,
+        state: spec.workspace.as_ref().map(|_| spec.name.as_str()),
+        lease: format!("{}ms", lease.as_millis()),
+        pod: &pod,
+    };
+    Ok(serde_json::to_value(&request)?)
+}
+
+/// The daemon's own keys of a request, and the Pod's.
 #[derive(Serialize)]
 struct PodRequest<'a> {
     workspace: &'a str,
-    name: &'a str,
-    uses: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    uses_before: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    uses_after: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    with: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shards: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    polling: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory_hwm: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_request: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_ready: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dump_interval: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    on_error_strategy: Option<&'a str>,
-    env: BTreeMap<String, String>,
     /// The named state the Pod keeps in the workspace (docs/daemon.md), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'a str>,
-    read_only: bool,
     /// `{n}ms`.
     lease: String,
+    #[serde(flatten)]
+    pod: &'a PodSpec,
 }
 
 /// What the daemon answers `POST /pods` (the parts a Flow uses).

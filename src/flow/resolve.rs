@@ -255,9 +255,9 @@ pub fn pod_settings(
         timeout_ready: duration(
             "timeout_ready",
             &spec.timeout_ready,
-            Duration::from_secs(600),
+            crate::pod::DEFAULT_TIMEOUT_READY,
         )?,
-        timeout_parts: call_timeout + Duration::from_secs(5),
+        timeout_parts: crate::pod::parts_timeout(call_timeout),
         child_args: options.child_args.clone(),
         external: None,
     })

@@ -163,7 +163,8 @@ pub struct PodConfig {
     pub uses_after: Option<PathBuf>,
     pub backend: Backend,
     pub timeout_ready: Duration,
-    /// How long the Tail waits for the parts of a request without a deadline.
+    /// How long the Tail waits for the parts of a request without a deadline
+    /// ([`parts_timeout`] of the Peas' call timeout).
     pub timeout_parts: Duration,
     /// Extra `jina-wasm pea` arguments for child processes (`--cache-dir`...).
     pub child_args: Vec<String>,
@@ -171,6 +172,16 @@ pub struct PodConfig {
     /// Kubernetes or Compose export): bind the Head's and Tail's sockets here
     /// and start no Peas.
     pub external: Option<ExternalPeas>,
+}
+
+/// How long a Pod (a Flow's, or `jina-wasm pea|pod`) may take to be ready
+/// unless it says otherwise (`timeout_ready`, `--timeout-ready`).
+pub const DEFAULT_TIMEOUT_READY: Duration = Duration::from_secs(600);
+
+/// How long a Tail waits for a request's parts when its Peas' calls may
+/// take `call_timeout`: that, and a little more for the way there and back.
+pub fn parts_timeout(call_timeout: Duration) -> Duration {
+    call_timeout.saturating_add(Duration::from_secs(5))
 }
 
 /// Where a head-only Pod binds the sockets its remote Peas connect to.

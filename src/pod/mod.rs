@@ -51,7 +51,8 @@ use crate::pea::{Addresses, PeaConfig, PeaHandle};
 use crate::transport::{Link, SocketSpec};
 use crate::wire::{Envelope, ErrorKind, Status};
 pub use config::{
-    Backend, Balance, ExternalPeas, Layout, MemberInfo, Place, PodConfig, Polling, placed,
+    Backend, Balance, DEFAULT_TIMEOUT_READY, ExternalPeas, Layout, MemberInfo, Place, PodConfig,
+    Polling, parts_timeout, placed,
 };
 use config::{member_config, place_of};
 use members::{close_worker, serve, start_member, start_side_worker};

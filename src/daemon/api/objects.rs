@@ -103,9 +103,13 @@ pub(super) async fn create(
                 .map_err(ApiError::bad)?;
             let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
             let files = Files {
-                uses: file(&request.uses)?,
-                uses_before: request.uses_before.as_deref().map(file).transpose()?,
-                uses_after: request.uses_after.as_deref().map(file).transpose()?,
+                uses: file(&request.uses())?,
+                uses_before: (request.pod.uses_before.as_deref())
+                    .map(|p| file(&p.to_string_lossy()))
+                    .transpose()?,
+                uses_after: (request.pod.uses_after.as_deref())
+                    .map(|p| file(&p.to_string_lossy()))
+                    .transpose()?,
             };
             // Checked beneath the tenant's root now, just before the process gets it.
             let state_dir = match &state {

@@ -12,10 +12,14 @@ use crate::pod::Polling;
 
 mod checked;
 mod locate;
+mod pod;
 #[cfg(test)]
 mod tests;
 
 use locate::{Step, line_of, locate, yaml_error};
+#[cfg(test)]
+pub(crate) use pod::every_setting;
+pub use pod::{FLOW_ONLY, Needs, POD_ONLY, PodSpec, PollingSpec};
 
 /// The name `needs` uses for the gateway (the Flow's entry and exit).
 pub const GATEWAY: &str = "gateway";
@@ -136,100 +140,6 @@ impl FlowWith {
 /// anything starts.
 pub const DEFAULT_MAX_PEAS: usize = 64;
 
-/// One Pod of a Flow.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PodSpec {
-    pub name: String,
-    /// A `.wasm` path, relative to the YAML file.
-    pub uses: PathBuf,
-    /// The executor's configuration (`uses_with` is Jina's name for it).
-    #[serde(default, alias = "uses_with")]
-    pub with: Option<Value>,
-    #[serde(default)]
-    pub shards: Option<usize>,
-    #[serde(default, alias = "replicas")]
-    pub parallel: Option<usize>,
-    /// `any`, `all`, or a map of endpoint to `any`/`all` (`*` for the rest).
-    #[serde(default)]
-    pub polling: Option<PollingSpec>,
-    #[serde(default)]
-    pub uses_before: Option<PathBuf>,
-    #[serde(default)]
-    pub uses_after: Option<PathBuf>,
-    /// What this Pod reads from: `gateway`, a Pod's name, or several (a join).
-    #[serde(default)]
-    pub needs: Option<Needs>,
-    #[serde(default)]
-    pub workspace: Option<PathBuf>,
-    #[serde(default)]
-    pub read_only: bool,
-    /// `240s`, `5m` (interval mode); `0` (durable mode); `never`.
-    #[serde(default, deserialize_with = "checked::dump_interval")]
-    pub dump_interval: Option<Value>,
-    /// `64MiB`, `1GiB`, or a bare number of GiB; `-1`: no limit.
-    #[serde(default, deserialize_with = "checked::limit_size")]
-    pub memory_hwm: Option<Value>,
-    /// A duration; `-1`: no limit.
-    #[serde(default, deserialize_with = "checked::limit_duration")]
-    pub timeout_ready: Option<String>,
-    /// A duration; `-1`: no limit.
-    #[serde(default, deserialize_with = "checked::limit_duration")]
-    pub timeout_request: Option<String>,
-    /// Time limit for `init` (`120s`; `-1`: no limit).
-    #[serde(default, deserialize_with = "checked::limit_duration")]
-    pub timeout_init: Option<String>,
-    /// Workspace disk quota: a size (`4GiB`) or a bare number of GiB; `-1`: no limit.
-    #[serde(default, deserialize_with = "checked::limit_size")]
-    pub disk_quota: Option<Value>,
-    /// Most entries in the workspace.
-    #[serde(default)]
-    pub max_files: Option<u64>,
-    /// Most documents one call may return.
-    #[serde(default)]
-    pub max_result_docs: Option<usize>,
-    /// Most bytes of documents one call may return: a size; `-1`: no limit.
-    #[serde(default, deserialize_with = "checked::limit_size")]
-    pub max_result_bytes: Option<Value>,
-    /// Output lines per second per instance that reach the log.
-    #[serde(default)]
-    pub log_rate: Option<u32>,
-    /// Frozen wall clock, fixed random seed.
-    #[serde(default)]
-    pub deterministic: bool,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// A `jina-wasm daemon` to run this Pod on (`host:port`): docs/daemon.md.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// `IGNORE`, `SKIP_EXECUTOR`, `SKIP_HANDLE`, `THROW_EARLY` (any case).
-    #[serde(default, deserialize_with = "checked::on_error_strategy")]
-    pub on_error_strategy: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PollingSpec {
-    One(String),
-    PerEndpoint(BTreeMap<String, String>),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Needs {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Needs {
-    fn names(&self) -> Vec<String> {
-        match self {
-            Needs::One(name) => vec![name.clone()],
-            Needs::Many(names) => names.clone(),
-        }
-    }
-}
-
 /// A checked Flow: paths resolved, the graph validated.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -336,11 +246,7 @@ impl Flow {
             }
             polling.push(match &pod.polling {
                 None => Polling::ANY,
-                Some(PollingSpec::One(mode)) => mode.parse().map_err(at)?,
-                Some(PollingSpec::PerEndpoint(map)) => {
-                    let text: Vec<String> = map.iter().map(|(e, m)| format!("{e}:{m}")).collect();
-                    text.join(",").parse().map_err(at)?
-                }
+                Some(spec) => spec.polling().map_err(at)?,
             });
         }
         let mut needs = Vec::new();
