@@ -32,8 +32,7 @@
 //! document that does not exist... each fails with `bad-request` naming the column
 //! and the document (`batch texts[3]: ...`). It never panics.
 
-use jina_doc_columns::{Column, Columns, Fields, Node, Relation, Score, ScoreRef, drop_tree};
-use serde_json::{Map, Value};
+use jina_doc_columns::{Column, Columns, Relation, Score, drop_tree};
 
 use crate::__bindings::jina::executor::types as wit;
 use crate::{Document, Error, NamedScore, Result};
@@ -156,69 +155,8 @@ fn batch_of(c: Columns) -> wit::Batch {
     }
 }
 
-/// Our document tree, as the shared flattening reads and builds it.
-impl Node for Document {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn text(&self) -> Option<&str> {
-        self.text.as_deref()
-    }
-    fn blob(&self) -> Option<&[u8]> {
-        self.blob.as_deref()
-    }
-    fn uri(&self) -> Option<&str> {
-        self.uri.as_deref()
-    }
-    fn mime_type(&self) -> Option<&str> {
-        self.mime_type.as_deref()
-    }
-    fn embedding(&self) -> Option<&[f32]> {
-        self.embedding.as_deref()
-    }
-    fn tags(&self) -> &Map<String, Value> {
-        &self.tags
-    }
-    fn scores(&self) -> impl Iterator<Item = ScoreRef<'_>> {
-        self.scores.iter().map(|(name, s)| ScoreRef {
-            name,
-            value: s.value,
-            op_name: s.op_name.as_deref(),
-            description: s.description.as_deref(),
-        })
-    }
-    fn chunks(&self) -> &[Document] {
-        &self.chunks
-    }
-    fn matches(&self) -> &[Document] {
-        &self.matches
-    }
-    fn from_fields(f: Fields) -> Document {
-        Document {
-            id: f.id,
-            text: f.text,
-            blob: f.blob,
-            uri: f.uri,
-            mime_type: f.mime_type,
-            embedding: f.embedding,
-            tags: f.tags,
-            ..Default::default()
-        }
-    }
-    fn add_score(&mut self, s: Score) {
-        self.scores.insert(
-            s.name,
-            NamedScore {
-                value: s.value,
-                op_name: s.op_name,
-                description: s.description,
-            },
-        );
-    }
-    fn children_mut(&mut self) -> (&mut Vec<Document>, &mut Vec<Document>) {
-        (&mut self.chunks, &mut self.matches)
-    }
-}
+// Our document tree, as the shared flattening reads and builds it.
+jina_doc_columns::impl_node!(Document, NamedScore);
 
 impl From<Error> for wit::Error {
     fn from(err: Error) -> Self {

@@ -19,9 +19,6 @@ pub(crate) mod tests;
 
 use std::ops::{Deref, DerefMut};
 
-use jina_doc_columns::{Fields, Node, ScoreRef};
-use serde_json::{Map, Value};
-
 use crate::document::{Document, NamedScore};
 pub use jina_doc_columns::{BytesColumn, Column, Columns, Packed, Relation, Score, StrColumn};
 pub use ranges::Indexed;
@@ -67,69 +64,8 @@ impl Body {
     }
 }
 
-/// The host's document tree, as the shared flattening reads and builds it.
-impl Node for Document {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn text(&self) -> Option<&str> {
-        self.text.as_deref()
-    }
-    fn blob(&self) -> Option<&[u8]> {
-        self.blob.as_deref()
-    }
-    fn uri(&self) -> Option<&str> {
-        self.uri.as_deref()
-    }
-    fn mime_type(&self) -> Option<&str> {
-        self.mime_type.as_deref()
-    }
-    fn embedding(&self) -> Option<&[f32]> {
-        self.embedding.as_deref()
-    }
-    fn tags(&self) -> &Map<String, Value> {
-        &self.tags
-    }
-    fn scores(&self) -> impl Iterator<Item = ScoreRef<'_>> {
-        self.scores.iter().map(|(name, s)| ScoreRef {
-            name,
-            value: s.value,
-            op_name: s.op_name.as_deref(),
-            description: s.description.as_deref(),
-        })
-    }
-    fn chunks(&self) -> &[Document] {
-        &self.chunks
-    }
-    fn matches(&self) -> &[Document] {
-        &self.matches
-    }
-    fn from_fields(f: Fields) -> Document {
-        Document {
-            id: f.id,
-            text: f.text,
-            blob: f.blob,
-            uri: f.uri,
-            mime_type: f.mime_type,
-            embedding: f.embedding,
-            tags: f.tags,
-            ..Default::default()
-        }
-    }
-    fn add_score(&mut self, s: Score) {
-        self.scores.insert(
-            s.name,
-            NamedScore {
-                value: s.value,
-                op_name: s.op_name,
-                description: s.description,
-            },
-        );
-    }
-    fn children_mut(&mut self) -> (&mut Vec<Document>, &mut Vec<Document>) {
-        (&mut self.chunks.0, &mut self.matches.0)
-    }
-}
+// The host's document tree, as the shared flattening reads and builds it.
+jina_doc_columns::impl_node!(Document, NamedScore);
 
 /// `parents` entry of a root document.
 pub const NO_PARENT: u32 = u32::MAX;

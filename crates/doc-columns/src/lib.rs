@@ -30,6 +30,10 @@ pub use column::{BytesColumn, Column, Packed, StrColumn};
 pub use tree::{Fields, Node, ScoreRef, drop_tree};
 pub use validate::Error;
 
+/// For [`impl_node!`]'s expansion in crates that name serde_json otherwise.
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+
 /// How many levels of `chunks` and `matches` may hang below a top-level
 /// document: a document at level `MAX_DEPTH + 1` is refused (`invalid-output`
 /// from an executor, HTTP 422 from the gateway, a `malformed` body on the

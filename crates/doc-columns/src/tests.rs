@@ -8,106 +8,77 @@ use serde_json::{Map, Value, json};
 
 use crate::*;
 
-/// The smallest document type: what the host's and the guest's have in common.
+/// A score as the host's and the guest's documents hold one.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Sc {
+    value: f64,
+    op_name: Option<String>,
+    description: Option<String>,
+}
+
+/// A document with Jina's field names, as the host's and the guest's are.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Doc {
-    fields: Fields,
-    scores: BTreeMap<String, (f64, Option<String>, Option<String>)>,
+    id: String,
+    text: Option<String>,
+    blob: Option<Vec<u8>>,
+    uri: Option<String>,
+    mime_type: Option<String>,
+    embedding: Option<Vec<f32>>,
+    tags: Map<String, Value>,
+    scores: BTreeMap<String, Sc>,
     chunks: Vec<Doc>,
     matches: Vec<Doc>,
 }
 
-impl Node for Doc {
-    fn id(&self) -> &str {
-        &self.fields.id
-    }
-    fn text(&self) -> Option<&str> {
-        self.fields.text.as_deref()
-    }
-    fn blob(&self) -> Option<&[u8]> {
-        self.fields.blob.as_deref()
-    }
-    fn uri(&self) -> Option<&str> {
-        self.fields.uri.as_deref()
-    }
-    fn mime_type(&self) -> Option<&str> {
-        self.fields.mime_type.as_deref()
-    }
-    fn embedding(&self) -> Option<&[f32]> {
-        self.fields.embedding.as_deref()
-    }
-    fn tags(&self) -> &Map<String, Value> {
-        &self.fields.tags
-    }
-    fn scores(&self) -> impl Iterator<Item = ScoreRef<'_>> {
-        self.scores
-            .iter()
-            .map(|(name, (value, op, desc))| ScoreRef {
-                name,
-                value: *value,
-                op_name: op.as_deref(),
-                description: desc.as_deref(),
-            })
-    }
-    fn chunks(&self) -> &[Doc] {
-        &self.chunks
-    }
-    fn matches(&self) -> &[Doc] {
-        &self.matches
-    }
-    fn from_fields(fields: Fields) -> Doc {
-        Doc {
-            fields,
-            ..Doc::default()
-        }
-    }
-    fn add_score(&mut self, s: Score) {
-        self.scores
-            .insert(s.name, (s.value, s.op_name, s.description));
-    }
-    fn children_mut(&mut self) -> (&mut Vec<Doc>, &mut Vec<Doc>) {
-        (&mut self.chunks, &mut self.matches)
+impl_node!(Doc, Sc);
+
+fn score(value: f64, op_name: Option<&str>, description: Option<&str>) -> Sc {
+    Sc {
+        value,
+        op_name: op_name.map(str::to_owned),
+        description: description.map(str::to_owned),
     }
 }
 
 fn doc(id: &str) -> Doc {
-    Doc::from_fields(Fields {
+    Doc {
         id: id.into(),
-        ..Fields::default()
-    })
+        ..Doc::default()
+    }
 }
 
 /// A root with a chunk that has a chunk, a second chunk, a match with a
 /// match; a plain root; an empty root.
 fn tree() -> Vec<Doc> {
     let mut q = doc("q");
-    q.fields.text = Some("query ✓".into());
-    q.fields.embedding = Some(vec![1.0, 2.0]);
-    q.fields.tags = json!({"k": {"nested": [1, 2]}})
+    q.text = Some("query ✓".into());
+    q.embedding = Some(vec![1.0, 2.0]);
+    q.tags = json!({"k": {"nested": [1, 2]}})
         .as_object()
         .unwrap()
         .clone();
     q.scores
-        .insert("cosine".into(), (0.25, Some("op".into()), None));
+        .insert("cosine".into(), score(0.25, Some("op"), None));
     let mut c0 = doc("c0");
-    c0.fields.text = Some("part".into());
+    c0.text = Some("part".into());
     let mut c0c0 = doc("c0c0");
-    c0c0.fields.embedding = Some(vec![3.0]);
+    c0c0.embedding = Some(vec![3.0]);
     c0.chunks.push(c0c0);
     let mut c1 = doc("c1");
-    c1.fields.blob = Some(vec![0, 1, 2]);
+    c1.blob = Some(vec![0, 1, 2]);
     let mut m0 = doc("m0");
-    m0.scores.insert("cosine".into(), (0.9, None, None));
-    m0.scores.insert("l2".into(), (1.5, None, Some("d".into())));
+    m0.scores.insert("cosine".into(), score(0.9, None, None));
+    m0.scores.insert("l2".into(), score(1.5, None, Some("d")));
     let mut m0m0 = doc("m0m0");
-    m0m0.fields.embedding = Some(vec![4.0, 5.0, 6.0]);
+    m0m0.embedding = Some(vec![4.0, 5.0, 6.0]);
     m0.matches.push(m0m0);
     q.chunks = vec![c0, c1];
     q.matches = vec![m0];
     let mut plain = doc("plain");
-    plain.fields.uri = Some("file:///x".into());
-    plain.fields.mime_type = Some("text/plain".into());
-    plain.fields.text = Some(String::new());
+    plain.uri = Some("file:///x".into());
+    plain.mime_type = Some("text/plain".into());
+    plain.text = Some(String::new());
     vec![q, plain, doc("")]
 }
 
@@ -202,7 +173,7 @@ fn deep_trees_do_not_recurse() {
     drop_tree(docs);
     assert_eq!(c.len(), depth + 1);
     let back: Vec<Doc> = c.into_documents().unwrap();
-    assert_eq!(back[0].chunks[0].fields.id, "1");
+    assert_eq!(back[0].chunks[0].id, "1");
     drop_tree(back);
 }
 
@@ -377,10 +348,10 @@ fn arb_fields() -> impl Strategy<Value = Fields> {
 }
 
 fn arb_doc() -> impl Strategy<Value = Doc> {
-    let leaf = (arb_fields(), proptest::option::of(-1.0f64..1.0)).prop_map(|(fields, score)| {
+    let leaf = (arb_fields(), proptest::option::of(-1.0f64..1.0)).prop_map(|(fields, s)| {
         let mut d = Doc::from_fields(fields);
-        if let Some(v) = score {
-            d.scores.insert("s".into(), (v, None, None));
+        if let Some(v) = s {
+            d.scores.insert("s".into(), score(v, None, None));
         }
         d
     });

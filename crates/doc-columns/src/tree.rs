@@ -237,3 +237,78 @@ pub fn drop_tree<D: Node>(roots: Vec<D>) {
         stack.append(matches);
     }
 }
+
+/// Implements [`Node`] for a document type with Jina's field names, as the
+/// host's and the guest SDK's `Document` have: `id: String`; `text`, `uri`,
+/// `mime_type: Option<String>`; `blob: Option<Vec<u8>>`; `embedding:
+/// Option<Vec<f32>>`; `tags: serde_json::Map<String, Value>`; `scores:
+/// BTreeMap<String, S>` where `S` (the second argument) has `value: f64`,
+/// `op_name` and `description: Option<String>`; `chunks` and `matches`: a
+/// `Vec` of the type, or anything that derefs to one; and `Default`.
+#[macro_export]
+macro_rules! impl_node {
+    ($doc:ty, $score:ident) => {
+        impl $crate::Node for $doc {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn text(&self) -> Option<&str> {
+                self.text.as_deref()
+            }
+            fn blob(&self) -> Option<&[u8]> {
+                self.blob.as_deref()
+            }
+            fn uri(&self) -> Option<&str> {
+                self.uri.as_deref()
+            }
+            fn mime_type(&self) -> Option<&str> {
+                self.mime_type.as_deref()
+            }
+            fn embedding(&self) -> Option<&[f32]> {
+                self.embedding.as_deref()
+            }
+            fn tags(&self) -> &$crate::__serde_json::Map<String, $crate::__serde_json::Value> {
+                &self.tags
+            }
+            fn scores(&self) -> impl Iterator<Item = $crate::ScoreRef<'_>> {
+                self.scores.iter().map(|(name, s)| $crate::ScoreRef {
+                    name,
+                    value: s.value,
+                    op_name: s.op_name.as_deref(),
+                    description: s.description.as_deref(),
+                })
+            }
+            fn chunks(&self) -> &[Self] {
+                &self.chunks
+            }
+            fn matches(&self) -> &[Self] {
+                &self.matches
+            }
+            fn from_fields(f: $crate::Fields) -> Self {
+                Self {
+                    id: f.id,
+                    text: f.text,
+                    blob: f.blob,
+                    uri: f.uri,
+                    mime_type: f.mime_type,
+                    embedding: f.embedding,
+                    tags: f.tags,
+                    ..Default::default()
+                }
+            }
+            fn add_score(&mut self, s: $crate::Score) {
+                self.scores.insert(
+                    s.name,
+                    $score {
+                        value: s.value,
+                        op_name: s.op_name,
+                        description: s.description,
+                    },
+                );
+            }
+            fn children_mut(&mut self) -> (&mut Vec<Self>, &mut Vec<Self>) {
+                (&mut self.chunks, &mut self.matches)
+            }
+        }
+    };
+}
