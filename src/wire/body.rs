@@ -26,7 +26,9 @@ pub use ranges::Indexed;
 /// The documents of one request as columns ([`Columns`], whose fields and
 /// checks it derefs to). Build one with [`Body::from_documents`] or
 /// [`Body::decode`]; both leave it valid, and [`Columns::validate`] checks
-/// one built any other way (an executor's output).
+/// one built any other way (an executor's output). Borrowing two columns
+/// mutably at once goes through `.0` (`&mut body.0.texts`): a deref
+/// borrows the whole body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Body(pub Columns);
 

@@ -22,7 +22,7 @@ pub struct Indexed {
 }
 
 impl Indexed {
-    /// Indexes a valid body ([`Body::validate`]) after putting it in the form
+    /// Indexes a valid body ([`super::Columns::validate`]) after putting it in the form
     /// `Body::from_documents(&body.into_documents()?)` has, but for the tags'
     /// text (kept as it came): scores sorted by name, the last of one name
     /// kept; documents reordered only if they are not in pre-order (not
