@@ -68,13 +68,14 @@ build: guests
 	$(CARGO) build
 
 # rustfmt first: a formatting slip fails in a second, before the long build;
-# then clippy on every target of both crates (and the example crates they
-# build natively), warnings as errors; then the tests, and the hnsw indexer's
-# own (its snapshot reader's hostile cases run natively).
+# then clippy on every target of the host, the document columns they share and
+# the guest SDK (and the example crates they build natively), warnings as
+# errors; then the tests, and the hnsw indexer's own (its snapshot reader's
+# hostile cases run natively).
 test: guests models
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy -p jina-wasm -p jina-guest-sdk --all-targets -- -D warnings
-	$(CARGO) test -p jina-wasm -p jina-guest-sdk -p hnsw-indexer
+	$(CARGO) clippy -p jina-wasm -p jina-doc-columns -p jina-guest-sdk --all-targets -- -D warnings
+	$(CARGO) test -p jina-wasm -p jina-doc-columns -p jina-guest-sdk -p hnsw-indexer
 
 demo: build models
 	bash examples/demo.sh

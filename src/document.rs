@@ -6,8 +6,10 @@
 //! written for Jina read here unchanged. Fields this host does not model (Jina's
 //! `granularity`, `adjacency`, `modality`, ...) are ignored on input.
 //!
-//! Executors receive the same tree flattened (see `executor::convert` and
-//! docs/wit-contract.md); the wire protocol encodes it again (docs/protocol.md).
+//! Executors receive the same tree flattened into columns, by the
+//! jina-doc-columns crate the guest SDK shares (`crate::wire::Body`,
+//! docs/wit-contract.md); the wire protocol encodes the columns
+//! (docs/protocol.md).
 //!
 //! A tree's depth is untrusted (a guest or a client chooses it), so nothing
 //! here recurses past [`MAX_DEPTH`]: reading JSON refuses a deeper document
@@ -76,24 +78,9 @@ pub struct Document {
     pub matches: Docs,
 }
 
-/// How many levels of `chunks` and `matches` may hang below a top-level
-/// document: a document at level `MAX_DEPTH + 1` is refused (`invalid-output`
-/// from an executor, HTTP 422 from the gateway, a `malformed` body on the
-/// wire, an error naming the line for JSON input).
-///
-/// Why 32: Jina's documents rarely nest beyond 3 (a document, its chunks,
-/// their matches), so 32 is ten times what real data needs; its JSON nests at
-/// most 2 × 32 + 1 = 65 levels, well inside serde_json's own recursion limit
-/// of 128, so JSON readers stop at this limit with this message; and 32
-/// frames of (de)serialisation are a few KiB of stack on any thread.
-pub const MAX_DEPTH: usize = 32;
-
-/// The message for a document nested past [`MAX_DEPTH`].
-pub fn too_deep() -> String {
-    format!(
-        "documents nest more than {MAX_DEPTH} levels of chunks and matches deep (the limit is MAX_DEPTH, docs/limits.md)"
-    )
-}
+/// The depth limit and its message are the document columns' (the guest
+/// SDK refuses the same trees): see [`jina_doc_columns::MAX_DEPTH`].
+pub use jina_doc_columns::{MAX_DEPTH, too_deep};
 
 /// A document's `chunks` or `matches`: a `Vec<Document>` (it derefs to one)
 /// whose drop walks the subtree with a stack on the heap, so a tree of any

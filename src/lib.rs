@@ -9,7 +9,9 @@
 //!   (identities, records of unsaved writes): no links, capped, atomic.
 //! - [`document`]: documents as the host sees them and their Jina-compatible JSON.
 //! - [`wire`]: the message format between Peas (envelope and columnar body),
-//!   specified in docs/protocol.md.
+//!   specified in docs/protocol.md. The body's columns, their validation and
+//!   the flattening of document trees are the `jina_doc_columns` crate's
+//!   (crates/doc-columns), which the Rust guest SDK shares.
 //! - [`executor`]: the sandboxed executor host. A wasmtime `Engine` and `Linker`
 //!   per process ([`executor::Runtime`]), checked and cached components
 //!   ([`executor::LoadedComponent`]), and one live instance per executor

@@ -8,7 +8,7 @@
 /// versions' batches are the same record under different generated types).
 macro_rules! seam {
     () => {
-        use crate::wire::body::{Column, StrColumn};
+        use crate::wire::body::{Column, Columns, StrColumn};
         use crate::wire::{Body, Relation, Score};
 
         /// A body lent to one call: the columns whose types differ (relations and
@@ -109,7 +109,7 @@ macro_rules! seam {
                 data: blob_data,
                 ends: blob_ends,
             } = blobs;
-            let body = Body {
+            let body = Body(Columns {
                 ids: Column {
                     present: Vec::new(),
                     data,
@@ -145,7 +145,7 @@ macro_rules! seam {
                         description: s.description,
                     })
                     .collect(),
-            };
+            });
             body.validate()?;
             body.check_tags()?;
             Ok(body)

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::document::{MAX_DEPTH, NamedScore, new_id};
 use crate::flow::gateway::request::MAX_REQUEST_DOCS;
-use crate::wire::body::{Column, Packed};
+use crate::wire::body::{Column, Columns, Packed};
 use crate::wire::{Body, Relation, Score};
 
 /// What the reader took: the request's other fields (`exec_endpoint`,
@@ -168,7 +168,7 @@ impl Rows {
             }
             floats
         };
-        Body {
+        Body(Columns {
             ids,
             parents: self.parents,
             relations: self.relations,
@@ -180,7 +180,7 @@ impl Rows {
             embedding_dims,
             embeddings,
             scores: self.scores,
-        }
+        })
     }
 }
 

@@ -45,7 +45,7 @@ fn ids_land_in_a_stable_shard() {
     let parts = partition(Body::from_documents(&docs), 2).unwrap();
     let sizes: Vec<usize> = parts
         .iter()
-        .map(|p| p.as_ref().map_or(0, Body::roots))
+        .map(|p| p.as_ref().map_or(0, |b| b.roots()))
         .collect();
     assert_eq!(sizes.iter().sum::<usize>(), 1000);
     assert!(sizes.iter().all(|&s| s > 400), "{sizes:?}");
@@ -112,7 +112,7 @@ fn bodies_in_another_order_split_and_merge_as_trees() {
     body.ids.push_required("a-c");
     body.parents.extend([Some(0), Some(0)]);
     body.relations.extend([Relation::Match, Relation::Chunk]);
-    for column in [&mut body.texts, &mut body.uris, &mut body.mime_types] {
+    for column in [&mut body.0.texts, &mut body.0.uris, &mut body.0.mime_types] {
         column.push(None);
         column.push(Some("x"));
     }

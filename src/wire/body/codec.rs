@@ -127,7 +127,7 @@ impl Body {
             });
         }
         r.finish()?;
-        let body = Body {
+        let body = Body(Columns {
             ids,
             parents,
             relations,
@@ -139,10 +139,10 @@ impl Body {
             embedding_dims,
             embeddings,
             scores,
-        };
-        body.validate().map_err(|message| WireError::Invalid {
+        });
+        body.validate().map_err(|e| WireError::Invalid {
             frame: "body",
-            message,
+            message: e.to_string(),
         })?;
         Ok(body)
     }

@@ -1,6 +1,7 @@
 //! Bodies built, encoded, decoded and refused.
 
 use super::*;
+use crate::document::MAX_DEPTH;
 use crate::wire::put_u32;
 
 pub(crate) fn tree() -> Vec<Document> {
@@ -78,7 +79,7 @@ fn bodies_past_the_depth_limit_are_refused() {
     at.encode(&mut bytes);
     assert_eq!(Body::decode(&bytes).unwrap().len(), MAX_DEPTH + 1);
     let past = Body::from_documents(&[crate::document::tests::chain(MAX_DEPTH + 1)]);
-    let error = past.validate().unwrap_err();
+    let error = past.validate().unwrap_err().to_string();
     assert!(
         error.starts_with("document 33: documents nest more than 32 levels"),
         "{error}"
@@ -99,6 +100,7 @@ fn rejected(mutate: impl FnOnce(&mut Body)) -> String {
     body.validate()
         .and_then(|()| body.check_tags())
         .expect_err("a malformed body must be rejected")
+        .to_string()
 }
 
 #[test]

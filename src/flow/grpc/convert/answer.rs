@@ -156,7 +156,9 @@ pub fn docs_from_body(body: &Body) -> Result<DocListProto, AnswerError> {
             );
         }
         offset += dim;
-        let tags = body.tags_of(i).map_err(AnswerError::Tags)?;
+        let tags = body
+            .tags_of(i)
+            .map_err(|e| AnswerError::Tags(e.to_string()))?;
         // How deep this document's messages go: its `DocProto` is 4 below
         // the request and 4 below its parent's; a field's `NodeProto` 2
         // below it, the embedding's `DenseNdArrayProto` 4, a score's value

@@ -336,7 +336,8 @@ fn flat_doc(bytes: &[u8], body: &mut Body) -> Option<()> {
     }
     let id = doc.id.map_or_else(new_id, str::to_owned);
     body.ids.data.push_str(&id);
-    body.ids.ends.push(end(body.ids.data.len()).ok()?);
+    let id_end = end(body.ids.data.len()).ok()?;
+    body.ids.ends.push(id_end);
     body.parents.push(None);
     body.relations.push(Relation::Root);
     body.texts.push(doc.text);
@@ -348,8 +349,8 @@ fn flat_doc(bytes: &[u8], body: &mut Body) -> Option<()> {
     if let Some(dense) = doc.embedding {
         dense_f32(dense.buffer, dense.count, dense.dtype, &mut body.embeddings).ok()?;
     }
-    body.embedding_dims
-        .push(u32::try_from(body.embeddings.len() - before).ok()?);
+    let dim = u32::try_from(body.embeddings.len() - before).ok()?;
+    body.embedding_dims.push(dim);
     Some(())
 }
 

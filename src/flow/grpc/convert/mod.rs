@@ -78,7 +78,8 @@ pub fn body_from_docs(docs: &DocListProto) -> Result<Body, String> {
         let index = u32::try_from(body.len()).map_err(|_| "too many documents".to_string())?;
         let id = text_of(doc, &path, &["id"])?.map_or_else(new_id, str::to_owned);
         body.ids.data.push_str(&id);
-        body.ids.ends.push(end(body.ids.data.len())?);
+        let id_end = end(body.ids.data.len())?;
+        body.ids.ends.push(id_end);
         body.parents.push(parent);
         body.relations.push(relation);
         body.texts.push(text_of(doc, &path, &["text"])?);

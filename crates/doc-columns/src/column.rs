@@ -1,6 +1,8 @@
-//! A column of a [`super::Body`]: packed values with the end offset of each.
+//! A column of [`crate::Columns`]: packed values with the end offset of each.
 
 use std::ops::Range;
+
+use crate::Error;
 
 /// Packed values with the end offset of each; `present` is empty for a column
 /// whose values are never absent (ids).
@@ -33,18 +35,20 @@ impl Packed for Vec<u8> {
 }
 
 impl<T: Packed> Column<T> {
-    pub(crate) fn range(&self, i: usize) -> Range<usize> {
+    /// The byte range of entry `i` (which must exist).
+    pub fn range(&self, i: usize) -> Range<usize> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         start..self.ends[i] as usize
     }
 
-    pub(crate) fn is_present(&self, i: usize) -> bool {
+    /// Whether entry `i` is present (always, in a column without flags).
+    pub fn is_present(&self, i: usize) -> bool {
         self.present.is_empty() || self.present[i]
     }
 
-    /// Appends entries `docs` of `other` (a column of a valid body): their
+    /// Appends entries `docs` of `other` (a column of valid columns): their
     /// data in one copy, their offsets moved to this column's end.
-    pub(crate) fn extend_range(&mut self, other: &Column<T>, docs: Range<usize>) {
+    pub fn extend_range(&mut self, other: &Column<T>, docs: Range<usize>) {
         if docs.is_empty() {
             return;
         }
@@ -69,33 +73,37 @@ impl<T: Packed> Column<T> {
 
     /// Checks `n` entries, non-decreasing offsets that end at the data's length,
     /// and that absent entries are empty.
-    pub(crate) fn check(&self, name: &str, n: usize, optional: bool) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// Names the column, the first entry at fault (when one is) and why.
+    pub fn check(&self, name: &'static str, n: usize, optional: bool) -> Result<(), Error> {
         if self.ends.len() != n {
-            return Err(format!(
-                "column {name} has {} entries for {n} documents",
-                self.ends.len()
+            return Err(Error::column(
+                name,
+                format!("{} entries for {n} documents", self.ends.len()),
             ));
         }
         if optional && self.present.len() != n {
-            return Err(format!(
-                "column {name} has {} presence flags for {n} documents",
-                self.present.len()
+            return Err(Error::column(
+                name,
+                format!("{} presence flags for {n} documents", self.present.len()),
             ));
         }
         let mut previous = 0;
         for (i, &end) in self.ends.iter().enumerate() {
             if end < previous {
-                return Err(format!("{name}[{i}]: offsets go backwards"));
+                return Err(Error::entry(name, i, "offsets go backwards"));
             }
             if optional && !self.present[i] && end != previous {
-                return Err(format!("{name}[{i}]: absent but has data"));
+                return Err(Error::entry(name, i, "absent but has data"));
             }
             previous = end;
         }
         let len = self.data.as_ref().len();
         if previous as usize != len {
-            return Err(format!(
-                "column {name}: offsets end at {previous}, data is {len} bytes"
+            return Err(Error::column(
+                name,
+                format!("offsets end at {previous}, data is {len} bytes"),
             ));
         }
         Ok(())
@@ -103,31 +111,39 @@ impl<T: Packed> Column<T> {
 }
 
 impl StrColumn {
-    pub(crate) fn push(&mut self, value: Option<&str>) {
+    /// Appends an entry, absent for `None`.
+    pub fn push(&mut self, value: Option<&str>) {
         self.present.push(value.is_some());
         self.data.push_str(value.unwrap_or(""));
         self.ends.push(self.data.len() as u32);
     }
 
     /// Appends a value that is never absent (an id).
-    pub(crate) fn push_required(&mut self, value: &str) {
+    pub fn push_required(&mut self, value: &str) {
         self.data.push_str(value);
         self.ends.push(self.data.len() as u32);
     }
 
+    /// Entry `i` (which must exist), `None` when absent.
     pub fn get(&self, i: usize) -> Option<&str> {
         self.is_present(i).then(|| &self.data[self.range(i)])
     }
 
-    pub(crate) fn check_str(&self, name: &str, n: usize, optional: bool) -> Result<(), String> {
+    /// [`Column::check`], and that every offset falls on a UTF-8 boundary.
+    ///
+    /// # Errors
+    /// As [`Column::check`], or the first entry whose span splits a character.
+    pub fn check_str(&self, name: &'static str, n: usize, optional: bool) -> Result<(), Error> {
         self.check(name, n, optional)?;
         match self
             .ends
             .iter()
             .position(|&end| !self.data.is_char_boundary(end as usize))
         {
-            Some(i) => Err(format!(
-                "{name}[{i}]: span does not fall on a UTF-8 boundary"
+            Some(i) => Err(Error::entry(
+                name,
+                i,
+                "span does not fall on a UTF-8 boundary",
             )),
             None => Ok(()),
         }
@@ -135,12 +151,14 @@ impl StrColumn {
 }
 
 impl BytesColumn {
-    pub(crate) fn push(&mut self, value: Option<&[u8]>) {
+    /// Appends an entry, absent for `None`.
+    pub fn push(&mut self, value: Option<&[u8]>) {
         self.present.push(value.is_some());
         self.data.extend_from_slice(value.unwrap_or(&[]));
         self.ends.push(self.data.len() as u32);
     }
 
+    /// Entry `i` (which must exist), `None` when absent.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         self.is_present(i).then(|| &self.data[self.range(i)])
     }
