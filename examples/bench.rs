@@ -2696,6 +2696,12 @@ async fn on_off(with_on: &str) -> OnOff {
 struct Side {
     rate: f64,
     cpu: f64,
+    /// Times a thread of the process went to sleep (voluntary context
+    /// switches), per request: each is a wake-up someone pays for later.
+    sleeps: f64,
+    /// Time its threads were runnable but waited for a CPU, µs per request
+    /// (the run-queue delay of those wake-ups on a loaded host).
+    queued: f64,
 }
 
 /// Two processes (`pids`) under the same load in `rounds` rounds of
@@ -2709,6 +2715,7 @@ async fn alternate<F: std::future::Future<Output = f64>>(
     mut measure: impl FnMut(usize, usize) -> F,
 ) -> [Side; 2] {
     let before = pids.map(process_cpu);
+    let waits = pids.map(process_waits);
     let mut rates = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -2719,10 +2726,13 @@ async fn alternate<F: std::future::Future<Output = f64>>(
     std::array::from_fn(|i| {
         let mut r = std::mem::take(&mut rates[i]);
         r.sort_by(f64::total_cmp);
+        let n = (rounds * requests) as f64;
+        let (sleeps, queued) = process_waits(pids[i]);
         Side {
             rate: r[r.len() / 2],
-            cpu: (process_cpu(pids[i]) - before[i]).as_secs_f64() * 1e6
-                / (rounds * requests) as f64,
+            cpu: (process_cpu(pids[i]) - before[i]).as_secs_f64() * 1e6 / n,
+            sleeps: sleeps.saturating_sub(waits[i].0) as f64 / n,
+            queued: queued.saturating_sub(waits[i].1).as_secs_f64() * 1e6 / n,
         }
     })
 }
@@ -2808,6 +2818,32 @@ async fn tracing_rows() -> Vec<Row> {
 }
 
 /// User and system CPU time of process `pid` so far (Linux /proc).
+/// Over the threads of process `pid` (Linux): how many times they went to
+/// sleep (voluntary context switches) and how long they were runnable but
+/// waiting for a CPU (`schedstat`'s run-queue time). Zero elsewhere.
+fn process_waits(pid: u32) -> (u64, Duration) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, Duration::ZERO);
+    };
+    let (mut sleeps, mut queued_ns) = (0u64, 0u64);
+    for task in tasks.flatten() {
+        let path = task.path();
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        sleeps += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        queued_ns += schedstat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (sleeps, Duration::from_nanos(queued_ns))
+}
+
 fn process_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces), from field 3.

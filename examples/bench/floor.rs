@@ -231,14 +231,16 @@ pub async fn floor_rows() -> Vec<Row> {
         rows.push(Row {
             name: format!("floor: gateway -> {path} -> gateway, {size} requests, 8 in flight"),
             value: format!(
-                "{:.0} {unit}; CPU {:.0} µs per request",
-                flow.rate, flow.cpu
+                "{:.0} {unit}; CPU {:.0} µs, {:.1} thread sleeps, {:.0} µs run-queue wait per request",
+                flow.rate, flow.cpu, flow.sleeps, flow.queued
             ),
             baseline: format!(
-                "bare axum JSON echo {:.0} {unit}; CPU {:.0} µs per request ({:.2}x the Flow's)",
+                "bare axum JSON echo {:.0} {unit}; CPU {:.0} µs ({:.2}x the Flow's), {:.1} thread sleeps, {:.0} µs run-queue wait per request",
                 floor.rate,
                 floor.cpu,
-                floor.cpu / flow.cpu
+                floor.cpu / flow.cpu,
+                floor.sleeps,
+                floor.queued
             ),
             ratio,
             ratio_label: "x floor",
