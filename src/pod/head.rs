@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Balance, Expect, Layout, Lost, Polling, TailInput, tail::Resend};
+use super::{Balance, Expect, Layout, Polling, Sent, TailInput, tail::Resend};
 use crate::metrics::HeadStats;
 use crate::transport::Link;
 use crate::wire::{Body, Envelope, ErrorKind, Kind, Message, Outcome, Route, now_us};
@@ -201,7 +201,7 @@ impl Head {
                     let departed = on_peer(&name, &members, (open, layout, shards), &mut peers, &mut by_identity, frames);
                     // Credit comes with every request; registration changes rarely.
                     publish(&registered, &peers);
-                    if let Some((member, lost)) = departed && tail.send(TailInput::Departed { member, lost }).await.is_err() {
+                    if let Some(departed) = departed && tail.send(departed).await.is_err() {
                         break;
                     }
                 }
@@ -210,15 +210,16 @@ impl Head {
                         resends_open = false;
                         continue;
                     };
-                    let to = replacement(&peers, resend.member, &resend.targets, balance);
-                    let rerouted = TailInput::Rerouted { request_id: resend.request_id, slot: resend.slot, to };
+                    let to = replacement(&peers, resend.member, &resend.via, &resend.targets, balance);
+                    let to = to.and_then(|j| Some((j, peers[j].identity.clone()?)));
+                    let rerouted = TailInput::Rerouted { request_id: resend.request_id, slot: resend.slot, to: to.clone() };
                     if tail.send(rerouted).await.is_err() {
                         break;
                     }
-                    let Some(to) = to else { continue };
+                    let Some((to, via)) = to else { continue };
                     tracing::info!(pea = %name, from = %member_name(&members, resend.member), to = %member_name(&members, to), "sent again a part whose Pea left before answering");
                     let shared = (name.as_str(), &members, (open, layout, shards), &registered);
-                    if deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), to, resend.frames).await.is_err() {
+                    if deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), to, Sent { via: Some(via), frames: resend.frames }).await.is_err() {
                         break;
                     }
                 }
@@ -243,7 +244,8 @@ impl Head {
                         HeadCommand::Reset { index, reply } => {
                             by_identity.retain(|_, i| *i != index);
                             if let Some(peer) = peers.get_mut(index) {
-                                *peer = Peer::default();
+                                // Still of its shard: a part it loses goes to no other.
+                                *peer = Peer { shard: peer.shard, ..Peer::default() };
                             }
                             let _ = reply.send(());
                         }
@@ -331,7 +333,9 @@ impl Head {
                         message.envelope.trace = hop;
                     }
                     let deadline = tokio::time::Instant::now() + deadline_of(&sends[0].1.envelope, timeout);
-                    let sends: Vec<(usize, [Bytes; 2])> = sends.into_iter().map(|(i, message)| (i, message.frames())).collect();
+                    // Each part goes through the Pea's connection of now.
+                    let via = |i: usize| peers[i].identity.clone().filter(|_| peers[i].alive);
+                    let sends: Vec<(usize, Sent)> = sends.into_iter().map(|(i, message)| (i, Sent { via: via(i), frames: message.frames() })).collect();
                     let expect = Expect {
                         request_id: internal,
                         client_id,
@@ -341,15 +345,15 @@ impl Head {
                         top_k,
                         trace: upstream,
                         head_span: span.as_ref().map(crate::trace::Span::context),
-                        sent: sends.iter().map(|(_, frames)| frames.clone()).collect(),
+                        sent: sends.iter().map(|(_, sent)| sent.clone()).collect(),
                     };
                     if tail.send(TailInput::Expect(expect)).await.is_err() {
                         break;
                     }
                     let mut closed = false;
-                    for (i, frames) in sends {
+                    for (i, sent) in sends {
                         let shared = (name.as_str(), &members, (open, layout, shards), &registered);
-                        closed = deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), i, frames).await.is_err();
+                        closed = deliver(&sender, &mut fanout, &mut peers, &mut by_identity, shared, (&stats, &tail), i, sent).await.is_err();
                         if closed {
                             break;
                         }

@@ -60,7 +60,7 @@ pub use reduce::shard_of;
 pub use status::{MemberAnswer, MemberStatus, PodStatus};
 use supervise::{Member, Supervision, spawn_child, supervise};
 pub use supervise::{RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX, pea_args, pod_args};
-pub use tail::{Expect, Lost, Reducer, TailInput};
+pub use tail::{Expect, Lost, Reducer, Sent, TailInput};
 use task::PodTask;
 
 /// The names of a Pod's Peas by index, shared by its Head and Tail (the Head

@@ -50,9 +50,19 @@ pub struct Expect {
     /// The Head's span for the request, when recorded: the Tail's span (the
     /// merge, or the failure) is its child.
     pub head_span: Option<crate::wire::TraceContext>,
-    /// The frames each target was sent, in target order (shared bytes, not
-    /// copies): what is sent again if its Pea leaves before answering.
-    pub sent: Vec<[Bytes; 2]>,
+    /// Each target's part as sent, in target order: what is sent again if
+    /// the connection it went through leaves before answering.
+    pub sent: Vec<Sent>,
+}
+
+/// One part as the Head sends it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The connection it goes through (its ROUTER identity); none when its
+    /// Pea is not connected (the request then fails at once).
+    pub via: Option<Bytes>,
+    /// Its frames (shared bytes, not copies).
+    pub frames: [Bytes; 2],
 }
 
 /// Which parts of a Pea that left will never be answered.
@@ -64,7 +74,7 @@ pub enum Lost {
     Unanswered,
     /// It stopped (`CANCEL`) and named the requests it took and will not
     /// answer; the rest it answered before it stopped.
-    Only(Vec<String>),
+    Only(HashSet<String>),
 }
 
 /// A part the Tail hands back to the Head: the Pea it went to left before
@@ -74,8 +84,9 @@ pub struct Resend {
     pub request_id: String,
     /// The part's place in the request's [`Expect::targets`].
     pub slot: usize,
-    /// The member that left.
+    /// The member that left, and the connection that went.
     pub member: usize,
+    pub via: Bytes,
     /// The request's targets: a replacement is not one of them (with
     /// `polling all` each replica already has its own copy).
     pub targets: Vec<usize>,
@@ -93,19 +104,20 @@ pub enum TailInput {
         member: usize,
         reply: oneshot::Sender<usize>,
     },
-    /// The connection `member` was served through closed or withdrew (sent
-    /// after the [`Expect`] of every part sent through it): its parts that
-    /// are `lost` go back to the Head ([`Resend`]).
+    /// Connection `via` of `member` closed or withdrew (sent after the
+    /// [`Expect`] of every part sent through it): the parts sent through it
+    /// that are `lost` go back to the Head ([`Resend`]).
     Departed {
         member: usize,
+        via: Bytes,
         lost: Lost,
     },
-    /// The Head's answer to a [`Resend`]: the member the part went to
-    /// instead, or none (the request then fails at once).
+    /// The Head's answer to a [`Resend`]: the member and connection the part
+    /// went to instead, or none (the request then fails at once).
     Rerouted {
         request_id: String,
         slot: usize,
-        to: Option<usize>,
+        to: Option<(usize, Bytes)>,
     },
 }
 
@@ -236,20 +248,19 @@ impl Tail {
                 }
                 book.pending.insert(id, p);
             }
-            TailInput::Departed { member, lost } => {
+            TailInput::Departed { member, via, lost } => {
                 for (id, p) in book.pending.iter() {
                     if let Lost::Only(ids) = &lost
                         && !ids.contains(id)
                     {
                         continue;
                     }
-                    let unanswered = p.expect.targets.iter().zip(&p.received).enumerate();
-                    for (slot, _) in
-                        unanswered.filter(|(_, (t, got))| **t == member && got.is_none())
-                    {
-                        let Some(frames) = p.expect.sent.get(slot) else {
-                            continue;
-                        };
+                    // Its parts sent through that connection, not answered.
+                    let slots = p.expect.targets.iter().zip(&p.received).zip(&p.expect.sent);
+                    let lost = slots.enumerate().filter(|(_, ((t, got), sent))| {
+                        **t == member && got.is_none() && sent.via.as_ref() == Some(&via)
+                    });
+                    for (slot, (_, sent)) in lost {
                         if !book.rerouting.insert((id.clone(), slot)) {
                             continue;
                         }
@@ -257,8 +268,9 @@ impl Tail {
                             request_id: id.clone(),
                             slot,
                             member,
+                            via: via.clone(),
                             targets: p.expect.targets.clone(),
-                            frames: frames.clone(),
+                            frames: sent.frames.clone(),
                         });
                     }
                 }
@@ -275,11 +287,13 @@ impl Tail {
                 let Some(p) = book.pending.get_mut(&request_id) else {
                     return;
                 };
-                let Some(target) = p.expect.targets.get_mut(slot) else {
+                let (Some(target), Some(sent)) =
+                    (p.expect.targets.get_mut(slot), p.expect.sent.get_mut(slot))
+                else {
                     return;
                 };
                 match to {
-                    Some(to) => *target = to,
+                    Some((to, via)) => (*target, sent.via) = (to, Some(via)),
                     None => {
                         let gone = *target;
                         let mut p = book.pending.remove(&request_id).expect("present");

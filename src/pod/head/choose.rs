@@ -148,19 +148,21 @@ pub(super) fn pick(
     Some(i)
 }
 
-/// Who takes a part whose Pea left before answering: the same member, if
-/// another connection of its name serves it now, else another live replica
-/// of its shard that the request has not gone to already (with `polling all`
-/// each replica has its own copy), as [`pick`] picks one. None when no Pea
-/// can take it.
+/// Who takes a part whose connection `gone` (of `member`) left before
+/// answering: the same member, if another connection of its name serves it
+/// now, else another live replica of its shard that the request has not gone
+/// to already (with `polling all` each replica has its own copy), as
+/// [`pick`] picks one. Never the connection that went, never another shard.
+/// None when no Pea can take it.
 pub(super) fn replacement(
     peers: &[Peer],
     member: usize,
+    gone: &Bytes,
     targets: &[usize],
     balance: Balance,
 ) -> Option<usize> {
     let peer = peers.get(member)?;
-    if peer.alive && peer.identity.is_some() && !peer.retired {
+    if peer.alive && peer.identity.as_ref().is_some_and(|now| now != gone) && !peer.retired {
         return Some(member);
     }
     let others: Vec<Peer> = peers
@@ -571,5 +573,48 @@ mod tests {
         }
         let e = top_k(&format!(r#"{{"top_k":"{}"}}"#, "x".repeat(1000))).unwrap_err();
         assert!(e.len() < 160, "{e}");
+    }
+
+    /// A part whose connection left goes to another connection of the same
+    /// name, else another live replica of its shard the request has not gone
+    /// to; never back through the connection that left, never to another
+    /// shard (a shard replaced by a rolling update keeps its shard).
+    #[test]
+    fn a_lost_part_stays_in_its_shard_and_leaves_the_connection_that_went() {
+        let peer = |shard: usize, id: Option<&str>| Peer {
+            identity: id.map(|id| Bytes::from(id.to_string())),
+            alive: id.is_some(),
+            credit: 1,
+            shard,
+            ..Peer::default()
+        };
+        let gone = Bytes::from("b");
+        // Shards: shard 1's Pea went, shard 0's must not take its part.
+        let shards = [peer(0, Some("a")), peer(1, None)];
+        assert_eq!(replacement(&shards, 1, &gone, &[1], Balance::Credit), None);
+        // Two replicas of one shard: the other takes it, unless the request
+        // went there already (`polling all`).
+        let replicas = [peer(0, Some("a")), peer(0, None)];
+        assert_eq!(
+            replacement(&replicas, 1, &gone, &[1], Balance::Credit),
+            Some(0)
+        );
+        assert_eq!(
+            replacement(&replicas, 1, &gone, &[0, 1], Balance::Credit),
+            None
+        );
+        // A second connection of the name serves on: it takes the part; the
+        // connection that went (still the member's, the departure not yet
+        // read) does not.
+        let twin = [peer(0, None), peer(0, Some("b2"))];
+        assert_eq!(
+            replacement(&twin, 1, &gone, &[1], Balance::RoundRobin),
+            Some(1)
+        );
+        let same = [peer(0, None), peer(0, Some("b"))];
+        assert_eq!(
+            replacement(&same, 1, &gone, &[1], Balance::RoundRobin),
+            None
+        );
     }
 }

@@ -3,6 +3,14 @@
 //! ([`publish`]), and sending one part to one Pea ([`deliver`]).
 
 use super::*;
+use crate::pod::Lost;
+
+/// The most request ids a `CANCEL` is believed to name.
+const MAX_UNANSWERED: usize = 4096;
+
+/// The most members a head-only Pod (`--role head`) lets join under new
+/// names.
+const MAX_OPEN_MEMBERS: usize = 1024;
 
 /// What [`deliver`] needs to read the Peas' messages as the Head's loop does:
 /// the Head's name, the members, (open, layout, shards), and where to
@@ -14,8 +22,8 @@ pub(super) type Shared<'a> = (
     &'a watch::Sender<Vec<bool>>,
 );
 
-/// Sends one part to Pea `i` (nothing, if it is not connected: the Tail has
-/// been or will be told it left). While it waits for room on the Pea's
+/// Sends one part to Pea `i` through the connection the Tail was told
+/// (nothing, if that connection went: the Tail has been or will be told). While it waits for room on the Pea's
 /// queue it reads what the Peas send meanwhile (their IDLE credit): a Pea
 /// waiting to send its IDLE into a full head queue, while the head waits for
 /// room on the Pea's, would hold both forever (in-process links have no
@@ -30,11 +38,12 @@ pub(super) async fn deliver(
     (name, members, seen, registered): Shared<'_>,
     (stats, tail): (&HeadStats, &mpsc::Sender<TailInput>),
     i: usize,
-    [envelope, body]: [Bytes; 2],
+    Sent { via, frames }: Sent,
 ) -> Result<(), ()> {
-    let Some(identity) = peers[i].identity.clone().filter(|_| peers[i].alive) else {
+    let Some(identity) = via.filter(|via| by_identity.get(via) == Some(&i)) else {
         return Ok(());
     };
+    let [envelope, body] = frames;
     peers[i].credit = peers[i].credit.saturating_sub(1);
     stats.parts.fetch_add(1, Ordering::Relaxed);
     let permit = loop {
@@ -44,8 +53,8 @@ pub(super) async fn deliver(
                 Some(frames) => {
                     let departed = on_peer(name, members, seen, peers, by_identity, frames);
                     publish(registered, peers);
-                    if let Some((member, lost)) = departed {
-                        tail.send(TailInput::Departed { member, lost }).await.map_err(drop)?;
+                    if let Some(departed) = departed {
+                        tail.send(departed).await.map_err(drop)?;
                     }
                 }
                 None => return Err(()),
@@ -81,8 +90,9 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
 /// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
 /// whether unknown replicas of the Pod may join, the layout and the number of
 /// shards they join (a replica of shards × replicas joins the shard its name
-/// says). Returns the member whose serving connection went, if one did,
-/// and which of its parts are lost with it.
+/// says). When a member's serving connection went, returns what the Tail is
+/// told ([`TailInput::Departed`]): the member, the connection, and which of
+/// the parts sent through it are lost.
 pub(super) fn on_peer(
     name: &str,
     members: &crate::pod::Members,
@@ -90,7 +100,7 @@ pub(super) fn on_peer(
     peers: &mut Vec<Peer>,
     by_identity: &mut HashMap<Bytes, usize>,
     frames: Vec<Bytes>,
-) -> Option<(usize, Lost)> {
+) -> Option<TailInput> {
     let (identity, rest) = frames.split_first()?;
     if rest.is_empty() {
         let i = by_identity.remove(identity)?;
@@ -105,7 +115,11 @@ pub(super) fn on_peer(
             i,
             reason,
         );
-        return gone.then_some((i, Lost::Unanswered));
+        return gone.then(|| TailInput::Departed {
+            member: i,
+            via: identity.clone(),
+            lost: Lost::Unanswered,
+        });
     }
     let message = Message::from_frames(rest).ok()?;
     let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
@@ -150,6 +164,12 @@ pub(super) fn on_peer(
                     .shard_of_member(pod, 0, pea)
                     .filter(|&s| s < shards)?;
                 let mut members = members.write().expect("members");
+                // A member is never forgotten (pending requests name it by
+                // index), and every choice walks them all: names are capped.
+                if members.len() >= MAX_OPEN_MEMBERS {
+                    tracing::warn!(pea = %name, member = %pea, "ignored Pea `{pea}`: the Pod has {MAX_OPEN_MEMBERS} members, the most a head-only Pod takes (a replica that comes back under its old name takes its old place)");
+                    return None;
+                }
                 members.push(pea.to_string());
                 peers.push(Peer {
                     shard,
@@ -212,10 +232,17 @@ pub(super) fn on_peer(
             let member = members.read().expect("members")[i].clone();
             let gone = connection_gone(name, &member, peer, by_identity, identity, i, "stopped");
             // The requests it took and will not answer (a Pea of an older
-            // version names none: those wait for the Pod's time limit).
+            // version names none: those wait for the Pod's time limit). A
+            // Pea holds at most its credit (1,024) and the call it runs:
+            // more is not believed.
             let ids = body.get("unanswered").and_then(Value::as_array);
             let ids = ids.into_iter().flatten().filter_map(Value::as_str);
-            return gone.then(|| (i, Lost::Only(ids.map(str::to_string).collect())));
+            let ids = ids.take(MAX_UNANSWERED).map(str::to_string).collect();
+            return gone.then(|| TailInput::Departed {
+                member: i,
+                via: identity.clone(),
+                lost: Lost::Only(ids),
+            });
         }
         _ => {}
     }

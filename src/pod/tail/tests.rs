@@ -86,9 +86,17 @@ fn expect(id: &str, deadline: Duration) -> TailInput {
         trace: None,
         head_span: None,
         sent: (0..2)
-            .map(|i| [Bytes::from(format!("envelope {i}")), Bytes::new()])
+            .map(|i| Sent {
+                via: Some(via(i)),
+                frames: [Bytes::from(format!("envelope {i}")), Bytes::new()],
+            })
             .collect(),
     })
+}
+
+/// The connection member `i`'s parts go through.
+fn via(i: usize) -> Bytes {
+    Bytes::from(format!("connection {i}"))
 }
 
 /// Shard `member`'s answer to request `id`: the query `q` with one match.
@@ -231,16 +239,18 @@ async fn a_part_whose_pea_left_is_handed_back_and_taken_from_its_replacement() {
         tokio::task::yield_now().await;
     }
     // Shard 1 stopping and naming another request as the one it will not
-    // answer hands nothing back either.
+    // answer hands nothing back either, nor another connection of shard 1's
+    // name going (its part did not go through that one).
     let departures = [
-        (0, Lost::Unanswered),
-        (1, Lost::Only(vec!["r9".into()])),
-        (1, Lost::Unanswered),
-        (1, Lost::Unanswered),
+        (0, via(0), Lost::Unanswered),
+        (1, via(1), Lost::Only(["r9".to_string()].into())),
+        (1, Bytes::from("an older connection"), Lost::Unanswered),
+        (1, via(1), Lost::Unanswered),
+        (1, via(1), Lost::Unanswered),
     ];
-    for (member, lost) in departures {
+    for (member, via, lost) in departures {
         rig.inbox
-            .send(TailInput::Departed { member, lost })
+            .send(TailInput::Departed { member, via, lost })
             .await
             .unwrap();
     }
@@ -253,11 +263,11 @@ async fn a_part_whose_pea_left_is_handed_back_and_taken_from_its_replacement() {
         (resend.request_id.as_str(), resend.slot, resend.member),
         ("r1", 1, 1)
     );
-    assert_eq!(resend.targets, [0, 1]);
+    assert_eq!((resend.targets, resend.via), (vec![0, 1], via(1)));
     assert_eq!(resend.frames[0], Bytes::from("envelope 1"));
     assert!(rig.resends.try_recv().is_err(), "handed back twice");
 
-    let to = Some(2);
+    let to = Some((2, via(2)));
     let rerouted = TailInput::Rerouted {
         request_id: "r1".into(),
         slot: 1,
@@ -289,7 +299,8 @@ async fn a_part_no_pea_can_take_fails_the_request_at_once() {
     rig.inbox
         .send(TailInput::Departed {
             member: 1,
-            lost: Lost::Only(vec!["r1".into()]),
+            via: via(1),
+            lost: Lost::Only(["r1".to_string()].into()),
         })
         .await
         .unwrap();
