@@ -190,6 +190,9 @@ pub fn prepare(
         peas,
         memory_per_pea: largest,
         memory,
+        // Not the Flow's own: its Pods' limits are in its file.
+        disk_quota: 0,
+        max_files: 0,
         lease,
         timeout_ready: timeout_ready.unwrap_or(crate::pod::DEFAULT_TIMEOUT_READY),
     })

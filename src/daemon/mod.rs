@@ -22,6 +22,7 @@
 //! The client side (for Flows, tests and the benchmark) is [`crate::client_daemon`].
 
 pub mod api;
+pub mod bounds;
 pub mod child;
 pub mod flows;
 pub mod objects;

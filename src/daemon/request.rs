@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::objects::Kind;
+use super::tenants::Quota;
 use crate::flow::spec::{FLOW_ONLY, POD_ONLY, PodSpec};
 use crate::pod::{PodConfig, Polling};
 use crate::units::{parse_duration, parse_limit_duration};
@@ -69,6 +70,9 @@ pub struct Plan {
     pub memory_per_pea: u64,
     /// The sum of its Peas' memory_hwm.
     pub memory: u64,
+    /// Each Pea's disk quota and file cap (`bounds::disk_and_files`).
+    pub disk_quota: u64,
+    pub max_files: u64,
     pub lease: Option<Duration>,
     pub timeout_ready: Duration,
 }
@@ -131,9 +135,12 @@ impl CreateRequest {
     /// Checks the fields a child process would otherwise refuse late (each
     /// value was checked as it was read; here: ranges and names).
     ///
+    /// `quota` gives the defaults: `memory_per_pea`, and the disk and files
+    /// a Pea gets unless asked ([`super::bounds`]).
+    ///
     /// # Errors
     /// The field and why, for a 400 answer.
-    pub fn plan(&self, kind: Kind, default_memory: u64) -> Result<Plan, String> {
+    pub fn plan(&self, kind: Kind, quota: &Quota) -> Result<Plan, String> {
         let name = self.object_name()?;
         let pod = &self.pod;
         if kind == Kind::Pea
@@ -159,7 +166,7 @@ impl CreateRequest {
         let memory_per_pea = match &pod.memory_hwm {
             Some(size) => crate::executor::memory_limit(&text(size))
                 .map_err(|e| format!("memory_hwm: {e}"))?,
-            None => default_memory,
+            None => quota.memory_per_pea,
         };
         // Time limits take Jina's `-1` (no limit); a lease is ours and has none.
         let timeout_ready = pod
@@ -184,11 +191,8 @@ impl CreateRequest {
         {
             return Err("with: a map of the executor's parameters".into());
         }
-        for key in pod.env.keys() {
-            if key.is_empty() || key.contains('=') {
-                return Err(format!("env: `{key}` is not a variable name"));
-            }
-        }
+        super::bounds::check_body(pod)?;
+        let (disk_quota, max_files) = super::bounds::disk_and_files(pod, quota)?;
         // Head and tail executors run with the Pod's memory limit too.
         let sides = usize::from(pod.uses_before.is_some()) + usize::from(pod.uses_after.is_some());
         let peas = shards * parallel + sides;
@@ -197,6 +201,8 @@ impl CreateRequest {
             peas,
             memory_per_pea,
             memory: peas as u64 * memory_per_pea,
+            disk_quota,
+            max_files,
             lease,
             timeout_ready,
         })
@@ -283,6 +289,8 @@ impl CreateRequest {
             workspace: state_dir.map(Path::to_path_buf),
             memory_hwm: Some(Value::String(format!("{}B", plan.memory_per_pea))),
             timeout_ready: Some(format!("{}ms", plan.timeout_ready.as_millis())),
+            disk_quota: Some(Value::String(format!("{}B", plan.disk_quota))),
+            max_files: Some(plan.max_files),
             needs: None,
             host: None,
             ..self.pod.clone()
@@ -349,15 +357,23 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    /// The default quota, but `memory_per_pea`.
+    pub(super) fn quota(memory_per_pea: u64) -> Quota {
+        Quota {
+            memory_per_pea,
+            ..Quota::default()
+        }
+    }
+
     #[test]
     fn state_is_own_unless_named_and_names_are_checked() {
         let own = request(json!({"workspace": "w", "uses": "a.wasm", "state": true}));
         assert_eq!(own.state, Some(StateRequest::Own(true)));
         let named = request(json!({"workspace": "w", "uses": "a.wasm", "state": "index"}));
         assert_eq!(named.state, Some(StateRequest::Named("index".into())));
-        assert!(named.plan(Kind::Pea, 64).is_ok());
+        assert!(named.plan(Kind::Pea, &quota(64)).is_ok());
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "state": "../x"}))
-            .plan(Kind::Pea, 64)
+            .plan(Kind::Pea, &quota(64))
             .unwrap_err();
         assert!(e.starts_with("state `../x`"), "{e}");
         assert_eq!(
@@ -374,7 +390,7 @@ mod tests {
             "polling": "ALL", "on_error_strategy": "SKIP_HANDLE",
         }));
         assert_eq!(r.pod.with, Some(json!({"dim": 3})));
-        let plan = r.plan(Kind::Pod, 64).unwrap();
+        let plan = r.plan(Kind::Pod, &quota(64)).unwrap();
         assert_eq!(plan.memory_per_pea, crate::executor::WASM32_MAX_MEMORY);
         assert_eq!(plan.timeout_ready, crate::units::MAX_DURATION);
         let files = Files {
@@ -402,7 +418,7 @@ mod tests {
         let plan = request(
             json!({"workspace": "w", "uses": "idx.wasm", "shards": 3, "uses_after": "m.wasm"}),
         )
-        .plan(Kind::Pod, 64)
+        .plan(Kind::Pod, &quota(64))
         .unwrap();
         assert_eq!(
             (plan.name.as_str(), plan.peas, plan.memory_per_pea),
@@ -411,11 +427,11 @@ mod tests {
         // Shards × replicas: every replica of every shard is a Pea.
         let plan =
             request(json!({"workspace": "w", "uses": "idx.wasm", "shards": 2, "parallel": 3}))
-                .plan(Kind::Pod, 64)
+                .plan(Kind::Pod, &quota(64))
                 .unwrap();
         assert_eq!((plan.peas, plan.memory), (6, 6 * 64));
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "shards": 2}))
-            .plan(Kind::Pea, 64)
+            .plan(Kind::Pea, &quota(64))
             .unwrap_err();
         assert!(e.contains("`shards` is a Pod setting"), "{e}");
         // A value not of its kind is refused as it is read, named.
@@ -426,14 +442,14 @@ mod tests {
         .to_string();
         assert!(e.starts_with("memory_hwm: "), "{e}");
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "memory_hwm": "0"}))
-            .plan(Kind::Pod, 64)
+            .plan(Kind::Pod, &quota(64))
             .unwrap_err();
         assert!(
             e.starts_with("memory_hwm: `0` is 0 B, less than the 1 MiB"),
             "{e}"
         );
         let e = request(json!({"workspace": "w", "uses": "a.wasm", "name": "../up"}))
-            .plan(Kind::Pod, 64)
+            .plan(Kind::Pod, &quota(64))
             .unwrap_err();
         assert!(e.starts_with("name `../up`"), "{e}");
         assert!(
@@ -465,7 +481,7 @@ mod tests {
         // All but `timeout_ready`, which a Flow takes too.
         let count = settings.as_object().unwrap().len();
         assert_eq!(r.settings().len(), count - 1, "{:?}", r.settings());
-        let plan = r.plan(Kind::Pod, 1 << 30).unwrap();
+        let plan = r.plan(Kind::Pod, &quota(1 << 30)).unwrap();
         assert_eq!((plan.peas, plan.memory_per_pea), (8, 64 << 20));
         let files = Files {
             uses: "a.wasm".into(),

@@ -996,7 +996,11 @@ fn the_argv_the_daemon_renders_parses_as_the_cli() {
         uses_before: None,
         uses_after: Some("m.wasm".into()),
     };
-    let plan = request.plan(Kind::Pod, 64 << 20).unwrap();
+    let quota = jina_wasm::daemon::tenants::Quota {
+        memory_per_pea: 64 << 20,
+        ..Default::default()
+    };
+    let plan = request.plan(Kind::Pod, &quota).unwrap();
     let config = request
         .pod_config(&plan, "127.0.0.1", &files, None)
         .unwrap();

@@ -438,3 +438,79 @@ fn a_tenants_open_streams_leave_the_daemon_to_the_others() {
     }
     drop(streams);
 }
+
+/// Hostile pass 4 (H4-5, H4-6): each limit a request sets is bounded by the
+/// tenant's quota or the daemon's maximum (403, named), and what the child's
+/// argv cannot carry is refused as it is read (400, named), not left to fail
+/// the start with 422 ("nul byte found", "Argument list too long").
+#[test]
+fn a_requests_limits_and_argv_are_bounded() {
+    let d = DaemonProcess::start("127.0.0.1", TENANTS, &[]);
+    let parts = [("m.wasm", std::fs::read(wasm("misbehave")).unwrap())];
+    assert_eq!(d.upload(ALICE, "w", &parts).0, 200);
+    let create = |path: &str, extra: Value| {
+        let mut body = json!({"workspace": "w", "uses": "m.wasm", "state": true});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        d.json("POST", path, ALICE, &body)
+    };
+    for (path, extra, code, words) in [
+        (
+            "/peas",
+            json!({"disk_quota": "-1"}),
+            403,
+            "disk_quota 1024 TiB is more than the tenant's disk 1 GiB",
+        ),
+        (
+            "/peas",
+            json!({"max_files": u64::MAX}),
+            403,
+            "max_files 18446744073709551615 is more than the tenant's files 10000",
+        ),
+        (
+            "/peas",
+            json!({"log_rate": 100_000}),
+            403,
+            "log_rate 100000 is more than the daemon's maximum 200",
+        ),
+        (
+            "/peas",
+            json!({"env": {"A": "x\u{0}y"}}),
+            400,
+            "env: `A` holds a NUL byte",
+        ),
+        (
+            "/peas",
+            json!({"env": {"A\u{0}B": "1"}}),
+            400,
+            "env: `A\\0B` is not a variable name",
+        ),
+        (
+            "/peas",
+            json!({"env": {"A": "v".repeat(200_000)}}),
+            400,
+            "more than the 65536 a request may carry",
+        ),
+        (
+            "/peas",
+            json!({"with": {"a": "v".repeat(200_000)}}),
+            400,
+            "with: 200008 bytes as JSON",
+        ),
+        (
+            "/pods",
+            json!({"polling": {"/a:all,/b": "any"}}),
+            400,
+            "endpoint `/a:all,/b`: an endpoint's name cannot hold",
+        ),
+    ] {
+        let (got, answer) = create(path, extra.clone());
+        assert_eq!(got, code, "{extra}: {answer}");
+        assert!(error(&answer).contains(words), "{extra}: {answer}");
+    }
+    // Nothing was left of the refused requests' own state.
+    let objects = d.dir.path().join("data/tenants/alice/workspaces/w/objects");
+    let left = std::fs::read_dir(&objects).map_or(0, |r| r.count());
+    assert_eq!(left, 0, "{}", objects.display());
+}

@@ -98,9 +98,7 @@ pub(super) async fn create(
             (plan, args)
         }
         Kind::Pea | Kind::Pod => {
-            let plan = request
-                .plan(kind, tenant.quota.memory_per_pea)
-                .map_err(ApiError::bad)?;
+            let plan = request.plan(kind, &tenant.quota).map_err(ApiError::bad)?;
             let file = |name: &str| dirs.file(ws, name).map_err(ApiError::bad);
             let files = Files {
                 uses: file(&request.uses())?,
@@ -175,6 +173,18 @@ pub(super) async fn create(
             format_size(plan.memory_per_pea),
             format_size(quota.memory_per_pea)
         )));
+    }
+    // The sandbox's other limits a request may set (bounds.rs says why each).
+    if kind != Kind::Flow {
+        let limits = (plan.disk_quota, plan.max_files);
+        match crate::daemon::bounds::over_bound(&request.pod, limits, quota) {
+            Ok(None) => {}
+            Ok(Some(over)) => return Err(refuse(over)),
+            Err(e) => {
+                undo();
+                return Err(ApiError::bad(e));
+            }
+        }
     }
     let live = Arc::new(Mutex::new(Live {
         state: LiveState::Starting,

@@ -213,6 +213,13 @@ impl PollingSpec {
         match self {
             PollingSpec::One(mode) => mode.parse(),
             PollingSpec::PerEndpoint(map) => {
+                // Joined as `endpoint:mode,...` below: a `:` or `,` in a name
+                // would be read as another endpoint or mode.
+                if let Some(endpoint) = map.keys().find(|e| e.contains([':', ','])) {
+                    return Err(format!(
+                        "endpoint `{endpoint}`: an endpoint's name cannot hold `:` or `,`"
+                    ));
+                }
                 let text: Vec<String> = map.iter().map(|(e, m)| format!("{e}:{m}")).collect();
                 text.join(",").parse()
             }
@@ -277,5 +284,23 @@ mod tests {
             .collect();
         assert_eq!(keys, set);
         assert_eq!(PodSpec::keys()[..3], ["name", "uses", "uses_with"]);
+    }
+
+    /// Hostile pass 4 (H4-6): `{"/a:all,/b": "any"}` was joined and read
+    /// back as `/a:all,/b:any`; such names are refused, in a Flow file too.
+    #[test]
+    fn endpoints_holding_a_separator_are_refused_by_name() {
+        for endpoint in ["/a:all,/b", "/a,/b", "/x:y"] {
+            let map = BTreeMap::from([(endpoint.to_string(), "any".to_string())]);
+            let e = PollingSpec::PerEndpoint(map).polling().unwrap_err();
+            assert_eq!(
+                e,
+                format!("endpoint `{endpoint}`: an endpoint's name cannot hold `:` or `,`")
+            );
+        }
+        let yaml = "version: 1\npods:\n  - {name: p, uses: p.wasm, shards: 2, polling: {\"/a:all,/b\": any}}\n";
+        let e = crate::flow::spec::Flow::parse(yaml, std::path::Path::new("/f/flow.yml"), |_| None)
+            .unwrap_err();
+        assert!(e.message.contains("endpoint `/a:all,/b`"), "{}", e.message);
     }
 }
