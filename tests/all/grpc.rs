@@ -487,3 +487,68 @@ async fn answers_and_requests_past_the_grpc_limits_are_refused_by_name() {
         .into_inner();
     assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
 }
+
+/// Found by the last review: 8 streams of one connection that each declared
+/// a 4 MB message and sent a KiB of it held the gateway's whole 32 MiB of
+/// pending bytes (and, trickling at the 16 KiB/s floor, would for 4
+/// minutes): every other client's large request waited. A connection now
+/// holds at most a quarter (`guard::CONNECTION_SHARE`); its other streams wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_hold_every_clients_pending_bytes() {
+    use jina_wasm::flow::grpc::pb::jina::jina_single_data_request_rpc_client::JinaSingleDataRequestRpcClient;
+    use tonic::codegen::http;
+    let flow = FlowProcess::start(
+        "with:\n  protocol: grpc\npods:\n  - name: echo\n    uses: {W}/passthrough.wasm\n",
+    );
+    let port = grpc_port(&flow);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut hostile, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let request = http::Request::post(format!(
+            "http://127.0.0.1:{port}/jina.JinaSingleDataRequestRPC/process_single_data"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        hostile = hostile.ready().await.unwrap();
+        let (answer, mut stream) = hostile.send_request(request, false).unwrap();
+        let mut first = vec![0];
+        first.extend_from_slice(&4_000_000u32.to_be_bytes());
+        first.extend_from_slice(&[0; 1024]);
+        stream.send_data(first.into(), false).unwrap();
+        held.push((answer, stream));
+    }
+    // The gateway reads the 8 prefixes (and, before, took 8 × 4 MB).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut good = JinaSingleDataRequestRpcClient::new(channel);
+    // 3.5 MB: more than the 1.5 MiB the 8 streams used to leave.
+    let big = grpc_request(
+        "r",
+        &[jina_wasm::Document {
+            id: "big".into(),
+            embedding: Some(vec![0.5; 875_000]),
+            ..Default::default()
+        }],
+    );
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        good.process_single_data(big),
+    )
+    .await
+    .expect("a client beside a connection holding its share is answered")
+    .unwrap()
+    .into_inner();
+    assert_eq!(answer.header.unwrap().status.unwrap().code, 0);
+    drop(held);
+    driver.abort();
+}

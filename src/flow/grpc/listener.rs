@@ -13,6 +13,8 @@
 //! - **Kill switch**: each connection's [`Connection`] (its `ConnectInfo`,
 //!   in every request's extensions) closes it when cancelled: guard.rs does
 //!   it to a connection whose message comes too slowly.
+//! - **Share**: each connection's [`Connection::share`] of the bytes its
+//!   requests may hold before the Flow takes them (guard.rs).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,11 +32,13 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::http_server::{idle_error, stalled};
 
-/// Accepted connections, each holding one of `max` slots until it closes.
+/// Accepted connections, each holding one of `max` slots until it closes,
+/// each with a `share` of the pending bytes.
 pub fn capped(
     listener: TcpListener,
     max: usize,
     silence: Duration,
+    share: usize,
 ) -> impl Stream<Item = std::io::Result<Capped>> {
     let slots = Arc::new(Semaphore::new(max.max(1)));
     futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
@@ -51,6 +55,7 @@ pub fn capped(
                     let capped = Capped {
                         inner,
                         _slot: permit,
+                        share: Arc::new(Semaphore::new(share)),
                         silence,
                         quiet: None,
                         killed: Box::pin(kill.clone().cancelled_owned()),
@@ -73,6 +78,7 @@ pub fn capped(
 pub struct Capped {
     inner: TcpStream,
     _slot: OwnedSemaphorePermit,
+    share: Arc<Semaphore>,
     silence: Duration,
     quiet: Option<Pin<Box<Sleep>>>,
     kill: CancellationToken,
@@ -85,6 +91,8 @@ pub struct Connection {
     pub tcp: TcpConnectInfo,
     /// Cancelled: the connection's reads fail, so it closes.
     pub kill: CancellationToken,
+    /// Bytes its messages may hold until the Flow takes them (guard.rs).
+    pub share: Arc<Semaphore>,
 }
 
 impl Connected for Capped {
@@ -94,6 +102,7 @@ impl Connected for Capped {
         Connection {
             tcp: self.inner.connect_info(),
             kill: self.kill.clone(),
+            share: self.share.clone(),
         }
     }
 }

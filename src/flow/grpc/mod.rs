@@ -52,7 +52,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prost::Message as _;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
@@ -173,6 +173,7 @@ impl GrpcGateway {
             listener,
             limits.http_max_connections as usize,
             limits.http_idle_timeout,
+            guard::CONNECTION_SHARE,
         );
         let task = tokio::spawn(async move {
             if let Err(e) = router
@@ -256,7 +257,7 @@ impl Shared {
         mut request: DataRequest,
         timeout: Option<Duration>,
         parent: Option<crate::trace::TraceContext>,
-        admission: Option<OwnedSemaphorePermit>,
+        admission: Option<guard::Admission>,
     ) -> DataRequest {
         let span =
             crate::trace::start("gateway", crate::trace::Kind::Server, parent.as_ref(), None);
@@ -314,7 +315,7 @@ impl Shared {
         body: Result<Body, String>,
         timeout: Option<Duration>,
         trace: Option<crate::trace::TraceContext>,
-        admission: Option<OwnedSemaphorePermit>,
+        admission: Option<guard::Admission>,
     ) -> DataRequest {
         let DataRequest {
             header, parameters, ..
