@@ -408,3 +408,6 @@ async fn run_before(
     }
     message
 }
+
+#[cfg(test)]
+mod tests;
