@@ -293,7 +293,10 @@ async fn a_replica_without_credit_gets_nothing_and_input_waits_for_credit() {
     for _ in 0..3 {
         let answer = rig.answer().await;
         assert_eq!(answer.envelope.status, Status::Success);
-        assert_eq!(doc_ids(&answer), [answer.envelope.request_id.clone()]);
+        assert_eq!(
+            doc_ids(&answer),
+            std::slice::from_ref(&answer.envelope.request_id)
+        );
         answered.push(answer.envelope.request_id);
     }
     assert_eq!(answered, ["r1", "r2", "r3"]);
