@@ -412,3 +412,6 @@ async fn run_before(
     }
     message
 }
+
+#[cfg(test)]
+mod tests;

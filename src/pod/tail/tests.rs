@@ -2,9 +2,8 @@
 //! deadline, a late part after the request ended, a part sent twice, a Pea
 //! that leaves with a part in flight.
 //!
-//! Real time with short deadlines, not paused time: pausing needs tokio's
-//! `test-util` feature, which would rebuild every tokio-dependent crate for
-//! the tests.
+//! Real time with short deadlines. The Tail driven by the real Head, in
+//! paused time, is src/pod/head/tests.rs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
