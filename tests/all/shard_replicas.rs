@@ -288,10 +288,28 @@ async fn a_shard_whose_replica_is_killed_keeps_serving_through_its_other_replica
     c.close().await;
 }
 
-/// The Pea of the Pod that is running a request (its Pea STATUS says
-/// `busy`), by name and pid, once one is.
-async fn busy_pea(ctrl: &str) -> (String, u32) {
-    let status = status_until(ctrl, "a Pea of the Pod busy", |s| {
+/// Starts a PROCESS Pod of misbehave with `layout` (`--parallel 2` or
+/// `--shards 2`), sends it a request of `docs` documents that sleep `ms`,
+/// and `kill -9`s the Pea of the Pod that runs it (its STATUS says `busy`)
+/// while it does. The reply, the name of the Pea killed, and how long the
+/// request took.
+async fn kill_the_busy_pea(layout: &[&str], docs: usize, ms: u64) -> (Message, String, Duration) {
+    let mut args = vec!["--name", "p", "--runtime-backend", "PROCESS"];
+    args.extend_from_slice(layout);
+    let p = pod("misbehave", &args);
+    let ctrl = p.addr("ctrl");
+    let mut c = client(&p).await;
+    let docs = texts("slow", docs);
+    let asked = Instant::now();
+    let call = tokio::spawn(async move {
+        let reply = c
+            .call(message("/sleep", json!({ "ms": ms }), &docs))
+            .await
+            .unwrap();
+        c.close().await;
+        reply
+    });
+    let status = status_until(&ctrl, "a Pea of the Pod busy", |s| {
         s["peas"]
             .as_array()
             .is_some_and(|peas| peas.iter().any(|p| p["state"] == "busy"))
@@ -302,7 +320,13 @@ async fn busy_pea(ctrl: &str) -> (String, u32) {
     let pid = busy["pid"]
         .as_u64()
         .unwrap_or_else(|| panic!("no pid: {status}"));
-    (busy["pea"].as_str().unwrap().to_string(), pid as u32)
+    util::kill_9(pid as u32);
+    let reply = call.await.unwrap();
+    (
+        reply,
+        busy["pea"].as_str().unwrap().to_string(),
+        asked.elapsed(),
+    )
 }
 
 /// PROCESS backend: a replica killed (`kill -9`) while it runs a part of a
@@ -311,34 +335,9 @@ async fn busy_pea(ctrl: &str) -> (String, u32) {
 /// from it, long before the Pod's time limit (60 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_in_flight_to_a_killed_replica_is_answered_by_another() {
-    let p = pod(
-        "misbehave",
-        &[
-            "--name",
-            "rep",
-            "--parallel",
-            "2",
-            "--runtime-backend",
-            "PROCESS",
-        ],
-    );
-    let ctrl = p.addr("ctrl");
-    let mut c = client(&p).await;
-    let docs = texts("slow", 3);
-    let asked = Instant::now();
-    let call = tokio::spawn(async move {
-        let reply = c
-            .call(message("/sleep", json!({"ms": 1500}), &docs))
-            .await
-            .unwrap();
-        c.close().await;
-        reply
-    });
-    let (victim, pid) = busy_pea(&ctrl).await;
-    util::kill_9(pid);
-    let reply = call.await.unwrap();
+    let (reply, victim, took) = kill_the_busy_pea(&["--parallel", "2"], 3, 1500).await;
     assert_success(&reply);
-    let answered = answered_by_replica(&reply, "rep");
+    let answered = answered_by_replica(&reply, "p");
     assert_eq!(answered.len(), 1, "{answered:?}");
     assert_ne!(
         answered[0], victim,
@@ -346,9 +345,8 @@ async fn a_part_in_flight_to_a_killed_replica_is_answered_by_another() {
     );
     assert_eq!(documents(&reply).len(), 3);
     assert!(
-        asked.elapsed() < Duration::from_secs(30),
-        "waited {:?} for the answer",
-        asked.elapsed()
+        took < Duration::from_secs(30),
+        "waited {took:?} for the answer"
     );
 }
 
@@ -357,32 +355,7 @@ async fn a_part_in_flight_to_a_killed_replica_is_answered_by_another() {
 /// left, instead of waiting for the Pod's time limit (60 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_in_flight_to_a_killed_shard_fails_the_request_at_once() {
-    let p = pod(
-        "misbehave",
-        &[
-            "--name",
-            "sh",
-            "--shards",
-            "2",
-            "--runtime-backend",
-            "PROCESS",
-        ],
-    );
-    let ctrl = p.addr("ctrl");
-    let mut c = client(&p).await;
-    let docs = texts("slow", 8);
-    let asked = Instant::now();
-    let call = tokio::spawn(async move {
-        let reply = c
-            .call(message("/sleep", json!({"ms": 20_000}), &docs))
-            .await
-            .unwrap();
-        c.close().await;
-        reply
-    });
-    let (victim, pid) = busy_pea(&ctrl).await;
-    util::kill_9(pid);
-    let reply = call.await.unwrap();
+    let (reply, victim, took) = kill_the_busy_pea(&["--shards", "2"], 8, 20_000).await;
     let Status::Error {
         executor,
         kind,
@@ -402,9 +375,8 @@ async fn a_part_in_flight_to_a_killed_shard_fails_the_request_at_once() {
         "{message}"
     );
     assert!(
-        asked.elapsed() < Duration::from_secs(15),
-        "waited {:?} for the failure",
-        asked.elapsed()
+        took < Duration::from_secs(15),
+        "waited {took:?} for the failure"
     );
 }
 
