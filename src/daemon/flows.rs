@@ -6,7 +6,8 @@
 //! and becomes its absolute path there; a Pod's `workspace` becomes a folder
 //! under `workspaces/<ws>/state/<flow name>/`; the gateway binds the daemon's
 //! host on a port the OS picks; a Pod without `memory_hwm` gets the tenant's
-//! `memory_per_pea`. `${{ ENV.X }}` is refused (the daemon's environment is
+//! `memory_per_pea`, and its other sandbox limits are bounded as a Pea's or
+//! Pod's request's are ([`super::bounds`]). `${{ ENV.X }}` is refused (the daemon's environment is
 //! not the tenant's), and so is `host:` (a remote Pod of a remote Flow). The
 //! rewritten file is then checked as any Flow file is, and the Flow runs from it.
 
@@ -162,6 +163,25 @@ pub fn prepare(
                 .map_err(|e| fail(format!("{label}: memory_hwm: {e}")))?,
             Some(_) => return Err(fail(format!("{label}: memory_hwm is not a size"))),
         };
+        // The sandbox limits, bounded as for a Pea or Pod request; a Pod
+        // the spec cannot read is left to Flow::parse below, which names why.
+        if let Ok(spec) =
+            serde_yaml::from_value::<crate::flow::spec::PodSpec>(Value::Mapping(pod.clone()))
+        {
+            let quota = &tenant.quota;
+            let (disk, files) = super::bounds::disk_and_files(&spec, quota)
+                .map_err(|e| fail(format!("{label}: {e}")))?;
+            let over = super::bounds::over_bound(&spec, (disk, files), quota)
+                .map_err(|e| fail(format!("{label}: {e}")))?;
+            if let Some(why) = over {
+                return Err(fail(format!(
+                    "{label}: quota: tenant `{}`: {why}",
+                    tenant.name
+                )));
+            }
+            pod.insert("disk_quota".into(), format!("{disk}B").into());
+            pod.insert("max_files".into(), files.into());
+        }
         let count = |field: &str| pod.get(field).and_then(Value::as_u64).unwrap_or(1) as usize;
         let sides = usize::from(pod.contains_key("uses_before"))
             + usize::from(pod.contains_key("uses_after"));

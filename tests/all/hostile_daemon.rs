@@ -329,16 +329,23 @@ fn a_flows_state_has_one_live_user() {
     let huge = format!("# {}\n{flow}", "x".repeat(2 << 20));
     // Counts that overflow when multiplied (shards × parallel × memory_hwm).
     let vast = "pods:\n  - name: p\n    uses: m.wasm\n    shards: 18446744073709551615\n    parallel: 18446744073709551615\n";
+    // A Pod's sandbox limit past the tenant's quota (hostile pass 4, H4-5).
+    let disk = "pods:\n  - name: p\n    uses: m.wasm\n    disk_quota: '-1'\n";
     let parts = [
         ("many.yml", many.into_bytes()),
         ("huge.yml", huge.into_bytes()),
         ("vast.yml", vast.as_bytes().to_vec()),
+        ("disk.yml", disk.as_bytes().to_vec()),
     ];
     assert_eq!(d.upload(ALICE, "w", &parts).0, 200);
     let started = Instant::now();
     for (file, words) in [
         ("many.yml", "max_peas"),
         ("huge.yml", "at most 1048576 bytes"),
+        (
+            "disk.yml",
+            "disk_quota 1024 TiB is more than the tenant's disk",
+        ),
     ] {
         let (code, answer) = create("/flows", json!({"workspace": "w", "uses": file}));
         assert_eq!(code, 400, "{file}: {answer}");
