@@ -27,7 +27,7 @@
 //! - [`metrics`], [`trace`]: Prometheus metrics and OpenTelemetry traces of the
 //!   gateway, the Peas and the Pods' heads and tails (docs/operations.md).
 //! - [`pea`]: one executor behind an input, an output and a control socket:
-//!   its run loop, the executor's own thread, durable and interval dumps.
+//!   its run loop, the executor's task, durable and interval dumps.
 //! - [`pod`]: Peas that share one executor behind a head (split, credit) and a
 //!   tail (merge): shards, replicas, their workspaces, rolling updates.
 //! - [`client`]: requests into a Pea's or Pod's input, answers from its output.

@@ -38,10 +38,9 @@ impl RunCommand {
         let runtime = self.runtime.runtime(super::common::POOL_SLOTS)?;
         let uses = &self.executor.uses;
         let component = runtime.load(uses).map_err(anyhow::Error::from)?;
-        let mut spec = self.executor.spec();
-        // This thread is the command's own: one dropped to background priority
-        // could not be replaced, so calls here always run at normal priority.
-        spec.sandbox.background_after = None;
+        // Calls block this thread, never a call's own (`executor::offload`):
+        // they always run at normal priority.
+        let spec = self.executor.spec();
         let read_only = spec.sandbox.read_only;
         let mut executor = Executor::start(runtime, component, spec)?;
 

@@ -14,9 +14,10 @@ pub mod v2 {
         // Parameters borrow from the host's documents (no clone on the way in);
         // results are owned.
         ownership: Borrowing { duplicate_if_necessary: true },
-        // Guest calls are synchronous: the Pea runs them on a blocking thread, so
-        // the async reactor never waits on a guest.
+        // Calls into the guest are futures (the engine is async: see
+        // `Executor`); the imports stay plain functions, none waits.
         imports: { default: tracing },
+        exports: { default: async },
     });
 
     pub use jina::executor::log::Level as LogLevel;
@@ -31,6 +32,7 @@ pub mod v1 {
         world: "executor-world",
         ownership: Borrowing { duplicate_if_necessary: true },
         imports: { default: tracing },
+        exports: { default: async },
     });
 
     pub use jina::executor::log::Level as LogLevel;

@@ -3,7 +3,7 @@
 //! wasmtime-wasi runs a guest's `poll` (what `std::thread::sleep` becomes) on
 //! the host without returning to wasm, and an epoch deadline only interrupts
 //! wasm code: a guest sleeping for an hour, or forever (a duration too large
-//! to represent), would hold its executor thread past any `--timeout-request`.
+//! to represent), would hold its call past any `--timeout-request`.
 //! So the host replaces `wasi:clocks/monotonic-clock`'s `subscribe-duration`
 //! and `subscribe-instant`: a sleep that ends before the call's deadline is
 //! unchanged; one that would end after it stops the guest at once with

@@ -50,22 +50,24 @@ pub(super) enum Bindings {
 pub(super) type GuestResult<T> = wasmtime::Result<Result<T, GuestError>>;
 
 impl Live {
-    pub(super) fn init(&mut self, config: &str) -> GuestResult<()> {
+    pub(super) async fn init(&mut self, config: &str) -> GuestResult<()> {
         match &self.bindings {
             Bindings::V2(b) => b
                 .jina_executor_executor()
                 .call_init(&mut self.store, config)
+                .await
                 .map(|r| r.map_err(Into::into)),
             Bindings::V1(b) => b
                 .jina_executor_executor()
                 .call_init(&mut self.store, config)
+                .await
                 .map(|r| r.map_err(Into::into)),
         }
     }
 
     /// `handle`, with the returned batch taken as a body (`Err(message)`: the
     /// guest's output is malformed).
-    pub(super) fn handle(
+    pub(super) async fn handle(
         &mut self,
         endpoint: &str,
         body: &Body,
@@ -76,44 +78,49 @@ impl Live {
                 let view = convert::v2::BatchView::new(body);
                 b.jina_executor_executor()
                     .call_handle(&mut self.store, endpoint, view.param(), parameters)
+                    .await
                     .map(|r| r.map(convert::v2::from_batch).map_err(Into::into))
             }
             Bindings::V1(b) => {
                 let view = convert::v1::BatchView::new(body);
                 b.jina_executor_executor()
                     .call_handle(&mut self.store, endpoint, view.param(), parameters)
+                    .await
                     .map(|r| r.map(convert::v1::from_batch).map_err(Into::into))
             }
         }
     }
 
-    pub(super) fn dump(&mut self) -> GuestResult<()> {
+    pub(super) async fn dump(&mut self) -> GuestResult<()> {
         match &self.bindings {
             Bindings::V2(b) => b
                 .jina_executor_executor()
                 .call_dump(&mut self.store)
+                .await
                 .map(|r| r.map_err(Into::into)),
             Bindings::V1(b) => b
                 .jina_executor_executor()
                 .call_dump(&mut self.store)
+                .await
                 .map(|r| r.map_err(Into::into)),
         }
     }
 
-    pub(super) fn close(&mut self) -> wasmtime::Result<()> {
+    pub(super) async fn close(&mut self) -> wasmtime::Result<()> {
         match &self.bindings {
-            Bindings::V2(b) => b.jina_executor_executor().call_close(&mut self.store),
-            Bindings::V1(b) => b.jina_executor_executor().call_close(&mut self.store),
+            Bindings::V2(b) => b.jina_executor_executor().call_close(&mut self.store).await,
+            Bindings::V1(b) => b.jina_executor_executor().call_close(&mut self.store).await,
         }
     }
 
     /// The endpoints the component declares; `None` for a 0.1.0 component,
     /// which cannot say.
-    pub(super) fn endpoints(&mut self) -> wasmtime::Result<Option<Vec<(String, String)>>> {
+    pub(super) async fn endpoints(&mut self) -> wasmtime::Result<Option<Vec<(String, String)>>> {
         match &self.bindings {
             Bindings::V2(b) => b
                 .jina_executor_executor()
                 .call_endpoints(&mut self.store)
+                .await
                 .map(|list| Some(list.into_iter().map(|e| (e.name, e.doc)).collect())),
             Bindings::V1(_) => Ok(None),
         }
@@ -122,15 +129,14 @@ impl Live {
 
 /// The epoch callback: stops the call at its deadline (`Trap::Interrupt`, as
 /// a plain epoch deadline would) or when its workspace has grown past its
-/// quota; otherwise sleeps until the next of the two.
+/// quota. On a thread of its own (`offload`) the call then runs on until the
+/// next of the two, and drops to background priority once it has run for
+/// `Sandbox::background_after`; elsewhere it yields at every tick, so that
+/// the task polling it can move it to a thread of its own.
 pub(super) fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     let now = Instant::now();
     if now >= state.watch.deadline || state.watch.slept_past {
         return Err(Trap::Interrupt.into());
-    }
-    if state.watch.demote_at.is_some_and(|at| now >= at) {
-        state.watch.demote_at = None;
-        state.watch.demoted = tenant::demote_current_thread();
     }
     if now >= state.watch.next_check
         && let Some((dir, quota, before)) = &state.watch.quota
@@ -141,6 +147,13 @@ pub(super) fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::
             return Err(wasmtime::Error::msg(message));
         }
         state.watch.next_check = Instant::now() + QUOTA_CHECK.max(now.elapsed() * 10);
+    }
+    if !offload::on_call_thread() {
+        return Ok(wasmtime::UpdateDeadline::Yield(1));
+    }
+    if state.watch.demote_at.is_some_and(|at| now >= at) {
+        state.watch.demote_at = None;
+        tenant::demote_current_thread();
     }
     Ok(wasmtime::UpdateDeadline::Continue(ticks(
         state.watch.next_wake(Instant::now()),
@@ -158,7 +171,7 @@ pub(super) fn last_words(output: &GuestOutput) -> String {
 impl Executor {
     /// Makes sure an instance is live: creates and `init`s one if the last was
     /// lost, unless the crash-loop backoff says to wait (then `unavailable`).
-    pub(super) fn ensure_live(&mut self) -> Result<(), ExecutorError> {
+    pub(super) async fn ensure_live(&mut self) -> Result<(), ExecutorError> {
         if self.live.is_some() {
             return Ok(());
         }
@@ -177,7 +190,7 @@ impl Executor {
             );
             return Err(self.error(Phase::Init, ErrorKind::Unavailable, message));
         }
-        match self.start_instance() {
+        match self.start_instance().await {
             Ok(live) => {
                 self.backoff = None;
                 self.live = Some(live);
@@ -200,19 +213,17 @@ impl Executor {
     }
 
     /// Creates and `init`s a new instance.
-    pub(super) fn start_instance(&mut self) -> Result<Live, ExecutorError> {
+    pub(super) async fn start_instance(&mut self) -> Result<Live, ExecutorError> {
         // No instance means either the start (no call yet) or a trap or a
         // failed durable dump that discarded the last one.
         let restart = self.stats.traps > 0 || self.stats.calls > 0;
         let started = Instant::now();
         let mut live = self
             .instantiate()
+            .await
             .map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
         self.arm(&mut live, self.sandbox.init_timeout);
-        let cpu = self.cpu_now();
-        let outcome = live.init(&self.config);
-        self.account(cpu);
-        self.demoted |= live.store.data().watch.demoted;
+        let outcome = tenant::metered(self.tenant.as_deref(), live.init(&self.config)).await;
         if outcome.is_ok()
             && let Some(message) = self.check_quota(&live)
         {
@@ -233,7 +244,39 @@ impl Executor {
         Ok(live)
     }
 
-    pub(super) fn instantiate(&self) -> anyhow::Result<Live> {
+    /// A new instance. The future holds no borrow of `self`: an `Executor`
+    /// moves between threads with its call (`offload.rs`) but is not `Sync`.
+    pub(super) fn instantiate(
+        &self,
+    ) -> impl Future<Output = anyhow::Result<Live>> + Send + 'static {
+        let store = self.new_store();
+        let component = self.component.clone();
+        let slots = self.runtime.pool_slots().unwrap_or(0);
+        async move {
+            let mut store = store?;
+            let instantiated = match &component.pre {
+                Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V2),
+                Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Bindings::V1),
+            };
+            let bindings = instantiated.map_err(|e| {
+                let pool_full = e
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some();
+                let e = anyhow::Error::from(e);
+                if pool_full {
+                    e.context(format!(
+                        "every instance slot of this process is taken (--pool-slots {slots})"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            Ok(Live { store, bindings })
+        }
+    }
+
+    /// A store for a new instance, its limits and watch set.
+    fn new_store(&self) -> anyhow::Result<Store<ExecutorState>> {
         let output = GuestOutput::new(self.name.clone(), self.sandbox.log_rate);
         let clock = clocks::Monotonic::new();
         let wasi = self.sandbox.wasi_ctx(&output, clock)?;
@@ -260,25 +303,7 @@ impl Executor {
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
         store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
-        let instantiated = match &self.component.pre {
-            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
-            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
-        };
-        let bindings = instantiated.map_err(|e| {
-            let pool_full = e
-                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                .is_some();
-            let slots = self.runtime.pool_slots().unwrap_or(0);
-            let e = anyhow::Error::from(e);
-            if pool_full {
-                e.context(format!(
-                    "every instance slot of this process is taken (--pool-slots {slots})"
-                ))
-            } else {
-                e
-            }
-        })?;
-        Ok(Live { store, bindings })
+        Ok(store)
     }
 
     /// Explains a trap: which limit was hit, or what the guest printed before it

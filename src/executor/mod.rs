@@ -11,14 +11,18 @@
 //!   becomes a typed [`ExecutorError`]; the instance is discarded and the next call
 //!   gets a fresh one, re-`init`ed.
 //!
-//! Calls are synchronous and may run for as long as their time limit: async code
-//! runs them on a blocking thread (`tokio::task::spawn_blocking`), never on the
-//! reactor.
+//! Calls are futures (wasmtime's async support): the `_async` methods. The
+//! guest yields at every epoch tick, and [`offload::run`] moves a call that
+//! runs long to a thread of its own, so a short call is made by the task that
+//! wants its answer. The plain methods ([`Executor::start`],
+//! [`Executor::handle`], ...) block on them, for code outside async code (the
+//! CLI's `run`, `inspect`, tests and benchmarks); inside async code they panic.
 //!
 //! Files: `bindings.rs` (the only `bindgen!`), `component.rs` (loading),
 //! `cache.rs` (compiled components on disk), `sandbox.rs` (what a guest may touch),
 //! `state.rs` (per-instance host state), `output.rs` (guest stdout/stderr/logs),
 //! `clocks.rs` (the guest's clocks; a sleep past the deadline stops the guest),
+//! `offload.rs` (where a call runs),
 //! `quota.rs` (the workspace disk quota), `tenant.rs` (per-tenant memory
 //! budgets and CPU accounting), `convert.rs` (documents to and from the
 //! contract's flat batch), `error.rs`. docs/limits.md lists every limit.
@@ -32,6 +36,7 @@ mod endpoints;
 mod error;
 mod linalg;
 mod live;
+pub mod offload;
 pub mod output;
 pub mod quota;
 mod runtime;
@@ -48,6 +53,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::runtime::in_tokio;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use component::{
@@ -90,7 +96,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const QUOTA_CHECK: Duration = Duration::from_millis(100);
 
 /// A call that has run this long is a batch job (or a runaway): its thread
-/// drops to background priority (nice 19) so that short calls of other
+/// (its own by then: `offload.rs`) drops to background priority (nice 19) so that short calls of other
 /// executors on the machine get the CPU first when they wake. The default of
 /// `Sandbox::background_after`; see `tenant.rs` and docs/limits.md.
 pub const DEMOTE_AFTER: Duration = Duration::from_millis(100);
@@ -138,19 +144,29 @@ pub struct Executor {
     limit: Duration,
     /// The owner whose budget this executor's instances share.
     tenant: Option<Arc<Tenant>>,
-    /// A call ran long enough to drop the calling thread to background priority.
-    demoted: bool,
     /// Set while replacement instances keep failing their `init`.
     backoff: Option<InitBackoff>,
 }
 
 impl Executor {
+    /// [`Executor::start_async`], blocking.
+    ///
+    /// # Errors
+    /// As [`Executor::start_async`].
+    pub fn start(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        spec: ExecutorSpec,
+    ) -> Result<Executor, ExecutorError> {
+        in_tokio(Executor::start_async(runtime, component, spec))
+    }
+
     /// Prepares the sandbox, instantiates the component and calls `init`.
     ///
     /// # Errors
     /// A bad workspace or volume, an instantiation failure, or `init` failing or
     /// trapping, each naming the executor.
-    pub fn start(
+    pub async fn start_async(
         runtime: Arc<Runtime>,
         component: Arc<LoadedComponent>,
         mut spec: ExecutorSpec,
@@ -197,7 +213,6 @@ impl Executor {
             stats: ExecutorStats::default(),
             limit: Duration::ZERO,
             tenant: None,
-            demoted: false,
             backoff: None,
         };
         executor
@@ -212,8 +227,20 @@ impl Executor {
                 .map_err(|e| executor.error(Phase::Init, ErrorKind::Host, e))?;
             executor.tenant = Some(tenant);
         }
-        executor.ensure_live()?;
+        executor.ensure_live().await?;
         Ok(executor)
+    }
+
+    /// [`Executor::declared_endpoints_async`], blocking.
+    ///
+    /// # Errors
+    /// As [`Executor::declared_endpoints_async`].
+    pub fn declared_endpoints(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        name: &str,
+    ) -> Result<Option<Vec<EndpointInfo>>, ExecutorError> {
+        in_tokio(Executor::declared_endpoints_async(runtime, component, name))
     }
 
     /// The endpoints `component` declares (contract 0.2.0's `endpoints`),
@@ -226,7 +253,7 @@ impl Executor {
     /// The instance cannot be created, the call traps or runs past the init
     /// time limit (`phase` is `endpoints`), or the answer is malformed
     /// (`invalid-output`, naming the entry).
-    pub fn declared_endpoints(
+    pub async fn declared_endpoints_async(
         runtime: Arc<Runtime>,
         component: Arc<LoadedComponent>,
         name: &str,
@@ -242,14 +269,14 @@ impl Executor {
             live: None,
             stats: ExecutorStats::default(),
             tenant: None,
-            demoted: false,
             backoff: None,
         };
         let mut live = executor
             .instantiate()
+            .await
             .map_err(|e| executor.error(Phase::Endpoints, ErrorKind::Host, format!("{e:#}")))?;
         executor.arm(&mut live, executor.sandbox.init_timeout);
-        match live.endpoints() {
+        match live.endpoints().await {
             Ok(None) => Ok(None),
             Ok(Some(declared)) => check_endpoints(declared).map(Some).map_err(|message| {
                 executor.error(Phase::Endpoints, ErrorKind::InvalidOutput, message)
@@ -274,13 +301,6 @@ impl Executor {
         &self.sandbox
     }
 
-    /// Whether a call since the last time this was asked dropped the calling
-    /// thread to background priority (`Sandbox::background_after`). The
-    /// thread stays there: the caller should move the executor to a fresh one.
-    pub fn take_demoted(&mut self) -> bool {
-        std::mem::take(&mut self.demoted)
-    }
-
     /// The tenant this executor belongs to, if any.
     pub fn tenant(&self) -> Option<&Arc<Tenant>> {
         self.tenant.as_ref()
@@ -288,6 +308,8 @@ impl Executor {
 
     /// Handles one request: `docs` to the executor's `endpoint`, with the request
     /// `parameters` (a JSON object or null).
+    ///
+    /// Blocks (see the module doc): for tests, benchmarks and the CLI.
     ///
     /// # Errors
     /// The executor's own error, a trap, or malformed output; see [`ErrorKind`].
@@ -306,9 +328,7 @@ impl Executor {
             .map_err(|message| self.error(Phase::Handle, ErrorKind::InvalidOutput, message))
     }
 
-    /// Handles one request given as columns, the way a Pea receives it:
-    /// `parameters` is JSON object text (empty for none). `timeout` shortens the
-    /// call's time limit (a request's deadline); it never lengthens it.
+    /// [`Executor::handle_body_async`], blocking.
     ///
     /// # Errors
     /// As [`Executor::handle`].
@@ -319,8 +339,24 @@ impl Executor {
         parameters: &str,
         timeout: Option<Duration>,
     ) -> Result<Body, ExecutorError> {
+        in_tokio(self.handle_body_async(endpoint, body, parameters, timeout))
+    }
+
+    /// Handles one request given as columns, the way a Pea receives it:
+    /// `parameters` is JSON object text (empty for none). `timeout` shortens the
+    /// call's time limit (a request's deadline); it never lengthens it.
+    ///
+    /// # Errors
+    /// As [`Executor::handle`].
+    pub async fn handle_body_async(
+        &mut self,
+        endpoint: &str,
+        body: &Body,
+        parameters: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Body, ExecutorError> {
         self.stats.calls += 1;
-        self.ensure_live()?;
+        self.ensure_live().await?;
         let params = if parameters.is_empty() {
             "{}"
         } else {
@@ -329,9 +365,10 @@ impl Executor {
         let limit = timeout.map_or(self.sandbox.call_timeout, |t| {
             t.min(self.sandbox.call_timeout)
         });
-        let result = self.call(Phase::Handle, limit, |live| {
-            live.handle(endpoint, body, params)
-        })?;
+        let mut live = self.begin(limit);
+        let outcome =
+            tenant::metered(self.tenant.as_deref(), live.handle(endpoint, body, params)).await;
+        let result = self.finish(Phase::Handle, live, outcome)?;
         let body = result.map_err(|message| {
             self.stats.errors += 1;
             self.error(Phase::Handle, ErrorKind::InvalidOutput, message)
@@ -371,30 +408,44 @@ impl Executor {
         Ok(())
     }
 
+    /// [`Executor::dump_async`], blocking.
+    ///
+    /// # Errors
+    /// As [`Executor::dump_async`].
+    pub fn dump(&mut self) -> Result<(), ExecutorError> {
+        in_tokio(self.dump_async())
+    }
+
     /// Asks the executor to persist its state into its workspace.
     ///
     /// # Errors
     /// As [`Executor::handle`].
-    pub fn dump(&mut self) -> Result<(), ExecutorError> {
-        self.ensure_live()?;
-        let timeout = self.sandbox.call_timeout;
-        self.call(Phase::Dump, timeout, Live::dump)
+    pub async fn dump_async(&mut self) -> Result<(), ExecutorError> {
+        self.ensure_live().await?;
+        let mut live = self.begin(self.sandbox.call_timeout);
+        let outcome = tenant::metered(self.tenant.as_deref(), live.dump()).await;
+        self.finish(Phase::Dump, live, outcome)
+    }
+
+    /// [`Executor::close_async`], blocking.
+    ///
+    /// # Errors
+    /// As [`Executor::close_async`].
+    pub fn close(self) -> Result<(), ExecutorError> {
+        in_tokio(self.close_async())
     }
 
     /// Calls `close` (if an instance is live) and drops the instance.
     ///
     /// # Errors
     /// When `close` traps.
-    pub fn close(mut self) -> Result<(), ExecutorError> {
+    pub async fn close_async(mut self) -> Result<(), ExecutorError> {
         let Some(mut live) = self.live.take() else {
             return Ok(());
         };
         self.limit = self.sandbox.call_timeout;
         self.arm(&mut live, self.sandbox.call_timeout);
-        let cpu = self.cpu_now();
-        let result = live.close();
-        self.account(cpu);
-        self.demoted |= live.store.data().watch.demoted;
+        let result = tenant::metered(self.tenant.as_deref(), live.close()).await;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
     }
 
@@ -413,7 +464,6 @@ impl Executor {
             over_quota: None,
             slept_past: false,
             demote_at: self.sandbox.background_after.map(|after| now + after),
-            demoted: false,
         };
         let wake = watch.next_wake(now);
         live.store.data_mut().watch = watch;
@@ -446,37 +496,24 @@ impl Executor {
         }
     }
 
-    /// The thread's CPU time, when a tenant is there to charge it to (it
-    /// costs a system call).
-    fn cpu_now(&self) -> Duration {
-        if self.tenant.is_some() {
-            tenant::thread_cpu_time()
-        } else {
-            Duration::ZERO
-        }
-    }
-
-    fn account(&self, cpu_before: Duration) {
-        if let Some(tenant) = &self.tenant {
-            tenant.account(tenant::thread_cpu_time().saturating_sub(cpu_before));
-        }
-    }
-
-    /// Runs one guest call under a deadline and turns its outcome into ours.
-    fn call<T>(
-        &mut self,
-        phase: Phase,
-        timeout: Duration,
-        f: impl FnOnce(&mut Live) -> GuestResult<T>,
-    ) -> Result<T, ExecutorError> {
+    /// Takes the live instance for one guest call under a deadline; the
+    /// caller makes the call and gives both to [`Executor::finish`].
+    fn begin(&mut self, timeout: Duration) -> Live {
         let mut live = self.live.take().expect("ensure_live was called");
         live.store.data().output.clear_recent();
         self.limit = timeout;
         self.arm(&mut live, timeout);
-        let cpu = self.cpu_now();
-        let outcome = f(&mut live);
-        self.account(cpu);
-        self.demoted |= live.store.data().watch.demoted;
+        live
+    }
+
+    /// Turns a guest call's outcome into ours, and keeps the instance unless
+    /// the call trapped.
+    fn finish<T>(
+        &mut self,
+        phase: Phase,
+        live: Live,
+        outcome: GuestResult<T>,
+    ) -> Result<T, ExecutorError> {
         let over_quota = match &outcome {
             Ok(_) => self.check_quota(&live),
             Err(_) => None,
@@ -564,8 +601,8 @@ impl Executor {
     ///
     /// # Errors
     /// When instantiating or `init` fails.
-    pub fn revive(&mut self) -> Result<(), ExecutorError> {
-        self.ensure_live()
+    pub async fn revive(&mut self) -> Result<(), ExecutorError> {
+        self.ensure_live().await
     }
 
     /// The crash-loop backoff in force, if replacement instances keep failing.

@@ -35,6 +35,12 @@ pub(super) const SLOT_TABLES: u32 = 8;
 /// but a bigger guest should not fail on it).
 pub(super) const SLOT_METADATA: usize = 4 << 20;
 
+/// A call's fiber stack: the guest's [`sandbox::MAX_WASM_STACK`] and the
+/// rest for the host functions it calls and the epoch callback (which
+/// measures the workspace), as much as an executor's own thread had when
+/// calls were not futures. Virtual: only the pages touched are resident.
+pub(super) const ASYNC_STACK: usize = 8 << 20;
+
 /// The most memory a wasm32 instance can address: what a `memory_hwm` of
 /// `-1` (no limit) amounts to.
 pub const WASM32_MAX_MEMORY: u64 = 1 << 32;
@@ -106,7 +112,9 @@ pub(super) fn pooling(slots: u32) -> wasmtime::PoolingAllocationConfig {
         .table_elements(sandbox::MAX_TABLE_ELEMENTS)
         .max_memory_size(WASM32_MAX_MEMORY as usize)
         .max_component_instance_size(SLOT_METADATA)
-        .max_core_instance_size(SLOT_METADATA);
+        .max_core_instance_size(SLOT_METADATA)
+        // One fiber stack per call in progress: at most one per instance.
+        .total_stacks(slots);
     pool
 }
 
@@ -130,6 +138,10 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(sandbox::MAX_WASM_STACK);
+        // Calls are futures (see `Executor`): the guest runs on a fiber stack
+        // of this size, which holds the wasm stack and the host functions it
+        // calls.
+        config.async_stack_size(ASYNC_STACK);
         let mut pool_slots = options.pool_slots.filter(|&s| s > 0);
         if let Some(slots) = pool_slots {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(
@@ -156,7 +168,7 @@ impl Runtime {
         };
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         // Both contract versions' imports: their names differ by version
         // (`jina:executor/log@0.2.0`, `@0.1.0`), so each component finds its own.
         v2::ExecutorWorld::add_to_linker::<ExecutorState, HasSelf<ExecutorState>>(

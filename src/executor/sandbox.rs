@@ -252,7 +252,10 @@ impl Sandbox {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
-            // Guest calls already run on a blocking thread: do file I/O inline.
+            // One file operation is one read or write of a guest buffer: done
+            // inline, it costs less than a hand-off to a blocking thread and
+            // back. A call that runs long is on a thread of its own anyway
+            // (`offload.rs`).
             .allow_blocking_current_thread(true);
         for (key, value) in &self.env {
             builder.env(key, value);

@@ -39,10 +39,8 @@ pub(super) struct Watch {
     /// A sleep was cut short at the deadline: stop at the next epoch check.
     pub slept_past: bool,
     /// When the call's thread drops to background priority (`None`: never,
-    /// or already did).
+    /// or already did); only a thread of its own does (`offload`).
     pub demote_at: Option<Instant>,
-    /// The call's thread was dropped to background priority.
-    pub demoted: bool,
 }
 
 impl Watch {
@@ -55,7 +53,6 @@ impl Watch {
             over_quota: None,
             slept_past: false,
             demote_at: None,
-            demoted: false,
         }
     }
 

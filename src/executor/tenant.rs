@@ -144,9 +144,8 @@ impl Tenants {
 /// starved until its `--timeout-request` (seen in a loaded test run). Nice 19
 /// keeps the preemption that protects short calls and never starves.
 ///
-/// Going back needs privileges a host usually lacks, so a demoted thread is
-/// retired after its call (the executor moves to a fresh thread;
-/// `pea/worker.rs`).
+/// Going back needs privileges a host usually lacks, so only a call's own
+/// thread is demoted, and it ends with the call (`offload.rs`).
 pub(super) fn demote_current_thread() -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -158,8 +157,28 @@ pub(super) fn demote_current_thread() -> bool {
     false
 }
 
+/// Runs a guest call, charging the CPU time it takes to `tenant`, if any.
+/// A call may move to another thread between two polls (`offload.rs`), so
+/// each poll is measured on the thread that makes it.
+pub(super) async fn metered<F: Future>(tenant: Option<&Tenant>, call: F) -> F::Output {
+    let Some(tenant) = tenant else {
+        return call.await;
+    };
+    let mut call = std::pin::pin!(call);
+    let mut cpu = Duration::ZERO;
+    let output = std::future::poll_fn(|cx| {
+        let before = thread_cpu_time();
+        let poll = call.as_mut().poll(cx);
+        cpu += thread_cpu_time().saturating_sub(before);
+        poll
+    })
+    .await;
+    tenant.account(cpu);
+    output
+}
+
 /// CPU time of the calling thread (Linux; zero elsewhere).
-pub(super) fn thread_cpu_time() -> Duration {
+fn thread_cpu_time() -> Duration {
     #[cfg(target_os = "linux")]
     {
         if let Ok(time) = Duration::try_from(rustix::time::clock_gettime(

@@ -1,5 +1,5 @@
 //! A Pea's control socket: STATUS, TERMINATE and ACCEPT-LOSS answered at
-//! once; DUMP and RELOAD handed to the executor's thread between requests,
+//! once; DUMP and RELOAD handed to the executor's task between requests,
 //! their result applied to the Pea's durable state and answered.
 
 use super::*;

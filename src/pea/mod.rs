@@ -9,7 +9,7 @@
 //!
 //! The loop: receive a message, read its envelope (never the body), decide
 //! (run the executor, skip it after an upstream failure, or give up on an
-//! expired deadline), hand the body to the executor's thread, and send the
+//! expired deadline), hand the body to the executor's task, and send the
 //! result on with a route entry. One request is in the executor at a time; the
 //! Pea reads no more input until it is done and sent, so a slow executor or a
 //! slow downstream slows the sender instead of growing a queue. Control
@@ -27,7 +27,7 @@
 //! `requests.rs` the data path (input, routes, credit); `durable.rs` what it
 //! knows of its executor's state (writes, losses, group commit);
 //! `commands.rs` its control socket; `status.rs` what STATUS reports;
-//! [`worker`] the executor's own thread; `ledger.rs` the record of unsaved
+//! [`worker`] the executor's task; `ledger.rs` the record of unsaved
 //! writes a killed process leaves for the next.
 
 mod commands;
@@ -310,7 +310,7 @@ struct Pea {
     retry_dump_at: Option<tokio::time::Instant>,
     /// When the crash-loop backoff ends (the executor is then revived).
     revive_at: Option<tokio::time::Instant>,
-    /// A revival in progress on the executor's thread.
+    /// A revival in progress on the executor's task.
     reviving: Option<oneshot::Receiver<()>>,
     /// The last write failed with `io` (its message), until one succeeds.
     write_error: Option<String>,
@@ -496,7 +496,7 @@ impl Pea {
                 }
                 Err(_) => (Ok(()), false),
             };
-            self.worker.join();
+            self.worker.join().await;
             // The final dump holds every acknowledged write.
             if dumped
                 && self.state_lost.is_none()
@@ -542,7 +542,7 @@ impl Pea {
 async fn wait_busy(busy: &mut Option<Busy>) -> Done {
     let gone = || Failure {
         kind: ErrorKind::Host,
-        message: "the executor thread ended".into(),
+        message: "the executor's task ended".into(),
     };
     match busy {
         Some(Busy::Request { reply, .. }) => {

@@ -1,7 +1,9 @@
-//! The executor's own thread. Guest calls are synchronous and may run for as
-//! long as their time limit, so a Pea never makes them on the async reactor:
-//! it hands jobs to this thread and awaits the answer, serving control requests
-//! meanwhile.
+//! The executor's task: it owns the executor and makes the jobs a Pea (or a
+//! Pod's side worker) queues, one at a time, answering each on its `reply`.
+//! The Pea awaits the answer beside its control socket, so it answers
+//! control requests while a call runs. Each job is a future this task polls
+//! itself; one that runs long moves to a thread of its own
+//! (`executor::offload`), so a guest never holds a tokio worker for long.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,14 +13,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::executor::{
-    ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime,
+    ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime, offload,
 };
 use crate::wire::Body;
-
-/// Native stack of the executor thread: wasm may use up to 1 MiB of it
-/// (`MAX_WASM_STACK`), and the host's own frames need the rest. Only the
-/// pages touched count towards RSS.
-const STACK: usize = 8 << 20;
 
 /// Why a job failed: a status kind and a message for the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +60,7 @@ pub enum Job {
     Reload {
         reply: oneshot::Sender<Result<(), Failure>>,
     },
-    /// Dump (unless read-only) and close; the thread ends.
+    /// Dump (unless read-only) and close; the task ends.
     Close {
         reply: oneshot::Sender<Result<(), Failure>>,
     },
@@ -72,7 +69,7 @@ pub enum Job {
     Revive { reply: oneshot::Sender<()> },
 }
 
-/// What `STATUS` reports about the executor, kept current by the thread.
+/// What `STATUS` reports about the executor, kept current by its task.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     pub stats: ExecutorStats,
@@ -89,17 +86,11 @@ pub struct Health {
 pub struct Worker {
     jobs: mpsc::Sender<Job>,
     pub health: Arc<Mutex<Health>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// The thread that took over from a retired one (see [`retire`]).
-    successor: Successor,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Where a retiring executor thread leaves the handle of the thread that
-/// continues its work (several, when successors retire in turn).
-type Successor = Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>;
-
 impl Worker {
-    /// Loads the component and starts the executor on its own thread.
+    /// Loads the component and starts the executor (`init`), then its task.
     ///
     /// # Errors
     /// The load or `init` failure, naming the executor.
@@ -108,62 +99,30 @@ impl Worker {
         uses: PathBuf,
         spec: ExecutorSpec,
     ) -> anyhow::Result<Worker> {
-        let (jobs, rx) = mpsc::channel(1);
-        let (ready_tx, ready) = oneshot::channel();
-        let health = Arc::new(Mutex::new(Health::default()));
-        let shared = health.clone();
-        let successor = Successor::default();
-        let next = successor.clone();
-        let tokio = tokio::runtime::Handle::current();
-        let thread = std::thread::Builder::new()
-            .name(format!("executor {}", spec.name))
-            .stack_size(STACK)
-            .spawn(move || {
-                let name = spec.name.clone();
-                let started =
-                    runtime
-                        .load(&uses)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|component| {
-                            Executor::start(runtime.clone(), component, spec.clone())
-                                .map_err(anyhow::Error::from)
-                        });
-                match started {
-                    Ok(executor) => {
-                        shared.lock().expect("health lock").tenant = executor.tenant().cloned();
-                        let _ = ready_tx.send(Ok(()));
-                        run(Thread {
-                            executor,
-                            tokio,
-                            runtime,
-                            uses,
-                            spec,
-                            jobs: rx,
-                            health: shared,
-                            successor: next,
-                        });
-                    }
-                    Err(e) => {
-                        let _ = ready_tx
-                            .send(Err(e.context(format!("executor `{name}` did not start"))));
-                    }
-                }
-            })?;
-        ready
+        let name = spec.name.clone();
+        let executor = start(runtime.clone(), uses.clone(), spec.clone())
             .await
-            .map_err(|_| anyhow::anyhow!("the executor thread died while starting"))??;
-        health.lock().expect("health lock").healthy = true;
-        Ok(Worker {
-            jobs,
-            health,
-            thread: Some(thread),
-            successor,
-        })
+            .map_err(|e| e.context(format!("executor `{name}` did not start")))?;
+        let health = Arc::new(Mutex::new(Health {
+            tenant: executor.tenant().cloned(),
+            healthy: true,
+            ..Health::default()
+        }));
+        let (jobs, rx) = mpsc::channel(1);
+        let state = State {
+            executor,
+            runtime,
+            uses,
+            spec,
+            health: health.clone(),
+        };
+        let task = tokio::spawn(run(state, rx));
+        Ok(Worker { jobs, health, task })
     }
 
     /// Queues a job; the answer comes on the job's `reply`.
     pub async fn submit(&self, job: Job) {
-        // The thread ends only after `Close`; a send after that is dropped, and
+        // The task ends only after `Close`; a send after that is dropped, and
         // the dropped reply tells the caller.
         let _ = self.jobs.send(job).await;
     }
@@ -173,125 +132,71 @@ impl Worker {
         self.jobs.clone()
     }
 
-    /// Waits for the thread to end (after `Close`), and for the threads that
-    /// took over from it, if any.
-    pub fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        // A retiring thread stores its successor before it ends.
-        loop {
-            let next = self.successor.lock().expect("successor lock").pop();
-            let Some(thread) = next else { break };
-            let _ = thread.join();
+    /// Waits for the task to end (after `Close`).
+    pub async fn join(self) {
+        drop(self.jobs);
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            tracing::error!("the executor's task panicked");
         }
     }
 }
 
-/// Everything the executor's thread owns.
-struct Thread {
-    executor: Executor,
-    /// The runtime that starts a replacement thread (see [`retire`]).
-    tokio: tokio::runtime::Handle,
+/// Loads the component (compiling it, or mapping it from the cache, off the
+/// reactor) and starts an executor from it.
+async fn start(
     runtime: Arc<Runtime>,
     uses: PathBuf,
     spec: ExecutorSpec,
-    jobs: mpsc::Receiver<Job>,
+) -> anyhow::Result<Executor> {
+    let name = spec.name.clone();
+    let loader = runtime.clone();
+    let component = tokio::task::spawn_blocking(move || loader.load(&uses))
+        .await
+        .map_err(|_| anyhow::anyhow!("loading the component panicked"))??;
+    let started = offload::run(&name, Executor::start_async(runtime, component, spec)).await?;
+    Ok(started)
+}
+
+/// Everything the executor's task owns.
+struct State {
+    executor: Executor,
+    runtime: Arc<Runtime>,
+    uses: PathBuf,
+    spec: ExecutorSpec,
     health: Arc<Mutex<Health>>,
-    successor: Successor,
 }
 
-/// A call that ran long dropped its thread to background priority (see
-/// `executor::DEMOTE_AFTER`), which an unprivileged process cannot undo; so
-/// the executor moves to a fresh thread at normal priority and this one ends.
-/// A thread inherits its creator's policy, so the new one is started from a
-/// tokio worker (normal priority), and this one waits until it has been.
-/// Costs one thread start (~50 µs) after a call of 100 ms or more. `Err`
-/// gives the state back when no thread can be started: work goes on here.
-// The state goes back by value (once per call of 100 ms or more): boxing
-// it would cost an allocation on every such call for a lint's sake.
-#[allow(clippy::result_large_err)]
-fn retire(thread: Thread) -> Result<(), Thread> {
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("executor")
-        .to_string();
-    let tokio = thread.tokio.clone();
-    let successor = thread.successor.clone();
-    let (done_tx, done) = std::sync::mpsc::channel();
-    tokio.spawn(async move {
-        let state = Arc::new(Mutex::new(Some(thread)));
-        let moved = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name(name)
-            .stack_size(STACK)
-            .spawn(move || {
-                let thread = moved
-                    .lock()
-                    .expect("state lock")
-                    .take()
-                    .expect("moved once");
-                run(thread);
-            });
-        let outcome = match spawned {
-            Ok(handle) => {
-                successor.lock().expect("successor lock").push(handle);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot start a thread to replace a background one, staying on it: {e}"
-                );
-                Err(state.lock().expect("state lock").take().expect("not moved"))
-            }
-        };
-        let _ = done_tx.send(outcome);
-    });
-    // The runtime is gone (shutting down): nothing took the state over, and
-    // it went down with the task; the Pea is stopping anyway.
-    done.recv().unwrap_or(Ok(()))
-}
-
-fn run(thread: Thread) {
-    let Thread {
-        mut executor,
-        tokio,
-        runtime,
-        uses,
-        spec,
-        mut jobs,
-        health,
-        successor,
-    } = thread;
-    let publish = |executor: &Executor, busy: Option<Instant>| {
-        let mut h = health.lock().expect("health lock");
-        h.stats = executor.stats().clone();
-        h.busy_since = busy;
-        h.backoff = executor.backoff().cloned();
-    };
-    loop {
-        if executor.take_demoted() {
-            let thread = Thread {
-                executor,
-                tokio,
-                runtime,
-                uses,
-                spec,
-                jobs,
-                health,
-                successor,
-            };
-            match retire(thread) {
-                Ok(()) => return,
-                Err(thread) => return run(thread),
-            }
+async fn run(mut state: State, mut jobs: mpsc::Receiver<Job>) {
+    let name = state.spec.name.clone();
+    while let Some(job) = jobs.recv().await {
+        match offload::run(&name, state.execute(job)).await {
+            Some(next) => state = next,
+            None => return,
         }
-        // The thread parks at once between jobs. Polling for the next one for
-        // 200 µs first (as it once did) cost more CPU than the wake-up it
-        // saved on two shared cores: docs/benchmarks.md, "The floor".
-        let Some(job) = jobs.blocking_recv() else {
-            break;
-        };
+    }
+    // The Pea went away without `Close`: still close the instance.
+    if let Err(e) = offload::run(&name, state.executor.close_async()).await {
+        tracing::warn!("{e}");
+    }
+}
+
+impl State {
+    fn publish(&self, busy: Option<Instant>) {
+        let mut h = self.health.lock().expect("health lock");
+        h.stats = self.executor.stats().clone();
+        h.busy_since = busy;
+        h.backoff = self.executor.backoff().cloned();
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.health.lock().expect("health lock").healthy = healthy;
+    }
+
+    /// Makes one job and answers it; `None` after `Close`, which consumes the
+    /// executor.
+    async fn execute(mut self, job: Job) -> Option<State> {
         match job {
             Job::Handle {
                 endpoint,
@@ -300,72 +205,80 @@ fn run(thread: Thread) {
                 timeout,
                 reply,
             } => {
-                publish(&executor, Some(Instant::now()));
-                let result = handle(&mut executor, &endpoint, &body, &parameters, timeout);
+                self.publish(Some(Instant::now()));
+                let result =
+                    handle(&mut self.executor, &endpoint, &body, &parameters, timeout).await;
                 // A trap discarded the instance: make the next one now, so the
                 // next request does not pay for `init` and STATUS tells the truth.
-                let healthy = revive(&mut executor);
-                publish(&executor, None);
-                health.lock().expect("health lock").healthy = healthy;
+                let healthy = revive(&mut self.executor).await;
+                self.publish(None);
+                self.set_healthy(healthy);
                 let _ = reply.send(result);
             }
             Job::Dump { reply } => {
-                let _ = reply.send(dump(&mut executor));
-                publish(&executor, None);
+                let _ = reply.send(dump(&mut self.executor).await);
+                self.publish(None);
             }
             Job::Commit { reply } => {
-                let result = commit(&mut executor);
-                let healthy = revive(&mut executor);
-                publish(&executor, None);
-                health.lock().expect("health lock").healthy = healthy;
+                let result = commit(&mut self.executor).await;
+                let healthy = revive(&mut self.executor).await;
+                self.publish(None);
+                self.set_healthy(healthy);
                 let _ = reply.send(result);
             }
             Job::Reload { reply } => {
-                let result = dump(&mut executor).and_then(|()| {
-                    let component = runtime.load(&uses).map_err(|e| Failure {
-                        kind: ErrorKind::Host,
-                        message: e.to_string(),
-                    })?;
-                    Executor::start(runtime.clone(), component, spec.clone()).map_err(Failure::from)
-                });
-                match result {
-                    Ok(fresh) => {
-                        let old = std::mem::replace(&mut executor, fresh);
-                        if let Err(e) = old.close() {
-                            tracing::warn!("{e}");
-                        }
-                        health.lock().expect("health lock").healthy = true;
-                        tracing::info!(executor = %spec.name, "reloaded from {}", uses.display());
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(failure) => {
-                        tracing::warn!(executor = %spec.name, "reload failed, the running instance stays: {}", failure.message);
-                        let _ = reply.send(Err(failure));
-                    }
-                }
-                publish(&executor, None);
+                let result = self.reload().await;
+                let _ = reply.send(result);
+                self.publish(None);
             }
             Job::Revive { reply } => {
-                let healthy = revive(&mut executor);
-                publish(&executor, None);
-                health.lock().expect("health lock").healthy = healthy;
+                let healthy = revive(&mut self.executor).await;
+                self.publish(None);
+                self.set_healthy(healthy);
                 let _ = reply.send(());
             }
             Job::Close { reply } => {
-                let result =
-                    dump(&mut executor).and_then(|()| executor.close().map_err(Failure::from));
+                let result = match dump(&mut self.executor).await {
+                    Ok(()) => self.executor.close_async().await.map_err(Failure::from),
+                    Err(failure) => Err(failure),
+                };
                 let _ = reply.send(result);
-                return;
+                return None;
+            }
+        }
+        Some(self)
+    }
+
+    /// Dump (unless read-only), then replace the instance with one from the
+    /// file as it is now; the running one stays if that fails.
+    async fn reload(&mut self) -> Result<(), Failure> {
+        dump(&mut self.executor).await?;
+        let fresh = start(self.runtime.clone(), self.uses.clone(), self.spec.clone()).await;
+        match fresh {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.executor, fresh);
+                if let Err(e) = old.close_async().await {
+                    tracing::warn!("{e}");
+                }
+                self.set_healthy(true);
+                tracing::info!(executor = %self.spec.name, "reloaded from {}", self.uses.display());
+                Ok(())
+            }
+            Err(e) => {
+                let failure = Failure {
+                    kind: e
+                        .downcast_ref::<ExecutorError>()
+                        .map_or(ErrorKind::Host, |e| e.kind),
+                    message: format!("{e:#}"),
+                };
+                tracing::warn!(executor = %self.spec.name, "reload failed, the running instance stays: {}", failure.message);
+                Err(failure)
             }
         }
     }
-    // The Pea went away without `Close`: still close the instance.
-    if let Err(e) = executor.close() {
-        tracing::warn!("{e}");
-    }
 }
 
-fn handle(
+async fn handle(
     executor: &mut Executor,
     endpoint: &str,
     body: &Bytes,
@@ -381,7 +294,9 @@ fn handle(
         kind: ErrorKind::Malformed,
         message: e.to_string(),
     })?;
-    let result = executor.handle_body(endpoint, &docs, parameters, timeout)?;
+    let result = executor
+        .handle_body_async(endpoint, &docs, parameters, timeout)
+        .await?;
     let mut out = Vec::new();
     result.encode(&mut out);
     Ok(out.into())
@@ -390,8 +305,8 @@ fn handle(
 /// Makes a new instance if the last was lost; false when there is none (its
 /// `init` failed, or the crash-loop backoff is waiting, which is not logged
 /// again for every request).
-fn revive(executor: &mut Executor) -> bool {
-    match executor.revive() {
+async fn revive(executor: &mut Executor) -> bool {
+    match executor.revive().await {
         Ok(()) => true,
         Err(e) if e.kind == ErrorKind::Unavailable => false,
         Err(e) => {
@@ -403,8 +318,8 @@ fn revive(executor: &mut Executor) -> bool {
 
 /// Durable mode's dump: the changes of the requests handled since the last
 /// commit are on disk when it returns `Ok`.
-fn commit(executor: &mut Executor) -> Result<(), Failure> {
-    dump(executor).map_err(|failure| {
+async fn commit(executor: &mut Executor) -> Result<(), Failure> {
+    dump(executor).await.map_err(|failure| {
         // The changes may be in memory but are not on disk: drop the instance,
         // so the next request sees exactly what is on disk.
         executor.discard();
@@ -419,9 +334,9 @@ fn commit(executor: &mut Executor) -> Result<(), Failure> {
     })
 }
 
-fn dump(executor: &mut Executor) -> Result<(), Failure> {
+async fn dump(executor: &mut Executor) -> Result<(), Failure> {
     if executor.sandbox().read_only {
         return Ok(());
     }
-    executor.dump().map_err(Failure::from)
+    executor.dump_async().await.map_err(Failure::from)
 }

@@ -389,12 +389,12 @@ async fn run_before(
         Ok(()) => rx.await.unwrap_or_else(|_| {
             Err(crate::pea::Failure {
                 kind: ErrorKind::Host,
-                message: "the executor thread ended".into(),
+                message: "the executor's task ended".into(),
             })
         }),
         Err(_) => Err(crate::pea::Failure {
             kind: ErrorKind::Host,
-            message: "the executor thread ended".into(),
+            message: "the executor's task ended".into(),
         }),
     };
     match result {

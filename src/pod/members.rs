@@ -8,7 +8,7 @@ pub(super) async fn close_worker(worker: Worker) {
     let (tx, rx) = oneshot::channel();
     worker.submit(Job::Close { reply: tx }).await;
     let _ = rx.await;
-    worker.join();
+    worker.join().await;
 }
 
 /// Starts one member of a Pod (a Pea thread, or a supervised child process)

@@ -1,0 +1,81 @@
+//! Where a guest call runs. A call is a future (the engine is async), and
+//! the task that wants its answer polls it: a short call, which most are,
+//! costs no hand-off to another thread and back (two thread wake-ups per
+//! request when every call ran on the executor's own thread: docs/
+//! benchmarks.md, "The floor").
+//!
+//! A call that is still running after [`OFFLOAD_AFTER`] moves, as it is, to a
+//! thread of its own for the rest of it: the guest may compute for as long as
+//! its time limit, and a tokio worker must not be held that long. The epoch
+//! callback makes the guest yield at every tick (10 ms) while it is not on its
+//! own thread, which is the moment it can move; so a call holds a worker for
+//! at most about one tick. On its own thread it runs on without yielding and
+//! may drop to background priority (`Sandbox::background_after`), which
+//! cannot be undone; the thread ends with the call.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// How long a call runs on the task that polls it before it moves to a
+/// thread of its own, at the first moment it yields after that. A thread's
+/// start (~50 µs) is small beside a call this long.
+pub const OFFLOAD_AFTER: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// Set on a thread started for one call.
+    static CALL_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is a call's own (started by [`run`]).
+pub(super) fn on_call_thread() -> bool {
+    CALL_THREAD.get()
+}
+
+/// Polls `call` here until it finishes, or moves it to a thread of its own
+/// (named after the executor, `name`) once it has run for [`OFFLOAD_AFTER`] and waits for it there. Must run
+/// inside a tokio runtime, which the moved call keeps using (timers, WASI's
+/// blocking file operations). When no thread can be started, the call goes
+/// on here.
+///
+/// # Panics
+/// When the call panics on its own thread (as it would have here).
+pub async fn run<F>(name: &str, call: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let started = Instant::now();
+    let mut call = Box::pin(call);
+    let finished = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending if started.elapsed() >= OFFLOAD_AFTER => {
+            std::task::Poll::Ready(None)
+        }
+        std::task::Poll::Pending => std::task::Poll::Pending,
+    })
+    .await;
+    if let Some(output) = finished {
+        return output;
+    }
+    let tokio = tokio::runtime::Handle::current();
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(call)));
+    let moved = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("call {name}"))
+        .spawn(move || {
+            CALL_THREAD.set(true);
+            let call = moved.lock().expect("call lock").take().expect("moved once");
+            let _ = done.send(tokio.block_on(call));
+        });
+    match spawned {
+        Ok(_) => answer
+            .await
+            .unwrap_or_else(|_| panic!("a guest call panicked on its own thread")),
+        Err(e) => {
+            tracing::warn!("cannot start a thread for a long guest call, it goes on here: {e}");
+            let call = slot.lock().expect("call lock").take().expect("not moved");
+            call.await
+        }
+    }
+}
