@@ -133,8 +133,8 @@ fn main() {
     if section("pea") {
         rows.extend(tokio.block_on(pea_rows(cached.clone())));
     }
-    // 7. Pods.
-    if section("pod") {
+    // 7. Pods (`headtail`: only the head + tail round trip, to profile it).
+    if section("pod") || section("headtail") {
         rows.extend(tokio.block_on(pod_rows(cached.clone())));
     }
     // 8. Flows through the HTTP gateway, the Flow in its own process.
@@ -351,7 +351,8 @@ async fn state_rows(runtime: Arc<Runtime>) -> Vec<Row> {
 
 /// `BENCH_SECTIONS=pea,pod make bench` runs only those sections (executor,
 /// pea, pod, flow, state, polyglot, export, daemon, tenants, hnsw, minilm,
-/// grpc, metrics, tracing, floor); the default is all of them but `soak` and
+/// grpc, metrics, tracing, floor; `headtail` is the part of `pod` that
+/// times the head and tail alone); the default is all of them but `soak` and
 /// `hnsw1m` (`named`).
 fn section(name: &str) -> bool {
     std::env::var("BENCH_SECTIONS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
@@ -758,32 +759,35 @@ async fn doc_rate(
 
 async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     let mut rows = Vec::new();
-    // Replicas: text-encoder, one vs two.
-    let texts: Vec<Document> = (0..100)
-        .map(|i| Document {
-            id: i.to_string(),
-            text: Some(format!("{} #{i}", SENTENCES[i % SENTENCES.len()])),
-            ..Default::default()
-        })
-        .collect();
-    let one = pod(&runtime, "text-encoder", 1, 1, "any", None).await;
-    let two = pod(&runtime, "text-encoder", 1, 2, "any", None).await;
-    let (rate1, rate2) = (
-        pod_rate(&one, "/", &texts, 300).await,
-        pod_rate(&two, "/", &texts, 300).await,
-    );
-    rows.push(Row {
-        name: "text-encoder docs/s, `--parallel 2` (100-doc requests, 8 in flight)".into(),
-        value: format!("{rate2:.0} docs/s"),
-        baseline: format!("`--parallel 1` {rate1:.0} docs/s"),
-        ratio: rate2 / rate1,
-        ratio_label: "x parallel 1",
-        target: "close to 2x on 2 cores".into(),
-        met: rate2 / rate1 >= 1.5,
-    });
-    for p in [one, two] {
-        p.terminate();
-        p.wait().await.unwrap();
+    let all = section("pod");
+    if all {
+        // Replicas: text-encoder, one vs two.
+        let texts: Vec<Document> = (0..100)
+            .map(|i| Document {
+                id: i.to_string(),
+                text: Some(format!("{} #{i}", SENTENCES[i % SENTENCES.len()])),
+                ..Default::default()
+            })
+            .collect();
+        let one = pod(&runtime, "text-encoder", 1, 1, "any", None).await;
+        let two = pod(&runtime, "text-encoder", 1, 2, "any", None).await;
+        let (rate1, rate2) = (
+            pod_rate(&one, "/", &texts, 300).await,
+            pod_rate(&two, "/", &texts, 300).await,
+        );
+        rows.push(Row {
+            name: "text-encoder docs/s, `--parallel 2` (100-doc requests, 8 in flight)".into(),
+            value: format!("{rate2:.0} docs/s"),
+            baseline: format!("`--parallel 1` {rate1:.0} docs/s"),
+            ratio: rate2 / rate1,
+            ratio_label: "x parallel 1",
+            target: "close to 2x on 2 cores".into(),
+            met: rate2 / rate1 >= 1.5,
+        });
+        for p in [one, two] {
+            p.terminate();
+            p.wait().await.unwrap();
+        }
     }
 
     // Head + Tail overhead: one-document round trips through two replicas of
@@ -794,84 +798,97 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     );
     let single = pod(&runtime, "passthrough", 1, 1, "any", None).await;
     let pair = pod(&runtime, "passthrough", 1, 2, "any", None).await;
-    let (s50, _) = round_trips(
-        &single.addresses.input,
-        &single.addresses.output,
-        &message,
-        2000,
-    )
-    .await;
-    let (p50, _) = round_trips(
-        &pair.addresses.input,
-        &pair.addresses.output,
-        &message,
-        2000,
-    )
-    .await;
+    // Rounds that alternate which goes first, so the machine's drift falls
+    // on both; the process's thread sleeps (the client's too) per round trip.
+    let mut times = [Vec::new(), Vec::new()];
+    let mut sleeps = [0u64; 2];
+    for round in 0..6 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let p = [&single, &pair][side];
+            let before = process_waits(std::process::id()).0;
+            times[side].extend(
+                round_trip_times(&p.addresses.input, &p.addresses.output, &message, 500).await,
+            );
+            sleeps[side] += process_waits(std::process::id()).0 - before;
+        }
+    }
+    let [s50, p50] = times.map(|mut t| {
+        t.sort();
+        t[t.len() / 2]
+    });
+    let per_trip = sleeps.map(|n| n as f64 / (6 * 700) as f64);
+    let added = p50.as_secs_f64() * 1e6 - s50.as_secs_f64() * 1e6;
     rows.push(Row {
-        name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough)"
+        name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough), in one process"
             .into(),
-        value: fmt_time(p50),
-        baseline: format!("singleton Pod {}", fmt_time(s50)),
+        value: format!("{}, {:.1} thread sleeps", fmt_time(p50), per_trip[1]),
+        baseline: format!(
+            "singleton Pod {}, {:.1} thread sleeps (+{added:.1} µs)",
+            fmt_time(s50),
+            per_trip[0]
+        ),
         ratio: p50.as_secs_f64() / s50.as_secs_f64(),
         ratio_label: "x singleton",
-        target: "-".into(),
-        met: true,
+        target: "head + tail <= +30 µs".into(),
+        met: added <= 30.0,
     });
     for p in [single, pair] {
         p.terminate();
         p.wait().await.unwrap();
     }
 
-    // Search over 100k documents (128 dims), one shard vs two.
-    let corpus: Vec<Document> = (0..100_000).map(workload_doc).collect();
-    let queries: Vec<Document> = (0..50).map(|i| workload_doc(i * 1999 + 7)).collect();
-    let mut latencies = Vec::new();
-    for shards in [1usize, 2] {
-        let workspace = tempfile::tempdir().unwrap();
-        let p = pod(
-            &runtime,
-            "vector-indexer",
-            shards,
-            1,
-            "/index:any,/search:all",
-            Some(workspace.path().to_path_buf()),
-        )
-        .await;
-        let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output))
-            .await
-            .unwrap();
-        let requests = corpus
-            .chunks(1000)
-            .map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)));
-        client.stream(requests, |_| Ok(())).await.unwrap();
-        let mut times = Vec::new();
-        for q in &queries {
-            let start = Instant::now();
-            client
-                .call(Message::data(
-                    Envelope::request("/search", r#"{"top_k":10}"#),
-                    &Body::from_documents(std::slice::from_ref(q)),
-                ))
+    if all {
+        // Search over 100k documents (128 dims), one shard vs two.
+        let corpus: Vec<Document> = (0..100_000).map(workload_doc).collect();
+        let queries: Vec<Document> = (0..50).map(|i| workload_doc(i * 1999 + 7)).collect();
+        let mut latencies = Vec::new();
+        for shards in [1usize, 2] {
+            let workspace = tempfile::tempdir().unwrap();
+            let p = pod(
+                &runtime,
+                "vector-indexer",
+                shards,
+                1,
+                "/index:any,/search:all",
+                Some(workspace.path().to_path_buf()),
+            )
+            .await;
+            let mut client = Client::open(&Target::pea(&p.addresses.input, &p.addresses.output))
                 .await
                 .unwrap();
-            times.push(start.elapsed());
+            let requests = corpus
+                .chunks(1000)
+                .map(|c| Message::data(Envelope::request("/index", ""), &Body::from_documents(c)));
+            client.stream(requests, |_| Ok(())).await.unwrap();
+            let mut times = Vec::new();
+            for q in &queries {
+                let start = Instant::now();
+                client
+                    .call(Message::data(
+                        Envelope::request("/search", r#"{"top_k":10}"#),
+                        &Body::from_documents(std::slice::from_ref(q)),
+                    ))
+                    .await
+                    .unwrap();
+                times.push(start.elapsed());
+            }
+            times.sort();
+            latencies.push(times[times.len() / 2]);
+            client.close().await;
+            p.terminate();
+            p.wait().await.unwrap();
         }
-        times.sort();
-        latencies.push(times[times.len() / 2]);
-        client.close().await;
-        p.terminate();
-        p.wait().await.unwrap();
+        rows.push(Row {
+            name: "search p50 over 100k docs (128 dims, top 10), `--shards 2`".into(),
+            value: fmt_time(latencies[1]),
+            baseline: format!("`--shards 1` {}", fmt_time(latencies[0])),
+            ratio: latencies[1].as_secs_f64() / latencies[0].as_secs_f64(),
+            ratio_label: "x shards 1",
+            target: "-".into(),
+            met: true,
+        });
     }
-    rows.push(Row {
-        name: "search p50 over 100k docs (128 dims, top 10), `--shards 2`".into(),
-        value: fmt_time(latencies[1]),
-        baseline: format!("`--shards 1` {}", fmt_time(latencies[0])),
-        ratio: latencies[1].as_secs_f64() / latencies[0].as_secs_f64(),
-        ratio_label: "x shards 1",
-        target: "-".into(),
-        met: true,
-    });
     rows
 }
 
@@ -909,6 +926,13 @@ async fn round_trips(
     message: &Message,
     n: usize,
 ) -> (Duration, Duration) {
+    let mut times = round_trip_times(input, output, message, n).await;
+    times.sort();
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// The times of `n` sequential round trips, after 200 not timed.
+async fn round_trip_times(input: &str, output: &str, message: &Message, n: usize) -> Vec<Duration> {
     use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
     let mut push = zeromq::PushSocket::new();
     push.connect(input).await.unwrap();
@@ -926,8 +950,7 @@ async fn round_trips(
             times.push(start.elapsed());
         }
     }
-    times.sort();
-    (times[n / 2], times[n * 99 / 100])
+    times
 }
 
 /// Documents per second through (input, output) with 100-document requests,
@@ -2817,7 +2840,6 @@ async fn tracing_rows() -> Vec<Row> {
     rows
 }
 
-/// User and system CPU time of process `pid` so far (Linux /proc).
 /// Over the threads of process `pid` (Linux): how many times they went to
 /// sleep (voluntary context switches) and how long they were runnable but
 /// waiting for a CPU (`schedstat`'s run-queue time). Zero elsewhere.
@@ -2844,6 +2866,7 @@ fn process_waits(pid: u32) -> (u64, Duration) {
     (sleeps, Duration::from_nanos(queued_ns))
 }
 
+/// User and system CPU time of process `pid` so far (Linux /proc).
 fn process_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces), from field 3.
