@@ -105,7 +105,7 @@ impl Pea {
         } else {
             Job::Reload { reply }
         };
-        self.worker.submit(work).await;
+        self.running.push(self.worker.run(work));
         // Nothing is in flight: the dump holds every request received so far.
         let through = self.counters.requests;
         self.busy = Some(Busy::Control {

@@ -249,7 +249,7 @@ impl Pea {
     pub(super) async fn start_commit(&mut self) {
         self.job_started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        self.worker.submit(Job::Commit { reply }).await;
+        self.running.push(self.worker.run(Job::Commit { reply }));
         self.busy = Some(Busy::Commit {
             through: self.counters.requests,
             reply: rx,

@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -62,7 +64,7 @@ use durable::{DUMP_RETRY_MAX, GROUP_COMMIT, tracks_loss};
 use ledger::Ledger;
 pub use status::{BackoffStatus, DumpFailure, PeaStatus, StateLost, TenantStatus, Unsaved};
 pub use worker::Failure;
-use worker::{Job, Worker};
+use worker::{Job, Running, Worker};
 
 /// A running Pea.
 pub struct PeaHandle {
@@ -203,6 +205,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         traps_seen: 0,
         credits: VecDeque::new(),
         control_jobs: VecDeque::new(),
+        running: FuturesUnordered::new(),
         terminating: false,
         terminate_by: None,
         dumped_at: 0,
@@ -292,6 +295,9 @@ struct Pea {
     /// Identities of downstream DEALERs, one entry per request they asked for.
     credits: VecDeque<Bytes>,
     control_jobs: VecDeque<ControlJob>,
+    /// The executor's jobs in progress (a request, a control job or a
+    /// commit, and a revival), polled here: this task runs the executor.
+    running: FuturesUnordered<Running>,
     terminating: bool,
     /// When `TERMINATE` stops waiting for the request in flight.
     terminate_by: Option<tokio::time::Instant>,
@@ -374,6 +380,8 @@ impl Pea {
                     Some(frames) => self.on_control(frames).await,
                     None => break,
                 },
+                // The job answers its reply, which the next branch takes.
+                Some(()) = self.running.next(), if !self.running.is_empty() => {},
                 done = wait_busy(&mut self.busy) => match done {
                     Done::Request(result) => {
                         self.on_result(result);
@@ -427,7 +435,7 @@ impl Pea {
                 () = sleep_until(self.revive_at), if self.revive_at.is_some() && self.reviving.is_none() && !self.terminating => {
                     self.revive_at = None;
                     let (reply, rx) = oneshot::channel();
-                    self.worker.submit(Job::Revive { reply }).await;
+                    self.running.push(self.worker.run(Job::Revive { reply }));
                     self.reviving = Some(rx);
                 },
                 _ = wait_reviving(&mut self.reviving) => {
@@ -486,6 +494,8 @@ impl Pea {
         let closed = if self.busy.is_some() {
             Ok(())
         } else {
+            // A revival still in progress goes first (it holds the executor).
+            while self.running.next().await.is_some() {}
             let (tx, rx) = oneshot::channel();
             self.worker.submit(Job::Close { reply: tx }).await;
             // No answer: the thread is gone, and so is whatever it held.
@@ -496,7 +506,6 @@ impl Pea {
                 }
                 Err(_) => (Ok(()), false),
             };
-            self.worker.join().await;
             // The final dump holds every acknowledged write.
             if dumped
                 && self.state_lost.is_none()

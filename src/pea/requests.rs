@@ -96,7 +96,7 @@ impl Pea {
             timeout,
             reply,
         };
-        self.worker.submit(job).await;
+        self.running.push(self.worker.run(job));
         let number = self.counters.requests;
         self.busy = Some(Busy::Request {
             message,

@@ -1,16 +1,18 @@
-//! The executor's task: it owns the executor and makes the jobs a Pea (or a
-//! Pod's side worker) queues, one at a time, answering each on its `reply`.
-//! The Pea awaits the answer beside its control socket, so it answers
-//! control requests while a call runs. Each job is a future this task polls
-//! itself; one that runs long moves to a thread of its own
-//! (`executor::offload`), so a guest never holds a tokio worker for long.
+//! The executor and the jobs on it. A job is a future ([`Worker::run`])
+//! that makes the job and answers its `reply`: whoever polls it runs the
+//! executor, with no hand-off to another task or thread. The Pea polls its
+//! jobs in its own loop beside its control socket, so it answers control
+//! requests while a call runs; a job that runs long moves to a thread of its
+//! own (`executor::offload`), so a guest never holds a tokio worker for long.
+//! Jobs take the executor one at a time, in the order they first ask for it.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::executor::{
     ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime, offload,
@@ -60,7 +62,7 @@ pub enum Job {
     Reload {
         reply: oneshot::Sender<Result<(), Failure>>,
     },
-    /// Dump (unless read-only) and close; the task ends.
+    /// Dump (unless read-only) and close; later jobs are dropped unanswered.
     Close {
         reply: oneshot::Sender<Result<(), Failure>>,
     },
@@ -69,7 +71,7 @@ pub enum Job {
     Revive { reply: oneshot::Sender<()> },
 }
 
-/// What `STATUS` reports about the executor, kept current by its task.
+/// What `STATUS` reports about the executor, kept current by its jobs.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     pub stats: ExecutorStats,
@@ -83,14 +85,20 @@ pub struct Health {
     pub backoff: Option<InitBackoff>,
 }
 
+/// A job in progress: poll it to the end to make it.
+pub type Running = sync_wrapper::SyncFuture<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// The executor of a Pea (or of a Pod's Head or Tail), shared by the
+/// handles that run jobs on it.
+#[derive(Clone)]
 pub struct Worker {
-    jobs: mpsc::Sender<Job>,
+    state: Arc<tokio::sync::Mutex<State>>,
     pub health: Arc<Mutex<Health>>,
-    task: tokio::task::JoinHandle<()>,
+    name: Arc<str>,
 }
 
 impl Worker {
-    /// Loads the component and starts the executor (`init`), then its task.
+    /// Loads the component and starts the executor (`init`).
     ///
     /// # Errors
     /// The load or `init` failure, naming the executor.
@@ -99,7 +107,7 @@ impl Worker {
         uses: PathBuf,
         spec: ExecutorSpec,
     ) -> anyhow::Result<Worker> {
-        let name = spec.name.clone();
+        let name: Arc<str> = spec.name.as_str().into();
         let executor = start(runtime.clone(), uses.clone(), spec.clone())
             .await
             .map_err(|e| e.context(format!("executor `{name}` did not start")))?;
@@ -108,38 +116,35 @@ impl Worker {
             healthy: true,
             ..Health::default()
         }));
-        let (jobs, rx) = mpsc::channel(1);
         let state = State {
-            executor,
+            executor: Some(executor),
             runtime,
             uses,
             spec,
             health: health.clone(),
         };
-        let task = tokio::spawn(run(state, rx));
-        Ok(Worker { jobs, health, task })
+        Ok(Worker {
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+            health,
+            name,
+        })
     }
 
-    /// Queues a job; the answer comes on the job's `reply`.
+    /// `job` as a future: polled, it waits for the jobs before it, makes this
+    /// one and answers its `reply`. Dropped before the end, the job is
+    /// abandoned (its call too, unless it runs on a thread of its own).
+    pub fn run(&self, job: Job) -> Running {
+        let state = self.state.clone();
+        let name = self.name.clone();
+        sync_wrapper::SyncFuture::new(Box::pin(async move {
+            let mut state = state.lock_owned().await;
+            offload::run(&name, async move { state.execute(job).await }).await;
+        }))
+    }
+
+    /// Makes `job` to the end (its answer is on its `reply`).
     pub async fn submit(&self, job: Job) {
-        // The task ends only after `Close`; a send after that is dropped, and
-        // the dropped reply tells the caller.
-        let _ = self.jobs.send(job).await;
-    }
-
-    /// A handle that queues jobs from elsewhere.
-    pub fn sender(&self) -> mpsc::Sender<Job> {
-        self.jobs.clone()
-    }
-
-    /// Waits for the task to end (after `Close`).
-    pub async fn join(self) {
-        drop(self.jobs);
-        if let Err(e) = self.task.await
-            && e.is_panic()
-        {
-            tracing::error!("the executor's task panicked");
-        }
+        self.run(job).await;
     }
 }
 
@@ -159,44 +164,34 @@ async fn start(
     Ok(started)
 }
 
-/// Everything the executor's task owns.
+/// The executor and what it takes to make a new one.
 struct State {
-    executor: Executor,
+    /// `None` once closed.
+    executor: Option<Executor>,
     runtime: Arc<Runtime>,
     uses: PathBuf,
     spec: ExecutorSpec,
     health: Arc<Mutex<Health>>,
 }
 
-async fn run(mut state: State, mut jobs: mpsc::Receiver<Job>) {
-    let name = state.spec.name.clone();
-    while let Some(job) = jobs.recv().await {
-        match offload::run(&name, state.execute(job)).await {
-            Some(next) => state = next,
-            None => return,
-        }
-    }
-    // The Pea went away without `Close`: still close the instance.
-    if let Err(e) = offload::run(&name, state.executor.close_async()).await {
-        tracing::warn!("{e}");
-    }
-}
-
 impl State {
-    fn publish(&self, busy: Option<Instant>) {
+    fn publish(&self, executor: &Executor, busy: Option<Instant>) {
         let mut h = self.health.lock().expect("health lock");
-        h.stats = self.executor.stats().clone();
+        h.stats = executor.stats().clone();
         h.busy_since = busy;
-        h.backoff = self.executor.backoff().cloned();
+        h.backoff = executor.backoff().cloned();
     }
 
     fn set_healthy(&self, healthy: bool) {
         self.health.lock().expect("health lock").healthy = healthy;
     }
 
-    /// Makes one job and answers it; `None` after `Close`, which consumes the
-    /// executor.
-    async fn execute(mut self, job: Job) -> Option<State> {
+    /// Makes one job and answers it; after `Close` (no executor), drops it
+    /// unanswered.
+    async fn execute(&mut self, job: Job) {
+        let Some(mut executor) = self.executor.take() else {
+            return;
+        };
         match job {
             Job::Handle {
                 endpoint,
@@ -205,58 +200,57 @@ impl State {
                 timeout,
                 reply,
             } => {
-                self.publish(Some(Instant::now()));
-                let result =
-                    handle(&mut self.executor, &endpoint, &body, &parameters, timeout).await;
+                self.publish(&executor, Some(Instant::now()));
+                let result = handle(&mut executor, &endpoint, &body, &parameters, timeout).await;
                 // A trap discarded the instance: make the next one now, so the
                 // next request does not pay for `init` and STATUS tells the truth.
-                let healthy = revive(&mut self.executor).await;
-                self.publish(None);
+                let healthy = revive(&mut executor).await;
+                self.publish(&executor, None);
                 self.set_healthy(healthy);
                 let _ = reply.send(result);
             }
             Job::Dump { reply } => {
-                let _ = reply.send(dump(&mut self.executor).await);
-                self.publish(None);
+                let _ = reply.send(dump(&mut executor).await);
+                self.publish(&executor, None);
             }
             Job::Commit { reply } => {
-                let result = commit(&mut self.executor).await;
-                let healthy = revive(&mut self.executor).await;
-                self.publish(None);
+                let result = commit(&mut executor).await;
+                let healthy = revive(&mut executor).await;
+                self.publish(&executor, None);
                 self.set_healthy(healthy);
                 let _ = reply.send(result);
             }
             Job::Reload { reply } => {
-                let result = self.reload().await;
+                let result = self.reload(&mut executor).await;
                 let _ = reply.send(result);
-                self.publish(None);
+                self.publish(&executor, None);
             }
             Job::Revive { reply } => {
-                let healthy = revive(&mut self.executor).await;
-                self.publish(None);
+                let healthy = revive(&mut executor).await;
+                self.publish(&executor, None);
                 self.set_healthy(healthy);
                 let _ = reply.send(());
             }
             Job::Close { reply } => {
-                let result = match dump(&mut self.executor).await {
-                    Ok(()) => self.executor.close_async().await.map_err(Failure::from),
+                let result = match dump(&mut executor).await {
+                    Ok(()) => executor.close_async().await.map_err(Failure::from),
                     Err(failure) => Err(failure),
                 };
                 let _ = reply.send(result);
-                return None;
+                return;
             }
         }
-        Some(self)
+        self.executor = Some(executor);
     }
 
     /// Dump (unless read-only), then replace the instance with one from the
     /// file as it is now; the running one stays if that fails.
-    async fn reload(&mut self) -> Result<(), Failure> {
-        dump(&mut self.executor).await?;
+    async fn reload(&mut self, executor: &mut Executor) -> Result<(), Failure> {
+        dump(executor).await?;
         let fresh = start(self.runtime.clone(), self.uses.clone(), self.spec.clone()).await;
         match fresh {
             Ok(fresh) => {
-                let old = std::mem::replace(&mut self.executor, fresh);
+                let old = std::mem::replace(executor, fresh);
                 if let Err(e) = old.close_async().await {
                     tracing::warn!("{e}");
                 }

@@ -8,7 +8,6 @@ pub(super) async fn close_worker(worker: Worker) {
     let (tx, rx) = oneshot::channel();
     worker.submit(Job::Close { reply: tx }).await;
     let _ = rx.await;
-    worker.join().await;
 }
 
 /// Starts one member of a Pod (a Pea thread, or a supervised child process)
@@ -87,19 +86,19 @@ pub(super) fn serve(worker: Worker, opened: &mut Opened) -> Reducer {
         String,
         oneshot::Sender<Result<Bytes, crate::pea::Failure>>,
     )>(1);
-    let jobs = worker.sender();
+    let jobs = worker.clone();
     opened.workers.push(worker);
+    // This task makes the calls itself (`Worker::run`).
     tokio::spawn(async move {
         while let Some((endpoint, body, parameters, reply)) = rx.recv().await {
-            let _ = jobs
-                .send(Job::Handle {
-                    endpoint,
-                    body,
-                    parameters,
-                    timeout: None,
-                    reply,
-                })
-                .await;
+            jobs.submit(Job::Handle {
+                endpoint,
+                body,
+                parameters,
+                timeout: None,
+                reply,
+            })
+            .await;
         }
     });
     tx
