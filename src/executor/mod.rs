@@ -15,14 +15,15 @@
 //! guest yields at every epoch tick, and [`offload::run`] moves a call that
 //! runs long to a thread of its own, so a short call is made by the task that
 //! wants its answer. The plain methods ([`Executor::start`],
-//! [`Executor::handle`], ...) block on them, for code outside async code (the
-//! CLI's `run`, `inspect`, tests and benchmarks); inside async code they panic.
+//! [`Executor::handle`], ...) block on them (`offload::block_on`), for code
+//! outside async code (the CLI's `run`, `inspect`, `reshard`, tests and
+//! benchmarks); inside async code they panic.
 //!
 //! Files: `bindings.rs` (the only `bindgen!`), `component.rs` (loading),
 //! `cache.rs` (compiled components on disk), `sandbox.rs` (what a guest may touch),
 //! `state.rs` (per-instance host state), `output.rs` (guest stdout/stderr/logs),
 //! `clocks.rs` (the guest's clocks; a sleep past the deadline stops the guest),
-//! `offload.rs` (where a call runs),
+//! `offload.rs` (where a call runs), `stacks.rs` (the calls' fiber stacks),
 //! `quota.rs` (the workspace disk quota), `tenant.rs` (per-tenant memory
 //! budgets and CPU accounting), `convert.rs` (documents to and from the
 //! contract's flat batch), `error.rs`. docs/limits.md lists every limit.
@@ -41,6 +42,7 @@ pub mod output;
 pub mod quota;
 mod runtime;
 pub mod sandbox;
+mod stacks;
 mod state;
 pub mod tenant;
 
@@ -50,10 +52,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use offload::block_on;
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
-use wasmtime_wasi::runtime::in_tokio;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use component::{
@@ -158,7 +160,7 @@ impl Executor {
         component: Arc<LoadedComponent>,
         spec: ExecutorSpec,
     ) -> Result<Executor, ExecutorError> {
-        in_tokio(Executor::start_async(runtime, component, spec))
+        block_on(Executor::start_async(runtime, component, spec))
     }
 
     /// Prepares the sandbox, instantiates the component and calls `init`.
@@ -240,7 +242,7 @@ impl Executor {
         component: Arc<LoadedComponent>,
         name: &str,
     ) -> Result<Option<Vec<EndpointInfo>>, ExecutorError> {
-        in_tokio(Executor::declared_endpoints_async(runtime, component, name))
+        block_on(Executor::declared_endpoints_async(runtime, component, name))
     }
 
     /// The endpoints `component` declares (contract 0.2.0's `endpoints`),
@@ -339,7 +341,7 @@ impl Executor {
         parameters: &str,
         timeout: Option<Duration>,
     ) -> Result<Body, ExecutorError> {
-        in_tokio(self.handle_body_async(endpoint, body, parameters, timeout))
+        block_on(self.handle_body_async(endpoint, body, parameters, timeout))
     }
 
     /// Handles one request given as columns, the way a Pea receives it:
@@ -413,7 +415,7 @@ impl Executor {
     /// # Errors
     /// As [`Executor::dump_async`].
     pub fn dump(&mut self) -> Result<(), ExecutorError> {
-        in_tokio(self.dump_async())
+        block_on(self.dump_async())
     }
 
     /// Asks the executor to persist its state into its workspace.
@@ -432,7 +434,7 @@ impl Executor {
     /// # Errors
     /// As [`Executor::close_async`].
     pub fn close(self) -> Result<(), ExecutorError> {
-        in_tokio(self.close_async())
+        block_on(self.close_async())
     }
 
     /// Calls `close` (if an instance is live) and drops the instance.

@@ -142,6 +142,9 @@ impl Runtime {
         // of this size, which holds the wasm stack and the host functions it
         // calls.
         config.async_stack_size(ASYNC_STACK);
+        // On demand, each instance's stack is one a dropped instance gave
+        // back (the pool keeps its own): see `stacks.rs`.
+        config.with_host_stack(Arc::new(super::stacks::Stacks::default()));
         let mut pool_slots = options.pool_slots.filter(|&s| s > 0);
         if let Some(slots) = pool_slots {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(

@@ -28,20 +28,21 @@ pub async fn discover(runtime: Arc<Runtime>, flow: &Flow) -> Value {
         let declared = if pod.host.is_some() {
             None
         } else {
-            let runtime = runtime.clone();
+            let loader = runtime.clone();
             let uses = pod.uses.clone();
-            let name = pod.name.clone();
-            let asked = tokio::task::spawn_blocking(move || {
-                let component = runtime.load(&uses).map_err(|e| e.to_string())?;
-                Executor::declared_endpoints(runtime, component, &name).map_err(|e| e.to_string())
-            })
-            .await;
-            match asked {
-                Ok(Ok(declared)) => declared,
-                Ok(Err(e)) => {
-                    tracing::warn!(pod = %pod.name, "cannot ask the executor for its endpoints: {e}");
-                    None
+            // Compiling (or mapping from the cache) stays off the reactor.
+            let loaded = tokio::task::spawn_blocking(move || loader.load(&uses)).await;
+            let asked = match loaded {
+                Ok(Ok(component)) => {
+                    Executor::declared_endpoints_async(runtime.clone(), component, &pod.name)
+                        .await
+                        .map_err(|e| e.to_string())
                 }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match asked {
+                Ok(declared) => declared,
                 Err(e) => {
                     tracing::warn!(pod = %pod.name, "cannot ask the executor for its endpoints: {e}");
                     None
