@@ -58,6 +58,10 @@ struct Peer {
     retired: bool,
     /// The shard it serves (0 for a replica of an unsharded Pod).
     shard: usize,
+    /// Its connections that stopped (`CANCEL`) and have not closed yet: a
+    /// part that reached the Pea after it named what it would not answer is
+    /// lost when the connection closes (at most [`peers::MAX_STOPPED`]).
+    stopped: Vec<Bytes>,
 }
 
 impl Peer {

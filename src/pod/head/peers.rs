@@ -5,6 +5,10 @@
 use super::*;
 use crate::pod::Lost;
 
+/// The most stopped connections of one member the Head watches for their
+/// close (a Pea has one; more are Peas restarted under one name).
+pub(super) const MAX_STOPPED: usize = 8;
+
 /// The most request ids a `CANCEL` is believed to name.
 const MAX_UNANSWERED: usize = 4096;
 
@@ -103,7 +107,18 @@ pub(super) fn on_peer(
 ) -> Option<TailInput> {
     let (identity, rest) = frames.split_first()?;
     if rest.is_empty() {
-        let i = by_identity.remove(identity)?;
+        let Some(i) = by_identity.remove(identity) else {
+            // A connection that stopped before it closed: what was sent
+            // through it and is still unanswered reached the Pea after it
+            // drained its queue, and is lost now.
+            let i = peers.iter().position(|p| p.stopped.contains(identity))?;
+            peers[i].stopped.retain(|s| s != identity);
+            return Some(TailInput::Departed {
+                member: i,
+                via: identity.clone(),
+                lost: Lost::Unanswered,
+            });
+        };
         let member = members.read().expect("members")[i].clone();
         let reason = "disconnected";
         let gone = connection_gone(
@@ -229,6 +244,10 @@ pub(super) fn on_peer(
         }
         "CANCEL" => {
             by_identity.remove(identity);
+            if peer.stopped.len() == MAX_STOPPED {
+                peer.stopped.remove(0);
+            }
+            peer.stopped.push(identity.clone());
             let member = members.read().expect("members")[i].clone();
             let gone = connection_gone(name, &member, peer, by_identity, identity, i, "stopped");
             // The requests it took and will not answer (a Pea of an older

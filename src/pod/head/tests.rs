@@ -440,6 +440,9 @@ enum Leave {
     Drop,
     /// It stops and names the request it will not answer.
     Cancel,
+    /// It stops naming nothing (the part reached it after it drained its
+    /// queue), then closes.
+    CancelMissing,
 }
 
 impl Leave {
@@ -447,6 +450,11 @@ impl Leave {
         match self {
             Leave::Drop => drop(pea),
             Leave::Cancel => pea.cancel(&[&holding.envelope.request_id]).await,
+            Leave::CancelMissing => {
+                pea.cancel(&[]).await;
+                settle().await;
+                drop(pea);
+            }
         }
     }
 }
@@ -455,7 +463,7 @@ impl Leave {
 /// replica at once (credit or not), and the request succeeds.
 #[tokio::test(start_paused = true)]
 async fn a_part_whose_pea_leaves_goes_to_the_other_replica() {
-    for how in [Leave::Drop, Leave::Cancel] {
+    for how in [Leave::Drop, Leave::Cancel, Leave::CancelMissing] {
         let mut rig = rig(REPLICAS, Layout::Replicas, "any", LONG).await;
         let (mut a, mut b) = (rig.pea(0).await, rig.pea(1).await);
         let started = Instant::now();
@@ -491,7 +499,7 @@ async fn a_part_whose_pea_leaves_goes_to_the_other_replica() {
 /// left with it, not at the Pod's time limit.
 #[tokio::test(start_paused = true)]
 async fn a_part_no_other_replica_can_take_fails_unavailable_at_once() {
-    for how in [Leave::Drop, Leave::Cancel] {
+    for how in [Leave::Drop, Leave::Cancel, Leave::CancelMissing] {
         let mut rig = rig(REPLICAS, Layout::Replicas, "any", LONG).await;
         let (mut a, b) = (rig.pea(0).await, rig.pea(1).await);
         drop(b);
