@@ -127,6 +127,20 @@ impl Live {
     }
 }
 
+/// The epoch deadline, in ticks from now, that a call (or an instantiation)
+/// starts with when the callback has nothing to do for `wake`. Off a call's
+/// own thread it is the next tick whatever `wake` is: the guest must yield
+/// then, so that `offload::run` can move it, and the callback's own reasons
+/// to run (the quota check, the demotion) may be far off or absent
+/// (`--background-after 0` and no quota: only the deadline).
+pub(super) fn first_deadline(wake: Duration) -> u64 {
+    if offload::on_call_thread() {
+        ticks(wake)
+    } else {
+        1
+    }
+}
+
 /// The epoch callback: stops the call at its deadline (`Trap::Interrupt`, as
 /// a plain epoch deadline would) or when its workspace has grown past its
 /// quota. On a thread of its own (`offload`) the call then runs on until the
@@ -302,7 +316,7 @@ impl Executor {
         store.epoch_deadline_callback(|mut store| on_epoch(store.data_mut()));
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
-        store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
+        store.set_epoch_deadline(first_deadline(self.sandbox.init_timeout));
         Ok(store)
     }
 

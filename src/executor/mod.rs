@@ -467,7 +467,7 @@ impl Executor {
         };
         let wake = watch.next_wake(now);
         live.store.data_mut().watch = watch;
-        live.store.set_epoch_deadline(ticks(wake));
+        live.store.set_epoch_deadline(live::first_deadline(wake));
     }
 
     /// After a call that returned: did it grow the workspace past its quota?

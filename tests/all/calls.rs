@@ -1,0 +1,83 @@
+//! Where guest calls run (`executor::offload`): a call is a future polled by
+//! the executor's task, and one that runs long moves to a thread of its own,
+//! so guests never hold the process's reactor (its two tokio workers) for
+//! long, whatever they do and however many executors share the process.
+
+use std::time::{Duration, Instant};
+
+use crate::pea::{error_kind, request};
+use crate::pod::{client, pod};
+use crate::util::{control, text_doc};
+
+/// Two CPU-bound calls in one Pod process (THREAD backend), as many as it
+/// has tokio workers, with `--background-after 0` (no demotion, so the
+/// epoch callback has nothing of its own to wake up for before the
+/// deadline): the Pod's and its Peas' control sockets still answer at once,
+/// and each call ends at its own time limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_bound_calls_leave_the_reactor_to_control_requests() {
+    let p = pod(
+        "misbehave",
+        &[
+            "--name",
+            "spin",
+            "--parallel",
+            "2",
+            "--timeout-request",
+            "4s",
+            "--background-after",
+            "0",
+        ],
+    );
+    let mut client = client(&p).await;
+    client.window = 2;
+    let calls = tokio::spawn(async move {
+        let requests = (0..2).map(|i| request("/loop", &[text_doc(&i.to_string(), "x")]));
+        let mut replies = Vec::new();
+        client
+            .stream(requests, |reply| {
+                replies.push(reply);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        client.close().await;
+        replies
+    });
+    let mut ctrls = vec![p.addr("ctrl")];
+    for pea in p.ready["peas"].as_array().unwrap() {
+        ctrls.push(pea["ctrl"].as_str().unwrap().to_string());
+    }
+    // The calls have started: every reply below is asked while both run
+    // (each for 4 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asking = Instant::now();
+    for round in 0..3 {
+        for (i, ctrl) in ctrls.iter().enumerate() {
+            let asked = Instant::now();
+            let status = control(ctrl, "STATUS").await.unwrap();
+            assert!(
+                asked.elapsed() < Duration::from_secs(1),
+                "round {round}: STATUS at {ctrl} took {:?} while guests computed: {status}",
+                asked.elapsed()
+            );
+            if i > 0 {
+                assert_eq!(status["state"], "busy", "round {round}: {status}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(asking.elapsed() < Duration::from_secs(3));
+    let replies = calls.await.unwrap();
+    for reply in &replies {
+        let (executor, kind) = error_kind(reply);
+        assert!(executor.starts_with("spin/replica-"), "{executor}");
+        assert_eq!(kind, "timeout");
+        assert!(
+            format!("{:?}", reply.envelope.status).contains("ran past its time limit of 4s"),
+            "{:?}",
+            reply.envelope.status
+        );
+    }
+    control(&p.addr("ctrl"), "TERMINATE").await.unwrap();
+}
