@@ -81,3 +81,59 @@ async fn cpu_bound_calls_leave_the_reactor_to_control_requests() {
     }
     control(&p.addr("ctrl"), "TERMINATE").await.unwrap();
 }
+
+/// A workspace of 90,000 files (under the default `--max-files`), shared by
+/// a Pod's two replicas: the walks that measure it around every call (the
+/// disk quota) take a tenth of a second or more each, and run where they
+/// cannot hold the reactor, so control requests are still answered at once
+/// while both replicas take requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_a_large_workspace_leaves_the_reactor_to_control_requests() {
+    let ws = tempfile::tempdir().unwrap();
+    let many = ws.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..90_000 {
+        std::fs::File::create(many.join(i.to_string())).unwrap();
+    }
+    let p = pod(
+        "misbehave",
+        &[
+            "--name",
+            "walk",
+            "--parallel",
+            "2",
+            "--workspace",
+            ws.path().to_str().unwrap(),
+        ],
+    );
+    let mut client = client(&p).await;
+    client.window = 4;
+    let calls = tokio::spawn(async move {
+        let requests = (0..24).map(|i| request("/echo", &[text_doc(&i.to_string(), "x")]));
+        let mut served = 0;
+        client
+            .stream(requests, |reply| {
+                assert_eq!(crate::pod::documents(&reply).len(), 1);
+                served += 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        client.close().await;
+        served
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    while !calls.is_finished() {
+        let asked = Instant::now();
+        control(&p.addr("ctrl"), "STATUS").await.unwrap();
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.await.unwrap(), 24);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "STATUS took {slowest:?} while the replicas walked their workspace"
+    );
+    control(&p.addr("ctrl"), "TERMINATE").await.unwrap();
+}
