@@ -163,6 +163,7 @@ pub(super) fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::
         state.watch.next_check = Instant::now() + QUOTA_CHECK.max(now.elapsed() * 10);
     }
     if !offload::on_call_thread() {
+        offload::yielded();
         return Ok(wasmtime::UpdateDeadline::Yield(1));
     }
     if state.watch.demote_at.is_some_and(|at| now >= at) {

@@ -137,3 +137,50 @@ async fn walking_a_large_workspace_leaves_the_reactor_to_control_requests() {
     );
     control(&p.addr("ctrl"), "TERMINATE").await.unwrap();
 }
+
+/// TERMINATE while a call that moved to its own thread sleeps (the guest
+/// sleeps 5 ms at a time, so it moves after its first): the Pea stops
+/// after `--timeout-ctrl` without the call, and the process's runtime
+/// shutting down under the sleep is no panic on the call's thread.
+#[test]
+fn terminate_while_a_moved_call_sleeps_prints_no_panic() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..4 {
+        let mut pea = crate::pea::PeaProcess::start(
+            "misbehave",
+            &[
+                "--name",
+                "sleeper",
+                "--timeout-request",
+                "20s",
+                "--timeout-ctrl",
+                "300ms",
+            ],
+        );
+        let ctrl = pea.addr("ctrl");
+        rt.block_on(async {
+            let mut client = crate::pea::client(&pea).await;
+            client.timeout = Duration::from_secs(2);
+            let call = tokio::spawn(async move {
+                let _ = client
+                    .call(request("/sleep-loop", &[text_doc("s", "x")]))
+                    .await;
+            });
+            crate::pea::status_until(&ctrl, "the call started", |s| s["state"] == "busy").await;
+            tokio::time::sleep(Duration::from_millis(100 + 50 * round)).await;
+            control(&ctrl, "TERMINATE").await.unwrap();
+            call.abort();
+        });
+        let status = pea.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: {status:?}"
+        );
+        let log = pea.log();
+        assert!(!log.contains("panicked"), "round {round}:\n{log}");
+    }
+}
