@@ -146,7 +146,8 @@ pub struct Executor {
     tenant: Option<Arc<Tenant>>,
     /// Set while replacement instances keep failing their `init`.
     backoff: Option<InitBackoff>,
-    /// Entries in the workspace when it was last measured (`quota::aside`).
+    /// Entries in the workspace when it was last measured (`quota::aside`;
+    /// `u64::MAX` before the first time).
     walked: u64,
 }
 
@@ -216,7 +217,8 @@ impl Executor {
             limit: Duration::ZERO,
             tenant: None,
             backoff: None,
-            walked: 0,
+            // Not measured yet: the first walk (before `init`) goes aside.
+            walked: u64::MAX,
         };
         executor
             .sandbox

@@ -344,6 +344,28 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A large walk goes aside where it can, and runs inline (no panic)
+    /// off any runtime and on a current-thread one.
+    #[test]
+    fn a_walk_runs_on_any_runtime() {
+        assert_eq!(aside(u64::MAX, || 1), 1);
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(current.block_on(async { aside(u64::MAX, || 2) }), 2);
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let on_worker = multi.block_on(async {
+            tokio::spawn(async { aside(u64::MAX, || 3) + aside(0, || 4) })
+                .await
+                .unwrap()
+        });
+        assert_eq!(on_worker, 7);
+        assert_eq!(multi.block_on(async { aside(u64::MAX, || 5) }), 5);
+    }
+
     #[test]
     fn usage_counts_files_bytes_and_only_growth_fails() {
         let dir = tempfile::tempdir().unwrap();
