@@ -127,6 +127,20 @@ impl Live {
     }
 }
 
+/// The epoch deadline, in ticks from now, that a call (or an instantiation)
+/// starts with when the callback has nothing to do for `wake`. Off a call's
+/// own thread it is the next tick whatever `wake` is: the guest must yield
+/// then, so that `offload::run` can move it, and the callback's own reasons
+/// to run (the quota check, the demotion) may be far off or absent
+/// (`--background-after 0` and no quota: only the deadline).
+pub(super) fn first_deadline(wake: Duration) -> u64 {
+    if offload::on_call_thread() {
+        ticks(wake)
+    } else {
+        1
+    }
+}
+
 /// The epoch callback: stops the call at its deadline (`Trap::Interrupt`, as
 /// a plain epoch deadline would) or when its workspace has grown past its
 /// quota. On a thread of its own (`offload`) the call then runs on until the
@@ -141,7 +155,7 @@ pub(super) fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::
     if now >= state.watch.next_check
         && let Some((dir, quota, before)) = &state.watch.quota
     {
-        let usage = Usage::of(dir).unwrap_or(before.usage);
+        let usage = aside(before.usage.files, || Usage::of(dir)).unwrap_or(before.usage);
         if let Some(message) = usage.exceeds(&before.usage, quota) {
             state.watch.over_quota = Some(message.clone());
             return Err(wasmtime::Error::msg(message));
@@ -149,6 +163,7 @@ pub(super) fn on_epoch(state: &mut ExecutorState) -> wasmtime::Result<wasmtime::
         state.watch.next_check = Instant::now() + QUOTA_CHECK.max(now.elapsed() * 10);
     }
     if !offload::on_call_thread() {
+        offload::yielded();
         return Ok(wasmtime::UpdateDeadline::Yield(1));
     }
     if state.watch.demote_at.is_some_and(|at| now >= at) {
@@ -302,7 +317,7 @@ impl Executor {
         store.epoch_deadline_callback(|mut store| on_epoch(store.data_mut()));
         // Instantiation runs start functions: the init limit covers them.
         store.data_mut().watch.deadline = Instant::now() + self.sandbox.init_timeout;
-        store.set_epoch_deadline(ticks(self.sandbox.init_timeout));
+        store.set_epoch_deadline(first_deadline(self.sandbox.init_timeout));
         Ok(store)
     }
 
@@ -403,5 +418,59 @@ impl Executor {
         };
         tracing::warn!(executor = %self.name, %phase, kind = kind.as_str(), "{message}; the instance is discarded and the next call gets a new one");
         self.error(phase, kind, message)
+    }
+}
+
+/// The watch over a call's workspace: measured before and after (and during:
+/// [`on_epoch`]) when a disk quota applies.
+impl Executor {
+    /// Starts the watch over a call: its deadline, and the workspace's usage
+    /// now when a quota applies.
+    pub(super) fn arm(&mut self, live: &mut Live, timeout: Duration) {
+        let quota = self.sandbox.quota_dir().and_then(|dir| {
+            let before = aside(self.walked, || Snapshot::take(dir)).ok()?;
+            self.walked = before.usage.files;
+            Some((dir.to_path_buf(), self.sandbox.quota, before))
+        });
+        let now = Instant::now();
+        let watch = Watch {
+            deadline: now + timeout,
+            quota,
+            next_check: now + QUOTA_CHECK,
+            over_quota: None,
+            slept_past: false,
+            demote_at: self.sandbox.background_after.map(|after| now + after),
+        };
+        let wake = watch.next_wake(now);
+        live.store.data_mut().watch = watch;
+        live.store.set_epoch_deadline(live::first_deadline(wake));
+    }
+
+    /// After a call that returned: did it grow the workspace past its quota?
+    pub(super) fn check_quota(&mut self, live: &Live) -> Option<String> {
+        let (dir, quota, before) = live.store.data().watch.quota.as_ref()?;
+        let usage = aside(self.walked, || Usage::of(dir)).ok()?;
+        self.walked = usage.files;
+        usage.exceeds(&before.usage, quota)
+    }
+
+    /// After a call failed with `disk-quota`: removes what it added to the
+    /// workspace (`quota.rs` says what exactly), so a workspace does not grow
+    /// with every failing call.
+    pub(super) fn roll_back(&self, live: &Live) {
+        let Some((dir, _, before)) = live.store.data().watch.quota.as_ref() else {
+            return;
+        };
+        match aside(self.walked, || before.roll_back(dir)) {
+            Ok(after) => tracing::warn!(
+                executor = %self.name,
+                bytes = after.bytes,
+                files = after.files,
+                "what the call over its disk quota wrote was rolled back"
+            ),
+            Err(e) => {
+                tracing::error!(executor = %self.name, "cannot roll back the workspace of a call over its disk quota: {e}")
+            }
+        }
     }
 }

@@ -82,7 +82,7 @@ use crate::wire::Body;
 use bindings::{GuestError, v1, v2};
 use component::Pre;
 use output::GuestOutput;
-use quota::{Snapshot, Usage};
+use quota::{Snapshot, Usage, aside};
 use sandbox::{Limiter, Refused};
 use state::{ExecutorState, Watch};
 
@@ -148,6 +148,9 @@ pub struct Executor {
     tenant: Option<Arc<Tenant>>,
     /// Set while replacement instances keep failing their `init`.
     backoff: Option<InitBackoff>,
+    /// Entries in the workspace when it was last measured (`quota::aside`;
+    /// `u64::MAX` before the first time).
+    walked: u64,
 }
 
 impl Executor {
@@ -216,6 +219,8 @@ impl Executor {
             limit: Duration::ZERO,
             tenant: None,
             backoff: None,
+            // Not measured yet: the first walk (before `init`) goes aside.
+            walked: u64::MAX,
         };
         executor
             .sandbox
@@ -261,7 +266,7 @@ impl Executor {
         name: &str,
     ) -> Result<Option<Vec<EndpointInfo>>, ExecutorError> {
         let sandbox = Sandbox::default();
-        let executor = Executor {
+        let mut executor = Executor {
             name: name.into(),
             component,
             runtime,
@@ -272,6 +277,7 @@ impl Executor {
             stats: ExecutorStats::default(),
             tenant: None,
             backoff: None,
+            walked: 0,
         };
         let mut live = executor
             .instantiate()
@@ -449,53 +455,6 @@ impl Executor {
         self.arm(&mut live, self.sandbox.call_timeout);
         let result = tenant::metered(self.tenant.as_deref(), live.close()).await;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
-    }
-
-    /// Starts the watch over a call: its deadline, and the workspace's usage
-    /// now when a quota applies.
-    fn arm(&self, live: &mut Live, timeout: Duration) {
-        let now = Instant::now();
-        let quota = self.sandbox.quota_dir().and_then(|dir| {
-            let before = Snapshot::take(dir).ok()?;
-            Some((dir.to_path_buf(), self.sandbox.quota, before))
-        });
-        let watch = Watch {
-            deadline: now + timeout,
-            quota,
-            next_check: now + QUOTA_CHECK,
-            over_quota: None,
-            slept_past: false,
-            demote_at: self.sandbox.background_after.map(|after| now + after),
-        };
-        let wake = watch.next_wake(now);
-        live.store.data_mut().watch = watch;
-        live.store.set_epoch_deadline(ticks(wake));
-    }
-
-    /// After a call that returned: did it grow the workspace past its quota?
-    fn check_quota(&self, live: &Live) -> Option<String> {
-        let (dir, quota, before) = live.store.data().watch.quota.as_ref()?;
-        Usage::of(dir).ok()?.exceeds(&before.usage, quota)
-    }
-
-    /// After a call failed with `disk-quota`: removes what it added to the
-    /// workspace (`quota.rs` says what exactly), so a workspace does not grow
-    /// with every failing call.
-    fn roll_back(&self, live: &Live) {
-        let Some((dir, _, before)) = live.store.data().watch.quota.as_ref() else {
-            return;
-        };
-        match before.roll_back(dir) {
-            Ok(after) => tracing::warn!(
-                executor = %self.name,
-                bytes = after.bytes,
-                files = after.files,
-                "what the call over its disk quota wrote was rolled back"
-            ),
-            Err(e) => {
-                tracing::error!(executor = %self.name, "cannot roll back the workspace of a call over its disk quota: {e}")
-            }
-        }
     }
 
     /// Takes the live instance for one guest call under a deadline; the

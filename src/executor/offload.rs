@@ -12,6 +12,13 @@
 //! at most about one tick. On its own thread it runs on without yielding and
 //! may drop to background priority (`Sandbox::background_after`), which
 //! cannot be undone; the thread ends with the call.
+//!
+//! A call moves only when it yielded at an epoch tick (it was computing),
+//! never while it waits on a host future (a sleep): such a future belongs to
+//! the process's runtime, whose shutdown (TERMINATE during the call) would
+//! make it panic on the call's thread. The call's thread runs a runtime of
+//! its own, so what the call waits on after it moved lives as long as the
+//! call does.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -24,6 +31,13 @@ pub const OFFLOAD_AFTER: Duration = Duration::from_millis(1);
 thread_local! {
     /// Set on a thread started for one call.
     static CALL_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// Set when the call polled on this thread yielded at an epoch tick.
+    static YIELDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the epoch callback as it makes the call yield.
+pub(super) fn yielded() {
+    YIELDED.set(true);
 }
 
 /// Whether the calling thread is a call's own (started by [`run`]).
@@ -32,10 +46,9 @@ pub(super) fn on_call_thread() -> bool {
 }
 
 /// Polls `call` here until it finishes, or moves it to a thread of its own
-/// (named after the executor, `name`) once it has run for [`OFFLOAD_AFTER`] and waits for it there. Must run
-/// inside a tokio runtime, which the moved call keeps using (timers, WASI's
-/// blocking file operations). When no thread can be started, the call goes
-/// on here.
+/// (named after the executor, `name`) once it has run for [`OFFLOAD_AFTER`]
+/// and yields at an epoch tick, and waits for it there. Must run inside a
+/// tokio runtime. When no thread can be started, the call goes on here.
 ///
 /// # Panics
 /// When the call panics on its own thread (as it would have here).
@@ -46,12 +59,15 @@ where
 {
     let started = Instant::now();
     let mut call = Box::pin(call);
-    let finished = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-        std::task::Poll::Pending if started.elapsed() >= OFFLOAD_AFTER => {
-            std::task::Poll::Ready(None)
+    let finished = std::future::poll_fn(|cx| {
+        YIELDED.set(false);
+        match call.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+            std::task::Poll::Pending if YIELDED.get() && started.elapsed() >= OFFLOAD_AFTER => {
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
-        std::task::Poll::Pending => std::task::Poll::Pending,
     })
     .await;
     if let Some(output) = finished {
@@ -66,7 +82,19 @@ where
         .spawn(move || {
             CALL_THREAD.set(true);
             let call = moved.lock().expect("call lock").take().expect("moved once");
-            let _ = done.send(tokio.block_on(call));
+            let output = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(own) => own.block_on(call),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start a runtime for a long guest call, it uses the process's: {e}"
+                    );
+                    tokio.block_on(call)
+                }
+            };
+            let _ = done.send(output);
         });
     match spawned {
         Ok(_) => answer

@@ -70,8 +70,11 @@
 //! - `minilm`: the MiniLM sentence encoder with the real model: fidelity against
 //!   an independent NumPy reference, traversal, bad models named, in a Pea, a
 //!   Pod of two replicas and `jina-wasm run`.
+//! - `calls`: where guest calls run: computing, sleeping or writing guests
+//!   in one process leave its reactor to control requests.
 
 mod adversarial;
+mod calls;
 mod cli;
 mod daemon;
 mod examples;
