@@ -376,12 +376,15 @@ impl Pea {
             }
             tokio::select! {
                 biased;
+                // First: the executor's jobs run only when this branch polls
+                // them, so a flood on the control socket must not starve
+                // them; a job is ready once, at its end (it has answered its
+                // reply, which `wait_busy` takes).
+                Some(()) = self.running.next(), if !self.running.is_empty() => {},
                 frames = self.ctrl.recv() => match frames {
                     Some(frames) => self.on_control(frames).await,
                     None => break,
                 },
-                // The job answers its reply, which the next branch takes.
-                Some(()) = self.running.next(), if !self.running.is_empty() => {},
                 done = wait_busy(&mut self.busy) => match done {
                     Done::Request(result) => {
                         self.on_result(result);
