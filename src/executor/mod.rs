@@ -373,6 +373,7 @@ impl Executor {
         let limit = timeout.map_or(self.sandbox.call_timeout, |t| {
             t.min(self.sandbox.call_timeout)
         });
+        self.before_walks().await;
         let mut live = self.begin(limit);
         let outcome =
             tenant::metered(self.tenant.as_deref(), live.handle(endpoint, body, params)).await;
@@ -430,6 +431,7 @@ impl Executor {
     /// As [`Executor::handle`].
     pub async fn dump_async(&mut self) -> Result<(), ExecutorError> {
         self.ensure_live().await?;
+        self.before_walks().await;
         let mut live = self.begin(self.sandbox.call_timeout);
         let outcome = tenant::metered(self.tenant.as_deref(), live.dump()).await;
         self.finish(Phase::Dump, live, outcome)
@@ -452,6 +454,7 @@ impl Executor {
             return Ok(());
         };
         self.limit = self.sandbox.call_timeout;
+        self.before_walks().await;
         self.arm(&mut live, self.sandbox.call_timeout);
         let result = tenant::metered(self.tenant.as_deref(), live.close()).await;
         result.map_err(|e| self.classify(Phase::Close, e, &live))

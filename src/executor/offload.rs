@@ -33,11 +33,35 @@ thread_local! {
     static CALL_THREAD: Cell<bool> = const { Cell::new(false) };
     /// Set when the call polled on this thread yielded at an epoch tick.
     static YIELDED: Cell<bool> = const { Cell::new(false) };
+    /// Set when the call polled on this thread asked to move now
+    /// ([`move_now`]).
+    static MOVE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Called by the epoch callback as it makes the call yield.
 pub(super) fn yielded() {
     YIELDED.set(true);
+}
+
+/// Asks the [`run`] polling this call to move it to a thread of its own at
+/// once: what follows would hold up the task that polls it (the walks of a
+/// workspace too large to walk inline, `quota::INLINE_WALK`). Elsewhere (on
+/// the call's own thread, or under a plain `block_on`) it yields once.
+pub(super) async fn move_now() {
+    if on_call_thread() {
+        return;
+    }
+    let mut asked = false;
+    std::future::poll_fn(|cx| {
+        if asked {
+            return std::task::Poll::Ready(());
+        }
+        asked = true;
+        MOVE.set(true);
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 /// Whether the calling thread is a call's own (started by [`run`]).
@@ -61,9 +85,14 @@ where
     let mut call = Box::pin(call);
     let finished = std::future::poll_fn(|cx| {
         YIELDED.set(false);
+        MOVE.set(false);
         match call.as_mut().poll(cx) {
             std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
-            std::task::Poll::Pending if YIELDED.get() && started.elapsed() >= OFFLOAD_AFTER => {
+            // `replace`: a call nested in this one (a reload's start) that
+            // asked and moved does not move this one too.
+            std::task::Poll::Pending
+                if MOVE.replace(false) || (YIELDED.get() && started.elapsed() >= OFFLOAD_AFTER) =>
+            {
                 std::task::Poll::Ready(None)
             }
             std::task::Poll::Pending => std::task::Poll::Pending,

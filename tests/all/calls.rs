@@ -131,8 +131,10 @@ async fn walking_a_large_workspace_leaves_the_reactor_to_control_requests() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(calls.await.unwrap(), 24);
+    // A walk takes 0.2-0.5 s here: a Pea whose loop waited for one (its
+    // calls are polled by that loop) answered in 0.45-1 s; 7 ms measured now.
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_millis(300),
         "STATUS took {slowest:?} while the replicas walked their workspace"
     );
     control(&p.addr("ctrl"), "TERMINATE").await.unwrap();
