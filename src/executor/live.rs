@@ -237,8 +237,7 @@ impl Executor {
             .instantiate()
             .await
             .map_err(|e| self.error(Phase::Init, ErrorKind::Host, format!("{e:#}")))?;
-        self.before_walks().await;
-        self.arm(&mut live, self.sandbox.init_timeout);
+        self.arm(&mut live, self.sandbox.init_timeout).await;
         let outcome = tenant::metered(self.tenant.as_deref(), live.init(&self.config)).await;
         if outcome.is_ok()
             && let Some(message) = self.check_quota(&live)
@@ -425,23 +424,15 @@ impl Executor {
 /// The watch over a call's workspace: measured before and after (and during:
 /// [`on_epoch`]) when a disk quota applies.
 impl Executor {
-    /// Before a call that walks a workspace too large to walk inline (its
-    /// quota's measurements before, during and after it): the call moves to
-    /// a thread of its own first, so the walks hold up neither the Pea's
-    /// loop (its control socket) nor a tokio worker.
-    /// (The future holds no borrow of `self`, which is not `Sync`.)
-    pub(super) fn before_walks(&self) -> impl Future<Output = ()> + Send + 'static {
-        let large = self.sandbox.quota_dir().is_some() && self.walked > quota::INLINE_WALK;
-        async move {
-            if large {
-                offload::move_now().await;
-            }
-        }
-    }
-
     /// Starts the watch over a call: its deadline, and the workspace's usage
-    /// now when a quota applies.
-    pub(super) fn arm(&mut self, live: &mut Live, timeout: Duration) {
+    /// now when a quota applies. A call on a workspace too large to walk
+    /// inline (its quota's measurements before, during and after it) first
+    /// moves to a thread of its own, so the walks hold up neither the Pea's
+    /// loop (its control socket) nor a tokio worker.
+    pub(super) async fn arm(&mut self, live: &mut Live, timeout: Duration) {
+        if self.sandbox.quota_dir().is_some() && self.walked > quota::INLINE_WALK {
+            offload::move_now().await;
+        }
         let quota = self.sandbox.quota_dir().and_then(|dir| {
             let before = aside(self.walked, || Snapshot::take(dir)).ok()?;
             self.walked = before.usage.files;

@@ -283,7 +283,8 @@ impl Executor {
             .instantiate()
             .await
             .map_err(|e| executor.error(Phase::Endpoints, ErrorKind::Host, format!("{e:#}")))?;
-        executor.arm(&mut live, executor.sandbox.init_timeout);
+        let timeout = executor.sandbox.init_timeout;
+        executor.arm(&mut live, timeout).await;
         match live.endpoints().await {
             Ok(None) => Ok(None),
             Ok(Some(declared)) => check_endpoints(declared).map(Some).map_err(|message| {
@@ -373,8 +374,7 @@ impl Executor {
         let limit = timeout.map_or(self.sandbox.call_timeout, |t| {
             t.min(self.sandbox.call_timeout)
         });
-        self.before_walks().await;
-        let mut live = self.begin(limit);
+        let mut live = self.begin(limit).await;
         let outcome =
             tenant::metered(self.tenant.as_deref(), live.handle(endpoint, body, params)).await;
         let result = self.finish(Phase::Handle, live, outcome)?;
@@ -431,8 +431,7 @@ impl Executor {
     /// As [`Executor::handle`].
     pub async fn dump_async(&mut self) -> Result<(), ExecutorError> {
         self.ensure_live().await?;
-        self.before_walks().await;
-        let mut live = self.begin(self.sandbox.call_timeout);
+        let mut live = self.begin(self.sandbox.call_timeout).await;
         let outcome = tenant::metered(self.tenant.as_deref(), live.dump()).await;
         self.finish(Phase::Dump, live, outcome)
     }
@@ -454,19 +453,18 @@ impl Executor {
             return Ok(());
         };
         self.limit = self.sandbox.call_timeout;
-        self.before_walks().await;
-        self.arm(&mut live, self.sandbox.call_timeout);
+        self.arm(&mut live, self.sandbox.call_timeout).await;
         let result = tenant::metered(self.tenant.as_deref(), live.close()).await;
         result.map_err(|e| self.classify(Phase::Close, e, &live))
     }
 
     /// Takes the live instance for one guest call under a deadline; the
     /// caller makes the call and gives both to [`Executor::finish`].
-    fn begin(&mut self, timeout: Duration) -> Live {
+    async fn begin(&mut self, timeout: Duration) -> Live {
         let mut live = self.live.take().expect("ensure_live was called");
         live.store.data().output.clear_recent();
         self.limit = timeout;
-        self.arm(&mut live, timeout);
+        self.arm(&mut live, timeout).await;
         live
     }
 
