@@ -21,6 +21,7 @@
 //! call does.
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 /// How long a call runs on the task that polls it before it moves to a
@@ -74,15 +75,18 @@ pub(super) fn on_call_thread() -> bool {
 /// and yields at an epoch tick, and waits for it there. Must run inside a
 /// tokio runtime. When no thread can be started, the call goes on here.
 ///
+/// `call` comes boxed, as it would be moved: a guest call's future is
+/// several KiB, and a request path that boxed it twice (or boxed and then
+/// copied it) paid for that on every request.
+///
 /// # Panics
 /// When the call panics on its own thread (as it would have here).
-pub async fn run<F>(name: &str, call: F) -> F::Output
+pub async fn run<F>(name: &str, mut call: Pin<Box<F>>) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let started = Instant::now();
-    let mut call = Box::pin(call);
     let finished = std::future::poll_fn(|cx| {
         YIELDED.set(false);
         MOVE.set(false);

@@ -138,7 +138,9 @@ impl Worker {
         let name = self.name.clone();
         sync_wrapper::SyncFuture::new(Box::pin(async move {
             let mut state = state.lock_owned().await;
-            offload::run(&name, async move { state.execute(job).await }).await;
+            // Boxed here, before it is polled: this future stays small while
+            // it waits for the lock, and the call's is made once, in place.
+            offload::run(&name, Box::pin(async move { state.execute(job).await })).await;
         }))
     }
 
@@ -160,7 +162,11 @@ async fn start(
     let component = tokio::task::spawn_blocking(move || loader.load(&uses))
         .await
         .map_err(|_| anyhow::anyhow!("loading the component panicked"))??;
-    let started = offload::run(&name, Executor::start_async(runtime, component, spec)).await?;
+    let started = offload::run(
+        &name,
+        Box::pin(Executor::start_async(runtime, component, spec)),
+    )
+    .await?;
     Ok(started)
 }
 
