@@ -19,6 +19,12 @@ use jina_wasm::transport::SocketSpec;
 use jina_wasm::wire::{Body, Envelope, Message};
 use serde_json::Value;
 
+/// The `jina-wasm` binary's allocator (src/main.rs): the floor server, the
+/// client and the in-process rows run on what the product runs on, so no
+/// figure is a comparison of allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn wasm(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -987,8 +993,12 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-/// The `jina-wasm` binary `make bench` built (target/debug).
+/// The `jina-wasm` binary `make bench` built (target/debug), or the one
+/// `BENCH_JINA_BIN` names: two builds compared in one sitting.
 fn jina_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BENCH_JINA_BIN") {
+        return bin.into();
+    }
     wasm("passthrough")
         .parent()
         .unwrap()

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use jina_wasm::cli::Cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.init_tracing();
