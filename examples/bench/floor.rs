@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use super::*;
 
 /// Rounds per row, and requests per round by documents per request.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 15;
 fn requests(docs: usize) -> usize {
     if docs == 1 { 2_000 } else { 300 }
 }
