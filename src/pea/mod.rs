@@ -189,6 +189,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
     );
     let stop = CancellationToken::new();
     let pea = Pea {
+        idle: requests::idle_frames(&config),
         metrics,
         job_started: Instant::now(),
         config,
@@ -277,6 +278,8 @@ struct Pea {
     input: Link,
     output: Link,
     ctrl: Link,
+    /// [`requests::idle_frames`]: sent with every request.
+    idle: Vec<Bytes>,
     worker: Worker,
     /// The process's pooling allocator slots (`None`: on demand), for STATUS.
     pool_slots: Option<u32>,
@@ -329,7 +332,7 @@ struct Pea {
 impl Pea {
     async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
         if self.config.socket_in.kind == SocketType::Dealer {
-            self.grant_credit("IDLE").await;
+            self.grant_credit().await;
         }
         let mut dump_timer = interval(
             self.config
@@ -411,7 +414,7 @@ impl Pea {
                     }
                     permit.send(frames);
                     if self.config.socket_in.kind == SocketType::Dealer {
-                        self.grant_credit("IDLE").await;
+                        self.grant_credit().await;
                     }
                 },
                 frames = self.input.recv(), if idle && !self.terminating => match frames {
@@ -420,7 +423,7 @@ impl Pea {
                 },
                 changed = reconnects.changed(), if announce => match changed {
                     // Busy: the IDLE that follows the answer does it.
-                    Ok(()) if idle => self.grant_credit("IDLE").await,
+                    Ok(()) if idle => self.grant_credit().await,
                     Ok(()) => {}
                     Err(_) => announce = false,
                 },

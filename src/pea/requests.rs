@@ -4,16 +4,23 @@
 
 use super::*;
 
+/// The IDLE message that grants one credit upstream, with the shard count
+/// the Pea was given (`with.jina.shards`), so a Head refuses a shard of a Pod
+/// of another size. It goes with every request, so it is made once (its
+/// envelope's id is the same each time: nothing answers or keys an IDLE).
+pub(super) fn idle_frames(config: &PeaConfig) -> Vec<Bytes> {
+    let mut body = json!({"credit": 1, "pea": config.name});
+    if let Some(shards) = config.executor.config.pointer("/jina/shards") {
+        body["shards"] = shards.clone();
+    }
+    control::frames("IDLE", body)
+}
+
 impl Pea {
-    /// Tells the upstream ROUTER (our DEALER input) we can take one more request.
-    /// With the shard count it was given (`with.jina.shards`), so a Head
-    /// refuses a shard of a Pod of another size.
-    pub(super) async fn grant_credit(&self, command: &str) {
-        let mut body = json!({"credit": 1, "pea": self.config.name});
-        if let Some(shards) = self.config.executor.config.pointer("/jina/shards") {
-            body["shards"] = shards.clone();
-        }
-        let _ = self.input.send(control::frames(command, body)).await;
+    /// Tells the upstream ROUTER (our DEALER input) we can take one more
+    /// request: [`idle_frames`], made once.
+    pub(super) async fn grant_credit(&self) {
+        let _ = self.input.send(self.idle.clone()).await;
     }
 
     /// One message from the input socket.
@@ -25,7 +32,7 @@ impl Pea {
             && self.outbox.len() == before
             && self.config.socket_in.kind == SocketType::Dealer
         {
-            self.grant_credit("IDLE").await;
+            self.grant_credit().await;
         }
     }
 

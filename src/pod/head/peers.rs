@@ -91,6 +91,18 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
     });
 }
 
+/// What a Pea's IDLE or CANCEL says (its JSON body), read into these
+/// fields without building a map of it: every request's credit comes this
+/// way. A body that is not such an object says nothing.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Says {
+    pea: Option<Value>,
+    shards: Option<Value>,
+    credit: Option<Value>,
+    unanswered: Option<Value>,
+}
+
 /// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
 /// whether unknown replicas of the Pod may join, the layout and the number of
 /// shards they join (a replica of shards × replicas joins the shard its name
@@ -137,16 +149,17 @@ pub(super) fn on_peer(
         });
     }
     let message = Message::from_frames(rest).ok()?;
-    let body: Value = serde_json::from_slice(&message.body).unwrap_or(Value::Null);
+    let body: Says = serde_json::from_slice(&message.body).unwrap_or_default();
     // A Pea that says the Pod has another number of shards (`--shard-count`
     // of a Pea started on its own) would index by another modulus than this
     // Head routes by: it is not let in, whatever its name.
-    let counted = body.get("shards").and_then(Value::as_u64);
+    let counted = body.shards.as_ref().and_then(Value::as_u64);
     if let Some(count) = counted.filter(|&n| n != shards as u64)
         && !by_identity.contains_key(identity)
     {
         let pea = body
-            .get("pea")
+            .pea
+            .as_ref()
             .and_then(Value::as_str)
             .unwrap_or("(no name)");
         tracing::warn!(
@@ -156,7 +169,7 @@ pub(super) fn on_peer(
         return None;
     }
     let index = by_identity.get(identity).copied().or_else(|| {
-        let pea = body.get("pea").and_then(Value::as_str)?;
+        let pea = body.pea.as_ref().and_then(Value::as_str)?;
         // A rolling update gives a new replica the name of the one it
         // replaces: the live member of that name not yet connected comes first.
         let known = {
@@ -200,7 +213,8 @@ pub(super) fn on_peer(
     });
     let Some(i) = index else {
         let pea = body
-            .get("pea")
+            .pea
+            .as_ref()
             .and_then(Value::as_str)
             .unwrap_or("(no name)");
         let members = members.read().expect("members");
@@ -236,7 +250,8 @@ pub(super) fn on_peer(
             peer.alive = true;
             peer.joining = false;
             let credit = body
-                .get("credit")
+                .credit
+                .as_ref()
                 .and_then(Value::as_u64)
                 .unwrap_or(1)
                 .min(1024) as u32;
@@ -254,7 +269,7 @@ pub(super) fn on_peer(
             // version names none: those wait for the Pod's time limit). A
             // Pea holds at most its credit (1,024) and the call it runs:
             // more is not believed.
-            let ids = body.get("unanswered").and_then(Value::as_array);
+            let ids = body.unanswered.as_ref().and_then(Value::as_array);
             let ids = ids.into_iter().flatten().filter_map(Value::as_str);
             let ids = ids.take(MAX_UNANSWERED).map(str::to_string).collect();
             return gone.then(|| TailInput::Departed {
