@@ -351,7 +351,7 @@ impl Tail {
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
         let started = now_us();
         let client_id = p.expect.client_id.clone();
-        let applied = self.applied(&p);
+        let succeeded = Tail::succeeded(&p);
         let upstream = p.expect.trace;
         // A child of the Head's span, beside the Pea calls it fanned out to.
         let head = p.expect.head_span;
@@ -360,10 +360,8 @@ impl Tail {
             Ok(message) => message,
             Err(message) => message,
         };
-        if let (Some(applied), crate::wire::Status::Error { message, .. }) =
-            (applied, &mut merged.envelope.status)
-        {
-            message.push_str(&applied);
+        if let crate::wire::Status::Error { message, .. } = &mut merged.envelope.status {
+            message.push_str(&self.applied(&succeeded));
         }
         merged.envelope.request_id = client_id;
         self.route(&mut merged, started);
@@ -407,30 +405,37 @@ impl Tail {
             .collect()
     }
 
-    /// For a request that fails after it was split: which of its parts
-    /// succeeded, so whoever sent a write knows part of it was applied (a
-    /// failed `/index` on one shard of two has stored the other shard's
-    /// documents). `None` for a request that went to one Pea, or of which
-    /// no part succeeded.
-    fn applied(&self, p: &Pending) -> Option<String> {
-        let done: Vec<String> = p
+    /// The members whose part of `p` came back successful, and how many
+    /// parts it had: taken before every merge (cheap), worded by
+    /// [`Tail::applied`] only for a request that fails.
+    fn succeeded(p: &Pending) -> (Vec<usize>, usize) {
+        let done = p
             .expect
             .targets
             .iter()
             .zip(&p.received)
             .filter(|(_, got)| got.as_ref().is_some_and(|m| !m.envelope.is_error()))
-            .map(|(&t, _)| self.member(t))
+            .map(|(&t, _)| t)
             .collect();
-        if p.expect.targets.len() < 2 || done.is_empty() {
-            return None;
+        (done, p.expect.targets.len())
+    }
+
+    /// For a request that fails after it was split: which of its parts
+    /// succeeded ([`Tail::succeeded`]), so whoever sent a write knows part
+    /// of it was applied (a failed `/index` on one shard of two has stored
+    /// the other shard's documents). Empty for a request that went to one
+    /// Pea, or of which no part succeeded.
+    fn applied(&self, (done, parts): &(Vec<usize>, usize)) -> String {
+        if *parts < 2 || done.is_empty() {
+            return String::new();
         }
-        Some(format!(
-            " ({} of {} parts of this request succeeded, on {}: what they wrote is stored; \
+        let done: Vec<String> = done.iter().map(|&t| self.member(t)).collect();
+        format!(
+            " ({} of {parts} parts of this request succeeded, on {}: what they wrote is stored; \
              resending the whole request is safe where the executor writes by id, as vector-indexer does)",
             done.len(),
-            p.expect.targets.len(),
             done.join(", ")
-        ))
+        )
     }
 
     /// Merges the received parts (all of them, or an aborting one).
@@ -500,7 +505,7 @@ impl Tail {
             .copied()
             .or_else(|| Tail::missing(&p).first().copied());
         let culprit = culprit.map_or_else(|| self.name.clone(), |i| self.member(i));
-        let reason = format!("{reason}{}", self.applied(&p).unwrap_or_default());
+        let reason = format!("{reason}{}", self.applied(&Tail::succeeded(&p)));
         let received: Vec<&Message> = p.received.iter().flatten().collect();
         let mut envelope = match received.first() {
             Some(part) => part.envelope.clone(),
