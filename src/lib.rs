@@ -68,5 +68,9 @@ pub mod transport;
 pub mod units;
 pub mod wire;
 
+// Links mimalloc's C library into every binary of the crate:
+// `executor::release_free_memory` calls into it.
+use mimalloc as _;
+
 pub use document::{Document, NamedScore};
 pub use executor::{Executor, ExecutorError, Runtime};

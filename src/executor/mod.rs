@@ -72,7 +72,7 @@ pub use live::{INIT_BACKOFF_FIRST, INIT_BACKOFF_MAX, InitBackoff};
 use runtime::ticks;
 pub use runtime::{
     MIN_MEMORY_LIMIT, Runtime, RuntimeOptions, WASM32_MAX_MEMORY, check_memory_hwm, memory_limit,
-    parse_memory_hwm,
+    parse_memory_hwm, release_free_memory,
 };
 pub use sandbox::{GUEST_WORKSPACE, Sandbox, Volume};
 pub use tenant::{Tenant, TenantSpec, Tenants};

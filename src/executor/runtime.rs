@@ -277,3 +277,28 @@ impl Drop for EpochTicker {
 pub(super) fn ticks(limit: Duration) -> u64 {
     (limit.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).max(1) as u64
 }
+
+/// Hands memory that is allocated but free back to the OS: compiling a
+/// component (a cold cache) leaves megabytes of freed Cranelift memory
+/// behind, and an idle Pea should stay small. Both allocators a process may
+/// run on: mimalloc (the `jina-wasm` binary's, src/main.rs: its free pages
+/// are otherwise kept until its next purge, which an idle process never
+/// reaches) and glibc's (C code, and binaries on the system allocator).
+pub fn release_free_memory() {
+    // mimalloc's C library is linked through the `mimalloc` crate (see
+    // lib.rs); its Rust binding declares `mi_collect` only under a feature
+    // whose dependency is not vendored here, so it is declared here.
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect frees nothing in use and has no preconditions; it
+    // is safe on any thread, whichever allocator the process uses.
+    unsafe {
+        mi_collect(true);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -151,13 +151,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
             return Err(e.context(format!("pea `{name}` did not start")));
         }
     };
-    // Compiling a component (a cold cache) leaves megabytes of freed Cranelift
-    // memory in glibc's arenas; hand it back so an idle Pea stays small.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::executor::release_free_memory();
     let addresses = Addresses {
         input: input.endpoint.clone(),
         output: output.endpoint.clone(),
