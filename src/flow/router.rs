@@ -239,8 +239,15 @@ impl Router {
                 .map(|name| target.as_ref().is_some_and(|t| !t.matches(name)))
                 .collect(),
         };
-        let roots = (0..self.names.len()).filter(|&j| self.needs[j].is_empty());
-        let sends = roots.map(|j| (j, message.clone())).collect();
+        // A copy for each root but the last, which takes the message itself.
+        let roots: Vec<usize> = (0..self.names.len())
+            .filter(|&j| self.needs[j].is_empty())
+            .collect();
+        let mut sends = Vec::with_capacity(roots.len());
+        if let Some((&last, rest)) = roots.split_last() {
+            sends.extend(rest.iter().map(|&j| (j, message.clone())));
+            sends.push((last, message));
+        }
         self.requests.insert(id, request);
         self.send(sends).await;
     }

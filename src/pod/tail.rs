@@ -153,7 +153,7 @@ struct Book {
     pending: HashMap<String, Pending>,
     /// Finished request ids, the oldest first, to tell a late part from an
     /// unknown one ([`REMEMBERED`]).
-    finished: (VecDeque<String>, HashSet<String>),
+    finished: (VecDeque<Arc<str>>, HashSet<Arc<str>>),
     /// Parts handed back to the Head and not yet rerouted (request id,
     /// slot): a second departure does not send one twice.
     rerouting: HashSet<(String, usize)>,
@@ -318,7 +318,7 @@ impl Tail {
         self.stats.parts.fetch_add(1, Ordering::Relaxed);
         let id = message.envelope.request_id.clone();
         let Some(p) = book.pending.get_mut(&id) else {
-            if book.finished.1.contains(&id) {
+            if book.finished.1.contains(id.as_str()) {
                 self.stats.late.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(pea = %self.name, request = %id, "dropped a part of a request that already ended");
             } else {
@@ -550,12 +550,14 @@ impl Tail {
     }
 }
 
-fn remember(finished: &mut (VecDeque<String>, HashSet<String>), id: String) {
+/// One shared copy of each id, in both the order and the set.
+fn remember(finished: &mut (VecDeque<Arc<str>>, HashSet<Arc<str>>), id: String) {
     if finished.0.len() >= REMEMBERED
         && let Some(old) = finished.0.pop_front()
     {
         finished.1.remove(&old);
     }
+    let id: Arc<str> = id.into();
     finished.1.insert(id.clone());
     finished.0.push_back(id);
 }
