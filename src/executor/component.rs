@@ -58,6 +58,10 @@ pub enum LoadError {
     MissingExport { path: PathBuf, exports: String },
     #[error("{path} cannot run on this host: {reason}")]
     Unlinkable { path: PathBuf, reason: String },
+    /// Loading it panicked on the blocking pool ([`super::Runtime::load_async`]):
+    /// a bug of the host's, not of the file's.
+    #[error("loading {path} panicked (a bug in jina-wasm; the file may still be valid)")]
+    Panicked { path: PathBuf },
 }
 
 /// A checked, compiled executor component, ready to instantiate many times.

@@ -215,6 +215,27 @@ impl Runtime {
         component::load(self, path).map(Arc::new)
     }
 
+    /// [`Runtime::load`] off the reactor, on tokio's blocking pool: compiling
+    /// takes seconds, and mapping from the cache reads a file. What every
+    /// async caller (a Pea's start, a rolling update's check, the Flow's
+    /// endpoint discovery) uses.
+    ///
+    /// # Errors
+    /// As [`Runtime::load`], and [`LoadError::Panicked`].
+    pub async fn load_async(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<Arc<LoadedComponent>, LoadError> {
+        let (runtime, owned) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || runtime.load(&owned))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LoadError::Panicked {
+                    path: path.to_path_buf(),
+                })
+            })
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -28,17 +28,12 @@ pub async fn discover(runtime: Arc<Runtime>, flow: &Flow) -> Value {
         let declared = if pod.host.is_some() {
             None
         } else {
-            let loader = runtime.clone();
-            let uses = pod.uses.clone();
-            // Compiling (or mapping from the cache) stays off the reactor.
-            let loaded = tokio::task::spawn_blocking(move || loader.load(&uses)).await;
-            let asked = match loaded {
-                Ok(Ok(component)) => {
+            let asked = match runtime.load_async(&pod.uses).await {
+                Ok(component) => {
                     Executor::declared_endpoints_async(runtime.clone(), component, &pod.name)
                         .await
                         .map_err(|e| e.to_string())
                 }
-                Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match asked {

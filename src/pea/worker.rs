@@ -158,10 +158,7 @@ async fn start(
     spec: ExecutorSpec,
 ) -> anyhow::Result<Executor> {
     let name = spec.name.clone();
-    let loader = runtime.clone();
-    let component = tokio::task::spawn_blocking(move || loader.load(&uses))
-        .await
-        .map_err(|_| anyhow::anyhow!("loading the component panicked"))??;
+    let component = runtime.load_async(&uses).await?;
     let started = offload::run(
         &name,
         Box::pin(Executor::start_async(runtime, component, spec)),

@@ -231,18 +231,11 @@ impl ReplicaSet {
             next.pea.executor.config = with;
         }
         // Compiled and checked before anything stops (cached for the Peas).
-        let runtime = self.runtime.clone();
-        let path = next.pea.uses.clone();
-        let sha256 = match tokio::task::spawn_blocking(move || runtime.load(&path)).await {
-            Ok(Ok(component)) => component.digest.clone(),
-            Ok(Err(e)) => {
-                return Err(UpdateError::Failed(format!(
-                    "pod `{name}`: the new component does not load: {e}; nothing was changed"
-                )));
-            }
+        let sha256 = match self.runtime.load_async(&next.pea.uses).await {
+            Ok(component) => component.digest.clone(),
             Err(e) => {
                 return Err(UpdateError::Failed(format!(
-                    "pod `{name}`: loading the new component failed: {e}; nothing was changed"
+                    "pod `{name}`: the new component does not load: {e}; nothing was changed"
                 )));
             }
         };
