@@ -189,6 +189,16 @@ impl State {
         self.health.lock().expect("health lock").healthy = healthy;
     }
 
+    /// After a job that may have lost the instance (a trap discards it):
+    /// makes the next one now, so the next request does not pay for `init`
+    /// and STATUS tells the truth, then publishes the executor's state and
+    /// health. `&mut self`: the future stays `Send` (`State` is not `Sync`).
+    async fn settle(&mut self, executor: &mut Executor) {
+        let healthy = revive(executor).await;
+        self.publish(executor, None);
+        self.set_healthy(healthy);
+    }
+
     /// Makes one job and answers it; after `Close` (no executor), drops it
     /// unanswered.
     async fn execute(&mut self, job: Job) {
@@ -205,11 +215,7 @@ impl State {
             } => {
                 self.publish(&executor, Some(Instant::now()));
                 let result = handle(&mut executor, &endpoint, &body, &parameters, timeout).await;
-                // A trap discarded the instance: make the next one now, so the
-                // next request does not pay for `init` and STATUS tells the truth.
-                let healthy = revive(&mut executor).await;
-                self.publish(&executor, None);
-                self.set_healthy(healthy);
+                self.settle(&mut executor).await;
                 let _ = reply.send(result);
             }
             Job::Dump { reply } => {
@@ -218,9 +224,7 @@ impl State {
             }
             Job::Commit { reply } => {
                 let result = commit(&mut executor).await;
-                let healthy = revive(&mut executor).await;
-                self.publish(&executor, None);
-                self.set_healthy(healthy);
+                self.settle(&mut executor).await;
                 let _ = reply.send(result);
             }
             Job::Reload { reply } => {
@@ -229,9 +233,7 @@ impl State {
                 self.publish(&executor, None);
             }
             Job::Revive { reply } => {
-                let healthy = revive(&mut executor).await;
-                self.publish(&executor, None);
-                self.set_healthy(healthy);
+                self.settle(&mut executor).await;
                 let _ = reply.send(());
             }
             Job::Close { reply } => {
