@@ -808,13 +808,15 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     // on both; the process's thread sleeps (the client's too) per round trip.
     let mut times = [Vec::new(), Vec::new()];
     let mut sleeps = [0u64; 2];
-    for round in 0..6 {
+    const ROUNDS: usize = 6;
+    const TRIPS: usize = 500;
+    for round in 0..ROUNDS {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let p = [&single, &pair][side];
             let before = process_waits(std::process::id()).0;
             times[side].extend(
-                round_trip_times(&p.addresses.input, &p.addresses.output, &message, 500).await,
+                round_trip_times(&p.addresses.input, &p.addresses.output, &message, TRIPS).await,
             );
             sleeps[side] += process_waits(std::process::id()).0 - before;
         }
@@ -823,7 +825,9 @@ async fn pod_rows(runtime: Arc<Runtime>) -> Vec<Row> {
         t.sort();
         t[t.len() / 2]
     });
-    let per_trip = sleeps.map(|n| n as f64 / (6 * 700) as f64);
+    // Every round trip made, the warm-up ones too, slept.
+    let trips = ROUNDS * (TRIPS + WARM_UP_TRIPS);
+    let per_trip = sleeps.map(|n| n as f64 / trips as f64);
     let added = p50.as_secs_f64() * 1e6 - s50.as_secs_f64() * 1e6;
     rows.push(Row {
         name: "round trip p50 through a Pod with head and tail (`--parallel 2`, passthrough), in one process"
@@ -937,7 +941,10 @@ async fn round_trips(
     (times[n / 2], times[n * 99 / 100])
 }
 
-/// The times of `n` sequential round trips, after 200 not timed.
+/// Round trips made before [`round_trip_times`] starts timing.
+const WARM_UP_TRIPS: usize = 200;
+
+/// The times of `n` sequential round trips, after [`WARM_UP_TRIPS`] not timed.
 async fn round_trip_times(input: &str, output: &str, message: &Message, n: usize) -> Vec<Duration> {
     use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
     let mut push = zeromq::PushSocket::new();
@@ -946,13 +953,13 @@ async fn round_trip_times(input: &str, output: &str, message: &Message, n: usize
     pull.connect(output).await.unwrap();
     let frames = message.frames().to_vec();
     let mut times = Vec::with_capacity(n);
-    for i in 0..n + 200 {
+    for i in 0..n + WARM_UP_TRIPS {
         let start = Instant::now();
         push.send(ZmqMessage::try_from(frames.clone()).unwrap())
             .await
             .unwrap();
         pull.recv().await.unwrap();
-        if i >= 200 {
+        if i >= WARM_UP_TRIPS {
             times.push(start.elapsed());
         }
     }
