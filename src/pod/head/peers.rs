@@ -93,7 +93,8 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
 
 /// What a Pea's IDLE or CANCEL says (its JSON body), read into these
 /// fields without building a map of it: every request's credit comes this
-/// way. A body that is not such an object says nothing.
+/// way. A body that is not such an object (or names a field twice) says
+/// nothing.
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
 struct Says {
@@ -149,7 +150,13 @@ pub(super) fn on_peer(
         });
     }
     let message = Message::from_frames(rest).ok()?;
-    let body: Says = serde_json::from_slice(&message.body).unwrap_or_default();
+    // serde reads a struct from a JSON array too, by position: only an
+    // object (its first byte `{`) is read, as a map lookup would.
+    let object = message.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let body: Says = object
+        .then(|| serde_json::from_slice(&message.body).ok())
+        .flatten()
+        .unwrap_or_default();
     // A Pea that says the Pod has another number of shards (`--shard-count`
     // of a Pea started on its own) would index by another modulus than this
     // Head routes by: it is not let in, whatever its name.

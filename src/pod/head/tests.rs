@@ -304,6 +304,39 @@ async fn a_replica_without_credit_gets_nothing_and_input_waits_for_credit() {
     rig.stop().await;
 }
 
+/// What a connection says in its IDLE is read field by field: a body that
+/// is not one JSON object of those fields (not JSON, an array, a name that
+/// is not a string, a key given twice) registers nobody, and the Head goes
+/// on serving the Peas that say who they are.
+#[tokio::test(start_paused = true)]
+async fn an_idle_that_does_not_say_who_it_is_registers_nobody() {
+    let mut rig = rig(REPLICAS, Layout::Replicas, "any", LONG).await;
+    let stranger = Link::open(SocketSpec::DEALER_CONNECT, &rig.fanout_at, "stranger");
+    let stranger = stranger.await.unwrap();
+    let name = &rig.members[0];
+    let bodies = [
+        "not json".to_string(),
+        format!("[\"{name}\"]"),
+        r#"{"credit": 1, "pea": 7}"#.to_string(),
+        format!(r#"{{"credit": 1, "pea": "{name}", "pea": "{name}"}}"#),
+    ];
+    for body in bodies {
+        let envelope: Bytes = Envelope::control("IDLE").encode().into();
+        stranger.send(vec![envelope, body.into()]).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(*rig.registered.borrow(), [false, false]);
+
+    let mut a = rig.pea(0).await;
+    rig.send(&request("r1", &["r1"])).await;
+    let part = a.part().await;
+    a.answer(&part).await;
+    let answer = rig.answer().await;
+    assert_eq!(answer.envelope.status, Status::Success);
+    assert_eq!(doc_ids(&answer), ["r1"]);
+    rig.stop().await;
+}
+
 /// A shard that never answers: the request ends `timeout`, naming it, when
 /// the Pod's time limit passes, or the request's own deadline if sooner.
 #[tokio::test(start_paused = true)]
