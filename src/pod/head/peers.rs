@@ -93,8 +93,8 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
 
 /// What a Pea's IDLE or CANCEL says (its JSON body), read into these
 /// fields without building a map of it: every request's credit comes this
-/// way. A body that is not such an object (or names a field twice) says
-/// nothing.
+/// way. A body that is not such an object (or names a field twice, or is
+/// not UTF-8) says nothing.
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
 struct Says {
@@ -151,11 +151,13 @@ pub(super) fn on_peer(
     }
     let message = Message::from_frames(rest).ok()?;
     // serde reads a struct from a JSON array too, by position: only an
-    // object (its first byte `{`) is read, as a map lookup would.
-    let object = message.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let body: Says = object
-        .then(|| serde_json::from_slice(&message.body).ok())
-        .flatten()
+    // object (its first byte `{`) is read, as a map lookup would. And only
+    // UTF-8 (JSON is): serde skips the fields it does not read without
+    // checking their bytes.
+    let text = std::str::from_utf8(&message.body).ok();
+    let body: Says = text
+        .filter(|text| text.trim_start().starts_with('{'))
+        .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or_default();
     // A Pea that says the Pod has another number of shards (`--shard-count`
     // of a Pea started on its own) would index by another modulus than this

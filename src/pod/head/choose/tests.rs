@@ -241,6 +241,40 @@ fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
     assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 1]);
 }
 
+/// JSON is UTF-8: an IDLE whose body has bytes that are not (here in a
+/// field the Head does not read, which serde skips without checking) is
+/// not JSON and registers nobody, as one that is not JSON at all.
+#[test]
+fn an_idle_that_is_not_utf8_registers_nobody() {
+    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
+        "idx/shard-0".to_string(),
+        "idx/shard-1".to_string(),
+    ]));
+    let mut peers = vec![Peer::default(), Peer::default()];
+    let mut by_identity = HashMap::new();
+    let mut offer = |identity: &str, note: &[u8]| {
+        let mut body = br#"{"credit": 1, "pea": "idx/shard-0", "note": ""#.to_vec();
+        body.extend_from_slice(note);
+        body.extend_from_slice(br#""}"#);
+        let envelope = crate::wire::Envelope::control("IDLE").encode();
+        let frames = vec![identity.to_string().into(), envelope.into(), body.into()];
+        on_peer(
+            "idx/head",
+            &members,
+            (false, Layout::Shards, 2),
+            &mut peers,
+            &mut by_identity,
+            frames,
+        );
+    };
+    offer("stranger", b"\xff\xfe not UTF-8");
+    // The same body in UTF-8 is read: the test is about the bytes.
+    offer("pea", "caf\u{e9}".as_bytes());
+    assert_eq!(by_identity.get(&Bytes::from("stranger")), None);
+    assert_eq!(by_identity.get(&Bytes::from("pea")), Some(&0));
+    assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 0]);
+}
+
 #[test]
 fn top_k_is_a_whole_number_or_refused_by_name() {
     assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
