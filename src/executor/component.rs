@@ -113,9 +113,19 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, LoadError> {
-    let started = Instant::now();
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+/// The most bytes an executor file may have: 1 GiB, past the largest
+/// componentize-py or JavaScript component (tens of MB) by far. A larger
+/// file is refused before it is read, as reading it would take that memory.
+pub const MAX_COMPONENT_BYTES: u64 = 1 << 30;
+
+/// The bytes of the executor file at `path`: a regular file (a FIFO would
+/// be waited on forever, a device such as `/dev/zero` read until memory
+/// runs out) of at most [`MAX_COMPONENT_BYTES`]. Opened first and then
+/// looked at, so what is read is what was checked.
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => LoadError::NotFound {
             path: path.to_owned(),
         },
@@ -123,7 +133,51 @@ pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, Lo
             path: path.to_owned(),
             source,
         },
-    })?;
+    };
+    let refused = |why: String| LoadError::Unreadable {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+    };
+    // Non-blocking: opening a FIFO would wait for a writer. Reads of a
+    // regular file do not block either way.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if meta.is_dir() {
+        return Err(refused("it is a directory, not a file".into()));
+    }
+    if !meta.is_file() {
+        return Err(refused(
+            "it is not a regular file (a FIFO, socket or device)".into(),
+        ));
+    }
+    let too_large = |size: u64| {
+        refused(format!(
+            "it is {}, more than the {} an executor file may be",
+            crate::units::format_size(size),
+            crate::units::format_size(MAX_COMPONENT_BYTES)
+        ))
+    };
+    if meta.len() > MAX_COMPONENT_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // It may grow while it is read: no more than the limit and one byte.
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, LoadError> {
+    let started = Instant::now();
+    let bytes = read(path)?;
     check_header(path, &bytes)?;
     let digest = digest(&bytes);
     let engine = runtime.engine();
@@ -216,5 +270,48 @@ mod tests {
         assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
         let message = LoadError::CoreModule { path: p.into() }.to_string();
         assert!(message.contains("x.wasm") && message.contains("wasm32-wasip2"));
+    }
+
+    /// `uses` naming a FIFO (or a device): refused at once, naming it, where
+    /// reading it waited for a writer forever (or, `/dev/zero`, read until
+    /// the process ran out of memory), holding a thread of the blocking pool
+    /// and whatever waited on the load (a Pea's start, a rolling update).
+    #[tokio::test]
+    async fn a_file_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.wasm");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let runtime = crate::executor::Runtime::new(Default::default()).unwrap();
+        let loaded = tokio::time::timeout(Duration::from_secs(10), runtime.load_async(&fifo));
+        let loaded = loaded.await;
+        if loaded.is_err() {
+            // Lets the blocked read end (the runtime waits for it on drop).
+            use std::os::unix::fs::OpenOptionsExt;
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+            drop(writer);
+        }
+        let error = loaded.expect("refused at once, not waiting for a writer");
+        let message = error.expect_err("a FIFO is no component").to_string();
+        assert!(
+            message.contains("fifo.wasm") && message.contains("not a regular file"),
+            "{message}"
+        );
+
+        // A directory, and a file past the limit (sparse: nothing is
+        // written, and nothing may be read).
+        let error = runtime.load_async(dir.path()).await.err().unwrap();
+        assert!(error.to_string().contains("is a directory"), "{error}");
+        let huge = dir.path().join("huge.wasm");
+        let file = std::fs::File::create(&huge).unwrap();
+        file.set_len(MAX_COMPONENT_BYTES + 1).unwrap();
+        let error = runtime.load_async(&huge).await.err().unwrap().to_string();
+        assert!(
+            error.contains("huge.wasm") && error.contains("more than the 1 GiB"),
+            "{error}"
+        );
     }
 }

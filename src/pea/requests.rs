@@ -16,6 +16,27 @@ pub(super) fn idle_frames(config: &PeaConfig) -> Vec<Bytes> {
     control::frames("IDLE", body)
 }
 
+/// The most credit the Pea holds from all its downstream connections
+/// together (64 Ki answers, 2 MiB of slots).
+const MAX_CREDITS: usize = 1 << 16;
+
+/// The most credit one downstream connection holds: what one IDLE may
+/// grant (a Pea asks for one at a time).
+const MAX_CREDIT: usize = 1024;
+
+/// Credit `credit` from downstream connection `identity` (an IDLE on the
+/// Pea's ROUTER output): one answer each, up to [`MAX_CREDIT`] held by that
+/// connection and [`MAX_CREDITS`] by all; past them an IDLE grants nothing
+/// more (each credit is a slot kept until an answer takes it).
+fn take_credit(credits: &mut VecDeque<Bytes>, identity: &Bytes, credit: u64) {
+    let held = credits.iter().filter(|id| *id == identity).count();
+    let room = MAX_CREDIT
+        .saturating_sub(held)
+        .min(MAX_CREDITS.saturating_sub(credits.len()));
+    let credit = usize::try_from(credit).unwrap_or(usize::MAX).min(room);
+    credits.extend(std::iter::repeat_n(identity.clone(), credit));
+}
+
 impl Pea {
     /// Tells the upstream ROUTER (our DEALER input) we can take one more
     /// request: [`idle_frames`], made once.
@@ -171,13 +192,40 @@ impl Pea {
                 let credit = serde_json::from_slice::<Value>(&message.body)
                     .ok()
                     .and_then(|v| v.get("credit").and_then(Value::as_u64))
-                    .unwrap_or(1)
-                    .min(1024);
-                self.credits
-                    .extend(std::iter::repeat_n(identity.clone(), credit as usize));
+                    .unwrap_or(1);
+                take_credit(&mut self.credits, identity, credit);
             }
             "CANCEL" => self.credits.retain(|id| id != identity),
             other => tracing::warn!(pea = %self.config.name, "ignored `{other}` from downstream"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Downstream DEALERs grant the Pea credit with IDLE, up to 1,024 in
+    /// one. However many IDLEs one connection sends (a flood, or a Pea
+    /// that resends its IDLE on every reconnect), it holds no more credit
+    /// than one IDLE grants, and all of them together a bounded number:
+    /// each credit is a slot in memory, never taken back unless answered.
+    #[test]
+    fn an_idle_flood_from_downstream_holds_bounded_credit() {
+        let mut credits = VecDeque::new();
+        let flooder = Bytes::from("flooder");
+        for _ in 0..10_000 {
+            take_credit(&mut credits, &flooder, u64::MAX);
+        }
+        assert_eq!(credits.len(), 1024);
+        // Many connections: bounded in all, and one that asks for one
+        // more still gets it while there is room.
+        for i in 0..1_000 {
+            take_credit(&mut credits, &Bytes::from(format!("c{i}")), 1024);
+        }
+        assert_eq!(credits.len(), MAX_CREDITS);
+        credits.truncate(MAX_CREDITS - 1);
+        take_credit(&mut credits, &Bytes::from("pea"), 1);
+        assert_eq!(credits.back(), Some(&Bytes::from("pea")));
     }
 }

@@ -93,15 +93,136 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
 
 /// What a Pea's IDLE or CANCEL says (its JSON body), read into these
 /// fields without building a map of it: every request's credit comes this
-/// way. A body that is not such an object (or names a field twice) says
-/// nothing.
+/// way. A body that is not such an object (or names a field twice, or is
+/// not UTF-8) says nothing.
+///
+/// A message may be 1 GiB: what the Head does not keep (an array or object
+/// where a name or a number goes, ids past [`MAX_UNANSWERED`]) is skipped,
+/// not built; as a JSON tree, an array of numbers takes 16 times its text.
 #[derive(Default, serde::Deserialize)]
 #[serde(default)]
 struct Says {
-    pea: Option<Value>,
-    shards: Option<Value>,
-    credit: Option<Value>,
-    unanswered: Option<Value>,
+    pea: Field,
+    shards: Field,
+    credit: Field,
+    unanswered: Field,
+}
+
+/// One field of [`Says`]: a string or a whole number (`unanswered`: an
+/// array of strings); anything else, as a field that is not there, is
+/// nothing, skipped as it is read.
+#[derive(Default)]
+enum Field {
+    #[default]
+    Nothing,
+    Text(String),
+    Number(u64),
+    /// The first [`MAX_UNANSWERED`] strings of an array.
+    Texts(Vec<String>),
+}
+
+impl Field {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            Field::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The strings of an array (at most [`MAX_UNANSWERED`]).
+    fn into_texts(self) -> Vec<String> {
+        match self {
+            Field::Texts(texts) => texts,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        d.deserialize_any(Read { array: true })
+    }
+}
+
+/// Reads a [`Field`]; `array`: an array's strings are kept (a field's
+/// value), else it is skipped (an element of an array).
+#[derive(Clone, Copy)]
+struct Read {
+    array: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Read {
+    type Value = Field;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Read {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Field, E> {
+        Ok(Field::Text(text.to_string()))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Field, E> {
+        Ok(Field::Text(text))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Field, E> {
+        Ok(Field::Number(n))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Field, E> {
+        Ok(Field::Nothing)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
+        Ok(Field::Nothing)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
+        Ok(Field::Nothing)
+    }
+
+    fn visit_unit<E>(self) -> Result<Field, E> {
+        Ok(Field::Nothing)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+        let mut texts = Vec::new();
+        while self.array && texts.len() < MAX_UNANSWERED {
+            match seq.next_element_seed(Read { array: false })? {
+                Some(Field::Text(text)) => texts.push(text),
+                Some(_) => {}
+                None => return Ok(Field::Texts(texts)),
+            }
+        }
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(if self.array {
+            Field::Texts(texts)
+        } else {
+            Field::Nothing
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+        use serde::de::IgnoredAny;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Nothing)
+    }
 }
 
 /// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
@@ -151,24 +272,22 @@ pub(super) fn on_peer(
     }
     let message = Message::from_frames(rest).ok()?;
     // serde reads a struct from a JSON array too, by position: only an
-    // object (its first byte `{`) is read, as a map lookup would.
-    let object = message.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let body: Says = object
-        .then(|| serde_json::from_slice(&message.body).ok())
-        .flatten()
+    // object (its first byte `{`) is read, as a map lookup would. And only
+    // UTF-8 (JSON is): serde skips the fields it does not read without
+    // checking their bytes.
+    let text = std::str::from_utf8(&message.body).ok();
+    let body: Says = text
+        .filter(|text| text.trim_start().starts_with('{'))
+        .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or_default();
     // A Pea that says the Pod has another number of shards (`--shard-count`
     // of a Pea started on its own) would index by another modulus than this
     // Head routes by: it is not let in, whatever its name.
-    let counted = body.shards.as_ref().and_then(Value::as_u64);
+    let counted = body.shards.as_u64();
     if let Some(count) = counted.filter(|&n| n != shards as u64)
         && !by_identity.contains_key(identity)
     {
-        let pea = body
-            .pea
-            .as_ref()
-            .and_then(Value::as_str)
-            .unwrap_or("(no name)");
+        let pea = body.pea.as_str().unwrap_or("(no name)");
         tracing::warn!(
             pea = %name, member = %pea,
             "ignored Pea `{pea}`: it was started with --shard-count {count}, and this Pod has {shards} shards"
@@ -176,7 +295,7 @@ pub(super) fn on_peer(
         return None;
     }
     let index = by_identity.get(identity).copied().or_else(|| {
-        let pea = body.pea.as_ref().and_then(Value::as_str)?;
+        let pea = body.pea.as_str()?;
         // A rolling update gives a new replica the name of the one it
         // replaces: the live member of that name not yet connected comes first.
         let known = {
@@ -219,11 +338,7 @@ pub(super) fn on_peer(
         Some(i)
     });
     let Some(i) = index else {
-        let pea = body
-            .pea
-            .as_ref()
-            .and_then(Value::as_str)
-            .unwrap_or("(no name)");
+        let pea = body.pea.as_str().unwrap_or("(no name)");
         let members = members.read().expect("members");
         let shown: Vec<&str> = members.iter().take(4).map(String::as_str).collect();
         tracing::warn!(
@@ -256,12 +371,7 @@ pub(super) fn on_peer(
             peer.identity = Some(identity.clone());
             peer.alive = true;
             peer.joining = false;
-            let credit = body
-                .credit
-                .as_ref()
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .min(1024) as u32;
+            let credit = body.credit.as_u64().unwrap_or(1).min(1024) as u32;
             peer.credit = peer.credit.saturating_add(credit);
         }
         "CANCEL" => {
@@ -276,9 +386,7 @@ pub(super) fn on_peer(
             // version names none: those wait for the Pod's time limit). A
             // Pea holds at most its credit (1,024) and the call it runs:
             // more is not believed.
-            let ids = body.unanswered.as_ref().and_then(Value::as_array);
-            let ids = ids.into_iter().flatten().filter_map(Value::as_str);
-            let ids = ids.take(MAX_UNANSWERED).map(str::to_string).collect();
+            let ids = body.unanswered.into_texts().into_iter().collect();
             return gone.then(|| TailInput::Departed {
                 member: i,
                 via: identity.clone(),

@@ -241,6 +241,123 @@ fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
     assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 1]);
 }
 
+/// JSON is UTF-8: an IDLE whose body has bytes that are not (here in a
+/// field the Head does not read, which serde skips without checking) is
+/// not JSON and registers nobody, as one that is not JSON at all.
+#[test]
+fn an_idle_that_is_not_utf8_registers_nobody() {
+    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
+        "idx/shard-0".to_string(),
+        "idx/shard-1".to_string(),
+    ]));
+    let mut peers = vec![Peer::default(), Peer::default()];
+    let mut by_identity = HashMap::new();
+    let mut offer = |identity: &str, note: &[u8]| {
+        let mut body = br#"{"credit": 1, "pea": "idx/shard-0", "note": ""#.to_vec();
+        body.extend_from_slice(note);
+        body.extend_from_slice(br#""}"#);
+        let envelope = crate::wire::Envelope::control("IDLE").encode();
+        let frames = vec![identity.to_string().into(), envelope.into(), body.into()];
+        on_peer(
+            "idx/head",
+            &members,
+            (false, Layout::Shards, 2),
+            &mut peers,
+            &mut by_identity,
+            frames,
+        );
+    };
+    offer("stranger", b"\xff\xfe not UTF-8");
+    // The same body in UTF-8 is read: the test is about the bytes.
+    offer("pea", "caf\u{e9}".as_bytes());
+    assert_eq!(by_identity.get(&Bytes::from("stranger")), None);
+    assert_eq!(by_identity.get(&Bytes::from("pea")), Some(&0));
+    assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 0]);
+}
+
+/// The process's peak resident memory (`VmHWM`) in bytes, reset to what
+/// it holds now first when `reset`.
+fn peak_rss(reset: bool) -> u64 {
+    if reset {
+        // `5`: reset the peak (Linux 4.0 and later).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A message may be 1 GiB. A CANCEL (or IDLE) body of that size with an
+/// array of numbers in a field would be built as a JSON tree sixteen times
+/// that size (32 bytes a number written in 2), which kills the process and
+/// every Pod in it: the Head skips what it does not keep, and keeps at
+/// most the ids it believes.
+#[test]
+fn a_huge_cancel_is_read_without_building_it() {
+    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
+        "idx/shard-0".to_string(),
+        "idx/shard-1".to_string(),
+    ]));
+    let mut peers = vec![Peer::default(), Peer::default()];
+    let mut by_identity = HashMap::new();
+    let seat = (false, Layout::Shards, 2);
+    let frames = idle(
+        "pea",
+        serde_json::json!({"credit": 1, "pea": "idx/shard-0"}),
+    );
+    on_peer(
+        "idx/head",
+        &members,
+        seat,
+        &mut peers,
+        &mut by_identity,
+        frames,
+    );
+    assert_eq!(by_identity.get(&Bytes::from("pea")), Some(&0));
+
+    // 32 MiB: a number, 5,000 ids, a nested array, then 16 Mi numbers.
+    const NUMBERS: usize = 16 << 20;
+    let mut body = String::with_capacity(2 * NUMBERS + (64 << 10));
+    body.push_str(r#"{"pea": "idx/shard-0", "unanswered": [7"#);
+    for i in 0..5000 {
+        body.push_str(&format!(r#","r{i}""#));
+    }
+    body.push_str(r#",[[1, "x"]]"#);
+    for _ in 0..NUMBERS {
+        body.push_str(",0");
+    }
+    body.push_str("]}");
+    let envelope = crate::wire::Envelope::control("CANCEL").encode();
+    let frames = vec![Bytes::from("pea"), envelope.into(), body.into()];
+    let before = peak_rss(true);
+    let departed = on_peer(
+        "idx/head",
+        &members,
+        seat,
+        &mut peers,
+        &mut by_identity,
+        frames,
+    );
+    let grew = peak_rss(false).saturating_sub(before);
+    let Some(TailInput::Departed {
+        member: 0,
+        lost: crate::pod::Lost::Only(ids),
+        ..
+    }) = departed
+    else {
+        panic!("the CANCEL of member 0 is a departure");
+    };
+    // The first 4,096 ids (MAX_UNANSWERED): a Pea holds no more.
+    assert_eq!(ids.len(), 4096);
+    assert!(ids.contains("r0") && ids.contains("r4095") && !ids.contains("r4096"));
+    assert!(
+        grew < 128 << 20,
+        "reading a 32 MiB CANCEL took {} MiB more",
+        grew >> 20
+    );
+}
+
 #[test]
 fn top_k_is_a_whole_number_or_refused_by_name() {
     assert_eq!(top_k(r#"{"top_k":3}"#), Ok(Some(3)));
