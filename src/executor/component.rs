@@ -60,8 +60,10 @@ pub enum LoadError {
     Unlinkable { path: PathBuf, reason: String },
     /// Loading it panicked on the blocking pool ([`super::Runtime::load_async`]):
     /// a bug of the host's, not of the file's.
-    #[error("loading {path} panicked (a bug in jina-wasm; the file may still be valid)")]
-    Panicked { path: PathBuf },
+    #[error(
+        "loading {path} failed in the host: {why} (a bug in jina-wasm; the file may still be valid)"
+    )]
+    Panicked { path: PathBuf, why: String },
 }
 
 /// A checked, compiled executor component, ready to instantiate many times.

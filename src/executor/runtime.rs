@@ -229,9 +229,22 @@ impl Runtime {
         let (runtime, owned) = (self.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || runtime.load(&owned))
             .await
-            .unwrap_or_else(|_| {
+            .unwrap_or_else(|e| {
+                // What the panic said goes to whoever asked (an operator's
+                // rolling update), not only to stderr.
+                let why = if e.is_cancelled() {
+                    "it was cancelled: the runtime is shutting down".to_string()
+                } else {
+                    let payload = e.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic that said nothing".into())
+                };
                 Err(LoadError::Panicked {
                     path: path.to_path_buf(),
+                    why,
                 })
             })
     }

@@ -351,8 +351,10 @@ fn a_huge_cancel_is_read_without_building_it() {
     // The first 4,096 ids (MAX_UNANSWERED): a Pea holds no more.
     assert_eq!(ids.len(), 4096);
     assert!(ids.contains("r0") && ids.contains("r4095") && !ids.contains("r4096"));
+    // 256 MiB, not less: the peak is the process's, and other tests run
+    // beside this one; built as a tree, the body took 512 MiB.
     assert!(
-        grew < 128 << 20,
+        grew < 256 << 20,
         "reading a 32 MiB CANCEL took {} MiB more",
         grew >> 20
     );
