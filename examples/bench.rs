@@ -683,6 +683,7 @@ fn pea_config(guest: &str, name: &str, workspace: Option<PathBuf>) -> PeaConfig 
         name: name.into(),
         description: String::new(),
         uses: wasm(guest),
+        uses_sha256: None,
         executor,
         socket_in: SocketSpec::PULL_BIND,
         address_in: "tcp://127.0.0.1:0".into(),

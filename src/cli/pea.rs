@@ -79,6 +79,14 @@ pub struct PeaCommand {
     #[arg(long)]
     pub quiet_error: bool,
 
+    /// The SHA-256 (hex) the --uses file must have when the Pea starts; a
+    /// file that differs is refused, naming both digests. A Pod's rolling
+    /// update passes the digest of the file it checked, so a file changed
+    /// during the update is not started unchecked. A reload
+    /// (--load-interval, RELOAD) takes the file as it is then.
+    #[arg(long, value_name = "HEX")]
+    pub uses_sha256: Option<String>,
+
     /// How a Pod runs its Peas: THREAD (tasks of one process) or PROCESS (a
     /// process each). A standalone Pea is one process either way.
     #[arg(long, value_enum, ignore_case = true, default_value = "THREAD")]
@@ -241,6 +249,7 @@ impl PeaCommand {
             name: spec.name.clone(),
             description: self.description.clone(),
             uses: self.executor.uses.clone(),
+            uses_sha256: self.uses_sha256.clone(),
             executor: spec,
             socket_in: self.sockets.socket_in,
             address_in,

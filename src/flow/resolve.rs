@@ -226,6 +226,7 @@ pub fn pod_settings(
         name: spec.name.clone(),
         description: String::new(),
         uses: spec.uses.clone(),
+        uses_sha256: None,
         executor: ExecutorSpec {
             name: spec.name.clone(),
             config: spec.with.clone().unwrap_or(serde_json::Value::Null),

@@ -36,6 +36,9 @@ pub struct PeaConfig {
     pub name: String,
     pub description: String,
     pub uses: PathBuf,
+    /// The SHA-256 (hex) `uses` must have at the start (`--uses-sha256`):
+    /// what a rolling update checked.
+    pub uses_sha256: Option<String>,
     pub executor: ExecutorSpec,
     pub socket_in: SocketSpec,
     /// `tcp://host:port` (port 0 when binding: the OS picks) or `ipc://path`.

@@ -144,7 +144,13 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         }
     };
     let pool_slots = runtime.pool_slots();
-    let worker = match Worker::start(runtime, config.uses.clone(), config.executor.clone()).await {
+    let worker = Worker::start(
+        runtime,
+        config.uses.clone(),
+        config.uses_sha256.as_deref(),
+        config.executor.clone(),
+    );
+    let worker = match worker.await {
         Ok(worker) => worker,
         Err(e) => {
             tokio::join!(ctrl.close(grace), input.close(grace), output.close(grace));

@@ -98,17 +98,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Loads the component and starts the executor (`init`).
+    /// Loads the component and starts the executor (`init`). `sha256`: the
+    /// digest the file must have (what a rolling update checked).
     ///
     /// # Errors
-    /// The load or `init` failure, naming the executor.
+    /// The load or `init` failure, or a file of another digest, naming the
+    /// executor.
     pub async fn start(
         runtime: Arc<Runtime>,
         uses: PathBuf,
+        sha256: Option<&str>,
         spec: ExecutorSpec,
     ) -> anyhow::Result<Worker> {
         let name: Arc<str> = spec.name.as_str().into();
-        let executor = start(runtime.clone(), uses.clone(), spec.clone())
+        let executor = start(runtime.clone(), uses.clone(), sha256, spec.clone())
             .await
             .map_err(|e| e.context(format!("executor `{name}` did not start")))?;
         let health = Arc::new(Mutex::new(Health {
@@ -151,14 +154,26 @@ impl Worker {
 }
 
 /// Loads the component (compiling it, or mapping it from the cache, off the
-/// reactor) and starts an executor from it.
+/// reactor) and starts an executor from it; when `sha256` is given, only
+/// from a file of that digest.
 async fn start(
     runtime: Arc<Runtime>,
     uses: PathBuf,
+    sha256: Option<&str>,
     spec: ExecutorSpec,
 ) -> anyhow::Result<Executor> {
     let name = spec.name.clone();
     let component = runtime.load_async(&uses).await?;
+    if let Some(wanted) = sha256
+        && !component.digest.eq_ignore_ascii_case(wanted)
+    {
+        anyhow::bail!(
+            "{} is not the file that was checked: its SHA-256 is {}, not {wanted} (it changed after the check, \
+             as during a rolling update); it is not started",
+            uses.display(),
+            component.digest
+        );
+    }
     let started = offload::run(
         &name,
         Box::pin(Executor::start_async(runtime, component, spec)),
@@ -252,7 +267,14 @@ impl State {
     /// file as it is now; the running one stays if that fails.
     async fn reload(&mut self, executor: &mut Executor) -> Result<(), Failure> {
         dump(executor).await?;
-        let fresh = start(self.runtime.clone(), self.uses.clone(), self.spec.clone()).await;
+        // The file as it is now: what a reload is for.
+        let fresh = start(
+            self.runtime.clone(),
+            self.uses.clone(),
+            None,
+            self.spec.clone(),
+        )
+        .await;
         match fresh {
             Ok(fresh) => {
                 let old = std::mem::replace(executor, fresh);

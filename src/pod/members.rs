@@ -75,7 +75,7 @@ pub(super) async fn start_side_worker(
             ..pod.executor.sandbox.clone()
         },
     };
-    Worker::start(runtime.clone(), path.to_path_buf(), spec).await
+    Worker::start(runtime.clone(), path.to_path_buf(), None, spec).await
 }
 
 /// Serves `handle` calls to a Head's or Tail's executor from a channel.

@@ -231,6 +231,9 @@ pub fn pea_args(c: &PeaConfig) -> Vec<String> {
     if sandbox.read_only {
         args.push("--read-only".into());
     }
+    if let Some(sha256) = &c.uses_sha256 {
+        args.extend(["--uses-sha256".into(), sha256.clone()]);
+    }
     if c.quiet_error {
         args.push("--quiet-error".into());
     }

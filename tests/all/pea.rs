@@ -192,6 +192,27 @@ async fn a_pea_round_trips_documents_and_records_its_route() {
     client.close().await;
 }
 
+/// `--uses-sha256` (what a rolling update pins each new Pea to): a file of
+/// another digest is refused, naming the file and both digests; the file's
+/// own digest, in either case, starts.
+#[test]
+fn a_uses_file_of_another_digest_is_refused() {
+    let wrong = "0".repeat(64);
+    let log = PeaProcess::try_start("passthrough", &["--uses-sha256", &wrong])
+        .err()
+        .expect("a Pea started from a file of another digest");
+    let digest = jina_wasm::executor::cache::digest(&std::fs::read(wasm("passthrough")).unwrap());
+    for part in [
+        "passthrough.wasm",
+        "is not the file that was checked",
+        &wrong,
+        &digest,
+    ] {
+        assert!(log.contains(part), "no `{part}` in:\n{log}");
+    }
+    PeaProcess::start("passthrough", &["--uses-sha256", &digest.to_uppercase()]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_requests_are_answered_while_the_executor_is_busy() {
     let pea = PeaProcess::start(

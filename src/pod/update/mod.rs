@@ -240,7 +240,16 @@ impl ReplicaSet {
             }
         };
         tracing::info!(pod = %name, uses = %next.pea.uses.display(), %sha256, "rolling update: starting");
-        let previous = self.config.clone();
+        // Each new Pea reads the file again: it must be the one checked, or
+        // replicas could run another version than `current` reports. And a
+        // rollback must put back what ran, not what its path holds now (an
+        // update in place overwrote it).
+        next.pea.uses_sha256 = Some(sha256.clone());
+        let mut previous = self.config.clone();
+        if previous.pea.uses_sha256.is_none() {
+            let ran = self.current.read().expect("current").sha256.clone();
+            previous.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
+        }
         let mut done: Vec<usize> = Vec::new();
         let mut replaced = Vec::new();
         let mut abandoned = 0;
