@@ -194,10 +194,20 @@ struct State {
 
 impl State {
     fn publish(&self, executor: &Executor, busy: Option<Instant>) {
+        self.publish_health(executor, busy, None);
+    }
+
+    /// As [`State::publish`], and the health too when `healthy` is given:
+    /// under one lock, so STATUS never reads the new stats with the old
+    /// health.
+    fn publish_health(&self, executor: &Executor, busy: Option<Instant>, healthy: Option<bool>) {
         let mut h = self.health.lock().expect("health lock");
         h.stats = executor.stats().clone();
         h.busy_since = busy;
         h.backoff = executor.backoff().cloned();
+        if let Some(healthy) = healthy {
+            h.healthy = healthy;
+        }
     }
 
     fn set_healthy(&self, healthy: bool) {
@@ -210,8 +220,7 @@ impl State {
     /// health. `&mut self`: the future stays `Send` (`State` is not `Sync`).
     async fn settle(&mut self, executor: &mut Executor) {
         let healthy = revive(executor).await;
-        self.publish(executor, None);
-        self.set_healthy(healthy);
+        self.publish_health(executor, None, Some(healthy));
     }
 
     /// Makes one job and answers it; after `Close` (no executor), drops it
