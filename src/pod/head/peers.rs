@@ -12,6 +12,12 @@ pub(super) const MAX_STOPPED: usize = 8;
 /// The most request ids a `CANCEL` is believed to name.
 const MAX_UNANSWERED: usize = 4096;
 
+/// The most credit a Pea is believed to hold, and to grant in one IDLE. A
+/// Pea asks for one request at a time: past this, a Pea that floods IDLEs
+/// (a bug, or not a Pea) would be sent parts that wait in its socket while
+/// the other Peas sit idle.
+const MAX_CREDIT: u32 = 1024;
+
 /// The most members a head-only Pod (`--role head`) lets join under new
 /// names.
 const MAX_OPEN_MEMBERS: usize = 1024;
@@ -371,8 +377,8 @@ pub(super) fn on_peer(
             peer.identity = Some(identity.clone());
             peer.alive = true;
             peer.joining = false;
-            let credit = body.credit.as_u64().unwrap_or(1).min(1024) as u32;
-            peer.credit = peer.credit.saturating_add(credit);
+            let credit = body.credit.as_u64().unwrap_or(1).min(MAX_CREDIT.into()) as u32;
+            peer.credit = peer.credit.saturating_add(credit).min(MAX_CREDIT);
         }
         "CANCEL" => {
             by_identity.remove(identity);

@@ -241,6 +241,36 @@ fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
     assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 1]);
 }
 
+/// However many IDLEs a Pea sends, the Head believes it holds at most the
+/// credit one IDLE may grant (1,024), not the sum: it would be sent parts
+/// that wait in its socket while the other Peas sit idle.
+#[test]
+fn an_idle_flood_grants_no_more_than_one_idle_may() {
+    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
+        "idx/shard-0".to_string(),
+        "idx/shard-1".to_string(),
+    ]));
+    let mut peers = vec![Peer::default(), Peer::default()];
+    let mut by_identity = HashMap::new();
+    for credit in [1, 5000, 1024, 1024, 1] {
+        on_peer(
+            "idx/head",
+            &members,
+            (false, Layout::Shards, 2),
+            &mut peers,
+            &mut by_identity,
+            idle(
+                "pea",
+                serde_json::json!({"credit": credit, "pea": "idx/shard-0"}),
+            ),
+        );
+    }
+    assert_eq!(
+        peers.iter().map(|p| p.credit).collect::<Vec<_>>(),
+        [1024, 0]
+    );
+}
+
 /// JSON is UTF-8: an IDLE whose body has bytes that are not (here in a
 /// field the Head does not read, which serde skips without checking) is
 /// not JSON and registers nobody, as one that is not JSON at all.
