@@ -199,46 +199,74 @@ fn idle(identity: &str, body: serde_json::Value) -> Vec<Bytes> {
     frames
 }
 
-#[test]
-fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
-    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
-        "idx/shard-0".to_string(),
-        "idx/shard-1".to_string(),
-    ]));
-    let mut peers = vec![Peer::default(), Peer::default()];
-    let mut by_identity = HashMap::new();
-    let mut offer = |identity: &str, body| {
+/// What a Head of a Pod of two shards (`idx/shard-0`, `idx/shard-1`) knows
+/// of its Peas, fed by [`on_peer`]; none connected at first.
+struct TwoShards {
+    members: crate::pod::Members,
+    peers: Vec<Peer>,
+    by_identity: HashMap<Bytes, usize>,
+    /// Whether the Pod's Peas must say the shard count (`on_peer`'s seat).
+    counted: bool,
+}
+
+impl TwoShards {
+    fn new(counted: bool) -> TwoShards {
+        TwoShards {
+            members: Arc::new(std::sync::RwLock::new(vec![
+                "idx/shard-0".to_string(),
+                "idx/shard-1".to_string(),
+            ])),
+            peers: vec![Peer::default(), Peer::default()],
+            by_identity: HashMap::new(),
+            counted,
+        }
+    }
+
+    fn offer(&mut self, frames: Vec<Bytes>) -> Option<TailInput> {
         on_peer(
             "idx/head",
-            &members,
-            (true, Layout::Shards, 2),
-            &mut peers,
-            &mut by_identity,
-            idle(identity, body),
-        );
-    };
-    offer(
+            &self.members,
+            (self.counted, Layout::Shards, 2),
+            &mut self.peers,
+            &mut self.by_identity,
+            frames,
+        )
+    }
+
+    /// The member connection `identity` was let in as.
+    fn member(&self, identity: &str) -> Option<usize> {
+        self.by_identity
+            .get(&Bytes::from(identity.to_string()))
+            .copied()
+    }
+
+    fn credits(&self) -> Vec<u32> {
+        self.peers.iter().map(|p| p.credit).collect()
+    }
+}
+
+#[test]
+fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
+    let mut head = TwoShards::new(true);
+    head.offer(idle(
         "wrong",
         serde_json::json!({"credit": 1, "pea": "idx/shard-1", "shards": 3}),
-    );
-    offer(
+    ));
+    head.offer(idle(
         "right",
         serde_json::json!({"credit": 1, "pea": "idx/shard-0", "shards": 2}),
-    );
+    ));
     // Without a count (a Pea of an earlier version) the name decides.
-    offer(
+    head.offer(idle(
         "old",
         serde_json::json!({"credit": 1, "pea": "idx/shard-1"}),
-    );
+    ));
     assert_eq!(
-        (
-            by_identity.get(&Bytes::from("wrong")),
-            by_identity.get(&Bytes::from("right"))
-        ),
-        (None, Some(&0))
+        (head.member("wrong"), head.member("right")),
+        (None, Some(0))
     );
-    assert_eq!(by_identity.get(&Bytes::from("old")), Some(&1));
-    assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 1]);
+    assert_eq!(head.member("old"), Some(1));
+    assert_eq!(head.credits(), [1, 1]);
 }
 
 /// However many IDLEs a Pea sends, the Head believes it holds at most the
@@ -246,29 +274,14 @@ fn a_pea_of_a_pod_of_another_size_is_not_let_in() {
 /// that wait in its socket while the other Peas sit idle.
 #[test]
 fn an_idle_flood_grants_no_more_than_one_idle_may() {
-    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
-        "idx/shard-0".to_string(),
-        "idx/shard-1".to_string(),
-    ]));
-    let mut peers = vec![Peer::default(), Peer::default()];
-    let mut by_identity = HashMap::new();
+    let mut head = TwoShards::new(false);
     for credit in [1, 5000, 1024, 1024, 1] {
-        on_peer(
-            "idx/head",
-            &members,
-            (false, Layout::Shards, 2),
-            &mut peers,
-            &mut by_identity,
-            idle(
-                "pea",
-                serde_json::json!({"credit": credit, "pea": "idx/shard-0"}),
-            ),
-        );
+        head.offer(idle(
+            "pea",
+            serde_json::json!({"credit": credit, "pea": "idx/shard-0"}),
+        ));
     }
-    assert_eq!(
-        peers.iter().map(|p| p.credit).collect::<Vec<_>>(),
-        [1024, 0]
-    );
+    assert_eq!(head.credits(), [1024, 0]);
 }
 
 /// JSON is UTF-8: an IDLE whose body has bytes that are not (here in a
@@ -276,33 +289,20 @@ fn an_idle_flood_grants_no_more_than_one_idle_may() {
 /// not JSON and registers nobody, as one that is not JSON at all.
 #[test]
 fn an_idle_that_is_not_utf8_registers_nobody() {
-    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
-        "idx/shard-0".to_string(),
-        "idx/shard-1".to_string(),
-    ]));
-    let mut peers = vec![Peer::default(), Peer::default()];
-    let mut by_identity = HashMap::new();
-    let mut offer = |identity: &str, note: &[u8]| {
+    let mut head = TwoShards::new(false);
+    let frames = |identity: &str, note: &[u8]| {
         let mut body = br#"{"credit": 1, "pea": "idx/shard-0", "note": ""#.to_vec();
         body.extend_from_slice(note);
         body.extend_from_slice(br#""}"#);
         let envelope = crate::wire::Envelope::control("IDLE").encode();
-        let frames = vec![identity.to_string().into(), envelope.into(), body.into()];
-        on_peer(
-            "idx/head",
-            &members,
-            (false, Layout::Shards, 2),
-            &mut peers,
-            &mut by_identity,
-            frames,
-        );
+        vec![identity.to_string().into(), envelope.into(), body.into()]
     };
-    offer("stranger", b"\xff\xfe not UTF-8");
+    head.offer(frames("stranger", b"\xff\xfe not UTF-8"));
     // The same body in UTF-8 is read: the test is about the bytes.
-    offer("pea", "caf\u{e9}".as_bytes());
-    assert_eq!(by_identity.get(&Bytes::from("stranger")), None);
-    assert_eq!(by_identity.get(&Bytes::from("pea")), Some(&0));
-    assert_eq!(peers.iter().map(|p| p.credit).collect::<Vec<_>>(), [1, 0]);
+    head.offer(frames("pea", "caf\u{e9}".as_bytes()));
+    assert_eq!(head.member("stranger"), None);
+    assert_eq!(head.member("pea"), Some(0));
+    assert_eq!(head.credits(), [1, 0]);
 }
 
 /// The process's peak resident memory (`VmHWM`) in bytes, reset to what
@@ -325,26 +325,12 @@ fn peak_rss(reset: bool) -> u64 {
 /// most the ids it believes.
 #[test]
 fn a_huge_cancel_is_read_without_building_it() {
-    let members: crate::pod::Members = Arc::new(std::sync::RwLock::new(vec![
-        "idx/shard-0".to_string(),
-        "idx/shard-1".to_string(),
-    ]));
-    let mut peers = vec![Peer::default(), Peer::default()];
-    let mut by_identity = HashMap::new();
-    let seat = (false, Layout::Shards, 2);
-    let frames = idle(
+    let mut head = TwoShards::new(false);
+    head.offer(idle(
         "pea",
         serde_json::json!({"credit": 1, "pea": "idx/shard-0"}),
-    );
-    on_peer(
-        "idx/head",
-        &members,
-        seat,
-        &mut peers,
-        &mut by_identity,
-        frames,
-    );
-    assert_eq!(by_identity.get(&Bytes::from("pea")), Some(&0));
+    ));
+    assert_eq!(head.member("pea"), Some(0));
 
     // 32 MiB: a number, 5,000 ids, a nested array, then 16 Mi numbers.
     const NUMBERS: usize = 16 << 20;
@@ -361,14 +347,7 @@ fn a_huge_cancel_is_read_without_building_it() {
     let envelope = crate::wire::Envelope::control("CANCEL").encode();
     let frames = vec![Bytes::from("pea"), envelope.into(), body.into()];
     let before = peak_rss(true);
-    let departed = on_peer(
-        "idx/head",
-        &members,
-        seat,
-        &mut peers,
-        &mut by_identity,
-        frames,
-    );
+    let departed = head.offer(frames);
     let grew = peak_rss(false).saturating_sub(before);
     let Some(TailInput::Departed {
         member: 0,
