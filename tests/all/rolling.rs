@@ -500,3 +500,39 @@ fn a_shard_update_holds_requests_and_keeps_every_document() {
     );
     assert_eq!(matches(port), 3, "the new top_k");
 }
+
+/// An update in place (the file copied over, then `flow update`) of a
+/// sharded Pod whose new Pea does not start: the shard is put back with
+/// the settings that ran, so with the digest that ran, not with whatever
+/// the path now holds. Before, the shard restarted from the new file and
+/// the update answered "the Pod serves its previous settings" while it did
+/// not (and `GET /status` kept the old digest).
+#[test]
+fn a_shard_put_back_runs_the_file_that_ran_not_the_one_copied_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let uses = dir.path().join("enc.wasm");
+    std::fs::copy(crate::util::wasm("text_encoder"), &uses).unwrap();
+    let flow = FlowProcess::start(&format!(
+        "pods:\n  - name: encode\n    uses: {}\n    with: {{dim: 8}}\n    shards: 2\n",
+        uses.display()
+    ));
+    let port = flow.port();
+    let before = component(port, "encode");
+    assert_eq!(dim_now(port), 8);
+
+    // Copied over in place; the new settings make its `init` trap.
+    std::fs::copy(crate::util::wasm("misbehave"), &uses).unwrap();
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses_with": {"panic_in_init": true}}),
+    );
+    assert_ne!(code, 200, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("is not the file that was checked"),
+        "shard 0 was put back from the file copied over it: {error}"
+    );
+    assert!(!error.contains("serves its previous settings"), "{error}");
+    assert_eq!(component(port, "encode"), before);
+}

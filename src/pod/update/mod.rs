@@ -245,11 +245,7 @@ impl ReplicaSet {
         // rollback must put back what ran, not what its path holds now (an
         // update in place overwrote it).
         next.pea.uses_sha256 = Some(sha256.clone());
-        let mut previous = self.config.clone();
-        if previous.pea.uses_sha256.is_none() {
-            let ran = self.current.read().expect("current").sha256.clone();
-            previous.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
-        }
+        let previous = self.serving();
         let mut done: Vec<usize> = Vec::new();
         let mut replaced = Vec::new();
         let mut abandoned = 0;
@@ -312,6 +308,19 @@ impl ReplicaSet {
             abandoned,
             took_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// The settings the Pod serves now, pinned to the digest that serves
+    /// (`current`) when they are not yet: what a Pea put back after a failed
+    /// update runs, not what its path holds now (an update in place
+    /// overwrote it).
+    fn serving(&self) -> PodConfig {
+        let mut serving = self.config.clone();
+        if serving.pea.uses_sha256.is_none() {
+            let ran = self.current.read().expect("current").sha256.clone();
+            serving.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
+        }
+        serving
     }
 
     /// Puts `config` in place for one place (replica or shard); the number
