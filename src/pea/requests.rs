@@ -88,6 +88,23 @@ impl Credits {
     }
 }
 
+/// The credit an IDLE's body grants: its `credit`, a whole number; 1 when
+/// it says none (or is not a JSON object). Read without building the body: a
+/// message may be 1 GiB, and as a JSON tree an array of numbers takes 16
+/// times its text.
+fn credit_of(body: &[u8]) -> u64 {
+    #[derive(Deserialize)]
+    struct Idle {
+        credit: Option<u64>,
+    }
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    object
+        .then(|| serde_json::from_slice::<Idle>(body).ok())
+        .flatten()
+        .and_then(|idle| idle.credit)
+        .unwrap_or(1)
+}
+
 impl Pea {
     /// Tells the upstream ROUTER (our DEALER input) we can take one more
     /// request: [`idle_frames`], made once.
@@ -240,11 +257,7 @@ impl Pea {
         };
         match message.envelope.endpoint.as_str() {
             "IDLE" => {
-                let credit = serde_json::from_slice::<Value>(&message.body)
-                    .ok()
-                    .and_then(|v| v.get("credit").and_then(Value::as_u64))
-                    .unwrap_or(1);
-                self.credits.take(identity, credit);
+                self.credits.take(identity, credit_of(&message.body));
             }
             "CANCEL" => self.credits.withdraw(identity),
             other => tracing::warn!(pea = %self.config.name, "ignored `{other}` from downstream"),
@@ -284,6 +297,63 @@ mod tests {
         credits.withdraw(&flooder);
         assert_eq!(credits.len(), MAX_CREDITS - 1023);
         assert!(!credits.queue.contains(&flooder) && !credits.held.contains_key(&flooder));
+    }
+
+    /// An IDLE says its credit as a whole number in an object; anything
+    /// else grants one.
+    #[test]
+    fn an_idle_grants_its_credit_or_one() {
+        for (body, credit) in [
+            (&br#"{"credit": 7, "pea": "x"}"#[..], 7),
+            (br#" {"pea": "x", "credit": 1024}"#, 1024),
+            (br#"{"credit": -1}"#, 1),
+            (br#"{"credit": 2.5}"#, 1),
+            (br#"{"credit": "7"}"#, 1),
+            (br#"[7]"#, 1),
+            (br#"{"pea": "x"}"#, 1),
+            (b"\xff", 1),
+            (b"", 1),
+        ] {
+            assert_eq!(credit_of(body), credit, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// The process's peak resident memory (`VmHWM`) in bytes, reset to what
+    /// it holds now first when `reset`.
+    fn peak_rss(reset: bool) -> u64 {
+        if reset {
+            // `5`: reset the peak (Linux 4.0 and later).
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    /// A 32 MiB IDLE from downstream, its `credit` after an array of 16 Mi
+    /// numbers: read without building the array (as a JSON tree, 512 MiB
+    /// in the Pea's process, and every Pea of its Pod when THREAD-backed).
+    #[test]
+    fn a_huge_idle_is_read_without_building_it() {
+        const NUMBERS: usize = 16 << 20;
+        let mut body = String::with_capacity(2 * NUMBERS + 64);
+        body.push_str(r#"{"note": [0"#);
+        for _ in 0..NUMBERS {
+            body.push_str(",0");
+        }
+        body.push_str(r#"], "credit": 3}"#);
+        let before = peak_rss(true);
+        let credit = credit_of(body.as_bytes());
+        let grew = peak_rss(false).saturating_sub(before);
+        assert_eq!(credit, 3);
+        // 256 MiB, not less: the peak is the process's, and other tests
+        // run beside this one.
+        assert!(
+            grew < 256 << 20,
+            "reading a 32 MiB IDLE took {} MiB more",
+            grew >> 20
+        );
     }
 
     /// An IDLE costs the same however much credit is held: 63 connections
