@@ -84,7 +84,7 @@ pub struct PeaCommand {
     /// update passes the digest of the file it checked, so a file changed
     /// during the update is not started unchecked. A reload
     /// (--load-interval, RELOAD) takes the file as it is then.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
     pub uses_sha256: Option<String>,
 
     /// How a Pod runs its Peas: THREAD (tasks of one process) or PROCESS (a
@@ -345,6 +345,24 @@ impl PeaCommand {
     }
 }
 
+/// `--uses-sha256`: 64 hex digits (either case), kept in lower case as
+/// digests are written. Anything else is refused as it is parsed: it could
+/// never match, and the Pea would say the file changed when the flag is wrong.
+fn sha256_hex(value: &str) -> Result<String, String> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(value.to_ascii_lowercase());
+    }
+    Err(format!(
+        "`{value}` is not a SHA-256: 64 hex digits are (as `sha256sum` prints), this has {} characters{}",
+        value.chars().count(),
+        if value.chars().all(|c| c.is_ascii_hexdigit()) {
+            ""
+        } else {
+            " and some are not hex digits"
+        }
+    ))
+}
+
 /// `auto`: this machine's host name ($HOSTNAME, else the kernel's), which is
 /// the pod's name in Kubernetes (`index-1` in a StatefulSet) and what Compose
 /// sets with `hostname:`. Anything else as it is.
@@ -386,5 +404,39 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = sigterm => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(clap::Parser)]
+    struct Pea {
+        #[command(flatten)]
+        pea: super::PeaCommand,
+    }
+
+    fn parse(sha256: &str) -> Result<Option<String>, String> {
+        let argv = ["pea", "--uses", "x.wasm", "--uses-sha256", sha256];
+        <Pea as clap::Parser>::try_parse_from(argv)
+            .map(|p| p.pea.uses_sha256)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A `--uses-sha256` that is no digest (empty, short, long, not hex,
+    /// not ASCII) is refused by name as it is parsed, not taken to a start
+    /// that says the file changed; a digest in upper case is one.
+    #[test]
+    fn a_uses_sha256_that_is_no_digest_is_refused_as_it_is_parsed() {
+        let digest = "ab".repeat(32);
+        assert_eq!(parse(&digest.to_uppercase()), Ok(Some(digest.clone())));
+        let long = format!("{digest}0");
+        let accented = format!("{}\u{e9}", &digest[..63]);
+        for wrong in ["", "abc", &long, &"g".repeat(64), &accented] {
+            let error = parse(wrong).expect_err(wrong);
+            assert!(
+                error.contains("--uses-sha256") && error.contains("is not a SHA-256"),
+                "{wrong:?}: {error}"
+            );
+        }
     }
 }

@@ -124,7 +124,7 @@ pub const MAX_COMPONENT_BYTES: u64 = 1 << 30;
 /// be waited on forever, a device such as `/dev/zero` read until memory
 /// runs out) of at most [`MAX_COMPONENT_BYTES`]. Opened first and then
 /// looked at, so what is read is what was checked.
-fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |source: std::io::Error| match source.kind() {

@@ -58,6 +58,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 
 pub use cache::{CacheOutcome, ComponentCache};
+pub(crate) use component::read as read_component;
 pub use component::{
     CONTRACT_VERSION, CONTRACT_VERSIONS, EXECUTOR_EXPORT, LoadError, LoadedComponent, check_header,
     supported_versions,

@@ -204,7 +204,7 @@ pub async fn start(runtime: Arc<Runtime>, mut config: PeaConfig) -> anyhow::Resu
         outbox: VecDeque::new(),
         held: Vec::new(),
         traps_seen: 0,
-        credits: VecDeque::new(),
+        credits: requests::Credits::default(),
         control_jobs: VecDeque::new(),
         running: FuturesUnordered::new(),
         terminating: false,
@@ -296,7 +296,7 @@ struct Pea {
     /// the count, only runs when nothing is held).
     traps_seen: u64,
     /// Identities of downstream DEALERs, one entry per request they asked for.
-    credits: VecDeque<Bytes>,
+    credits: requests::Credits,
     control_jobs: VecDeque<ControlJob>,
     /// The executor's jobs in progress (a request, a control job or a
     /// commit, and a revival), polled here: this task runs the executor.

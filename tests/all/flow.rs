@@ -82,6 +82,11 @@ impl FlowProcess {
 
     /// As [`FlowProcess::start`], with environment variables for the Flow.
     pub fn start_with(yaml: &str, envs: &[(&str, &str)]) -> FlowProcess {
+        FlowProcess::start_with_args(yaml, envs, &[])
+    }
+
+    /// As [`FlowProcess::start_with`], with more `flow` flags.
+    pub fn start_with_args(yaml: &str, envs: &[(&str, &str)], args: &[&str]) -> FlowProcess {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let guests = crate::util::wasm("passthrough")
@@ -93,6 +98,7 @@ impl FlowProcess {
         let mut child = std::process::Command::new(crate::util::bin())
             .args(["flow", "--uses"])
             .arg(&file)
+            .args(args)
             .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
             .env("JINA_WASM_LOG", "warn")
             .envs(envs.iter().copied())

@@ -500,3 +500,77 @@ fn a_shard_update_holds_requests_and_keeps_every_document() {
     );
     assert_eq!(matches(port), 3, "the new top_k");
 }
+
+/// An update in place (the file copied over, then `flow update`) of a
+/// sharded Pod whose new Pea does not start: the shard is put back with
+/// the settings that ran, so with the digest that ran, not with whatever
+/// the path now holds. Before, the shard restarted from the new file and
+/// the update answered "the Pod serves its previous settings" while it did
+/// not (and `GET /status` kept the old digest).
+#[test]
+fn a_shard_put_back_runs_the_file_that_ran_not_the_one_copied_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let uses = dir.path().join("enc.wasm");
+    std::fs::copy(crate::util::wasm("text_encoder"), &uses).unwrap();
+    let flow = FlowProcess::start(&format!(
+        "pods:\n  - name: encode\n    uses: {}\n    with: {{dim: 8}}\n    shards: 2\n",
+        uses.display()
+    ));
+    let port = flow.port();
+    let before = component(port, "encode");
+    assert_eq!(dim_now(port), 8);
+
+    // Copied over in place; the new settings make its `init` trap.
+    std::fs::copy(crate::util::wasm("misbehave"), &uses).unwrap();
+    let (code, answer) = post(
+        port,
+        "/admin/update",
+        &json!({"pod": "encode", "uses_with": {"panic_in_init": true}}),
+    );
+    assert_ne!(code, 200, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains("is not the file that was checked"),
+        "shard 0 was put back from the file copied over it: {error}"
+    );
+    assert!(!error.contains("serves its previous settings"), "{error}");
+    assert_eq!(component(port, "encode"), before);
+}
+
+/// PROCESS-backed Peas (`flow --runtime-backend PROCESS`) get the checked digest as `--uses-sha256` on their
+/// command line: an update (`with:` only, and in place: the file copied
+/// over first) starts them, and `GET /status` names the digest they run.
+#[test]
+fn process_peas_start_pinned_to_the_checked_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let uses = dir.path().join("enc.wasm");
+    std::fs::copy(crate::util::wasm("text_encoder"), &uses).unwrap();
+    let flow = FlowProcess::start_with_args(
+        &format!(
+            "pods:\n  - name: encode\n    uses: {}\n    with: {{dim: 8}}\n    parallel: 2\n",
+            uses.display()
+        ),
+        &[],
+        &["--runtime-backend", "PROCESS"],
+    );
+    let port = flow.port();
+    assert_eq!(dim_now(port), 8);
+    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 4}"#]);
+    assert!(ok, "{stderr}");
+    assert_eq!(dim_now(port), 4);
+
+    // In place: the same path, another file (passthrough: no embedding).
+    let bytes = std::fs::read(crate::util::wasm("passthrough")).unwrap();
+    std::fs::write(&uses, &bytes).unwrap();
+    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 4}"#]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        component(port, "encode")["sha256"],
+        jina_wasm::executor::cache::digest(&bytes)
+    );
+    for i in 0..4 {
+        let (code, answer) = post(port, "/post", &encode_body(i));
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer["data"][0]["embedding"].is_null(), "{answer}");
+    }
+}

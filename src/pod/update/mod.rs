@@ -148,9 +148,14 @@ impl Updater {
 
 /// The component at `path` as first started: its digest read from the file.
 pub async fn component_of(path: &std::path::Path, with: &Value) -> Current {
-    let sha256 = tokio::fs::read(path)
+    // Read as a Pea reads it (a FIFO or a device refused, not waited on or
+    // read without end), off the reactor.
+    let owned = path.to_path_buf();
+    let sha256 = tokio::task::spawn_blocking(move || crate::executor::read_component(&owned))
         .await
-        .map_or_else(|_| String::new(), |b| crate::executor::cache::digest(&b));
+        .ok()
+        .and_then(Result::ok)
+        .map_or_else(String::new, |b| crate::executor::cache::digest(&b));
     Arc::new(std::sync::RwLock::new(Component {
         uses: path.display().to_string(),
         sha256,
@@ -245,11 +250,7 @@ impl ReplicaSet {
         // rollback must put back what ran, not what its path holds now (an
         // update in place overwrote it).
         next.pea.uses_sha256 = Some(sha256.clone());
-        let mut previous = self.config.clone();
-        if previous.pea.uses_sha256.is_none() {
-            let ran = self.current.read().expect("current").sha256.clone();
-            previous.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
-        }
+        let previous = self.serving();
         let mut done: Vec<usize> = Vec::new();
         let mut replaced = Vec::new();
         let mut abandoned = 0;
@@ -312,6 +313,19 @@ impl ReplicaSet {
             abandoned,
             took_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// The settings the Pod serves now, pinned to the digest that serves
+    /// (`current`) when they are not yet: what a Pea put back after a failed
+    /// update runs, not what its path holds now (an update in place
+    /// overwrote it).
+    fn serving(&self) -> PodConfig {
+        let mut serving = self.config.clone();
+        if serving.pea.uses_sha256.is_none() {
+            let ran = self.current.read().expect("current").sha256.clone();
+            serving.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
+        }
+        serving
     }
 
     /// Puts `config` in place for one place (replica or shard); the number
@@ -469,5 +483,37 @@ impl Failure {
 
     fn down(&self) -> bool {
         matches!(self, Failure::Down(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// `uses` naming a FIFO or a device: the digest a Pod reports is read
+    /// as the Pea reads its file (refused, not waited on or read without
+    /// end), where a singleton Pod read it before its Pea did, with
+    /// `tokio::fs::read`: it waited for a writer forever (`/dev/zero`: read
+    /// until memory ran out).
+    #[tokio::test]
+    async fn the_digest_of_a_fifo_or_a_device_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.wasm");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let null = serde_json::Value::Null;
+        let read = tokio::time::timeout(Duration::from_secs(10), super::component_of(&fifo, &null));
+        let read = read.await;
+        if read.is_err() {
+            // Lets the blocked read end.
+            use std::os::unix::fs::OpenOptionsExt;
+            let writer = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+            drop(writer);
+        }
+        let current = read.expect("a FIFO's digest was waited for");
+        assert_eq!(current.read().unwrap().sha256, "");
     }
 }

@@ -147,8 +147,9 @@ impl ReplicaSet {
                 if stop.is_cancelled() {
                     return Err(Failure::Down(reason));
                 }
-                // The settings it ran with, on the same workspace.
-                let previous = self.config.clone();
+                // The settings it ran with (and the file), on the same
+                // workspace.
+                let previous = self.serving();
                 let back = super::super::member_config(
                     &previous,
                     self.layout,
