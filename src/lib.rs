@@ -68,6 +68,9 @@ pub mod transport;
 pub mod units;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 // Links mimalloc's C library into every binary of the crate:
 // `executor::release_free_memory` calls into it.
 use mimalloc as _;

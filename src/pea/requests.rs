@@ -318,19 +318,6 @@ mod tests {
         }
     }
 
-    /// The process's peak resident memory (`VmHWM`) in bytes, reset to what
-    /// it holds now first when `reset`.
-    fn peak_rss(reset: bool) -> u64 {
-        if reset {
-            // `5`: reset the peak (Linux 4.0 and later).
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-        }
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
-    }
-
     /// A 32 MiB IDLE from downstream, its `credit` after an array of 16 Mi
     /// numbers: read without building the array (as a JSON tree, 512 MiB
     /// in the Pea's process, and every Pea of its Pod when THREAD-backed).
@@ -343,9 +330,9 @@ mod tests {
             body.push_str(",0");
         }
         body.push_str(r#"], "credit": 3}"#);
-        let before = peak_rss(true);
+        let before = crate::test_support::peak_rss(true);
         let credit = credit_of(body.as_bytes());
-        let grew = peak_rss(false).saturating_sub(before);
+        let grew = crate::test_support::peak_rss(false).saturating_sub(before);
         assert_eq!(credit, 3);
         // 256 MiB, not less: the peak is the process's, and other tests
         // run beside this one.

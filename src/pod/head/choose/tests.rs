@@ -305,19 +305,6 @@ fn an_idle_that_is_not_utf8_registers_nobody() {
     assert_eq!(head.credits(), [1, 0]);
 }
 
-/// The process's peak resident memory (`VmHWM`) in bytes, reset to what
-/// it holds now first when `reset`.
-fn peak_rss(reset: bool) -> u64 {
-    if reset {
-        // `5`: reset the peak (Linux 4.0 and later).
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// A message may be 1 GiB. A CANCEL (or IDLE) body of that size with an
 /// array of numbers in a field would be built as a JSON tree sixteen times
 /// that size (32 bytes a number written in 2), which kills the process and
@@ -346,9 +333,9 @@ fn a_huge_cancel_is_read_without_building_it() {
     body.push_str("]}");
     let envelope = crate::wire::Envelope::control("CANCEL").encode();
     let frames = vec![Bytes::from("pea"), envelope.into(), body.into()];
-    let before = peak_rss(true);
+    let before = crate::test_support::peak_rss(true);
     let departed = head.offer(frames);
-    let grew = peak_rss(false).saturating_sub(before);
+    let grew = crate::test_support::peak_rss(false).saturating_sub(before);
     let Some(TailInput::Departed {
         member: 0,
         lost: crate::pod::Lost::Only(ids),
