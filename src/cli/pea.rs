@@ -79,10 +79,10 @@ pub struct PeaCommand {
     #[arg(long)]
     pub quiet_error: bool,
 
-    /// The SHA-256 (hex) the --uses file must have when the Pea starts; a
-    /// file that differs is refused, naming both digests. A Pod's rolling
-    /// update passes the digest of the file it checked, so a file changed
-    /// during the update is not started unchecked. A reload
+    /// The SHA-256 (64 hex digits) the --uses file must have when the Pea
+    /// starts; a file that differs is refused, naming both digests. A Pod's
+    /// rolling update passes the digest of the file it checked, so a file
+    /// changed during the update is not started unchecked. A reload
     /// (--load-interval, RELOAD) takes the file as it is then.
     #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
     pub uses_sha256: Option<String>,
