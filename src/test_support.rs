@@ -14,3 +14,31 @@ pub(crate) fn peak_rss(reset: bool) -> u64 {
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
+
+/// A FIFO named `name` in `dir` (made with `mkfifo`): a path that a plain
+/// open or read waits on for a writer, forever.
+pub(crate) fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let fifo = dir.join(name);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    fifo
+}
+
+/// `future`, given 10 s; `None` if it is still waiting then, after a
+/// writer opened and closed `fifo` so that a read blocked on it ends (a
+/// runtime waits for its blocking threads when dropped).
+pub(crate) async fn within_10s<T>(
+    fifo: &std::path::Path,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), future).await;
+    if done.is_err() {
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo);
+        drop(writer);
+    }
+    done.ok()
+}

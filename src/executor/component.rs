@@ -280,22 +280,11 @@ mod tests {
     /// and whatever waited on the load (a Pea's start, a rolling update).
     #[tokio::test]
     async fn a_file_that_is_not_a_regular_file_is_refused_at_once() {
+        use crate::test_support::{fifo, within_10s};
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo.wasm");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.unwrap().success(), "mkfifo");
+        let fifo = fifo(dir.path(), "fifo.wasm");
         let runtime = crate::executor::Runtime::new(Default::default()).unwrap();
-        let loaded = tokio::time::timeout(Duration::from_secs(10), runtime.load_async(&fifo));
-        let loaded = loaded.await;
-        if loaded.is_err() {
-            // Lets the blocked read end (the runtime waits for it on drop).
-            use std::os::unix::fs::OpenOptionsExt;
-            let writer = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo);
-            drop(writer);
-        }
+        let loaded = within_10s(&fifo, runtime.load_async(&fifo)).await;
         let error = loaded.expect("refused at once, not waiting for a writer");
         let message = error.expect_err("a FIFO is no component").to_string();
         assert!(

@@ -488,8 +488,6 @@ impl Failure {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     /// `uses` naming a FIFO or a device: the digest a Pod reports is read
     /// as the Pea reads its file (refused, not waited on or read without
     /// end), where a singleton Pod read it before its Pea did, with
@@ -497,22 +495,11 @@ mod tests {
     /// until memory ran out).
     #[tokio::test]
     async fn the_digest_of_a_fifo_or_a_device_is_not_waited_for() {
+        use crate::test_support::{fifo, within_10s};
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo.wasm");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.unwrap().success(), "mkfifo");
+        let fifo = fifo(dir.path(), "fifo.wasm");
         let null = serde_json::Value::Null;
-        let read = tokio::time::timeout(Duration::from_secs(10), super::component_of(&fifo, &null));
-        let read = read.await;
-        if read.is_err() {
-            // Lets the blocked read end.
-            use std::os::unix::fs::OpenOptionsExt;
-            let writer = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo);
-            drop(writer);
-        }
+        let read = within_10s(&fifo, super::component_of(&fifo, &null)).await;
         let current = read.expect("a FIFO's digest was waited for");
         assert_eq!(current.read().unwrap().sha256, "");
     }
