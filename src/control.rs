@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::transport::{Link, SocketSpec};
 use crate::wire::{Envelope, ErrorKind, Kind, Message, Status, WireError};
 
+mod idle;
+pub(crate) use idle::{MAX_CREDIT, Says};
+
 /// A command on a control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {

@@ -23,7 +23,7 @@ const MAX_CREDITS: usize = 1 << 16;
 
 /// The most credit one downstream connection holds: what one IDLE may
 /// grant (a Pea asks for one at a time).
-const MAX_CREDIT: usize = 1024;
+const MAX_CREDIT: usize = crate::control::MAX_CREDIT as usize;
 
 /// Credit from the downstream DEALERs on the Pea's ROUTER output: the
 /// identity of the connection each answer goes to, in the order granted,
@@ -86,23 +86,6 @@ impl Credits {
         self.queue
             .extend(std::iter::repeat_n(identity.clone(), credit));
     }
-}
-
-/// The credit an IDLE's body grants: its `credit`, a whole number; 1 when
-/// it says none (or is not a JSON object). Read without building the body: a
-/// message may be 1 GiB, and as a JSON tree an array of numbers takes 16
-/// times its text.
-fn credit_of(body: &[u8]) -> u64 {
-    #[derive(Deserialize)]
-    struct Idle {
-        credit: Option<u64>,
-    }
-    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    object
-        .then(|| serde_json::from_slice::<Idle>(body).ok())
-        .flatten()
-        .and_then(|idle| idle.credit)
-        .unwrap_or(1)
 }
 
 impl Pea {
@@ -257,7 +240,8 @@ impl Pea {
         };
         match message.envelope.endpoint.as_str() {
             "IDLE" => {
-                self.credits.take(identity, credit_of(&message.body));
+                self.credits
+                    .take(identity, crate::control::Says::read(&message.body).credit());
             }
             "CANCEL" => self.credits.withdraw(identity),
             other => tracing::warn!(pea = %self.config.name, "ignored `{other}` from downstream"),
@@ -314,7 +298,12 @@ mod tests {
             (b"\xff", 1),
             (b"", 1),
         ] {
-            assert_eq!(credit_of(body), credit, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                crate::control::Says::read(body).credit(),
+                credit,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -331,7 +320,7 @@ mod tests {
         }
         body.push_str(r#"], "credit": 3}"#);
         let before = crate::test_support::peak_rss(true);
-        let credit = credit_of(body.as_bytes());
+        let credit = crate::control::Says::read(body.as_bytes()).credit();
         let grew = crate::test_support::peak_rss(false).saturating_sub(before);
         assert_eq!(credit, 3);
         // 256 MiB, not less: the peak is the process's, and other tests

@@ -3,20 +3,12 @@
 //! ([`publish`]), and sending one part to one Pea ([`deliver`]).
 
 use super::*;
+use crate::control::{MAX_CREDIT, Says};
 use crate::pod::Lost;
 
 /// The most stopped connections of one member the Head watches for their
 /// close (a Pea has one; more are Peas restarted under one name).
 pub(super) const MAX_STOPPED: usize = 8;
-
-/// The most request ids a `CANCEL` is believed to name.
-const MAX_UNANSWERED: usize = 4096;
-
-/// The most credit a Pea is believed to hold, and to grant in one IDLE. A
-/// Pea asks for one request at a time: past this, a Pea that floods IDLEs
-/// (a bug, or not a Pea) would be sent parts that wait in its socket while
-/// the other Peas sit idle.
-const MAX_CREDIT: u32 = 1024;
 
 /// The most members a head-only Pod (`--role head`) lets join under new
 /// names.
@@ -97,140 +89,6 @@ pub(super) fn publish(registered: &watch::Sender<Vec<bool>>, peers: &[Peer]) {
     });
 }
 
-/// What a Pea's IDLE or CANCEL says (its JSON body), read into these
-/// fields without building a map of it: every request's credit comes this
-/// way. A body that is not such an object (or names a field twice, or is
-/// not UTF-8) says nothing.
-///
-/// A message may be 1 GiB: what the Head does not keep (an array or object
-/// where a name or a number goes, ids past [`MAX_UNANSWERED`]) is skipped,
-/// not built; as a JSON tree, an array of numbers takes 16 times its text.
-#[derive(Default, serde::Deserialize)]
-#[serde(default)]
-struct Says {
-    pea: Field,
-    shards: Field,
-    credit: Field,
-    unanswered: Field,
-}
-
-/// One field of [`Says`]: a string or a whole number (`unanswered`: an
-/// array of strings); anything else, as a field that is not there, is
-/// nothing, skipped as it is read.
-#[derive(Default)]
-enum Field {
-    #[default]
-    Nothing,
-    Text(String),
-    Number(u64),
-    /// The first [`MAX_UNANSWERED`] strings of an array.
-    Texts(Vec<String>),
-}
-
-impl Field {
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Field::Text(text) => Some(text),
-            _ => None,
-        }
-    }
-
-    fn as_u64(&self) -> Option<u64> {
-        match self {
-            Field::Number(n) => Some(*n),
-            _ => None,
-        }
-    }
-
-    /// The strings of an array (at most [`MAX_UNANSWERED`]).
-    fn into_texts(self) -> Vec<String> {
-        match self {
-            Field::Texts(texts) => texts,
-            _ => Vec::new(),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Field {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
-        d.deserialize_any(Read { array: true })
-    }
-}
-
-/// Reads a [`Field`]; `array`: an array's strings are kept (a field's
-/// value), else it is skipped (an element of an array).
-#[derive(Clone, Copy)]
-struct Read {
-    array: bool,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Read {
-    type Value = Field;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Field, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Read {
-    type Value = Field;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Field, E> {
-        Ok(Field::Text(text.to_string()))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Field, E> {
-        Ok(Field::Text(text))
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<Field, E> {
-        Ok(Field::Number(n))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Field, E> {
-        Ok(Field::Nothing)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Field, E> {
-        Ok(Field::Nothing)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
-        Ok(Field::Nothing)
-    }
-
-    fn visit_unit<E>(self) -> Result<Field, E> {
-        Ok(Field::Nothing)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
-        let mut texts = Vec::new();
-        while self.array && texts.len() < MAX_UNANSWERED {
-            match seq.next_element_seed(Read { array: false })? {
-                Some(Field::Text(text)) => texts.push(text),
-                Some(_) => {}
-                None => return Ok(Field::Texts(texts)),
-            }
-        }
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(if self.array {
-            Field::Texts(texts)
-        } else {
-            Field::Nothing
-        })
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
-        use serde::de::IgnoredAny;
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Field::Nothing)
-    }
-}
-
 /// Registers credit, withdrawals and departures from the Pod's Peas. `open`:
 /// whether unknown replicas of the Pod may join, the layout and the number of
 /// shards they join (a replica of shards × replicas joins the shard its name
@@ -277,15 +135,7 @@ pub(super) fn on_peer(
         });
     }
     let message = Message::from_frames(rest).ok()?;
-    // serde reads a struct from a JSON array too, by position: only an
-    // object (its first byte `{`) is read, as a map lookup would. And only
-    // UTF-8 (JSON is): serde skips the fields it does not read without
-    // checking their bytes.
-    let text = std::str::from_utf8(&message.body).ok();
-    let body: Says = text
-        .filter(|text| text.trim_start().starts_with('{'))
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default();
+    let body = Says::read(&message.body);
     // A Pea that says the Pod has another number of shards (`--shard-count`
     // of a Pea started on its own) would index by another modulus than this
     // Head routes by: it is not let in, whatever its name.
@@ -377,7 +227,7 @@ pub(super) fn on_peer(
             peer.identity = Some(identity.clone());
             peer.alive = true;
             peer.joining = false;
-            let credit = body.credit.as_u64().unwrap_or(1).min(MAX_CREDIT.into()) as u32;
+            let credit = body.credit().min(MAX_CREDIT.into()) as u32;
             peer.credit = peer.credit.saturating_add(credit).min(MAX_CREDIT);
         }
         "CANCEL" => {
