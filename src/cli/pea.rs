@@ -80,10 +80,11 @@ pub struct PeaCommand {
     pub quiet_error: bool,
 
     /// The SHA-256 (64 hex digits) the --uses file must have when the Pea
-    /// starts; a file that differs is refused, naming both digests. A Pod's
-    /// rolling update passes the digest of the file it checked, so a file
-    /// changed during the update is not started unchecked. A reload
-    /// (--load-interval, RELOAD) takes the file as it is then.
+    /// starts and at every reload (--load-interval, RELOAD); a file that
+    /// differs is refused, naming both digests (a refused reload keeps the
+    /// running instance). A Pod's rolling update passes the digest of the file
+    /// it checked, so a file changed during the update is not started
+    /// unchecked, and the Pea runs that version until the next update.
     #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
     pub uses_sha256: Option<String>,
 

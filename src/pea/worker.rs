@@ -123,6 +123,7 @@ impl Worker {
             executor: Some(executor),
             runtime,
             uses,
+            sha256: sha256.map(str::to_owned),
             spec,
             health: health.clone(),
         };
@@ -188,6 +189,10 @@ struct State {
     executor: Option<Executor>,
     runtime: Arc<Runtime>,
     uses: PathBuf,
+    /// The digest `uses` must have (`--uses-sha256`), at the start and at
+    /// every reload: a Pea a rolling update pinned runs one version until the
+    /// next update.
+    sha256: Option<String>,
     spec: ExecutorSpec,
     health: Arc<Mutex<Health>>,
 }
@@ -273,14 +278,18 @@ impl State {
     }
 
     /// Dump (unless read-only), then replace the instance with one from the
-    /// file as it is now; the running one stays if that fails.
+    /// file as it is now (of the pinned digest, if the Pea has one); the
+    /// running one stays if that fails.
     async fn reload(&mut self, executor: &mut Executor) -> Result<(), Failure> {
         dump(executor).await?;
-        // The file as it is now: what a reload is for.
+        // The file as it is now: what a reload is for. A pinned Pea stays on
+        // its version (a Pea the Pod restarts after a crash gets the same pin,
+        // so it must be what the Pea ran): it reloads its state, and a file
+        // changed in place is refused here, with the running instance kept.
         let fresh = start(
             self.runtime.clone(),
             self.uses.clone(),
-            None,
+            self.sha256.as_deref(),
             self.spec.clone(),
         )
         .await;

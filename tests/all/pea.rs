@@ -214,6 +214,36 @@ fn a_uses_file_of_another_digest_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_pea_reloads_only_the_file_it_is_pinned_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let uses = dir.path().join("executor.wasm");
+    std::fs::copy(wasm("passthrough"), &uses).unwrap();
+    let digest = jina_wasm::executor::cache::digest(&std::fs::read(&uses).unwrap());
+    let pea = PeaProcess::try_start_uses(&uses, &["--name", "p", "--uses-sha256", &digest], |_| {})
+        .unwrap_or_else(|log| panic!("the pea did not start:\n{log}"));
+    let ctrl = pea.addr("ctrl");
+    assert_eq!(
+        control(&ctrl, "RELOAD").await.unwrap(),
+        json!({"reloaded": true})
+    );
+    // Another component copied over it: the reload is refused, and the Pea
+    // serves on with the version it was pinned to (what a restart after a
+    // crash would start again).
+    std::fs::copy(wasm("misbehave"), &uses).unwrap();
+    let refused = format!("{:#}", control(&ctrl, "RELOAD").await.unwrap_err());
+    for part in ["executor.wasm", "is not the file that was checked", &digest] {
+        assert!(refused.contains(part), "no `{part}` in: {refused}");
+    }
+    let mut client = client(&pea).await;
+    let reply = client
+        .call(request("/", &[text_doc("a", "kept")]))
+        .await
+        .unwrap();
+    assert_eq!(documents(&reply)[0].text.as_deref(), Some("kept"));
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_requests_are_answered_while_the_executor_is_busy() {
     let pea = PeaProcess::start(
         "misbehave",
