@@ -298,7 +298,12 @@ impl Document {
 /// A fresh document id: a random (version 4) UUID as 32 lowercase hex digits,
 /// the shape of Jina's ids (`uuid.uuid4().hex`).
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    // Encoded into a buffer: `to_string` would go through `fmt`.
+    let mut id = [0; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut id)
+        .to_owned()
 }
 
 fn blob_to_base64<S: Serializer>(blob: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -390,6 +395,13 @@ pub(crate) mod tests {
                 .unwrap();
         assert!(doc.tags.is_empty() && doc.chunks.is_empty() && doc.blob.is_none());
         assert_ne!(new_id(), new_id());
+        let id = new_id();
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{id}"
+        );
+        assert_eq!(&id[12..13], "4", "a version 4 UUID: {id}");
     }
 
     /// What this host writes for non-finite numbers reads back; numbers

@@ -53,8 +53,11 @@ const FIXED_ROUTES: [(&str, &str); 4] = [
     ("/openapi.json", "GET"),
 ];
 
-#[derive(Clone)]
-struct Shared {
+/// What every request's handler reads, cloned per request by axum (an
+/// `Arc`: one count to change, not one per field).
+type Shared = Arc<Parts>;
+
+struct Parts {
     calls: mpsc::Sender<Call>,
     slots: Arc<Semaphore>,
     /// What `GET /status` reports.
@@ -90,13 +93,13 @@ impl Gateway {
             .await
             .map_err(|e| anyhow::anyhow!("the gateway cannot bind {host}:{port}: {e}"))?;
         let address = listener.local_addr()?;
-        let shared = Shared {
+        let shared = Arc::new(Parts {
             calls,
             slots: Arc::new(Semaphore::new(prefetch.max(1))),
             info: Arc::new(info),
             admin: admin.clone(),
             metrics: crate::metrics::GatewayMetrics::new("http"),
-        };
+        });
         let mut app = Router::new();
         if shared.metrics.is_some() {
             app = app.route("/metrics", get(|| async { crate::metrics::response() }));

@@ -189,6 +189,20 @@ fn timestamps_are_rfc3339() {
         "2000-02-29T00:00:00.000000Z"
     );
     assert_eq!(super::rfc3339(u64::MAX), "9999-12-31T23:59:59.999999Z");
+    assert_eq!(
+        super::rfc3339(253_402_300_799_999_999),
+        "9999-12-31T23:59:59.999999Z"
+    );
+    // Every day's first and last microsecond up to 2500 (leap days, the
+    // centuries that are not leap years, 2400 that is), as humantime writes them.
+    for day in 0..194_000u64 {
+        for us in [day * 86_400_000_000, (day + 1) * 86_400_000_000 - 1] {
+            let want = humantime::format_rfc3339_micros(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(us),
+            );
+            assert_eq!(super::rfc3339(us), want.to_string());
+        }
+    }
 }
 
 /// The request reader never panics, whatever the bytes.
@@ -196,6 +210,17 @@ mod proptests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The timestamps are humantime's, to the microsecond, from the
+        /// epoch to the year 9999.
+        #[test]
+        fn timestamps_are_humantimes(us in 0u64..253_402_300_800_000_000) {
+            let want = humantime::format_rfc3339_micros(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(us),
+            )
+            .to_string();
+            prop_assert_eq!(super::super::rfc3339(us), want);
+        }
+
         #[test]
         fn any_body_reads_or_fails(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let _ = super::parse_request(&bytes, None);
