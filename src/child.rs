@@ -5,7 +5,9 @@
 //! (src/pod/supervise.rs); the daemon records how they ended
 //! (src/daemon/child.rs); both start and stop them here.
 
+use std::collections::VecDeque;
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -83,5 +85,124 @@ pub async fn stop(mut child: Child, ctrl: &str, grace: Duration) -> Ended {
             let _ = child.kill().await;
             Ended::Killed
         }
+    }
+}
+
+/// A child's stderr copied to this process's stderr, line by line as it
+/// comes (the child's log stays in the parent's, as when inherited), with
+/// the last lines kept: what a child that did not start said, for the
+/// error that reports it (a caller that does not see the parent's log, such
+/// as a rolling update's client, reads it there).
+pub struct StderrCopy {
+    tail: Arc<Mutex<VecDeque<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StderrCopy {
+    /// Lines kept.
+    const LINES: usize = 16;
+    /// The longest line copied whole: a longer one is copied in parts of
+    /// this size (and kept cut), so a child never makes the parent hold more.
+    const MAX_LINE: usize = 16 << 10;
+
+    /// Starts copying `child`'s stderr (which must be piped); `None` when it
+    /// is not.
+    pub fn start(child: &mut Child) -> Option<StderrCopy> {
+        let stderr = child.stderr.take()?;
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = tail.clone();
+        let task = tokio::spawn(async move {
+            use std::io::Write as _;
+            use tokio::io::AsyncReadExt as _;
+            let mut from = tokio::io::BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let read = (&mut from)
+                    .take(Self::MAX_LINE as u64)
+                    .read_until(b'\n', &mut line)
+                    .await;
+                if !matches!(read, Ok(n) if n > 0) {
+                    break;
+                }
+                let _ = std::io::stderr().lock().write_all(&line);
+                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                let mut tail = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if tail.len() == Self::LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text);
+            }
+        });
+        Some(StderrCopy { tail, task })
+    }
+
+    /// Waits (at most `within`) until the child and whatever shares its
+    /// stderr have closed it, so that its last lines are copied; then what
+    /// it said last: its `error: ` line (how `jina-wasm` reports a failure)
+    /// when it has one, else its last line.
+    pub async fn finish(mut self, within: Duration) -> Option<String> {
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+        let tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tail.iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .or_else(|| {
+                tail.iter()
+                    .rev()
+                    .find(|l| !l.is_empty())
+                    .map(String::as_str)
+            })
+            .map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn said(script: &str) -> Option<String> {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let copy = StderrCopy::start(&mut child).expect("piped");
+        child.wait().await.unwrap();
+        copy.finish(Duration::from_secs(10)).await
+    }
+
+    #[tokio::test]
+    async fn a_childs_error_line_is_what_it_said() {
+        assert_eq!(
+            said("echo starting >&2; echo 'error: pea `p` did not start: why' >&2; echo bye >&2")
+                .await
+                .as_deref(),
+            Some("pea `p` did not start: why")
+        );
+        assert_eq!(
+            said("echo one >&2; printf 'last, unended' >&2").await.as_deref(),
+            Some("last, unended")
+        );
+        assert_eq!(said("true").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_line_without_end_is_kept_cut() {
+        // Three parts of the longest line, and a newline.
+        let script = format!(
+            "head -c {} /dev/zero | tr '\\0' x >&2; echo >&2",
+            3 * StderrCopy::MAX_LINE
+        );
+        let long = said(&script).await.unwrap();
+        assert_eq!(long.len(), StderrCopy::MAX_LINE);
+        assert!(long.bytes().all(|b| b == b'x'));
     }
 }

@@ -3,7 +3,7 @@
 //! backoff), and the stop that asks first and kills after the grace.
 
 use super::*;
-use crate::child::Ended;
+use crate::child::{Ended, StderrCopy};
 
 pub(super) enum Member {
     Thread(PeaHandle),
@@ -54,22 +54,41 @@ pub(super) struct Supervision {
     pub(super) stop: CancellationToken,
 }
 
+/// A Pea's process, and the copy of its stderr into the Pod's.
+pub(super) struct Process {
+    child: tokio::process::Child,
+    stderr: Option<StderrCopy>,
+}
+
+impl Process {
+    /// How long, once the process is gone, its last lines may take to be
+    /// copied (whatever it started that shares its stderr can hold it open).
+    const DRAIN: Duration = Duration::from_secs(2);
+
+    /// Waits for the copy of its stderr to end (its last lines copied); what
+    /// it said last.
+    async fn drain(&mut self) -> Option<String> {
+        match self.stderr.take() {
+            Some(copy) => copy.finish(Self::DRAIN).await,
+            None => None,
+        }
+    }
+}
+
 /// Watches one child Pea: reaps it when it dies and starts it again (same
 /// arguments, so a shard on its own workspace) after a capped exponential
 /// backoff; stops it gracefully when `stop` is cancelled. Meanwhile the Head
 /// sees the member gone and requests that need it fail fast (`unavailable`).
-pub(super) async fn supervise(
-    s: Supervision,
-    mut child: tokio::process::Child,
-) -> anyhow::Result<()> {
+pub(super) async fn supervise(s: Supervision, mut process: Process) -> anyhow::Result<()> {
     let name = s.config.name.clone();
     let mut failures = 0u32;
     let mut started = tokio::time::Instant::now();
     loop {
         let status = tokio::select! {
-            status = child.wait() => status,
-            () = s.stop.cancelled() => return stop_child(&name, &s, child).await,
+            status = process.child.wait() => status,
+            () = s.stop.cancelled() => return stop_child(&name, &s, process).await,
         };
+        process.drain().await;
         // Reaped: the process is gone. Start it again, after the backoff.
         s.roster.write().expect("roster")[s.index].running = false;
         let status =
@@ -93,7 +112,7 @@ pub(super) async fn supervise(
             };
             match spawned {
                 Ok(Ok((new, ctrl))) => {
-                    child = new;
+                    process = new;
                     started = tokio::time::Instant::now();
                     let mut roster = s.roster.write().expect("roster");
                     let slot = &mut roster[s.index];
@@ -117,10 +136,15 @@ pub(super) async fn supervise(
 pub(super) async fn stop_child(
     name: &str,
     s: &Supervision,
-    child: tokio::process::Child,
+    mut process: Process,
 ) -> anyhow::Result<()> {
     let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
-    match crate::child::stop(child, &ctrl, s.grace).await {
+    let ended = crate::child::stop(process.child, &ctrl, s.grace).await;
+    // Its last lines (how it stopped) in the Pod's log before the Pod goes on.
+    if let Some(copy) = process.stderr.take() {
+        copy.finish(Process::DRAIN).await;
+    }
+    match ended {
         Ended::Exited(status) if status.success() => Ok(()),
         Ended::Exited(status) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
         Ended::Killed => Err(anyhow::anyhow!(
@@ -135,7 +159,7 @@ pub(super) async fn stop_child(
 pub(super) async fn spawn_child(
     config: &PeaConfig,
     extra: &[String],
-) -> anyhow::Result<(tokio::process::Child, String)> {
+) -> anyhow::Result<(Process, String)> {
     let exe = std::env::current_exe().context("cannot find the jina-wasm executable")?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -144,19 +168,28 @@ pub(super) async fn spawn_child(
         .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
+        // Copied into the Pod's, and read when the Pea does not start.
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     crate::child::die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .with_context(|| format!("pea `{}`: cannot start a process", config.name))?;
-    let Some(ready) = crate::child::ready_line(&mut child).await? else {
-        let status = child.wait().await?;
-        anyhow::bail!(
-            "pea `{}` did not start (its process exited with {status}; its log is above)",
-            config.name
-        );
+    let stderr = StderrCopy::start(&mut child);
+    let mut process = Process { child, stderr };
+    let Some(ready) = crate::child::ready_line(&mut process.child).await? else {
+        let status = process.child.wait().await?;
+        let name = &config.name;
+        match process.drain().await {
+            Some(said) => anyhow::bail!(
+                "pea `{name}`'s process exited with {status} before it was ready: {said}"
+            ),
+            None => anyhow::bail!(
+                "pea `{name}`'s process exited with {status} before it was ready, saying nothing"
+            ),
+        }
     };
-    Ok((child, crate::child::ctrl_of(&ready)))
+    Ok((process, crate::child::ctrl_of(&ready)))
 }
 
 /// The `jina-wasm pea` arguments that reproduce `config` (its control socket

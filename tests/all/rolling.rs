@@ -539,7 +539,8 @@ fn a_shard_put_back_runs_the_file_that_ran_not_the_one_copied_over_it() {
 
 /// PROCESS-backed Peas (`flow --runtime-backend PROCESS`) get the checked digest as `--uses-sha256` on their
 /// command line: an update (`with:` only, and in place: the file copied
-/// over first) starts them, and `GET /status` names the digest they run.
+/// over first) starts them, and `GET /status` names the digest they run. One
+/// that does not start is reported with what its process said.
 #[test]
 fn process_peas_start_pinned_to_the_checked_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,6 +558,19 @@ fn process_peas_start_pinned_to_the_checked_file() {
     assert_eq!(dim_now(port), 8);
     let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 4}"#]);
     assert!(ok, "{stderr}");
+    assert_eq!(dim_now(port), 4);
+    // A Pea process that does not start: the answer says why, in the Pea's
+    // own words (its client never sees the Flow's log).
+    let (ok, _, stderr) = flow_update(port, &["--pod", "encode", "--uses-with", r#"{"dim": 0}"#]);
+    assert!(!ok, "a replica with dim 0 was accepted");
+    for part in [
+        "pea `encode/replica-0`'s process exited",
+        "before it was ready",
+        "with.dim = 0",
+        "rolled back",
+    ] {
+        assert!(stderr.contains(part), "no `{part}` in: {stderr}");
+    }
     assert_eq!(dim_now(port), 4);
 
     // In place: the same path, another file (passthrough: no embedding).
