@@ -205,4 +205,121 @@ mod tests {
         assert_eq!(long.len(), StderrCopy::MAX_LINE);
         assert!(long.bytes().all(|b| b == b'x'));
     }
+
+    /// Set in the process [`rerun`] starts: the test plays its scenario
+    /// there, on that process's own stderr.
+    const SCENARIO: &str = "JINA_WASM_TEST_STDERR_COPY_SCENARIO";
+
+    /// This test binary started again for the test `name` (of this module)
+    /// alone, to play its scenario with a stderr the caller holds.
+    fn rerun(name: &str) -> std::process::Command {
+        let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", &format!("{module}::{name}"), "--nocapture"])
+            .env(SCENARIO, "1")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// A child's last line that has no end (a process killed in the middle
+    /// of a line, a `printf`) is ended in the copy: the parent's next line
+    /// (or another child's) is not glued onto it, which with `--log-format
+    /// json` makes neither line JSON.
+    #[test]
+    fn an_unended_last_line_is_ended_in_the_copy() {
+        use std::io::Write as _;
+        if std::env::var_os(SCENARIO).is_some() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let said = runtime.block_on(said("printf 'last, unended' >&2"));
+            assert_eq!(said.as_deref(), Some("last, unended"));
+            std::io::stderr().write_all(b"the parent's next line\n").unwrap();
+            return;
+        }
+        let out = rerun("an_unended_last_line_is_ended_in_the_copy")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("last, unended\nthe parent's next line\n"),
+            "the copy glued the parent's line onto the child's: {stderr:?}"
+        );
+    }
+
+    /// The copy never blocks a runtime thread on this process's stderr: a
+    /// Pod whose stderr is a full pipe (a log shipper that fell behind, a
+    /// reader that stopped) goes on serving while its Peas' lines wait to be
+    /// written. The scenario fills its stderr, copies one line of a child's,
+    /// and then must still run a task on its one runtime thread.
+    #[test]
+    fn a_full_stderr_does_not_stall_the_runtime() {
+        use std::io::{BufRead as _, Write as _};
+        if std::env::var_os(SCENARIO).is_some() {
+            // Fill this process's stderr, a pipe nobody reads: a blocking
+            // write to it now waits.
+            // SAFETY: fcntl and write on fd 2, with a buffer that outlives them.
+            unsafe {
+                let flags = libc::fcntl(2, libc::F_GETFL);
+                assert!(flags >= 0);
+                assert_eq!(libc::fcntl(2, libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+                let chunk = [b'.'; 4096];
+                while libc::write(2, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+                assert_eq!(
+                    std::io::Error::last_os_error().kind(),
+                    std::io::ErrorKind::WouldBlock
+                );
+                assert_eq!(libc::fcntl(2, libc::F_SETFL, flags), 0);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut child = Command::new("sh")
+                    .args(["-c", "echo 'a line to copy' >&2"])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let _copy = StderrCopy::start(&mut child).expect("piped");
+                child.wait().await.unwrap();
+                // The copy has its line to write: give it its turns.
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+                tokio::spawn(async {}).await.unwrap();
+            });
+            let mut stdout = std::io::stdout();
+            stdout.write_all(b"\nstill running\n").unwrap();
+            stdout.flush().unwrap();
+            // Not the runtime's drop: it would wait for a blocked write.
+            std::process::exit(0);
+        }
+        let mut scenario = rerun("a_full_stderr_does_not_stall_the_runtime")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = scenario.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.is_ok_and(|l| l == "still running") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        // A process that runs answers at once; one that hangs, never.
+        let ran = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+        let _ = scenario.kill();
+        let _ = scenario.wait();
+        reader.join().unwrap();
+        assert!(
+            ran,
+            "the runtime stalled: the copy blocked its thread writing to a full stderr"
+        );
+    }
 }

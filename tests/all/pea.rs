@@ -243,6 +243,36 @@ async fn a_pinned_pea_reloads_only_the_file_it_is_pinned_to() {
     client.close().await;
 }
 
+/// A pinned Pea never compiles a changed file for a reload: the pin already
+/// says it will not run it. Compiling it first costs seconds of CPU and
+/// memory (and lands a never-run file in the compile cache), and with
+/// `--load-interval` came at every tick, forever, when there is no cache.
+/// A changed file that does not compile shows the order: the answer is a
+/// reload (of the pinned version, already in memory) or a refusal naming
+/// the digests, never the compile error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_pea_does_not_compile_a_changed_file_to_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let uses = dir.path().join("executor.wasm");
+    std::fs::copy(wasm("passthrough"), &uses).unwrap();
+    let bytes = std::fs::read(&uses).unwrap();
+    let digest = jina_wasm::executor::cache::digest(&bytes);
+    let pea = PeaProcess::try_start_uses(&uses, &["--name", "p", "--uses-sha256", &digest], |_| {})
+        .unwrap_or_else(|log| panic!("the pea did not start:\n{log}"));
+    let ctrl = pea.addr("ctrl");
+    // The same component header, cut short: it does not compile.
+    std::fs::write(&uses, &bytes[..bytes.len() / 2]).unwrap();
+    match control(&ctrl, "RELOAD").await {
+        Ok(answer) => assert_eq!(answer, json!({"reloaded": true})),
+        Err(e) => {
+            let refused = format!("{e:#}");
+            for part in ["is not the file that was checked", &digest] {
+                assert!(refused.contains(part), "no `{part}` in: {refused}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_requests_are_answered_while_the_executor_is_busy() {
     let pea = PeaProcess::start(
