@@ -112,9 +112,11 @@ impl StderrCopy {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let kept = tail.clone();
         let task = tokio::spawn(async move {
-            use std::io::Write as _;
-            use tokio::io::AsyncReadExt as _;
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             let mut from = tokio::io::BufReader::new(stderr);
+            // Written from tokio's blocking threads: a slow or full stderr
+            // holds this task, never a runtime thread.
+            let mut to = tokio::io::stderr();
             let mut line = Vec::new();
             loop {
                 line.clear();
@@ -125,15 +127,24 @@ impl StderrCopy {
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }
-                let _ = std::io::stderr().lock().write_all(&line);
                 let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                let mut tail = kept
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if tail.len() == Self::LINES {
-                    tail.pop_front();
+                {
+                    let mut tail = kept
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if tail.len() == Self::LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(text);
                 }
-                tail.push_back(text);
+                // A last line without its end is ended: the next line
+                // written is not glued onto it.
+                if !line.ends_with(b"\n") && line.len() < Self::MAX_LINE {
+                    line.push(b'\n');
+                }
+                if to.write_all(&line).await.is_err() || to.flush().await.is_err() {
+                    break;
+                }
             }
         });
         Some(StderrCopy { tail, task })
