@@ -164,6 +164,22 @@ async fn start(
     spec: ExecutorSpec,
 ) -> anyhow::Result<Executor> {
     let name = spec.name.clone();
+    if let Some(wanted) = sha256 {
+        // Checked before the compile, which a file that will not run must
+        // not cost (seconds, at every `--load-interval` tick).
+        let path = uses.clone();
+        let read = tokio::task::spawn_blocking(move || crate::executor::read_component(&path)).await?;
+        if let Ok(bytes) = read {
+            let found = crate::executor::cache::digest(&bytes);
+            if !found.eq_ignore_ascii_case(wanted) {
+                anyhow::bail!(
+                    "{} is not the file that was checked: its SHA-256 is {found}, not {wanted} (it changed after the \
+                     check, as during a rolling update); it is not started",
+                    uses.display()
+                );
+            }
+        }
+    }
     let component = runtime.load_async(&uses).await?;
     if let Some(wanted) = sha256
         && !component.digest.eq_ignore_ascii_case(wanted)
