@@ -199,7 +199,9 @@ mod tests {
             Some("pea `p` did not start: why")
         );
         assert_eq!(
-            said("echo one >&2; printf 'last, unended' >&2").await.as_deref(),
+            said("echo one >&2; printf 'last, unended' >&2")
+                .await
+                .as_deref(),
             Some("last, unended")
         );
         assert_eq!(said("true").await, None);
@@ -247,7 +249,9 @@ mod tests {
                 .unwrap();
             let said = runtime.block_on(said("printf 'last, unended' >&2"));
             assert_eq!(said.as_deref(), Some("last, unended"));
-            std::io::stderr().write_all(b"the parent's next line\n").unwrap();
+            std::io::stderr()
+                .write_all(b"the parent's next line\n")
+                .unwrap();
             return;
         }
         let out = rerun("an_unended_last_line_is_ended_in_the_copy")

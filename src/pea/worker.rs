@@ -168,7 +168,8 @@ async fn start(
         // Checked before the compile, which a file that will not run must
         // not cost (seconds, at every `--load-interval` tick).
         let path = uses.clone();
-        let read = tokio::task::spawn_blocking(move || crate::executor::read_component(&path)).await?;
+        let read =
+            tokio::task::spawn_blocking(move || crate::executor::read_component(&path)).await?;
         if let Ok(bytes) = read {
             let found = crate::executor::cache::digest(&bytes);
             if !found.eq_ignore_ascii_case(wanted) {
