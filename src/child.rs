@@ -117,6 +117,7 @@ impl StderrCopy {
             // Written from tokio's blocking threads: a slow or full stderr
             // holds this task, never a runtime thread.
             let mut to = tokio::io::stderr();
+            let mut writable = true;
             let mut line = Vec::new();
             loop {
                 line.clear();
@@ -142,8 +143,10 @@ impl StderrCopy {
                 if !line.ends_with(b"\n") && line.len() < Self::MAX_LINE {
                     line.push(b'\n');
                 }
-                if to.write_all(&line).await.is_err() || to.flush().await.is_err() {
-                    break;
+                // A stderr that fails (closed by its reader) stops the
+                // copying, not the reading: the child never waits on a full pipe.
+                if writable {
+                    writable = to.write_all(&line).await.is_ok() && to.flush().await.is_ok();
                 }
             }
         });

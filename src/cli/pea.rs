@@ -80,11 +80,12 @@ pub struct PeaCommand {
     pub quiet_error: bool,
 
     /// The SHA-256 (64 hex digits) the --uses file must have when the Pea
-    /// starts and at every reload (--load-interval, RELOAD); a file that
-    /// differs is refused, naming both digests (a refused reload keeps the
-    /// running instance). A Pod's rolling update passes the digest of the file
-    /// it checked, so a file changed during the update is not started
-    /// unchecked, and the Pea runs that version until the next update.
+    /// starts; a file that differs is refused before it is compiled, naming
+    /// both digests. A Pod's rolling update passes the digest of the file it
+    /// checked, so a file changed during the update is not started
+    /// unchecked. The Pea then runs that version: a reload (--load-interval,
+    /// RELOAD) loads its state into a fresh instance of the same component,
+    /// without reading the file again.
     #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
     pub uses_sha256: Option<String>,
 

@@ -64,6 +64,16 @@ pub enum LoadError {
         "loading {path} failed in the host: {why} (a bug in jina-wasm; the file may still be valid)"
     )]
     Panicked { path: PathBuf, why: String },
+    /// Not the file of the digest it was pinned to ([`super::Runtime::load_pinned_async`]).
+    #[error(
+        "{path} is not the file that was checked: its SHA-256 is {found}, not {wanted} (it changed after the \
+         check, as during a rolling update); it is not started"
+    )]
+    NotTheChecked {
+        path: PathBuf,
+        found: String,
+        wanted: String,
+    },
 }
 
 /// A checked, compiled executor component, ready to instantiate many times.
@@ -177,11 +187,27 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     Ok(bytes)
 }
 
-pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<LoadedComponent, LoadError> {
+/// Reads, checks and compiles (or maps from the cache) the component at
+/// `path`; when `wanted` is given, only a file of that SHA-256, checked
+/// before anything is compiled.
+pub(super) fn load(
+    runtime: &Runtime,
+    path: &Path,
+    wanted: Option<&str>,
+) -> Result<LoadedComponent, LoadError> {
     let started = Instant::now();
     let bytes = read(path)?;
-    check_header(path, &bytes)?;
     let digest = digest(&bytes);
+    if let Some(wanted) = wanted
+        && !digest.eq_ignore_ascii_case(wanted)
+    {
+        return Err(LoadError::NotTheChecked {
+            path: path.to_owned(),
+            found: digest,
+            wanted: wanted.to_owned(),
+        });
+    }
+    check_header(path, &bytes)?;
     let engine = runtime.engine();
     let (component, cache) = match runtime.cache() {
         Some(cache) => cache.load_or_compile(engine, &bytes, &digest, path),

@@ -299,7 +299,7 @@ impl Executor {
         &self.name
     }
 
-    pub fn component(&self) -> &LoadedComponent {
+    pub fn component(&self) -> &Arc<LoadedComponent> {
         &self.component
     }
 

@@ -212,7 +212,7 @@ impl Runtime {
 
     /// Loads, checks and links a component. See [`LoadError`] for what is checked.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
-        component::load(self, path).map(Arc::new)
+        component::load(self, path, None).map(Arc::new)
     }
 
     /// [`Runtime::load`] off the reactor, on tokio's blocking pool: compiling
@@ -231,9 +231,24 @@ impl Runtime {
         self: &Arc<Self>,
         path: &Path,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
+        self.load_pinned_async(path, None).await
+    }
+
+    /// [`Runtime::load_async`] of a file that must have the SHA-256 `wanted`
+    /// (what a rolling update checked), when given: another file is refused
+    /// before it is compiled.
+    ///
+    /// # Errors
+    /// As [`Runtime::load_async`], and [`LoadError::NotTheChecked`].
+    pub async fn load_pinned_async(
+        self: &Arc<Self>,
+        path: &Path,
+        wanted: Option<&str>,
+    ) -> Result<Arc<LoadedComponent>, LoadError> {
         let (runtime, owned) = (self.clone(), path.to_path_buf());
+        let wanted = wanted.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
-            let loaded = runtime.load(&owned);
+            let loaded = component::load(&runtime, &owned, wanted.as_deref()).map(Arc::new);
             release_free_memory();
             loaded
         })

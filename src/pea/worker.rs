@@ -15,7 +15,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::executor::{
-    ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, Runtime, offload,
+    ErrorKind, Executor, ExecutorError, ExecutorSpec, ExecutorStats, InitBackoff, LoadedComponent,
+    Runtime, offload,
 };
 use crate::wire::Body;
 
@@ -163,35 +164,17 @@ async fn start(
     sha256: Option<&str>,
     spec: ExecutorSpec,
 ) -> anyhow::Result<Executor> {
+    let component = runtime.load_pinned_async(&uses, sha256).await?;
+    instantiate(runtime, component, spec).await
+}
+
+/// Starts an executor (`init`) from a loaded component, off the reactor.
+async fn instantiate(
+    runtime: Arc<Runtime>,
+    component: Arc<LoadedComponent>,
+    spec: ExecutorSpec,
+) -> anyhow::Result<Executor> {
     let name = spec.name.clone();
-    if let Some(wanted) = sha256 {
-        // Checked before the compile, which a file that will not run must
-        // not cost (seconds, at every `--load-interval` tick).
-        let path = uses.clone();
-        let read =
-            tokio::task::spawn_blocking(move || crate::executor::read_component(&path)).await?;
-        if let Ok(bytes) = read {
-            let found = crate::executor::cache::digest(&bytes);
-            if !found.eq_ignore_ascii_case(wanted) {
-                anyhow::bail!(
-                    "{} is not the file that was checked: its SHA-256 is {found}, not {wanted} (it changed after the \
-                     check, as during a rolling update); it is not started",
-                    uses.display()
-                );
-            }
-        }
-    }
-    let component = runtime.load_async(&uses).await?;
-    if let Some(wanted) = sha256
-        && !component.digest.eq_ignore_ascii_case(wanted)
-    {
-        anyhow::bail!(
-            "{} is not the file that was checked: its SHA-256 is {}, not {wanted} (it changed after the check, \
-             as during a rolling update); it is not started",
-            uses.display(),
-            component.digest
-        );
-    }
     let started = offload::run(
         &name,
         Box::pin(Executor::start_async(runtime, component, spec)),
@@ -294,22 +277,29 @@ impl State {
         self.executor = Some(executor);
     }
 
-    /// Dump (unless read-only), then replace the instance with one from the
-    /// file as it is now (of the pinned digest, if the Pea has one); the
-    /// running one stays if that fails.
+    /// Dump (unless read-only), then replace the instance with a fresh one,
+    /// which loads the dumped state: from the file as it is now, or for a
+    /// pinned Pea, from the component it runs. The running one stays if that
+    /// fails.
     async fn reload(&mut self, executor: &mut Executor) -> Result<(), Failure> {
         dump(executor).await?;
-        // The file as it is now: what a reload is for. A pinned Pea stays on
-        // its version (a Pea the Pod restarts after a crash gets the same pin,
-        // so it must be what the Pea ran): it reloads its state, and a file
-        // changed in place is refused here, with the running instance kept.
-        let fresh = start(
-            self.runtime.clone(),
-            self.uses.clone(),
-            self.sha256.as_deref(),
-            self.spec.clone(),
-        )
-        .await;
+        let fresh = if self.sha256.is_some() {
+            // A Pea a rolling update pinned runs one version until the next
+            // update (a Pea the Pod restarts after a crash gets the same pin,
+            // so it must be what the Pea ran): it reloads its state, and never
+            // reads the file, which may hold another version by now.
+            let component = executor.component().clone();
+            instantiate(self.runtime.clone(), component, self.spec.clone()).await
+        } else {
+            // The file as it is now: what a reload of code is for.
+            start(
+                self.runtime.clone(),
+                self.uses.clone(),
+                None,
+                self.spec.clone(),
+            )
+            .await
+        };
         match fresh {
             Ok(fresh) => {
                 let old = std::mem::replace(executor, fresh);
