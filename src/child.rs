@@ -104,19 +104,29 @@ impl StderrCopy {
     /// The longest line copied whole: a longer one is copied in parts of
     /// this size (and kept cut), so a child never makes the parent hold more.
     const MAX_LINE: usize = 16 << 10;
+    /// The most of a line [`StderrCopy::finish`] quotes (it goes into
+    /// answers, such as a rolling update's).
+    pub const MAX_QUOTE: usize = 1024;
 
-    /// Starts copying `child`'s stderr (which must be piped); `None` when it
-    /// is not.
+    /// Starts copying `child`'s stderr (which must be piped) to this
+    /// process's; `None` when it is not piped.
     pub fn start(child: &mut Child) -> Option<StderrCopy> {
+        // Written from tokio's blocking threads: a slow or full stderr holds
+        // the copy's task, never a runtime thread.
+        Self::start_to(child, tokio::io::stderr())
+    }
+
+    /// [`StderrCopy::start`], copying to `to`.
+    fn start_to(
+        child: &mut Child,
+        mut to: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
+    ) -> Option<StderrCopy> {
         let stderr = child.stderr.take()?;
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let kept = tail.clone();
         let task = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             let mut from = tokio::io::BufReader::new(stderr);
-            // Written from tokio's blocking threads: a slow or full stderr
-            // holds this task, never a runtime thread.
-            let mut to = tokio::io::stderr();
             let mut writable = true;
             let mut line = Vec::new();
             loop {
@@ -156,7 +166,8 @@ impl StderrCopy {
     /// Waits (at most `within`) until the child and whatever shares its
     /// stderr have closed it, so that its last lines are copied; then what
     /// it said last: its `error: ` line (how `jina-wasm` reports a failure)
-    /// when it has one, else its last line.
+    /// when it has one, else its last line; at most [`Self::MAX_QUOTE`]
+    /// bytes of it.
     pub async fn finish(mut self, within: Duration) -> Option<String> {
         if tokio::time::timeout(within, &mut self.task).await.is_err() {
             self.task.abort();
@@ -174,7 +185,14 @@ impl StderrCopy {
                     .find(|l| !l.is_empty())
                     .map(String::as_str)
             })
-            .map(str::to_owned)
+            .map(|said| {
+                let end = said.floor_char_boundary(Self::MAX_QUOTE);
+                if end == said.len() {
+                    said.to_owned()
+                } else {
+                    format!("{}… ({} more bytes cut)", &said[..end], said.len() - end)
+                }
+            })
     }
 }
 
@@ -182,44 +200,61 @@ impl StderrCopy {
 mod tests {
     use super::*;
 
-    async fn said(script: &str) -> Option<String> {
+    /// What `script` said last ([`StderrCopy::finish`]), and the copy of its
+    /// stderr.
+    async fn said(script: &str) -> (Option<String>, String) {
         let mut child = Command::new("sh")
             .args(["-c", script])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let copy = StderrCopy::start(&mut child).expect("piped");
+        let (to, mut copied) = tokio::io::duplex(1 << 20);
+        let copy = StderrCopy::start_to(&mut child, to).expect("piped");
         child.wait().await.unwrap();
-        copy.finish(Duration::from_secs(10)).await
+        let said = copy.finish(Duration::from_secs(10)).await;
+        let mut copy = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut copied, &mut copy)
+            .await
+            .unwrap();
+        (said, copy)
     }
 
     #[tokio::test]
     async fn a_childs_error_line_is_what_it_said() {
-        assert_eq!(
-            said("echo starting >&2; echo 'error: pea `p` did not start: why' >&2; echo bye >&2")
-                .await
-                .as_deref(),
-            Some("pea `p` did not start: why")
-        );
-        assert_eq!(
-            said("echo one >&2; printf 'last, unended' >&2")
-                .await
-                .as_deref(),
-            Some("last, unended")
-        );
-        assert_eq!(said("true").await, None);
+        let lines = "starting\nerror: pea `p` did not start: why\nbye\n";
+        let (quote, copy) = said(&format!("printf '{lines}' >&2")).await;
+        assert_eq!(quote.as_deref(), Some("pea `p` did not start: why"));
+        assert_eq!(copy, lines);
+        assert_eq!(said("true").await, (None, String::new()));
     }
 
+    /// A child's last line that has no end (a process killed in the middle
+    /// of a line, a `printf`) is ended in the copy: the parent's next line
+    /// (or another child's) is not glued onto it, which with `--log-format
+    /// json` makes neither line JSON.
     #[tokio::test]
-    async fn a_line_without_end_is_kept_cut() {
-        // Three parts of the longest line, and a newline.
+    async fn an_unended_last_line_is_ended_in_the_copy() {
+        let (quote, copy) = said("echo one >&2; printf 'last, unended' >&2").await;
+        assert_eq!(quote.as_deref(), Some("last, unended"));
+        assert_eq!(copy, "one\nlast, unended\n");
+    }
+
+    /// A line longer than [`StderrCopy::MAX_LINE`] is copied whole, in parts,
+    /// and quoted cut to [`StderrCopy::MAX_QUOTE`].
+    #[tokio::test]
+    async fn a_long_line_is_copied_whole_and_quoted_cut() {
         let script = format!(
             "head -c {} /dev/zero | tr '\\0' x >&2; echo >&2",
             3 * StderrCopy::MAX_LINE
         );
-        let long = said(&script).await.unwrap();
-        assert_eq!(long.len(), StderrCopy::MAX_LINE);
-        assert!(long.bytes().all(|b| b == b'x'));
+        let (quote, copy) = said(&script).await;
+        let quoted = format!(
+            "{}… ({} more bytes cut)",
+            "x".repeat(StderrCopy::MAX_QUOTE),
+            StderrCopy::MAX_LINE - StderrCopy::MAX_QUOTE
+        );
+        assert_eq!(quote.unwrap(), quoted);
+        assert_eq!(copy, "x".repeat(3 * StderrCopy::MAX_LINE) + "\n");
     }
 
     /// Set in the process [`rerun`] starts: the test plays its scenario
@@ -236,36 +271,6 @@ mod tests {
             .env(SCENARIO, "1")
             .stdin(std::process::Stdio::null());
         command
-    }
-
-    /// A child's last line that has no end (a process killed in the middle
-    /// of a line, a `printf`) is ended in the copy: the parent's next line
-    /// (or another child's) is not glued onto it, which with `--log-format
-    /// json` makes neither line JSON.
-    #[test]
-    fn an_unended_last_line_is_ended_in_the_copy() {
-        use std::io::Write as _;
-        if std::env::var_os(SCENARIO).is_some() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let said = runtime.block_on(said("printf 'last, unended' >&2"));
-            assert_eq!(said.as_deref(), Some("last, unended"));
-            std::io::stderr()
-                .write_all(b"the parent's next line\n")
-                .unwrap();
-            return;
-        }
-        let out = rerun("an_unended_last_line_is_ended_in_the_copy")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("last, unended\nthe parent's next line\n"),
-            "the copy glued the parent's line onto the child's: {stderr:?}"
-        );
     }
 
     /// The copy never blocks a runtime thread on this process's stderr: a

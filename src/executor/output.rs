@@ -187,11 +187,7 @@ fn join_fields(fields: &[(&str, &str)]) -> String {
         for part in [if i == 0 { "" } else { " " }, key, "=", value] {
             let room = MAX_LINE_BYTES - joined.len();
             if part.len() > room {
-                let mut end = room;
-                while !part.is_char_boundary(end) {
-                    end -= 1;
-                }
-                joined.push_str(&part[..end]);
+                joined.push_str(&part[..part.floor_char_boundary(room)]);
                 return joined;
             }
             joined.push_str(part);
@@ -201,14 +197,7 @@ fn join_fields(fields: &[(&str, &str)]) -> String {
 }
 
 fn cut(message: &str) -> &str {
-    if message.len() <= MAX_LINE_BYTES {
-        return message;
-    }
-    let mut end = MAX_LINE_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
+    &message[..message.floor_char_boundary(MAX_LINE_BYTES)]
 }
 
 /// One of the guest's output streams.

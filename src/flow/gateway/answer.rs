@@ -139,10 +139,7 @@ pub(super) fn cap(text: &str) -> std::borrow::Cow<'_, str> {
     if text.len() <= MAX_REASON {
         return text.into();
     }
-    let mut end = MAX_REASON;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = text.floor_char_boundary(MAX_REASON);
     format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
 }
 
