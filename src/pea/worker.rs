@@ -124,7 +124,7 @@ impl Worker {
             executor: Some(executor),
             runtime,
             uses,
-            sha256: sha256.map(str::to_owned),
+            pinned: sha256.is_some(),
             spec,
             health: health.clone(),
         };
@@ -189,10 +189,10 @@ struct State {
     executor: Option<Executor>,
     runtime: Arc<Runtime>,
     uses: PathBuf,
-    /// The digest `uses` must have (`--uses-sha256`), at the start and at
-    /// every reload: a Pea a rolling update pinned runs one version until the
-    /// next update.
-    sha256: Option<String>,
+    /// Whether a rolling update pinned this Pea to a digest (`--uses-sha256`):
+    /// it runs that one version until the next update, so a reload reuses
+    /// the component it runs rather than reading `uses` again.
+    pinned: bool,
     spec: ExecutorSpec,
     health: Arc<Mutex<Health>>,
 }
@@ -283,7 +283,7 @@ impl State {
     /// fails.
     async fn reload(&mut self, executor: &mut Executor) -> Result<(), Failure> {
         dump(executor).await?;
-        let fresh = if self.sha256.is_some() {
+        let fresh = if self.pinned {
             // A Pea a rolling update pinned runs one version until the next
             // update (a Pea the Pod restarts after a crash gets the same pin,
             // so it must be what the Pea ran): it reloads its state, and never
