@@ -492,6 +492,8 @@ async fn assemble(
                 .collect(),
             active: (0..n).collect(),
             current: current.clone(),
+            named: config.pea.uses.clone(),
+            checked: None,
         };
         let set_stop = CancellationToken::new();
         let task = tokio::spawn(set.run(requests, set_stop.clone()));

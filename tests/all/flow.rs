@@ -101,6 +101,10 @@ impl FlowProcess {
             .args(args)
             .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
             .env("JINA_WASM_LOG", "warn")
+            // What the Flow keeps in temp dirs (a rolling update's copies of
+            // the files it checked) goes with this test's, even when the Flow
+            // is killed.
+            .env("TMPDIR", dir.path())
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -540,7 +540,8 @@ fn a_shard_put_back_runs_the_file_that_ran_not_the_one_copied_over_it() {
 /// PROCESS-backed Peas (`flow --runtime-backend PROCESS`) get the checked digest as `--uses-sha256` on their
 /// command line: an update (`with:` only, and in place: the file copied
 /// over first) starts them, and `GET /status` names the digest they run. One
-/// that does not start is reported with what its process said.
+/// that does not start is reported with what its process said; one that
+/// crashes after the path changed is restarted from a copy of its version.
 #[test]
 fn process_peas_start_pinned_to_the_checked_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,6 +573,34 @@ fn process_peas_start_pinned_to_the_checked_file() {
         assert!(stderr.contains(part), "no `{part}` in: {stderr}");
     }
     assert_eq!(dim_now(port), 4);
+
+    // Another file copied over the path, with no update, and a replica's
+    // process killed: the Pod restarts it from its copy of the checked file,
+    // so it serves the version it was pinned to (not refused forever).
+    let original = std::fs::read(&uses).unwrap();
+    let bytes = std::fs::read(crate::util::wasm("passthrough")).unwrap();
+    std::fs::write(&uses, &bytes).unwrap();
+    let ctrl = flow.ready["pods"][0]["ctrl"].as_str().unwrap().to_string();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let status = crate::util::control(&ctrl, "STATUS").await.unwrap();
+        let victim = status["peas"][0]["pid"].as_u64().unwrap();
+        crate::util::kill_9(victim as u32);
+        crate::pea::status_until(&ctrl, "the replica restarted from its copy", |s| {
+            s["healthy"] == json!(true)
+                && s["process_restarts"] == json!(1)
+                && s["peas"][0]["pid"].as_u64() != Some(victim)
+        })
+        .await;
+    });
+    for _ in 0..4 {
+        assert_eq!(dim_now(port), 4);
+    }
+    assert_eq!(
+        component(port, "encode")["uses"],
+        uses.display().to_string(),
+        "the path named, not the copy"
+    );
+    std::fs::write(&uses, &original).unwrap();
 
     // In place: the same path, another file (passthrough: no embedding).
     let bytes = std::fs::read(crate::util::wasm("passthrough")).unwrap();

@@ -16,14 +16,15 @@
 //!   carries over), connects, and the Head takes requests again.
 //!
 //! The new component is compiled (and checked against the contract) before
-//! anything stops. A replacement that does not start (a bad `with:`, an
+//! anything stops, and the new Peas start from a copy of the file checked
+//! (`checked.rs`). A replacement that does not start (a bad `with:`, an
 //! `init` error, not connected within `timeout_ready`) is stopped and every
 //! Pea this update already replaced gets its previous settings back: the Pod
 //! ends up as it was, and the error says why. The Pod's STATUS (and the
 //! Flow's `GET /status`) names the component that serves: its path, its
 //! SHA-256 and the update's generation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use super::head::HeadCommand;
 use super::{Layout, Member, MemberInfo, PodConfig, Roster, TailInput};
 use crate::executor::Runtime;
 
+mod checked;
 mod place;
 
 /// What a rolling update changes; `None` keeps the current value.
@@ -186,6 +188,11 @@ pub(super) struct ReplicaSet {
     /// Per place (replica or shard number), the member index serving it.
     pub(super) active: Vec<usize>,
     pub(super) current: Current,
+    /// The executor file the operator named last (the Peas an update
+    /// started run a copy of it: [`ReplicaSet::stage`]).
+    pub(super) named: PathBuf,
+    /// Those copies, named by digest; made at the first update.
+    pub(super) checked: Option<tempfile::TempDir>,
 }
 
 impl ReplicaSet {
@@ -229,9 +236,10 @@ impl ReplicaSet {
         let started = Instant::now();
         let name = self.config.pea.name.clone();
         let mut next = self.config.clone();
-        if let Some(uses) = change.uses {
-            next.pea.uses = uses;
-        }
+        // The path the operator named, read again by an update that names
+        // none, and reported as `uses` (the Peas run a copy of it).
+        let named = change.uses.unwrap_or_else(|| self.named.clone());
+        next.pea.uses = named.clone();
         if let Some(with) = change.with {
             next.pea.executor.config = with;
         }
@@ -246,9 +254,20 @@ impl ReplicaSet {
         };
         tracing::info!(pod = %name, uses = %next.pea.uses.display(), %sha256, "rolling update: starting");
         // Each new Pea reads the file again: it must be the one checked, or
-        // replicas could run another version than `current` reports. And a
-        // rollback must put back what ran, not what its path holds now (an
-        // update in place overwrote it).
+        // replicas could run another version than `current` reports. So they
+        // read a copy of it that nothing else writes, which a Pea process
+        // restarted after a crash reads again, whatever the path named now
+        // holds; and each is pinned to its digest. A rollback must put back
+        // what ran, not what its path holds now (an update in place
+        // overwrote it).
+        next.pea.uses = match self.stage(&next.pea.uses, &sha256).await {
+            Ok(copy) => copy,
+            Err(e) => {
+                return Err(UpdateError::Failed(format!(
+                    "pod `{name}`: {e}; nothing was changed"
+                )));
+            }
+        };
         next.pea.uses_sha256 = Some(sha256.clone());
         let previous = self.serving();
         let mut done: Vec<usize> = Vec::new();
@@ -297,7 +316,7 @@ impl ReplicaSet {
         let component = {
             let mut current = self.current.write().expect("current");
             *current = Component {
-                uses: next.pea.uses.display().to_string(),
+                uses: named.display().to_string(),
                 sha256,
                 with: next.pea.executor.config.clone(),
                 generation: current.generation + 1,
@@ -305,6 +324,7 @@ impl ReplicaSet {
             current.clone()
         };
         self.config = next;
+        self.named = named;
         tracing::info!(pod = %name, generation = component.generation, "rolling update: done");
         Ok(Report {
             pod: name,
@@ -313,6 +333,27 @@ impl ReplicaSet {
             abandoned,
             took_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// A copy of the checked file `uses` (of SHA-256 `sha256`) in this Pod's
+    /// directory of checked files, named by its digest and read-only: what
+    /// the update's Peas are started from. The file is read again for it, so
+    /// one changed since the check is refused here, before any Pea stops.
+    async fn stage(&mut self, uses: &Path, sha256: &str) -> Result<PathBuf, String> {
+        let dir = match &self.checked {
+            Some(dir) => dir.path().to_path_buf(),
+            None => {
+                let dir = tokio::task::spawn_blocking(checked::checked_dir)
+                    .await
+                    .map_err(|e| format!("making the checked files' directory failed: {e}"))?
+                    .map_err(|e| format!("cannot make a directory for the checked files: {e}"))?;
+                self.checked.insert(dir).path().to_path_buf()
+            }
+        };
+        let (uses, sha256) = (uses.to_path_buf(), sha256.to_owned());
+        tokio::task::spawn_blocking(move || checked::copy_checked(&uses, &sha256, &dir))
+            .await
+            .map_err(|e| format!("copying the checked file failed in the host: {e}"))?
     }
 
     /// The settings the Pod serves now, pinned to the digest that serves
