@@ -128,6 +128,13 @@ impl FlowProcess {
     }
 }
 
+impl FlowProcess {
+    /// The Flow's temp dir (`TMPDIR`), removed with it.
+    pub fn temp_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for FlowProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -616,4 +616,23 @@ fn process_peas_start_pinned_to_the_checked_file() {
         assert_eq!(code, 200, "{answer}");
         assert!(answer["data"][0]["embedding"].is_null(), "{answer}");
     }
+    // Three updates, two versions copied: only the serving one is kept.
+    let copies: Vec<String> = std::fs::read_dir(flow.temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("jina-wasm-checked-")
+        })
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        copies,
+        [format!(
+            "{}.wasm",
+            jina_wasm::executor::cache::digest(&bytes)
+        )]
+    );
 }

@@ -72,6 +72,21 @@ pub(super) fn copy_checked(uses: &Path, sha256: &str, dir: &Path) -> Result<Path
     Ok(copy)
 }
 
+/// Removes every copy in `dir` but that of `digest`.
+pub(super) fn keep_only(dir: &Path, digest: Option<&str>) {
+    let kept = digest.map(|d| format!("{}.wasm", d.to_ascii_lowercase()));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if kept.as_deref() != entry.file_name().to_str() {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(copy = %entry.path().display(), "cannot remove a checked file's copy: {e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

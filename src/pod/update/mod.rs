@@ -303,6 +303,10 @@ impl ReplicaSet {
                         }
                     }
                     tracing::error!(pod = %name, "rolling update failed: {reason}");
+                    if !down {
+                        // Every Pea runs the previous settings again.
+                        self.keep_checked(previous.pea.uses_sha256.clone()).await;
+                    }
                     return Err(if down {
                         UpdateError::Degraded(reason)
                     } else {
@@ -313,6 +317,8 @@ impl ReplicaSet {
                 }
             }
         }
+        // Every Pea runs the new version: no other copy is needed again.
+        self.keep_checked(Some(sha256.clone())).await;
         let component = {
             let mut current = self.current.write().expect("current");
             *current = Component {
@@ -354,6 +360,18 @@ impl ReplicaSet {
         tokio::task::spawn_blocking(move || checked::copy_checked(&uses, &sha256, &dir))
             .await
             .map_err(|e| format!("copying the checked file failed in the host: {e}"))?
+    }
+
+    /// Removes the copies of checked files but that of `serving` (the
+    /// version every Pea runs), once nothing can start from them again: a
+    /// Pod updated many times keeps one copy, not one per version.
+    async fn keep_checked(&self, serving: Option<String>) {
+        if let Some(dir) = &self.checked {
+            let dir = dir.path().to_path_buf();
+            let _ =
+                tokio::task::spawn_blocking(move || checked::keep_only(&dir, serving.as_deref()))
+                    .await;
+        }
     }
 
     /// The settings the Pod serves now, pinned to the digest that serves
