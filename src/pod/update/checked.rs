@@ -79,10 +79,10 @@ pub(super) fn keep_only(dir: &Path, digest: Option<&str>) {
         return;
     };
     for entry in entries.flatten() {
-        if kept.as_deref() != entry.file_name().to_str() {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                tracing::warn!(copy = %entry.path().display(), "cannot remove a checked file's copy: {e}");
-            }
+        if kept.as_deref() != entry.file_name().to_str()
+            && let Err(e) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(copy = %entry.path().display(), "cannot remove a checked file's copy: {e}");
         }
     }
 }
