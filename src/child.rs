@@ -185,14 +185,7 @@ impl StderrCopy {
                     .find(|l| !l.is_empty())
                     .map(String::as_str)
             })
-            .map(|said| {
-                let end = said.floor_char_boundary(Self::MAX_QUOTE);
-                if end == said.len() {
-                    said.to_owned()
-                } else {
-                    format!("{}… ({} more bytes cut)", &said[..end], said.len() - end)
-                }
-            })
+            .map(|said| crate::wire::cut_reason(said, Self::MAX_QUOTE).into_owned())
     }
 }
 

@@ -66,9 +66,10 @@ impl Process {
     const DRAIN: Duration = Duration::from_secs(2);
 
     /// Waits for the copy of its stderr to end (its last lines copied); what
-    /// it said last.
-    async fn drain(&mut self) -> Option<String> {
-        match self.stderr.take() {
+    /// it said last. (On the field, so that it serves after `child` was
+    /// moved out to be stopped.)
+    async fn drain(stderr: &mut Option<StderrCopy>) -> Option<String> {
+        match stderr.take() {
             Some(copy) => copy.finish(Self::DRAIN).await,
             None => None,
         }
@@ -88,7 +89,7 @@ pub(super) async fn supervise(s: Supervision, mut process: Process) -> anyhow::R
             status = process.child.wait() => status,
             () = s.stop.cancelled() => return stop_child(&name, &s, process).await,
         };
-        process.drain().await;
+        Process::drain(&mut process.stderr).await;
         // Reaped: the process is gone. Start it again, after the backoff.
         s.roster.write().expect("roster")[s.index].running = false;
         let status =
@@ -141,9 +142,7 @@ pub(super) async fn stop_child(
     let ctrl = s.roster.read().expect("roster")[s.index].info.ctrl.clone();
     let ended = crate::child::stop(process.child, &ctrl, s.grace).await;
     // Its last lines (how it stopped) in the Pod's log before the Pod goes on.
-    if let Some(copy) = process.stderr.take() {
-        copy.finish(Process::DRAIN).await;
-    }
+    Process::drain(&mut process.stderr).await;
     match ended {
         Ended::Exited(status) if status.success() => Ok(()),
         Ended::Exited(status) => Err(anyhow::anyhow!("pea `{name}` exited with {status}")),
@@ -180,7 +179,7 @@ pub(super) async fn spawn_child(
     let Some(ready) = crate::child::ready_line(&mut process.child).await? else {
         let status = process.child.wait().await?;
         let name = &config.name;
-        match process.drain().await {
+        match Process::drain(&mut process.stderr).await {
             Some(said) => anyhow::bail!(
                 "pea `{name}`'s process exited with {status} before it was ready: {said}"
             ),

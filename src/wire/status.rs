@@ -186,6 +186,17 @@ impl<'de> serde::Deserialize<'de> for ErrorKind {
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, saying how
+/// many bytes were cut: how a reason someone else wrote (a guest, a child
+/// process) goes into an answer.
+pub fn cut_reason(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let end = text.floor_char_boundary(max);
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::ErrorKind;

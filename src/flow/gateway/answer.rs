@@ -136,11 +136,7 @@ pub(super) fn failed(
 /// `text` cut to at most [`MAX_REASON`] bytes at a character boundary, saying
 /// how many bytes were cut.
 pub(super) fn cap(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.len() <= MAX_REASON {
-        return text.into();
-    }
-    let end = text.floor_char_boundary(MAX_REASON);
-    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+    crate::wire::cut_reason(text, MAX_REASON)
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 UTC
