@@ -357,6 +357,35 @@ async fn assemble(
         (0..n).map(|i| format!("{name}/{}", role(i))).collect()
     };
     let local = if config.external.is_some() { 0 } else { n };
+    // The Peas started here run a copy of the file, pinned to its digest
+    // (update/checked.rs): a Pea process restarted after a crash, or a
+    // rollback to this first version, runs the version the Pod started
+    // with, whatever the path holds by then.
+    let (pinned, current, checked);
+    let config = if local > 0 {
+        let dir = update::checked_dir().await.map_err(anyhow::Error::msg)?;
+        let (copy, sha256) = update::check_and_copy(&runtime, &pod.uses, &dir)
+            .await
+            .map_err(|e| match e {
+                update::StageError::Load(e) => anyhow::Error::new(e),
+                update::StageError::Copy(e) => anyhow::Error::msg(e),
+            })?;
+        current = update::Current::new(std::sync::RwLock::new(update::Component {
+            uses: pod.uses.display().to_string(),
+            sha256: sha256.clone(),
+            with: pod.executor.config.clone(),
+            generation: 0,
+        }));
+        let mut copied = config.clone();
+        copied.pea.uses = copy;
+        copied.pea.uses_sha256 = Some(sha256);
+        (pinned, checked) = (copied, Some(dir));
+        &pinned
+    } else {
+        current = update::component_of(&pod.uses, &pod.executor.config).await;
+        checked = None;
+        config
+    };
     let roster: Roster = Arc::default();
     // An open Pod has no names: its Peas are elsewhere (`local` is 0).
     for (i, pea_name) in names.iter().enumerate().take(local) {
@@ -377,7 +406,6 @@ async fn assemble(
         .iter()
         .map(|s| s.info.clone())
         .collect();
-    let current = update::component_of(&pod.uses, &pod.executor.config).await;
 
     // Executors of the Head and the Tail.
     let before = match &config.uses_before {
@@ -469,12 +497,7 @@ async fn assemble(
 
     // The Peas started here go to the updater, which hands them back when
     // the Pod stops; Peas that run elsewhere are not this Pod's to replace.
-    let (updater, replica_set) = if config.external.is_some() {
-        let why = format!(
-            "pod `{name}` runs only its Head and Tail here (its Peas run elsewhere): update its Peas where they run"
-        );
-        (update::Updater::unsupported(current.clone(), why), None)
-    } else {
+    let (updater, replica_set) = if let Some(checked) = checked {
         let (updater, requests) = update::ReplicaSet::channel(current.clone());
         let set = update::ReplicaSet {
             runtime: runtime.clone(),
@@ -492,12 +515,17 @@ async fn assemble(
                 .collect(),
             active: (0..n).collect(),
             current: current.clone(),
-            named: config.pea.uses.clone(),
-            checked: None,
+            named: pod.uses.clone(),
+            checked,
         };
         let set_stop = CancellationToken::new();
         let task = tokio::spawn(set.run(requests, set_stop.clone()));
         (updater, Some((set_stop, task)))
+    } else {
+        let why = format!(
+            "pod `{name}` runs only its Head and Tail here (its Peas run elsewhere): update its Peas where they run"
+        );
+        (update::Updater::unsupported(current.clone(), why), None)
     };
 
     let stop = CancellationToken::new();

@@ -1,15 +1,14 @@
 //! `jina-wasm run`, `inspect`, `flow check`, `cache` and Jina's flags as a user runs them, and the README's commands as printed.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use crate::util::{bin, cache_dir, wasm};
+use crate::util::wasm;
 
 /// Runs `jina-wasm ARGS` with `stdin`, sharing the tests' component cache.
 pub fn jina(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin())
+    let mut child = crate::util::jina_command()
         .args(args)
-        .env("JINA_WASM_CACHE_DIR", cache_dir())
         .env("JINA_WASM_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -474,9 +473,8 @@ fn readme_a_pea_by_hand_runs_as_printed() {
         if background {
             use std::io::BufRead;
             let mut child = Kill(
-                Command::new(bin())
+                crate::util::jina_command()
                     .args(&args)
-                    .env("JINA_WASM_CACHE_DIR", cache_dir())
                     .env("JINA_WASM_LOG", "warn")
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
@@ -522,7 +520,7 @@ fn the_component_cache_logs_compiles_and_keeps_the_recently_used() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap();
     let run = |guest: &str, max: &str| {
-        let out = Command::new(bin())
+        let out = crate::util::jina_command()
             .args(["run", "--uses", wasm(guest).to_str().unwrap()])
             .env("JINA_WASM_CACHE_DIR", cache)
             .env("JINA_WASM_CACHE_MAX", max)

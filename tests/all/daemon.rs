@@ -4,12 +4,12 @@
 
 use std::io::{BufRead, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{bin, cache_dir, wasm};
+use crate::util::{cache_dir, wasm};
 
 const FLOW_TOKEN: &str = "flow-tenant-token";
 
@@ -26,7 +26,7 @@ impl DaemonProcess {
     pub fn start(host: &str, tenants: &str, extra: &[&str]) -> DaemonProcess {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tenants.yml"), tenants).unwrap();
-        let mut child = Command::new(bin())
+        let mut child = crate::util::jina_command()
             .args(["daemon", "--host", host, "--port", "0", "--data-dir"])
             .arg(dir.path().join("data"))
             .arg("--tenants")
@@ -217,11 +217,10 @@ impl Flow {
         let file = dir.path().join("flow.yml");
         std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
         let stderr = dir.path().join("stderr.log");
-        let mut child = Command::new(bin())
+        let mut child = crate::util::jina_command()
             .args(["flow", "--uses"])
             .arg(&file)
             .args(extra)
-            .env("JINA_WASM_CACHE_DIR", cache_dir())
             .env("JINA_WASM_LOG", "warn")
             .env("JINA_WASM_DAEMON_TOKEN", FLOW_TOKEN)
             .stdout(Stdio::piped())
@@ -797,10 +796,9 @@ fn a_killed_flow_leaves_nothing_behind_and_a_stopped_daemon_stops_everything() {
         d.address()
     );
     std::fs::write(&file, yaml).unwrap();
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args(["flow", "--uses"])
         .arg(&file)
-        .env("JINA_WASM_CACHE_DIR", cache_dir())
         .env("JINA_WASM_DAEMON_TOKEN", "not-the-token")
         .output()
         .unwrap();

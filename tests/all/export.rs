@@ -24,7 +24,7 @@ use local_cluster::manifests;
 const DEMO: &str = "examples/flows/text-search-hashing.yml";
 
 fn export(args: &[&str]) -> std::process::Output {
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .arg("export")
         .args(args)
         .env("JINA_WASM_LOG", "warn")
@@ -263,7 +263,7 @@ fn a_stateful_singleton_and_a_head_with_uses_before_map_too() {
         assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteMany"]));
         find("Service", &unit);
     }
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args([
             "export",
             "kubernetes",
@@ -490,7 +490,7 @@ fn bad_flows_are_refused_with_the_reason() {
         "pods:\n  - name: a\n    uses: x/same.wasm\n  - name: b\n    uses: y/same.wasm\n",
     )
     .unwrap();
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args(["export", "kubernetes"])
         .arg(&flow)
         .arg(dir.path().join("out"))
@@ -508,7 +508,7 @@ fn bad_flows_are_refused_with_the_reason() {
         "pods:\n  - name: A_b\n    uses: a.wasm\n  - name: a-b\n    uses: b.wasm\n",
     )
     .unwrap();
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args(["export", "docker-compose"])
         .arg(&flow)
         .arg(dir.path().join("c.yml"))
@@ -671,9 +671,8 @@ struct Unit(Child, Value);
 impl Unit {
     fn start(args: &[&str], hostname: &str) -> Unit {
         use std::io::BufRead;
-        let mut child = Command::new(bin())
+        let mut child = crate::util::jina_command()
             .args(args)
-            .env("JINA_WASM_CACHE_DIR", cache_dir())
             .env("JINA_WASM_LOG", "warn")
             .env("HOSTNAME", hostname)
             .stdout(Stdio::piped())

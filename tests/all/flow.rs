@@ -95,15 +95,14 @@ impl FlowProcess {
             .to_path_buf();
         let file = dir.path().join("flow.yml");
         std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
-        let mut child = std::process::Command::new(crate::util::bin())
+        let mut child = crate::util::jina_command()
             .args(["flow", "--uses"])
             .arg(&file)
             .args(args)
-            .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
             .env("JINA_WASM_LOG", "warn")
-            // What the Flow keeps in temp dirs (a rolling update's copies of
-            // the files it checked) goes with this test's, even when the Flow
-            // is killed.
+            // What the Flow keeps in temp dirs (its Pods' copies of their
+            // executor files) goes with this test's, even when the Flow is
+            // killed.
             .env("TMPDIR", dir.path())
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
@@ -655,7 +654,7 @@ fn the_client_takes_the_ready_url_and_says_what_is_wrong() {
 /// requests in flight named) and exit code 130.
 fn interrupt_client(args: &[&str], input: &str) {
     use std::time::{Duration, Instant};
-    let mut child = std::process::Command::new(crate::util::bin())
+    let mut child = crate::util::jina_command()
         .args(args)
         .env("JINA_WASM_LOG", "warn")
         .stdin(std::process::Stdio::piped())
@@ -719,9 +718,8 @@ fn a_flow_that_cannot_start_names_the_pod_and_leaves_nothing_running() {
         guests.display()
     );
     std::fs::write(&file, yaml).unwrap();
-    let out = std::process::Command::new(crate::util::bin())
+    let out = crate::util::jina_command()
         .args(["flow", "--uses", file.to_str().unwrap()])
-        .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
         .env("JINA_WASM_LOG", "info")
         .output()
         .unwrap();

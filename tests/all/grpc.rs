@@ -115,7 +115,7 @@ fn protocols_and_ports_are_checked_before_anything_starts() {
             ),
         )
         .unwrap();
-        let out = std::process::Command::new(crate::util::bin())
+        let out = crate::util::jina_command()
             .args(["flow", "check"])
             .arg(&file)
             .output()
@@ -255,10 +255,9 @@ fn silent_connections_to_the_grpc_port_are_closed() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(crate::util::bin())
+    let mut child = crate::util::jina_command()
         .args(["flow", "--http-idle-timeout", "1s", "--uses"])
         .arg(&file)
-        .env("JINA_WASM_CACHE_DIR", crate::util::cache_dir())
         .env("JINA_WASM_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::flow::{FlowProcess, post};
 use crate::pea::{PeaProcess, client, request};
-use crate::util::{bin, cache_dir, http, text_doc, wasm};
+use crate::util::{http, text_doc, wasm};
 
 /// Samples of a scrape, keyed `name{k="v",...}` with the labels sorted.
 type Samples = BTreeMap<String, f64>;
@@ -386,7 +386,7 @@ fn an_export_annotates_every_unit_for_prometheus() {
     let k8s = dir.path().join("k8s");
     let compose = dir.path().join("docker-compose.yml");
     for (kind, out) in [("kubernetes", &k8s), ("docker-compose", &compose)] {
-        let output = Command::new(bin())
+        let output = crate::util::jina_command()
             .args(["export", kind, flow, out.to_str().unwrap()])
             .env("JINA_WASM_LOG", "warn")
             .output()
@@ -470,10 +470,9 @@ fn json_logs_parse_and_the_access_line_has_its_fields() {
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(bin())
+    let mut child = crate::util::jina_command()
         .args(["flow", "--log-format", "json", "--uses"])
         .arg(&file)
-        .env("JINA_WASM_CACHE_DIR", cache_dir())
         .env("JINA_WASM_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -14,7 +14,7 @@ use jina_wasm::transport::{Link, SocketSpec};
 use jina_wasm::wire::{AfterError, Body, Envelope, Kind, Message, Outcome, Status};
 use serde_json::{Value, json};
 
-use crate::util::{bin, cache_dir, text_doc, wasm};
+use crate::util::{text_doc, wasm};
 
 /// A `jina-wasm pea` child process, killed when dropped.
 pub struct PeaProcess {
@@ -55,13 +55,12 @@ impl PeaProcess {
             Some((&"--pod", rest)) => ("pod", rest),
             _ => ("pea", args),
         };
-        let mut command = Command::new(bin());
+        let mut command = crate::util::jina_command();
         command
             .arg(command_name)
             .arg("--uses")
             .arg(uses)
             .args(args)
-            .env("JINA_WASM_CACHE_DIR", cache_dir())
             .env(
                 "JINA_WASM_LOG",
                 std::env::var("PEA_LOG").unwrap_or("info".into()),
@@ -803,7 +802,10 @@ async fn ping_answers_over_ipc_and_fails_without_a_pea() {
     let mut pea = PeaProcess::start("passthrough", &["--ctrl-with-ipc", "--name", "ipc"]);
     let ctrl = pea.addr("ctrl");
     assert!(ctrl.starts_with("ipc://"), "{ctrl}");
-    let out = Command::new(bin()).args(["ping", &ctrl]).output().unwrap();
+    let out = crate::util::jina_command()
+        .args(["ping", &ctrl])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -821,7 +823,7 @@ async fn ping_answers_over_ipc_and_fails_without_a_pea() {
         !std::path::Path::new(ctrl.trim_start_matches("ipc://")).exists(),
         "the IPC socket file was left behind"
     );
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args(["ping", &ctrl, "--timeout", "1s"])
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use jina_wasm::wire::{Body, Envelope, Message, Status};
 use serde_json::{Value, json};
 
 use crate::pea::{PeaProcess, status_until};
-use crate::util::{bin, cache_dir, wasm};
+use crate::util::wasm;
 
 /// A pod process: the same harness as a Pea, with `pod` as the command.
 pub(crate) fn pod(guest: &str, args: &[&str]) -> PeaProcess {
@@ -606,7 +606,7 @@ fn a_pod_that_is_not_ready_in_time_names_the_peas_it_waited_for() {
 
 #[test]
 fn pod_flags_are_checked() {
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args([
             "pod",
             "--uses",
@@ -614,11 +614,10 @@ fn pod_flags_are_checked() {
             "--polling",
             "/a:some",
         ])
-        .env("JINA_WASM_CACHE_DIR", cache_dir())
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither `any` nor `all`"));
-    let out = Command::new(bin())
+    let out = crate::util::jina_command()
         .args([
             "pod",
             "--uses",
@@ -628,7 +627,6 @@ fn pod_flags_are_checked() {
             "--replicas",
             "257",
         ])
-        .env("JINA_WASM_CACHE_DIR", cache_dir())
         .output()
         .unwrap();
     assert!(

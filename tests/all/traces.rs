@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message as _;
 use serde_json::{Value, json};
 
-use crate::util::{bin, cache_dir, http, wasm};
+use crate::util::{http, wasm};
 
 /// A span as the receiver got it: ids in hex, string and int attributes,
 /// the exporting process's service name.
@@ -186,11 +186,10 @@ impl Flow {
         let guests = wasm("passthrough").parent().unwrap().to_path_buf();
         let file = dir.path().join("flow.yml");
         std::fs::write(&file, yaml.replace("{W}", guests.to_str().unwrap())).unwrap();
-        let mut child = Command::new(bin())
+        let mut child = crate::util::jina_command()
             .args(["flow", "--uses"])
             .arg(&file)
             .args(args)
-            .env("JINA_WASM_CACHE_DIR", cache_dir())
             .env("JINA_WASM_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

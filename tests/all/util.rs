@@ -49,6 +49,29 @@ pub fn cache_dir() -> &'static std::path::Path {
     })
 }
 
+/// The temp dir (`TMPDIR`) of every `jina-wasm` process the tests start
+/// but Flows (`FlowProcess` gives each its own): what one leaves when a test
+/// kills it (a Pod's copies of its executor files) stays in the target
+/// directory, where the next such process sweeps it, not in `/tmp`.
+pub fn temp_root() -> &'static std::path::Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("test-tmp");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// `jina-wasm` as the tests start it: the shared component cache, and
+/// [`temp_root`] as its temp dir.
+pub fn jina_command() -> std::process::Command {
+    let mut command = std::process::Command::new(bin());
+    command
+        .env("JINA_WASM_CACHE_DIR", cache_dir())
+        .env("TMPDIR", temp_root());
+    command
+}
+
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
     RUNTIME

@@ -310,6 +310,8 @@ impl LocalCluster {
             .env_clear()
             .envs(pod.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOSTNAME", &pod.hostname)
+            // What a killed pod leaves in its temp dir goes with the cluster.
+            .env("TMPDIR", self.dir.path())
             .env("JINA_WASM_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

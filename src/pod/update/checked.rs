@@ -1,45 +1,104 @@
-//! Copies of the executor files rolling updates checked: what the new Peas
-//! (and a `PROCESS` Pea the Pod restarts after a crash) are started from, so
-//! a path the operator changes in place never starts a version nobody
-//! checked (docs/operations.md, "Rolling updates"). A Pod keeps its copies in
-//! a directory of its own in the temp dir, named by digest and read-only,
-//! removed when the Pod stops; a later Pod removes those of processes that
-//! were killed first.
+//! Copies of the executor files a Pod runs: what its Peas (and a `PROCESS`
+//! Pea the Pod restarts after a crash) are started from, so a path the
+//! operator changes in place never starts a version nobody checked, and a
+//! rollback always finds the version it puts back (docs/operations.md,
+//! "Rolling updates"). A Pod keeps its copies in a directory of its own in
+//! the temp dir, named by digest and read-only, removed when the Pod stops;
+//! a later Pod removes those of processes that were killed first.
+//!
+//! Whether a directory's owner still runs is told by a lock the owner holds
+//! for as long as it keeps the directory (`flock`, released by the kernel
+//! when the process ends), not by its pid: a pid names another process in
+//! another pid namespace (two containers sharing `/tmp`), or a new process
+//! once the old one is gone.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// What the directories of checked files are called in the temp dir, then
 /// the pid of the process that made them.
 const CHECKED_PREFIX: &str = "jina-wasm-checked-";
 
-/// A new directory for a Pod's checked files, in the temp dir. Those that
-/// processes no longer running left there (killed before they could remove
-/// them) are removed first.
-pub(super) fn checked_dir() -> std::io::Result<tempfile::TempDir> {
-    checked_dir_in(&std::env::temp_dir())
+/// The file in each directory its owner holds locked.
+const LOCK: &str = ".lock";
+
+/// A Pod's directory of checked files, removed on drop.
+#[derive(Debug)]
+pub(in crate::pod) struct CheckedDir {
+    dir: tempfile::TempDir,
+    /// Held locked while `dir` is in use: dropped after it (fields drop in
+    /// order), so the directory is never seen unlocked before it is gone.
+    _lock: File,
 }
 
-/// [`checked_dir`] in `base`.
-fn checked_dir_in(base: &Path) -> std::io::Result<tempfile::TempDir> {
-    if let Ok(entries) = std::fs::read_dir(base) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(CHECKED_PREFIX))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !Path::new("/proc").join(pid.to_string()).exists()
-            {
-                // Never follows a link; another user's is left as it is.
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+impl CheckedDir {
+    /// A new directory for a Pod's checked files, in the temp dir. Those that
+    /// processes no longer running left there (killed before they could
+    /// remove them) are removed first.
+    pub(in crate::pod) fn new() -> std::io::Result<CheckedDir> {
+        CheckedDir::new_in(&std::env::temp_dir())
+    }
+
+    /// [`CheckedDir::new`] in `base`.
+    fn new_in(base: &Path) -> std::io::Result<CheckedDir> {
+        sweep(base);
+        use std::os::unix::fs::PermissionsExt;
+        // Its owner's alone: not even listed by others.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{CHECKED_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)?;
+        // Locked under another name, then renamed: a sweep never finds a
+        // lock file its live owner does not hold yet.
+        let part = tempfile::NamedTempFile::new_in(dir.path())?;
+        part.as_file().lock()?;
+        let lock = part.persist(dir.path().join(LOCK))?;
+        Ok(CheckedDir { dir, _lock: lock })
+    }
+
+    pub(in crate::pod) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Removes the directories of checked files in `base` whose owner has ended.
+/// Never follows a link; another user's is left as it is.
+fn sweep(base: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(CHECKED_PREFIX)) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        let lock = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path.join(LOCK));
+        let ended = match &lock {
+            // Held while its owner runs; free once the owner has ended.
+            Ok(lock) => lock.try_lock().is_ok(),
+            // No lock file: made before directories had one, or by hand.
+            // Its owner is gone if no process has its pid here (this
+            // misjudges only a pid in another namespace, as before locks).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => rest
+                .split('-')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists()),
+            Err(_) => false,
+        };
+        if ended {
+            // Removed while locked, so no second sweep judges it meanwhile.
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
-    tempfile::Builder::new()
-        .prefix(&format!("{CHECKED_PREFIX}{}-", std::process::id()))
-        .tempdir_in(base)
 }
 
 /// Copies `uses` into `dir` as `<sha256>.wasm`, read-only, unless a copy is
@@ -79,7 +138,9 @@ pub(super) fn keep_only(dir: &Path, digest: Option<&str>) {
         return;
     };
     for entry in entries.flatten() {
-        if kept.as_deref() != entry.file_name().to_str()
+        let name = entry.file_name();
+        if name != LOCK
+            && kept.as_deref() != name.to_str()
             && let Err(e) = std::fs::remove_file(entry.path())
         {
             tracing::warn!(copy = %entry.path().display(), "cannot remove a checked file's copy: {e}");
@@ -91,43 +152,65 @@ pub(super) fn keep_only(dir: &Path, digest: Option<&str>) {
 mod tests {
     use super::*;
 
+    /// A directory is its owner's while the owner holds its lock, whatever
+    /// pid its name says; one without a lock file goes by its pid.
     #[test]
-    fn the_checked_files_of_dead_processes_are_swept() {
+    fn the_checked_files_of_ended_processes_are_swept() {
         let base = tempfile::tempdir().unwrap();
         let mut ended = std::process::Command::new("true").spawn().unwrap();
         let dead = ended.id();
         ended.wait().unwrap();
+        let live = std::process::id();
+        let dir = |name: String| {
+            let dir = base.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("x.wasm"), b"x").unwrap();
+            dir
+        };
+        let locked = |dir: &Path| {
+            let lock = File::create(dir.join(LOCK)).unwrap();
+            lock.lock().unwrap();
+            lock
+        };
+        // Another process's, held: kept, though no process has its pid here.
+        let held = dir(format!("{CHECKED_PREFIX}{dead}-held"));
+        let _held_lock = locked(&held);
+        // Its lock free: its owner ended, whatever runs with its pid now.
+        let freed = dir(format!("{CHECKED_PREFIX}{live}-freed"));
+        drop(locked(&freed));
+        // No lock file: by its pid.
+        let unlocked_dead = dir(format!("{CHECKED_PREFIX}{dead}-old"));
+        let unlocked_live = dir(format!("{CHECKED_PREFIX}{live}-old"));
+        let other = dir(format!("{CHECKED_PREFIX}notes"));
+        // A link to a directory whose lock is free: neither followed nor removed.
         let outside = tempfile::tempdir().unwrap();
-        let own = base
-            .path()
-            .join(format!("{CHECKED_PREFIX}{}-a", std::process::id()));
-        let left = base.path().join(format!("{CHECKED_PREFIX}{dead}-b"));
-        let link = base.path().join(format!("{CHECKED_PREFIX}{dead}-c"));
-        let other = base.path().join(format!("{CHECKED_PREFIX}notes"));
-        for dir in [&own, &left, &other] {
-            std::fs::create_dir(dir).unwrap();
-        }
-        std::fs::write(left.join("x.wasm"), b"x").unwrap();
+        drop(locked(outside.path()));
+        let link = base.path().join(format!("{CHECKED_PREFIX}{dead}-link"));
         std::os::unix::fs::symlink(outside.path(), &link).unwrap();
-        std::fs::write(outside.path().join("kept"), b"kept").unwrap();
-        let made = checked_dir_in(base.path()).unwrap();
-        assert!(!left.exists(), "a dead process's directory was left");
-        assert!(!link.exists(), "a dead process's link was left");
+
+        let made = CheckedDir::new_in(base.path()).unwrap();
+        assert!(held.join("x.wasm").exists(), "a held directory was removed");
+        assert!(!freed.exists(), "an ended owner's directory was left");
+        assert!(!unlocked_dead.exists(), "a dead pid's directory was left");
+        assert!(unlocked_live.exists() && other.exists());
+        assert!(outside.path().join(LOCK).exists(), "the link was followed");
+        assert!(link.symlink_metadata().is_ok());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&made.path().metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        let name = made.path().file_name().unwrap().to_str().unwrap();
         assert!(
-            outside.path().join("kept").exists(),
-            "the link was followed"
-        );
-        assert!(own.exists() && other.exists());
-        let name = made
-            .path()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            name.starts_with(&format!("{CHECKED_PREFIX}{}-", std::process::id())),
+            name.starts_with(&format!("{CHECKED_PREFIX}{live}-")),
             "{name}"
         );
+
+        // The new directory is held: another sweep leaves it; once dropped,
+        // it is gone.
+        let second = CheckedDir::new_in(base.path()).unwrap();
+        assert!(made.path().join(LOCK).exists());
+        let path = made.path().to_path_buf();
+        drop(made);
+        assert!(!path.exists());
+        drop(second);
     }
 }

@@ -17,7 +17,8 @@
 //!
 //! The new component is compiled (and checked against the contract) before
 //! anything stops, and the new Peas start from a copy of the file checked
-//! (`checked.rs`). A replacement that does not start (a bad `with:`, an
+//! (`checked.rs`), as the Pod's first Peas did: a rollback puts back the
+//! copy that ran. A replacement that does not start (a bad `with:`, an
 //! `init` error, not connected within `timeout_ready`) is stopped and every
 //! Pea this update already replaced gets its previous settings back: the Pod
 //! ends up as it was, and the error says why. The Pod's STATUS (and the
@@ -40,6 +41,8 @@ use crate::executor::Runtime;
 
 mod checked;
 mod place;
+
+pub(super) use checked::CheckedDir;
 
 /// What a rolling update changes; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +151,49 @@ impl Updater {
     }
 }
 
-/// The component at `path` as first started: its digest read from the file.
+/// Why a component was not made ready to start Peas from.
+pub(super) enum StageError {
+    /// It does not load: missing, not a component, the wrong contract...
+    Load(crate::executor::LoadError),
+    /// It could not be copied, or changed after it was checked.
+    Copy(String),
+}
+
+/// Checks the component at `uses` (compiled, or mapped from the cache, and
+/// checked against the contract) and copies it into `dir`: the file a Pod's
+/// Peas start from (`checked.rs`), and its SHA-256. The file is read again
+/// for the copy, so one changed since the check is refused here, before any
+/// Pea starts or stops.
+pub(super) async fn check_and_copy(
+    runtime: &Arc<Runtime>,
+    uses: &Path,
+    dir: &CheckedDir,
+) -> Result<(PathBuf, String), StageError> {
+    let sha256 = runtime
+        .load_async(uses)
+        .await
+        .map_err(StageError::Load)?
+        .digest
+        .clone();
+    let (owned, digest, dir) = (uses.to_path_buf(), sha256.clone(), dir.path().to_path_buf());
+    let copy = tokio::task::spawn_blocking(move || checked::copy_checked(&owned, &digest, &dir))
+        .await
+        .map_err(|e| StageError::Copy(format!("copying the checked file failed in the host: {e}")))?
+        .map_err(StageError::Copy)?;
+    Ok((copy, sha256))
+}
+
+/// A new directory for a Pod's copies of its executor files, off the reactor.
+pub(super) async fn checked_dir() -> Result<CheckedDir, String> {
+    tokio::task::spawn_blocking(CheckedDir::new)
+        .await
+        .map_err(|e| format!("making the checked files' directory failed in the host: {e}"))?
+        .map_err(|e| format!("cannot make a directory for the checked files in the temp dir: {e}"))
+}
+
+/// The component at `path` as first started, for a Pod whose Peas do not
+/// start from a copy (a single Pea, Peas elsewhere): its digest read from
+/// the file.
 pub async fn component_of(path: &std::path::Path, with: &Value) -> Current {
     // Read as a Pea reads it (a FIFO or a device refused, not waited on or
     // read without end), off the reactor.
@@ -188,11 +233,12 @@ pub(super) struct ReplicaSet {
     /// Per place (replica or shard number), the member index serving it.
     pub(super) active: Vec<usize>,
     pub(super) current: Current,
-    /// The executor file the operator named last (the Peas an update
-    /// started run a copy of it: [`ReplicaSet::stage`]).
+    /// The executor file the operator named last (the Peas run a copy of
+    /// it: [`check_and_copy`]).
     pub(super) named: PathBuf,
-    /// Those copies, named by digest; made at the first update.
-    pub(super) checked: Option<tempfile::TempDir>,
+    /// Those copies, named by digest: the version that serves, and during an
+    /// update the new one.
+    pub(super) checked: CheckedDir,
 }
 
 impl ReplicaSet {
@@ -244,32 +290,29 @@ impl ReplicaSet {
             next.pea.executor.config = with;
         }
         // Compiled and checked before anything stops (cached for the Peas).
-        let sha256 = match self.runtime.load_async(&next.pea.uses).await {
-            Ok(component) => component.digest.clone(),
-            Err(e) => {
-                return Err(UpdateError::Failed(format!(
-                    "pod `{name}`: the new component does not load: {e}; nothing was changed"
-                )));
-            }
-        };
-        tracing::info!(pod = %name, uses = %next.pea.uses.display(), %sha256, "rolling update: starting");
         // Each new Pea reads the file again: it must be the one checked, or
         // replicas could run another version than `current` reports. So they
         // read a copy of it that nothing else writes, which a Pea process
         // restarted after a crash reads again, whatever the path named now
-        // holds; and each is pinned to its digest. A rollback must put back
-        // what ran, not what its path holds now (an update in place
-        // overwrote it).
-        next.pea.uses = match self.stage(&next.pea.uses, &sha256).await {
-            Ok(copy) => copy,
-            Err(e) => {
+        // holds; and each is pinned to its digest.
+        let (copy, sha256) = match check_and_copy(&self.runtime, &named, &self.checked).await {
+            Ok(staged) => staged,
+            Err(StageError::Load(e)) => {
+                return Err(UpdateError::Failed(format!(
+                    "pod `{name}`: the new component does not load: {e}; nothing was changed"
+                )));
+            }
+            Err(StageError::Copy(e)) => {
                 return Err(UpdateError::Failed(format!(
                     "pod `{name}`: {e}; nothing was changed"
                 )));
             }
         };
+        tracing::info!(pod = %name, uses = %named.display(), %sha256, "rolling update: starting");
+        next.pea.uses = copy;
         next.pea.uses_sha256 = Some(sha256.clone());
-        let previous = self.serving();
+        // What a rollback puts back: the copy the Peas run now, pinned.
+        let previous = self.config.clone();
         let mut done: Vec<usize> = Vec::new();
         let mut replaced = Vec::new();
         let mut abandoned = 0;
@@ -341,50 +384,13 @@ impl ReplicaSet {
         })
     }
 
-    /// A copy of the checked file `uses` (of SHA-256 `sha256`) in this Pod's
-    /// directory of checked files, named by its digest and read-only: what
-    /// the update's Peas are started from. The file is read again for it, so
-    /// one changed since the check is refused here, before any Pea stops.
-    async fn stage(&mut self, uses: &Path, sha256: &str) -> Result<PathBuf, String> {
-        let dir = match &self.checked {
-            Some(dir) => dir.path().to_path_buf(),
-            None => {
-                let dir = tokio::task::spawn_blocking(checked::checked_dir)
-                    .await
-                    .map_err(|e| format!("making the checked files' directory failed: {e}"))?
-                    .map_err(|e| format!("cannot make a directory for the checked files: {e}"))?;
-                self.checked.insert(dir).path().to_path_buf()
-            }
-        };
-        let (uses, sha256) = (uses.to_path_buf(), sha256.to_owned());
-        tokio::task::spawn_blocking(move || checked::copy_checked(&uses, &sha256, &dir))
-            .await
-            .map_err(|e| format!("copying the checked file failed in the host: {e}"))?
-    }
-
     /// Removes the copies of checked files but that of `serving` (the
     /// version every Pea runs), once nothing can start from them again: a
     /// Pod updated many times keeps one copy, not one per version.
     async fn keep_checked(&self, serving: Option<String>) {
-        if let Some(dir) = &self.checked {
-            let dir = dir.path().to_path_buf();
-            let _ =
-                tokio::task::spawn_blocking(move || checked::keep_only(&dir, serving.as_deref()))
-                    .await;
-        }
-    }
-
-    /// The settings the Pod serves now, pinned to the digest that serves
-    /// (`current`) when they are not yet: what a Pea put back after a failed
-    /// update runs, not what its path holds now (an update in place
-    /// overwrote it).
-    fn serving(&self) -> PodConfig {
-        let mut serving = self.config.clone();
-        if serving.pea.uses_sha256.is_none() {
-            let ran = self.current.read().expect("current").sha256.clone();
-            serving.pea.uses_sha256 = Some(ran).filter(|s| !s.is_empty());
-        }
-        serving
+        let dir = self.checked.path().to_path_buf();
+        let _ =
+            tokio::task::spawn_blocking(move || checked::keep_only(&dir, serving.as_deref())).await;
     }
 
     /// Puts `config` in place for one place (replica or shard); the number

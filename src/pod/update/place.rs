@@ -147,9 +147,9 @@ impl ReplicaSet {
                 if stop.is_cancelled() {
                     return Err(Failure::Down(reason));
                 }
-                // The settings it ran with (and the file), on the same
-                // workspace.
-                let previous = self.serving();
+                // The settings it ran with (and the copy of the file it
+                // ran, pinned), on the same workspace.
+                let previous = self.config.clone();
                 let back = super::super::member_config(
                     &previous,
                     self.layout,
