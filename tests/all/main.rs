@@ -18,7 +18,8 @@
 //!   control requests, error strategies, restarts, backpressure, a pyzmq peer.
 //! - `malformed`: truncated frames, wrong frame counts, unknown versions, huge
 //!   lengths, control-socket garbage against a running Pea: answered or
-//!   dropped with a log line, and the Pea keeps serving.
+//!   dropped with a log line, and the Pea keeps serving; a control flood from
+//!   clients that never read stalls no one else, at a Pea or a Pod.
 //! - `pod`: `jina-wasm pod` with shards and replicas: partitioned writes, merged
 //!   searches, load balancing, failures that name the shard, both backends.
 //! - `export`: Kubernetes and Compose export of the demo Flow: golden files,
