@@ -1133,9 +1133,8 @@ async fn pea_rows(runtime: Arc<Runtime>) -> Vec<Row> {
     // 1.05x in three runs of this).
     let (p_in, p_out) = (process.addr("in"), process.addr("out"));
     let pid = process.0.id();
-    // One client throughout: a client that closes and another that opens
-    // at once can lose an answer to the first's connection (the note of
-    // 2026-12-07), which would stop the bench.
+    // One client throughout, so what is measured is requests, not
+    // connections opened and closed.
     let mut client = Client::open(&Target::pea(&p_in, &p_out)).await.unwrap();
     let mut body = Vec::new();
     Body::from_documents(&(0..100).map(workload_doc).collect::<Vec<_>>()).encode(&mut body);

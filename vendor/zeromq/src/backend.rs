@@ -69,6 +69,9 @@ pub(crate) struct GenericSocketBackend {
     peer_count: AtomicUsize,
     /// Notifiers for reconnection tasks - keyed by `peer_id`
     disconnect_notifiers: Mutex<HashMap<PeerIdentity, DisconnectNotifier>>,
+    /// jina-wasm patch: per connection, what resolves once its tasks have
+    /// dropped it (`take_open_connections`).
+    open_connections: Mutex<Vec<futures::channel::oneshot::Receiver<()>>>,
 }
 
 impl GenericSocketBackend {
@@ -87,6 +90,7 @@ impl GenericSocketBackend {
             single_peer: Mutex::new(None),
             peer_count: AtomicUsize::new(0),
             disconnect_notifiers: Mutex::new(HashMap::new()),
+            open_connections: Mutex::new(Vec::new()),
         }
     }
 
@@ -318,6 +322,10 @@ impl SocketBackend for GenericSocketBackend {
     fn monitor(&self) -> &Mutex<Option<mpsc::Sender<SocketEvent>>> {
         &self.socket_monitor
     }
+
+    fn take_open_connections(&self) -> Vec<futures::channel::oneshot::Receiver<()>> {
+        std::mem::take(&mut *self.open_connections.lock())
+    }
 }
 
 #[async_trait]
@@ -338,8 +346,20 @@ impl MultiPeerBackend for GenericSocketBackend {
         let writer_peer_id = peer_id.clone();
         // jina-wasm patch: dropped when the writer ends (see below).
         let (writer_done, writer_done_rx) = futures::channel::oneshot::channel::<()>();
+        // jina-wasm patch: held by every task that holds a half of the
+        // connection; its receiver resolves once the last of them ended.
+        let (open, open_rx) = futures::channel::oneshot::channel::<()>();
+        let open = Arc::new(open);
+        {
+            let mut connections = self.open_connections.lock();
+            // Those of connections already closed go (still open: `Ok(None)`).
+            connections.retain_mut(|rx| matches!(rx.try_recv(), Ok(None)));
+            connections.push(open_rx);
+        }
+        let writer_open = open.clone();
         async_rt::task::spawn(async move {
             let _writer_done = writer_done;
+            let _open = writer_open;
             if let Err(error) = write_message_queue(queue_receiver, send_queue).await {
                 log::debug!(
                     "Error sending message to peer {:?}: {:?}",
@@ -364,6 +384,7 @@ impl MultiPeerBackend for GenericSocketBackend {
                 let watched_peer_id = peer_id.clone();
                 async_rt::task::spawn(async move {
                     use futures::StreamExt;
+                    let _open = open;
                     let mut recv_queue = recv_queue;
                     let reader = async move { while let Some(Ok(_)) = recv_queue.next().await {} };
                     futures::pin_mut!(reader);

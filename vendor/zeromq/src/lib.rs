@@ -464,6 +464,12 @@ pub trait SocketBackend: Send + Sync {
     fn socket_options(&self) -> &Arc<SocketOptions>;
     fn shutdown(&self);
     fn monitor(&self) -> &Mutex<Option<mpsc::Sender<SocketEvent>>>;
+    /// jina-wasm patch: one receiver per connection still open, which
+    /// resolves once the connection's tasks have dropped its halves (so the
+    /// peer has been told it closed). Taken by `close`; empty by default.
+    fn take_open_connections(&self) -> Vec<futures::channel::oneshot::Receiver<()>> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -662,7 +668,23 @@ pub trait Socket: Sized + Send {
     // TODO: Call disconnect_all() when added
     async fn close(mut self) -> Vec<ZmqError> {
         // self.disconnect_all().await?;
-        self.unbind_all().await
+        let errors = self.unbind_all().await;
+        // jina-wasm patch (see vendor/README.md): dropping the socket ends
+        // its connections' tasks, but they drop the connections later, when
+        // next polled: a close returned before its peers could know, and a
+        // client that closed and opened again at once could have its next
+        // answer routed to the connection it had closed. Wait (a second at
+        // most: a writer may be stuck on a peer that does not read) until
+        // they have.
+        let backend = self.backend();
+        drop(self);
+        let open = backend.take_open_connections();
+        let _ = async_rt::task::timeout(
+            std::time::Duration::from_secs(1),
+            futures::future::join_all(open),
+        )
+        .await;
+        errors
     }
 }
 
