@@ -94,7 +94,7 @@ impl CheckedDir {
 /// Removes the directories of checked files in `base` whose owner has ended.
 /// Never follows a link; another user's is left as it is.
 fn sweep(base: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -103,7 +103,12 @@ fn sweep(base: &Path) {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(CHECKED_PREFIX)) else {
             continue;
         };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        // Ours, and a directory (a link is not followed): another user's
+        // is theirs to remove, however its lock stands.
+        if !entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == unsafe { libc::geteuid() })
+        {
             continue;
         }
         let path = entry.path();
@@ -273,5 +278,31 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         sweeper.join().unwrap();
         assert_eq!(lost, 0, "live owners' directories were swept");
+    }
+
+    /// A directory another user made under the prefix (world-writable, its
+    /// `.lock` free) is not ours to judge: left as it is.
+    #[test]
+    fn another_users_directory_is_left_as_it_is() {
+        // Only root can give a directory to another user.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let theirs = base.path().join(format!("{CHECKED_PREFIX}1-theirs"));
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join(LOCK), b"").unwrap();
+        std::fs::write(theirs.join("notes"), b"kept").unwrap();
+        for path in [theirs.join(LOCK), theirs.join("notes"), theirs.clone()] {
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+        let _made = CheckedDir::new_in(base.path()).unwrap();
+        assert!(
+            theirs.join("notes").exists(),
+            "another user's directory was removed"
+        );
     }
 }
