@@ -163,14 +163,16 @@ pub(super) enum StageError {
 /// checked against the contract) and copies it into `dir`: the file a Pod's
 /// Peas start from (`checked.rs`), and its SHA-256. The file is read again
 /// for the copy, so one changed since the check is refused here, before any
-/// Pea starts or stops.
+/// Pea starts or stops. With `wanted` (the operator's `--uses-sha256`), a
+/// file of another digest is refused before it is compiled, as a Pea does.
 pub(super) async fn check_and_copy(
     runtime: &Arc<Runtime>,
     uses: &Path,
+    wanted: Option<&str>,
     dir: &CheckedDir,
 ) -> Result<(PathBuf, String), StageError> {
     let sha256 = runtime
-        .load_async(uses)
+        .load_pinned_async(uses, wanted)
         .await
         .map_err(StageError::Load)?
         .digest
@@ -295,7 +297,8 @@ impl ReplicaSet {
         // read a copy of it that nothing else writes, which a Pea process
         // restarted after a crash reads again, whatever the path named now
         // holds; and each is pinned to its digest.
-        let (copy, sha256) = match check_and_copy(&self.runtime, &named, &self.checked).await {
+        let (copy, sha256) = match check_and_copy(&self.runtime, &named, None, &self.checked).await
+        {
             Ok(staged) => staged,
             Err(StageError::Load(e)) => {
                 return Err(UpdateError::Failed(format!(
