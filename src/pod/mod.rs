@@ -518,6 +518,7 @@ async fn assemble(
             current: current.clone(),
             named: pod.uses.clone(),
             checked,
+            mixed: false,
         };
         let set_stop = CancellationToken::new();
         let task = tokio::spawn(set.run(requests, set_stop.clone()));

@@ -53,3 +53,73 @@ fn a_pods_uses_sha256_is_kept_with_a_head() {
         );
     }
 }
+
+/// `path` with a custom section appended: a valid component of another
+/// SHA-256.
+fn another_digest(path: &std::path::Path, to: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.extend_from_slice(&[0, 6, 4, b'n', b'o', b't', b'e', b'!']);
+    std::fs::write(to, bytes).unwrap();
+}
+
+/// Every Pea of the Flow's first Pod runs a file that is there (a PROCESS
+/// Pea restarted after a crash reads it again).
+fn every_peas_file_is_there(flow: &crate::flow::FlowProcess, when: &str) {
+    let ctrl = flow.ready["pods"][0]["ctrl"].as_str().unwrap().to_string();
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::util::control(&ctrl, "STATUS"))
+        .unwrap();
+    for pea in status["peas"].as_array().unwrap() {
+        let uses = pea["uses"].as_str().unwrap_or_else(|| panic!("{pea}"));
+        assert!(
+            std::path::Path::new(uses).exists(),
+            "{when}: {} runs {uses}, which was removed",
+            pea["pea"]
+        );
+    }
+}
+
+/// A degraded update leaves some replicas on the new version (their put-back
+/// failed). A later update that is refused at its first Pea and rolls back
+/// must not remove the copy those replicas still run: a crashed one would
+/// never restart.
+#[test]
+fn a_rollback_keeps_the_copy_a_degraded_replica_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uses, other) = (dir.path().join("a.wasm"), dir.path().join("b.wasm"));
+    std::fs::copy(wasm("misbehave"), &uses).unwrap();
+    another_digest(&uses, &other);
+    let workspace = dir.path().join("ws");
+    let flow = crate::flow::FlowProcess::start(&format!(
+        "pods:\n  - name: mis\n    uses: {}\n    with: {{fail_init_if_exists: /workspace/a}}\n    shards: 2\n    parallel: 2\n    workspace: {}\n",
+        uses.display(),
+        workspace.display()
+    ));
+    let port = flow.port();
+    let shard = |i: usize| workspace.join("mis").join(format!("shard-{i}"));
+    // Shard 0 refuses its first settings from now on, shard 1 the second.
+    std::fs::write(shard(0).join("a"), b"").unwrap();
+    std::fs::write(shard(1).join("b"), b"").unwrap();
+    let update = |body: serde_json::Value| crate::flow::post(port, "/admin/update", &body);
+    let (code, answer) = update(serde_json::json!({
+        "pod": "mis", "uses": other, "uses_with": {"fail_init_if_exists": "/workspace/b"}
+    }));
+    assert_ne!(code, 200, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("putting back the previous settings failed too"),
+        "{answer}"
+    );
+    every_peas_file_is_there(&flow, "degraded");
+
+    // Refused at shard 0's first replica: nothing replaced, "rolled back".
+    std::fs::write(shard(0).join("c"), b"").unwrap();
+    let (code, answer) = update(serde_json::json!({
+        "pod": "mis", "uses": uses, "uses_with": {"fail_init_if_exists": "/workspace/c"}
+    }));
+    assert_ne!(code, 200, "{answer}");
+    every_peas_file_is_there(&flow, "after a rolled-back update");
+}

@@ -241,6 +241,10 @@ pub(super) struct ReplicaSet {
     /// Those copies, named by digest: the version that serves, and during an
     /// update the new one.
     pub(super) checked: CheckedDir,
+    /// Since an update left the Pod degraded, until one replaces every Pea:
+    /// some Peas may run another version than `config`'s (a replica whose
+    /// put-back failed runs the new one), so no copy is removed.
+    pub(super) mixed: bool,
 }
 
 impl ReplicaSet {
@@ -349,7 +353,8 @@ impl ReplicaSet {
                         }
                     }
                     tracing::error!(pod = %name, "rolling update failed: {reason}");
-                    if !down {
+                    self.mixed |= down;
+                    if !self.mixed {
                         // Every Pea runs the previous settings again.
                         self.keep_checked(previous.pea.uses_sha256.clone()).await;
                     }
@@ -365,6 +370,7 @@ impl ReplicaSet {
         }
         // Every Pea runs the new version: no other copy is needed again.
         self.keep_checked(Some(sha256.clone())).await;
+        self.mixed = false;
         let component = {
             let mut current = self.current.write().expect("current");
             *current = Component {
