@@ -105,6 +105,7 @@ fn sweep(base: &Path) {
         };
         // Ours, and a directory (a link is not followed): another user's
         // is theirs to remove, however its lock stands.
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if !entry
             .metadata()
             .is_ok_and(|m| m.is_dir() && m.uid() == unsafe { libc::geteuid() })
