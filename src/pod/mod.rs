@@ -364,12 +364,13 @@ async fn assemble(
     let (pinned, current, checked);
     let config = if local > 0 {
         let dir = update::checked_dir().await.map_err(anyhow::Error::msg)?;
-        let (copy, sha256) = update::check_and_copy(&runtime, &pod.uses, &dir)
-            .await
-            .map_err(|e| match e {
-                update::StageError::Load(e) => anyhow::Error::new(e),
-                update::StageError::Copy(e) => anyhow::Error::msg(e),
-            })?;
+        let (copy, sha256) =
+            update::check_and_copy(&runtime, &pod.uses, pod.uses_sha256.as_deref(), &dir)
+                .await
+                .map_err(|e| match e {
+                    update::StageError::Load(e) => anyhow::Error::new(e),
+                    update::StageError::Copy(e) => anyhow::Error::msg(e),
+                })?;
         current = update::Current::new(std::sync::RwLock::new(update::Component {
             uses: pod.uses.display().to_string(),
             sha256: sha256.clone(),
@@ -517,6 +518,7 @@ async fn assemble(
             current: current.clone(),
             named: pod.uses.clone(),
             checked,
+            mixed: false,
         };
         let set_stop = CancellationToken::new();
         let task = tokio::spawn(set.run(requests, set_stop.clone()));

@@ -53,6 +53,8 @@
 //! - `grpc`: the gateway's gRPC side with the real Jina 3.34 client on its
 //!   default protocol: index and search, parameters, callbacks, errors,
 //!   10,000 documents streamed, asyncio, deadlines, garbage.
+//! - `pinned`: a Pod's checked copy of `uses` keeps the operator's
+//!   `--uses-sha256`, and a failed start leaves no copy.
 //! - `rolling`: rolling updates of a running Flow's Pod under continuous
 //!   load: replicas and shards replaced with no failed request, a broken
 //!   replacement rolled back, refusals that say why.
@@ -92,6 +94,7 @@ mod malformed;
 mod metrics;
 mod minilm;
 mod pea;
+mod pinned;
 mod pod;
 mod polyglot;
 mod rolling;

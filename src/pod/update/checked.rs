@@ -22,13 +22,24 @@ const CHECKED_PREFIX: &str = "jina-wasm-checked-";
 /// The file in each directory its owner holds locked.
 const LOCK: &str = ".lock";
 
+/// What a directory is called while it is made: no pid follows, so a sweep
+/// judges it by its lock alone, and leaves it while it has none yet.
+const MAKING: &str = "new-";
+
 /// A Pod's directory of checked files, removed on drop.
 #[derive(Debug)]
 pub(in crate::pod) struct CheckedDir {
-    dir: tempfile::TempDir,
-    /// Held locked while `dir` is in use: dropped after it (fields drop in
-    /// order), so the directory is never seen unlocked before it is gone.
+    path: PathBuf,
+    /// Held locked while `path` is in use: dropped after it is removed
+    /// (`drop` runs before the fields drop), so the directory is never seen
+    /// unlocked before it is gone.
     _lock: File,
+}
+
+impl Drop for CheckedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl CheckedDir {
@@ -41,30 +52,49 @@ impl CheckedDir {
 
     /// [`CheckedDir::new`] in `base`.
     fn new_in(base: &Path) -> std::io::Result<CheckedDir> {
+        CheckedDir::new_as(base, std::process::id())
+    }
+
+    /// [`CheckedDir::new_in`], named with `pid` (in tests, the pid of a
+    /// process in another pid namespace).
+    fn new_as(base: &Path, pid: u32) -> std::io::Result<CheckedDir> {
         sweep(base);
         use std::os::unix::fs::PermissionsExt;
+        // Made under a name with no pid, its lock held, then renamed to its
+        // own: a directory named with a pid always has its lock (a pid alone
+        // would misjudge an owner in another pid namespace as ended).
         // Its owner's alone: not even listed by others.
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{CHECKED_PREFIX}{}-", std::process::id()))
+        let making = tempfile::Builder::new()
+            .prefix(&format!("{CHECKED_PREFIX}{MAKING}"))
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)?;
         // Locked under another name, then renamed: a sweep never finds a
         // lock file its live owner does not hold yet.
-        let part = tempfile::NamedTempFile::new_in(dir.path())?;
+        let part = tempfile::NamedTempFile::new_in(making.path())?;
         part.as_file().lock()?;
-        let lock = part.persist(dir.path().join(LOCK))?;
-        Ok(CheckedDir { dir, _lock: lock })
+        let lock = part.persist(making.path().join(LOCK))?;
+        let suffix = making
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&format!("{CHECKED_PREFIX}{MAKING}")))
+            .unwrap_or_default()
+            .to_owned();
+        let path = base.join(format!("{CHECKED_PREFIX}{pid}-{suffix}"));
+        std::fs::rename(making.path(), &path)?;
+        let _ = making.keep();
+        Ok(CheckedDir { path, _lock: lock })
     }
 
     pub(in crate::pod) fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 }
 
 /// Removes the directories of checked files in `base` whose owner has ended.
 /// Never follows a link; another user's is left as it is.
 fn sweep(base: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -73,7 +103,13 @@ fn sweep(base: &Path) {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(CHECKED_PREFIX)) else {
             continue;
         };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        // Ours, and a directory (a link is not followed): another user's
+        // is theirs to remove, however its lock stands.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if !entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == unsafe { libc::geteuid() })
+        {
             continue;
         }
         let path = entry.path();
@@ -212,5 +248,62 @@ mod tests {
         drop(made);
         assert!(!path.exists());
         drop(second);
+    }
+
+    /// Owners in another pid namespace (their pid names no process here)
+    /// make directories while other Pods sweep: none is removed while it is
+    /// made. Its pid named it before its lock was in: a sweep then judged it
+    /// by that pid, as ended, and removed it under its owner.
+    #[test]
+    fn a_directory_made_in_another_pid_namespace_is_never_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let elsewhere = ended.id();
+        ended.wait().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (stop, base) = (stop.clone(), base.path().to_path_buf());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sweep(&base);
+                }
+            })
+        };
+        let mut lost = 0;
+        for _ in 0..2000 {
+            match CheckedDir::new_as(base.path(), elsewhere) {
+                Ok(made) if made.path().join(LOCK).exists() => {}
+                _ => lost += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sweeper.join().unwrap();
+        assert_eq!(lost, 0, "live owners' directories were swept");
+    }
+
+    /// A directory another user made under the prefix (world-writable, its
+    /// `.lock` free) is not ours to judge: left as it is.
+    #[test]
+    fn another_users_directory_is_left_as_it_is() {
+        // Only root can give a directory to another user.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let theirs = base.path().join(format!("{CHECKED_PREFIX}1-theirs"));
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join(LOCK), b"").unwrap();
+        std::fs::write(theirs.join("notes"), b"kept").unwrap();
+        for path in [theirs.join(LOCK), theirs.join("notes"), theirs.clone()] {
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+        let _made = CheckedDir::new_in(base.path()).unwrap();
+        assert!(
+            theirs.join("notes").exists(),
+            "another user's directory was removed"
+        );
     }
 }

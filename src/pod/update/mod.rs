@@ -163,14 +163,16 @@ pub(super) enum StageError {
 /// checked against the contract) and copies it into `dir`: the file a Pod's
 /// Peas start from (`checked.rs`), and its SHA-256. The file is read again
 /// for the copy, so one changed since the check is refused here, before any
-/// Pea starts or stops.
+/// Pea starts or stops. With `wanted` (the operator's `--uses-sha256`), a
+/// file of another digest is refused before it is compiled, as a Pea does.
 pub(super) async fn check_and_copy(
     runtime: &Arc<Runtime>,
     uses: &Path,
+    wanted: Option<&str>,
     dir: &CheckedDir,
 ) -> Result<(PathBuf, String), StageError> {
     let sha256 = runtime
-        .load_async(uses)
+        .load_pinned_async(uses, wanted)
         .await
         .map_err(StageError::Load)?
         .digest
@@ -239,6 +241,10 @@ pub(super) struct ReplicaSet {
     /// Those copies, named by digest: the version that serves, and during an
     /// update the new one.
     pub(super) checked: CheckedDir,
+    /// Since an update left the Pod degraded, until one replaces every Pea:
+    /// some Peas may run another version than `config`'s (a replica whose
+    /// put-back failed runs the new one), so no copy is removed.
+    pub(super) mixed: bool,
 }
 
 impl ReplicaSet {
@@ -295,7 +301,8 @@ impl ReplicaSet {
         // read a copy of it that nothing else writes, which a Pea process
         // restarted after a crash reads again, whatever the path named now
         // holds; and each is pinned to its digest.
-        let (copy, sha256) = match check_and_copy(&self.runtime, &named, &self.checked).await {
+        let (copy, sha256) = match check_and_copy(&self.runtime, &named, None, &self.checked).await
+        {
             Ok(staged) => staged,
             Err(StageError::Load(e)) => {
                 return Err(UpdateError::Failed(format!(
@@ -346,7 +353,8 @@ impl ReplicaSet {
                         }
                     }
                     tracing::error!(pod = %name, "rolling update failed: {reason}");
-                    if !down {
+                    self.mixed |= down;
+                    if !self.mixed {
                         // Every Pea runs the previous settings again.
                         self.keep_checked(previous.pea.uses_sha256.clone()).await;
                     }
@@ -362,6 +370,7 @@ impl ReplicaSet {
         }
         // Every Pea runs the new version: no other copy is needed again.
         self.keep_checked(Some(sha256.clone())).await;
+        self.mixed = false;
         let component = {
             let mut current = self.current.write().expect("current");
             *current = Component {
