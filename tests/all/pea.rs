@@ -1207,18 +1207,42 @@ async fn an_old_contract_component_runs_in_a_pea() {
     );
 }
 
-/// Clients that each close and the next opens at once, 300 times: each gets
-/// its answer. A client's close returned before its connections were gone,
-/// so the Pea could still count the closed client's PULL among its
-/// output's peers and send it the next client's answer (about one in 80
-/// was lost, and its client timed out); a close now waits until the
-/// connections are dropped (vendor/README.md).
+/// The TCP connections to `port` on loopback in the ESTABLISHED state whose
+/// remote end is `port` (this side is a client of it), from /proc/net/tcp.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = fields[2].rsplit(':').next().unwrap();
+            u16::from_str_radix(remote, 16).unwrap() == port && fields[3] == "01"
+        })
+        .count()
+}
+
+/// A client's close returns once its connections are closed, so a client
+/// opened right after it is never answered on the closed one's connection
+/// by a Pea that has not yet seen it go. Upstream the crate's close returned
+/// before the connection tasks dropped them: a client that closed and opened
+/// again at once lost about one answer in 80 (vendor/README.md). What is
+/// left: a Pea that reads the new request before the old connection's end
+/// (a loaded machine that runs it late) can still send that answer there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_that_come_and_go_each_get_their_answer() {
+async fn a_clients_close_returns_once_its_connections_are_closed() {
     let pea = PeaProcess::start("passthrough", &["--name", "churned"]);
-    for i in 0..300 {
+    let port = |key: &str| {
+        pea.addr(key)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let (input, output) = (port("in"), port("out"));
+    for i in 0..50 {
         let mut each = client(&pea).await;
-        each.timeout = Duration::from_secs(10);
         let id = format!("doc-{i}");
         let reply = each
             .call(request("/echo", &[text_doc(&id, "hello")]))
@@ -1226,5 +1250,10 @@ async fn clients_that_come_and_go_each_get_their_answer() {
             .unwrap_or_else(|e| panic!("client {i}: {e}"));
         assert_eq!(documents(&reply)[0].id, id);
         each.close().await;
+        assert_eq!(
+            (established_to(input), established_to(output)),
+            (0, 0),
+            "client {i}: a connection was still open after close"
+        );
     }
 }
