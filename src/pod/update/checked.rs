@@ -26,6 +26,10 @@ const LOCK: &str = ".lock";
 /// judges it by its lock alone, and leaves it while it has none yet.
 const MAKING: &str = "new-";
 
+/// How old a directory still being made, with no lock file, must be before
+/// a sweep takes its owner for killed.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A Pod's directory of checked files, removed on drop.
 #[derive(Debug)]
 pub(in crate::pod) struct CheckedDir {
@@ -120,6 +124,13 @@ fn sweep(base: &Path) {
         let ended = match &lock {
             // Held while its owner runs; free once the owner has ended.
             Ok(lock) => lock.try_lock().is_ok(),
+            // No lock file, still being made (its owner locks it within
+            // microseconds): ended once it is a minute old, as its owner
+            // was killed before its lock was in.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && rest.starts_with(MAKING) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > ABANDONED)),
             // No lock file: made before directories had one, or by hand.
             // Its owner is gone if no process has its pid here (this
             // misjudges only a pid in another namespace, as before locks).
@@ -218,6 +229,11 @@ mod tests {
         let unlocked_dead = dir(format!("{CHECKED_PREFIX}{dead}-old"));
         let unlocked_live = dir(format!("{CHECKED_PREFIX}{live}-old"));
         let other = dir(format!("{CHECKED_PREFIX}notes"));
+        // Being made: kept while young, removed once abandoned.
+        let making = dir(format!("{CHECKED_PREFIX}{MAKING}young"));
+        let abandoned = dir(format!("{CHECKED_PREFIX}{MAKING}old"));
+        let old = std::time::SystemTime::now() - 2 * ABANDONED;
+        File::open(&abandoned).unwrap().set_modified(old).unwrap();
         // A link to a directory whose lock is free: neither followed nor removed.
         let outside = tempfile::tempdir().unwrap();
         drop(locked(outside.path()));
@@ -229,6 +245,8 @@ mod tests {
         assert!(!freed.exists(), "an ended owner's directory was left");
         assert!(!unlocked_dead.exists(), "a dead pid's directory was left");
         assert!(unlocked_live.exists() && other.exists());
+        assert!(making.exists(), "a directory being made was removed");
+        assert!(!abandoned.exists(), "an abandoned directory was left");
         assert!(outside.path().join(LOCK).exists(), "the link was followed");
         assert!(link.symlink_metadata().is_ok());
         let mode =
