@@ -31,12 +31,43 @@ pub(crate) const PEER_QUEUE_FULL: &str = "the peer's queue is full (it does not 
 
 pub(crate) struct Peer {
     pub(crate) send_queue: mpsc::Sender<Message>,
+    /// jina-wasm patch: the connection's descriptor (`hung_up`).
+    pub(crate) raw_fd: Option<i32>,
 }
 
 #[derive(Clone)]
 struct SinglePeer {
     peer_id: PeerIdentity,
     send_queue: mpsc::Sender<Message>,
+    raw_fd: Option<i32>,
+}
+
+/// jina-wasm patch (see vendor/README.md): whether the peer on `fd` has
+/// closed its end, so that what is written to it now is lost. Asked of the
+/// kernel, not of the task that reads the connection, which may not have
+/// run yet: a PUSH then sends to another peer. A PUSH's peer sends nothing
+/// after the handshake, and what it might is read by that task; a byte
+/// waiting is taken for a peer still there.
+fn hung_up(fd: Option<i32>) -> bool {
+    #[cfg(unix)]
+    if let Some(fd) = fd {
+        let mut byte = 0u8;
+        // SAFETY: `fd` is open while its peer is in the peers map or the
+        // single-peer cache: the connection's halves live until its writer
+        // task ends, which needs the queue sender those hold to be dropped.
+        // `recv` writes at most one byte into `byte`.
+        let read = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        return read == 0;
+    }
+    let _ = fd;
+    false
 }
 
 enum CachedSend {
@@ -148,9 +179,16 @@ impl GenericSocketBackend {
             // the send waits on it. Upstream held the map's bucket lock across
             // that wait, and `peer_disconnected` (synchronous, on a runtime
             // worker) blocked on it: a worker thread stuck until the peer read.
-            let Some(mut send_queue) = self.peer_queue(&next_peer_id) else {
+            let Some((mut send_queue, raw_fd)) = self
+                .peers
+                .get_sync(&next_peer_id)
+                .map(|peer| (peer.send_queue.clone(), peer.raw_fd))
+            else {
                 continue;
             };
+            if self.push_peer_gone(&next_peer_id, raw_fd) {
+                continue;
+            }
             let send_result = send_to_peer_queue(&mut send_queue, message).await;
             return match send_result {
                 Ok(()) => {
@@ -216,6 +254,16 @@ impl GenericSocketBackend {
             .map(|peer| peer.send_queue.clone())
     }
 
+    /// jina-wasm patch: a PUSH's peer that has hung up (`hung_up`) is
+    /// disconnected now, before a message is given to it.
+    fn push_peer_gone(&self, peer_id: &PeerIdentity, fd: Option<i32>) -> bool {
+        if self.socket_type == SocketType::PUSH && hung_up(fd) {
+            self.peer_disconnected(peer_id);
+            return true;
+        }
+        false
+    }
+
     fn try_send_cached_single_peer(
         &self,
         message: Message,
@@ -229,6 +277,10 @@ impl GenericSocketBackend {
         let Some(single_peer) = single_peer.as_mut() else {
             return CachedSend::Miss(message);
         };
+        if self.socket_type == SocketType::PUSH && hung_up(single_peer.raw_fd) {
+            // Disconnected by the round-robin path, which asks again.
+            return CachedSend::Miss(message);
+        }
 
         if let Some(expected_peer_id) = expected_peer_id {
             if single_peer.peer_id != *expected_peer_id {
@@ -281,6 +333,7 @@ impl GenericSocketBackend {
             *single_peer = self.peers.begin_sync().map(|peer| SinglePeer {
                 peer_id: peer.key().clone(),
                 send_queue: peer.send_queue.clone(),
+                raw_fd: peer.raw_fd,
             });
         } else {
             *single_peer = None;
@@ -331,6 +384,7 @@ impl SocketBackend for GenericSocketBackend {
 #[async_trait]
 impl MultiPeerBackend for GenericSocketBackend {
     async fn peer_connected(self: Arc<Self>, peer_id: &PeerIdentity, io: FramedIo) {
+        let raw_fd = io.raw_fd;
         let (recv_queue, send_queue) = io.into_parts();
         let (queue_sender, queue_receiver) = mpsc::channel(PEER_SEND_QUEUE_CAPACITY);
         // jina-wasm patch: synchronous, as every other access of the map
@@ -339,6 +393,7 @@ impl MultiPeerBackend for GenericSocketBackend {
             peer_id.clone(),
             Peer {
                 send_queue: queue_sender,
+                raw_fd,
             },
         );
         self.refresh_single_peer_cache();
@@ -452,7 +507,7 @@ mod tests {
         let (send_queue, recv_queue) = mpsc::channel(8);
         backend
             .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
+            .upsert_async(peer_id.clone(), Peer { send_queue, raw_fd: None })
             .await;
         backend.refresh_single_peer_cache();
         backend.round_robin.push(peer_id.clone());
@@ -536,7 +591,7 @@ mod tests {
             .expect("prefill peer queue");
         backend
             .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
+            .upsert_async(peer_id.clone(), Peer { send_queue, raw_fd: None })
             .await;
         backend.refresh_single_peer_cache();
         backend.round_robin.push(peer_id.clone());
@@ -567,7 +622,7 @@ mod tests {
         drop(recv_queue);
         backend
             .peers
-            .upsert_async(peer_id.clone(), Peer { send_queue })
+            .upsert_async(peer_id.clone(), Peer { send_queue, raw_fd: None })
             .await;
         backend.refresh_single_peer_cache();
         backend.round_robin.push(peer_id.clone());

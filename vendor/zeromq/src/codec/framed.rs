@@ -149,6 +149,9 @@ impl Stream for ZmqFramedRead {
 pub struct FramedIo {
     pub read_half: ZmqFramedRead,
     pub write_half: ZmqFramedWrite,
+    /// jina-wasm patch: the connection's descriptor, where the transport
+    /// has one (TCP, IPC on unix): a PUSH peeks at it before it sends.
+    pub raw_fd: Option<i32>,
 }
 
 impl FramedIo {
@@ -162,6 +165,7 @@ impl FramedIo {
         Self {
             read_half,
             write_half,
+            raw_fd: None,
         }
     }
 

@@ -138,7 +138,31 @@ where
 }
 
 #[allow(unused)]
-#[cfg(feature = "tokio-runtime")]
+#[cfg(all(feature = "tokio-runtime", unix))]
+fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo
+where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + std::os::fd::AsRawFd
+        + Send
+        + Sync
+        + 'static,
+{
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    // jina-wasm patch: the descriptor is kept (see `FramedIo::raw_fd`).
+    let fd = stream.as_raw_fd();
+    let (read, write) = tokio::io::split(stream);
+    let mut framed = FramedIo::new(
+        Box::new(read.compat()),
+        Box::new(write.compat_write()),
+        options,
+    );
+    framed.raw_fd = Some(fd);
+    framed
+}
+
+#[allow(unused)]
+#[cfg(all(feature = "tokio-runtime", not(unix)))]
 fn make_framed<T>(stream: T, options: Arc<crate::SocketOptions>) -> FramedIo
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + 'static,
