@@ -52,10 +52,13 @@ fn hung_up(fd: Option<i32>) -> bool {
     #[cfg(unix)]
     if let Some(fd) = fd {
         let mut byte = 0u8;
-        // SAFETY: `fd` is open while its peer is in the peers map or the
-        // single-peer cache: the connection's halves live until its writer
-        // task ends, which needs the queue sender those hold to be dropped.
-        // `recv` writes at most one byte into `byte`.
+        // SAFETY: callers ask while they hold the peer's entry in the peers
+        // map or the single-peer cache, and the descriptor is open while it
+        // is there: the connection's halves live until its writer task ends,
+        // which takes the entry's queue sender being dropped (or, after a
+        // write failed, `peer_disconnected` removing the entry, which waits
+        // for the holder). `recv` writes at most one byte into `byte`, and
+        // `MSG_PEEK` takes nothing from the connection.
         let read = unsafe {
             libc::recv(
                 fd,
@@ -179,14 +182,15 @@ impl GenericSocketBackend {
             // the send waits on it. Upstream held the map's bucket lock across
             // that wait, and `peer_disconnected` (synchronous, on a runtime
             // worker) blocked on it: a worker thread stuck until the peer read.
-            let Some((mut send_queue, raw_fd)) = self
-                .peers
-                .get_sync(&next_peer_id)
-                .map(|peer| (peer.send_queue.clone(), peer.raw_fd))
-            else {
+            // Asked while the entry is held, so its descriptor is open.
+            let Some((mut send_queue, gone)) = self.peers.get_sync(&next_peer_id).map(|peer| {
+                let gone = self.socket_type == SocketType::PUSH && hung_up(peer.raw_fd);
+                (peer.send_queue.clone(), gone)
+            }) else {
                 continue;
             };
-            if self.push_peer_gone(&next_peer_id, raw_fd) {
+            if gone {
+                self.peer_disconnected(&next_peer_id);
                 continue;
             }
             let send_result = send_to_peer_queue(&mut send_queue, message).await;
@@ -252,16 +256,6 @@ impl GenericSocketBackend {
         self.peers
             .get_sync(peer_id)
             .map(|peer| peer.send_queue.clone())
-    }
-
-    /// jina-wasm patch: a PUSH's peer that has hung up (`hung_up`) is
-    /// disconnected now, before a message is given to it.
-    fn push_peer_gone(&self, peer_id: &PeerIdentity, fd: Option<i32>) -> bool {
-        if self.socket_type == SocketType::PUSH && hung_up(fd) {
-            self.peer_disconnected(peer_id);
-            return true;
-        }
-        false
     }
 
     fn try_send_cached_single_peer(
