@@ -365,12 +365,7 @@ async fn assemble(
     let config = if local > 0 {
         let dir = update::checked_dir().await.map_err(anyhow::Error::msg)?;
         let (copy, sha256) =
-            update::check_and_copy(&runtime, &pod.uses, pod.uses_sha256.as_deref(), &dir)
-                .await
-                .map_err(|e| match e {
-                    update::StageError::Load(e) => anyhow::Error::new(e),
-                    update::StageError::Copy(e) => anyhow::Error::msg(e),
-                })?;
+            update::check_and_copy(&runtime, &pod.uses, pod.uses_sha256.as_deref(), &dir).await?;
         current = update::Current::new(std::sync::RwLock::new(update::Component {
             uses: pod.uses.display().to_string(),
             sha256: sha256.clone(),

@@ -152,10 +152,13 @@ impl Updater {
 }
 
 /// Why a component was not made ready to start Peas from.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum StageError {
     /// It does not load: missing, not a component, the wrong contract...
+    #[error(transparent)]
     Load(crate::executor::LoadError),
     /// It could not be copied, or changed after it was checked.
+    #[error("{0}")]
     Copy(String),
 }
 
@@ -291,7 +294,6 @@ impl ReplicaSet {
         // The path the operator named, read again by an update that names
         // none, and reported as `uses` (the Peas run a copy of it).
         let named = change.uses.unwrap_or_else(|| self.named.clone());
-        next.pea.uses = named.clone();
         if let Some(with) = change.with {
             next.pea.executor.config = with;
         }
