@@ -189,12 +189,13 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// Reads, checks and compiles (or maps from the cache) the component at
 /// `path`; when `wanted` is given, only a file of that SHA-256, checked
-/// before anything is compiled.
+/// before anything is compiled. The bytes read come back too, for a caller
+/// that keeps what it checked (a Pod's copy for its Peas).
 pub(super) fn load(
     runtime: &Runtime,
     path: &Path,
     wanted: Option<&str>,
-) -> Result<LoadedComponent, LoadError> {
+) -> Result<(LoadedComponent, Vec<u8>), LoadError> {
     let started = Instant::now();
     let bytes = read(path)?;
     let digest = digest(&bytes);
@@ -267,7 +268,7 @@ pub(super) fn load(
     } else {
         Pre::V2(v2::ExecutorWorldPre::new(instance_pre).map_err(unlinkable)?)
     };
-    Ok(LoadedComponent {
+    let loaded = LoadedComponent {
         path: path.to_owned(),
         digest,
         size: bytes.len() as u64,
@@ -277,7 +278,8 @@ pub(super) fn load(
         pre,
         cache,
         load_time: started.elapsed(),
-    })
+    };
+    Ok((loaded, bytes))
 }
 
 #[cfg(test)]

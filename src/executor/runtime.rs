@@ -212,7 +212,7 @@ impl Runtime {
 
     /// Loads, checks and links a component. See [`LoadError`] for what is checked.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
-        component::load(self, path, None).map(Arc::new)
+        component::load(self, path, None).map(|(loaded, _)| Arc::new(loaded))
     }
 
     /// [`Runtime::load`] off the reactor, on tokio's blocking pool: compiling
@@ -245,10 +245,32 @@ impl Runtime {
         path: &Path,
         wanted: Option<&str>,
     ) -> Result<Arc<LoadedComponent>, LoadError> {
+        let (loaded, ()) = self.load_then_async(path, wanted, |_, _| ()).await?;
+        Ok(loaded)
+    }
+
+    /// [`Runtime::load_pinned_async`], then `then` with what was loaded and
+    /// the very bytes it was loaded from, on the same blocking thread and
+    /// before [`release_free_memory`]: how a Pod copies the file it checked
+    /// for its Peas with one read, so the copy cannot differ from the check.
+    ///
+    /// # Errors
+    /// As [`Runtime::load_pinned_async`]; `then` runs only after a load that
+    /// succeeded.
+    pub async fn load_then_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        path: &Path,
+        wanted: Option<&str>,
+        then: impl FnOnce(&LoadedComponent, Vec<u8>) -> T + Send + 'static,
+    ) -> Result<(Arc<LoadedComponent>, T), LoadError> {
         let (runtime, owned) = (self.clone(), path.to_path_buf());
         let wanted = wanted.map(str::to_owned);
         tokio::task::spawn_blocking(move || {
-            let loaded = component::load(&runtime, &owned, wanted.as_deref()).map(Arc::new);
+            let loaded =
+                component::load(&runtime, &owned, wanted.as_deref()).map(|(loaded, bytes)| {
+                    let kept = then(&loaded, bytes);
+                    (Arc::new(loaded), kept)
+                });
             release_free_memory();
             loaded
         })

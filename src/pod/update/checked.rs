@@ -148,27 +148,24 @@ fn sweep(base: &Path) {
     }
 }
 
-/// Copies `uses` into `dir` as `<sha256>.wasm`, read-only, unless a copy is
-/// there already; refuses a file whose digest is not `sha256`.
-pub(super) fn copy_checked(uses: &Path, sha256: &str, dir: &Path) -> Result<PathBuf, String> {
+/// Copies `bytes`, read from `uses` and of SHA-256 `sha256`, into `dir` as
+/// `<sha256>.wasm`, read-only, unless a copy is there already.
+pub(super) fn copy_checked(
+    uses: &Path,
+    bytes: &[u8],
+    sha256: &str,
+    dir: &Path,
+) -> Result<PathBuf, String> {
     use std::io::Write as _;
     let copy = dir.join(format!("{}.wasm", sha256.to_ascii_lowercase()));
     if copy.exists() {
         return Ok(copy);
     }
-    let bytes = crate::executor::read_component(uses).map_err(|e| e.to_string())?;
-    let found = crate::executor::cache::digest(&bytes);
-    if !found.eq_ignore_ascii_case(sha256) {
-        return Err(format!(
-            "{} changed after it was checked: its SHA-256 is now {found}, not {sha256}",
-            uses.display()
-        ));
-    }
     let failed =
         |e: std::io::Error| format!("cannot copy {} to {}: {e}", uses.display(), copy.display());
     // Written whole under another name, then renamed: a copy is never seen half made.
     let mut part = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-    part.write_all(&bytes).map_err(failed)?;
+    part.write_all(bytes).map_err(failed)?;
     let mut permissions = part.as_file().metadata().map_err(failed)?.permissions();
     permissions.set_readonly(true);
     part.as_file()

@@ -157,35 +157,31 @@ pub(super) enum StageError {
     /// It does not load: missing, not a component, the wrong contract...
     #[error(transparent)]
     Load(crate::executor::LoadError),
-    /// It could not be copied, or changed after it was checked.
+    /// It could not be copied.
     #[error("{0}")]
     Copy(String),
 }
 
 /// Checks the component at `uses` (compiled, or mapped from the cache, and
 /// checked against the contract) and copies it into `dir`: the file a Pod's
-/// Peas start from (`checked.rs`), and its SHA-256. The file is read again
-/// for the copy, so one changed since the check is refused here, before any
-/// Pea starts or stops. With `wanted` (the operator's `--uses-sha256`), a
-/// file of another digest is refused before it is compiled, as a Pea does.
+/// Peas start from (`checked.rs`), and its SHA-256. The copy is written from
+/// the bytes that were checked, read once, so a file changed in between
+/// cannot slip past. With `wanted` (the operator's `--uses-sha256`), a file
+/// of another digest is refused before it is compiled, as a Pea does.
 pub(super) async fn check_and_copy(
     runtime: &Arc<Runtime>,
     uses: &Path,
     wanted: Option<&str>,
     dir: &CheckedDir,
 ) -> Result<(PathBuf, String), StageError> {
-    let sha256 = runtime
-        .load_pinned_async(uses, wanted)
+    let (owned, dir) = (uses.to_path_buf(), dir.path().to_path_buf());
+    let (loaded, copy) = runtime
+        .load_then_async(uses, wanted, move |loaded, bytes| {
+            checked::copy_checked(&owned, &bytes, &loaded.digest, &dir)
+        })
         .await
-        .map_err(StageError::Load)?
-        .digest
-        .clone();
-    let (owned, digest, dir) = (uses.to_path_buf(), sha256.clone(), dir.path().to_path_buf());
-    let copy = tokio::task::spawn_blocking(move || checked::copy_checked(&owned, &digest, &dir))
-        .await
-        .map_err(|e| StageError::Copy(format!("copying the checked file failed in the host: {e}")))?
-        .map_err(StageError::Copy)?;
-    Ok((copy, sha256))
+        .map_err(StageError::Load)?;
+    Ok((copy.map_err(StageError::Copy)?, loaded.digest.clone()))
 }
 
 /// A new directory for a Pod's copies of its executor files, off the reactor.
