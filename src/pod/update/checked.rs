@@ -77,15 +77,14 @@ impl CheckedDir {
         let part = tempfile::NamedTempFile::new_in(making.path())?;
         part.as_file().lock()?;
         let lock = part.persist(making.path().join(LOCK))?;
-        let suffix = making
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(&format!("{CHECKED_PREFIX}{MAKING}")))
-            .unwrap_or_default()
-            .to_owned();
-        let path = base.join(format!("{CHECKED_PREFIX}{pid}-{suffix}"));
-        std::fs::rename(making.path(), &path)?;
+        // Its own name has a random part of its own: every user of the temp
+        // dir sees the `new-` name, so a name made from it could be taken
+        // first by another user, and the Pod would not start.
+        let named = tempfile::Builder::new()
+            .prefix(&format!("{CHECKED_PREFIX}{pid}-"))
+            .rand_bytes(12)
+            .make_in(base, |path| std::fs::rename(making.path(), path))?;
+        let path = named.keep().map_err(|e| e.error)?.1;
         let _ = making.keep();
         Ok(CheckedDir { path, _lock: lock })
     }
