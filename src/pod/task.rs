@@ -29,7 +29,10 @@ pub(super) struct PodTask {
     /// Its Peas run elsewhere and join as they come.
     pub(super) open: bool,
     /// The task that owns the Peas for rolling updates; it hands them back.
-    pub(super) replica_set: Option<(CancellationToken, tokio::task::JoinHandle<Vec<Member>>)>,
+    pub(super) replica_set: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<update::HandedBack>,
+    )>,
     /// The component the Pod serves.
     pub(super) current: update::Current,
     /// Keeps the Pod on /metrics while it runs.
@@ -51,14 +54,19 @@ impl PodTask {
             }
         }
         tracing::info!(pod = %self.name, "stopping: the head takes no more work, in-flight requests finish");
+        let mut checked = None;
         if let Some((stop, task)) = self.replica_set.take() {
             stop.cancel();
             match task.await {
-                Ok(members) => self.rest.members.extend(members),
+                Ok(back) => {
+                    self.rest.members.extend(back.members);
+                    checked = Some(back.checked);
+                }
                 Err(e) => tracing::error!(pod = %self.name, "the Pod's updater panicked: {e}"),
             }
         }
         let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
+        drop(checked);
         self.ctrl.close(self.grace).await;
         tracing::info!(pod = %self.name, "stopped");
         if failures.is_empty() {

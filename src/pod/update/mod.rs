@@ -212,6 +212,15 @@ pub async fn component_of(path: &std::path::Path, with: &Value) -> Current {
     }))
 }
 
+/// What a [`ReplicaSet`] hands back to its Pod when the Pod stops.
+pub(super) struct HandedBack {
+    /// Every Pea it ran, for the Pod to stop.
+    pub(super) members: Vec<Member>,
+    /// The files those Peas run: kept until they stopped, so a `PROCESS`
+    /// Pea restarted meanwhile still finds its file.
+    pub(super) checked: CheckedDir,
+}
+
 /// The Peas of a running Pod and what changes them: owned by one task, which
 /// takes update requests one at a time and hands the Peas back to the Pod
 /// when it stops.
@@ -252,7 +261,7 @@ impl ReplicaSet {
         mut self,
         mut requests: mpsc::Receiver<Request>,
         stop: CancellationToken,
-    ) -> Vec<Member> {
+    ) -> HandedBack {
         loop {
             tokio::select! {
                 request = requests.recv() => {
@@ -263,7 +272,10 @@ impl ReplicaSet {
                 () = stop.cancelled() => break,
             }
         }
-        self.members.into_iter().flatten().collect()
+        HandedBack {
+            members: self.members.into_iter().flatten().collect(),
+            checked: self.checked,
+        }
     }
 
     /// The channel the Pod's updater handle sends to, and the handle.
