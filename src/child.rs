@@ -101,9 +101,14 @@ pub struct StderrCopy {
 impl StderrCopy {
     /// Lines kept.
     const LINES: usize = 16;
-    /// The longest line copied whole: a longer one is copied in parts of
-    /// this size (and kept cut), so a child never makes the parent hold more.
-    const MAX_LINE: usize = 16 << 10;
+    /// The longest line copied: a longer one is cut to this, marked
+    /// [`StderrCopy::CUT`], and the rest of it skipped, so a child never
+    /// makes the parent hold more. Past a Pea's longest line: a guest's
+    /// 4 KiB message and 4 KiB of fields, each byte escaped to at most six
+    /// in JSON logs (`\u001b`), about 48 KiB.
+    const MAX_LINE: usize = 64 << 10;
+    /// What ends a line that was cut.
+    const CUT: &[u8] = " … (cut: the line is longer than 64 KiB)\n".as_bytes();
     /// The most of a line [`StderrCopy::finish`] quotes (it goes into
     /// answers, such as a rolling update's).
     pub const MAX_QUOTE: usize = 1024;
@@ -132,11 +137,15 @@ impl StderrCopy {
             loop {
                 line.clear();
                 let read = (&mut from)
-                    .take(Self::MAX_LINE as u64)
+                    .take(Self::MAX_LINE as u64 + 1)
                     .read_until(b'\n', &mut line)
                     .await;
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
+                }
+                let cut = line.len() > Self::MAX_LINE && !line.ends_with(b"\n");
+                if cut {
+                    line.truncate(Self::MAX_LINE);
                 }
                 let text = String::from_utf8_lossy(&line).trim_end().to_string();
                 {
@@ -148,15 +157,24 @@ impl StderrCopy {
                     }
                     tail.push_back(text);
                 }
-                // A last line without its end is ended: the next line
-                // written is not glued onto it.
-                if !line.ends_with(b"\n") && line.len() < Self::MAX_LINE {
+                // A line goes out whole, in one write (tokio's stderr makes it
+                // one locked write to this process's): nothing another Pea or
+                // this process writes lands inside it, so no part of a line a
+                // guest shaped starts a line of the Pod's log. A cut line
+                // says so; a last line without its end is ended, so the next
+                // line written is not glued onto it.
+                if cut {
+                    line.extend_from_slice(Self::CUT);
+                } else if !line.ends_with(b"\n") {
                     line.push(b'\n');
                 }
                 // A stderr that fails (closed by its reader) stops the
                 // copying, not the reading: the child never waits on a full pipe.
                 if writable {
                     writable = to.write_all(&line).await.is_ok() && to.flush().await.is_ok();
+                }
+                if cut && !skip_line(&mut from, &mut line).await {
+                    break;
                 }
             }
         });
@@ -186,6 +204,30 @@ impl StderrCopy {
                     .map(String::as_str)
             })
             .map(|said| crate::wire::cut_reason(said, Self::MAX_QUOTE).into_owned())
+    }
+}
+
+/// Reads past the rest of a line, `MAX_LINE` bytes at a time into
+/// `scratch`; false when the input ended first.
+async fn skip_line(
+    from: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    scratch: &mut Vec<u8>,
+) -> bool {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    loop {
+        scratch.clear();
+        match from
+            .take(StderrCopy::MAX_LINE as u64)
+            .read_until(b'\n', scratch)
+            .await
+        {
+            Ok(n) if n > 0 => {
+                if scratch.ends_with(b"\n") {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -232,12 +274,14 @@ mod tests {
         assert_eq!(copy, "one\nlast, unended\n");
     }
 
-    /// A line longer than [`StderrCopy::MAX_LINE`] is copied whole, in parts,
-    /// and quoted cut to [`StderrCopy::MAX_QUOTE`].
+    /// A line longer than [`StderrCopy::MAX_LINE`] is copied cut, in one
+    /// write, and the rest of it skipped: no part of it starts a line of its
+    /// own (where a guest that shaped it could forge the start of a line of
+    /// the parent's log). It is quoted cut to [`StderrCopy::MAX_QUOTE`].
     #[tokio::test]
-    async fn a_long_line_is_copied_whole_and_quoted_cut() {
+    async fn a_long_line_is_cut_and_its_rest_skipped() {
         let script = format!(
-            "head -c {} /dev/zero | tr '\\0' x >&2; echo >&2",
+            "head -c {} /dev/zero | tr '\\0' x >&2; printf 'forged\\nnext\\n' >&2",
             3 * StderrCopy::MAX_LINE
         );
         let (quote, copy) = said(&script).await;
@@ -246,8 +290,25 @@ mod tests {
             "x".repeat(StderrCopy::MAX_QUOTE),
             StderrCopy::MAX_LINE - StderrCopy::MAX_QUOTE
         );
+        assert_eq!(quote.unwrap(), "next");
+        let mut lines = copy.lines();
+        let first = lines.next().unwrap();
+        assert_eq!(
+            first.as_bytes(),
+            [
+                "x".repeat(StderrCopy::MAX_LINE).as_bytes(),
+                StderrCopy::CUT.strip_suffix(b"\n").unwrap()
+            ]
+            .concat()
+        );
+        assert_eq!(lines.collect::<Vec<_>>(), ["next"]);
+        // Quoted cut, when it is the last line.
+        let (quote, _) = said(&format!(
+            "head -c {} /dev/zero | tr '\\0' x >&2",
+            3 * StderrCopy::MAX_LINE
+        ))
+        .await;
         assert_eq!(quote.unwrap(), quoted);
-        assert_eq!(copy, "x".repeat(3 * StderrCopy::MAX_LINE) + "\n");
     }
 
     /// Set in the process [`rerun`] starts: the test plays its scenario
