@@ -43,22 +43,34 @@ struct SinglePeer {
 }
 
 /// jina-wasm patch (see vendor/README.md): whether the peer on `fd` has
-/// closed its end, so that what is written to it now is lost. Asked of the
-/// kernel, not of the task that reads the connection, which may not have
-/// run yet: a PUSH then sends to another peer. A PUSH's peer sends nothing
-/// after the handshake, and what it might is read by that task; a byte
-/// waiting is taken for a peer still there.
+/// closed its end (or the connection failed), so that what is written to it
+/// now is lost. Asked of the kernel, not of the task that reads the
+/// connection, which may not have run yet: a PUSH then sends to another
+/// peer. On Linux `poll` reports the peer's end (`POLLRDHUP`) even when it
+/// sent bytes first that nobody has read; elsewhere a peek for a byte does,
+/// and takes a byte waiting for a peer still there.
 fn hung_up(fd: Option<i32>) -> bool {
-    #[cfg(unix)]
+    // SAFETY (both calls): callers ask while they hold the peer's entry in
+    // the peers map or the single-peer cache, and the descriptor is open
+    // while it is there: the connection's halves live until its writer task
+    // ends, which takes the entry's queue sender being dropped (or, after a
+    // write failed, `peer_disconnected` removing the entry, which waits for
+    // the holder). `poll` reads and writes the one `pollfd` given and waits
+    // for nothing (timeout 0); `recv` writes at most one byte into `byte`,
+    // and `MSG_PEEK` takes nothing from the connection.
+    #[cfg(target_os = "linux")]
+    if let Some(fd) = fd {
+        let mut ask = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let ready = unsafe { libc::poll(&mut ask, 1, 0) };
+        return ready > 0 && ask.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
     if let Some(fd) = fd {
         let mut byte = 0u8;
-        // SAFETY: callers ask while they hold the peer's entry in the peers
-        // map or the single-peer cache, and the descriptor is open while it
-        // is there: the connection's halves live until its writer task ends,
-        // which takes the entry's queue sender being dropped (or, after a
-        // write failed, `peer_disconnected` removing the entry, which waits
-        // for the holder). `recv` writes at most one byte into `byte`, and
-        // `MSG_PEEK` takes nothing from the connection.
         let read = unsafe {
             libc::recv(
                 fd,
