@@ -10,6 +10,7 @@ mod flow;
 mod gateway;
 mod inspect;
 mod new;
+mod one_line;
 mod pea;
 mod ping;
 mod pod;
@@ -131,7 +132,7 @@ impl Cli {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter("info")));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+            .with_writer(|| one_line::OneLine(std::io::stderr()));
         let _ = match self.log_format {
             // Fields at the top level beside `level` and `target` (`access`
             // for the gateway's access log), as collectors expect.

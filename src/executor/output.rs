@@ -104,7 +104,7 @@ impl GuestOutput {
         if !self.state.lock().unwrap().admit(self.rate) {
             return;
         }
-        let message = cut(message);
+        let message = printable(cut(message));
         let fields = join_fields(fields);
         let executor = &*self.executor;
         match level {
@@ -131,6 +131,10 @@ impl GuestOutput {
     }
 
     fn emit(&self, state: &mut OutputState, stream: Stream, line: String) {
+        let line = match printable(&line) {
+            std::borrow::Cow::Borrowed(_) => line,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
         if stream == Stream::Stderr {
             if state.recent_stderr.len() == RECENT_STDERR_LINES {
                 state.recent_stderr.pop_front();
@@ -194,6 +198,28 @@ fn join_fields(fields: &[(&str, &str)]) -> String {
         }
     }
     joined
+}
+
+/// `line` with its control characters but tabs escaped (`\r` as `\\r`,
+/// ESC as `\\u{1b}`): a guest's text goes into the host's log as part of
+/// one line, and a line end (`\n`, `\r`), or a terminal's controls, in it
+/// would let the guest start a line of its own in the host's log, in the
+/// host's format. The log's text format writes a message as it is; tabs
+/// stay, as harmless and common.
+fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\t';
+    if !line.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn cut(message: &str) -> &str {
@@ -292,6 +318,56 @@ mod tests {
         );
         assert!(joined.starts_with("key=éé"));
         assert_eq!(join_fields(&[("a", "1"), ("b", "2")]), "a=1 b=2");
+    }
+
+    /// What the host's log (text format, as a Pea writes it) shows of
+    /// `play`'s guest output: its lines.
+    fn logged(play: impl FnOnce(&GuestOutput)) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = GuestOutput::new("t".into(), DEFAULT_LINES_PER_SECOND);
+        tracing::subscriber::with_default(subscriber, || play(&out));
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// A guest's line ends and terminal controls are escaped, so none of
+    /// its text starts a line of the host's log: not through the `log`
+    /// import, not through stdout or stderr.
+    #[test]
+    fn a_guest_cannot_start_a_line_of_the_hosts_log() {
+        let forged = "2026-12-07T00:00:00.000000Z ERROR pod: forged";
+        let lines = logged(|out| {
+            out.log(LogLevel::Info, &format!("ok\n{forged}\r{forged}"), &[]);
+            let mut stdout = out.stream(Stream::Stdout);
+            stdout
+                .write(Bytes::from(format!("a\r{forged}\u{1b}[2K\tb\n")))
+                .unwrap();
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines.iter().all(|l| !l.starts_with("2026-12-07T00")),
+            "{lines:#?}"
+        );
+        assert!(lines[0].contains(r"ok\n2026-12-07T00:00:00.000000Z ERROR pod: forged\r"));
+        assert!(lines[1].contains(r"a\r2026") && lines[1].contains("\\u{1b}[2K\tb"));
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
     }
 
     #[test]
