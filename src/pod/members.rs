@@ -50,7 +50,7 @@ pub(super) async fn start_member(
                 stop: stop.clone(),
             };
             Member::Process {
-                stop,
+                stop: stop.drop_guard(),
                 supervisor: tokio::spawn(supervise(supervision, child)),
             }
         }

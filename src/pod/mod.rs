@@ -242,6 +242,10 @@ struct Opened {
     starting: Option<String>,
     head: Option<(CancellationToken, tokio::task::JoinHandle<Link>)>,
     tail: Option<(CancellationToken, tokio::task::JoinHandle<(Link, Link)>)>,
+    /// The copies of the executor file the members run: removed at the end
+    /// of [`Opened::undo`], once they stopped (a `PROCESS` Pea restarted
+    /// meanwhile still finds its file).
+    checked: Option<update::CheckedDir>,
 }
 
 impl Opened {
@@ -361,7 +365,7 @@ async fn assemble(
     // (update/checked.rs): a Pea process restarted after a crash, or a
     // rollback to this first version, runs the version the Pod started
     // with, whatever the path holds by then.
-    let (pinned, current, checked);
+    let (pinned, current);
     let config = if local > 0 {
         let dir = update::checked_dir().await.map_err(anyhow::Error::msg)?;
         let (copy, sha256) =
@@ -375,11 +379,11 @@ async fn assemble(
         let mut copied = config.clone();
         copied.pea.uses = copy;
         copied.pea.uses_sha256 = Some(sha256);
-        (pinned, checked) = (copied, Some(dir));
+        pinned = copied;
+        opened.checked = Some(dir);
         &pinned
     } else {
         current = update::component_of(&pod.uses, &pod.executor.config).await;
-        checked = None;
         config
     };
     let roster: Roster = Arc::default();
@@ -493,7 +497,7 @@ async fn assemble(
 
     // The Peas started here go to the updater, which hands them back when
     // the Pod stops; Peas that run elsewhere are not this Pod's to replace.
-    let (updater, replica_set) = if let Some(checked) = checked {
+    let (updater, replica_set) = if let Some(checked) = opened.checked.take() {
         let (updater, requests) = update::ReplicaSet::channel(current.clone());
         let set = update::ReplicaSet {
             runtime: runtime.clone(),

@@ -8,9 +8,11 @@ use crate::child::{Ended, StderrCopy};
 pub(super) enum Member {
     Thread(PeaHandle),
     /// A child process, watched by its supervisor task, which restarts it
-    /// when it dies and stops it when `stop` is cancelled.
+    /// when it dies and stops it when `stop` cancels its token: when
+    /// [`Member::stop`] drops it, or when the Member is dropped anywhere else
+    /// (an updater that panicked), so no Pea outlives its Pod.
     Process {
-        stop: CancellationToken,
+        stop: tokio_util::sync::DropGuard,
         supervisor: tokio::task::JoinHandle<anyhow::Result<()>>,
     },
 }
@@ -25,7 +27,7 @@ impl Member {
                 pea.wait().await
             }
             Member::Process { stop, supervisor } => {
-                stop.cancel();
+                drop(stop);
                 supervisor.await.context("a Pea's supervisor panicked")?
             }
         }

@@ -54,19 +54,17 @@ impl PodTask {
             }
         }
         tracing::info!(pod = %self.name, "stopping: the head takes no more work, in-flight requests finish");
-        let mut checked = None;
         if let Some((stop, task)) = self.replica_set.take() {
             stop.cancel();
             match task.await {
                 Ok(back) => {
                     self.rest.members.extend(back.members);
-                    checked = Some(back.checked);
+                    self.rest.checked = Some(back.checked);
                 }
                 Err(e) => tracing::error!(pod = %self.name, "the Pod's updater panicked: {e}"),
             }
         }
         let failures = std::mem::take(&mut self.rest).undo(self.grace).await;
-        drop(checked);
         self.ctrl.close(self.grace).await;
         tracing::info!(pod = %self.name, "stopped");
         if failures.is_empty() {
