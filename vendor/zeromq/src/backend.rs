@@ -48,14 +48,18 @@ struct SinglePeer {
 /// connection, which may not have run yet: a PUSH then sends to another
 /// peer. On Linux `poll` reports the peer's end (`POLLRDHUP`) even when it
 /// sent bytes first that nobody has read; elsewhere a peek for a byte does,
-/// and takes a byte waiting for a peer still there.
+/// and takes a byte waiting for a peer still there. A peer that shut down
+/// only its writing side counts as gone, as the read watch counts its EOF:
+/// ZeroMQ peers never half-close.
 fn hung_up(fd: Option<i32>) -> bool {
     // SAFETY (both calls): callers ask while they hold the peer's entry in
     // the peers map or the single-peer cache, and the descriptor is open
-    // while it is there: the connection's halves live until its writer task
-    // ends, which takes the entry's queue sender being dropped (or, after a
-    // write failed, `peer_disconnected` removing the entry, which waits for
-    // the holder). `poll` reads and writes the one `pollfd` given and waits
+    // (and so never another connection's) while it is there: each half of
+    // the connection is dropped only at the end of its task, after the
+    // entry is gone. The writer's task ends once the entry's queue sender
+    // is dropped, or after a failed write and its `peer_disconnected`; the
+    // read watch's after its own `peer_disconnected`, or after the writer's
+    // end. `peer_disconnected` removing the entry waits for its holder. `poll` reads and writes the one `pollfd` given and waits
     // for nothing (timeout 0); `recv` writes at most one byte into `byte`,
     // and `MSG_PEEK` takes nothing from the connection.
     #[cfg(target_os = "linux")]
@@ -421,7 +425,12 @@ impl MultiPeerBackend for GenericSocketBackend {
         async_rt::task::spawn(async move {
             let _writer_done = writer_done;
             let _open = writer_open;
-            if let Err(error) = write_message_queue(queue_receiver, send_queue).await {
+            // jina-wasm patch: the write half outlives `peer_disconnected`
+            // (dropped at the end of this task), so the descriptor a PUSH
+            // asks `hung_up` about is never closed, and its number never
+            // another connection's, while the peer is still in the map.
+            let mut send_queue = send_queue;
+            if let Err(error) = write_message_queue(queue_receiver, &mut send_queue).await {
                 log::debug!(
                     "Error sending message to peer {:?}: {:?}",
                     writer_peer_id,
@@ -447,7 +456,10 @@ impl MultiPeerBackend for GenericSocketBackend {
                     use futures::StreamExt;
                     let _open = open;
                     let mut recv_queue = recv_queue;
-                    let reader = async move { while let Some(Ok(_)) = recv_queue.next().await {} };
+                    // Borrowed, not moved: the read half is dropped at the
+                    // end of this task, after `peer_disconnected` (see the
+                    // writer's task above).
+                    let reader = async { while let Some(Ok(_)) = recv_queue.next().await {} };
                     futures::pin_mut!(reader);
                     if let futures::future::Either::Left(_) = futures::future::select(reader, writer_done_rx).await {
                         if let Some(backend) = backend.upgrade() {

@@ -191,8 +191,8 @@ pub mod __bench {
     where
         W: AsyncWrite + Unpin + Send + Sync + 'static,
     {
-        let send_queue = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
-        write_message_queue(receiver, send_queue).await
+        let mut send_queue = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+        write_message_queue(receiver, &mut send_queue).await
     }
 }
 

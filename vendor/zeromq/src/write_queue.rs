@@ -9,7 +9,9 @@ const WRITE_BATCH_LIMIT: usize = 128;
 #[inline]
 pub(crate) async fn write_message_queue(
     mut queue_receiver: mpsc::Receiver<Message>,
-    mut send_queue: ZmqFramedWrite,
+    // jina-wasm patch: borrowed, so a caller keeps the connection's write
+    // half (and its descriptor) open until it has removed the peer.
+    send_queue: &mut ZmqFramedWrite,
 ) -> CodecResult<()> {
     while let Some(message) = queue_receiver.next().await {
         // When backlog already exists, feed a batch before flushing once to avoid per-message flush cost during bursts.
@@ -120,9 +122,9 @@ mod tests {
         let writer = RecordingWrite {
             stats: Arc::clone(&stats),
         };
-        let send_queue = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+        let mut send_queue = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
 
-        write_message_queue(receiver, send_queue)
+        write_message_queue(receiver, &mut send_queue)
             .await
             .expect("write queued messages");
 
@@ -144,7 +146,7 @@ mod tests {
         drop(sender);
 
         let send_queue = ZmqFramedWrite::new(Box::new(FailingWrite), ZmqCodec::new());
-        let error = write_message_queue(receiver, send_queue)
+        let error = write_message_queue(receiver, &mut send_queue)
             .await
             .expect_err("write error");
 

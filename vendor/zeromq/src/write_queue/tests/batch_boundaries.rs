@@ -50,9 +50,9 @@ async fn multiple_batches_preserve_wire_order_across_pending_and_short_writes() 
         bytes: Arc::clone(&bytes),
         pending: true,
     };
-    let sink = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
+    let mut sink = ZmqFramedWrite::new(Box::new(writer), ZmqCodec::new());
 
-    write_message_queue(receiver, sink).await.unwrap();
+    write_message_queue(receiver, &mut sink).await.unwrap();
 
     assert_eq!(*bytes.lock(), expected);
 }
