@@ -79,12 +79,11 @@ impl CheckedDir {
         let lock = part.persist(making.path().join(LOCK))?;
         // Its own name has a random part of its own: every user of the temp
         // dir sees the `new-` name, so a name made from it could be taken
-        // first by another user, and the Pod would not start.
-        let named = tempfile::Builder::new()
-            .prefix(&format!("{CHECKED_PREFIX}{pid}-"))
-            .rand_bytes(12)
-            .make_in(base, |path| std::fs::rename(making.path(), path))?;
-        let path = named.keep().map_err(|e| e.error)?.1;
+        // first by another user, and the Pod would not start. Renamed never
+        // over what is there (a plain rename replaces an empty directory of
+        // ours, and fails on anything else with an error `make_in` does not
+        // retry): a name taken gives `AlreadyExists`, and another is tried.
+        let path = rename_fresh(making.path(), base, &format!("{CHECKED_PREFIX}{pid}-"), 12)?;
         let _ = making.keep();
         Ok(CheckedDir { path, _lock: lock })
     }
@@ -92,6 +91,20 @@ impl CheckedDir {
     pub(in crate::pod) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Renames `from` to `prefix` and `random` random characters in `base`,
+/// never over what is there: a name taken is passed over for another.
+fn rename_fresh(from: &Path, base: &Path, prefix: &str, random: usize) -> std::io::Result<PathBuf> {
+    let named = tempfile::Builder::new()
+        .prefix(prefix)
+        .rand_bytes(random)
+        .make_in(base, |path| {
+            use rustix::fs::{CWD, RenameFlags, renameat_with};
+            renameat_with(CWD, from, CWD, path, RenameFlags::NOREPLACE)
+                .map_err(std::io::Error::from)
+        })?;
+    Ok(named.keep().map_err(|e| e.error)?.1)
 }
 
 /// Removes the directories of checked files in `base` whose owner has ended.
@@ -194,6 +207,35 @@ pub(super) fn keep_only(dir: &Path, digest: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every name but one taken, by a file, a directory with something in
+    /// it, an empty directory: the rename lands on the free one and
+    /// replaces nothing (a plain rename failed on the first two and
+    /// silently replaced the third).
+    #[test]
+    fn a_directory_is_renamed_past_names_taken() {
+        let base = tempfile::tempdir().unwrap();
+        let chars = ('a'..='z').chain('A'..='Z').chain('0'..='9');
+        let free = 'q';
+        for (i, c) in chars.filter(|&c| c != free).enumerate() {
+            let taken = base.path().join(format!("x-{c}"));
+            match i % 3 {
+                0 => std::fs::write(&taken, "someone's").unwrap(),
+                1 => {
+                    std::fs::create_dir(&taken).unwrap();
+                    std::fs::write(taken.join("f"), "someone's").unwrap();
+                }
+                _ => std::fs::create_dir(&taken).unwrap(),
+            }
+        }
+        let from = base.path().join("making");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join("ours"), "").unwrap();
+        let to = rename_fresh(&from, base.path(), "x-", 1).unwrap();
+        assert_eq!(to, base.path().join(format!("x-{free}")));
+        assert!(to.join("ours").exists() && !from.exists());
+        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 62);
+    }
 
     /// A directory is its owner's while the owner holds its lock, whatever
     /// pid its name says; one without a lock file goes by its pid.
