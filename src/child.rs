@@ -103,9 +103,9 @@ impl StderrCopy {
     const LINES: usize = 16;
     /// The longest line copied: a longer one is cut to this, marked
     /// [`StderrCopy::CUT`], and the rest of it skipped, so a child never
-    /// makes the parent hold more. Past a Pea's longest line: a guest's
-    /// 4 KiB message and 4 KiB of fields, each byte escaped to at most six
-    /// in JSON logs (`\u001b`), about 48 KiB.
+    /// makes the parent hold more. Past what a guest can make a Pea write:
+    /// its 4 KiB message and 4 KiB of fields, each byte escaped to at most
+    /// six in JSON logs (`\u001b`), about 48 KiB.
     const MAX_LINE: usize = 64 << 10;
     /// What ends a line that was cut.
     const CUT: &[u8] = " … (cut: the line is longer than 64 KiB)\n".as_bytes();
@@ -147,7 +147,9 @@ impl StderrCopy {
                 if cut {
                     line.truncate(Self::MAX_LINE);
                 }
-                let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                // Kept as it would be quoted: 16 lines of a few KiB at most.
+                let text = String::from_utf8_lossy(&line);
+                let text = crate::wire::cut_reason(text.trim_end(), Self::MAX_QUOTE).into_owned();
                 {
                     let mut tail = kept
                         .lock()
@@ -203,7 +205,7 @@ impl StderrCopy {
                     .find(|l| !l.is_empty())
                     .map(String::as_str)
             })
-            .map(|said| crate::wire::cut_reason(said, Self::MAX_QUOTE).into_owned())
+            .map(str::to_owned)
     }
 }
 
