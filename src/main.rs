@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         // Output closed by its reader (`| head`): not an error.
         Err(error) if jina_wasm::cli::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("{}", jina_wasm::cli::report(&error));
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ use super::ping::endpoint;
 use crate::client::{Client, Target};
 use crate::transport::SocketSpec;
 use crate::units::parse_duration;
+use crate::wire::printable;
 use crate::wire::{Body, Envelope, Message, Status};
 
 /// Send documents (JSON lines or plain text lines) and print the result
@@ -138,9 +139,12 @@ impl ClientCommand {
         let streamed = client.stream(messages, |reply| {
             let failed = matches!(&reply.envelope.status, Status::Error { .. });
             if failed {
+                // What a server says is shown, never obeyed: no line end or
+                // terminal control of its own (`printable`).
                 eprintln!(
                     "\rrequest {}: {}",
-                    reply.envelope.request_id, reply.envelope.status
+                    printable(&reply.envelope.request_id),
+                    printable(&reply.envelope.status.to_string())
                 );
             }
             let docs = reply
@@ -247,7 +251,7 @@ impl ClientCommand {
             };
             let answer = answer?;
             if let Some(error) = &answer.error {
-                eprintln!("\rrequest {}: {error}", progress.requests + 1);
+                eprintln!("\rrequest {}: {}", progress.requests + 1, printable(error));
             }
             for doc in &answer.documents {
                 write_document(&mut out, request.output, doc).context("cannot write output")?;

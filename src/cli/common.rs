@@ -471,8 +471,12 @@ pub fn write_document(
             out.write_all(b"\n")
         }
         OutputFormat::Summary | OutputFormat::Nothing => Ok(()),
+        // For people, one line a document or match: what the server sent
+        // is shown, a line end or terminal control in it escaped.
         OutputFormat::Pretty => {
-            writeln!(out, "{}: {}", doc.id, doc.text.as_deref().unwrap_or(""))?;
+            use crate::wire::printable;
+            let text = |t: &Option<String>| printable(t.as_deref().unwrap_or("")).into_owned();
+            writeln!(out, "{}: {}", printable(&doc.id), text(&doc.text))?;
             if !doc.tags.is_empty() {
                 writeln!(
                     out,
@@ -486,12 +490,7 @@ pub fn write_document(
                     .values()
                     .next()
                     .map_or(String::from("     -"), |s| format!("{:6.3}", s.value));
-                writeln!(
-                    out,
-                    "  {score}  {:<16} {}",
-                    m.id,
-                    m.text.as_deref().unwrap_or("")
-                )?;
+                writeln!(out, "  {score}  {:<16} {}", printable(&m.id), text(&m.text))?;
             }
             Ok(())
         }

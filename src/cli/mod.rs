@@ -130,17 +130,19 @@ impl Cli {
         };
         let filter = tracing_subscriber::EnvFilter::try_new(log_filter(level))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter("info")));
+        let terminal = self.log_format == LogFormat::Text
+            && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(|| one_line::OneLine(std::io::stderr()));
+            .with_writer(move || one_line::OneLine {
+                to: std::io::stderr(),
+                terminal,
+            });
         let _ = match self.log_format {
             // Fields at the top level beside `level` and `target` (`access`
             // for the gateway's access log), as collectors expect.
             LogFormat::Json => builder.json().flatten_event(true).try_init(),
-            LogFormat::Text => builder
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false)
-                .try_init(),
+            LogFormat::Text => builder.with_ansi(terminal).with_target(false).try_init(),
         };
     }
 
@@ -186,6 +188,25 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// How `main` prints an error that ends the process: `error: ` and the error
+/// with its causes. Its text may quote others (a guest's error, a child's
+/// log): each line after the first is marked `  | `, and control characters
+/// but tabs are escaped ([`crate::wire::printable`]), so no quoted line
+/// starts a line of its own (a parent reading this process's stderr takes a
+/// line starting `error: ` for its reason, and a log collector each line for
+/// a record).
+pub fn report(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let mut report = String::from("error: ");
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            report.push_str("\n  | ");
+        }
+        report.push_str(&crate::wire::printable(line));
+    }
+    report
+}
+
 /// Resolves a path given on the command line against the current directory, for
 /// messages that name it.
 pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
@@ -195,6 +216,17 @@ pub(crate) fn absolute(path: &std::path::Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// A quoted line end or control starts no line of the report.
+    #[test]
+    fn an_error_report_quotes_others_on_marked_lines() {
+        let error = anyhow::anyhow!("x\nerror: forged\r\u{1b}[2Kz\n{{\"level\":\"ERROR\"}}")
+            .context("pod `p` did not start");
+        assert_eq!(
+            super::report(&error),
+            "error: pod `p` did not start: x\n  | error: forged\\r\\u{1b}[2Kz\n  | {\"level\":\"ERROR\"}"
+        );
+    }
 
     #[test]
     fn verify_cli() {

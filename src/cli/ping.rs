@@ -47,7 +47,7 @@ impl PingCommand {
         } else {
             println!(
                 "pea `{}` at {address}: {}, {}, {} requests, {} failed",
-                status["pea"].as_str().unwrap_or("?"),
+                crate::wire::printable(status["pea"].as_str().unwrap_or("?")),
                 if healthy { "healthy" } else { "UNHEALTHY" },
                 status["state"].as_str().unwrap_or("?"),
                 status["requests"],
@@ -81,7 +81,7 @@ fn ask(
                 Err(ExitCode::FAILURE)
             }
             Ok(Err(e)) => {
-                eprintln!("{address}: {e:#}");
+                eprintln!("{address}: {}", crate::wire::printable(&format!("{e:#}")));
                 Err(ExitCode::FAILURE)
             }
             Ok(Ok(answer)) => Ok(answer),

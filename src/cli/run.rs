@@ -104,7 +104,7 @@ enum Failure {
 
 fn report(failure: &Failure) {
     match failure {
-        Failure::Executor(e) => eprintln!("error: {e}"),
-        Failure::Other(e) => eprintln!("error: {e:#}"),
+        Failure::Executor(e) => eprintln!("error: {}", crate::wire::printable(&e.to_string())),
+        Failure::Other(e) => eprintln!("{}", super::report(e)),
     }
 }

@@ -23,6 +23,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::v2::LogLevel;
+use crate::wire::printable;
 
 /// Longest line kept from guest output; longer lines are cut.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -198,28 +199,6 @@ fn join_fields(fields: &[(&str, &str)]) -> String {
         }
     }
     joined
-}
-
-/// `line` with its control characters but tabs escaped (`\r` as `\\r`,
-/// ESC as `\\u{1b}`): a guest's text goes into the host's log as part of
-/// one line, and a line end (`\n`, `\r`), or a terminal's controls, in it
-/// would let the guest start a line of its own in the host's log, in the
-/// host's format. The log's text format writes a message as it is; tabs
-/// stay, as harmless and common.
-fn printable(line: &str) -> std::borrow::Cow<'_, str> {
-    let escaped = |c: char| c.is_control() && c != '\t';
-    if !line.chars().any(escaped) {
-        return std::borrow::Cow::Borrowed(line);
-    }
-    let mut out = String::with_capacity(line.len() + 16);
-    for c in line.chars() {
-        if escaped(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 fn cut(message: &str) -> &str {

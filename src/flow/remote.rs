@@ -174,7 +174,11 @@ pub async fn start(flow: &Flow, i: usize, options: &RemoteOptions) -> anyhow::Re
             format!("[{} {}]", client.address, spec.name),
         );
         tokio::spawn(async move {
-            let _ = client.follow(&path, |line| eprintln!("{tag} {line}")).await;
+            let _ = client
+                .follow(&path, |line| {
+                    eprintln!("{tag} {}", crate::wire::printable(line))
+                })
+                .await;
         })
     });
     let task = tokio::spawn(supervise(

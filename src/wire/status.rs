@@ -197,9 +197,51 @@ pub fn cut_reason(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
 }
 
+/// `text` with its control characters but tabs escaped (`\r` as `\\r`,
+/// ESC as `\\u{1b}`), and the Unicode line and paragraph separators too:
+/// how text someone else wrote (a guest's output, an error it returned, a
+/// peer's name) goes into one line of the host's log or of what a command
+/// prints. A line end in it would let its author start a line that reads as
+/// the host's; a terminal's controls would let it rewrite one.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_where(text, |c| {
+        (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}')
+    })
+}
+
+/// `text` with the characters `escaped` picks escaped as Rust writes them
+/// (`\\n`, `\\u{1b}`); borrowed when there are none.
+pub fn escape_where(text: &str, escaped: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(&escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::ErrorKind;
+
+    #[test]
+    fn printable_escapes_what_could_start_or_rewrite_a_line() {
+        use super::printable;
+        assert!(matches!(
+            printable("plain\ttext é"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\nb\rc\u{1b}[2Kd\u{85}e\u{2028}f\u{7f}"),
+            r"a\nb\rc\u{1b}[2Kd\u{85}e\u{2028}f\u{7f}"
+        );
+    }
 
     #[test]
     fn every_kind_reads_back_from_its_name_and_nothing_else_does() {
