@@ -306,12 +306,13 @@ mod tests {
             ),
             ("IDLE", "IDLE is sent on a data link"),
             ("status", "unknown command `status`"),
-            (&"\u{1}".repeat(100_000), "unknown command `\\u{1}\\u{1}"),
+            (&"x".repeat(100_000), "unknown command `xxx"),
+            // No name on the wire holds a control character (wire::fits_a_name).
+            (&"\u{1}".repeat(100_000), "endpoint: a character no name may hold"),
         ] {
             match read(from("a", frames(name, serde_json::json!({}))), &takes) {
                 Incoming::Refused(refusal) => {
-                    assert_eq!(refusal.kind, ErrorKind::Unsupported);
-                    assert!(refusal.message.starts_with(says), "{}", refusal.message);
+                    assert!(refusal.message.contains(says), "{}", refusal.message);
                     // A hostile name is quoted short, and not echoed whole.
                     assert!(refusal.message.len() < 600, "{}", refusal.message.len());
                     let answer = refusal.answer("pea");

@@ -104,6 +104,18 @@ impl ClientCommand {
             output: endpoint(output),
             socket_out: self.socket_out,
         };
+        if let Some(c) = self
+            .request
+            .endpoint
+            .chars()
+            .find(|&c| !crate::wire::fits_a_name(c))
+        {
+            anyhow::bail!(
+                "--endpoint {:?}: {} is a character no endpoint may hold (a control character, a line separator or a bidirectional-text control)",
+                self.request.endpoint,
+                c.escape_unicode()
+            );
+        }
         let mut client = Client::open(&target).await?;
         client.window = self.prefetch as usize;
         client.timeout = self.timeout;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 pub use body::{Body, Relation, Score};
 pub(crate) use reader::{Reader, put_bytes, put_opt_str, put_u32};
-pub use status::{ErrorKind, UnknownKind, cut_reason, escape_where, printable};
+pub use status::{ErrorKind, UnknownKind, cut_reason, escape_where, fits_a_name, printable};
 
 /// The two bytes every envelope starts with: `JW`.
 pub const MAGIC: [u8; 2] = *b"JW";
@@ -302,14 +302,14 @@ impl Envelope {
             3 => AfterError::Abort,
             other => return Err(r.error(format!("unknown after_error {other}"))),
         };
-        let request_id = r.str("request_id")?;
-        let endpoint = r.str("endpoint")?;
+        let request_id = r.name("request_id")?;
+        let endpoint = r.name("endpoint")?;
         let parameters = r.str("parameters")?;
         let deadline_ms = r.u64("deadline")?;
         let status = match r.u8("status code")? {
             0 => Status::Success,
             1 => Status::Error {
-                executor: r.str("status executor")?,
+                executor: r.name("status executor")?,
                 kind: {
                     let kind = r.str("status kind")?;
                     kind.parse()
@@ -326,7 +326,7 @@ impl Envelope {
         r.need(count.saturating_mul(21), "routes")?;
         let mut routes = Vec::with_capacity(count);
         for _ in 0..count {
-            let pea = r.str("route pea")?;
+            let pea = r.name("route pea")?;
             let start_us = r.u64("route start")?;
             let end_us = r.u64("route end")?;
             let outcome = match r.u8("route outcome")? {

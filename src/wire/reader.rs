@@ -114,6 +114,26 @@ impl<'a> Reader<'a> {
         self.string(n, what)
     }
 
+    /// A `str` field that names something (a request, an endpoint, a Pea):
+    /// only characters that [`super::fits_a_name`]. Nothing the host makes
+    /// holds another (the gateway refuses them in endpoints), so only a
+    /// hostile peer could send one.
+    pub(crate) fn name(&mut self, what: &str) -> Result<String, WireError> {
+        let start = self.at + 4;
+        let text = self.str(what)?;
+        match text.char_indices().find(|&(_, c)| !super::fits_a_name(c)) {
+            None => Ok(text),
+            Some((at, c)) => Err(WireError::Malformed {
+                frame: self.frame,
+                offset: start + at,
+                message: format!(
+                    "{what}: a character no name may hold ({})",
+                    c.escape_unicode()
+                ),
+            }),
+        }
+    }
+
     pub(crate) fn opt_str(&mut self, what: &str) -> Result<Option<String>, WireError> {
         match self.u8(what)? {
             0 => Ok(None),

@@ -197,6 +197,22 @@ pub fn cut_reason(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
 }
 
+/// Whether `c` may be in what names something on the wire (a request id,
+/// an endpoint, a Pea in a route or a status): not a control character, a
+/// Unicode line or paragraph separator, nor a bidirectional-text control.
+/// Names go into logs, listings and answers as they are: a line end would
+/// start a line of its own, a terminal control rewrite one, and a bidi
+/// control make one read as something else (U+202E turns `/ind\u{202e}xe`
+/// into what reads as `/index`). The gateway refuses an endpoint with one
+/// before it is sent, and a Pea a message that holds one.
+pub fn fits_a_name(c: char) -> bool {
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        ))
+}
+
 /// `text` with its control characters but tabs escaped (`\r` as `\\r`,
 /// ESC as `\\u{1b}`), and the Unicode line and paragraph separators too:
 /// how text someone else wrote (a guest's output, an error it returned, a

@@ -163,6 +163,51 @@ fn unknown_versions_and_garbage_are_errors() {
     );
 }
 
+/// What names a request, an endpoint or a Pea holds no control character
+/// (nor U+2028/9): it goes into logs and answers as it is. A message's
+/// status text may (a guest's traceback), and is escaped where it is shown.
+#[test]
+fn names_with_control_characters_are_refused() {
+    let named = |set: &dyn Fn(&mut Envelope)| {
+        let mut e = Envelope::request("/index", "");
+        set(&mut e);
+        Envelope::decode(&e.encode())
+    };
+    for (what, set) in [
+        (
+            "request_id",
+            &(|e: &mut Envelope| e.request_id = "a\nb".into()) as &dyn Fn(&mut Envelope),
+        ),
+        ("endpoint", &|e: &mut Envelope| {
+            e.endpoint = "/x\u{1b}[2K".into()
+        }),
+        ("endpoint", &|e: &mut Envelope| {
+            e.endpoint = "/ind\u{202e}xe".into()
+        }),
+        ("status executor", &|e: &mut Envelope| {
+            e.fail("p\r", ErrorKind::Internal, "m")
+        }),
+        ("route pea", &|e: &mut Envelope| {
+            e.routes.push(Route {
+                pea: "p\u{2028}".into(),
+                start_us: 1,
+                end_us: 2,
+                outcome: Outcome::Skipped,
+            })
+        }),
+    ] {
+        let error = named(set).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("{what}: a character no name may hold")),
+            "{error}"
+        );
+    }
+    let traceback = named(&|e: &mut Envelope| e.fail("p", ErrorKind::Internal, "line 1\nline 2"));
+    assert!(
+        matches!(traceback.unwrap().status, Status::Error { message, .. } if message == "line 1\nline 2")
+    );
+}
+
 /// The trace field is optional and last: an envelope without one is the
 /// same bytes as before it existed (the vectors above), one with it decodes
 /// to it, and a trace field that is cut, zero or unknown is an error.

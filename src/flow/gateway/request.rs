@@ -214,21 +214,13 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
             endpoint.len()
         ));
     }
-    if !endpoint.starts_with('/') || endpoint.chars().any(|c| c.is_control() || is_bidi(c)) {
+    if !endpoint.starts_with('/') || !endpoint.chars().all(crate::wire::fits_a_name) {
         return Err(format!(
-            "the endpoint {:?} is not one: it starts with `/` and has no control characters (nor bidirectional-text controls)",
+            "the endpoint {:?} is not one: it starts with `/` and has no control characters (nor line separators or bidirectional-text controls)",
             endpoint
         ));
     }
     Ok(())
-}
-
-/// The bidirectional-text controls (embeddings, overrides, isolates, marks):
-/// not control characters to Unicode, but in a name they make a log line or a
-/// listing read as something else than it is (U+202E turns `/ind\u{202e}xe`
-/// into what reads as `/index`).
-fn is_bidi(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Refuses a request of more than [`MAX_REQUEST_DOCS`] documents (at every
