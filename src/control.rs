@@ -285,6 +285,20 @@ mod tests {
     use crate::wire::ErrorKind;
     use bytes::Bytes;
 
+    /// A Pea's name in its IDLE is one only when it could name something.
+    #[test]
+    fn an_idle_names_no_pea_with_a_control_character() {
+        use super::Says;
+        assert_eq!(Says::read(br#"{"pea": "pod/0"}"#).pea_name(), Some("pod/0"));
+        for hostile in [
+            r#"{"pea": "a\u001b[2Kb"}"#,
+            r#"{"pea": "a\nb"}"#,
+            r#"{"pea": "a\u202eb"}"#,
+        ] {
+            assert_eq!(Says::read(hostile.as_bytes()).pea_name(), None, "{hostile}");
+        }
+    }
+
     fn from(identity: &str, message: Vec<Bytes>) -> Vec<Bytes> {
         let mut all = vec![Bytes::from(identity.to_string())];
         all.extend(message);
@@ -308,7 +322,10 @@ mod tests {
             ("status", "unknown command `status`"),
             (&"x".repeat(100_000), "unknown command `xxx"),
             // No name on the wire holds a control character (wire::fits_a_name).
-            (&"\u{1}".repeat(100_000), "endpoint: a character no name may hold"),
+            (
+                &"\u{1}".repeat(100_000),
+                "endpoint: a character no name may hold",
+            ),
         ] {
             match read(from("a", frames(name, serde_json::json!({}))), &takes) {
                 Incoming::Refused(refusal) => {

@@ -41,6 +41,15 @@ impl Says {
             .unwrap_or_default()
     }
 
+    /// The Pea's name, when it says one that could name something
+    /// ([`crate::wire::fits_a_name`]): a name holding a control character
+    /// is none (a Head logs, lists and shows its members' names).
+    pub(crate) fn pea_name(&self) -> Option<&str> {
+        self.pea
+            .as_str()
+            .filter(|name| name.chars().all(crate::wire::fits_a_name))
+    }
+
     /// The credit an IDLE grants: its `credit`, a whole number; 1 when it
     /// says none.
     pub(crate) fn credit(&self) -> u64 {

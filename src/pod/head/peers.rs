@@ -143,7 +143,7 @@ pub(super) fn on_peer(
     if let Some(count) = counted.filter(|&n| n != shards as u64)
         && !by_identity.contains_key(identity)
     {
-        let pea = body.pea.as_str().unwrap_or("(no name)");
+        let pea = body.pea_name().unwrap_or("(no name)");
         tracing::warn!(
             pea = %name, member = %pea,
             "ignored Pea `{pea}`: it was started with --shard-count {count}, and this Pod has {shards} shards"
@@ -151,7 +151,7 @@ pub(super) fn on_peer(
         return None;
     }
     let index = by_identity.get(identity).copied().or_else(|| {
-        let pea = body.pea.as_str()?;
+        let pea = body.pea_name()?;
         // A rolling update gives a new replica the name of the one it
         // replaces: the live member of that name not yet connected comes first.
         let known = {
@@ -194,7 +194,7 @@ pub(super) fn on_peer(
         Some(i)
     });
     let Some(i) = index else {
-        let pea = body.pea.as_str().unwrap_or("(no name)");
+        let pea = body.pea_name().unwrap_or("(no name)");
         let members = members.read().expect("members");
         let shown: Vec<&str> = members.iter().take(4).map(String::as_str).collect();
         tracing::warn!(
