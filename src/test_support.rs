@@ -42,3 +42,27 @@ pub(crate) async fn within_10s<T>(
     }
     done.ok()
 }
+
+/// A log written to memory, for a test's tracing subscriber
+/// (`.with_writer(move || sink.clone())`): every clone writes to the same
+/// bytes.
+#[derive(Clone, Default)]
+pub(crate) struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogSink {
+    /// What was written, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

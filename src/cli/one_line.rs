@@ -35,15 +35,13 @@ impl<W: Write> Write for OneLine<W> {
     /// (std's stderr holds its lock for it).
     fn write(&mut self, event: &[u8]) -> io::Result<usize> {
         let body = event.strip_suffix(b"\n").unwrap_or(event);
-        let shown = match std::str::from_utf8(body) {
-            Ok(text) if self.terminal => crate::wire::escape_where(text, breaks_a_line),
-            Ok(text) => crate::wire::printable(text),
-            // The formatter writes UTF-8; were it not, line ends still go.
-            Err(_) => Cow::Owned(
-                String::from_utf8_lossy(body)
-                    .replace('\n', "\\n")
-                    .replace('\r', "\\r"),
-            ),
+        // The formatter writes UTF-8 (a `String`); bytes that are not would
+        // pass as they are when nothing else needs escaping.
+        let text = String::from_utf8_lossy(body);
+        let shown = if self.terminal {
+            crate::wire::escape_where(&text, breaks_a_line)
+        } else {
+            crate::wire::printable(&text)
         };
         if let Cow::Borrowed(_) = shown {
             self.to.write_all(event)?;
@@ -65,25 +63,12 @@ impl<W: Write> Write for OneLine<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_support::LogSink;
 
     /// What the log shows of `play`'s events, as the host logs them in text
     /// format, to a file (`terminal` false) or a terminal.
     fn logged(terminal: bool, play: impl FnOnce()) -> String {
-        let sink = Sink::default();
+        let sink = LogSink::default();
         let writer = sink.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(terminal)
@@ -94,7 +79,7 @@ mod tests {
             })
             .finish();
         tracing::subscriber::with_default(subscriber, play);
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        sink.text()
     }
 
     /// Text quoted in a message or a `%` field, with line ends and terminal

@@ -302,18 +302,7 @@ mod tests {
     /// What the host's log (text format, as a Pea writes it) shows of
     /// `play`'s guest output: its lines.
     fn logged(play: impl FnOnce(&GuestOutput)) -> Vec<String> {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
+        let sink = crate::test_support::LogSink::default();
         let writer = sink.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
@@ -322,8 +311,7 @@ mod tests {
             .finish();
         let out = GuestOutput::new("t".into(), DEFAULT_LINES_PER_SECOND);
         tracing::subscriber::with_default(subscriber, || play(&out));
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
+        sink.text().lines().map(str::to_owned).collect()
     }
 
     /// A guest's line ends and terminal controls are escaped, so none of
