@@ -200,10 +200,12 @@ impl StderrCopy {
             .rev()
             .find_map(|l| l.strip_prefix("error: "))
             .or_else(|| {
+                // A line `jina-wasm`'s error report quoted (`cli::report`)
+                // goes without its mark, as the report's first line would.
                 tail.iter()
                     .rev()
                     .find(|l| !l.is_empty())
-                    .map(String::as_str)
+                    .map(|l| l.strip_prefix("  | ").unwrap_or(l))
             })
             .map(str::to_owned)
     }

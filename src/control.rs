@@ -313,22 +313,26 @@ mod tests {
             status,
             Incoming::Command { command: Command::Status, ref prefix, .. } if prefix.len() == 1
         ));
-        for (name, says) in [
+        let unsupported = ErrorKind::Unsupported;
+        for (name, kind, says) in [
             (
                 "DUMP",
+                unsupported,
                 "this socket does not take DUMP: it takes STATUS, TERMINATE",
             ),
-            ("IDLE", "IDLE is sent on a data link"),
-            ("status", "unknown command `status`"),
-            (&"x".repeat(100_000), "unknown command `xxx"),
+            ("IDLE", unsupported, "IDLE is sent on a data link"),
+            ("status", unsupported, "unknown command `status`"),
+            (&"x".repeat(100_000), unsupported, "unknown command `xxx"),
             // No name on the wire holds a control character (wire::fits_a_name).
             (
                 &"\u{1}".repeat(100_000),
+                ErrorKind::Malformed,
                 "endpoint: a character no name may hold",
             ),
         ] {
             match read(from("a", frames(name, serde_json::json!({}))), &takes) {
                 Incoming::Refused(refusal) => {
+                    assert_eq!(refusal.kind, kind);
                     assert!(refusal.message.contains(says), "{}", refusal.message);
                     // A hostile name is quoted short, and not echoed whole.
                     assert!(refusal.message.len() < 600, "{}", refusal.message.len());

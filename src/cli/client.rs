@@ -88,6 +88,10 @@ impl ClientCommand {
         let (Some(input), Some(output)) = (&self.input_address, &self.output_address) else {
             return self.run_http().await;
         };
+        // The endpoint goes on the wire, where a Pea refuses one no name may
+        // be; the gateway's (`run_http`) checks it as it does any client's.
+        crate::wire::check_name("--endpoint", &self.request.endpoint)
+            .map_err(anyhow::Error::msg)?;
         // ZeroMQ connects in the background and waits for a peer forever: see
         // first that something listens where we connect.
         for (flag, address, spec) in [
@@ -104,18 +108,6 @@ impl ClientCommand {
             output: endpoint(output),
             socket_out: self.socket_out,
         };
-        if let Some(c) = self
-            .request
-            .endpoint
-            .chars()
-            .find(|&c| !crate::wire::fits_a_name(c))
-        {
-            anyhow::bail!(
-                "--endpoint {:?}: {} is a character no endpoint may hold (a control character, a line separator or a bidirectional-text control)",
-                self.request.endpoint,
-                c.escape_unicode()
-            );
-        }
         let mut client = Client::open(&target).await?;
         client.window = self.prefetch as usize;
         client.timeout = self.timeout;

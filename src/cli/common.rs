@@ -478,11 +478,8 @@ pub fn write_document(
             let text = |t: &Option<String>| printable(t.as_deref().unwrap_or("")).into_owned();
             writeln!(out, "{}: {}", printable(&doc.id), text(&doc.text))?;
             if !doc.tags.is_empty() {
-                writeln!(
-                    out,
-                    "  tags: {}",
-                    serde_json::Value::Object(doc.tags.clone())
-                )?;
+                let tags = serde_json::Value::Object(doc.tags.clone()).to_string();
+                writeln!(out, "  tags: {}", printable(&tags))?;
             }
             for m in &doc.matches {
                 let score = m

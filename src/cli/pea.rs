@@ -246,6 +246,10 @@ impl PeaCommand {
     /// Socket flags that do not fit together.
     pub fn config(&self) -> anyhow::Result<PeaConfig> {
         let spec = self.executor.spec();
+        // The name goes on the wire in every answer's route: one its
+        // receivers would refuse is refused here (`--name`, or the file stem).
+        crate::wire::check_name("the Pea's name (--name, else the file stem)", &spec.name)
+            .map_err(anyhow::Error::msg)?;
         let (address_in, address_out, address_ctrl) = self.sockets.addresses(&spec.name)?;
         let config = PeaConfig {
             name: spec.name.clone(),
@@ -282,6 +286,7 @@ impl PeaCommand {
                 if id.is_empty() || id.contains(['/', ' ']) {
                     anyhow::bail!("--replica-id `{id}`: must be non-empty, without `/` or spaces");
                 }
+                crate::wire::check_name("--replica-id", &id).map_err(anyhow::Error::msg)?;
                 Some(id)
             }
             None => None,

@@ -23,7 +23,9 @@ use bytes::Bytes;
 
 pub use body::{Body, Relation, Score};
 pub(crate) use reader::{Reader, put_bytes, put_opt_str, put_u32};
-pub use status::{ErrorKind, UnknownKind, cut_reason, escape_where, fits_a_name, printable};
+pub use status::{
+    ErrorKind, UnknownKind, check_name, cut_reason, escape_where, fits_a_name, printable,
+};
 
 /// The two bytes every envelope starts with: `JW`.
 pub const MAGIC: [u8; 2] = *b"JW";

@@ -116,8 +116,9 @@ impl<'a> Reader<'a> {
 
     /// A `str` field that names something (a request, an endpoint, a Pea):
     /// only characters that [`super::fits_a_name`]. Nothing the host makes
-    /// holds another (the gateway refuses them in endpoints), so only a
-    /// hostile peer could send one.
+    /// holds another (such names are refused where they are given: a
+    /// client's endpoint, a Pod's or Pea's name, [`super::check_name`]), so
+    /// only a hostile peer could send one.
     pub(crate) fn name(&mut self, what: &str) -> Result<String, WireError> {
         let start = self.at + 4;
         let text = self.str(what)?;

@@ -213,6 +213,23 @@ pub fn fits_a_name(c: char) -> bool {
         ))
 }
 
+/// Refuses `name` (what `what` says it is) when it holds a character that
+/// does not [`fits_a_name`]: where names are given (a Pea's `--name`, a
+/// client's `--endpoint`), so that what the host makes, its own receivers
+/// take.
+///
+/// # Errors
+/// The name, the character and why.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    match name.chars().find(|&c| !fits_a_name(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{what} {name:?}: {} is a character no name may hold (a control character, a line separator or a bidirectional-text control)",
+            c.escape_unicode()
+        )),
+    }
+}
+
 /// `text` with its control characters but tabs escaped (`\r` as `\\r`,
 /// ESC as `\\u{1b}`), and the Unicode line and paragraph separators too:
 /// how text someone else wrote (a guest's output, an error it returned, a

@@ -409,7 +409,18 @@ async fn daemon_objects_get_their_own_state_and_their_output_is_bounded() {
 fn flow_pod_names_that_are_paths_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let long = "n".repeat(256);
-    for name in [".", "..", "a\\\\b", "a\\0b", "a\\tb", long.as_str()] {
+    for name in [
+        ".",
+        "..",
+        "a\\\\b",
+        "a\\0b",
+        "a\\tb",
+        // Not control characters to Unicode, but no name on the wire may
+        // hold them (a Pea named so would have every answer refused).
+        "idx\\u200f",
+        "a\\u2028b",
+        long.as_str(),
+    ] {
         let file = dir.path().join("f.yml");
         std::fs::write(
             &file,
@@ -425,4 +436,40 @@ fn flow_pod_names_that_are_paths_are_refused() {
         );
     }
     assert!(!dir.path().join("ws").exists(), "nothing was created");
+}
+
+/// A name the wire refuses is refused where it is given, before anything
+/// starts: a Pea so named would have every answer dropped by its receivers,
+/// and a client's endpoint so named its every request.
+#[test]
+fn names_the_wire_refuses_are_refused_on_the_command_line() {
+    let refused = "is a character no name may hold";
+    for args in [
+        &["pea", "--uses", "missing.wasm", "--name", "idx\u{200f}"][..],
+        &["pea", "--uses", "missing.wasm", "--name", "a\tb"],
+        &["pod", "--uses", "missing.wasm", "--name", "a\u{2028}b"],
+        &[
+            "pea",
+            "--uses",
+            "missing.wasm",
+            "--shard-count",
+            "1",
+            "--replica-id",
+            "r\u{1b}",
+        ],
+        &[
+            "client",
+            "--in",
+            "127.0.0.1:1",
+            "--out",
+            "127.0.0.1:2",
+            "--endpoint",
+            "/ind\u{202e}xe",
+        ],
+    ] {
+        let out = crate::cli::jina(args, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(refused), "{args:?}: {stderr}");
+    }
 }

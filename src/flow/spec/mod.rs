@@ -227,9 +227,9 @@ impl Flow {
                 || pod.name.len() > 255
                 || [GATEWAY, ".", ".."].contains(&pod.name.as_str())
                 || pod.name.contains(['/', '\\', ' '])
-                || pod.name.chars().any(char::is_control)
+                || !pod.name.chars().all(crate::wire::fits_a_name)
             {
-                return Err(at("a Pod's name must be 1 to 255 bytes, not `gateway`, `.` or `..`, without `/`, `\\`, spaces or control characters".into()));
+                return Err(at("a Pod's name must be 1 to 255 bytes, not `gateway`, `.` or `..`, without `/`, `\\`, spaces, control characters, line separators or bidirectional-text controls".into()));
             }
             if index.insert(&pod.name, i).is_some() {
                 return Err(at("another Pod has the same name".into()));
